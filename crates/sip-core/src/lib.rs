@@ -1,0 +1,33 @@
+//! # sip-core
+//!
+//! The sans-IO heart of ucma-rs: a zero-copy SIP and SDP codec, a stream framer for TCP/TLS,
+//! and the explicit limits that keep a server safe from hostile input. No sockets, no tokio,
+//! no clocks: the layers above own I/O and time.
+//!
+//! ```text
+//! ucma (facade) ─ conversation ─ application-endpoint ─ collaboration-platform ─ transport-tls
+//!                                                                                    │
+//!                                                          sip-core  ◀── this crate ─┘
+//! ```
+//!
+//! ## Why a codec of our own
+//!
+//! rsip and sdp-rs, measured on the RFC 4475/5118 torture messages, accept malformed
+//! messages, ignore Content-Length and can panic on hostile SDP (see `DESIGN.md`). This crate
+//! parses SIP strictly where RFC 3261/4475 call a message invalid, leniently where they allow
+//! it, and without copying: a parsed [`SipMessage`] keeps the received [`bytes::Bytes`] and
+//! records header names and values as offsets into it. Typed views (Via, CSeq, From/To, …)
+//! are decoded on demand from those slices and borrow from the message.
+//!
+//! A message that was parsed and not changed serializes to exactly the bytes received; a
+//! changed message serializes to canonical form (long header names, unfolded values, a
+//! Content-Length computed from the body).
+//!
+//! ## What it does not do
+//!
+//! No I/O, no DNS, no timers of its own. Transactions, dialogs and authentication arrive in
+//! a later issue as sans-IO state machines fed with an explicit `now`.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod sdp;
