@@ -30,4 +30,25 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod error;
+pub mod framer;
+pub mod headers;
+mod limits;
+mod message;
+mod method;
+mod name;
+pub mod name_addr;
+pub mod params;
+mod scan;
 pub mod sdp;
+pub mod uri;
+
+pub use error::ParseError;
+pub use headers::{AuthValue, CSeq, Contact, MediaType, TokenParams, Transport, Via, Warning};
+pub use limits::Limits;
+pub use message::{HeaderRef, IntoHeaderName, MessageBuilder, SipMessage};
+pub use method::{reason_phrase, Method};
+pub use name::HeaderName;
+pub use name_addr::{DisplayName, NameAddr};
+pub use params::{Param, Params};
+pub use uri::{Host, Uri};

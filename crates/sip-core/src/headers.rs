@@ -1,0 +1,616 @@
+//! Typed views of header values, decoded on demand from the raw bytes a message keeps.
+//!
+//! Each view borrows from the message and keeps whatever it does not interpret (unknown
+//! parameters, unknown transports, unknown auth schemes) reachable through [`Params`] or a raw
+//! slice, so nothing is lost by looking at a header through a view.
+
+use crate::method::Method;
+use crate::name_addr::NameAddr;
+use crate::params::Params;
+use crate::scan::{
+    is_token, is_token_char, is_ws, parse_u32_saturating, parse_u64, quoted_end, skip_ws, trim,
+    unquote, CommaSplit,
+};
+use crate::uri::{parse_hostport, Host};
+use crate::ParseError;
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+fn ascii(s: &[u8]) -> &str {
+    // Callers pass only validated token bytes, which are ASCII.
+    std::str::from_utf8(s).unwrap_or("")
+}
+
+/// Splits a leading token off `s` (after optional whitespace); returns it and the rest.
+fn take_token(s: &[u8]) -> (&[u8], &[u8]) {
+    let i = skip_ws(s, 0);
+    let mut j = i;
+    while j < s.len() && is_token_char(s[j]) {
+        j += 1;
+    }
+    (&s[i..j], &s[j..])
+}
+
+/// The transport of a Via sent-protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport<'a> {
+    /// UDP.
+    Udp,
+    /// TCP.
+    Tcp,
+    /// TLS over TCP.
+    Tls,
+    /// SCTP.
+    Sctp,
+    /// TLS over SCTP.
+    TlsSctp,
+    /// WebSocket (RFC 7118).
+    Ws,
+    /// Secure WebSocket (RFC 7118).
+    Wss,
+    /// Any other transport token, as written (RFC 3261 `other-transport`).
+    Other(&'a str),
+}
+
+impl<'a> Transport<'a> {
+    /// Maps a transport token, case-insensitively.
+    pub fn from_token(t: &'a str) -> Transport<'a> {
+        match t.to_ascii_uppercase().as_str() {
+            "UDP" => Transport::Udp,
+            "TCP" => Transport::Tcp,
+            "TLS" => Transport::Tls,
+            "SCTP" => Transport::Sctp,
+            "TLS-SCTP" => Transport::TlsSctp,
+            "WS" => Transport::Ws,
+            "WSS" => Transport::Wss,
+            _ => Transport::Other(t),
+        }
+    }
+
+    /// The canonical token.
+    pub fn as_str(&self) -> &'a str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+            Transport::Sctp => "SCTP",
+            Transport::TlsSctp => "TLS-SCTP",
+            Transport::Ws => "WS",
+            Transport::Wss => "WSS",
+            Transport::Other(t) => t,
+        }
+    }
+
+    /// Does the transport deliver reliably (no retransmission timers, RFC 3261 §17)?
+    pub fn is_reliable(&self) -> bool {
+        !matches!(self, Transport::Udp)
+    }
+}
+
+/// One Via value (RFC 3261 §20.42).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Via<'a> {
+    protocol: &'a str,
+    version: &'a str,
+    transport: Transport<'a>,
+    host: Host<'a>,
+    port: Option<u16>,
+    params: Params<'a>,
+}
+
+impl<'a> Via<'a> {
+    /// Parses one Via value, with the whitespace RFC 3261 allows around `/`, `;` and `=`.
+    pub fn parse(value: &'a [u8]) -> Result<Via<'a>, ParseError> {
+        let err = |why| ParseError::header("Via", why);
+        let (protocol, rest) = take_token(value);
+        let slash = |r: &'a [u8]| -> Result<&'a [u8], ParseError> {
+            let i = skip_ws(r, 0);
+            if r.get(i) != Some(&b'/') {
+                return Err(err("sent-protocol needs name/version/transport"));
+            }
+            Ok(&r[i + 1..])
+        };
+        let rest = slash(rest)?;
+        let (version, rest) = take_token(rest);
+        let rest = slash(rest)?;
+        let (transport, rest) = take_token(rest);
+        if protocol.is_empty() || version.is_empty() || transport.is_empty() {
+            return Err(err("empty sent-protocol part"));
+        }
+        if rest.first().is_none_or(|c| !is_ws(*c)) {
+            return Err(err("missing sent-by"));
+        }
+        let rest = &rest[skip_ws(rest, 0)..];
+        let end = rest
+            .iter()
+            .position(|&c| c == b';' || is_ws(c))
+            .unwrap_or(rest.len());
+        let (host, port) = parse_hostport(&rest[..end]).map_err(|_| err("bad sent-by"))?;
+        let params = Params::parse_all(&rest[end..]).map_err(err)?;
+        Ok(Via {
+            protocol: ascii(protocol),
+            version: ascii(version),
+            transport: Transport::from_token(ascii(transport)),
+            host,
+            port,
+            params,
+        })
+    }
+
+    /// Protocol name (`SIP`).
+    pub fn protocol(&self) -> &'a str {
+        self.protocol
+    }
+    /// Protocol version (`2.0`).
+    pub fn version(&self) -> &'a str {
+        self.version
+    }
+    /// The transport.
+    pub fn transport(&self) -> Transport<'a> {
+        self.transport
+    }
+    /// The sent-by host.
+    pub fn host(&self) -> Host<'a> {
+        self.host
+    }
+    /// The sent-by port, if written.
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+    /// All parameters, known and unknown.
+    pub fn params(&self) -> Params<'a> {
+        self.params
+    }
+    /// The `branch` (transaction id; RFC 3261 branches start with `z9hG4bK`).
+    pub fn branch(&self) -> Option<&'a str> {
+        self.params.get("branch").flatten().map(ascii_lossy)
+    }
+    /// The `received` address; accepts the bracketed IPv6 form robust parsers must take
+    /// (RFC 5118 §4.5).
+    pub fn received(&self) -> Option<IpAddr> {
+        let v = self.params.get("received").flatten()?;
+        let v = v
+            .strip_prefix(b"[")
+            .and_then(|x| x.strip_suffix(b"]"))
+            .unwrap_or(v);
+        std::str::from_utf8(v).ok()?.parse().ok()
+    }
+    /// `rport`: `None` if absent, `Some(None)` if present without a value (RFC 3581).
+    pub fn rport(&self) -> Option<Option<u16>> {
+        self.params
+            .get("rport")
+            .map(|v| v.and_then(|p| parse_u64(p).and_then(|n| u16::try_from(n).ok())))
+    }
+    /// The `maddr` parameter.
+    pub fn maddr(&self) -> Option<&'a [u8]> {
+        self.params.get("maddr").flatten()
+    }
+    /// The `ttl` parameter (0–255).
+    pub fn ttl(&self) -> Option<u8> {
+        self.params
+            .get("ttl")
+            .flatten()
+            .and_then(|v| parse_u64(v).and_then(|n| u8::try_from(n).ok()))
+    }
+}
+
+fn ascii_lossy(s: &[u8]) -> &str {
+    std::str::from_utf8(s).unwrap_or("")
+}
+
+/// The CSeq header: sequence number and method (RFC 3261 §20.16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CSeq<'a> {
+    seq: u32,
+    method: &'a [u8],
+}
+
+impl<'a> CSeq<'a> {
+    /// Parses `number LWS method`; the number must fit 32 bits.
+    pub fn parse(value: &'a [u8]) -> Result<CSeq<'a>, ParseError> {
+        let err = |why| ParseError::header("CSeq", why);
+        let v = trim(value);
+        let digits = v.iter().take_while(|c| c.is_ascii_digit()).count();
+        let seq = parse_u64(&v[..digits]).ok_or_else(|| err("sequence number"))?;
+        let seq = u32::try_from(seq).map_err(|_| err("sequence number exceeds 2^32-1"))?;
+        let rest = &v[digits..];
+        if rest.first().is_none_or(|c| !is_ws(*c)) {
+            return Err(err("missing method"));
+        }
+        let method = trim(rest);
+        if !is_token(method) {
+            return Err(err("method is not a token"));
+        }
+        Ok(CSeq { seq, method })
+    }
+    /// The sequence number.
+    pub fn seq(&self) -> u32 {
+        self.seq
+    }
+    /// The method token as written.
+    pub fn method_bytes(&self) -> &'a [u8] {
+        self.method
+    }
+    /// The method.
+    pub fn method(&self) -> Method {
+        Method::from_token(self.method)
+    }
+}
+
+/// One Contact value: `*` (remove all bindings) or an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contact<'a> {
+    /// `Contact: *` (REGISTER only).
+    Star,
+    /// A contact address with its parameters.
+    Addr(NameAddr<'a>),
+}
+
+impl<'a> Contact<'a> {
+    /// Parses one Contact value.
+    pub fn parse(value: &'a [u8]) -> Result<Contact<'a>, ParseError> {
+        if trim(value) == b"*" {
+            return Ok(Contact::Star);
+        }
+        let na = NameAddr::parse(value, "Contact")?;
+        if let Some(e) = na.params().get("expires") {
+            if e.is_none_or(|e| parse_u32_saturating(e).is_none()) {
+                return Err(ParseError::header("Contact", "expires is not delta-seconds"));
+            }
+        }
+        Ok(Contact::Addr(na))
+    }
+    /// The address, unless this is `*`.
+    pub fn addr(&self) -> Option<&NameAddr<'a>> {
+        match self {
+            Contact::Star => None,
+            Contact::Addr(a) => Some(a),
+        }
+    }
+    /// The `expires` parameter in seconds (values past 2^32-1 saturate).
+    pub fn expires(&self) -> Option<u32> {
+        self.addr()?
+            .params()
+            .get("expires")
+            .flatten()
+            .and_then(parse_u32_saturating)
+    }
+    /// The `q` preference in thousandths (`q=0.33` is 330), 0–1000.
+    pub fn q_millis(&self) -> Option<u16> {
+        let v = self.addr()?.params().get("q").flatten()?;
+        let s = std::str::from_utf8(v).ok()?;
+        let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+        if frac.len() > 3 || !frac.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        let int: u16 = int.parse().ok()?;
+        let frac_v: u16 = format!("{frac:0<3}").parse().ok()?;
+        let q = int.checked_mul(1000)?.checked_add(frac_v)?;
+        (q <= 1000).then_some(q)
+    }
+    /// The `+sip.instance` value without quotes (RFC 5626), e.g. `<urn:uuid:…>`.
+    pub fn instance(&self) -> Option<Cow<'a, [u8]>> {
+        self.addr()?.params().get_unquoted("+sip.instance")
+    }
+    /// The `pub-gruu` a registrar granted (RFC 5627).
+    pub fn pub_gruu(&self) -> Option<Cow<'a, [u8]>> {
+        self.addr()?.params().get_unquoted("pub-gruu")
+    }
+    /// Is the contact URI a GRUU (its URI has the `gr` parameter, RFC 5627)?
+    pub fn is_gruu(&self) -> bool {
+        self.addr()
+            .and_then(|a| a.uri().as_sip().map(|u| u.param("gr").is_some()))
+            .unwrap_or(false)
+    }
+}
+
+/// A media type (`Content-Type`, `Accept` items): type, subtype and parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaType<'a> {
+    kind: &'a str,
+    subtype: &'a str,
+    params: Params<'a>,
+}
+
+impl<'a> MediaType<'a> {
+    /// Parses `type/subtype *(;param)`.
+    pub fn parse(value: &'a [u8]) -> Result<MediaType<'a>, ParseError> {
+        let err = |why| ParseError::header("Content-Type", why);
+        let (kind, rest) = take_token(value);
+        let i = skip_ws(rest, 0);
+        if rest.get(i) != Some(&b'/') {
+            return Err(err("missing /"));
+        }
+        let (subtype, rest) = take_token(&rest[i + 1..]);
+        if kind.is_empty() || subtype.is_empty() {
+            return Err(err("empty type or subtype"));
+        }
+        let params = Params::parse_all(rest).map_err(err)?;
+        Ok(MediaType {
+            kind: ascii(kind),
+            subtype: ascii(subtype),
+            params,
+        })
+    }
+    /// The top-level type (`application`).
+    pub fn kind(&self) -> &'a str {
+        self.kind
+    }
+    /// The subtype (`sdp`).
+    pub fn subtype(&self) -> &'a str {
+        self.subtype
+    }
+    /// Parameters (`charset`, `boundary` …).
+    pub fn params(&self) -> Params<'a> {
+        self.params
+    }
+    /// Case-insensitive comparison with `type/subtype`.
+    pub fn is(&self, kind: &str, subtype: &str) -> bool {
+        self.kind.eq_ignore_ascii_case(kind) && self.subtype.eq_ignore_ascii_case(subtype)
+    }
+}
+
+/// A token with parameters: Event (RFC 6665 §8.2.1), Subscription-State (§8.2.3), Reason,
+/// Content-Disposition, option tags with parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenParams<'a> {
+    token: &'a str,
+    params: Params<'a>,
+}
+
+impl<'a> TokenParams<'a> {
+    /// Parses `token *(;param)` for the header named `header`.
+    pub fn parse(value: &'a [u8], header: &'static str) -> Result<TokenParams<'a>, ParseError> {
+        let (token, rest) = take_token(value);
+        if token.is_empty() {
+            return Err(ParseError::header(header, "missing token"));
+        }
+        let params = Params::parse_all(rest).map_err(|w| ParseError::header(header, w))?;
+        Ok(TokenParams {
+            token: ascii(token),
+            params,
+        })
+    }
+    /// The token (`presence`, `active`, `terminated`, `session` …).
+    pub fn token(&self) -> &'a str {
+        self.token
+    }
+    /// Its parameters (`id`, `expires`, `reason`, `retry-after` …).
+    pub fn params(&self) -> Params<'a> {
+        self.params
+    }
+    /// A parameter parsed as delta-seconds (e.g. Subscription-State `expires`).
+    pub fn seconds(&self, name: &str) -> Option<u32> {
+        self.params.get(name).flatten().and_then(parse_u32_saturating)
+    }
+}
+
+/// A WWW-Authenticate / Proxy-Authenticate challenge or an Authorization /
+/// Proxy-Authorization credential, of any scheme (Digest, NTLM, Kerberos, TLS-DSK, or one
+/// nobody knows: RFC 3261 `other-challenge`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthValue<'a> {
+    scheme: &'a str,
+    rest: &'a [u8],
+}
+
+impl<'a> AuthValue<'a> {
+    /// Parses `scheme LWS auth-params` (comma-separated `name=value`, or an opaque token68).
+    pub fn parse(value: &'a [u8], header: &'static str) -> Result<AuthValue<'a>, ParseError> {
+        let (scheme, rest) = take_token(value);
+        if scheme.is_empty() {
+            return Err(ParseError::header(header, "missing auth scheme"));
+        }
+        let rest = trim(rest);
+        for item in CommaSplit::new(rest) {
+            if rest.is_empty() {
+                break;
+            }
+            let eq = item.iter().position(|&c| c == b'=');
+            let quoted_ok = match eq {
+                Some(e) => {
+                    let v = trim(&item[e + 1..]);
+                    v.first() != Some(&b'"') || quoted_end(v, 0) == Some(v.len())
+                }
+                None => true,
+            };
+            if item.is_empty() || !quoted_ok {
+                return Err(ParseError::header(header, "malformed auth-param"));
+            }
+        }
+        Ok(AuthValue {
+            scheme: ascii(scheme),
+            rest,
+        })
+    }
+    /// The scheme as written (`Digest`, `NTLM`, `Kerberos`, `TLS-DSK` …).
+    pub fn scheme(&self) -> &'a str {
+        self.scheme
+    }
+    /// Everything after the scheme, as written.
+    pub fn raw_params(&self) -> &'a [u8] {
+        self.rest
+    }
+    /// The `name=value` auth-params, values as written (quoted ones keep their quotes).
+    pub fn params(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
+        CommaSplit::new(self.rest).filter_map(|item| {
+            let e = item.iter().position(|&c| c == b'=')?;
+            Some((ascii_lossy(trim(&item[..e])), trim(&item[e + 1..])))
+        })
+    }
+    /// The value of auth-param `name` (case-insensitive), unquoted.
+    pub fn param(&self, name: &str) -> Option<Cow<'a, [u8]>> {
+        self.params()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| {
+                if v.len() >= 2 && v[0] == b'"' && v[v.len() - 1] == b'"' {
+                    unquote(&v[1..v.len() - 1])
+                } else {
+                    Cow::Borrowed(v)
+                }
+            })
+    }
+}
+
+/// One Warning value (RFC 3261 §20.43): code, agent, text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Warning<'a> {
+    code: u16,
+    agent: &'a [u8],
+    text: &'a [u8],
+}
+
+impl<'a> Warning<'a> {
+    /// Parses `3DIGIT SP warn-agent SP quoted-string`.
+    pub fn parse(value: &'a [u8]) -> Result<Warning<'a>, ParseError> {
+        let err = |why| ParseError::header("Warning", why);
+        let v = trim(value);
+        let sp = v
+            .iter()
+            .position(|&c| c == b' ')
+            .ok_or_else(|| err("missing agent"))?;
+        let code = &v[..sp];
+        if code.len() != 3 {
+            return Err(err("warn-code is not three digits"));
+        }
+        let code = parse_u64(code).ok_or_else(|| err("warn-code is not three digits"))? as u16;
+        let rest = trim(&v[sp..]);
+        let sp = rest
+            .iter()
+            .position(|&c| c == b' ')
+            .ok_or_else(|| err("missing text"))?;
+        let agent = &rest[..sp];
+        let text = trim(&rest[sp..]);
+        if quoted_end(text, 0) != Some(text.len()) || text.first() != Some(&b'"') {
+            return Err(err("warn-text must be a quoted string"));
+        }
+        Ok(Warning {
+            code,
+            agent,
+            text: &text[1..text.len() - 1],
+        })
+    }
+    /// The warn-code (300–399).
+    pub fn code(&self) -> u16 {
+        self.code
+    }
+    /// The warn-agent (host[:port] or a pseudonym).
+    pub fn agent(&self) -> &'a [u8] {
+        self.agent
+    }
+    /// The text, unquoted.
+    pub fn text(&self) -> Cow<'a, [u8]> {
+        unquote(self.text)
+    }
+}
+
+/// Checks a Date value is an RFC 1123 date in GMT (RFC 3261 §20.17), e.g.
+/// `Sat, 13 Nov 2010 23:29:00 GMT`.
+pub fn validate_date(value: &[u8]) -> Result<(), ParseError> {
+    let err = ParseError::header("Date", "not an RFC 1123 date in GMT");
+    let v = trim(value);
+    let parts: Vec<&[u8]> = v.split(|&c| c == b' ').collect();
+    let [wkday, day, month, year, time, zone] = parts.as_slice() else {
+        return Err(err);
+    };
+    const DAYS: [&[u8]; 7] = [b"Mon,", b"Tue,", b"Wed,", b"Thu,", b"Fri,", b"Sat,", b"Sun,"];
+    const MONTHS: [&[u8]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
+    let digits = |s: &[u8], n: usize| s.len() == n && s.iter().all(u8::is_ascii_digit);
+    let time_ok = time.len() == 8
+        && digits(&time[0..2], 2)
+        && time[2] == b':'
+        && digits(&time[3..5], 2)
+        && time[5] == b':'
+        && digits(&time[6..8], 2);
+    if DAYS.contains(wkday)
+        && digits(day, 2)
+        && MONTHS.contains(month)
+        && digits(year, 4)
+        && time_ok
+        && *zone == b"GMT"
+    {
+        Ok(())
+    } else {
+        Err(err)
+    }
+}
+
+/// Parses a delta-seconds value (Expires, Min-Expires), saturating past 2^32-1.
+pub fn parse_delta_seconds(value: &[u8], header: &'static str) -> Result<u32, ParseError> {
+    parse_u32_saturating(trim(value)).ok_or(ParseError::header(header, "not delta-seconds"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn via_with_whitespace_and_unknown_transport() {
+        let v = Via::parse(b"SIP  /   2.0 /UDP 192.0.2.2;branch=390skdjuw ; rport").unwrap();
+        assert_eq!(v.transport(), Transport::Udp);
+        assert_eq!(v.branch(), Some("390skdjuw"));
+        assert_eq!(v.rport(), Some(None));
+        let v = Via::parse(b"SIP/2.0/UNKNOWN [2001:db8::9:1]:6050;received=[2001:db8::9:255]")
+            .unwrap();
+        assert_eq!(v.transport(), Transport::Other("UNKNOWN"));
+        assert_eq!(v.port(), Some(6050));
+        assert_eq!(v.received(), Some("2001:db8::9:255".parse().unwrap()));
+        assert!(Via::parse(b"SIP/2.0/UDP 192.0.2.15;;,;,,").is_err());
+    }
+
+    #[test]
+    fn cseq_limits() {
+        assert_eq!(CSeq::parse(b"0009\r INVITE".as_slice()).ok(), None);
+        let c = CSeq::parse(b"0009 INVITE").unwrap();
+        assert_eq!((c.seq(), c.method()), (9, Method::Invite));
+        assert!(CSeq::parse(b"36893488147419103232 INVITE").is_err());
+        assert!(CSeq::parse(b"4294967295 INVITE").is_ok());
+    }
+
+    #[test]
+    fn auth_values_of_any_scheme() {
+        let a = AuthValue::parse(
+            b"Digest realm=\"atlanta.com\", nonce=\"84a4cc6f\", qop=\"auth,auth-int\", algorithm=MD5",
+            "WWW-Authenticate",
+        )
+        .unwrap();
+        assert_eq!(a.scheme(), "Digest");
+        assert_eq!(&*a.param("qop").unwrap(), b"auth,auth-int");
+        assert_eq!(&*a.param("ALGORITHM").unwrap(), b"MD5");
+        let a = AuthValue::parse(b"NoOneKnowsThisScheme opaque-data=here", "Authorization")
+            .unwrap();
+        assert_eq!(&*a.param("opaque-data").unwrap(), b"here");
+        let a = AuthValue::parse(
+            b"NTLM qop=\"auth\", realm=\"SIP Communications Service\", targetname=\"fe.contoso.test\", version=4",
+            "WWW-Authenticate",
+        )
+        .unwrap();
+        assert_eq!(&*a.param("realm").unwrap(), b"SIP Communications Service");
+    }
+
+    #[test]
+    fn contact_params() {
+        let c = Contact::parse(
+            b"<sip:a@b;gr=urn:uuid:1>;expires=280297596632815;q=0.33;+sip.instance=\"<urn:uuid:1>\"",
+        )
+        .unwrap();
+        assert_eq!(c.expires(), Some(u32::MAX));
+        assert_eq!(c.q_millis(), Some(330));
+        assert_eq!(&*c.instance().unwrap(), b"<urn:uuid:1>");
+        assert!(c.is_gruu());
+        assert_eq!(Contact::parse(b" * ").unwrap(), Contact::Star);
+    }
+
+    #[test]
+    fn warnings_and_dates() {
+        let w = Warning::parse(b"399 atlanta.com \"Alice's \\\"phone\\\"\"").unwrap();
+        assert_eq!(w.code(), 399);
+        assert_eq!(&*w.text(), b"Alice's \"phone\"");
+        assert!(Warning::parse(b"1812 overture \"In Progress\"").is_err());
+        assert!(validate_date(b"Sat, 13 Nov 2010 23:29:00 GMT").is_ok());
+        assert!(validate_date(b"Fri, 01 Jan 2010 16:00:00 EST").is_err());
+    }
+}

@@ -1,0 +1,999 @@
+//! The SIP message: parsing from received bytes, typed access, building, serializing.
+//!
+//! A parsed [`SipMessage`] holds the received [`Bytes`] and, per header field, the offsets of
+//! its name and value inside them: parsing allocates one `Vec` and copies no text (folded
+//! values, rare in practice, are the exception: they are unfolded into a new buffer).
+
+use crate::error::ParseError;
+use crate::headers::{
+    parse_delta_seconds, validate_date, AuthValue, CSeq, Contact, MediaType, TokenParams, Via,
+    Warning,
+};
+use crate::limits::Limits;
+use crate::method::Method;
+use crate::name::HeaderName;
+use crate::name_addr::NameAddr;
+use crate::scan::{is_token, is_word, parse_u64, trim, CommaSplit};
+use crate::uri::Uri;
+use bytes::{BufMut, Bytes, BytesMut};
+use std::fmt;
+
+/// Where the bytes of some text live: inside the received buffer, or owned.
+#[derive(Debug, Clone)]
+enum Text {
+    Span(u32, u32),
+    Owned(Bytes),
+}
+
+impl Text {
+    #[inline]
+    fn get<'a>(&'a self, buf: &'a [u8]) -> &'a [u8] {
+        match self {
+            Text::Span(a, b) => &buf[*a as usize..*b as usize],
+            Text::Owned(b) => b,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Field {
+    name: HeaderName,
+    raw_name: Text,
+    value: Text,
+}
+
+#[derive(Debug, Clone)]
+enum StartLine {
+    Request { method: Method, uri: Text },
+    Response { status: u16, reason: Text },
+}
+
+/// One header field as it appears in the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderRef<'a> {
+    /// The field's name (compact forms already mapped to the long name).
+    pub name: HeaderName,
+    /// The name exactly as written (`v`, `ViA`, `X-Custom`).
+    pub raw_name: &'a [u8],
+    /// The value, trimmed, folding replaced by single spaces.
+    pub value: &'a [u8],
+}
+
+/// How the bytes given to the parser were delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// One UDP datagram: Content-Length optional, bytes past it ignored (RFC 3261 §18.3).
+    Datagram,
+    /// Exactly one message from the stream framer: Content-Length mandatory and exact.
+    Framed,
+    /// Start line and headers only; the body is not looked at.
+    Head,
+}
+
+/// A SIP request or response.
+#[derive(Clone)]
+pub struct SipMessage {
+    buf: Bytes,
+    start: StartLine,
+    fields: Vec<Field>,
+    body: Bytes,
+    /// True while the message is exactly the received bytes in `buf`.
+    pristine: bool,
+}
+
+impl fmt::Debug for SipMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SipMessage")
+            .field("start", &String::from_utf8_lossy(&self.start_line_bytes()))
+            .field("headers", &self.fields.len())
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+impl PartialEq for SipMessage {
+    /// Messages are equal when they serialize to the same bytes.
+    fn eq(&self, other: &Self) -> bool {
+        self.to_bytes() == other.to_bytes()
+    }
+}
+
+impl SipMessage {
+    /// Parses one UDP datagram (RFC 3261 §18.3): Content-Length is optional (without it the
+    /// body is the rest of the datagram) and bytes past it are ignored. The message is
+    /// validated (see [`validate`](Self::validate)).
+    pub fn parse_datagram(buf: Bytes, limits: &Limits) -> Result<SipMessage, ParseError> {
+        parse(buf, limits, Framing::Datagram)
+    }
+
+    /// Parses one message delimited by a stream framer: Content-Length is mandatory and must
+    /// equal the body length. The message is validated.
+    pub fn parse_framed(buf: Bytes, limits: &Limits) -> Result<SipMessage, ParseError> {
+        parse(buf, limits, Framing::Framed)
+    }
+
+    /// Parses and validates the start line and headers only, ignoring Content-Length and
+    /// the body: enough to answer a request whose body is refused (e.g. 513 for oversize).
+    pub fn parse_head(buf: Bytes, limits: &Limits) -> Result<SipMessage, ParseError> {
+        parse(buf, limits, Framing::Head)
+    }
+
+    /// Starts building a request.
+    pub fn request(method: Method, uri: impl Into<Bytes>) -> MessageBuilder {
+        MessageBuilder {
+            msg: SipMessage {
+                buf: Bytes::new(),
+                start: StartLine::Request {
+                    method,
+                    uri: Text::Owned(uri.into()),
+                },
+                fields: Vec::with_capacity(12),
+                body: Bytes::new(),
+                pristine: false,
+            },
+            error: None,
+        }
+    }
+
+    /// Starts building a response with the given status and reason phrase.
+    pub fn response(status: u16, reason: impl Into<Bytes>) -> MessageBuilder {
+        MessageBuilder {
+            msg: SipMessage {
+                buf: Bytes::new(),
+                start: StartLine::Response {
+                    status,
+                    reason: Text::Owned(reason.into()),
+                },
+                fields: Vec::with_capacity(12),
+                body: Bytes::new(),
+                pristine: false,
+            },
+            error: (!(100..=699).contains(&status)).then_some(ParseError::StatusCode),
+        }
+    }
+
+    /// Builds a response to `request` copying Via (all, in order), From, To, Call-ID and
+    /// CSeq, as RFC 3261 §8.2.6.2 requires. Add a To tag with
+    /// [`set_to_tag`](Self::set_to_tag) when the response creates a dialog.
+    pub fn response_to(
+        request: &SipMessage,
+        status: u16,
+        reason: &str,
+    ) -> Result<SipMessage, ParseError> {
+        if !request.is_request() {
+            return Err(ParseError::StartLine("response_to needs a request"));
+        }
+        let mut b = SipMessage::response(status, Bytes::copy_from_slice(reason.as_bytes()));
+        for h in request.headers() {
+            if matches!(
+                h.name,
+                HeaderName::Via
+                    | HeaderName::From
+                    | HeaderName::To
+                    | HeaderName::CallId
+                    | HeaderName::CSeq
+            ) {
+                b = b.header(h.name, Bytes::copy_from_slice(h.value));
+            }
+        }
+        b.build()
+    }
+
+    // ----- start line -----
+
+    /// Is this a request?
+    pub fn is_request(&self) -> bool {
+        matches!(self.start, StartLine::Request { .. })
+    }
+
+    /// The request method (`None` for a response).
+    pub fn method(&self) -> Option<&Method> {
+        match &self.start {
+            StartLine::Request { method, .. } => Some(method),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    /// The Request-URI as written (`None` for a response).
+    pub fn request_uri_bytes(&self) -> Option<&[u8]> {
+        match &self.start {
+            StartLine::Request { uri, .. } => Some(uri.get(&self.buf)),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    /// The parsed Request-URI (`None` for a response).
+    pub fn request_uri(&self) -> Option<Result<Uri<'_>, ParseError>> {
+        self.request_uri_bytes().map(Uri::parse)
+    }
+
+    /// The status code (`None` for a request).
+    pub fn status(&self) -> Option<u16> {
+        match &self.start {
+            StartLine::Response { status, .. } => Some(*status),
+            StartLine::Request { .. } => None,
+        }
+    }
+
+    /// The reason phrase byte for byte (may be empty or UTF-8; `None` for a request).
+    pub fn reason(&self) -> Option<&[u8]> {
+        match &self.start {
+            StartLine::Response { reason, .. } => Some(reason.get(&self.buf)),
+            StartLine::Request { .. } => None,
+        }
+    }
+
+    fn start_line_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(64);
+        match &self.start {
+            StartLine::Request { method, uri } => {
+                v.extend_from_slice(method.as_str().as_bytes());
+                v.push(b' ');
+                v.extend_from_slice(uri.get(&self.buf));
+                v.extend_from_slice(b" SIP/2.0");
+            }
+            StartLine::Response { status, reason } => {
+                v.extend_from_slice(b"SIP/2.0 ");
+                v.extend_from_slice(status.to_string().as_bytes());
+                v.push(b' ');
+                v.extend_from_slice(reason.get(&self.buf));
+            }
+        }
+        v
+    }
+
+    // ----- raw headers -----
+
+    /// Every header field, in order.
+    pub fn headers(&self) -> impl Iterator<Item = HeaderRef<'_>> + '_ {
+        self.fields.iter().map(move |f| HeaderRef {
+            name: f.name,
+            raw_name: f.raw_name.get(&self.buf),
+            value: f.value.get(&self.buf),
+        })
+    }
+
+    /// The number of header fields (lines).
+    pub fn header_count(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// The value of the first field with this name.
+    pub fn header(&self, name: HeaderName) -> Option<&[u8]> {
+        self.fields
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| f.value.get(&self.buf))
+    }
+
+    /// The value of the first field with this name, for any name (case-insensitive; a
+    /// compact form finds the long one).
+    pub fn header_by_name(&self, name: &str) -> Option<&[u8]> {
+        let known = HeaderName::from_bytes(name.as_bytes());
+        self.headers()
+            .find(|h| {
+                if known == HeaderName::Other {
+                    h.name == HeaderName::Other && h.raw_name.eq_ignore_ascii_case(name.as_bytes())
+                } else {
+                    h.name == known
+                }
+            })
+            .map(|h| h.value)
+    }
+
+    /// Every value of a header: for list headers ([`HeaderName::is_list`]) each field is
+    /// split at top-level commas, so `Via: a, b` and two `Via` lines give the same list.
+    pub fn header_values(&self, name: HeaderName) -> impl Iterator<Item = &[u8]> + '_ {
+        let list = name.is_list();
+        self.fields
+            .iter()
+            .filter(move |f| f.name == name)
+            .flat_map(move |f| {
+                let v = f.value.get(&self.buf);
+                let mut split = CommaSplit::new(v);
+                let mut single = Some(v);
+                std::iter::from_fn(move || if list { split.next() } else { single.take() })
+            })
+    }
+
+    /// The body, as bytes (never text: binary bodies survive).
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    // ----- typed views -----
+
+    fn single(&self, name: HeaderName) -> Result<&[u8], ParseError> {
+        self.header(name).ok_or(ParseError::Missing(name.as_str()))
+    }
+
+    /// Every Via value, top first.
+    pub fn vias(&self) -> impl Iterator<Item = Result<Via<'_>, ParseError>> + '_ {
+        self.header_values(HeaderName::Via).map(Via::parse)
+    }
+
+    /// The topmost Via.
+    pub fn top_via(&self) -> Result<Via<'_>, ParseError> {
+        self.vias().next().unwrap_or(Err(ParseError::Missing("Via")))
+    }
+
+    /// The From header.
+    pub fn from(&self) -> Result<NameAddr<'_>, ParseError> {
+        NameAddr::parse(self.single(HeaderName::From)?, "From")
+    }
+
+    /// The To header.
+    pub fn to(&self) -> Result<NameAddr<'_>, ParseError> {
+        NameAddr::parse(self.single(HeaderName::To)?, "To")
+    }
+
+    /// The Call-ID.
+    pub fn call_id(&self) -> Result<&[u8], ParseError> {
+        let v = self.single(HeaderName::CallId)?;
+        let ok = match memchr::memchr(b'@', v) {
+            Some(at) => is_word(&v[..at]) && is_word(&v[at + 1..]),
+            None => is_word(v),
+        };
+        ok.then_some(v)
+            .ok_or(ParseError::header("Call-ID", "not word[@word]"))
+    }
+
+    /// The CSeq.
+    pub fn cseq(&self) -> Result<CSeq<'_>, ParseError> {
+        CSeq::parse(self.single(HeaderName::CSeq)?)
+    }
+
+    /// Max-Forwards (0–255), `None` when absent.
+    pub fn max_forwards(&self) -> Result<Option<u8>, ParseError> {
+        self.header(HeaderName::MaxForwards)
+            .map(|v| {
+                parse_u64(trim(v))
+                    .and_then(|n| u8::try_from(n).ok())
+                    .ok_or(ParseError::header("Max-Forwards", "not 0-255"))
+            })
+            .transpose()
+    }
+
+    /// Every Contact value.
+    pub fn contacts(&self) -> impl Iterator<Item = Result<Contact<'_>, ParseError>> + '_ {
+        self.header_values(HeaderName::Contact).map(Contact::parse)
+    }
+
+    /// Every value of a header whose values are name-addrs (Route, Record-Route, Path,
+    /// P-Asserted-Identity, Refer-To, Referred-By, Reply-To …).
+    pub fn name_addrs(
+        &self,
+        name: HeaderName,
+    ) -> impl Iterator<Item = Result<NameAddr<'_>, ParseError>> + '_ {
+        let label = name.as_str();
+        self.header_values(name)
+            .map(move |v| NameAddr::parse(v, label))
+    }
+
+    /// The Content-Length value, when present.
+    pub fn content_length(&self) -> Result<Option<usize>, ParseError> {
+        self.header(HeaderName::ContentLength)
+            .map(|v| {
+                parse_u64(trim(v))
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or(ParseError::ContentLength("not a number"))
+            })
+            .transpose()
+    }
+
+    /// The Content-Type, when present.
+    pub fn content_type(&self) -> Option<Result<MediaType<'_>, ParseError>> {
+        self.header(HeaderName::ContentType).map(MediaType::parse)
+    }
+
+    /// The Expires header in seconds (saturating), when present.
+    pub fn expires(&self) -> Option<Result<u32, ParseError>> {
+        self.header(HeaderName::Expires)
+            .map(|v| parse_delta_seconds(v, "Expires"))
+    }
+
+    /// A header of the `token;params` shape: Event, Subscription-State, Content-Disposition,
+    /// Reason …
+    pub fn token_params(&self, name: HeaderName) -> Option<Result<TokenParams<'_>, ParseError>> {
+        self.header(name)
+            .map(|v| TokenParams::parse(v, name.as_str()))
+    }
+
+    /// The option tags or tokens of a token-list header (Supported, Require,
+    /// Proxy-Require, Unsupported, Allow, Allow-Events).
+    pub fn tokens(&self, name: HeaderName) -> impl Iterator<Item = Result<&str, ParseError>> + '_ {
+        self.header_values(name).filter(|v| !v.is_empty()).map(move |v| {
+            if is_token(v) {
+                Ok(std::str::from_utf8(v).unwrap_or(""))
+            } else {
+                Err(ParseError::header(name.as_str(), "not a token"))
+            }
+        })
+    }
+
+    /// The methods of the Allow header.
+    pub fn allow(&self) -> impl Iterator<Item = Result<Method, ParseError>> + '_ {
+        self.tokens(HeaderName::Allow)
+            .map(|t| t.map(|t| Method::from_token(t.as_bytes())))
+    }
+
+    /// Challenges (WWW-/Proxy-Authenticate) or credentials (Authorization /
+    /// Proxy-Authorization); one per field, as their values contain commas.
+    pub fn auth(&self, name: HeaderName) -> impl Iterator<Item = Result<AuthValue<'_>, ParseError>> + '_ {
+        self.fields
+            .iter()
+            .filter(move |f| f.name == name)
+            .map(move |f| AuthValue::parse(f.value.get(&self.buf), name.as_str()))
+    }
+
+    /// Every Warning value.
+    pub fn warnings(&self) -> impl Iterator<Item = Result<Warning<'_>, ParseError>> + '_ {
+        self.header_values(HeaderName::Warning).map(Warning::parse)
+    }
+
+    // ----- validation -----
+
+    /// Checks what RFC 3261 requires of every message above the grammar of each line:
+    /// mandatory headers (§8.1.1: Via, From, To, Call-ID, CSeq), single-valued headers given
+    /// once, CSeq method equal to the request method, and well-formed values for the
+    /// headers a transaction layer reads (Via, From, To, Call-ID, CSeq, Max-Forwards,
+    /// Contact, Route, Record-Route, Content-Type, Expires, Date) and the Request-URI.
+    ///
+    /// Max-Forwards is not required: RFC 2543 peers omit it (RFC 4475 §3.4.1).
+    pub fn validate(&self) -> Result<(), ParseError> {
+        let mut counts = [0u8; 8];
+        const SINGLE: [HeaderName; 8] = [
+            HeaderName::From,
+            HeaderName::To,
+            HeaderName::CallId,
+            HeaderName::CSeq,
+            HeaderName::MaxForwards,
+            HeaderName::ContentType,
+            HeaderName::Expires,
+            HeaderName::Via,
+        ];
+        for f in &self.fields {
+            if let Some(i) = SINGLE.iter().position(|n| *n == f.name) {
+                counts[i] = counts[i].saturating_add(1);
+            }
+        }
+        for (i, n) in SINGLE.iter().enumerate() {
+            match (counts[i], n) {
+                (0, HeaderName::MaxForwards | HeaderName::ContentType | HeaderName::Expires) => {}
+                (0, n) => return Err(ParseError::Missing(n.as_str())),
+                (1, _) | (_, HeaderName::Via) => {}
+                (_, n) => return Err(ParseError::Repeated(n.as_str())),
+            }
+        }
+        for via in self.vias() {
+            via?;
+        }
+        self.from()?;
+        self.to()?;
+        self.call_id()?;
+        let cseq = self.cseq()?;
+        if let Some(m) = self.method() {
+            if cseq.method_bytes() != m.as_str().as_bytes() {
+                return Err(ParseError::CSeqMethod);
+            }
+            let uri = self.request_uri_bytes().unwrap_or_default();
+            let parsed = Uri::parse(uri)?;
+            if let Uri::Sip(s) = parsed {
+                if s.headers_raw().is_some() {
+                    return Err(ParseError::Uri("headers are not allowed in a Request-URI"));
+                }
+            }
+        }
+        self.max_forwards()?;
+        for c in self.contacts() {
+            c?;
+        }
+        for name in [HeaderName::Route, HeaderName::RecordRoute] {
+            for r in self.name_addrs(name) {
+                r?;
+            }
+        }
+        if let Some(ct) = self.content_type() {
+            ct?;
+        }
+        if let Some(e) = self.expires() {
+            e?;
+        }
+        if let Some(d) = self.header(HeaderName::Date) {
+            validate_date(d)?;
+        }
+        Ok(())
+    }
+
+    // ----- changing -----
+
+    fn touch(&mut self) {
+        if self.pristine {
+            self.pristine = false;
+        }
+    }
+
+    /// Appends a header field. Refuses names that are not tokens and values holding CR or
+    /// LF (header injection).
+    pub fn push_header(
+        &mut self,
+        name: impl IntoHeaderName,
+        value: impl Into<Bytes>,
+    ) -> Result<&mut Self, ParseError> {
+        let field = make_field(name, value.into())?;
+        self.touch();
+        self.fields.push(field);
+        Ok(self)
+    }
+
+    /// Inserts a header field before all others of the same name (or at the end if there is
+    /// none): how a proxy adds its Via or a Record-Route.
+    pub fn prepend_header(
+        &mut self,
+        name: impl IntoHeaderName,
+        value: impl Into<Bytes>,
+    ) -> Result<&mut Self, ParseError> {
+        let field = make_field(name, value.into())?;
+        self.touch();
+        let at = self
+            .fields
+            .iter()
+            .position(|f| same_name(f, &field, &self.buf))
+            .unwrap_or(self.fields.len());
+        self.fields.insert(at, field);
+        Ok(self)
+    }
+
+    /// Replaces every field of this name with one holding `value`, at the position of the
+    /// first (or at the end).
+    pub fn set_header(
+        &mut self,
+        name: impl IntoHeaderName,
+        value: impl Into<Bytes>,
+    ) -> Result<&mut Self, ParseError> {
+        let field = make_field(name, value.into())?;
+        self.touch();
+        let buf = &self.buf;
+        let first = self.fields.iter().position(|f| same_name(f, &field, buf));
+        match first {
+            Some(i) => {
+                let mut idx = 0;
+                self.fields.retain(|f| {
+                    let keep = idx <= i || !same_name(f, &field, buf);
+                    idx += 1;
+                    keep
+                });
+                self.fields[i] = field;
+            }
+            None => self.fields.push(field),
+        }
+        Ok(self)
+    }
+
+    /// Removes every field of this name; returns how many were removed.
+    pub fn remove_header(&mut self, name: impl IntoHeaderName) -> usize {
+        let Ok(probe) = make_field(name, Bytes::new()) else {
+            return 0;
+        };
+        let before = self.fields.len();
+        let buf = &self.buf;
+        self.fields.retain(|f| !same_name(f, &probe, buf));
+        let removed = before - self.fields.len();
+        if removed > 0 {
+            self.touch();
+        }
+        removed
+    }
+
+    /// Replaces the body; Content-Length follows it when serialized.
+    pub fn set_body(&mut self, body: impl Into<Bytes>) {
+        self.touch();
+        self.body = body.into();
+    }
+
+    /// Adds `;tag=` to the To header if it has none (a UAS tags responses that create a
+    /// dialog, RFC 3261 §8.2.6.2).
+    pub fn set_to_tag(&mut self, tag: &str) -> Result<&mut Self, ParseError> {
+        let to = self.to()?;
+        if to.tag().is_some() {
+            return Ok(self);
+        }
+        let mut v = BytesMut::with_capacity(self.single(HeaderName::To)?.len() + tag.len() + 5);
+        v.extend_from_slice(self.single(HeaderName::To)?);
+        v.extend_from_slice(b";tag=");
+        v.extend_from_slice(tag.as_bytes());
+        self.set_header(HeaderName::To, v.freeze())
+    }
+
+    // ----- serializing -----
+
+    /// Serializes the message. An unchanged parsed message gives back exactly the bytes it
+    /// was parsed from (no copy); anything else is written in canonical form: long header
+    /// names, one field per line, and a Content-Length equal to the body length.
+    pub fn to_bytes(&self) -> Bytes {
+        if self.pristine {
+            return self.buf.clone();
+        }
+        let mut out = BytesMut::with_capacity(self.encoded_len_hint());
+        self.write_canonical(&mut out);
+        out.freeze()
+    }
+
+    /// Appends the serialized message to `out` (see [`to_bytes`](Self::to_bytes)).
+    pub fn write_to(&self, out: &mut BytesMut) {
+        if self.pristine {
+            out.extend_from_slice(&self.buf);
+        } else {
+            self.write_canonical(out);
+        }
+    }
+
+    fn encoded_len_hint(&self) -> usize {
+        64 + self.body.len()
+            + self
+                .fields
+                .iter()
+                .map(|f| 24 + f.value.get(&self.buf).len())
+                .sum::<usize>()
+    }
+
+    fn write_canonical(&self, out: &mut BytesMut) {
+        out.extend_from_slice(&self.start_line_bytes());
+        out.extend_from_slice(b"\r\n");
+        let mut wrote_cl = false;
+        let write_cl = |out: &mut BytesMut| {
+            out.extend_from_slice(b"Content-Length: ");
+            out.extend_from_slice(self.body.len().to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        };
+        for f in &self.fields {
+            if f.name == HeaderName::ContentLength {
+                if !wrote_cl {
+                    write_cl(out);
+                    wrote_cl = true;
+                }
+                continue;
+            }
+            match f.name {
+                HeaderName::Other => out.extend_from_slice(f.raw_name.get(&self.buf)),
+                n => out.extend_from_slice(n.as_str().as_bytes()),
+            }
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(f.value.get(&self.buf));
+            out.extend_from_slice(b"\r\n");
+        }
+        if !wrote_cl {
+            write_cl(out);
+        }
+        out.extend_from_slice(b"\r\n");
+        out.put_slice(&self.body);
+    }
+}
+
+impl fmt::Display for SipMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.to_bytes()))
+    }
+}
+
+fn same_name(f: &Field, probe: &Field, buf: &[u8]) -> bool {
+    f.name == probe.name
+        && (f.name != HeaderName::Other
+            || f.raw_name
+                .get(buf)
+                .eq_ignore_ascii_case(probe.raw_name.get(&[])))
+}
+
+fn make_field(name: impl IntoHeaderName, value: Bytes) -> Result<Field, ParseError> {
+    let (name, raw_name) = name.into_header_name()?;
+    if value.iter().any(|&c| c == b'\r' || c == b'\n') {
+        return Err(ParseError::HeaderLine);
+    }
+    let value = Bytes::copy_from_slice(trim(&value));
+    Ok(Field {
+        name,
+        raw_name: Text::Owned(raw_name),
+        value: Text::Owned(value),
+    })
+}
+
+/// Something that names a header: a [`HeaderName`] or a string (compact forms and any case
+/// accepted; unknown names must be tokens).
+pub trait IntoHeaderName {
+    /// The known name (or `Other`) and the spelling to write.
+    fn into_header_name(self) -> Result<(HeaderName, Bytes), ParseError>;
+}
+
+impl IntoHeaderName for HeaderName {
+    fn into_header_name(self) -> Result<(HeaderName, Bytes), ParseError> {
+        if self == HeaderName::Other {
+            return Err(ParseError::HeaderLine);
+        }
+        Ok((self, Bytes::from_static(self.as_str().as_bytes())))
+    }
+}
+
+impl IntoHeaderName for &str {
+    fn into_header_name(self) -> Result<(HeaderName, Bytes), ParseError> {
+        if !is_token(self.as_bytes()) {
+            return Err(ParseError::HeaderLine);
+        }
+        match HeaderName::from_bytes(self.as_bytes()) {
+            HeaderName::Other => Ok((HeaderName::Other, Bytes::copy_from_slice(self.as_bytes()))),
+            known => known.into_header_name(),
+        }
+    }
+}
+
+/// Builds a request or response; finish with [`build`](Self::build), which validates.
+#[derive(Debug)]
+#[must_use]
+pub struct MessageBuilder {
+    msg: SipMessage,
+    error: Option<ParseError>,
+}
+
+impl MessageBuilder {
+    /// Appends a header field.
+    pub fn header(mut self, name: impl IntoHeaderName, value: impl Into<Bytes>) -> Self {
+        if self.error.is_none() {
+            if let Err(e) = self.msg.push_header(name, value) {
+                self.error = Some(e);
+            }
+        }
+        self
+    }
+
+    /// Sets the body and its Content-Type.
+    pub fn body(self, content_type: &str, body: impl Into<Bytes>) -> Self {
+        let mut b = self.header(HeaderName::ContentType, Bytes::copy_from_slice(content_type.as_bytes()));
+        b.msg.body = body.into();
+        b
+    }
+
+    /// Finishes the message and [validates](SipMessage::validate) it.
+    pub fn build(self) -> Result<SipMessage, ParseError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        self.msg.validate()?;
+        Ok(self.msg)
+    }
+
+    /// Finishes the message without validation (for tests that need a broken message, and
+    /// for partial messages such as a stateless 400 to a request missing its Call-ID).
+    pub fn build_unchecked(self) -> SipMessage {
+        self.msg
+    }
+}
+
+// ----- the parser -----
+
+fn parse(buf: Bytes, limits: &Limits, framing: Framing) -> Result<SipMessage, ParseError> {
+    if buf.len() > limits.max_message_size && framing != Framing::Head {
+        return Err(ParseError::TooLarge {
+            limit: limits.max_message_size,
+        });
+    }
+    let (start, fields, head_end) = parse_head(&buf, limits)?;
+    let mut msg = SipMessage {
+        buf: Bytes::new(),
+        start,
+        fields,
+        body: Bytes::new(),
+        pristine: true,
+    };
+    let cl = content_length_of(&msg.fields, &buf)?;
+    let end = match framing {
+        Framing::Head => head_end,
+        Framing::Framed => {
+            let cl = cl.ok_or(ParseError::ContentLength("required on a stream"))?;
+            if head_end + cl != buf.len() {
+                return Err(ParseError::ContentLength("does not match the body"));
+            }
+            buf.len()
+        }
+        Framing::Datagram => match cl {
+            Some(cl) => {
+                if cl > limits.max_message_size {
+                    return Err(ParseError::TooLarge {
+                        limit: limits.max_message_size,
+                    });
+                }
+                if head_end + cl > buf.len() {
+                    return Err(ParseError::ContentLength("larger than the datagram"));
+                }
+                head_end + cl
+            }
+            None => buf.len(),
+        },
+    };
+    msg.body = buf.slice(head_end..end);
+    msg.buf = if end == buf.len() {
+        buf
+    } else {
+        buf.slice(..end)
+    };
+    if framing == Framing::Head {
+        // The body was not read: serializing must not claim to reproduce it.
+        msg.pristine = false;
+    }
+    msg.validate()?;
+    Ok(msg)
+}
+
+/// The single Content-Length of the header fields, refusing non-numbers and conflicts.
+fn content_length_of(fields: &[Field], buf: &[u8]) -> Result<Option<usize>, ParseError> {
+    let mut found: Option<usize> = None;
+    for f in fields.iter().filter(|f| f.name == HeaderName::ContentLength) {
+        let v = parse_u64(trim(f.value.get(buf)))
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or(ParseError::ContentLength("not a non-negative number"))?;
+        if found.is_some_and(|x| x != v) {
+            return Err(ParseError::ContentLength("several different values"));
+        }
+        found = Some(v);
+    }
+    Ok(found)
+}
+
+type Head = (StartLine, Vec<Field>, usize);
+
+/// Parses the start line and header fields; returns them and the offset of the body.
+fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
+    let s: &[u8] = buf;
+    let line_end = |from: usize| -> Result<(usize, usize), ParseError> {
+        // (end of content, start of next line)
+        let nl = memchr::memchr(b'\n', &s[from..]).ok_or(ParseError::Incomplete)? + from;
+        let end = if nl > from && s[nl - 1] == b'\r' { nl - 1 } else { nl };
+        Ok((end, nl + 1))
+    };
+    let (sl_end, mut pos) = line_end(0)?;
+    if sl_end > limits.max_line_length {
+        return Err(ParseError::LineTooLong {
+            limit: limits.max_line_length,
+        });
+    }
+    let start = parse_start_line(buf, sl_end)?;
+    let mut fields = Vec::with_capacity(16);
+    loop {
+        if pos >= s.len() {
+            return Err(ParseError::Incomplete);
+        }
+        let (mut end, mut next) = line_end(pos)?;
+        if end == pos {
+            return Ok((start, fields, next));
+        }
+        if s[pos] == b' ' || s[pos] == b'\t' {
+            return Err(ParseError::HeaderLine);
+        }
+        let mut folded = false;
+        while next < s.len() && (s[next] == b' ' || s[next] == b'\t') {
+            folded = true;
+            let (e, n) = line_end(next)?;
+            end = e;
+            next = n;
+        }
+        if end - pos > limits.max_line_length {
+            return Err(ParseError::LineTooLong {
+                limit: limits.max_line_length,
+            });
+        }
+        if fields.len() >= limits.max_headers {
+            return Err(ParseError::TooManyHeaders {
+                limit: limits.max_headers,
+            });
+        }
+        let line = &s[pos..end];
+        let colon = memchr::memchr(b':', line).ok_or(ParseError::HeaderLine)?;
+        let mut name_end = colon;
+        while name_end > 0 && (line[name_end - 1] == b' ' || line[name_end - 1] == b'\t') {
+            name_end -= 1;
+        }
+        let name_bytes = &line[..name_end];
+        if !is_token(name_bytes) {
+            return Err(ParseError::HeaderLine);
+        }
+        let name = HeaderName::from_bytes(name_bytes);
+        let mut vs = pos + colon + 1;
+        let mut ve = end;
+        while vs < ve && matches!(s[vs], b' ' | b'\t' | b'\r' | b'\n') {
+            vs += 1;
+        }
+        while ve > vs && matches!(s[ve - 1], b' ' | b'\t' | b'\r' | b'\n') {
+            ve -= 1;
+        }
+        let value = if folded {
+            Text::Owned(unfold(&s[vs..ve]))
+        } else {
+            Text::Span(vs as u32, ve as u32)
+        };
+        fields.push(Field {
+            name,
+            raw_name: Text::Span(pos as u32, (pos + name_end) as u32),
+            value,
+        });
+        pos = next;
+    }
+}
+
+/// Replaces each line break and the whitespace around it with one space (RFC 3261 §7.3.1).
+fn unfold(v: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == b'\r' || v[i] == b'\n' {
+            while out.last().is_some_and(|c| *c == b' ' || *c == b'\t') {
+                out.pop();
+            }
+            while i < v.len() && matches!(v[i], b'\r' | b'\n' | b' ' | b'\t') {
+                i += 1;
+            }
+            out.push(b' ');
+        } else {
+            out.push(v[i]);
+            i += 1;
+        }
+    }
+    Bytes::from(out)
+}
+
+fn parse_start_line(buf: &Bytes, end: usize) -> Result<StartLine, ParseError> {
+    let line = &buf[..end];
+    if line.starts_with(b"SIP/") {
+        // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
+        if !line.starts_with(b"SIP/2.0 ") {
+            return Err(if line.contains(&b' ') {
+                ParseError::Version
+            } else {
+                ParseError::StartLine("status line")
+            });
+        }
+        let rest = &line[8..];
+        if rest.len() < 4 || rest[3] != b' ' {
+            return Err(ParseError::StatusCode);
+        }
+        let code = parse_u64(&rest[..3]).ok_or(ParseError::StatusCode)?;
+        if !(100..=699).contains(&code) {
+            return Err(ParseError::StatusCode);
+        }
+        let reason = &rest[4..];
+        if reason.iter().any(|&c| c < 0x20 && c != b'\t') {
+            return Err(ParseError::StartLine("control character in reason phrase"));
+        }
+        return Ok(StartLine::Response {
+            status: code as u16,
+            reason: Text::Span(12, end as u32),
+        });
+    }
+    // Request-Line = Method SP Request-URI SP SIP-Version
+    let sp1 = memchr::memchr(b' ', line).ok_or(ParseError::StartLine("request line"))?;
+    let sp2 = memchr::memrchr(b' ', line).ok_or(ParseError::StartLine("request line"))?;
+    if sp2 <= sp1 + 1 {
+        return Err(ParseError::StartLine("request line needs method, URI and version"));
+    }
+    let method = &line[..sp1];
+    if !is_token(method) {
+        return Err(ParseError::StartLine("method is not a token"));
+    }
+    let uri = &line[sp1 + 1..sp2];
+    if uri.contains(&b' ') || uri.contains(&b'\t') {
+        return Err(ParseError::StartLine("whitespace inside the Request-URI"));
+    }
+    let version = &line[sp2 + 1..];
+    if version != b"SIP/2.0" {
+        let looks_like_version = version.len() > 4
+            && version[..4].eq_ignore_ascii_case(b"SIP/")
+            && version[4..].iter().all(|c| c.is_ascii_digit() || *c == b'.');
+        return Err(if looks_like_version && !version.eq_ignore_ascii_case(b"SIP/2.0") {
+            ParseError::Version
+        } else {
+            ParseError::StartLine("missing or malformed SIP-Version")
+        });
+    }
+    let method = Method::from_token(method);
+    Ok(StartLine::Request {
+        method,
+        uri: Text::Span((sp1 + 1) as u32, sp2 as u32),
+    })
+}

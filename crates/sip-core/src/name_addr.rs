@@ -1,0 +1,154 @@
+//! `name-addr` / `addr-spec` values (From, To, Contact, Route, Record-Route, Refer-To,
+//! Referred-By, P-Asserted-Identity …): an optional display name, a URI and header parameters.
+
+use crate::params::Params;
+use crate::scan::{is_token_char, is_ws, quoted_end, skip_ws, trim, unquote};
+use crate::uri::Uri;
+use crate::ParseError;
+use std::borrow::Cow;
+
+/// A display name as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisplayName<'a> {
+    /// A quoted-string; the slice is what is between the quotes, quoted-pairs still escaped.
+    /// It may hold any byte the grammar allows (UTF-8, and NUL/BEL/DEL as quoted-pairs).
+    Quoted(&'a [u8]),
+    /// One or more tokens separated by whitespace (`Alice Smith <sip:…>`).
+    Tokens(&'a [u8]),
+}
+
+impl<'a> DisplayName<'a> {
+    /// The name with quoting undone (`\"` becomes `"`); `%` is never an escape here.
+    pub fn decoded(&self) -> Cow<'a, [u8]> {
+        match *self {
+            DisplayName::Quoted(s) => unquote(s),
+            DisplayName::Tokens(s) => Cow::Borrowed(s),
+        }
+    }
+}
+
+/// A parsed name-addr or addr-spec with its header parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NameAddr<'a> {
+    display: Option<DisplayName<'a>>,
+    uri: Uri<'a>,
+    params: Params<'a>,
+    bracketed: bool,
+}
+
+impl<'a> NameAddr<'a> {
+    /// Parses one value (one item of a comma list).
+    ///
+    /// Without `<>`, parameters after the URI belong to the header, not to the URI (RFC 3261
+    /// §20.10), and a URI holding `,` `?` or `;` is refused: it must be bracketed.
+    pub fn parse(value: &'a [u8], header: &'static str) -> Result<NameAddr<'a>, ParseError> {
+        let s = trim(value);
+        let err = |why| ParseError::header(header, why);
+        let (display, lt) = if s.first() == Some(&b'"') {
+            let q = quoted_end(s, 0).ok_or_else(|| err("unterminated quoted display name"))?;
+            let lt = skip_ws(s, q);
+            if s.get(lt) != Some(&b'<') {
+                return Err(err("quoted display name without <URI>"));
+            }
+            (Some(DisplayName::Quoted(&s[1..q - 1])), Some(lt))
+        } else {
+            match memchr::memchr(b'<', s) {
+                Some(lt) => {
+                    let name = trim(&s[..lt]);
+                    if !name.iter().all(|&c| is_token_char(c) || is_ws(c)) {
+                        return Err(err("display name must be tokens or quoted"));
+                    }
+                    let d = (!name.is_empty()).then_some(DisplayName::Tokens(name));
+                    (d, Some(lt))
+                }
+                None => (None, None),
+            }
+        };
+        match lt {
+            Some(lt) => {
+                let gt = memchr::memchr(b'>', &s[lt..])
+                    .map(|g| g + lt)
+                    .ok_or_else(|| err("missing >"))?;
+                let uri = Uri::parse(&s[lt + 1..gt])?;
+                let params = Params::parse_all(&s[gt + 1..]).map_err(err)?;
+                Ok(NameAddr {
+                    display,
+                    uri,
+                    params,
+                    bracketed: true,
+                })
+            }
+            None => {
+                let end = memchr::memchr(b';', s).unwrap_or(s.len());
+                let uri_text = trim(&s[..end]);
+                if uri_text.contains(&b'?') || uri_text.contains(&b',') {
+                    return Err(err("URI with ? or , must be enclosed in <>"));
+                }
+                let uri = Uri::parse(uri_text)?;
+                let params = Params::parse_all(&s[end..]).map_err(err)?;
+                Ok(NameAddr {
+                    display: None,
+                    uri,
+                    params,
+                    bracketed: false,
+                })
+            }
+        }
+    }
+
+    /// The display name, if any.
+    pub fn display_name(&self) -> Option<DisplayName<'a>> {
+        self.display
+    }
+    /// The URI.
+    pub fn uri(&self) -> &Uri<'a> {
+        &self.uri
+    }
+    /// Header parameters after the address (`;tag=…`, `;expires=…`).
+    pub fn params(&self) -> Params<'a> {
+        self.params
+    }
+    /// The `tag` parameter (From/To).
+    pub fn tag(&self) -> Option<&'a [u8]> {
+        self.params.get("tag").flatten()
+    }
+    /// Was the URI written inside `<>`?
+    pub fn is_bracketed(&self) -> bool {
+        self.bracketed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms() {
+        let n = NameAddr::parse(b"\"J \\\"R\\\" R\" <sip:j@x>;tag=1", "To").unwrap();
+        assert_eq!(&*n.display_name().unwrap().decoded(), b"J \"R\" R");
+        assert_eq!(n.tag(), Some(&b"1"[..]));
+        let n = NameAddr::parse(b"caller<sip:caller@example.com>;tag=323", "From").unwrap();
+        assert_eq!(n.display_name(), Some(DisplayName::Tokens(b"caller")));
+        let n = NameAddr::parse(b"sip:+19725552222@gw1.example.net;unknownparam", "Contact")
+            .unwrap();
+        assert!(n.params().contains("unknownparam"));
+        assert_eq!(n.uri().as_sip().unwrap().params().count(), 0);
+        let n = NameAddr::parse(b"<sip:+19725552222@gw1.example.net;unknownparam>", "Contact")
+            .unwrap();
+        assert!(n.params().is_empty());
+        assert_eq!(n.uri().as_sip().unwrap().params().count(), 1);
+    }
+
+    #[test]
+    fn refusals() {
+        for bad in [
+            &b"\"Mr. J. User <sip:j.user@example.com>"[..],
+            b"Bell, Alexander <sip:a.g.bell@example.com>",
+            b"\"Watson, Thomas\" < sip:t.watson@example.org >",
+            b"sip:user@example.com?Route=%3Csip:sip.example.com%3E",
+            b"\"Joe\" <sip:joe@example.org>;;;;",
+        ] {
+            assert!(NameAddr::parse(bad, "To").is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}

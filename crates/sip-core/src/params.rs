@@ -1,0 +1,183 @@
+//! Header parameters: `;name[=value]` lists after a header value (RFC 3261 `generic-param`),
+//! with the optional whitespace the grammar allows around `;` and `=`.
+
+use crate::scan::{is_token, is_ws, quoted_end, skip_ws, unquote};
+use std::borrow::Cow;
+
+/// One `name[=value]` parameter, borrowed from the header value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Param<'a> {
+    /// The name as written (compare case-insensitively).
+    pub name: &'a str,
+    /// The value as written: a quoted value keeps its quotes. `None` for a flag (`;lr`).
+    pub value: Option<&'a [u8]>,
+}
+
+impl<'a> Param<'a> {
+    /// The value with quotes and quoted-pairs removed.
+    pub fn unquoted(&self) -> Option<Cow<'a, [u8]>> {
+        self.value.map(|v| {
+            if v.len() >= 2 && v[0] == b'"' && v[v.len() - 1] == b'"' {
+                unquote(&v[1..v.len() - 1])
+            } else {
+                Cow::Borrowed(v)
+            }
+        })
+    }
+}
+
+/// A validated run of header parameters; iterate it or look one up by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Params<'a> {
+    raw: &'a [u8],
+}
+
+impl<'a> Params<'a> {
+    /// Parses parameters at the start of `s` (which must begin with `;` or be empty / start
+    /// with whitespace then end). Returns the parameters and the unparsed rest.
+    pub(crate) fn parse(s: &'a [u8]) -> Result<(Params<'a>, &'a [u8]), &'static str> {
+        let mut i = skip_ws(s, 0);
+        let mut end = 0;
+        while i < s.len() && s[i] == b';' {
+            let (_, next) = step(s, i)?;
+            end = next;
+            i = skip_ws(s, next);
+        }
+        Ok((Params { raw: &s[..end] }, &s[end..]))
+    }
+
+    /// Parses `s` as exactly a parameter list, nothing after it.
+    pub(crate) fn parse_all(s: &'a [u8]) -> Result<Params<'a>, &'static str> {
+        let (p, rest) = Params::parse(s)?;
+        if !crate::scan::trim(rest).is_empty() {
+            return Err("unexpected characters after parameters");
+        }
+        Ok(p)
+    }
+
+    /// The parameters exactly as written, starting with `;`.
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_empty()
+    }
+
+    /// Every parameter in order.
+    pub fn iter(&self) -> ParamIter<'a> {
+        ParamIter { s: self.raw, i: 0 }
+    }
+
+    /// The first parameter named `name` (case-insensitive): `Some(None)` for a flag.
+    pub fn get(&self, name: &str) -> Option<Option<&'a [u8]>> {
+        self.iter()
+            .find(|p| p.name.eq_ignore_ascii_case(name))
+            .map(|p| p.value)
+    }
+
+    /// The unquoted value of the first parameter named `name`.
+    pub fn get_unquoted(&self, name: &str) -> Option<Cow<'a, [u8]>> {
+        self.iter()
+            .find(|p| p.name.eq_ignore_ascii_case(name))
+            .and_then(|p| p.unquoted())
+    }
+
+    /// Whether a parameter named `name` is present.
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+}
+
+/// Iterator over [`Params`].
+#[derive(Debug, Clone)]
+pub struct ParamIter<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Iterator for ParamIter<'a> {
+    type Item = Param<'a>;
+    fn next(&mut self) -> Option<Param<'a>> {
+        let i = skip_ws(self.s, self.i);
+        if i >= self.s.len() || self.s[i] != b';' {
+            return None;
+        }
+        let (p, next) = step(self.s, i).ok()?;
+        self.i = next;
+        Some(p)
+    }
+}
+
+/// Parses the parameter whose `;` is at `s[i]`; returns it and the index after it.
+fn step(s: &[u8], i: usize) -> Result<(Param<'_>, usize), &'static str> {
+    let mut j = skip_ws(s, i + 1);
+    let name_start = j;
+    while j < s.len() && !matches!(s[j], b'=' | b';' | b',' | b' ' | b'\t') {
+        j += 1;
+    }
+    let name = &s[name_start..j];
+    if !is_token(name) {
+        return Err("empty or invalid parameter name");
+    }
+    // Token characters are ASCII, so this cannot fail.
+    let name = std::str::from_utf8(name).map_err(|_| "invalid parameter name")?;
+    let after_name = j;
+    j = skip_ws(s, j);
+    if j < s.len() && s[j] == b'=' {
+        j = skip_ws(s, j + 1);
+        let vstart = j;
+        if j < s.len() && s[j] == b'"' {
+            j = quoted_end(s, j).ok_or("unterminated quoted parameter value")?;
+        } else {
+            while j < s.len() && !matches!(s[j], b';' | b',' | b' ' | b'\t' | b'"') {
+                j += 1;
+            }
+        }
+        let value = &s[vstart..j];
+        if value.is_empty() {
+            return Err("empty parameter value");
+        }
+        Ok((
+            Param {
+                name,
+                value: Some(value),
+            },
+            j,
+        ))
+    } else {
+        Ok((Param { name, value: None }, after_name))
+    }
+}
+
+/// Whether `s` holds only whitespace.
+#[allow(dead_code)]
+pub(crate) fn only_ws(s: &[u8]) -> bool {
+    s.iter().all(|&c| is_ws(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whitespace_around_separators() {
+        let p = Params::parse_all(b" ; branch = z9hG4bK1 ;lr; q=\"a;b\"").unwrap();
+        let v: Vec<_> = p.iter().collect();
+        assert_eq!(v.len(), 3);
+        assert_eq!(v[0].name, "branch");
+        assert_eq!(v[0].value, Some(&b"z9hG4bK1"[..]));
+        assert_eq!(v[1].value, None);
+        assert_eq!(&*v[2].unquoted().unwrap(), b"a;b");
+        assert_eq!(p.get("BRANCH"), Some(Some(&b"z9hG4bK1"[..])));
+    }
+
+    #[test]
+    fn empty_parameters_are_refused() {
+        assert!(Params::parse_all(b";;").is_err());
+        assert!(Params::parse_all(b";a=").is_err());
+        assert!(Params::parse_all(b";a=\"x").is_err());
+        assert!(Params::parse_all(b";a x").is_err());
+    }
+}

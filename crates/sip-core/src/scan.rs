@@ -1,0 +1,267 @@
+//! Character classes and small scanners of the RFC 3261 grammar (§25.1), shared by the
+//! parsers. Tables are computed at compile time so a class test is one load.
+
+const fn class(chars: &[u8], alnum: bool) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < chars.len() {
+        t[chars[i] as usize] = true;
+        i += 1;
+    }
+    if alnum {
+        let mut c = b'0';
+        while c <= b'9' {
+            t[c as usize] = true;
+            c += 1;
+        }
+        c = b'a';
+        while c <= b'z' {
+            t[c as usize] = true;
+            t[(c - 32) as usize] = true;
+            c += 1;
+        }
+    }
+    t
+}
+
+/// `token` (RFC 3261 §25.1).
+static TOKEN: [bool; 256] = class(b"-.!%*_+`'~", true);
+/// `word` (Call-ID), a superset of token.
+static WORD: [bool; 256] = class(b"-.!%*_+`'~()<>:\\\"/[]?{}", true);
+
+/// Is `c` a token character?
+#[inline]
+pub(crate) fn is_token_char(c: u8) -> bool {
+    TOKEN[c as usize]
+}
+
+/// Is `s` a non-empty token?
+#[inline]
+pub(crate) fn is_token(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(|&c| TOKEN[c as usize])
+}
+
+/// Is `s` a non-empty run of `word` characters?
+#[inline]
+pub(crate) fn is_word(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(|&c| WORD[c as usize])
+}
+
+/// Space or horizontal tab.
+#[inline]
+pub(crate) fn is_ws(c: u8) -> bool {
+    c == b' ' || c == b'\t'
+}
+
+/// Index of the first byte at or after `i` that is not SP/HTAB.
+#[inline]
+pub(crate) fn skip_ws(s: &[u8], mut i: usize) -> usize {
+    while i < s.len() && is_ws(s[i]) {
+        i += 1;
+    }
+    i
+}
+
+/// `s` without leading and trailing SP/HTAB.
+#[inline]
+pub(crate) fn trim(s: &[u8]) -> &[u8] {
+    let mut a = 0;
+    let mut b = s.len();
+    while a < b && is_ws(s[a]) {
+        a += 1;
+    }
+    while b > a && is_ws(s[b - 1]) {
+        b -= 1;
+    }
+    &s[a..b]
+}
+
+/// Given `s[start] == b'"'`, the index just past the closing quote of the quoted-string,
+/// honouring `\` quoted-pairs; `None` if it is not terminated.
+pub(crate) fn quoted_end(s: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    while i < s.len() {
+        match s[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            b'\r' | b'\n' => return None,
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// The contents of a quoted-string (without its quotes) with quoted-pairs resolved.
+pub(crate) fn unquote(inner: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if !inner.contains(&b'\\') {
+        return std::borrow::Cow::Borrowed(inner);
+    }
+    let mut out = Vec::with_capacity(inner.len());
+    let mut i = 0;
+    while i < inner.len() {
+        if inner[i] == b'\\' && i + 1 < inner.len() {
+            i += 1;
+        }
+        out.push(inner[i]);
+        i += 1;
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Splits a header value at top-level commas: commas inside quoted strings, `<...>` and
+/// (for auth values) nowhere else are separators. Yields trimmed, non-empty items; an empty
+/// item (`a,,b`) is reported as an empty slice so callers can refuse it.
+pub(crate) struct CommaSplit<'a> {
+    s: &'a [u8],
+    pos: usize,
+    done: bool,
+}
+
+impl<'a> CommaSplit<'a> {
+    pub(crate) fn new(s: &'a [u8]) -> Self {
+        CommaSplit {
+            s,
+            pos: 0,
+            done: false,
+        }
+    }
+}
+
+impl<'a> Iterator for CommaSplit<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.done {
+            return None;
+        }
+        let s = self.s;
+        let start = self.pos;
+        let mut i = start;
+        let mut angle = false;
+        while i < s.len() {
+            match s[i] {
+                b'"' if !angle => match quoted_end(s, i) {
+                    Some(e) => {
+                        i = e;
+                        continue;
+                    }
+                    None => break,
+                },
+                b'<' => angle = true,
+                b'>' => angle = false,
+                b',' if !angle => {
+                    self.pos = i + 1;
+                    return Some(trim(&s[start..i]));
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        self.done = true;
+        Some(trim(&s[start..]))
+    }
+}
+
+/// Parses a run of ASCII digits as a `u64`, refusing empty input, non-digits and overflow.
+pub(crate) fn parse_u64(s: &[u8]) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &c in s {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+    }
+    Some(v)
+}
+
+/// Like [`parse_u64`] but saturating at `u32::MAX` instead of refusing overflow (RFC 3261
+/// delta-seconds: a value too large means "as long as possible").
+pub(crate) fn parse_u32_saturating(s: &[u8]) -> Option<u32> {
+    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(parse_u64(s).map_or(u32::MAX, |v| u32::try_from(v).unwrap_or(u32::MAX)))
+}
+
+/// Decodes `%HH` escapes once; `%` not followed by two hex digits is kept as is.
+pub(crate) fn percent_decode(s: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if !s.contains(&b'%') {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%' && i + 2 < s.len() {
+            if let (Some(h), Some(l)) = (hex(s[i + 1]), hex(s[i + 2])) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(s[i]);
+        i += 1;
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Does every `%` in `s` start a valid `%HH` escape?
+pub(crate) fn escapes_valid(s: &[u8]) -> bool {
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%' {
+            if i + 2 >= s.len() {
+                return false;
+            }
+            if hex(s[i + 1]).is_none() || hex(s[i + 2]).is_none() {
+                return false;
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding_happens_once() {
+        assert_eq!(&*percent_decode(b"value%25%34%31"), b"value%41");
+        assert_eq!(&*percent_decode(b"%75se%72"), b"user");
+        assert_eq!(&*percent_decode(b"a%2"), b"a%2");
+        assert_eq!(&*percent_decode(b"%"), b"%");
+        assert!(escapes_valid(b"a%20b"));
+        assert!(!escapes_valid(b"a%2"));
+        assert!(!escapes_valid(b"a%zz"));
+    }
+
+    #[test]
+    fn comma_split_respects_quotes_and_brackets() {
+        let v: Vec<&[u8]> =
+            CommaSplit::new(b"\"a, b\" <sip:x@y;p=1,2>, sip:z@w , ").collect();
+        assert_eq!(v, vec![&b"\"a, b\" <sip:x@y;p=1,2>"[..], b"sip:z@w", b""]);
+    }
+
+    #[test]
+    fn numbers_refuse_overflow() {
+        assert_eq!(parse_u64(b"0009"), Some(9));
+        assert_eq!(parse_u64(b"36893488147419103232"), None);
+        assert_eq!(parse_u32_saturating(b"280297596632815"), Some(u32::MAX));
+        assert_eq!(parse_u64(b"-1"), None);
+    }
+}

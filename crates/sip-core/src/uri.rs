@@ -1,0 +1,532 @@
+//! URIs: `sip:`/`sips:` (RFC 3261 §19.1) with every component, `tel:` (RFC 3966), and any
+//! other absolute URI kept opaque (RFC 3986 scheme, RFC 4475 §3.3.2–3.3.4).
+//!
+//! A parsed [`Uri`] borrows from the header it came from. Components are kept escaped as
+//! written; the accessors that say "decoded" undo `%HH` escapes exactly once, per component,
+//! so `sip:%75se%72@host` has user `user` and a parameter `n%61me=v%61lue%25%34%31` is
+//! `name=value%41` (RFC 4475 §3.1.1.3).
+
+use crate::error::ParseError;
+use crate::scan::{escapes_valid, parse_u64, percent_decode};
+use std::borrow::Cow;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+const fn uric_table() -> [bool; 256] {
+    let mut t = [false; 256];
+    let extra = b"-_.!~*'()%;/?:@&=+$,[]";
+    let mut i = 0;
+    while i < extra.len() {
+        t[extra[i] as usize] = true;
+        i += 1;
+    }
+    let mut c = 0u8;
+    while c < 128 {
+        if c.is_ascii_alphanumeric() {
+            t[c as usize] = true;
+        }
+        c += 1;
+    }
+    t
+}
+
+/// Characters that may appear unescaped somewhere in a URI (reserved, unreserved, `%`, and
+/// the brackets of an IPv6 reference).
+static URIC: [bool; 256] = uric_table();
+
+/// A URI as found in a Request-URI or a name-addr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uri<'a> {
+    /// `sip:` or `sips:`.
+    Sip(SipUri<'a>),
+    /// `tel:` (RFC 3966).
+    Tel(TelUri<'a>),
+    /// Any other absolute URI (`http:`, `urn:`, `isbn:` …), kept opaque.
+    Other(OtherUri<'a>),
+}
+
+impl<'a> Uri<'a> {
+    /// Parses a whole URI (no surrounding `<>`, no whitespace).
+    pub fn parse(s: &'a [u8]) -> Result<Uri<'a>, ParseError> {
+        let colon = memchr::memchr(b':', s).ok_or(ParseError::Uri("no scheme"))?;
+        let scheme = &s[..colon];
+        if scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips") {
+            SipUri::parse(s, scheme.len() == 4).map(Uri::Sip)
+        } else if scheme.eq_ignore_ascii_case(b"tel") {
+            TelUri::parse(s).map(Uri::Tel)
+        } else {
+            OtherUri::parse(s, colon).map(Uri::Other)
+        }
+    }
+
+    /// The URI exactly as written.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        match self {
+            Uri::Sip(u) => u.raw,
+            Uri::Tel(u) => u.raw,
+            Uri::Other(u) => u.raw,
+        }
+    }
+
+    /// The scheme as written (`sip`, `SIPS`, `tel`, `urn`, …).
+    pub fn scheme(&self) -> &'a str {
+        let raw = self.as_bytes();
+        let colon = memchr::memchr(b':', raw).unwrap_or(0);
+        std::str::from_utf8(&raw[..colon]).unwrap_or("")
+    }
+
+    /// The SIP URI, if this is one.
+    pub fn as_sip(&self) -> Option<&SipUri<'a>> {
+        match self {
+            Uri::Sip(u) => Some(u),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Uri<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
+/// The host part of a SIP URI or Via sent-by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Host<'a> {
+    /// A domain name, as written (compare case-insensitively).
+    Domain(&'a str),
+    /// An IPv4 address.
+    Ipv4(Ipv4Addr),
+    /// An IPv6 reference (written in `[...]`).
+    Ipv6(Ipv6Addr),
+}
+
+impl<'a> Host<'a> {
+    /// Parses a host: `[IPv6]`, dotted IPv4, or a domain name.
+    pub fn parse(s: &'a [u8]) -> Result<Host<'a>, ParseError> {
+        if s.first() == Some(&b'[') {
+            let inner = s
+                .strip_prefix(b"[")
+                .and_then(|r| r.strip_suffix(b"]"))
+                .ok_or(ParseError::Uri("unterminated IPv6 reference"))?;
+            let text = std::str::from_utf8(inner).map_err(|_| ParseError::Uri("bad IPv6"))?;
+            return text
+                .parse::<Ipv6Addr>()
+                .map(Host::Ipv6)
+                .map_err(|_| ParseError::Uri("bad IPv6 address"));
+        }
+        if s.is_empty() {
+            return Err(ParseError::Uri("empty host"));
+        }
+        if s.iter().all(|c| c.is_ascii_digit() || *c == b'.') {
+            let text = std::str::from_utf8(s).map_err(|_| ParseError::Uri("bad IPv4"))?;
+            return text
+                .parse::<Ipv4Addr>()
+                .map(Host::Ipv4)
+                .map_err(|_| ParseError::Uri("bad IPv4 address"));
+        }
+        let ok = s
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'.' || *c == b'_')
+            && s[0] != b'.'
+            && s[0] != b'-';
+        if !ok {
+            return Err(ParseError::Uri("bad domain name"));
+        }
+        // Only ASCII was accepted above.
+        std::str::from_utf8(s)
+            .map(Host::Domain)
+            .map_err(|_| ParseError::Uri("bad domain name"))
+    }
+
+    /// The address, if the host is an IP literal.
+    pub fn ip(&self) -> Option<IpAddr> {
+        match *self {
+            Host::Ipv4(a) => Some(IpAddr::V4(a)),
+            Host::Ipv6(a) => Some(IpAddr::V6(a)),
+            Host::Domain(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Host<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Domain(d) => f.write_str(d),
+            Host::Ipv4(a) => write!(f, "{a}"),
+            Host::Ipv6(a) => write!(f, "[{a}]"),
+        }
+    }
+}
+
+/// Splits `host[:port]` (with `[v6]` references) and parses both.
+pub(crate) fn parse_hostport(s: &[u8]) -> Result<(Host<'_>, Option<u16>), ParseError> {
+    let (host, port) = if s.first() == Some(&b'[') {
+        let close = memchr::memchr(b']', s).ok_or(ParseError::Uri("unterminated IPv6"))?;
+        let rest = &s[close + 1..];
+        let port = match rest {
+            [] => None,
+            [b':', p @ ..] => Some(p),
+            _ => return Err(ParseError::Uri("junk after IPv6 reference")),
+        };
+        (&s[..=close], port)
+    } else {
+        match memchr::memchr(b':', s) {
+            Some(c) => (&s[..c], Some(&s[c + 1..])),
+            None => (s, None),
+        }
+    };
+    let host = Host::parse(host)?;
+    let port = match port {
+        None => None,
+        Some(p) => {
+            if p.len() > 5 {
+                return Err(ParseError::Uri("bad port"));
+            }
+            let v = parse_u64(p).ok_or(ParseError::Uri("bad port"))?;
+            Some(u16::try_from(v).map_err(|_| ParseError::Uri("port out of range"))?)
+        }
+    };
+    Ok((host, port))
+}
+
+/// A `sip:` or `sips:` URI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SipUri<'a> {
+    raw: &'a [u8],
+    secure: bool,
+    user: Option<&'a [u8]>,
+    password: Option<&'a [u8]>,
+    host: Host<'a>,
+    host_raw: &'a [u8],
+    port: Option<u16>,
+    params: &'a [u8],
+    headers: Option<&'a [u8]>,
+}
+
+impl<'a> SipUri<'a> {
+    fn parse(raw: &'a [u8], secure: bool) -> Result<SipUri<'a>, ParseError> {
+        if !raw.iter().all(|&c| URIC[c as usize]) {
+            return Err(ParseError::Uri("character not allowed in a SIP URI"));
+        }
+        if !escapes_valid(raw) {
+            return Err(ParseError::Uri("bad % escape"));
+        }
+        let rest = &raw[if secure { 5 } else { 4 }..];
+        let (user, password, hostpart) = match memchr::memchr(b'@', rest) {
+            Some(at) => {
+                let userinfo = &rest[..at];
+                let (u, p) = match memchr::memchr(b':', userinfo) {
+                    Some(c) => (&userinfo[..c], Some(&userinfo[c + 1..])),
+                    None => (userinfo, None),
+                };
+                if u.is_empty() {
+                    return Err(ParseError::Uri("empty user"));
+                }
+                (Some(u), p, &rest[at + 1..])
+            }
+            None => (None, None, rest),
+        };
+        let hp_end = if hostpart.first() == Some(&b'[') {
+            let close =
+                memchr::memchr(b']', hostpart).ok_or(ParseError::Uri("unterminated IPv6"))?;
+            close
+                + memchr::memchr2(b';', b'?', &hostpart[close..]).unwrap_or(hostpart.len() - close)
+        } else {
+            memchr::memchr2(b';', b'?', hostpart).unwrap_or(hostpart.len())
+        };
+        let host_raw = &hostpart[..hp_end];
+        let (host, port) = parse_hostport(host_raw)?;
+        let after = &hostpart[hp_end..];
+        let (params, headers) = match memchr::memchr(b'?', after) {
+            Some(q) => (&after[..q], Some(&after[q + 1..])),
+            None => (after, None),
+        };
+        for p in UriParamIter::new(params) {
+            if p.0.is_empty() {
+                return Err(ParseError::Uri("empty URI parameter"));
+            }
+            if p.1.is_some_and(<[u8]>::is_empty) {
+                return Err(ParseError::Uri("empty URI parameter value"));
+            }
+        }
+        if params.contains(&b'@') {
+            return Err(ParseError::Uri("@ in URI parameters"));
+        }
+        if let Some(h) = headers {
+            if h.is_empty() || h.split(|&c| c == b'&').any(|kv| !kv.contains(&b'=')) {
+                return Err(ParseError::Uri("malformed URI headers"));
+            }
+        }
+        let host_raw = match memchr::memrchr(b':', host_raw) {
+            Some(c) if port.is_some() => &host_raw[..c],
+            _ => host_raw,
+        };
+        Ok(SipUri {
+            raw,
+            secure,
+            user,
+            password,
+            host,
+            host_raw,
+            port,
+            params,
+            headers,
+        })
+    }
+
+    /// The URI exactly as written.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.raw
+    }
+    /// `sips:`?
+    pub fn is_secure(&self) -> bool {
+        self.secure
+    }
+    /// The user part, decoded (`%40` becomes `@`).
+    pub fn user(&self) -> Option<Cow<'a, [u8]>> {
+        self.user.map(percent_decode)
+    }
+    /// The user part as written.
+    pub fn user_raw(&self) -> Option<&'a [u8]> {
+        self.user
+    }
+    /// The password, decoded.
+    pub fn password(&self) -> Option<Cow<'a, [u8]>> {
+        self.password.map(percent_decode)
+    }
+    /// The host.
+    pub fn host(&self) -> Host<'a> {
+        self.host
+    }
+    /// The host as written (IPv6 with brackets, no port).
+    pub fn host_raw(&self) -> &'a [u8] {
+        self.host_raw
+    }
+    /// The explicit port, if any.
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+    /// URI parameters (`;transport=tls;lr`), each name and value decoded once.
+    pub fn params(&self) -> impl Iterator<Item = (Cow<'a, [u8]>, Option<Cow<'a, [u8]>>)> + 'a {
+        UriParamIter::new(self.params).map(|(n, v)| (percent_decode(n), v.map(percent_decode)))
+    }
+    /// The decoded value of the parameter `name` (case-insensitive); `Some(None)` for a flag.
+    pub fn param(&self, name: &str) -> Option<Option<Cow<'a, [u8]>>> {
+        self.params()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+    /// The `transport` parameter.
+    pub fn transport(&self) -> Option<Cow<'a, [u8]>> {
+        self.param("transport").flatten()
+    }
+    /// Has the loose-routing `lr` flag (RFC 3261 §16.12)?
+    pub fn is_loose_route(&self) -> bool {
+        self.param("lr").is_some()
+    }
+    /// The `user` parameter (`user=phone` makes the user part a telephone number).
+    pub fn user_param(&self) -> Option<Cow<'a, [u8]>> {
+        self.param("user").flatten()
+    }
+    /// The raw header part after `?`, if any (`name=value&…`, still escaped).
+    pub fn headers_raw(&self) -> Option<&'a [u8]> {
+        self.headers
+    }
+    /// URI headers, each name and value decoded once.
+    pub fn headers(&self) -> impl Iterator<Item = (Cow<'a, [u8]>, Cow<'a, [u8]>)> + 'a {
+        self.headers
+            .unwrap_or_default()
+            .split(|&c| c == b'&')
+            .filter(|kv| !kv.is_empty())
+            .map(|kv| {
+                let eq = memchr::memchr(b'=', kv).unwrap_or(kv.len());
+                let v = kv.get(eq + 1..).unwrap_or_default();
+                (percent_decode(&kv[..eq]), percent_decode(v))
+            })
+    }
+}
+
+/// Iterates `;name[=value]` URI parameters (no whitespace allowed inside URIs).
+struct UriParamIter<'a> {
+    s: &'a [u8],
+}
+
+impl<'a> UriParamIter<'a> {
+    fn new(s: &'a [u8]) -> Self {
+        UriParamIter {
+            s: s.strip_prefix(b";").unwrap_or(s),
+        }
+    }
+}
+
+impl<'a> Iterator for UriParamIter<'a> {
+    type Item = (&'a [u8], Option<&'a [u8]>);
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.s.is_empty() {
+            return None;
+        }
+        let end = memchr::memchr(b';', self.s).unwrap_or(self.s.len());
+        let p = &self.s[..end];
+        self.s = self.s.get(end + 1..).unwrap_or_default();
+        Some(match memchr::memchr(b'=', p) {
+            Some(eq) => (&p[..eq], Some(&p[eq + 1..])),
+            None => (p, None),
+        })
+    }
+}
+
+/// A `tel:` URI (RFC 3966): a number and parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TelUri<'a> {
+    raw: &'a [u8],
+    number: &'a str,
+    params: &'a [u8],
+}
+
+impl<'a> TelUri<'a> {
+    fn parse(raw: &'a [u8]) -> Result<TelUri<'a>, ParseError> {
+        if !raw.iter().all(|&c| URIC[c as usize]) || !escapes_valid(raw) {
+            return Err(ParseError::Uri("character not allowed in a tel URI"));
+        }
+        let rest = &raw[4..];
+        let end = memchr::memchr(b';', rest).unwrap_or(rest.len());
+        let number = &rest[..end];
+        let ok = !number.is_empty()
+            && number
+                .iter()
+                .all(|c| c.is_ascii_hexdigit() || b"+-.()*#pPwW".contains(c));
+        if !ok {
+            return Err(ParseError::Uri("bad telephone number"));
+        }
+        Ok(TelUri {
+            raw,
+            // Checked ASCII above.
+            number: std::str::from_utf8(number).map_err(|_| ParseError::Uri("bad number"))?,
+            params: &rest[end..],
+        })
+    }
+    /// The URI exactly as written.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.raw
+    }
+    /// The number as written (`+1-201-555-0123`), visual separators included.
+    pub fn number(&self) -> &'a str {
+        self.number
+    }
+    /// Is it a global number (starts with `+`)?
+    pub fn is_global(&self) -> bool {
+        self.number.starts_with('+')
+    }
+    /// The decoded value of parameter `name` (e.g. `phone-context`).
+    pub fn param(&self, name: &str) -> Option<Option<Cow<'a, [u8]>>> {
+        UriParamIter::new(self.params)
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v.map(percent_decode))
+    }
+}
+
+/// An absolute URI of a scheme this crate does not interpret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OtherUri<'a> {
+    raw: &'a [u8],
+}
+
+impl<'a> OtherUri<'a> {
+    fn parse(raw: &'a [u8], colon: usize) -> Result<OtherUri<'a>, ParseError> {
+        let scheme = &raw[..colon];
+        let scheme_ok = scheme.first().is_some_and(u8::is_ascii_alphabetic)
+            && scheme
+                .iter()
+                .all(|c| c.is_ascii_alphanumeric() || b"+-.".contains(c));
+        if !scheme_ok {
+            return Err(ParseError::Uri("bad scheme"));
+        }
+        let rest = &raw[colon + 1..];
+        if rest.is_empty() || !rest.iter().all(|&c| URIC[c as usize] || c == b'#') {
+            return Err(ParseError::Uri("bad absolute URI"));
+        }
+        Ok(OtherUri { raw })
+    }
+    /// The URI exactly as written.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.raw
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sip(s: &str) -> SipUri<'_> {
+        match Uri::parse(s.as_bytes()).unwrap() {
+            Uri::Sip(u) => u,
+            other => panic!("not sip: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn user_with_semicolon_and_escapes() {
+        let u = sip("sip:user;par=u%40example.net@example.com");
+        assert_eq!(&*u.user().unwrap(), b"user;par=u@example.net");
+        assert_eq!(u.host(), Host::Domain("example.com"));
+        assert_eq!(u.params().count(), 0);
+    }
+
+    #[test]
+    fn params_unescape_once() {
+        let u = sip("sip:host;%6C%72;n%61me=v%61lue%25%34%31");
+        assert!(u.is_loose_route());
+        assert_eq!(&*u.param("name").unwrap().unwrap(), b"value%41");
+    }
+
+    #[test]
+    fn ipv6_references_and_ports() {
+        let u = sip("sip:[2001:db8::10]:5070");
+        assert_eq!(u.host(), Host::Ipv6("2001:db8::10".parse().unwrap()));
+        assert_eq!(u.port(), Some(5070));
+        let u = sip("sip:[2001:db8::10:5070]");
+        assert_eq!(u.port(), None);
+        assert!(Uri::parse(b"sip:2001:db8::10").is_err());
+        assert!(Uri::parse(b"sip:[2001:db8:::192.0.2.1]").is_err());
+        let u = sip("sips:alice:secret@[2001:db8::192.0.2.1];transport=tls?subject=hi");
+        assert!(u.is_secure());
+        assert_eq!(&*u.password().unwrap(), b"secret");
+        assert_eq!(&*u.transport().unwrap(), b"tls");
+        assert_eq!(u.headers().count(), 1);
+    }
+
+    #[test]
+    fn other_schemes_are_opaque() {
+        assert!(matches!(
+            Uri::parse(b"nobodyKnowsThisScheme:totallyopaquecontent"),
+            Ok(Uri::Other(_))
+        ));
+        assert!(matches!(
+            Uri::parse(b"soap.beep://192.0.2.103:3002"),
+            Ok(Uri::Other(_))
+        ));
+        let t = match Uri::parse(b"tel:+1-201-555-0123;phone-context=example.com").unwrap() {
+            Uri::Tel(t) => t,
+            _ => panic!(),
+        };
+        assert!(t.is_global());
+        assert_eq!(&*t.param("phone-context").unwrap().unwrap(), b"example.com");
+    }
+
+    #[test]
+    fn refusals() {
+        for bad in [
+            "sip:user@example.com; lr",
+            "sip:",
+            "sip:@host",
+            "sip:host:99999",
+            "sip:host;;lr",
+            "<sip:host>",
+            "sip:ho st",
+            "sip:host:",
+        ] {
+            assert!(Uri::parse(bad.as_bytes()).is_err(), "{bad}");
+        }
+    }
+}
