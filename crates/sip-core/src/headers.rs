@@ -55,16 +55,19 @@ pub enum Transport<'a> {
 impl<'a> Transport<'a> {
     /// Maps a transport token, case-insensitively.
     pub fn from_token(t: &'a str) -> Transport<'a> {
-        match t.to_ascii_uppercase().as_str() {
-            "UDP" => Transport::Udp,
-            "TCP" => Transport::Tcp,
-            "TLS" => Transport::Tls,
-            "SCTP" => Transport::Sctp,
-            "TLS-SCTP" => Transport::TlsSctp,
-            "WS" => Transport::Ws,
-            "WSS" => Transport::Wss,
-            _ => Transport::Other(t),
-        }
+        const KNOWN: [(&str, Transport<'static>); 7] = [
+            ("UDP", Transport::Udp),
+            ("TCP", Transport::Tcp),
+            ("TLS", Transport::Tls),
+            ("SCTP", Transport::Sctp),
+            ("TLS-SCTP", Transport::TlsSctp),
+            ("WS", Transport::Ws),
+            ("WSS", Transport::Wss),
+        ];
+        KNOWN
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(t))
+            .map_or(Transport::Other(t), |(_, v)| *v)
     }
 
     /// The canonical token.

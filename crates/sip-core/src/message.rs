@@ -433,40 +433,49 @@ impl SipMessage {
 
     // ----- validation -----
 
-    /// Checks what RFC 3261 requires of every message above the grammar of each line:
-    /// mandatory headers (§8.1.1: Via, From, To, Call-ID, CSeq), single-valued headers given
-    /// once, CSeq method equal to the request method, and well-formed values for the
-    /// headers a transaction layer reads (Via, From, To, Call-ID, CSeq, Max-Forwards,
-    /// Contact, Route, Record-Route, Content-Type, Expires, Date) and the Request-URI.
+    /// Checks what RFC 3261 requires of every message above the grammar of each line, as
+    /// the parsers do on every message: mandatory headers (§8.1.1: Via, From, To, Call-ID,
+    /// CSeq) present, single-valued headers given once, CSeq method equal to the request
+    /// method, and well-formed values for what a transaction layer reads (every Via, From,
+    /// To, Call-ID, CSeq, Max-Forwards) and the Request-URI (no escaped headers in it).
     ///
-    /// Max-Forwards is not required: RFC 2543 peers omit it (RFC 4475 §3.4.1).
+    /// Max-Forwards is not required: RFC 2543 peers omit it (RFC 4475 §3.4.1). Other
+    /// headers are checked when first read through their typed view, or all at once by
+    /// [`validate_all`](Self::validate_all).
     pub fn validate(&self) -> Result<(), ParseError> {
-        let mut counts = [0u8; 8];
-        const SINGLE: [HeaderName; 8] = [
+        let mut seen = [0u8; 6];
+        const SINGLE: [HeaderName; 6] = [
             HeaderName::From,
             HeaderName::To,
             HeaderName::CallId,
             HeaderName::CSeq,
             HeaderName::MaxForwards,
-            HeaderName::ContentType,
-            HeaderName::Expires,
             HeaderName::Via,
         ];
         for f in &self.fields {
-            if let Some(i) = SINGLE.iter().position(|n| *n == f.name) {
-                counts[i] = counts[i].saturating_add(1);
+            let i = match f.name {
+                HeaderName::From => 0,
+                HeaderName::To => 1,
+                HeaderName::CallId => 2,
+                HeaderName::CSeq => 3,
+                HeaderName::MaxForwards => 4,
+                HeaderName::Via => 5,
+                _ => continue,
+            };
+            if seen[i] == 1 && i < 5 {
+                return Err(ParseError::Repeated(SINGLE[i].as_str()));
+            }
+            seen[i] = 1;
+            if i == 5 {
+                for v in CommaSplit::new(f.value.get(&self.buf)) {
+                    Via::parse(v)?;
+                }
             }
         }
         for (i, n) in SINGLE.iter().enumerate() {
-            match (counts[i], n) {
-                (0, HeaderName::MaxForwards | HeaderName::ContentType | HeaderName::Expires) => {}
-                (0, n) => return Err(ParseError::Missing(n.as_str())),
-                (1, _) | (_, HeaderName::Via) => {}
-                (_, n) => return Err(ParseError::Repeated(n.as_str())),
+            if seen[i] == 0 && i != 4 {
+                return Err(ParseError::Missing(n.as_str()));
             }
-        }
-        for via in self.vias() {
-            via?;
         }
         self.from()?;
         self.to()?;
@@ -477,14 +486,22 @@ impl SipMessage {
                 return Err(ParseError::CSeqMethod);
             }
             let uri = self.request_uri_bytes().unwrap_or_default();
-            let parsed = Uri::parse(uri)?;
-            if let Uri::Sip(s) = parsed {
+            if let Uri::Sip(s) = Uri::parse(uri)? {
                 if s.headers_raw().is_some() {
                     return Err(ParseError::Uri("headers are not allowed in a Request-URI"));
                 }
             }
         }
         self.max_forwards()?;
+        Ok(())
+    }
+
+    /// [`validate`](Self::validate) plus the grammar of the other headers that have a typed
+    /// view here: Contact, Route, Record-Route, Content-Type, Expires, Date. RFC 4475 lets a
+    /// lenient element accept the messages this refuses beyond `validate` (e.g. §3.1.2.12
+    /// `baddate`, §3.1.2.13 `regbadct`); a registrar or a UA that reads them calls this.
+    pub fn validate_all(&self) -> Result<(), ParseError> {
+        self.validate()?;
         for c in self.contacts() {
             c?;
         }
@@ -492,6 +509,20 @@ impl SipMessage {
             for r in self.name_addrs(name) {
                 r?;
             }
+        }
+        let mut single = [0u8; 2];
+        for f in &self.fields {
+            match f.name {
+                HeaderName::ContentType => single[0] = single[0].saturating_add(1),
+                HeaderName::Expires => single[1] = single[1].saturating_add(1),
+                _ => {}
+            }
+        }
+        if single[0] > 1 {
+            return Err(ParseError::Repeated("Content-Type"));
+        }
+        if single[1] > 1 {
+            return Err(ParseError::Repeated("Expires"));
         }
         if let Some(ct) = self.content_type() {
             ct?;

@@ -310,34 +310,84 @@ impl HeaderName {
                 _ => HeaderName::Other,
             };
         }
-        let Some(&first) = name.first() else {
+        // Lower-case into a stack buffer, then one `match` the compiler turns into length
+        // and word comparisons: faster than probing a table for every header line.
+        let mut lower = [0u8; 24];
+        let Some(dst) = lower.get_mut(..name.len()) else {
             return HeaderName::Other;
         };
-        let candidates: &[HeaderName] = match first.to_ascii_lowercase() {
-            b'a' => &[HeaderName::Accept, HeaderName::AcceptContact, HeaderName::AcceptEncoding, HeaderName::AcceptLanguage, HeaderName::AlertInfo, HeaderName::Allow, HeaderName::AllowEvents, HeaderName::AuthenticationInfo, HeaderName::Authorization],
-            b'c' => &[HeaderName::CallId, HeaderName::CallInfo, HeaderName::Contact, HeaderName::ContentDisposition, HeaderName::ContentEncoding, HeaderName::ContentLanguage, HeaderName::ContentLength, HeaderName::ContentType, HeaderName::CSeq],
-            b'd' => &[HeaderName::Date],
-            b'e' => &[HeaderName::ErrorInfo, HeaderName::Event, HeaderName::Expires],
-            b'f' => &[HeaderName::From],
-            b'i' => &[HeaderName::Identity, HeaderName::IdentityInfo, HeaderName::InReplyTo],
-            b'm' => &[HeaderName::MaxForwards, HeaderName::MinExpires, HeaderName::MinSe, HeaderName::MimeVersion, HeaderName::MsConversationId],
-            b'o' => &[HeaderName::Organization],
-            b'p' => &[HeaderName::PAssertedIdentity, HeaderName::PPreferredIdentity, HeaderName::Path, HeaderName::Priority, HeaderName::ProxyAuthenticate, HeaderName::ProxyAuthorization, HeaderName::ProxyRequire],
-            b'r' => &[HeaderName::RAck, HeaderName::Reason, HeaderName::RecordRoute, HeaderName::ReferTo, HeaderName::ReferredBy, HeaderName::RejectContact, HeaderName::ReplyTo, HeaderName::RequestDisposition, HeaderName::Require, HeaderName::RetryAfter, HeaderName::Route, HeaderName::RSeq],
-            b's' => &[HeaderName::Server, HeaderName::ServiceRoute, HeaderName::SessionExpires, HeaderName::SipEtag, HeaderName::SipIfMatch, HeaderName::Subject, HeaderName::SubscriptionState, HeaderName::Supported],
-            b't' => &[HeaderName::Timestamp, HeaderName::To],
-            b'u' => &[HeaderName::Unsupported, HeaderName::UserAgent],
-            b'v' => &[HeaderName::Via],
-            b'w' => &[HeaderName::Warning, HeaderName::WwwAuthenticate],
-            _ => return HeaderName::Other,
-        };
-        for &h in candidates {
-            let known = h.as_str().as_bytes();
-            if known.len() == name.len() && known.eq_ignore_ascii_case(name) {
-                return h;
-            }
+        for (d, s) in dst.iter_mut().zip(name) {
+            *d = s.to_ascii_lowercase();
         }
-        HeaderName::Other
+        match &*dst {
+            b"accept" => HeaderName::Accept,
+            b"accept-contact" => HeaderName::AcceptContact,
+            b"accept-encoding" => HeaderName::AcceptEncoding,
+            b"accept-language" => HeaderName::AcceptLanguage,
+            b"alert-info" => HeaderName::AlertInfo,
+            b"allow" => HeaderName::Allow,
+            b"allow-events" => HeaderName::AllowEvents,
+            b"authentication-info" => HeaderName::AuthenticationInfo,
+            b"authorization" => HeaderName::Authorization,
+            b"call-id" => HeaderName::CallId,
+            b"call-info" => HeaderName::CallInfo,
+            b"contact" => HeaderName::Contact,
+            b"content-disposition" => HeaderName::ContentDisposition,
+            b"content-encoding" => HeaderName::ContentEncoding,
+            b"content-language" => HeaderName::ContentLanguage,
+            b"content-length" => HeaderName::ContentLength,
+            b"content-type" => HeaderName::ContentType,
+            b"cseq" => HeaderName::CSeq,
+            b"date" => HeaderName::Date,
+            b"error-info" => HeaderName::ErrorInfo,
+            b"event" => HeaderName::Event,
+            b"expires" => HeaderName::Expires,
+            b"from" => HeaderName::From,
+            b"identity" => HeaderName::Identity,
+            b"identity-info" => HeaderName::IdentityInfo,
+            b"in-reply-to" => HeaderName::InReplyTo,
+            b"max-forwards" => HeaderName::MaxForwards,
+            b"min-expires" => HeaderName::MinExpires,
+            b"min-se" => HeaderName::MinSe,
+            b"mime-version" => HeaderName::MimeVersion,
+            b"ms-conversation-id" => HeaderName::MsConversationId,
+            b"organization" => HeaderName::Organization,
+            b"p-asserted-identity" => HeaderName::PAssertedIdentity,
+            b"p-preferred-identity" => HeaderName::PPreferredIdentity,
+            b"path" => HeaderName::Path,
+            b"priority" => HeaderName::Priority,
+            b"proxy-authenticate" => HeaderName::ProxyAuthenticate,
+            b"proxy-authorization" => HeaderName::ProxyAuthorization,
+            b"proxy-require" => HeaderName::ProxyRequire,
+            b"rack" => HeaderName::RAck,
+            b"reason" => HeaderName::Reason,
+            b"record-route" => HeaderName::RecordRoute,
+            b"refer-to" => HeaderName::ReferTo,
+            b"referred-by" => HeaderName::ReferredBy,
+            b"reject-contact" => HeaderName::RejectContact,
+            b"reply-to" => HeaderName::ReplyTo,
+            b"request-disposition" => HeaderName::RequestDisposition,
+            b"require" => HeaderName::Require,
+            b"retry-after" => HeaderName::RetryAfter,
+            b"route" => HeaderName::Route,
+            b"rseq" => HeaderName::RSeq,
+            b"server" => HeaderName::Server,
+            b"service-route" => HeaderName::ServiceRoute,
+            b"session-expires" => HeaderName::SessionExpires,
+            b"sip-etag" => HeaderName::SipEtag,
+            b"sip-if-match" => HeaderName::SipIfMatch,
+            b"subject" => HeaderName::Subject,
+            b"subscription-state" => HeaderName::SubscriptionState,
+            b"supported" => HeaderName::Supported,
+            b"timestamp" => HeaderName::Timestamp,
+            b"to" => HeaderName::To,
+            b"unsupported" => HeaderName::Unsupported,
+            b"user-agent" => HeaderName::UserAgent,
+            b"via" => HeaderName::Via,
+            b"warning" => HeaderName::Warning,
+            b"www-authenticate" => HeaderName::WwwAuthenticate,
+            _ => HeaderName::Other,
+        }
     }
 }
 

@@ -137,25 +137,23 @@ impl<'a> Iterator for CommaSplit<'a> {
         let s = self.s;
         let start = self.pos;
         let mut i = start;
-        let mut angle = false;
-        while i < s.len() {
-            match s[i] {
-                b'"' if !angle => match quoted_end(s, i) {
-                    Some(e) => {
-                        i = e;
-                        continue;
-                    }
+        // Jump between the only bytes that matter: `,` and the openers of `"..."` / `<...>`.
+        while let Some(k) = memchr::memchr3(b',', b'"', b'<', &s[i..]) {
+            let at = i + k;
+            match s[at] {
+                b',' => {
+                    self.pos = at + 1;
+                    return Some(trim(&s[start..at]));
+                }
+                b'"' => match quoted_end(s, at) {
+                    Some(e) => i = e,
                     None => break,
                 },
-                b'<' => angle = true,
-                b'>' => angle = false,
-                b',' if !angle => {
-                    self.pos = i + 1;
-                    return Some(trim(&s[start..i]));
-                }
-                _ => {}
+                _ => match memchr::memchr(b'>', &s[at..]) {
+                    Some(g) => i = at + g + 1,
+                    None => break,
+                },
             }
-            i += 1;
         }
         self.done = true;
         Some(trim(&s[start..]))
