@@ -33,6 +33,8 @@
 mod error;
 pub mod framer;
 pub mod headers;
+#[cfg(feature = "interop")]
+pub mod interop;
 mod limits;
 mod message;
 mod method;
