@@ -46,6 +46,7 @@ pub mod sdp;
 pub mod uri;
 
 pub use error::ParseError;
+pub use framer::{Frame, FrameError, StreamFramer};
 pub use headers::{AuthValue, CSeq, Contact, MediaType, TokenParams, Transport, Via, Warning};
 pub use limits::Limits;
 pub use message::{HeaderRef, IntoHeaderName, MessageBuilder, SipMessage};
