@@ -214,7 +214,10 @@ impl<'a> CSeq<'a> {
         let err = |why| ParseError::header("CSeq", why);
         let v = trim(value);
         let digits = v.iter().take_while(|c| c.is_ascii_digit()).count();
-        let seq = parse_u64(&v[..digits]).ok_or_else(|| err("sequence number"))?;
+        if digits == 0 {
+            return Err(err("missing sequence number"));
+        }
+        let seq = parse_u64(&v[..digits]).ok_or_else(|| err("sequence number exceeds 2^32-1"))?;
         let seq = u32::try_from(seq).map_err(|_| err("sequence number exceeds 2^32-1"))?;
         let rest = &v[digits..];
         if rest.first().is_none_or(|c| !is_ws(*c)) {

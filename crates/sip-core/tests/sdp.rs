@@ -426,13 +426,12 @@ fn numbers_that_overflow_are_errors_not_wrapped() {
         }
     );
     // The largest u64 is fine; a rtpmap clock rate that overflows is just not typed.
-    let sdp = parse(
-        format!("v=0\r\no=- 1 18446744073709551615 IN IP4 a\r\ns=-\r\nt=0 0\r\nm=audio 1 RTP/AVP 0\r\na=rtpmap:0 PCMU/99999999999\r\n")
-            .as_bytes(),
+    let mut sdp = parse(
+        b"v=0\r\no=- 1 18446744073709551615 IN IP4 a\r\ns=-\r\nt=0 0\r\n\
+          m=audio 1 RTP/AVP 0\r\na=rtpmap:0 PCMU/99999999999\r\n",
     );
     assert_eq!(sdp.origin().session_version, u64::MAX);
     assert_eq!(sdp.media()[0].rtpmap(0), None);
-    let mut sdp = sdp;
     assert_eq!(sdp.bump_version(), u64::MAX, "saturates, never wraps");
 }
 

@@ -178,3 +178,40 @@ fn build(
         body, session, origin, media,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(body: &[u8]) -> Result<Vec<&[u8]>, SdpError> {
+        let ranges = split_lines(body, &SdpLimits::DEFAULT)?;
+        Ok(ranges.into_iter().map(|r| &body[r]).collect())
+    }
+
+    #[test]
+    fn line_ends() {
+        let expected: Vec<&[u8]> = vec![b"v=0", b"s=x"];
+        assert_eq!(lines(b"v=0\r\ns=x\r\n").unwrap(), expected);
+        assert_eq!(lines(b"v=0\ns=x\n").unwrap(), expected);
+        assert_eq!(lines(b"v=0\r\ns=x").unwrap(), expected);
+        assert_eq!(lines(b"v=0\ns=x\r\n\r\n\n").unwrap(), expected);
+        // A CR that does not end a line stays in it (and is refused by `check_line`).
+        assert_eq!(lines(b"v=0\rs=x").unwrap(), vec![&b"v=0\rs=x"[..]]);
+        assert_eq!(lines(b"\r\n"), Err(SdpError::Empty));
+        assert_eq!(lines(b"v=0\n\ns=x"), Err(SdpError::EmptyLine { line: 2 }));
+    }
+
+    #[test]
+    fn check_line_shape() {
+        let body = Bytes::from_static(b"a=\xc3\xa9t\xc3\xa9");
+        let (_, line) = check_line(&body, 1, 0..body.len()).unwrap();
+        assert_eq!(line.value(), "été");
+        for bad in [&b"="[..], b"a", b"1=x", b"ab=x", b" a=x"] {
+            let body = Bytes::copy_from_slice(bad);
+            assert_eq!(
+                check_line(&body, 3, 0..body.len()).map(drop),
+                Err(SdpError::MalformedLine { line: 3 })
+            );
+        }
+    }
+}

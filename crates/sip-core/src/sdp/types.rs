@@ -200,7 +200,7 @@ impl Connection {
             }
             _ => (address, None, None),
         };
-        if base_is_empty(address) {
+        if address.is_empty() {
             return Err(bad("empty address"));
         }
         Ok(Connection {
@@ -239,10 +239,6 @@ impl Connection {
         }
         Ok(())
     }
-}
-
-fn base_is_empty(address: &str) -> bool {
-    address.is_empty()
 }
 
 impl fmt::Display for Connection {
@@ -650,5 +646,125 @@ impl Direction {
 impl fmt::Display for Direction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_parses_fqdn_ipv6_and_refuses_overflow() {
+        let o = Origin::parse("bob 280744730 28977631 IN IP4 host.example.com", 2).unwrap();
+        assert_eq!(o.address, "host.example.com");
+        assert_eq!(o.ip(), None);
+        assert_eq!(
+            o.to_string(),
+            "bob 280744730 28977631 IN IP4 host.example.com"
+        );
+        let o = Origin::parse("- 1 2 IN IP6 2001:db8::20", 2).unwrap();
+        assert_eq!(o.ip(), Some("2001:db8::20".parse().unwrap()));
+        assert_eq!(
+            Origin::parse("- 1 +2 IN IP4 a", 2),
+            Err(SdpError::InvalidField {
+                line: 2,
+                letter: 'o',
+                why: "sess-version is not a number"
+            })
+        );
+        assert!(Origin::parse("- 1 2 IN IP4", 2).is_err());
+        assert!(Origin::parse("- 1 2 IN IP4 a b", 2).is_err());
+        assert_eq!(Origin::new("-", "1", 1, "::1").addr_type, "IP6");
+    }
+
+    #[test]
+    fn connection_suffixes_depend_on_the_address_type() {
+        let c = Connection::parse("IN IP4 233.252.0.1/127", 1).unwrap();
+        assert_eq!((c.ttl, c.count), (Some(127), None));
+        let c = Connection::parse("IN IP6 ff00::1/2", 1).unwrap();
+        assert_eq!((c.ttl, c.count), (None, Some(2)));
+        let c = Connection::parse("ATM NSAP 47.0005/x", 1).unwrap();
+        assert_eq!(c.address, "47.0005/x");
+        assert!(Connection::parse("IN IP4 1.2.3.4/1/2/3", 1).is_err());
+        assert!(Connection::parse("IN IP6 ::1/1/2", 1).is_err());
+        assert!(Connection::parse("IN IP4 /5", 1).is_err());
+        assert!(Connection::parse("IN IP4 1.2.3.4/x", 1).is_err());
+        let mut c = Connection::new("192.0.2.1");
+        c.count = Some(2);
+        assert!(c.validate().is_err(), "IP4 count needs a ttl");
+    }
+
+    #[test]
+    fn media_line_forms() {
+        let m = Media::parse("audio 49170/2 RTP/AVP 0 8", 1).unwrap();
+        assert_eq!(m.port_count, Some(2));
+        assert_eq!(m.to_string(), "audio 49170/2 RTP/AVP 0 8");
+        let m = Media::parse("message 5060 sip null", 1).unwrap();
+        assert_eq!(m.formats, ["null"]);
+        assert!(Media::parse("audio 49170 RTP/AVP", 1).is_err());
+        assert!(Media::parse("audio x RTP/AVP 0", 1).is_err());
+        assert_eq!(
+            Media::parse("audio 1/70000 RTP/AVP 0", 1),
+            Err(SdpError::NumberOutOfRange {
+                line: 1,
+                field: "port count"
+            })
+        );
+    }
+
+    #[test]
+    fn rtpmap_and_fmtp() {
+        let r = Rtpmap::parse("111 opus/48000/2").unwrap();
+        assert_eq!(r.channels(), Some(2));
+        assert_eq!(r.to_string(), "111 opus/48000/2");
+        assert_eq!(Rtpmap::parse("31 LPC"), None);
+        assert_eq!(Rtpmap::parse("128 X/8000"), None);
+        assert_eq!(Rtpmap::parse("1 X/8000/2/3"), None);
+        assert_eq!(Rtpmap::parse("1 /8000"), None);
+        let f = Fmtp::parse("101 0-16").unwrap();
+        assert_eq!((f.format.as_str(), f.parameters.as_str()), ("101", "0-16"));
+        assert_eq!(Fmtp::parse("101").unwrap().to_string(), "101");
+        assert_eq!(Fmtp::parse(""), None);
+        let f = Fmtp::new("96", "profile-level-id=42e01f; packetization-mode=1;flag");
+        assert_eq!(
+            f.params().collect::<Vec<_>>(),
+            [
+                ("profile-level-id", Some("42e01f")),
+                ("packetization-mode", Some("1")),
+                ("flag", None)
+            ]
+        );
+    }
+
+    #[test]
+    fn attributes_and_directions() {
+        assert_eq!(
+            Attribute::from_value("candidate:1 1 UDP 2 h 1 typ host"),
+            Attribute {
+                name: "candidate",
+                value: Some("1 1 UDP 2 h 1 typ host")
+            }
+        );
+        assert_eq!(Attribute::from_value("rtcp-mux").value, None);
+        assert!(attribute_value("a b", None).is_err());
+        assert!(attribute_value("a:b", None).is_err());
+        assert!(attribute_value("x", Some("1\r\n")).is_err());
+        for d in [
+            Direction::SendRecv,
+            Direction::SendOnly,
+            Direction::RecvOnly,
+            Direction::Inactive,
+        ] {
+            assert_eq!(Direction::from_name(d.as_str()), Some(d));
+            assert_eq!(d.reversed().reversed(), d);
+        }
+        assert_eq!(
+            Timing::parse("0 0 0", 1).map(drop),
+            Err(SdpError::InvalidField {
+                line: 1,
+                letter: 't',
+                why: "more than two fields"
+            })
+        );
     }
 }

@@ -1,0 +1,222 @@
+//! Property tests: generated messages survive serialize → parse unchanged; arbitrary bytes
+//! never panic any parser.
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use sip_core::{HeaderName, Limits, Method, SipMessage};
+
+fn token() -> impl Strategy<Value = String> {
+    "[A-Za-z0-9.!%*_+`'~-]{1,12}"
+}
+
+fn method() -> impl Strategy<Value = Method> {
+    prop_oneof![
+        Just(Method::Invite),
+        Just(Method::Message),
+        Just(Method::Options),
+        Just(Method::Register),
+        Just(Method::Subscribe),
+        Just(Method::Benotify),
+        "[A-Z][A-Z0-9%!-]{0,10}".prop_map(|t| Method::from_token(t.as_bytes())),
+    ]
+}
+
+fn host() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-z][a-z0-9-]{0,10}(\\.[a-z][a-z0-9]{0,8}){0,3}",
+        any::<[u8; 4]>().prop_map(|a| format!("{}.{}.{}.{}", a[0], a[1], a[2], a[3])),
+        any::<[u16; 8]>().prop_map(|a| format!("[{}]", std::net::Ipv6Addr::from(a))),
+    ]
+}
+
+fn uri() -> impl Strategy<Value = String> {
+    (
+        prop::option::of("[a-zA-Z0-9_.!~*'()&=+$,;?/-]{1,12}|[a-z]{1,4}%[0-9A-F]{2}"),
+        host(),
+        prop::option::of(1u16..),
+        prop::collection::vec("[a-z]{1,6}(=[a-z0-9]{1,6})?", 0..3),
+    )
+        .prop_map(|(user, host, port, params)| {
+            let mut s = String::from("sip:");
+            if let Some(u) = user {
+                s.push_str(&u);
+                s.push('@');
+            }
+            s.push_str(&host);
+            if let Some(p) = port {
+                s.push_str(&format!(":{p}"));
+            }
+            for p in params {
+                s.push(';');
+                s.push_str(&p);
+            }
+            s
+        })
+}
+
+fn display_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(String::new()),
+        "[A-Za-z]{1,8}( [A-Za-z]{1,8})?".prop_map(|t| format!("{t} ")),
+        "[ -~\u{e9}\u{4e2d}]{0,12}".prop_map(|t| {
+            let escaped: String = t
+                .chars()
+                .flat_map(|c| match c {
+                    '"' | '\\' => vec!['\\', c],
+                    c => vec![c],
+                })
+                .collect();
+            format!("\"{escaped}\" ")
+        }),
+    ]
+}
+
+prop_compose! {
+    fn message()(
+        method in method(),
+        ruri in uri(),
+        from_name in display_name(),
+        from_uri in uri(),
+        to_uri in uri(),
+        tag in token(),
+        call_id in "[A-Za-z0-9.!%*_+`'~()<>:\\\\/\\[\\]?{}-]{1,20}(@[a-z0-9.]{1,10})?",
+        seq in any::<u32>(),
+        vias in prop::collection::vec((host(), token()), 1..4),
+        extra in prop::collection::vec(("X-[A-Za-z0-9-]{1,10}", "[!-~]([ -~]{0,30}[!-~])?"), 0..5),
+        body in prop::collection::vec(any::<u8>(), 0..200),
+    ) -> SipMessage {
+        let mut b = SipMessage::request(method.clone(), ruri);
+        for (h, branch) in vias {
+            b = b.header(HeaderName::Via, format!("SIP/2.0/TLS {h};branch=z9hG4bK{branch}"));
+        }
+        b = b
+            .header(HeaderName::From, format!("{from_name}<{from_uri}>;tag={tag}"))
+            .header(HeaderName::To, format!("<{to_uri}>"))
+            .header(HeaderName::CallId, call_id)
+            .header(HeaderName::CSeq, format!("{seq} {method}"))
+            .header(HeaderName::MaxForwards, "70");
+        for (name, value) in extra {
+            b = b.header(name.as_str(), value);
+        }
+        if !body.is_empty() {
+            b = b.body("application/octet-stream", body);
+        }
+        b.build().expect("generated messages are valid")
+    }
+}
+
+fn same(a: &SipMessage, b: &SipMessage) {
+    assert_eq!(a.method(), b.method());
+    assert_eq!(a.request_uri_bytes(), b.request_uri_bytes());
+    let ha: Vec<_> = a.headers().filter(|h| h.name != HeaderName::ContentLength).map(|h| (h.name, h.value)).collect();
+    let hb: Vec<_> = b.headers().filter(|h| h.name != HeaderName::ContentLength).map(|h| (h.name, h.value)).collect();
+    assert_eq!(ha, hb);
+    assert_eq!(a.body(), b.body());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn parse_of_serialize_is_identity(m in message()) {
+        let wire = m.to_bytes();
+        for parsed in [
+            SipMessage::parse_datagram(wire.clone(), &Limits::DEFAULT).unwrap(),
+            SipMessage::parse_framed(wire.clone(), &Limits::DEFAULT).unwrap(),
+        ] {
+            same(&m, &parsed);
+            // An unchanged parsed message writes back exactly what was received.
+            prop_assert_eq!(parsed.to_bytes(), wire.clone());
+            // Typed views read what was written.
+            prop_assert_eq!(parsed.cseq().unwrap().seq(), m.cseq().unwrap().seq());
+            prop_assert_eq!(parsed.vias().count(), m.vias().count());
+            prop_assert_eq!(
+                parsed.from().unwrap().display_name().map(|d| d.decoded().into_owned()),
+                m.from().unwrap().display_name().map(|d| d.decoded().into_owned())
+            );
+        }
+    }
+
+    #[test]
+    fn responses_copy_the_transaction_headers(m in message(), code in 100u16..700) {
+        let r = SipMessage::response_to(&m, code, "Reason").unwrap();
+        let parsed = SipMessage::parse_datagram(r.to_bytes(), &Limits::DEFAULT).unwrap();
+        prop_assert_eq!(parsed.status(), Some(code));
+        prop_assert_eq!(parsed.call_id().unwrap(), m.call_id().unwrap());
+        prop_assert_eq!(parsed.vias().count(), m.vias().count());
+        prop_assert_eq!(parsed.cseq().unwrap(), m.cseq().unwrap());
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(data in prop::collection::vec(any::<u8>(), 0..600)) {
+        let b = Bytes::from(data);
+        for r in [
+            SipMessage::parse_datagram(b.clone(), &Limits::DEFAULT),
+            SipMessage::parse_framed(b.clone(), &Limits::DEFAULT),
+            SipMessage::parse_head(b, &Limits::DEFAULT),
+        ] {
+            if let Ok(m) = r {
+                let _ = m.validate_all();
+                let _ = m.to_bytes();
+            }
+        }
+    }
+
+    #[test]
+    fn mutated_valid_messages_never_panic(m in message(), at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+        let mut wire = m.to_bytes().to_vec();
+        let i = at.index(wire.len());
+        wire[i] = byte;
+        if let Ok(p) = SipMessage::parse_datagram(Bytes::from(wire), &Limits::DEFAULT) {
+            let _ = p.validate_all();
+            let _ = (p.from(), p.to(), p.top_via(), p.request_uri());
+        }
+    }
+}
+
+#[test]
+fn limits_are_enforced_with_513() {
+    let limits = Limits { max_message_size: 300, max_headers: 8, max_line_length: 100 };
+    let long_line = format!(
+        "OPTIONS sip:a@b SIP/2.0\r\nX-Long: {}\r\n\r\n",
+        "a".repeat(200)
+    );
+    let e = SipMessage::parse_head(Bytes::from(long_line), &limits).unwrap_err();
+    assert_eq!(e.status(), 513);
+    let many = format!("OPTIONS sip:a@b SIP/2.0\r\n{}\r\n", "X-A: 1\r\n".repeat(9));
+    let e = SipMessage::parse_head(Bytes::from(many), &limits).unwrap_err();
+    assert_eq!(e.status(), 513);
+    let big = Bytes::from(vec![b'a'; 301]);
+    let e = SipMessage::parse_datagram(big, &limits).unwrap_err();
+    assert_eq!(e.status(), 513);
+}
+
+#[test]
+fn header_injection_is_refused() {
+    let r = SipMessage::request(Method::Options, "sip:a@b")
+        .header("X-Evil", "a\r\nVia: SIP/2.0/UDP evil")
+        .build();
+    assert!(r.is_err());
+    let r = SipMessage::request(Method::Options, "sip:a@b").header("Bad Name", "x").build();
+    assert!(r.is_err());
+}
+
+#[test]
+fn changed_messages_serialize_canonically() {
+    let raw = Bytes::from_static(
+        b"MESSAGE sip:bob@example.com SIP/2.0\r\nv: SIP/2.0/TCP a.example.com;branch=z9hG4bK1\r\n\
+f: <sip:a@example.com>;tag=1\r\nt: <sip:bob@example.com>\r\ni: x@y\r\nCSeq: 1 MESSAGE\r\n\
+Max-Forwards: 70\r\nl: 2\r\n\r\nhi",
+    );
+    let mut m = SipMessage::parse_framed(raw.clone(), &Limits::DEFAULT).unwrap();
+    assert_eq!(m.to_bytes(), raw);
+    m.set_body(Bytes::from_static(b"hello"));
+    m.push_header("Subject", "greeting").unwrap();
+    let out = String::from_utf8(m.to_bytes().to_vec()).unwrap();
+    assert!(out.contains("\r\nVia: SIP/2.0/TCP a.example.com;branch=z9hG4bK1\r\n"));
+    assert!(out.contains("\r\nContent-Length: 5\r\n"));
+    assert!(out.ends_with("Subject: greeting\r\n\r\nhello"));
+    assert_eq!(m.remove_header(HeaderName::Subject), 1);
+    m.set_to_tag("abc").unwrap();
+    assert_eq!(m.to().unwrap().tag(), Some(&b"abc"[..]));
+}
