@@ -3,8 +3,9 @@
 // typed view and re-serializes. Must never panic.
 pub fn body(data: &[u8]) {
     use sip_core::{HeaderName, Limits, SipMessage};
+    type Parser = fn(bytes::Bytes, &Limits) -> Result<SipMessage, sip_core::ParseError>;
     let bytes = bytes::Bytes::copy_from_slice(data);
-    let parsers: [fn(bytes::Bytes, &Limits) -> Result<SipMessage, sip_core::ParseError>; 3] = [
+    let parsers: [Parser; 3] = [
         SipMessage::parse_datagram,
         SipMessage::parse_framed,
         SipMessage::parse_head,

@@ -57,7 +57,9 @@ fn parse(c: &mut Criterion) {
     for (name, raw) in MESSAGES {
         let bytes = Bytes::from_static(raw);
         g.throughput(Throughput::Bytes(raw.len() as u64));
-        g.bench_function(format!("ucma/{name}"), |b| b.iter(|| ucma(black_box(&bytes))));
+        g.bench_function(format!("ucma/{name}"), |b| {
+            b.iter(|| ucma(black_box(&bytes)))
+        });
         g.bench_function(format!("rsip/{name}"), |b| b.iter(|| rsip(black_box(raw))));
         g.bench_function(format!("scan/{name}"), |b| b.iter(|| scan(black_box(raw))));
     }

@@ -166,7 +166,9 @@ impl FrameError {
                 ParseError::ContentLength("not a non-negative number")
             }
             FrameError::TooLarge { limit, .. } => ParseError::TooLarge { limit: *limit },
-            FrameError::TooManyHeaders { limit, .. } => ParseError::TooManyHeaders { limit: *limit },
+            FrameError::TooManyHeaders { limit, .. } => {
+                ParseError::TooManyHeaders { limit: *limit }
+            }
             FrameError::LineTooLong { limit, .. } => ParseError::LineTooLong { limit: *limit },
         }
     }
@@ -575,19 +577,13 @@ mod tests {
     #[test]
     fn one_message() {
         let m = b"MESSAGE sip:a@b SIP/2.0\r\nl : 3\r\n\r\nabc";
-        assert_eq!(
-            frames(m),
-            vec![Ok(Frame::Message(Bytes::from_static(m)))]
-        );
+        assert_eq!(frames(m), vec![Ok(Frame::Message(Bytes::from_static(m)))]);
     }
 
     #[test]
     fn folded_content_length() {
         let m = b"MESSAGE sip:a@b SIP/2.0\r\nCONTENT-LENGTH\t:\r\n  3\r\n\r\nabc";
-        assert_eq!(
-            frames(m),
-            vec![Ok(Frame::Message(Bytes::from_static(m)))]
-        );
+        assert_eq!(frames(m), vec![Ok(Frame::Message(Bytes::from_static(m)))]);
     }
 
     #[test]

@@ -261,7 +261,10 @@ impl<'a> Contact<'a> {
         let na = NameAddr::parse(value, "Contact")?;
         if let Some(e) = na.params().get("expires") {
             if e.is_none_or(|e| parse_u32_saturating(e).is_none()) {
-                return Err(ParseError::header("Contact", "expires is not delta-seconds"));
+                return Err(ParseError::header(
+                    "Contact",
+                    "expires is not delta-seconds",
+                ));
             }
         }
         Ok(Contact::Addr(na))
@@ -387,7 +390,10 @@ impl<'a> TokenParams<'a> {
     }
     /// A parameter parsed as delta-seconds (e.g. Subscription-State `expires`).
     pub fn seconds(&self, name: &str) -> Option<u32> {
-        self.params.get(name).flatten().and_then(parse_u32_saturating)
+        self.params
+            .get(name)
+            .flatten()
+            .and_then(parse_u32_saturating)
     }
 }
 
@@ -500,7 +506,7 @@ impl<'a> Warning<'a> {
     pub fn code(&self) -> u16 {
         self.code
     }
-    /// The warn-agent (host[:port] or a pseudonym).
+    /// The warn-agent (`host[:port]` or a pseudonym).
     pub fn agent(&self) -> &'a [u8] {
         self.agent
     }
@@ -519,7 +525,9 @@ pub fn validate_date(value: &[u8]) -> Result<(), ParseError> {
     let [wkday, day, month, year, time, zone] = parts.as_slice() else {
         return Err(err);
     };
-    const DAYS: [&[u8]; 7] = [b"Mon,", b"Tue,", b"Wed,", b"Thu,", b"Fri,", b"Sat,", b"Sun,"];
+    const DAYS: [&[u8]; 7] = [
+        b"Mon,", b"Tue,", b"Wed,", b"Thu,", b"Fri,", b"Sat,", b"Sun,",
+    ];
     const MONTHS: [&[u8]; 12] = [
         b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
         b"Dec",
@@ -559,8 +567,8 @@ mod tests {
         assert_eq!(v.transport(), Transport::Udp);
         assert_eq!(v.branch(), Some("390skdjuw"));
         assert_eq!(v.rport(), Some(None));
-        let v = Via::parse(b"SIP/2.0/UNKNOWN [2001:db8::9:1]:6050;received=[2001:db8::9:255]")
-            .unwrap();
+        let v =
+            Via::parse(b"SIP/2.0/UNKNOWN [2001:db8::9:1]:6050;received=[2001:db8::9:255]").unwrap();
         assert_eq!(v.transport(), Transport::Other("UNKNOWN"));
         assert_eq!(v.port(), Some(6050));
         assert_eq!(v.received(), Some("2001:db8::9:255".parse().unwrap()));
@@ -586,8 +594,8 @@ mod tests {
         assert_eq!(a.scheme(), "Digest");
         assert_eq!(&*a.param("qop").unwrap(), b"auth,auth-int");
         assert_eq!(&*a.param("ALGORITHM").unwrap(), b"MD5");
-        let a = AuthValue::parse(b"NoOneKnowsThisScheme opaque-data=here", "Authorization")
-            .unwrap();
+        let a =
+            AuthValue::parse(b"NoOneKnowsThisScheme opaque-data=here", "Authorization").unwrap();
         assert_eq!(&*a.param("opaque-data").unwrap(), b"here");
         let a = AuthValue::parse(
             b"NTLM qop=\"auth\", realm=\"SIP Communications Service\", targetname=\"fe.contoso.test\", version=4",

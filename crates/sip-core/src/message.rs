@@ -314,7 +314,9 @@ impl SipMessage {
 
     /// The topmost Via.
     pub fn top_via(&self) -> Result<Via<'_>, ParseError> {
-        self.vias().next().unwrap_or(Err(ParseError::Missing("Via")))
+        self.vias()
+            .next()
+            .unwrap_or(Err(ParseError::Missing("Via")))
     }
 
     /// The From header.
@@ -402,13 +404,15 @@ impl SipMessage {
     /// The option tags or tokens of a token-list header (Supported, Require,
     /// Proxy-Require, Unsupported, Allow, Allow-Events).
     pub fn tokens(&self, name: HeaderName) -> impl Iterator<Item = Result<&str, ParseError>> + '_ {
-        self.header_values(name).filter(|v| !v.is_empty()).map(move |v| {
-            if is_token(v) {
-                Ok(std::str::from_utf8(v).unwrap_or(""))
-            } else {
-                Err(ParseError::header(name.as_str(), "not a token"))
-            }
-        })
+        self.header_values(name)
+            .filter(|v| !v.is_empty())
+            .map(move |v| {
+                if is_token(v) {
+                    Ok(std::str::from_utf8(v).unwrap_or(""))
+                } else {
+                    Err(ParseError::header(name.as_str(), "not a token"))
+                }
+            })
     }
 
     /// The methods of the Allow header.
@@ -419,7 +423,10 @@ impl SipMessage {
 
     /// Challenges (WWW-/Proxy-Authenticate) or credentials (Authorization /
     /// Proxy-Authorization); one per field, as their values contain commas.
-    pub fn auth(&self, name: HeaderName) -> impl Iterator<Item = Result<AuthValue<'_>, ParseError>> + '_ {
+    pub fn auth(
+        &self,
+        name: HeaderName,
+    ) -> impl Iterator<Item = Result<AuthValue<'_>, ParseError>> + '_ {
         self.fields
             .iter()
             .filter(move |f| f.name == name)
@@ -777,7 +784,10 @@ impl MessageBuilder {
 
     /// Sets the body and its Content-Type.
     pub fn body(self, content_type: &str, body: impl Into<Bytes>) -> Self {
-        let mut b = self.header(HeaderName::ContentType, Bytes::copy_from_slice(content_type.as_bytes()));
+        let mut b = self.header(
+            HeaderName::ContentType,
+            Bytes::copy_from_slice(content_type.as_bytes()),
+        );
         b.msg.body = body.into();
         b
     }
@@ -856,7 +866,10 @@ fn parse(buf: Bytes, limits: &Limits, framing: Framing) -> Result<SipMessage, Pa
 /// The single Content-Length of the header fields, refusing non-numbers and conflicts.
 fn content_length_of(fields: &[Field], buf: &[u8]) -> Result<Option<usize>, ParseError> {
     let mut found: Option<usize> = None;
-    for f in fields.iter().filter(|f| f.name == HeaderName::ContentLength) {
+    for f in fields
+        .iter()
+        .filter(|f| f.name == HeaderName::ContentLength)
+    {
         let v = parse_u64(trim(f.value.get(buf)))
             .and_then(|n| usize::try_from(n).ok())
             .ok_or(ParseError::ContentLength("not a non-negative number"))?;
@@ -876,7 +889,11 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
     let line_end = |from: usize| -> Result<(usize, usize), ParseError> {
         // (end of content, start of next line)
         let nl = memchr::memchr(b'\n', &s[from..]).ok_or(ParseError::Incomplete)? + from;
-        let end = if nl > from && s[nl - 1] == b'\r' { nl - 1 } else { nl };
+        let end = if nl > from && s[nl - 1] == b'\r' {
+            nl - 1
+        } else {
+            nl
+        };
         Ok((end, nl + 1))
     };
     let (sl_end, mut pos) = line_end(0)?;
@@ -1001,7 +1018,9 @@ fn parse_start_line(buf: &Bytes, end: usize) -> Result<StartLine, ParseError> {
     let sp1 = memchr::memchr(b' ', line).ok_or(ParseError::StartLine("request line"))?;
     let sp2 = memchr::memrchr(b' ', line).ok_or(ParseError::StartLine("request line"))?;
     if sp2 <= sp1 + 1 {
-        return Err(ParseError::StartLine("request line needs method, URI and version"));
+        return Err(ParseError::StartLine(
+            "request line needs method, URI and version",
+        ));
     }
     let method = &line[..sp1];
     if !is_token(method) {
@@ -1015,12 +1034,16 @@ fn parse_start_line(buf: &Bytes, end: usize) -> Result<StartLine, ParseError> {
     if version != b"SIP/2.0" {
         let looks_like_version = version.len() > 4
             && version[..4].eq_ignore_ascii_case(b"SIP/")
-            && version[4..].iter().all(|c| c.is_ascii_digit() || *c == b'.');
-        return Err(if looks_like_version && !version.eq_ignore_ascii_case(b"SIP/2.0") {
-            ParseError::Version
-        } else {
-            ParseError::StartLine("missing or malformed SIP-Version")
-        });
+            && version[4..]
+                .iter()
+                .all(|c| c.is_ascii_digit() || *c == b'.');
+        return Err(
+            if looks_like_version && !version.eq_ignore_ascii_case(b"SIP/2.0") {
+                ParseError::Version
+            } else {
+                ParseError::StartLine("missing or malformed SIP-Version")
+            },
+        );
     }
     let method = Method::from_token(method);
     Ok(StartLine::Request {

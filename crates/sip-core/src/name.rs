@@ -472,14 +472,20 @@ mod tests {
             HeaderName::WwwAuthenticate,
         ] {
             assert_eq!(HeaderName::from_bytes(h.as_str().as_bytes()), h);
-            assert_eq!(HeaderName::from_bytes(h.as_str().to_ascii_uppercase().as_bytes()), h);
+            assert_eq!(
+                HeaderName::from_bytes(h.as_str().to_ascii_uppercase().as_bytes()),
+                h
+            );
             if let Some(c) = h.compact() {
                 assert_eq!(HeaderName::from_bytes(c.as_bytes()), h);
                 assert_eq!(HeaderName::from_bytes(c.to_ascii_uppercase().as_bytes()), h);
             }
         }
         assert_eq!(HeaderName::from_bytes(b"C%6Fntact"), HeaderName::Other);
-        assert_eq!(HeaderName::from_bytes(b"MaX-fOrWaRdS"), HeaderName::MaxForwards);
+        assert_eq!(
+            HeaderName::from_bytes(b"MaX-fOrWaRdS"),
+            HeaderName::MaxForwards
+        );
         assert_eq!(HeaderName::from_bytes(b""), HeaderName::Other);
         assert_eq!(HeaderName::from_bytes(b"z"), HeaderName::Other);
     }

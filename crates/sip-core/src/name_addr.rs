@@ -129,12 +129,15 @@ mod tests {
         assert_eq!(n.tag(), Some(&b"1"[..]));
         let n = NameAddr::parse(b"caller<sip:caller@example.com>;tag=323", "From").unwrap();
         assert_eq!(n.display_name(), Some(DisplayName::Tokens(b"caller")));
-        let n = NameAddr::parse(b"sip:+19725552222@gw1.example.net;unknownparam", "Contact")
-            .unwrap();
+        let n =
+            NameAddr::parse(b"sip:+19725552222@gw1.example.net;unknownparam", "Contact").unwrap();
         assert!(n.params().contains("unknownparam"));
         assert_eq!(n.uri().as_sip().unwrap().params().count(), 0);
-        let n = NameAddr::parse(b"<sip:+19725552222@gw1.example.net;unknownparam>", "Contact")
-            .unwrap();
+        let n = NameAddr::parse(
+            b"<sip:+19725552222@gw1.example.net;unknownparam>",
+            "Contact",
+        )
+        .unwrap();
         assert!(n.params().is_empty());
         assert_eq!(n.uri().as_sip().unwrap().params().count(), 1);
     }
@@ -148,7 +151,11 @@ mod tests {
             b"sip:user@example.com?Route=%3Csip:sip.example.com%3E",
             b"\"Joe\" <sip:joe@example.org>;;;;",
         ] {
-            assert!(NameAddr::parse(bad, "To").is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                NameAddr::parse(bad, "To").is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

@@ -250,8 +250,7 @@ mod tests {
 
     #[test]
     fn comma_split_respects_quotes_and_brackets() {
-        let v: Vec<&[u8]> =
-            CommaSplit::new(b"\"a, b\" <sip:x@y;p=1,2>, sip:z@w , ").collect();
+        let v: Vec<&[u8]> = CommaSplit::new(b"\"a, b\" <sip:x@y;p=1,2>, sip:z@w , ").collect();
         assert_eq!(v, vec![&b"\"a, b\" <sip:x@y;p=1,2>"[..], b"sip:z@w", b""]);
     }
 

@@ -7,7 +7,9 @@ use sip_core::{HeaderName, Host, Limits, Method, ParseError, SipMessage, Transpo
 use std::path::PathBuf;
 
 fn data(rel: &str) -> Bytes {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(rel);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(rel);
     Bytes::from(std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
 }
 
@@ -64,7 +66,10 @@ fn every_verdict_of_both_manifests_holds() {
             let r = SipMessage::parse_datagram(data(&rel), &Limits::default());
             match verdict.as_str() {
                 "valid" if CL_LARGER_THAN_BODY.contains(&name.as_str()) => {
-                    assert!(matches!(r, Err(ParseError::ContentLength(_))), "{rel}: {r:?}");
+                    assert!(
+                        matches!(r, Err(ParseError::ContentLength(_))),
+                        "{rel}: {r:?}"
+                    );
                     SipMessage::parse_head(data(&rel), &Limits::default())
                         .unwrap_or_else(|e| panic!("{rel} head refused: {e}"));
                     counts[0] += 1;
@@ -103,7 +108,10 @@ fn wsinv_folding_whitespace_and_three_vias() {
     let to = m.to().unwrap();
     assert_eq!(to.tag(), Some(&b"1918181833n"[..]));
     let from = m.from().unwrap();
-    assert_eq!(&*from.display_name().unwrap().decoded(), b"J Rosenberg \\\"");
+    assert_eq!(
+        &*from.display_name().unwrap().decoded(),
+        b"J Rosenberg \\\""
+    );
     assert_eq!(from.tag(), Some(&b"98asjd8"[..]));
     assert_eq!(m.header(HeaderName::Subject), Some(&b""[..]));
     assert_eq!(
@@ -112,7 +120,10 @@ fn wsinv_folding_whitespace_and_three_vias() {
     );
     let contact = m.contacts().next().unwrap().unwrap();
     let addr = contact.addr().unwrap();
-    assert_eq!(&*addr.display_name().unwrap().decoded(), b"Quoted string \"\"");
+    assert_eq!(
+        &*addr.display_name().unwrap().decoded(),
+        b"Quoted string \"\""
+    );
     assert_eq!(addr.params().get("newparam"), Some(Some(&b"newvalue"[..])));
     assert_eq!(contact.q_millis(), Some(330));
     assert_eq!(
@@ -129,7 +140,10 @@ fn wsinv_folding_whitespace_and_three_vias() {
 fn intmeth_extension_method_and_raw_bytes_in_display_name() {
     let m = valid("rfc4475", "intmeth");
     let method = m.method().unwrap();
-    assert_eq!(method.as_str(), "!interesting-Method0123456789_*+`.%indeed'~");
+    assert_eq!(
+        method.as_str(),
+        "!interesting-Method0123456789_*+`.%indeed'~"
+    );
     assert!(matches!(method, Method::Extension(_)));
     let to = m.to().unwrap();
     let name = to.display_name().unwrap().decoded();
@@ -140,7 +154,10 @@ fn intmeth_extension_method_and_raw_bytes_in_display_name() {
         &*sip.user().unwrap(),
         b"1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*"
     );
-    assert_eq!(&*sip.password().unwrap(), b"&it+has=1,weird!*pas$wo~d_too.(doesn't-it)");
+    assert_eq!(
+        &*sip.password().unwrap(),
+        b"&it+has=1,weird!*pas$wo~d_too.(doesn't-it)"
+    );
     assert!(m.call_id().unwrap().starts_with(b"intmeth.word%ZK-!.*_+'@"));
 }
 
@@ -148,9 +165,15 @@ fn intmeth_extension_method_and_raw_bytes_in_display_name() {
 fn esc01_unescapes_each_component_once() {
     let m = valid("rfc4475", "esc01");
     let uri = m.request_uri().unwrap().unwrap();
-    assert_eq!(&*uri.as_sip().unwrap().user().unwrap(), b"sips:user@example.com");
+    assert_eq!(
+        &*uri.as_sip().unwrap().user().unwrap(),
+        b"sips:user@example.com"
+    );
     let from = m.from().unwrap();
-    assert_eq!(&*from.uri().as_sip().unwrap().user().unwrap(), b"I have spaces");
+    assert_eq!(
+        &*from.uri().as_sip().unwrap().user().unwrap(),
+        b"I have spaces"
+    );
     let contact = m.contacts().next().unwrap().unwrap();
     let curi = *contact.addr().unwrap().uri().as_sip().unwrap();
     assert_eq!(&*curi.user().unwrap(), b"caller");
@@ -162,12 +185,24 @@ fn esc01_unescapes_each_component_once() {
 fn escnull_keeps_nul_bytes() {
     let m = valid("rfc4475", "escnull");
     let to = m.to().unwrap();
-    assert_eq!(&*to.uri().as_sip().unwrap().user().unwrap(), b"null-\0-null");
+    assert_eq!(
+        &*to.uri().as_sip().unwrap().user().unwrap(),
+        b"null-\0-null"
+    );
     let contacts: Vec<_> = m.contacts().map(Result::unwrap).collect();
     assert_eq!(contacts.len(), 2);
     let users: Vec<_> = contacts
         .iter()
-        .map(|c| c.addr().unwrap().uri().as_sip().unwrap().user().unwrap().into_owned())
+        .map(|c| {
+            c.addr()
+                .unwrap()
+                .uri()
+                .as_sip()
+                .unwrap()
+                .user()
+                .unwrap()
+                .into_owned()
+        })
         .collect();
     assert_eq!(users[0], b"\0");
     assert_eq!(users[1], b"\0\0");
@@ -186,7 +221,10 @@ fn esc02_percent_is_not_an_escape_in_methods_or_names() {
 #[test]
 fn lwsdisp_and_longreq() {
     let m = valid("rfc4475", "lwsdisp");
-    assert_eq!(&*m.from().unwrap().display_name().unwrap().decoded(), b"caller");
+    assert_eq!(
+        &*m.from().unwrap().display_name().unwrap().decoded(),
+        b"caller"
+    );
     let m = valid("rfc4475", "longreq");
     assert_eq!(m.vias().count(), 34);
     assert!(m.vias().all(|v| v.is_ok()));
@@ -278,7 +316,14 @@ fn contact_params_vs_uri_params() {
     let m = valid("rfc4475", "cparam02");
     let c = m.contacts().next().unwrap().unwrap();
     assert!(!c.addr().unwrap().params().contains("unknownparam"));
-    assert!(c.addr().unwrap().uri().as_sip().unwrap().param("unknownparam").is_some());
+    assert!(c
+        .addr()
+        .unwrap()
+        .uri()
+        .as_sip()
+        .unwrap()
+        .param("unknownparam")
+        .is_some());
     let m = valid("rfc4475", "regescrt");
     let c = m.contacts().next().unwrap().unwrap();
     let uri = *c.addr().unwrap().uri().as_sip().unwrap();
@@ -298,12 +343,17 @@ fn inv2543_without_content_length_takes_the_rest() {
 #[test]
 fn invalid_messages_get_the_right_refusal() {
     use ParseError as E;
-    let cases: &[(&str, fn(&ParseError) -> bool)] = &[
+    type Check = fn(&ParseError) -> bool;
+    let cases: &[(&str, Check)] = &[
         ("badinv01", |e| matches!(e, E::Header { header: "Via", .. })),
         ("clerr", |e| matches!(e, E::ContentLength(_))),
         ("ncl", |e| matches!(e, E::ContentLength(_))),
-        ("scalar02", |e| matches!(e, E::Header { header: "CSeq", .. })),
-        ("scalarlg", |e| matches!(e, E::Header { header: "CSeq", .. })),
+        ("scalar02", |e| {
+            matches!(e, E::Header { header: "CSeq", .. })
+        }),
+        ("scalarlg", |e| {
+            matches!(e, E::Header { header: "CSeq", .. })
+        }),
         ("quotbal", |e| matches!(e, E::Header { header: "To", .. })),
         ("ltgtruri", |e| matches!(e, E::Uri(_))),
         ("lwsruri", |e| matches!(e, E::StartLine(_))),
@@ -311,7 +361,15 @@ fn invalid_messages_get_the_right_refusal() {
         ("trws", |e| matches!(e, E::StartLine(_))),
         ("escruri", |e| matches!(e, E::Uri(_))),
         ("baddate", |e| matches!(e, E::Header { header: "Date", .. })),
-        ("regbadct", |e| matches!(e, E::Header { header: "Contact", .. })),
+        ("regbadct", |e| {
+            matches!(
+                e,
+                E::Header {
+                    header: "Contact",
+                    ..
+                }
+            )
+        }),
         ("badaspec", |e| matches!(e, E::Uri(_))),
         ("baddn", |e| matches!(e, E::Header { header: "From", .. })),
         ("badvers", |e| matches!(e, E::Version)),
@@ -330,7 +388,10 @@ fn invalid_messages_get_the_right_refusal() {
         assert_eq!(e.status(), expected, "{name}");
     }
     assert!(matches!(invalid("rfc5118", "ipv6-bad"), E::Uri(_)));
-    assert!(matches!(invalid("rfc5118", "ipv6-bug-abnf-3-colons"), E::Uri(_)));
+    assert!(matches!(
+        invalid("rfc5118", "ipv6-bug-abnf-3-colons"),
+        E::Uri(_)
+    ));
 }
 
 #[test]
@@ -347,7 +408,10 @@ fn ipv6_references() {
     let m = valid("rfc5118", "port-unambiguous");
     let uri = m.request_uri().unwrap().unwrap();
     assert_eq!(uri.as_sip().unwrap().port(), Some(5070));
-    for name in ["via-received-param-with-delim", "via-received-param-no-delim"] {
+    for name in [
+        "via-received-param-with-delim",
+        "via-received-param-no-delim",
+    ] {
         let m = valid("rfc5118", name);
         assert_eq!(
             m.top_via().unwrap().received(),
@@ -363,12 +427,9 @@ fn ipv6_references() {
         uri.as_sip().unwrap().host(),
         Host::Ipv6("2001:db8::192.0.2.1".parse().unwrap())
     );
-    let head = SipMessage::parse_head(data("rfc5118/valid/ipv6-in-sdp.sip"), &Limits::default())
-        .unwrap();
-    assert!(matches!(
-        head.top_via().unwrap().host(),
-        Host::Ipv6(_)
-    ));
+    let head =
+        SipMessage::parse_head(data("rfc5118/valid/ipv6-in-sdp.sip"), &Limits::default()).unwrap();
+    assert!(matches!(head.top_via().unwrap().host(), Host::Ipv6(_)));
 }
 
 #[test]

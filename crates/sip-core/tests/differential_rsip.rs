@@ -40,17 +40,28 @@ fn files() -> Vec<(String, Bytes)> {
     for suite in ["rfc4475", "rfc5118"] {
         for verdict in ["valid", "invalid"] {
             let dir = root.join(suite).join(verdict);
-            let mut names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+            let mut names: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
             names.sort();
             for p in names {
                 let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
-                out.push((format!("{suite}/{verdict}/{stem}"), Bytes::from(std::fs::read(&p).unwrap())));
+                out.push((
+                    format!("{suite}/{verdict}/{stem}"),
+                    Bytes::from(std::fs::read(&p).unwrap()),
+                ));
             }
         }
     }
     for name in ["invite_sdp", "message", "ok_routes"] {
-        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/messages").join(format!("{name}.sip"));
-        out.push((format!("bench/{name}"), Bytes::from(std::fs::read(&p).unwrap())));
+        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("benches/messages")
+            .join(format!("{name}.sip"));
+        out.push((
+            format!("bench/{name}"),
+            Bytes::from(std::fs::read(&p).unwrap()),
+        ));
     }
     out
 }
@@ -62,7 +73,9 @@ fn differences(ours: &SipMessage, theirs: &rsip::SipMessage) -> Vec<&'static str
             if ours.method().map(|m| m.to_string()) != Some(r.method.to_string()) {
                 d.push("method");
             }
-            if ours.request_uri_bytes().map(|u| String::from_utf8_lossy(u).into_owned())
+            if ours
+                .request_uri_bytes()
+                .map(|u| String::from_utf8_lossy(u).into_owned())
                 != Some(r.uri.to_string())
             {
                 d.push("uri");
@@ -94,8 +107,9 @@ fn differences(ours: &SipMessage, theirs: &rsip::SipMessage) -> Vec<&'static str
         d.push("via-count");
     }
     match theirs.from_header().map(|f| f.typed()) {
-        Ok(Ok(f)) if ours.from().ok().and_then(|o| o.tag().map(|t| t.to_vec()))
-            == f.tag().map(|t| t.to_string().into_bytes()) => {}
+        Ok(Ok(f))
+            if ours.from().ok().and_then(|o| o.tag().map(|t| t.to_vec()))
+                == f.tag().map(|t| t.to_string().into_bytes()) => {}
         _ => d.push("from-tag"),
     }
     d
@@ -118,8 +132,10 @@ fn rsip_agrees_except_where_listed() {
             observed.insert((name.clone(), field));
         }
     }
-    let listed: BTreeSet<(String, &str)> =
-        RSIP_WRONG.iter().map(|(n, f, _)| (n.to_string(), *f)).collect();
+    let listed: BTreeSet<(String, &str)> = RSIP_WRONG
+        .iter()
+        .map(|(n, f, _)| (n.to_string(), *f))
+        .collect();
     assert!(both > 20, "both accepted only {both}");
     assert_eq!(observed, listed, "differences:\n{report}");
 }
@@ -141,7 +157,11 @@ fn conversion_round_trip_keeps_the_core_values() {
         assert_eq!(back.body(), ours.body(), "{name}");
     }
     // Three Via values on one line survive (rsip alone would keep only the first).
-    let wsinv = files().into_iter().find(|(n, _)| n.ends_with("/wsinv")).unwrap().1;
+    let wsinv = files()
+        .into_iter()
+        .find(|(n, _)| n.ends_with("/wsinv"))
+        .unwrap()
+        .1;
     let ours = SipMessage::parse_datagram(wsinv, &Limits::DEFAULT).unwrap();
     if let Ok(theirs) = to_rsip(&ours) {
         let back = from_rsip(&theirs).unwrap();

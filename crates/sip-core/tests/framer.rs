@@ -54,7 +54,14 @@ fn pipelined_messages_in_one_read() {
 
 #[test]
 fn every_byte_boundary_gives_the_same_frames() {
-    let stream = [msg("hello"), b"\r\n\r\n".to_vec(), msg("x"), b"\r\n".to_vec(), msg("")].concat();
+    let stream = [
+        msg("hello"),
+        b"\r\n\r\n".to_vec(),
+        msg("x"),
+        b"\r\n".to_vec(),
+        msg(""),
+    ]
+    .concat();
     let (expected, err) = whole(&stream);
     assert_eq!(err, None);
     assert_eq!(expected.len(), 5);
@@ -139,7 +146,11 @@ fn content_length_names_and_forms() {
         "Content-Length: 3\r\nContent-Length: 3",
     ] {
         let m = format!("MESSAGE sip:a@b SIP/2.0\r\nVia: x\r\n{head}\r\n\r\nabc");
-        assert_eq!(whole(m.as_bytes()), (vec![message(m.as_bytes())], None), "{head:?}");
+        assert_eq!(
+            whole(m.as_bytes()),
+            (vec![message(m.as_bytes())], None),
+            "{head:?}"
+        );
     }
 }
 
@@ -155,7 +166,12 @@ fn missing_content_length_is_fatal_and_carries_the_head() {
     let (frames, err) = whole(&[head.as_slice(), b"abc"].concat());
     assert!(frames.is_empty());
     let err = err.unwrap();
-    assert_eq!(err, FrameError::MissingContentLength { head: Bytes::from_static(head) });
+    assert_eq!(
+        err,
+        FrameError::MissingContentLength {
+            head: Bytes::from_static(head)
+        }
+    );
     assert_eq!(err.status(), 400);
 }
 
@@ -213,7 +229,10 @@ fn oversize_body_is_refused_with_the_head_before_the_body_arrives() {
 fn huge_content_length_is_too_large() {
     let m = b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: 99999999999999999999999999999\r\n\r\n";
     let (_, err) = whole(m);
-    assert!(matches!(err, Some(FrameError::TooLarge { head: Some(_), .. })), "{err:?}");
+    assert!(
+        matches!(err, Some(FrameError::TooLarge { head: Some(_), .. })),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -235,7 +254,13 @@ fn endless_head_is_refused_without_buffering_past_the_limit() {
         }
         assert!(f.buffered() <= limits.max_message_size + line.len());
     }
-    assert_eq!(result, Err(FrameError::TooLarge { limit: 4096, head: None }));
+    assert_eq!(
+        result,
+        Err(FrameError::TooLarge {
+            limit: 4096,
+            head: None
+        })
+    );
 }
 
 #[test]
@@ -253,11 +278,26 @@ fn too_many_headers() {
     let err = err.unwrap();
     assert_eq!(err.status(), 513);
     // The whole head was in the buffer: it comes with the error.
-    assert!(matches!(err, FrameError::TooManyHeaders { limit: 5, head: Some(_) }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            FrameError::TooManyHeaders {
+                limit: 5,
+                head: Some(_)
+            }
+        ),
+        "{err:?}"
+    );
     // Received a byte at a time, the head is not there yet when the limit trips.
     let singles: Vec<&[u8]> = m.chunks(1).collect();
     let (_, err) = run(limits, &singles);
-    assert_eq!(err, Some(FrameError::TooManyHeaders { limit: 5, head: None }));
+    assert_eq!(
+        err,
+        Some(FrameError::TooManyHeaders {
+            limit: 5,
+            head: None
+        })
+    );
 }
 
 #[test]
@@ -269,10 +309,25 @@ fn line_too_long_in_a_complete_and_in_a_partial_line() {
     let long = format!("X-Long: {}", "y".repeat(200));
     let m = format!("MESSAGE sip:a@b SIP/2.0\r\n{long}\r\nContent-Length: 0\r\n\r\n");
     let (_, err) = run(limits, &[m.as_bytes()]);
-    assert!(matches!(err, Some(FrameError::LineTooLong { limit: 100, head: Some(_) })), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Some(FrameError::LineTooLong {
+                limit: 100,
+                head: Some(_)
+            })
+        ),
+        "{err:?}"
+    );
     // Partial line: refused before its end arrives.
     let (_, err) = run(limits, &[&m.as_bytes()[..150]]);
-    assert_eq!(err, Some(FrameError::LineTooLong { limit: 100, head: None }));
+    assert_eq!(
+        err,
+        Some(FrameError::LineTooLong {
+            limit: 100,
+            head: None
+        })
+    );
     // Folded lines count unfolded.
     let folded = format!(
         "MESSAGE sip:a@b SIP/2.0\r\nX-F: {}\r\n {}\r\nContent-Length: 0\r\n\r\n",
@@ -280,12 +335,16 @@ fn line_too_long_in_a_complete_and_in_a_partial_line() {
         "b".repeat(60)
     );
     let (_, err) = run(limits, &[folded.as_bytes()]);
-    assert!(matches!(err, Some(FrameError::LineTooLong { .. })), "{err:?}");
+    assert!(
+        matches!(err, Some(FrameError::LineTooLong { .. })),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn binary_body_with_bare_lf_and_nul_bytes() {
-    let body: Vec<u8> = b"\n\n\0\r\n\r\nMESSAGE x SIP/2.0\r\nContent-Length: 999\r\n\r\n\0\xff".to_vec();
+    let body: Vec<u8> =
+        b"\n\n\0\r\n\r\nMESSAGE x SIP/2.0\r\nContent-Length: 999\r\n\r\n\0\xff".to_vec();
     let mut m = format!(
         "MESSAGE sip:a@b SIP/2.0\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
         body.len()
@@ -301,7 +360,10 @@ fn binary_body_with_bare_lf_and_nul_bytes() {
 #[test]
 fn rfc4475_mpart01_multipart_binary_body() {
     let data = std::fs::read(format!("{RFC4475}mpart01.sip")).unwrap();
-    assert!(data.contains(&0) || data.iter().any(|&b| b >= 0x80), "binary body expected");
+    assert!(
+        data.contains(&0) || data.iter().any(|&b| b >= 0x80),
+        "binary body expected"
+    );
     let stream = [data.clone(), data.clone()].concat();
     let (frames, err) = whole(&stream);
     assert_eq!(err, None);
@@ -309,7 +371,9 @@ fn rfc4475_mpart01_multipart_binary_body() {
     // And split at every byte.
     for i in 0..=stream.len() {
         assert_eq!(
-            run(Limits::default(), &[&stream[..i], &stream[i..]]).0.len(),
+            run(Limits::default(), &[&stream[..i], &stream[i..]])
+                .0
+                .len(),
             2,
             "split at {i}"
         );

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The one test command of ucma-rs (README "Test"): installs what the tests need when it is
+# missing, then runs formatting, lints, every test (unit, integration, conformance,
+# property, fuzz-corpus smoke, interop with real peers) and the doc build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests drive as real peers. Installed only when missing.
+packages=()
+command -v openssl >/dev/null 2>&1 || packages+=(openssl)
+if ((${#packages[@]})); then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "test.sh: need root to install: ${packages[*]}" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${packages[@]}"
+fi
+
+# Toolchain components for the checks.
+if command -v rustup >/dev/null 2>&1; then
+    rustup component add rustfmt clippy >/dev/null 2>&1 || true
+fi
+
+set -x
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace --all-targets
+cargo test --workspace --doc
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
