@@ -1,0 +1,26 @@
+//! The usage example of README.md, kept compiling and true.
+
+use bytes::Bytes;
+use ucma::sip_core::{HeaderName, Limits, Method, ParseError, SipMessage};
+
+#[test]
+fn readme_usage() -> Result<(), ParseError> {
+    let wire = Bytes::from_static(
+        b"MESSAGE sip:bob@fabrikam.test SIP/2.0\r\n\
+      v: SIP/2.0/TLS app.contoso.test;branch=z9hG4bK1\r\n\
+      f: <sip:bot@contoso.test>;tag=1\r\nt: <sip:bob@fabrikam.test>\r\n\
+      i: 42@app\r\nCSeq: 7 MESSAGE\r\nMax-Forwards: 70\r\nl: 2\r\n\r\nhi",
+    );
+    let msg = SipMessage::parse_datagram(wire.clone(), &Limits::default())?;
+    assert_eq!(msg.method(), Some(&Method::Message));
+    assert_eq!(msg.top_via()?.branch(), Some("z9hG4bK1"));
+    assert_eq!(msg.cseq()?.seq(), 7);
+    assert_eq!(msg.to_bytes(), wire);
+    let mut ok = SipMessage::response_to(&msg, 200, "OK")?;
+    ok.set_to_tag("b7")?;
+    ok.push_header(HeaderName::Server, "ucma-rs")?;
+    let again = SipMessage::parse_datagram(ok.to_bytes(), &Limits::default())?;
+    assert_eq!(again.status(), Some(200));
+    assert_eq!(again.to()?.tag(), Some(&b"b7"[..]));
+    Ok(())
+}
