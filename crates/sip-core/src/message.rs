@@ -112,8 +112,10 @@ impl SipMessage {
         parse(buf, limits, Framing::Framed)
     }
 
-    /// Parses and validates the start line and headers only, ignoring Content-Length and
-    /// the body: enough to answer a request whose body is refused (e.g. 513 for oversize).
+    /// Parses the start line and header lines only, ignoring Content-Length and the body,
+    /// and does **not** [validate](Self::validate): enough to answer a request that is
+    /// refused (513 for oversize, 400 for a failed validation) with the Via, From, To,
+    /// Call-ID and CSeq it carried. Call `validate` before trusting anything else.
     pub fn parse_head(buf: Bytes, limits: &Limits) -> Result<SipMessage, ParseError> {
         parse(buf, limits, Framing::Head)
     }
@@ -824,7 +826,10 @@ fn parse(buf: Bytes, limits: &Limits, framing: Framing) -> Result<SipMessage, Pa
         body: Bytes::new(),
         pristine: true,
     };
-    let cl = content_length_of(&msg.fields, &buf)?;
+    let cl = match framing {
+        Framing::Head => None,
+        _ => content_length_of(&msg.fields, &buf)?,
+    };
     let end = match framing {
         Framing::Head => head_end,
         Framing::Framed => {
@@ -858,6 +863,7 @@ fn parse(buf: Bytes, limits: &Limits, framing: Framing) -> Result<SipMessage, Pa
     if framing == Framing::Head {
         // The body was not read: serializing must not claim to reproduce it.
         msg.pristine = false;
+        return Ok(msg);
     }
     msg.validate()?;
     Ok(msg)

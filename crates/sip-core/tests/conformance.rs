@@ -429,6 +429,7 @@ fn ipv6_references() {
     );
     let head =
         SipMessage::parse_head(data("rfc5118/valid/ipv6-in-sdp.sip"), &Limits::default()).unwrap();
+    head.validate().unwrap();
     assert!(matches!(head.top_via().unwrap().host(), Host::Ipv6(_)));
 }
 

@@ -1,0 +1,1285 @@
+//! The connection manager: listeners, outbound flows, per-connection reader and writer
+//! tasks, keep-alive and limits.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use sip_core::framer::{Frame, FrameError, StreamFramer};
+use sip_core::{Host, SipMessage};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, watch, Notify, OnceCell};
+use tokio::task::JoinHandle;
+use tokio::time::{timeout, Instant};
+use tracing::Instrument;
+
+use crate::config::{KeepAlive, TransportSettings};
+use crate::error::{CloseReason, TlsRefusal, TransportError};
+use crate::tls::{PeerIdentity, TlsServerSettings};
+
+/// Bytes reserved in the receive buffer before each read.
+const READ_CHUNK: usize = 16 * 1024;
+/// Most bytes the writer gathers from queued messages into one write.
+const WRITE_BATCH: usize = 64 * 1024;
+/// After an error that closes a connection, how long received bytes are drained so that the
+/// last response (a 513) is not destroyed by a TCP reset.
+const LINGER: Duration = Duration::from_millis(500);
+/// Shards of the connection and flow tables.
+const SHARDS: usize = 16;
+
+/// Which transport a message or connection uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TransportKind {
+    /// UDP datagrams.
+    Udp,
+    /// Plain TCP.
+    Tcp,
+    /// TLS over TCP.
+    Tls,
+}
+
+impl TransportKind {
+    /// The Via transport token (`UDP`, `TCP`, `TLS`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Udp => "UDP",
+            TransportKind::Tcp => "TCP",
+            TransportKind::Tls => "TLS",
+        }
+    }
+
+    /// The default port (5060, or 5061 for TLS).
+    pub fn default_port(self) -> u16 {
+        match self {
+            TransportKind::Tls => 5061,
+            _ => 5060,
+        }
+    }
+}
+
+impl fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Identifies one TCP or TLS connection for the life of a [`SipTransport`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(pub u64);
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "conn#{}", self.0)
+    }
+}
+
+/// Who opened a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// The peer connected to one of our listeners.
+    Inbound,
+    /// We connected to the peer.
+    Outbound,
+}
+
+/// Where to send: remote address, transport, and for TLS the name the server's certificate
+/// must carry (its SAN). Outbound connections are reused per target.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// The remote address.
+    pub remote: SocketAddr,
+    /// The transport.
+    pub transport: TransportKind,
+    /// For TLS, the server name to verify (lower case); `None` otherwise.
+    pub server_name: Option<String>,
+}
+
+impl Target {
+    /// A UDP destination.
+    pub fn udp(remote: SocketAddr) -> Self {
+        Target {
+            remote,
+            transport: TransportKind::Udp,
+            server_name: None,
+        }
+    }
+
+    /// A TCP destination.
+    pub fn tcp(remote: SocketAddr) -> Self {
+        Target {
+            remote,
+            transport: TransportKind::Tcp,
+            server_name: None,
+        }
+    }
+
+    /// A TLS destination whose certificate must be valid for `server_name` (a DNS name or
+    /// an IP address).
+    pub fn tls(remote: SocketAddr, server_name: impl Into<String>) -> Self {
+        Target {
+            remote,
+            transport: TransportKind::Tls,
+            server_name: Some(server_name.into().to_ascii_lowercase()),
+        }
+    }
+}
+
+/// What is known about a connection; shared by every event about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionInfo {
+    /// Its id.
+    pub id: ConnectionId,
+    /// TCP or TLS.
+    pub transport: TransportKind,
+    /// Our address.
+    pub local: SocketAddr,
+    /// The peer's address.
+    pub remote: SocketAddr,
+    /// Who opened it.
+    pub direction: Direction,
+    /// For outbound TLS, the server name that was verified.
+    pub server_name: Option<String>,
+    /// The verified identity of the peer's certificate (TLS only, and only when the peer
+    /// presented one that was verified).
+    pub peer: Option<PeerIdentity>,
+}
+
+/// A message received and parsed, with where it came from.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ReceivedMessage {
+    /// The message (validated by `SipMessage::parse_framed` / `parse_datagram`).
+    pub message: SipMessage,
+    /// The transport it came on.
+    pub transport: TransportKind,
+    /// Our address it arrived at.
+    pub local: SocketAddr,
+    /// The address it came from.
+    pub remote: SocketAddr,
+    /// The connection it came on (`None` for UDP); holds the peer identity.
+    pub connection: Option<Arc<ConnectionInfo>>,
+    via: Via,
+}
+
+/// How to answer a received message without a table look-up.
+#[derive(Debug, Clone)]
+enum Via {
+    Conn(ConnHandle),
+    Udp(Arc<UdpSocket>),
+}
+
+impl ReceivedMessage {
+    /// The verified identity of the peer (TLS with a verified certificate only).
+    pub fn peer(&self) -> Option<&PeerIdentity> {
+        self.connection.as_ref().and_then(|c| c.peer.as_ref())
+    }
+
+    /// The connection id (`None` for UDP).
+    pub fn connection_id(&self) -> Option<ConnectionId> {
+        self.connection.as_ref().map(|c| c.id)
+    }
+}
+
+/// What the transport tells the layer above, in order per connection: `Opened`, then
+/// `Message`s, then `Closed`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum TransportEvent {
+    /// A connection is up (after its TLS handshake, for TLS).
+    Opened(Arc<ConnectionInfo>),
+    /// A message arrived.
+    Message(ReceivedMessage),
+    /// A connection that was `Opened` closed.
+    Closed {
+        /// The connection.
+        connection: Arc<ConnectionInfo>,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// A connection could not be opened or accepted (TLS refusal, timeout, limits). Dropped
+    /// when the event channel is full (it is also logged).
+    Failed {
+        /// The transport.
+        transport: TransportKind,
+        /// Who opened it.
+        direction: Direction,
+        /// The peer's address.
+        remote: SocketAddr,
+        /// Why.
+        error: TransportError,
+    },
+}
+
+enum Out {
+    Data(Bytes),
+    Close,
+}
+
+/// Per-connection control shared by its tasks and handles.
+struct ConnCtl {
+    stop: Notify,
+    reason: Mutex<Option<CloseReason>>,
+    closed: AtomicBool,
+    keys: Mutex<Vec<FlowKey>>,
+}
+
+impl ConnCtl {
+    fn fail(&self, reason: CloseReason) {
+        // Doomed from now on: flows stop handing it out.
+        self.closed.store(true, Ordering::Release);
+        if let Ok(mut r) = self.reason.lock() {
+            r.get_or_insert(reason);
+        }
+        self.stop.notify_one();
+    }
+}
+
+#[derive(Clone)]
+struct ConnHandle {
+    info: Arc<ConnectionInfo>,
+    tx: mpsc::Sender<Out>,
+    ctl: Arc<ConnCtl>,
+}
+
+impl fmt::Debug for ConnHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ConnHandle").field(&self.info.id).finish()
+    }
+}
+
+impl ConnHandle {
+    fn is_closed(&self) -> bool {
+        self.ctl.closed.load(Ordering::Acquire) || self.tx.is_closed()
+    }
+
+    async fn send(&self, data: Bytes) -> Result<(), TransportError> {
+        if self.is_closed() {
+            return Err(TransportError::ConnectionClosed(self.info.id.0));
+        }
+        self.tx
+            .send(Out::Data(data))
+            .await
+            .map_err(|_| TransportError::ConnectionClosed(self.info.id.0))
+    }
+}
+
+type FlowKey = Target;
+type FlowCell = Arc<OnceCell<ConnHandle>>;
+
+/// A map split in shards, so that no single lock is shared by every message.
+struct Sharded<K, V> {
+    shards: Vec<Mutex<HashMap<K, V>>>,
+}
+
+impl<K: Hash + Eq, V: Clone> Sharded<K, V> {
+    fn new() -> Self {
+        Sharded {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+
+    fn shard(&self, k: &K) -> std::sync::MutexGuard<'_, HashMap<K, V>> {
+        let mut h = DefaultHasher::new();
+        k.hash(&mut h);
+        let i = (h.finish() as usize) % SHARDS;
+        match self.shards[i].lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    fn get(&self, k: &K) -> Option<V> {
+        self.shard(k).get(k).cloned()
+    }
+
+    fn values(&self) -> Vec<V> {
+        let mut out = Vec::new();
+        for s in &self.shards {
+            let g = match s.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            out.extend(g.values().cloned());
+        }
+        out
+    }
+}
+
+struct Shared {
+    settings: TransportSettings,
+    events: mpsc::Sender<TransportEvent>,
+    conns: Sharded<ConnectionId, ConnHandle>,
+    flows: Sharded<FlowKey, FlowCell>,
+    total: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    next_id: AtomicU64,
+    connector: Option<tokio_rustls::TlsConnector>,
+    udp: OnceLock<Arc<UdpSocket>>,
+    shutdown: watch::Sender<bool>,
+}
+
+/// A slot in the connection limits, released when dropped.
+struct Admission {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.shared.total.fetch_sub(1, Ordering::AcqRel);
+        let mut m = match self.shared.per_ip.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(c) = m.get_mut(&self.ip) {
+            *c -= 1;
+            if *c == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admission, TransportError> {
+        let limits = &self.settings.limits;
+        if self.total.fetch_add(1, Ordering::AcqRel) >= limits.max_connections {
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(TransportError::TooManyConnections {
+                limit: limits.max_connections,
+            });
+        }
+        let mut m = match self.per_ip.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let c = m.entry(ip).or_insert(0);
+        if *c >= limits.max_connections_per_ip {
+            drop(m);
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(TransportError::TooManyConnectionsFromIp {
+                ip,
+                limit: limits.max_connections_per_ip,
+            });
+        }
+        *c += 1;
+        Ok(Admission {
+            shared: self.clone(),
+            ip,
+        })
+    }
+
+    fn failed(
+        &self,
+        transport: TransportKind,
+        direction: Direction,
+        remote: SocketAddr,
+        error: TransportError,
+    ) {
+        match &error {
+            TransportError::Tls { refusal, .. } => {
+                tracing::warn!(%remote, ?direction, %refusal, ?refusal, "TLS handshake refused")
+            }
+            e => tracing::warn!(%remote, ?direction, %transport, error = %e, "connection failed"),
+        }
+        let _ = self.events.try_send(TransportEvent::Failed {
+            transport,
+            direction,
+            remote,
+            error,
+        });
+    }
+
+    /// Starts the reader and writer tasks of a connection and registers it.
+    fn start<R, W>(
+        self: &Arc<Self>,
+        reader: R,
+        writer: W,
+        info: ConnectionInfo,
+        admission: Admission,
+        key: Option<FlowKey>,
+    ) -> ConnHandle
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel(self.settings.send_queue);
+        let ctl = Arc::new(ConnCtl {
+            stop: Notify::new(),
+            reason: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            keys: Mutex::new(key.into_iter().collect()),
+        });
+        let handle = ConnHandle {
+            info: Arc::new(info),
+            tx,
+            ctl: ctl.clone(),
+        };
+        self.conns
+            .shard(&handle.info.id)
+            .insert(handle.info.id, handle.clone());
+        if *self.shutdown.borrow() {
+            // Shut down while this one was being accepted or connected.
+            ctl.fail(CloseReason::Shutdown);
+        }
+        let span = tracing::debug_span!(
+            "sip_connection",
+            id = handle.info.id.0,
+            transport = %handle.info.transport,
+            remote = %handle.info.remote,
+        );
+        let writer_task = tokio::spawn(writer_loop(writer, rx, ctl).instrument(span.clone()));
+        let keep_alive = match handle.info.direction {
+            Direction::Outbound => self.settings.keep_alive,
+            Direction::Inbound => None,
+        };
+        let conn = Connection {
+            shared: self.clone(),
+            handle: handle.clone(),
+            keep_alive,
+        };
+        tokio::spawn(conn.run(reader, writer_task, admission).instrument(span));
+        handle
+    }
+
+    fn next_id(&self) -> ConnectionId {
+        ConnectionId(self.next_id.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    /// Removes a closed connection from the tables.
+    fn forget(&self, handle: &ConnHandle) {
+        let id = handle.info.id;
+        self.conns.shard(&id).remove(&id);
+        let keys = match handle.ctl.keys.lock() {
+            Ok(mut k) => std::mem::take(&mut *k),
+            Err(_) => Vec::new(),
+        };
+        for key in keys {
+            let mut shard = self.flows.shard(&key);
+            if shard
+                .get(&key)
+                .and_then(|c| c.get())
+                .is_some_and(|h| h.info.id == id)
+            {
+                shard.remove(&key);
+            }
+        }
+    }
+
+    /// RFC 5923: an inbound TLS request whose top Via carries `alias` lets us reuse this
+    /// connection for requests to the address in its sent-by, for the names its verified
+    /// certificate carries.
+    fn register_alias(&self, handle: &ConnHandle, msg: &SipMessage) {
+        let info = &handle.info;
+        let Some(peer) = &info.peer else { return };
+        let Ok(via) = msg.top_via() else { return };
+        if !via.params().contains("alias") {
+            return;
+        }
+        let ip = match via.host() {
+            Host::Ipv4(a) => IpAddr::V4(a),
+            Host::Ipv6(a) => IpAddr::V6(a),
+            Host::Domain(d) => {
+                if !peer.matches(d) {
+                    tracing::debug!(domain = d, "alias refused: sent-by not in the certificate");
+                    return;
+                }
+                info.remote.ip()
+            }
+        };
+        let remote = SocketAddr::new(ip, via.port().unwrap_or(info.transport.default_port()));
+        let names = peer
+            .dns_names
+            .iter()
+            .chain(peer.common_name.iter())
+            .take(8)
+            .map(|n| n.to_ascii_lowercase());
+        let mut registered = Vec::new();
+        for name in names {
+            let key = Target {
+                remote,
+                transport: TransportKind::Tls,
+                server_name: Some(name),
+            };
+            let mut shard = self.flows.shard(&key);
+            let live = shard
+                .get(&key)
+                .and_then(|c| c.get())
+                .is_some_and(|h| !h.is_closed());
+            if !live {
+                shard.insert(
+                    key.clone(),
+                    Arc::new(OnceCell::new_with(Some(handle.clone()))),
+                );
+                registered.push(key);
+            }
+        }
+        if !registered.is_empty() {
+            tracing::debug!(%remote, n = registered.len(), "RFC 5923 alias registered");
+            if let Ok(mut k) = handle.ctl.keys.lock() {
+                k.extend(registered);
+            }
+        }
+    }
+}
+
+/// The reader side of one connection, which owns its life.
+struct Connection {
+    shared: Arc<Shared>,
+    handle: ConnHandle,
+    keep_alive: Option<KeepAlive>,
+}
+
+/// Writes queued messages, gathering what is queued into one write (one TLS record run, one
+/// syscall). A message alone in the queue is written as is, without a copy.
+async fn writer_loop<W: AsyncWrite + Unpin>(
+    mut w: W,
+    mut rx: mpsc::Receiver<Out>,
+    ctl: Arc<ConnCtl>,
+) {
+    // Grown on first use only: idle connections hold no write buffer.
+    let mut buf = BytesMut::new();
+    while let Some(first) = rx.recv().await {
+        let mut closing = false;
+        let mut single = None;
+        match first {
+            Out::Data(b) => match rx.try_recv() {
+                Ok(next) => {
+                    buf.extend_from_slice(&b);
+                    match next {
+                        Out::Data(b) => buf.extend_from_slice(&b),
+                        Out::Close => closing = true,
+                    }
+                }
+                Err(_) => single = Some(b),
+            },
+            Out::Close => closing = true,
+        }
+        while !closing && single.is_none() && buf.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(Out::Data(b)) => buf.extend_from_slice(&b),
+                Ok(Out::Close) => closing = true,
+                Err(_) => break,
+            }
+        }
+        let data: &[u8] = match &single {
+            Some(b) => b,
+            None => &buf,
+        };
+        if !data.is_empty() {
+            let r = async {
+                w.write_all(data).await?;
+                w.flush().await
+            }
+            .await;
+            buf.clear();
+            if buf.capacity() > 4 * WRITE_BATCH {
+                buf = BytesMut::new();
+            }
+            if let Err(e) = r {
+                ctl.fail(
+                    TlsRefusal::from_io(&e)
+                        .map_or_else(|| CloseReason::Io(e.to_string()), CloseReason::Tls),
+                );
+                return;
+            }
+        }
+        if closing {
+            let _ = timeout(Duration::from_secs(1), w.shutdown()).await;
+            return;
+        }
+    }
+}
+
+impl Connection {
+    async fn run<R: AsyncRead + Unpin>(
+        self,
+        mut reader: R,
+        writer: JoinHandle<()>,
+        admission: Admission,
+    ) {
+        let info = self.handle.info.clone();
+        tracing::debug!(peer = ?info.peer.as_ref().map(|p| &p.dns_names), "connection opened");
+        let _ = self
+            .shared
+            .events
+            .send(TransportEvent::Opened(info.clone()))
+            .await;
+        let reason = self.read_loop(&mut reader).await;
+        self.handle.ctl.closed.store(true, Ordering::Release);
+        self.shared.forget(&self.handle);
+        let _ = timeout(Duration::from_secs(1), self.handle.tx.send(Out::Close)).await;
+        let abort = writer.abort_handle();
+        let linger = matches!(reason, CloseReason::Framing(_) | CloseReason::SlowSender);
+        if linger {
+            // Drain what the peer still sends while the writer flushes our last answer, so
+            // that closing with unread data (a TCP reset) does not destroy that answer.
+            let drain = async {
+                let mut scratch = vec![0u8; 8192];
+                let mut budget = 1usize << 20;
+                while budget > 0 {
+                    match reader.read(&mut scratch).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => budget = budget.saturating_sub(n),
+                    }
+                }
+            };
+            let _ = timeout(LINGER, async { tokio::join!(drain, writer) }).await;
+        } else {
+            let _ = timeout(Duration::from_secs(2), writer).await;
+        }
+        abort.abort();
+        drop(reader);
+        drop(admission);
+        match &reason {
+            CloseReason::PeerClosed | CloseReason::Local | CloseReason::Shutdown => {
+                tracing::debug!(%reason, "connection closed")
+            }
+            _ => tracing::warn!(%reason, ?reason, "connection closed"),
+        }
+        let _ = self
+            .shared
+            .events
+            .send(TransportEvent::Closed {
+                connection: info,
+                reason,
+            })
+            .await;
+    }
+
+    async fn read_loop<R: AsyncRead + Unpin>(&self, reader: &mut R) -> CloseReason {
+        let limits = self.shared.settings.limits;
+        let ctl = self.handle.ctl.clone();
+        let mut framer = StreamFramer::new(limits.message);
+        let start = Instant::now();
+        let mut last_rx = start;
+        let mut partial_since: Option<Instant> = None;
+        let mut pings = 0u64;
+        let mut ping_due = self
+            .keep_alive
+            .map(|k| start + self.jitter(k.interval, pings));
+        let mut pong_deadline: Option<Instant> = None;
+
+        let stop = ctl.stop.notified();
+        tokio::pin!(stop);
+        // One timer for the connection, moved only when a deadline comes earlier than the
+        // armed one, or when it fires: not once per read.
+        let mut armed = start + limits.idle_timeout;
+        let sleep = tokio::time::sleep_until(armed);
+        tokio::pin!(sleep);
+
+        loop {
+            let mut next = last_rx + limits.idle_timeout;
+            if let Some(p) = partial_since {
+                next = next.min(p + limits.partial_message_timeout);
+            }
+            if let Some(d) = ping_due {
+                next = next.min(d);
+            }
+            if let Some(d) = pong_deadline {
+                next = next.min(d);
+            }
+            if next < armed {
+                armed = next;
+                sleep.as_mut().reset(armed);
+            }
+            let buf = framer.buffer_mut();
+            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+                buf.reserve(READ_CHUNK);
+            }
+            tokio::select! {
+                biased;
+                _ = &mut stop => {
+                    let reason = ctl.reason.lock().ok().and_then(|mut r| r.take());
+                    return reason.unwrap_or(CloseReason::Local);
+                }
+                r = reader.read_buf(framer.buffer_mut()) => {
+                    match r {
+                        Ok(0) => return CloseReason::PeerClosed,
+                        Ok(_) => {}
+                        Err(e) => {
+                            return TlsRefusal::from_io(&e)
+                                .map_or_else(|| CloseReason::Io(e.to_string()), CloseReason::Tls)
+                        }
+                    }
+                    let now = Instant::now();
+                    last_rx = now;
+                    loop {
+                        match framer.next_frame() {
+                            Ok(None) => break,
+                            Ok(Some(Frame::Message(bytes))) => {
+                                if let Err(reason) = self.on_message(bytes).await {
+                                    return reason;
+                                }
+                            }
+                            Ok(Some(Frame::KeepAlivePing)) => {
+                                let _ = self.handle.tx.send(Out::Data(Bytes::from_static(b"\r\n"))).await;
+                            }
+                            Ok(Some(Frame::KeepAlivePong)) => {
+                                if pong_deadline.take().is_some() {
+                                    if let Some(k) = self.keep_alive {
+                                        ping_due = Some(now + self.jitter(k.interval, pings));
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                self.answer_framing_error(&e).await;
+                                return CloseReason::Framing(e);
+                            }
+                        }
+                    }
+                    partial_since = if framer.has_partial() { partial_since.or(Some(now)) } else { None };
+                }
+                _ = &mut sleep => {
+                    let now = Instant::now();
+                    armed = now + limits.idle_timeout;
+                    sleep.as_mut().reset(armed);
+                    if pong_deadline.is_some_and(|d| now >= d) {
+                        return CloseReason::DeadFlow;
+                    }
+                    if partial_since.is_some_and(|p| now >= p + limits.partial_message_timeout) {
+                        return CloseReason::SlowSender;
+                    }
+                    if now >= last_rx + limits.idle_timeout {
+                        return CloseReason::IdleTimeout;
+                    }
+                    if let (Some(d), Some(k)) = (ping_due, self.keep_alive) {
+                        if now >= d {
+                            ping_due = None;
+                            pings += 1;
+                            framer.expect_pong();
+                            pong_deadline = Some(now + k.pong_timeout);
+                            tracing::trace!("keep-alive ping");
+                            if self.handle.tx.try_send(Out::Data(Bytes::from_static(b"\r\n\r\n"))).is_err() {
+                                tracing::debug!("send queue full: ping skipped");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// 80–100 % of `interval` (RFC 5626 §4.4.1), varied per connection and ping.
+    fn jitter(&self, interval: Duration, n: u64) -> Duration {
+        let x = self
+            .handle
+            .info
+            .id
+            .0
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(n.wrapping_mul(0xBF58_476D_1CE4_E5B9));
+        let permille = 800 + (x >> 32) % 201;
+        interval.mul_f64(permille as f64 / 1000.0)
+    }
+
+    async fn on_message(&self, bytes: Bytes) -> Result<(), CloseReason> {
+        let info = &self.handle.info;
+        let limits = &self.shared.settings.limits.message;
+        match SipMessage::parse_framed(bytes.clone(), limits) {
+            Ok(message) => {
+                if info.transport == TransportKind::Tls
+                    && info.direction == Direction::Inbound
+                    && message.is_request()
+                {
+                    self.shared.register_alias(&self.handle, &message);
+                }
+                let event = TransportEvent::Message(ReceivedMessage {
+                    message,
+                    transport: info.transport,
+                    local: info.local,
+                    remote: info.remote,
+                    connection: Some(info.clone()),
+                    via: Via::Conn(self.handle.clone()),
+                });
+                self.shared
+                    .events
+                    .send(event)
+                    .await
+                    .map_err(|_| CloseReason::Shutdown)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "unparsable message");
+                // A request whose head parses is answered (400, 505, 513); others dropped.
+                if let Ok(req) = SipMessage::parse_head(bytes, limits) {
+                    // Never answer an ACK (RFC 3261 §17.2.3: it has no response).
+                    if req.is_request() && req.method() != Some(&sip_core::Method::Ack) {
+                        if let Ok(resp) = SipMessage::response_to(&req, e.status(), e.reason()) {
+                            let _ = self.handle.send(resp.to_bytes()).await;
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// 513 (or 400) to a request whose head was received, before closing.
+    async fn answer_framing_error(&self, e: &FrameError) {
+        tracing::warn!(error = %e, "stream framing error");
+        let Some(head) = e.head() else { return };
+        let Ok(req) = SipMessage::parse_head(head.clone(), &self.shared.settings.limits.message)
+        else {
+            return;
+        };
+        if !req.is_request() || req.method() == Some(&sip_core::Method::Ack) {
+            return;
+        }
+        if let Ok(resp) = SipMessage::response_to(&req, e.status(), e.reason()) {
+            let _ = self.handle.send(resp.to_bytes()).await;
+        }
+    }
+}
+
+/// The transport layer: TCP and TLS listeners, a UDP socket, outbound flows reused per
+/// [`Target`], and the events of all of them on one channel.
+///
+/// Cheap to clone (an `Arc`); all clones are the same transport. Must be used inside a
+/// tokio runtime (listeners and connections are tasks).
+#[derive(Clone)]
+pub struct SipTransport {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for SipTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SipTransport")
+            .field("connections", &self.connection_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SipTransport {
+    /// A transport with `settings`, and the receiver of its events. Builds the TLS client
+    /// configuration now, so a bad one is reported here.
+    pub fn new(
+        settings: TransportSettings,
+    ) -> Result<(SipTransport, mpsc::Receiver<TransportEvent>), TransportError> {
+        let connector = match &settings.tls_client {
+            Some(t) => Some(tokio_rustls::TlsConnector::from(t.build()?)),
+            None => None,
+        };
+        let (events, rx) = mpsc::channel(settings.event_capacity);
+        let shared = Arc::new(Shared {
+            settings,
+            events,
+            conns: Sharded::new(),
+            flows: Sharded::new(),
+            total: AtomicUsize::new(0),
+            per_ip: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            connector,
+            udp: OnceLock::new(),
+            shutdown: watch::channel(false).0,
+        });
+        Ok((SipTransport { shared }, rx))
+    }
+
+    /// Listens for plain TCP on `addr` (port 0 picks one); returns the bound address.
+    ///
+    /// Cancel safety: cancel safe (if cancelled, nothing is listening).
+    pub async fn listen_tcp(&self, addr: SocketAddr) -> Result<SocketAddr, TransportError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| TransportError::io(&e))?;
+        let local = listener.local_addr().map_err(|e| TransportError::io(&e))?;
+        tokio::spawn(accept_loop(self.shared.clone(), listener, None));
+        Ok(local)
+    }
+
+    /// Listens for TLS on `addr` with `settings` (mutual or not); returns the bound address.
+    ///
+    /// Cancel safety: cancel safe (if cancelled, nothing is listening).
+    pub async fn listen_tls(
+        &self,
+        addr: SocketAddr,
+        settings: &TlsServerSettings,
+    ) -> Result<SocketAddr, TransportError> {
+        let acceptor = tokio_rustls::TlsAcceptor::from(settings.build()?);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| TransportError::io(&e))?;
+        let local = listener.local_addr().map_err(|e| TransportError::io(&e))?;
+        tokio::spawn(accept_loop(self.shared.clone(), listener, Some(acceptor)));
+        Ok(local)
+    }
+
+    /// Binds a UDP socket on `addr`, receives datagrams on it, and uses the first one bound
+    /// to send UDP. Returns the bound address.
+    ///
+    /// Cancel safety: cancel safe (if cancelled, nothing is bound).
+    pub async fn bind_udp(&self, addr: SocketAddr) -> Result<SocketAddr, TransportError> {
+        let sock = Arc::new(
+            UdpSocket::bind(addr)
+                .await
+                .map_err(|e| TransportError::io(&e))?,
+        );
+        let local = sock.local_addr().map_err(|e| TransportError::io(&e))?;
+        let _ = self.shared.udp.set(sock.clone());
+        tokio::spawn(udp_loop(self.shared.clone(), sock, local));
+        Ok(local)
+    }
+
+    /// The connection to `target`, reusing a live one (ours, or one the peer offered by RFC
+    /// 5923 alias) or opening it: TCP connect, then for TLS the handshake verifying the
+    /// server's certificate for `target.server_name`. Concurrent callers for the same target
+    /// share one attempt. A refusal is returned and also reported as
+    /// [`TransportEvent::Failed`].
+    ///
+    /// Cancel safety: cancel safe. If cancelled while connecting, another caller waiting
+    /// on the same target takes the attempt over, or the next call starts a new one.
+    pub async fn connect(&self, target: &Target) -> Result<ConnectionId, TransportError> {
+        self.flow(target).await.map(|h| h.info.id)
+    }
+
+    async fn flow(&self, target: &Target) -> Result<ConnHandle, TransportError> {
+        if target.transport == TransportKind::Udp {
+            return Err(TransportError::Io("UDP has no connections".into()));
+        }
+        for _ in 0..2 {
+            let cell = self
+                .shared
+                .flows
+                .shard(target)
+                .entry(target.clone())
+                .or_insert_with(|| Arc::new(OnceCell::new()))
+                .clone();
+            let r = cell.get_or_try_init(|| open(&self.shared, target)).await;
+            match r {
+                Ok(h) if !h.is_closed() => return Ok(h.clone()),
+                Ok(_) => {}
+                Err(e) => {
+                    self.remove_cell(target, &cell);
+                    return Err(e);
+                }
+            }
+            self.remove_cell(target, &cell);
+        }
+        Err(TransportError::ConnectionClosed(0))
+    }
+
+    fn remove_cell(&self, target: &Target, cell: &FlowCell) {
+        let mut shard = self.shared.flows.shard(target);
+        if shard.get(target).is_some_and(|c| Arc::ptr_eq(c, cell)) {
+            shard.remove(target);
+        }
+    }
+
+    /// Sends `message` to `target`: over the reused or a new connection for TCP/TLS, as a
+    /// datagram for UDP. A UDP request larger than the RFC 3261 §18.1.1 limit is refused
+    /// with [`TransportError::TooLargeForUdp`]: resend it over TCP or TLS.
+    ///
+    /// Waits while the connection's send queue is full (backpressure).
+    ///
+    /// Cancel safety: not cancel safe once connected: if cancelled while waiting for room
+    /// in the queue, the message was not sent; cancelled later, it may have been.
+    pub async fn send(&self, target: &Target, message: &SipMessage) -> Result<(), TransportError> {
+        let bytes = message.to_bytes();
+        if target.transport == TransportKind::Udp {
+            let limit = self.shared.settings.udp_request_limit();
+            if message.is_request() && bytes.len() > limit {
+                return Err(TransportError::TooLargeForUdp {
+                    size: bytes.len(),
+                    limit,
+                });
+            }
+            let sock = self.shared.udp.get().ok_or(TransportError::NoUdpSocket)?;
+            sock.send_to(&bytes, target.remote)
+                .await
+                .map_err(|e| TransportError::io(&e))?;
+            return Ok(());
+        }
+        self.flow(target).await?.send(bytes).await
+    }
+
+    /// Sends `message` on an existing connection (e.g. a response on the connection the
+    /// request came on, RFC 3261 §18.2.2).
+    ///
+    /// Cancel safety: if cancelled while waiting for room in the queue the message was not
+    /// sent.
+    pub async fn send_on(
+        &self,
+        connection: ConnectionId,
+        message: &SipMessage,
+    ) -> Result<(), TransportError> {
+        let h = self
+            .shared
+            .conns
+            .get(&connection)
+            .ok_or(TransportError::ConnectionClosed(connection.0))?;
+        h.send(message.to_bytes()).await
+    }
+
+    /// Answers `to` where it came from: on its connection (no table look-up), or by UDP to
+    /// its source address. If the connection has closed meanwhile this fails with
+    /// [`TransportError::ConnectionClosed`]; RFC 3261 §18.2.2 then says to open a new
+    /// connection to the Via's sent-by, which is the caller's decision ([`send`](Self::send)).
+    ///
+    /// Cancel safety: if cancelled while waiting for room in the queue the message was not
+    /// sent.
+    pub async fn reply(
+        &self,
+        to: &ReceivedMessage,
+        message: &SipMessage,
+    ) -> Result<(), TransportError> {
+        match &to.via {
+            Via::Conn(h) => h.send(message.to_bytes()).await,
+            Via::Udp(sock) => sock
+                .send_to(&message.to_bytes(), to.remote)
+                .await
+                .map(|_| ())
+                .map_err(|e| TransportError::io(&e)),
+        }
+    }
+
+    /// Sends raw bytes on a connection (already serialized messages; keep-alives are
+    /// handled by the transport). For load drivers and relays.
+    ///
+    /// Cancel safety: as [`send_on`](Self::send_on).
+    pub async fn send_raw(
+        &self,
+        connection: ConnectionId,
+        bytes: Bytes,
+    ) -> Result<(), TransportError> {
+        let h = self
+            .shared
+            .conns
+            .get(&connection)
+            .ok_or(TransportError::ConnectionClosed(connection.0))?;
+        h.send(bytes).await
+    }
+
+    /// Closes a connection (queued messages are written first); a
+    /// [`TransportEvent::Closed`] with [`CloseReason::Local`] follows.
+    pub fn close(&self, connection: ConnectionId) {
+        if let Some(h) = self.shared.conns.get(&connection) {
+            h.ctl.fail(CloseReason::Local);
+        }
+    }
+
+    /// Information about an open connection.
+    pub fn connection(&self, connection: ConnectionId) -> Option<Arc<ConnectionInfo>> {
+        self.shared.conns.get(&connection).map(|h| h.info)
+    }
+
+    /// Open TCP/TLS connections, including those in their handshake.
+    pub fn connection_count(&self) -> usize {
+        self.shared.total.load(Ordering::Acquire)
+    }
+
+    /// Stops the listeners and closes every connection ([`CloseReason::Shutdown`]).
+    pub fn shutdown(&self) {
+        let _ = self.shared.shutdown.send(true);
+        for h in self.shared.conns.values() {
+            h.ctl.fail(CloseReason::Shutdown);
+        }
+    }
+}
+
+/// Opens an outbound connection.
+async fn open(shared: &Arc<Shared>, target: &Target) -> Result<ConnHandle, TransportError> {
+    let remote = target.remote;
+    let result = async {
+        if *shared.shutdown.borrow() {
+            return Err(TransportError::Shutdown);
+        }
+        let admission = shared.admit(remote.ip())?;
+        let attempt = async {
+            let tcp = TcpStream::connect(remote)
+                .await
+                .map_err(|e| TransportError::io(&e))?;
+            let _ = tcp.set_nodelay(true);
+            let local = tcp.local_addr().map_err(|e| TransportError::io(&e))?;
+            let mut info = ConnectionInfo {
+                id: shared.next_id(),
+                transport: target.transport,
+                local,
+                remote,
+                direction: Direction::Outbound,
+                server_name: target.server_name.clone(),
+                peer: None,
+            };
+            match target.transport {
+                TransportKind::Tls => {
+                    let connector = shared
+                        .connector
+                        .as_ref()
+                        .ok_or(TransportError::NoTlsClient)?;
+                    let name = target
+                        .server_name
+                        .clone()
+                        .unwrap_or_else(|| remote.ip().to_string());
+                    let server_name = rustls_pki_types::ServerName::try_from(name.clone())
+                        .map_err(|_| TransportError::InvalidServerName(name))?;
+                    let tls = connector.connect(server_name, tcp).await.map_err(|e| {
+                        match TlsRefusal::from_io(&e) {
+                            Some(refusal) => TransportError::Tls { remote, refusal },
+                            None => TransportError::io(&e),
+                        }
+                    })?;
+                    info.peer = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .and_then(PeerIdentity::from_der);
+                    let (r, w) = tokio::io::split(tls);
+                    Ok::<_, TransportError>((Box::new(r) as BoxRead, Box::new(w) as BoxWrite, info))
+                }
+                _ => {
+                    let (r, w) = tcp.into_split();
+                    Ok((Box::new(r) as BoxRead, Box::new(w) as BoxWrite, info))
+                }
+            }
+        };
+        let (r, w, info) = timeout(shared.settings.limits.handshake_timeout, attempt)
+            .await
+            .map_err(|_| TransportError::HandshakeTimeout(remote))??;
+        Ok(shared.start(r, w, info, admission, Some(target.clone())))
+    }
+    .await;
+    if let Err(e) = &result {
+        shared.failed(target.transport, Direction::Outbound, remote, e.clone());
+    }
+    result
+}
+
+type BoxRead = Box<dyn AsyncRead + Unpin + Send>;
+type BoxWrite = Box<dyn AsyncWrite + Unpin + Send>;
+
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+) {
+    let mut shutdown = shared.shutdown.subscribe();
+    let kind = if acceptor.is_some() {
+        TransportKind::Tls
+    } else {
+        TransportKind::Tcp
+    };
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            r = listener.accept() => r,
+        };
+        let (tcp, remote) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let admission = match shared.admit(remote.ip()) {
+            Ok(a) => a,
+            Err(e) => {
+                shared.failed(kind, Direction::Inbound, remote, e);
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            let Ok(local) = tcp.local_addr() else { return };
+            let mut info = ConnectionInfo {
+                id: ConnectionId(0),
+                transport: kind,
+                local,
+                remote,
+                direction: Direction::Inbound,
+                server_name: None,
+                peer: None,
+            };
+            match acceptor {
+                None => {
+                    info.id = shared.next_id();
+                    let (r, w) = tcp.into_split();
+                    shared.start(r, w, info, admission, None);
+                }
+                Some(acceptor) => {
+                    let handshake = timeout(
+                        shared.settings.limits.handshake_timeout,
+                        acceptor.accept(tcp),
+                    )
+                    .await;
+                    match handshake {
+                        Err(_) => shared.failed(
+                            kind,
+                            Direction::Inbound,
+                            remote,
+                            TransportError::HandshakeTimeout(remote),
+                        ),
+                        Ok(Err(e)) => {
+                            let error = match TlsRefusal::from_io(&e) {
+                                Some(refusal) => TransportError::Tls { remote, refusal },
+                                None => TransportError::io(&e),
+                            };
+                            shared.failed(kind, Direction::Inbound, remote, error);
+                        }
+                        Ok(Ok(tls)) => {
+                            info.id = shared.next_id();
+                            info.peer = tls
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|c| c.first())
+                                .and_then(PeerIdentity::from_der);
+                            let (r, w) = tokio::io::split(tls);
+                            shared.start(r, w, info, admission, None);
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn udp_loop(shared: Arc<Shared>, sock: Arc<UdpSocket>, local: SocketAddr) {
+    let mut shutdown = shared.shutdown.subscribe();
+    let mut buf = vec![0u8; 65_536];
+    let limits = shared.settings.limits.message;
+    loop {
+        let (n, remote) = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            r = sock.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!(error = %e, "UDP receive error");
+                    continue;
+                }
+            },
+        };
+        let data = &buf[..n];
+        if data.iter().all(|&b| b == b'\r' || b == b'\n') {
+            continue; // keep-alive datagram
+        }
+        match SipMessage::parse_datagram(Bytes::copy_from_slice(data), &limits) {
+            Ok(message) => {
+                let event = TransportEvent::Message(ReceivedMessage {
+                    message,
+                    transport: TransportKind::Udp,
+                    local,
+                    remote,
+                    connection: None,
+                    via: Via::Udp(sock.clone()),
+                });
+                if shared.events.send(event).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => tracing::debug!(%remote, error = %e, "unparsable datagram dropped"),
+        }
+    }
+}
