@@ -945,10 +945,11 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
             name_end -= 1;
         }
         let name_bytes = &line[..name_end];
-        if !is_token(name_bytes) {
+        // Known names are tokens; only unknown ones need the character check.
+        let name = HeaderName::from_bytes(name_bytes);
+        if name == HeaderName::Other && !is_token(name_bytes) {
             return Err(ParseError::HeaderLine);
         }
-        let name = HeaderName::from_bytes(name_bytes);
         let mut vs = pos + colon + 1;
         let mut ve = end;
         while vs < ve && matches!(s[vs], b' ' | b'\t' | b'\r' | b'\n') {

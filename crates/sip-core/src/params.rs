@@ -72,9 +72,16 @@ impl<'a> Params<'a> {
 
     /// The first parameter named `name` (case-insensitive): `Some(None)` for a flag.
     pub fn get(&self, name: &str) -> Option<Option<&'a [u8]>> {
-        self.iter()
-            .find(|p| p.name.eq_ignore_ascii_case(name))
-            .map(|p| p.value)
+        let s = self.raw;
+        let mut i = skip_ws(s, 0);
+        while i < s.len() && s[i] == b';' {
+            let (n, v, next) = step_raw(s, i).ok()?;
+            if n.eq_ignore_ascii_case(name.as_bytes()) {
+                return Some(v);
+            }
+            i = skip_ws(s, next);
+        }
+        None
     }
 
     /// The unquoted value of the first parameter named `name`.
@@ -112,6 +119,15 @@ impl<'a> Iterator for ParamIter<'a> {
 
 /// Parses the parameter whose `;` is at `s[i]`; returns it and the index after it.
 fn step(s: &[u8], i: usize) -> Result<(Param<'_>, usize), &'static str> {
+    let (name, value, next) = step_raw(s, i)?;
+    // Token characters are ASCII, so this cannot fail.
+    let name = std::str::from_utf8(name).map_err(|_| "invalid parameter name")?;
+    Ok((Param { name, value }, next))
+}
+
+/// [`step`] without turning the name into `&str`: name, value, index after.
+#[allow(clippy::type_complexity)]
+fn step_raw(s: &[u8], i: usize) -> Result<(&[u8], Option<&[u8]>, usize), &'static str> {
     let mut j = skip_ws(s, i + 1);
     let name_start = j;
     while j < s.len() && !matches!(s[j], b'=' | b';' | b',' | b' ' | b'\t') {
@@ -121,8 +137,6 @@ fn step(s: &[u8], i: usize) -> Result<(Param<'_>, usize), &'static str> {
     if !is_token(name) {
         return Err("empty or invalid parameter name");
     }
-    // Token characters are ASCII, so this cannot fail.
-    let name = std::str::from_utf8(name).map_err(|_| "invalid parameter name")?;
     let after_name = j;
     j = skip_ws(s, j);
     if j < s.len() && s[j] == b'=' {
@@ -139,15 +153,9 @@ fn step(s: &[u8], i: usize) -> Result<(Param<'_>, usize), &'static str> {
         if value.is_empty() {
             return Err("empty parameter value");
         }
-        Ok((
-            Param {
-                name,
-                value: Some(value),
-            },
-            j,
-        ))
+        Ok((name, Some(value), j))
     } else {
-        Ok((Param { name, value: None }, after_name))
+        Ok((name, None, after_name))
     }
 }
 

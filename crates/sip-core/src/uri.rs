@@ -115,22 +115,26 @@ impl<'a> Host<'a> {
                 .map(Host::Ipv6)
                 .map_err(|_| ParseError::Uri("bad IPv6 address"));
         }
-        if s.is_empty() {
-            return Err(ParseError::Uri("empty host"));
+        let (&first, _) = s.split_first().ok_or(ParseError::Uri("empty host"))?;
+        // One pass: is it a domain name, and could it be a dotted IPv4 address?
+        let mut numeric = true;
+        for &c in s {
+            if c.is_ascii_digit() || c == b'.' {
+                continue;
+            }
+            numeric = false;
+            if !(c.is_ascii_alphabetic() || c == b'-' || c == b'_') {
+                return Err(ParseError::Uri("bad domain name"));
+            }
         }
-        if s.iter().all(|c| c.is_ascii_digit() || *c == b'.') {
+        if numeric {
             let text = std::str::from_utf8(s).map_err(|_| ParseError::Uri("bad IPv4"))?;
             return text
                 .parse::<Ipv4Addr>()
                 .map(Host::Ipv4)
                 .map_err(|_| ParseError::Uri("bad IPv4 address"));
         }
-        let ok = s
-            .iter()
-            .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'.' || *c == b'_')
-            && s[0] != b'.'
-            && s[0] != b'-';
-        if !ok {
+        if first == b'.' || first == b'-' {
             return Err(ParseError::Uri("bad domain name"));
         }
         // Only ASCII was accepted above.
@@ -206,14 +210,29 @@ pub struct SipUri<'a> {
 
 impl<'a> SipUri<'a> {
     fn parse(raw: &'a [u8], secure: bool) -> Result<SipUri<'a>, ParseError> {
-        if !raw.iter().all(|&c| URIC[c as usize]) {
-            return Err(ParseError::Uri("character not allowed in a SIP URI"));
+        let skip = if secure { 5 } else { 4 };
+        // One pass: character class, `%HH` escapes, and where the userinfo ends.
+        let mut at = None;
+        let mut i = skip;
+        while i < raw.len() {
+            let c = raw[i];
+            if !URIC[c as usize] {
+                return Err(ParseError::Uri("character not allowed in a SIP URI"));
+            }
+            if c == b'%' {
+                if !escape_at(raw, i) {
+                    return Err(ParseError::Uri("bad % escape"));
+                }
+                i += 3;
+                continue;
+            }
+            if c == b'@' && at.is_none() {
+                at = Some(i - skip);
+            }
+            i += 1;
         }
-        if !escapes_valid(raw) {
-            return Err(ParseError::Uri("bad % escape"));
-        }
-        let rest = &raw[if secure { 5 } else { 4 }..];
-        let (user, password, hostpart) = match memchr::memchr(b'@', rest) {
+        let rest = &raw[skip..];
+        let (user, password, hostpart) = match at {
             Some(at) => {
                 let userinfo = &rest[..at];
                 let (u, p) = match memchr::memchr(b':', userinfo) {
@@ -374,6 +393,12 @@ impl<'a> Iterator for UriParamIter<'a> {
             None => (p, None),
         })
     }
+}
+
+/// Is there a valid `%HH` escape at `s[i]`?
+#[inline]
+fn escape_at(s: &[u8], i: usize) -> bool {
+    i + 2 < s.len() && s[i + 1].is_ascii_hexdigit() && s[i + 2].is_ascii_hexdigit()
 }
 
 /// A `tel:` URI (RFC 3966): a number and parameters.
