@@ -1,10 +1,29 @@
 //! # collaboration-platform
 //!
-//! What an application starts first: `CollaborationPlatform` with its settings, the
-//! deployment's `Topology` (which users are homed on premises, in the cloud, or in a federated
-//! deployment), the tokio runtime that drives `sip-core`'s sans-IO transaction and dialog
-//! machines over `transport-tls`, and dispatch of incoming requests to endpoints.
+//! What an application starts first. This crate will hold `CollaborationPlatform` with its
+//! settings, the tokio runtime that drives `sip-core`'s sans-IO transaction and dialog
+//! machines over `transport-tls`, and dispatch of incoming requests to endpoints (issue 5).
 //!
-//! Not built yet (issue 5). The federation types (`Address<OnPremises>`,
-//! `Address<Federated>`) will live here, so that what a middle-tier application may not do
-//! for a federated user does not compile.
+//! Built so far: the deployment's [`Topology`] and the federation types. A middle-tier
+//! application may do for a user of its home deployment what it may not do for a federated
+//! user; [`Address<OnPremises>`] and [`Address<Federated>`] carry that difference in the
+//! type, so the layers above can refuse at compile time what the deployment forbids.
+//! [`federation::strip_home_trust`] keeps home-trust headers from crossing federation.
+//!
+//! ```text
+//! application-endpoint, conversation
+//!        │
+//! collaboration-platform   ◀── this crate: Topology, federation types (runtime to come)
+//!        │
+//!  transport-tls ─ sip-core
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod federation;
+pub mod topology;
+
+pub use topology::{
+    Address, Federated, FederationPolicy, Homed, Homing, HomingDirectory, OnPremises,
+    StaticDirectory, Topology, TopologyError,
+};

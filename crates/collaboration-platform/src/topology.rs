@@ -1,0 +1,403 @@
+//! Who is homed where: the deployment's [`Topology`] and the addresses it classifies.
+//!
+//! A middle-tier application may do for a user of its home deployment what it may not do
+//! for a federated user (register as them, publish their presence, receive their calls).
+//! The difference lives in the type of the address: [`Address<OnPremises>`] or
+//! [`Address<Federated>`]. Only [`Topology::classify`] makes them from a URI that arrives at
+//! run time; configuration and tests use the explicit, greppable
+//! [`Address::assume_on_premises`] and [`Address::assume_federated`].
+//!
+//! Homing, not the domain name, decides: in a hybrid deployment (one SIP domain, some users
+//! homed in the cloud) a cloud-homed user of a home domain is [`Federated`], because the
+//! application reaches them through the edge exactly as it reaches another company.
+//!
+//! # Telephone numbers
+//!
+//! A `tel:` URI is [`OnPremises`]: the home deployment's PSTN gateway (Mediation Server)
+//! places the call, never the federation edge. A SIP URI with `user=phone` is classified by
+//! its host like any other SIP URI: `sip:+14255550100@fabrikam.test;user=phone` is a number
+//! that the fabrikam deployment serves, so it is federated.
+
+use sip_core::uri::{Host, Uri};
+use std::collections::HashSet;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+mod sealed {
+    /// Keeps [`Homing`](super::Homing) closed: only this crate's markers implement it.
+    pub trait Sealed {}
+}
+
+/// Where a party is homed, as a type. Sealed: the only homings are [`OnPremises`] and
+/// [`Federated`].
+pub trait Homing: sealed::Sealed + fmt::Debug + Send + Sync + 'static {
+    /// A short name for logs (`on-premises`, `federated`).
+    const NAME: &'static str;
+}
+
+/// Marker: homed on the application's own deployment (the front end it is trusted by).
+/// Uninhabited: it exists only as a type parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OnPremises {}
+
+/// Marker: homed elsewhere, reached through the federation edge (another company, a cloud
+/// tenant, a cloud-homed user of a hybrid domain). Uninhabited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Federated {}
+
+impl sealed::Sealed for OnPremises {}
+impl sealed::Sealed for Federated {}
+impl Homing for OnPremises {
+    const NAME: &'static str = "on-premises";
+}
+impl Homing for Federated {
+    const NAME: &'static str = "federated";
+}
+
+/// A SIP address whose homing is known. Built only by [`Topology::classify`] or the
+/// `assume_*` escape hatches, so holding an `Address<OnPremises>` is proof that the
+/// topology said so.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Address<H: Homing> {
+    uri: String,
+    user: Option<String>,
+    domain: String,
+    _homing: PhantomData<fn() -> H>,
+}
+
+impl<H: Homing> fmt::Debug for Address<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Address<{}>({})", H::NAME, self.uri)
+    }
+}
+
+impl<H: Homing> fmt::Display for Address<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.uri)
+    }
+}
+
+impl<H: Homing> Address<H> {
+    /// The URI as given (`sip:alice@contoso.test`, `tel:+14255550100`).
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+    /// The user part, decoded (the number of a `tel:` URI).
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+    /// The domain, lower-cased (empty for `tel:`).
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+    /// The homing's name (`on-premises` or `federated`).
+    pub fn homing(&self) -> &'static str {
+        H::NAME
+    }
+
+    fn build(uri: &str) -> Result<Address<H>, TopologyError> {
+        let parts = parts_of(uri)?;
+        Ok(Address {
+            uri: uri.to_string(),
+            user: parts.user,
+            domain: parts.domain,
+            _homing: PhantomData,
+        })
+    }
+}
+
+impl Address<OnPremises> {
+    /// Escape hatch for configuration and tests: declares `uri` on-premises without asking
+    /// a [`Topology`]. Prefer [`Topology::classify`] for anything that arrives at run time.
+    pub fn assume_on_premises(uri: &str) -> Result<Address<OnPremises>, TopologyError> {
+        Address::build(uri)
+    }
+}
+
+impl Address<Federated> {
+    /// Escape hatch for configuration and tests: declares `uri` federated without asking a
+    /// [`Topology`].
+    pub fn assume_federated(uri: &str) -> Result<Address<Federated>, TopologyError> {
+        Address::build(uri)
+    }
+}
+
+/// An address with its homing decided at run time.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Homed {
+    /// A user (or number) of the home deployment.
+    OnPremises(Address<OnPremises>),
+    /// A party reached through the federation edge.
+    Federated(Address<Federated>),
+}
+
+impl Homed {
+    /// The URI, whatever the homing.
+    pub fn uri(&self) -> &str {
+        match self {
+            Homed::OnPremises(a) => a.uri(),
+            Homed::Federated(a) => a.uri(),
+        }
+    }
+    /// Is the party federated?
+    pub fn is_federated(&self) -> bool {
+        matches!(self, Homed::Federated(_))
+    }
+}
+
+/// Why a URI could not be classified.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TopologyError {
+    /// The text is not a URI sip-core accepts.
+    #[error("not a valid URI: {0}")]
+    InvalidUri(sip_core::ParseError),
+    /// Only `sip:`, `sips:` and `tel:` parties can be reached.
+    #[error("URI scheme {0} cannot be reached")]
+    UnsupportedScheme(String),
+    /// The domain is a federation partner the deployment blocks.
+    #[error("federation with {0} is blocked")]
+    Blocked(String),
+    /// The deployment federates only with listed partners, and this domain is not one.
+    #[error("{0} is not an allowed federation partner")]
+    NotAllowed(String),
+}
+
+/// A directory that knows which users of the home domains are homed in the cloud (hybrid
+/// deployments). Looked up by user, not by domain: one domain holds both kinds.
+pub trait HomingDirectory: Send + Sync {
+    /// Is `user@domain` (user part decoded, domain lower-cased) homed in the cloud?
+    fn is_cloud_homed(&self, user: &str, domain: &str) -> bool;
+}
+
+/// A fixed list of cloud-homed users, for configuration (`--online-user`) and tests.
+#[derive(Debug, Clone, Default)]
+pub struct StaticDirectory {
+    users: HashSet<(String, String)>,
+}
+
+impl StaticDirectory {
+    /// An empty directory: nobody is cloud-homed.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Adds a cloud-homed user by SIP URI (`sip:bob@contoso.test`).
+    pub fn with_user(mut self, uri: &str) -> Result<Self, TopologyError> {
+        let p = parts_of(uri)?;
+        self.users.insert((p.user.unwrap_or_default(), p.domain));
+        Ok(self)
+    }
+}
+
+impl HomingDirectory for StaticDirectory {
+    fn is_cloud_homed(&self, user: &str, domain: &str) -> bool {
+        self.users.contains(&(user.to_string(), domain.to_string()))
+    }
+}
+
+/// Which federated deployments the application may reach.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum FederationPolicy {
+    /// Any domain not blocked (open federation).
+    #[default]
+    Open,
+    /// Only the listed domains (lower-case).
+    AllowList(HashSet<String>),
+}
+
+/// The deployment as the application sees it: home domains, cloud-homed users of those
+/// domains, and federation partners allowed or blocked.
+#[derive(Clone)]
+pub struct Topology {
+    home_domains: HashSet<String>,
+    directory: Arc<dyn HomingDirectory>,
+    policy: FederationPolicy,
+    blocked: HashSet<String>,
+}
+
+impl fmt::Debug for Topology {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Topology")
+            .field("home_domains", &self.home_domains)
+            .field("policy", &self.policy)
+            .field("blocked", &self.blocked)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Topology {
+    /// A topology with these home domains, no cloud-homed users and open federation.
+    pub fn new<I, S>(home_domains: I) -> Topology
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        Topology {
+            home_domains: home_domains
+                .into_iter()
+                .map(|d| d.as_ref().to_ascii_lowercase())
+                .collect(),
+            directory: Arc::new(StaticDirectory::new()),
+            policy: FederationPolicy::Open,
+            blocked: HashSet::new(),
+        }
+    }
+
+    /// Uses `directory` to find cloud-homed users of the home domains (hybrid).
+    pub fn with_directory(mut self, directory: Arc<dyn HomingDirectory>) -> Topology {
+        self.directory = directory;
+        self
+    }
+
+    /// Sets which federated domains may be reached.
+    pub fn with_policy(mut self, policy: FederationPolicy) -> Topology {
+        self.policy = policy;
+        self
+    }
+
+    /// Blocks a federated domain (takes precedence over the policy).
+    pub fn block(mut self, domain: &str) -> Topology {
+        self.blocked.insert(domain.to_ascii_lowercase());
+        self
+    }
+
+    /// Is `domain` one of the home domains?
+    pub fn is_home_domain(&self, domain: &str) -> bool {
+        self.home_domains.contains(&domain.to_ascii_lowercase())
+    }
+
+    /// Decides where the party at `uri` is homed (see the module doc for `tel:` and
+    /// `user=phone`). A federated domain that is blocked, or not allowed, is an error:
+    /// nothing is ever sent to it.
+    pub fn classify(&self, uri: &str) -> Result<Homed, TopologyError> {
+        let parts = parts_of(uri)?;
+        if parts.is_tel {
+            return Address::build(uri).map(Homed::OnPremises);
+        }
+        if self.home_domains.contains(&parts.domain) {
+            let user = parts.user.as_deref().unwrap_or("");
+            return if self.directory.is_cloud_homed(user, &parts.domain) {
+                Address::build(uri).map(Homed::Federated)
+            } else {
+                Address::build(uri).map(Homed::OnPremises)
+            };
+        }
+        if self.blocked.contains(&parts.domain) {
+            return Err(TopologyError::Blocked(parts.domain));
+        }
+        if let FederationPolicy::AllowList(allowed) = &self.policy {
+            if !allowed.contains(&parts.domain) {
+                return Err(TopologyError::NotAllowed(parts.domain));
+            }
+        }
+        Address::build(uri).map(Homed::Federated)
+    }
+}
+
+struct Parts {
+    user: Option<String>,
+    domain: String,
+    is_tel: bool,
+}
+
+fn parts_of(uri: &str) -> Result<Parts, TopologyError> {
+    let parsed = Uri::parse(uri.trim().as_bytes()).map_err(TopologyError::InvalidUri)?;
+    match parsed {
+        Uri::Sip(s) => Ok(Parts {
+            user: s.user().map(|u| String::from_utf8_lossy(&u).into_owned()),
+            domain: match s.host() {
+                Host::Domain(d) => d.to_ascii_lowercase(),
+                other => other.to_string(),
+            },
+            is_tel: false,
+        }),
+        Uri::Tel(t) => Ok(Parts {
+            user: Some(t.number().to_string()),
+            domain: String::new(),
+            is_tel: true,
+        }),
+        other => Err(TopologyError::UnsupportedScheme(other.scheme().to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topology() -> Topology {
+        let dir = StaticDirectory::new()
+            .with_user("sip:carol@contoso.test")
+            .unwrap();
+        Topology::new(["contoso.test", "Contoso.Example"])
+            .with_directory(Arc::new(dir))
+            .block("blocked.test")
+    }
+
+    #[test]
+    fn home_users_are_on_premises() {
+        let h = topology().classify("sip:alice@CONTOSO.test").unwrap();
+        let Homed::OnPremises(a) = h else {
+            panic!("{h:?}")
+        };
+        assert_eq!((a.user(), a.domain()), (Some("alice"), "contoso.test"));
+        assert!(matches!(
+            topology().classify("sips:bob@contoso.example;transport=tls"),
+            Ok(Homed::OnPremises(_))
+        ));
+    }
+
+    #[test]
+    fn cloud_homed_users_of_a_home_domain_are_federated() {
+        let h = topology().classify("sip:carol@contoso.test").unwrap();
+        assert!(h.is_federated());
+    }
+
+    #[test]
+    fn other_domains_are_federated_unless_blocked_or_not_allowed() {
+        assert!(topology()
+            .classify("sip:bob@fabrikam.test")
+            .unwrap()
+            .is_federated());
+        assert_eq!(
+            topology().classify("sip:x@Blocked.test"),
+            Err(TopologyError::Blocked("blocked.test".into()))
+        );
+        let t = topology().with_policy(FederationPolicy::AllowList(
+            ["fabrikam.test".to_string()].into_iter().collect(),
+        ));
+        assert!(t.classify("sip:bob@fabrikam.test").unwrap().is_federated());
+        assert_eq!(
+            t.classify("sip:eve@tailspin.test"),
+            Err(TopologyError::NotAllowed("tailspin.test".into()))
+        );
+    }
+
+    #[test]
+    fn numbers() {
+        assert!(matches!(
+            topology().classify("tel:+14255550100"),
+            Ok(Homed::OnPremises(_))
+        ));
+        assert!(topology()
+            .classify("sip:+14255550100@fabrikam.test;user=phone")
+            .unwrap()
+            .is_federated());
+        assert!(matches!(
+            topology().classify("sip:+14255550100@contoso.test;user=phone"),
+            Ok(Homed::OnPremises(_))
+        ));
+    }
+
+    #[test]
+    fn refusals() {
+        assert!(matches!(
+            topology().classify("http://contoso.test/"),
+            Err(TopologyError::UnsupportedScheme(_))
+        ));
+        assert!(matches!(
+            topology().classify("sip:bad host"),
+            Err(TopologyError::InvalidUri(_))
+        ));
+    }
+}
