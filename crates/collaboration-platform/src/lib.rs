@@ -9,6 +9,8 @@
 //! user; [`Address<OnPremises>`] and [`Address<Federated>`] carry that difference in the
 //! type, so the layers above can refuse at compile time what the deployment forbids.
 //! [`federation::strip_home_trust`] keeps home-trust headers from crossing federation.
+//! [`Dispatcher`] decides, per RFC 3261 §8.2, whether the platform answers an incoming request
+//! itself (403, 501, 416, 481, 420, 200 to OPTIONS, 404) or which endpoint gets it.
 //!
 //! ```text
 //! application-endpoint, conversation
@@ -20,9 +22,11 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod dispatch;
 pub mod federation;
 pub mod topology;
 
+pub use dispatch::{Capabilities, Dispatcher, Disposition, EndpointId, Refusal};
 pub use topology::{
     Address, Federated, FederationPolicy, Homed, Homing, HomingDirectory, OnPremises,
     StaticDirectory, Topology, TopologyError,

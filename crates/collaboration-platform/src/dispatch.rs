@@ -1,0 +1,356 @@
+//! What happens to an incoming request before any endpoint sees it, and which endpoint
+//! gets it (RFC 3261 §8.2, in its order).
+//!
+//! [`Dispatcher::dispatch`] is pure: given the request, whether its connection's peer is
+//! trusted, and whether it matched a dialog, it returns either the endpoint to deliver to
+//! or the response the platform sends itself (403, 501, 416, 481, 420, 200 to OPTIONS, 404).
+//! The runtime calls it for every request that no transaction or dialog absorbed.
+
+use crate::topology::{Address, OnPremises};
+use sip_core::uri::{Host, Uri};
+use sip_core::{HeaderName, Method, SipMessage};
+use std::collections::HashMap;
+
+/// Identifies an endpoint registered with the platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EndpointId(pub u64);
+
+/// Where an incoming request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Deliver to this endpoint.
+    Deliver(EndpointId),
+    /// The platform answers itself.
+    Respond(Refusal),
+}
+
+/// A response the platform sends without involving an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The status code.
+    pub status: u16,
+    /// Extra header fields the response must carry (Unsupported for 420, Allow for 405/501,
+    /// Allow/Accept/Supported for OPTIONS).
+    pub headers: Vec<(HeaderName, String)>,
+}
+
+impl Refusal {
+    fn status(status: u16) -> Refusal {
+        Refusal {
+            status,
+            headers: Vec::new(),
+        }
+    }
+
+    /// Builds the response to `request` (reason phrase from RFC 3261 §21).
+    pub fn to_response(&self, request: &SipMessage) -> Result<SipMessage, sip_core::ParseError> {
+        let mut r =
+            SipMessage::response_to(request, self.status, sip_core::reason_phrase(self.status))?;
+        for (name, value) in &self.headers {
+            r.push_header(*name, value.clone())?;
+        }
+        Ok(r)
+    }
+}
+
+/// What the platform supports, announced in OPTIONS answers and checked against Require.
+#[derive(Debug, Clone)]
+pub struct Capabilities {
+    /// Methods endpoints can receive (Allow).
+    pub allow: Vec<Method>,
+    /// Body types endpoints accept (Accept).
+    pub accept: Vec<String>,
+    /// Option tags understood (Supported); a Require outside this list gets 420.
+    pub supported: Vec<String>,
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Capabilities {
+            allow: vec![
+                Method::Invite,
+                Method::Ack,
+                Method::Cancel,
+                Method::Bye,
+                Method::Options,
+                Method::Message,
+                Method::Info,
+                Method::Notify,
+                Method::Benotify,
+                Method::Refer,
+                Method::Update,
+                Method::Prack,
+            ],
+            accept: vec![
+                "application/sdp".into(),
+                "text/plain".into(),
+                "text/html".into(),
+                "application/im-iscomposing+xml".into(),
+                "multipart/alternative".into(),
+            ],
+            supported: vec!["timer".into(), "100rel".into(), "gruu".into()],
+        }
+    }
+}
+
+/// Routes requests to endpoints by Request-URI: owner URI, then GRUU, then the default
+/// routing endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct Dispatcher {
+    capabilities: Capabilities,
+    owners: HashMap<String, EndpointId>,
+    gruus: HashMap<String, EndpointId>,
+    default: Option<EndpointId>,
+}
+
+impl Dispatcher {
+    /// A dispatcher announcing `capabilities`.
+    pub fn new(capabilities: Capabilities) -> Self {
+        Dispatcher {
+            capabilities,
+            ..Default::default()
+        }
+    }
+
+    /// Routes requests for `owner` (user and domain; parameters ignored) to `endpoint`.
+    /// Endpoints act only for on-premises addresses.
+    pub fn add_owner(&mut self, owner: &Address<OnPremises>, endpoint: EndpointId) {
+        if let Some(key) = owner_key(owner.uri().as_bytes()) {
+            self.owners.insert(key, endpoint);
+        }
+    }
+
+    /// Routes requests whose Request-URI is this GRUU (RFC 5627; compared whole, with its
+    /// `gr` parameter) to `endpoint`.
+    pub fn add_gruu(&mut self, gruu: &str, endpoint: EndpointId) {
+        self.gruus.insert(gruu_key(gruu.as_bytes()), endpoint);
+    }
+
+    /// Makes `endpoint` the default routing endpoint: it gets requests no owner matches.
+    pub fn set_default(&mut self, endpoint: Option<EndpointId>) {
+        self.default = endpoint;
+    }
+
+    /// Forgets every route to `endpoint` (it terminated).
+    pub fn remove(&mut self, endpoint: EndpointId) {
+        self.owners.retain(|_, e| *e != endpoint);
+        self.gruus.retain(|_, e| *e != endpoint);
+        if self.default == Some(endpoint) {
+            self.default = None;
+        }
+    }
+
+    /// Decides what happens to `request`. `trusted` is whether the connection it came on
+    /// belongs to a trusted peer (or the listener allows untrusted peers); `in_dialog_unmatched`
+    /// is true when it carries a To tag but matched no dialog.
+    pub fn dispatch(
+        &self,
+        request: &SipMessage,
+        trusted: bool,
+        in_dialog_unmatched: bool,
+    ) -> Disposition {
+        let Some(method) = request.method() else {
+            return Disposition::Respond(Refusal::status(400));
+        };
+        if !trusted {
+            return Disposition::Respond(Refusal::status(403));
+        }
+        if !self.capabilities.allow.contains(method) && *method != Method::Options {
+            let mut r = Refusal::status(501);
+            r.headers.push((HeaderName::Allow, self.allow_value()));
+            return Disposition::Respond(r);
+        }
+        let uri = request.request_uri_bytes().unwrap_or_default();
+        if !matches!(Uri::parse(uri), Ok(Uri::Sip(_))) {
+            return Disposition::Respond(Refusal::status(416));
+        }
+        if in_dialog_unmatched {
+            return Disposition::Respond(Refusal::status(481));
+        }
+        let unsupported: Vec<String> = request
+            .tokens(HeaderName::Require)
+            .filter_map(Result::ok)
+            .filter(|t| {
+                !self
+                    .capabilities
+                    .supported
+                    .iter()
+                    .any(|s| s.eq_ignore_ascii_case(t))
+            })
+            .map(str::to_string)
+            .collect();
+        if !unsupported.is_empty() && *method != Method::Cancel && *method != Method::Ack {
+            let mut r = Refusal::status(420);
+            r.headers
+                .push((HeaderName::Unsupported, unsupported.join(", ")));
+            return Disposition::Respond(r);
+        }
+        let target = self
+            .gruus
+            .get(&gruu_key(uri))
+            .or_else(|| owner_key(uri).and_then(|k| self.owners.get(&k)))
+            .copied()
+            .or(self.default);
+        match (target, method) {
+            (_, Method::Options) => Disposition::Respond(self.options_answer()),
+            (Some(e), _) => Disposition::Deliver(e),
+            (None, _) => Disposition::Respond(Refusal::status(404)),
+        }
+    }
+
+    fn allow_value(&self) -> String {
+        let mut v: Vec<&str> = self.capabilities.allow.iter().map(Method::as_str).collect();
+        if !v.contains(&"OPTIONS") {
+            v.push("OPTIONS");
+        }
+        v.join(", ")
+    }
+
+    fn options_answer(&self) -> Refusal {
+        Refusal {
+            status: 200,
+            headers: vec![
+                (HeaderName::Allow, self.allow_value()),
+                (HeaderName::Accept, self.capabilities.accept.join(", ")),
+                (
+                    HeaderName::Supported,
+                    self.capabilities.supported.join(", "),
+                ),
+            ],
+        }
+    }
+}
+
+/// `user@domain` of a SIP URI, domain lower-cased, user decoded; `None` for other URIs.
+fn owner_key(uri: &[u8]) -> Option<String> {
+    let Ok(Uri::Sip(s)) = Uri::parse(uri) else {
+        return None;
+    };
+    let host = match s.host() {
+        Host::Domain(d) => d.to_ascii_lowercase(),
+        other => other.to_string(),
+    };
+    let user = s
+        .user()
+        .map(|u| String::from_utf8_lossy(&u).into_owned())
+        .unwrap_or_default();
+    Some(format!("{user}@{host}"))
+}
+
+fn gruu_key(uri: &[u8]) -> String {
+    String::from_utf8_lossy(uri).to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: &str, uri: &str, extra: &[(&str, &str)]) -> SipMessage {
+        let mut b = SipMessage::request(Method::from_token(method.as_bytes()), uri.to_string())
+            .header(
+                HeaderName::Via,
+                "SIP/2.0/TLS fe.contoso.test;branch=z9hG4bK1",
+            )
+            .header(HeaderName::From, "<sip:alice@contoso.test>;tag=1")
+            .header(HeaderName::To, format!("<{uri}>"))
+            .header(HeaderName::CallId, "c1")
+            .header(HeaderName::CSeq, format!("1 {method}"));
+        for (n, v) in extra {
+            b = b.header(*n, v.to_string());
+        }
+        b.build().unwrap()
+    }
+
+    fn dispatcher() -> Dispatcher {
+        let mut d = Dispatcher::new(Capabilities::default());
+        let bot = Address::assume_on_premises("sip:bot@contoso.test").unwrap();
+        d.add_owner(&bot, EndpointId(1));
+        d.add_gruu("sip:bot@contoso.test;gr=urn:uuid:0001", EndpointId(2));
+        d
+    }
+
+    #[test]
+    fn delivers_by_owner_then_gruu_then_default() {
+        let mut d = dispatcher();
+        let r = request("MESSAGE", "sip:bot@CONTOSO.test;transport=tls", &[]);
+        assert_eq!(
+            d.dispatch(&r, true, false),
+            Disposition::Deliver(EndpointId(1))
+        );
+        let r = request("MESSAGE", "sip:bot@contoso.test;gr=urn:uuid:0001", &[]);
+        assert_eq!(
+            d.dispatch(&r, true, false),
+            Disposition::Deliver(EndpointId(2))
+        );
+        let r = request("MESSAGE", "sip:nobody@contoso.test", &[]);
+        assert_eq!(
+            d.dispatch(&r, true, false),
+            Disposition::Respond(Refusal::status(404))
+        );
+        d.set_default(Some(EndpointId(3)));
+        assert_eq!(
+            d.dispatch(&r, true, false),
+            Disposition::Deliver(EndpointId(3))
+        );
+        d.remove(EndpointId(3));
+        assert!(matches!(
+            d.dispatch(&r, true, false),
+            Disposition::Respond(_)
+        ));
+    }
+
+    #[test]
+    fn platform_answers() {
+        let d = dispatcher();
+        let r = request("MESSAGE", "sip:bot@contoso.test", &[]);
+        assert_eq!(
+            d.dispatch(&r, false, false),
+            Disposition::Respond(Refusal::status(403))
+        );
+        assert_eq!(
+            d.dispatch(&r, true, true),
+            Disposition::Respond(Refusal::status(481))
+        );
+        let r = request("FROBNICATE", "sip:bot@contoso.test", &[]);
+        let Disposition::Respond(x) = d.dispatch(&r, true, false) else {
+            panic!()
+        };
+        assert_eq!(x.status, 501);
+        assert!(x
+            .headers
+            .iter()
+            .any(|(n, v)| *n == HeaderName::Allow && v.contains("MESSAGE")));
+        let r = request(
+            "MESSAGE",
+            "sip:bot@contoso.test",
+            &[("Require", "timer, nothingSupportsThis")],
+        );
+        let Disposition::Respond(x) = d.dispatch(&r, true, false) else {
+            panic!()
+        };
+        assert_eq!(x.status, 420);
+        assert_eq!(
+            x.headers,
+            vec![(HeaderName::Unsupported, "nothingSupportsThis".into())]
+        );
+        let resp = x.to_response(&r).unwrap();
+        let wire = String::from_utf8(resp.to_bytes().to_vec()).unwrap();
+        assert!(wire.starts_with("SIP/2.0 420 Bad Extension\r\n"));
+        assert!(wire.contains("\r\nUnsupported: nothingSupportsThis\r\n"));
+        let r = request("OPTIONS", "sip:contoso.test", &[]);
+        let Disposition::Respond(x) = d.dispatch(&r, true, false) else {
+            panic!()
+        };
+        assert_eq!(x.status, 200);
+        let names: Vec<_> = x.headers.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            names,
+            [HeaderName::Allow, HeaderName::Accept, HeaderName::Supported]
+        );
+        let r = request("MESSAGE", "tel:+14255550100", &[]);
+        assert_eq!(
+            d.dispatch(&r, true, false),
+            Disposition::Respond(Refusal::status(416))
+        );
+    }
+}
