@@ -33,8 +33,8 @@ pub fn body(data: &[u8]) {
         let _ = m.tokens(HeaderName::Supported).count();
         let _ = m.token_params(HeaderName::Event);
         let again = m.to_bytes();
-        // A message we accepted and wrote must parse again.
-        if m.header(HeaderName::ContentLength).is_some() {
+        // A validated message we wrote must parse again (parse_head does not validate).
+        if m.header(HeaderName::ContentLength).is_some() && m.validate().is_ok() {
             assert!(SipMessage::parse_datagram(again, &Limits::DEFAULT).is_ok() || data.len() > 60000);
         }
     }

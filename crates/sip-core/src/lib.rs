@@ -25,11 +25,13 @@
 //!
 //! ## What it does not do
 //!
-//! No I/O, no DNS, no timers of its own. Transactions, dialogs and authentication arrive in
-//! a later issue as sans-IO state machines fed with an explicit `now`.
+//! No I/O, no DNS, no timers of its own: the protocol state ([`auth`] digest client and
+//! verifier, [`sdp::offer_answer`], transactions and dialogs) is sans-IO, fed with an
+//! explicit `now` where time matters, and tells the caller what to send.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod auth;
 mod error;
 pub mod framer;
 pub mod headers;

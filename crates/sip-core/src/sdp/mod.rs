@@ -49,6 +49,7 @@ mod description;
 mod error;
 mod limits;
 mod line;
+pub mod offer_answer;
 mod parse;
 mod types;
 
@@ -56,4 +57,7 @@ pub use description::{MediaDescription, SessionDescription, SessionDescriptionBu
 pub use error::SdpError;
 pub use limits::SdpLimits;
 pub use line::Line;
+pub use offer_answer::{
+    Codec, LocalCapabilities, MediaCapability, NegotiationState, OfferAnswer, OfferAnswerError,
+};
 pub use types::{Attribute, Connection, Direction, Fmtp, Media, Origin, Rtpmap, Timing};
