@@ -5,9 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests drive as real peers. Installed only when missing.
+# Debian packages the tests drive as real peers (openssl s_server/s_client, two Kamailio
+# front ends with TLS and presence modules, SIPp). Installed only when missing.
 packages=()
 command -v openssl >/dev/null 2>&1 || packages+=(openssl)
+command -v kamailio >/dev/null 2>&1 || packages+=(kamailio)
+dpkg -s kamailio-tls-modules >/dev/null 2>&1 || packages+=(kamailio-tls-modules)
+dpkg -s kamailio-presence-modules >/dev/null 2>&1 || packages+=(kamailio-presence-modules)
+command -v sipp >/dev/null 2>&1 || packages+=(sip-tester)
 if ((${#packages[@]})); then
     if [ "$(id -u)" -ne 0 ]; then
         echo "test.sh: need root to install: ${packages[*]}" >&2

@@ -1,0 +1,340 @@
+//! Processes, binaries, ports and logs: the plumbing shared by Kamailio and SIPp.
+//!
+//! Every long-running peer is started in a process group of its own, under a small `sh`
+//! supervisor that holds the read end of a pipe whose write end only this process holds.
+//! When the pipe closes — the owning value is dropped, or the test process dies, even by
+//! `SIGKILL` — the supervisor sends `SIGTERM` to the peer, waits a bounded time, then
+//! `SIGKILL`s the whole group. So no peer outlives the test that started it.
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::fs::File;
+use std::hash::{BuildHasher, Hasher};
+use std::io::{Read, Seek, SeekFrom};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::error::{HarnessError, Result, INSTALL_HINT};
+
+/// Finds `program`: the environment variable `env_var` (a path) first, then `PATH`, then
+/// `/usr/sbin`, `/usr/bin`, `/sbin`, `/bin` (Kamailio lives in `/usr/sbin`, which is not on
+/// every user's `PATH`). A missing program is [`HarnessError::MissingBinary`] with the
+/// install line.
+pub fn find_binary(program: &str, env_var: &str) -> Result<PathBuf> {
+    let mut searched = Vec::new();
+    if let Some(p) = std::env::var_os(env_var) {
+        let p = PathBuf::from(p);
+        if is_executable(&p) {
+            return Ok(p);
+        }
+        searched.push(format!("${env_var}={}", p.display()));
+    }
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    for d in [
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+        "/usr/local/sbin",
+        "/usr/local/bin",
+    ] {
+        dirs.push(PathBuf::from(d));
+    }
+    for d in &dirs {
+        let p = d.join(program);
+        if is_executable(&p) {
+            return Ok(p);
+        }
+    }
+    searched.push("PATH, /usr/sbin, /usr/bin, /sbin, /bin".into());
+    Err(HarnessError::MissingBinary {
+        program: program.into(),
+        searched: searched.join(", "),
+        hint: INSTALL_HINT.into(),
+    })
+}
+
+/// Checks an explicitly given program path.
+pub(crate) fn check_binary(path: &Path) -> Result<PathBuf> {
+    if is_executable(path) {
+        Ok(path.to_path_buf())
+    } else {
+        Err(HarnessError::MissingBinary {
+            program: path.display().to_string(),
+            searched: path.display().to_string(),
+            hint: INSTALL_HINT.into(),
+        })
+    }
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// A token unique in this process and very likely across processes (for Call-IDs, tags,
+/// branches and file names).
+pub fn unique_token() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(nanos);
+    h.write_u64(n);
+    h.write_u32(std::process::id());
+    format!("{:016x}{n:x}", h.finish())
+}
+
+/// Ports handed out by [`free_tcp_ports`] in this process, never handed out twice (tests of
+/// one binary run in parallel threads and would otherwise race for the same port).
+static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+/// `n` distinct TCP ports on 127.0.0.1 that were free a moment ago: each is bound (port 0),
+/// read back and released, all held together so they differ, and none is handed out twice
+/// in this process. Another process may still take one before the peer binds it; the
+/// harness detects that ([`HarnessError::PortInUse`]) and retries with new ports.
+pub fn free_tcp_ports(n: usize) -> Result<Vec<u16>> {
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    let mut guard = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let used = guard.get_or_insert_with(HashSet::new);
+    let mut attempts = 0;
+    while ports.len() < n {
+        attempts += 1;
+        if attempts > n * 50 {
+            return Err(HarnessError::io(
+                "choosing free ports",
+                std::io::Error::other("no free port found"),
+            ));
+        }
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .map_err(|e| HarnessError::io("binding a probe socket", e))?;
+        let port = l
+            .local_addr()
+            .map_err(|e| HarnessError::io("reading a probe socket's port", e))?
+            .port();
+        if used.insert(port) {
+            ports.push(port);
+        }
+        held.push(l);
+    }
+    drop(held);
+    Ok(ports)
+}
+
+/// Whether something listens on TCP `port` (any local address), from `/proc/net/tcp{,6}`:
+/// a check without connecting (a probe connection would disturb peers such as SIPp).
+pub fn is_listening(port: u16) -> bool {
+    let needle = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|f| {
+        std::fs::read_to_string(f).is_ok_and(|s| {
+            s.lines().skip(1).any(|line| {
+                let mut cols = line.split_whitespace();
+                let local = cols.nth(1).unwrap_or("");
+                let state = cols.nth(1).unwrap_or("");
+                state == "0A" && local.ends_with(&needle)
+            })
+        })
+    })
+}
+
+/// Waits until `port` is listening, polling; `Timeout` after `timeout`.
+pub fn wait_listening(port: u16, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if is_listening(port) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(HarnessError::Timeout {
+                what: format!("a listener on TCP port {port}"),
+                waited: timeout,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The last `lines` lines of a text file (at most the last 64 KiB are read).
+pub fn tail(path: &Path, lines: usize) -> String {
+    let Ok(mut f) = File::open(path) else {
+        return format!("(no log at {})", path.display());
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(64 * 1024);
+    let _ = f.seek(SeekFrom::Start(start));
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+const SUPERVISOR: &str = r#"exec 3<&0
+"$@" </dev/null 3<&- &
+k=$!
+(
+  read _x <&3
+  kill -TERM "$k" 2>/dev/null
+  i=0
+  while kill -0 "$k" 2>/dev/null && [ "$i" -lt 30 ]; do sleep 0.1; i=$((i+1)); done
+  kill -KILL 0
+) &
+wait "$k"
+st=$?
+echo "peer-harness: $1 exited with status $st" >&2
+kill -KILL 0
+"#;
+
+/// A peer process in its own process group under the supervisor described in the module
+/// doc. Dropping it stops the peer (bounded: about 3 s of grace, then `SIGKILL`).
+#[derive(Debug)]
+pub(crate) struct Supervised {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    name: String,
+    log: PathBuf,
+    exited: Option<ExitStatus>,
+}
+
+impl Supervised {
+    /// Starts `program args` with stdout and stderr appended to `log`, in `cwd`.
+    pub(crate) fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[OsString],
+        cwd: &Path,
+        log: &Path,
+    ) -> Result<Supervised> {
+        use std::os::unix::process::CommandExt;
+        let out = File::create(log)
+            .map_err(|e| HarnessError::io(format!("creating {}", log.display()), e))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| HarnessError::io("duplicating the log file", e))?;
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(SUPERVISOR)
+            .arg("peer-harness-supervisor")
+            .arg(program)
+            .args(args)
+            .current_dir(cwd)
+            .stdin(Stdio::piped())
+            .stdout(out)
+            .stderr(err)
+            // A group of its own: the supervisor's `kill 0` must never reach the test runner.
+            .process_group(0);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| HarnessError::io(format!("starting {}", program.display()), e))?;
+        let stdin = child.stdin.take();
+        Ok(Supervised {
+            child,
+            stdin,
+            name: name.into(),
+            log: log.to_path_buf(),
+            exited: None,
+        })
+    }
+
+    /// The process group id (the supervisor's pid).
+    pub(crate) fn pgid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `Some(status)` once the supervised program has ended (the supervisor ends with it).
+    pub(crate) fn try_wait(&mut self) -> Option<ExitStatus> {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait().ok().flatten();
+        }
+        self.exited
+    }
+
+    pub(crate) fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// Closes the pipe: the supervisor starts stopping the peer. [`stop`](Self::stop)
+    /// completes it.
+    pub(crate) fn begin_stop(&mut self) {
+        drop(self.stdin.take());
+    }
+
+    /// Stops the group: closes the pipe (the supervisor terminates the peer), waits up to
+    /// `grace`, then kills the group outright. Idempotent.
+    pub(crate) fn stop(&mut self, grace: Duration) {
+        drop(self.stdin.take());
+        if self.try_wait().is_some() {
+            return;
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if self.try_wait().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The supervisor did not finish in time: kill the whole group ourselves.
+        let _ = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("kill -KILL -- -{} 2>/dev/null", self.pgid()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        self.exited = self.child.wait().ok();
+        if self.exited.is_none() {
+            eprintln!("peer-harness: could not reap {}", self.name);
+        }
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(5));
+    }
+}
+
+/// Pids of the processes in process group `pgid` (from `/proc`), zombies excluded.
+pub fn processes_in_group(pgid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid pgrp ...; comm may contain spaces and parentheses.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let mut f = rest.split_whitespace();
+        let state = f.next().unwrap_or("");
+        let _ppid = f.next();
+        let pgrp = f.next().and_then(|s| s.parse::<u32>().ok());
+        if pgrp == Some(pgid) && state != "Z" && state != "X" {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// A loopback socket address.
+pub(crate) fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
