@@ -32,6 +32,7 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod dialog;
 mod error;
 pub mod framer;
 pub mod headers;
@@ -45,8 +46,10 @@ pub mod name_addr;
 pub mod params;
 mod scan;
 pub mod sdp;
+pub mod transaction;
 pub mod uri;
 
+pub use dialog::{Dialog, DialogError, DialogId, DialogUpdate, Dialogs};
 pub use error::ParseError;
 pub use framer::{Frame, FrameError, StreamFramer};
 pub use headers::{AuthValue, CSeq, Contact, MediaType, TokenParams, Transport, Via, Warning};
@@ -56,4 +59,8 @@ pub use method::{reason_phrase, Method};
 pub use name::HeaderName;
 pub use name_addr::{DisplayName, NameAddr};
 pub use params::{Param, Params};
+pub use transaction::{
+    Event, Peer, TransactionConfig, TransactionError, TransactionId, TransactionLayer,
+    TransportKind,
+};
 pub use uri::{Host, Uri};

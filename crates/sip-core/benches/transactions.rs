@@ -1,0 +1,212 @@
+//! `cargo bench -p sip-core --bench transactions`: transaction and dialog cost in memory.
+//!
+//! - `non_invite_pair`: one OPTIONS client transaction and its server transaction over a
+//!   reliable transport: serialize, parse, both machines, 200 back, parse, client machine.
+//! - `invite_dialog`: INVITE / 200 (with To tag, Contact, Record-Route) / ACK for 2xx, both
+//!   transactions and both dialogs (UAC and UAS) created, then removed.
+//! - Memory (printed before the timings): resident bytes per live non-INVITE client
+//!   transaction and per confirmed idle dialog, from the growth of the process's resident
+//!   set (`/proc/self/statm`) while 100 000 of them are created.
+//!
+//! Why resident-set growth and not a counting global allocator: the workspace forbids
+//! `unsafe_code` for every target (`[workspace.lints.rust]`), and `impl GlobalAlloc` is an
+//! `unsafe impl`; a counting allocator needs that lint relaxed for this bench or a
+//! dev-dependency that provides one. Resident growth includes the allocator's own overhead
+//! and the hash tables' spare capacity, so it over-states what the structures request.
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use sip_core::dialog::{DialogUpdate, Dialogs};
+use sip_core::transaction::{Event, Peer, TransactionConfig, TransactionLayer, TransportKind};
+use sip_core::{HeaderName, Limits, Method, SipMessage};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+fn peer() -> Peer {
+    Peer::new("192.0.2.1:5061".parse().unwrap(), TransportKind::Tls)
+}
+
+fn options() -> SipMessage {
+    SipMessage::request(Method::Options, "sip:bob@fabrikam.test")
+        .header(HeaderName::Via, "SIP/2.0/TLS 10.0.0.21:5061")
+        .header(HeaderName::MaxForwards, "70")
+        .header(HeaderName::From, "<sip:app@contoso.test>;tag=1928301774")
+        .header(HeaderName::To, "<sip:bob@fabrikam.test>")
+        .header(HeaderName::CallId, "a84b4c76e66710@app.contoso.test")
+        .header(HeaderName::CSeq, "1 OPTIONS")
+        .build()
+        .unwrap()
+}
+
+fn invite(call_id: &str) -> SipMessage {
+    SipMessage::request(Method::Invite, "sip:bob@fabrikam.test")
+        .header(HeaderName::Via, "SIP/2.0/TLS 10.0.0.21:5061")
+        .header(HeaderName::MaxForwards, "70")
+        .header(
+            HeaderName::From,
+            "\"App\" <sip:app@contoso.test>;tag=1928301774",
+        )
+        .header(HeaderName::To, "<sip:bob@fabrikam.test>")
+        .header(HeaderName::CallId, call_id.to_owned())
+        .header(HeaderName::CSeq, "1 INVITE")
+        .header(
+            HeaderName::Contact,
+            "<sip:app@10.0.0.21:5061;transport=tls>",
+        )
+        .build()
+        .unwrap()
+}
+
+fn parse(b: Bytes) -> SipMessage {
+    SipMessage::parse_datagram(b, &Limits::DEFAULT).unwrap()
+}
+
+fn pair(
+    client: &mut TransactionLayer,
+    server: &mut TransactionLayer,
+    req: &SipMessage,
+    now: Instant,
+) {
+    client.send_request(now, req.clone(), peer()).unwrap();
+    let t = client.poll_transmit().unwrap();
+    server.handle_message(now, parse(t.contents), peer());
+    let Some(Event::Request { id, request, .. }) = server.poll_event() else {
+        unreachable!()
+    };
+    let resp = SipMessage::response_to(&request, 200, "OK").unwrap();
+    server.respond(now, id, resp).unwrap();
+    while server.poll_event().is_some() {}
+    let t = server.poll_transmit().unwrap();
+    client.handle_message(now, parse(t.contents), peer());
+    while let Some(e) = client.poll_event() {
+        black_box(e);
+    }
+}
+
+fn invite_dialog(
+    client: &mut TransactionLayer,
+    server: &mut TransactionLayer,
+    uac: &mut Dialogs,
+    uas: &mut Dialogs,
+    inv: &SipMessage,
+    now: Instant,
+) {
+    client.send_request(now, inv.clone(), peer()).unwrap();
+    let t = client.poll_transmit().unwrap();
+    let sent = parse(t.contents);
+    server.handle_message(now, sent.clone(), peer());
+    let Some(Event::Request { id, request, .. }) = server.poll_event() else {
+        unreachable!()
+    };
+    let mut ok = SipMessage::response_to(&request, 200, "OK").unwrap();
+    let tag = uas.new_tag();
+    ok.set_to_tag(&tag).unwrap();
+    ok.push_header(
+        HeaderName::Contact,
+        "<sip:bob@10.0.0.99:5061;transport=tls>",
+    )
+    .unwrap();
+    ok.push_header(HeaderName::RecordRoute, "<sip:edge.fabrikam.test;lr>")
+        .unwrap();
+    let DialogUpdate::Confirmed(sid) = uas.handle_uas_response(&request, &ok).unwrap() else {
+        unreachable!()
+    };
+    server.respond(now, id, ok).unwrap();
+    let t = server.poll_transmit().unwrap();
+    let resp = parse(t.contents);
+    client.handle_message(now, resp.clone(), peer());
+    while client.poll_event().is_some() {}
+    let DialogUpdate::Confirmed(cid) = uac.handle_uac_response(&sent, &resp).unwrap() else {
+        unreachable!()
+    };
+    let ack = uac.ack(&cid, 1, "SIP/2.0/TLS 10.0.0.21:5061").unwrap();
+    client.send_stateless(&ack, peer());
+    let t = client.poll_transmit().unwrap();
+    server.handle_message(now, parse(t.contents), peer());
+    let Some(Event::Ack { request, .. }) = server.poll_event() else {
+        unreachable!()
+    };
+    black_box(uas.handle_request(&request).unwrap());
+    uac.remove(&cid);
+    uas.remove(&sid);
+}
+
+/// Resident bytes of this process (Linux), `None` elsewhere.
+fn rss() -> Option<usize> {
+    let s = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: usize = s.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+fn memory() {
+    const N: usize = 100_000;
+    let now = Instant::now();
+    // Live non-INVITE client transactions over UDP (Trying, timers E and F armed).
+    let mut client = TransactionLayer::new(TransactionConfig::default());
+    let req = options();
+    let before = rss();
+    for _ in 0..N {
+        client
+            .send_request(
+                now,
+                req.clone(),
+                Peer::new("192.0.2.1:5060".parse().unwrap(), TransportKind::Udp),
+            )
+            .unwrap();
+        black_box(client.poll_transmit());
+    }
+    let _ = client.poll_timeout();
+    if let (Some(a), Some(b)) = (before, rss()) {
+        println!(
+            "memory: {} bytes resident per live non-INVITE client transaction (UDP, {N})",
+            (b.saturating_sub(a)) / N
+        );
+    }
+    // Confirmed idle UAC dialogs, each with one Record-Route.
+    let mut dialogs = Dialogs::new();
+    let before = rss();
+    for i in 0..N {
+        let inv = invite(&format!("{i:016x}a84b4c76e66710@app.contoso.test"));
+        let mut ok = SipMessage::response_to(&inv, 200, "OK").unwrap();
+        ok.set_to_tag(&format!("{i:016x}")).unwrap();
+        ok.push_header(
+            HeaderName::Contact,
+            "<sip:bob@10.0.0.99:5061;transport=tls>",
+        )
+        .unwrap();
+        ok.push_header(HeaderName::RecordRoute, "<sip:edge.fabrikam.test;lr>")
+            .unwrap();
+        black_box(dialogs.handle_uac_response(&inv, &ok).unwrap());
+    }
+    if let (Some(a), Some(b)) = (before, rss()) {
+        println!(
+            "memory: {} bytes resident per confirmed idle dialog ({N})",
+            (b.saturating_sub(a)) / N
+        );
+    }
+    drop(client);
+    drop(dialogs);
+}
+
+fn bench(c: &mut Criterion) {
+    memory();
+    let now = Instant::now();
+    let mut g = c.benchmark_group("transactions");
+    g.measurement_time(Duration::from_secs(5));
+    g.throughput(Throughput::Elements(1));
+    let req = options();
+    let mut client = TransactionLayer::new(TransactionConfig::default());
+    let mut server = TransactionLayer::new(TransactionConfig::default());
+    g.bench_function("non_invite_pair", |b| {
+        b.iter(|| pair(&mut client, &mut server, &req, now))
+    });
+    let inv = invite("a84b4c76e66710@app.contoso.test");
+    let (mut uac, mut uas) = (Dialogs::new(), Dialogs::new());
+    g.bench_function("invite_dialog", |b| {
+        b.iter(|| invite_dialog(&mut client, &mut server, &mut uac, &mut uas, &inv, now))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

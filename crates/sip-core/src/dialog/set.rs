@@ -1,0 +1,424 @@
+//! [`Dialogs`]: the container and the §12 rules.
+
+use super::{route_uri, Dialog, DialogError, DialogId, DialogRole, DialogState, DialogUpdate};
+use crate::transaction::{new_branch, new_call_id, new_tag, IdGenerator, RandomIds};
+use crate::{Contact, HeaderName, MessageBuilder, Method, NameAddr, SipMessage, Uri};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::fmt;
+
+/// Every dialog of a user agent, keyed by (Call-ID, local tag, remote tag); O(1) lookup.
+pub struct Dialogs {
+    map: HashMap<DialogId, Dialog>,
+    /// Early UAC dialogs per (Call-ID, local tag): a forked INVITE's failure ends them all.
+    early: HashMap<DialogId, Vec<DialogId>>,
+    ids: Box<dyn IdGenerator>,
+}
+
+impl fmt::Debug for Dialogs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dialogs")
+            .field("dialogs", &self.map.len())
+            .finish()
+    }
+}
+
+impl Default for Dialogs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn tag_of(na: &NameAddr<'_>) -> Option<Box<[u8]>> {
+    na.tag().filter(|t| !t.is_empty()).map(Into::into)
+}
+
+/// The Contact URI of a message (the remote target), or `fallback`.
+fn contact_uri(msg: &SipMessage, fallback: &NameAddr<'_>) -> Box<[u8]> {
+    match msg.contacts().next() {
+        Some(Ok(Contact::Addr(a))) => a.uri().as_bytes().into(),
+        _ => fallback.uri().as_bytes().into(),
+    }
+}
+
+/// Record-Route values in order, each checked to be a name-addr.
+fn record_route(msg: &SipMessage, reverse: bool) -> Result<Box<[Box<[u8]>]>, DialogError> {
+    let mut v = Vec::new();
+    for r in msg.header_values(HeaderName::RecordRoute) {
+        NameAddr::parse(r, "Record-Route")?;
+        v.push(Box::<[u8]>::from(r));
+    }
+    if reverse {
+        v.reverse();
+    }
+    Ok(v.into())
+}
+
+fn is_sips(request: &SipMessage) -> bool {
+    matches!(request.request_uri(), Some(Ok(Uri::Sip(s))) if s.is_secure())
+}
+
+impl Dialogs {
+    /// An empty set with random tags ([`RandomIds`]).
+    pub fn new() -> Self {
+        Self::with_ids(Box::new(RandomIds::new()))
+    }
+
+    /// An empty set taking tags, branches and Call-IDs from `ids` (deterministic tests).
+    pub fn with_ids(ids: Box<dyn IdGenerator>) -> Self {
+        Dialogs {
+            map: HashMap::new(),
+            early: HashMap::new(),
+            ids,
+        }
+    }
+
+    /// A fresh tag for a From header or a dialog-creating response's To.
+    pub fn new_tag(&mut self) -> String {
+        new_tag(&mut *self.ids)
+    }
+
+    /// A fresh Call-ID (`hex@host` when a host is given).
+    pub fn new_call_id(&mut self, host: Option<&str>) -> String {
+        new_call_id(&mut *self.ids, host)
+    }
+
+    /// The dialog with this id.
+    pub fn get(&self, id: &DialogId) -> Option<&Dialog> {
+        self.map.get(id)
+    }
+
+    /// How many dialogs exist.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Every dialog with its id.
+    pub fn iter(&self) -> impl Iterator<Item = (&DialogId, &Dialog)> + '_ {
+        self.map.iter()
+    }
+
+    /// Ends a dialog (the TU decided so, e.g. after sending BYE or on a session timer).
+    pub fn remove(&mut self, id: &DialogId) -> Option<Dialog> {
+        self.forget_early(id);
+        self.map.remove(id)
+    }
+
+    /// Ends the early dialogs of the INVITE with this Call-ID and local tag still waiting
+    /// (e.g. when its client transaction ends after one fork answered 2xx).
+    pub fn terminate_early(&mut self, call_id: &[u8], local_tag: &[u8]) -> Vec<DialogId> {
+        let ids = self
+            .early
+            .remove(&DialogId::new(call_id, local_tag, b""))
+            .unwrap_or_default();
+        let mut ended = Vec::with_capacity(ids.len());
+        for id in ids {
+            if self
+                .map
+                .get(&id)
+                .is_some_and(|d| d.state == DialogState::Early)
+            {
+                self.map.remove(&id);
+                ended.push(id);
+            }
+        }
+        ended
+    }
+
+    fn forget_early(&mut self, id: &DialogId) {
+        let group = DialogId::new(id.call_id(), id.local_tag(), b"");
+        if let Some(v) = self.early.get_mut(&group) {
+            v.retain(|x| x != id);
+            if v.is_empty() {
+                self.early.remove(&group);
+            }
+        }
+    }
+
+    /// A response to `request`, which this UA sent (§12.1.2, §12.2.1.2, §13.2.2).
+    pub fn handle_uac_response(
+        &mut self,
+        request: &SipMessage,
+        response: &SipMessage,
+    ) -> Result<DialogUpdate, DialogError> {
+        let status = response
+            .status()
+            .ok_or(crate::ParseError::StartLine("expected a response"))?;
+        let method = request
+            .method()
+            .ok_or(crate::ParseError::StartLine("expected a request"))?;
+        let call_id = request.call_id()?;
+        let from = request.from()?;
+        let local_tag = from.tag().ok_or(crate::ParseError::Missing("From tag"))?;
+        if let Some(rtag) = request.to()?.tag() {
+            // In-dialog request.
+            let id = DialogId::new(call_id, local_tag, rtag);
+            let Some(d) = self.map.get_mut(&id) else {
+                return Err(DialogError::NoDialog);
+            };
+            if status == 481 || status == 408 || (*method == Method::Bye && status >= 200) {
+                self.remove(&id);
+                return Ok(DialogUpdate::Terminated(vec![id]));
+            }
+            if (200..300).contains(&status) && matches!(method, Method::Invite | Method::Update) {
+                if let Some(Ok(Contact::Addr(a))) = response.contacts().next() {
+                    d.remote_target = a.uri().as_bytes().into();
+                }
+            }
+            return Ok(DialogUpdate::Updated(id));
+        }
+        if *method != Method::Invite {
+            return Ok(DialogUpdate::Unchanged);
+        }
+        if status >= 300 {
+            let ended = self.terminate_early(call_id, local_tag);
+            return Ok(if ended.is_empty() {
+                DialogUpdate::Unchanged
+            } else {
+                DialogUpdate::Terminated(ended)
+            });
+        }
+        let to = response.to()?;
+        let Some(remote_tag) = tag_of(&to) else {
+            return Ok(DialogUpdate::Unchanged);
+        };
+        if status == 100 {
+            return Ok(DialogUpdate::Unchanged);
+        }
+        let id = DialogId::new(call_id, local_tag, &remote_tag);
+        let confirm = status >= 200;
+        if let Some(d) = self.map.get_mut(&id) {
+            // A later 1xx or the 2xx of an early dialog: refresh target, and on 2xx recompute
+            // the route set (§13.2.2.4) and confirm.
+            d.remote_target = contact_uri(response, &to);
+            if confirm && d.state == DialogState::Early {
+                d.route_set = record_route(response, true)?;
+                d.state = DialogState::Confirmed;
+                self.forget_early(&id);
+            }
+            return Ok(if confirm {
+                DialogUpdate::Confirmed(id)
+            } else {
+                DialogUpdate::Updated(id)
+            });
+        }
+        let dialog = Dialog {
+            role: DialogRole::Uac,
+            state: if confirm {
+                DialogState::Confirmed
+            } else {
+                DialogState::Early
+            },
+            secure: is_sips(request),
+            local_seq: Some(request.cseq()?.seq()),
+            remote_seq: None,
+            local_uri: request.header(HeaderName::From).unwrap_or_default().into(),
+            remote_uri: response.header(HeaderName::To).unwrap_or_default().into(),
+            remote_target: contact_uri(response, &to),
+            route_set: record_route(response, true)?,
+        };
+        self.map.insert(id.clone(), dialog);
+        if confirm {
+            Ok(DialogUpdate::Confirmed(id))
+        } else {
+            self.early
+                .entry(DialogId::new(call_id, local_tag, b""))
+                .or_default()
+                .push(id.clone());
+            Ok(DialogUpdate::Early(id))
+        }
+    }
+
+    /// A response this UA sends to `request` (§12.1.1): a 1xx (not 100) or 2xx with a To
+    /// tag to an INVITE outside a dialog makes the UAS dialog or confirms it; a non-2xx
+    /// final ends the early one.
+    pub fn handle_uas_response(
+        &mut self,
+        request: &SipMessage,
+        response: &SipMessage,
+    ) -> Result<DialogUpdate, DialogError> {
+        let status = response
+            .status()
+            .ok_or(crate::ParseError::StartLine("expected a response"))?;
+        if request.method() != Some(&Method::Invite) || request.to()?.tag().is_some() {
+            return Ok(DialogUpdate::Unchanged);
+        }
+        let Some(local_tag) = tag_of(&response.to()?) else {
+            return Ok(DialogUpdate::Unchanged);
+        };
+        let from = request.from()?;
+        let remote_tag = from.tag().unwrap_or_default();
+        let id = DialogId::new(request.call_id()?, &local_tag, remote_tag);
+        if status >= 300 {
+            return Ok(match self.map.get(&id) {
+                Some(d) if d.state == DialogState::Early => {
+                    self.map.remove(&id);
+                    DialogUpdate::Terminated(vec![id])
+                }
+                _ => DialogUpdate::Unchanged,
+            });
+        }
+        if status == 100 {
+            return Ok(DialogUpdate::Unchanged);
+        }
+        let confirm = status >= 200;
+        if let Some(d) = self.map.get_mut(&id) {
+            if confirm {
+                d.state = DialogState::Confirmed;
+                return Ok(DialogUpdate::Confirmed(id));
+            }
+            return Ok(DialogUpdate::Updated(id));
+        }
+        let dialog = Dialog {
+            role: DialogRole::Uas,
+            state: if confirm {
+                DialogState::Confirmed
+            } else {
+                DialogState::Early
+            },
+            secure: is_sips(request),
+            local_seq: None,
+            remote_seq: Some(request.cseq()?.seq()),
+            local_uri: response.header(HeaderName::To).unwrap_or_default().into(),
+            remote_uri: request.header(HeaderName::From).unwrap_or_default().into(),
+            remote_target: contact_uri(request, &from),
+            route_set: record_route(request, false)?,
+        };
+        self.map.insert(id.clone(), dialog);
+        Ok(if confirm {
+            DialogUpdate::Confirmed(id)
+        } else {
+            DialogUpdate::Early(id)
+        })
+    }
+
+    /// A received request (§12.2.2). Without a To tag it belongs to no dialog
+    /// ([`DialogUpdate::Unchanged`]). With one it must match a dialog (else
+    /// [`DialogError::NoDialog`], answer 481) and, unless ACK or CANCEL, carry a CSeq above
+    /// the last (else [`DialogError::OutOfOrder`], answer 500). re-INVITE and UPDATE with a
+    /// Contact refresh the remote target; BYE ends the dialog. Never answer an ACK.
+    pub fn handle_request(&mut self, request: &SipMessage) -> Result<DialogUpdate, DialogError> {
+        let method = request
+            .method()
+            .ok_or(crate::ParseError::StartLine("expected a request"))?;
+        let to = request.to()?;
+        let Some(local_tag) = to.tag() else {
+            return Ok(DialogUpdate::Unchanged);
+        };
+        if *method == Method::Cancel {
+            return Ok(DialogUpdate::Unchanged);
+        }
+        let from = request.from()?;
+        let id = DialogId::new(
+            request.call_id()?,
+            local_tag,
+            from.tag().unwrap_or_default(),
+        );
+        let Some(d) = self.map.get_mut(&id) else {
+            return Err(DialogError::NoDialog);
+        };
+        let seq = request.cseq()?.seq();
+        if *method != Method::Ack {
+            if let Some(last) = d.remote_seq {
+                if seq <= last {
+                    return Err(DialogError::OutOfOrder { got: seq, last });
+                }
+            }
+            d.remote_seq = Some(seq);
+        }
+        match method {
+            Method::Bye => {
+                self.remove(&id);
+                return Ok(DialogUpdate::Terminated(vec![id]));
+            }
+            Method::Invite | Method::Update => {
+                if let Some(Ok(Contact::Addr(a))) = request.contacts().next() {
+                    d.remote_target = a.uri().as_bytes().into();
+                }
+            }
+            _ => {}
+        }
+        Ok(DialogUpdate::Updated(id))
+    }
+
+    /// Starts an in-dialog request (§12.2.1.1): Request-URI and Route from the remote target
+    /// and route set (strict-routing rewrite when the first route lacks `lr`), From, To,
+    /// Call-ID, the next local CSeq, Max-Forwards 70, and `via` (a Via value; the
+    /// transaction layer adds the branch). Add Contact (required for re-INVITE and UPDATE)
+    /// and a body, then `build()`. For ACK use [`ack`](Self::ack); CANCEL belongs to the
+    /// transaction layer.
+    pub fn request(
+        &mut self,
+        id: &DialogId,
+        method: Method,
+        via: &str,
+    ) -> Result<MessageBuilder, DialogError> {
+        let d = self.map.get_mut(id).ok_or(DialogError::UnknownDialog)?;
+        let seq = match d.local_seq {
+            Some(s) => s.checked_add(1).ok_or(DialogError::CSeqExhausted)?,
+            None => 1,
+        };
+        d.local_seq = Some(seq);
+        let d = &*d;
+        Ok(build(id, d, method, seq, via.as_bytes()))
+    }
+
+    /// The ACK for a 2xx to the INVITE with CSeq number `invite_seq` (§13.2.2.4): built like
+    /// an in-dialog request, with that CSeq number and a new branch added to `via`. Send it
+    /// with [`TransactionLayer::send_stateless`](crate::TransactionLayer::send_stateless).
+    pub fn ack(
+        &mut self,
+        id: &DialogId,
+        invite_seq: u32,
+        via: &str,
+    ) -> Result<SipMessage, DialogError> {
+        let branch = new_branch(&mut *self.ids);
+        let d = self.map.get(id).ok_or(DialogError::UnknownDialog)?;
+        let via = format!("{via};branch={branch}");
+        Ok(build(id, d, Method::Ack, invite_seq, via.as_bytes()).build()?)
+    }
+}
+
+fn build(id: &DialogId, d: &Dialog, method: Method, seq: u32, via: &[u8]) -> MessageBuilder {
+    let loose = d.route_set.first().is_none_or(|r| {
+        crate::NameAddr::parse(r, "Route")
+            .ok()
+            .and_then(|n| n.uri().as_sip().map(|s| s.is_loose_route()))
+            .unwrap_or(true)
+    });
+    let (uri, routes): (&[u8], &[Box<[u8]>]) = if loose {
+        (&d.remote_target, &d.route_set)
+    } else {
+        // Strict routing (§12.2.1.1): the first route becomes the Request-URI and the remote
+        // target goes last in Route.
+        let first = d
+            .route_set
+            .first()
+            .and_then(|r| route_uri(r))
+            .unwrap_or_default();
+        (first, d.route_set.get(1..).unwrap_or_default())
+    };
+    let mut b = SipMessage::request(method.clone(), Bytes::copy_from_slice(uri))
+        .header(HeaderName::Via, Bytes::copy_from_slice(via))
+        .header(HeaderName::MaxForwards, Bytes::from_static(b"70"))
+        .header(HeaderName::From, Bytes::copy_from_slice(&d.local_uri))
+        .header(HeaderName::To, Bytes::copy_from_slice(&d.remote_uri))
+        .header(HeaderName::CallId, Bytes::copy_from_slice(id.call_id()))
+        .header(HeaderName::CSeq, format!("{seq} {method}"));
+    for r in routes {
+        b = b.header(HeaderName::Route, Bytes::copy_from_slice(r));
+    }
+    if !loose {
+        let mut t = Vec::with_capacity(d.remote_target.len() + 2);
+        t.push(b'<');
+        t.extend_from_slice(&d.remote_target);
+        t.push(b'>');
+        b = b.header(HeaderName::Route, t);
+    }
+    b
+}

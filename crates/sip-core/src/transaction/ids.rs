@@ -1,0 +1,137 @@
+//! Identifiers a user agent invents: Via branches, From/To tags and Call-IDs.
+//!
+//! The state machines take an injected [`IdGenerator`] so that tests are deterministic
+//! ([`SequentialIds`], or any `FnMut() -> u64` closure). The default, [`RandomIds`], needs no
+//! new dependency: it hashes a counter and the elapsed time with a [`RandomState`], whose
+//! SipHash keys std draws from the operating system's random source once per process. That
+//! makes the values unpredictable to a peer (RFC 3261 §19.3 asks tags and Call-IDs to be
+//! globally unique and hard to guess) without pulling `rand` into a sans-IO crate. The values
+//! are not meant as cryptographic secrets.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::time::Instant;
+
+/// The RFC 3261 magic cookie every branch this crate generates starts with (§8.1.1.7).
+pub const MAGIC_COOKIE: &str = "z9hG4bK";
+
+/// A source of 64-bit identifiers for branches, tags and Call-IDs.
+pub trait IdGenerator: Send {
+    /// The next identifier; successive values should differ.
+    fn next_u64(&mut self) -> u64;
+}
+
+impl<F: FnMut() -> u64 + Send> IdGenerator for F {
+    fn next_u64(&mut self) -> u64 {
+        self()
+    }
+}
+
+/// The default generator: SipHash (keyed from the OS by std) of a counter and the time.
+#[derive(Debug, Clone)]
+pub struct RandomIds {
+    state: RandomState,
+    counter: u64,
+    start: Instant,
+}
+
+impl RandomIds {
+    /// A generator with fresh random keys.
+    pub fn new() -> Self {
+        RandomIds {
+            state: RandomState::new(),
+            counter: 0,
+            start: Instant::now(),
+        }
+    }
+}
+
+impl Default for RandomIds {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl IdGenerator for RandomIds {
+    fn next_u64(&mut self) -> u64 {
+        self.counter = self.counter.wrapping_add(1);
+        let mut h = self.state.build_hasher();
+        h.write_u64(self.counter);
+        h.write_u128(self.start.elapsed().as_nanos());
+        h.finish()
+    }
+}
+
+/// A deterministic generator for tests: 1, 2, 3 …
+#[derive(Debug, Clone, Default)]
+pub struct SequentialIds {
+    next: u64,
+}
+
+impl SequentialIds {
+    /// Starts after `start` (the first value is `start + 1`).
+    pub fn starting_at(start: u64) -> Self {
+        SequentialIds { next: start }
+    }
+}
+
+impl IdGenerator for SequentialIds {
+    fn next_u64(&mut self) -> u64 {
+        self.next = self.next.wrapping_add(1);
+        self.next
+    }
+}
+
+fn push_hex(out: &mut String, v: u64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in (0..16).rev() {
+        out.push(HEX[((v >> (i * 4)) & 0xf) as usize] as char);
+    }
+}
+
+/// A new Via branch: the magic cookie and 64 bits in hex.
+pub fn new_branch(ids: &mut dyn IdGenerator) -> String {
+    let mut s = String::with_capacity(MAGIC_COOKIE.len() + 16);
+    s.push_str(MAGIC_COOKIE);
+    push_hex(&mut s, ids.next_u64());
+    s
+}
+
+/// A new From/To tag: 64 bits in hex (RFC 3261 §19.3 asks for at least 32 random bits).
+pub fn new_tag(ids: &mut dyn IdGenerator) -> String {
+    let mut s = String::with_capacity(16);
+    push_hex(&mut s, ids.next_u64());
+    s
+}
+
+/// A new Call-ID: 128 bits in hex, then `@host` when a host is given.
+pub fn new_call_id(ids: &mut dyn IdGenerator, host: Option<&str>) -> String {
+    let mut s = String::with_capacity(33 + host.map_or(0, str::len));
+    push_hex(&mut s, ids.next_u64());
+    push_hex(&mut s, ids.next_u64());
+    if let Some(h) = host {
+        s.push('@');
+        s.push_str(h);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes() {
+        let mut ids = SequentialIds::default();
+        assert_eq!(new_branch(&mut ids), "z9hG4bK0000000000000001");
+        assert_eq!(new_tag(&mut ids), "0000000000000002");
+        assert_eq!(
+            new_call_id(&mut ids, Some("h")),
+            "00000000000000030000000000000004@h"
+        );
+        let mut r = RandomIds::new();
+        assert_ne!(r.next_u64(), r.next_u64());
+        let mut c = || 7u64;
+        assert_eq!(new_tag(&mut c), "0000000000000007");
+    }
+}

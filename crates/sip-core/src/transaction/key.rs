@@ -1,0 +1,156 @@
+//! Transaction keys: how a message finds its transaction (RFC 3261 §17.1.3, §17.2.3).
+//!
+//! A key is one compact byte string plus a method and a role, hashed once per lookup.
+//! Server keys use the top Via's branch and sent-by when the branch has the magic cookie, and
+//! the RFC 2543 fields (Request-URI, From tag, Call-ID, CSeq number, top Via) otherwise. ACK
+//! is keyed as INVITE, so an ACK for a non-2xx response finds its INVITE transaction; a CANCEL
+//! is keyed as CANCEL (its own transaction) and [`Key::as_invite`] finds the INVITE it cancels.
+
+use super::ids::MAGIC_COOKIE;
+use crate::{HeaderName, Method, ParseError, SipMessage};
+
+/// Which side of the transaction the key is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Role {
+    Client,
+    Server,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Key {
+    role: Role,
+    method: Method,
+    /// `1branch\0sent-by` (RFC 3261), `0uri\0from-tag\0call-id\0cseq\0via` (RFC 2543), or
+    /// the branch alone for client keys.
+    text: Box<[u8]>,
+}
+
+/// ACK shares the INVITE's transaction.
+fn class(m: &Method) -> Method {
+    match m {
+        Method::Ack => Method::Invite,
+        other => other.clone(),
+    }
+}
+
+impl Key {
+    /// The key of a client transaction: branch and CSeq method (§17.1.3).
+    pub(crate) fn client(branch: &[u8], method: &Method) -> Key {
+        Key {
+            role: Role::Client,
+            method: method.clone(),
+            text: branch.into(),
+        }
+    }
+
+    /// The key a response looks up.
+    pub(crate) fn for_response(msg: &SipMessage) -> Result<Key, ParseError> {
+        let via = msg.top_via()?;
+        let branch = via.branch().unwrap_or("");
+        let cseq = msg.cseq()?;
+        let method = match cseq.method_bytes() {
+            b"INVITE" => Method::Invite,
+            b"CANCEL" => Method::Cancel,
+            other => Method::from_token(other),
+        };
+        Ok(Key::client(branch.as_bytes(), &method))
+    }
+
+    /// The key a request looks up (server side, §17.2.3).
+    pub(crate) fn for_request(msg: &SipMessage) -> Result<Key, ParseError> {
+        let method = class(msg.method().ok_or(ParseError::StartLine("not a request"))?);
+        let via = msg.top_via()?;
+        let mut text = Vec::with_capacity(64);
+        match via.branch() {
+            Some(b) if b.starts_with(MAGIC_COOKIE) => {
+                text.push(b'1');
+                text.extend_from_slice(b.as_bytes());
+                text.push(0);
+                // sent-by: host compared case-insensitively, port as written.
+                let host = via.host().to_string();
+                text.extend(host.bytes().map(|c| c.to_ascii_lowercase()));
+                if let Some(p) = via.port() {
+                    text.push(b':');
+                    text.extend_from_slice(p.to_string().as_bytes());
+                }
+            }
+            _ => {
+                text.push(b'0');
+                text.extend_from_slice(msg.request_uri_bytes().unwrap_or_default());
+                text.push(0);
+                text.extend_from_slice(msg.from()?.tag().unwrap_or_default());
+                text.push(0);
+                text.extend_from_slice(msg.call_id()?);
+                text.push(0);
+                text.extend_from_slice(msg.cseq()?.seq().to_string().as_bytes());
+                text.push(0);
+                text.extend_from_slice(
+                    msg.header_values(HeaderName::Via)
+                        .next()
+                        .unwrap_or_default(),
+                );
+            }
+        }
+        Ok(Key {
+            role: Role::Server,
+            method,
+            text: text.into(),
+        })
+    }
+
+    /// The key of the INVITE transaction a CANCEL with this key cancels (§9.2).
+    pub(crate) fn as_invite(&self) -> Key {
+        Key {
+            role: self.role,
+            method: Method::Invite,
+            text: self.text.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Limits;
+    use bytes::Bytes;
+
+    fn parse(s: &str) -> SipMessage {
+        SipMessage::parse_datagram(Bytes::from(s.replace('\n', "\r\n")), &Limits::DEFAULT).unwrap()
+    }
+
+    const INV: &str = "INVITE sip:b@x SIP/2.0\nVia: SIP/2.0/UDP H.example:5060;branch=z9hG4bKa\nFrom: <sip:a@x>;tag=1\nTo: <sip:b@x>\nCall-ID: c\nCSeq: 1 INVITE\nContent-Length: 0\n\n";
+
+    #[test]
+    fn ack_and_cancel_map_to_invite() {
+        let inv = Key::for_request(&parse(INV)).unwrap();
+        let ack = parse(
+            &INV.replace("INVITE sip", "ACK sip")
+                .replace("1 INVITE", "1 ACK"),
+        );
+        assert_eq!(Key::for_request(&ack).unwrap(), inv);
+        let cancel = parse(
+            &INV.replace("INVITE sip", "CANCEL sip")
+                .replace("1 INVITE", "1 CANCEL"),
+        );
+        let ck = Key::for_request(&cancel).unwrap();
+        assert_ne!(ck, inv);
+        assert_eq!(ck.as_invite(), inv);
+        // sent-by host is case-insensitive
+        let lower = parse(&INV.replace("H.example", "h.EXAMPLE"));
+        assert_eq!(Key::for_request(&lower).unwrap(), inv);
+    }
+
+    #[test]
+    fn rfc2543_fallback() {
+        let old = INV.replace(";branch=z9hG4bKa", "");
+        let k = Key::for_request(&parse(&old)).unwrap();
+        assert_eq!(k.text[0], b'0');
+        let ack = old
+            .replace("INVITE sip", "ACK sip")
+            .replace("1 INVITE", "1 ACK")
+            .replace("<sip:b@x>", "<sip:b@x>;tag=9");
+        assert_eq!(Key::for_request(&parse(&ack)).unwrap(), k);
+        let other = old.replace("Call-ID: c", "Call-ID: d");
+        assert_ne!(Key::for_request(&parse(&other)).unwrap(), k);
+    }
+}

@@ -1,0 +1,898 @@
+//! [`TransactionLayer`]: every transaction of a user agent, the four machines, and matching.
+
+use super::key::Key;
+use super::timers::{Slot, TimerHeap};
+use super::{
+    new_branch, new_tag, Event, IdGenerator, Peer, RandomIds, Timer, TransactionConfig,
+    TransactionError, TransactionId, TransactionKind, TransactionState, Transmit,
+};
+use crate::{HeaderName, Method, SipMessage};
+use bytes::Bytes;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use TransactionKind::{ClientInvite, ClientNonInvite, ServerInvite, ServerNonInvite};
+use TransactionState::{Accepted, Calling, Completed, Confirmed, Proceeding, Terminated, Trying};
+
+/// One transaction's state. Client: `wire` is the request (then the ACK for a non-2xx);
+/// server: `wire` is the last response sent, for retransmission.
+#[derive(Debug)]
+struct Tx {
+    key: Key,
+    kind: TransactionKind,
+    state: TransactionState,
+    peer: Peer,
+    reliable: bool,
+    cancel_pending: bool,
+    wire: Bytes,
+    /// Client INVITE: the request until a final response (ACK and CANCEL are built from it).
+    /// Server INVITE: the request until a final response (100 Trying, 487).
+    request: Option<SipMessage>,
+    /// Server INVITE: the To tag of the provisional responses the TU sent.
+    local_tag: Option<Box<str>>,
+    interval: Duration,
+    retransmit_at: Option<Instant>,
+    lifetime_at: Option<Instant>,
+}
+
+impl Tx {
+    fn deadline(&self, slot: Slot) -> Option<Instant> {
+        match slot {
+            Slot::Retransmit => self.retransmit_at,
+            Slot::Lifetime => self.lifetime_at,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    generation: u32,
+    tx: Option<Tx>,
+}
+
+/// Everything a machine step may touch besides its own transaction.
+struct Cx<'a> {
+    now: Instant,
+    id: TransactionId,
+    cfg: &'a TransactionConfig,
+    timers: &'a mut TimerHeap,
+    transmits: &'a mut VecDeque<Transmit>,
+    events: &'a mut VecDeque<Event>,
+}
+
+impl Cx<'_> {
+    fn send(&mut self, tx: &Tx) {
+        self.transmits.push_back(Transmit {
+            destination: tx.peer,
+            contents: tx.wire.clone(),
+            transaction: Some(self.id),
+        });
+    }
+
+    fn arm(&mut self, tx: &mut Tx, slot: Slot, after: Duration) {
+        let at = self.now + after;
+        match slot {
+            Slot::Retransmit => tx.retransmit_at = Some(at),
+            Slot::Lifetime => tx.lifetime_at = Some(at),
+        }
+        self.timers.push(at, self.id, slot);
+    }
+
+    /// Arms the lifetime timer, or ends the transaction at once when it is zero (timers D,
+    /// I, J, K on reliable transports).
+    fn arm_lifetime(&mut self, tx: &mut Tx, after: Duration) {
+        if after.is_zero() {
+            tx.lifetime_at = None;
+            tx.state = Terminated;
+        } else {
+            self.arm(tx, Slot::Lifetime, after);
+        }
+    }
+
+    fn event(&mut self, e: Event) {
+        self.events.push_back(e);
+    }
+
+    fn t64(&self) -> Duration {
+        self.cfg.t1.saturating_mul(64)
+    }
+}
+
+/// All client and server transactions of one user agent (RFC 3261 §17), sans-IO.
+///
+/// Inputs: [`send_request`](Self::send_request), [`respond`](Self::respond),
+/// [`handle_message`](Self::handle_message), [`handle_transport_error`](Self::handle_transport_error),
+/// [`handle_timeout`](Self::handle_timeout), each with `now`. Outputs:
+/// [`poll_transmit`](Self::poll_transmit), [`poll_timeout`](Self::poll_timeout),
+/// [`poll_event`](Self::poll_event). Lookup is one hash of (branch, sent-by, method).
+pub struct TransactionLayer {
+    config: TransactionConfig,
+    ids: Box<dyn IdGenerator>,
+    slots: Vec<Entry>,
+    free: Vec<u32>,
+    map: HashMap<Key, TransactionId>,
+    timers: TimerHeap,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+}
+
+impl fmt::Debug for TransactionLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TransactionLayer")
+            .field("config", &self.config)
+            .field("transactions", &self.map.len())
+            .field("timers", &self.timers.len())
+            .finish()
+    }
+}
+
+impl Default for TransactionLayer {
+    fn default() -> Self {
+        Self::new(TransactionConfig::default())
+    }
+}
+
+impl TransactionLayer {
+    /// A layer with random branches ([`RandomIds`]).
+    pub fn new(config: TransactionConfig) -> Self {
+        Self::with_ids(config, Box::new(RandomIds::new()))
+    }
+
+    /// A layer taking its branches and tags from `ids` (deterministic in tests).
+    pub fn with_ids(config: TransactionConfig, ids: Box<dyn IdGenerator>) -> Self {
+        TransactionLayer {
+            config,
+            ids,
+            slots: Vec::new(),
+            free: Vec::new(),
+            map: HashMap::new(),
+            timers: TimerHeap::default(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// The timer configuration.
+    pub fn config(&self) -> &TransactionConfig {
+        &self.config
+    }
+
+    /// A fresh magic-cookie branch from the layer's generator.
+    pub fn new_branch(&mut self) -> String {
+        new_branch(&mut *self.ids)
+    }
+
+    /// The layer's identifier generator (for tags and Call-IDs the TU needs).
+    pub fn ids(&mut self) -> &mut dyn IdGenerator {
+        &mut *self.ids
+    }
+
+    /// How many transactions are alive.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether no transaction is alive.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The state of a live transaction (`None` once it has ended).
+    pub fn state(&self, id: TransactionId) -> Option<TransactionState> {
+        self.tx(id).map(|t| t.state)
+    }
+
+    /// The kind of a live transaction.
+    pub fn kind(&self, id: TransactionId) -> Option<TransactionKind> {
+        self.tx(id).map(|t| t.kind)
+    }
+
+    // ----- outputs -----
+
+    /// The next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event for the TU.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The earliest armed deadline: call [`handle_timeout`](Self::handle_timeout) then.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        while let Some((at, id, slot)) = self.timers.peek() {
+            if self.is_armed(at, id, slot) {
+                return Some(at);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    // ----- inputs -----
+
+    /// Starts a client transaction for `request` and sends it to `destination`.
+    ///
+    /// The request needs a top Via; if it has no branch, one is added (the Via must then be
+    /// the only one). ACK is refused: the ACK for a 2xx is sent with
+    /// [`send_stateless`](Self::send_stateless).
+    pub fn send_request(
+        &mut self,
+        now: Instant,
+        mut request: SipMessage,
+        destination: Peer,
+    ) -> Result<TransactionId, TransactionError> {
+        let method = request
+            .method()
+            .ok_or(TransactionError::WrongMessage("expected a request"))?
+            .clone();
+        if method == Method::Ack {
+            return Err(TransactionError::Ack);
+        }
+        let branch = request.top_via()?.branch().map(str::to_owned);
+        let branch = match branch {
+            Some(b) => b,
+            None => {
+                let b = self.new_branch();
+                let mut vias = request.header_values(HeaderName::Via);
+                let (Some(top), None) = (vias.next(), vias.next()) else {
+                    return Err(TransactionError::WrongMessage(
+                        "a request without a branch must have exactly one Via",
+                    ));
+                };
+                let mut v = Vec::with_capacity(top.len() + 8 + b.len());
+                v.extend_from_slice(top);
+                drop(vias);
+                v.extend_from_slice(b";branch=");
+                v.extend_from_slice(b.as_bytes());
+                request.set_header(HeaderName::Via, v)?;
+                b
+            }
+        };
+        let key = Key::client(branch.as_bytes(), &method);
+        if self.map.contains_key(&key) {
+            return Err(TransactionError::DuplicateBranch);
+        }
+        let invite = method == Method::Invite;
+        let reliable = destination.transport.is_reliable();
+        let tx = Tx {
+            key,
+            kind: if invite {
+                ClientInvite
+            } else {
+                ClientNonInvite
+            },
+            state: if invite { Calling } else { Trying },
+            peer: destination,
+            reliable,
+            cancel_pending: false,
+            wire: request.to_bytes(),
+            request: invite.then_some(request),
+            local_tag: None,
+            interval: self.config.t1,
+            retransmit_at: None,
+            lifetime_at: None,
+        };
+        let id = self.insert(tx);
+        self.step(id, now, |tx, cx| {
+            cx.send(tx);
+            if !tx.reliable {
+                // Timer A (INVITE) or E (non-INVITE).
+                cx.arm(tx, Slot::Retransmit, cx.cfg.t1);
+            }
+            // Timer B or F.
+            let t = cx.t64();
+            cx.arm(tx, Slot::Lifetime, t);
+        });
+        Ok(id)
+    }
+
+    /// Sends a message outside any transaction: the ACK for a 2xx (§13.2.2.4), a 2xx
+    /// retransmission by a UAS core, or a stateless response.
+    pub fn send_stateless(&mut self, message: &SipMessage, destination: Peer) {
+        self.transmits.push_back(Transmit {
+            destination,
+            contents: message.to_bytes(),
+            transaction: None,
+        });
+    }
+
+    /// The TU's response for server transaction `id` (provisional, 2xx or non-2xx final).
+    pub fn respond(
+        &mut self,
+        now: Instant,
+        id: TransactionId,
+        response: SipMessage,
+    ) -> Result<(), TransactionError> {
+        let status = response
+            .status()
+            .ok_or(TransactionError::WrongMessage("expected a response"))?;
+        self.step(id, now, |tx, cx| server_respond(tx, cx, status, &response))
+            .unwrap_or(Err(TransactionError::UnknownTransaction))
+    }
+
+    /// Cancels client INVITE `invite` (§9.1). Before any provisional response the CANCEL is
+    /// held and sent when one arrives (`Ok(None)`); otherwise its client transaction is
+    /// returned. Refused once a final response arrived.
+    pub fn cancel(
+        &mut self,
+        now: Instant,
+        invite: TransactionId,
+    ) -> Result<Option<TransactionId>, TransactionError> {
+        let tx = self
+            .tx_mut(invite)
+            .ok_or(TransactionError::UnknownTransaction)?;
+        if tx.kind != ClientInvite {
+            return Err(TransactionError::WrongMessage(
+                "only a client INVITE is cancelled",
+            ));
+        }
+        match tx.state {
+            Calling => {
+                tx.cancel_pending = true;
+                Ok(None)
+            }
+            Proceeding => self.send_cancel(now, invite).map(Some),
+            state => Err(TransactionError::InvalidState { state }),
+        }
+    }
+
+    /// Answers a received CANCEL (§9.2): 200 to the CANCEL and 487 to the INVITE it cancels
+    /// when that INVITE has no final response yet (returns `true`); 200 alone when it has;
+    /// 481 when `invite` is `None` or gone. `invite` is the `cancels` of the CANCEL's
+    /// [`Event::Request`].
+    pub fn answer_cancel(
+        &mut self,
+        now: Instant,
+        cancel: TransactionId,
+        cancel_request: &SipMessage,
+        invite: Option<TransactionId>,
+    ) -> Result<bool, TransactionError> {
+        let target = invite.and_then(|i| self.tx(i).map(|t| (i, t.kind, t.state)));
+        let Some((inv, kind, state)) = target else {
+            let r =
+                SipMessage::response_to(cancel_request, 481, "Call/Transaction Does Not Exist")?;
+            self.respond(now, cancel, r)?;
+            return Ok(false);
+        };
+        let (request, tag) = match self.tx(inv) {
+            Some(t) => (t.request.clone(), t.local_tag.clone()),
+            None => (None, None),
+        };
+        let tag = match tag {
+            Some(t) => t,
+            None => new_tag(&mut *self.ids).into(),
+        };
+        let mut ok = SipMessage::response_to(cancel_request, 200, "OK")?;
+        ok.set_to_tag(&tag)?;
+        self.respond(now, cancel, ok)?;
+        match (kind, state, request) {
+            (ServerInvite, Proceeding, Some(req)) => {
+                let mut r = SipMessage::response_to(&req, 487, "Request Terminated")?;
+                r.set_to_tag(&tag)?;
+                self.respond(now, inv, r)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// A received message (already parsed and validated by the codec) from `source`.
+    /// Responses go to their client transaction; requests to their server transaction or a
+    /// new one; what matches nothing becomes [`Event::StrayResponse`] or [`Event::Ack`].
+    /// Messages without the headers a transaction needs are dropped (§18.1.2).
+    pub fn handle_message(&mut self, now: Instant, message: SipMessage, source: Peer) {
+        if message.is_request() {
+            self.incoming_request(now, message, source);
+        } else {
+            self.incoming_response(now, message, source);
+        }
+    }
+
+    /// The runtime failed to send a message of transaction `id` (§17.1.4, §17.2.4).
+    pub fn handle_transport_error(&mut self, now: Instant, id: TransactionId) {
+        self.step(id, now, |tx, cx| {
+            cx.event(Event::TransportError { id: cx.id });
+            // RFC 6026: a server INVITE in Accepted informs the TU and stays.
+            if !(tx.kind == ServerInvite && tx.state == Accepted) {
+                tx.state = Terminated;
+            }
+        });
+    }
+
+    /// Fires every timer due at or before `now`. Timers re-arm from their own deadline, so a
+    /// late call replays the exact RFC schedule.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some((at, id, slot)) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if !self.is_armed(at, id, slot) {
+                continue;
+            }
+            self.step(id, at, |tx, cx| {
+                match slot {
+                    Slot::Retransmit => tx.retransmit_at = None,
+                    Slot::Lifetime => tx.lifetime_at = None,
+                }
+                fire(tx, cx, slot);
+            });
+        }
+    }
+
+    // ----- internals -----
+
+    fn is_armed(&self, at: Instant, id: TransactionId, slot: Slot) -> bool {
+        self.tx(id).is_some_and(|t| t.deadline(slot) == Some(at))
+    }
+
+    fn tx(&self, id: TransactionId) -> Option<&Tx> {
+        self.slots
+            .get(id.index as usize)
+            .filter(|e| e.generation == id.generation)
+            .and_then(|e| e.tx.as_ref())
+    }
+
+    fn tx_mut(&mut self, id: TransactionId) -> Option<&mut Tx> {
+        self.slots
+            .get_mut(id.index as usize)
+            .filter(|e| e.generation == id.generation)
+            .and_then(|e| e.tx.as_mut())
+    }
+
+    fn insert(&mut self, tx: Tx) -> TransactionId {
+        let key = tx.key.clone();
+        let id = match self.free.pop() {
+            Some(index) => {
+                let e = &mut self.slots[index as usize];
+                e.tx = Some(tx);
+                TransactionId {
+                    index,
+                    generation: e.generation,
+                }
+            }
+            None => {
+                let index = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
+                self.slots.push(Entry {
+                    generation: 0,
+                    tx: Some(tx),
+                });
+                TransactionId {
+                    index,
+                    generation: 0,
+                }
+            }
+        };
+        self.map.insert(key, id);
+        id
+    }
+
+    /// Runs `f` on transaction `id`, then destroys it if `f` terminated it.
+    fn step<R>(
+        &mut self,
+        id: TransactionId,
+        now: Instant,
+        f: impl FnOnce(&mut Tx, &mut Cx<'_>) -> R,
+    ) -> Option<R> {
+        let Self {
+            slots,
+            config,
+            timers,
+            transmits,
+            events,
+            map,
+            free,
+            ..
+        } = self;
+        let entry = slots
+            .get_mut(id.index as usize)
+            .filter(|e| e.generation == id.generation)?;
+        let tx = entry.tx.as_mut()?;
+        let mut cx = Cx {
+            now,
+            id,
+            cfg: config,
+            timers,
+            transmits,
+            events,
+        };
+        let r = f(tx, &mut cx);
+        if tx.state == Terminated {
+            if let Some(tx) = entry.tx.take() {
+                map.remove(&tx.key);
+            }
+            entry.generation = entry.generation.wrapping_add(1);
+            free.push(id.index);
+            events.push_back(Event::Terminated { id });
+        }
+        Some(r)
+    }
+
+    fn send_cancel(
+        &mut self,
+        now: Instant,
+        invite: TransactionId,
+    ) -> Result<TransactionId, TransactionError> {
+        let tx = self
+            .tx_mut(invite)
+            .ok_or(TransactionError::UnknownTransaction)?;
+        tx.cancel_pending = false;
+        let peer = tx.peer;
+        let req = tx
+            .request
+            .as_ref()
+            .ok_or(TransactionError::InvalidState { state: tx.state })?;
+        let cancel = build_from_invite(req, Method::Cancel, None)?;
+        self.send_request(now, cancel, peer)
+    }
+
+    fn incoming_response(&mut self, now: Instant, message: SipMessage, source: Peer) {
+        let Ok(key) = Key::for_response(&message) else {
+            return;
+        };
+        let Some(status) = message.status() else {
+            return;
+        };
+        match self.map.get(&key).copied() {
+            Some(id) => {
+                let send_cancel = self
+                    .step(id, now, |tx, cx| client_response(tx, cx, status, message))
+                    .unwrap_or(false);
+                if send_cancel {
+                    // The INVITE is alive (it just moved to Proceeding): cannot fail for want
+                    // of a transaction; a malformed stored request is dropped silently.
+                    let _ = self.send_cancel(now, id);
+                }
+            }
+            None => self.events.push_back(Event::StrayResponse {
+                response: message,
+                source,
+            }),
+        }
+    }
+
+    fn incoming_request(&mut self, now: Instant, message: SipMessage, source: Peer) {
+        let Ok(key) = Key::for_request(&message) else {
+            return;
+        };
+        let Some(method) = message.method().cloned() else {
+            return;
+        };
+        if let Some(id) = self.map.get(&key).copied() {
+            self.step(id, now, |tx, cx| {
+                server_request(tx, cx, method, message, source)
+            });
+            return;
+        }
+        if method == Method::Ack {
+            self.events.push_back(Event::Ack {
+                id: None,
+                request: message,
+                source,
+            });
+            return;
+        }
+        let cancels = if method == Method::Cancel {
+            self.map.get(&key.as_invite()).copied()
+        } else {
+            None
+        };
+        let invite = method == Method::Invite;
+        let tx = Tx {
+            key,
+            kind: if invite {
+                ServerInvite
+            } else {
+                ServerNonInvite
+            },
+            state: if invite { Proceeding } else { Trying },
+            peer: source,
+            reliable: source.transport.is_reliable(),
+            cancel_pending: false,
+            wire: Bytes::new(),
+            request: invite.then(|| message.clone()),
+            local_tag: None,
+            interval: self.config.t1,
+            retransmit_at: None,
+            lifetime_at: None,
+        };
+        let id = self.insert(tx);
+        if let (true, Some(d)) = (invite, self.config.trying_delay) {
+            self.step(id, now, |tx, cx| cx.arm(tx, Slot::Retransmit, d));
+        }
+        self.events.push_back(Event::Request {
+            id,
+            request: message,
+            source,
+            cancels,
+        });
+    }
+}
+
+/// Builds the ACK for a non-2xx (§17.1.1.3) or a CANCEL (§9.1) from the INVITE: same
+/// Request-URI, top Via, From, Call-ID, CSeq number and Route; To from `to` (the response)
+/// or the INVITE.
+fn build_from_invite(
+    invite: &SipMessage,
+    method: Method,
+    to: Option<&[u8]>,
+) -> Result<SipMessage, TransactionError> {
+    let missing = |h| TransactionError::Message(crate::ParseError::Missing(h));
+    let uri = invite.request_uri_bytes().unwrap_or_default();
+    let via = invite
+        .header_values(HeaderName::Via)
+        .next()
+        .ok_or(missing("Via"))?;
+    let from = invite.header(HeaderName::From).ok_or(missing("From"))?;
+    let to = match to {
+        Some(t) => t,
+        None => invite.header(HeaderName::To).ok_or(missing("To"))?,
+    };
+    let call_id = invite
+        .header(HeaderName::CallId)
+        .ok_or(missing("Call-ID"))?;
+    let seq = invite.cseq()?.seq();
+    let mut b = SipMessage::request(method.clone(), Bytes::copy_from_slice(uri))
+        .header(HeaderName::Via, Bytes::copy_from_slice(via))
+        .header(HeaderName::MaxForwards, Bytes::from_static(b"70"))
+        .header(HeaderName::From, Bytes::copy_from_slice(from))
+        .header(HeaderName::To, Bytes::copy_from_slice(to))
+        .header(HeaderName::CallId, Bytes::copy_from_slice(call_id))
+        .header(HeaderName::CSeq, format!("{seq} {method}"));
+    for r in invite.headers().filter(|h| h.name == HeaderName::Route) {
+        b = b.header(HeaderName::Route, Bytes::copy_from_slice(r.value));
+    }
+    Ok(b.build()?)
+}
+
+/// A response reached client transaction `tx`. Returns whether a held CANCEL must go now.
+fn client_response(tx: &mut Tx, cx: &mut Cx<'_>, status: u16, response: SipMessage) -> bool {
+    let id = cx.id;
+    match tx.kind {
+        ClientInvite => match (tx.state, status) {
+            (Calling | Proceeding, 100..=199) => {
+                let first = tx.state == Calling;
+                tx.state = Proceeding;
+                tx.retransmit_at = None;
+                tx.lifetime_at = None;
+                cx.event(Event::Response { id, response });
+                first && tx.cancel_pending
+            }
+            (Calling | Proceeding, 200..=299) => {
+                tx.state = Accepted;
+                tx.retransmit_at = None;
+                tx.request = None;
+                tx.wire = Bytes::new();
+                let m = cx.t64();
+                cx.arm(tx, Slot::Lifetime, m);
+                cx.event(Event::Response { id, response });
+                false
+            }
+            (Calling | Proceeding, _) => {
+                tx.retransmit_at = None;
+                let to = response.header(HeaderName::To);
+                if let Some(Ok(ack)) = tx
+                    .request
+                    .as_ref()
+                    .map(|r| build_from_invite(r, Method::Ack, to))
+                {
+                    tx.wire = ack.to_bytes();
+                    cx.send(tx);
+                }
+                tx.request = None;
+                tx.state = Completed;
+                let d = if tx.reliable {
+                    Duration::ZERO
+                } else {
+                    cx.cfg.timer_d
+                };
+                cx.event(Event::Response { id, response });
+                cx.arm_lifetime(tx, d);
+                false
+            }
+            (Completed, 300..=699) => {
+                if !tx.wire.is_empty() {
+                    cx.send(tx);
+                }
+                false
+            }
+            (Accepted, 200..=299) => {
+                cx.event(Event::Response { id, response });
+                false
+            }
+            _ => false,
+        },
+        _ => {
+            match (tx.state, status) {
+                (Trying | Proceeding, 100..=199) => {
+                    tx.state = Proceeding;
+                    cx.event(Event::Response { id, response });
+                }
+                (Trying | Proceeding, _) => {
+                    tx.state = Completed;
+                    tx.retransmit_at = None;
+                    tx.wire = Bytes::new();
+                    let k = if tx.reliable {
+                        Duration::ZERO
+                    } else {
+                        cx.cfg.t4
+                    };
+                    cx.event(Event::Response { id, response });
+                    cx.arm_lifetime(tx, k);
+                }
+                _ => {}
+            }
+            false
+        }
+    }
+}
+
+/// A request matched server transaction `tx`: a retransmission, or an ACK.
+fn server_request(tx: &mut Tx, cx: &mut Cx<'_>, method: Method, request: SipMessage, source: Peer) {
+    let ack = method == Method::Ack;
+    match (tx.kind, tx.state, ack) {
+        (ServerInvite, Completed, true) => {
+            tx.state = Confirmed;
+            tx.retransmit_at = None;
+            let i = if tx.reliable {
+                Duration::ZERO
+            } else {
+                cx.cfg.t4
+            };
+            cx.arm_lifetime(tx, i);
+        }
+        (ServerInvite, Accepted, true) => cx.event(Event::Ack {
+            id: Some(cx.id),
+            request,
+            source,
+        }),
+        (ServerInvite, Proceeding | Completed, false)
+        | (ServerNonInvite, Proceeding | Completed, false)
+            if !tx.wire.is_empty() =>
+        {
+            cx.send(tx);
+        }
+        // Trying (non-INVITE), Confirmed, Accepted: retransmissions are absorbed.
+        _ => {}
+    }
+}
+
+/// The TU's response for server transaction `tx`.
+fn server_respond(
+    tx: &mut Tx,
+    cx: &mut Cx<'_>,
+    status: u16,
+    response: &SipMessage,
+) -> Result<(), TransactionError> {
+    let state = tx.state;
+    match (tx.kind, state, status) {
+        (ServerInvite, Proceeding, 100..=199) => {
+            if status > 100 && tx.local_tag.is_none() {
+                tx.local_tag = response
+                    .to()
+                    .ok()
+                    .and_then(|t| t.tag())
+                    .map(|t| String::from_utf8_lossy(t).into());
+            }
+            tx.retransmit_at = None; // no 100 Trying of our own any more
+            tx.wire = response.to_bytes();
+            cx.send(tx);
+        }
+        (ServerInvite, Proceeding, 200..=299) => {
+            tx.state = Accepted;
+            tx.retransmit_at = None;
+            tx.request = None;
+            tx.wire = response.to_bytes();
+            cx.send(tx);
+            let l = cx.t64();
+            cx.arm(tx, Slot::Lifetime, l);
+        }
+        (ServerInvite, Proceeding, _) => {
+            tx.state = Completed;
+            tx.request = None;
+            tx.wire = response.to_bytes();
+            cx.send(tx);
+            if tx.reliable {
+                tx.retransmit_at = None;
+            } else {
+                tx.interval = cx.cfg.t1;
+                cx.arm(tx, Slot::Retransmit, cx.cfg.t1); // Timer G
+            }
+            let h = cx.t64();
+            cx.arm(tx, Slot::Lifetime, h);
+        }
+        (ServerInvite, Accepted, 200..=299) => {
+            tx.wire = response.to_bytes();
+            cx.send(tx);
+        }
+        (ServerNonInvite, Trying | Proceeding, 100..=199) => {
+            tx.state = Proceeding;
+            tx.wire = response.to_bytes();
+            cx.send(tx);
+        }
+        (ServerNonInvite, Trying | Proceeding, _) => {
+            tx.state = Completed;
+            tx.wire = response.to_bytes();
+            cx.send(tx);
+            let j = if tx.reliable {
+                Duration::ZERO
+            } else {
+                cx.t64()
+            };
+            cx.arm_lifetime(tx, j);
+        }
+        _ => return Err(TransactionError::InvalidState { state }),
+    }
+    Ok(())
+}
+
+/// Timer `slot` of `tx` fired (its deadline is `cx.now`).
+fn fire(tx: &mut Tx, cx: &mut Cx<'_>, slot: Slot) {
+    let id = cx.id;
+    match (tx.kind, tx.state, slot) {
+        (ClientInvite, Calling, Slot::Retransmit) => {
+            // Timer A: doubles each time, no T2 cap (§17.1.1.2).
+            cx.send(tx);
+            tx.interval = tx.interval.saturating_mul(2);
+            let i = tx.interval;
+            cx.arm(tx, Slot::Retransmit, i);
+        }
+        (ClientInvite, Calling, Slot::Lifetime) => {
+            cx.event(Event::Timeout {
+                id,
+                timer: Timer::B,
+            });
+            tx.state = Terminated;
+        }
+        (ClientNonInvite, Trying | Proceeding, Slot::Retransmit) => {
+            // Timer E: doubles up to T2 in Trying, T2 in Proceeding (§17.1.2.2).
+            cx.send(tx);
+            tx.interval = if tx.state == Trying {
+                tx.interval.saturating_mul(2).min(cx.cfg.t2)
+            } else {
+                cx.cfg.t2
+            };
+            let i = tx.interval;
+            cx.arm(tx, Slot::Retransmit, i);
+        }
+        (ClientNonInvite, Trying | Proceeding, Slot::Lifetime) => {
+            cx.event(Event::Timeout {
+                id,
+                timer: Timer::F,
+            });
+            tx.state = Terminated;
+        }
+        (ServerInvite, Proceeding, Slot::Retransmit) => {
+            // The TU is slow: 100 Trying (§17.2.1), with the request's Timestamp (§8.2.6.1).
+            if let Some(req) = tx.request.as_ref().filter(|_| tx.wire.is_empty()) {
+                if let Ok(mut r) = SipMessage::response_to(req, 100, "Trying") {
+                    if let Some(ts) = req.header(HeaderName::Timestamp) {
+                        let _ = r.push_header(HeaderName::Timestamp, Bytes::copy_from_slice(ts));
+                    }
+                    tx.wire = r.to_bytes();
+                    cx.send(tx);
+                }
+            }
+        }
+        (ServerInvite, Completed, Slot::Retransmit) => {
+            // Timer G: doubles up to T2.
+            cx.send(tx);
+            tx.interval = tx.interval.saturating_mul(2).min(cx.cfg.t2);
+            let i = tx.interval;
+            cx.arm(tx, Slot::Retransmit, i);
+        }
+        (ServerInvite, Completed, Slot::Lifetime) => {
+            cx.event(Event::Timeout {
+                id,
+                timer: Timer::H,
+            });
+            tx.state = Terminated;
+        }
+        // D, M (client INVITE), K (client non-INVITE), I, L (server INVITE), J.
+        (_, Completed | Accepted | Confirmed, Slot::Lifetime) => tx.state = Terminated,
+        _ => {}
+    }
+}

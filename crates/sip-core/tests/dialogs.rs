@@ -1,0 +1,349 @@
+//! Dialog tests (RFC 3261 §12, §13): forking with early dialogs, route sets, strict routing,
+//! target refresh, CSeq rules, 481 and 500.
+
+use bytes::Bytes;
+use sip_core::dialog::{DialogError, DialogRole, DialogState, DialogUpdate, Dialogs};
+use sip_core::transaction::SequentialIds;
+use sip_core::{HeaderName, Limits, Method, SipMessage};
+
+fn parse(s: &str) -> SipMessage {
+    SipMessage::parse_datagram(Bytes::from(s.replace('\n', "\r\n")), &Limits::DEFAULT).unwrap()
+}
+fn dialogs() -> Dialogs {
+    Dialogs::with_ids(Box::new(SequentialIds::default()))
+}
+
+const INVITE: &str = "INVITE sip:bob@b.example SIP/2.0
+Via: SIP/2.0/TLS a.example:5061;branch=z9hG4bK1
+Max-Forwards: 70
+From: \"Alice\" <sip:alice@a.example>;tag=a1
+To: <sip:bob@b.example>
+Call-ID: c1@a.example
+CSeq: 10 INVITE
+Contact: <sip:alice@192.0.2.9;transport=tls>
+Content-Length: 0
+
+";
+
+/// A response to INVITE from a fork with To tag `tag`, Contact and Record-Route.
+fn resp(status: u16, tag: &str, contact: &str, rr: &[&str]) -> SipMessage {
+    let mut s = format!(
+        "SIP/2.0 {status} X\nVia: SIP/2.0/TLS a.example:5061;branch=z9hG4bK1\n\
+         From: \"Alice\" <sip:alice@a.example>;tag=a1\nTo: <sip:bob@b.example>;tag={tag}\n\
+         Call-ID: c1@a.example\nCSeq: 10 INVITE\nContact: <{contact}>\n"
+    );
+    for r in rr {
+        s.push_str(&format!("Record-Route: {r}\n"));
+    }
+    s.push_str("Content-Length: 0\n\n");
+    parse(&s)
+}
+
+fn early(u: DialogUpdate) -> sip_core::DialogId {
+    match u {
+        DialogUpdate::Early(id) => id,
+        u => panic!("{u:?}"),
+    }
+}
+fn confirmed(u: DialogUpdate) -> sip_core::DialogId {
+    match u {
+        DialogUpdate::Confirmed(id) => id,
+        u => panic!("{u:?}"),
+    }
+}
+
+#[test]
+fn forked_invite_makes_two_early_dialogs_and_2xx_confirms_one() {
+    let mut d = dialogs();
+    let inv = parse(INVITE);
+    let rr = ["<sip:p1.example;lr>", "<sip:p2.example;lr>"];
+    // 100 Trying (no tag) makes nothing.
+    let trying = parse(&INVITE.replace("INVITE sip:bob@b.example SIP/2.0", "SIP/2.0 100 Trying"));
+    assert_eq!(
+        d.handle_uac_response(&inv, &trying),
+        Ok(DialogUpdate::Unchanged)
+    );
+    let a = early(
+        d.handle_uac_response(&inv, &resp(180, "b1", "sip:bob@192.0.2.1", &rr))
+            .unwrap(),
+    );
+    let b = early(
+        d.handle_uac_response(&inv, &resp(183, "b2", "sip:bob@192.0.2.2", &rr))
+            .unwrap(),
+    );
+    assert_eq!(d.len(), 2);
+    assert_ne!(a, b);
+    assert_eq!(a.call_id(), b"c1@a.example");
+    assert_eq!(a.local_tag(), b"a1");
+    assert_eq!(a.remote_tag(), b"b1");
+    assert_eq!(d.get(&b).unwrap().state(), DialogState::Early);
+    // The 2xx from the first fork confirms its dialog, recomputing target and route set.
+    let ok = resp(
+        200,
+        "b1",
+        "sip:bob@192.0.2.11",
+        &["<sip:p1.example;lr>", "<sip:p3.example;lr>"],
+    );
+    assert_eq!(confirmed(d.handle_uac_response(&inv, &ok).unwrap()), a);
+    let da = d.get(&a).unwrap();
+    assert_eq!(da.state(), DialogState::Confirmed);
+    assert_eq!(da.role(), DialogRole::Uac);
+    assert_eq!(da.remote_target(), b"sip:bob@192.0.2.11");
+    // UAC route set is the Record-Route reversed.
+    let routes: Vec<&[u8]> = da.route_set().collect();
+    assert_eq!(
+        routes,
+        [&b"<sip:p3.example;lr>"[..], b"<sip:p1.example;lr>"]
+    );
+    assert_eq!(da.local_seq(), Some(10));
+    assert_eq!(da.remote_seq(), None);
+    assert_eq!(da.next_hop(), b"sip:p3.example;lr");
+    // A 2xx retransmission repeats Confirmed without a new dialog.
+    assert_eq!(confirmed(d.handle_uac_response(&inv, &ok).unwrap()), a);
+    // When the INVITE transaction ends, the fork still early is dropped.
+    assert_eq!(d.terminate_early(b"c1@a.example", b"a1"), vec![b]);
+    assert_eq!(d.len(), 1);
+}
+
+#[test]
+fn final_failure_ends_every_early_dialog() {
+    let mut d = dialogs();
+    let inv = parse(INVITE);
+    early(
+        d.handle_uac_response(&inv, &resp(180, "b1", "sip:x@h", &[]))
+            .unwrap(),
+    );
+    early(
+        d.handle_uac_response(&inv, &resp(180, "b2", "sip:y@h", &[]))
+            .unwrap(),
+    );
+    match d
+        .handle_uac_response(&inv, &resp(486, "b1", "sip:x@h", &[]))
+        .unwrap()
+    {
+        DialogUpdate::Terminated(ids) => assert_eq!(ids.len(), 2),
+        u => panic!("{u:?}"),
+    }
+    assert!(d.is_empty());
+}
+
+fn uas_dialog(d: &mut Dialogs, rr: &[&str]) -> sip_core::DialogId {
+    let mut s = INVITE.replace("Content-Length: 0\n", "");
+    for r in rr {
+        s = s.replace(
+            "Max-Forwards: 70\n",
+            &format!("Max-Forwards: 70\nRecord-Route: {r}\n"),
+        );
+    }
+    s = s.replace("\n\n", "\nContent-Length: 0\n\n");
+    let inv = parse(&s);
+    let tag = d.new_tag();
+    let mut ok = SipMessage::response_to(&inv, 200, "OK").unwrap();
+    ok.set_to_tag(&tag).unwrap();
+    confirmed(d.handle_uas_response(&inv, &ok).unwrap())
+}
+
+#[test]
+fn uas_dialog_and_loose_routed_request() {
+    let mut d = dialogs();
+    let rr = ["<sip:p1.example;lr>", "<sip:p2.example;lr>"];
+    let id = uas_dialog(&mut d, &rr);
+    let dlg = d.get(&id).unwrap();
+    assert_eq!(dlg.role(), DialogRole::Uas);
+    assert_eq!(dlg.remote_seq(), Some(10));
+    assert_eq!(dlg.local_seq(), None);
+    assert_eq!(dlg.remote_target(), b"sip:alice@192.0.2.9;transport=tls");
+    // Record-Route order is kept as written (the request listed p2 first here because each
+    // replace inserted above the previous).
+    let routes: Vec<&[u8]> = dlg.route_set().collect();
+    assert_eq!(
+        routes,
+        [&b"<sip:p2.example;lr>"[..], b"<sip:p1.example;lr>"]
+    );
+    let bye = d
+        .request(&id, Method::Bye, "SIP/2.0/TLS b.example:5061")
+        .unwrap()
+        .build()
+        .unwrap();
+    assert_eq!(
+        bye.request_uri_bytes(),
+        Some(&b"sip:alice@192.0.2.9;transport=tls"[..])
+    );
+    let r: Vec<&[u8]> = bye.header_values(HeaderName::Route).collect();
+    assert_eq!(r, [&b"<sip:p2.example;lr>"[..], b"<sip:p1.example;lr>"]);
+    assert_eq!(bye.from().unwrap().tag(), Some(&b"0000000000000001"[..]));
+    assert_eq!(bye.to().unwrap().tag(), Some(&b"a1"[..]));
+    assert_eq!(bye.cseq().unwrap().seq(), 1);
+    assert_eq!(bye.call_id().unwrap(), b"c1@a.example");
+    let next = d
+        .request(&id, Method::Info, "SIP/2.0/TLS b.example:5061")
+        .unwrap()
+        .build()
+        .unwrap();
+    assert_eq!(next.cseq().unwrap().seq(), 2);
+}
+
+#[test]
+fn strict_routing_peer_gets_the_route_in_the_request_uri() {
+    let mut d = dialogs();
+    let id = uas_dialog(&mut d, &["<sip:strict.example>"]);
+    let info = d
+        .request(&id, Method::Info, "SIP/2.0/TLS b.example")
+        .unwrap()
+        .build()
+        .unwrap();
+    assert_eq!(info.request_uri_bytes(), Some(&b"sip:strict.example"[..]));
+    let r: Vec<&[u8]> = info.header_values(HeaderName::Route).collect();
+    assert_eq!(r, [&b"<sip:alice@192.0.2.9;transport=tls>"[..]]);
+    assert_eq!(d.get(&id).unwrap().next_hop(), b"sip:strict.example");
+}
+
+fn in_dialog(method: &str, seq: u32, to_tag: &str, contact: &str) -> SipMessage {
+    parse(&format!(
+        "{method} sip:bob@192.0.2.1 SIP/2.0\nVia: SIP/2.0/TLS a.example;branch=z9hG4bK{seq}{method}\n\
+         From: <sip:alice@a.example>;tag=a1\nTo: <sip:bob@b.example>;tag={to_tag}\n\
+         Call-ID: c1@a.example\nCSeq: {seq} {method}\nContact: <{contact}>\nContent-Length: 0\n\n"
+    ))
+}
+
+#[test]
+fn reinvite_refreshes_the_remote_target_and_cseq_rules_apply() {
+    let mut d = dialogs();
+    let id = uas_dialog(&mut d, &[]);
+    let tag = String::from_utf8(id.local_tag().to_vec()).unwrap();
+    let re = in_dialog("INVITE", 11, &tag, "sip:alice@198.51.100.7");
+    assert_eq!(d.handle_request(&re), Ok(DialogUpdate::Updated(id.clone())));
+    assert_eq!(
+        d.get(&id).unwrap().remote_target(),
+        b"sip:alice@198.51.100.7"
+    );
+    assert_eq!(d.get(&id).unwrap().remote_seq(), Some(11));
+    // ACK for the re-INVITE carries the same CSeq and is fine.
+    assert!(d
+        .handle_request(&in_dialog("ACK", 11, &tag, "sip:x@h"))
+        .is_ok());
+    // An INFO with a CSeq not above the last one: 500.
+    let old = in_dialog("INFO", 11, &tag, "sip:x@h");
+    let err = d.handle_request(&old).unwrap_err();
+    assert_eq!(err, DialogError::OutOfOrder { got: 11, last: 11 });
+    assert_eq!(err.status(), 500);
+    assert_eq!(err.response_to(&old).unwrap().status(), Some(500));
+    // An INFO does not refresh the target.
+    d.handle_request(&in_dialog("INFO", 12, &tag, "sip:other@h"))
+        .unwrap();
+    assert_eq!(
+        d.get(&id).unwrap().remote_target(),
+        b"sip:alice@198.51.100.7"
+    );
+    // BYE ends the dialog; a later request gets 481.
+    assert_eq!(
+        d.handle_request(&in_dialog("BYE", 13, &tag, "sip:x@h")),
+        Ok(DialogUpdate::Terminated(vec![id]))
+    );
+    let late = in_dialog("INFO", 14, &tag, "sip:x@h");
+    let err = d.handle_request(&late).unwrap_err();
+    assert_eq!(err, DialogError::NoDialog);
+    assert_eq!(err.response_to(&late).unwrap().status(), Some(481));
+}
+
+#[test]
+fn request_with_unknown_to_tag_gets_481_and_untagged_is_outside_dialogs() {
+    let mut d = dialogs();
+    assert_eq!(
+        d.handle_request(&in_dialog("BYE", 2, "nope", "sip:x@h"))
+            .unwrap_err()
+            .status(),
+        481
+    );
+    assert_eq!(
+        d.handle_request(&parse(INVITE)),
+        Ok(DialogUpdate::Unchanged)
+    );
+}
+
+#[test]
+fn uac_target_refresh_response_ack_and_in_dialog_failures() {
+    let mut d = dialogs();
+    let inv = parse(INVITE);
+    let id = confirmed(
+        d.handle_uac_response(
+            &inv,
+            &resp(200, "b1", "sip:bob@192.0.2.1", &["<sip:p.example;lr>"]),
+        )
+        .unwrap(),
+    );
+    let ack = d.ack(&id, 10, "SIP/2.0/TLS a.example:5061").unwrap();
+    assert_eq!(ack.method(), Some(&Method::Ack));
+    assert_eq!(ack.cseq().unwrap().seq(), 10);
+    assert!(ack
+        .top_via()
+        .unwrap()
+        .branch()
+        .unwrap()
+        .starts_with("z9hG4bK"));
+    assert_eq!(ack.request_uri_bytes(), Some(&b"sip:bob@192.0.2.1"[..]));
+    assert_eq!(
+        ack.header(HeaderName::Route),
+        Some(&b"<sip:p.example;lr>"[..])
+    );
+    // re-INVITE; its 2xx carries a new Contact.
+    let reinv = d
+        .request(
+            &id,
+            Method::Invite,
+            "SIP/2.0/TLS a.example:5061;branch=z9hG4bKre",
+        )
+        .unwrap()
+        .header("Contact", "<sip:alice@192.0.2.9>")
+        .build()
+        .unwrap();
+    assert_eq!(reinv.cseq().unwrap().seq(), 11);
+    let ok = parse(
+        &String::from_utf8_lossy(&resp(200, "b1", "sip:bob@203.0.113.5", &[]).to_bytes())
+            .replace("CSeq: 10 INVITE", "CSeq: 11 INVITE")
+            .replace(
+                "To: <sip:bob@b.example>\r\n",
+                "To: <sip:bob@b.example>;tag=b1\r\n",
+            )
+            .replace("\r\n", "\n"),
+    );
+    let reinv = parse(&String::from_utf8_lossy(&reinv.to_bytes()).replace("\r\n", "\n"));
+    assert_eq!(
+        d.handle_uac_response(&reinv, &ok),
+        Ok(DialogUpdate::Updated(id.clone()))
+    );
+    assert_eq!(d.get(&id).unwrap().remote_target(), b"sip:bob@203.0.113.5");
+    // A 481 to an in-dialog request ends the dialog.
+    let info = d
+        .request(
+            &id,
+            Method::Info,
+            "SIP/2.0/TLS a.example:5061;branch=z9hG4bKi",
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+    let r481 = SipMessage::response_to(&info, 481, "Call/Transaction Does Not Exist").unwrap();
+    assert_eq!(
+        d.handle_uac_response(&info, &r481),
+        Ok(DialogUpdate::Terminated(vec![id.clone()]))
+    );
+    assert_eq!(d.ack(&id, 10, "x").unwrap_err(), DialogError::UnknownDialog);
+}
+
+#[test]
+fn uas_early_dialog_confirmed_or_ended() {
+    let mut d = dialogs();
+    let inv = parse(INVITE);
+    let mut ringing = SipMessage::response_to(&inv, 180, "Ringing").unwrap();
+    ringing.set_to_tag("u1").unwrap();
+    let id = early(d.handle_uas_response(&inv, &ringing).unwrap());
+    assert_eq!(d.get(&id).unwrap().state(), DialogState::Early);
+    let mut busy = SipMessage::response_to(&inv, 486, "Busy Here").unwrap();
+    busy.set_to_tag("u1").unwrap();
+    assert_eq!(
+        d.handle_uas_response(&inv, &busy),
+        Ok(DialogUpdate::Terminated(vec![id]))
+    );
+    assert!(d.is_empty());
+}
