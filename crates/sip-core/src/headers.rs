@@ -4,6 +4,7 @@
 //! parameters, unknown transports, unknown auth schemes) reachable through [`Params`] or a raw
 //! slice, so nothing is lost by looking at a header through a view.
 
+use crate::index::Sp;
 use crate::method::Method;
 use crate::name_addr::NameAddr;
 use crate::params::Params;
@@ -11,7 +12,7 @@ use crate::scan::{
     is_token, is_token_char, is_ws, parse_u32_saturating, parse_u64, quoted_end, skip_ws, trim,
     unquote, CommaSplit,
 };
-use crate::uri::{parse_hostport, Host};
+use crate::uri::{parse_hostport, Host, HostIdx};
 use crate::ParseError;
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -229,6 +230,10 @@ impl<'a> CSeq<'a> {
         }
         Ok(CSeq { seq, method })
     }
+    pub(crate) fn from_parts(seq: u32, method: &'a [u8]) -> CSeq<'a> {
+        CSeq { seq, method }
+    }
+
     /// The sequence number.
     pub fn seq(&self) -> u32 {
         self.seq
@@ -626,5 +631,54 @@ mod tests {
         assert!(Warning::parse(b"1812 overture \"In Progress\"").is_err());
         assert!(validate_date(b"Sat, 13 Nov 2010 23:29:00 GMT").is_ok());
         assert!(validate_date(b"Fri, 01 Jan 2010 16:00:00 EST").is_err());
+    }
+}
+
+/// Where the parts of a [`Via`] are (see [`crate::index`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ViaIdx {
+    protocol: Sp,
+    version: Sp,
+    /// A known transport as is; `Other` as a range.
+    transport: Result<Transport<'static>, Sp>,
+    host: HostIdx,
+    port: Option<u16>,
+    params: Sp,
+}
+
+impl<'a> Via<'a> {
+    pub(crate) fn index(&self, base: &[u8]) -> Option<ViaIdx> {
+        let transport = match self.transport {
+            Transport::Other(t) => Err(Sp::of(base, t.as_bytes())?),
+            Transport::Udp => Ok(Transport::Udp),
+            Transport::Tcp => Ok(Transport::Tcp),
+            Transport::Tls => Ok(Transport::Tls),
+            Transport::Sctp => Ok(Transport::Sctp),
+            Transport::TlsSctp => Ok(Transport::TlsSctp),
+            Transport::Ws => Ok(Transport::Ws),
+            Transport::Wss => Ok(Transport::Wss),
+        };
+        Some(ViaIdx {
+            protocol: Sp::of(base, self.protocol.as_bytes())?,
+            version: Sp::of(base, self.version.as_bytes())?,
+            transport,
+            host: self.host.index(base)?,
+            port: self.port,
+            params: self.params.index(base)?,
+        })
+    }
+
+    pub(crate) fn from_index(base: &'a [u8], idx: &ViaIdx) -> Via<'a> {
+        Via {
+            protocol: idx.protocol.str(base),
+            version: idx.version.str(base),
+            transport: match idx.transport {
+                Ok(t) => t,
+                Err(sp) => Transport::Other(sp.str(base)),
+            },
+            host: Host::from_index(base, &idx.host),
+            port: idx.port,
+            params: Params::from_index(base, idx.params),
+        }
     }
 }

@@ -36,6 +36,7 @@ pub mod dialog;
 mod error;
 pub mod framer;
 pub mod headers;
+mod index;
 #[cfg(feature = "interop")]
 pub mod interop;
 mod limits;

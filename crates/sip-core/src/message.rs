@@ -7,12 +7,13 @@
 use crate::error::ParseError;
 use crate::headers::{
     parse_delta_seconds, validate_date, AuthValue, CSeq, Contact, MediaType, TokenParams, Via,
-    Warning,
+    ViaIdx, Warning,
 };
+use crate::index::Sp;
 use crate::limits::Limits;
 use crate::method::Method;
 use crate::name::HeaderName;
-use crate::name_addr::NameAddr;
+use crate::name_addr::{NameAddr, NameAddrIdx};
 use crate::scan::{is_token, is_word, parse_u64, trim, CommaSplit};
 use crate::uri::Uri;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -79,6 +80,19 @@ pub struct SipMessage {
     body: Bytes,
     /// True while the message is exactly the received bytes in `buf`.
     pristine: bool,
+    /// Where validation found the core views; cleared by any change.
+    core: Core,
+}
+
+/// What validation learnt about the headers every layer reads, so the typed accessors
+/// rebuild those views by slicing instead of parsing again (see `crate::index`).
+#[derive(Debug, Clone, Default)]
+struct Core {
+    top_via: Option<(usize, ViaIdx)>,
+    from: Option<(usize, NameAddrIdx)>,
+    to: Option<(usize, NameAddrIdx)>,
+    cseq: Option<(usize, u32, Sp)>,
+    call_id: Option<usize>,
 }
 
 impl fmt::Debug for SipMessage {
@@ -132,6 +146,7 @@ impl SipMessage {
                 fields: Vec::with_capacity(12),
                 body: Bytes::new(),
                 pristine: false,
+                core: Core::default(),
             },
             error: None,
         }
@@ -149,6 +164,7 @@ impl SipMessage {
                 fields: Vec::with_capacity(12),
                 body: Bytes::new(),
                 pristine: false,
+                core: Core::default(),
             },
             error: (!(100..=699).contains(&status)).then_some(ParseError::StatusCode),
         }
@@ -314,8 +330,19 @@ impl SipMessage {
         self.header_values(HeaderName::Via).map(Via::parse)
     }
 
+    /// The value of field `i` (a cached index; always in range while the cache lives).
+    #[inline]
+    fn field_value(&self, i: usize) -> &[u8] {
+        self.fields
+            .get(i)
+            .map_or(&[][..], |f| f.value.get(&self.buf))
+    }
+
     /// The topmost Via.
     pub fn top_via(&self) -> Result<Via<'_>, ParseError> {
+        if let Some((i, idx)) = &self.core.top_via {
+            return Ok(Via::from_index(self.field_value(*i), idx));
+        }
         self.vias()
             .next()
             .unwrap_or(Err(ParseError::Missing("Via")))
@@ -323,16 +350,25 @@ impl SipMessage {
 
     /// The From header.
     pub fn from(&self) -> Result<NameAddr<'_>, ParseError> {
+        if let Some((i, idx)) = &self.core.from {
+            return Ok(NameAddr::from_index(self.field_value(*i), idx));
+        }
         NameAddr::parse(self.single(HeaderName::From)?, "From")
     }
 
     /// The To header.
     pub fn to(&self) -> Result<NameAddr<'_>, ParseError> {
+        if let Some((i, idx)) = &self.core.to {
+            return Ok(NameAddr::from_index(self.field_value(*i), idx));
+        }
         NameAddr::parse(self.single(HeaderName::To)?, "To")
     }
 
     /// The Call-ID.
     pub fn call_id(&self) -> Result<&[u8], ParseError> {
+        if let Some(i) = self.core.call_id {
+            return Ok(self.field_value(i));
+        }
         let v = self.single(HeaderName::CallId)?;
         let ok = match memchr::memchr(b'@', v) {
             Some(at) => is_word(&v[..at]) && is_word(&v[at + 1..]),
@@ -344,6 +380,9 @@ impl SipMessage {
 
     /// The CSeq.
     pub fn cseq(&self) -> Result<CSeq<'_>, ParseError> {
+        if let Some((i, seq, method)) = self.core.cseq {
+            return Ok(CSeq::from_parts(seq, method.get(self.field_value(i))));
+        }
         CSeq::parse(self.single(HeaderName::CSeq)?)
     }
 
@@ -452,7 +491,11 @@ impl SipMessage {
     /// headers are checked when first read through their typed view, or all at once by
     /// [`validate_all`](Self::validate_all).
     pub fn validate(&self) -> Result<(), ParseError> {
-        let mut seen = [0u8; 6];
+        self.validate_and_index().map(drop)
+    }
+
+    /// [`validate`](Self::validate), returning where the core views are.
+    fn validate_and_index(&self) -> Result<Core, ParseError> {
         const SINGLE: [HeaderName; 6] = [
             HeaderName::From,
             HeaderName::To,
@@ -461,7 +504,9 @@ impl SipMessage {
             HeaderName::MaxForwards,
             HeaderName::Via,
         ];
-        for f in &self.fields {
+        let mut at: [Option<usize>; 6] = [None; 6];
+        let mut core = Core::default();
+        for (fi, f) in self.fields.iter().enumerate() {
             let i = match f.name {
                 HeaderName::From => 0,
                 HeaderName::To => 1,
@@ -471,25 +516,46 @@ impl SipMessage {
                 HeaderName::Via => 5,
                 _ => continue,
             };
-            if seen[i] == 1 && i < 5 {
+            if at[i].is_some() && i < 5 {
                 return Err(ParseError::Repeated(SINGLE[i].as_str()));
             }
-            seen[i] = 1;
             if i == 5 {
-                for v in CommaSplit::new(f.value.get(&self.buf)) {
-                    Via::parse(v)?;
+                let value = f.value.get(&self.buf);
+                for v in CommaSplit::new(value) {
+                    let via = Via::parse(v)?;
+                    if core.top_via.is_none() {
+                        core.top_via = via.index(value).map(|idx| (fi, idx));
+                    }
                 }
             }
+            at[i].get_or_insert(fi);
         }
         for (i, n) in SINGLE.iter().enumerate() {
-            if seen[i] == 0 && i != 4 {
+            if at[i].is_none() && i != 4 {
                 return Err(ParseError::Missing(n.as_str()));
             }
         }
-        self.from()?;
-        self.to()?;
-        self.call_id()?;
-        let cseq = self.cseq()?;
+        let [Some(from_i), Some(to_i), Some(call_id_i), Some(cseq_i), mf_i, _] = at else {
+            return Err(ParseError::Missing("From"));
+        };
+        let from_v = self.field_value(from_i);
+        let from = NameAddr::parse(from_v, "From")?;
+        core.from = from.index(from_v).map(|idx| (from_i, idx));
+        let to_v = self.field_value(to_i);
+        let to = NameAddr::parse(to_v, "To")?;
+        core.to = to.index(to_v).map(|idx| (to_i, idx));
+        let call_id = self.field_value(call_id_i);
+        let ok = match memchr::memchr(b'@', call_id) {
+            Some(at) => is_word(&call_id[..at]) && is_word(&call_id[at + 1..]),
+            None => is_word(call_id),
+        };
+        if !ok {
+            return Err(ParseError::header("Call-ID", "not word[@word]"));
+        }
+        core.call_id = Some(call_id_i);
+        let cseq_v = self.field_value(cseq_i);
+        let cseq = CSeq::parse(cseq_v)?;
+        core.cseq = Sp::of(cseq_v, cseq.method_bytes()).map(|m| (cseq_i, cseq.seq(), m));
         if let Some(m) = self.method() {
             if cseq.method_bytes() != m.as_str().as_bytes() {
                 return Err(ParseError::CSeqMethod);
@@ -501,8 +567,12 @@ impl SipMessage {
                 }
             }
         }
-        self.max_forwards()?;
-        Ok(())
+        if let Some(i) = mf_i {
+            parse_u64(trim(self.field_value(i)))
+                .and_then(|n| u8::try_from(n).ok())
+                .ok_or(ParseError::header("Max-Forwards", "not 0-255"))?;
+        }
+        Ok(core)
     }
 
     /// [`validate`](Self::validate) plus the grammar of the other headers that have a typed
@@ -548,9 +618,8 @@ impl SipMessage {
     // ----- changing -----
 
     fn touch(&mut self) {
-        if self.pristine {
-            self.pristine = false;
-        }
+        self.pristine = false;
+        self.core = Core::default();
     }
 
     /// Appends a header field. Refuses names that are not tokens and values holding CR or
@@ -799,8 +868,9 @@ impl MessageBuilder {
         if let Some(e) = self.error {
             return Err(e);
         }
-        self.msg.validate()?;
-        Ok(self.msg)
+        let mut msg = self.msg;
+        msg.core = msg.validate_and_index()?;
+        Ok(msg)
     }
 
     /// Finishes the message without validation (for tests that need a broken message, and
@@ -825,6 +895,7 @@ fn parse(buf: Bytes, limits: &Limits, framing: Framing) -> Result<SipMessage, Pa
         fields,
         body: Bytes::new(),
         pristine: true,
+        core: Core::default(),
     };
     let cl = match framing {
         Framing::Head => None,
@@ -865,7 +936,7 @@ fn parse(buf: Bytes, limits: &Limits, framing: Framing) -> Result<SipMessage, Pa
         msg.pristine = false;
         return Ok(msg);
     }
-    msg.validate()?;
+    msg.core = msg.validate_and_index()?;
     Ok(msg)
 }
 

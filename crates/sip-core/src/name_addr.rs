@@ -1,9 +1,11 @@
 //! `name-addr` / `addr-spec` values (From, To, Contact, Route, Record-Route, Refer-To,
 //! Referred-By, P-Asserted-Identity …): an optional display name, a URI and header parameters.
 
+use crate::index::Sp;
 use crate::params::Params;
 use crate::scan::{is_token_char, is_ws, quoted_end, skip_ws, trim, unquote};
 use crate::uri::Uri;
+use crate::uri::UriIdx;
 use crate::ParseError;
 use std::borrow::Cow;
 
@@ -156,6 +158,46 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(bad)
             );
+        }
+    }
+}
+
+/// Where the parts of a [`NameAddr`] are (see [`crate::index`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NameAddrIdx {
+    display: Option<(bool, Sp)>,
+    uri: UriIdx,
+    params: Sp,
+    bracketed: bool,
+}
+
+impl<'a> NameAddr<'a> {
+    pub(crate) fn index(&self, base: &[u8]) -> Option<NameAddrIdx> {
+        let display = match self.display {
+            None => None,
+            Some(DisplayName::Quoted(s)) => Some((true, Sp::of(base, s)?)),
+            Some(DisplayName::Tokens(s)) => Some((false, Sp::of(base, s)?)),
+        };
+        Some(NameAddrIdx {
+            display,
+            uri: self.uri.index(base)?,
+            params: self.params.index(base)?,
+            bracketed: self.bracketed,
+        })
+    }
+
+    pub(crate) fn from_index(base: &'a [u8], idx: &NameAddrIdx) -> NameAddr<'a> {
+        NameAddr {
+            display: idx.display.map(|(quoted, sp)| {
+                if quoted {
+                    DisplayName::Quoted(sp.get(base))
+                } else {
+                    DisplayName::Tokens(sp.get(base))
+                }
+            }),
+            uri: Uri::from_index(base, &idx.uri),
+            params: Params::from_index(base, idx.params),
+            bracketed: idx.bracketed,
         }
     }
 }

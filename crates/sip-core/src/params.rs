@@ -1,6 +1,7 @@
 //! Header parameters: `;name[=value]` lists after a header value (RFC 3261 `generic-param`),
 //! with the optional whitespace the grammar allows around `;` and `=`.
 
+use crate::index::Sp;
 use crate::scan::{is_token, is_ws, quoted_end, skip_ws, unquote};
 use std::borrow::Cow;
 
@@ -53,6 +54,14 @@ impl<'a> Params<'a> {
             return Err("unexpected characters after parameters");
         }
         Ok(p)
+    }
+
+    pub(crate) fn index(&self, base: &[u8]) -> Option<Sp> {
+        Sp::of(base, self.raw)
+    }
+
+    pub(crate) fn from_index(base: &'a [u8], sp: Sp) -> Params<'a> {
+        Params { raw: sp.get(base) }
     }
 
     /// The parameters exactly as written, starting with `;`.

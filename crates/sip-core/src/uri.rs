@@ -7,6 +7,7 @@
 //! `name=value%41` (RFC 4475 §3.1.1.3).
 
 use crate::error::ParseError;
+use crate::index::{opt, Sp};
 use crate::scan::{escapes_valid, parse_u64, percent_decode};
 use std::borrow::Cow;
 use std::fmt;
@@ -552,6 +553,117 @@ mod tests {
             "sip:host:",
         ] {
             assert!(Uri::parse(bad.as_bytes()).is_err(), "{bad}");
+        }
+    }
+}
+
+/// Where the parts of a [`Host`] are (see [`crate::index`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HostIdx {
+    Domain(Sp),
+    Ipv4(Ipv4Addr),
+    Ipv6(Ipv6Addr),
+}
+
+impl<'a> Host<'a> {
+    pub(crate) fn index(&self, base: &[u8]) -> Option<HostIdx> {
+        Some(match *self {
+            Host::Domain(d) => HostIdx::Domain(Sp::of(base, d.as_bytes())?),
+            Host::Ipv4(a) => HostIdx::Ipv4(a),
+            Host::Ipv6(a) => HostIdx::Ipv6(a),
+        })
+    }
+    pub(crate) fn from_index(base: &'a [u8], idx: &HostIdx) -> Host<'a> {
+        match *idx {
+            HostIdx::Domain(sp) => Host::Domain(sp.str(base)),
+            HostIdx::Ipv4(a) => Host::Ipv4(a),
+            HostIdx::Ipv6(a) => Host::Ipv6(a),
+        }
+    }
+}
+
+/// Where the parts of a [`Uri`] are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UriIdx {
+    Sip {
+        raw: Sp,
+        secure: bool,
+        user: Option<Sp>,
+        password: Option<Sp>,
+        host: HostIdx,
+        host_raw: Sp,
+        port: Option<u16>,
+        params: Sp,
+        headers: Option<Sp>,
+    },
+    Tel {
+        raw: Sp,
+        number: Sp,
+        params: Sp,
+    },
+    Other {
+        raw: Sp,
+    },
+}
+
+impl<'a> Uri<'a> {
+    pub(crate) fn index(&self, base: &[u8]) -> Option<UriIdx> {
+        Some(match self {
+            Uri::Sip(u) => UriIdx::Sip {
+                raw: Sp::of(base, u.raw)?,
+                secure: u.secure,
+                user: opt(base, u.user)?,
+                password: opt(base, u.password)?,
+                host: u.host.index(base)?,
+                host_raw: Sp::of(base, u.host_raw)?,
+                port: u.port,
+                params: Sp::of(base, u.params)?,
+                headers: opt(base, u.headers)?,
+            },
+            Uri::Tel(t) => UriIdx::Tel {
+                raw: Sp::of(base, t.raw)?,
+                number: Sp::of(base, t.number.as_bytes())?,
+                params: Sp::of(base, t.params)?,
+            },
+            Uri::Other(o) => UriIdx::Other {
+                raw: Sp::of(base, o.raw)?,
+            },
+        })
+    }
+
+    pub(crate) fn from_index(base: &'a [u8], idx: &UriIdx) -> Uri<'a> {
+        match *idx {
+            UriIdx::Sip {
+                raw,
+                secure,
+                user,
+                password,
+                host,
+                host_raw,
+                port,
+                params,
+                headers,
+            } => Uri::Sip(SipUri {
+                raw: raw.get(base),
+                secure,
+                user: user.map(|s| s.get(base)),
+                password: password.map(|s| s.get(base)),
+                host: Host::from_index(base, &host),
+                host_raw: host_raw.get(base),
+                port,
+                params: params.get(base),
+                headers: headers.map(|s| s.get(base)),
+            }),
+            UriIdx::Tel {
+                raw,
+                number,
+                params,
+            } => Uri::Tel(TelUri {
+                raw: raw.get(base),
+                number: number.str(base),
+                params: params.get(base),
+            }),
+            UriIdx::Other { raw } => Uri::Other(OtherUri { raw: raw.get(base) }),
         }
     }
 }

@@ -1,0 +1,47 @@
+//! Offsets of a typed view's parts inside the header value it was parsed from.
+//!
+//! Validation parses Via, From, To and CSeq anyway; keeping where their parts are lets the
+//! typed accessors rebuild the same view later by slicing, instead of parsing twice. A view
+//! cannot be stored in the message it borrows from, so this is what is stored.
+
+/// A byte range relative to a base slice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Sp(u32, u32);
+
+impl Sp {
+    /// Where `sub` lies inside `base`; `None` if it does not (then nothing is cached).
+    #[inline]
+    pub(crate) fn of(base: &[u8], sub: &[u8]) -> Option<Sp> {
+        if sub.is_empty() {
+            return Some(Sp(0, 0));
+        }
+        let off = (sub.as_ptr() as usize).checked_sub(base.as_ptr() as usize)?;
+        let end = off.checked_add(sub.len())?;
+        if end > base.len() {
+            return None;
+        }
+        Some(Sp(u32::try_from(off).ok()?, u32::try_from(end).ok()?))
+    }
+
+    /// The slice of `base` this range names (empty if out of range).
+    #[inline]
+    pub(crate) fn get(self, base: &[u8]) -> &[u8] {
+        base.get(self.0 as usize..self.1 as usize)
+            .unwrap_or_default()
+    }
+
+    /// The same as text; `""` if not UTF-8 (never the case for the token parts cached).
+    #[inline]
+    pub(crate) fn str(self, base: &[u8]) -> &str {
+        std::str::from_utf8(self.get(base)).unwrap_or("")
+    }
+}
+
+/// [`Sp::of`] for an optional part.
+#[inline]
+pub(crate) fn opt(base: &[u8], sub: Option<&[u8]>) -> Option<Option<Sp>> {
+    match sub {
+        None => Some(None),
+        Some(s) => Sp::of(base, s).map(Some),
+    }
+}
