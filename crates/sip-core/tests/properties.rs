@@ -135,6 +135,20 @@ proptest! {
             same(&m, &parsed);
             // An unchanged parsed message writes back exactly what was received.
             prop_assert_eq!(parsed.to_bytes(), wire.clone());
+            // Views rebuilt from what validation cached equal views parsed afresh.
+            prop_assert_eq!(
+                parsed.from().unwrap(),
+                sip_core::NameAddr::parse(parsed.header(HeaderName::From).unwrap(), "From").unwrap()
+            );
+            prop_assert_eq!(
+                parsed.to().unwrap(),
+                sip_core::NameAddr::parse(parsed.header(HeaderName::To).unwrap(), "To").unwrap()
+            );
+            prop_assert_eq!(parsed.top_via().unwrap(), parsed.vias().next().unwrap().unwrap());
+            prop_assert_eq!(
+                parsed.cseq().unwrap(),
+                sip_core::CSeq::parse(parsed.header(HeaderName::CSeq).unwrap()).unwrap()
+            );
             // Typed views read what was written.
             prop_assert_eq!(parsed.cseq().unwrap().seq(), m.cseq().unwrap().seq());
             prop_assert_eq!(parsed.vias().count(), m.vias().count());
