@@ -634,13 +634,24 @@ mod tests {
     }
 }
 
+/// The transports with a variant of their own, in a fixed order for [`ViaIdx`].
+const KNOWN_TRANSPORTS: [Transport<'static>; 7] = [
+    Transport::Udp,
+    Transport::Tcp,
+    Transport::Tls,
+    Transport::Sctp,
+    Transport::TlsSctp,
+    Transport::Ws,
+    Transport::Wss,
+];
+
 /// Where the parts of a [`Via`] are (see [`crate::index`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ViaIdx {
     protocol: Sp,
     version: Sp,
-    /// A known transport as is; `Other` as a range.
-    transport: Result<Transport<'static>, Sp>,
+    /// A known transport by its position in [`KNOWN_TRANSPORTS`]; `Other` as a range.
+    transport: Result<u8, Sp>,
     host: HostIdx,
     port: Option<u16>,
     params: Sp,
@@ -650,13 +661,7 @@ impl<'a> Via<'a> {
     pub(crate) fn index(&self, base: &[u8]) -> Option<ViaIdx> {
         let transport = match self.transport {
             Transport::Other(t) => Err(Sp::of(base, t.as_bytes())?),
-            Transport::Udp => Ok(Transport::Udp),
-            Transport::Tcp => Ok(Transport::Tcp),
-            Transport::Tls => Ok(Transport::Tls),
-            Transport::Sctp => Ok(Transport::Sctp),
-            Transport::TlsSctp => Ok(Transport::TlsSctp),
-            Transport::Ws => Ok(Transport::Ws),
-            Transport::Wss => Ok(Transport::Wss),
+            known => Ok(KNOWN_TRANSPORTS.iter().position(|k| *k == known)? as u8),
         };
         Some(ViaIdx {
             protocol: Sp::of(base, self.protocol.as_bytes())?,
@@ -673,7 +678,10 @@ impl<'a> Via<'a> {
             protocol: idx.protocol.str(base),
             version: idx.version.str(base),
             transport: match idx.transport {
-                Ok(t) => t,
+                Ok(i) => KNOWN_TRANSPORTS
+                    .get(usize::from(i))
+                    .copied()
+                    .unwrap_or(Transport::Udp),
                 Err(sp) => Transport::Other(sp.str(base)),
             },
             host: Host::from_index(base, &idx.host),

@@ -6,7 +6,7 @@
 
 /// A byte range relative to a base slice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct Sp(u32, u32);
+pub(crate) struct Sp(u16, u16);
 
 impl Sp {
     /// Where `sub` lies inside `base`; `None` if it does not (then nothing is cached).
@@ -20,7 +20,8 @@ impl Sp {
         if end > base.len() {
             return None;
         }
-        Some(Sp(u32::try_from(off).ok()?, u32::try_from(end).ok()?))
+        // Values longer than 64 KiB are not cached (they are parsed on each access).
+        Some(Sp(u16::try_from(off).ok()?, u16::try_from(end).ok()?))
     }
 
     /// The slice of `base` this range names (empty if out of range).

@@ -80,8 +80,9 @@ pub struct SipMessage {
     body: Bytes,
     /// True while the message is exactly the received bytes in `buf`.
     pristine: bool,
-    /// Where validation found the core views; cleared by any change.
-    core: Core,
+    /// Where validation found the core views (boxed: most of a message's moves and clones
+    /// do not need it inline); cleared by any change.
+    core: Option<Box<Core>>,
 }
 
 /// What validation learnt about the headers every layer reads, so the typed accessors
@@ -146,7 +147,7 @@ impl SipMessage {
                 fields: Vec::with_capacity(12),
                 body: Bytes::new(),
                 pristine: false,
-                core: Core::default(),
+                core: None,
             },
             error: None,
         }
@@ -164,7 +165,7 @@ impl SipMessage {
                 fields: Vec::with_capacity(12),
                 body: Bytes::new(),
                 pristine: false,
-                core: Core::default(),
+                core: None,
             },
             error: (!(100..=699).contains(&status)).then_some(ParseError::StatusCode),
         }
@@ -340,7 +341,7 @@ impl SipMessage {
 
     /// The topmost Via.
     pub fn top_via(&self) -> Result<Via<'_>, ParseError> {
-        if let Some((i, idx)) = &self.core.top_via {
+        if let Some((i, idx)) = self.core.as_ref().and_then(|c| c.top_via.as_ref()) {
             return Ok(Via::from_index(self.field_value(*i), idx));
         }
         self.vias()
@@ -350,7 +351,7 @@ impl SipMessage {
 
     /// The From header.
     pub fn from(&self) -> Result<NameAddr<'_>, ParseError> {
-        if let Some((i, idx)) = &self.core.from {
+        if let Some((i, idx)) = self.core.as_ref().and_then(|c| c.from.as_ref()) {
             return Ok(NameAddr::from_index(self.field_value(*i), idx));
         }
         NameAddr::parse(self.single(HeaderName::From)?, "From")
@@ -358,7 +359,7 @@ impl SipMessage {
 
     /// The To header.
     pub fn to(&self) -> Result<NameAddr<'_>, ParseError> {
-        if let Some((i, idx)) = &self.core.to {
+        if let Some((i, idx)) = self.core.as_ref().and_then(|c| c.to.as_ref()) {
             return Ok(NameAddr::from_index(self.field_value(*i), idx));
         }
         NameAddr::parse(self.single(HeaderName::To)?, "To")
@@ -366,7 +367,7 @@ impl SipMessage {
 
     /// The Call-ID.
     pub fn call_id(&self) -> Result<&[u8], ParseError> {
-        if let Some(i) = self.core.call_id {
+        if let Some(i) = self.core.as_ref().and_then(|c| c.call_id) {
             return Ok(self.field_value(i));
         }
         let v = self.single(HeaderName::CallId)?;
@@ -380,7 +381,7 @@ impl SipMessage {
 
     /// The CSeq.
     pub fn cseq(&self) -> Result<CSeq<'_>, ParseError> {
-        if let Some((i, seq, method)) = self.core.cseq {
+        if let Some((i, seq, method)) = self.core.as_ref().and_then(|c| c.cseq) {
             return Ok(CSeq::from_parts(seq, method.get(self.field_value(i))));
         }
         CSeq::parse(self.single(HeaderName::CSeq)?)
@@ -619,7 +620,7 @@ impl SipMessage {
 
     fn touch(&mut self) {
         self.pristine = false;
-        self.core = Core::default();
+        self.core = None;
     }
 
     /// Appends a header field. Refuses names that are not tokens and values holding CR or
@@ -869,7 +870,7 @@ impl MessageBuilder {
             return Err(e);
         }
         let mut msg = self.msg;
-        msg.core = msg.validate_and_index()?;
+        msg.core = Some(Box::new(msg.validate_and_index()?));
         Ok(msg)
     }
 
@@ -895,7 +896,7 @@ fn parse(buf: Bytes, limits: &Limits, framing: Framing) -> Result<SipMessage, Pa
         fields,
         body: Bytes::new(),
         pristine: true,
-        core: Core::default(),
+        core: None,
     };
     let cl = match framing {
         Framing::Head => None,
@@ -936,7 +937,7 @@ fn parse(buf: Bytes, limits: &Limits, framing: Framing) -> Result<SipMessage, Pa
         msg.pristine = false;
         return Ok(msg);
     }
-    msg.core = msg.validate_and_index()?;
+    msg.core = Some(Box::new(msg.validate_and_index()?));
     Ok(msg)
 }
 
