@@ -7,9 +7,18 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub use collaboration_platform;
 pub use sip_core;
+pub use transport_tls;
 
 /// The names most applications need, in one import.
 pub mod prelude {
+    pub use collaboration_platform::{
+        Address, ClientPlatformSettings, CollaborationPlatform, EndpointId, Federated, Homed,
+        Identity, IncomingRequest, Listener, OnPremises, OutboundProxy, OutgoingRequest,
+        PlatformError, PlatformSettings, RequestError, RespondError, ServerLocator,
+        ServerPlatformSettings, ShutdownReport, StaticDirectory, Topology, TrustRoots,
+    };
     pub use sip_core::sdp;
+    pub use sip_core::{HeaderName, Method, SipMessage};
 }

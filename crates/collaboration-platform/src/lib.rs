@@ -1,10 +1,31 @@
 //! # collaboration-platform
 //!
-//! What an application starts first. This crate will hold `CollaborationPlatform` with its
-//! settings, the tokio runtime that drives `sip-core`'s sans-IO transaction and dialog
-//! machines over `transport-tls`, and dispatch of incoming requests to endpoints (issue 5).
+//! What an application starts first: [`CollaborationPlatform`] with its settings
+//! ([`ServerPlatformSettings`] for a trusted application over mutual TLS,
+//! [`ClientPlatformSettings`] for user-authenticated clients), the tokio runtime that drives
+//! `sip-core`'s sans-IO transaction machines over `transport-tls`, the raw request API
+//! ([`CollaborationPlatform::send_request`], UCMA's `SendMessage`), and dispatch of incoming
+//! requests to endpoints ([`CollaborationPlatform::register_endpoint`], [`IncomingRequest`]).
 //!
-//! Built so far: the deployment's [`Topology`] and the federation types. A middle-tier
+//! ## Runtime design
+//!
+//! One driver task owns the transaction layer, the dialogs and the dispatcher. It is fed by
+//! the transport's event channel, a bounded command channel (callers wait when it is full:
+//! backpressure) and the clock (it sleeps until the layer's next deadline). It handles what
+//! is queued in batches, then writes: one lane task per destination sends the bytes, so a
+//! connection attempt or a full socket never stalls it. No lock is taken on the message
+//! path and no task is spawned per transaction. Every request leaves through the outbound
+//! proxy (the front end); requests for federated parties leave without home-trust headers.
+//!
+//! ## Cancel safety
+//!
+//! Every public `async fn` documents its own. In short: what waits for room in the command
+//! queue is cancel safe (nothing happened); once a command is queued it is carried out
+//! whether or not the caller still waits.
+//!
+//! ## Also here
+//!
+//! The deployment's [`Topology`] and the federation types. A middle-tier
 //! application may do for a user of its home deployment what it may not do for a federated
 //! user; [`Address<OnPremises>`] and [`Address<Federated>`] carry that difference in the
 //! type, so the layers above can refuse at compile time what the deployment forbids.
@@ -15,7 +36,7 @@
 //! ```text
 //! application-endpoint, conversation
 //!        │
-//! collaboration-platform   ◀── this crate: Topology, federation types (runtime to come)
+//! collaboration-platform   ◀── this crate: platform runtime, settings, Topology, dispatch
 //!        │
 //!  transport-tls ─ sip-core
 //! ```
@@ -23,8 +44,27 @@
 #![deny(missing_docs)]
 
 pub mod dispatch;
+mod error;
 pub mod federation;
+mod incoming;
+pub mod locate;
+mod platform;
+mod request;
+mod runtime;
+mod settings;
 pub mod topology;
+
+pub use error::{PlatformError, RequestError, RespondError};
+pub use incoming::IncomingRequest;
+pub use locate::{LocateError, LocatedServer, ServerLocator};
+pub use platform::CollaborationPlatform;
+pub use request::OutgoingRequest;
+pub use runtime::ShutdownReport;
+pub use settings::{
+    ClientPlatformSettings, Listener, ListenerKind, OutboundProxy, PlatformSettings,
+    ServerPlatformSettings,
+};
+pub use transport_tls::{Identity, TrustRoots};
 
 pub use dispatch::{Capabilities, Dispatcher, Disposition, EndpointId, Refusal};
 pub use topology::{

@@ -1,0 +1,87 @@
+//! Errors of the platform: starting it, and sending requests through it.
+
+use crate::locate::LocateError;
+use crate::topology::TopologyError;
+use sip_core::SipMessage;
+use transport_tls::{TlsConfigError, TransportError};
+
+/// Why the platform did not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlatformError {
+    /// The TLS identity or roots are unusable.
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] TlsConfigError),
+    /// A listener could not be opened (address in use, permission).
+    #[error("transport: {0}")]
+    Transport(#[from] TransportError),
+    /// The outbound proxy's domain could not be located.
+    #[error("outbound proxy: {0}")]
+    Locate(#[from] LocateError),
+    /// The platform is shut down.
+    #[error("the platform is shut down")]
+    Shutdown,
+    /// Must be called inside a tokio runtime.
+    #[error("CollaborationPlatform::start must run inside a tokio runtime")]
+    NoRuntime,
+}
+
+/// Why a request got no 2xx. Each variant says which status a caller would map it to.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// No final response before the transaction timer (Timer F or B) fired: 408.
+    #[error("request timed out (no final response)")]
+    Timeout,
+    /// The request could not be sent or the connection failed (TLS refusal included): 503.
+    #[error("transport failure: {0}")]
+    Transport(TransportError),
+    /// A non-2xx final response arrived: its status and reason.
+    #[error("{code} {reason}")]
+    Status {
+        /// The status code (300–699).
+        code: u16,
+        /// The reason phrase.
+        reason: String,
+        /// The whole response.
+        response: Box<SipMessage>,
+    },
+    /// The destination is a federated domain the topology blocks or does not allow: 403.
+    #[error("refused by federation policy: {0}")]
+    Refused(TopologyError),
+    /// The request is unusable (bad URI, header or missing part): 400.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The platform is shutting down or stopped: 503.
+    #[error("the platform is shut down")]
+    Shutdown,
+}
+
+impl RequestError {
+    /// The SIP status that describes this failure (the received one for `Status`).
+    pub fn status(&self) -> u16 {
+        match self {
+            RequestError::Timeout => 408,
+            RequestError::Transport(_) | RequestError::Shutdown => 503,
+            RequestError::Status { code, .. } => *code,
+            RequestError::Refused(_) => 403,
+            RequestError::Invalid(_) => 400,
+        }
+    }
+}
+
+/// Why a response to an incoming request could not be sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RespondError {
+    /// The response is unusable (status outside 100–699, bad header): 500 was sent instead
+    /// if it was final.
+    #[error("invalid response: {0}")]
+    Invalid(String),
+    /// A final response was already sent for this request.
+    #[error("a final response was already sent")]
+    AlreadyAnswered,
+    /// The platform is shut down; the transaction is gone (503 was sent).
+    #[error("the platform is shut down")]
+    Shutdown,
+}

@@ -1,0 +1,190 @@
+//! Requests delivered to an endpoint, and how the endpoint answers them.
+
+use crate::dispatch::EndpointId;
+use crate::error::RespondError;
+use crate::runtime::Command;
+use crate::topology::Homed;
+use bytes::Bytes;
+use sip_core::transaction::TransactionId;
+use sip_core::{HeaderName, SipMessage};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// A request the platform routed to an endpoint. Answer it with
+/// [`respond`](Self::respond); dropped without a final response, the platform answers
+/// `500` for it (every request gets a definite answer).
+#[derive(Debug)]
+pub struct IncomingRequest {
+    request: SipMessage,
+    caller: Homed,
+    endpoint: EndpointId,
+    source: SocketAddr,
+    transaction: TransactionId,
+    to_tag: String,
+    answered: bool,
+    commands: mpsc::Sender<Command>,
+    server: Arc<str>,
+    span: tracing::Span,
+}
+
+impl IncomingRequest {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        request: SipMessage,
+        caller: Homed,
+        endpoint: EndpointId,
+        source: SocketAddr,
+        transaction: TransactionId,
+        commands: mpsc::Sender<Command>,
+        server: Arc<str>,
+        span: tracing::Span,
+    ) -> Self {
+        IncomingRequest {
+            request,
+            caller,
+            endpoint,
+            source,
+            transaction,
+            to_tag: crate::request::tag(),
+            answered: false,
+            commands,
+            server,
+            span,
+        }
+    }
+
+    /// The request as received.
+    pub fn request(&self) -> &SipMessage {
+        &self.request
+    }
+
+    /// Who sent it, classified by the platform's [`Topology`](crate::Topology) from the From
+    /// URI: layers above treat a [`Homed::Federated`] caller by federation rules.
+    pub fn caller(&self) -> &Homed {
+        &self.caller
+    }
+
+    /// Whether the caller is federated (another deployment, or cloud-homed).
+    pub fn is_from_federated(&self) -> bool {
+        self.caller.is_federated()
+    }
+
+    /// The endpoint it was routed to.
+    pub fn endpoint(&self) -> EndpointId {
+        self.endpoint
+    }
+
+    /// The address of the hop it came from (normally the front end).
+    pub fn source(&self) -> SocketAddr {
+        self.source
+    }
+
+    /// The body.
+    pub fn body(&self) -> &Bytes {
+        self.request.body()
+    }
+
+    /// The tracing span of its transaction.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// Answers with `status` and `reason`, extra `headers` and an optional body
+    /// `(content_type, bytes)`. Via, From, To (tagged), Call-ID, CSeq and Server are filled
+    /// in. A provisional status (1xx) may be followed by others; after a final one the
+    /// request is answered and further calls fail with [`RespondError::AlreadyAnswered`].
+    ///
+    /// Cancel safety: cancel safe while it waits for room in the platform's command queue
+    /// (nothing was sent and the request is still unanswered); once queued, the response is
+    /// sent.
+    pub async fn respond(
+        &mut self,
+        status: u16,
+        reason: &str,
+        headers: &[(&str, &str)],
+        body: Option<(&str, Bytes)>,
+    ) -> Result<(), RespondError> {
+        let invalid = |e: sip_core::ParseError| RespondError::Invalid(e.to_string());
+        if self.answered {
+            return Err(RespondError::AlreadyAnswered);
+        }
+        if !(100..=699).contains(&status) {
+            return Err(RespondError::Invalid(format!("status {status}")));
+        }
+        let mut r = SipMessage::response_to(&self.request, status, reason).map_err(invalid)?;
+        if status != 100 {
+            r.set_to_tag(&self.to_tag).map_err(invalid)?;
+        }
+        r.push_header(HeaderName::Server, self.server.to_string())
+            .map_err(invalid)?;
+        for (n, v) in headers {
+            r.push_header(*n, v.to_string()).map_err(invalid)?;
+        }
+        if let Some((ct, b)) = body {
+            r.push_header(HeaderName::ContentType, ct.to_string())
+                .map_err(invalid)?;
+            r.set_body(b);
+        }
+        self.respond_with(r).await
+    }
+
+    /// Answers with a response the caller built (e.g. with `SipMessage::response_to`).
+    ///
+    /// Cancel safety: as [`respond`](Self::respond).
+    pub async fn respond_with(&mut self, response: SipMessage) -> Result<(), RespondError> {
+        if self.answered {
+            return Err(RespondError::AlreadyAnswered);
+        }
+        let Some(status) = response.status() else {
+            return Err(RespondError::Invalid("a request is not a response".into()));
+        };
+        let is_final = status >= 200;
+        self.commands
+            .send(Command::Respond {
+                transaction: self.transaction,
+                response,
+                is_final,
+            })
+            .await
+            .map_err(|_| RespondError::Shutdown)?;
+        if is_final {
+            self.answered = true;
+        }
+        Ok(())
+    }
+
+    /// Marks the request answered without sending (the platform answered it itself).
+    pub(crate) fn defuse(mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for IncomingRequest {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let Ok(mut r) = SipMessage::response_to(&self.request, 500, "Server Internal Error") else {
+            return;
+        };
+        let _ = r.set_to_tag(&self.to_tag);
+        let cmd = Command::Respond {
+            transaction: self.transaction,
+            response: r,
+            is_final: true,
+        };
+        match self.commands.try_send(cmd) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(cmd)) => {
+                let commands = self.commands.clone();
+                if let Ok(h) = tokio::runtime::Handle::try_current() {
+                    h.spawn(async move {
+                        let _ = commands.send(cmd).await;
+                    });
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! [`CollaborationPlatform`]: start, send, register endpoints, shut down.
+
+use crate::dispatch::EndpointId;
+use crate::error::{PlatformError, RequestError};
+use crate::federation::strip_home_trust;
+use crate::incoming::IncomingRequest;
+use crate::request::OutgoingRequest;
+use crate::runtime::{BoundListener, Command, Driver, DriverConfig, ShutdownReport};
+use crate::settings::{Common, ListenerKind, PlatformSettings, ProxyHost, ProxyTransport};
+use crate::topology::{Address, Homed, OnPremises, Topology};
+use sip_core::SipMessage;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
+use transport_tls::{
+    ClientAuth, SipTransport, Target, TlsClientSettings, TlsServerSettings, TransportKind,
+};
+
+/// The running platform: transports, the runtime that drives sip-core's transaction
+/// machines, the topology, and dispatch to endpoints. Cheap to clone (all clones are the
+/// same platform); when the last clone is dropped the platform shuts down with no grace.
+#[derive(Clone)]
+pub struct CollaborationPlatform {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    commands: mpsc::Sender<Command>,
+    topology: Topology,
+    via: String,
+    own_uri: String,
+    user_agent: String,
+    listeners: Vec<BoundListener>,
+    proxy: Target,
+    next_endpoint: AtomicU64,
+    endpoint_capacity: usize,
+    grace: std::time::Duration,
+}
+
+impl std::fmt::Debug for CollaborationPlatform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CollaborationPlatform")
+            .field("own_uri", &self.inner.own_uri)
+            .field("proxy", &self.inner.proxy)
+            .field("listeners", &self.inner.listeners)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CollaborationPlatform {
+    /// Opens the listeners, prepares the TLS client (presenting the application's
+    /// certificate), locates the outbound proxy, and starts the runtime. Must run inside a
+    /// tokio runtime. The proxy connection is opened by the first request.
+    ///
+    /// Cancel safety: cancel safe; if cancelled, listeners already opened close again when
+    /// the transport they belong to is dropped.
+    pub async fn start(
+        settings: impl Into<PlatformSettings>,
+    ) -> Result<CollaborationPlatform, PlatformError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(PlatformError::NoRuntime);
+        }
+        let settings = settings.into();
+        let (common, identity, fqdn, listeners, trusted_peers): (
+            Common,
+            _,
+            Option<String>,
+            _,
+            Vec<String>,
+        ) = match settings {
+            PlatformSettings::Server(s) => (
+                s.common,
+                Some(s.identity),
+                Some(s.fqdn),
+                s.listeners,
+                s.trusted_peers,
+            ),
+            PlatformSettings::Client(c) => {
+                let peers = c.common.proxy.server_name().map(str::to_string);
+                (
+                    c.common,
+                    c.identity,
+                    None,
+                    Vec::new(),
+                    peers.into_iter().collect(),
+                )
+            }
+        };
+        let mut tls_client = TlsClientSettings::new(common.roots.clone());
+        if let Some(id) = &identity {
+            tls_client = tls_client.identity(id.clone());
+        }
+        let (transport, events) =
+            SipTransport::new(common.transport.clone().tls_client(tls_client))?;
+        let mut bound = Vec::new();
+        for l in &listeners {
+            let addr = match l.kind {
+                ListenerKind::MutualTls => {
+                    let Some(id) = &identity else { continue };
+                    let auth = if l.allow_untrusted {
+                        ClientAuth::Optional(common.roots.clone())
+                    } else {
+                        ClientAuth::Required(common.roots.clone())
+                    };
+                    let tls = TlsServerSettings::new(id.clone(), auth);
+                    transport.listen_tls(l.addr, &tls).await?
+                }
+                ListenerKind::Tcp => transport.listen_tcp(l.addr).await?,
+                ListenerKind::Udp => transport.bind_udp(l.addr).await?,
+            };
+            bound.push(BoundListener {
+                kind: l.kind,
+                addr,
+                allow_untrusted: l.allow_untrusted,
+            });
+        }
+        let proxy_addr = match &common.proxy.host {
+            ProxyHost::Addr(a) => *a,
+            ProxyHost::Domain(d) => common.locator.locate(d)?[0].addr,
+        };
+        let proxy = match &common.proxy.transport {
+            ProxyTransport::Tls { server_name } => Target::tls(proxy_addr, server_name.clone()),
+            ProxyTransport::Tcp => Target::tcp(proxy_addr),
+        };
+        let via_transport = proxy.transport;
+        let sent_by = bound
+            .iter()
+            .find(|l| match via_transport {
+                TransportKind::Tls => l.kind == ListenerKind::MutualTls,
+                _ => l.kind == ListenerKind::Tcp,
+            })
+            .map(|l| l.addr.to_string())
+            .or_else(|| fqdn.clone())
+            .unwrap_or_else(|| "ucma.invalid".to_string());
+        let via = format!("SIP/2.0/{} {sent_by};rport", via_transport.as_str());
+        let own_uri = match &fqdn {
+            Some(f) => format!("sip:{f}"),
+            None => "sip:anonymous@anonymous.invalid".to_string(),
+        };
+        let (commands, commands_rx) = mpsc::channel(common.command_capacity);
+        let server: Arc<str> = Arc::from(common.user_agent.as_str());
+        let (driver, feedback) = Driver::new(DriverConfig {
+            transport,
+            proxy: proxy.clone(),
+            listeners: bound.clone(),
+            trusted_peers,
+            topology: common.topology.clone(),
+            server,
+            transaction: common.transaction,
+            commands: commands.downgrade(),
+        });
+        tokio::spawn(
+            driver
+                .run(commands_rx, events, feedback)
+                .instrument(tracing::info_span!("ucma_platform", uri = %own_uri)),
+        );
+        Ok(CollaborationPlatform {
+            inner: Arc::new(Inner {
+                commands,
+                topology: common.topology,
+                via,
+                own_uri,
+                user_agent: common.user_agent,
+                listeners: bound,
+                proxy,
+                next_endpoint: AtomicU64::new(1),
+                endpoint_capacity: common.endpoint_capacity,
+                grace: common.shutdown_grace,
+            }),
+        })
+    }
+
+    /// Sends an out-of-dialog request to the outbound proxy and returns its 2xx final
+    /// response, or why there was none. A request for a federated party (classified by the
+    /// [`Topology`] from the Request-URI) leaves without home-trust headers; one for a
+    /// blocked or not-allowed partner is not sent ([`RequestError::Refused`]).
+    ///
+    /// Cancel safety: if cancelled while waiting for room in the command queue, nothing was
+    /// sent. Cancelled later, the request is sent and its transaction runs to its end; only
+    /// the response is lost.
+    pub async fn send_request(
+        &self,
+        request: impl Into<OutgoingRequest>,
+    ) -> Result<SipMessage, RequestError> {
+        let request = request.into();
+        let homed = self
+            .inner
+            .topology
+            .classify(&request.request_uri())
+            .map_err(RequestError::Refused)?;
+        let (mut message, branch) =
+            request.build(&self.inner.via, &self.inner.own_uri, &self.inner.user_agent)?;
+        if let Homed::Federated(_) = homed {
+            strip_home_trust(&mut message);
+        }
+        let method = message
+            .method()
+            .map(|m| m.as_str().to_owned())
+            .unwrap_or_default();
+        let span = tracing::debug_span!(
+            "sip_transaction",
+            side = "client",
+            method = %method,
+            branch = %branch
+        );
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::Send {
+                request: message,
+                reply,
+                span,
+            })
+            .await
+            .map_err(|_| RequestError::Shutdown)?;
+        rx.await.unwrap_or(Err(RequestError::Shutdown))
+    }
+
+    /// Routes requests to a new endpoint acting for `owner` (an on-premises address: a
+    /// federated user cannot be hosted here), for its `gruu` if any, and — with
+    /// `default_routing` — for every request no other endpoint owns. Requests arrive on the
+    /// returned receiver; when the queue is full the platform answers 503 for it, when the
+    /// receiver is dropped the endpoint is forgotten (480).
+    ///
+    /// Cancel safety: cancel safe while waiting for room in the command queue (nothing was
+    /// registered); once queued the registration happens and the receiver is dropped, so the
+    /// endpoint is forgotten at its first request.
+    pub async fn register_endpoint(
+        &self,
+        owner: Address<OnPremises>,
+        gruu: Option<String>,
+        default_routing: bool,
+    ) -> Result<(EndpointId, mpsc::Receiver<IncomingRequest>), PlatformError> {
+        let id = EndpointId(self.inner.next_endpoint.fetch_add(1, Ordering::Relaxed));
+        let (sender, rx) = mpsc::channel(self.inner.endpoint_capacity);
+        self.inner
+            .commands
+            .send(Command::Register {
+                id,
+                owner,
+                gruu,
+                default_routing,
+                sender,
+            })
+            .await
+            .map_err(|_| PlatformError::Shutdown)?;
+        Ok((id, rx))
+    }
+
+    /// Stops routing requests to `endpoint`.
+    ///
+    /// Cancel safety: cancel safe (if cancelled before queued, nothing changed).
+    pub async fn unregister_endpoint(&self, endpoint: EndpointId) {
+        let _ = self
+            .inner
+            .commands
+            .send(Command::Unregister { id: endpoint })
+            .await;
+    }
+
+    /// Stops the platform: no new requests are accepted (sends fail with
+    /// [`RequestError::Shutdown`], incoming requests get 503), live transactions get the
+    /// configured grace period to finish, the rest are cancelled with a definite outcome,
+    /// and every connection is closed. Returns what finished and what was cancelled.
+    ///
+    /// Cancel safety: cancel safe; once the request to stop is queued the platform stops
+    /// whether or not the caller waits for the report.
+    pub async fn shutdown(&self) -> ShutdownReport {
+        self.shutdown_within(self.inner.grace).await
+    }
+
+    /// As [`shutdown`](Self::shutdown) with an explicit grace period.
+    ///
+    /// Cancel safety: as [`shutdown`](Self::shutdown).
+    pub async fn shutdown_within(&self, grace: std::time::Duration) -> ShutdownReport {
+        let (done, rx) = oneshot::channel();
+        if self
+            .inner
+            .commands
+            .send(Command::Shutdown { grace, done })
+            .await
+            .is_err()
+        {
+            return ShutdownReport::default();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// The deployment's topology.
+    pub fn topology(&self) -> &Topology {
+        &self.inner.topology
+    }
+
+    /// The platform's own URI (`sip:FQDN`), the default From of requests it sends.
+    pub fn own_uri(&self) -> &str {
+        &self.inner.own_uri
+    }
+
+    /// The bound address of each listener, in the order configured.
+    pub fn listen_addrs(&self) -> Vec<(crate::ListenerKind, SocketAddr)> {
+        self.inner
+            .listeners
+            .iter()
+            .map(|l| (l.kind, l.addr))
+            .collect()
+    }
+
+    /// A contact URI reaching `user` at this platform over its first listener of the
+    /// outbound proxy's transport (`sip:bot@127.0.0.1:5061;transport=tls`): what an
+    /// endpoint registers, and the GRUU-like address the front end then sends to.
+    pub fn contact_uri(&self, user: &str) -> Option<String> {
+        let want = match self.inner.proxy.transport {
+            TransportKind::Tls => ListenerKind::MutualTls,
+            _ => ListenerKind::Tcp,
+        };
+        let l = self.inner.listeners.iter().find(|l| l.kind == want)?;
+        let t = match want {
+            ListenerKind::MutualTls => "tls",
+            _ => "tcp",
+        };
+        Some(format!("sip:{user}@{};transport={t}", l.addr))
+    }
+
+    /// The outbound proxy's target (address, transport, TLS name).
+    pub fn proxy(&self) -> &Target {
+        &self.inner.proxy
+    }
+}

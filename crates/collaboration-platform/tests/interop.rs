@@ -1,0 +1,455 @@
+//! The platform against real peers (peer-harness): Kamailio 5.6 as the contoso front end
+//! (mutual TLS, registrar) and the fabrikam federated deployment, SIPp as users.
+//!
+//! Every wait is bounded. Without kamailio or sipp these tests fail with the install hint.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use collaboration_platform::{
+    Address, CollaborationPlatform, Homed, Identity, IncomingRequest, Listener, OutboundProxy,
+    OutgoingRequest, RequestError, ServerPlatformSettings, Topology, TrustRoots,
+};
+use peer_harness::{scenarios, status_line, CertFiles, Deployment, Federation, SipTcpClient};
+use sip_core::{HeaderName, Method, SipMessage};
+use tokio::sync::mpsc;
+use transport_tls::{
+    SipTransport, Target, TlsClientSettings, TlsRefusal, TransportError, TransportEvent,
+    TransportSettings,
+};
+
+/// Bound of every single wait.
+const WAIT: Duration = Duration::from_secs(15);
+
+fn federation() -> Federation {
+    Federation::start().unwrap_or_else(|e| panic!("starting the real peers failed: {e}"))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no outcome within {WAIT:?}"))
+}
+
+fn identity(c: &CertFiles) -> Identity {
+    Identity::from_pem(c.cert_pem.as_bytes(), c.key_pem.as_bytes()).expect("identity PEM")
+}
+
+fn roots(fed: &Federation) -> TrustRoots {
+    TrustRoots::from_pem(fed.pki().ca_pem().as_bytes()).expect("CA PEM")
+}
+
+/// The trusted application `app.contoso.test`, its front end contoso over mutual TLS.
+fn settings(fed: &Federation) -> ServerPlatformSettings {
+    let contoso = fed.contoso();
+    ServerPlatformSettings::new(
+        "ucma-rs interop",
+        Deployment::Contoso.application(),
+        identity(fed.pki().application(Deployment::Contoso)),
+        roots(fed),
+        OutboundProxy::tls(contoso.mtls_addr(), contoso.fqdn()),
+    )
+    .listen(Listener::mutual_tls(loopback0()))
+    .topology(Topology::new([Deployment::Contoso.domain()]))
+}
+
+fn loopback0() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+/// Registers an endpoint for `sip:USER@contoso.test` and registers its contact at contoso
+/// (trusted applications are not challenged).
+async fn endpoint(platform: &CollaborationPlatform, user: &str) -> mpsc::Receiver<IncomingRequest> {
+    let aor = format!("sip:{user}@contoso.test");
+    let contact = platform.contact_uri(user).expect("a TLS listener");
+    let owner = Address::assume_on_premises(&aor).unwrap();
+    let (_id, rx) = platform
+        .register_endpoint(owner, Some(contact.clone()), false)
+        .await
+        .expect("endpoint registered");
+    let register = OutgoingRequest::new(Method::Register, "sip:contoso.test")
+        .from(format!("<{aor}>"))
+        .to(format!("<{aor}>"))
+        .header("Contact", format!("<{contact}>"))
+        .header("Expires", "300");
+    let r = bounded("REGISTER", platform.send_request(register))
+        .await
+        .unwrap_or_else(|e| panic!("REGISTER at contoso: {e}"));
+    assert_eq!(r.status(), Some(200));
+    rx
+}
+
+/// Answers every request delivered to the endpoint with 200; reports each caller.
+fn answer_all(
+    mut rx: mpsc::Receiver<IncomingRequest>,
+) -> mpsc::UnboundedReceiver<(Homed, SipMessage)> {
+    let (tx, seen) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(mut req) = rx.recv().await {
+            let _ = tx.send((req.caller().clone(), req.request().clone()));
+            req.respond(200, "OK", &[], None).await.expect("respond");
+        }
+    });
+    seen
+}
+
+#[test]
+fn options_both_ways_over_mutual_tls() {
+    let fed = federation();
+    runtime().block_on(async {
+        let platform = CollaborationPlatform::start(settings(&fed)).await.unwrap();
+        // Platform -> front end.
+        let t0 = Instant::now();
+        let r = bounded(
+            "OPTIONS to contoso",
+            platform.send_request(OutgoingRequest::options("sip:fe.contoso.test")),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("OPTIONS to the front end: {e}\n{}", fed.log_tails(30)));
+        assert_eq!(r.status(), Some(200), "{}", status_line(&r));
+        eprintln!(
+            "OPTIONS to contoso: {} in {:?}",
+            status_line(&r),
+            t0.elapsed()
+        );
+
+        // A user at contoso -> front end -> platform (the application's registered URI).
+        let _rx = endpoint(&platform, "bot").await;
+        let tcp = fed.contoso().tcp_addr();
+        let answer = tokio::task::spawn_blocking(move || {
+            let mut c = SipTcpClient::connect(tcp, WAIT).expect("connect to contoso");
+            let req = c
+                .request(
+                    Method::Options,
+                    "sip:bot@contoso.test",
+                    "sip:alice@contoso.test",
+                    "sip:bot@contoso.test",
+                )
+                .build()
+                .unwrap();
+            c.transaction(&req, WAIT)
+        })
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("OPTIONS through contoso: {e}"));
+        assert_eq!(answer.status(), Some(200), "{}", status_line(&answer));
+        let allow = answer.header(HeaderName::Allow).expect("Allow");
+        assert!(String::from_utf8_lossy(allow).contains("MESSAGE"));
+        assert!(answer.header(HeaderName::Accept).is_some());
+        assert!(answer.header(HeaderName::Supported).is_some());
+        let server = String::from_utf8_lossy(answer.header(HeaderName::Server).unwrap_or_default())
+            .into_owned();
+        assert_eq!(server, "ucma-rs interop");
+        let report = platform.shutdown().await;
+        assert_eq!(report.cancelled, 0);
+    });
+}
+
+#[test]
+fn pager_message_from_platform_to_sipp_uas_at_contoso() {
+    let fed = federation();
+    let mut uas = fed
+        .sipp("alice-uas", scenarios::UAS_MESSAGE)
+        .calls(1)
+        .spawn()
+        .expect("SIPp UAS");
+    uas.wait_listening(WAIT).expect("SIPp listening");
+    let mut c = SipTcpClient::connect(fed.contoso().tcp_addr(), WAIT).unwrap();
+    let contact = format!("sip:alice@{};transport=tcp", uas.local_addr());
+    let reg = c
+        .register("alice", "contoso.test", "alice-secret", &contact, 300, WAIT)
+        .unwrap();
+    assert_eq!(reg.response.status(), Some(200));
+    runtime().block_on(async {
+        let platform = CollaborationPlatform::start(settings(&fed)).await.unwrap();
+        let r = bounded(
+            "MESSAGE to alice",
+            platform.send_request(
+                OutgoingRequest::message("sip:alice@contoso.test", "Hello from ucma-rs")
+                    .header("X-Interop", "1"),
+            ),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("MESSAGE: {e}\n{}", fed.log_tails(30)));
+        assert_eq!(r.status(), Some(200));
+        platform.shutdown().await;
+    });
+    let out = uas.wait().unwrap();
+    assert!(out.succeeded(), "{}", out.report());
+}
+
+#[test]
+fn pager_message_from_sipp_uac_through_contoso_to_platform() {
+    let fed = federation();
+    let rt = runtime();
+    let (platform, mut seen) = rt.block_on(async {
+        let platform = CollaborationPlatform::start(settings(&fed)).await.unwrap();
+        let rx = endpoint(&platform, "bot").await;
+        (platform.clone(), answer_all(rx))
+    });
+    let uac = fed
+        .sipp("alice-uac", scenarios::UAC_MESSAGE)
+        .remote(fed.contoso().tcp_addr())
+        .key("to_user", "bot")
+        .key("to_domain", "contoso.test")
+        .key("from_user", "alice")
+        .key("from_domain", "contoso.test")
+        .calls(3)
+        .run()
+        .unwrap();
+    assert!(uac.succeeded(), "{}\n{}", uac.report(), fed.log_tails(30));
+    rt.block_on(async {
+        let (caller, request) = bounded("delivery", seen.recv()).await.unwrap();
+        assert!(matches!(caller, Homed::OnPremises(_)), "{caller:?}");
+        assert_eq!(caller.uri(), "sip:alice@contoso.test");
+        assert!(String::from_utf8_lossy(request.body()).contains("Hello from SIPp"));
+        platform.shutdown().await;
+    });
+}
+
+#[test]
+fn federated_user_at_fabrikam_reaches_the_platform_through_federation() {
+    let fed = federation();
+    let rt = runtime();
+    let (platform, mut seen) = rt.block_on(async {
+        let platform = CollaborationPlatform::start(settings(&fed)).await.unwrap();
+        let rx = endpoint(&platform, "bot").await;
+        (platform.clone(), answer_all(rx))
+    });
+    let uac = fed
+        .sipp("bob-uac", scenarios::UAC_MESSAGE)
+        .remote(fed.fabrikam().tcp_addr())
+        .key("to_user", "bot")
+        .key("to_domain", "contoso.test")
+        .key("from_user", "bob")
+        .key("from_domain", "fabrikam.test")
+        .calls(1)
+        .run()
+        .unwrap();
+    assert!(uac.succeeded(), "{}\n{}", uac.report(), fed.log_tails(30));
+    rt.block_on(async {
+        let (caller, _) = bounded("delivery", seen.recv()).await.unwrap();
+        let Homed::Federated(a) = &caller else {
+            panic!("a fabrikam user must be marked federated: {caller:?}")
+        };
+        assert_eq!(a.domain(), "fabrikam.test");
+        platform.shutdown().await;
+    });
+}
+
+/// A SIPp UAS that fails unless the MESSAGE carries no home-trust header.
+const UAS_NO_TRUST_HEADERS: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="UAS MESSAGE without home-trust headers">
+  <recv request="MESSAGE" crlf="true">
+    <action>
+      <ereg regexp="P-Asserted-Identity|ms-asserted-verification-level" search_in="msg" check_it_inverse="true" assign_to="trust"/>
+      <ereg regexp="X-Kept: yes" search_in="msg" check_it="true" assign_to="kept"/>
+    </action>
+  </recv>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]-uas-[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <Reference variables="trust,kept"/>
+</scenario>
+"#;
+
+#[test]
+fn requests_to_federated_parties_leave_without_home_trust_headers() {
+    let fed = federation();
+    let mut uas = fed
+        .sipp("bob-uas", UAS_NO_TRUST_HEADERS)
+        .calls(1)
+        .spawn()
+        .expect("SIPp UAS");
+    uas.wait_listening(WAIT).expect("SIPp listening");
+    let mut c = SipTcpClient::connect(fed.fabrikam().tcp_addr(), WAIT).unwrap();
+    let contact = format!("sip:bob@{};transport=tcp", uas.local_addr());
+    let reg = c
+        .register("bob", "fabrikam.test", "bob-secret", &contact, 300, WAIT)
+        .unwrap();
+    assert_eq!(reg.response.status(), Some(200));
+    runtime().block_on(async {
+        let platform = CollaborationPlatform::start(settings(&fed)).await.unwrap();
+        let r = bounded(
+            "MESSAGE to bob",
+            platform.send_request(
+                OutgoingRequest::message("sip:bob@fabrikam.test", "Hello across federation")
+                    .header("P-Asserted-Identity", "\"Alice\" <sip:alice@contoso.test>")
+                    .header(
+                        "ms-asserted-verification-level",
+                        "ms-source-verified-user=verified",
+                    )
+                    .header("X-Kept", "yes"),
+            ),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("MESSAGE to fabrikam: {e}\n{}", fed.log_tails(30)));
+        assert_eq!(r.status(), Some(200));
+        // A blocked partner is refused before anything is sent.
+        let blocked = CollaborationPlatform::start(
+            settings(&fed).topology(Topology::new(["contoso.test"]).block("fabrikam.test")),
+        )
+        .await
+        .unwrap();
+        let e = blocked
+            .send_request(OutgoingRequest::message("sip:bob@fabrikam.test", "no"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, RequestError::Refused(_)), "{e:?}");
+        assert_eq!(e.status(), 403);
+        blocked.shutdown().await;
+        platform.shutdown().await;
+    });
+    let out = uas.wait().unwrap();
+    assert!(out.succeeded(), "{}", out.report());
+}
+
+/// Sends one OPTIONS to `addr` over TLS presenting `who`; the final status, or the error.
+async fn options_as(fed: &Federation, who: &CertFiles, addr: SocketAddr) -> Result<u16, String> {
+    let tls = TlsClientSettings::new(roots(fed)).identity(identity(who));
+    let (t, mut events) =
+        SipTransport::new(TransportSettings::new().tls_client(tls).keep_alive(None)).unwrap();
+    let req = SipMessage::request(Method::Options, "sip:bot@contoso.test")
+        .header(
+            HeaderName::Via,
+            "SIP/2.0/TLS 127.0.0.1:1;branch=z9hG4bKuntrusted1",
+        )
+        .header(HeaderName::MaxForwards, "70")
+        .header(HeaderName::From, format!("<sip:x@{}>;tag=1", who.name))
+        .header(HeaderName::To, "<sip:bot@contoso.test>")
+        .header(HeaderName::CallId, "untrusted-1")
+        .header(HeaderName::CSeq, "1 OPTIONS")
+        .build()
+        .unwrap();
+    t.send(&Target::tls(addr, "app.contoso.test"), &req)
+        .await
+        .map_err(|e| e.to_string())?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(TransportEvent::Message(m))) if m.message.status().is_some() => {
+                return Ok(m.message.status().unwrap())
+            }
+            Ok(Some(TransportEvent::Closed { reason, .. })) => return Err(reason.to_string()),
+            Ok(Some(_)) => {}
+            Ok(None) => return Err("transport gone".into()),
+            Err(_) => return Err("no answer".into()),
+        }
+    }
+}
+
+#[test]
+fn peers_with_untrusted_certificates_are_refused() {
+    let fed = federation();
+    runtime().block_on(async {
+        let platform = CollaborationPlatform::start(settings(&fed)).await.unwrap();
+        let _rx = endpoint(&platform, "bot").await;
+        let addr = platform.listen_addrs()[0].1;
+        // Same CA, but not a trusted peer: the platform answers 403 (mirror of the front end).
+        let untrusted = options_as(&fed, fed.pki().untrusted(), addr).await;
+        assert_eq!(untrusted, Ok(403));
+        // Another CA: the handshake itself is refused; nothing is answered.
+        let foreign = options_as(&fed, fed.pki().foreign(), addr).await;
+        assert!(foreign.is_err(), "{foreign:?}");
+        // The front end itself is trusted on the same listener.
+        let fe = options_as(&fed, fed.pki().front_end(Deployment::Contoso), addr).await;
+        assert_eq!(fe, Ok(200));
+        platform.shutdown().await;
+    });
+}
+
+#[test]
+fn a_front_end_whose_certificate_does_not_match_is_refused() {
+    let fed = federation();
+    runtime().block_on(async {
+        // contoso's name, but fabrikam's socket: fabrikam presents fe.fabrikam.test.
+        let s = ServerPlatformSettings::new(
+            "ucma-rs interop",
+            "app.contoso.test",
+            identity(fed.pki().application(Deployment::Contoso)),
+            roots(&fed),
+            OutboundProxy::tls(fed.fabrikam().mtls_addr(), "fe.contoso.test"),
+        );
+        let platform = CollaborationPlatform::start(s).await.unwrap();
+        let e = bounded(
+            "OPTIONS to an impostor",
+            platform.send_request(OutgoingRequest::options("sip:fe.contoso.test")),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                RequestError::Transport(TransportError::Tls {
+                    refusal: TlsRefusal::NameMismatch,
+                    ..
+                })
+            ),
+            "{e:?}"
+        );
+        assert_eq!(e.status(), 503);
+        platform.shutdown().await;
+    });
+}
+
+#[test]
+fn shutdown_answers_what_is_left_and_refuses_new_work() {
+    let fed = federation();
+    runtime().block_on(async {
+        let platform = CollaborationPlatform::start(settings(&fed)).await.unwrap();
+        let mut rx = endpoint(&platform, "bot").await;
+        // An incoming request the endpoint never answers, in flight at shutdown.
+        let tcp = fed.contoso().tcp_addr();
+        let user = tokio::task::spawn_blocking(move || {
+            let mut c = SipTcpClient::connect(tcp, WAIT).expect("connect");
+            let req = c
+                .request(
+                    Method::Message,
+                    "sip:bot@contoso.test",
+                    "sip:alice@contoso.test",
+                    "sip:bot@contoso.test",
+                )
+                .body("text/plain", "are you there?")
+                .build()
+                .unwrap();
+            c.transaction(&req, WAIT)
+        });
+        let held = bounded("delivery", rx.recv()).await.expect("delivered");
+        let report = platform.shutdown_within(Duration::from_millis(300)).await;
+        assert_eq!(report.cancelled, 1, "{report:?}");
+        let answer = user.await.unwrap().expect("answered");
+        // The platform answered 503; a proxy turns a 503 into 500 (RFC 3261 §16.7 step 6),
+        // Kamailio keeping the reason phrase.
+        assert_eq!(
+            status_line(&answer),
+            "500 Service Unavailable",
+            "{}",
+            status_line(&answer)
+        );
+        drop(held);
+        let e = platform
+            .send_request(OutgoingRequest::options("sip:fe.contoso.test"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, RequestError::Shutdown), "{e:?}");
+    });
+}
