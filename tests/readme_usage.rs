@@ -24,3 +24,26 @@ fn readme_usage() -> Result<(), ParseError> {
     assert_eq!(again.to()?.tag(), Some(&b"b7"[..]));
     Ok(())
 }
+
+/// The platform example of README.md: compiled (not run: it needs a front end).
+#[allow(dead_code)]
+async fn readme_platform() -> Result<(), Box<dyn std::error::Error>> {
+    use ucma::prelude::*;
+    let settings = ServerPlatformSettings::from_pem_files(
+        "contoso-bot/1.0",
+        "app.contoso.com",
+        "app.pem",
+        "app.key",
+        "ca.pem",
+        OutboundProxy::tls("10.0.0.5:5061".parse()?, "fe.contoso.com"),
+    )?
+    .listen(Listener::mutual_tls("0.0.0.0:5061".parse()?))
+    .topology(Topology::new(["contoso.com"]));
+    let platform = CollaborationPlatform::start(settings).await?;
+    let ok = platform
+        .send_request(OutgoingRequest::message("sip:bob@fabrikam.com", "hello"))
+        .await?;
+    println!("{:?}", ok.status());
+    platform.shutdown().await;
+    Ok(())
+}
