@@ -453,3 +453,85 @@ fn shutdown_answers_what_is_left_and_refuses_new_work() {
         assert!(matches!(e, RequestError::Shutdown), "{e:?}");
     });
 }
+
+#[test]
+fn front_end_restart_ends_requests_in_flight_and_the_platform_reconnects() {
+    let mut fed = federation();
+    let rt = runtime();
+    let platform = rt
+        .block_on(CollaborationPlatform::start(settings(&fed)))
+        .unwrap();
+    let options = || OutgoingRequest::options("sip:fe.contoso.test");
+    let before = rt
+        .block_on(bounded("OPTIONS before", platform.send_request(options())))
+        .unwrap_or_else(|e| panic!("OPTIONS before the restart: {e}"));
+    assert_eq!(before.status(), Some(200));
+
+    // Traffic in flight while the front end dies.
+    let in_flight: Vec<_> = (0..20)
+        .map(|i| {
+            let p = platform.clone();
+            rt.spawn(async move {
+                tokio::time::sleep(Duration::from_millis(10 * i)).await;
+                p.send_request(OutgoingRequest::options("sip:fe.contoso.test"))
+                    .await
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(50));
+    fed.front_end_mut(Deployment::Contoso).stop();
+
+    // Every request ends with a definite outcome: answered, or a typed failure — well
+    // before Timer F would have fired on a transaction nobody looked after.
+    let started = Instant::now();
+    let outcomes: Vec<Result<SipMessage, RequestError>> = rt.block_on(async {
+        let mut v = Vec::new();
+        for h in in_flight {
+            v.push(bounded("request in flight", h).await.expect("task"));
+        }
+        v
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "outcomes took {:?}",
+        started.elapsed()
+    );
+    for o in &outcomes {
+        match o {
+            Ok(r) => assert_eq!(r.status(), Some(200)),
+            Err(RequestError::Transport(_) | RequestError::Timeout) => {}
+            Err(other) => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    let failed = outcomes.iter().filter(|o| o.is_err()).count();
+    eprintln!(
+        "in flight: {} answered, {failed} failed",
+        outcomes.len() - failed
+    );
+
+    // The front end comes back on the same ports; the platform reconnects by itself.
+    fed.front_end_mut(Deployment::Contoso)
+        .restart(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("restarting contoso: {e}"));
+    let back = Instant::now();
+    let after = rt.block_on(async {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), platform.send_request(options()))
+                .await
+            {
+                Ok(Ok(r)) => break r,
+                _ if back.elapsed() < Duration::from_secs(10) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                other => panic!("no answer after the restart: {other:?}"),
+            }
+        }
+    });
+    assert_eq!(after.status(), Some(200));
+    eprintln!(
+        "answered again {:?} after the front end's return",
+        back.elapsed()
+    );
+    assert!(back.elapsed() < Duration::from_secs(5));
+    rt.block_on(platform.shutdown());
+}

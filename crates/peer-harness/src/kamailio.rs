@@ -400,6 +400,9 @@ pub struct FrontEnd {
     dir: PathBuf,
     cfg_path: PathBuf,
     proc: Supervised,
+    /// How it was started, to start it again ([`FrontEnd::restart`]).
+    command: (String, PathBuf, Vec<OsString>, PathBuf),
+    restarts: u32,
 }
 
 /// Start options for one instance.
@@ -454,6 +457,8 @@ impl FrontEnd {
             dir: dir.to_path_buf(),
             cfg_path,
             proc,
+            command: (name, launch.binary.clone(), args, work),
+            restarts: 0,
         })
     }
 
@@ -605,5 +610,20 @@ impl FrontEnd {
     /// Dropping does the same.
     pub fn stop(&mut self) {
         self.proc.stop(Duration::from_secs(5));
+    }
+
+    /// Starts the instance again with the same configuration and ports (stopping it first
+    /// if it still runs) and waits until it answers OPTIONS: a front end that crashed or
+    /// was restarted by its operators. Its in-memory state (registrations, presence) is
+    /// gone, as after a real restart. The new run logs to `kamailio.restart-N.log`.
+    pub fn restart(&mut self, timeout: Duration) -> Result<()> {
+        self.stop();
+        self.restarts += 1;
+        let (name, binary, args, work) = &self.command;
+        let log = self
+            .dir
+            .join(format!("kamailio.restart-{}.log", self.restarts));
+        self.proc = Supervised::spawn(name, binary, args, work, &log)?;
+        self.wait_ready(timeout)
     }
 }
