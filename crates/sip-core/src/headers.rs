@@ -71,6 +71,16 @@ impl<'a> Transport<'a> {
             .map_or(Transport::Other(t), |(_, v)| *v)
     }
 
+    /// Maps a transport token given as bytes (validated token characters), without
+    /// converting the known ones to text first.
+    pub(crate) fn from_bytes(t: &'a [u8]) -> Transport<'a> {
+        KNOWN_TRANSPORTS
+            .iter()
+            .find(|k| k.as_str().as_bytes().eq_ignore_ascii_case(t))
+            .copied()
+            .unwrap_or_else(|| Transport::Other(ascii(t)))
+    }
+
     /// The canonical token.
     pub fn as_str(&self) -> &'a str {
         match self {
@@ -94,8 +104,8 @@ impl<'a> Transport<'a> {
 /// One Via value (RFC 3261 §20.42).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Via<'a> {
-    protocol: &'a str,
-    version: &'a str,
+    protocol: &'a [u8],
+    version: &'a [u8],
     transport: Transport<'a>,
     host: Host<'a>,
     port: Option<u16>,
@@ -132,9 +142,9 @@ impl<'a> Via<'a> {
         let (host, port) = parse_hostport(&rest[..end]).map_err(|_| err("bad sent-by"))?;
         let params = Params::parse_all(&rest[end..]).map_err(err)?;
         Ok(Via {
-            protocol: ascii(protocol),
-            version: ascii(version),
-            transport: Transport::from_token(ascii(transport)),
+            protocol,
+            version,
+            transport: Transport::from_bytes(transport),
             host,
             port,
             params,
@@ -143,11 +153,11 @@ impl<'a> Via<'a> {
 
     /// Protocol name (`SIP`).
     pub fn protocol(&self) -> &'a str {
-        self.protocol
+        ascii(self.protocol)
     }
     /// Protocol version (`2.0`).
     pub fn version(&self) -> &'a str {
-        self.version
+        ascii(self.version)
     }
     /// The transport.
     pub fn transport(&self) -> Transport<'a> {
@@ -664,8 +674,8 @@ impl<'a> Via<'a> {
             known => Ok(KNOWN_TRANSPORTS.iter().position(|k| *k == known)? as u8),
         };
         Some(ViaIdx {
-            protocol: Sp::of(base, self.protocol.as_bytes())?,
-            version: Sp::of(base, self.version.as_bytes())?,
+            protocol: Sp::of(base, self.protocol)?,
+            version: Sp::of(base, self.version)?,
             transport,
             host: self.host.index(base)?,
             port: self.port,
@@ -675,8 +685,8 @@ impl<'a> Via<'a> {
 
     pub(crate) fn from_index(base: &'a [u8], idx: &ViaIdx) -> Via<'a> {
         Via {
-            protocol: idx.protocol.str(base),
-            version: idx.version.str(base),
+            protocol: idx.protocol.get(base),
+            version: idx.version.get(base),
             transport: match idx.transport {
                 Ok(i) => KNOWN_TRANSPORTS
                     .get(usize::from(i))

@@ -40,7 +40,7 @@ impl<'a> Params<'a> {
         let mut i = skip_ws(s, 0);
         let mut end = 0;
         while i < s.len() && s[i] == b';' {
-            let (_, next) = step(s, i)?;
+            let (_, _, next) = step_raw(s, i)?;
             end = next;
             i = skip_ws(s, next);
         }
