@@ -964,17 +964,18 @@ type Head = (StartLine, Vec<Field>, usize);
 /// Parses the start line and header fields; returns them and the offset of the body.
 fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
     let s: &[u8] = buf;
-    let line_end = |from: usize| -> Result<(usize, usize), ParseError> {
-        // (end of content, start of next line)
-        let nl = memchr::memchr(b'\n', &s[from..]).ok_or(ParseError::Incomplete)? + from;
-        let end = if nl > from && s[nl - 1] == b'\r' {
+    // One SIMD scan yields every line feed; per line only short loops remain.
+    let mut newlines = memchr::memchr_iter(b'\n', s);
+    // The end of a line's content (before CR LF or a bare LF) given its line feed.
+    let content_end = |from: usize, nl: usize| {
+        if nl > from && s[nl - 1] == b'\r' {
             nl - 1
         } else {
             nl
-        };
-        Ok((end, nl + 1))
+        }
     };
-    let (sl_end, mut pos) = line_end(0)?;
+    let first = newlines.next().ok_or(ParseError::Incomplete)?;
+    let sl_end = content_end(0, first);
     if sl_end > limits.max_line_length {
         return Err(ParseError::LineTooLong {
             limit: limits.max_line_length,
@@ -982,11 +983,12 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
     }
     let start = parse_start_line(buf, sl_end)?;
     let mut fields = Vec::with_capacity(16);
+    let mut pos = first + 1;
+    let mut next_nl = newlines.next();
     loop {
-        if pos >= s.len() {
-            return Err(ParseError::Incomplete);
-        }
-        let (mut end, mut next) = line_end(pos)?;
+        let nl = next_nl.ok_or(ParseError::Incomplete)?;
+        let mut end = content_end(pos, nl);
+        let mut next = nl + 1;
         if end == pos {
             return Ok((start, fields, next));
         }
@@ -994,11 +996,13 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
             return Err(ParseError::HeaderLine);
         }
         let mut folded = false;
+        next_nl = newlines.next();
         while next < s.len() && (s[next] == b' ' || s[next] == b'\t') {
             folded = true;
-            let (e, n) = line_end(next)?;
-            end = e;
-            next = n;
+            let nl = next_nl.ok_or(ParseError::Incomplete)?;
+            end = content_end(next, nl);
+            next = nl + 1;
+            next_nl = newlines.next();
         }
         if end - pos > limits.max_line_length {
             return Err(ParseError::LineTooLong {
@@ -1011,7 +1015,11 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
             });
         }
         let line = &s[pos..end];
-        let colon = memchr::memchr(b':', line).ok_or(ParseError::HeaderLine)?;
+        // Names are short: a plain loop beats a vectorised search here.
+        let colon = line
+            .iter()
+            .position(|&c| c == b':')
+            .ok_or(ParseError::HeaderLine)?;
         let mut name_end = colon;
         while name_end > 0 && (line[name_end - 1] == b' ' || line[name_end - 1] == b'\t') {
             name_end -= 1;
