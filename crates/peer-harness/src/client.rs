@@ -8,9 +8,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use sip_core::auth::{Credentials, DigestClient};
 use sip_core::{Frame, HeaderName, Limits, MessageBuilder, Method, SipMessage, StreamFramer};
 
-use crate::digest::DigestChallenge;
 use crate::error::{HarnessError, Result};
 use crate::process::unique_token;
 
@@ -272,9 +272,17 @@ impl SipTcpClient {
                 response,
             });
         }
-        let challenge = DigestChallenge::from_response(&response)?;
-        let value = challenge.authorization("REGISTER", &registrar, user, password, 1);
-        let second = build(self, Some((challenge.answer_header(), value)))?;
+        // sip-core's digest client answers, so every registration here also tests it
+        // against a real registrar.
+        let mut digest = DigestClient::new(Credentials::new(user, password));
+        let answers = digest
+            .handle_challenge(&response, &first)
+            .map_err(|e| HarnessError::Sip(format!("answering the challenge: {e}")))?;
+        let answer = answers
+            .into_iter()
+            .next()
+            .ok_or_else(|| HarnessError::Sip("no digest answer".into()))?;
+        let second = build(self, Some((answer.name, answer.value)))?;
         let last = self.transaction(&second, timeout)?;
         Ok(Registration {
             challenge: Some(response),

@@ -35,8 +35,9 @@
 //!   - a control socket ([`FrontEnd::ctl_addr`], `kamcmd -s tcp:127.0.0.1:PORT`).
 //! - **SIPp** ([`Sipp`]): a scenario XML written to the fixture's folder, a bounded run,
 //!   exit status and statistics ([`SippOutcome`]); example [`scenarios`].
-//! - **A tiny SIP-over-TCP client** ([`SipTcpClient`]) built on `sip_core`, with digest
-//!   ([`DigestChallenge`]) for registering users.
+//! - **A tiny SIP-over-TCP client** ([`SipTcpClient`]) built on `sip_core`; it registers
+//!   users with `sip_core::auth::DigestClient`, so every registration also tests sip-core's
+//!   digest client against a real registrar.
 //!
 //! ## Lifetimes, timeouts, failures
 //!
@@ -101,7 +102,6 @@
 #![deny(missing_docs)]
 
 mod client;
-mod digest;
 mod error;
 mod federation;
 mod kamailio;
@@ -110,7 +110,6 @@ mod process;
 mod sipp;
 
 pub use client::{status_line, Registration, SipTcpClient};
-pub use digest::DigestChallenge;
 pub use error::{HarnessError, Result, INSTALL_HINT};
 pub use federation::{Federation, FederationBuilder, DEFAULT_USERS};
 pub use kamailio::FrontEnd;

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use common::{block_on, ok, request, tls_request, tls_transport, TlsOutcome, WAIT};
 use peer_harness::{
-    processes_in_group, status_line, Deployment, DigestChallenge, Federation, HarnessError,
-    SipTcpClient,
+    processes_in_group, status_line, Deployment, Federation, HarnessError, SipTcpClient,
 };
+use sip_core::auth::{Credentials, DigestClient};
 use sip_core::{HeaderName, Method, SipMessage};
 
 #[test]
@@ -152,9 +152,17 @@ fn register_with_digest_gets_401_then_200() {
     let reg = ok(c.register("alice", "contoso.test", "alice-secret", &contact, 300, WAIT));
     let challenge = reg.challenge.as_ref().expect("a challenge first");
     assert_eq!(challenge.status(), Some(401));
-    let ch = ok(DigestChallenge::from_response(challenge));
-    assert_eq!(ch.realm, "contoso.test");
-    assert!(ch.qop_auth, "the front end offers qop=auth");
+    let ch = challenge
+        .auth(HeaderName::WwwAuthenticate)
+        .next()
+        .expect("WWW-Authenticate")
+        .expect("a well-formed challenge");
+    assert_eq!(ch.param("realm").as_deref(), Some(&b"contoso.test"[..]));
+    assert!(
+        ch.param("qop")
+            .is_some_and(|q| q.windows(4).any(|w| w == b"auth")),
+        "the front end offers qop=auth"
+    );
     assert_eq!(
         reg.response.status(),
         Some(200),
@@ -196,12 +204,15 @@ fn register_with_digest_gets_401_then_200() {
         let TlsOutcome::Answered(401, challenge) = first else {
             panic!("expected 401 over user TLS, got {first:?}");
         };
-        let ch = ok(DigestChallenge::from_response(&challenge));
+        // The request the challenge answers: digest needs its method and Request-URI.
+        let challenged = SipMessage::request(Method::Register, registrar).build_unchecked();
+        let mut digest = DigestClient::new(Credentials::new("carol", "carol-secret"));
+        let answer = digest
+            .handle_challenge(&challenge, &challenged)
+            .expect("sip-core answers the front end's challenge")
+            .remove(0);
         let mut headers = contact.clone();
-        headers.push((
-            ch.answer_header(),
-            ch.authorization("REGISTER", registrar, "carol", "carol-secret", 1),
-        ));
+        headers.push((answer.name, answer.value));
         let second = tls_request(&t, &mut ev, user_tls, fe.fqdn(), |local| {
             request(Method::Register, registrar, aor, aor, local, &headers)
         })
