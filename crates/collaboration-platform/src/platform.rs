@@ -118,7 +118,20 @@ impl CollaborationPlatform {
         }
         let proxy_addr = match &common.proxy.host {
             ProxyHost::Addr(a) => *a,
-            ProxyHost::Domain(d) => common.locator.locate(d)?[0].addr,
+            // RFC 3263: overrides, then NAPTR/SRV/A for the proxy's domain. The first
+            // candidate is used; failing over down the list is not done yet.
+            ProxyHost::Domain(d) => {
+                let target = match &common.proxy.transport {
+                    ProxyTransport::Tls { .. } => crate::locate::LocateTarget::sips_domain(d),
+                    ProxyTransport::Tcp => crate::locate::LocateTarget::sip_domain(d)
+                        .with_transport(transport_tls::TransportKind::Tcp),
+                };
+                let found = common.locator.resolve(&target).await?;
+                found
+                    .first()
+                    .map(|s| s.addr)
+                    .ok_or_else(|| crate::locate::LocateError::NotFound(d.clone()))?
+            }
         };
         let proxy = match &common.proxy.transport {
             ProxyTransport::Tls { server_name } => Target::tls(proxy_addr, server_name.clone()),
