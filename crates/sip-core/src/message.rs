@@ -155,24 +155,34 @@ impl SipMessage {
 
     /// Starts building a response with the given status and reason phrase.
     pub fn response(status: u16, reason: impl Into<Bytes>) -> MessageBuilder {
+        let reason = reason.into();
+        // The reason phrase ends the status line: no CR, LF or other control bytes.
+        let error = if !(100..=699).contains(&status) {
+            Some(ParseError::StatusCode)
+        } else if reason.iter().any(|&c| c < 0x20 && c != b'\t' || c == 0x7f) {
+            Some(ParseError::StartLine("control character in reason phrase"))
+        } else {
+            None
+        };
         MessageBuilder {
             msg: SipMessage {
                 buf: Bytes::new(),
                 start: StartLine::Response {
                     status,
-                    reason: Text::Owned(reason.into()),
+                    reason: Text::Owned(reason),
                 },
                 fields: Vec::with_capacity(12),
                 body: Bytes::new(),
                 pristine: false,
                 core: None,
             },
-            error: (!(100..=699).contains(&status)).then_some(ParseError::StatusCode),
+            error,
         }
     }
 
     /// Builds a response to `request` copying Via (all, in order), From, To, Call-ID and
-    /// CSeq, as RFC 3261 §8.2.6.2 requires. Add a To tag with
+    /// CSeq, as RFC 3261 §8.2.6.2 requires. When `request` was validated (parsed, or built
+    /// with [`MessageBuilder::build`]) the copies are not validated again. Add a To tag with
     /// [`set_to_tag`](Self::set_to_tag) when the response creates a dialog.
     pub fn response_to(
         request: &SipMessage,
@@ -195,7 +205,12 @@ impl SipMessage {
                 b = b.header(h.name, Bytes::copy_from_slice(h.value));
             }
         }
-        b.build()
+        match (&b.error, request.core.is_some()) {
+            // Everything copied was checked when the request was; only the start line is
+            // new, and the builder checked it.
+            (None, true) => Ok(b.msg),
+            _ => b.build(),
+        }
     }
 
     // ----- start line -----

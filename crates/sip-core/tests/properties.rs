@@ -249,3 +249,21 @@ Max-Forwards: 70\r\nl: 2\r\n\r\nhi",
     m.set_to_tag("abc").unwrap();
     assert_eq!(m.to().unwrap().tag(), Some(&b"abc"[..]));
 }
+
+#[test]
+fn reason_phrases_cannot_inject_lines() {
+    let r = SipMessage::response(200, "OK\r\nVia: SIP/2.0/UDP evil").build();
+    assert!(r.is_err());
+    let req = SipMessage::parse_datagram(
+        Bytes::from_static(
+            b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: 1\r\nCSeq: 1 OPTIONS\r\n\r\n",
+        ),
+        &Limits::DEFAULT,
+    )
+    .unwrap();
+    assert!(SipMessage::response_to(&req, 200, "OK\r\nX: y").is_err());
+    let ok = SipMessage::response_to(&req, 200, "OK").unwrap();
+    let again = SipMessage::parse_datagram(ok.to_bytes(), &Limits::DEFAULT).unwrap();
+    assert_eq!(again.status(), Some(200));
+    assert_eq!(again.cseq().unwrap(), req.cseq().unwrap());
+}
