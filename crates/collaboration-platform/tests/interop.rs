@@ -535,3 +535,104 @@ fn front_end_restart_ends_requests_in_flight_and_the_platform_reconnects() {
     assert!(back.elapsed() < Duration::from_secs(5));
     rt.block_on(platform.shutdown());
 }
+
+/// A SIPp caller at contoso: INVITE, ACK for the 200, then BYE in the dialog.
+const UAC_INVITE_BYE: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="interop UAC INVITE, ACK, BYE">
+  <send retrans="500">
+    <![CDATA[
+
+      INVITE sip:[to_user]@[to_domain] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      Max-Forwards: 70
+      From: <sip:[from_user]@[from_domain]>;tag=[pid]-inv-[call_number]
+      To: <sip:[to_user]@[to_domain]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:[from_user]@[local_ip]:[local_port];transport=[transport]>
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="100" optional="true"></recv>
+  <recv response="200" rrs="true" rtd="true"></recv>
+  <send>
+    <![CDATA[
+
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      Max-Forwards: 70
+      From: <sip:[from_user]@[from_domain]>;tag=[pid]-inv-[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <pause milliseconds="100"/>
+  <send retrans="500">
+    <![CDATA[
+
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      Max-Forwards: 70
+      From: <sip:[from_user]@[from_domain]>;tag=[pid]-inv-[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"></recv>
+</scenario>
+"#;
+
+#[test]
+fn an_invite_answered_by_an_endpoint_makes_a_dialog_its_bye_reaches() {
+    let fed = federation();
+    let rt = runtime();
+    let (platform, mut seen) = rt.block_on(async {
+        let platform = CollaborationPlatform::start(settings(&fed)).await.unwrap();
+        let contact = platform.contact_uri("bot").expect("a TLS listener");
+        let mut rx = endpoint(&platform, "bot").await;
+        let (tx, seen) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(mut req) = rx.recv().await {
+                let method = req.request().method().cloned();
+                let _ = tx.send(method.clone());
+                let value = format!("<{contact}>");
+                let headers = [("Contact", value.as_str())];
+                let extra: &[(&str, &str)] = if method == Some(Method::Invite) {
+                    &headers
+                } else {
+                    &[]
+                };
+                req.respond(200, "OK", extra, None).await.expect("respond");
+            }
+        });
+        (platform, seen)
+    });
+    let uac = fed
+        .sipp("alice-invite", UAC_INVITE_BYE)
+        .remote(fed.contoso().tcp_addr())
+        .key("to_user", "bot")
+        .key("to_domain", "contoso.test")
+        .key("from_user", "alice")
+        .key("from_domain", "contoso.test")
+        .calls(1)
+        .run()
+        .unwrap();
+    assert!(uac.succeeded(), "{}\n{}", uac.report(), fed.log_tails(30));
+    rt.block_on(async {
+        let first = bounded("INVITE delivered", seen.recv()).await.unwrap();
+        assert_eq!(first, Some(Method::Invite));
+        let second = bounded("BYE delivered", seen.recv()).await.unwrap();
+        assert_eq!(second, Some(Method::Bye), "the BYE matched the dialog");
+        platform.shutdown().await;
+    });
+}
