@@ -27,6 +27,14 @@ enum Text {
 }
 
 impl Text {
+    /// The text as `Bytes` sharing `buf` (a span) or the owned bytes: never a copy.
+    fn to_bytes(&self, buf: &Bytes) -> Bytes {
+        match self {
+            Text::Span(a, b) => buf.slice(*a as usize..*b as usize),
+            Text::Owned(b) => b.clone(),
+        }
+    }
+
     #[inline]
     fn get<'a>(&'a self, buf: &'a [u8]) -> &'a [u8] {
         match self {
@@ -193,16 +201,17 @@ impl SipMessage {
             return Err(ParseError::StartLine("response_to needs a request"));
         }
         let mut b = SipMessage::response(status, Bytes::copy_from_slice(reason.as_bytes()));
-        for h in request.headers() {
+        for f in &request.fields {
             if matches!(
-                h.name,
+                f.name,
                 HeaderName::Via
                     | HeaderName::From
                     | HeaderName::To
                     | HeaderName::CallId
                     | HeaderName::CSeq
             ) {
-                b = b.header(h.name, Bytes::copy_from_slice(h.value));
+                // Shares the request's buffer: no copy of the value.
+                b = b.header(f.name, f.value.to_bytes(&request.buf));
             }
         }
         match (&b.error, request.core.is_some()) {
@@ -814,7 +823,11 @@ fn make_field(name: impl IntoHeaderName, value: Bytes) -> Result<Field, ParseErr
     if value.iter().any(|&c| c == b'\r' || c == b'\n') {
         return Err(ParseError::HeaderLine);
     }
-    let value = Bytes::copy_from_slice(trim(&value));
+    // Trim by slicing the caller's bytes: no copy.
+    let value = match trim(&value) {
+        t if t.len() == value.len() => value,
+        t => value.slice_ref(t),
+    };
     Ok(Field {
         name,
         raw_name: Text::Owned(raw_name),
