@@ -324,37 +324,17 @@ impl Driver {
                 response,
                 is_final,
             } => {
-                let entry = if is_final {
+                // A final response ends the serving entry; a provisional one only reads it.
+                let removed = if is_final {
                     self.serving.remove(&transaction)
                 } else {
-                    self.serving.get(&transaction).cloned()
+                    None
                 };
-                let span = entry.as_ref().map(|(s, _)| s.clone());
-                let _g = span.as_ref().map(|s| s.enter());
-                // An endpoint's 1xx-with-tag or 2xx to an INVITE creates (or confirms) the
-                // UAS dialog, so the ACK, BYE and re-INVITEs that follow are matched to it
-                // instead of being refused 481 (RFC 3261 §12.1.1).
+                let entry = removed.as_ref().or_else(|| self.serving.get(&transaction));
+                let _g = entry.map(|(span, _)| span.enter());
                 let mut response = response;
-                if let Some((_, request)) = &entry {
-                    let creates = request.method() == Some(&Method::Invite)
-                        && response.status().is_some_and(|s| (101..300).contains(&s));
-                    if creates {
-                        // The UAS copies Record-Route into responses that create a dialog,
-                        // so the caller learns the route set (RFC 3261 §12.1.1).
-                        if response.header(HeaderName::RecordRoute).is_none() {
-                            let routes: Vec<Vec<u8>> = request
-                                .headers()
-                                .filter(|h| h.name == HeaderName::RecordRoute)
-                                .map(|h| h.value.to_vec())
-                                .collect();
-                            for r in routes {
-                                let _ = response.push_header(HeaderName::RecordRoute, r);
-                            }
-                        }
-                        if let Err(e) = self.dialogs.handle_uas_response(request, &response) {
-                            debug!(error = %e, "dialog not created");
-                        }
-                    }
+                if let Some((_, request)) = entry {
+                    track_uas_dialog(&mut self.dialogs, request, &mut response);
                 }
                 if let Err(e) = self.layer.respond(now, transaction, response) {
                     debug!(%transaction, error = %e, "response not sent");
@@ -764,5 +744,31 @@ impl Driver {
                 self.answer(now, id, &request, 480, &[]);
             }
         }
+    }
+}
+
+/// An endpoint's 1xx-with-tag or 2xx to an INVITE creates (or confirms) the UAS dialog, so
+/// the ACK, BYE and re-INVITEs that follow are matched to it instead of being refused 481.
+/// The UAS copies Record-Route into such responses so the caller learns the route set
+/// (RFC 3261 §12.1.1).
+fn track_uas_dialog(dialogs: &mut Dialogs, request: &SipMessage, response: &mut SipMessage) {
+    let creates = request.method() == Some(&Method::Invite)
+        && response.status().is_some_and(|s| (101..300).contains(&s));
+    if !creates {
+        return;
+    }
+    if response.header(HeaderName::RecordRoute).is_none() {
+        for rr in request
+            .headers()
+            .filter(|h| h.name == HeaderName::RecordRoute)
+        {
+            let _ = response.push_header(
+                HeaderName::RecordRoute,
+                bytes::Bytes::copy_from_slice(rr.value),
+            );
+        }
+    }
+    if let Err(e) = dialogs.handle_uas_response(request, response) {
+        debug!(error = %e, "dialog not created");
     }
 }
