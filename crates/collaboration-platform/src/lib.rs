@@ -48,6 +48,7 @@ mod error;
 pub mod federation;
 mod incoming;
 pub mod locate;
+mod observe;
 mod platform;
 mod request;
 mod runtime;
@@ -56,6 +57,7 @@ pub mod topology;
 
 pub use error::{PlatformError, RequestError, RespondError};
 pub use incoming::IncomingRequest;
+pub use observe::{MessageObserver, WireDirection};
 pub use locate::{LocateError, LocatedServer, ServerLocator};
 pub use platform::CollaborationPlatform;
 pub use request::OutgoingRequest;

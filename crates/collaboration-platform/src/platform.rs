@@ -163,6 +163,7 @@ impl CollaborationPlatform {
             server,
             transaction: common.transaction,
             commands: commands.downgrade(),
+            observer: common.observer.clone(),
         });
         tokio::spawn(
             driver

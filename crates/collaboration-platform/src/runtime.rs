@@ -114,6 +114,7 @@ pub(crate) struct DriverConfig {
     pub server: Arc<str>,
     pub transaction: sip_core::transaction::TransactionConfig,
     pub commands: mpsc::WeakSender<Command>,
+    pub observer: Option<Arc<dyn crate::MessageObserver>>,
 }
 
 pub(crate) struct Driver {
@@ -390,6 +391,13 @@ impl Driver {
     fn on_transport(&mut self, ev: TransportEvent) {
         match ev {
             TransportEvent::Message(rm) => {
+                if let Some(o) = &self.cfg.observer {
+                    o.observe(
+                        crate::WireDirection::Received,
+                        rm.remote,
+                        &rm.message.to_bytes(),
+                    );
+                }
                 let connection = rm.connection.as_ref().map(|info| {
                     let id = info.id.0;
                     if !self.conn_trust.contains_key(&id) {
@@ -469,6 +477,9 @@ impl Driver {
     }
 
     async fn transmit(&mut self, t: Transmit) {
+        if let Some(o) = &self.cfg.observer {
+            o.observe(crate::WireDirection::Sent, t.destination.addr, &t.contents);
+        }
         let key = self.lane_key(&t.destination);
         let out = Outgoing {
             bytes: t.contents,

@@ -145,6 +145,13 @@ pub(crate) struct Common {
     pub endpoint_capacity: usize,
     pub shutdown_grace: Duration,
     pub transaction: sip_core::transaction::TransactionConfig,
+    pub observer: Option<std::sync::Arc<dyn crate::MessageObserver>>,
+}
+
+impl std::fmt::Debug for dyn crate::MessageObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MessageObserver")
+    }
 }
 
 impl Common {
@@ -160,6 +167,7 @@ impl Common {
             endpoint_capacity: 1024,
             shutdown_grace: Duration::from_secs(5),
             transaction: Default::default(),
+            observer: None,
         }
     }
 }
@@ -204,6 +212,12 @@ macro_rules! common_setters {
         /// transactions finish before cancelling them. Default 5 s.
         pub fn shutdown_grace(mut self, grace: Duration) -> Self {
             self.common.shutdown_grace = grace;
+            self
+        }
+
+        /// A tap that sees every SIP message sent and received (ladder diagrams, audit).
+        pub fn observer(mut self, observer: std::sync::Arc<dyn crate::MessageObserver>) -> Self {
+            self.common.observer = Some(observer);
             self
         }
 

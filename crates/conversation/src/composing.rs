@@ -1,0 +1,1 @@
+//! Message composition indication (RFC 3994, `application/im-iscomposing+xml`).
