@@ -347,3 +347,112 @@ fn uas_early_dialog_confirmed_or_ended() {
     );
     assert!(d.is_empty());
 }
+
+const SUBSCRIBE: &str = "SUBSCRIBE sip:bob@b.example SIP/2.0
+Via: SIP/2.0/TLS a.example:5061;branch=z9hG4bKs1
+Max-Forwards: 70
+From: <sip:alice@a.example>;tag=s1
+To: <sip:bob@b.example>
+Call-ID: sub1@a.example
+CSeq: 1 SUBSCRIBE
+Event: presence
+Expires: 600
+Contact: <sip:alice@192.0.2.9;transport=tls>
+Content-Length: 0
+
+";
+
+fn notify(from_tag: &str, to_tag: &str, call_id: &str, seq: u32) -> SipMessage {
+    parse(&format!(
+        "NOTIFY sip:alice@192.0.2.9;transport=tls SIP/2.0\n\
+         Via: SIP/2.0/TLS b.example:5061;branch=z9hG4bKn{seq}\nMax-Forwards: 70\n\
+         From: <sip:bob@b.example>;tag={from_tag}\nTo: <sip:alice@a.example>;tag={to_tag}\n\
+         Call-ID: {call_id}\nCSeq: {seq} NOTIFY\nContact: <sip:bob@192.0.2.1>\n\
+         Record-Route: <sip:p1.example;lr>\nRecord-Route: <sip:p2.example;lr>\n\
+         Event: presence\nSubscription-State: active;expires=600\nContent-Length: 0\n\n"
+    ))
+}
+
+#[test]
+fn notify_overtaking_the_2xx_creates_the_subscription_dialog() {
+    let mut d = dialogs();
+    let sub = parse(SUBSCRIBE);
+    let id = confirmed(
+        d.handle_notify(&sub, &notify("n1", "s1", "sub1@a.example", 1))
+            .unwrap(),
+    );
+    assert_eq!(id.remote_tag(), b"n1");
+    let dialog = d.get(&id).unwrap();
+    assert_eq!(dialog.role(), DialogRole::Uac);
+    assert_eq!(dialog.remote_target(), b"sip:bob@192.0.2.1");
+    // The subscriber is the NOTIFY's UAS: route set in Record-Route order.
+    let routes: Vec<&[u8]> = dialog.route_set().collect();
+    assert_eq!(
+        routes,
+        [&b"<sip:p1.example;lr>"[..], b"<sip:p2.example;lr>"]
+    );
+    // The 2xx arriving later finds the same dialog.
+    let ok = parse(
+        &SUBSCRIBE
+            .replace("SUBSCRIBE sip:bob@b.example SIP/2.0", "SIP/2.0 200 OK")
+            .replace("To: <sip:bob@b.example>", "To: <sip:bob@b.example>;tag=n1"),
+    );
+    assert_eq!(
+        d.handle_uac_response(&sub, &ok),
+        Ok(DialogUpdate::Confirmed(id.clone()))
+    );
+    assert_eq!(d.len(), 1);
+    // The next NOTIFY is an in-dialog request with a higher CSeq; a replayed one is refused.
+    assert!(matches!(
+        d.handle_request(&notify("n1", "s1", "sub1@a.example", 2)),
+        Ok(DialogUpdate::Updated(_))
+    ));
+    assert!(matches!(
+        d.handle_request(&notify("n1", "s1", "sub1@a.example", 2)),
+        Err(DialogError::OutOfOrder { .. })
+    ));
+    // A refresh SUBSCRIBE is built in the dialog with the next local CSeq.
+    let refresh = d
+        .request(&id, Method::Subscribe, "SIP/2.0/TLS a.example:5061")
+        .unwrap()
+        .build()
+        .unwrap();
+    assert_eq!(refresh.cseq().unwrap().seq(), 2);
+    assert_eq!(refresh.request_uri_bytes(), Some(&b"sip:bob@192.0.2.1"[..]));
+}
+
+#[test]
+fn subscription_2xx_creates_a_dialog_and_notify_of_another_subscription_is_refused() {
+    let mut d = dialogs();
+    let sub = parse(SUBSCRIBE);
+    let ok = parse(
+        &SUBSCRIBE
+            .replace(
+                "SUBSCRIBE sip:bob@b.example SIP/2.0",
+                "SIP/2.0 202 Accepted",
+            )
+            .replace("To: <sip:bob@b.example>", "To: <sip:bob@b.example>;tag=n7"),
+    );
+    let id = confirmed(d.handle_uac_response(&sub, &ok).unwrap());
+    assert_eq!(id.remote_tag(), b"n7");
+    // A failure creates nothing.
+    let mut d2 = dialogs();
+    let busy = parse(&SUBSCRIBE.replace(
+        "SUBSCRIBE sip:bob@b.example SIP/2.0",
+        "SIP/2.0 489 Bad Event",
+    ));
+    assert_eq!(
+        d2.handle_uac_response(&sub, &busy),
+        Ok(DialogUpdate::Unchanged)
+    );
+    assert!(d2.is_empty());
+    // A NOTIFY with another Call-ID or To tag does not belong to this SUBSCRIBE.
+    assert_eq!(
+        d2.handle_notify(&sub, &notify("n1", "other", "sub1@a.example", 1)),
+        Err(DialogError::NoDialog)
+    );
+    assert_eq!(
+        d2.handle_notify(&sub, &notify("n1", "s1", "other@a.example", 1)),
+        Err(DialogError::NoDialog)
+    );
+}

@@ -172,6 +172,9 @@ impl Dialogs {
             }
             return Ok(DialogUpdate::Updated(id));
         }
+        if matches!(method, Method::Subscribe | Method::Refer) {
+            return self.subscription_response(request, response, status);
+        }
         if *method != Method::Invite {
             return Ok(DialogUpdate::Unchanged);
         }
@@ -232,6 +235,88 @@ impl Dialogs {
                 .push(id.clone());
             Ok(DialogUpdate::Early(id))
         }
+    }
+
+    /// A 2xx to an initial SUBSCRIBE or REFER creates the subscription's dialog, or finds
+    /// the one a NOTIFY already created (RFC 6665 §4.1.2.4); other statuses change nothing
+    /// (a subscription has no early dialog).
+    fn subscription_response(
+        &mut self,
+        request: &SipMessage,
+        response: &SipMessage,
+        status: u16,
+    ) -> Result<DialogUpdate, DialogError> {
+        if !(200..300).contains(&status) {
+            return Ok(DialogUpdate::Unchanged);
+        }
+        let to = response.to()?;
+        let Some(remote_tag) = tag_of(&to) else {
+            return Ok(DialogUpdate::Unchanged);
+        };
+        let from = request.from()?;
+        let local_tag = from.tag().ok_or(crate::ParseError::Missing("From tag"))?;
+        let id = DialogId::new(request.call_id()?, local_tag, &remote_tag);
+        if self.map.contains_key(&id) {
+            return Ok(DialogUpdate::Confirmed(id));
+        }
+        let dialog = Dialog {
+            role: DialogRole::Uac,
+            state: DialogState::Confirmed,
+            secure: is_sips(request),
+            local_seq: Some(request.cseq()?.seq()),
+            remote_seq: None,
+            local_uri: request.header(HeaderName::From).unwrap_or_default().into(),
+            remote_uri: response.header(HeaderName::To).unwrap_or_default().into(),
+            remote_target: contact_uri(response, &to),
+            route_set: record_route(response, true)?,
+        };
+        self.map.insert(id.clone(), dialog);
+        Ok(DialogUpdate::Confirmed(id))
+    }
+
+    /// A NOTIFY for `subscribe`, a SUBSCRIBE or REFER this UA sent, that matched no dialog:
+    /// it creates the subscription's dialog (RFC 6665 §4.1.2.4: the NOTIFY may overtake the
+    /// 2xx). The subscriber is the UAS of the NOTIFY, so the route set is the NOTIFY's
+    /// Record-Route in order and the remote target its Contact. Errors when the NOTIFY does
+    /// not belong to `subscribe` (Call-ID or tag differ: answer 481).
+    pub fn handle_notify(
+        &mut self,
+        subscribe: &SipMessage,
+        notify: &SipMessage,
+    ) -> Result<DialogUpdate, DialogError> {
+        let call_id = subscribe.call_id()?;
+        let local_tag = subscribe
+            .from()?
+            .tag()
+            .ok_or(crate::ParseError::Missing("From tag"))?
+            .to_owned();
+        if notify.call_id()? != call_id || notify.to()?.tag() != Some(local_tag.as_slice()) {
+            return Err(DialogError::NoDialog);
+        }
+        let from = notify.from()?;
+        let Some(remote_tag) = tag_of(&from) else {
+            return Err(DialogError::NoDialog);
+        };
+        let id = DialogId::new(call_id, &local_tag, &remote_tag);
+        if self.map.contains_key(&id) {
+            return self.handle_request(notify);
+        }
+        let dialog = Dialog {
+            role: DialogRole::Uac,
+            state: DialogState::Confirmed,
+            secure: is_sips(subscribe),
+            local_seq: Some(subscribe.cseq()?.seq()),
+            remote_seq: Some(notify.cseq()?.seq()),
+            local_uri: subscribe
+                .header(HeaderName::From)
+                .unwrap_or_default()
+                .into(),
+            remote_uri: notify.header(HeaderName::From).unwrap_or_default().into(),
+            remote_target: contact_uri(notify, &from),
+            route_set: record_route(notify, false)?,
+        };
+        self.map.insert(id.clone(), dialog);
+        Ok(DialogUpdate::Confirmed(id))
     }
 
     /// A response this UA sends to `request` (§12.1.1): a 1xx (not 100) or 2xx with a To
