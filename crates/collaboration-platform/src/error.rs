@@ -52,6 +52,12 @@ pub enum RequestError {
     /// The request is unusable (bad URI, header or missing part): 400.
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The dialog is gone (ended by either side, or never existed): 481.
+    #[error("no such dialog")]
+    NoDialog,
+    /// The INVITE was cancelled before it was answered: 487.
+    #[error("request cancelled")]
+    Cancelled,
     /// The platform is shutting down or stopped: 503.
     #[error("the platform is shut down")]
     Shutdown,
@@ -66,6 +72,8 @@ impl RequestError {
             RequestError::Status { code, .. } => *code,
             RequestError::Refused(_) => 403,
             RequestError::Invalid(_) => 400,
+            RequestError::NoDialog => 481,
+            RequestError::Cancelled => 487,
         }
     }
 }

@@ -6,7 +6,7 @@ use crate::runtime::Command;
 use crate::topology::Homed;
 use bytes::Bytes;
 use sip_core::transaction::TransactionId;
-use sip_core::{HeaderName, SipMessage};
+use sip_core::{DialogId, HeaderName, Method, SipMessage};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -22,6 +22,7 @@ pub struct IncomingRequest {
     source: SocketAddr,
     transaction: TransactionId,
     to_tag: String,
+    dialog: Option<DialogId>,
     answered: bool,
     commands: mpsc::Sender<Command>,
     server: Arc<str>,
@@ -47,11 +48,46 @@ impl IncomingRequest {
             source,
             transaction,
             to_tag: crate::request::tag(),
+            dialog: None,
             answered: false,
             commands,
             server,
             span,
         }
+    }
+
+    pub(crate) fn set_dialog(&mut self, dialog: Option<DialogId>) {
+        self.dialog = dialog;
+    }
+
+    /// The dialog of the request: the one it arrived in (a NOTIFY of a subscription this
+    /// endpoint made, a MESSAGE or BYE inside a call), or, for an INVITE outside any
+    /// dialog, the one a 1xx or 2xx answer from this endpoint creates. `None` for other
+    /// requests outside dialogs.
+    pub fn dialog(&self) -> Option<DialogId> {
+        if self.dialog.is_some() {
+            return self.dialog.clone();
+        }
+        if self.request.method() != Some(&Method::Invite) {
+            return None;
+        }
+        let from = self.request.from().ok()?;
+        let to = self.request.to().ok()?;
+        if to.tag().is_some() {
+            return None;
+        }
+        let call_id = self.request.call_id().ok()?;
+        Some(DialogId::new(
+            call_id,
+            self.to_tag.as_bytes(),
+            from.tag().unwrap_or_default(),
+        ))
+    }
+
+    /// The To tag this endpoint's answers carry (the local tag of the dialog an INVITE's
+    /// answer creates).
+    pub fn local_tag(&self) -> &str {
+        &self.to_tag
     }
 
     /// The request as received.

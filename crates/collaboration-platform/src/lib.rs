@@ -47,7 +47,10 @@ pub mod dispatch;
 mod error;
 pub mod federation;
 mod incoming;
+mod invite;
 pub mod locate;
+#[cfg(feature = "loopback")]
+pub mod loopback;
 mod observe;
 mod platform;
 mod request;
@@ -57,8 +60,9 @@ pub mod topology;
 
 pub use error::{PlatformError, RequestError, RespondError};
 pub use incoming::IncomingRequest;
-pub use observe::{MessageObserver, WireDirection};
+pub use invite::{InviteProgress, OutgoingInvite};
 pub use locate::{LocateError, LocatedServer, ServerLocator};
+pub use observe::{MessageObserver, WireDirection};
 pub use platform::CollaborationPlatform;
 pub use request::OutgoingRequest;
 pub use runtime::ShutdownReport;
@@ -66,6 +70,7 @@ pub use settings::{
     ClientPlatformSettings, Listener, ListenerKind, OutboundProxy, PlatformSettings,
     ServerPlatformSettings,
 };
+pub use sip_core::DialogId;
 pub use transport_tls::{Identity, TrustRoots};
 
 pub use dispatch::{Capabilities, Dispatcher, Disposition, EndpointId, Refusal};

@@ -4,11 +4,12 @@ use crate::dispatch::EndpointId;
 use crate::error::{PlatformError, RequestError};
 use crate::federation::strip_home_trust;
 use crate::incoming::IncomingRequest;
+use crate::invite::OutgoingInvite;
 use crate::request::OutgoingRequest;
 use crate::runtime::{BoundListener, Command, Driver, DriverConfig, ShutdownReport};
 use crate::settings::{Common, ListenerKind, PlatformSettings, ProxyHost, ProxyTransport};
 use crate::topology::{Address, Homed, OnPremises, Topology};
-use sip_core::SipMessage;
+use sip_core::{DialogId, SipMessage};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -164,6 +165,8 @@ impl CollaborationPlatform {
             transaction: common.transaction,
             commands: commands.downgrade(),
             observer: common.observer.clone(),
+            via: via.clone(),
+            user_agent: Arc::from(common.user_agent.as_str()),
         });
         tokio::spawn(
             driver
@@ -198,7 +201,134 @@ impl CollaborationPlatform {
         &self,
         request: impl Into<OutgoingRequest>,
     ) -> Result<SipMessage, RequestError> {
-        let request = request.into();
+        let (message, _, span) = self.prepare(request.into())?;
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::Send {
+                request: message,
+                reply,
+                span,
+            })
+            .await
+            .map_err(|_| RequestError::Shutdown)?;
+        rx.await.unwrap_or(Err(RequestError::Shutdown))
+    }
+
+    /// Sends an INVITE on behalf of `endpoint` and returns at once with a handle that
+    /// yields its provisional responses, can cancel it, and gives its outcome: the 2xx
+    /// (the platform has sent the ACK and the dialog is confirmed; its requests go to
+    /// `endpoint`) or why there was none. The request must carry a Contact.
+    ///
+    /// Cancel safety: if cancelled while waiting for room in the command queue, nothing was
+    /// sent; later, the INVITE is sent and answered without the caller.
+    pub async fn invite(
+        &self,
+        endpoint: EndpointId,
+        request: impl Into<OutgoingRequest>,
+    ) -> Result<OutgoingInvite, RequestError> {
+        let (message, branch, span) = self.prepare(request.into())?;
+        let (ptx, prx) = mpsc::channel(8);
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::SendDialogCreating {
+                request: message,
+                endpoint,
+                provisional: Some(ptx),
+                reply,
+                span,
+            })
+            .await
+            .map_err(|_| RequestError::Shutdown)?;
+        Ok(OutgoingInvite::new(
+            branch,
+            prx,
+            rx,
+            self.inner.commands.clone(),
+        ))
+    }
+
+    /// Sends a SUBSCRIBE (or REFER) on behalf of `endpoint` and returns its 2xx with the
+    /// subscription's dialog; the NOTIFYs of the subscription (even one that overtakes the
+    /// 2xx) go to `endpoint`.
+    ///
+    /// Cancel safety: as [`send_request`](Self::send_request).
+    pub async fn subscribe(
+        &self,
+        endpoint: EndpointId,
+        request: impl Into<OutgoingRequest>,
+    ) -> Result<(SipMessage, DialogId), RequestError> {
+        let (message, _, span) = self.prepare(request.into())?;
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::SendDialogCreating {
+                request: message,
+                endpoint,
+                provisional: None,
+                reply,
+                span,
+            })
+            .await
+            .map_err(|_| RequestError::Shutdown)?;
+        let response = rx.await.unwrap_or(Err(RequestError::Shutdown))?;
+        let dialog = crate::runtime::uac_dialog_id(&response)
+            .ok_or_else(|| RequestError::Invalid("2xx without a To tag".into()))?;
+        Ok((response, dialog))
+    }
+
+    /// Sends `request` inside `dialog`: its method, headers and body are kept; Request-URI,
+    /// Route, From, To, Call-ID and CSeq come from the dialog (RFC 3261 §12.2.1.1). A BYE
+    /// ends the dialog when sent. Returns the 2xx, or why there was none; a 481 or 408
+    /// ends the dialog ([`RequestError::NoDialog`] once it is gone).
+    ///
+    /// Cancel safety: as [`send_request`](Self::send_request).
+    pub async fn send_in_dialog(
+        &self,
+        dialog: &DialogId,
+        request: impl Into<OutgoingRequest>,
+    ) -> Result<SipMessage, RequestError> {
+        let parts = request.into().into_in_dialog();
+        let span = tracing::debug_span!(
+            "sip_transaction",
+            side = "client",
+            method = %parts.method.as_str(),
+        );
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::SendInDialog {
+                dialog: dialog.clone(),
+                parts,
+                reply,
+                span,
+            })
+            .await
+            .map_err(|_| RequestError::Shutdown)?;
+        rx.await.unwrap_or(Err(RequestError::Shutdown))
+    }
+
+    /// Forgets `dialog` without sending anything (a subscription that ended, a call whose
+    /// BYE was received): requests that still arrive in it get 481.
+    ///
+    /// Cancel safety: cancel safe.
+    pub async fn end_dialog(&self, dialog: &DialogId) {
+        let _ = self
+            .inner
+            .commands
+            .send(Command::EndDialog {
+                dialog: dialog.clone(),
+            })
+            .await;
+    }
+
+    /// Builds an out-of-dialog request: defaults filled in, home-trust headers stripped
+    /// toward federated parties, refused for blocked partners.
+    fn prepare(
+        &self,
+        request: OutgoingRequest,
+    ) -> Result<(SipMessage, String, tracing::Span), RequestError> {
         let homed = self
             .inner
             .topology
@@ -219,17 +349,7 @@ impl CollaborationPlatform {
             method = %method,
             branch = %branch
         );
-        let (reply, rx) = oneshot::channel();
-        self.inner
-            .commands
-            .send(Command::Send {
-                request: message,
-                reply,
-                span,
-            })
-            .await
-            .map_err(|_| RequestError::Shutdown)?;
-        rx.await.unwrap_or(Err(RequestError::Shutdown))
+        Ok((message, branch, span))
     }
 
     /// Routes requests to a new endpoint acting for `owner` (an on-premises address: a

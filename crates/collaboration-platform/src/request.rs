@@ -46,10 +46,19 @@ enum Inner {
         from: Option<String>,
         to: Option<String>,
         call_id: Option<String>,
+        cseq: Option<u32>,
         headers: Vec<(String, Bytes)>,
         body: Option<(String, Bytes)>,
     },
     Message(Box<SipMessage>),
+}
+
+/// What an in-dialog request adds to what the dialog gives it.
+#[derive(Debug)]
+pub(crate) struct InDialogParts {
+    pub method: Method,
+    pub headers: Vec<(String, Bytes)>,
+    pub body: Option<(String, Bytes)>,
 }
 
 impl OutgoingRequest {
@@ -62,6 +71,7 @@ impl OutgoingRequest {
                 from: None,
                 to: None,
                 call_id: None,
+                cseq: None,
                 headers: Vec::new(),
                 body: None,
             },
@@ -119,6 +129,23 @@ impl OutgoingRequest {
         self
     }
 
+    /// The CSeq number (default 1): a request resent with credentials after a 401/407
+    /// keeps its Call-ID and takes the next number (RFC 3261 §22.2).
+    pub fn cseq(mut self, value: u32) -> Self {
+        if let Some(Inner::Parts { cseq, .. }) = self.parts() {
+            *cseq = Some(value);
+        }
+        self
+    }
+
+    /// The method.
+    pub fn method(&self) -> Method {
+        match &self.inner {
+            Inner::Parts { method, .. } => method.clone(),
+            Inner::Message(m) => m.method().cloned().unwrap_or(Method::Options),
+        }
+    }
+
     /// Adds a header field (any name; checked when sent).
     pub fn header(mut self, name: impl Into<String>, value: impl Into<Bytes>) -> Self {
         match &mut self.inner {
@@ -148,6 +175,51 @@ impl OutgoingRequest {
             Inner::Parts { uri, .. } => uri.clone(),
             Inner::Message(m) => {
                 String::from_utf8_lossy(m.request_uri_bytes().unwrap_or_default()).into_owned()
+            }
+        }
+    }
+
+    /// The method, headers and body, for a request the dialog completes (Request-URI,
+    /// From, To, Call-ID, CSeq and Route come from the dialog). A whole message gives its
+    /// method, body and the headers a dialog does not set.
+    pub(crate) fn into_in_dialog(self) -> InDialogParts {
+        match self.inner {
+            Inner::Parts {
+                method,
+                headers,
+                body,
+                ..
+            } => InDialogParts {
+                method,
+                headers,
+                body,
+            },
+            Inner::Message(m) => {
+                let method = m.method().cloned().unwrap_or(Method::Options);
+                let skip = [
+                    HeaderName::Via,
+                    HeaderName::From,
+                    HeaderName::To,
+                    HeaderName::CallId,
+                    HeaderName::CSeq,
+                    HeaderName::Route,
+                    HeaderName::MaxForwards,
+                    HeaderName::ContentLength,
+                    HeaderName::ContentType,
+                ];
+                let headers = m
+                    .headers()
+                    .filter(|h| !skip.contains(&h.name))
+                    .map(|h| (h.name.as_str().to_string(), Bytes::copy_from_slice(h.value)))
+                    .collect();
+                let body = m
+                    .header(HeaderName::ContentType)
+                    .map(|ct| (String::from_utf8_lossy(ct).into_owned(), m.body().clone()));
+                InDialogParts {
+                    method,
+                    headers,
+                    body,
+                }
             }
         }
     }
@@ -186,6 +258,7 @@ impl OutgoingRequest {
                 from,
                 to,
                 call_id: cid,
+                cseq,
                 headers,
                 body,
             } => {
@@ -201,7 +274,7 @@ impl OutgoingRequest {
                     format!("{from};tag={}", tag())
                 };
                 let to = to.unwrap_or_else(|| format!("<{uri}>"));
-                let cseq = format!("1 {}", method.as_str());
+                let cseq = format!("{} {}", cseq.unwrap_or(1), method.as_str());
                 let mut b = SipMessage::request(method, Bytes::from(uri.into_bytes()))
                     .header(HeaderName::Via, via)
                     .header(HeaderName::MaxForwards, "70")

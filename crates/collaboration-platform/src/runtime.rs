@@ -9,13 +9,16 @@
 use crate::dispatch::{Capabilities, Dispatcher, Disposition, EndpointId};
 use crate::error::RequestError;
 use crate::incoming::IncomingRequest;
+use crate::request::InDialogParts;
 use crate::settings::ListenerKind;
 use crate::topology::{Address, Homed, OnPremises, Topology, TopologyError};
 use bytes::Bytes;
 use sip_core::transaction::{
     Event, Peer, TransactionId, TransactionLayer, Transmit, TransportKind as Tk,
 };
-use sip_core::{DialogError, Dialogs, HeaderName, Limits, Method, SipMessage};
+use sip_core::{
+    DialogError, DialogId, DialogUpdate, Dialogs, HeaderName, Limits, Method, SipMessage,
+};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,6 +40,27 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<SipMessage, RequestError>>,
         span: Span,
     },
+    /// Start a client transaction whose outcome shapes a dialog: an INVITE (early and
+    /// confirmed dialogs, ACK for the 2xx) or a SUBSCRIBE/REFER (subscription dialog), on
+    /// behalf of `endpoint`, which then receives the dialog's requests.
+    SendDialogCreating {
+        request: SipMessage,
+        endpoint: EndpointId,
+        provisional: Option<mpsc::Sender<SipMessage>>,
+        reply: oneshot::Sender<Result<SipMessage, RequestError>>,
+        span: Span,
+    },
+    /// Send a request inside `dialog`.
+    SendInDialog {
+        dialog: DialogId,
+        parts: InDialogParts,
+        reply: oneshot::Sender<Result<SipMessage, RequestError>>,
+        span: Span,
+    },
+    /// Cancel the INVITE sent with this branch (RFC 3261 §9.1).
+    Cancel { branch: String },
+    /// Forget a dialog (a subscription ended; the application is done with it).
+    EndDialog { dialog: DialogId },
     /// An endpoint's response to server transaction `transaction`.
     Respond {
         transaction: TransactionId,
@@ -94,6 +118,24 @@ enum LaneKey {
 struct Pending {
     reply: oneshot::Sender<Result<SipMessage, RequestError>>,
     span: Span,
+    kind: PendingKind,
+}
+
+/// What a client transaction means for dialogs.
+enum PendingKind {
+    /// Out of any dialog, creating none.
+    Plain,
+    /// Inside this dialog: a 481 or 408 ends it (RFC 3261 §12.2.1.2).
+    InDialog(DialogId),
+    /// Creates dialogs for `endpoint`.
+    Creating(Box<Creating>),
+}
+
+struct Creating {
+    request: SipMessage,
+    endpoint: EndpointId,
+    provisional: Option<mpsc::Sender<SipMessage>>,
+    branch: String,
 }
 
 /// A bound listener and its trust policy.
@@ -115,6 +157,9 @@ pub(crate) struct DriverConfig {
     pub transaction: sip_core::transaction::TransactionConfig,
     pub commands: mpsc::WeakSender<Command>,
     pub observer: Option<Arc<dyn crate::MessageObserver>>,
+    /// The Via value without branch for requests built here (in-dialog requests, ACK).
+    pub via: String,
+    pub user_agent: Arc<str>,
 }
 
 pub(crate) struct Driver {
@@ -125,7 +170,14 @@ pub(crate) struct Driver {
     dispatcher: Dispatcher,
     endpoints: HashMap<EndpointId, mpsc::Sender<IncomingRequest>>,
     pending: HashMap<TransactionId, Pending>,
-    serving: HashMap<TransactionId, (Span, SipMessage)>,
+    serving: HashMap<TransactionId, Serving>,
+    /// Which endpoint receives each dialog's requests.
+    dialog_owner: HashMap<DialogId, EndpointId>,
+    /// INVITEs that may still be cancelled, by branch.
+    invites: HashMap<String, TransactionId>,
+    /// SUBSCRIBE/REFER awaiting a final response, by (Call-ID, From tag): a NOTIFY may
+    /// overtake the 2xx (RFC 6665 §4.1.2.4).
+    subscribing: HashMap<(Bytes, Bytes), TransactionId>,
     conn_trust: HashMap<u64, bool>,
     transport_errors: HashMap<TransactionId, TransportError>,
     lanes: HashMap<LaneKey, mpsc::Sender<Outgoing>>,
@@ -133,6 +185,13 @@ pub(crate) struct Driver {
     feedback_tx: mpsc::UnboundedSender<Feedback>,
     accepting: bool,
     shutdown: Option<Stopping>,
+}
+
+/// An incoming request an endpoint has not answered finally yet.
+struct Serving {
+    span: Span,
+    request: SipMessage,
+    endpoint: EndpointId,
 }
 
 struct Stopping {
@@ -166,6 +225,9 @@ impl Driver {
                 endpoints: HashMap::new(),
                 pending: HashMap::new(),
                 serving: HashMap::new(),
+                dialog_owner: HashMap::new(),
+                invites: HashMap::new(),
+                subscribing: HashMap::new(),
                 conn_trust: HashMap::new(),
                 transport_errors: HashMap::new(),
                 lanes: HashMap::new(),
@@ -268,8 +330,11 @@ impl Driver {
         for (_, p) in self.pending.drain() {
             let _ = p.reply.send(Err(RequestError::Shutdown));
         }
-        let serving: Vec<(TransactionId, SipMessage)> =
-            self.serving.drain().map(|(id, (_, r))| (id, r)).collect();
+        let serving: Vec<(TransactionId, SipMessage)> = self
+            .serving
+            .drain()
+            .map(|(id, s)| (id, s.request))
+            .collect();
         for (id, request) in serving {
             self.answer(
                 now,
@@ -308,18 +373,77 @@ impl Driver {
                     let _ = reply.send(Err(RequestError::Shutdown));
                     return;
                 }
-                let _g = span.enter();
-                match self.layer.send_request(now, request, self.proxy_peer) {
-                    Ok(id) => {
-                        debug!(%id, "sent");
-                        drop(_g);
-                        self.pending.insert(id, Pending { reply, span });
+                self.start_client(now, request, reply, span, PendingKind::Plain);
+            }
+            Command::SendDialogCreating {
+                request,
+                endpoint,
+                provisional,
+                reply,
+                span,
+            } => {
+                if !self.accepting {
+                    let _ = reply.send(Err(RequestError::Shutdown));
+                    return;
+                }
+                let branch = request
+                    .top_via()
+                    .ok()
+                    .and_then(|v| v.branch().map(str::to_owned))
+                    .unwrap_or_default();
+                let creating = Creating {
+                    request: request.clone(),
+                    endpoint,
+                    provisional,
+                    branch,
+                };
+                self.start_client(
+                    now,
+                    request,
+                    reply,
+                    span,
+                    PendingKind::Creating(Box::new(creating)),
+                );
+            }
+            Command::SendInDialog {
+                dialog,
+                parts,
+                reply,
+                span,
+            } => {
+                if !self.accepting {
+                    let _ = reply.send(Err(RequestError::Shutdown));
+                    return;
+                }
+                match self.build_in_dialog(&dialog, parts) {
+                    Ok(request) => {
+                        let ends = request.method() == Some(&Method::Bye);
+                        self.start_client(
+                            now,
+                            request,
+                            reply,
+                            span,
+                            PendingKind::InDialog(dialog.clone()),
+                        );
+                        if ends {
+                            // After sending BYE the dialog is over (§15.1.1): requests
+                            // that cross it get 481.
+                            self.forget_dialog(&dialog);
+                        }
                     }
                     Err(e) => {
-                        let _ = reply.send(Err(RequestError::Invalid(e.to_string())));
+                        let _ = reply.send(Err(e));
                     }
                 }
             }
+            Command::Cancel { branch } => {
+                if let Some(&id) = self.invites.get(&branch) {
+                    if let Err(e) = self.layer.cancel(now, id) {
+                        debug!(%id, error = %e, "CANCEL not sent");
+                    }
+                }
+            }
+            Command::EndDialog { dialog } => self.forget_dialog(&dialog),
             Command::Respond {
                 transaction,
                 response,
@@ -332,10 +456,13 @@ impl Driver {
                     None
                 };
                 let entry = removed.as_ref().or_else(|| self.serving.get(&transaction));
-                let _g = entry.map(|(span, _)| span.enter());
+                let _g = entry.map(|e| e.span.enter());
                 let mut response = response;
-                if let Some((_, request)) = entry {
-                    track_uas_dialog(&mut self.dialogs, request, &mut response);
+                if let Some(e) = entry {
+                    if let Some(id) = track_uas_dialog(&mut self.dialogs, &e.request, &mut response)
+                    {
+                        self.dialog_owner.insert(id, e.endpoint);
+                    }
                 }
                 if let Err(e) = self.layer.respond(now, transaction, response) {
                     debug!(%transaction, error = %e, "response not sent");
@@ -360,8 +487,185 @@ impl Driver {
             Command::Unregister { id } => {
                 self.dispatcher.remove(id);
                 self.endpoints.remove(&id);
+                self.dialog_owner.retain(|_, e| *e != id);
             }
             Command::Shutdown { grace, done } => self.begin_shutdown(grace, Some(done)),
+        }
+    }
+
+    fn start_client(
+        &mut self,
+        now: Instant,
+        request: SipMessage,
+        reply: oneshot::Sender<Result<SipMessage, RequestError>>,
+        span: Span,
+        kind: PendingKind,
+    ) {
+        let _g = span.enter();
+        match self.layer.send_request(now, request, self.proxy_peer) {
+            Ok(id) => {
+                debug!(%id, "sent");
+                drop(_g);
+                if let PendingKind::Creating(c) = &kind {
+                    if c.request.method() == Some(&Method::Invite) {
+                        self.invites.insert(c.branch.clone(), id);
+                    } else if let Some(key) = subscription_key(&c.request) {
+                        self.subscribing.insert(key, id);
+                    }
+                }
+                self.pending.insert(id, Pending { reply, span, kind });
+            }
+            Err(e) => {
+                let _ = reply.send(Err(RequestError::Invalid(e.to_string())));
+            }
+        }
+    }
+
+    /// A request inside `dialog` (§12.2.1.1): the dialog gives Request-URI, Route, From,
+    /// To, Call-ID and CSeq; the caller the rest.
+    fn build_in_dialog(
+        &mut self,
+        dialog: &DialogId,
+        parts: InDialogParts,
+    ) -> Result<SipMessage, RequestError> {
+        let invalid = |e: sip_core::ParseError| RequestError::Invalid(e.to_string());
+        if parts.method == Method::Ack || parts.method == Method::Cancel {
+            return Err(RequestError::Invalid(
+                "ACK and CANCEL are sent by the platform".into(),
+            ));
+        }
+        let mut b = self
+            .dialogs
+            .request(dialog, parts.method, &self.cfg.via)
+            .map_err(|e| match e {
+                DialogError::UnknownDialog => RequestError::NoDialog,
+                e => RequestError::Invalid(e.to_string()),
+            })?;
+        b = b.header(HeaderName::UserAgent, self.cfg.user_agent.to_string());
+        for (n, v) in parts.headers {
+            b = b.header(n.as_str(), v);
+        }
+        if let Some((ct, body)) = parts.body {
+            b = b.body(&ct, body);
+        }
+        b.build().map_err(invalid)
+    }
+
+    fn forget_dialog(&mut self, dialog: &DialogId) {
+        self.dialogs.remove(dialog);
+        self.dialog_owner.remove(dialog);
+    }
+
+    /// ACKs a 2xx to an INVITE of a confirmed dialog (the first 2xx and every
+    /// retransmission of it, §13.2.2.4).
+    fn ack_2xx(&mut self, id: &DialogId, response: &SipMessage) {
+        let Ok(seq) = response.cseq().map(|c| c.seq()) else {
+            return;
+        };
+        match self.dialogs.ack(id, seq, &self.cfg.via) {
+            Ok(ack) => self.layer.send_stateless(&ack, self.proxy_peer),
+            Err(e) => debug!(error = %e, "ACK not built"),
+        }
+    }
+
+    /// A 2xx to an INVITE that no pending request waits for: a retransmission (ACK again)
+    /// or a second fork's answer (ACK; its dialog is not kept).
+    fn on_late_2xx(&mut self, response: &SipMessage) {
+        let is_invite_2xx = response.status().is_some_and(|s| (200..300).contains(&s))
+            && response.cseq().is_ok_and(|c| c.method() == Method::Invite);
+        if !is_invite_2xx {
+            return;
+        }
+        if let Some(id) = uac_dialog_id(response) {
+            if self.dialogs.get(&id).is_some() {
+                self.ack_2xx(&id, response);
+            }
+        }
+    }
+
+    fn on_client_final(&mut self, pending: Pending, response: SipMessage, status: u16) {
+        let _g = pending.span.enter();
+        debug!(status, "final response");
+        match pending.kind {
+            PendingKind::Plain => {}
+            PendingKind::InDialog(id) => {
+                if status == 481 || status == 408 {
+                    self.forget_dialog(&id);
+                }
+            }
+            PendingKind::Creating(c) => {
+                self.invites.remove(&c.branch);
+                if let Some(key) = subscription_key(&c.request) {
+                    self.subscribing.remove(&key);
+                }
+                match self.dialogs.handle_uac_response(&c.request, &response) {
+                    Ok(DialogUpdate::Confirmed(id)) => {
+                        self.dialog_owner.insert(id.clone(), c.endpoint);
+                        if c.request.method() == Some(&Method::Invite) {
+                            self.ack_2xx(&id, &response);
+                        }
+                    }
+                    Ok(DialogUpdate::Terminated(ids)) => {
+                        for id in ids {
+                            self.dialog_owner.remove(&id);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => debug!(error = %e, "dialog not created"),
+                }
+            }
+        }
+        let r = if (200..300).contains(&status) {
+            Ok(response)
+        } else if status == 487 {
+            Err(RequestError::Cancelled)
+        } else {
+            let reason =
+                String::from_utf8_lossy(response.reason().unwrap_or_default()).into_owned();
+            Err(RequestError::Status {
+                code: status,
+                reason,
+                response: Box::new(response),
+            })
+        };
+        let _ = pending.reply.send(r);
+    }
+
+    fn on_client_provisional(&mut self, id: TransactionId, response: SipMessage) {
+        let Some(p) = self.pending.get(&id) else {
+            return;
+        };
+        let PendingKind::Creating(c) = &p.kind else {
+            return;
+        };
+        if c.request.method() == Some(&Method::Invite) {
+            if let Ok(DialogUpdate::Early(d)) =
+                self.dialogs.handle_uac_response(&c.request, &response)
+            {
+                self.dialog_owner.insert(d, c.endpoint);
+            }
+        }
+        if let Some(tx) = &c.provisional {
+            // A full queue drops provisional responses only: they are informative.
+            let _ = tx.try_send(response);
+        }
+    }
+
+    /// A client transaction ended without a final response: early dialogs and waiting
+    /// subscriptions go with it.
+    fn on_client_failed(&mut self, pending: &Pending) {
+        if let PendingKind::Creating(c) = &pending.kind {
+            self.invites.remove(&c.branch);
+            if let Some(key) = subscription_key(&c.request) {
+                self.subscribing.remove(&key);
+            }
+            if let (Ok(cid), Ok(from)) = (c.request.call_id(), c.request.from()) {
+                if let Some(tag) = from.tag() {
+                    for id in self.dialogs.terminate_early(cid, tag) {
+                        self.dialog_owner.remove(&id);
+                    }
+                }
+            }
         }
     }
 
@@ -550,29 +854,20 @@ impl Driver {
                     return;
                 };
                 if status < 200 {
+                    self.on_client_provisional(id, response);
                     return;
                 }
-                if let Some(p) = self.pending.remove(&id) {
-                    let _g = p.span.enter();
-                    debug!(status, "final response");
-                    let r = if (200..300).contains(&status) {
-                        Ok(response)
-                    } else {
-                        let reason = String::from_utf8_lossy(response.reason().unwrap_or_default())
-                            .into_owned();
-                        Err(RequestError::Status {
-                            code: status,
-                            reason,
-                            response: Box::new(response),
-                        })
-                    };
-                    let _ = p.reply.send(r);
+                match self.pending.remove(&id) {
+                    Some(p) => self.on_client_final(p, response, status),
+                    None => self.on_late_2xx(&response),
                 }
             }
+            Event::StrayResponse { response, .. } => self.on_late_2xx(&response),
             Event::Timeout { id, timer } => {
                 if let Some(p) = self.pending.remove(&id) {
                     let _g = p.span.enter();
                     debug!(?timer, "timed out");
+                    self.on_client_failed(&p);
                     let _ = p.reply.send(Err(RequestError::Timeout));
                 }
                 self.serving.remove(&id);
@@ -583,6 +878,7 @@ impl Driver {
                     .remove(&id)
                     .unwrap_or(TransportError::ConnectionClosed(0));
                 if let Some(p) = self.pending.remove(&id) {
+                    self.on_client_failed(&p);
                     let _ = p.reply.send(Err(RequestError::Transport(e)));
                 }
                 self.serving.remove(&id);
@@ -590,11 +886,12 @@ impl Driver {
             Event::Terminated { id } => {
                 self.transport_errors.remove(&id);
                 if let Some(p) = self.pending.remove(&id) {
+                    self.on_client_failed(&p);
                     let _ = p.reply.send(Err(RequestError::Timeout));
                 }
                 self.serving.remove(&id);
             }
-            Event::Ack { .. } | Event::StrayResponse { .. } => {}
+            Event::Ack { .. } => {}
             _ => {}
         }
     }
@@ -674,8 +971,28 @@ impl Driver {
             return;
         }
         let trusted = self.is_trusted(&source);
+        let mut dialog = None;
+        let mut dialog_ended = false;
         let unmatched = match self.dialogs.handle_request(&request) {
+            Ok(DialogUpdate::Updated(d)) => {
+                dialog = Some(d);
+                false
+            }
+            Ok(DialogUpdate::Terminated(mut ids)) => {
+                dialog = ids.pop();
+                dialog_ended = true;
+                false
+            }
             Ok(_) => false,
+            Err(DialogError::NoDialog) if method == Some(Method::Notify) => {
+                match self.notify_for_subscription(&request) {
+                    Some(d) => {
+                        dialog = Some(d);
+                        false
+                    }
+                    None => true,
+                }
+            }
             Err(DialogError::NoDialog) => true,
             Err(DialogError::OutOfOrder { .. }) => {
                 self.answer(now, id, &request, 500, &[]);
@@ -686,13 +1003,28 @@ impl Driver {
                 return;
             }
         };
-        let endpoint = match self.dispatcher.dispatch(&request, trusted, unmatched) {
-            Disposition::Respond(refusal) => {
+        let owner = dialog
+            .as_ref()
+            .and_then(|d| self.dialog_owner.get(d).copied());
+        if dialog_ended {
+            if let Some(d) = &dialog {
+                self.dialog_owner.remove(d);
+            }
+        }
+        // In-dialog requests go to the endpoint that owns the dialog, whatever their
+        // Request-URI (our Contact) says.
+        let endpoint = match (
+            self.dispatcher.dispatch(&request, trusted, unmatched),
+            owner,
+        ) {
+            (Disposition::Deliver(_), Some(o)) => o,
+            (Disposition::Respond(r), Some(o)) if r.status == 404 => o,
+            (Disposition::Deliver(e), None) => e,
+            (Disposition::Respond(refusal), _) => {
                 debug!(status = refusal.status, trusted, "answered by the platform");
                 self.answer(now, id, &request, refusal.status, &refusal.headers);
                 return;
             }
-            Disposition::Deliver(e) => e,
         };
         let from = request
             .from()
@@ -722,7 +1054,7 @@ impl Driver {
         }
         drop(_g);
         let kept = request.clone();
-        let incoming = IncomingRequest::new(
+        let mut incoming = IncomingRequest::new(
             request,
             caller,
             endpoint,
@@ -732,9 +1064,17 @@ impl Driver {
             self.cfg.server.clone(),
             span.clone(),
         );
+        incoming.set_dialog(dialog);
         match sender.try_send(incoming) {
             Ok(()) => {
-                self.serving.insert(id, (span, kept));
+                self.serving.insert(
+                    id,
+                    Serving {
+                        span,
+                        request: kept,
+                        endpoint,
+                    },
+                );
             }
             Err(mpsc::error::TrySendError::Full(inc)) => {
                 let request = inc.request().clone();
@@ -758,15 +1098,64 @@ impl Driver {
     }
 }
 
+impl Driver {
+    /// A NOTIFY that matched no dialog but belongs to a SUBSCRIBE still waiting for its
+    /// final response creates the subscription dialog (RFC 6665 §4.1.2.4).
+    fn notify_for_subscription(&mut self, notify: &SipMessage) -> Option<DialogId> {
+        let cid = Bytes::copy_from_slice(notify.call_id().ok()?);
+        let tag = Bytes::copy_from_slice(notify.to().ok()?.tag()?);
+        let tx = *self.subscribing.get(&(cid, tag))?;
+        let p = self.pending.get(&tx)?;
+        let PendingKind::Creating(c) = &p.kind else {
+            return None;
+        };
+        let endpoint = c.endpoint;
+        match self.dialogs.handle_notify(&c.request, notify) {
+            Ok(DialogUpdate::Confirmed(d)) | Ok(DialogUpdate::Updated(d)) => {
+                self.dialog_owner.insert(d.clone(), endpoint);
+                Some(d)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// (Call-ID, From tag) of a SUBSCRIBE or REFER: what its NOTIFYs carry.
+fn subscription_key(request: &SipMessage) -> Option<(Bytes, Bytes)> {
+    if !matches!(request.method(), Some(Method::Subscribe | Method::Refer)) {
+        return None;
+    }
+    let cid = Bytes::copy_from_slice(request.call_id().ok()?);
+    let tag = Bytes::copy_from_slice(request.from().ok()?.tag()?);
+    Some((cid, tag))
+}
+
+/// The UAC dialog a response belongs to: (Call-ID, From tag, To tag).
+pub(crate) fn uac_dialog_id(response: &SipMessage) -> Option<DialogId> {
+    let cid = response.call_id().ok()?;
+    let local = response.from().ok()?.tag()?.to_vec();
+    let remote = response.to().ok()?.tag()?.to_vec();
+    Some(DialogId::new(cid, &local, &remote))
+}
+
 /// An endpoint's 1xx-with-tag or 2xx to an INVITE creates (or confirms) the UAS dialog, so
 /// the ACK, BYE and re-INVITEs that follow are matched to it instead of being refused 481.
 /// The UAS copies Record-Route into such responses so the caller learns the route set
 /// (RFC 3261 §12.1.1).
-fn track_uas_dialog(dialogs: &mut Dialogs, request: &SipMessage, response: &mut SipMessage) {
+fn track_uas_dialog(
+    dialogs: &mut Dialogs,
+    request: &SipMessage,
+    response: &mut SipMessage,
+) -> Option<DialogId> {
     let creates = request.method() == Some(&Method::Invite)
         && response.status().is_some_and(|s| (101..300).contains(&s));
     if !creates {
-        return;
+        if request.method() == Some(&Method::Invite) && response.status().is_some_and(|s| s >= 300)
+        {
+            // A failure ends the early dialog a 1xx made.
+            let _ = dialogs.handle_uas_response(request, response);
+        }
+        return None;
     }
     if response.header(HeaderName::RecordRoute).is_none() {
         for rr in request
@@ -779,7 +1168,14 @@ fn track_uas_dialog(dialogs: &mut Dialogs, request: &SipMessage, response: &mut 
             );
         }
     }
-    if let Err(e) = dialogs.handle_uas_response(request, response) {
-        debug!(error = %e, "dialog not created");
+    match dialogs.handle_uas_response(request, response) {
+        Ok(DialogUpdate::Early(id) | DialogUpdate::Confirmed(id) | DialogUpdate::Updated(id)) => {
+            Some(id)
+        }
+        Ok(_) => None,
+        Err(e) => {
+            debug!(error = %e, "dialog not created");
+            None
+        }
     }
 }

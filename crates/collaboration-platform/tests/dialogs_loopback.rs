@@ -1,0 +1,186 @@
+//! Dialogs through the platform, between two platforms on loopback over mutual TLS
+//! (`loopback::pair`): INVITE/200/ACK, MESSAGE both ways inside the dialog, BYE, 481 for a
+//! dialog the far side forgot, CANCEL while ringing.
+
+use std::time::Duration;
+
+use collaboration_platform::loopback::{pair, LoopbackPki};
+use collaboration_platform::{
+    Address, CollaborationPlatform, EndpointId, IncomingRequest, InviteProgress, OutgoingRequest,
+    RequestError, Topology,
+};
+use sip_core::{HeaderName, Method};
+use tokio::sync::mpsc;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn platforms() -> (CollaborationPlatform, CollaborationPlatform) {
+    let pki = LoopbackPki::new().expect("CA");
+    pair(&pki, "app.contoso.test", "bob.contoso.test", |_, s| {
+        s.topology(Topology::new(["contoso.test"]))
+    })
+    .await
+    .expect("platforms")
+}
+
+async fn endpoint(
+    p: &CollaborationPlatform,
+    user: &str,
+) -> (EndpointId, mpsc::Receiver<IncomingRequest>) {
+    let owner = Address::assume_on_premises(&format!("sip:{user}@contoso.test")).unwrap();
+    p.register_endpoint(owner, None, false).await.unwrap()
+}
+
+async fn next(rx: &mut mpsc::Receiver<IncomingRequest>) -> IncomingRequest {
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("a request within the wait")
+        .expect("endpoint open")
+}
+
+fn invite(a: &CollaborationPlatform) -> OutgoingRequest {
+    OutgoingRequest::new(Method::Invite, "sip:bob@contoso.test")
+        .from("<sip:app@contoso.test>")
+        .header("Contact", format!("<{}>", a.contact_uri("app").unwrap()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invite_ack_messages_both_ways_and_bye() {
+    let (a, b) = platforms().await;
+    let (app, mut app_rx) = endpoint(&a, "app").await;
+    let (_bob, mut bob_rx) = endpoint(&b, "bob").await;
+    let b2 = b.clone();
+    let bob_side = tokio::spawn(async move {
+        let mut inv = next(&mut bob_rx).await;
+        assert_eq!(inv.request().method(), Some(&Method::Invite));
+        let dialog = inv.dialog().expect("an INVITE's answer makes a dialog");
+        let contact = format!("<{}>", b2.contact_uri("bob").unwrap());
+        inv.respond(180, "Ringing", &[], None).await.unwrap();
+        inv.respond(200, "OK", &[("Contact", &contact)], None)
+            .await
+            .unwrap();
+        // A MESSAGE from the caller arrives in the dialog.
+        let mut m = next(&mut bob_rx).await;
+        assert_eq!(m.request().method(), Some(&Method::Message));
+        assert_eq!(m.dialog(), Some(dialog.clone()));
+        assert_eq!(&m.body()[..], b"hello bob");
+        m.respond(200, "OK", &[], None).await.unwrap();
+        // One back, then BYE.
+        let r = b2
+            .send_in_dialog(
+                &dialog,
+                OutgoingRequest::new(Method::Message, "").body("text/plain", "hello app"),
+            )
+            .await
+            .expect("MESSAGE in the dialog");
+        assert_eq!(r.status(), Some(200));
+        let bye = b2
+            .send_in_dialog(&dialog, OutgoingRequest::new(Method::Bye, ""))
+            .await
+            .expect("BYE");
+        assert_eq!(bye.status(), Some(200));
+        // The dialog is gone on this side.
+        let gone = b2
+            .send_in_dialog(&dialog, OutgoingRequest::new(Method::Message, ""))
+            .await;
+        assert!(matches!(gone, Err(RequestError::NoDialog)), "{gone:?}");
+    });
+
+    let mut call = a.invite(app, invite(&a)).await.unwrap();
+    let mut saw_ringing = false;
+    let dialog = loop {
+        match tokio::time::timeout(WAIT, call.next()).await.unwrap() {
+            Some(InviteProgress::Provisional(p)) => saw_ringing |= p.status() == Some(180),
+            Some(InviteProgress::Answered { response, dialog }) => {
+                assert_eq!(response.status(), Some(200));
+                break dialog;
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(saw_ringing);
+    let r = a
+        .send_in_dialog(
+            &dialog,
+            OutgoingRequest::new(Method::Message, "").body("text/plain", "hello bob"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), Some(200));
+    let mut m = next(&mut app_rx).await;
+    assert_eq!(m.dialog(), Some(dialog.clone()));
+    assert_eq!(&m.body()[..], b"hello app");
+    m.respond(200, "OK", &[], None).await.unwrap();
+    let mut bye = next(&mut app_rx).await;
+    assert_eq!(bye.request().method(), Some(&Method::Bye));
+    bye.respond(200, "OK", &[], None).await.unwrap();
+    tokio::time::timeout(WAIT, bob_side).await.unwrap().unwrap();
+    // The BYE ended the dialog here too.
+    let gone = a
+        .send_in_dialog(&dialog, OutgoingRequest::new(Method::Message, ""))
+        .await;
+    assert!(matches!(gone, Err(RequestError::NoDialog)), "{gone:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dialog_the_far_side_forgot_gets_481_and_ends_here() {
+    let (a, b) = platforms().await;
+    let (app, _app_rx) = endpoint(&a, "app").await;
+    let (_bob, mut bob_rx) = endpoint(&b, "bob").await;
+    let b2 = b.clone();
+    tokio::spawn(async move {
+        let mut inv = next(&mut bob_rx).await;
+        let dialog = inv.dialog().unwrap();
+        let contact = format!("<{}>", b2.contact_uri("bob").unwrap());
+        inv.respond(200, "OK", &[("Contact", &contact)], None)
+            .await
+            .unwrap();
+        b2.end_dialog(&dialog).await;
+    });
+    let (_, dialog) = a
+        .invite(app, invite(&a))
+        .await
+        .unwrap()
+        .outcome()
+        .await
+        .unwrap();
+    // Give the far side time to forget.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = a
+        .send_in_dialog(
+            &dialog,
+            OutgoingRequest::new(Method::Message, "").body("text/plain", "anyone?"),
+        )
+        .await;
+    assert_eq!(r.as_ref().map_err(RequestError::status).err(), Some(481));
+    let r = a
+        .send_in_dialog(&dialog, OutgoingRequest::new(Method::Message, ""))
+        .await;
+    assert!(matches!(r, Err(RequestError::NoDialog)), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_while_ringing() {
+    let (a, b) = platforms().await;
+    let (app, _app_rx) = endpoint(&a, "app").await;
+    let (_bob, mut bob_rx) = endpoint(&b, "bob").await;
+    let (held_tx, mut held_rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        let mut inv = next(&mut bob_rx).await;
+        inv.respond(180, "Ringing", &[], None).await.unwrap();
+        // Keep the request unanswered until the test ends.
+        let _ = held_tx.send(inv).await;
+    });
+    let mut call = a.invite(app, invite(&a)).await.unwrap();
+    match tokio::time::timeout(WAIT, call.next()).await.unwrap() {
+        Some(InviteProgress::Provisional(p)) => assert_eq!(p.status(), Some(180)),
+        other => panic!("{other:?}"),
+    }
+    call.cancel().await;
+    match tokio::time::timeout(WAIT, call.next()).await.unwrap() {
+        Some(InviteProgress::Failed(RequestError::Cancelled)) => {}
+        other => panic!("{other:?}"),
+    }
+    let held = held_rx.recv().await.unwrap();
+    assert!(held.request().header(HeaderName::CallId).is_some());
+}
