@@ -37,6 +37,7 @@ struct Inner {
     proxy: Target,
     next_endpoint: AtomicU64,
     endpoint_capacity: usize,
+    proxy_losses: tokio::sync::watch::Sender<u64>,
     grace: std::time::Duration,
 }
 
@@ -154,6 +155,7 @@ impl CollaborationPlatform {
             None => "sip:anonymous@anonymous.invalid".to_string(),
         };
         let (commands, commands_rx) = mpsc::channel(common.command_capacity);
+        let proxy_losses = tokio::sync::watch::Sender::new(0u64);
         let server: Arc<str> = Arc::from(common.user_agent.as_str());
         let (driver, feedback) = Driver::new(DriverConfig {
             transport,
@@ -167,6 +169,7 @@ impl CollaborationPlatform {
             observer: common.observer.clone(),
             via: via.clone(),
             user_agent: Arc::from(common.user_agent.as_str()),
+            proxy_losses: proxy_losses.clone(),
         });
         tokio::spawn(
             driver
@@ -183,6 +186,7 @@ impl CollaborationPlatform {
                 listeners: bound,
                 proxy,
                 next_endpoint: AtomicU64::new(1),
+                proxy_losses,
                 endpoint_capacity: common.endpoint_capacity,
                 grace: common.shutdown_grace,
             }),
@@ -455,6 +459,13 @@ impl CollaborationPlatform {
             _ => "tcp",
         };
         Some(format!("sip:{user}@{};transport={t}", l.addr))
+    }
+
+    /// A counter of how often the connection to the outbound proxy was lost (closed by the
+    /// peer or failed, not closed by us): endpoints watch it to re-register after a
+    /// front-end restart.
+    pub fn proxy_losses(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.proxy_losses.subscribe()
     }
 
     /// The outbound proxy's target (address, transport, TLS name).

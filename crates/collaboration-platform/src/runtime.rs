@@ -160,6 +160,9 @@ pub(crate) struct DriverConfig {
     /// The Via value without branch for requests built here (in-dialog requests, ACK).
     pub via: String,
     pub user_agent: Arc<str>,
+    /// Counts losses of the outbound proxy's connection, for endpoints that must
+    /// re-register when it drops (a front-end restart).
+    pub proxy_losses: tokio::sync::watch::Sender<u64>,
 }
 
 pub(crate) struct Driver {
@@ -727,6 +730,9 @@ impl Driver {
                 let lost_proxy = connection.direction == Direction::Outbound
                     && connection.remote == self.cfg.proxy.remote
                     && !matches!(reason, CloseReason::Local | CloseReason::Shutdown);
+                if lost_proxy {
+                    self.cfg.proxy_losses.send_modify(|n| *n += 1);
+                }
                 if lost_proxy && !self.pending.is_empty() {
                     // Requests in flight on the lost flow get a definite outcome now rather
                     // than at Timer F.

@@ -1,0 +1,250 @@
+//! [`ApplicationEndpoint`]: the application's own trusted identity (UCMA's
+//! `ApplicationEndpoint`). It receives conversations from anyone — federated users
+//! included, typed by the caller's homing — and publishes its own presence.
+
+use crate::core::EndpointCore;
+use crate::presence::LocalOwnerPresence;
+use crate::registration::{keep_alive, Granted, Registration};
+use crate::state::{EndpointState, StateChange};
+use crate::{Endpoint, EndpointError};
+use collaboration_platform::{Address, CollaborationPlatform, OnPremises};
+use std::sync::Arc;
+use tokio::sync::{watch, Mutex};
+use tokio::task::JoinHandle;
+
+/// How an application endpoint is set up. The owner is an on-premises address: an
+/// application cannot be hosted as somebody of another deployment.
+#[derive(Debug, Clone)]
+pub struct ApplicationEndpointSettings {
+    owner: Address<OnPremises>,
+    display_name: Option<String>,
+    use_registration: bool,
+    default_routing: bool,
+    instance_id: Option<String>,
+    registration_expires: u32,
+    drain_retry_after: u32,
+}
+
+impl ApplicationEndpointSettings {
+    /// An endpoint owning `owner` (e.g. `sip:bot@contoso.test`). Defaults as in UCMA: no
+    /// registration (the front end routes to trusted applications by configuration), not
+    /// the default routing endpoint.
+    pub fn new(owner: Address<OnPremises>) -> Self {
+        ApplicationEndpointSettings {
+            owner,
+            display_name: None,
+            use_registration: false,
+            default_routing: false,
+            instance_id: None,
+            registration_expires: 600,
+            drain_retry_after: 30,
+        }
+    }
+
+    /// The display name shown to home users.
+    pub fn display_name(mut self, name: impl Into<String>) -> Self {
+        self.display_name = Some(name.into());
+        self
+    }
+
+    /// Registers the endpoint's contact with the front end's registrar (and keeps it
+    /// registered) so that requests for the owner reach this instance.
+    pub fn use_registration(mut self, yes: bool) -> Self {
+        self.use_registration = yes;
+        self
+    }
+
+    /// Makes this the platform's default routing endpoint: it receives requests no other
+    /// endpoint owns.
+    pub fn default_routing(mut self, yes: bool) -> Self {
+        self.default_routing = yes;
+        self
+    }
+
+    /// The instance id (`urn:uuid:…`, RFC 5626 `+sip.instance`) sent with the
+    /// registration; with it the registrar may grant a GRUU (RFC 5627).
+    pub fn instance_id(mut self, urn: impl Into<String>) -> Self {
+        self.instance_id = Some(urn.into());
+        self
+    }
+
+    /// Registration lifetime asked for, in seconds (default 600).
+    pub fn registration_expires(mut self, secs: u32) -> Self {
+        self.registration_expires = secs;
+        self
+    }
+
+    /// Retry-After (seconds) sent with the 503 that declines new conversations while
+    /// draining (default 30).
+    pub fn drain_retry_after(mut self, secs: u32) -> Self {
+        self.drain_retry_after = secs;
+        self
+    }
+
+    /// The owner.
+    pub fn owner(&self) -> &Address<OnPremises> {
+        &self.owner
+    }
+}
+
+#[derive(Default)]
+struct Running {
+    registration: Option<Arc<Mutex<Registration>>>,
+    keep_alive: Option<JoinHandle<()>>,
+    granted: Option<Granted>,
+}
+
+/// The application's trusted identity on a platform.
+pub struct ApplicationEndpoint {
+    core: Arc<EndpointCore>,
+    settings: ApplicationEndpointSettings,
+    presence: LocalOwnerPresence,
+    running: Mutex<Running>,
+}
+
+impl std::fmt::Debug for ApplicationEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApplicationEndpoint")
+            .field("owner", &self.settings.owner.uri())
+            .field("state", &self.core.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApplicationEndpoint {
+    /// An endpoint on `platform`, Idle until [`establish`](Self::establish).
+    pub fn new(platform: &CollaborationPlatform, settings: ApplicationEndpointSettings) -> Self {
+        let core = EndpointCore::new(
+            platform,
+            settings.owner.clone(),
+            settings.display_name.clone(),
+            settings.drain_retry_after,
+        );
+        ApplicationEndpoint {
+            presence: LocalOwnerPresence::new(core.clone()),
+            core,
+            settings,
+            running: Mutex::new(Running::default()),
+        }
+    }
+
+    /// Starts receiving requests for the owner and, when configured, registers. On
+    /// failure the endpoint returns to Idle and can be established again.
+    ///
+    /// Cancel safety: not cancel safe (routing may be set up without registration).
+    pub async fn establish(&self) -> Result<(), EndpointError> {
+        match self.core.state() {
+            EndpointState::Idle => {}
+            EndpointState::Established | EndpointState::Reestablishing => return Ok(()),
+            s => return Err(EndpointError::NotEstablished(s)),
+        }
+        self.core
+            .set_state(EndpointState::Establishing, "establish() called");
+        let s = &self.settings;
+        if let Err(e) = self
+            .core
+            .attach(Some(self.core.contact().to_string()), s.default_routing)
+            .await
+        {
+            self.core
+                .set_state(EndpointState::Idle, format!("establishing failed: {e}"));
+            return Err(e);
+        }
+        let reason = if s.use_registration {
+            let reg = Arc::new(Mutex::new(Registration::new(
+                self.core.clone(),
+                None,
+                s.registration_expires,
+                s.instance_id.clone(),
+            )));
+            let granted = reg.lock().await.register(s.registration_expires).await;
+            let granted = match granted {
+                Ok(g) => g,
+                Err(e) => {
+                    self.core.detach().await;
+                    self.core
+                        .set_state(EndpointState::Idle, format!("registration failed: {e}"));
+                    return Err(e);
+                }
+            };
+            let reason = format!("registered for {} s", granted.expires);
+            let mut run = self.running.lock().await;
+            run.keep_alive = Some(tokio::spawn(keep_alive(reg.clone(), granted.clone())));
+            run.registration = Some(reg);
+            run.granted = Some(granted);
+            reason
+        } else {
+            "routing requests for the owner (no registration)".to_string()
+        };
+        self.core.set_state(EndpointState::Established, reason);
+        Ok(())
+    }
+
+    /// Declines new conversations (503 with Retry-After) while current ones continue.
+    pub fn drain(&self) {
+        if matches!(
+            self.core.state(),
+            EndpointState::Established | EndpointState::Reestablishing
+        ) {
+            self.core.begin_drain();
+            self.core.set_state(
+                EndpointState::Draining,
+                "drain(): new conversations are declined",
+            );
+        }
+    }
+
+    /// Removes the published presence, unregisters, stops routing. Terminal.
+    ///
+    /// Cancel safety: not cancel safe (cleanup may stop half way; the endpoint is
+    /// unrouted either way once the platform shuts down).
+    pub async fn terminate(&self) {
+        if self.core.state() == EndpointState::Terminated {
+            return;
+        }
+        self.core
+            .set_state(EndpointState::Terminating, "terminate() called");
+        let _ = self.presence.remove().await;
+        let mut run = self.running.lock().await;
+        if let Some(t) = run.keep_alive.take() {
+            t.abort();
+        }
+        if let Some(reg) = run.registration.take() {
+            let _ = reg.lock().await.register(0).await;
+        }
+        self.core.detach().await;
+        self.core
+            .set_state(EndpointState::Terminated, "terminate() called");
+    }
+
+    /// The current state.
+    pub fn state(&self) -> EndpointState {
+        self.core.state()
+    }
+
+    /// Watches state changes with their reasons.
+    pub fn watch_state(&self) -> watch::Receiver<StateChange> {
+        self.core.watch_state()
+    }
+
+    /// The endpoint's own presence (it is its own presentity).
+    pub fn local_owner_presence(&self) -> &LocalOwnerPresence {
+        &self.presence
+    }
+
+    /// The GRUU the registrar granted, if registration is used and it granted one.
+    pub async fn gruu(&self) -> Option<String> {
+        self.running.lock().await.granted.as_ref()?.gruu.clone()
+    }
+
+    /// The settings it was made with.
+    pub fn settings(&self) -> &ApplicationEndpointSettings {
+        &self.settings
+    }
+}
+
+impl Endpoint for ApplicationEndpoint {
+    fn core(&self) -> &Arc<EndpointCore> {
+        &self.core
+    }
+}

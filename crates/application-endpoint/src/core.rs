@@ -1,0 +1,380 @@
+//! What both endpoint kinds share: the platform registration, the router that hands each
+//! incoming request to whoever handles it, and the state.
+//!
+//! ## Routing
+//!
+//! The platform delivers every request for the endpoint's owner (and every request inside
+//! a dialog the endpoint owns) to one queue. A router task reads it:
+//!
+//! * a request inside a dialog (To tag) goes to the route registered for its
+//!   (Call-ID, local tag) with [`EndpointCore::route_dialog`] — a call, a subscription —
+//!   or is answered 481 when nothing is registered;
+//! * an INVITE outside a dialog goes to the handler stream of its modality (read from the
+//!   SDP `m=` line; [`EndpointCore::incoming`]), or is answered 488 when no handler is
+//!   registered, or 503 with Retry-After while draining;
+//! * a MESSAGE outside a dialog (page mode, RFC 3428) goes to [`EndpointCore::pages`], or
+//!   is answered 405;
+//! * anything else is answered 405.
+//!
+//! Handlers are streams (`mpsc::Receiver`), not callback traits: an application reads
+//! them in its own tasks, and backpressure is the stream's bound (a full stream answers
+//! 503 Retry-After 1).
+//!
+//! Routes are keyed by (Call-ID, local tag), which are known before a request is sent, so
+//! a request that arrives before the caller saw its own 2xx is never lost.
+
+use crate::state::{EndpointState, StateCell, StateChange};
+use crate::EndpointError;
+use collaboration_platform::{
+    Address, CollaborationPlatform, EndpointId, IncomingRequest, OnPremises,
+};
+use sip_core::sdp::SessionDescription;
+use sip_core::{HeaderName, Method};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use tokio::sync::{mpsc, watch};
+use tracing::debug;
+
+/// Queue size of each handler stream and dialog route.
+const STREAM_CAPACITY: usize = 256;
+
+/// The kind of session an incoming INVITE offers, from its SDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Modality {
+    /// `m=message … sip null`: an instant-messaging session (MSRP-less, as Lync/Skype for
+    /// Business offer it).
+    InstantMessaging,
+    /// `m=audio`.
+    Audio,
+    /// `m=video` (usually with audio).
+    Video,
+}
+
+impl Modality {
+    /// The modality an INVITE's body offers, if it is SDP with a known media line (video
+    /// wins over audio; message stands alone).
+    pub fn of_offer(body: &[u8]) -> Option<Modality> {
+        let sdp = SessionDescription::parse_slice(body).ok()?;
+        let mut found = None;
+        for m in sdp.media() {
+            let this = match m.media_type() {
+                "message" => Modality::InstantMessaging,
+                "video" => Modality::Video,
+                "audio" => Modality::Audio,
+                _ => continue,
+            };
+            found = match (found, this) {
+                (Some(Modality::Video), _) => Some(Modality::Video),
+                _ => Some(this),
+            };
+        }
+        found
+    }
+}
+
+type RouteKey = (Box<str>, Box<str>);
+
+#[derive(Default)]
+struct Routes {
+    dialogs: HashMap<RouteKey, mpsc::Sender<IncomingRequest>>,
+    sessions: HashMap<Modality, mpsc::Sender<IncomingRequest>>,
+    pages: Option<mpsc::Sender<IncomingRequest>>,
+}
+
+/// The shared part of [`ApplicationEndpoint`](crate::ApplicationEndpoint) and
+/// [`UserEndpoint`](crate::UserEndpoint): identity, platform, routing, state. The
+/// conversation layer builds on it.
+pub struct EndpointCore {
+    platform: CollaborationPlatform,
+    owner: Address<OnPremises>,
+    display_name: Option<String>,
+    contact: String,
+    id: Mutex<Option<EndpointId>>,
+    routes: Mutex<Routes>,
+    draining: AtomicBool,
+    retry_after: u32,
+    state: StateCell,
+}
+
+impl std::fmt::Debug for EndpointCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointCore")
+            .field("owner", &self.owner.uri())
+            .field("state", &self.state.get())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A registered dialog route; dropping it removes the route (requests that still arrive
+/// in that dialog are answered 481).
+#[derive(Debug)]
+pub struct DialogRoute {
+    key: RouteKey,
+    core: Weak<EndpointCore>,
+    requests: mpsc::Receiver<IncomingRequest>,
+}
+
+impl DialogRoute {
+    /// The next request in the dialog; `None` once the endpoint is gone.
+    ///
+    /// Cancel safety: cancel safe.
+    pub async fn recv(&mut self) -> Option<IncomingRequest> {
+        self.requests.recv().await
+    }
+
+    /// The (Call-ID, local tag) this route matches.
+    pub fn key(&self) -> (&str, &str) {
+        (&self.key.0, &self.key.1)
+    }
+}
+
+impl Drop for DialogRoute {
+    fn drop(&mut self) {
+        if let Some(core) = self.core.upgrade() {
+            core.lock_routes().dialogs.remove(&self.key);
+        }
+    }
+}
+
+impl EndpointCore {
+    pub(crate) fn new(
+        platform: &CollaborationPlatform,
+        owner: Address<OnPremises>,
+        display_name: Option<String>,
+        retry_after: u32,
+    ) -> Arc<EndpointCore> {
+        let user = owner.user().unwrap_or("endpoint").to_string();
+        let contact = platform
+            .contact_uri(&user)
+            .unwrap_or_else(|| format!("sip:{user}@ucma.invalid;transport=tls"));
+        Arc::new(EndpointCore {
+            platform: platform.clone(),
+            owner,
+            display_name,
+            contact,
+            id: Mutex::new(None),
+            routes: Mutex::new(Routes::default()),
+            draining: AtomicBool::new(false),
+            retry_after,
+            state: StateCell::new(),
+        })
+    }
+
+    fn lock_routes(&self) -> std::sync::MutexGuard<'_, Routes> {
+        // A panic while holding the lock leaves maps that are still consistent.
+        self.routes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The platform the endpoint lives on.
+    pub fn platform(&self) -> &CollaborationPlatform {
+        &self.platform
+    }
+
+    /// The owner: the on-premises address the endpoint acts as.
+    pub fn owner(&self) -> &Address<OnPremises> {
+        &self.owner
+    }
+
+    /// The owner's display name, if configured.
+    pub fn display_name(&self) -> Option<&str> {
+        self.display_name.as_deref()
+    }
+
+    /// The Contact URI of the endpoint (where the front end reaches it).
+    pub fn contact(&self) -> &str {
+        &self.contact
+    }
+
+    /// The platform's id for the endpoint once established.
+    pub fn id(&self) -> Option<EndpointId> {
+        *self.id.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The id, or why there is none.
+    pub fn established_id(&self) -> Result<EndpointId, EndpointError> {
+        match (self.id(), self.state.get()) {
+            (
+                Some(id),
+                EndpointState::Established
+                | EndpointState::Reestablishing
+                | EndpointState::Draining,
+            ) => Ok(id),
+            (_, s) => Err(EndpointError::NotEstablished(s)),
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> EndpointState {
+        self.state.get()
+    }
+
+    /// Watches the state and the reason of each change.
+    pub fn watch_state(&self) -> watch::Receiver<StateChange> {
+        self.state.watch()
+    }
+
+    pub(crate) fn set_state(&self, state: EndpointState, reason: impl Into<String>) {
+        self.state.set(state, reason);
+    }
+
+    /// Whether new conversations are declined.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Receives the requests of the dialog with this Call-ID and local tag (our From tag
+    /// for a request we send, our To tag for one we answer). Register it before sending
+    /// the request or the answer that makes the dialog.
+    pub fn route_dialog(self: &Arc<Self>, call_id: &str, local_tag: &str) -> DialogRoute {
+        let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
+        let key: RouteKey = (call_id.into(), local_tag.into());
+        self.lock_routes().dialogs.insert(key.clone(), tx);
+        DialogRoute {
+            key,
+            core: Arc::downgrade(self),
+            requests: rx,
+        }
+    }
+
+    /// The stream of incoming INVITEs offering `modality` (replaces an earlier stream for
+    /// it). Without one, such INVITEs are declined 488.
+    pub fn incoming(&self, modality: Modality) -> mpsc::Receiver<IncomingRequest> {
+        let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
+        self.lock_routes().sessions.insert(modality, tx);
+        rx
+    }
+
+    /// The stream of page-mode MESSAGEs (RFC 3428, outside any dialog). Without one they
+    /// are answered 405.
+    pub fn pages(&self) -> mpsc::Receiver<IncomingRequest> {
+        let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
+        self.lock_routes().pages = Some(tx);
+        rx
+    }
+
+    /// Registers with the platform and starts the router.
+    pub(crate) async fn attach(
+        self: &Arc<Self>,
+        gruu: Option<String>,
+        default_routing: bool,
+    ) -> Result<EndpointId, EndpointError> {
+        if let Some(id) = self.id() {
+            return Ok(id);
+        }
+        let (id, rx) = self
+            .platform
+            .register_endpoint(self.owner.clone(), gruu, default_routing)
+            .await?;
+        *self.id.lock().unwrap_or_else(|p| p.into_inner()) = Some(id);
+        tokio::spawn(route(Arc::downgrade(self), rx));
+        Ok(id)
+    }
+
+    /// Stops routing to the endpoint.
+    pub(crate) async fn detach(&self) {
+        let id = self.id.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(id) = id {
+            self.platform.unregister_endpoint(id).await;
+        }
+        let mut r = self.lock_routes();
+        r.sessions.clear();
+        r.pages = None;
+        r.dialogs.clear();
+    }
+
+    pub(crate) fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// How many dialog routes are live (calls and subscriptions).
+    pub fn live_dialogs(&self) -> usize {
+        self.lock_routes().dialogs.len()
+    }
+
+    fn target_of(&self, req: &IncomingRequest) -> Target {
+        let r = req.request();
+        let method = r.method().cloned();
+        let to_tag = r.to().ok().and_then(|t| t.tag().map(<[u8]>::to_vec));
+        let routes = self.lock_routes();
+        if let Some(tag) = to_tag {
+            let call_id = r.call_id().ok().map(String::from_utf8_lossy);
+            let tag = String::from_utf8_lossy(&tag);
+            return match call_id {
+                Some(c) => match routes
+                    .dialogs
+                    .get(&(c.as_ref().into(), tag.as_ref().into()))
+                {
+                    Some(tx) => Target::Stream(tx.clone()),
+                    None => Target::Refuse(481, &[]),
+                },
+                None => Target::Refuse(400, &[]),
+            };
+        }
+        match method {
+            Some(Method::Invite) => {
+                if self.is_draining() {
+                    return Target::Refuse(503, &[]);
+                }
+                match Modality::of_offer(req.body()).and_then(|m| routes.sessions.get(&m)) {
+                    Some(tx) => Target::Stream(tx.clone()),
+                    None => Target::Refuse(488, &[]),
+                }
+            }
+            Some(Method::Message) => match &routes.pages {
+                Some(tx) => Target::Stream(tx.clone()),
+                None => Target::Refuse(405, &[("Allow", "INVITE, ACK, CANCEL, BYE")]),
+            },
+            _ => Target::Refuse(405, &[("Allow", "INVITE, ACK, CANCEL, BYE, MESSAGE")]),
+        }
+    }
+}
+
+enum Target {
+    Stream(mpsc::Sender<IncomingRequest>),
+    Refuse(u16, &'static [(&'static str, &'static str)]),
+}
+
+/// The router task: runs until the endpoint is dropped or detached.
+async fn route(core: Weak<EndpointCore>, mut rx: mpsc::Receiver<IncomingRequest>) {
+    while let Some(mut req) = rx.recv().await {
+        let Some(c) = core.upgrade() else {
+            let _ = req.respond(480, "Temporarily Unavailable", &[], None).await;
+            return;
+        };
+        if req.request().method() == Some(&Method::Ack) {
+            continue;
+        }
+        match c.target_of(&req) {
+            Target::Stream(tx) => match tx.try_send(req) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(mut req)) => {
+                    let _ = req
+                        .respond(503, "Service Unavailable", &[("Retry-After", "1")], None)
+                        .await;
+                }
+                Err(mpsc::error::TrySendError::Closed(mut req)) => {
+                    let status = if req.request().to().ok().and_then(|t| t.tag()).is_some() {
+                        481
+                    } else {
+                        480
+                    };
+                    let _ = req
+                        .respond(status, sip_core::reason_phrase(status), &[], None)
+                        .await;
+                }
+            },
+            Target::Refuse(status, headers) => {
+                debug!(status, "refused by the endpoint's router");
+                let retry = c.retry_after.to_string();
+                let mut h: Vec<(&str, &str)> = headers.to_vec();
+                if status == 503 {
+                    h.push((HeaderName::RetryAfter.as_str(), &retry));
+                }
+                let _ = req
+                    .respond(status, sip_core::reason_phrase(status), &h, None)
+                    .await;
+            }
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! Why an endpoint operation failed.
+
+use collaboration_platform::{PlatformError, RequestError, TopologyError};
+
+/// Why an endpoint operation failed. Each variant names what to do about it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum EndpointError {
+    /// The operation is one only a user of the home deployment can be the subject of, and
+    /// `uri` is federated (another company, or cloud-homed in a hybrid deployment). Nothing
+    /// was sent.
+    #[error("{operation} is not possible for {uri}: it is homed outside this deployment")]
+    FederationRestricted {
+        /// What was asked (`"UserEndpoint"`, `"publish presence"` …).
+        operation: &'static str,
+        /// The federated URI.
+        uri: String,
+    },
+    /// The registrar refused the credentials (wrong password, unknown user, 403): not
+    /// retried.
+    #[error("authentication failed: {status} {reason}")]
+    Authentication {
+        /// The final status (401, 407 or 403).
+        status: u16,
+        /// Reason phrase or what the digest client found.
+        reason: String,
+    },
+    /// A request failed (timeout, transport, a final failure status).
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// The platform could not route to the endpoint (it is shut down).
+    #[error(transparent)]
+    Platform(#[from] PlatformError),
+    /// A URI was unusable or refused by the topology.
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+    /// The endpoint is not established (establish it first, or it terminated).
+    #[error("the endpoint is {0:?}")]
+    NotEstablished(crate::EndpointState),
+}

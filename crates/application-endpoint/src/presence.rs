@@ -1,0 +1,185 @@
+//! Publishing the endpoint owner's own presence (RFC 3903 PUBLISH with a PIDF body,
+//! RFC 3863): initial publication, modification and refresh with `SIP-If-Match`, removal
+//! with `Expires: 0`. The presentity is always the endpoint's owner, an on-premises
+//! address: there is no way to publish for anyone else, a federated user least of all.
+
+use crate::core::EndpointCore;
+use crate::pidf::{self, Availability, PresenceDocument};
+use crate::registration::refresh_after;
+use crate::EndpointError;
+use bytes::Bytes;
+use collaboration_platform::{OutgoingRequest, RequestError};
+use sip_core::{HeaderName, Method, SipMessage};
+use std::sync::Arc;
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+/// Default lifetime asked for a publication (seconds).
+pub const DEFAULT_PUBLICATION_EXPIRES: u32 = 600;
+
+#[derive(Default)]
+struct Published {
+    etag: Option<String>,
+    document: Option<Bytes>,
+    refresher: Option<JoinHandle<()>>,
+}
+
+/// The owner's presence as published by this endpoint (UCMA's `LocalOwnerPresence`).
+/// Cheap to clone; all clones share one publication.
+#[derive(Clone)]
+pub struct LocalOwnerPresence {
+    core: Arc<EndpointCore>,
+    expires: u32,
+    state: Arc<Mutex<Published>>,
+}
+
+impl std::fmt::Debug for LocalOwnerPresence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalOwnerPresence")
+            .field("presentity", &self.core.owner().uri())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalOwnerPresence {
+    pub(crate) fn new(core: Arc<EndpointCore>) -> Self {
+        LocalOwnerPresence {
+            core,
+            expires: DEFAULT_PUBLICATION_EXPIRES,
+            state: Arc::new(Mutex::new(Published::default())),
+        }
+    }
+
+    /// The presentity (the endpoint's owner).
+    pub fn presentity(&self) -> &str {
+        self.core.owner().uri()
+    }
+
+    /// Publishes `availability` with an optional note.
+    ///
+    /// Cancel safety: not cancel safe (a PUBLISH may be sent without its entity tag being
+    /// kept; the next call starts a new publication).
+    pub async fn publish_availability(
+        &self,
+        availability: Availability,
+        note: Option<&str>,
+    ) -> Result<(), EndpointError> {
+        let doc = PresenceDocument::from_availability(self.presentity(), availability, note);
+        self.publish(&doc).await
+    }
+
+    /// Publishes a whole PIDF document: the first call creates the publication, later
+    /// ones modify it (`SIP-If-Match`). It is refreshed before it expires until
+    /// [`remove`](Self::remove) or the endpoint terminates.
+    ///
+    /// Cancel safety: as [`publish_availability`](Self::publish_availability).
+    pub async fn publish(&self, document: &PresenceDocument) -> Result<(), EndpointError> {
+        self.core.established_id()?;
+        let body = Bytes::from(document.to_xml());
+        let mut st = self.state.lock().await;
+        let etag = st.etag.clone();
+        let result = match self
+            .send(etag.as_deref(), Some(body.clone()), self.expires)
+            .await
+        {
+            // The publication expired or the server forgot it (412): start a new one.
+            Err(EndpointError::Request(RequestError::Status { code: 412, .. }))
+                if etag.is_some() =>
+            {
+                self.send(None, Some(body.clone()), self.expires).await
+            }
+            r => r,
+        };
+        let (etag, expires) = result?;
+        st.etag = Some(etag);
+        st.document = Some(body);
+        if let Some(t) = st.refresher.take() {
+            t.abort();
+        }
+        st.refresher = Some(tokio::spawn(refresh(self.clone(), expires)));
+        Ok(())
+    }
+
+    /// Removes the publication (`Expires: 0`). Nothing to do when nothing is published.
+    ///
+    /// Cancel safety: not cancel safe (the refresh stops either way).
+    pub async fn remove(&self) -> Result<(), EndpointError> {
+        let mut st = self.state.lock().await;
+        if let Some(t) = st.refresher.take() {
+            t.abort();
+        }
+        st.document = None;
+        let Some(etag) = st.etag.take() else {
+            return Ok(());
+        };
+        self.send(Some(&etag), None, 0).await.map(|_| ())
+    }
+
+    /// The entity tag of the current publication, if any.
+    pub async fn etag(&self) -> Option<String> {
+        self.state.lock().await.etag.clone()
+    }
+
+    /// One PUBLISH; returns the new entity tag and the granted lifetime.
+    async fn send(
+        &self,
+        if_match: Option<&str>,
+        body: Option<Bytes>,
+        expires: u32,
+    ) -> Result<(String, u32), EndpointError> {
+        let aor = self.core.owner().uri().to_string();
+        let mut r = OutgoingRequest::new(Method::Publish, aor.clone())
+            .from(format!("<{aor}>"))
+            .to(format!("<{aor}>"))
+            .header("Event", "presence")
+            .header("Expires", expires.to_string());
+        if let Some(e) = if_match {
+            r = r.header("SIP-If-Match", e.to_string());
+        }
+        if let Some(b) = body {
+            r = r.body(pidf::CONTENT_TYPE, b);
+        }
+        let ok = self.core.platform().send_request(r).await?;
+        Ok(publication_of(&ok, expires))
+    }
+}
+
+/// The entity tag and lifetime a 2xx to PUBLISH grants (RFC 3903 §11.3).
+fn publication_of(ok: &SipMessage, asked: u32) -> (String, u32) {
+    let etag = ok
+        .header(HeaderName::SipEtag)
+        .map(|v| String::from_utf8_lossy(v).trim().to_string())
+        .unwrap_or_default();
+    let expires = ok.expires().and_then(Result::ok).unwrap_or(asked);
+    (etag, expires)
+}
+
+async fn refresh(p: LocalOwnerPresence, mut expires: u32) {
+    loop {
+        tokio::time::sleep(refresh_after(expires)).await;
+        let st = p.state.lock().await;
+        let (Some(etag), document) = (st.etag.clone(), st.document.clone()) else {
+            return;
+        };
+        drop(st);
+        let result = match p.send(Some(&etag), None, p.expires).await {
+            Err(EndpointError::Request(RequestError::Status { code: 412, .. })) => {
+                // The server lost it: publish the document again from scratch.
+                p.send(None, document, p.expires).await
+            }
+            r => r,
+        };
+        match result {
+            Ok((etag, granted)) => {
+                debug!(granted, "publication refreshed");
+                p.state.lock().await.etag = Some(etag);
+                expires = granted;
+            }
+            Err(e) => {
+                warn!(error = %e, "publication refresh failed; retrying");
+                expires = 2;
+            }
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! REGISTER (RFC 3261 §10) for an endpoint: digest authentication with sip-core's client,
+//! refresh before expiry, re-registration after the front end's connection drops, and
+//! removal on terminate. A wrong password ends it with a typed error, never a retry loop.
+
+use crate::core::EndpointCore;
+use crate::state::EndpointState;
+use crate::EndpointError;
+use bytes::Bytes;
+use collaboration_platform::{OutgoingRequest, RequestError};
+use sip_core::auth::{Credentials, DigestClient, DigestError};
+use sip_core::{Contact, HeaderName, Method, SipMessage};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
+use tracing::{debug, warn};
+
+/// Shortest and longest wait between attempts while the registrar is unreachable. Short on
+/// purpose: after a front-end restart the endpoint is back within about a second.
+const RETRY_MIN: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// What the registrar granted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Granted {
+    /// Seconds until the binding expires.
+    pub expires: u32,
+    /// The public GRUU (RFC 5627), when the registrar granted one.
+    pub gruu: Option<String>,
+}
+
+/// One endpoint's registration state: Call-ID and CSeq kept across refreshes (§10.2.4),
+/// digest state kept across challenges.
+pub(crate) struct Registration {
+    core: Arc<EndpointCore>,
+    registrar: String,
+    call_id: String,
+    from_tag: String,
+    cseq: u32,
+    expires: u32,
+    instance: Option<String>,
+    digest: Option<DigestClient>,
+}
+
+impl Registration {
+    pub(crate) fn new(
+        core: Arc<EndpointCore>,
+        credentials: Option<Credentials>,
+        expires: u32,
+        instance: Option<String>,
+    ) -> Self {
+        let registrar = format!("sip:{}", core.owner().domain());
+        Registration {
+            core,
+            registrar,
+            call_id: crate::ids::call_id(),
+            from_tag: crate::ids::tag(),
+            cseq: 0,
+            expires,
+            instance,
+            digest: credentials.map(DigestClient::new),
+        }
+    }
+
+    fn build(&mut self, expires: u32) -> Result<SipMessage, EndpointError> {
+        self.cseq += 1;
+        let aor = self.core.owner().uri();
+        let mut contact = format!("<{}>", self.core.contact());
+        if let Some(i) = &self.instance {
+            contact.push_str(&format!(";+sip.instance=\"<{i}>\""));
+        }
+        let mut b = SipMessage::request(Method::Register, Bytes::from(self.registrar.clone()))
+            .header(HeaderName::MaxForwards, "70")
+            .header(HeaderName::From, format!("<{aor}>;tag={}", self.from_tag))
+            .header(HeaderName::To, format!("<{aor}>"))
+            .header(HeaderName::CallId, self.call_id.clone())
+            .header(HeaderName::CSeq, format!("{} REGISTER", self.cseq))
+            .header(HeaderName::Contact, contact)
+            .header(HeaderName::Expires, expires.to_string());
+        if self.instance.is_some() {
+            b = b.header(HeaderName::Supported, "gruu");
+        }
+        b.build()
+            .map_err(|e| EndpointError::Request(RequestError::Invalid(e.to_string())))
+    }
+
+    /// One REGISTER with `expires` (0 removes the binding), answering digest challenges.
+    pub(crate) async fn register(&mut self, expires: u32) -> Result<Granted, EndpointError> {
+        let mut request = self.build(expires)?;
+        if let Some(d) = &mut self.digest {
+            // Credentials learnt from the last challenge, with the next nonce count.
+            for h in d.authorize(&request).unwrap_or_default() {
+                let _ = request.push_header(h.name, h.value);
+            }
+        }
+        // A fresh challenge, then one stale=true restart at most, then give up.
+        for _ in 0..3 {
+            let sent = request.clone();
+            match self
+                .core
+                .platform()
+                .send_request(OutgoingRequest::from_message(request))
+                .await
+            {
+                Ok(ok) => return Ok(granted(&ok, self.core.contact(), expires)),
+                Err(RequestError::Status {
+                    code: code @ (401 | 407),
+                    reason,
+                    response,
+                }) => {
+                    let Some(d) = &mut self.digest else {
+                        return Err(EndpointError::Authentication {
+                            status: code,
+                            reason: format!("{reason} (no credentials configured)"),
+                        });
+                    };
+                    let headers = match d.handle_challenge(&response, &sent) {
+                        Ok(h) => h,
+                        Err(
+                            e @ (DigestError::Rejected { .. } | DigestError::NoCredentials { .. }),
+                        ) => {
+                            return Err(EndpointError::Authentication {
+                                status: code,
+                                reason: e.to_string(),
+                            })
+                        }
+                        Err(e) => {
+                            return Err(EndpointError::Authentication {
+                                status: code,
+                                reason: e.to_string(),
+                            })
+                        }
+                    };
+                    request = self.build(expires)?;
+                    for h in headers {
+                        let _ = request.push_header(h.name, h.value);
+                    }
+                }
+                Err(RequestError::Status {
+                    code: 403, reason, ..
+                }) => {
+                    return Err(EndpointError::Authentication {
+                        status: 403,
+                        reason,
+                    })
+                }
+                Err(e) => return Err(EndpointError::Request(e)),
+            }
+        }
+        Err(EndpointError::Authentication {
+            status: 401,
+            reason: "challenged again after answering".into(),
+        })
+    }
+
+    /// The requested expiry.
+    pub(crate) fn expires(&self) -> u32 {
+        self.expires
+    }
+}
+
+/// Reads the binding the registrar granted for `contact` (its `expires` parameter, or the
+/// Expires header, or what was asked) and its `pub-gruu`.
+fn granted(ok: &SipMessage, contact: &str, asked: u32) -> Granted {
+    let mut expires = None;
+    let mut gruu = None;
+    for c in ok.contacts().flatten() {
+        let Contact::Addr(a) = &c else { continue };
+        let ours = a.uri().as_bytes() == contact.as_bytes();
+        if ours || expires.is_none() {
+            if let Some(e) = c.expires() {
+                expires = Some(e);
+            }
+            if let Some(g) = a.params().get_unquoted("pub-gruu") {
+                gruu = Some(String::from_utf8_lossy(&g).into_owned());
+            }
+        }
+        if ours {
+            break;
+        }
+    }
+    let expires = expires
+        .or_else(|| ok.expires().and_then(Result::ok))
+        .unwrap_or(asked);
+    Granted { expires, gruu }
+}
+
+/// When to refresh a binding of `expires` seconds: at 80 % of it, at least 1 s before
+/// the end when that is sooner (never less than 1 s from now).
+pub(crate) fn refresh_after(expires: u32) -> Duration {
+    let e = u64::from(expires.max(1)) * 1000;
+    let at = (e * 8 / 10).min(e.saturating_sub(1000)).max(1000);
+    Duration::from_millis(at)
+}
+
+/// Keeps a registration alive until aborted: refreshes, and re-registers (state
+/// Reestablishing, then Established) after failures or a lost front-end connection.
+pub(crate) async fn keep_alive(reg: Arc<Mutex<Registration>>, first: Granted) {
+    let (core, asked) = {
+        let r = reg.lock().await;
+        (r.core.clone(), r.expires())
+    };
+    let mut losses = core.platform().proxy_losses();
+    losses.mark_unchanged();
+    let mut wait = refresh_after(first.expires);
+    let mut backoff = RETRY_MIN;
+    loop {
+        let lost = tokio::select! {
+            () = tokio::time::sleep(wait) => false,
+            changed = losses.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                true
+            }
+        };
+        if lost {
+            core.set_state(
+                EndpointState::Reestablishing,
+                "connection to the front end lost",
+            );
+        }
+        let result = reg.lock().await.register(asked).await;
+        match result {
+            Ok(g) => {
+                backoff = RETRY_MIN;
+                if core.state() == EndpointState::Reestablishing {
+                    core.set_state(
+                        EndpointState::Established,
+                        format!("registered again for {} s", g.expires),
+                    );
+                }
+                debug!(expires = g.expires, "registration refreshed");
+                wait = refresh_after(g.expires);
+            }
+            Err(EndpointError::Authentication { status, reason }) => {
+                warn!(status, %reason, "registration refused; endpoint terminated");
+                core.set_state(
+                    EndpointState::Terminated,
+                    format!("registration refused: {status} {reason}"),
+                );
+                core.detach().await;
+                return;
+            }
+            Err(e) => {
+                if core.state() != EndpointState::Reestablishing {
+                    core.set_state(
+                        EndpointState::Reestablishing,
+                        format!("registration failed: {e}"),
+                    );
+                }
+                wait = backoff;
+                backoff = (backoff * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_happens_before_expiry() {
+        assert_eq!(refresh_after(600), Duration::from_secs(480));
+        assert_eq!(refresh_after(10), Duration::from_secs(8));
+        assert_eq!(refresh_after(3), Duration::from_secs(2));
+        assert_eq!(refresh_after(1), Duration::from_secs(1));
+        assert_eq!(refresh_after(0), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn granted_reads_our_contact_expiry_and_gruu() {
+        let ok = SipMessage::parse_datagram(
+            Bytes::from(
+                "SIP/2.0 200 OK\r\nVia: SIP/2.0/TLS h;branch=z9hG4bK1\r\n\
+                 From: <sip:a@d>;tag=1\r\nTo: <sip:a@d>;tag=2\r\nCall-ID: c\r\nCSeq: 2 REGISTER\r\n\
+                 Contact: <sip:a@10.0.0.1>;expires=50\r\n\
+                 Contact: <sip:a@127.0.0.1:5061;transport=tls>;expires=30;pub-gruu=\"sip:a@d;gr=urn:uuid:1\"\r\n\
+                 Content-Length: 0\r\n\r\n",
+            ),
+            &sip_core::Limits::DEFAULT,
+        )
+        .unwrap();
+        let g = granted(&ok, "sip:a@127.0.0.1:5061;transport=tls", 600);
+        assert_eq!(g.expires, 30);
+        assert_eq!(g.gruu.as_deref(), Some("sip:a@d;gr=urn:uuid:1"));
+        let g = granted(&ok, "sip:other@x", 600);
+        assert_eq!(g.expires, 50);
+    }
+}

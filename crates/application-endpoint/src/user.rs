@@ -1,0 +1,235 @@
+//! [`UserEndpoint`]: acting as one user of the home deployment (UCMA's `UserEndpoint`):
+//! registered with the user's digest credentials, publishing the user's presence,
+//! receiving the user's calls and IMs.
+//!
+//! Only an on-premises user can have one: [`UserEndpointSettings::new`] takes an
+//! [`Address<OnPremises>`], so code that tries it for an `Address<Federated>` does not
+//! compile, and [`UserEndpointSettings::from_uri`] refuses a federated or cloud-homed URI
+//! that arrives at run time with [`EndpointError::FederationRestricted`].
+
+use crate::core::EndpointCore;
+use crate::presence::LocalOwnerPresence;
+use crate::registration::{keep_alive, Granted, Registration};
+use crate::state::{EndpointState, StateChange};
+use crate::{Endpoint, EndpointError};
+use collaboration_platform::{Address, CollaborationPlatform, Homed, OnPremises, Topology};
+use sip_core::auth::Credentials;
+use std::sync::Arc;
+use tokio::sync::{watch, Mutex};
+use tokio::task::JoinHandle;
+
+/// How a user endpoint is set up.
+#[derive(Clone)]
+pub struct UserEndpointSettings {
+    owner: Address<OnPremises>,
+    credentials: Credentials,
+    display_name: Option<String>,
+    expires: u32,
+    instance_id: Option<String>,
+}
+
+impl std::fmt::Debug for UserEndpointSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserEndpointSettings")
+            .field("owner", &self.owner.uri())
+            .field("username", &self.credentials.username())
+            .finish_non_exhaustive()
+    }
+}
+
+impl UserEndpointSettings {
+    /// A user endpoint for `owner` (an on-premises user) with digest `credentials`.
+    pub fn new(owner: Address<OnPremises>, credentials: Credentials) -> Self {
+        UserEndpointSettings {
+            owner,
+            credentials,
+            display_name: None,
+            expires: 600,
+            instance_id: None,
+        }
+    }
+
+    /// As [`new`](Self::new) for a URI that arrives at run time: classified by `topology`;
+    /// a federated or cloud-homed user is refused before anything is sent.
+    pub fn from_uri(
+        topology: &Topology,
+        uri: &str,
+        credentials: Credentials,
+    ) -> Result<Self, EndpointError> {
+        match topology.classify(uri)? {
+            Homed::OnPremises(a) => Ok(Self::new(a, credentials)),
+            Homed::Federated(a) => Err(EndpointError::FederationRestricted {
+                operation: "UserEndpoint",
+                uri: a.uri().to_string(),
+            }),
+        }
+    }
+
+    /// The user's display name.
+    pub fn display_name(mut self, name: impl Into<String>) -> Self {
+        self.display_name = Some(name.into());
+        self
+    }
+
+    /// Registration lifetime asked for, in seconds (default 600).
+    pub fn registration_expires(mut self, secs: u32) -> Self {
+        self.expires = secs;
+        self
+    }
+
+    /// The instance id (`urn:uuid:…`) sent as `+sip.instance` (RFC 5626/5627).
+    pub fn instance_id(mut self, urn: impl Into<String>) -> Self {
+        self.instance_id = Some(urn.into());
+        self
+    }
+
+    /// The owner.
+    pub fn owner(&self) -> &Address<OnPremises> {
+        &self.owner
+    }
+}
+
+#[derive(Default)]
+struct Running {
+    registration: Option<Arc<Mutex<Registration>>>,
+    keep_alive: Option<JoinHandle<()>>,
+    granted: Option<Granted>,
+}
+
+/// A user of the home deployment, as this application acts for them.
+pub struct UserEndpoint {
+    core: Arc<EndpointCore>,
+    settings: UserEndpointSettings,
+    presence: LocalOwnerPresence,
+    running: Mutex<Running>,
+}
+
+impl std::fmt::Debug for UserEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserEndpoint")
+            .field("owner", &self.settings.owner.uri())
+            .field("state", &self.core.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl UserEndpoint {
+    /// A user endpoint on `platform`, Idle until [`establish`](Self::establish).
+    pub fn new(platform: &CollaborationPlatform, settings: UserEndpointSettings) -> Self {
+        let core = EndpointCore::new(
+            platform,
+            settings.owner.clone(),
+            settings.display_name.clone(),
+            30,
+        );
+        UserEndpoint {
+            presence: LocalOwnerPresence::new(core.clone()),
+            core,
+            settings,
+            running: Mutex::new(Running::default()),
+        }
+    }
+
+    /// Registers with digest authentication and starts receiving the user's requests;
+    /// keeps the registration refreshed and re-registers after the front end's connection
+    /// drops (state Reestablishing, then Established). A wrong password is
+    /// [`EndpointError::Authentication`] (state back to Idle), never retried.
+    ///
+    /// Cancel safety: not cancel safe.
+    pub async fn establish(&self) -> Result<Granted, EndpointError> {
+        match self.core.state() {
+            EndpointState::Idle => {}
+            s => return Err(EndpointError::NotEstablished(s)),
+        }
+        self.core
+            .set_state(EndpointState::Establishing, "establish() called");
+        if let Err(e) = self
+            .core
+            .attach(Some(self.core.contact().to_string()), false)
+            .await
+        {
+            self.core
+                .set_state(EndpointState::Idle, format!("establishing failed: {e}"));
+            return Err(e);
+        }
+        let s = &self.settings;
+        let reg = Arc::new(Mutex::new(Registration::new(
+            self.core.clone(),
+            Some(s.credentials.clone()),
+            s.expires,
+            s.instance_id.clone(),
+        )));
+        let granted = reg.lock().await.register(s.expires).await;
+        let granted = match granted {
+            Ok(g) => g,
+            Err(e) => {
+                self.core.detach().await;
+                self.core
+                    .set_state(EndpointState::Idle, format!("registration failed: {e}"));
+                return Err(e);
+            }
+        };
+        let mut run = self.running.lock().await;
+        run.keep_alive = Some(tokio::spawn(keep_alive(reg.clone(), granted.clone())));
+        run.registration = Some(reg);
+        run.granted = Some(granted.clone());
+        self.core.set_state(
+            EndpointState::Established,
+            format!("registered for {} s", granted.expires),
+        );
+        Ok(granted)
+    }
+
+    /// Removes the user's published presence, unregisters, stops routing. Terminal.
+    ///
+    /// Cancel safety: not cancel safe.
+    pub async fn terminate(&self) {
+        if self.core.state() == EndpointState::Terminated {
+            return;
+        }
+        self.core
+            .set_state(EndpointState::Terminating, "terminate() called");
+        let _ = self.presence.remove().await;
+        let mut run = self.running.lock().await;
+        if let Some(t) = run.keep_alive.take() {
+            t.abort();
+        }
+        if let Some(reg) = run.registration.take() {
+            let _ = reg.lock().await.register(0).await;
+        }
+        self.core.detach().await;
+        self.core
+            .set_state(EndpointState::Terminated, "terminate() called");
+    }
+
+    /// The current state.
+    pub fn state(&self) -> EndpointState {
+        self.core.state()
+    }
+
+    /// Watches state changes with their reasons.
+    pub fn watch_state(&self) -> watch::Receiver<StateChange> {
+        self.core.watch_state()
+    }
+
+    /// The user's presence as this endpoint publishes it.
+    pub fn local_owner_presence(&self) -> &LocalOwnerPresence {
+        &self.presence
+    }
+
+    /// The GRUU the registrar granted, if any.
+    pub async fn gruu(&self) -> Option<String> {
+        self.running.lock().await.granted.as_ref()?.gruu.clone()
+    }
+
+    /// The settings it was made with.
+    pub fn settings(&self) -> &UserEndpointSettings {
+        &self.settings
+    }
+}
+
+impl Endpoint for UserEndpoint {
+    fn core(&self) -> &Arc<EndpointCore> {
+        &self.core
+    }
+}
