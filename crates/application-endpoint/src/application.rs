@@ -119,6 +119,7 @@ impl ApplicationEndpoint {
             settings.owner.clone(),
             settings.display_name.clone(),
             settings.drain_retry_after,
+            true,
         );
         ApplicationEndpoint {
             presence: LocalOwnerPresence::new(core.clone()),

@@ -94,6 +94,7 @@ pub struct EndpointCore {
     routes: Mutex<Routes>,
     draining: AtomicBool,
     retry_after: u32,
+    is_application: bool,
     state: StateCell,
 }
 
@@ -143,6 +144,7 @@ impl EndpointCore {
         owner: Address<OnPremises>,
         display_name: Option<String>,
         retry_after: u32,
+        is_application: bool,
     ) -> Arc<EndpointCore> {
         let user = owner.user().unwrap_or("endpoint").to_string();
         let contact = platform
@@ -157,6 +159,7 @@ impl EndpointCore {
             routes: Mutex::new(Routes::default()),
             draining: AtomicBool::new(false),
             retry_after,
+            is_application,
             state: StateCell::new(),
         })
     }
@@ -174,6 +177,12 @@ impl EndpointCore {
     /// The owner: the on-premises address the endpoint acts as.
     pub fn owner(&self) -> &Address<OnPremises> {
         &self.owner
+    }
+
+    /// Whether this is an [`ApplicationEndpoint`](crate::ApplicationEndpoint) (trusted
+    /// identity; may impersonate) rather than a [`UserEndpoint`](crate::UserEndpoint).
+    pub fn is_application(&self) -> bool {
+        self.is_application
     }
 
     /// The owner's display name, if configured.

@@ -121,6 +121,7 @@ impl UserEndpoint {
             settings.owner.clone(),
             settings.display_name.clone(),
             30,
+            false,
         );
         UserEndpoint {
             presence: LocalOwnerPresence::new(core.clone()),

@@ -90,9 +90,39 @@ impl OutgoingInvite {
         Err(RequestError::Shutdown)
     }
 
+    /// A handle that cancels this INVITE from elsewhere (another task) while this one
+    /// waits in [`next`](Self::next).
+    pub fn canceller(&self) -> InviteCanceller {
+        InviteCanceller {
+            branch: self.branch.clone(),
+            commands: self.commands.clone(),
+        }
+    }
+
     /// Asks to cancel the INVITE (RFC 3261 §9.1): sent once a provisional response arrived,
     /// held until then. If a 2xx wins the race the call is established anyway and the
     /// caller should end it with BYE.
+    ///
+    /// Cancel safety: cancel safe.
+    pub async fn cancel(&self) {
+        let _ = self
+            .commands
+            .send(Command::Cancel {
+                branch: self.branch.clone(),
+            })
+            .await;
+    }
+}
+
+/// Cancels one INVITE; cheap to clone. See [`OutgoingInvite::cancel`].
+#[derive(Debug, Clone)]
+pub struct InviteCanceller {
+    branch: String,
+    commands: mpsc::Sender<Command>,
+}
+
+impl InviteCanceller {
+    /// As [`OutgoingInvite::cancel`].
     ///
     /// Cancel safety: cancel safe.
     pub async fn cancel(&self) {

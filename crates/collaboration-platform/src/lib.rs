@@ -60,7 +60,7 @@ pub mod topology;
 
 pub use error::{PlatformError, RequestError, RespondError};
 pub use incoming::IncomingRequest;
-pub use invite::{InviteProgress, OutgoingInvite};
+pub use invite::{InviteCanceller, InviteProgress, OutgoingInvite};
 pub use locate::{LocateError, LocatedServer, ServerLocator};
 pub use observe::{MessageObserver, WireDirection};
 pub use platform::CollaborationPlatform;

@@ -58,12 +58,25 @@ impl Homing for Federated {
 /// A SIP address whose homing is known. Built only by [`Topology::classify`] or the
 /// `assume_*` escape hatches, so holding an `Address<OnPremises>` is proof that the
 /// topology said so.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(PartialEq, Eq, Hash)]
 pub struct Address<H: Homing> {
     uri: String,
     user: Option<String>,
     domain: String,
     _homing: PhantomData<fn() -> H>,
+}
+
+// By hand: a derive would require `H: Clone`, and generic code over `H: Homing` should
+// clone addresses without that bound.
+impl<H: Homing> Clone for Address<H> {
+    fn clone(&self) -> Self {
+        Address {
+            uri: self.uri.clone(),
+            user: self.user.clone(),
+            domain: self.domain.clone(),
+            _homing: PhantomData,
+        }
+    }
 }
 
 impl<H: Homing> fmt::Debug for Address<H> {

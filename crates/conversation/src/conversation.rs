@@ -1,0 +1,406 @@
+//! [`Conversation`]: a conversation with one remote party, typed by that party's homing.
+//!
+//! `Conversation<OnPremises>` and `Conversation<Federated>` differ where the deployment's
+//! rules differ. Impersonation (an application endpoint speaking as someone else) takes a
+//! URI and a display name toward a home user, and only a URI toward a federated party:
+//! the federation edge does not carry display names of impersonated identities, so the
+//! API does not accept one (passing one does not compile). On the wire, toward a federated
+//! party, From carries the impersonated URI with no display name and no
+//! P-Asserted-Identity is sent; toward a home user both are.
+
+use crate::error::CallError;
+use crate::im::InstantMessagingCall;
+use crate::page;
+use crate::MessageError;
+use application_endpoint::{Endpoint, EndpointCore};
+use bytes::Bytes;
+use collaboration_platform::{Address, Federated, Homed, Homing, OnPremises};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// Where a conversation (or its call) is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConversationState {
+    /// Created; nothing sent.
+    Idle,
+    /// An incoming call waits to be accepted or declined.
+    Incoming,
+    /// The INVITE is out (or the answer is being sent).
+    Establishing,
+    /// The call is up.
+    Established,
+    /// BYE sent, waiting for its answer.
+    Terminating,
+    /// Over (either side ended it, or it never got established).
+    Terminated,
+}
+
+/// The `Priority` header of the conversation's calls (RFC 3261 §20.26).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Priority {
+    /// No header (normal).
+    #[default]
+    Normal,
+    /// `urgent`.
+    Urgent,
+    /// `non-urgent`.
+    NonUrgent,
+    /// `emergency`.
+    Emergency,
+}
+
+impl Priority {
+    fn header(self) -> Option<&'static str> {
+        match self {
+            Priority::Normal => None,
+            Priority::Urgent => Some("urgent"),
+            Priority::NonUrgent => Some("non-urgent"),
+            Priority::Emergency => Some("emergency"),
+        }
+    }
+
+    /// Reads a `Priority` header value.
+    pub fn parse(value: &[u8]) -> Priority {
+        match value.trim_ascii() {
+            v if v.eq_ignore_ascii_case(b"urgent") => Priority::Urgent,
+            v if v.eq_ignore_ascii_case(b"non-urgent") => Priority::NonUrgent,
+            v if v.eq_ignore_ascii_case(b"emergency") => Priority::Emergency,
+            _ => Priority::Normal,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Impersonation {
+    uri: String,
+    display_name: Option<String>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) core: Arc<EndpointCore>,
+    pub(crate) id: String,
+    pub(crate) subject: Option<String>,
+    pub(crate) priority: Priority,
+    impersonation: Mutex<Option<Impersonation>>,
+    pub(crate) state: watch::Sender<ConversationState>,
+}
+
+/// A conversation with `remote`, on an application or user endpoint.
+pub struct Conversation<H: Homing> {
+    pub(crate) shared: Arc<Shared>,
+    remote: Address<H>,
+}
+
+impl<H: Homing> Clone for Conversation<H> {
+    fn clone(&self) -> Self {
+        Conversation {
+            shared: self.shared.clone(),
+            remote: self.remote.clone(),
+        }
+    }
+}
+
+impl<H: Homing> std::fmt::Debug for Conversation<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conversation")
+            .field("id", &self.shared.id)
+            .field("remote", &self.remote)
+            .field("state", &*self.shared.state.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A conversation whose remote party's homing is known only at run time (from
+/// [`Topology::classify`](collaboration_platform::Topology::classify) or an incoming call).
+#[derive(Debug, Clone)]
+pub enum AnyConversation {
+    /// With a user of the home deployment.
+    OnPremises(Conversation<OnPremises>),
+    /// With a federated party.
+    Federated(Conversation<Federated>),
+}
+
+impl AnyConversation {
+    /// A conversation with `remote`, typed by its homing.
+    pub fn new(endpoint: &impl Endpoint, remote: Homed) -> AnyConversation {
+        match remote {
+            Homed::OnPremises(a) => AnyConversation::OnPremises(Conversation::new(endpoint, a)),
+            Homed::Federated(a) => AnyConversation::Federated(Conversation::new(endpoint, a)),
+        }
+    }
+
+    /// The remote party's URI.
+    pub fn remote_uri(&self) -> &str {
+        match self {
+            AnyConversation::OnPremises(c) => c.remote().uri(),
+            AnyConversation::Federated(c) => c.remote().uri(),
+        }
+    }
+
+    /// `on-premises` or `federated`.
+    pub fn homing(&self) -> &'static str {
+        match self {
+            AnyConversation::OnPremises(_) => OnPremises::NAME,
+            AnyConversation::Federated(_) => Federated::NAME,
+        }
+    }
+
+    /// The conversation id.
+    pub fn id(&self) -> &str {
+        match self {
+            AnyConversation::OnPremises(c) => c.id(),
+            AnyConversation::Federated(c) => c.id(),
+        }
+    }
+}
+
+impl<H: Homing> Conversation<H> {
+    /// A new conversation on `endpoint` with `remote`, with a fresh conversation id.
+    pub fn new(endpoint: &impl Endpoint, remote: Address<H>) -> Self {
+        Self::with_core(
+            endpoint.core().clone(),
+            remote,
+            None,
+            None,
+            Priority::Normal,
+        )
+    }
+
+    pub(crate) fn with_core(
+        core: Arc<EndpointCore>,
+        remote: Address<H>,
+        id: Option<String>,
+        subject: Option<String>,
+        priority: Priority,
+    ) -> Self {
+        Conversation {
+            shared: Arc::new(Shared {
+                core,
+                id: id.unwrap_or_else(new_conversation_id),
+                subject,
+                priority,
+                impersonation: Mutex::new(None),
+                state: watch::Sender::new(ConversationState::Idle),
+            }),
+            remote,
+        }
+    }
+
+    /// Sets the subject (the `Subject` header of its calls). Before any call.
+    pub fn with_subject(self, subject: impl Into<String>) -> Self {
+        let mut s = self;
+        if let Some(shared) = Arc::get_mut(&mut s.shared) {
+            shared.subject = Some(subject.into());
+        }
+        s
+    }
+
+    /// Sets the priority. Before any call.
+    pub fn with_priority(self, priority: Priority) -> Self {
+        let mut s = self;
+        if let Some(shared) = Arc::get_mut(&mut s.shared) {
+            shared.priority = priority;
+        }
+        s
+    }
+
+    /// Uses `id` as the conversation id (to continue a conversation another call began).
+    /// Before any call.
+    pub fn with_id(self, id: impl Into<String>) -> Self {
+        let mut s = self;
+        if let Some(shared) = Arc::get_mut(&mut s.shared) {
+            shared.id = id.into();
+        }
+        s
+    }
+
+    /// The conversation id, carried on the wire as `Ms-Conversation-ID` and used to
+    /// correlate the calls of one conversation.
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    /// The subject, if any.
+    pub fn subject(&self) -> Option<&str> {
+        self.shared.subject.as_deref()
+    }
+
+    /// The priority.
+    pub fn priority(&self) -> Priority {
+        self.shared.priority
+    }
+
+    /// The remote party.
+    pub fn remote(&self) -> &Address<H> {
+        &self.remote
+    }
+
+    /// The endpoint the conversation is on.
+    pub fn endpoint(&self) -> &Arc<EndpointCore> {
+        &self.shared.core
+    }
+
+    /// The current state.
+    pub fn state(&self) -> ConversationState {
+        *self.shared.state.borrow()
+    }
+
+    /// Watches the state.
+    pub fn watch_state(&self) -> watch::Receiver<ConversationState> {
+        self.shared.state.subscribe()
+    }
+
+    pub(crate) fn set_state(&self, s: ConversationState) {
+        self.shared.state.send_replace(s);
+    }
+
+    /// An instant-messaging call in this conversation, not yet established.
+    pub fn instant_messaging_call(&self) -> InstantMessagingCall<H> {
+        InstantMessagingCall::outgoing(self.clone())
+    }
+
+    /// Sends one page-mode MESSAGE (RFC 3428, outside any dialog) to the remote party.
+    ///
+    /// Cancel safety: as the platform's `send_request`.
+    pub async fn send_page(
+        &self,
+        content_type: &str,
+        body: impl Into<Bytes>,
+    ) -> Result<(), MessageError> {
+        page::send(self, content_type, body.into()).await
+    }
+
+    /// Delivers `text` the way the peer takes it (the fallback rule): an IM call is
+    /// established (INVITE carrying the text as its first message, Lync style) and the
+    /// text is sent in it; if the peer does not take IM sessions — the INVITE is answered
+    /// 405, 415, 488, 501 or 606 — the text goes as one page-mode MESSAGE instead. Other
+    /// failures (busy, declined, no answer) are reported, not retried. The call is ended
+    /// afterwards.
+    ///
+    /// Cancel safety: not cancel safe (a call may be left established; it ends when its
+    /// handle is dropped by the peer or the endpoint terminates).
+    pub async fn deliver_text(&self, text: &str) -> Result<Delivery, CallError> {
+        page::deliver_text(self, text).await
+    }
+
+    fn impersonation_allowed(&self) -> Result<(), CallError> {
+        if self.shared.core.is_application() {
+            Ok(())
+        } else {
+            Err(CallError::ImpersonationNotAllowed)
+        }
+    }
+
+    fn set_impersonation(&self, i: Impersonation) {
+        *self
+            .shared
+            .impersonation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(i);
+    }
+
+    /// The From value and the P-Asserted-Identity (home users only) of requests this
+    /// conversation sends, with `tag`.
+    pub(crate) fn identity_headers(&self, tag: &str) -> (String, Option<String>) {
+        let imp = self
+            .shared
+            .impersonation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let federated = H::NAME == Federated::NAME;
+        match imp {
+            Some(i) => {
+                let na = match (&i.display_name, federated) {
+                    (Some(d), false) => format!("{} <{}>", quote(d), i.uri),
+                    _ => format!("<{}>", i.uri),
+                };
+                let pai = (!federated).then(|| na.clone());
+                (format!("{na};tag={tag}"), pai)
+            }
+            None => {
+                let core = &self.shared.core;
+                let na = match core.display_name() {
+                    Some(d) => format!("{} <{}>", quote(d), core.owner().uri()),
+                    None => format!("<{}>", core.owner().uri()),
+                };
+                (format!("{na};tag={tag}"), None)
+            }
+        }
+    }
+
+    /// Headers every call of the conversation carries.
+    pub(crate) fn conversation_headers(&self) -> Vec<(&'static str, String)> {
+        let mut h = vec![("Ms-Conversation-ID", self.shared.id.clone())];
+        if let Some(s) = &self.shared.subject {
+            h.push(("Subject", s.clone()));
+        }
+        if let Some(p) = self.shared.priority.header() {
+            h.push(("Priority", p.to_string()));
+        }
+        h
+    }
+}
+
+impl Conversation<OnPremises> {
+    /// Speaks as `uri` with `display_name` toward this home user: From carries both and a
+    /// P-Asserted-Identity is sent. Application endpoints only.
+    pub fn impersonate(
+        &self,
+        uri: impl Into<String>,
+        display_name: impl Into<String>,
+    ) -> Result<(), CallError> {
+        self.impersonation_allowed()?;
+        self.set_impersonation(Impersonation {
+            uri: uri.into(),
+            display_name: Some(display_name.into()),
+        });
+        Ok(())
+    }
+}
+
+impl Conversation<Federated> {
+    /// Speaks as `uri` toward this federated party: From carries the URI only — a display
+    /// name cannot cross federation for an impersonated identity — and no
+    /// P-Asserted-Identity is sent. Application endpoints only.
+    pub fn impersonate(&self, uri: impl Into<String>) -> Result<(), CallError> {
+        self.impersonation_allowed()?;
+        self.set_impersonation(Impersonation {
+            uri: uri.into(),
+            display_name: None,
+        });
+        Ok(())
+    }
+}
+
+/// How [`Conversation::deliver_text`] delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// In an IM call (as its first message, or sent in it).
+    InCall,
+    /// As a page-mode MESSAGE, after the peer refused the IM call.
+    Page,
+}
+
+/// A quoted-string display name (RFC 3261 §25.1: `"` and `\` escaped).
+fn quote(s: &str) -> String {
+    let mut q = String::with_capacity(s.len() + 2);
+    q.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            q.push('\\');
+        }
+        if c != '\r' && c != '\n' {
+            q.push(c);
+        }
+    }
+    q.push('"');
+    q
+}
+
+/// A fresh conversation id (32 hex digits).
+fn new_conversation_id() -> String {
+    let mut s = application_endpoint::ids::call_id();
+    s.truncate(32);
+    s
+}

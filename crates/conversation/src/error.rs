@@ -1,0 +1,83 @@
+//! Why a call or a message failed.
+
+use crate::ConversationState;
+use application_endpoint::EndpointError;
+use collaboration_platform::RequestError;
+
+/// Why an instant-messaging call was not established or could not do what was asked.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The remote party declined (486 Busy Here, 480, 603 Decline …) or the call failed
+    /// with this final status.
+    #[error("declined: {status} {reason}")]
+    Declined {
+        /// The final status.
+        status: u16,
+        /// Its reason phrase.
+        reason: String,
+    },
+    /// Nobody answered before the INVITE timed out (408 or Timer B).
+    #[error("no answer")]
+    NoAnswer,
+    /// The call was cancelled before it was answered.
+    #[error("cancelled")]
+    Cancelled,
+    /// The offer or answer had no IM session in common (488).
+    #[error("no acceptable IM session: {0}")]
+    NotAcceptable(String),
+    /// The request failed below the call (transport, platform shut down, bad request).
+    #[error(transparent)]
+    Request(RequestError),
+    /// The endpoint is not established.
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    /// The call is not in a state that allows this.
+    #[error("not possible while the call is {0:?}")]
+    InvalidState(ConversationState),
+    /// Impersonation is for application endpoints only (UCMA's rule): a user endpoint
+    /// speaks as its user.
+    #[error("only an application endpoint may impersonate")]
+    ImpersonationNotAllowed,
+}
+
+impl From<RequestError> for CallError {
+    fn from(e: RequestError) -> Self {
+        match e {
+            RequestError::Timeout => CallError::NoAnswer,
+            RequestError::Cancelled => CallError::Cancelled,
+            RequestError::Status { code: 408, .. } => CallError::NoAnswer,
+            RequestError::Status {
+                code: 488 | 606,
+                reason,
+                ..
+            } => CallError::NotAcceptable(reason),
+            RequestError::Status { code, reason, .. } => CallError::Declined {
+                status: code,
+                reason,
+            },
+            e => CallError::Request(e),
+        }
+    }
+}
+
+/// Why a message got no 2xx. Every message sent gets exactly one outcome: `Ok` (delivered)
+/// or one of these.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum MessageError {
+    /// The remote party answered with a failure status.
+    #[error("failed: {status} {reason}")]
+    Failed {
+        /// The final status.
+        status: u16,
+        /// Its reason phrase.
+        reason: String,
+    },
+    /// The call ended (either side's BYE) before the message was delivered.
+    #[error("the call ended before the message was delivered")]
+    CallEnded,
+    /// No answer (timeout) or a transport failure.
+    #[error(transparent)]
+    Request(RequestError),
+}

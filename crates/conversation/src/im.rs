@@ -1,0 +1,671 @@
+//! Instant messaging: [`InstantMessagingCall`] (the INVITE dialog with an IM session,
+//! `m=message … sip null`, as Lync / Skype for Business peers offer it) and
+//! [`InstantMessagingFlow`] (messages inside it: MESSAGE requests with their delivery
+//! outcome, received messages as a stream, typing indication per RFC 3994).
+//!
+//! One task per established call reads the dialog's requests (MESSAGE, BYE, re-INVITE,
+//! INFO) and keeps the remote typing state; sending does not go through it.
+
+use crate::composing::{ComposingState, IsComposing, ACTIVE_TIMEOUT_WITHOUT_REFRESH};
+use crate::conversation::{Conversation, ConversationState};
+use crate::error::{CallError, MessageError};
+use crate::text_format;
+use application_endpoint::DialogRoute;
+use bytes::Bytes;
+use collaboration_platform::{
+    DialogId, Homing, IncomingRequest, InviteCanceller, InviteProgress, OutgoingRequest,
+    RequestError,
+};
+use sip_core::sdp::{LocalCapabilities, MediaCapability, OfferAnswer, SessionDescription};
+use sip_core::{HeaderName, Method};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch, Notify};
+use tracing::debug;
+
+/// Content types this side takes in an IM session.
+pub const ACCEPT_TYPES: [&str; 4] = [
+    "text/plain",
+    "text/html",
+    "text/rtf",
+    crate::composing::CONTENT_TYPE,
+];
+
+/// Received messages queued per call before the peer is answered 503 (backpressure).
+const RECEIVE_CAPACITY: usize = 256;
+
+/// A message received in a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    /// Its Content-Type (`text/plain` if none was given).
+    pub content_type: String,
+    /// The body, as sent.
+    pub body: Bytes,
+}
+
+impl ReceivedMessage {
+    /// The body as text (lossy UTF-8).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// What the call shares between its handle, its flow and its task.
+pub(crate) struct CallShared {
+    state: watch::Sender<ConversationState>,
+    dialog: Mutex<Option<DialogId>>,
+    canceller: Mutex<Option<InviteCanceller>>,
+    remote_typing: watch::Sender<bool>,
+    stop: Notify,
+}
+
+impl CallShared {
+    fn new() -> Arc<CallShared> {
+        Arc::new(CallShared {
+            state: watch::Sender::new(ConversationState::Idle),
+            dialog: Mutex::new(None),
+            canceller: Mutex::new(None),
+            remote_typing: watch::Sender::new(false),
+            stop: Notify::new(),
+        })
+    }
+
+    fn dialog(&self) -> Option<DialogId> {
+        self.dialog
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn state(&self) -> ConversationState {
+        *self.state.borrow()
+    }
+
+    fn ended(&self) -> bool {
+        matches!(
+            self.state(),
+            ConversationState::Terminating | ConversationState::Terminated
+        )
+    }
+}
+
+/// An instant-messaging call in a [`Conversation`].
+pub struct InstantMessagingCall<H: Homing> {
+    conversation: Conversation<H>,
+    shared: Arc<CallShared>,
+}
+
+impl<H: Homing> Clone for InstantMessagingCall<H> {
+    fn clone(&self) -> Self {
+        InstantMessagingCall {
+            conversation: self.conversation.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<H: Homing> std::fmt::Debug for InstantMessagingCall<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstantMessagingCall")
+            .field("conversation", &self.conversation.id())
+            .field("state", &self.shared.state())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The IM session offer: `m=message 5060 sip null` with our accept-types.
+fn negotiator(host: &str) -> OfferAnswer {
+    OfferAnswer::new(
+        LocalCapabilities::new(host.to_string())
+            .with_media(MediaCapability::message(5060, ACCEPT_TYPES)),
+        "0",
+    )
+}
+
+fn sdp_host(core: &application_endpoint::EndpointCore) -> String {
+    core.platform()
+        .own_uri()
+        .trim_start_matches("sip:")
+        .to_string()
+}
+
+impl<H: Homing> InstantMessagingCall<H> {
+    pub(crate) fn outgoing(conversation: Conversation<H>) -> Self {
+        InstantMessagingCall {
+            conversation,
+            shared: CallShared::new(),
+        }
+    }
+
+    /// The conversation the call belongs to.
+    pub fn conversation(&self) -> &Conversation<H> {
+        &self.conversation
+    }
+
+    /// The call's state.
+    pub fn state(&self) -> ConversationState {
+        self.shared.state()
+    }
+
+    /// Watches the call's state.
+    pub fn watch_state(&self) -> watch::Receiver<ConversationState> {
+        self.shared.state.subscribe()
+    }
+
+    fn set_state(&self, s: ConversationState) {
+        self.shared.state.send_replace(s);
+        self.conversation.set_state(s);
+    }
+
+    /// The dialog, once established.
+    pub fn dialog(&self) -> Option<DialogId> {
+        self.shared.dialog()
+    }
+
+    /// Places the call: INVITE with an IM session offer. Resolves when it is answered
+    /// (the flow is ready), declined, cancelled ([`cancel`](Self::cancel)) or times out.
+    ///
+    /// Cancel safety: not cancel safe: dropping the future leaves the INVITE running; use
+    /// [`cancel`](Self::cancel).
+    pub async fn establish(&self) -> Result<InstantMessagingFlow, CallError> {
+        self.establish_inner(None).await
+    }
+
+    /// As [`establish`](Self::establish), carrying `text` as the first message in the
+    /// INVITE (`Ms-Text-Format`), the way Lync / Skype for Business clients open an IM
+    /// conversation; the callee sees it before accepting.
+    ///
+    /// Cancel safety: as [`establish`](Self::establish).
+    pub async fn establish_with_message(
+        &self,
+        text: &str,
+    ) -> Result<InstantMessagingFlow, CallError> {
+        self.establish_inner(Some(text)).await
+    }
+
+    async fn establish_inner(
+        &self,
+        first: Option<&str>,
+    ) -> Result<InstantMessagingFlow, CallError> {
+        if self.state() != ConversationState::Idle {
+            return Err(CallError::InvalidState(self.state()));
+        }
+        let core = self.conversation.endpoint().clone();
+        let endpoint = core.established_id()?;
+        self.set_state(ConversationState::Establishing);
+        let call_id = application_endpoint::ids::call_id();
+        let tag = application_endpoint::ids::tag();
+        let mut route = core.route_dialog(&call_id, &tag);
+        let (from, pai) = self.conversation.identity_headers(&tag);
+        let remote = self.conversation.remote().uri().to_string();
+        let mut negotiator = negotiator(&sdp_host(&core));
+        let offer = match negotiator.create_offer() {
+            Ok(o) => o,
+            Err(e) => {
+                self.set_state(ConversationState::Terminated);
+                return Err(CallError::NotAcceptable(e.to_string()));
+            }
+        };
+        let mut req = OutgoingRequest::new(Method::Invite, remote.clone())
+            .from(from)
+            .to(format!("<{remote}>"))
+            .call_id(call_id)
+            .header("Contact", format!("<{}>", core.contact()))
+            .header("Supported", "ms-text-format")
+            .body("application/sdp", offer.to_bytes());
+        for (n, v) in self.conversation.conversation_headers() {
+            req = req.header(n, v);
+        }
+        if let Some(p) = pai {
+            req = req.header("P-Asserted-Identity", p);
+        }
+        if let Some(t) = first {
+            req = req.header(
+                text_format::HEADER,
+                text_format::encode("text/plain", t.as_bytes()),
+            );
+        }
+        let mut invite = match core.platform().invite(endpoint, req).await {
+            Ok(i) => i,
+            Err(e) => {
+                self.set_state(ConversationState::Terminated);
+                return Err(e.into());
+            }
+        };
+        *self
+            .shared
+            .canceller
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(invite.canceller());
+        let outcome = loop {
+            match invite.next().await {
+                Some(InviteProgress::Provisional(p)) => {
+                    debug!(status = p.status(), "IM call progress");
+                }
+                Some(InviteProgress::Answered { response, dialog }) => {
+                    break Ok((response, dialog));
+                }
+                Some(InviteProgress::Failed(e)) => break Err(e),
+                None => break Err(RequestError::Shutdown),
+            }
+        };
+        self.shared
+            .canceller
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let (response, dialog) = match outcome {
+            Ok(x) => x,
+            Err(e) => {
+                self.set_state(ConversationState::Terminated);
+                return Err(e.into());
+            }
+        };
+        *self.shared.dialog.lock().unwrap_or_else(|p| p.into_inner()) = Some(dialog.clone());
+        // A cancel that lost the race to the 2xx: the call is up, so end it.
+        if self.shared.ended() {
+            let _ = core
+                .platform()
+                .send_in_dialog(&dialog, OutgoingRequest::new(Method::Bye, ""))
+                .await;
+            self.set_state(ConversationState::Terminated);
+            return Err(CallError::Cancelled);
+        }
+        let answer_ok = SessionDescription::parse_slice(response.body())
+            .ok()
+            .is_some_and(|a| negotiator.receive_answer(&a).is_ok());
+        if !answer_ok {
+            // RFC 3261 §13.2.2.4: an unacceptable answer is ended with BYE.
+            let _ = core
+                .platform()
+                .send_in_dialog(&dialog, OutgoingRequest::new(Method::Bye, ""))
+                .await;
+            self.set_state(ConversationState::Terminated);
+            return Err(CallError::NotAcceptable(
+                "the answer has no IM session".into(),
+            ));
+        }
+        let (tx, rx) = mpsc::channel(RECEIVE_CAPACITY);
+        self.set_state(ConversationState::Established);
+        let route_task = self.clone();
+        tokio::spawn(async move { route_task.serve(&mut route, tx).await });
+        Ok(self.flow(rx))
+    }
+
+    /// Cancels the call while it rings (RFC 3261 §9). If the answer wins the race the
+    /// call is ended with BYE; [`establish`](Self::establish) then fails with
+    /// [`CallError::Cancelled`] either way.
+    ///
+    /// Cancel safety: cancel safe.
+    pub async fn cancel(&self) {
+        let canceller = self
+            .shared
+            .canceller
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(c) = canceller {
+            self.set_state(ConversationState::Terminating);
+            c.cancel().await;
+        }
+    }
+
+    /// Ends the established call with BYE. Messages in flight then get their outcome
+    /// (delivered, or [`MessageError::CallEnded`]).
+    ///
+    /// Cancel safety: not cancel safe (the BYE may be sent with its answer lost; the call
+    /// is over either way).
+    pub async fn terminate(&self) -> Result<(), CallError> {
+        if self.shared.ended() {
+            return Ok(());
+        }
+        let Some(dialog) = self.dialog() else {
+            self.set_state(ConversationState::Terminated);
+            return Ok(());
+        };
+        self.set_state(ConversationState::Terminating);
+        self.shared.stop.notify_one();
+        let r = self
+            .conversation
+            .endpoint()
+            .platform()
+            .send_in_dialog(&dialog, OutgoingRequest::new(Method::Bye, ""))
+            .await;
+        self.set_state(ConversationState::Terminated);
+        self.shared.remote_typing.send_replace(false);
+        match r {
+            Ok(_) | Err(RequestError::NoDialog) => Ok(()),
+            Err(RequestError::Status { code: 481, .. }) => Ok(()),
+            Err(e) => Err(CallError::Request(e)),
+        }
+    }
+
+    fn flow(&self, rx: mpsc::Receiver<ReceivedMessage>) -> InstantMessagingFlow {
+        InstantMessagingFlow {
+            sender: MessageSender {
+                platform: self.conversation.endpoint().platform().clone(),
+                shared: self.shared.clone(),
+            },
+            received: rx,
+            remote_typing: self.shared.remote_typing.subscribe(),
+        }
+    }
+
+    /// Reads the dialog's requests until the call ends.
+    async fn serve(&self, route: &mut DialogRoute, tx: mpsc::Sender<ReceivedMessage>) {
+        let mut typing_until: Option<tokio::time::Instant> = None;
+        loop {
+            let sleep = async {
+                match typing_until {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let mut req = tokio::select! {
+                r = route.recv() => match r {
+                    Some(r) => r,
+                    None => break,
+                },
+                () = self.shared.stop.notified() => break,
+                () = sleep => {
+                    // RFC 3994 §4: active without refresh goes idle.
+                    typing_until = None;
+                    self.shared.remote_typing.send_replace(false);
+                    continue;
+                }
+            };
+            match req.request().method().cloned() {
+                Some(Method::Message) => {
+                    let content_type = req
+                        .request()
+                        .header(HeaderName::ContentType)
+                        .map(|v| String::from_utf8_lossy(v).trim().to_string())
+                        .unwrap_or_else(|| "text/plain".into());
+                    let base = content_type
+                        .split(';')
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .to_ascii_lowercase();
+                    if base == crate::composing::CONTENT_TYPE {
+                        match IsComposing::parse(req.body()) {
+                            Ok(c) => {
+                                let active = c.state == ComposingState::Active;
+                                typing_until = active.then(|| {
+                                    tokio::time::Instant::now()
+                                        + c.refresh_interval()
+                                            .map(|r| r + Duration::from_secs(5))
+                                            .unwrap_or(ACTIVE_TIMEOUT_WITHOUT_REFRESH)
+                                });
+                                self.shared.remote_typing.send_replace(active);
+                                let _ = req.respond(200, "OK", &[], None).await;
+                            }
+                            Err(e) => {
+                                let _ = req.respond(400, &e.to_string(), &[], None).await;
+                            }
+                        }
+                        continue;
+                    }
+                    if !ACCEPT_TYPES.iter().any(|t| *t == base) {
+                        let accept = ACCEPT_TYPES.join(", ");
+                        let _ = req
+                            .respond(415, "Unsupported Media Type", &[("Accept", &accept)], None)
+                            .await;
+                        continue;
+                    }
+                    let m = ReceivedMessage {
+                        content_type,
+                        body: req.body().clone(),
+                    };
+                    match tx.try_send(m) {
+                        Ok(()) => {
+                            // A message ends the sender's composing state (RFC 3994 §3).
+                            typing_until = None;
+                            self.shared.remote_typing.send_replace(false);
+                            let _ = req.respond(200, "OK", &[], None).await;
+                        }
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            let _ = req
+                                .respond(503, "Service Unavailable", &[("Retry-After", "1")], None)
+                                .await;
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            let _ = req.respond(480, "Temporarily Unavailable", &[], None).await;
+                        }
+                    }
+                }
+                Some(Method::Bye) => {
+                    self.set_state(ConversationState::Terminated);
+                    self.shared.remote_typing.send_replace(false);
+                    let _ = req.respond(200, "OK", &[], None).await;
+                    break;
+                }
+                Some(Method::Invite) => {
+                    // A re-INVITE (session refresh or re-offer): answer with our session.
+                    let answer = SessionDescription::parse_slice(req.body())
+                        .ok()
+                        .and_then(|o| {
+                            negotiator(&sdp_host(self.conversation.endpoint()))
+                                .receive_offer(&o)
+                                .ok()
+                        });
+                    let contact = format!("<{}>", self.conversation.endpoint().contact());
+                    let _ = match answer {
+                        Some(a) => {
+                            req.respond(
+                                200,
+                                "OK",
+                                &[("Contact", &contact)],
+                                Some(("application/sdp", a.to_bytes())),
+                            )
+                            .await
+                        }
+                        None => req.respond(488, "Not Acceptable Here", &[], None).await,
+                    };
+                }
+                Some(Method::Info | Method::Options | Method::Update | Method::Notify) => {
+                    let _ = req.respond(200, "OK", &[], None).await;
+                }
+                _ => {
+                    let _ = req
+                        .respond(
+                            405,
+                            "Method Not Allowed",
+                            &[("Allow", "INVITE, ACK, BYE, CANCEL, MESSAGE, INFO")],
+                            None,
+                        )
+                        .await;
+                }
+            }
+        }
+        self.shared.remote_typing.send_replace(false);
+        if !self.shared.ended() {
+            self.set_state(ConversationState::Terminated);
+        }
+    }
+
+    /// Accepts an incoming INVITE `req` for this call (UAS side).
+    pub(crate) async fn accept_incoming(
+        &self,
+        mut req: IncomingRequest,
+        first: Option<ReceivedMessage>,
+    ) -> Result<InstantMessagingFlow, CallError> {
+        let core = self.conversation.endpoint().clone();
+        let Some(dialog) = req.dialog() else {
+            return Err(CallError::InvalidState(self.state()));
+        };
+        let offer = SessionDescription::parse_slice(req.body()).ok();
+        let answer = offer.and_then(|o| negotiator(&sdp_host(&core)).receive_offer(&o).ok());
+        let Some(answer) = answer else {
+            let _ = req.respond(488, "Not Acceptable Here", &[], None).await;
+            self.set_state(ConversationState::Terminated);
+            return Err(CallError::NotAcceptable(
+                "the offer has no IM session in common".into(),
+            ));
+        };
+        self.set_state(ConversationState::Establishing);
+        let call_id = String::from_utf8_lossy(dialog.call_id()).into_owned();
+        let mut route = core.route_dialog(&call_id, req.local_tag());
+        let contact = format!("<{}>", core.contact());
+        let mut headers: Vec<(&str, String)> = vec![("Contact", contact)];
+        headers.extend(self.conversation.conversation_headers());
+        let h: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        if let Err(e) = req
+            .respond(200, "OK", &h, Some(("application/sdp", answer.to_bytes())))
+            .await
+        {
+            self.set_state(ConversationState::Terminated);
+            return Err(CallError::Request(RequestError::Invalid(e.to_string())));
+        }
+        *self.shared.dialog.lock().unwrap_or_else(|p| p.into_inner()) = Some(dialog);
+        let (tx, rx) = mpsc::channel(RECEIVE_CAPACITY);
+        if let Some(m) = first {
+            let _ = tx.try_send(m);
+        }
+        self.set_state(ConversationState::Established);
+        let route_task = self.clone();
+        tokio::spawn(async move { route_task.serve(&mut route, tx).await });
+        Ok(self.flow(rx))
+    }
+
+    pub(crate) fn incoming(conversation: Conversation<H>) -> Self {
+        let call = Self::outgoing(conversation);
+        call.set_state(ConversationState::Incoming);
+        call
+    }
+
+    pub(crate) fn declined(&self) {
+        self.set_state(ConversationState::Terminated);
+    }
+}
+
+/// Sends messages in an established call; cheap to clone, usable from many tasks.
+#[derive(Clone)]
+pub struct MessageSender {
+    platform: collaboration_platform::CollaborationPlatform,
+    shared: Arc<CallShared>,
+}
+
+impl std::fmt::Debug for MessageSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageSender")
+            .field("dialog", &self.shared.dialog())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MessageSender {
+    /// Sends `body` of `content_type` (`text/plain`, `text/html`, or any type) as an
+    /// in-dialog MESSAGE. Exactly one outcome: `Ok` when the peer answered 2xx, or why not
+    /// ([`MessageError::CallEnded`] when either side ended the call first).
+    ///
+    /// Cancel safety: if cancelled after the MESSAGE was queued, it is still sent and only
+    /// its outcome is lost.
+    pub async fn send(
+        &self,
+        content_type: &str,
+        body: impl Into<Bytes>,
+    ) -> Result<(), MessageError> {
+        if self.shared.ended() {
+            return Err(MessageError::CallEnded);
+        }
+        let Some(dialog) = self.shared.dialog() else {
+            return Err(MessageError::CallEnded);
+        };
+        let req = OutgoingRequest::new(Method::Message, "").body(content_type, body.into());
+        match self.platform.send_in_dialog(&dialog, req).await {
+            Ok(_) => Ok(()),
+            Err(RequestError::NoDialog) => Err(MessageError::CallEnded),
+            Err(RequestError::Status { code: 481, .. }) if self.shared.ended() => {
+                Err(MessageError::CallEnded)
+            }
+            Err(RequestError::Status { code, reason, .. }) => Err(MessageError::Failed {
+                status: code,
+                reason,
+            }),
+            Err(RequestError::Shutdown) if self.shared.ended() => Err(MessageError::CallEnded),
+            Err(e) => Err(MessageError::Request(e)),
+        }
+    }
+
+    /// Sends `text` as `text/plain; charset=UTF-8`.
+    ///
+    /// Cancel safety: as [`send`](Self::send).
+    pub async fn send_text(&self, text: &str) -> Result<(), MessageError> {
+        self.send(
+            "text/plain; charset=UTF-8",
+            Bytes::copy_from_slice(text.as_bytes()),
+        )
+        .await
+    }
+
+    /// Tells the peer this side is composing (`true`, RFC 3994 `active` with the default
+    /// refresh interval; call again within it to keep it active) or stopped (`false`,
+    /// `idle`).
+    ///
+    /// Cancel safety: as [`send`](Self::send).
+    pub async fn set_typing(&self, typing: bool) -> Result<(), MessageError> {
+        let doc = if typing {
+            IsComposing::active(crate::composing::DEFAULT_REFRESH.as_secs() as u32)
+        } else {
+            IsComposing::idle()
+        };
+        self.send(crate::composing::CONTENT_TYPE, doc.to_xml())
+            .await
+    }
+}
+
+/// The messages of an established call: send through [`sender`](Self::sender) (or the
+/// shortcuts here), receive with [`recv`](Self::recv), watch the peer's typing.
+#[derive(Debug)]
+pub struct InstantMessagingFlow {
+    sender: MessageSender,
+    received: mpsc::Receiver<ReceivedMessage>,
+    remote_typing: watch::Receiver<bool>,
+}
+
+impl InstantMessagingFlow {
+    /// A clonable sender for this flow.
+    pub fn sender(&self) -> MessageSender {
+        self.sender.clone()
+    }
+
+    /// As [`MessageSender::send`].
+    ///
+    /// Cancel safety: as [`MessageSender::send`].
+    pub async fn send(
+        &self,
+        content_type: &str,
+        body: impl Into<Bytes>,
+    ) -> Result<(), MessageError> {
+        self.sender.send(content_type, body).await
+    }
+
+    /// As [`MessageSender::send_text`].
+    ///
+    /// Cancel safety: as [`MessageSender::send`].
+    pub async fn send_text(&self, text: &str) -> Result<(), MessageError> {
+        self.sender.send_text(text).await
+    }
+
+    /// As [`MessageSender::set_typing`].
+    ///
+    /// Cancel safety: as [`MessageSender::send`].
+    pub async fn set_typing(&self, typing: bool) -> Result<(), MessageError> {
+        self.sender.set_typing(typing).await
+    }
+
+    /// The next message received; `None` once the call ended and every message was read.
+    ///
+    /// Cancel safety: cancel safe.
+    pub async fn recv(&mut self) -> Option<ReceivedMessage> {
+        self.received.recv().await
+    }
+
+    /// Whether the peer is composing (RFC 3994), as a watch: it goes back to `false` when
+    /// a message arrives, when the peer says idle, or when an active state is not
+    /// refreshed in time.
+    pub fn remote_typing(&self) -> watch::Receiver<bool> {
+        self.remote_typing.clone()
+    }
+}

@@ -1,0 +1,322 @@
+//! IM conversations between two platforms on loopback over mutual TLS (no server): the
+//! call and flow end to end — establish, messages both ways with their outcomes, typing,
+//! first message in the INVITE, decline, cancel while ringing, BYE racing messages.
+
+use std::time::Duration;
+
+use application_endpoint::{ApplicationEndpoint, ApplicationEndpointSettings};
+use collaboration_platform::loopback::{pair, LoopbackPki};
+use collaboration_platform::{Address, CollaborationPlatform, Federated, OnPremises, Topology};
+use conversation::{
+    incoming_im_calls, CallError, Conversation, ConversationState, IncomingImCall, IncomingImCalls,
+    MessageError,
+};
+use sip_core::HeaderName;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Pair {
+    _a: CollaborationPlatform,
+    _b: CollaborationPlatform,
+    bot: ApplicationEndpoint,
+    alice: ApplicationEndpoint,
+}
+
+async fn setup() -> Pair {
+    let pki = LoopbackPki::new().unwrap();
+    let (a, b) = pair(&pki, "app.contoso.test", "alice.contoso.test", |_, s| {
+        s.topology(Topology::new(["contoso.test"]))
+    })
+    .await
+    .unwrap();
+    let bot = ApplicationEndpoint::new(
+        &a,
+        ApplicationEndpointSettings::new(on_prem("sip:bot@contoso.test")).display_name("Bot"),
+    );
+    let alice = ApplicationEndpoint::new(
+        &b,
+        ApplicationEndpointSettings::new(on_prem("sip:alice@contoso.test")),
+    );
+    bot.establish().await.unwrap();
+    alice.establish().await.unwrap();
+    Pair {
+        _a: a,
+        _b: b,
+        bot,
+        alice,
+    }
+}
+
+fn on_prem(uri: &str) -> Address<OnPremises> {
+    Address::assume_on_premises(uri).unwrap()
+}
+
+async fn next_call(calls: &mut IncomingImCalls) -> IncomingImCall {
+    tokio::time::timeout(WAIT, calls.next())
+        .await
+        .expect("an incoming call within the wait")
+        .expect("stream open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversation_with_messages_both_ways_typing_and_bye() {
+    let p = setup().await;
+    let mut calls = incoming_im_calls(&p.alice);
+    let conv =
+        Conversation::new(&p.bot, on_prem("sip:alice@contoso.test")).with_subject("status report");
+    let call = conv.instant_messaging_call();
+    let callee = tokio::spawn(async move {
+        let incoming = next_call(&mut calls).await;
+        assert_eq!(incoming.homing(), "on-premises");
+        assert_eq!(incoming.caller_uri(), "sip:bot@contoso.test");
+        let IncomingImCall::OnPremises(c) = incoming else {
+            panic!("typed by homing")
+        };
+        let conv_id = c.conversation().id().to_string();
+        assert_eq!(c.conversation().subject(), Some("status report"));
+        let first = c
+            .first_message()
+            .cloned()
+            .expect("first message in the INVITE");
+        assert_eq!(first.text(), "hi alice");
+        let mut flow = c.accept().await.unwrap();
+        // The first message comes out of the flow first.
+        assert_eq!(flow.recv().await.unwrap().text(), "hi alice");
+        let mut typing = flow.remote_typing();
+        let m = flow.recv().await.unwrap();
+        assert_eq!(m.text(), "how are you?");
+        assert!(m.content_type.starts_with("text/plain"));
+        let html = flow.recv().await.unwrap();
+        assert_eq!(html.content_type, "text/html");
+        // The bot types: the watch goes true, then false when its message arrives.
+        tokio::time::timeout(WAIT, typing.wait_for(|t| *t))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(flow.recv().await.unwrap().text(), "done typing");
+        assert!(!*typing.borrow());
+        flow.send_text("fine, thanks").await.unwrap();
+        // The bot hangs up: the stream ends.
+        assert!(tokio::time::timeout(WAIT, flow.recv())
+            .await
+            .unwrap()
+            .is_none());
+        conv_id
+    });
+    let mut flow = call.establish_with_message("hi alice").await.unwrap();
+    assert_eq!(call.state(), ConversationState::Established);
+    assert_eq!(conv.state(), ConversationState::Established);
+    flow.send_text("how are you?").await.unwrap();
+    flow.send("text/html", "<b>bold</b>").await.unwrap();
+    flow.set_typing(true).await.unwrap();
+    flow.send_text("done typing").await.unwrap();
+    let reply = tokio::time::timeout(WAIT, flow.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.text(), "fine, thanks");
+    call.terminate().await.unwrap();
+    assert_eq!(call.state(), ConversationState::Terminated);
+    // The callee saw the same conversation id.
+    let conv_id = tokio::time::timeout(WAIT, callee).await.unwrap().unwrap();
+    assert_eq!(conv_id, conv.id());
+    // After the call ended a message has a definite outcome without being sent.
+    assert!(matches!(
+        flow.send_text("too late").await,
+        Err(MessageError::CallEnded)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decline_with_a_chosen_status() {
+    let p = setup().await;
+    let mut calls = incoming_im_calls(&p.alice);
+    tokio::spawn(async move {
+        next_call(&mut calls).await.decline(486).await;
+    });
+    let call =
+        Conversation::new(&p.bot, on_prem("sip:alice@contoso.test")).instant_messaging_call();
+    match call.establish().await {
+        Err(CallError::Declined { status: 486, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(call.state(), ConversationState::Terminated);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_handler_means_488_and_cancel_while_ringing() {
+    let p = setup().await;
+    // Alice takes no IM calls: 488 from her endpoint's router.
+    let call =
+        Conversation::new(&p.bot, on_prem("sip:alice@contoso.test")).instant_messaging_call();
+    assert!(matches!(
+        call.establish().await,
+        Err(CallError::NotAcceptable(_))
+    ));
+    // Now she has a handler that never answers: the caller cancels.
+    let mut calls = incoming_im_calls(&p.alice);
+    let (held_tx, mut held_rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        let c = next_call(&mut calls).await;
+        let _ = held_tx.send(c).await;
+    });
+    let call =
+        Conversation::new(&p.bot, on_prem("sip:alice@contoso.test")).instant_messaging_call();
+    let c2 = call.clone();
+    let establishing = tokio::spawn(async move { c2.establish().await });
+    // Ringing: the INVITE is at alice (her platform answered 100 Trying).
+    let held = tokio::time::timeout(WAIT, held_rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    call.cancel().await;
+    let r = tokio::time::timeout(WAIT, establishing)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(r, Err(CallError::Cancelled)), "{r:?}");
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bye_racing_messages_gives_each_message_exactly_one_outcome() {
+    let p = setup().await;
+    let mut calls = incoming_im_calls(&p.alice);
+    let (count_tx, count_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let c = next_call(&mut calls).await;
+        let call = match &c {
+            IncomingImCall::OnPremises(c) => c.call().clone(),
+            IncomingImCall::Federated(_) => unreachable!(),
+        };
+        let mut flow = c.accept().await.unwrap();
+        // Read a few, then hang up while the caller is still sending.
+        let mut received = 0usize;
+        while received < 5 {
+            flow.recv().await.unwrap();
+            received += 1;
+        }
+        call.terminate().await.unwrap();
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(500), flow.recv()).await
+        {
+            received += 1;
+        }
+        let _ = count_tx.send(received);
+    });
+    let call =
+        Conversation::new(&p.bot, on_prem("sip:alice@contoso.test")).instant_messaging_call();
+    let flow = call.establish().await.unwrap();
+    let sender = flow.sender();
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let s = sender.clone();
+        sends.spawn(async move { s.send_text(&format!("message {i}")).await });
+        if i % 10 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let (mut delivered, mut ended, mut failed) = (0usize, 0usize, 0usize);
+    while let Some(r) = tokio::time::timeout(WAIT, sends.join_next()).await.unwrap() {
+        match r.unwrap() {
+            Ok(()) => delivered += 1,
+            Err(MessageError::CallEnded) => ended += 1,
+            Err(MessageError::Failed { status, .. }) => {
+                // Crossing the BYE: the peer already forgot the dialog.
+                assert_eq!(status, 481);
+                failed += 1
+            }
+            Err(e) => panic!("unexpected outcome {e:?}"),
+        }
+    }
+    assert_eq!(delivered + ended + failed, 200, "one outcome per message");
+    assert!(ended + failed > 0, "the BYE raced some messages");
+    let received = tokio::time::timeout(WAIT, count_rx).await.unwrap().unwrap();
+    assert_eq!(
+        received, delivered,
+        "every delivered message was received, no other"
+    );
+    assert_eq!(call.state(), ConversationState::Terminated);
+}
+
+/// Alice at fabrikam: the bot's platform (home contoso.test) sees her as federated, hers
+/// (home fabrikam.test) sees the bot as federated.
+async fn setup_federated() -> Pair {
+    let pki = LoopbackPki::new().unwrap();
+    let (a, b) = pair(&pki, "app.contoso.test", "alice.fabrikam.test", |me, s| {
+        if me.ends_with("contoso.test") {
+            s.topology(Topology::new(["contoso.test"]))
+        } else {
+            s.topology(Topology::new(["fabrikam.test"]))
+        }
+    })
+    .await
+    .unwrap();
+    let bot = ApplicationEndpoint::new(
+        &a,
+        ApplicationEndpointSettings::new(on_prem("sip:bot@contoso.test")).display_name("Bot"),
+    );
+    let alice = ApplicationEndpoint::new(
+        &b,
+        ApplicationEndpointSettings::new(on_prem("sip:alice@fabrikam.test")),
+    );
+    bot.establish().await.unwrap();
+    alice.establish().await.unwrap();
+    Pair {
+        _a: a,
+        _b: b,
+        bot,
+        alice,
+    }
+}
+
+/// The From and P-Asserted-Identity of the INVITE alice receives, and the caller's homing.
+async fn impersonated_invite(
+    p: &Pair,
+    place: impl std::future::Future<Output = Result<conversation::InstantMessagingFlow, CallError>>,
+) -> (String, Option<String>, &'static str) {
+    let mut calls = incoming_im_calls(&p.alice);
+    let seen = tokio::spawn(async move {
+        let c = next_call(&mut calls).await;
+        let r = c.request().request();
+        let from = String::from_utf8_lossy(r.header(HeaderName::From).unwrap()).into_owned();
+        let pai = r
+            .header(HeaderName::PAssertedIdentity)
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        let homing = c.homing();
+        c.decline(603).await;
+        (from, pai, homing)
+    });
+    assert!(matches!(
+        place.await,
+        Err(CallError::Declined { status: 603, .. })
+    ));
+    tokio::time::timeout(WAIT, seen).await.unwrap().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impersonation_toward_a_home_user_carries_display_name_and_pai() {
+    let p = setup().await;
+    let conv = Conversation::new(&p.bot, on_prem("sip:alice@contoso.test"));
+    conv.impersonate("sip:ceo@contoso.test", "The CEO").unwrap();
+    let call = conv.instant_messaging_call();
+    let (from, pai, homing) = impersonated_invite(&p, call.establish()).await;
+    assert!(
+        from.starts_with("\"The CEO\" <sip:ceo@contoso.test>;tag="),
+        "{from}"
+    );
+    assert_eq!(pai.as_deref(), Some("\"The CEO\" <sip:ceo@contoso.test>"));
+    assert_eq!(homing, "on-premises");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impersonation_toward_a_federated_party_carries_the_uri_only() {
+    let p = setup_federated().await;
+    let alice = Address::<Federated>::assume_federated("sip:alice@fabrikam.test").unwrap();
+    let conv = Conversation::new(&p.bot, alice);
+    conv.impersonate("sip:ceo@contoso.test").unwrap();
+    let call = conv.instant_messaging_call();
+    let (from, pai, homing) = impersonated_invite(&p, call.establish()).await;
+    assert!(from.starts_with("<sip:ceo@contoso.test>;tag="), "{from}");
+    assert_eq!(pai, None);
+    assert_eq!(homing, "federated");
+}
