@@ -1,98 +1,122 @@
 //! `cargo run --example quickstart`: needs no server.
 //!
-//! Until the platform and conversation layers land, the quick start shows the codec every
-//! layer stands on: an application builds an IM session INVITE (Lync/Skype for Business
-//! style `m=message … sip null` offer), sends it over a byte stream together with a
-//! keep-alive ping, the receiver frames and parses it zero-copy, reads typed headers and the
-//! SDP, and answers 200 OK.
+//! Two platforms in one process talk over mutual TLS on loopback, with a certificate
+//! authority made at start (`collaboration_platform::loopback`). On the first, the
+//! application endpoint `sip:bot@contoso.test` opens an IM conversation with
+//! `sip:alice@contoso.test`, an endpoint on the second that echoes what it gets. They
+//! exchange a few messages, then the bot hangs up. The run prints the SIP ladder diagram
+//! as the bot's platform saw it, writes it as SVG, prints the timings and exits 0.
 
-use bytes::Bytes;
-use sip_core::sdp::SessionDescription;
-use sip_core::{Frame, HeaderName, Limits, Method, SipMessage, StreamFramer};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let offer =
-        "v=0\r\no=- 0 0 IN IP4 app.contoso.test\r\ns=session\r\nc=IN IP4 app.contoso.test\r\n\
-                 t=0 0\r\nm=message 5061 sip null\r\na=accept-types:text/plain text/html\r\n";
-    let invite = SipMessage::request(Method::Invite, "sip:alice@contoso.test")
-        .header(
-            HeaderName::Via,
-            "SIP/2.0/TLS app.contoso.test:5061;branch=z9hG4bKqs1",
-        )
-        .header(HeaderName::MaxForwards, "70")
-        .header(
-            HeaderName::From,
-            "\"Contoso Bot\" <sip:bot@contoso.test>;tag=q1",
-        )
-        .header(HeaderName::To, "<sip:alice@contoso.test>")
-        .header(HeaderName::CallId, "quickstart-1@app.contoso.test")
-        .header(HeaderName::CSeq, "1 INVITE")
-        .header(
-            HeaderName::Contact,
-            "<sip:bot@app.contoso.test:5061;transport=tls>",
-        )
-        .header("Ms-Conversation-ID", "AdVk3bRlMqJ0c9i8Tn2oQ1W4xA==")
-        .body("application/sdp", Bytes::from_static(offer.as_bytes()))
-        .build()?;
+use collaboration_platform::loopback::{pair, LoopbackPki};
+use ucma::prelude::*;
 
-    // What goes on the wire: the INVITE, then an RFC 5626 keep-alive ping.
-    let mut wire = invite.to_bytes().to_vec();
-    wire.extend_from_slice(b"\r\n\r\n");
-    println!(
-        "--- sent ({} bytes) ---\n{}",
-        wire.len(),
-        String::from_utf8_lossy(&wire)
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let t0 = Instant::now();
+    let mut timings: Vec<(String, Duration)> = Vec::new();
+    let mut lap = {
+        let mut last = Instant::now();
+        move |what: &str, timings: &mut Vec<(String, Duration)>| {
+            let now = Instant::now();
+            timings.push((what.to_string(), now - last));
+            last = now;
+        }
+    };
+
+    // Two trusted applications, each the other's outbound proxy, with a fresh CA.
+    let pki = LoopbackPki::new()?;
+    let ladder = LadderRecorder::new("bot@contoso");
+    let observer = ladder.as_observer();
+    let (bot_platform, alice_platform) =
+        pair(&pki, "app.contoso.test", "alice.contoso.test", |me, s| {
+            let s = s.topology(Topology::new(["contoso.test"]));
+            if me == "app.contoso.test" {
+                s.observer(observer.clone())
+            } else {
+                s
+            }
+        })
+        .await?;
+    for (_, addr) in alice_platform.listen_addrs() {
+        ladder.name_host(addr.ip(), "alice@contoso");
+    }
+    lap(
+        "two platforms started (CA, certificates, listeners)",
+        &mut timings,
     );
 
-    // The receiver gets the bytes in arbitrary pieces.
-    let started = Instant::now();
-    let mut framer = StreamFramer::new(Limits::DEFAULT);
-    let mut received = Vec::new();
-    for piece in wire.chunks(100) {
-        framer.push(piece);
-        while let Some(frame) = framer.next_frame()? {
-            received.push(frame);
+    let bot = ApplicationEndpoint::new(
+        &bot_platform,
+        ApplicationEndpointSettings::new(Address::assume_on_premises("sip:bot@contoso.test")?)
+            .display_name("Contoso Bot"),
+    );
+    let alice = ApplicationEndpoint::new(
+        &alice_platform,
+        ApplicationEndpointSettings::new(Address::assume_on_premises("sip:alice@contoso.test")?),
+    );
+    bot.establish().await?;
+    alice.establish().await?;
+    lap("endpoints established", &mut timings);
+
+    // Alice accepts IM calls and echoes every message, prefixed with the caller's homing.
+    let mut calls = incoming_im_calls(&alice);
+    let echo = tokio::spawn(async move {
+        let call = calls.next().await?;
+        let homing = call.homing();
+        let mut flow = call.accept().await.ok()?;
+        let mut echoed = 0;
+        while let Some(m) = flow.recv().await {
+            let _ = flow.send_text(&format!("[{homing}] {}", m.text())).await;
+            echoed += 1;
         }
+        Some(echoed)
+    });
+
+    // The bot opens the conversation (its first message rides in the INVITE) and talks.
+    let conversation =
+        Conversation::new(&bot, Address::assume_on_premises("sip:alice@contoso.test")?)
+            .with_subject("quick start");
+    let call = conversation.instant_messaging_call();
+    let mut flow = call.establish_with_message("Hello Alice").await?;
+    lap("IM call established (INVITE, 200, ACK)", &mut timings);
+    let reply = flow.recv().await.ok_or("no echo of the first message")?;
+    println!("bot got: {}", reply.text());
+    for text in ["How are you?", "Bye for now"] {
+        let sent = Instant::now();
+        flow.send_text(text).await?;
+        let reply = flow.recv().await.ok_or("no echo")?;
+        println!(
+            "bot got: {}  ({:.2} ms round trip)",
+            reply.text(),
+            ms(sent.elapsed())
+        );
     }
-    for frame in received {
-        match frame {
-            Frame::Message(bytes) => {
-                let msg = SipMessage::parse_framed(bytes, &Limits::DEFAULT)?;
-                let from = msg.from()?;
-                let name = from.display_name().map(|d| d.decoded().into_owned());
-                let sdp = SessionDescription::parse(msg.body().clone())?;
-                println!("--- received ---");
-                println!(
-                    "method      {}",
-                    msg.method().map(|m| m.as_str()).unwrap_or("")
-                );
-                println!(
-                    "from        {:?} {}",
-                    name.map(|n| String::from_utf8_lossy(&n).into_owned()),
-                    from.uri()
-                );
-                println!(
-                    "top via     branch={}",
-                    msg.top_via()?.branch().unwrap_or("")
-                );
-                println!("cseq        {}", msg.cseq()?.seq());
-                let im = sdp
-                    .media()
-                    .first()
-                    .map(|m| m.accept_types())
-                    .unwrap_or_default();
-                println!(
-                    "sdp media   {} section(s), IM accept-types {im:?}",
-                    sdp.media().len()
-                );
-                let mut ok = SipMessage::response_to(&msg, 200, "OK")?;
-                ok.set_to_tag("a1")?;
-                println!("--- answer ---\n{ok}");
-            }
-            other => println!("--- received {other:?} ---"),
-        }
+    lap("three messages echoed", &mut timings);
+    call.terminate().await?;
+    let echoed = echo.await?.ok_or("alice's side failed")?;
+    lap("call ended (BYE, 200)", &mut timings);
+
+    let picture = ladder.snapshot();
+    println!("\nSIP ladder (as the bot's platform saw the wire):\n");
+    println!("{}", picture.render_text());
+    let svg = std::env::temp_dir().join("ucma-quickstart-ladder.svg");
+    std::fs::write(&svg, picture.render_svg())?;
+    println!("SVG ladder written to {}\n", svg.display());
+    println!("Timings:");
+    for (what, d) in &timings {
+        println!("  {:>8.2} ms  {what}", ms(*d));
     }
-    println!("framed, parsed and answered in {:?}", started.elapsed());
+    println!("  {:>8.2} ms  total", ms(t0.elapsed()));
+    assert_eq!(echoed, 3, "alice echoed every message");
+    bot.terminate().await;
+    alice.terminate().await;
+    bot_platform.shutdown().await;
+    alice_platform.shutdown().await;
     Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }

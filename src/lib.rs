@@ -7,17 +7,29 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub use application_endpoint;
 pub use collaboration_platform;
+pub use conversation;
 pub use sip_core;
 pub use transport_tls;
 
 /// The names most applications need, in one import.
 pub mod prelude {
+    pub use application_endpoint::{
+        ApplicationEndpoint, ApplicationEndpointSettings, Credentials, Endpoint, EndpointError,
+        EndpointState, LocalOwnerPresence, Modality, RemotePresenceView, UserEndpoint,
+        UserEndpointSettings,
+    };
     pub use collaboration_platform::{
         Address, ClientPlatformSettings, CollaborationPlatform, EndpointId, Federated, Homed,
         Identity, IncomingRequest, Listener, OnPremises, OutboundProxy, OutgoingRequest,
         PlatformError, PlatformSettings, RequestError, RespondError, ServerLocator,
         ServerPlatformSettings, ShutdownReport, StaticDirectory, Topology, TrustRoots,
+    };
+    pub use conversation::ladder::LadderRecorder;
+    pub use conversation::{
+        incoming_im_calls, AnyConversation, CallError, Conversation, ConversationState,
+        IncomingImCall, InstantMessagingCall, InstantMessagingFlow, MessageError,
     };
     pub use sip_core::sdp;
     pub use sip_core::{HeaderName, Method, SipMessage};

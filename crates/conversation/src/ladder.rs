@@ -57,6 +57,7 @@ struct Record {
 struct State {
     local: String,
     names: HashMap<SocketAddr, String>,
+    ip_names: HashMap<std::net::IpAddr, String>,
     records: VecDeque<Record>,
     capacity: usize,
     dropped: u64,
@@ -100,6 +101,7 @@ impl LadderRecorder {
             state: Arc::new(Mutex::new(State {
                 local: local_name.into(),
                 names: HashMap::new(),
+                ip_names: HashMap::new(),
                 records: VecDeque::with_capacity(capacity.min(1024)),
                 capacity,
                 dropped: 0,
@@ -112,6 +114,13 @@ impl LadderRecorder {
     /// Addresses given the same name share one column.
     pub fn name(&self, addr: SocketAddr, name: impl Into<String>) {
         self.lock().names.insert(addr, name.into());
+    }
+
+    /// Names the column of every address of host `ip` not named by [`name`](Self::name):
+    /// a peer reached on its listening port also connects from ephemeral ports, and those
+    /// belong in the same column.
+    pub fn name_host(&self, ip: std::net::IpAddr, name: impl Into<String>) {
+        self.lock().ip_names.insert(ip, name.into());
     }
 
     /// This recorder as the platform's observer (`settings.observer(recorder.as_observer())`).
@@ -138,6 +147,7 @@ impl LadderRecorder {
             let name = st
                 .names
                 .get(&r.remote)
+                .or_else(|| st.ip_names.get(&r.remote.ip()))
                 .cloned()
                 .unwrap_or_else(|| r.remote.to_string());
             let remote = *index.entry(name).or_insert_with_key(|name| {
