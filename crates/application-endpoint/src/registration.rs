@@ -79,8 +79,18 @@ impl Registration {
         if self.instance.is_some() {
             b = b.header(HeaderName::Supported, "gruu");
         }
-        b.build()
-            .map_err(|e| EndpointError::Request(RequestError::Invalid(e.to_string())))
+        // The platform adds its own Via when it sends the message
+        // (`OutgoingRequest::from_message`), but `build` validates a request, and a request
+        // without Via is invalid: validate with a stand-in Via, then remove it.
+        let mut request = b
+            .header(
+                HeaderName::Via,
+                "SIP/2.0/TLS ucma.invalid;branch=z9hG4bKstandin",
+            )
+            .build()
+            .map_err(|e| EndpointError::Request(RequestError::Invalid(e.to_string())))?;
+        request.remove_header(HeaderName::Via);
+        Ok(request)
     }
 
     /// One REGISTER with `expires` (0 removes the binding), answering digest challenges.

@@ -26,6 +26,49 @@ pub mod scenarios {
     /// [`Sipp::auth`](super::Sipp::auth)), expects 200. Keys: `user`, `domain`, `contact`
     /// (a `sip:` URI without angle brackets), `expires`.
     pub const UAC_REGISTER_AUTH: &str = include_str!("../scenarios/uac_register_auth.xml");
+    /// UAC: an instant-messaging session: INVITE with SDP `m=message 5060 sip null`
+    /// (`a=accept-types:text/plain`), ACK for the 200, a pause of `-d MS` (pass
+    /// `.arg("-d").arg("3000")`; SIPp's default is 0), then BYE in the dialog (Record-Route
+    /// followed), expecting 200. Keys: `to_user`, `to_domain`, `from_user`, `from_domain`.
+    pub const UAC_IM_INVITE_BYE: &str = include_str!("../scenarios/uac_im_invite_bye.xml");
+    /// UAS: an instant-messaging call: the INVITE must offer an IM session (`m=message …
+    /// null` with `text/plain` among its accept-types); answered 200 with
+    /// `m=message 5060 sip null` / `a=accept-types:text/plain`; then every MESSAGE in the
+    /// dialog (it must be `text/plain`) is answered 200 until the caller's BYE, answered
+    /// 200. Count the MESSAGEs from the trace ([`Sipp::trace_messages`](super::Sipp::trace_messages)).
+    /// Keys: `user` (for its Contact).
+    pub const UAS_IM_SESSION: &str = include_str!("../scenarios/uas_im_session.xml");
+    /// UAC: an instant-messaging call: INVITE with an IM session offer, ACK for the 200
+    /// (whose answer must have an IM session), `messages` MESSAGEs in the dialog (`text/plain`,
+    /// `message <CSeq> from <from_user>`) each expecting 200, then BYE expecting 200. Keys:
+    /// `to_user`, `to_domain`, `from_user`, `from_domain`; pass `.arg("-set")
+    /// .arg("messages").arg("N")` (N ≥ 1).
+    pub const UAC_IM_SESSION: &str = include_str!("../scenarios/uac_im_session.xml");
+    /// UAS: as [`UAS_IM_SESSION`] without messages (INVITE, 200, ACK, the caller's BYE), but
+    /// the run fails unless the INVITE's From is `<sip:ceo@contoso.test>` with no display
+    /// name and no P-Asserted-Identity arrived (impersonation toward a federated party).
+    /// Keys: `user`.
+    pub const UAS_IM_FROM_CEO_URI_ONLY: &str =
+        include_str!("../scenarios/uas_im_from_ceo_uri_only.xml");
+    /// UAS: as [`UAS_IM_FROM_CEO_URI_ONLY`], but the run fails unless From is
+    /// `"The CEO" <sip:ceo@contoso.test>` and a P-Asserted-Identity with the same value
+    /// arrived (impersonation toward a home user). Keys: `user`.
+    pub const UAS_IM_FROM_CEO_WITH_PAI: &str =
+        include_str!("../scenarios/uas_im_from_ceo_with_pai.xml");
+    /// UAS: answers an IM INVITE 486 Busy Here and takes its ACK. No keys.
+    pub const UAS_IM_BUSY: &str = include_str!("../scenarios/uas_im_busy.xml");
+    /// UAS: answers an IM INVITE 180 Ringing and never answers it; expects a CANCEL,
+    /// answers it 200 and the INVITE 487, and takes the ACK. No keys.
+    pub const UAS_IM_RINGING_CANCEL: &str = include_str!("../scenarios/uas_im_ringing_cancel.xml");
+    /// UAS: takes an IM call (200, ACK), sends BYE itself (expects 200), then one more
+    /// MESSAGE in the ended dialog, expecting 481. Keys: `user`.
+    pub const UAS_IM_PEER_BYE: &str = include_str!("../scenarios/uas_im_peer_bye.xml");
+    /// UAS: takes an IM call (200, ACK), answers 200 to `before_bye` MESSAGEs, then sends
+    /// BYE while the caller is still sending; every MESSAGE after the BYE is answered 481;
+    /// the run ends 2 s after the last one. Keys: `user`; pass `.arg("-set")
+    /// .arg("before_bye").arg("N")` (N ≥ 1).
+    pub const UAS_IM_BYE_AMID_MESSAGES: &str =
+        include_str!("../scenarios/uas_im_bye_amid_messages.xml");
 }
 
 /// SIPp's transport.
