@@ -32,6 +32,9 @@
 //! `pager_load-smoke.json` instead. Every wait is bounded, and a watchdog ends the process
 //! if the whole run overruns.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -44,14 +47,12 @@ use collaboration_platform::{
     Address, ClientPlatformSettings, CollaborationPlatform, Identity, Listener, OutboundProxy,
     OutgoingRequest, ServerPlatformSettings, Topology, TrustRoots,
 };
-use peer_harness::{scenarios, CertFiles, Deployment, Sipp, SippStats, TestPki};
+use peer_harness::{CertFiles, Deployment, TestPki};
 
 /// The request URI of every MESSAGE (a home-domain user, so nothing is federated).
 const TARGET_URI: &str = "sip:bot@contoso.test";
 /// The text of every MESSAGE.
 const TEXT: &[u8] = b"Hello from the ucma-rs pager load benchmark.";
-/// SIPp's rate cap: far above what one machine reaches, so the window is the limit.
-const SIPP_RATE: f64 = 200_000.0;
 
 /// How the run is sized.
 #[derive(Debug, Clone, Copy)]
@@ -157,7 +158,7 @@ fn main() {
         eprintln!("pager_load: the run did not finish within {limit:?}; giving up");
         std::process::exit(2);
     });
-    let load_before = load_average();
+    let load_before = common::load_average();
     println!(
         "pager_load ({}): {:?} per case, window {}",
         if cfg.smoke { "smoke test" } else { "benchmark" },
@@ -183,7 +184,7 @@ fn main() {
         ucma_to_ucma(&cfg, &rt, &pki, true),
     ];
     drop(rt);
-    let load_after = load_average();
+    let load_after = common::load_average();
 
     let reference = results[0].rate();
     let ratio = |r: &CaseResult| {
@@ -267,35 +268,16 @@ fn main() {
 /// Case 1: SIPp UAC to SIPp UAS over TCP.
 fn sipp_to_sipp(cfg: &Config, dir: &Path) -> CaseResult {
     const NAME: &str = "sipp->sipp tcp";
-    let uas = match start_sipp_uas(cfg, dir, "ref-uas") {
-        Ok(u) => u,
-        Err(e) => return CaseResult::broken(NAME, "tcp", e),
-    };
-    let uac = Sipp::new(dir, "ref-uac", scenarios::UAC_MESSAGE)
-        .remote(uas.local_addr())
-        .key("to_user", "bot")
-        .key("to_domain", "contoso.test")
-        .key("from_user", "sipp")
-        .key("from_domain", "contoso.test")
-        .rate(SIPP_RATE)
-        .limit(cfg.window as u64)
-        .timeout(cfg.sipp_duration())
-        .run();
-    let outcome = match uac {
-        Ok(o) => o,
-        Err(e) => return CaseResult::broken(NAME, "tcp", format!("SIPp UAC: {e}")),
-    };
-    drop(uas);
-    let elapsed = sipp_elapsed(&outcome.stats).unwrap_or(cfg.sipp_duration());
-    let error = (outcome.stats.successful_calls == 0)
-        .then(|| format!("SIPp UAC completed nothing:\n{}", outcome.report()));
-    CaseResult {
-        name: NAME,
-        transport: "tcp",
-        ok: outcome.stats.successful_calls,
-        failed: outcome.stats.failed_calls,
-        elapsed,
-        error,
+    match common::sipp_pager_reference(dir, cfg.sipp_duration().as_secs(), cfg.window) {
+        Ok(r) => CaseResult {
+            name: NAME,
+            transport: "tcp",
+            ok: r.ok,
+            failed: r.failed,
+            elapsed: r.elapsed,
+            error: None,
+        },
+        Err(e) => CaseResult::broken(NAME, "tcp", e),
     }
 }
 
@@ -378,22 +360,11 @@ fn start_sipp_uas(
     dir: &Path,
     name: &str,
 ) -> Result<peer_harness::SippProcess, String> {
-    let mut uas = Sipp::new(dir, name, scenarios::UAS_MESSAGE)
-        .timeout(cfg.sipp_duration() + cfg.per_request() + Duration::from_secs(15))
-        .spawn()
-        .map_err(|e| format!("SIPp UAS: {e}"))?;
-    uas.wait_listening(Duration::from_secs(10))
-        .map_err(|e| format!("SIPp UAS not listening: {e}"))?;
-    Ok(uas)
-}
-
-/// The run time in SIPp's statistics: `CurrentTime` minus `StartTime`, each ending with the
-/// epoch seconds.
-fn sipp_elapsed(stats: &SippStats) -> Option<Duration> {
-    let epoch =
-        |k: &str| -> Option<f64> { stats.fields.get(k)?.split_whitespace().last()?.parse().ok() };
-    let d = epoch("CurrentTime")? - epoch("StartTime")?;
-    (d > 0.0).then(|| Duration::from_secs_f64(d))
+    common::start_sipp_uas(
+        dir,
+        name,
+        cfg.sipp_duration() + cfg.per_request() + Duration::from_secs(15),
+    )
 }
 
 fn identity(c: &CertFiles) -> Result<Identity, String> {
@@ -573,13 +544,6 @@ fn target_dir() -> PathBuf {
 }
 
 /// The first three fields of `/proc/loadavg` ("?" elsewhere).
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|| "?".into())
-}
-
 /// The results as JSON, by hand (every string here is a fixed identifier or escaped).
 fn to_json(
     cfg: &Config,

@@ -75,9 +75,44 @@ impl Modality {
 
 type RouteKey = (Box<str>, Box<str>);
 
+/// Handles the requests of one dialog, called by the endpoint's router: what a call holds
+/// instead of a task and a queue of its own (an idle call then costs a map entry).
+/// `handle` runs on the router, so it must answer promptly; spawn for slow work.
+#[async_trait::async_trait]
+pub trait DialogHandler: Send + Sync + 'static {
+    /// One request of the dialog (never an ACK).
+    async fn handle(&self, request: IncomingRequest);
+}
+
+#[derive(Clone)]
+enum DialogTarget {
+    Queue(mpsc::Sender<Box<IncomingRequest>>),
+    Handler(Arc<dyn DialogHandler>),
+}
+
+/// Keeps a [`DialogHandler`] routed; dropping it removes the route (later requests in that
+/// dialog are answered 481).
+#[derive(Debug)]
+pub struct DialogGuard {
+    key: RouteKey,
+    core: Weak<EndpointCore>,
+}
+
+impl Drop for DialogGuard {
+    fn drop(&mut self) {
+        if let Some(core) = self.core.upgrade() {
+            let removed = core.lock_routes().dialogs.remove(&self.key);
+            // The handler may hold this guard's owner: drop it outside the lock.
+            drop(removed);
+        }
+    }
+}
+
 #[derive(Default)]
 struct Routes {
-    dialogs: HashMap<RouteKey, mpsc::Sender<IncomingRequest>>,
+    /// Boxed: a channel allocates its first block of 32 slots at once, and an idle call
+    /// should hold 32 pointers, not 32 requests.
+    dialogs: HashMap<RouteKey, DialogTarget>,
     sessions: HashMap<Modality, mpsc::Sender<IncomingRequest>>,
     pages: Option<mpsc::Sender<IncomingRequest>>,
 }
@@ -113,7 +148,7 @@ impl std::fmt::Debug for EndpointCore {
 pub struct DialogRoute {
     key: RouteKey,
     core: Weak<EndpointCore>,
-    requests: mpsc::Receiver<IncomingRequest>,
+    requests: mpsc::Receiver<Box<IncomingRequest>>,
 }
 
 impl DialogRoute {
@@ -121,7 +156,7 @@ impl DialogRoute {
     ///
     /// Cancel safety: cancel safe.
     pub async fn recv(&mut self) -> Option<IncomingRequest> {
-        self.requests.recv().await
+        self.requests.recv().await.map(|b| *b)
     }
 
     /// The (Call-ID, local tag) this route matches.
@@ -133,7 +168,8 @@ impl DialogRoute {
 impl Drop for DialogRoute {
     fn drop(&mut self) {
         if let Some(core) = self.core.upgrade() {
-            core.lock_routes().dialogs.remove(&self.key);
+            let removed = core.lock_routes().dialogs.remove(&self.key);
+            drop(removed);
         }
     }
 }
@@ -238,11 +274,34 @@ impl EndpointCore {
     pub fn route_dialog(self: &Arc<Self>, call_id: &str, local_tag: &str) -> DialogRoute {
         let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
         let key: RouteKey = (call_id.into(), local_tag.into());
-        self.lock_routes().dialogs.insert(key.clone(), tx);
+        self.lock_routes()
+            .dialogs
+            .insert(key.clone(), DialogTarget::Queue(tx));
         DialogRoute {
             key,
             core: Arc::downgrade(self),
             requests: rx,
+        }
+    }
+
+    /// Hands the requests of the dialog with this Call-ID and local tag to `handler` (see
+    /// [`route_dialog`](Self::route_dialog) for when to register). The route lasts as long
+    /// as the returned guard.
+    pub fn route_dialog_to(
+        self: &Arc<Self>,
+        call_id: &str,
+        local_tag: &str,
+        handler: Arc<dyn DialogHandler>,
+    ) -> DialogGuard {
+        let key: RouteKey = (call_id.into(), local_tag.into());
+        let old = self
+            .lock_routes()
+            .dialogs
+            .insert(key.clone(), DialogTarget::Handler(handler));
+        drop(old);
+        DialogGuard {
+            key,
+            core: Arc::downgrade(self),
         }
     }
 
@@ -314,7 +373,8 @@ impl EndpointCore {
                     .dialogs
                     .get(&(c.as_ref().into(), tag.as_ref().into()))
                 {
-                    Some(tx) => Target::Stream(tx.clone()),
+                    Some(DialogTarget::Queue(tx)) => Target::Dialog(tx.clone()),
+                    Some(DialogTarget::Handler(h)) => Target::Handler(h.clone()),
                     None => Target::Refuse(481, &[]),
                 },
                 None => Target::Refuse(400, &[]),
@@ -340,6 +400,8 @@ impl EndpointCore {
 }
 
 enum Target {
+    Dialog(mpsc::Sender<Box<IncomingRequest>>),
+    Handler(Arc<dyn DialogHandler>),
     Stream(mpsc::Sender<IncomingRequest>),
     Refuse(u16, &'static [(&'static str, &'static str)]),
 }
@@ -354,12 +416,40 @@ async fn route(core: Weak<EndpointCore>, mut rx: mpsc::Receiver<IncomingRequest>
         if req.request().method() == Some(&Method::Ack) {
             continue;
         }
-        match c.target_of(&req) {
+        let target = c.target_of(&req);
+        let retry_after = c.retry_after;
+        // Not kept across the await: the endpoint may go while a handler runs.
+        drop(c);
+        match target {
+            Target::Handler(h) => h.handle(req).await,
+            Target::Dialog(tx) => match tx.try_send(Box::new(req)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(mut req)) => {
+                    let _ = req
+                        .respond(
+                            503,
+                            "Service Unavailable (dialog queue full)",
+                            &[("Retry-After", "1")],
+                            None,
+                        )
+                        .await;
+                }
+                Err(mpsc::error::TrySendError::Closed(mut req)) => {
+                    let _ = req
+                        .respond(481, sip_core::reason_phrase(481), &[], None)
+                        .await;
+                }
+            },
             Target::Stream(tx) => match tx.try_send(req) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(mut req)) => {
                     let _ = req
-                        .respond(503, "Service Unavailable", &[("Retry-After", "1")], None)
+                        .respond(
+                            503,
+                            "Service Unavailable (dialog queue full)",
+                            &[("Retry-After", "1")],
+                            None,
+                        )
                         .await;
                 }
                 Err(mpsc::error::TrySendError::Closed(mut req)) => {
@@ -375,7 +465,7 @@ async fn route(core: Weak<EndpointCore>, mut rx: mpsc::Receiver<IncomingRequest>
             },
             Target::Refuse(status, headers) => {
                 debug!(status, "refused by the endpoint's router");
-                let retry = c.retry_after.to_string();
+                let retry = retry_after.to_string();
                 let mut h: Vec<(&str, &str)> = headers.to_vec();
                 if status == 503 {
                     h.push((HeaderName::RetryAfter.as_str(), &retry));

@@ -41,7 +41,7 @@ mod state;
 mod user;
 mod view;
 
-pub use crate::core::{DialogRoute, EndpointCore, Modality};
+pub use crate::core::{DialogGuard, DialogHandler, DialogRoute, EndpointCore, Modality};
 pub use application::{ApplicationEndpoint, ApplicationEndpointSettings};
 pub use error::EndpointError;
 pub use presence::{LocalOwnerPresence, DEFAULT_PUBLICATION_EXPIRES};

@@ -10,7 +10,7 @@ use crate::composing::{ComposingState, IsComposing, ACTIVE_TIMEOUT_WITHOUT_REFRE
 use crate::conversation::{Conversation, ConversationState};
 use crate::error::{CallError, MessageError};
 use crate::text_format;
-use application_endpoint::DialogRoute;
+use application_endpoint::{DialogGuard, DialogHandler};
 use bytes::Bytes;
 use collaboration_platform::{
     DialogId, Homing, IncomingRequest, InviteCanceller, InviteProgress, OutgoingRequest,
@@ -18,9 +18,10 @@ use collaboration_platform::{
 };
 use sip_core::sdp::{LocalCapabilities, MediaCapability, OfferAnswer, SessionDescription};
 use sip_core::{HeaderName, Method};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch};
 use tracing::debug;
 
 /// Content types this side takes in an IM session.
@@ -32,7 +33,7 @@ pub const ACCEPT_TYPES: [&str; 4] = [
 ];
 
 /// Received messages queued per call before the peer is answered 503 (backpressure).
-const RECEIVE_CAPACITY: usize = 256;
+const RECEIVE_CAPACITY: usize = 1024;
 
 /// A message received in a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +57,11 @@ pub(crate) struct CallShared {
     dialog: Mutex<Option<DialogId>>,
     canceller: Mutex<Option<InviteCanceller>>,
     remote_typing: watch::Sender<bool>,
-    stop: Notify,
+    /// The dialog's route while the call is up; dropped when it ends.
+    route: Mutex<Option<DialogGuard>>,
+    /// Bumped whenever the remote typing deadline changes: a pending timer that sees
+    /// another value does nothing.
+    typing_generation: AtomicU64,
 }
 
 impl CallShared {
@@ -66,7 +71,8 @@ impl CallShared {
             dialog: Mutex::new(None),
             canceller: Mutex::new(None),
             remote_typing: watch::Sender::new(false),
-            stop: Notify::new(),
+            route: Mutex::new(None),
+            typing_generation: AtomicU64::new(0),
         })
     }
 
@@ -79,6 +85,29 @@ impl CallShared {
 
     fn state(&self) -> ConversationState {
         *self.state.borrow()
+    }
+
+    /// Stops routing the dialog's requests here (later ones get 481) and, with the
+    /// handler gone, ends the flow's stream.
+    fn end_route(&self) {
+        let guard = self.route.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(guard);
+    }
+
+    /// The peer's composing state goes idle at `until` unless refreshed (RFC 3994 §4);
+    /// `None` cancels.
+    fn typing_deadline(self: &Arc<Self>, until: Option<tokio::time::Instant>) {
+        let generation = self.typing_generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let Some(until) = until else { return };
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(until).await;
+            if let Some(s) = weak.upgrade() {
+                if s.typing_generation.load(Ordering::Relaxed) == generation {
+                    s.remote_typing.send_replace(false);
+                }
+            }
+        });
     }
 
     fn ended(&self) -> bool {
@@ -155,6 +184,11 @@ impl<H: Homing> InstantMessagingCall<H> {
     fn set_state(&self, s: ConversationState) {
         self.shared.state.send_replace(s);
         self.conversation.set_state(s);
+        if s == ConversationState::Terminated {
+            self.shared.end_route();
+            self.shared.typing_deadline(None);
+            self.shared.remote_typing.send_replace(false);
+        }
     }
 
     /// The dialog, once established.
@@ -195,7 +229,8 @@ impl<H: Homing> InstantMessagingCall<H> {
         self.set_state(ConversationState::Establishing);
         let call_id = application_endpoint::ids::call_id();
         let tag = application_endpoint::ids::tag();
-        let mut route = core.route_dialog(&call_id, &tag);
+        let (tx, rx) = mpsc::channel(RECEIVE_CAPACITY);
+        self.route(&call_id, &tag, tx);
         let (from, pai) = self.conversation.identity_headers(&tag);
         let remote = self.conversation.remote().uri().to_string();
         let mut negotiator = negotiator(&sdp_host(&core));
@@ -285,11 +320,22 @@ impl<H: Homing> InstantMessagingCall<H> {
                 "the answer has no IM session".into(),
             ));
         }
-        let (tx, rx) = mpsc::channel(RECEIVE_CAPACITY);
         self.set_state(ConversationState::Established);
-        let route_task = self.clone();
-        tokio::spawn(async move { route_task.serve(&mut route, tx).await });
         Ok(self.flow(rx))
+    }
+
+    /// Routes the dialog's requests to this call (before the INVITE or its answer goes
+    /// out, so nothing that follows is missed).
+    fn route(&self, call_id: &str, local_tag: &str, tx: mpsc::Sender<Box<ReceivedMessage>>) {
+        let handler = Arc::new(CallHandler {
+            call: self.clone(),
+            tx,
+        });
+        let guard = self
+            .conversation
+            .endpoint()
+            .route_dialog_to(call_id, local_tag, handler);
+        *self.shared.route.lock().unwrap_or_else(|p| p.into_inner()) = Some(guard);
     }
 
     /// Cancels the call while it rings (RFC 3261 §9). If the answer wins the race the
@@ -324,7 +370,6 @@ impl<H: Homing> InstantMessagingCall<H> {
             return Ok(());
         };
         self.set_state(ConversationState::Terminating);
-        self.shared.stop.notify_one();
         let r = self
             .conversation
             .endpoint()
@@ -340,7 +385,7 @@ impl<H: Homing> InstantMessagingCall<H> {
         }
     }
 
-    fn flow(&self, rx: mpsc::Receiver<ReceivedMessage>) -> InstantMessagingFlow {
+    fn flow(&self, rx: mpsc::Receiver<Box<ReceivedMessage>>) -> InstantMessagingFlow {
         InstantMessagingFlow {
             sender: MessageSender {
                 platform: self.conversation.endpoint().platform().clone(),
@@ -351,137 +396,122 @@ impl<H: Homing> InstantMessagingCall<H> {
         }
     }
 
-    /// Reads the dialog's requests until the call ends.
-    async fn serve(&self, route: &mut DialogRoute, tx: mpsc::Sender<ReceivedMessage>) {
-        let mut typing_until: Option<tokio::time::Instant> = None;
-        loop {
-            let sleep = async {
-                match typing_until {
-                    Some(t) => tokio::time::sleep_until(t).await,
-                    None => std::future::pending().await,
-                }
-            };
-            let mut req = tokio::select! {
-                r = route.recv() => match r {
-                    Some(r) => r,
-                    None => break,
-                },
-                () = self.shared.stop.notified() => break,
-                () = sleep => {
-                    // RFC 3994 §4: active without refresh goes idle.
-                    typing_until = None;
-                    self.shared.remote_typing.send_replace(false);
-                    continue;
-                }
-            };
-            match req.request().method().cloned() {
-                Some(Method::Message) => {
-                    let content_type = req
-                        .request()
-                        .header(HeaderName::ContentType)
-                        .map(|v| String::from_utf8_lossy(v).trim().to_string())
-                        .unwrap_or_else(|| "text/plain".into());
-                    let base = content_type
-                        .split(';')
-                        .next()
-                        .unwrap_or("")
-                        .trim()
-                        .to_ascii_lowercase();
-                    if base == crate::composing::CONTENT_TYPE {
-                        match IsComposing::parse(req.body()) {
-                            Ok(c) => {
-                                let active = c.state == ComposingState::Active;
-                                typing_until = active.then(|| {
-                                    tokio::time::Instant::now()
-                                        + c.refresh_interval()
-                                            .map(|r| r + Duration::from_secs(5))
-                                            .unwrap_or(ACTIVE_TIMEOUT_WITHOUT_REFRESH)
-                                });
-                                self.shared.remote_typing.send_replace(active);
-                                let _ = req.respond(200, "OK", &[], None).await;
-                            }
-                            Err(e) => {
-                                let _ = req.respond(400, &e.to_string(), &[], None).await;
-                            }
-                        }
-                        continue;
-                    }
-                    if !ACCEPT_TYPES.iter().any(|t| *t == base) {
-                        let accept = ACCEPT_TYPES.join(", ");
-                        let _ = req
-                            .respond(415, "Unsupported Media Type", &[("Accept", &accept)], None)
-                            .await;
-                        continue;
-                    }
-                    let m = ReceivedMessage {
-                        content_type,
-                        body: req.body().clone(),
-                    };
-                    match tx.try_send(m) {
-                        Ok(()) => {
-                            // A message ends the sender's composing state (RFC 3994 §3).
-                            typing_until = None;
-                            self.shared.remote_typing.send_replace(false);
+    /// One request of the dialog; returns the remote typing deadline, or the end.
+    async fn handle(
+        &self,
+        mut req: IncomingRequest,
+        tx: &mpsc::Sender<Box<ReceivedMessage>>,
+        mut typing_until: Option<tokio::time::Instant>,
+    ) -> Step {
+        match req.request().method().cloned() {
+            Some(Method::Message) => {
+                let content_type = req
+                    .request()
+                    .header(HeaderName::ContentType)
+                    .map(|v| String::from_utf8_lossy(v).trim().to_string())
+                    .unwrap_or_else(|| "text/plain".into());
+                let base = content_type
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
+                if base == crate::composing::CONTENT_TYPE {
+                    match IsComposing::parse(req.body()) {
+                        Ok(c) => {
+                            let active = c.state == ComposingState::Active;
+                            typing_until = active.then(|| {
+                                tokio::time::Instant::now()
+                                    + c.refresh_interval()
+                                        .map(|r| r + Duration::from_secs(5))
+                                        .unwrap_or(ACTIVE_TIMEOUT_WITHOUT_REFRESH)
+                            });
+                            self.shared.remote_typing.send_replace(active);
                             let _ = req.respond(200, "OK", &[], None).await;
                         }
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            let _ = req
-                                .respond(503, "Service Unavailable", &[("Retry-After", "1")], None)
-                                .await;
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => {
-                            let _ = req.respond(480, "Temporarily Unavailable", &[], None).await;
+                        Err(e) => {
+                            let _ = req.respond(400, &e.to_string(), &[], None).await;
                         }
                     }
+                    return Step::Typing(typing_until);
                 }
-                Some(Method::Bye) => {
-                    self.set_state(ConversationState::Terminated);
-                    self.shared.remote_typing.send_replace(false);
-                    let _ = req.respond(200, "OK", &[], None).await;
-                    break;
-                }
-                Some(Method::Invite) => {
-                    // A re-INVITE (session refresh or re-offer): answer with our session.
-                    let answer = SessionDescription::parse_slice(req.body())
-                        .ok()
-                        .and_then(|o| {
-                            negotiator(&sdp_host(self.conversation.endpoint()))
-                                .receive_offer(&o)
-                                .ok()
-                        });
-                    let contact = format!("<{}>", self.conversation.endpoint().contact());
-                    let _ = match answer {
-                        Some(a) => {
-                            req.respond(
-                                200,
-                                "OK",
-                                &[("Contact", &contact)],
-                                Some(("application/sdp", a.to_bytes())),
-                            )
-                            .await
-                        }
-                        None => req.respond(488, "Not Acceptable Here", &[], None).await,
-                    };
-                }
-                Some(Method::Info | Method::Options | Method::Update | Method::Notify) => {
-                    let _ = req.respond(200, "OK", &[], None).await;
-                }
-                _ => {
+                if !ACCEPT_TYPES.iter().any(|t| *t == base) {
+                    let accept = ACCEPT_TYPES.join(", ");
                     let _ = req
-                        .respond(
-                            405,
-                            "Method Not Allowed",
-                            &[("Allow", "INVITE, ACK, BYE, CANCEL, MESSAGE, INFO")],
-                            None,
-                        )
+                        .respond(415, "Unsupported Media Type", &[("Accept", &accept)], None)
                         .await;
+                    return Step::Typing(typing_until);
+                }
+                let m = ReceivedMessage {
+                    content_type,
+                    body: req.body().clone(),
+                };
+                match tx.try_send(Box::new(m)) {
+                    Ok(()) => {
+                        // A message ends the sender's composing state (RFC 3994 §3).
+                        typing_until = None;
+                        self.shared.remote_typing.send_replace(false);
+                        let _ = req.respond(200, "OK", &[], None).await;
+                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        let _ = req
+                            .respond(
+                                503,
+                                "Service Unavailable (message queue full)",
+                                &[("Retry-After", "1")],
+                                None,
+                            )
+                            .await;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        let _ = req.respond(480, "Temporarily Unavailable", &[], None).await;
+                    }
                 }
             }
+            Some(Method::Bye) => {
+                self.set_state(ConversationState::Terminated);
+                self.shared.remote_typing.send_replace(false);
+                let _ = req.respond(200, "OK", &[], None).await;
+                return Step::End;
+            }
+            Some(Method::Invite) => {
+                // A re-INVITE (session refresh or re-offer): answer with our session.
+                let answer = SessionDescription::parse_slice(req.body())
+                    .ok()
+                    .and_then(|o| {
+                        negotiator(&sdp_host(self.conversation.endpoint()))
+                            .receive_offer(&o)
+                            .ok()
+                    });
+                let contact = format!("<{}>", self.conversation.endpoint().contact());
+                let _ = match answer {
+                    Some(a) => {
+                        req.respond(
+                            200,
+                            "OK",
+                            &[("Contact", &contact)],
+                            Some(("application/sdp", a.to_bytes())),
+                        )
+                        .await
+                    }
+                    None => req.respond(488, "Not Acceptable Here", &[], None).await,
+                };
+            }
+            Some(Method::Info | Method::Options | Method::Update | Method::Notify) => {
+                let _ = req.respond(200, "OK", &[], None).await;
+            }
+            _ => {
+                let _ = req
+                    .respond(
+                        405,
+                        "Method Not Allowed",
+                        &[("Allow", "INVITE, ACK, BYE, CANCEL, MESSAGE, INFO")],
+                        None,
+                    )
+                    .await;
+            }
         }
-        self.shared.remote_typing.send_replace(false);
-        if !self.shared.ended() {
-            self.set_state(ConversationState::Terminated);
-        }
+        Step::Typing(typing_until)
     }
 
     /// Accepts an incoming INVITE `req` for this call (UAS side).
@@ -505,7 +535,11 @@ impl<H: Homing> InstantMessagingCall<H> {
         };
         self.set_state(ConversationState::Establishing);
         let call_id = String::from_utf8_lossy(dialog.call_id()).into_owned();
-        let mut route = core.route_dialog(&call_id, req.local_tag());
+        let (tx, rx) = mpsc::channel(RECEIVE_CAPACITY);
+        if let Some(m) = first {
+            let _ = tx.try_send(Box::new(m));
+        }
+        self.route(&call_id, req.local_tag(), tx);
         let contact = format!("<{}>", core.contact());
         let mut headers: Vec<(&str, String)> = vec![("Contact", contact)];
         headers.extend(self.conversation.conversation_headers());
@@ -518,13 +552,7 @@ impl<H: Homing> InstantMessagingCall<H> {
             return Err(CallError::Request(RequestError::Invalid(e.to_string())));
         }
         *self.shared.dialog.lock().unwrap_or_else(|p| p.into_inner()) = Some(dialog);
-        let (tx, rx) = mpsc::channel(RECEIVE_CAPACITY);
-        if let Some(m) = first {
-            let _ = tx.try_send(m);
-        }
         self.set_state(ConversationState::Established);
-        let route_task = self.clone();
-        tokio::spawn(async move { route_task.serve(&mut route, tx).await });
         Ok(self.flow(rx))
     }
 
@@ -537,6 +565,34 @@ impl<H: Homing> InstantMessagingCall<H> {
     pub(crate) fn declined(&self) {
         self.set_state(ConversationState::Terminated);
     }
+}
+
+/// Routes one call's dialog requests to the call (see [`DialogHandler`]).
+struct CallHandler<H: Homing> {
+    call: InstantMessagingCall<H>,
+    tx: mpsc::Sender<Box<ReceivedMessage>>,
+}
+
+#[async_trait::async_trait]
+impl<H: Homing> DialogHandler for CallHandler<H> {
+    async fn handle(&self, request: IncomingRequest) {
+        match self.call.handle(request, &self.tx, None).await {
+            Step::Typing(t) => {
+                if t.is_some() || !*self.call.shared.remote_typing.borrow() {
+                    self.call.shared.typing_deadline(t);
+                }
+            }
+            Step::End => self.call.shared.end_route(),
+        }
+    }
+}
+
+/// What handling a request leads to.
+enum Step {
+    /// Go on, with this remote typing deadline.
+    Typing(Option<tokio::time::Instant>),
+    /// The call ended.
+    End,
 }
 
 /// Sends messages in an established call; cheap to clone, usable from many tasks.
@@ -620,7 +676,8 @@ impl MessageSender {
 #[derive(Debug)]
 pub struct InstantMessagingFlow {
     sender: MessageSender,
-    received: mpsc::Receiver<ReceivedMessage>,
+    /// Boxed: an idle call's channel block holds 32 pointers, not 32 messages.
+    received: mpsc::Receiver<Box<ReceivedMessage>>,
     remote_typing: watch::Receiver<bool>,
 }
 
@@ -659,7 +716,7 @@ impl InstantMessagingFlow {
     ///
     /// Cancel safety: cancel safe.
     pub async fn recv(&mut self) -> Option<ReceivedMessage> {
-        self.received.recv().await
+        self.received.recv().await.map(|b| *b)
     }
 
     /// Whether the peer is composing (RFC 3994), as a watch: it goes back to `false` when
