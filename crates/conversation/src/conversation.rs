@@ -76,26 +76,26 @@ pub(crate) struct Impersonation {
     display_name: Option<String>,
 }
 
-pub(crate) struct Shared {
+pub(crate) struct Shared<H: Homing> {
+    /// Here, not in each handle: handles are cloned into calls and handlers.
+    remote: Address<H>,
     pub(crate) core: Arc<EndpointCore>,
     pub(crate) id: String,
     pub(crate) subject: Option<String>,
     pub(crate) priority: Priority,
     impersonation: Mutex<Option<Impersonation>>,
-    pub(crate) state: watch::Sender<ConversationState>,
+    pub(crate) state: crate::lazy::LazyWatch<ConversationState>,
 }
 
 /// A conversation with `remote`, on an application or user endpoint.
 pub struct Conversation<H: Homing> {
-    pub(crate) shared: Arc<Shared>,
-    remote: Address<H>,
+    pub(crate) shared: Arc<Shared<H>>,
 }
 
 impl<H: Homing> Clone for Conversation<H> {
     fn clone(&self) -> Self {
         Conversation {
             shared: self.shared.clone(),
-            remote: self.remote.clone(),
         }
     }
 }
@@ -104,8 +104,8 @@ impl<H: Homing> std::fmt::Debug for Conversation<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Conversation")
             .field("id", &self.shared.id)
-            .field("remote", &self.remote)
-            .field("state", &*self.shared.state.borrow())
+            .field("remote", &self.shared.remote)
+            .field("state", &self.shared.state.get())
             .finish_non_exhaustive()
     }
 }
@@ -175,14 +175,14 @@ impl<H: Homing> Conversation<H> {
     ) -> Self {
         Conversation {
             shared: Arc::new(Shared {
+                remote,
                 core,
                 id: id.unwrap_or_else(new_conversation_id),
                 subject,
                 priority,
                 impersonation: Mutex::new(None),
-                state: watch::Sender::new(ConversationState::Idle),
+                state: crate::lazy::LazyWatch::new(ConversationState::Idle),
             }),
-            remote,
         }
     }
 
@@ -232,7 +232,7 @@ impl<H: Homing> Conversation<H> {
 
     /// The remote party.
     pub fn remote(&self) -> &Address<H> {
-        &self.remote
+        &self.shared.remote
     }
 
     /// The endpoint the conversation is on.
@@ -242,7 +242,7 @@ impl<H: Homing> Conversation<H> {
 
     /// The current state.
     pub fn state(&self) -> ConversationState {
-        *self.shared.state.borrow()
+        self.shared.state.get()
     }
 
     /// Watches the state.
@@ -251,7 +251,7 @@ impl<H: Homing> Conversation<H> {
     }
 
     pub(crate) fn set_state(&self, s: ConversationState) {
-        self.shared.state.send_replace(s);
+        self.shared.state.set(s);
     }
 
     /// An instant-messaging call in this conversation, not yet established.

@@ -9,6 +9,7 @@
 use crate::composing::{ComposingState, IsComposing, ACTIVE_TIMEOUT_WITHOUT_REFRESH};
 use crate::conversation::{Conversation, ConversationState};
 use crate::error::{CallError, MessageError};
+use crate::lazy::{Inbox, LazyWatch, PushError};
 use crate::text_format;
 use application_endpoint::{DialogGuard, DialogHandler};
 use bytes::Bytes;
@@ -21,7 +22,7 @@ use sip_core::{HeaderName, Method};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tracing::debug;
 
 /// Content types this side takes in an IM session.
@@ -51,12 +52,15 @@ impl ReceivedMessage {
     }
 }
 
-/// What the call shares between its handle, its flow and its task.
+/// What the call shares between its handle, its flow and its dialog handler.
+#[derive(Debug)]
 pub(crate) struct CallShared {
-    state: watch::Sender<ConversationState>,
+    state: LazyWatch<ConversationState>,
     dialog: Mutex<Option<DialogId>>,
     canceller: Mutex<Option<InviteCanceller>>,
-    remote_typing: watch::Sender<bool>,
+    remote_typing: LazyWatch<bool>,
+    /// Received messages until the flow reads them.
+    inbox: Inbox<Box<ReceivedMessage>>,
     /// The dialog's route while the call is up; dropped when it ends.
     route: Mutex<Option<DialogGuard>>,
     /// Bumped whenever the remote typing deadline changes: a pending timer that sees
@@ -67,10 +71,11 @@ pub(crate) struct CallShared {
 impl CallShared {
     fn new() -> Arc<CallShared> {
         Arc::new(CallShared {
-            state: watch::Sender::new(ConversationState::Idle),
+            state: LazyWatch::new(ConversationState::Idle),
             dialog: Mutex::new(None),
             canceller: Mutex::new(None),
-            remote_typing: watch::Sender::new(false),
+            remote_typing: LazyWatch::new(false),
+            inbox: Inbox::new(RECEIVE_CAPACITY),
             route: Mutex::new(None),
             typing_generation: AtomicU64::new(0),
         })
@@ -84,7 +89,7 @@ impl CallShared {
     }
 
     fn state(&self) -> ConversationState {
-        *self.state.borrow()
+        self.state.get()
     }
 
     /// Stops routing the dialog's requests here (later ones get 481) and, with the
@@ -104,7 +109,7 @@ impl CallShared {
             tokio::time::sleep_until(until).await;
             if let Some(s) = weak.upgrade() {
                 if s.typing_generation.load(Ordering::Relaxed) == generation {
-                    s.remote_typing.send_replace(false);
+                    s.remote_typing.set(false);
                 }
             }
         });
@@ -182,12 +187,13 @@ impl<H: Homing> InstantMessagingCall<H> {
     }
 
     fn set_state(&self, s: ConversationState) {
-        self.shared.state.send_replace(s);
+        self.shared.state.set(s);
         self.conversation.set_state(s);
         if s == ConversationState::Terminated {
+            self.shared.inbox.close();
             self.shared.end_route();
             self.shared.typing_deadline(None);
-            self.shared.remote_typing.send_replace(false);
+            self.shared.remote_typing.set(false);
         }
     }
 
@@ -229,8 +235,7 @@ impl<H: Homing> InstantMessagingCall<H> {
         self.set_state(ConversationState::Establishing);
         let call_id = application_endpoint::ids::call_id();
         let tag = application_endpoint::ids::tag();
-        let (tx, rx) = mpsc::channel(RECEIVE_CAPACITY);
-        self.route(&call_id, &tag, tx);
+        self.route(&call_id, &tag);
         let (from, pai) = self.conversation.identity_headers(&tag);
         let remote = self.conversation.remote().uri().to_string();
         let mut negotiator = negotiator(&sdp_host(&core));
@@ -321,16 +326,13 @@ impl<H: Homing> InstantMessagingCall<H> {
             ));
         }
         self.set_state(ConversationState::Established);
-        Ok(self.flow(rx))
+        Ok(self.flow())
     }
 
     /// Routes the dialog's requests to this call (before the INVITE or its answer goes
     /// out, so nothing that follows is missed).
-    fn route(&self, call_id: &str, local_tag: &str, tx: mpsc::Sender<Box<ReceivedMessage>>) {
-        let handler = Arc::new(CallHandler {
-            call: self.clone(),
-            tx,
-        });
+    fn route(&self, call_id: &str, local_tag: &str) {
+        let handler = Arc::new(CallHandler { call: self.clone() });
         let guard = self
             .conversation
             .endpoint()
@@ -377,7 +379,7 @@ impl<H: Homing> InstantMessagingCall<H> {
             .send_in_dialog(&dialog, OutgoingRequest::new(Method::Bye, ""))
             .await;
         self.set_state(ConversationState::Terminated);
-        self.shared.remote_typing.send_replace(false);
+        self.shared.remote_typing.set(false);
         match r {
             Ok(_) | Err(RequestError::NoDialog) => Ok(()),
             Err(RequestError::Status { code: 481, .. }) => Ok(()),
@@ -385,14 +387,13 @@ impl<H: Homing> InstantMessagingCall<H> {
         }
     }
 
-    fn flow(&self, rx: mpsc::Receiver<Box<ReceivedMessage>>) -> InstantMessagingFlow {
+    fn flow(&self) -> InstantMessagingFlow {
         InstantMessagingFlow {
             sender: MessageSender {
                 platform: self.conversation.endpoint().platform().clone(),
                 shared: self.shared.clone(),
             },
-            received: rx,
-            remote_typing: self.shared.remote_typing.subscribe(),
+            shared: self.shared.clone(),
         }
     }
 
@@ -400,7 +401,6 @@ impl<H: Homing> InstantMessagingCall<H> {
     async fn handle(
         &self,
         mut req: IncomingRequest,
-        tx: &mpsc::Sender<Box<ReceivedMessage>>,
         mut typing_until: Option<tokio::time::Instant>,
     ) -> Step {
         match req.request().method().cloned() {
@@ -426,7 +426,7 @@ impl<H: Homing> InstantMessagingCall<H> {
                                         .map(|r| r + Duration::from_secs(5))
                                         .unwrap_or(ACTIVE_TIMEOUT_WITHOUT_REFRESH)
                             });
-                            self.shared.remote_typing.send_replace(active);
+                            self.shared.remote_typing.set(active);
                             let _ = req.respond(200, "OK", &[], None).await;
                         }
                         Err(e) => {
@@ -446,14 +446,14 @@ impl<H: Homing> InstantMessagingCall<H> {
                     content_type,
                     body: req.body().clone(),
                 };
-                match tx.try_send(Box::new(m)) {
+                match self.shared.inbox.push(Box::new(m)) {
                     Ok(()) => {
                         // A message ends the sender's composing state (RFC 3994 §3).
                         typing_until = None;
-                        self.shared.remote_typing.send_replace(false);
+                        self.shared.remote_typing.set(false);
                         let _ = req.respond(200, "OK", &[], None).await;
                     }
-                    Err(mpsc::error::TrySendError::Full(_)) => {
+                    Err(PushError::Full) => {
                         let _ = req
                             .respond(
                                 503,
@@ -463,14 +463,14 @@ impl<H: Homing> InstantMessagingCall<H> {
                             )
                             .await;
                     }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                    Err(PushError::Closed) => {
                         let _ = req.respond(480, "Temporarily Unavailable", &[], None).await;
                     }
                 }
             }
             Some(Method::Bye) => {
                 self.set_state(ConversationState::Terminated);
-                self.shared.remote_typing.send_replace(false);
+                self.shared.remote_typing.set(false);
                 let _ = req.respond(200, "OK", &[], None).await;
                 return Step::End;
             }
@@ -535,11 +535,10 @@ impl<H: Homing> InstantMessagingCall<H> {
         };
         self.set_state(ConversationState::Establishing);
         let call_id = String::from_utf8_lossy(dialog.call_id()).into_owned();
-        let (tx, rx) = mpsc::channel(RECEIVE_CAPACITY);
         if let Some(m) = first {
-            let _ = tx.try_send(Box::new(m));
+            let _ = self.shared.inbox.push(Box::new(m));
         }
-        self.route(&call_id, req.local_tag(), tx);
+        self.route(&call_id, req.local_tag());
         let contact = format!("<{}>", core.contact());
         let mut headers: Vec<(&str, String)> = vec![("Contact", contact)];
         headers.extend(self.conversation.conversation_headers());
@@ -553,7 +552,7 @@ impl<H: Homing> InstantMessagingCall<H> {
         }
         *self.shared.dialog.lock().unwrap_or_else(|p| p.into_inner()) = Some(dialog);
         self.set_state(ConversationState::Established);
-        Ok(self.flow(rx))
+        Ok(self.flow())
     }
 
     pub(crate) fn incoming(conversation: Conversation<H>) -> Self {
@@ -570,15 +569,14 @@ impl<H: Homing> InstantMessagingCall<H> {
 /// Routes one call's dialog requests to the call (see [`DialogHandler`]).
 struct CallHandler<H: Homing> {
     call: InstantMessagingCall<H>,
-    tx: mpsc::Sender<Box<ReceivedMessage>>,
 }
 
 #[async_trait::async_trait]
 impl<H: Homing> DialogHandler for CallHandler<H> {
     async fn handle(&self, request: IncomingRequest) {
-        match self.call.handle(request, &self.tx, None).await {
+        match self.call.handle(request, None).await {
             Step::Typing(t) => {
-                if t.is_some() || !*self.call.shared.remote_typing.borrow() {
+                if t.is_some() || !self.call.shared.remote_typing.get() {
                     self.call.shared.typing_deadline(t);
                 }
             }
@@ -676,9 +674,7 @@ impl MessageSender {
 #[derive(Debug)]
 pub struct InstantMessagingFlow {
     sender: MessageSender,
-    /// Boxed: an idle call's channel block holds 32 pointers, not 32 messages.
-    received: mpsc::Receiver<Box<ReceivedMessage>>,
-    remote_typing: watch::Receiver<bool>,
+    shared: Arc<CallShared>,
 }
 
 impl InstantMessagingFlow {
@@ -716,13 +712,13 @@ impl InstantMessagingFlow {
     ///
     /// Cancel safety: cancel safe.
     pub async fn recv(&mut self) -> Option<ReceivedMessage> {
-        self.received.recv().await.map(|b| *b)
+        self.shared.inbox.recv().await.map(|b| *b)
     }
 
     /// Whether the peer is composing (RFC 3994), as a watch: it goes back to `false` when
     /// a message arrives, when the peer says idle, or when an active state is not
     /// refreshed in time.
     pub fn remote_typing(&self) -> watch::Receiver<bool> {
-        self.remote_typing.clone()
+        self.shared.remote_typing.subscribe()
     }
 }

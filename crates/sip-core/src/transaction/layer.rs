@@ -115,7 +115,16 @@ pub struct TransactionLayer {
     timers: TimerHeap,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
+    /// Generation of slots created from now on: above every generation of slots given
+    /// back by [`compact`](Self::compact), so an old id never names a new transaction.
+    next_generation: u32,
+    last_compact: Option<Instant>,
 }
+
+/// How often, at most, a layer looks for memory a burst of transactions left behind.
+const COMPACT_EVERY: Duration = Duration::from_secs(1);
+/// Below this many slots compaction is not worth it.
+const COMPACT_MIN_SLOTS: usize = 1024;
 
 impl fmt::Debug for TransactionLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -150,6 +159,8 @@ impl TransactionLayer {
             timers: TimerHeap::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            next_generation: 0,
+            last_compact: None,
         }
     }
 
@@ -421,6 +432,42 @@ impl TransactionLayer {
                 fire(tx, cx, slot);
             });
         }
+        let due = self
+            .last_compact
+            .is_none_or(|t| now.saturating_duration_since(t) >= COMPACT_EVERY);
+        if due && self.slots.len() >= COMPACT_MIN_SLOTS && self.map.len() * 4 < self.slots.len() {
+            self.last_compact = Some(now);
+            self.compact();
+        }
+    }
+
+    /// Gives back what a burst of transactions left behind once most of them are gone:
+    /// vacant slots at the end of the slab, and spare capacity of the slab, the free list,
+    /// the lookup map and the timer heap. New transactions then take the lowest free slots,
+    /// so the next compaction can cut further.
+    fn compact(&mut self) {
+        while self.slots.last().is_some_and(|e| e.tx.is_none()) {
+            if let Some(e) = self.slots.pop() {
+                self.next_generation = self.next_generation.max(e.generation.wrapping_add(1));
+            }
+        }
+        let len = self.slots.len();
+        self.free.retain(|&i| (i as usize) < len);
+        // `insert` pops from the end: lowest index last.
+        self.free.sort_unstable_by(|a, b| b.cmp(a));
+        let spare = |cap: usize, used: usize| cap > 2 * used + 64;
+        if spare(self.slots.capacity(), len) {
+            self.slots.shrink_to(len + len / 2);
+        }
+        if spare(self.free.capacity(), self.free.len()) {
+            self.free.shrink_to(self.free.len() + self.free.len() / 2);
+        }
+        if spare(self.map.capacity(), self.map.len()) {
+            self.map.shrink_to(self.map.len() * 2);
+        }
+        self.timers.shrink();
+        self.transmits.shrink_to(64);
+        self.events.shrink_to(64);
     }
 
     // ----- internals -----
@@ -456,14 +503,12 @@ impl TransactionLayer {
             }
             None => {
                 let index = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
+                let generation = self.next_generation;
                 self.slots.push(Entry {
-                    generation: 0,
+                    generation,
                     tx: Some(tx),
                 });
-                TransactionId {
-                    index,
-                    generation: 0,
-                }
+                TransactionId { index, generation }
             }
         };
         self.map.insert(key, id);
@@ -894,5 +939,50 @@ fn fire(tx: &mut Tx, cx: &mut Cx<'_>, slot: Slot) {
         // D, M (client INVITE), K (client non-INVITE), I, L (server INVITE), J.
         (_, Completed | Accepted | Confirmed, Slot::Lifetime) => tx.state = Terminated,
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transaction::{SequentialIds, TransportKind};
+
+    fn options() -> SipMessage {
+        SipMessage::request(Method::Options, "sip:bob@b.example")
+            .header("Via", "SIP/2.0/UDP a.example:5060")
+            .header("Max-Forwards", "70")
+            .header("From", "<sip:alice@a.example>;tag=a1")
+            .header("To", "<sip:bob@b.example>")
+            .header("Call-ID", "c@a.example")
+            .header("CSeq", "1 OPTIONS")
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn memory_of_a_burst_is_given_back_and_old_ids_stay_dead() {
+        let mut layer = TransactionLayer::with_ids(
+            TransactionConfig::default(),
+            Box::new(SequentialIds::default()),
+        );
+        let peer = Peer::new("192.0.2.1:5060".parse().unwrap(), TransportKind::Udp);
+        let t0 = Instant::now();
+        let ids: Vec<TransactionId> = (0..3000)
+            .map(|_| layer.send_request(t0, options(), peer).unwrap())
+            .collect();
+        assert_eq!(layer.slots.len(), 3000);
+        // Every one times out (Timer F, 64*T1) and is destroyed.
+        layer.handle_timeout(t0 + Duration::from_secs(40));
+        assert!(layer.is_empty());
+        assert!(layer.slots.len() < 3000, "vacant slots at the end are cut");
+        assert!(layer.slots.capacity() < 3000);
+        assert!(layer.map.capacity() < 3000);
+        // A new transaction gets a slot that no old id names.
+        let fresh = layer
+            .send_request(t0 + Duration::from_secs(41), options(), peer)
+            .unwrap();
+        assert!(ids.iter().all(|old| layer.state(*old).is_none()));
+        assert!(layer.state(fresh).is_some());
+        assert!(!ids.contains(&fresh));
     }
 }

@@ -37,6 +37,14 @@ impl TimerHeap {
         self.heap.pop().map(|r| r.0)
     }
 
+    /// Gives back spare capacity after a burst.
+    pub(crate) fn shrink(&mut self) {
+        let len = self.heap.len();
+        if self.heap.capacity() > 2 * len + 64 {
+            self.heap.shrink_to(len + len / 2);
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.heap.len()
     }
