@@ -73,7 +73,17 @@ impl Modality {
     }
 }
 
-type RouteKey = (Box<str>, Box<str>);
+/// `"CALL-ID TAG"`: neither a Call-ID nor a tag contains a space (RFC 3261 §25.1), and one
+/// shared string is one allocation for the map and the guard together.
+type RouteKey = Arc<str>;
+
+fn route_key(call_id: &str, local_tag: &str) -> String {
+    let mut k = String::with_capacity(call_id.len() + 1 + local_tag.len());
+    k.push_str(call_id);
+    k.push(' ');
+    k.push_str(local_tag);
+    k
+}
 
 /// Handles the requests of one dialog, called by the endpoint's router: what a call holds
 /// instead of a task and a queue of its own (an idle call then costs a map entry).
@@ -101,7 +111,7 @@ pub struct DialogGuard {
 impl Drop for DialogGuard {
     fn drop(&mut self) {
         if let Some(core) = self.core.upgrade() {
-            let removed = core.lock_routes().dialogs.remove(&self.key);
+            let removed = core.lock_routes().dialogs.remove(&*self.key);
             // The handler may hold this guard's owner: drop it outside the lock.
             drop(removed);
         }
@@ -161,14 +171,14 @@ impl DialogRoute {
 
     /// The (Call-ID, local tag) this route matches.
     pub fn key(&self) -> (&str, &str) {
-        (&self.key.0, &self.key.1)
+        self.key.split_once(' ').unwrap_or((&self.key, ""))
     }
 }
 
 impl Drop for DialogRoute {
     fn drop(&mut self) {
         if let Some(core) = self.core.upgrade() {
-            let removed = core.lock_routes().dialogs.remove(&self.key);
+            let removed = core.lock_routes().dialogs.remove(&*self.key);
             drop(removed);
         }
     }
@@ -273,7 +283,7 @@ impl EndpointCore {
     /// the request or the answer that makes the dialog.
     pub fn route_dialog(self: &Arc<Self>, call_id: &str, local_tag: &str) -> DialogRoute {
         let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
-        let key: RouteKey = (call_id.into(), local_tag.into());
+        let key: RouteKey = Arc::from(route_key(call_id, local_tag));
         self.lock_routes()
             .dialogs
             .insert(key.clone(), DialogTarget::Queue(tx));
@@ -293,7 +303,7 @@ impl EndpointCore {
         local_tag: &str,
         handler: Arc<dyn DialogHandler>,
     ) -> DialogGuard {
-        let key: RouteKey = (call_id.into(), local_tag.into());
+        let key: RouteKey = Arc::from(route_key(call_id, local_tag));
         let old = self
             .lock_routes()
             .dialogs
@@ -369,10 +379,7 @@ impl EndpointCore {
             let call_id = r.call_id().ok().map(String::from_utf8_lossy);
             let tag = String::from_utf8_lossy(&tag);
             return match call_id {
-                Some(c) => match routes
-                    .dialogs
-                    .get(&(c.as_ref().into(), tag.as_ref().into()))
-                {
+                Some(c) => match routes.dialogs.get(route_key(&c, &tag).as_str()) {
                     Some(DialogTarget::Queue(tx)) => Target::Dialog(tx.clone()),
                     Some(DialogTarget::Handler(h)) => Target::Handler(h.clone()),
                     None => Target::Refuse(481, &[]),

@@ -60,9 +60,12 @@ impl Homing for Federated {
 /// topology said so.
 #[derive(PartialEq, Eq, Hash)]
 pub struct Address<H: Homing> {
-    uri: String,
-    user: Option<String>,
-    domain: String,
+    /// URI, decoded user and lower-cased domain in one allocation (an address is held per
+    /// conversation and per request: one allocation, not three).
+    buf: Box<str>,
+    user_at: u32,
+    domain_at: u32,
+    has_user: bool,
     _homing: PhantomData<fn() -> H>,
 }
 
@@ -71,9 +74,10 @@ pub struct Address<H: Homing> {
 impl<H: Homing> Clone for Address<H> {
     fn clone(&self) -> Self {
         Address {
-            uri: self.uri.clone(),
-            user: self.user.clone(),
-            domain: self.domain.clone(),
+            buf: self.buf.clone(),
+            user_at: self.user_at,
+            domain_at: self.domain_at,
+            has_user: self.has_user,
             _homing: PhantomData,
         }
     }
@@ -81,28 +85,30 @@ impl<H: Homing> Clone for Address<H> {
 
 impl<H: Homing> fmt::Debug for Address<H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Address<{}>({})", H::NAME, self.uri)
+        write!(f, "Address<{}>({})", H::NAME, self.uri())
     }
 }
 
 impl<H: Homing> fmt::Display for Address<H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.uri)
+        f.write_str(self.uri())
     }
 }
 
 impl<H: Homing> Address<H> {
     /// The URI as given (`sip:alice@contoso.test`, `tel:+14255550100`).
     pub fn uri(&self) -> &str {
-        &self.uri
+        self.buf.get(..self.user_at as usize).unwrap_or_default()
     }
     /// The user part, decoded (the number of a `tel:` URI).
     pub fn user(&self) -> Option<&str> {
-        self.user.as_deref()
+        self.has_user
+            .then(|| self.buf.get(self.user_at as usize..self.domain_at as usize))
+            .flatten()
     }
     /// The domain, lower-cased (empty for `tel:`).
     pub fn domain(&self) -> &str {
-        &self.domain
+        self.buf.get(self.domain_at as usize..).unwrap_or_default()
     }
     /// The homing's name (`on-premises` or `federated`).
     pub fn homing(&self) -> &'static str {
@@ -111,10 +117,19 @@ impl<H: Homing> Address<H> {
 
     fn build(uri: &str) -> Result<Address<H>, TopologyError> {
         let parts = parts_of(uri)?;
+        let user = parts.user.as_deref().unwrap_or("");
+        let mut buf = String::with_capacity(uri.len() + user.len() + parts.domain.len());
+        buf.push_str(uri);
+        buf.push_str(user);
+        buf.push_str(&parts.domain);
+        // A URI past 4 GiB cannot have been parsed above (sip-core's limits), so the
+        // offsets fit; saturating keeps the accessors panic-free regardless.
+        let at = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Ok(Address {
-            uri: uri.to_string(),
-            user: parts.user,
-            domain: parts.domain,
+            user_at: at(uri.len()),
+            domain_at: at(uri.len() + user.len()),
+            has_user: parts.user.is_some(),
+            buf: buf.into_boxed_str(),
             _homing: PhantomData,
         })
     }

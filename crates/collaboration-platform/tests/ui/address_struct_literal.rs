@@ -4,9 +4,10 @@ use collaboration_platform::{Address, OnPremises};
 
 fn main() {
     let _a: Address<OnPremises> = Address {
-        uri: "sip:alice@contoso.test".to_string(),
-        user: None,
-        domain: "contoso.test".to_string(),
+        buf: "sip:alice@contoso.testalicecontoso.test".into(),
+        user_at: 22,
+        domain_at: 27,
+        has_user: true,
         _homing: std::marker::PhantomData,
     };
 }
