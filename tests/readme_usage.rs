@@ -47,3 +47,42 @@ async fn readme_platform() -> Result<(), Box<dyn std::error::Error>> {
     platform.shutdown().await;
     Ok(())
 }
+
+/// The endpoints and conversations example of README.md: compiled (not run: it needs a
+/// front end; `examples/quickstart.rs` and the crates' tests run the same calls).
+#[allow(dead_code)]
+async fn readme_endpoints(
+    platform: ucma::prelude::CollaborationPlatform,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use ucma::prelude::*;
+    let bot = ApplicationEndpoint::new(
+        &platform,
+        ApplicationEndpointSettings::new(Address::assume_on_premises("sip:bot@contoso.com")?)
+            .display_name("Contoso Bot")
+            .use_registration(true),
+    );
+    let mut calls = incoming_im_calls(&bot);
+    bot.establish().await?;
+    match platform.topology().classify("sip:bob@fabrikam.com")? {
+        Homed::Federated(bob) => {
+            let conv = Conversation::new(&bot, bob);
+            conv.impersonate("sip:helpdesk@contoso.com")?;
+            let call = conv.instant_messaging_call();
+            let flow = call.establish().await?;
+            flow.send_text("Your ticket was updated").await?;
+            call.terminate().await?;
+        }
+        Homed::OnPremises(alice) => {
+            let conv = Conversation::new(&bot, alice);
+            conv.impersonate("sip:helpdesk@contoso.com", "Help Desk")?;
+        }
+    }
+    while let Some(call) = calls.next().await {
+        let homing = call.homing();
+        let mut flow = call.accept().await?;
+        while let Some(m) = flow.recv().await {
+            flow.send_text(&format!("[{homing}] {}", m.text())).await?;
+        }
+    }
+    Ok(())
+}
