@@ -392,6 +392,10 @@ impl<H: Homing> InstantMessagingCall<H> {
             sender: MessageSender {
                 platform: self.conversation.endpoint().platform().clone(),
                 shared: self.shared.clone(),
+                dialog_gone: {
+                    let call = self.clone();
+                    Arc::new(move || call.set_state(ConversationState::Terminated))
+                },
             },
             shared: self.shared.clone(),
         }
@@ -598,6 +602,10 @@ enum Step {
 pub struct MessageSender {
     platform: collaboration_platform::CollaborationPlatform,
     shared: Arc<CallShared>,
+    /// Ends the call when the platform forgot its dialog (a 481 or 408 to a request in
+    /// it, RFC 3261 §12.2.1.2): the peer's BYE, should it still come, is answered 481 by
+    /// the platform and never reaches the call.
+    dialog_gone: Arc<dyn Fn() + Send + Sync>,
 }
 
 impl std::fmt::Debug for MessageSender {
@@ -611,7 +619,8 @@ impl std::fmt::Debug for MessageSender {
 impl MessageSender {
     /// Sends `body` of `content_type` (`text/plain`, `text/html`, or any type) as an
     /// in-dialog MESSAGE. Exactly one outcome: `Ok` when the peer answered 2xx, or why not
-    /// ([`MessageError::CallEnded`] when either side ended the call first).
+    /// ([`MessageError::CallEnded`] when either side ended the call first). A 481 or 408
+    /// answer means the dialog is gone (RFC 3261 §12.2.1.2): the call ends with it.
     ///
     /// Cancel safety: if cancelled after the MESSAGE was queued, it is still sent and only
     /// its outcome is lost.
@@ -629,14 +638,22 @@ impl MessageSender {
         let req = OutgoingRequest::new(Method::Message, "").body(content_type, body.into());
         match self.platform.send_in_dialog(&dialog, req).await {
             Ok(_) => Ok(()),
-            Err(RequestError::NoDialog) => Err(MessageError::CallEnded),
+            Err(RequestError::NoDialog) => {
+                (self.dialog_gone)();
+                Err(MessageError::CallEnded)
+            }
             Err(RequestError::Status { code: 481, .. }) if self.shared.ended() => {
                 Err(MessageError::CallEnded)
             }
-            Err(RequestError::Status { code, reason, .. }) => Err(MessageError::Failed {
-                status: code,
-                reason,
-            }),
+            Err(RequestError::Status { code, reason, .. }) => {
+                if code == 481 || code == 408 {
+                    (self.dialog_gone)();
+                }
+                Err(MessageError::Failed {
+                    status: code,
+                    reason,
+                })
+            }
             Err(RequestError::Shutdown) if self.shared.ended() => Err(MessageError::CallEnded),
             Err(e) => Err(MessageError::Request(e)),
         }

@@ -63,10 +63,12 @@ pub mod scenarios {
     /// UAS: takes an IM call (200, ACK), sends BYE itself (expects 200), then one more
     /// MESSAGE in the ended dialog, expecting 481. Keys: `user`.
     pub const UAS_IM_PEER_BYE: &str = include_str!("../scenarios/uas_im_peer_bye.xml");
-    /// UAS: takes an IM call (200, ACK), answers 200 to `before_bye` MESSAGEs, then sends
-    /// BYE while the caller is still sending; every MESSAGE after the BYE is answered 481;
-    /// the run ends 2 s after the last one. Keys: `user`; pass `.arg("-set")
-    /// .arg("before_bye").arg("N")` (N ≥ 1).
+    /// UAS: takes an IM call (200, ACK), answers 200 to `before_bye` MESSAGEs and hangs up
+    /// while the next is in flight: that MESSAGE is held, BYE is sent, and after the BYE's
+    /// 200 the held MESSAGE is answered 481, as is every later one; the run ends 2 s after
+    /// the last. SIPp takes one message of a call at a time, so the caller must keep one
+    /// MESSAGE outstanding at a time (a pipelined request aborts SIPp's call). Keys: `user`;
+    /// pass `.arg("-set").arg("before_bye").arg("N")` (N ≥ 0).
     pub const UAS_IM_BYE_AMID_MESSAGES: &str =
         include_str!("../scenarios/uas_im_bye_amid_messages.xml");
 }
