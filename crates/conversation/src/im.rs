@@ -66,6 +66,17 @@ pub(crate) struct CallShared {
     /// Bumped whenever the remote typing deadline changes: a pending timer that sees
     /// another value does nothing.
     typing_generation: AtomicU64,
+    /// This side's composing state as last told to the peer (RFC 3994 §3).
+    local_typing: Mutex<LocalTyping>,
+}
+
+/// This side's composing state: whether `active` was sent, when, and a generation that
+/// the pending idle timer checks.
+#[derive(Debug, Default)]
+struct LocalTyping {
+    active: bool,
+    last_active_sent: Option<std::time::Instant>,
+    generation: u64,
 }
 
 impl CallShared {
@@ -78,6 +89,7 @@ impl CallShared {
             inbox: Inbox::new(RECEIVE_CAPACITY),
             route: Mutex::new(None),
             typing_generation: AtomicU64::new(0),
+            local_typing: Mutex::new(LocalTyping::default()),
         })
     }
 
@@ -629,13 +641,27 @@ impl MessageSender {
         content_type: &str,
         body: impl Into<Bytes>,
     ) -> Result<(), MessageError> {
+        {
+            // A message ends composing (RFC 3994 §3): no idle needs to follow.
+            let mut t = self
+                .shared
+                .local_typing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            t.active = false;
+            t.generation += 1;
+        }
+        self.send_raw(content_type, body.into()).await
+    }
+
+    async fn send_raw(&self, content_type: &str, body: Bytes) -> Result<(), MessageError> {
         if self.shared.ended() {
             return Err(MessageError::CallEnded);
         }
         let Some(dialog) = self.shared.dialog() else {
             return Err(MessageError::CallEnded);
         };
-        let req = OutgoingRequest::new(Method::Message, "").body(content_type, body.into());
+        let req = OutgoingRequest::new(Method::Message, "").body(content_type, body);
         match self.platform.send_in_dialog(&dialog, req).await {
             Ok(_) => Ok(()),
             Err(RequestError::NoDialog) => {
@@ -670,18 +696,77 @@ impl MessageSender {
         .await
     }
 
-    /// Tells the peer this side is composing (`true`, RFC 3994 `active` with the default
-    /// refresh interval; call again within it to keep it active) or stopped (`false`,
-    /// `idle`).
+    /// Tells the peer whether this side is composing, following RFC 3994 §3: `true` means
+    /// "the user is typing now" — `active` is sent (with a refresh interval of
+    /// [`DEFAULT_REFRESH`](crate::composing::DEFAULT_REFRESH)) unless it was sent less than
+    /// that long ago, and `idle` is sent by itself after
+    /// [`IDLE_TIMEOUT`](crate::composing::IDLE_TIMEOUT) without another `true`. `false`
+    /// sends `idle` if `active` was the last state sent. Sending a message ends composing
+    /// without an `idle` (the peer goes idle when the message arrives).
     ///
     /// Cancel safety: as [`send`](Self::send).
     pub async fn set_typing(&self, typing: bool) -> Result<(), MessageError> {
+        let now = std::time::Instant::now();
+        let (send, generation) = {
+            let mut t = self
+                .shared
+                .local_typing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            t.generation += 1;
+            let send = if typing {
+                let stale = t.last_active_sent.is_none_or(|at| {
+                    now.duration_since(at) + std::time::Duration::from_secs(5)
+                        >= crate::composing::DEFAULT_REFRESH
+                });
+                let send = !t.active || stale;
+                t.active = true;
+                if send {
+                    t.last_active_sent = Some(now);
+                }
+                send
+            } else {
+                let was = t.active;
+                t.active = false;
+                was
+            };
+            (send, t.generation)
+        };
+        if typing {
+            // Idle by itself unless the user types again within the idle timeout.
+            let sender = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(crate::composing::IDLE_TIMEOUT).await;
+                let still = {
+                    let mut t = sender
+                        .shared
+                        .local_typing
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    let still = t.generation == generation && t.active;
+                    if still {
+                        t.active = false;
+                    }
+                    still
+                };
+                if still && !sender.shared.ended() {
+                    let _ = sender.send_composing(IsComposing::idle()).await;
+                }
+            });
+        }
+        if !send {
+            return Ok(());
+        }
         let doc = if typing {
             IsComposing::active(crate::composing::DEFAULT_REFRESH.as_secs() as u32)
         } else {
             IsComposing::idle()
         };
-        self.send(crate::composing::CONTENT_TYPE, doc.to_xml())
+        self.send_composing(doc).await
+    }
+
+    async fn send_composing(&self, doc: IsComposing) -> Result<(), MessageError> {
+        self.send_raw(crate::composing::CONTENT_TYPE, doc.to_xml().into())
             .await
     }
 }

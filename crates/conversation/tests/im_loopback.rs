@@ -320,3 +320,97 @@ async fn impersonation_toward_a_federated_party_carries_the_uri_only() {
     assert_eq!(pai, None);
     assert_eq!(homing, "federated");
 }
+
+/// Counts the composing states the bot's platform sends.
+#[derive(Default)]
+struct ComposingCount {
+    active: std::sync::atomic::AtomicUsize,
+    idle: std::sync::atomic::AtomicUsize,
+}
+
+impl collaboration_platform::MessageObserver for ComposingCount {
+    fn observe(
+        &self,
+        direction: collaboration_platform::WireDirection,
+        _remote: std::net::SocketAddr,
+        wire: &bytes::Bytes,
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if direction != collaboration_platform::WireDirection::Sent {
+            return;
+        }
+        let text = String::from_utf8_lossy(wire);
+        if text.contains("<state>active</state>") {
+            self.active.fetch_add(1, Relaxed);
+        } else if text.contains("<state>idle</state>") {
+            self.idle.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_is_sent_once_per_refresh_and_idle_only_when_needed() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let pki = LoopbackPki::new().unwrap();
+    let count = std::sync::Arc::new(ComposingCount::default());
+    let observer: std::sync::Arc<dyn collaboration_platform::MessageObserver> = count.clone();
+    let (a, b) = pair(&pki, "app.contoso.test", "alice.contoso.test", |me, s| {
+        let s = s.topology(Topology::new(["contoso.test"]));
+        if me == "app.contoso.test" {
+            s.observer(observer.clone())
+        } else {
+            s
+        }
+    })
+    .await
+    .unwrap();
+    let bot = ApplicationEndpoint::new(
+        &a,
+        ApplicationEndpointSettings::new(on_prem("sip:bot@contoso.test")),
+    );
+    let alice = ApplicationEndpoint::new(
+        &b,
+        ApplicationEndpointSettings::new(on_prem("sip:alice@contoso.test")),
+    );
+    bot.establish().await.unwrap();
+    alice.establish().await.unwrap();
+    let mut calls = incoming_im_calls(&alice);
+    let (typing_tx, mut typing_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let c = next_call(&mut calls).await;
+        let mut flow = c.accept().await.unwrap();
+        let mut typing = flow.remote_typing();
+        tokio::spawn(async move {
+            while typing.changed().await.is_ok() {
+                let _ = typing_tx.send(*typing.borrow_and_update());
+            }
+        });
+        while flow.recv().await.is_some() {}
+    });
+    let call = Conversation::new(&bot, on_prem("sip:alice@contoso.test")).instant_messaging_call();
+    let flow = call.establish().await.unwrap();
+    // Typing keystrokes: one `active`, not one per keystroke.
+    for _ in 0..5 {
+        flow.set_typing(true).await.unwrap();
+    }
+    assert_eq!(
+        tokio::time::timeout(WAIT, typing_rx.recv()).await.unwrap(),
+        Some(true)
+    );
+    assert_eq!(count.active.load(Relaxed), 1);
+    // Stopped typing: one `idle`.
+    flow.set_typing(false).await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(WAIT, typing_rx.recv()).await.unwrap(),
+        Some(false)
+    );
+    assert_eq!(count.idle.load(Relaxed), 1);
+    flow.set_typing(false).await.unwrap();
+    assert_eq!(count.idle.load(Relaxed), 1, "idle is not repeated");
+    // Typing then sending: the message ends composing, no idle is sent.
+    flow.set_typing(true).await.unwrap();
+    flow.send_text("hi").await.unwrap();
+    assert_eq!(count.active.load(Relaxed), 2);
+    assert_eq!(count.idle.load(Relaxed), 1);
+    call.terminate().await.unwrap();
+}
