@@ -127,8 +127,9 @@ async fn echo(call: IncomingImCall) {
     };
     while let Some(m) = flow.recv().await {
         let text = m.text();
-        info!(%caller, %text, "message");
-        if let Err(e) = flow.send_text(&format!("[{homing}] {text}")).await {
+        let echo = format!("[{homing}] {text}");
+        info!(%caller, %text, %echo, "message");
+        if let Err(e) = flow.send_text(&echo).await {
             warn!(%caller, error = %e, "echo not delivered");
         }
     }
