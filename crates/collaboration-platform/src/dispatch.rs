@@ -76,6 +76,7 @@ impl Default for Capabilities {
                 Method::Message,
                 Method::Info,
                 Method::Notify,
+                Method::Subscribe,
                 Method::Benotify,
                 Method::Refer,
                 Method::Update,

@@ -61,14 +61,17 @@ impl IncomingRequest {
     }
 
     /// The dialog of the request: the one it arrived in (a NOTIFY of a subscription this
-    /// endpoint made, a MESSAGE or BYE inside a call), or, for an INVITE outside any
-    /// dialog, the one a 1xx or 2xx answer from this endpoint creates. `None` for other
-    /// requests outside dialogs.
+    /// endpoint made, a MESSAGE or BYE inside a call), or, for an INVITE, SUBSCRIBE or
+    /// REFER outside any dialog, the one this endpoint's answer creates (1xx or 2xx to an
+    /// INVITE, 2xx to the others). `None` for other requests outside dialogs.
     pub fn dialog(&self) -> Option<DialogId> {
         if self.dialog.is_some() {
             return self.dialog.clone();
         }
-        if self.request.method() != Some(&Method::Invite) {
+        if !matches!(
+            self.request.method(),
+            Some(Method::Invite | Method::Subscribe | Method::Refer)
+        ) {
             return None;
         }
         let from = self.request.from().ok()?;

@@ -1145,7 +1145,8 @@ pub(crate) fn uac_dialog_id(response: &SipMessage) -> Option<DialogId> {
 }
 
 /// An endpoint's 1xx-with-tag or 2xx to an INVITE creates (or confirms) the UAS dialog, so
-/// the ACK, BYE and re-INVITEs that follow are matched to it instead of being refused 481.
+/// the ACK, BYE and re-INVITEs that follow are matched to it instead of being refused 481;
+/// a 2xx to a SUBSCRIBE or REFER creates the notifier's dialog for its NOTIFYs.
 /// The UAS copies Record-Route into such responses so the caller learns the route set
 /// (RFC 3261 §12.1.1).
 fn track_uas_dialog(
@@ -1153,8 +1154,13 @@ fn track_uas_dialog(
     request: &SipMessage,
     response: &mut SipMessage,
 ) -> Option<DialogId> {
-    let creates = request.method() == Some(&Method::Invite)
-        && response.status().is_some_and(|s| (101..300).contains(&s));
+    let creates = match request.method() {
+        Some(Method::Invite) => response.status().is_some_and(|s| (101..300).contains(&s)),
+        Some(Method::Subscribe | Method::Refer) => {
+            response.status().is_some_and(|s| (200..300).contains(&s))
+        }
+        _ => false,
+    };
     if !creates {
         if request.method() == Some(&Method::Invite) && response.status().is_some_and(|s| s >= 300)
         {

@@ -184,3 +184,47 @@ async fn cancel_while_ringing() {
     let held = held_rx.recv().await.unwrap();
     assert!(held.request().header(HeaderName::CallId).is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_dialog_on_both_sides_with_notify_in_it() {
+    let (a, b) = platforms().await;
+    let (app, mut app_rx) = endpoint(&a, "app").await;
+    let (_bob, mut bob_rx) = endpoint(&b, "bob").await;
+    let b2 = b.clone();
+    let notifier = tokio::spawn(async move {
+        let mut sub = next(&mut bob_rx).await;
+        assert_eq!(sub.request().method(), Some(&Method::Subscribe));
+        let dialog = sub.dialog().expect("the 2xx makes the notifier's dialog");
+        let contact = format!("<{}>", b2.contact_uri("bob").unwrap());
+        sub.respond(
+            200,
+            "OK",
+            &[("Contact", &contact), ("Expires", "600")],
+            None,
+        )
+        .await
+        .unwrap();
+        b2.send_in_dialog(
+            &dialog,
+            OutgoingRequest::new(Method::Notify, "")
+                .header("Event", "presence")
+                .header("Subscription-State", "active;expires=600")
+                .header("Contact", contact.clone()),
+        )
+        .await
+        .expect("NOTIFY in the subscription's dialog")
+    });
+    let subscribe = OutgoingRequest::new(Method::Subscribe, "sip:bob@contoso.test")
+        .from("<sip:app@contoso.test>")
+        .header("Event", "presence")
+        .header("Expires", "600")
+        .header("Contact", format!("<{}>", a.contact_uri("app").unwrap()));
+    let (ok, dialog) = a.subscribe(app, subscribe).await.unwrap();
+    assert_eq!(ok.status(), Some(200));
+    let mut n = next(&mut app_rx).await;
+    assert_eq!(n.request().method(), Some(&Method::Notify));
+    assert_eq!(n.dialog(), Some(dialog));
+    n.respond(200, "OK", &[], None).await.unwrap();
+    let r = tokio::time::timeout(WAIT, notifier).await.unwrap().unwrap();
+    assert_eq!(r.status(), Some(200));
+}

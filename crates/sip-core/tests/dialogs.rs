@@ -456,3 +456,37 @@ fn subscription_2xx_creates_a_dialog_and_notify_of_another_subscription_is_refus
         Err(DialogError::NoDialog)
     );
 }
+
+#[test]
+fn the_notifier_gets_its_dialog_from_the_2xx_it_sends() {
+    let mut d = dialogs();
+    let sub = parse(SUBSCRIBE);
+    let mut ok = parse(&SUBSCRIBE.replace("SUBSCRIBE sip:bob@b.example SIP/2.0", "SIP/2.0 200 OK"));
+    ok.set_to_tag("n9").unwrap();
+    let id = confirmed(d.handle_uas_response(&sub, &ok).unwrap());
+    assert_eq!(id.local_tag(), b"n9");
+    assert_eq!(id.remote_tag(), b"s1");
+    assert_eq!(d.get(&id).unwrap().role(), DialogRole::Uas);
+    // The NOTIFY goes to the subscriber's Contact with the next local CSeq.
+    let notify = d
+        .request(&id, Method::Notify, "SIP/2.0/TLS b.example:5061")
+        .unwrap()
+        .build()
+        .unwrap();
+    assert_eq!(
+        notify.request_uri_bytes(),
+        Some(&b"sip:alice@192.0.2.9;transport=tls"[..])
+    );
+    assert_eq!(notify.cseq().unwrap().seq(), 1);
+    // A failure makes none.
+    let mut d2 = dialogs();
+    let mut no = parse(&SUBSCRIBE.replace(
+        "SUBSCRIBE sip:bob@b.example SIP/2.0",
+        "SIP/2.0 403 Forbidden",
+    ));
+    no.set_to_tag("n9").unwrap();
+    assert_eq!(
+        d2.handle_uas_response(&sub, &no),
+        Ok(DialogUpdate::Unchanged)
+    );
+}

@@ -321,7 +321,8 @@ impl Dialogs {
 
     /// A response this UA sends to `request` (§12.1.1): a 1xx (not 100) or 2xx with a To
     /// tag to an INVITE outside a dialog makes the UAS dialog or confirms it; a non-2xx
-    /// final ends the early one.
+    /// final ends the early one. A 2xx to a SUBSCRIBE or REFER makes the notifier's dialog
+    /// (RFC 6665 §4.2.1), in which it then sends NOTIFYs.
     pub fn handle_uas_response(
         &mut self,
         request: &SipMessage,
@@ -330,7 +331,14 @@ impl Dialogs {
         let status = response
             .status()
             .ok_or(crate::ParseError::StartLine("expected a response"))?;
-        if request.method() != Some(&Method::Invite) || request.to()?.tag().is_some() {
+        let subscription = matches!(request.method(), Some(Method::Subscribe | Method::Refer));
+        if !(request.method() == Some(&Method::Invite) || subscription)
+            || request.to()?.tag().is_some()
+        {
+            return Ok(DialogUpdate::Unchanged);
+        }
+        // A subscription's dialog comes from its 2xx only (RFC 6665 §4.2.1: no early one).
+        if subscription && !(200..300).contains(&status) {
             return Ok(DialogUpdate::Unchanged);
         }
         let Some(local_tag) = tag_of(&response.to()?) else {
