@@ -89,6 +89,9 @@ pub enum RespondError {
     /// A final response was already sent for this request.
     #[error("a final response was already sent")]
     AlreadyAnswered,
+    /// The caller cancelled the INVITE; the platform answered 487.
+    #[error("the caller cancelled the request")]
+    Cancelled,
     /// The platform is shut down; the transaction is gone (503 was sent).
     #[error("the platform is shut down")]
     Shutdown,

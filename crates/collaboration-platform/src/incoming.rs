@@ -8,6 +8,7 @@ use bytes::Bytes;
 use sip_core::transaction::TransactionId;
 use sip_core::{DialogId, HeaderName, Method, SipMessage};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -23,6 +24,7 @@ pub struct IncomingRequest {
     transaction: TransactionId,
     to_tag: String,
     dialog: Option<DialogId>,
+    cancelled: Option<Arc<AtomicBool>>,
     answered: bool,
     commands: mpsc::Sender<Command>,
     server: Arc<str>,
@@ -49,6 +51,7 @@ impl IncomingRequest {
             transaction,
             to_tag: crate::request::tag(),
             dialog: None,
+            cancelled: None,
             answered: false,
             commands,
             server,
@@ -58,6 +61,18 @@ impl IncomingRequest {
 
     pub(crate) fn set_dialog(&mut self, dialog: Option<DialogId>) {
         self.dialog = dialog;
+    }
+
+    pub(crate) fn set_cancel_flag(&mut self, flag: Option<Arc<AtomicBool>>) {
+        self.cancelled = flag;
+    }
+
+    /// Whether the caller cancelled this INVITE (RFC 3261 §9.2): the platform answered
+    /// 487 for it, and a later answer is refused with [`RespondError::Cancelled`].
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
     }
 
     /// The dialog of the request: the one it arrived in (a NOTIFY of a subscription this
@@ -175,6 +190,10 @@ impl IncomingRequest {
         if self.answered {
             return Err(RespondError::AlreadyAnswered);
         }
+        if self.is_cancelled() {
+            self.answered = true;
+            return Err(RespondError::Cancelled);
+        }
         let Some(status) = response.status() else {
             return Err(RespondError::Invalid("a request is not a response".into()));
         };
@@ -201,7 +220,7 @@ impl IncomingRequest {
 
 impl Drop for IncomingRequest {
     fn drop(&mut self) {
-        if self.answered {
+        if self.answered || self.is_cancelled() {
             return;
         }
         let Ok(mut r) = SipMessage::response_to(&self.request, 500, "Server Internal Error") else {

@@ -195,6 +195,8 @@ struct Serving {
     span: Span,
     request: SipMessage,
     endpoint: EndpointId,
+    /// Set when a CANCEL ended this INVITE (the endpoint's late answer is refused).
+    cancelled: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 struct Stopping {
@@ -962,7 +964,11 @@ impl Driver {
                 debug!(error = %e, "CANCEL not answered");
             }
             if let Some(inv) = cancels {
-                self.serving.remove(&inv);
+                if let Some(s) = self.serving.remove(&inv) {
+                    if let Some(c) = s.cancelled {
+                        c.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
             }
             return;
         }
@@ -1071,6 +1077,9 @@ impl Driver {
             span.clone(),
         );
         incoming.set_dialog(dialog);
+        let cancelled = (method == Some(Method::Invite))
+            .then(|| Arc::new(std::sync::atomic::AtomicBool::new(false)));
+        incoming.set_cancel_flag(cancelled.clone());
         match sender.try_send(incoming) {
             Ok(()) => {
                 self.serving.insert(
@@ -1079,6 +1088,7 @@ impl Driver {
                         span,
                         request: kept,
                         endpoint,
+                        cancelled,
                     },
                 );
             }

@@ -564,7 +564,13 @@ impl<H: Homing> InstantMessagingCall<H> {
             .await
         {
             self.set_state(ConversationState::Terminated);
-            return Err(CallError::Request(RequestError::Invalid(e.to_string())));
+            return Err(match e {
+                collaboration_platform::RespondError::Cancelled => CallError::Cancelled,
+                collaboration_platform::RespondError::Shutdown => {
+                    CallError::Request(RequestError::Shutdown)
+                }
+                e => CallError::Request(RequestError::Invalid(e.to_string())),
+            });
         }
         *self.shared.dialog.lock().unwrap_or_else(|p| p.into_inner()) = Some(dialog);
         self.set_state(ConversationState::Established);

@@ -175,7 +175,10 @@ async fn no_handler_means_488_and_cancel_while_ringing() {
         .unwrap()
         .unwrap();
     assert!(matches!(r, Err(CallError::Cancelled)), "{r:?}");
-    drop(held);
+    // Alice's late accept is refused: the caller cancelled, her platform answered 487.
+    assert!(held.request().is_cancelled());
+    let late = held.accept().await;
+    assert!(matches!(late, Err(CallError::Cancelled)), "{late:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
