@@ -49,7 +49,11 @@ pub use registration::Granted;
 pub use sip_core::auth::Credentials;
 pub use state::{EndpointState, StateChange};
 pub use user::{UserEndpoint, UserEndpointSettings};
-pub use view::RemotePresenceView;
+pub use view::{
+    PresenceError, PresenceNotification, RemotePresenceView, SubscriptionState, TerminationReason,
+    DEFAULT_NOTIFICATION_CAPACITY, DEFAULT_RETRY_MAX, DEFAULT_RETRY_MIN,
+    DEFAULT_SUBSCRIPTION_EXPIRES,
+};
 
 /// What both endpoint kinds are to the layers above: their shared core.
 pub trait Endpoint: Send + Sync {

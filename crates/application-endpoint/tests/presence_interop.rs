@@ -472,9 +472,31 @@ fn a_blocked_target_fails_alone_while_the_others_subscribe() {
         assert_eq!(view.state(home), None);
         assert_eq!(view.state(federated).map(|s| s.name()), Some("Subscribed"));
 
+        // The subscriber's endpoint terminates: its subscriptions end with it, typed.
+        bounded("terminate the watcher", watcher.terminate()).await;
+        let ended = wait_for(
+            &mut rx,
+            &fed,
+            federated,
+            "end with the endpoint",
+            see!(),
+            |s| s.state == "Terminated",
+        )
+        .await;
+        assert!(
+            matches!(
+                ended.endpoint_error,
+                Some(EndpointError::NotEstablished(
+                    application_endpoint::EndpointState::Terminated
+                ))
+            ),
+            "{ended:?}"
+        );
+        assert_eq!(view.state(federated).map(|s| s.name()), Some("Terminated"));
+        assert_eq!(watcher.core().live_dialogs(), 0);
+
         bounded("terminate", view.terminate()).await;
         assert!(view.targets().is_empty(), "{:?}", view.targets());
-        assert_eq!(watcher.core().live_dialogs(), 0);
         bot.terminate().await;
         platform.shutdown().await;
     });
