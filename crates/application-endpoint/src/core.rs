@@ -373,11 +373,12 @@ impl EndpointCore {
     fn target_of(&self, req: &IncomingRequest) -> Target {
         let r = req.request();
         let method = r.method().cloned();
-        let to_tag = r.to().ok().and_then(|t| t.tag().map(<[u8]>::to_vec));
+        let to = r.to().ok();
+        let to_tag = to.as_ref().and_then(|t| t.tag());
         let routes = self.lock_routes();
         if let Some(tag) = to_tag {
             let call_id = r.call_id().ok().map(String::from_utf8_lossy);
-            let tag = String::from_utf8_lossy(&tag);
+            let tag = String::from_utf8_lossy(tag);
             return match call_id {
                 Some(c) => match routes.dialogs.get(route_key(&c, &tag).as_str()) {
                     Some(DialogTarget::Queue(tx)) => Target::Dialog(tx.clone()),

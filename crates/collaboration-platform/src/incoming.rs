@@ -43,13 +43,20 @@ impl IncomingRequest {
         server: Arc<str>,
         span: tracing::Span,
     ) -> Self {
+        let to_tag = if request.to().ok().is_some_and(|t| t.tag().is_none()) {
+            crate::request::tag()
+        } else {
+            String::new()
+        };
         IncomingRequest {
             request,
             caller,
             endpoint,
             source,
             transaction,
-            to_tag: crate::request::tag(),
+            // Only a request outside a dialog needs a tag of ours in its answers; one inside a
+            // dialog keeps the To tag it carries.
+            to_tag,
             dialog: None,
             cancelled: None,
             answered: false,
@@ -105,7 +112,15 @@ impl IncomingRequest {
     /// The To tag this endpoint's answers carry (the local tag of the dialog an INVITE's
     /// answer creates).
     pub fn local_tag(&self) -> &str {
-        &self.to_tag
+        if !self.to_tag.is_empty() {
+            return &self.to_tag;
+        }
+        self.request
+            .to()
+            .ok()
+            .and_then(|t| t.tag())
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .unwrap_or("")
     }
 
     /// The request as received.

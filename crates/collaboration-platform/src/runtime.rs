@@ -947,17 +947,19 @@ impl Driver {
         cancels: Option<TransactionId>,
     ) {
         let method = request.method().cloned();
-        let branch = request
-            .top_via()
-            .ok()
-            .and_then(|v| v.branch().map(str::to_owned))
-            .unwrap_or_default();
-        let span = tracing::debug_span!(
-            "sip_transaction",
-            side = "server",
-            method = method.as_ref().map(Method::as_str).unwrap_or(""),
-            %branch
-        );
+        // The branch is read only when the span is enabled: no copy per request otherwise.
+        let span = if tracing::enabled!(tracing::Level::DEBUG) {
+            let via = request.top_via().ok();
+            let branch = via.as_ref().and_then(|v| v.branch()).unwrap_or("");
+            tracing::debug_span!(
+                "sip_transaction",
+                side = "server",
+                method = method.as_ref().map(Method::as_str).unwrap_or(""),
+                %branch
+            )
+        } else {
+            Span::none()
+        };
         let _g = span.enter();
         if method == Some(Method::Cancel) {
             if let Err(e) = self.layer.answer_cancel(now, id, &request, cancels) {

@@ -426,13 +426,8 @@ impl<H: Homing> InstantMessagingCall<H> {
                     .header(HeaderName::ContentType)
                     .map(|v| String::from_utf8_lossy(v).trim().to_string())
                     .unwrap_or_else(|| "text/plain".into());
-                let base = content_type
-                    .split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase();
-                if base == crate::composing::CONTENT_TYPE {
+                let base = content_type.split(';').next().unwrap_or("").trim();
+                if base.eq_ignore_ascii_case(crate::composing::CONTENT_TYPE) {
                     match IsComposing::parse(req.body()) {
                         Ok(c) => {
                             let active = c.state == ComposingState::Active;
@@ -451,7 +446,7 @@ impl<H: Homing> InstantMessagingCall<H> {
                     }
                     return Step::Typing(typing_until);
                 }
-                if !ACCEPT_TYPES.iter().any(|t| *t == base) {
+                if !ACCEPT_TYPES.iter().any(|t| t.eq_ignore_ascii_case(base)) {
                     let accept = ACCEPT_TYPES.join(", ");
                     let _ = req
                         .respond(415, "Unsupported Media Type", &[("Accept", &accept)], None)
