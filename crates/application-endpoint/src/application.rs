@@ -195,7 +195,8 @@ impl ApplicationEndpoint {
         }
     }
 
-    /// Removes the published presence, unregisters, stops routing. Terminal.
+    /// Removes the published presence, unregisters, stops routing. Terminal. Whether the
+    /// unregistration was answered is in the reason of the Terminated state.
     ///
     /// Cancel safety: not cancel safe (cleanup may stop half way; the endpoint is
     /// unrouted either way once the platform shuts down).
@@ -210,12 +211,15 @@ impl ApplicationEndpoint {
         if let Some(t) = run.keep_alive.take() {
             t.abort();
         }
-        if let Some(reg) = run.registration.take() {
-            let _ = reg.lock().await.register(0).await;
-        }
+        let reason = match run.registration.take() {
+            Some(reg) => match reg.lock().await.register(0).await {
+                Ok(_) => "terminate() called; unregistered".to_string(),
+                Err(e) => format!("terminate() called; unregistration failed: {e}"),
+            },
+            None => "terminate() called".to_string(),
+        };
         self.core.detach().await;
-        self.core
-            .set_state(EndpointState::Terminated, "terminate() called");
+        self.core.set_state(EndpointState::Terminated, reason);
     }
 
     /// The current state.

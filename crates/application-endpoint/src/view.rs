@@ -964,7 +964,13 @@ struct ViewTask {
     rng: u64,
     /// The last attempt number given out.
     generation: u32,
+    /// SUBSCRIBEs in flight at most (a view of 10,000 targets does not put 10,000
+    /// transactions on the wire at once).
+    window: Arc<tokio::sync::Semaphore>,
 }
+
+/// How many SUBSCRIBEs one view has outstanding at most.
+const SUBSCRIBE_WINDOW: usize = 64;
 
 /// Hands the requests of one subscription's dialog to the view's task: what the endpoint's
 /// router calls for them (no task and no queue per subscription).
@@ -1026,6 +1032,7 @@ impl ViewTask {
             out: Vec::new(),
             rng: seed | 1,
             generation: 0,
+            window: Arc::new(tokio::sync::Semaphore::new(SUBSCRIBE_WINDOW)),
         };
         tokio::spawn(task.run(commands_rx, events_rx));
         commands
@@ -1175,7 +1182,9 @@ impl ViewTask {
             target.clone(),
             sub.generation,
         );
+        let window = self.window.clone();
         tokio::spawn(async move {
+            let _turn = window.acquire_owned().await;
             let outcome = match core.established_id() {
                 Ok(id) => core
                     .platform()
@@ -1212,7 +1221,9 @@ impl ViewTask {
             target.clone(),
             sub.generation,
         );
+        let window = self.window.clone();
         tokio::spawn(async move {
+            let _turn = window.acquire_owned().await;
             let request = in_dialog_subscribe(&core, expires);
             let outcome = core
                 .platform()

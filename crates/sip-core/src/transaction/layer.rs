@@ -119,6 +119,9 @@ pub struct TransactionLayer {
     /// back by [`compact`](Self::compact), so an old id never names a new transaction.
     next_generation: u32,
     last_compact: Option<Instant>,
+    /// When the next compaction is due (part of [`poll_timeout`](Self::poll_timeout), so an
+    /// idle user agent still gives memory back).
+    compact_due: Option<Instant>,
 }
 
 /// How often, at most, a layer looks for memory a burst of transactions left behind.
@@ -161,6 +164,7 @@ impl TransactionLayer {
             events: VecDeque::new(),
             next_generation: 0,
             last_compact: None,
+            compact_due: None,
         }
     }
 
@@ -219,7 +223,7 @@ impl TransactionLayer {
             }
             self.timers.pop();
         }
-        None
+        self.compact_due
     }
 
     // ----- inputs -----
@@ -432,12 +436,20 @@ impl TransactionLayer {
                 fire(tx, cx, slot);
             });
         }
-        let due = self
-            .last_compact
-            .is_none_or(|t| now.saturating_duration_since(t) >= COMPACT_EVERY);
-        if due && self.slots.len() >= COMPACT_MIN_SLOTS && self.map.len() * 4 < self.slots.len() {
-            self.last_compact = Some(now);
-            self.compact();
+        let needed =
+            |l: &Self| l.slots.len() >= COMPACT_MIN_SLOTS && l.map.len() * 4 < l.slots.len();
+        self.compact_due = None;
+        if needed(self) {
+            let due = self
+                .last_compact
+                .is_none_or(|t| now.saturating_duration_since(t) >= COMPACT_EVERY);
+            if due {
+                self.last_compact = Some(now);
+                self.compact();
+            }
+            if needed(self) {
+                self.compact_due = self.last_compact.map(|t| t + COMPACT_EVERY);
+            }
         }
     }
 
@@ -974,6 +986,7 @@ mod tests {
         // Every one times out (Timer F, 64*T1) and is destroyed.
         layer.handle_timeout(t0 + Duration::from_secs(40));
         assert!(layer.is_empty());
+        assert_eq!(layer.poll_timeout(), None, "nothing left to do");
         assert!(layer.slots.len() < 3000, "vacant slots at the end are cut");
         assert!(layer.slots.capacity() < 3000);
         assert!(layer.map.capacity() < 3000);
@@ -984,5 +997,36 @@ mod tests {
         assert!(ids.iter().all(|old| layer.state(*old).is_none()));
         assert!(layer.state(fresh).is_some());
         assert!(!ids.contains(&fresh));
+    }
+
+    #[test]
+    fn a_compaction_not_yet_due_is_a_deadline_of_poll_timeout() {
+        let mut layer = TransactionLayer::with_ids(
+            TransactionConfig::default(),
+            Box::new(SequentialIds::default()),
+        );
+        let peer = Peer::new("192.0.2.1:5060".parse().unwrap(), TransportKind::Tcp);
+        let t0 = Instant::now();
+        for _ in 0..3000 {
+            layer.send_request(t0, options(), peer).unwrap();
+        }
+        let half = t0 + Duration::from_millis(500);
+        for _ in 0..500 {
+            layer.send_request(half, options(), peer).unwrap();
+        }
+        // The first burst times out; the second still holds the last slots.
+        let f = Duration::from_secs(32);
+        layer.handle_timeout(t0 + f);
+        assert_eq!(layer.len(), 500);
+        assert_eq!(layer.poll_timeout(), Some(half + f));
+        // The second times out half a second later: too soon for another compaction, so
+        // the layer asks to be woken for it.
+        layer.handle_timeout(half + f);
+        assert!(layer.is_empty());
+        assert_eq!(layer.slots.len(), 3500);
+        assert_eq!(layer.poll_timeout(), Some(t0 + f + COMPACT_EVERY));
+        layer.handle_timeout(t0 + f + COMPACT_EVERY);
+        assert!(layer.slots.is_empty());
+        assert_eq!(layer.poll_timeout(), None);
     }
 }
