@@ -844,6 +844,9 @@ fn server_respond(
             tx.request = None;
             tx.wire = response.to_bytes();
             cx.send(tx);
+            // Accepted absorbs retransmitted INVITEs and sends only what the TU passes
+            // (RFC 6026 §8.5): the 2xx need not be kept for the 32 s the state lasts.
+            tx.wire = Bytes::new();
             let l = cx.t64();
             cx.arm(tx, Slot::Lifetime, l);
         }
@@ -864,6 +867,7 @@ fn server_respond(
         (ServerInvite, Accepted, 200..=299) => {
             tx.wire = response.to_bytes();
             cx.send(tx);
+            tx.wire = Bytes::new();
         }
         (ServerNonInvite, Trying | Proceeding, 100..=199) => {
             tx.state = Proceeding;
