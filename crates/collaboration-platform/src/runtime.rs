@@ -174,8 +174,6 @@ pub(crate) struct Driver {
     endpoints: HashMap<EndpointId, mpsc::Sender<IncomingRequest>>,
     pending: HashMap<TransactionId, Pending>,
     serving: HashMap<TransactionId, Serving>,
-    /// Which endpoint receives each dialog's requests.
-    dialog_owner: HashMap<DialogId, EndpointId>,
     /// INVITEs that may still be cancelled, by branch.
     invites: HashMap<String, TransactionId>,
     /// SUBSCRIBE/REFER awaiting a final response, by (Call-ID, From tag): a NOTIFY may
@@ -230,7 +228,6 @@ impl Driver {
                 endpoints: HashMap::new(),
                 pending: HashMap::new(),
                 serving: HashMap::new(),
-                dialog_owner: HashMap::new(),
                 invites: HashMap::new(),
                 subscribing: HashMap::new(),
                 conn_trust: HashMap::new(),
@@ -466,7 +463,7 @@ impl Driver {
                 if let Some(e) = entry {
                     if let Some(id) = track_uas_dialog(&mut self.dialogs, &e.request, &mut response)
                     {
-                        self.dialog_owner.insert(id, e.endpoint);
+                        self.dialogs.set_owner(&id, e.endpoint.0);
                     }
                 }
                 if let Err(e) = self.layer.respond(now, transaction, response) {
@@ -492,7 +489,7 @@ impl Driver {
             Command::Unregister { id } => {
                 self.dispatcher.remove(id);
                 self.endpoints.remove(&id);
-                self.dialog_owner.retain(|_, e| *e != id);
+                self.dialogs.clear_owner(id.0);
             }
             Command::Shutdown { grace, done } => self.begin_shutdown(grace, Some(done)),
         }
@@ -558,7 +555,6 @@ impl Driver {
 
     fn forget_dialog(&mut self, dialog: &DialogId) {
         self.dialogs.remove(dialog);
-        self.dialog_owner.remove(dialog);
     }
 
     /// ACKs a 2xx to an INVITE of a confirmed dialog (the first 2xx and every
@@ -605,14 +601,9 @@ impl Driver {
                 }
                 match self.dialogs.handle_uac_response(&c.request, &response) {
                     Ok(DialogUpdate::Confirmed(id)) => {
-                        self.dialog_owner.insert(id.clone(), c.endpoint);
+                        self.dialogs.set_owner(&id, c.endpoint.0);
                         if c.request.method() == Some(&Method::Invite) {
                             self.ack_2xx(&id, &response);
-                        }
-                    }
-                    Ok(DialogUpdate::Terminated(ids)) => {
-                        for id in ids {
-                            self.dialog_owner.remove(&id);
                         }
                     }
                     Ok(_) => {}
@@ -647,7 +638,7 @@ impl Driver {
             if let Ok(DialogUpdate::Early(d)) =
                 self.dialogs.handle_uac_response(&c.request, &response)
             {
-                self.dialog_owner.insert(d, c.endpoint);
+                self.dialogs.set_owner(&d, c.endpoint.0);
             }
         }
         if let Some(tx) = &c.provisional {
@@ -666,9 +657,7 @@ impl Driver {
             }
             if let (Ok(cid), Ok(from)) = (c.request.call_id(), c.request.from()) {
                 if let Some(tag) = from.tag() {
-                    for id in self.dialogs.terminate_early(cid, tag) {
-                        self.dialog_owner.remove(&id);
-                    }
+                    self.dialogs.terminate_early(cid, tag);
                 }
             }
         }
@@ -986,7 +975,14 @@ impl Driver {
         }
         let trusted = self.is_trusted(&source);
         let mut dialog = None;
-        let mut dialog_ended = false;
+        // A BYE removes its dialog: read the owner first.
+        let bye_owner = if method == Some(Method::Bye) {
+            request_dialog(&request)
+                .and_then(|d| self.dialogs.get(&d))
+                .map(|d| d.owner())
+        } else {
+            None
+        };
         let unmatched = match self.dialogs.handle_request(&request) {
             Ok(DialogUpdate::Updated(d)) => {
                 dialog = Some(d);
@@ -994,7 +990,6 @@ impl Driver {
             }
             Ok(DialogUpdate::Terminated(mut ids)) => {
                 dialog = ids.pop();
-                dialog_ended = true;
                 false
             }
             Ok(_) => false,
@@ -1017,14 +1012,15 @@ impl Driver {
                 return;
             }
         };
-        let owner = dialog
-            .as_ref()
-            .and_then(|d| self.dialog_owner.get(d).copied());
-        if dialog_ended {
-            if let Some(d) = &dialog {
-                self.dialog_owner.remove(d);
-            }
-        }
+        let owner = bye_owner
+            .or_else(|| {
+                dialog
+                    .as_ref()
+                    .and_then(|d| self.dialogs.get(d))
+                    .map(|d| d.owner())
+            })
+            .filter(|o| *o != 0)
+            .map(EndpointId);
         // In-dialog requests go to the endpoint that owns the dialog, whatever their
         // Request-URI (our Contact) says.
         let endpoint = match (
@@ -1130,12 +1126,23 @@ impl Driver {
         let endpoint = c.endpoint;
         match self.dialogs.handle_notify(&c.request, notify) {
             Ok(DialogUpdate::Confirmed(d)) | Ok(DialogUpdate::Updated(d)) => {
-                self.dialog_owner.insert(d.clone(), endpoint);
+                self.dialogs.set_owner(&d, endpoint.0);
                 Some(d)
             }
             _ => None,
         }
     }
+}
+
+/// The dialog a received request names: (Call-ID, To tag, From tag).
+fn request_dialog(request: &SipMessage) -> Option<DialogId> {
+    let to = request.to().ok()?;
+    let from = request.from().ok()?;
+    Some(DialogId::new(
+        request.call_id().ok()?,
+        to.tag()?,
+        from.tag().unwrap_or_default(),
+    ))
 }
 
 /// (Call-ID, From tag) of a SUBSCRIBE or REFER: what its NOTIFYs carry.

@@ -351,6 +351,19 @@ impl collaboration_platform::MessageObserver for ComposingCount {
     }
 }
 
+/// Waits until the peer's typing state seen by alice is `want`.
+async fn wait_typing(rx: &mut tokio::sync::mpsc::UnboundedReceiver<bool>, want: bool) {
+    loop {
+        let v = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .expect("typing state within the wait")
+            .expect("watch open");
+        if v == want {
+            return;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_is_sent_once_per_refresh_and_idle_only_when_needed() {
     use std::sync::atomic::Ordering::Relaxed;
@@ -384,6 +397,8 @@ async fn typing_is_sent_once_per_refresh_and_idle_only_when_needed() {
         let mut flow = c.accept().await.unwrap();
         let mut typing = flow.remote_typing();
         tokio::spawn(async move {
+            // The current value first: the peer's `active` may have arrived already.
+            let _ = typing_tx.send(*typing.borrow_and_update());
             while typing.changed().await.is_ok() {
                 let _ = typing_tx.send(*typing.borrow_and_update());
             }
@@ -396,17 +411,11 @@ async fn typing_is_sent_once_per_refresh_and_idle_only_when_needed() {
     for _ in 0..5 {
         flow.set_typing(true).await.unwrap();
     }
-    assert_eq!(
-        tokio::time::timeout(WAIT, typing_rx.recv()).await.unwrap(),
-        Some(true)
-    );
+    wait_typing(&mut typing_rx, true).await;
     assert_eq!(count.active.load(Relaxed), 1);
     // Stopped typing: one `idle`.
     flow.set_typing(false).await.unwrap();
-    assert_eq!(
-        tokio::time::timeout(WAIT, typing_rx.recv()).await.unwrap(),
-        Some(false)
-    );
+    wait_typing(&mut typing_rx, false).await;
     assert_eq!(count.idle.load(Relaxed), 1);
     flow.set_typing(false).await.unwrap();
     assert_eq!(count.idle.load(Relaxed), 1, "idle is not repeated");

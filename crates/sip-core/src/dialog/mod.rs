@@ -115,9 +115,17 @@ pub struct Dialog {
     pub(crate) remote_uri: Box<[u8]>,
     pub(crate) remote_target: Box<[u8]>,
     pub(crate) route_set: Box<[Box<[u8]>]>,
+    /// An opaque number the layer above attaches (the endpoint that owns the dialog), so it
+    /// needs no map of its own beside this one. 0 when none.
+    pub(crate) owner: u64,
 }
 
 impl Dialog {
+    /// The number attached with [`Dialogs::set_owner`] (0 when none).
+    pub fn owner(&self) -> u64 {
+        self.owner
+    }
+
     /// UAC or UAS.
     pub fn role(&self) -> DialogRole {
         self.role

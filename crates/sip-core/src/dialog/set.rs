@@ -98,6 +98,27 @@ impl Dialogs {
         self.map.is_empty()
     }
 
+    /// Attaches `owner` (an opaque number, e.g. which endpoint owns the dialog) to a dialog;
+    /// false when there is no such dialog.
+    pub fn set_owner(&mut self, id: &DialogId, owner: u64) -> bool {
+        match self.map.get_mut(id) {
+            Some(d) => {
+                d.owner = owner;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Detaches `owner` from every dialog it owns (the endpoint went away).
+    pub fn clear_owner(&mut self, owner: u64) {
+        for d in self.map.values_mut() {
+            if d.owner == owner {
+                d.owner = 0;
+            }
+        }
+    }
+
     /// Every dialog with its id.
     pub fn iter(&self) -> impl Iterator<Item = (&DialogId, &Dialog)> + '_ {
         self.map.iter()
@@ -224,6 +245,7 @@ impl Dialogs {
             remote_uri: response.header(HeaderName::To).unwrap_or_default().into(),
             remote_target: contact_uri(response, &to),
             route_set: record_route(response, true)?,
+            owner: 0,
         };
         self.map.insert(id.clone(), dialog);
         if confirm {
@@ -269,6 +291,7 @@ impl Dialogs {
             remote_uri: response.header(HeaderName::To).unwrap_or_default().into(),
             remote_target: contact_uri(response, &to),
             route_set: record_route(response, true)?,
+            owner: 0,
         };
         self.map.insert(id.clone(), dialog);
         Ok(DialogUpdate::Confirmed(id))
@@ -314,6 +337,7 @@ impl Dialogs {
             remote_uri: notify.header(HeaderName::From).unwrap_or_default().into(),
             remote_target: contact_uri(notify, &from),
             route_set: record_route(notify, false)?,
+            owner: 0,
         };
         self.map.insert(id.clone(), dialog);
         Ok(DialogUpdate::Confirmed(id))
@@ -381,6 +405,7 @@ impl Dialogs {
             remote_uri: request.header(HeaderName::From).unwrap_or_default().into(),
             remote_target: contact_uri(request, &from),
             route_set: record_route(request, false)?,
+            owner: 0,
         };
         self.map.insert(id.clone(), dialog);
         Ok(if confirm {
