@@ -168,6 +168,46 @@ impl Dispatcher {
         if in_dialog_unmatched {
             return Disposition::Respond(Refusal::status(481));
         }
+        if let Some(r) = self.unsupported(request, method) {
+            return Disposition::Respond(r);
+        }
+        let target = self
+            .gruus
+            .get(&gruu_key(uri))
+            .or_else(|| owner_key(uri).and_then(|k| self.owners.get(&k)))
+            .copied()
+            .or(self.default);
+        match (target, method) {
+            (_, Method::Options) => Disposition::Respond(self.options_answer()),
+            (Some(e), _) => Disposition::Deliver(e),
+            (None, _) => Disposition::Respond(Refusal::status(404)),
+        }
+    }
+
+    /// The checks for a request inside a dialog whose endpoint is known (§8.2 as far as it
+    /// applies: the Request-URI is a Contact this side gave, so no routing by it): the
+    /// response the platform sends itself (403 untrusted, 400, 501, 420), or `None` to
+    /// deliver it to the dialog's endpoint.
+    pub fn screen_in_dialog(&self, request: &SipMessage, trusted: bool) -> Option<Refusal> {
+        let Some(method) = request.method() else {
+            return Some(Refusal::status(400));
+        };
+        if !trusted {
+            return Some(Refusal::status(403));
+        }
+        if !self.capabilities.allow.contains(method) && *method != Method::Options {
+            let mut r = Refusal::status(501);
+            r.headers.push((HeaderName::Allow, self.allow_value()));
+            return Some(r);
+        }
+        self.unsupported(request, method)
+    }
+
+    /// 420 with Unsupported when the request requires an option tag not supported here.
+    fn unsupported(&self, request: &SipMessage, method: &Method) -> Option<Refusal> {
+        if request.header(HeaderName::Require).is_none() {
+            return None;
+        }
         let unsupported: Vec<String> = request
             .tokens(HeaderName::Require)
             .filter_map(Result::ok)
@@ -184,19 +224,9 @@ impl Dispatcher {
             let mut r = Refusal::status(420);
             r.headers
                 .push((HeaderName::Unsupported, unsupported.join(", ")));
-            return Disposition::Respond(r);
+            return Some(r);
         }
-        let target = self
-            .gruus
-            .get(&gruu_key(uri))
-            .or_else(|| owner_key(uri).and_then(|k| self.owners.get(&k)))
-            .copied()
-            .or(self.default);
-        match (target, method) {
-            (_, Method::Options) => Disposition::Respond(self.options_answer()),
-            (Some(e), _) => Disposition::Deliver(e),
-            (None, _) => Disposition::Respond(Refusal::status(404)),
-        }
+        None
     }
 
     fn allow_value(&self) -> String {
@@ -353,5 +383,27 @@ mod tests {
             d.dispatch(&r, true, false),
             Disposition::Respond(Refusal::status(416))
         );
+    }
+
+    #[test]
+    fn in_dialog_requests_of_a_known_dialog_are_screened_not_routed() {
+        let d = dispatcher();
+        // Whatever the Request-URI (our Contact), a request of a known dialog passes.
+        let m = request("MESSAGE", "sip:bot@127.0.0.1:5061;transport=tls", &[]);
+        assert_eq!(d.screen_in_dialog(&m, true), None);
+        assert_eq!(d.screen_in_dialog(&m, false).map(|r| r.status), Some(403));
+        let m = request(
+            "MESSAGE",
+            "sip:bot@127.0.0.1:5061",
+            &[("Require", "foo, timer")],
+        );
+        let r = d.screen_in_dialog(&m, true).unwrap();
+        assert_eq!(r.status, 420);
+        assert_eq!(
+            r.headers,
+            vec![(HeaderName::Unsupported, "foo".to_string())]
+        );
+        let m = request("PUBLISH", "sip:bot@127.0.0.1:5061", &[]);
+        assert_eq!(d.screen_in_dialog(&m, true).map(|r| r.status), Some(501));
     }
 }

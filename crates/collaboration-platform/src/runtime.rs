@@ -1023,14 +1023,16 @@ impl Driver {
             .map(EndpointId);
         // In-dialog requests go to the endpoint that owns the dialog, whatever their
         // Request-URI (our Contact) says.
-        let endpoint = match (
-            self.dispatcher.dispatch(&request, trusted, unmatched),
-            owner,
-        ) {
-            (Disposition::Deliver(_), Some(o)) => o,
-            (Disposition::Respond(r), Some(o)) if r.status == 404 => o,
-            (Disposition::Deliver(e), None) => e,
-            (Disposition::Respond(refusal), _) => {
+        let disposition = match owner {
+            Some(o) => match self.dispatcher.screen_in_dialog(&request, trusted) {
+                None => Disposition::Deliver(o),
+                Some(refusal) => Disposition::Respond(refusal),
+            },
+            None => self.dispatcher.dispatch(&request, trusted, unmatched),
+        };
+        let endpoint = match disposition {
+            Disposition::Deliver(e) => e,
+            Disposition::Respond(refusal) => {
                 debug!(status = refusal.status, trusted, "answered by the platform");
                 self.answer(now, id, &request, refusal.status, &refusal.headers);
                 return;
