@@ -205,9 +205,8 @@ impl Dispatcher {
 
     /// 420 with Unsupported when the request requires an option tag not supported here.
     fn unsupported(&self, request: &SipMessage, method: &Method) -> Option<Refusal> {
-        if request.header(HeaderName::Require).is_none() {
-            return None;
-        }
+        // Most requests carry no Require: nothing to collect then.
+        request.header(HeaderName::Require)?;
         let unsupported: Vec<String> = request
             .tokens(HeaderName::Require)
             .filter_map(Result::ok)
