@@ -4,13 +4,12 @@
 
 use crate::core::EndpointCore;
 use crate::presence::LocalOwnerPresence;
-use crate::registration::{keep_alive, Granted, Registration};
+use crate::registration::Registered;
 use crate::state::{EndpointState, StateChange};
 use crate::{Endpoint, EndpointError};
 use collaboration_platform::{Address, CollaborationPlatform, OnPremises};
 use std::sync::Arc;
-use tokio::sync::{watch, Mutex};
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
 
 /// How an application endpoint is set up. The owner is an on-premises address: an
 /// application cannot be hosted as somebody of another deployment.
@@ -87,19 +86,12 @@ impl ApplicationEndpointSettings {
     }
 }
 
-#[derive(Default)]
-struct Running {
-    registration: Option<Arc<Mutex<Registration>>>,
-    keep_alive: Option<JoinHandle<()>>,
-    granted: Option<Granted>,
-}
-
 /// The application's trusted identity on a platform.
 pub struct ApplicationEndpoint {
     core: Arc<EndpointCore>,
     settings: ApplicationEndpointSettings,
     presence: LocalOwnerPresence,
-    running: Mutex<Running>,
+    registered: Registered,
 }
 
 impl std::fmt::Debug for ApplicationEndpoint {
@@ -125,7 +117,7 @@ impl ApplicationEndpoint {
             presence: LocalOwnerPresence::new(core.clone()),
             core,
             settings,
-            running: Mutex::new(Running::default()),
+            registered: Registered::default(),
         }
     }
 
@@ -152,27 +144,16 @@ impl ApplicationEndpoint {
             return Err(e);
         }
         let reason = if s.use_registration {
-            let reg = Arc::new(Mutex::new(Registration::new(
-                self.core.clone(),
-                None,
-                s.registration_expires,
-                s.instance_id.clone(),
-            )));
-            let granted = reg.lock().await.register(s.registration_expires).await;
-            let granted = match granted {
-                Ok(g) => g,
-                Err(e) => {
-                    self.core.detach().await;
-                    self.core
-                        .set_state(EndpointState::Idle, format!("registration failed: {e}"));
-                    return Err(e);
-                }
-            };
+            let granted = self
+                .registered
+                .start(
+                    &self.core,
+                    None,
+                    s.registration_expires,
+                    s.instance_id.clone(),
+                )
+                .await?;
             let reason = format!("registered for {} s", granted.expires);
-            let mut run = self.running.lock().await;
-            run.keep_alive = Some(tokio::spawn(keep_alive(reg.clone(), granted.clone())));
-            run.registration = Some(reg);
-            run.granted = Some(granted);
             reason
         } else {
             "routing requests for the owner (no registration)".to_string()
@@ -201,25 +182,7 @@ impl ApplicationEndpoint {
     /// Cancel safety: not cancel safe (cleanup may stop half way; the endpoint is
     /// unrouted either way once the platform shuts down).
     pub async fn terminate(&self) {
-        if self.core.state() == EndpointState::Terminated {
-            return;
-        }
-        self.core
-            .set_state(EndpointState::Terminating, "terminate() called");
-        let _ = self.presence.remove().await;
-        let mut run = self.running.lock().await;
-        if let Some(t) = run.keep_alive.take() {
-            t.abort();
-        }
-        let reason = match run.registration.take() {
-            Some(reg) => match reg.lock().await.register(0).await {
-                Ok(_) => "terminate() called; unregistered".to_string(),
-                Err(e) => format!("terminate() called; unregistration failed: {e}"),
-            },
-            None => "terminate() called".to_string(),
-        };
-        self.core.detach().await;
-        self.core.set_state(EndpointState::Terminated, reason);
+        crate::registration::terminate(&self.core, &self.presence, &self.registered).await;
     }
 
     /// The current state.
@@ -239,7 +202,7 @@ impl ApplicationEndpoint {
 
     /// The GRUU the registrar granted, if registration is used and it granted one.
     pub async fn gruu(&self) -> Option<String> {
-        self.running.lock().await.granted.as_ref()?.gruu.clone()
+        self.registered.granted().await?.gruu
     }
 
     /// The settings it was made with.

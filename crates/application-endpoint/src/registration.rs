@@ -265,6 +265,88 @@ pub(crate) async fn keep_alive(reg: Arc<Mutex<Registration>>, first: Granted) {
     }
 }
 
+/// An endpoint's registration over its life, shared by both endpoint kinds: the first
+/// REGISTER, the task keeping it alive, the removal on terminate.
+#[derive(Default)]
+pub(crate) struct Registered {
+    state: Mutex<Option<Running>>,
+}
+
+struct Running {
+    registration: Arc<Mutex<Registration>>,
+    keep_alive: tokio::task::JoinHandle<()>,
+    granted: Granted,
+}
+
+impl Registered {
+    /// Registers (answering digest challenges) and keeps the registration alive. On
+    /// failure the endpoint stops being routed and goes back to Idle.
+    pub(crate) async fn start(
+        &self,
+        core: &Arc<EndpointCore>,
+        credentials: Option<Credentials>,
+        expires: u32,
+        instance: Option<String>,
+    ) -> Result<Granted, EndpointError> {
+        let reg = Arc::new(Mutex::new(Registration::new(
+            core.clone(),
+            credentials,
+            expires,
+            instance,
+        )));
+        let granted = reg.lock().await.register(expires).await;
+        let granted = match granted {
+            Ok(g) => g,
+            Err(e) => {
+                core.detach().await;
+                core.set_state(EndpointState::Idle, format!("registration failed: {e}"));
+                return Err(e);
+            }
+        };
+        *self.state.lock().await = Some(Running {
+            keep_alive: tokio::spawn(keep_alive(reg.clone(), granted.clone())),
+            registration: reg,
+            granted: granted.clone(),
+        });
+        Ok(granted)
+    }
+
+    /// What the registrar granted, while registered.
+    pub(crate) async fn granted(&self) -> Option<Granted> {
+        Some(self.state.lock().await.as_ref()?.granted.clone())
+    }
+
+    /// Stops refreshing and removes the binding; says how that went (for the Terminated
+    /// state's reason).
+    async fn stop(&self) -> String {
+        let Some(run) = self.state.lock().await.take() else {
+            return "terminate() called".to_string();
+        };
+        run.keep_alive.abort();
+        let outcome = run.registration.lock().await.register(0).await;
+        match outcome {
+            Ok(_) => "terminate() called; unregistered".to_string(),
+            Err(e) => format!("terminate() called; unregistration failed: {e}"),
+        }
+    }
+}
+
+/// `terminate()` of both endpoint kinds: presence removed, unregistered, unrouted.
+pub(crate) async fn terminate(
+    core: &EndpointCore,
+    presence: &crate::LocalOwnerPresence,
+    registered: &Registered,
+) {
+    if core.state() == EndpointState::Terminated {
+        return;
+    }
+    core.set_state(EndpointState::Terminating, "terminate() called");
+    let _ = presence.remove().await;
+    let reason = registered.stop().await;
+    core.detach().await;
+    core.set_state(EndpointState::Terminated, reason);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,14 +9,13 @@
 
 use crate::core::EndpointCore;
 use crate::presence::LocalOwnerPresence;
-use crate::registration::{keep_alive, Granted, Registration};
+use crate::registration::{Granted, Registered};
 use crate::state::{EndpointState, StateChange};
 use crate::{Endpoint, EndpointError};
 use collaboration_platform::{Address, CollaborationPlatform, Homed, OnPremises, Topology};
 use sip_core::auth::Credentials;
 use std::sync::Arc;
-use tokio::sync::{watch, Mutex};
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
 
 /// How a user endpoint is set up.
 #[derive(Clone)]
@@ -89,19 +88,12 @@ impl UserEndpointSettings {
     }
 }
 
-#[derive(Default)]
-struct Running {
-    registration: Option<Arc<Mutex<Registration>>>,
-    keep_alive: Option<JoinHandle<()>>,
-    granted: Option<Granted>,
-}
-
 /// A user of the home deployment, as this application acts for them.
 pub struct UserEndpoint {
     core: Arc<EndpointCore>,
     settings: UserEndpointSettings,
     presence: LocalOwnerPresence,
-    running: Mutex<Running>,
+    registered: Registered,
 }
 
 impl std::fmt::Debug for UserEndpoint {
@@ -127,7 +119,7 @@ impl UserEndpoint {
             presence: LocalOwnerPresence::new(core.clone()),
             core,
             settings,
-            running: Mutex::new(Running::default()),
+            registered: Registered::default(),
         }
     }
 
@@ -154,26 +146,15 @@ impl UserEndpoint {
             return Err(e);
         }
         let s = &self.settings;
-        let reg = Arc::new(Mutex::new(Registration::new(
-            self.core.clone(),
-            Some(s.credentials.clone()),
-            s.expires,
-            s.instance_id.clone(),
-        )));
-        let granted = reg.lock().await.register(s.expires).await;
-        let granted = match granted {
-            Ok(g) => g,
-            Err(e) => {
-                self.core.detach().await;
-                self.core
-                    .set_state(EndpointState::Idle, format!("registration failed: {e}"));
-                return Err(e);
-            }
-        };
-        let mut run = self.running.lock().await;
-        run.keep_alive = Some(tokio::spawn(keep_alive(reg.clone(), granted.clone())));
-        run.registration = Some(reg);
-        run.granted = Some(granted.clone());
+        let granted = self
+            .registered
+            .start(
+                &self.core,
+                Some(s.credentials.clone()),
+                s.expires,
+                s.instance_id.clone(),
+            )
+            .await?;
         self.core.set_state(
             EndpointState::Established,
             format!("registered for {} s", granted.expires),
@@ -186,25 +167,7 @@ impl UserEndpoint {
     ///
     /// Cancel safety: not cancel safe.
     pub async fn terminate(&self) {
-        if self.core.state() == EndpointState::Terminated {
-            return;
-        }
-        self.core
-            .set_state(EndpointState::Terminating, "terminate() called");
-        let _ = self.presence.remove().await;
-        let mut run = self.running.lock().await;
-        if let Some(t) = run.keep_alive.take() {
-            t.abort();
-        }
-        let reason = match run.registration.take() {
-            Some(reg) => match reg.lock().await.register(0).await {
-                Ok(_) => "terminate() called; unregistered".to_string(),
-                Err(e) => format!("terminate() called; unregistration failed: {e}"),
-            },
-            None => "terminate() called".to_string(),
-        };
-        self.core.detach().await;
-        self.core.set_state(EndpointState::Terminated, reason);
+        crate::registration::terminate(&self.core, &self.presence, &self.registered).await;
     }
 
     /// The current state.
@@ -224,7 +187,7 @@ impl UserEndpoint {
 
     /// The GRUU the registrar granted, if any.
     pub async fn gruu(&self) -> Option<String> {
-        self.running.lock().await.granted.as_ref()?.gruu.clone()
+        self.registered.granted().await?.gruu
     }
 
     /// The settings it was made with.
