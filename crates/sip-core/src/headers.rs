@@ -12,7 +12,7 @@ use crate::scan::{
     is_token, is_token_char, is_ws, parse_u32_saturating, parse_u64, quoted_end, skip_ws, trim,
     unquote, CommaSplit,
 };
-use crate::uri::{parse_hostport, Host, HostIdx};
+use crate::uri::{parse_hostport, Host, HostAt, HostIdx};
 use crate::ParseError;
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -107,9 +107,11 @@ pub struct Via<'a> {
     protocol: &'a [u8],
     version: &'a [u8],
     transport: Transport<'a>,
-    host: Host<'a>,
+    host: HostAt<'a>,
     port: Option<u16>,
     params: Params<'a>,
+    /// The `branch` value, found while the parameters were validated.
+    branch: Option<&'a [u8]>,
 }
 
 impl<'a> Via<'a> {
@@ -139,8 +141,8 @@ impl<'a> Via<'a> {
             .iter()
             .position(|&c| c == b';' || is_ws(c))
             .unwrap_or(rest.len());
-        let (host, port) = parse_hostport(&rest[..end]).map_err(|_| err("bad sent-by"))?;
-        let params = Params::parse_all(&rest[end..]).map_err(err)?;
+        let (host, _, port) = parse_hostport(&rest[..end]).map_err(|_| err("bad sent-by"))?;
+        let (params, branch) = Params::parse_all_finding(&rest[end..], b"branch").map_err(err)?;
         Ok(Via {
             protocol,
             version,
@@ -148,6 +150,7 @@ impl<'a> Via<'a> {
             host,
             port,
             params,
+            branch: branch.flatten(),
         })
     }
 
@@ -165,7 +168,7 @@ impl<'a> Via<'a> {
     }
     /// The sent-by host.
     pub fn host(&self) -> Host<'a> {
-        self.host
+        self.host.host()
     }
     /// The sent-by port, if written.
     pub fn port(&self) -> Option<u16> {
@@ -177,7 +180,7 @@ impl<'a> Via<'a> {
     }
     /// The `branch` (transaction id; RFC 3261 branches start with `z9hG4bK`).
     pub fn branch(&self) -> Option<&'a str> {
-        self.params.get("branch").flatten().map(ascii_lossy)
+        self.branch.map(ascii_lossy)
     }
     /// The `received` address; accepts the bracketed IPv6 form robust parsers must take
     /// (RFC 5118 §4.5).
@@ -665,6 +668,7 @@ pub(crate) struct ViaIdx {
     host: HostIdx,
     port: Option<u16>,
     params: Sp,
+    branch: Option<Sp>,
 }
 
 impl<'a> Via<'a> {
@@ -680,6 +684,7 @@ impl<'a> Via<'a> {
             host: self.host.index(base)?,
             port: self.port,
             params: self.params.index(base)?,
+            branch: crate::index::opt(base, self.branch)?,
         })
     }
 
@@ -694,9 +699,10 @@ impl<'a> Via<'a> {
                     .unwrap_or(Transport::Udp),
                 Err(sp) => Transport::Other(sp.str(base)),
             },
-            host: Host::from_index(base, &idx.host),
+            host: HostAt::from_index(base, &idx.host),
             port: idx.port,
             params: Params::from_index(base, idx.params),
+            branch: idx.branch.map(|sp| sp.get(base)),
         }
     }
 }

@@ -14,37 +14,33 @@ use crate::limits::Limits;
 use crate::method::Method;
 use crate::name::HeaderName;
 use crate::name_addr::{NameAddr, NameAddrIdx};
-use crate::scan::{is_token, is_word, parse_u64, trim, CommaSplit};
+use crate::scan::{find, is_call_id, is_token, parse_u64, rfind, trim, CommaSplit};
 use crate::uri::Uri;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::fmt;
 
-/// Where the bytes of some text live: inside the received buffer, or owned.
-#[derive(Debug, Clone)]
+/// Where the bytes of some text live: a range of the received buffer, one of the message's
+/// owned pieces (what was built or changed), or the canonical spelling of the field's name.
+/// Twelve bytes, so that a field is 28 and a parsed message's field table is one small
+/// allocation (one that glibc serves from its per-thread cache).
+#[derive(Debug, Clone, Copy)]
 enum Text {
     Span(u32, u32),
-    Owned(Bytes),
+    Owned(u32),
+    Canonical,
 }
 
-impl Text {
-    /// The text as `Bytes` sharing `buf` (a span) or the owned bytes: never a copy.
-    fn to_bytes(&self, buf: &Bytes) -> Bytes {
-        match self {
-            Text::Span(a, b) => buf.slice(*a as usize..*b as usize),
-            Text::Owned(b) => b.clone(),
-        }
-    }
-
-    #[inline]
-    fn get<'a>(&'a self, buf: &'a [u8]) -> &'a [u8] {
-        match self {
-            Text::Span(a, b) => &buf[*a as usize..*b as usize],
-            Text::Owned(b) => b,
-        }
+/// The bytes of `t` in a message with received buffer `buf` and owned pieces `owned`.
+#[inline]
+fn text_of<'a>(buf: &'a Bytes, owned: &'a [Bytes], t: Text) -> &'a [u8] {
+    match t {
+        Text::Span(a, b) => buf.get(a as usize..b as usize).unwrap_or_default(),
+        Text::Owned(i) => owned.get(i as usize).map_or(&[][..], |b| &b[..]),
+        Text::Canonical => &[],
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 struct Field {
     name: HeaderName,
     raw_name: Text,
@@ -85,6 +81,8 @@ pub struct SipMessage {
     buf: Bytes,
     start: StartLine,
     fields: Vec<Field>,
+    /// Text not in `buf`: built or changed values, unfolded values, custom names.
+    owned: Vec<Bytes>,
     body: Bytes,
     /// True while the message is exactly the received bytes in `buf`.
     pristine: bool,
@@ -150,9 +148,10 @@ impl SipMessage {
                 buf: Bytes::new(),
                 start: StartLine::Request {
                     method,
-                    uri: Text::Owned(uri.into()),
+                    uri: Text::Owned(0),
                 },
                 fields: Vec::with_capacity(12),
+                owned: owned_with(uri.into()),
                 body: Bytes::new(),
                 pristine: false,
                 core: None,
@@ -177,9 +176,10 @@ impl SipMessage {
                 buf: Bytes::new(),
                 start: StartLine::Response {
                     status,
-                    reason: Text::Owned(reason),
+                    reason: Text::Owned(0),
                 },
                 fields: Vec::with_capacity(12),
+                owned: owned_with(reason),
                 body: Bytes::new(),
                 pristine: false,
                 core: None,
@@ -211,7 +211,7 @@ impl SipMessage {
                     | HeaderName::CSeq
             ) {
                 // Shares the request's buffer: no copy of the value.
-                b = b.header(f.name, f.value.to_bytes(&request.buf));
+                b = b.header(f.name, request.text_bytes(f.value));
             }
         }
         match (&b.error, request.core.is_some()) {
@@ -240,7 +240,7 @@ impl SipMessage {
     /// The Request-URI as written (`None` for a response).
     pub fn request_uri_bytes(&self) -> Option<&[u8]> {
         match &self.start {
-            StartLine::Request { uri, .. } => Some(uri.get(&self.buf)),
+            StartLine::Request { uri, .. } => Some(self.text(*uri)),
             StartLine::Response { .. } => None,
         }
     }
@@ -261,28 +261,56 @@ impl SipMessage {
     /// The reason phrase byte for byte (may be empty or UTF-8; `None` for a request).
     pub fn reason(&self) -> Option<&[u8]> {
         match &self.start {
-            StartLine::Response { reason, .. } => Some(reason.get(&self.buf)),
+            StartLine::Response { reason, .. } => Some(self.text(*reason)),
             StartLine::Request { .. } => None,
         }
     }
 
     fn start_line_bytes(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(64);
+        let mut v = BytesMut::with_capacity(64);
+        self.write_start_line(&mut v);
+        v.to_vec()
+    }
+
+    fn write_start_line(&self, out: &mut BytesMut) {
         match &self.start {
             StartLine::Request { method, uri } => {
-                v.extend_from_slice(method.as_str().as_bytes());
-                v.push(b' ');
-                v.extend_from_slice(uri.get(&self.buf));
-                v.extend_from_slice(b" SIP/2.0");
+                out.extend_from_slice(method.as_str().as_bytes());
+                out.put_u8(b' ');
+                out.extend_from_slice(self.text(*uri));
+                out.extend_from_slice(b" SIP/2.0");
             }
             StartLine::Response { status, reason } => {
-                v.extend_from_slice(b"SIP/2.0 ");
-                v.extend_from_slice(status.to_string().as_bytes());
-                v.push(b' ');
-                v.extend_from_slice(reason.get(&self.buf));
+                out.extend_from_slice(b"SIP/2.0 ");
+                write_decimal(out, usize::from(*status));
+                out.put_u8(b' ');
+                out.extend_from_slice(self.text(*reason));
             }
         }
-        v
+    }
+
+    /// The bytes of `t`.
+    #[inline]
+    fn text(&self, t: Text) -> &[u8] {
+        text_of(&self.buf, &self.owned, t)
+    }
+
+    /// The bytes of `t` as `Bytes` sharing the buffer or the owned piece: never a copy.
+    fn text_bytes(&self, t: Text) -> Bytes {
+        match t {
+            Text::Span(a, b) => self.buf.slice(a as usize..b as usize),
+            Text::Owned(i) => self.owned.get(i as usize).cloned().unwrap_or_default(),
+            Text::Canonical => Bytes::new(),
+        }
+    }
+
+    /// The field's name as written (the canonical spelling for built known names).
+    #[inline]
+    fn raw_name_of(&self, f: &Field) -> &[u8] {
+        match f.raw_name {
+            Text::Canonical => f.name.as_str().as_bytes(),
+            t => self.text(t),
+        }
     }
 
     // ----- raw headers -----
@@ -291,8 +319,8 @@ impl SipMessage {
     pub fn headers(&self) -> impl Iterator<Item = HeaderRef<'_>> + '_ {
         self.fields.iter().map(move |f| HeaderRef {
             name: f.name,
-            raw_name: f.raw_name.get(&self.buf),
-            value: f.value.get(&self.buf),
+            raw_name: self.raw_name_of(f),
+            value: self.text(f.value),
         })
     }
 
@@ -306,7 +334,7 @@ impl SipMessage {
         self.fields
             .iter()
             .find(|f| f.name == name)
-            .map(|f| f.value.get(&self.buf))
+            .map(|f| self.text(f.value))
     }
 
     /// The value of the first field with this name, for any name (case-insensitive; a
@@ -332,7 +360,7 @@ impl SipMessage {
             .iter()
             .filter(move |f| f.name == name)
             .flat_map(move |f| {
-                let v = f.value.get(&self.buf);
+                let v = self.text(f.value);
                 let mut split = CommaSplit::new(v);
                 let mut single = Some(v);
                 std::iter::from_fn(move || if list { split.next() } else { single.take() })
@@ -358,9 +386,7 @@ impl SipMessage {
     /// The value of field `i` (a cached index; always in range while the cache lives).
     #[inline]
     fn field_value(&self, i: usize) -> &[u8] {
-        self.fields
-            .get(i)
-            .map_or(&[][..], |f| f.value.get(&self.buf))
+        self.fields.get(i).map_or(&[][..], |f| self.text(f.value))
     }
 
     /// The topmost Via.
@@ -395,11 +421,8 @@ impl SipMessage {
             return Ok(self.field_value(i));
         }
         let v = self.single(HeaderName::CallId)?;
-        let ok = match memchr::memchr(b'@', v) {
-            Some(at) => is_word(&v[..at]) && is_word(&v[at + 1..]),
-            None => is_word(v),
-        };
-        ok.then_some(v)
+        is_call_id(v)
+            .then_some(v)
             .ok_or(ParseError::header("Call-ID", "not word[@word]"))
     }
 
@@ -496,7 +519,7 @@ impl SipMessage {
         self.fields
             .iter()
             .filter(move |f| f.name == name)
-            .map(move |f| AuthValue::parse(f.value.get(&self.buf), name.as_str()))
+            .map(move |f| AuthValue::parse(self.text(f.value), name.as_str()))
     }
 
     /// Every Warning value.
@@ -509,7 +532,7 @@ impl SipMessage {
     /// Checks what RFC 3261 requires of every message above the grammar of each line, as
     /// the parsers do on every message: mandatory headers (§8.1.1: Via, From, To, Call-ID,
     /// CSeq) present, single-valued headers given once, CSeq method equal to the request
-    /// method, and well-formed values for what a transaction layer reads (every Via, From,
+    /// method, and well-formed values for what a transaction layer reads (the top Via, From,
     /// To, Call-ID, CSeq, Max-Forwards) and the Request-URI (no escaped headers in it).
     ///
     /// Max-Forwards is not required: RFC 2543 peers omit it (RFC 4475 §3.4.1). Other
@@ -544,14 +567,14 @@ impl SipMessage {
             if at[i].is_some() && i < 5 {
                 return Err(ParseError::Repeated(SINGLE[i].as_str()));
             }
-            if i == 5 {
-                let value = f.value.get(&self.buf);
-                for v in CommaSplit::new(value) {
-                    let via = Via::parse(v)?;
-                    if core.top_via.is_none() {
-                        core.top_via = via.index(value).map(|idx| (fi, idx));
-                    }
-                }
+            if i == 5 && at[5].is_none() {
+                // The top Via is what a transaction layer reads; the ones below it are
+                // only copied into responses, and checked when read (`vias`) or by
+                // `validate_all`.
+                let value = self.text(f.value);
+                let top = CommaSplit::new(value).next().unwrap_or_default();
+                let via = Via::parse(top)?;
+                core.top_via = via.index(value).map(|idx| (fi, idx));
             }
             at[i].get_or_insert(fi);
         }
@@ -570,11 +593,7 @@ impl SipMessage {
         let to = NameAddr::parse(to_v, "To")?;
         core.to = to.index(to_v).map(|idx| (to_i, idx));
         let call_id = self.field_value(call_id_i);
-        let ok = match memchr::memchr(b'@', call_id) {
-            Some(at) => is_word(&call_id[..at]) && is_word(&call_id[at + 1..]),
-            None => is_word(call_id),
-        };
-        if !ok {
+        if !is_call_id(call_id) {
             return Err(ParseError::header("Call-ID", "not word[@word]"));
         }
         core.call_id = Some(call_id_i);
@@ -601,11 +620,14 @@ impl SipMessage {
     }
 
     /// [`validate`](Self::validate) plus the grammar of the other headers that have a typed
-    /// view here: Contact, Route, Record-Route, Content-Type, Expires, Date. RFC 4475 lets a
+    /// view here: every Via, Contact, Route, Record-Route, Content-Type, Expires, Date. RFC 4475 lets a
     /// lenient element accept the messages this refuses beyond `validate` (e.g. §3.1.2.12
     /// `baddate`, §3.1.2.13 `regbadct`); a registrar or a UA that reads them calls this.
     pub fn validate_all(&self) -> Result<(), ParseError> {
         self.validate()?;
+        for v in self.vias() {
+            v?;
+        }
         for c in self.contacts() {
             c?;
         }
@@ -654,7 +676,7 @@ impl SipMessage {
         name: impl IntoHeaderName,
         value: impl Into<Bytes>,
     ) -> Result<&mut Self, ParseError> {
-        let field = make_field(name, value.into())?;
+        let field = self.make_field(name, value.into())?;
         self.touch();
         self.fields.push(field);
         Ok(self)
@@ -667,12 +689,12 @@ impl SipMessage {
         name: impl IntoHeaderName,
         value: impl Into<Bytes>,
     ) -> Result<&mut Self, ParseError> {
-        let field = make_field(name, value.into())?;
+        let field = self.make_field(name, value.into())?;
         self.touch();
         let at = self
             .fields
             .iter()
-            .position(|f| same_name(f, &field, &self.buf))
+            .position(|f| self.same_name(f, &field))
             .unwrap_or(self.fields.len());
         self.fields.insert(at, field);
         Ok(self)
@@ -685,15 +707,15 @@ impl SipMessage {
         name: impl IntoHeaderName,
         value: impl Into<Bytes>,
     ) -> Result<&mut Self, ParseError> {
-        let field = make_field(name, value.into())?;
+        let field = self.make_field(name, value.into())?;
         self.touch();
-        let buf = &self.buf;
-        let first = self.fields.iter().position(|f| same_name(f, &field, buf));
+        let first = self.fields.iter().position(|f| self.same_name(f, &field));
         match first {
             Some(i) => {
+                let (buf, owned) = (&self.buf, &self.owned);
                 let mut idx = 0;
                 self.fields.retain(|f| {
-                    let keep = idx <= i || !same_name(f, &field, buf);
+                    let keep = idx <= i || !same_name_in(buf, owned, f, &field);
                     idx += 1;
                     keep
                 });
@@ -706,12 +728,12 @@ impl SipMessage {
 
     /// Removes every field of this name; returns how many were removed.
     pub fn remove_header(&mut self, name: impl IntoHeaderName) -> usize {
-        let Ok(probe) = make_field(name, Bytes::new()) else {
+        let Ok(probe) = self.make_field(name, Bytes::new()) else {
             return 0;
         };
         let before = self.fields.len();
-        let buf = &self.buf;
-        self.fields.retain(|f| !same_name(f, &probe, buf));
+        let (buf, owned) = (&self.buf, &self.owned);
+        self.fields.retain(|f| !same_name_in(buf, owned, f, &probe));
         let removed = before - self.fields.len();
         if removed > 0 {
             self.touch();
@@ -767,17 +789,17 @@ impl SipMessage {
             + self
                 .fields
                 .iter()
-                .map(|f| 24 + f.value.get(&self.buf).len())
+                .map(|f| 24 + self.text(f.value).len())
                 .sum::<usize>()
     }
 
     fn write_canonical(&self, out: &mut BytesMut) {
-        out.extend_from_slice(&self.start_line_bytes());
+        self.write_start_line(out);
         out.extend_from_slice(b"\r\n");
         let mut wrote_cl = false;
         let write_cl = |out: &mut BytesMut| {
             out.extend_from_slice(b"Content-Length: ");
-            out.extend_from_slice(self.body.len().to_string().as_bytes());
+            write_decimal(out, self.body.len());
             out.extend_from_slice(b"\r\n");
         };
         for f in &self.fields {
@@ -789,11 +811,11 @@ impl SipMessage {
                 continue;
             }
             match f.name {
-                HeaderName::Other => out.extend_from_slice(f.raw_name.get(&self.buf)),
+                HeaderName::Other => out.extend_from_slice(self.raw_name_of(f)),
                 n => out.extend_from_slice(n.as_str().as_bytes()),
             }
             out.extend_from_slice(b": ");
-            out.extend_from_slice(f.value.get(&self.buf));
+            out.extend_from_slice(self.text(f.value));
             out.extend_from_slice(b"\r\n");
         }
         if !wrote_cl {
@@ -810,29 +832,72 @@ impl fmt::Display for SipMessage {
     }
 }
 
-fn same_name(f: &Field, probe: &Field, buf: &[u8]) -> bool {
+/// Do `f` and `probe` have the same name (custom names compared case-insensitively)?
+fn same_name_in(buf: &Bytes, owned: &[Bytes], f: &Field, probe: &Field) -> bool {
     f.name == probe.name
         && (f.name != HeaderName::Other
-            || f.raw_name
-                .get(buf)
-                .eq_ignore_ascii_case(probe.raw_name.get(&[])))
+            || text_of(buf, owned, f.raw_name).eq_ignore_ascii_case(text_of(
+                buf,
+                owned,
+                probe.raw_name,
+            )))
 }
 
-fn make_field(name: impl IntoHeaderName, value: Bytes) -> Result<Field, ParseError> {
-    let (name, raw_name) = name.into_header_name()?;
-    if value.iter().any(|&c| c == b'\r' || c == b'\n') {
-        return Err(ParseError::HeaderLine);
+/// A vector of owned pieces holding `first` at index 0.
+fn owned_with(first: Bytes) -> Vec<Bytes> {
+    let mut v = Vec::with_capacity(8);
+    v.push(first);
+    v
+}
+
+/// Writes `n` in decimal without going through a `String`.
+fn write_decimal(out: &mut BytesMut, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
     }
-    // Trim by slicing the caller's bytes: no copy.
-    let value = match trim(&value) {
-        t if t.len() == value.len() => value,
-        t => value.slice_ref(t),
-    };
-    Ok(Field {
-        name,
-        raw_name: Text::Owned(raw_name),
-        value: Text::Owned(value),
-    })
+    out.extend_from_slice(&digits[i..]);
+}
+
+impl SipMessage {
+    fn same_name(&self, f: &Field, probe: &Field) -> bool {
+        same_name_in(&self.buf, &self.owned, f, probe)
+    }
+
+    /// Keeps `b` among the owned pieces.
+    fn own(&mut self, b: Bytes) -> Text {
+        self.owned.push(b);
+        Text::Owned((self.owned.len() - 1) as u32)
+    }
+
+    /// A checked field for `name: value`, its text kept among the owned pieces.
+    fn make_field(&mut self, name: impl IntoHeaderName, value: Bytes) -> Result<Field, ParseError> {
+        let (name, raw_name) = name.into_header_name()?;
+        if value.iter().any(|&c| c == b'\r' || c == b'\n') {
+            return Err(ParseError::HeaderLine);
+        }
+        // Trim by slicing the caller's bytes: no copy.
+        let value = match trim(&value) {
+            t if t.len() == value.len() => value,
+            t => value.slice_ref(t),
+        };
+        let raw_name = if name == HeaderName::Other {
+            self.own(raw_name)
+        } else {
+            Text::Canonical
+        };
+        Ok(Field {
+            name,
+            raw_name,
+            value: self.own(value),
+        })
+    }
 }
 
 /// Something that names a header: a [`HeaderName`] or a string (compact forms and any case
@@ -917,18 +982,19 @@ fn parse(buf: Bytes, limits: &Limits, framing: Framing) -> Result<SipMessage, Pa
             limit: limits.max_message_size,
         });
     }
-    let (start, fields, head_end) = parse_head(&buf, limits)?;
+    let (start, fields, owned, head_end) = parse_head(&buf, limits)?;
     let mut msg = SipMessage {
         buf: Bytes::new(),
         start,
         fields,
+        owned,
         body: Bytes::new(),
         pristine: true,
         core: None,
     };
     let cl = match framing {
         Framing::Head => None,
-        _ => content_length_of(&msg.fields, &buf)?,
+        _ => content_length_of(&msg.fields, &buf, &msg.owned)?,
     };
     let end = match framing {
         Framing::Head => head_end,
@@ -970,13 +1036,17 @@ fn parse(buf: Bytes, limits: &Limits, framing: Framing) -> Result<SipMessage, Pa
 }
 
 /// The single Content-Length of the header fields, refusing non-numbers and conflicts.
-fn content_length_of(fields: &[Field], buf: &[u8]) -> Result<Option<usize>, ParseError> {
+fn content_length_of(
+    fields: &[Field],
+    buf: &Bytes,
+    owned: &[Bytes],
+) -> Result<Option<usize>, ParseError> {
     let mut found: Option<usize> = None;
     for f in fields
         .iter()
         .filter(|f| f.name == HeaderName::ContentLength)
     {
-        let v = parse_u64(trim(f.value.get(buf)))
+        let v = parse_u64(trim(text_of(buf, owned, f.value)))
             .and_then(|n| usize::try_from(n).ok())
             .ok_or(ParseError::ContentLength("not a non-negative number"))?;
         if found.is_some_and(|x| x != v) {
@@ -987,7 +1057,7 @@ fn content_length_of(fields: &[Field], buf: &[u8]) -> Result<Option<usize>, Pars
     Ok(found)
 }
 
-type Head = (StartLine, Vec<Field>, usize);
+type Head = (StartLine, Vec<Field>, Vec<Bytes>, usize);
 
 /// Parses the start line and header fields; returns them and the offset of the body.
 fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
@@ -1011,6 +1081,7 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
     }
     let start = parse_start_line(buf, sl_end)?;
     let mut fields = Vec::with_capacity(16);
+    let mut owned = Vec::new();
     let mut pos = first + 1;
     let mut next_nl = newlines.next();
     loop {
@@ -1018,7 +1089,7 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
         let mut end = content_end(pos, nl);
         let mut next = nl + 1;
         if end == pos {
-            return Ok((start, fields, next));
+            return Ok((start, fields, owned, next));
         }
         if s[pos] == b' ' || s[pos] == b'\t' {
             return Err(ParseError::HeaderLine);
@@ -1067,7 +1138,8 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
             ve -= 1;
         }
         let value = if folded {
-            Text::Owned(unfold(&s[vs..ve]))
+            owned.push(unfold(&s[vs..ve]));
+            Text::Owned((owned.len() - 1) as u32)
         } else {
             Text::Span(vs as u32, ve as u32)
         };
@@ -1130,8 +1202,8 @@ fn parse_start_line(buf: &Bytes, end: usize) -> Result<StartLine, ParseError> {
         });
     }
     // Request-Line = Method SP Request-URI SP SIP-Version
-    let sp1 = memchr::memchr(b' ', line).ok_or(ParseError::StartLine("request line"))?;
-    let sp2 = memchr::memrchr(b' ', line).ok_or(ParseError::StartLine("request line"))?;
+    let sp1 = find(line, b' ').ok_or(ParseError::StartLine("request line"))?;
+    let sp2 = rfind(line, b' ').ok_or(ParseError::StartLine("request line"))?;
     if sp2 <= sp1 + 1 {
         return Err(ParseError::StartLine(
             "request line needs method, URI and version",

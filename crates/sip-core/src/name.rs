@@ -147,7 +147,7 @@ pub enum HeaderName {
 
 impl HeaderName {
     /// The canonical long name (`Other` has none: it is `""`).
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             HeaderName::Accept => "Accept",
             HeaderName::AcceptContact => "Accept-Contact",
@@ -310,86 +310,124 @@ impl HeaderName {
                 _ => HeaderName::Other,
             };
         }
-        // Lower-case into a stack buffer, then one `match` the compiler turns into length
-        // and word comparisons: faster than probing a table for every header line.
-        let mut lower = [0u8; 24];
-        let Some(dst) = lower.get_mut(..name.len()) else {
+        let (Some(&first), Some(&last)) = (name.first(), name.last()) else {
             return HeaderName::Other;
         };
-        for (d, s) in dst.iter_mut().zip(name) {
-            *d = s.to_ascii_lowercase();
+        // Open addressing on (length, first, last byte): one or two probes, then one
+        // comparison; names arrive in their canonical spelling almost always.
+        let mut i = slot(
+            name.len(),
+            first.to_ascii_lowercase(),
+            last.to_ascii_lowercase(),
+        );
+        while let Some((text, header)) = LOOKUP[i] {
+            if text.len() == name.len()
+                && (text.as_bytes() == name || text.as_bytes().eq_ignore_ascii_case(name))
+            {
+                return header;
+            }
+            i = (i + 1) % LOOKUP.len();
         }
-        match &*dst {
-            b"accept" => HeaderName::Accept,
-            b"accept-contact" => HeaderName::AcceptContact,
-            b"accept-encoding" => HeaderName::AcceptEncoding,
-            b"accept-language" => HeaderName::AcceptLanguage,
-            b"alert-info" => HeaderName::AlertInfo,
-            b"allow" => HeaderName::Allow,
-            b"allow-events" => HeaderName::AllowEvents,
-            b"authentication-info" => HeaderName::AuthenticationInfo,
-            b"authorization" => HeaderName::Authorization,
-            b"call-id" => HeaderName::CallId,
-            b"call-info" => HeaderName::CallInfo,
-            b"contact" => HeaderName::Contact,
-            b"content-disposition" => HeaderName::ContentDisposition,
-            b"content-encoding" => HeaderName::ContentEncoding,
-            b"content-language" => HeaderName::ContentLanguage,
-            b"content-length" => HeaderName::ContentLength,
-            b"content-type" => HeaderName::ContentType,
-            b"cseq" => HeaderName::CSeq,
-            b"date" => HeaderName::Date,
-            b"error-info" => HeaderName::ErrorInfo,
-            b"event" => HeaderName::Event,
-            b"expires" => HeaderName::Expires,
-            b"from" => HeaderName::From,
-            b"identity" => HeaderName::Identity,
-            b"identity-info" => HeaderName::IdentityInfo,
-            b"in-reply-to" => HeaderName::InReplyTo,
-            b"max-forwards" => HeaderName::MaxForwards,
-            b"min-expires" => HeaderName::MinExpires,
-            b"min-se" => HeaderName::MinSe,
-            b"mime-version" => HeaderName::MimeVersion,
-            b"ms-conversation-id" => HeaderName::MsConversationId,
-            b"organization" => HeaderName::Organization,
-            b"p-asserted-identity" => HeaderName::PAssertedIdentity,
-            b"p-preferred-identity" => HeaderName::PPreferredIdentity,
-            b"path" => HeaderName::Path,
-            b"priority" => HeaderName::Priority,
-            b"proxy-authenticate" => HeaderName::ProxyAuthenticate,
-            b"proxy-authorization" => HeaderName::ProxyAuthorization,
-            b"proxy-require" => HeaderName::ProxyRequire,
-            b"rack" => HeaderName::RAck,
-            b"reason" => HeaderName::Reason,
-            b"record-route" => HeaderName::RecordRoute,
-            b"refer-to" => HeaderName::ReferTo,
-            b"referred-by" => HeaderName::ReferredBy,
-            b"reject-contact" => HeaderName::RejectContact,
-            b"reply-to" => HeaderName::ReplyTo,
-            b"request-disposition" => HeaderName::RequestDisposition,
-            b"require" => HeaderName::Require,
-            b"retry-after" => HeaderName::RetryAfter,
-            b"route" => HeaderName::Route,
-            b"rseq" => HeaderName::RSeq,
-            b"server" => HeaderName::Server,
-            b"service-route" => HeaderName::ServiceRoute,
-            b"session-expires" => HeaderName::SessionExpires,
-            b"sip-etag" => HeaderName::SipEtag,
-            b"sip-if-match" => HeaderName::SipIfMatch,
-            b"subject" => HeaderName::Subject,
-            b"subscription-state" => HeaderName::SubscriptionState,
-            b"supported" => HeaderName::Supported,
-            b"timestamp" => HeaderName::Timestamp,
-            b"to" => HeaderName::To,
-            b"unsupported" => HeaderName::Unsupported,
-            b"user-agent" => HeaderName::UserAgent,
-            b"via" => HeaderName::Via,
-            b"warning" => HeaderName::Warning,
-            b"www-authenticate" => HeaderName::WwwAuthenticate,
-            _ => HeaderName::Other,
-        }
+        HeaderName::Other
     }
 }
+
+/// Every name with a long form, for [`LOOKUP`].
+const LONG_NAMES: [HeaderName; 66] = [
+    HeaderName::Accept,
+    HeaderName::AcceptContact,
+    HeaderName::AcceptEncoding,
+    HeaderName::AcceptLanguage,
+    HeaderName::AlertInfo,
+    HeaderName::Allow,
+    HeaderName::AllowEvents,
+    HeaderName::AuthenticationInfo,
+    HeaderName::Authorization,
+    HeaderName::CallId,
+    HeaderName::CallInfo,
+    HeaderName::Contact,
+    HeaderName::ContentDisposition,
+    HeaderName::ContentEncoding,
+    HeaderName::ContentLanguage,
+    HeaderName::ContentLength,
+    HeaderName::ContentType,
+    HeaderName::CSeq,
+    HeaderName::Date,
+    HeaderName::ErrorInfo,
+    HeaderName::Event,
+    HeaderName::Expires,
+    HeaderName::From,
+    HeaderName::Identity,
+    HeaderName::IdentityInfo,
+    HeaderName::InReplyTo,
+    HeaderName::MaxForwards,
+    HeaderName::MinExpires,
+    HeaderName::MinSe,
+    HeaderName::MimeVersion,
+    HeaderName::MsConversationId,
+    HeaderName::Organization,
+    HeaderName::PAssertedIdentity,
+    HeaderName::PPreferredIdentity,
+    HeaderName::Path,
+    HeaderName::Priority,
+    HeaderName::ProxyAuthenticate,
+    HeaderName::ProxyAuthorization,
+    HeaderName::ProxyRequire,
+    HeaderName::RAck,
+    HeaderName::Reason,
+    HeaderName::RecordRoute,
+    HeaderName::ReferTo,
+    HeaderName::ReferredBy,
+    HeaderName::RejectContact,
+    HeaderName::ReplyTo,
+    HeaderName::RequestDisposition,
+    HeaderName::Require,
+    HeaderName::RetryAfter,
+    HeaderName::Route,
+    HeaderName::RSeq,
+    HeaderName::Server,
+    HeaderName::ServiceRoute,
+    HeaderName::SessionExpires,
+    HeaderName::SipEtag,
+    HeaderName::SipIfMatch,
+    HeaderName::Subject,
+    HeaderName::SubscriptionState,
+    HeaderName::Supported,
+    HeaderName::Timestamp,
+    HeaderName::To,
+    HeaderName::Unsupported,
+    HeaderName::UserAgent,
+    HeaderName::Via,
+    HeaderName::Warning,
+    HeaderName::WwwAuthenticate,
+];
+
+const fn slot(len: usize, first: u8, last: u8) -> usize {
+    (len * 31 + first as usize * 7 + last as usize * 3) % 256
+}
+
+const fn lookup_table() -> [Option<(&'static str, HeaderName)>; 256] {
+    let mut t: [Option<(&'static str, HeaderName)>; 256] = [None; 256];
+    let mut k = 0;
+    while k < LONG_NAMES.len() {
+        let text = LONG_NAMES[k].as_str();
+        let b = text.as_bytes();
+        let mut i = slot(
+            b.len(),
+            b[0].to_ascii_lowercase(),
+            b[b.len() - 1].to_ascii_lowercase(),
+        );
+        while t[i].is_some() {
+            i = (i + 1) % 256;
+        }
+        t[i] = Some((text, LONG_NAMES[k]));
+        k += 1;
+    }
+    t
+}
+
+/// Long names by [`slot`], built at compile time (about a quarter of the slots used).
+static LOOKUP: [Option<(&'static str, HeaderName)>; 256] = lookup_table();
 
 impl std::fmt::Display for HeaderName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

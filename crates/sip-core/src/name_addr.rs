@@ -3,7 +3,7 @@
 
 use crate::index::Sp;
 use crate::params::Params;
-use crate::scan::{is_token_char, is_ws, quoted_end, skip_ws, trim, unquote};
+use crate::scan::{find, is_token_char, is_ws, quoted_end, skip_ws, trim, unquote};
 use crate::uri::Uri;
 use crate::uri::UriIdx;
 use crate::ParseError;
@@ -36,6 +36,8 @@ pub struct NameAddr<'a> {
     uri: Uri<'a>,
     params: Params<'a>,
     bracketed: bool,
+    /// The `tag` value, found while the parameters were validated.
+    tag: Option<&'a [u8]>,
 }
 
 impl<'a> NameAddr<'a> {
@@ -54,7 +56,7 @@ impl<'a> NameAddr<'a> {
             }
             (Some(DisplayName::Quoted(&s[1..q - 1])), Some(lt))
         } else {
-            match memchr::memchr(b'<', s) {
+            match find(s, b'<') {
                 Some(lt) => {
                     let name = trim(&s[..lt]);
                     if !name.iter().all(|&c| is_token_char(c) || is_ws(c)) {
@@ -68,31 +70,33 @@ impl<'a> NameAddr<'a> {
         };
         match lt {
             Some(lt) => {
-                let gt = memchr::memchr(b'>', &s[lt..])
+                let gt = find(&s[lt..], b'>')
                     .map(|g| g + lt)
                     .ok_or_else(|| err("missing >"))?;
                 let uri = Uri::parse(&s[lt + 1..gt])?;
-                let params = Params::parse_all(&s[gt + 1..]).map_err(err)?;
+                let (params, tag) = Params::parse_all_finding(&s[gt + 1..], b"tag").map_err(err)?;
                 Ok(NameAddr {
                     display,
                     uri,
                     params,
                     bracketed: true,
+                    tag: tag.flatten(),
                 })
             }
             None => {
-                let end = memchr::memchr(b';', s).unwrap_or(s.len());
+                let end = find(s, b';').unwrap_or(s.len());
                 let uri_text = trim(&s[..end]);
                 if uri_text.contains(&b'?') || uri_text.contains(&b',') {
                     return Err(err("URI with ? or , must be enclosed in <>"));
                 }
                 let uri = Uri::parse(uri_text)?;
-                let params = Params::parse_all(&s[end..]).map_err(err)?;
+                let (params, tag) = Params::parse_all_finding(&s[end..], b"tag").map_err(err)?;
                 Ok(NameAddr {
                     display: None,
                     uri,
                     params,
                     bracketed: false,
+                    tag: tag.flatten(),
                 })
             }
         }
@@ -112,7 +116,7 @@ impl<'a> NameAddr<'a> {
     }
     /// The `tag` parameter (From/To).
     pub fn tag(&self) -> Option<&'a [u8]> {
-        self.params.get("tag").flatten()
+        self.tag
     }
     /// Was the URI written inside `<>`?
     pub fn is_bracketed(&self) -> bool {
@@ -169,6 +173,7 @@ pub(crate) struct NameAddrIdx {
     uri: UriIdx,
     params: Sp,
     bracketed: bool,
+    tag: Option<Sp>,
 }
 
 impl<'a> NameAddr<'a> {
@@ -183,6 +188,7 @@ impl<'a> NameAddr<'a> {
             uri: self.uri.index(base)?,
             params: self.params.index(base)?,
             bracketed: self.bracketed,
+            tag: crate::index::opt(base, self.tag)?,
         })
     }
 
@@ -198,6 +204,7 @@ impl<'a> NameAddr<'a> {
             uri: Uri::from_index(base, &idx.uri),
             params: Params::from_index(base, idx.params),
             bracketed: idx.bracketed,
+            tag: idx.tag.map(|sp| sp.get(base)),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! with the optional whitespace the grammar allows around `;` and `=`.
 
 use crate::index::Sp;
-use crate::scan::{is_token, is_ws, quoted_end, skip_ws, unquote};
+use crate::scan::{is_token, is_token_char, is_ws, quoted_end, skip_ws, unquote};
 use std::borrow::Cow;
 
 /// One `name[=value]` parameter, borrowed from the header value.
@@ -35,25 +35,75 @@ pub struct Params<'a> {
 
 impl<'a> Params<'a> {
     /// Parses parameters at the start of `s` (which must begin with `;` or be empty / start
-    /// with whitespace then end). Returns the parameters and the unparsed rest.
-    pub(crate) fn parse(s: &'a [u8]) -> Result<(Params<'a>, &'a [u8]), &'static str> {
+    /// with whitespace then end). Returns the parameters, the unparsed rest, and the first
+    /// parameter named `key` (ASCII, case-insensitive; empty for none) met on the way: the one every reader of the header asks for
+    /// (`branch` of a Via, `tag` of From/To), found without a second walk.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn parse_finding(
+        s: &'a [u8],
+        key: &[u8],
+    ) -> Result<(Params<'a>, &'a [u8], Option<Option<&'a [u8]>>), &'static str> {
+        // One pass with inline loops: this runs for every Via, From and To received.
+        let n = s.len();
         let mut i = skip_ws(s, 0);
         let mut end = 0;
-        while i < s.len() && s[i] == b';' {
-            let (_, _, next) = step_raw(s, i)?;
-            end = next;
-            i = skip_ws(s, next);
+        let mut found = None;
+        while i < n && s[i] == b';' {
+            i = skip_ws(s, i + 1);
+            let name_start = i;
+            while i < n && is_token_char(s[i]) {
+                i += 1;
+            }
+            let name = &s[name_start..i];
+            if name.is_empty() || (i < n && !matches!(s[i], b'=' | b';' | b',' | b' ' | b'\t')) {
+                return Err("empty or invalid parameter name");
+            }
+            let after_name = i;
+            let mut j = skip_ws(s, i);
+            let value = if j < n && s[j] == b'=' {
+                j = skip_ws(s, j + 1);
+                let value_start = j;
+                if j < n && s[j] == b'"' {
+                    j = quoted_end(s, j).ok_or("unterminated quoted parameter value")?;
+                } else {
+                    while j < n && !matches!(s[j], b';' | b',' | b' ' | b'\t' | b'"') {
+                        j += 1;
+                    }
+                }
+                if j == value_start {
+                    return Err("empty parameter value");
+                }
+                i = j;
+                Some(&s[value_start..j])
+            } else {
+                i = after_name;
+                None
+            };
+            if found.is_none() && name.len() == key.len() && name.eq_ignore_ascii_case(key) {
+                found = Some(value);
+            }
+            end = i;
+            i = skip_ws(s, i);
         }
-        Ok((Params { raw: &s[..end] }, &s[end..]))
+        Ok((Params { raw: &s[..end] }, &s[end..], found))
     }
 
     /// Parses `s` as exactly a parameter list, nothing after it.
     pub(crate) fn parse_all(s: &'a [u8]) -> Result<Params<'a>, &'static str> {
-        let (p, rest) = Params::parse(s)?;
+        Params::parse_all_finding(s, b"").map(|(p, _)| p)
+    }
+
+    /// [`parse_all`](Self::parse_all) with [`parse_finding`](Self::parse_finding)'s lookup.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn parse_all_finding(
+        s: &'a [u8],
+        key: &[u8],
+    ) -> Result<(Params<'a>, Option<Option<&'a [u8]>>), &'static str> {
+        let (p, rest, found) = Params::parse_finding(s, key)?;
         if !crate::scan::trim(rest).is_empty() {
             return Err("unexpected characters after parameters");
         }
-        Ok(p)
+        Ok((p, found))
     }
 
     pub(crate) fn index(&self, base: &[u8]) -> Option<Sp> {

@@ -41,10 +41,34 @@ pub(crate) fn is_token(s: &[u8]) -> bool {
     !s.is_empty() && s.iter().all(|&c| TOKEN[c as usize])
 }
 
-/// Is `s` a non-empty run of `word` characters?
+/// Index of the first `c` in `s`. The slices of one header value are short: a plain loop
+/// beats memchr's dispatch there; long scans (lines, bodies) use memchr.
 #[inline]
-pub(crate) fn is_word(s: &[u8]) -> bool {
-    !s.is_empty() && s.iter().all(|&c| WORD[c as usize])
+pub(crate) fn find(s: &[u8], c: u8) -> Option<usize> {
+    s.iter().position(|&b| b == c)
+}
+
+/// Index of the last `c` in `s` (see [`find`]).
+#[inline]
+pub(crate) fn rfind(s: &[u8], c: u8) -> Option<usize> {
+    s.iter().rposition(|&b| b == c)
+}
+
+/// Is `s` a Call-ID, `word [ "@" word ]` (RFC 3261 §25.1)? One pass.
+#[inline]
+pub(crate) fn is_call_id(s: &[u8]) -> bool {
+    let mut at = None;
+    for (i, &c) in s.iter().enumerate() {
+        if c == b'@' {
+            if at.is_some() || i == 0 {
+                return false;
+            }
+            at = Some(i);
+        } else if !WORD[c as usize] {
+            return false;
+        }
+    }
+    !s.is_empty() && at != Some(s.len() - 1)
 }
 
 /// Space or horizontal tab.

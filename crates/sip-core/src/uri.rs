@@ -8,7 +8,7 @@
 
 use crate::error::ParseError;
 use crate::index::{opt, Sp};
-use crate::scan::{escapes_valid, parse_u64, percent_decode};
+use crate::scan::{escapes_valid, find, parse_u64, percent_decode};
 use std::borrow::Cow;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -49,7 +49,7 @@ pub enum Uri<'a> {
 impl<'a> Uri<'a> {
     /// Parses a whole URI (no surrounding `<>`, no whitespace).
     pub fn parse(s: &'a [u8]) -> Result<Uri<'a>, ParseError> {
-        let colon = memchr::memchr(b':', s).ok_or(ParseError::Uri("no scheme"))?;
+        let colon = find(s, b':').ok_or(ParseError::Uri("no scheme"))?;
         let scheme = &s[..colon];
         if scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips") {
             SipUri::parse(s, scheme.len() == 4).map(Uri::Sip)
@@ -72,7 +72,7 @@ impl<'a> Uri<'a> {
     /// The scheme as written (`sip`, `SIPS`, `tel`, `urn`, …).
     pub fn scheme(&self) -> &'a str {
         let raw = self.as_bytes();
-        let colon = memchr::memchr(b':', raw).unwrap_or(0);
+        let colon = find(raw, b':').unwrap_or(0);
         std::str::from_utf8(&raw[..colon]).unwrap_or("")
     }
 
@@ -105,41 +105,7 @@ pub enum Host<'a> {
 impl<'a> Host<'a> {
     /// Parses a host: `[IPv6]`, dotted IPv4, or a domain name.
     pub fn parse(s: &'a [u8]) -> Result<Host<'a>, ParseError> {
-        if s.first() == Some(&b'[') {
-            let inner = s
-                .strip_prefix(b"[")
-                .and_then(|r| r.strip_suffix(b"]"))
-                .ok_or(ParseError::Uri("unterminated IPv6 reference"))?;
-            let text = std::str::from_utf8(inner).map_err(|_| ParseError::Uri("bad IPv6"))?;
-            return text
-                .parse::<Ipv6Addr>()
-                .map(Host::Ipv6)
-                .map_err(|_| ParseError::Uri("bad IPv6 address"));
-        }
-        let (&first, _) = s.split_first().ok_or(ParseError::Uri("empty host"))?;
-        // One pass: is it a domain name, and could it be a dotted IPv4 address?
-        let mut numeric = true;
-        for &c in s {
-            if c.is_ascii_digit() || c == b'.' {
-                continue;
-            }
-            numeric = false;
-            if !(c.is_ascii_alphabetic() || c == b'-' || c == b'_') {
-                return Err(ParseError::Uri("bad domain name"));
-            }
-        }
-        if numeric {
-            return parse_ipv4(s)
-                .map(Host::Ipv4)
-                .ok_or(ParseError::Uri("bad IPv4 address"));
-        }
-        if first == b'.' || first == b'-' {
-            return Err(ParseError::Uri("bad domain name"));
-        }
-        // Only ASCII was accepted above.
-        std::str::from_utf8(s)
-            .map(Host::Domain)
-            .map_err(|_| ParseError::Uri("bad domain name"))
+        HostAt::parse(s).map(HostAt::host)
     }
 
     /// The address, if the host is an IP literal.
@@ -162,26 +128,123 @@ impl fmt::Display for Host<'_> {
     }
 }
 
+/// A validated host as the parsers keep it: a domain stays bytes until a [`Host`] is asked
+/// for, because making its `&str` costs a UTF-8 pass that validation does not need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HostAt<'a> {
+    Domain(&'a [u8]),
+    Ipv4(Ipv4Addr),
+    Ipv6(Ipv6Addr),
+}
+
+impl<'a> HostAt<'a> {
+    /// Parses and validates a host: `[IPv6]`, dotted IPv4, or a domain name.
+    pub(crate) fn parse(s: &'a [u8]) -> Result<HostAt<'a>, ParseError> {
+        if s.first() == Some(&b'[') {
+            let inner = s
+                .strip_prefix(b"[")
+                .and_then(|r| r.strip_suffix(b"]"))
+                .ok_or(ParseError::Uri("unterminated IPv6 reference"))?;
+            let text = std::str::from_utf8(inner).map_err(|_| ParseError::Uri("bad IPv6"))?;
+            return text
+                .parse::<Ipv6Addr>()
+                .map(HostAt::Ipv6)
+                .map_err(|_| ParseError::Uri("bad IPv6 address"));
+        }
+        let (&first, _) = s.split_first().ok_or(ParseError::Uri("empty host"))?;
+        // One pass: is it a domain name, and could it be a dotted IPv4 address?
+        let mut numeric = true;
+        for &c in s {
+            match HOST_CLASS[c as usize] {
+                DIGIT_OR_DOT => {}
+                DOMAIN_ONLY => numeric = false,
+                _ => return Err(ParseError::Uri("bad domain name")),
+            }
+        }
+        if numeric {
+            return parse_ipv4(s)
+                .map(HostAt::Ipv4)
+                .ok_or(ParseError::Uri("bad IPv4 address"));
+        }
+        if first == b'.' || first == b'-' {
+            return Err(ParseError::Uri("bad domain name"));
+        }
+        Ok(HostAt::Domain(s))
+    }
+
+    /// The public view.
+    #[inline]
+    pub(crate) fn host(self) -> Host<'a> {
+        match self {
+            // Only ASCII is accepted by `parse`, so this never falls back.
+            HostAt::Domain(d) => Host::Domain(std::str::from_utf8(d).unwrap_or("")),
+            HostAt::Ipv4(a) => Host::Ipv4(a),
+            HostAt::Ipv6(a) => Host::Ipv6(a),
+        }
+    }
+}
+
+const NOT_HOST: u8 = 0;
+const DIGIT_OR_DOT: u8 = 1;
+const DOMAIN_ONLY: u8 = 2;
+
+const fn host_class() -> [u8; 256] {
+    let mut t = [NOT_HOST; 256];
+    let mut c = 0usize;
+    while c < 128 {
+        let b = c as u8;
+        if b.is_ascii_digit() || b == b'.' {
+            t[c] = DIGIT_OR_DOT;
+        } else if b.is_ascii_alphabetic() || b == b'-' || b == b'_' {
+            t[c] = DOMAIN_ONLY;
+        }
+        c += 1;
+    }
+    t
+}
+
+/// Byte classes of a host: one load per byte decides both "domain?" and "maybe IPv4?".
+static HOST_CLASS: [u8; 256] = host_class();
+
 /// Dotted-quad IPv4 as RFC 3261 writes it (`1*3DIGIT` per octet, each at most 255). Ours
 /// rather than std's parser: it is the hot path of every Via, and the grammar allows the
 /// leading zeros std refuses.
 fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
     let mut octets = [0u8; 4];
-    let mut parts = s.split(|&c| c == b'.');
-    for o in &mut octets {
-        let p = parts.next()?;
-        if p.is_empty() || p.len() > 3 {
+    let mut n = 0;
+    let mut value: u32 = 0;
+    let mut digits = 0;
+    for &c in s {
+        if c == b'.' {
+            if digits == 0 || n == 3 {
+                return None;
+            }
+            octets[n] = value as u8;
+            n += 1;
+            value = 0;
+            digits = 0;
+        } else if c.is_ascii_digit() {
+            digits += 1;
+            value = value * 10 + u32::from(c - b'0');
+            if digits > 3 || value > 255 {
+                return None;
+            }
+        } else {
             return None;
         }
-        *o = u8::try_from(crate::scan::parse_u64(p)?).ok()?;
     }
-    parts.next().is_none().then(|| Ipv4Addr::from(octets))
+    if digits == 0 || n != 3 {
+        return None;
+    }
+    octets[3] = value as u8;
+    Some(Ipv4Addr::from(octets))
 }
 
-/// Splits `host[:port]` (with `[v6]` references) and parses both.
-pub(crate) fn parse_hostport(s: &[u8]) -> Result<(Host<'_>, Option<u16>), ParseError> {
+/// Splits `host[:port]` (with `[v6]` references) and parses both; also returns the host
+/// as written, without the port.
+pub(crate) fn parse_hostport(s: &[u8]) -> Result<(HostAt<'_>, &[u8], Option<u16>), ParseError> {
     let (host, port) = if s.first() == Some(&b'[') {
-        let close = memchr::memchr(b']', s).ok_or(ParseError::Uri("unterminated IPv6"))?;
+        let close = find(s, b']').ok_or(ParseError::Uri("unterminated IPv6"))?;
         let rest = &s[close + 1..];
         let port = match rest {
             [] => None,
@@ -190,12 +253,12 @@ pub(crate) fn parse_hostport(s: &[u8]) -> Result<(Host<'_>, Option<u16>), ParseE
         };
         (&s[..=close], port)
     } else {
-        match memchr::memchr(b':', s) {
+        match find(s, b':') {
             Some(c) => (&s[..c], Some(&s[c + 1..])),
             None => (s, None),
         }
     };
-    let host = Host::parse(host)?;
+    let parsed = HostAt::parse(host)?;
     let port = match port {
         None => None,
         Some(p) => {
@@ -206,7 +269,7 @@ pub(crate) fn parse_hostport(s: &[u8]) -> Result<(Host<'_>, Option<u16>), ParseE
             Some(u16::try_from(v).map_err(|_| ParseError::Uri("port out of range"))?)
         }
     };
-    Ok((host, port))
+    Ok((parsed, host, port))
 }
 
 /// A `sip:` or `sips:` URI.
@@ -216,7 +279,7 @@ pub struct SipUri<'a> {
     secure: bool,
     user: Option<&'a [u8]>,
     password: Option<&'a [u8]>,
-    host: Host<'a>,
+    host: HostAt<'a>,
     host_raw: &'a [u8],
     port: Option<u16>,
     params: &'a [u8],
@@ -225,32 +288,31 @@ pub struct SipUri<'a> {
 
 impl<'a> SipUri<'a> {
     fn parse(raw: &'a [u8], secure: bool) -> Result<SipUri<'a>, ParseError> {
-        let skip = if secure { 5 } else { 4 };
+        let rest = &raw[if secure { 5 } else { 4 }..];
         // One pass: character class, `%HH` escapes, and where the userinfo ends.
         let mut at = None;
-        let mut i = skip;
-        while i < raw.len() {
-            let c = raw[i];
+        let mut i = 0;
+        while i < rest.len() {
+            let c = rest[i];
             if !URIC[c as usize] {
                 return Err(ParseError::Uri("character not allowed in a SIP URI"));
             }
             if c == b'%' {
-                if !escape_at(raw, i) {
+                if !escape_at(rest, i) {
                     return Err(ParseError::Uri("bad % escape"));
                 }
                 i += 3;
                 continue;
             }
             if c == b'@' && at.is_none() {
-                at = Some(i - skip);
+                at = Some(i);
             }
             i += 1;
         }
-        let rest = &raw[skip..];
         let (user, password, hostpart) = match at {
             Some(at) => {
                 let userinfo = &rest[..at];
-                let (u, p) = match memchr::memchr(b':', userinfo) {
+                let (u, p) = match find(userinfo, b':') {
                     Some(c) => (&userinfo[..c], Some(&userinfo[c + 1..])),
                     None => (userinfo, None),
                 };
@@ -261,41 +323,54 @@ impl<'a> SipUri<'a> {
             }
             None => (None, None, rest),
         };
-        let hp_end = if hostpart.first() == Some(&b'[') {
-            let close =
-                memchr::memchr(b']', hostpart).ok_or(ParseError::Uri("unterminated IPv6"))?;
-            close
-                + memchr::memchr2(b';', b'?', &hostpart[close..]).unwrap_or(hostpart.len() - close)
+        // host[:port] ends at the first `;` or `?` (past the `]` of an IPv6 reference).
+        let from = if hostpart.first() == Some(&b'[') {
+            find(hostpart, b']').ok_or(ParseError::Uri("unterminated IPv6"))?
         } else {
-            memchr::memchr2(b';', b'?', hostpart).unwrap_or(hostpart.len())
+            0
         };
-        let host_raw = &hostpart[..hp_end];
-        let (host, port) = parse_hostport(host_raw)?;
+        let hp_end = hostpart[from..]
+            .iter()
+            .position(|&c| c == b';' || c == b'?')
+            .map_or(hostpart.len(), |e| from + e);
+        let (host, host_raw, port) = parse_hostport(&hostpart[..hp_end])?;
         let after = &hostpart[hp_end..];
-        let (params, headers) = match memchr::memchr(b'?', after) {
+        // Parameters up to `?`, in one pass: no empty name or value, no `@`. A lone `;`
+        // at the end of the parameters is tolerated.
+        let mut q = None;
+        let mut in_value = false;
+        for (k, &c) in after.iter().enumerate() {
+            let next = after.get(k + 1).copied();
+            match c {
+                b'?' => {
+                    q = Some(k);
+                    break;
+                }
+                b'@' => return Err(ParseError::Uri("@ in URI parameters")),
+                b';' => {
+                    in_value = false;
+                    if matches!(next, Some(b';' | b'=')) {
+                        return Err(ParseError::Uri("empty URI parameter"));
+                    }
+                }
+                b'=' if !in_value => {
+                    in_value = true;
+                    if matches!(next, None | Some(b';' | b'?')) {
+                        return Err(ParseError::Uri("empty URI parameter value"));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let (params, headers) = match q {
             Some(q) => (&after[..q], Some(&after[q + 1..])),
             None => (after, None),
         };
-        for p in UriParamIter::new(params) {
-            if p.0.is_empty() {
-                return Err(ParseError::Uri("empty URI parameter"));
-            }
-            if p.1.is_some_and(<[u8]>::is_empty) {
-                return Err(ParseError::Uri("empty URI parameter value"));
-            }
-        }
-        if params.contains(&b'@') {
-            return Err(ParseError::Uri("@ in URI parameters"));
-        }
         if let Some(h) = headers {
             if h.is_empty() || h.split(|&c| c == b'&').any(|kv| !kv.contains(&b'=')) {
                 return Err(ParseError::Uri("malformed URI headers"));
             }
         }
-        let host_raw = match memchr::memrchr(b':', host_raw) {
-            Some(c) if port.is_some() => &host_raw[..c],
-            _ => host_raw,
-        };
         Ok(SipUri {
             raw,
             secure,
@@ -331,7 +406,7 @@ impl<'a> SipUri<'a> {
     }
     /// The host.
     pub fn host(&self) -> Host<'a> {
-        self.host
+        self.host.host()
     }
     /// The host as written (IPv6 with brackets, no port).
     pub fn host_raw(&self) -> &'a [u8] {
@@ -374,7 +449,7 @@ impl<'a> SipUri<'a> {
             .split(|&c| c == b'&')
             .filter(|kv| !kv.is_empty())
             .map(|kv| {
-                let eq = memchr::memchr(b'=', kv).unwrap_or(kv.len());
+                let eq = find(kv, b'=').unwrap_or(kv.len());
                 let v = kv.get(eq + 1..).unwrap_or_default();
                 (percent_decode(&kv[..eq]), percent_decode(v))
             })
@@ -400,10 +475,10 @@ impl<'a> Iterator for UriParamIter<'a> {
         if self.s.is_empty() {
             return None;
         }
-        let end = memchr::memchr(b';', self.s).unwrap_or(self.s.len());
+        let end = find(self.s, b';').unwrap_or(self.s.len());
         let p = &self.s[..end];
         self.s = self.s.get(end + 1..).unwrap_or_default();
-        Some(match memchr::memchr(b'=', p) {
+        Some(match find(p, b'=') {
             Some(eq) => (&p[..eq], Some(&p[eq + 1..])),
             None => (p, None),
         })
@@ -430,7 +505,7 @@ impl<'a> TelUri<'a> {
             return Err(ParseError::Uri("character not allowed in a tel URI"));
         }
         let rest = &raw[4..];
-        let end = memchr::memchr(b';', rest).unwrap_or(rest.len());
+        let end = find(rest, b';').unwrap_or(rest.len());
         let number = &rest[..end];
         let ok = !number.is_empty()
             && number
@@ -596,19 +671,19 @@ pub(crate) enum HostIdx {
     Ipv6(Ipv6Addr),
 }
 
-impl<'a> Host<'a> {
+impl<'a> HostAt<'a> {
     pub(crate) fn index(&self, base: &[u8]) -> Option<HostIdx> {
         Some(match *self {
-            Host::Domain(d) => HostIdx::Domain(Sp::of(base, d.as_bytes())?),
-            Host::Ipv4(a) => HostIdx::Ipv4(a),
-            Host::Ipv6(a) => HostIdx::Ipv6(a),
+            HostAt::Domain(d) => HostIdx::Domain(Sp::of(base, d)?),
+            HostAt::Ipv4(a) => HostIdx::Ipv4(a),
+            HostAt::Ipv6(a) => HostIdx::Ipv6(a),
         })
     }
-    pub(crate) fn from_index(base: &'a [u8], idx: &HostIdx) -> Host<'a> {
+    pub(crate) fn from_index(base: &'a [u8], idx: &HostIdx) -> HostAt<'a> {
         match *idx {
-            HostIdx::Domain(sp) => Host::Domain(sp.str(base)),
-            HostIdx::Ipv4(a) => Host::Ipv4(a),
-            HostIdx::Ipv6(a) => Host::Ipv6(a),
+            HostIdx::Domain(sp) => HostAt::Domain(sp.get(base)),
+            HostIdx::Ipv4(a) => HostAt::Ipv4(a),
+            HostIdx::Ipv6(a) => HostAt::Ipv6(a),
         }
     }
 }
@@ -679,7 +754,7 @@ impl<'a> Uri<'a> {
                 secure,
                 user: user.map(|s| s.get(base)),
                 password: password.map(|s| s.get(base)),
-                host: Host::from_index(base, &host),
+                host: HostAt::from_index(base, &host),
                 host_raw: host_raw.get(base),
                 port,
                 params: params.get(base),

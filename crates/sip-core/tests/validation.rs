@@ -1,0 +1,73 @@
+//! What parsing validates eagerly and what it leaves to `validate_all` or the typed views.
+
+use bytes::Bytes;
+use sip_core::{HeaderName, Limits, ParseError, SipMessage};
+
+fn response(second_via: &str) -> Bytes {
+    Bytes::from(format!(
+        "SIP/2.0 200 OK\r\n\
+         Via: SIP/2.0/TLS 10.0.0.1:5061;branch=z9hG4bK1\r\n\
+         Via: {second_via}\r\n\
+         From: <sip:a@example.com>;tag=1\r\n\
+         To: <sip:b@example.com>;tag=2\r\n\
+         Call-ID: c1\r\n\
+         CSeq: 1 MESSAGE\r\n\
+         Content-Length: 0\r\n\r\n"
+    ))
+}
+
+#[test]
+fn a_bad_lower_via_is_found_when_read_not_when_parsed() {
+    // Only the top Via is read by a transaction layer; the ones below are copied.
+    let m = SipMessage::parse_datagram(response("SIP/2.0/TLS ;;"), &Limits::default())
+        .expect("the top Via is fine");
+    assert_eq!(m.top_via().unwrap().branch(), Some("z9hG4bK1"));
+    assert_eq!(m.header_values(HeaderName::Via).count(), 2);
+    assert!(m.vias().nth(1).unwrap().is_err());
+    assert!(matches!(
+        m.validate_all(),
+        Err(ParseError::Header { header: "Via", .. })
+    ));
+}
+
+#[test]
+fn a_bad_top_via_is_refused_by_the_parser() {
+    let bad = Bytes::from_static(
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0 10.0.0.1\r\nFrom: <sip:a@x>;tag=1\r\n\
+          To: <sip:b@x>\r\nCall-ID: c\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n",
+    );
+    let e = SipMessage::parse_datagram(bad, &Limits::default()).unwrap_err();
+    assert!(
+        matches!(e, ParseError::Header { header: "Via", .. }),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn built_and_changed_headers_keep_their_text() {
+    let m = SipMessage::parse_datagram(
+        response("SIP/2.0/TLS 10.0.0.2;branch=z9hG4bK2"),
+        &Limits::default(),
+    )
+    .unwrap();
+    let mut changed = m.clone();
+    changed.push_header("X-Custom", "one").unwrap();
+    changed.set_header("x-custom", "two").unwrap();
+    changed.set_to_tag("ignored").unwrap();
+    changed
+        .prepend_header(HeaderName::Via, "SIP/2.0/TLS 10.0.0.9;branch=z9hG4bK9")
+        .unwrap();
+    assert_eq!(changed.header_by_name("X-CUSTOM"), Some(&b"two"[..]));
+    assert_eq!(changed.header_values(HeaderName::Via).count(), 3);
+    let again = SipMessage::parse_datagram(changed.to_bytes(), &Limits::default()).unwrap();
+    assert_eq!(again.top_via().unwrap().branch(), Some("z9hG4bK9"));
+    assert_eq!(again.to().unwrap().tag(), Some(&b"2"[..]));
+    assert!(again
+        .headers()
+        .any(|h| h.raw_name == b"x-custom" && h.value == b"two"));
+    // The original is untouched and still its received bytes.
+    assert_eq!(
+        m.to_bytes(),
+        response("SIP/2.0/TLS 10.0.0.2;branch=z9hG4bK2")
+    );
+}
