@@ -108,6 +108,7 @@ pub struct Via<'a> {
     version: &'a [u8],
     transport: Transport<'a>,
     host: HostAt<'a>,
+    host_raw: &'a [u8],
     port: Option<u16>,
     params: Params<'a>,
     /// The `branch` value, found while the parameters were validated.
@@ -141,13 +142,15 @@ impl<'a> Via<'a> {
             .iter()
             .position(|&c| c == b';' || is_ws(c))
             .unwrap_or(rest.len());
-        let (host, _, port) = parse_hostport(&rest[..end]).map_err(|_| err("bad sent-by"))?;
+        let (host, host_raw, port) =
+            parse_hostport(&rest[..end]).map_err(|_| err("bad sent-by"))?;
         let (params, branch) = Params::parse_all_finding(&rest[end..], b"branch").map_err(err)?;
         Ok(Via {
             protocol,
             version,
             transport: Transport::from_bytes(transport),
             host,
+            host_raw,
             port,
             params,
             branch: branch.flatten(),
@@ -169,6 +172,10 @@ impl<'a> Via<'a> {
     /// The sent-by host.
     pub fn host(&self) -> Host<'a> {
         self.host.host()
+    }
+    /// The sent-by host as written (an IPv6 reference with its brackets).
+    pub fn host_raw(&self) -> &'a [u8] {
+        self.host_raw
     }
     /// The sent-by port, if written.
     pub fn port(&self) -> Option<u16> {
@@ -666,6 +673,7 @@ pub(crate) struct ViaIdx {
     /// A known transport by its position in [`KNOWN_TRANSPORTS`]; `Other` as a range.
     transport: Result<u8, Sp>,
     host: HostIdx,
+    host_raw: Sp,
     port: Option<u16>,
     params: Sp,
     branch: Option<Sp>,
@@ -682,6 +690,7 @@ impl<'a> Via<'a> {
             version: Sp::of(base, self.version)?,
             transport,
             host: self.host.index(base)?,
+            host_raw: Sp::of(base, self.host_raw)?,
             port: self.port,
             params: self.params.index(base)?,
             branch: crate::index::opt(base, self.branch)?,
@@ -700,6 +709,7 @@ impl<'a> Via<'a> {
                 Err(sp) => Transport::Other(sp.str(base)),
             },
             host: HostAt::from_index(base, &idx.host),
+            host_raw: idx.host_raw.get(base),
             port: idx.port,
             params: Params::from_index(base, idx.params),
             branch: idx.branch.map(|sp| sp.get(base)),

@@ -200,26 +200,48 @@ impl SipMessage {
         if !request.is_request() {
             return Err(ParseError::StartLine("response_to needs a request"));
         }
-        let mut b = SipMessage::response(status, Bytes::copy_from_slice(reason.as_bytes()));
-        for f in &request.fields {
-            if matches!(
+        let b = SipMessage::response(status, Bytes::copy_from_slice(reason.as_bytes()));
+        if let Some(e) = b.error {
+            return Err(e);
+        }
+        let copied = |f: &Field| {
+            matches!(
                 f.name,
                 HeaderName::Via
                     | HeaderName::From
                     | HeaderName::To
                     | HeaderName::CallId
                     | HeaderName::CSeq
-            ) {
-                // Shares the request's buffer: no copy of the value.
-                b = b.header(f.name, request.text_bytes(f.value));
+            )
+        };
+        // The response shares the request's buffer and owned pieces: the copied fields
+        // keep naming the same text, and only their small entries are copied.
+        let mut msg = b.msg;
+        let reason = std::mem::take(&mut msg.owned);
+        msg.buf = request.buf.clone();
+        msg.owned = request.owned.clone();
+        msg.owned.extend(reason);
+        msg.start = StartLine::Response {
+            status,
+            reason: Text::Owned((msg.owned.len() - 1) as u32),
+        };
+        msg.fields
+            .extend(request.fields.iter().filter(|f| copied(f)).copied());
+        msg.core = match &request.core {
+            // Everything copied was checked with the request: move its index over.
+            Some(core) => {
+                let moved = |i: usize| request.fields[..i].iter().filter(|f| copied(f)).count();
+                Some(Box::new(Core {
+                    top_via: core.top_via.map(|(i, idx)| (moved(i), idx)),
+                    from: core.from.map(|(i, idx)| (moved(i), idx)),
+                    to: core.to.map(|(i, idx)| (moved(i), idx)),
+                    cseq: core.cseq.map(|(i, seq, m)| (moved(i), seq, m)),
+                    call_id: core.call_id.map(moved),
+                }))
             }
-        }
-        match (&b.error, request.core.is_some()) {
-            // Everything copied was checked when the request was; only the start line is
-            // new, and the builder checked it.
-            (None, true) => Ok(b.msg),
-            _ => b.build(),
-        }
+            None => Some(Box::new(msg.validate_and_index()?)),
+        };
+        Ok(msg)
     }
 
     // ----- start line -----
@@ -293,15 +315,6 @@ impl SipMessage {
     #[inline]
     fn text(&self, t: Text) -> &[u8] {
         text_of(&self.buf, &self.owned, t)
-    }
-
-    /// The bytes of `t` as `Bytes` sharing the buffer or the owned piece: never a copy.
-    fn text_bytes(&self, t: Text) -> Bytes {
-        match t {
-            Text::Span(a, b) => self.buf.slice(a as usize..b as usize),
-            Text::Owned(i) => self.owned.get(i as usize).cloned().unwrap_or_default(),
-            Text::Canonical => Bytes::new(),
-        }
     }
 
     /// The field's name as written (the canonical spelling for built known names).

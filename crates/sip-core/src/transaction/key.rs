@@ -8,6 +8,7 @@
 
 use super::ids::MAGIC_COOKIE;
 use crate::{HeaderName, Method, ParseError, SipMessage};
+use std::sync::Arc;
 
 /// Which side of the transaction the key is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -21,8 +22,8 @@ pub(crate) struct Key {
     role: Role,
     method: Method,
     /// `1branch\0sent-by` (RFC 3261), `0uri\0from-tag\0call-id\0cseq\0via` (RFC 2543), or
-    /// the branch alone for client keys.
-    text: Box<[u8]>,
+    /// the branch alone for client keys. Shared: the map and the transaction hold it.
+    text: Arc<[u8]>,
 }
 
 /// ACK shares the INVITE's transaction.
@@ -67,11 +68,10 @@ impl Key {
                 text.extend_from_slice(b.as_bytes());
                 text.push(0);
                 // sent-by: host compared case-insensitively, port as written.
-                let host = via.host().to_string();
-                text.extend(host.bytes().map(|c| c.to_ascii_lowercase()));
+                text.extend(via.host_raw().iter().map(u8::to_ascii_lowercase));
                 if let Some(p) = via.port() {
                     text.push(b':');
-                    text.extend_from_slice(p.to_string().as_bytes());
+                    push_decimal(&mut text, u32::from(p));
                 }
             }
             _ => {
@@ -82,7 +82,7 @@ impl Key {
                 text.push(0);
                 text.extend_from_slice(msg.call_id()?);
                 text.push(0);
-                text.extend_from_slice(msg.cseq()?.seq().to_string().as_bytes());
+                push_decimal(&mut text, msg.cseq()?.seq());
                 text.push(0);
                 text.extend_from_slice(
                     msg.header_values(HeaderName::Via)
@@ -106,6 +106,21 @@ impl Key {
             text: self.text.clone(),
         }
     }
+}
+
+/// Appends `n` in decimal (no `String` on the way).
+fn push_decimal(out: &mut Vec<u8>, mut n: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use super::{
 };
 use crate::{HeaderName, Method, SipMessage};
 use bytes::Bytes;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -111,7 +111,9 @@ pub struct TransactionLayer {
     ids: Box<dyn IdGenerator>,
     slots: Vec<Entry>,
     free: Vec<u32>,
-    map: HashMap<Key, TransactionId>,
+    /// foldhash, seeded per map: several times faster than SipHash on these short keys,
+    /// and still not predictable by a peer choosing branches.
+    map: foldhash::HashMap<Key, TransactionId>,
     timers: TimerHeap,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -158,7 +160,7 @@ impl TransactionLayer {
             ids,
             slots: Vec::new(),
             free: Vec::new(),
-            map: HashMap::new(),
+            map: foldhash::HashMap::default(),
             timers: TimerHeap::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
