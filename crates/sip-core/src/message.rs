@@ -14,7 +14,7 @@ use crate::limits::Limits;
 use crate::method::Method;
 use crate::name::HeaderName;
 use crate::name_addr::{NameAddr, NameAddrIdx};
-use crate::scan::{find, is_call_id, is_token, parse_u64, rfind, trim, CommaSplit};
+use crate::scan::{find, is_call_id, is_token, parse_u64, rfind, trim, CommaSplit, Newlines};
 use crate::uri::Uri;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::fmt;
@@ -1076,7 +1076,7 @@ type Head = (StartLine, Vec<Field>, Vec<Bytes>, usize);
 fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
     let s: &[u8] = buf;
     // One SIMD scan yields every line feed; per line only short loops remain.
-    let mut newlines = memchr::memchr_iter(b'\n', s);
+    let mut newlines = Newlines::new(s);
     // The end of a line's content (before CR LF or a bare LF) given its line feed.
     let content_end = |from: usize, nl: usize| {
         if nl > from && s[nl - 1] == b'\r' {

@@ -71,6 +71,57 @@ pub(crate) fn is_call_id(s: &[u8]) -> bool {
     !s.is_empty() && at != Some(s.len() - 1)
 }
 
+/// The line feeds of `s`, in order: eight bytes per step (SWAR, safe code). Header lines
+/// are a few dozen bytes; for them this costs a fraction of a call into memchr's vector
+/// routine, whose set-up dominates at that length.
+pub(crate) struct Newlines<'a> {
+    s: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Newlines<'a> {
+    pub(crate) fn new(s: &'a [u8]) -> Self {
+        Newlines { s, pos: 0 }
+    }
+}
+
+impl Iterator for Newlines<'_> {
+    type Item = usize;
+
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        const LO: u64 = 0x0101_0101_0101_0101;
+        const HI: u64 = 0x8080_8080_8080_8080;
+        const LF: u64 = LO * b'\n' as u64;
+        let s = self.s;
+        let mut i = self.pos;
+        while let Some(chunk) = s.get(i..i + 8) {
+            let Ok(bytes) = <[u8; 8]>::try_from(chunk) else {
+                break;
+            };
+            let x = u64::from_le_bytes(bytes) ^ LF;
+            // A zero byte of `x` is a line feed; the lowest flagged byte is the first one
+            // (flags above it may be false, never below).
+            let found = x.wrapping_sub(LO) & !x & HI;
+            if found != 0 {
+                let at = i + (found.trailing_zeros() / 8) as usize;
+                self.pos = at + 1;
+                return Some(at);
+            }
+            i += 8;
+        }
+        while i < s.len() {
+            if s[i] == b'\n' {
+                self.pos = i + 1;
+                return Some(i);
+            }
+            i += 1;
+        }
+        self.pos = s.len();
+        None
+    }
+}
+
 /// Space or horizontal tab.
 #[inline]
 pub(crate) fn is_ws(c: u8) -> bool {
@@ -255,6 +306,38 @@ pub(crate) fn escapes_valid(s: &[u8]) -> bool {
         }
     }
     true
+}
+
+#[cfg(test)]
+mod newline_tests {
+    use super::Newlines;
+
+    #[test]
+    fn finds_every_line_feed_at_every_alignment() {
+        for len in 0..40 {
+            for mask in [0u64, 1, 0x5555_5555_5555, 0x8421_0842_1084, u64::MAX] {
+                let s: Vec<u8> = (0..len)
+                    .map(|i| {
+                        if mask >> (i % 64) & 1 == 1 {
+                            b'\n'
+                        } else {
+                            b'a' + (i % 7) as u8
+                        }
+                    })
+                    .collect();
+                let want: Vec<usize> = (0..len).filter(|&i| s[i] == b'\n').collect();
+                assert_eq!(
+                    Newlines::new(&s).collect::<Vec<_>>(),
+                    want,
+                    "{len} {mask:x}"
+                );
+            }
+        }
+        // Bytes that differ from a line feed by one bit, next to one.
+        let s = b"\x0b\x0a\x08\x8a\x0a\xff\x0a\x00\x0a\x0a\x0e";
+        let want: Vec<usize> = (0..s.len()).filter(|&i| s[i] == b'\n').collect();
+        assert_eq!(Newlines::new(s).collect::<Vec<_>>(), want);
+    }
 }
 
 #[cfg(test)]
