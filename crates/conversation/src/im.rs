@@ -9,18 +9,18 @@
 use crate::composing::{ComposingState, IsComposing, ACTIVE_TIMEOUT_WITHOUT_REFRESH};
 use crate::conversation::{Conversation, ConversationState};
 use crate::error::{CallError, MessageError};
-use crate::lazy::{Inbox, LazyWatch, PushError};
 use crate::text_format;
 use application_endpoint::{DialogGuard, DialogHandler};
 use bytes::Bytes;
 use collaboration_platform::{
-    DialogId, Homing, IncomingRequest, InviteCanceller, InviteProgress, OutgoingRequest,
-    RequestError,
+    CollaborationPlatform, DialogId, Homing, IncomingRequest, InviteCanceller, InviteProgress,
+    OutgoingRequest, RequestError,
 };
 use sip_core::sdp::{LocalCapabilities, MediaCapability, OfferAnswer, SessionDescription};
 use sip_core::{HeaderName, Method};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::sync::watch;
 use tracing::debug;
@@ -52,76 +52,247 @@ impl ReceivedMessage {
     }
 }
 
-/// What the call shares between its handle, its flow and its dialog handler.
+/// What the call shares between its handle, its flow and its dialog handler: one lock
+/// over all of it, so an idle call is one small allocation (the budget is 4 KiB per
+/// idle conversation, both sides together).
 #[derive(Debug)]
 pub(crate) struct CallShared {
-    state: LazyWatch<ConversationState>,
-    dialog: Mutex<Option<DialogId>>,
-    canceller: Mutex<Option<InviteCanceller>>,
-    remote_typing: LazyWatch<bool>,
-    /// Received messages until the flow reads them.
-    inbox: Inbox<Box<ReceivedMessage>>,
-    /// The dialog's route while the call is up; dropped when it ends.
-    route: Mutex<Option<DialogGuard>>,
-    /// Bumped whenever the remote typing deadline changes: a pending timer that sees
-    /// another value does nothing.
-    typing_generation: AtomicU64,
-    /// This side's composing state as last told to the peer (RFC 3994 §3).
-    local_typing: Mutex<LocalTyping>,
+    inner: Mutex<CallInner>,
 }
 
-/// This side's composing state: whether `active` was sent, when, and a generation that
-/// the pending idle timer checks.
-#[derive(Debug, Default)]
-struct LocalTyping {
-    active: bool,
+#[derive(Debug)]
+struct CallInner {
+    state: ConversationState,
+    remote_typing: bool,
+    /// This side's composing state as last told to the peer (RFC 3994 §3).
+    local_active: bool,
+    /// No more received messages are queued.
+    inbox_closed: bool,
+    /// Bumped whenever the remote typing deadline changes: a pending timer that sees
+    /// another value does nothing.
+    typing_generation: u32,
+    /// Bumped on each local typing change: the pending idle timer checks it.
+    local_generation: u32,
     last_active_sent: Option<std::time::Instant>,
-    generation: u64,
+    dialog: Option<DialogId>,
+    /// The dialog's route while the call is up; dropped when it ends.
+    route: Option<DialogGuard>,
+    /// Received messages until the flow reads them.
+    inbox: VecDeque<Box<ReceivedMessage>>,
+    /// The flow's reader waiting for a message (one reader: the flow's `recv` takes
+    /// `&mut`).
+    reader: Option<Waker>,
+    /// What few calls use, allocated when first needed.
+    rare: Option<Box<Rare>>,
+}
+
+/// Watch channels (made when somebody subscribes) and the canceller of a ringing call.
+#[derive(Debug, Default)]
+struct Rare {
+    state: Option<watch::Sender<ConversationState>>,
+    remote_typing: Option<watch::Sender<bool>>,
+    canceller: Option<InviteCanceller>,
+}
+
+impl Rare {
+    fn is_empty(&self) -> bool {
+        self.state.is_none() && self.remote_typing.is_none() && self.canceller.is_none()
+    }
+}
+
+/// Why a received message was not queued.
+enum PushError {
+    /// The queue holds its capacity: the reader is behind.
+    Full,
+    /// The call ended.
+    Closed,
+}
+
+impl CallInner {
+    fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// Drops the rare part once nothing is in it.
+    fn tidy(&mut self) {
+        if self.rare.as_ref().is_some_and(|r| r.is_empty()) {
+            self.rare = None;
+        }
+    }
+
+    fn set_remote_typing(&mut self, value: bool) {
+        self.remote_typing = value;
+        if let Some(tx) = self.rare.as_ref().and_then(|r| r.remote_typing.as_ref()) {
+            tx.send_if_modified(|v| std::mem::replace(v, value) != value);
+        }
+    }
+}
+
+fn send_watch<T: PartialEq>(tx: Option<&watch::Sender<T>>, value: T) {
+    if let Some(tx) = tx {
+        tx.send_if_modified(|v| {
+            let changed = *v != value;
+            *v = value;
+            changed
+        });
+    }
 }
 
 impl CallShared {
-    fn new() -> Arc<CallShared> {
+    fn new(state: ConversationState) -> Arc<CallShared> {
         Arc::new(CallShared {
-            state: LazyWatch::new(ConversationState::Idle),
-            dialog: Mutex::new(None),
-            canceller: Mutex::new(None),
-            remote_typing: LazyWatch::new(false),
-            inbox: Inbox::new(RECEIVE_CAPACITY),
-            route: Mutex::new(None),
-            typing_generation: AtomicU64::new(0),
-            local_typing: Mutex::new(LocalTyping::default()),
+            inner: Mutex::new(CallInner {
+                state,
+                remote_typing: false,
+                local_active: false,
+                inbox_closed: false,
+                typing_generation: 0,
+                local_generation: 0,
+                last_active_sent: None,
+                dialog: None,
+                route: None,
+                inbox: VecDeque::new(),
+                reader: None,
+                rare: None,
+            }),
         })
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, CallInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn dialog(&self) -> Option<DialogId> {
-        self.dialog
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.lock().dialog.clone()
     }
 
     fn state(&self) -> ConversationState {
-        self.state.get()
+        self.lock().state
+    }
+
+    fn set_call_state(&self, s: ConversationState) {
+        let mut g = self.lock();
+        g.state = s;
+        send_watch(g.rare.as_ref().and_then(|r| r.state.as_ref()), s);
+    }
+
+    fn subscribe_state(&self) -> watch::Receiver<ConversationState> {
+        let mut g = self.lock();
+        let value = g.state;
+        g.rare()
+            .state
+            .get_or_insert_with(|| watch::Sender::new(value))
+            .subscribe()
+    }
+
+    fn remote_typing(&self) -> bool {
+        self.lock().remote_typing
+    }
+
+    fn set_remote_typing(&self, value: bool) {
+        self.lock().set_remote_typing(value);
+    }
+
+    fn subscribe_remote_typing(&self) -> watch::Receiver<bool> {
+        let mut g = self.lock();
+        let value = g.remote_typing;
+        g.rare()
+            .remote_typing
+            .get_or_insert_with(|| watch::Sender::new(value))
+            .subscribe()
+    }
+
+    fn set_canceller(&self, c: Option<InviteCanceller>) {
+        let mut g = self.lock();
+        match c {
+            Some(c) => g.rare().canceller = Some(c),
+            None => {
+                if let Some(r) = g.rare.as_mut() {
+                    r.canceller = None;
+                }
+                g.tidy();
+            }
+        }
+    }
+
+    fn canceller(&self) -> Option<InviteCanceller> {
+        self.lock().rare.as_ref().and_then(|r| r.canceller.clone())
+    }
+
+    /// Queues a received message for the flow and wakes its reader.
+    fn push(&self, item: Box<ReceivedMessage>) -> Result<(), PushError> {
+        let reader = {
+            let mut g = self.lock();
+            if g.inbox_closed {
+                return Err(PushError::Closed);
+            }
+            if g.inbox.len() >= RECEIVE_CAPACITY {
+                return Err(PushError::Full);
+            }
+            g.inbox.push_back(item);
+            g.reader.take()
+        };
+        if let Some(w) = reader {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// No more messages after those queued.
+    fn close_inbox(&self) {
+        let reader = {
+            let mut g = self.lock();
+            g.inbox_closed = true;
+            g.reader.take()
+        };
+        if let Some(w) = reader {
+            w.wake();
+        }
+    }
+
+    /// The next received message; `None` once closed and empty. Cancel safe: nothing is
+    /// taken until it is returned.
+    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Box<ReceivedMessage>>> {
+        let mut g = self.lock();
+        if let Some(item) = g.inbox.pop_front() {
+            if g.inbox.is_empty() && g.inbox.capacity() > 64 {
+                g.inbox.shrink_to(8);
+            }
+            return Poll::Ready(Some(item));
+        }
+        if g.inbox_closed {
+            return Poll::Ready(None);
+        }
+        match &mut g.reader {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 
     /// Stops routing the dialog's requests here (later ones get 481) and, with the
     /// handler gone, ends the flow's stream.
     fn end_route(&self) {
-        let guard = self.route.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let guard = self.lock().route.take();
         drop(guard);
     }
 
     /// The peer's composing state goes idle at `until` unless refreshed (RFC 3994 §4);
     /// `None` cancels.
     fn typing_deadline(self: &Arc<Self>, until: Option<tokio::time::Instant>) {
-        let generation = self.typing_generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let generation = {
+            let mut g = self.lock();
+            g.typing_generation = g.typing_generation.wrapping_add(1);
+            g.typing_generation
+        };
         let Some(until) = until else { return };
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             tokio::time::sleep_until(until).await;
             if let Some(s) = weak.upgrade() {
-                if s.typing_generation.load(Ordering::Relaxed) == generation {
-                    s.remote_typing.set(false);
+                let mut g = s.lock();
+                if g.typing_generation == generation {
+                    g.set_remote_typing(false);
                 }
             }
         });
@@ -179,7 +350,7 @@ impl<H: Homing> InstantMessagingCall<H> {
     pub(crate) fn outgoing(conversation: Conversation<H>) -> Self {
         InstantMessagingCall {
             conversation,
-            shared: CallShared::new(),
+            shared: CallShared::new(ConversationState::Idle),
         }
     }
 
@@ -195,17 +366,17 @@ impl<H: Homing> InstantMessagingCall<H> {
 
     /// Watches the call's state.
     pub fn watch_state(&self) -> watch::Receiver<ConversationState> {
-        self.shared.state.subscribe()
+        self.shared.subscribe_state()
     }
 
     fn set_state(&self, s: ConversationState) {
-        self.shared.state.set(s);
+        self.shared.set_call_state(s);
         self.conversation.set_state(s);
         if s == ConversationState::Terminated {
-            self.shared.inbox.close();
+            self.shared.close_inbox();
             self.shared.end_route();
             self.shared.typing_deadline(None);
-            self.shared.remote_typing.set(false);
+            self.shared.set_remote_typing(false);
         }
     }
 
@@ -247,7 +418,7 @@ impl<H: Homing> InstantMessagingCall<H> {
         self.set_state(ConversationState::Establishing);
         let call_id = application_endpoint::ids::call_id();
         let tag = application_endpoint::ids::tag();
-        self.route(&call_id, &tag);
+        let handler = self.route(&call_id, &tag);
         let (from, pai) = self.conversation.identity_headers(&tag);
         let remote = self.conversation.remote().uri().to_string();
         let mut negotiator = negotiator(&sdp_host(&core));
@@ -284,11 +455,7 @@ impl<H: Homing> InstantMessagingCall<H> {
                 return Err(e.into());
             }
         };
-        *self
-            .shared
-            .canceller
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(invite.canceller());
+        self.shared.set_canceller(Some(invite.canceller()));
         let outcome = loop {
             match invite.next().await {
                 Some(InviteProgress::Provisional(p)) => {
@@ -301,11 +468,7 @@ impl<H: Homing> InstantMessagingCall<H> {
                 None => break Err(RequestError::Shutdown),
             }
         };
-        self.shared
-            .canceller
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        self.shared.set_canceller(None);
         let (response, dialog) = match outcome {
             Ok(x) => x,
             Err(e) => {
@@ -313,7 +476,7 @@ impl<H: Homing> InstantMessagingCall<H> {
                 return Err(e.into());
             }
         };
-        *self.shared.dialog.lock().unwrap_or_else(|p| p.into_inner()) = Some(dialog.clone());
+        self.shared.lock().dialog = Some(dialog.clone());
         // A cancel that lost the race to the 2xx: the call is up, so end it.
         if self.shared.ended() {
             let _ = core
@@ -338,18 +501,19 @@ impl<H: Homing> InstantMessagingCall<H> {
             ));
         }
         self.set_state(ConversationState::Established);
-        Ok(self.flow())
+        Ok(flow(handler))
     }
 
     /// Routes the dialog's requests to this call (before the INVITE or its answer goes
-    /// out, so nothing that follows is missed).
-    fn route(&self, call_id: &str, local_tag: &str) {
+    /// out, so nothing that follows is missed). The handler is also what the flow holds.
+    fn route(&self, call_id: &str, local_tag: &str) -> Arc<CallHandler<H>> {
         let handler = Arc::new(CallHandler { call: self.clone() });
         let guard = self
             .conversation
             .endpoint()
-            .route_dialog_to(call_id, local_tag, handler);
-        *self.shared.route.lock().unwrap_or_else(|p| p.into_inner()) = Some(guard);
+            .route_dialog_to(call_id, local_tag, handler.clone());
+        self.shared.lock().route = Some(guard);
+        handler
     }
 
     /// Cancels the call while it rings (RFC 3261 §9). If the answer wins the race the
@@ -358,12 +522,7 @@ impl<H: Homing> InstantMessagingCall<H> {
     ///
     /// Cancel safety: cancel safe.
     pub async fn cancel(&self) {
-        let canceller = self
-            .shared
-            .canceller
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let canceller = self.shared.canceller();
         if let Some(c) = canceller {
             self.set_state(ConversationState::Terminating);
             c.cancel().await;
@@ -391,25 +550,11 @@ impl<H: Homing> InstantMessagingCall<H> {
             .send_in_dialog(&dialog, OutgoingRequest::new(Method::Bye, ""))
             .await;
         self.set_state(ConversationState::Terminated);
-        self.shared.remote_typing.set(false);
+        self.shared.set_remote_typing(false);
         match r {
             Ok(_) | Err(RequestError::NoDialog) => Ok(()),
             Err(RequestError::Status { code: 481, .. }) => Ok(()),
             Err(e) => Err(CallError::Request(e)),
-        }
-    }
-
-    fn flow(&self) -> InstantMessagingFlow {
-        InstantMessagingFlow {
-            sender: MessageSender {
-                platform: self.conversation.endpoint().platform().clone(),
-                shared: self.shared.clone(),
-                dialog_gone: {
-                    let call = self.clone();
-                    Arc::new(move || call.set_state(ConversationState::Terminated))
-                },
-            },
-            shared: self.shared.clone(),
         }
     }
 
@@ -437,7 +582,7 @@ impl<H: Homing> InstantMessagingCall<H> {
                                         .map(|r| r + Duration::from_secs(5))
                                         .unwrap_or(ACTIVE_TIMEOUT_WITHOUT_REFRESH)
                             });
-                            self.shared.remote_typing.set(active);
+                            self.shared.set_remote_typing(active);
                             let _ = req.respond(200, "OK", &[], None).await;
                         }
                         Err(e) => {
@@ -457,11 +602,11 @@ impl<H: Homing> InstantMessagingCall<H> {
                     content_type,
                     body: req.body().clone(),
                 };
-                match self.shared.inbox.push(Box::new(m)) {
+                match self.shared.push(Box::new(m)) {
                     Ok(()) => {
                         // A message ends the sender's composing state (RFC 3994 §3).
                         typing_until = None;
-                        self.shared.remote_typing.set(false);
+                        self.shared.set_remote_typing(false);
                         let _ = req.respond(200, "OK", &[], None).await;
                     }
                     Err(PushError::Full) => {
@@ -481,7 +626,7 @@ impl<H: Homing> InstantMessagingCall<H> {
             }
             Some(Method::Bye) => {
                 self.set_state(ConversationState::Terminated);
-                self.shared.remote_typing.set(false);
+                self.shared.set_remote_typing(false);
                 let _ = req.respond(200, "OK", &[], None).await;
                 return Step::End;
             }
@@ -547,9 +692,9 @@ impl<H: Homing> InstantMessagingCall<H> {
         self.set_state(ConversationState::Establishing);
         let call_id = String::from_utf8_lossy(dialog.call_id()).into_owned();
         if let Some(m) = first {
-            let _ = self.shared.inbox.push(Box::new(m));
+            let _ = self.shared.push(Box::new(m));
         }
-        self.route(&call_id, req.local_tag());
+        let handler = self.route(&call_id, req.local_tag());
         let contact = format!("<{}>", core.contact());
         let mut headers: Vec<(&str, String)> = vec![("Contact", contact)];
         headers.extend(self.conversation.conversation_headers());
@@ -567,15 +712,17 @@ impl<H: Homing> InstantMessagingCall<H> {
                 e => CallError::Request(RequestError::Invalid(e.to_string())),
             });
         }
-        *self.shared.dialog.lock().unwrap_or_else(|p| p.into_inner()) = Some(dialog);
+        self.shared.lock().dialog = Some(dialog);
         self.set_state(ConversationState::Established);
-        Ok(self.flow())
+        Ok(flow(handler))
     }
 
     pub(crate) fn incoming(conversation: Conversation<H>) -> Self {
-        let call = Self::outgoing(conversation);
-        call.set_state(ConversationState::Incoming);
-        call
+        conversation.set_state(ConversationState::Incoming);
+        InstantMessagingCall {
+            conversation,
+            shared: CallShared::new(ConversationState::Incoming),
+        }
     }
 
     pub(crate) fn declined(&self) {

@@ -98,7 +98,7 @@ fn invite_dialog(
     let sent = parse(t.contents);
     server.handle_message(now, sent.clone(), peer());
     let Some(Event::Request { id, request, .. }) = server.poll_event() else {
-        unreachable!()
+        unreachable!("server event")
     };
     let mut ok = SipMessage::response_to(&request, 200, "OK").unwrap();
     let tag = uas.new_tag();
@@ -111,7 +111,7 @@ fn invite_dialog(
     ok.push_header(HeaderName::RecordRoute, "<sip:edge.fabrikam.test;lr>")
         .unwrap();
     let DialogUpdate::Confirmed(sid) = uas.handle_uas_response(&request, &ok).unwrap() else {
-        unreachable!()
+        unreachable!("uas dialog")
     };
     server.respond(now, id, ok).unwrap();
     let t = server.poll_transmit().unwrap();
@@ -119,14 +119,14 @@ fn invite_dialog(
     client.handle_message(now, resp.clone(), peer());
     while client.poll_event().is_some() {}
     let DialogUpdate::Confirmed(cid) = uac.handle_uac_response(&sent, &resp).unwrap() else {
-        unreachable!()
+        unreachable!("uac dialog")
     };
     let ack = uac.ack(&cid, 1, "SIP/2.0/TLS 10.0.0.21:5061").unwrap();
     client.send_stateless(&ack, peer());
     let t = client.poll_transmit().unwrap();
     server.handle_message(now, parse(t.contents), peer());
     let Some(Event::Ack { request, .. }) = server.poll_event() else {
-        unreachable!()
+        unreachable!("ack event")
     };
     black_box(uas.handle_request(&request).unwrap());
     uac.remove(&cid);
@@ -205,8 +205,12 @@ impl Clock {
         self.n = self.n.wrapping_add(1);
         if self.n % 1024 == 0 {
             self.now += Duration::from_secs(64);
-            client.handle_timeout(self.now);
-            server.handle_timeout(self.now);
+            for layer in [client, server] {
+                layer.handle_timeout(self.now);
+                // What the timers reported (transactions ended) is the TU's business.
+                while layer.poll_event().is_some() {}
+                while layer.poll_transmit().is_some() {}
+            }
         }
         self.now
     }
