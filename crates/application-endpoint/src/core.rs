@@ -90,8 +90,9 @@ fn route_key(call_id: &str, local_tag: &str) -> String {
 /// `handle` runs on the router, so it must answer promptly; spawn for slow work.
 #[async_trait::async_trait]
 pub trait DialogHandler: Send + Sync + 'static {
-    /// One request of the dialog (never an ACK).
-    async fn handle(&self, request: IncomingRequest);
+    /// One request of the dialog (never an ACK). Takes the handler's `Arc`, so a handler
+    /// can start timers that hold it weakly.
+    async fn handle(self: Arc<Self>, request: IncomingRequest);
 }
 
 #[derive(Clone)]

@@ -982,7 +982,7 @@ struct SubscriptionRoute {
 
 #[async_trait::async_trait]
 impl DialogHandler for SubscriptionRoute {
-    async fn handle(&self, request: IncomingRequest) {
+    async fn handle(self: Arc<Self>, request: IncomingRequest) {
         let event = Event::Request {
             target: self.target.clone(),
             generation: self.generation,

@@ -28,7 +28,8 @@ pub enum InviteProgress {
 pub struct OutgoingInvite {
     branch: String,
     provisional: mpsc::Receiver<SipMessage>,
-    outcome: Option<oneshot::Receiver<Result<SipMessage, RequestError>>>,
+    /// The 2xx with the dialog it made (`None` when the platform made none).
+    outcome: Option<oneshot::Receiver<crate::runtime::DialogReply>>,
     commands: mpsc::Sender<Command>,
 }
 
@@ -36,7 +37,7 @@ impl OutgoingInvite {
     pub(crate) fn new(
         branch: String,
         provisional: mpsc::Receiver<SipMessage>,
-        outcome: oneshot::Receiver<Result<SipMessage, RequestError>>,
+        outcome: oneshot::Receiver<crate::runtime::DialogReply>,
         commands: mpsc::Sender<Command>,
     ) -> Self {
         OutgoingInvite {
@@ -64,7 +65,9 @@ impl OutgoingInvite {
             r = outcome => {
                 self.outcome = None;
                 Some(match r.unwrap_or(Err(RequestError::Shutdown)) {
-                    Ok(response) => match crate::runtime::uac_dialog_id(&response) {
+                    Ok((response, made)) => match made
+                        .or_else(|| crate::runtime::uac_dialog_id(&response))
+                    {
                         Some(dialog) => InviteProgress::Answered { response, dialog },
                         None => InviteProgress::Failed(RequestError::Invalid(
                             "2xx without a To tag".into(),

@@ -276,8 +276,9 @@ impl CollaborationPlatform {
             })
             .await
             .map_err(|_| RequestError::Shutdown)?;
-        let response = rx.await.unwrap_or(Err(RequestError::Shutdown))?;
-        let dialog = crate::runtime::uac_dialog_id(&response)
+        let (response, made) = rx.await.unwrap_or(Err(RequestError::Shutdown))?;
+        let dialog = made
+            .or_else(|| crate::runtime::uac_dialog_id(&response))
             .ok_or_else(|| RequestError::Invalid("2xx without a To tag".into()))?;
         Ok((response, dialog))
     }

@@ -31,6 +31,9 @@ use transport_tls::{
     TransportEvent, TransportKind,
 };
 
+/// The outcome of a dialog-creating request: its 2xx with the dialog it made.
+pub(crate) type DialogReply = Result<(SipMessage, Option<DialogId>), RequestError>;
+
 /// What callers ask of the driver.
 #[derive(Debug)]
 pub(crate) enum Command {
@@ -47,7 +50,7 @@ pub(crate) enum Command {
         request: SipMessage,
         endpoint: EndpointId,
         provisional: Option<mpsc::Sender<SipMessage>>,
-        reply: oneshot::Sender<Result<SipMessage, RequestError>>,
+        reply: oneshot::Sender<DialogReply>,
         span: Span,
     },
     /// Send a request inside `dialog`.
@@ -116,9 +119,34 @@ enum LaneKey {
 }
 
 struct Pending {
-    reply: oneshot::Sender<Result<SipMessage, RequestError>>,
+    reply: Reply,
     span: Span,
     kind: PendingKind,
+}
+
+/// Where a client transaction's outcome goes.
+enum Reply {
+    Plain(oneshot::Sender<Result<SipMessage, RequestError>>),
+    /// With the dialog the 2xx made: the dialog set's own key, so the caller's copy shares
+    /// its allocation.
+    Dialog(oneshot::Sender<DialogReply>),
+}
+
+impl Reply {
+    fn send(self, r: Result<SipMessage, RequestError>, dialog: Option<DialogId>) {
+        match self {
+            Reply::Plain(tx) => {
+                let _ = tx.send(r);
+            }
+            Reply::Dialog(tx) => {
+                let _ = tx.send(r.map(|m| (m, dialog)));
+            }
+        }
+    }
+
+    fn fail(self, e: RequestError) {
+        self.send(Err(e), None);
+    }
 }
 
 /// What a client transaction means for dialogs.
@@ -193,6 +221,9 @@ struct Serving {
     span: Span,
     request: SipMessage,
     endpoint: EndpointId,
+    /// The dialog an answer makes (INVITE, SUBSCRIBE, REFER): the endpoint holds copies of
+    /// it, and the dialog set keys the dialog by it (one allocation for all).
+    creates: Option<DialogId>,
     /// Set when a CANCEL ended this INVITE (the endpoint's late answer is refused).
     cancelled: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
@@ -330,7 +361,7 @@ impl Driver {
         let now = Instant::now();
         let cancelled = self.live();
         for (_, p) in self.pending.drain() {
-            let _ = p.reply.send(Err(RequestError::Shutdown));
+            p.reply.fail(RequestError::Shutdown);
         }
         let serving: Vec<(TransactionId, SipMessage)> = self
             .serving
@@ -375,7 +406,7 @@ impl Driver {
                     let _ = reply.send(Err(RequestError::Shutdown));
                     return;
                 }
-                self.start_client(now, request, reply, span, PendingKind::Plain);
+                self.start_client(now, request, Reply::Plain(reply), span, PendingKind::Plain);
             }
             Command::SendDialogCreating {
                 request,
@@ -402,7 +433,7 @@ impl Driver {
                 self.start_client(
                     now,
                     request,
-                    reply,
+                    Reply::Dialog(reply),
                     span,
                     PendingKind::Creating(Box::new(creating)),
                 );
@@ -423,7 +454,7 @@ impl Driver {
                         self.start_client(
                             now,
                             request,
-                            reply,
+                            Reply::Plain(reply),
                             span,
                             PendingKind::InDialog(dialog.clone()),
                         );
@@ -461,8 +492,12 @@ impl Driver {
                 let _g = entry.map(|e| e.span.enter());
                 let mut response = response;
                 if let Some(e) = entry {
-                    if let Some(id) = track_uas_dialog(&mut self.dialogs, &e.request, &mut response)
-                    {
+                    if let Some(id) = track_uas_dialog(
+                        &mut self.dialogs,
+                        &e.request,
+                        &mut response,
+                        e.creates.as_ref(),
+                    ) {
                         self.dialogs.set_owner(&id, e.endpoint.0);
                     }
                 }
@@ -499,7 +534,7 @@ impl Driver {
         &mut self,
         now: Instant,
         request: SipMessage,
-        reply: oneshot::Sender<Result<SipMessage, RequestError>>,
+        reply: Reply,
         span: Span,
         kind: PendingKind,
     ) {
@@ -517,9 +552,7 @@ impl Driver {
                 }
                 self.pending.insert(id, Pending { reply, span, kind });
             }
-            Err(e) => {
-                let _ = reply.send(Err(RequestError::Invalid(e.to_string())));
-            }
+            Err(e) => reply.fail(RequestError::Invalid(e.to_string())),
         }
     }
 
@@ -587,6 +620,7 @@ impl Driver {
     fn on_client_final(&mut self, pending: Pending, response: SipMessage, status: u16) {
         let _g = pending.span.enter();
         debug!(status, "final response");
+        let mut made = None;
         match pending.kind {
             PendingKind::Plain => {}
             PendingKind::InDialog(id) => {
@@ -605,6 +639,7 @@ impl Driver {
                         if c.request.method() == Some(&Method::Invite) {
                             self.ack_2xx(&id, &response);
                         }
+                        made = Some(id);
                     }
                     Ok(_) => {}
                     Err(e) => debug!(error = %e, "dialog not created"),
@@ -624,7 +659,7 @@ impl Driver {
                 response: Box::new(response),
             })
         };
-        let _ = pending.reply.send(r);
+        pending.reply.send(r, made);
     }
 
     fn on_client_provisional(&mut self, id: TransactionId, response: SipMessage) {
@@ -865,7 +900,7 @@ impl Driver {
                     let _g = p.span.enter();
                     debug!(?timer, "timed out");
                     self.on_client_failed(&p);
-                    let _ = p.reply.send(Err(RequestError::Timeout));
+                    p.reply.fail(RequestError::Timeout);
                 }
                 self.serving.remove(&id);
             }
@@ -876,7 +911,7 @@ impl Driver {
                     .unwrap_or(TransportError::ConnectionClosed(0));
                 if let Some(p) = self.pending.remove(&id) {
                     self.on_client_failed(&p);
-                    let _ = p.reply.send(Err(RequestError::Transport(e)));
+                    p.reply.fail(RequestError::Transport(e));
                 }
                 self.serving.remove(&id);
             }
@@ -884,7 +919,7 @@ impl Driver {
                 self.transport_errors.remove(&id);
                 if let Some(p) = self.pending.remove(&id) {
                     self.on_client_failed(&p);
-                    let _ = p.reply.send(Err(RequestError::Timeout));
+                    p.reply.fail(RequestError::Timeout);
                 }
                 self.serving.remove(&id);
             }
@@ -1076,7 +1111,12 @@ impl Driver {
             self.cfg.server.clone(),
             span.clone(),
         );
-        incoming.set_dialog(dialog);
+        let creates = if dialog.is_none() {
+            incoming.dialog()
+        } else {
+            None
+        };
+        incoming.set_dialog(dialog.or_else(|| creates.clone()));
         let cancelled = (method == Some(Method::Invite))
             .then(|| Arc::new(std::sync::atomic::AtomicBool::new(false)));
         incoming.set_cancel_flag(cancelled.clone());
@@ -1088,6 +1128,7 @@ impl Driver {
                         span,
                         request: kept,
                         endpoint,
+                        creates,
                         cancelled,
                     },
                 );
@@ -1174,6 +1215,7 @@ fn track_uas_dialog(
     dialogs: &mut Dialogs,
     request: &SipMessage,
     response: &mut SipMessage,
+    id: Option<&DialogId>,
 ) -> Option<DialogId> {
     let creates = match request.method() {
         Some(Method::Invite) => response.status().is_some_and(|s| (101..300).contains(&s)),
@@ -1201,7 +1243,7 @@ fn track_uas_dialog(
             );
         }
     }
-    match dialogs.handle_uas_response(request, response) {
+    match dialogs.handle_uas_response_as(request, response, id) {
         Ok(DialogUpdate::Early(id) | DialogUpdate::Confirmed(id) | DialogUpdate::Updated(id)) => {
             Some(id)
         }

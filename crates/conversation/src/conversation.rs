@@ -80,11 +80,51 @@ pub(crate) struct Shared<H: Homing> {
     /// Here, not in each handle: handles are cloned into calls and handlers.
     remote: Address<H>,
     pub(crate) core: Arc<EndpointCore>,
-    pub(crate) id: String,
-    pub(crate) subject: Option<String>,
+    pub(crate) id: Box<str>,
+    pub(crate) subject: Option<Box<str>>,
     pub(crate) priority: Priority,
-    impersonation: Mutex<Option<Impersonation>>,
-    pub(crate) state: crate::lazy::LazyWatch<ConversationState>,
+    /// One lock, rare parts boxed: a conversation is held per idle call.
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    state: ConversationState,
+    /// What most conversations never use, allocated when first needed.
+    rare: Option<Box<Rare>>,
+}
+
+#[derive(Default)]
+struct Rare {
+    /// Made when somebody watches the state.
+    watch: Option<watch::Sender<ConversationState>>,
+    impersonation: Option<Impersonation>,
+}
+
+/// What a call needs of its conversation, without the homing type (calls keep one
+/// pointer to it).
+pub(crate) trait ConversationLink: Send + Sync + 'static {
+    fn set_state(&self, s: ConversationState);
+    fn endpoint(&self) -> &Arc<EndpointCore>;
+}
+
+impl<H: Homing> ConversationLink for Shared<H> {
+    fn set_state(&self, s: ConversationState) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.state = s;
+        if let Some(tx) = g.rare.as_ref().and_then(|r| r.watch.as_ref()) {
+            tx.send_if_modified(|v| std::mem::replace(v, s) != s);
+        }
+    }
+
+    fn endpoint(&self) -> &Arc<EndpointCore> {
+        &self.core
+    }
+}
+
+impl std::fmt::Debug for dyn ConversationLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Conversation")
+    }
 }
 
 /// A conversation with `remote`, on an application or user endpoint.
@@ -105,7 +145,7 @@ impl<H: Homing> std::fmt::Debug for Conversation<H> {
         f.debug_struct("Conversation")
             .field("id", &self.shared.id)
             .field("remote", &self.shared.remote)
-            .field("state", &self.shared.state.get())
+            .field("state", &self.state())
             .finish_non_exhaustive()
     }
 }
@@ -177,11 +217,13 @@ impl<H: Homing> Conversation<H> {
             shared: Arc::new(Shared {
                 remote,
                 core,
-                id: id.unwrap_or_else(new_conversation_id),
-                subject,
+                id: id.unwrap_or_else(new_conversation_id).into(),
+                subject: subject.map(Into::into),
                 priority,
-                impersonation: Mutex::new(None),
-                state: crate::lazy::LazyWatch::new(ConversationState::Idle),
+                inner: Mutex::new(Inner {
+                    state: ConversationState::Idle,
+                    rare: None,
+                }),
             }),
         }
     }
@@ -190,7 +232,7 @@ impl<H: Homing> Conversation<H> {
     pub fn with_subject(self, subject: impl Into<String>) -> Self {
         let mut s = self;
         if let Some(shared) = Arc::get_mut(&mut s.shared) {
-            shared.subject = Some(subject.into());
+            shared.subject = Some(subject.into().into());
         }
         s
     }
@@ -209,7 +251,7 @@ impl<H: Homing> Conversation<H> {
     pub fn with_id(self, id: impl Into<String>) -> Self {
         let mut s = self;
         if let Some(shared) = Arc::get_mut(&mut s.shared) {
-            shared.id = id.into();
+            shared.id = id.into().into();
         }
         s
     }
@@ -242,16 +284,30 @@ impl<H: Homing> Conversation<H> {
 
     /// The current state.
     pub fn state(&self) -> ConversationState {
-        self.shared.state.get()
+        self.lock().state
     }
 
     /// Watches the state.
     pub fn watch_state(&self) -> watch::Receiver<ConversationState> {
-        self.shared.state.subscribe()
+        let mut g = self.lock();
+        let value = g.state;
+        g.rare
+            .get_or_insert_with(Box::default)
+            .watch
+            .get_or_insert_with(|| watch::Sender::new(value))
+            .subscribe()
     }
 
     pub(crate) fn set_state(&self, s: ConversationState) {
-        self.shared.state.set(s);
+        ConversationLink::set_state(&*self.shared, s);
+    }
+
+    pub(crate) fn link(&self) -> Arc<dyn ConversationLink> {
+        self.shared.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.shared.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// An instant-messaging call in this conversation, not yet established.
@@ -292,22 +348,20 @@ impl<H: Homing> Conversation<H> {
     }
 
     fn set_impersonation(&self, i: Impersonation) {
-        *self
-            .shared
-            .impersonation
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(i);
+        self.lock()
+            .rare
+            .get_or_insert_with(Box::default)
+            .impersonation = Some(i);
     }
 
     /// The From value and the P-Asserted-Identity (home users only) of requests this
     /// conversation sends, with `tag`.
     pub(crate) fn identity_headers(&self, tag: &str) -> (String, Option<String>) {
         let imp = self
-            .shared
-            .impersonation
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+            .rare
+            .as_ref()
+            .and_then(|r| r.impersonation.clone());
         let federated = H::NAME == Federated::NAME;
         match imp {
             Some(i) => {
@@ -331,9 +385,9 @@ impl<H: Homing> Conversation<H> {
 
     /// Headers every call of the conversation carries.
     pub(crate) fn conversation_headers(&self) -> Vec<(&'static str, String)> {
-        let mut h = vec![("Ms-Conversation-ID", self.shared.id.clone())];
+        let mut h = vec![("Ms-Conversation-ID", self.shared.id.to_string())];
         if let Some(s) = &self.shared.subject {
-            h.push(("Subject", s.clone()));
+            h.push(("Subject", s.to_string()));
         }
         if let Some(p) = self.shared.priority.header() {
             h.push(("Priority", p.to_string()));

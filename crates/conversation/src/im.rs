@@ -7,14 +7,14 @@
 //! INFO) and keeps the remote typing state; sending does not go through it.
 
 use crate::composing::{ComposingState, IsComposing, ACTIVE_TIMEOUT_WITHOUT_REFRESH};
-use crate::conversation::{Conversation, ConversationState};
+use crate::conversation::{Conversation, ConversationLink, ConversationState};
 use crate::error::{CallError, MessageError};
 use crate::text_format;
 use application_endpoint::{DialogGuard, DialogHandler};
 use bytes::Bytes;
 use collaboration_platform::{
-    CollaborationPlatform, DialogId, Homing, IncomingRequest, InviteCanceller, InviteProgress,
-    OutgoingRequest, RequestError,
+    DialogId, Homing, IncomingRequest, InviteCanceller, InviteProgress, OutgoingRequest,
+    RequestError,
 };
 use sip_core::sdp::{LocalCapabilities, MediaCapability, OfferAnswer, SessionDescription};
 use sip_core::{HeaderName, Method};
@@ -57,6 +57,9 @@ impl ReceivedMessage {
 /// idle conversation, both sides together).
 #[derive(Debug)]
 pub(crate) struct CallShared {
+    /// The conversation, without its homing type: the call is also the dialog's route
+    /// handler and the flow's sender, one allocation for the three.
+    conversation: Arc<dyn ConversationLink>,
     inner: Mutex<CallInner>,
 }
 
@@ -73,31 +76,34 @@ struct CallInner {
     typing_generation: u32,
     /// Bumped on each local typing change: the pending idle timer checks it.
     local_generation: u32,
-    last_active_sent: Option<std::time::Instant>,
-    dialog: Option<DialogId>,
+    leg: Leg,
     /// The dialog's route while the call is up; dropped when it ends.
     route: Option<DialogGuard>,
-    /// Received messages until the flow reads them.
-    inbox: VecDeque<Box<ReceivedMessage>>,
     /// The flow's reader waiting for a message (one reader: the flow's `recv` takes
     /// `&mut`).
     reader: Option<Waker>,
-    /// What few calls use, allocated when first needed.
+    /// What an idle call does not use, allocated when first needed.
     rare: Option<Box<Rare>>,
 }
 
-/// Watch channels (made when somebody subscribes) and the canceller of a ringing call.
-#[derive(Debug, Default)]
-struct Rare {
-    state: Option<watch::Sender<ConversationState>>,
-    remote_typing: Option<watch::Sender<bool>>,
-    canceller: Option<InviteCanceller>,
+/// The INVITE's canceller while it rings, then the dialog: never both. Inline, not boxed:
+/// a short-lived allocation per call amid long-lived ones costs more resident memory than
+/// its size (allocator fragmentation).
+#[derive(Debug)]
+enum Leg {
+    None,
+    Ringing(InviteCanceller),
+    Up(DialogId),
 }
 
-impl Rare {
-    fn is_empty(&self) -> bool {
-        self.state.is_none() && self.remote_typing.is_none() && self.canceller.is_none()
-    }
+/// Received messages, watch channels and local typing.
+#[derive(Debug, Default)]
+struct Rare {
+    /// Received messages until the flow reads them.
+    inbox: VecDeque<Box<ReceivedMessage>>,
+    state: Option<watch::Sender<ConversationState>>,
+    remote_typing: Option<watch::Sender<bool>>,
+    last_active_sent: Option<std::time::Instant>,
 }
 
 /// Why a received message was not queued.
@@ -113,10 +119,10 @@ impl CallInner {
         self.rare.get_or_insert_with(Box::default)
     }
 
-    /// Drops the rare part once nothing is in it.
-    fn tidy(&mut self) {
-        if self.rare.as_ref().is_some_and(|r| r.is_empty()) {
-            self.rare = None;
+    fn dialog(&self) -> Option<DialogId> {
+        match &self.leg {
+            Leg::Up(d) => Some(d.clone()),
+            _ => None,
         }
     }
 
@@ -139,8 +145,9 @@ fn send_watch<T: PartialEq>(tx: Option<&watch::Sender<T>>, value: T) {
 }
 
 impl CallShared {
-    fn new(state: ConversationState) -> Arc<CallShared> {
+    fn new(state: ConversationState, conversation: Arc<dyn ConversationLink>) -> Arc<CallShared> {
         Arc::new(CallShared {
+            conversation,
             inner: Mutex::new(CallInner {
                 state,
                 remote_typing: false,
@@ -148,10 +155,8 @@ impl CallShared {
                 inbox_closed: false,
                 typing_generation: 0,
                 local_generation: 0,
-                last_active_sent: None,
-                dialog: None,
+                leg: Leg::None,
                 route: None,
-                inbox: VecDeque::new(),
                 reader: None,
                 rare: None,
             }),
@@ -163,7 +168,11 @@ impl CallShared {
     }
 
     fn dialog(&self) -> Option<DialogId> {
-        self.lock().dialog.clone()
+        self.lock().dialog()
+    }
+
+    fn set_dialog(&self, dialog: DialogId) {
+        self.lock().leg = Leg::Up(dialog);
     }
 
     fn state(&self) -> ConversationState {
@@ -174,6 +183,19 @@ impl CallShared {
         let mut g = self.lock();
         g.state = s;
         send_watch(g.rare.as_ref().and_then(|r| r.state.as_ref()), s);
+    }
+
+    /// The call's and its conversation's state; at the end, the call lets go of its route
+    /// and its messages' stream.
+    fn set_state(&self, s: ConversationState) {
+        self.set_call_state(s);
+        self.conversation.set_state(s);
+        if s == ConversationState::Terminated {
+            self.close_inbox();
+            self.end_route();
+            self.cancel_typing_deadline();
+            self.set_remote_typing(false);
+        }
     }
 
     fn subscribe_state(&self) -> watch::Receiver<ConversationState> {
@@ -205,18 +227,20 @@ impl CallShared {
     fn set_canceller(&self, c: Option<InviteCanceller>) {
         let mut g = self.lock();
         match c {
-            Some(c) => g.rare().canceller = Some(c),
+            Some(c) => g.leg = Leg::Ringing(c),
             None => {
-                if let Some(r) = g.rare.as_mut() {
-                    r.canceller = None;
+                if matches!(g.leg, Leg::Ringing(_)) {
+                    g.leg = Leg::None;
                 }
-                g.tidy();
             }
         }
     }
 
     fn canceller(&self) -> Option<InviteCanceller> {
-        self.lock().rare.as_ref().and_then(|r| r.canceller.clone())
+        match &self.lock().leg {
+            Leg::Ringing(c) => Some(c.clone()),
+            _ => None,
+        }
     }
 
     /// Queues a received message for the flow and wakes its reader.
@@ -226,10 +250,11 @@ impl CallShared {
             if g.inbox_closed {
                 return Err(PushError::Closed);
             }
-            if g.inbox.len() >= RECEIVE_CAPACITY {
+            let inbox = &mut g.rare().inbox;
+            if inbox.len() >= RECEIVE_CAPACITY {
                 return Err(PushError::Full);
             }
-            g.inbox.push_back(item);
+            inbox.push_back(item);
             g.reader.take()
         };
         if let Some(w) = reader {
@@ -254,11 +279,13 @@ impl CallShared {
     /// taken until it is returned.
     fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Box<ReceivedMessage>>> {
         let mut g = self.lock();
-        if let Some(item) = g.inbox.pop_front() {
-            if g.inbox.is_empty() && g.inbox.capacity() > 64 {
-                g.inbox.shrink_to(8);
+        if let Some(inbox) = g.rare.as_mut().map(|r| &mut r.inbox) {
+            if let Some(item) = inbox.pop_front() {
+                if inbox.is_empty() && inbox.capacity() > 64 {
+                    inbox.shrink_to(8);
+                }
+                return Poll::Ready(Some(item));
             }
-            return Poll::Ready(Some(item));
         }
         if g.inbox_closed {
             return Poll::Ready(None);
@@ -280,11 +307,7 @@ impl CallShared {
     /// The peer's composing state goes idle at `until` unless refreshed (RFC 3994 §4);
     /// `None` cancels.
     fn typing_deadline(self: &Arc<Self>, until: Option<tokio::time::Instant>) {
-        let generation = {
-            let mut g = self.lock();
-            g.typing_generation = g.typing_generation.wrapping_add(1);
-            g.typing_generation
-        };
+        let generation = self.cancel_typing_deadline();
         let Some(until) = until else { return };
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -296,6 +319,125 @@ impl CallShared {
                 }
             }
         });
+    }
+
+    /// One request of the dialog; returns the remote typing deadline, or the end.
+    async fn handle_request(
+        &self,
+        mut req: IncomingRequest,
+        mut typing_until: Option<tokio::time::Instant>,
+    ) -> Step {
+        match req.request().method().cloned() {
+            Some(Method::Message) => {
+                let content_type = req
+                    .request()
+                    .header(HeaderName::ContentType)
+                    .map(|v| String::from_utf8_lossy(v).trim().to_string())
+                    .unwrap_or_else(|| "text/plain".into());
+                let base = content_type.split(';').next().unwrap_or("").trim();
+                if base.eq_ignore_ascii_case(crate::composing::CONTENT_TYPE) {
+                    match IsComposing::parse(req.body()) {
+                        Ok(c) => {
+                            let active = c.state == ComposingState::Active;
+                            typing_until = active.then(|| {
+                                tokio::time::Instant::now()
+                                    + c.refresh_interval()
+                                        .map(|r| r + Duration::from_secs(5))
+                                        .unwrap_or(ACTIVE_TIMEOUT_WITHOUT_REFRESH)
+                            });
+                            self.set_remote_typing(active);
+                            let _ = req.respond(200, "OK", &[], None).await;
+                        }
+                        Err(e) => {
+                            let _ = req.respond(400, &e.to_string(), &[], None).await;
+                        }
+                    }
+                    return Step::Typing(typing_until);
+                }
+                if !ACCEPT_TYPES.iter().any(|t| t.eq_ignore_ascii_case(base)) {
+                    let accept = ACCEPT_TYPES.join(", ");
+                    let _ = req
+                        .respond(415, "Unsupported Media Type", &[("Accept", &accept)], None)
+                        .await;
+                    return Step::Typing(typing_until);
+                }
+                let m = ReceivedMessage {
+                    content_type,
+                    body: req.body().clone(),
+                };
+                match self.push(Box::new(m)) {
+                    Ok(()) => {
+                        // A message ends the sender's composing state (RFC 3994 §3).
+                        typing_until = None;
+                        self.set_remote_typing(false);
+                        let _ = req.respond(200, "OK", &[], None).await;
+                    }
+                    Err(PushError::Full) => {
+                        let _ = req
+                            .respond(
+                                503,
+                                "Service Unavailable (message queue full)",
+                                &[("Retry-After", "1")],
+                                None,
+                            )
+                            .await;
+                    }
+                    Err(PushError::Closed) => {
+                        let _ = req.respond(480, "Temporarily Unavailable", &[], None).await;
+                    }
+                }
+            }
+            Some(Method::Bye) => {
+                self.set_state(ConversationState::Terminated);
+                self.set_remote_typing(false);
+                let _ = req.respond(200, "OK", &[], None).await;
+                return Step::End;
+            }
+            Some(Method::Invite) => {
+                // A re-INVITE (session refresh or re-offer): answer with our session.
+                let answer = SessionDescription::parse_slice(req.body())
+                    .ok()
+                    .and_then(|o| {
+                        negotiator(&sdp_host(self.conversation.endpoint()))
+                            .receive_offer(&o)
+                            .ok()
+                    });
+                let contact = format!("<{}>", self.conversation.endpoint().contact());
+                let _ = match answer {
+                    Some(a) => {
+                        req.respond(
+                            200,
+                            "OK",
+                            &[("Contact", &contact)],
+                            Some(("application/sdp", a.to_bytes())),
+                        )
+                        .await
+                    }
+                    None => req.respond(488, "Not Acceptable Here", &[], None).await,
+                };
+            }
+            Some(Method::Info | Method::Options | Method::Update | Method::Notify) => {
+                let _ = req.respond(200, "OK", &[], None).await;
+            }
+            _ => {
+                let _ = req
+                    .respond(
+                        405,
+                        "Method Not Allowed",
+                        &[("Allow", "INVITE, ACK, BYE, CANCEL, MESSAGE, INFO")],
+                        None,
+                    )
+                    .await;
+            }
+        }
+        Step::Typing(typing_until)
+    }
+
+    /// Makes a pending remote typing timer do nothing; returns the new generation.
+    fn cancel_typing_deadline(&self) -> u32 {
+        let mut g = self.lock();
+        g.typing_generation = g.typing_generation.wrapping_add(1);
+        g.typing_generation
     }
 
     fn ended(&self) -> bool {
@@ -349,8 +491,8 @@ fn sdp_host(core: &application_endpoint::EndpointCore) -> String {
 impl<H: Homing> InstantMessagingCall<H> {
     pub(crate) fn outgoing(conversation: Conversation<H>) -> Self {
         InstantMessagingCall {
+            shared: CallShared::new(ConversationState::Idle, conversation.link()),
             conversation,
-            shared: CallShared::new(ConversationState::Idle),
         }
     }
 
@@ -370,14 +512,7 @@ impl<H: Homing> InstantMessagingCall<H> {
     }
 
     fn set_state(&self, s: ConversationState) {
-        self.shared.set_call_state(s);
-        self.conversation.set_state(s);
-        if s == ConversationState::Terminated {
-            self.shared.close_inbox();
-            self.shared.end_route();
-            self.shared.typing_deadline(None);
-            self.shared.set_remote_typing(false);
-        }
+        self.shared.set_state(s);
     }
 
     /// The dialog, once established.
@@ -418,7 +553,7 @@ impl<H: Homing> InstantMessagingCall<H> {
         self.set_state(ConversationState::Establishing);
         let call_id = application_endpoint::ids::call_id();
         let tag = application_endpoint::ids::tag();
-        let handler = self.route(&call_id, &tag);
+        self.route(&call_id, &tag);
         let (from, pai) = self.conversation.identity_headers(&tag);
         let remote = self.conversation.remote().uri().to_string();
         let mut negotiator = negotiator(&sdp_host(&core));
@@ -476,7 +611,7 @@ impl<H: Homing> InstantMessagingCall<H> {
                 return Err(e.into());
             }
         };
-        self.shared.lock().dialog = Some(dialog.clone());
+        self.shared.set_dialog(dialog.clone());
         // A cancel that lost the race to the 2xx: the call is up, so end it.
         if self.shared.ended() {
             let _ = core
@@ -501,19 +636,25 @@ impl<H: Homing> InstantMessagingCall<H> {
             ));
         }
         self.set_state(ConversationState::Established);
-        Ok(flow(handler))
+        Ok(self.flow())
     }
 
     /// Routes the dialog's requests to this call (before the INVITE or its answer goes
-    /// out, so nothing that follows is missed). The handler is also what the flow holds.
-    fn route(&self, call_id: &str, local_tag: &str) -> Arc<CallHandler<H>> {
-        let handler = Arc::new(CallHandler { call: self.clone() });
-        let guard = self
-            .conversation
-            .endpoint()
-            .route_dialog_to(call_id, local_tag, handler.clone());
+    /// out, so nothing that follows is missed).
+    fn route(&self, call_id: &str, local_tag: &str) {
+        let guard =
+            self.conversation
+                .endpoint()
+                .route_dialog_to(call_id, local_tag, self.shared.clone());
         self.shared.lock().route = Some(guard);
-        handler
+    }
+
+    fn flow(&self) -> InstantMessagingFlow {
+        InstantMessagingFlow {
+            sender: MessageSender {
+                call: self.shared.clone(),
+            },
+        }
     }
 
     /// Cancels the call while it rings (RFC 3261 §9). If the answer wins the race the
@@ -558,118 +699,6 @@ impl<H: Homing> InstantMessagingCall<H> {
         }
     }
 
-    /// One request of the dialog; returns the remote typing deadline, or the end.
-    async fn handle(
-        &self,
-        mut req: IncomingRequest,
-        mut typing_until: Option<tokio::time::Instant>,
-    ) -> Step {
-        match req.request().method().cloned() {
-            Some(Method::Message) => {
-                let content_type = req
-                    .request()
-                    .header(HeaderName::ContentType)
-                    .map(|v| String::from_utf8_lossy(v).trim().to_string())
-                    .unwrap_or_else(|| "text/plain".into());
-                let base = content_type.split(';').next().unwrap_or("").trim();
-                if base.eq_ignore_ascii_case(crate::composing::CONTENT_TYPE) {
-                    match IsComposing::parse(req.body()) {
-                        Ok(c) => {
-                            let active = c.state == ComposingState::Active;
-                            typing_until = active.then(|| {
-                                tokio::time::Instant::now()
-                                    + c.refresh_interval()
-                                        .map(|r| r + Duration::from_secs(5))
-                                        .unwrap_or(ACTIVE_TIMEOUT_WITHOUT_REFRESH)
-                            });
-                            self.shared.set_remote_typing(active);
-                            let _ = req.respond(200, "OK", &[], None).await;
-                        }
-                        Err(e) => {
-                            let _ = req.respond(400, &e.to_string(), &[], None).await;
-                        }
-                    }
-                    return Step::Typing(typing_until);
-                }
-                if !ACCEPT_TYPES.iter().any(|t| t.eq_ignore_ascii_case(base)) {
-                    let accept = ACCEPT_TYPES.join(", ");
-                    let _ = req
-                        .respond(415, "Unsupported Media Type", &[("Accept", &accept)], None)
-                        .await;
-                    return Step::Typing(typing_until);
-                }
-                let m = ReceivedMessage {
-                    content_type,
-                    body: req.body().clone(),
-                };
-                match self.shared.push(Box::new(m)) {
-                    Ok(()) => {
-                        // A message ends the sender's composing state (RFC 3994 §3).
-                        typing_until = None;
-                        self.shared.set_remote_typing(false);
-                        let _ = req.respond(200, "OK", &[], None).await;
-                    }
-                    Err(PushError::Full) => {
-                        let _ = req
-                            .respond(
-                                503,
-                                "Service Unavailable (message queue full)",
-                                &[("Retry-After", "1")],
-                                None,
-                            )
-                            .await;
-                    }
-                    Err(PushError::Closed) => {
-                        let _ = req.respond(480, "Temporarily Unavailable", &[], None).await;
-                    }
-                }
-            }
-            Some(Method::Bye) => {
-                self.set_state(ConversationState::Terminated);
-                self.shared.set_remote_typing(false);
-                let _ = req.respond(200, "OK", &[], None).await;
-                return Step::End;
-            }
-            Some(Method::Invite) => {
-                // A re-INVITE (session refresh or re-offer): answer with our session.
-                let answer = SessionDescription::parse_slice(req.body())
-                    .ok()
-                    .and_then(|o| {
-                        negotiator(&sdp_host(self.conversation.endpoint()))
-                            .receive_offer(&o)
-                            .ok()
-                    });
-                let contact = format!("<{}>", self.conversation.endpoint().contact());
-                let _ = match answer {
-                    Some(a) => {
-                        req.respond(
-                            200,
-                            "OK",
-                            &[("Contact", &contact)],
-                            Some(("application/sdp", a.to_bytes())),
-                        )
-                        .await
-                    }
-                    None => req.respond(488, "Not Acceptable Here", &[], None).await,
-                };
-            }
-            Some(Method::Info | Method::Options | Method::Update | Method::Notify) => {
-                let _ = req.respond(200, "OK", &[], None).await;
-            }
-            _ => {
-                let _ = req
-                    .respond(
-                        405,
-                        "Method Not Allowed",
-                        &[("Allow", "INVITE, ACK, BYE, CANCEL, MESSAGE, INFO")],
-                        None,
-                    )
-                    .await;
-            }
-        }
-        Step::Typing(typing_until)
-    }
-
     /// Accepts an incoming INVITE `req` for this call (UAS side).
     pub(crate) async fn accept_incoming(
         &self,
@@ -694,7 +723,7 @@ impl<H: Homing> InstantMessagingCall<H> {
         if let Some(m) = first {
             let _ = self.shared.push(Box::new(m));
         }
-        let handler = self.route(&call_id, req.local_tag());
+        self.route(&call_id, req.local_tag());
         let contact = format!("<{}>", core.contact());
         let mut headers: Vec<(&str, String)> = vec![("Contact", contact)];
         headers.extend(self.conversation.conversation_headers());
@@ -712,16 +741,16 @@ impl<H: Homing> InstantMessagingCall<H> {
                 e => CallError::Request(RequestError::Invalid(e.to_string())),
             });
         }
-        self.shared.lock().dialog = Some(dialog);
+        self.shared.set_dialog(dialog);
         self.set_state(ConversationState::Established);
-        Ok(flow(handler))
+        Ok(self.flow())
     }
 
     pub(crate) fn incoming(conversation: Conversation<H>) -> Self {
         conversation.set_state(ConversationState::Incoming);
         InstantMessagingCall {
+            shared: CallShared::new(ConversationState::Incoming, conversation.link()),
             conversation,
-            shared: CallShared::new(ConversationState::Incoming),
         }
     }
 
@@ -730,21 +759,16 @@ impl<H: Homing> InstantMessagingCall<H> {
     }
 }
 
-/// Routes one call's dialog requests to the call (see [`DialogHandler`]).
-struct CallHandler<H: Homing> {
-    call: InstantMessagingCall<H>,
-}
-
 #[async_trait::async_trait]
-impl<H: Homing> DialogHandler for CallHandler<H> {
-    async fn handle(&self, request: IncomingRequest) {
-        match self.call.handle(request, None).await {
+impl DialogHandler for CallShared {
+    async fn handle(self: Arc<Self>, request: IncomingRequest) {
+        match self.handle_request(request, None).await {
             Step::Typing(t) => {
-                if t.is_some() || !self.call.shared.remote_typing.get() {
-                    self.call.shared.typing_deadline(t);
+                if t.is_some() || !self.remote_typing() {
+                    self.typing_deadline(t);
                 }
             }
-            Step::End => self.call.shared.end_route(),
+            Step::End => self.end_route(),
         }
     }
 }
@@ -760,23 +784,29 @@ enum Step {
 /// Sends messages in an established call; cheap to clone, usable from many tasks.
 #[derive(Clone)]
 pub struct MessageSender {
-    platform: collaboration_platform::CollaborationPlatform,
-    shared: Arc<CallShared>,
-    /// Ends the call when the platform forgot its dialog (a 481 or 408 to a request in
-    /// it, RFC 3261 §12.2.1.2): the peer's BYE, should it still come, is answered 481 by
-    /// the platform and never reaches the call.
-    dialog_gone: Arc<dyn Fn() + Send + Sync>,
+    call: Arc<CallShared>,
 }
 
 impl std::fmt::Debug for MessageSender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MessageSender")
-            .field("dialog", &self.shared.dialog())
+            .field("dialog", &self.shared().dialog())
             .finish_non_exhaustive()
     }
 }
 
 impl MessageSender {
+    fn shared(&self) -> &CallShared {
+        &self.call
+    }
+
+    /// Ends the call when the platform forgot its dialog (a 481 or 408 to a request in
+    /// it, RFC 3261 §12.2.1.2): the peer's BYE, should it still come, is answered 481 by
+    /// the platform and never reaches the call.
+    fn dialog_gone(&self) {
+        self.call.set_state(ConversationState::Terminated);
+    }
+
     /// Sends `body` of `content_type` (`text/plain`, `text/html`, or any type) as an
     /// in-dialog MESSAGE. Exactly one outcome: `Ok` when the peer answered 2xx, or why not
     /// ([`MessageError::CallEnded`] when either side ended the call first). A 481 or 408
@@ -789,46 +819,54 @@ impl MessageSender {
         content_type: &str,
         body: impl Into<Bytes>,
     ) -> Result<(), MessageError> {
-        {
-            // A message ends composing (RFC 3994 §3): no idle needs to follow.
-            let mut t = self
-                .shared
-                .local_typing
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            t.active = false;
-            t.generation += 1;
-        }
-        self.send_raw(content_type, body.into()).await
+        self.send_raw(content_type, body.into(), true).await
     }
 
-    async fn send_raw(&self, content_type: &str, body: Bytes) -> Result<(), MessageError> {
-        if self.shared.ended() {
-            return Err(MessageError::CallEnded);
-        }
-        let Some(dialog) = self.shared.dialog() else {
+    /// `ends_composing`: a message ends composing (RFC 3994 §3): no idle needs to follow.
+    async fn send_raw(
+        &self,
+        content_type: &str,
+        body: Bytes,
+        ends_composing: bool,
+    ) -> Result<(), MessageError> {
+        let dialog = {
+            let mut g = self.shared().lock();
+            if ends_composing {
+                g.local_active = false;
+                g.local_generation = g.local_generation.wrapping_add(1);
+            }
+            if matches!(
+                g.state,
+                ConversationState::Terminating | ConversationState::Terminated
+            ) {
+                return Err(MessageError::CallEnded);
+            }
+            g.dialog()
+        };
+        let Some(dialog) = dialog else {
             return Err(MessageError::CallEnded);
         };
         let req = OutgoingRequest::new(Method::Message, "").body(content_type, body);
-        match self.platform.send_in_dialog(&dialog, req).await {
+        let platform = self.call.conversation.endpoint().platform();
+        match platform.send_in_dialog(&dialog, req).await {
             Ok(_) => Ok(()),
             Err(RequestError::NoDialog) => {
-                (self.dialog_gone)();
+                self.dialog_gone();
                 Err(MessageError::CallEnded)
             }
-            Err(RequestError::Status { code: 481, .. }) if self.shared.ended() => {
+            Err(RequestError::Status { code: 481, .. }) if self.shared().ended() => {
                 Err(MessageError::CallEnded)
             }
             Err(RequestError::Status { code, reason, .. }) => {
                 if code == 481 || code == 408 {
-                    (self.dialog_gone)();
+                    self.dialog_gone();
                 }
                 Err(MessageError::Failed {
                     status: code,
                     reason,
                 })
             }
-            Err(RequestError::Shutdown) if self.shared.ended() => Err(MessageError::CallEnded),
+            Err(RequestError::Shutdown) if self.shared().ended() => Err(MessageError::CallEnded),
             Err(e) => Err(MessageError::Request(e)),
         }
     }
@@ -856,29 +894,26 @@ impl MessageSender {
     pub async fn set_typing(&self, typing: bool) -> Result<(), MessageError> {
         let now = std::time::Instant::now();
         let (send, generation) = {
-            let mut t = self
-                .shared
-                .local_typing
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            t.generation += 1;
+            let mut t = self.shared().lock();
+            t.local_generation = t.local_generation.wrapping_add(1);
             let send = if typing {
-                let stale = t.last_active_sent.is_none_or(|at| {
+                let was_active = std::mem::replace(&mut t.local_active, true);
+                let rare = t.rare();
+                let stale = rare.last_active_sent.is_none_or(|at| {
                     now.duration_since(at) + std::time::Duration::from_secs(5)
                         >= crate::composing::DEFAULT_REFRESH
                 });
-                let send = !t.active || stale;
-                t.active = true;
+                let send = !was_active || stale;
                 if send {
-                    t.last_active_sent = Some(now);
+                    rare.last_active_sent = Some(now);
                 }
                 send
             } else {
-                let was = t.active;
-                t.active = false;
+                let was = t.local_active;
+                t.local_active = false;
                 was
             };
-            (send, t.generation)
+            (send, t.local_generation)
         };
         if typing {
             // Idle by itself unless the user types again within the idle timeout.
@@ -886,18 +921,14 @@ impl MessageSender {
             tokio::spawn(async move {
                 tokio::time::sleep(crate::composing::IDLE_TIMEOUT).await;
                 let still = {
-                    let mut t = sender
-                        .shared
-                        .local_typing
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner());
-                    let still = t.generation == generation && t.active;
+                    let mut t = sender.shared().lock();
+                    let still = t.local_generation == generation && t.local_active;
                     if still {
-                        t.active = false;
+                        t.local_active = false;
                     }
                     still
                 };
-                if still && !sender.shared.ended() {
+                if still && !sender.shared().ended() {
                     let _ = sender.send_composing(IsComposing::idle()).await;
                 }
             });
@@ -914,7 +945,7 @@ impl MessageSender {
     }
 
     async fn send_composing(&self, doc: IsComposing) -> Result<(), MessageError> {
-        self.send_raw(crate::composing::CONTENT_TYPE, doc.to_xml().into())
+        self.send_raw(crate::composing::CONTENT_TYPE, doc.to_xml().into(), false)
             .await
     }
 }
@@ -924,7 +955,6 @@ impl MessageSender {
 #[derive(Debug)]
 pub struct InstantMessagingFlow {
     sender: MessageSender,
-    shared: Arc<CallShared>,
 }
 
 impl InstantMessagingFlow {
@@ -962,13 +992,95 @@ impl InstantMessagingFlow {
     ///
     /// Cancel safety: cancel safe.
     pub async fn recv(&mut self) -> Option<ReceivedMessage> {
-        self.shared.inbox.recv().await.map(|b| *b)
+        let shared = self.sender.shared();
+        std::future::poll_fn(|cx| shared.poll_recv(cx))
+            .await
+            .map(|b| *b)
     }
 
     /// Whether the peer is composing (RFC 3994), as a watch: it goes back to `false` when
     /// a message arrives, when the peer says idle, or when an active state is not
     /// refreshed in time.
     pub fn remote_typing(&self) -> watch::Receiver<bool> {
-        self.shared.remote_typing.subscribe()
+        self.sender.shared().subscribe_remote_typing()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(text: &str) -> Box<ReceivedMessage> {
+        Box::new(ReceivedMessage {
+            content_type: "text/plain".into(),
+            body: Bytes::copy_from_slice(text.as_bytes()),
+        })
+    }
+
+    async fn recv(shared: &CallShared) -> Option<String> {
+        std::future::poll_fn(|cx| shared.poll_recv(cx))
+            .await
+            .map(|m| m.text())
+    }
+
+    /// A conversation these tests never ask for its endpoint.
+    struct NoConversation;
+
+    impl ConversationLink for NoConversation {
+        fn set_state(&self, _: ConversationState) {}
+        fn endpoint(&self) -> &Arc<application_endpoint::EndpointCore> {
+            unimplemented!("not used by these tests")
+        }
+    }
+
+    fn call(state: ConversationState) -> Arc<CallShared> {
+        CallShared::new(state, Arc::new(NoConversation))
+    }
+
+    #[tokio::test]
+    async fn inbox_delivers_in_order_refuses_when_full_and_ends_when_closed() {
+        let shared = call(ConversationState::Established);
+        for i in 0..RECEIVE_CAPACITY {
+            assert!(shared.push(msg(&i.to_string())).is_ok());
+        }
+        assert!(matches!(shared.push(msg("x")), Err(PushError::Full)));
+        for i in 0..RECEIVE_CAPACITY - 1 {
+            assert_eq!(recv(&shared).await, Some(i.to_string()));
+        }
+        let reader = {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                while let Some(x) = recv(&shared).await {
+                    got.push(x);
+                }
+                got
+            })
+        };
+        tokio::task::yield_now().await;
+        assert!(shared.push(msg("late")).is_ok());
+        shared.close_inbox();
+        assert!(matches!(shared.push(msg("closed")), Err(PushError::Closed)));
+        let last = (RECEIVE_CAPACITY - 1).to_string();
+        assert_eq!(reader.await.unwrap(), vec![last, "late".to_string()]);
+        assert_eq!(recv(&shared).await, None);
+    }
+
+    #[tokio::test]
+    async fn watches_are_made_on_subscribe_and_see_changes_only_once() {
+        let shared = call(ConversationState::Idle);
+        shared.set_call_state(ConversationState::Establishing);
+        assert!(shared.lock().rare.is_none());
+        let mut rx = shared.subscribe_state();
+        assert_eq!(*rx.borrow_and_update(), ConversationState::Establishing);
+        shared.set_call_state(ConversationState::Establishing);
+        assert!(!rx.has_changed().unwrap());
+        shared.set_call_state(ConversationState::Established);
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(*rx.borrow_and_update(), ConversationState::Established);
+        let mut typing = shared.subscribe_remote_typing();
+        shared.set_remote_typing(true);
+        assert!(*typing.borrow_and_update());
+        assert!(shared.remote_typing());
     }
 }

@@ -28,7 +28,6 @@ mod error;
 mod im;
 mod incoming;
 pub mod ladder;
-mod lazy;
 mod page;
 pub mod text_format;
 

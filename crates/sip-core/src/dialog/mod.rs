@@ -28,11 +28,13 @@ pub use set::Dialogs;
 
 use crate::{ParseError, SipMessage};
 use std::fmt;
+use std::sync::Arc;
 
-/// A dialog's key: Call-ID, local tag, remote tag (§12), in one allocation.
+/// A dialog's key: Call-ID, local tag, remote tag (§12), in one shared allocation: the
+/// copies the layers above keep (one per call) cost no memory of their own.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct DialogId {
-    buf: Box<[u8]>,
+    buf: Arc<[u8]>,
     local_at: u32,
     remote_at: u32,
 }
@@ -40,14 +42,17 @@ pub struct DialogId {
 impl DialogId {
     /// The id of a dialog from its three parts.
     pub fn new(call_id: &[u8], local_tag: &[u8], remote_tag: &[u8]) -> Self {
-        let mut v = Vec::with_capacity(call_id.len() + local_tag.len() + remote_tag.len());
-        v.extend_from_slice(call_id);
-        v.extend_from_slice(local_tag);
-        v.extend_from_slice(remote_tag);
+        // One allocation (the iterator's length is known), no intermediate Vec.
+        let buf: Arc<[u8]> = call_id
+            .iter()
+            .chain(local_tag)
+            .chain(remote_tag)
+            .copied()
+            .collect();
         let local_at = u32::try_from(call_id.len()).unwrap_or(u32::MAX);
         let remote_at = u32::try_from(call_id.len() + local_tag.len()).unwrap_or(u32::MAX);
         DialogId {
-            buf: v.into(),
+            buf,
             local_at,
             remote_at,
         }
@@ -102,25 +107,138 @@ pub enum DialogState {
 }
 
 /// The state of one dialog (§12.1). Its [`DialogId`] is the key it is stored under.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Dialog {
     pub(crate) role: DialogRole,
     pub(crate) state: DialogState,
     pub(crate) secure: bool,
     pub(crate) local_seq: Option<u32>,
     pub(crate) remote_seq: Option<u32>,
-    /// The local From/To value, tag included.
-    pub(crate) local_uri: Box<[u8]>,
-    /// The remote From/To value, tag included.
-    pub(crate) remote_uri: Box<[u8]>,
-    pub(crate) remote_target: Box<[u8]>,
-    pub(crate) route_set: Box<[Box<[u8]>]>,
+    /// The local From/To value (tag included), the remote one, the remote target and the
+    /// route set (each route after its length, 4 bytes little-endian), back to back: one
+    /// allocation per dialog, as a server holds many idle ones.
+    buf: Box<[u8]>,
+    remote_uri_at: u32,
+    target_at: u32,
+    routes_at: u32,
     /// An opaque number the layer above attaches (the endpoint that owns the dialog), so it
     /// needs no map of its own beside this one. 0 when none.
     pub(crate) owner: u64,
 }
 
+/// Where [`Dialog`]'s parts are copied from.
+pub(crate) struct DialogParts<'a, R> {
+    pub role: DialogRole,
+    pub state: DialogState,
+    pub secure: bool,
+    pub local_seq: Option<u32>,
+    pub remote_seq: Option<u32>,
+    pub local_uri: &'a [u8],
+    pub remote_uri: &'a [u8],
+    pub remote_target: &'a [u8],
+    pub routes: R,
+}
+
+fn at(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Packs the parts into one buffer; returns it with the remote URI, target and routes
+/// offsets.
+fn pack<'r>(
+    local_uri: &[u8],
+    remote_uri: &[u8],
+    remote_target: &[u8],
+    routes: impl Iterator<Item = &'r [u8]> + Clone,
+) -> (Box<[u8]>, u32, u32, u32) {
+    let routes_len: usize = routes.clone().map(|r| 4 + r.len()).sum();
+    let mut v =
+        Vec::with_capacity(local_uri.len() + remote_uri.len() + remote_target.len() + routes_len);
+    v.extend_from_slice(local_uri);
+    let remote_uri_at = at(v.len());
+    v.extend_from_slice(remote_uri);
+    let target_at = at(v.len());
+    v.extend_from_slice(remote_target);
+    let routes_at = at(v.len());
+    for r in routes {
+        v.extend_from_slice(&at(r.len()).to_le_bytes());
+        v.extend_from_slice(r);
+    }
+    (v.into_boxed_slice(), remote_uri_at, target_at, routes_at)
+}
+
+/// The routes of a packed buffer.
+#[derive(Clone)]
+struct Routes<'a>(&'a [u8]);
+
+impl<'a> Iterator for Routes<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let (len, rest) = self.0.split_first_chunk::<4>()?;
+        let len = (u32::from_le_bytes(*len) as usize).min(rest.len());
+        let (route, rest) = rest.split_at(len);
+        self.0 = rest;
+        Some(route)
+    }
+}
+
 impl Dialog {
+    pub(crate) fn new<'r>(p: DialogParts<'_, impl Iterator<Item = &'r [u8]> + Clone>) -> Dialog {
+        let (buf, remote_uri_at, target_at, routes_at) =
+            pack(p.local_uri, p.remote_uri, p.remote_target, p.routes);
+        Dialog {
+            role: p.role,
+            state: p.state,
+            secure: p.secure,
+            local_seq: p.local_seq,
+            remote_seq: p.remote_seq,
+            buf,
+            remote_uri_at,
+            target_at,
+            routes_at,
+            owner: 0,
+        }
+    }
+
+    fn part(&self, from: u32, to: u32) -> &[u8] {
+        self.buf.get(from as usize..to as usize).unwrap_or_default()
+    }
+
+    fn routes(&self) -> Routes<'_> {
+        Routes(self.buf.get(self.routes_at as usize..).unwrap_or_default())
+    }
+
+    /// Replaces the remote target and, when given, the route set (rare: target refreshes
+    /// and the 2xx that confirms an early dialog).
+    pub(crate) fn update<'r>(
+        &mut self,
+        remote_target: &[u8],
+        routes: Option<impl Iterator<Item = &'r [u8]> + Clone>,
+    ) {
+        if routes.is_none() && remote_target == self.remote_target() {
+            return;
+        }
+        let (buf, remote_uri_at, target_at, routes_at) = match routes {
+            Some(r) => pack(self.local_uri(), self.remote_uri(), remote_target, r),
+            None => pack(
+                self.local_uri(),
+                self.remote_uri(),
+                remote_target,
+                self.routes(),
+            ),
+        };
+        self.buf = buf;
+        self.remote_uri_at = remote_uri_at;
+        self.target_at = target_at;
+        self.routes_at = routes_at;
+    }
+
+    /// The route set as stored (first hop first).
+    pub(crate) fn first_route(&self) -> Option<&[u8]> {
+        self.routes().next()
+    }
+
     /// The number attached with [`Dialogs::set_owner`] (0 when none).
     pub fn owner(&self) -> u64 {
         self.owner
@@ -148,26 +266,43 @@ impl Dialog {
     }
     /// This UA's From (UAC) or To (UAS) value with its tag.
     pub fn local_uri(&self) -> &[u8] {
-        &self.local_uri
+        self.part(0, self.remote_uri_at)
     }
     /// The peer's To (UAC) or From (UAS) value with its tag.
     pub fn remote_uri(&self) -> &[u8] {
-        &self.remote_uri
+        self.part(self.remote_uri_at, self.target_at)
     }
     /// The peer's Contact URI: where in-dialog requests go (§12.2.1.1).
     pub fn remote_target(&self) -> &[u8] {
-        &self.remote_target
+        self.part(self.target_at, self.routes_at)
     }
     /// The route set, first hop first; each a name-addr as it appeared in Record-Route.
     pub fn route_set(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        self.route_set.iter().map(|r| &**r)
+        self.routes()
     }
     /// Where the next in-dialog request goes: the first route's URI, else the remote target.
     pub fn next_hop(&self) -> &[u8] {
-        self.route_set
-            .first()
-            .and_then(|r| route_uri(r))
-            .unwrap_or(&self.remote_target)
+        self.first_route()
+            .and_then(route_uri)
+            .unwrap_or(self.remote_target())
+    }
+}
+
+impl fmt::Debug for Dialog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        f.debug_struct("Dialog")
+            .field("role", &self.role)
+            .field("state", &self.state)
+            .field("secure", &self.secure)
+            .field("local_seq", &self.local_seq)
+            .field("remote_seq", &self.remote_seq)
+            .field("local_uri", &text(self.local_uri()))
+            .field("remote_uri", &text(self.remote_uri()))
+            .field("remote_target", &text(self.remote_target()))
+            .field("route_set", &self.route_set().map(text).collect::<Vec<_>>())
+            .field("owner", &self.owner)
+            .finish()
     }
 }
 
@@ -235,5 +370,48 @@ impl DialogError {
     pub fn response_to(&self, request: &SipMessage) -> Result<SipMessage, ParseError> {
         let status = self.status();
         SipMessage::response_to(request, status, crate::reason_phrase(status))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_parts_read_back_and_survive_a_target_refresh() {
+        let routes: [&[u8]; 2] = [b"<sip:p1.example.com;lr>", b"<sip:p2.example.com;lr>"];
+        let mut d = Dialog::new(DialogParts {
+            role: DialogRole::Uac,
+            state: DialogState::Confirmed,
+            secure: false,
+            local_seq: Some(1),
+            remote_seq: None,
+            local_uri: b"<sip:a@example.com>;tag=1",
+            remote_uri: b"<sip:b@example.com>;tag=2",
+            remote_target: b"sip:b@192.0.2.1",
+            routes: routes.iter().copied(),
+        });
+        assert_eq!(d.local_uri(), b"<sip:a@example.com>;tag=1");
+        assert_eq!(d.remote_uri(), b"<sip:b@example.com>;tag=2");
+        assert_eq!(d.remote_target(), b"sip:b@192.0.2.1");
+        assert_eq!(d.route_set().collect::<Vec<_>>(), routes);
+        assert_eq!(d.next_hop(), b"sip:p1.example.com;lr");
+        d.update(b"sip:b@192.0.2.99:5061", None::<std::iter::Empty<&[u8]>>);
+        assert_eq!(d.remote_target(), b"sip:b@192.0.2.99:5061");
+        assert_eq!(d.route_set().collect::<Vec<_>>(), routes);
+        assert_eq!(d.remote_uri(), b"<sip:b@example.com>;tag=2");
+        d.update(b"sip:b@192.0.2.2", Some(std::iter::empty()));
+        assert_eq!(d.route_set().count(), 0);
+        assert_eq!(d.next_hop(), b"sip:b@192.0.2.2");
+    }
+
+    #[test]
+    fn dialog_id_parts_and_shared_clones() {
+        let id = DialogId::new(b"abc@host", b"lt", b"rt");
+        assert_eq!(id.call_id(), b"abc@host");
+        assert_eq!(id.local_tag(), b"lt");
+        assert_eq!(id.remote_tag(), b"rt");
+        assert_eq!(id.clone(), id);
+        assert_ne!(DialogId::new(b"abc@hos", b"tlt", b"rt"), id);
     }
 }

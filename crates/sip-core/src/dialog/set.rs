@@ -1,6 +1,8 @@
 //! [`Dialogs`]: the container and the §12 rules.
 
-use super::{route_uri, Dialog, DialogError, DialogId, DialogRole, DialogState, DialogUpdate};
+use super::{
+    route_uri, Dialog, DialogError, DialogId, DialogParts, DialogRole, DialogState, DialogUpdate,
+};
 use crate::transaction::{new_branch, new_call_id, new_tag, IdGenerator, RandomIds};
 use crate::{Contact, HeaderName, MessageBuilder, Method, NameAddr, SipMessage, Uri};
 use bytes::Bytes;
@@ -29,29 +31,29 @@ impl Default for Dialogs {
     }
 }
 
-fn tag_of(na: &NameAddr<'_>) -> Option<Box<[u8]>> {
-    na.tag().filter(|t| !t.is_empty()).map(Into::into)
+fn tag_of<'a>(na: &NameAddr<'a>) -> Option<&'a [u8]> {
+    na.tag().filter(|t| !t.is_empty())
 }
 
 /// The Contact URI of a message (the remote target), or `fallback`.
-fn contact_uri(msg: &SipMessage, fallback: &NameAddr<'_>) -> Box<[u8]> {
+fn contact_uri<'m>(msg: &'m SipMessage, fallback: &NameAddr<'m>) -> &'m [u8] {
     match msg.contacts().next() {
-        Some(Ok(Contact::Addr(a))) => a.uri().as_bytes().into(),
-        _ => fallback.uri().as_bytes().into(),
+        Some(Ok(Contact::Addr(a))) => a.uri().as_bytes(),
+        _ => fallback.uri().as_bytes(),
     }
 }
 
 /// Record-Route values in order, each checked to be a name-addr.
-fn record_route(msg: &SipMessage, reverse: bool) -> Result<Box<[Box<[u8]>]>, DialogError> {
+fn record_route(msg: &SipMessage, reverse: bool) -> Result<Vec<&[u8]>, DialogError> {
     let mut v = Vec::new();
     for r in msg.header_values(HeaderName::RecordRoute) {
         NameAddr::parse(r, "Record-Route")?;
-        v.push(Box::<[u8]>::from(r));
+        v.push(r);
     }
     if reverse {
         v.reverse();
     }
-    Ok(v.into())
+    Ok(v)
 }
 
 fn is_sips(request: &SipMessage) -> bool {
@@ -188,7 +190,7 @@ impl Dialogs {
             }
             if (200..300).contains(&status) && matches!(method, Method::Invite | Method::Update) {
                 if let Some(Ok(Contact::Addr(a))) = response.contacts().next() {
-                    d.remote_target = a.uri().as_bytes().into();
+                    d.update(a.uri().as_bytes(), None::<std::iter::Empty<&[u8]>>);
                 }
             }
             return Ok(DialogUpdate::Updated(id));
@@ -214,16 +216,19 @@ impl Dialogs {
         if status == 100 {
             return Ok(DialogUpdate::Unchanged);
         }
-        let id = DialogId::new(call_id, local_tag, &remote_tag);
+        let id = DialogId::new(call_id, local_tag, remote_tag);
         let confirm = status >= 200;
         if let Some(d) = self.map.get_mut(&id) {
             // A later 1xx or the 2xx of an early dialog: refresh target, and on 2xx recompute
             // the route set (§13.2.2.4) and confirm.
-            d.remote_target = contact_uri(response, &to);
+            let target = contact_uri(response, &to);
             if confirm && d.state == DialogState::Early {
-                d.route_set = record_route(response, true)?;
+                let routes = record_route(response, true)?;
+                d.update(target, Some(routes.iter().copied()));
                 d.state = DialogState::Confirmed;
                 self.forget_early(&id);
+            } else {
+                d.update(target, None::<std::iter::Empty<&[u8]>>);
             }
             return Ok(if confirm {
                 DialogUpdate::Confirmed(id)
@@ -231,7 +236,7 @@ impl Dialogs {
                 DialogUpdate::Updated(id)
             });
         }
-        let dialog = Dialog {
+        let dialog = Dialog::new(DialogParts {
             role: DialogRole::Uac,
             state: if confirm {
                 DialogState::Confirmed
@@ -241,12 +246,11 @@ impl Dialogs {
             secure: is_sips(request),
             local_seq: Some(request.cseq()?.seq()),
             remote_seq: None,
-            local_uri: request.header(HeaderName::From).unwrap_or_default().into(),
-            remote_uri: response.header(HeaderName::To).unwrap_or_default().into(),
+            local_uri: request.header(HeaderName::From).unwrap_or_default(),
+            remote_uri: response.header(HeaderName::To).unwrap_or_default(),
             remote_target: contact_uri(response, &to),
-            route_set: record_route(response, true)?,
-            owner: 0,
-        };
+            routes: record_route(response, true)?.iter().copied(),
+        });
         self.map.insert(id.clone(), dialog);
         if confirm {
             Ok(DialogUpdate::Confirmed(id))
@@ -277,22 +281,21 @@ impl Dialogs {
         };
         let from = request.from()?;
         let local_tag = from.tag().ok_or(crate::ParseError::Missing("From tag"))?;
-        let id = DialogId::new(request.call_id()?, local_tag, &remote_tag);
+        let id = DialogId::new(request.call_id()?, local_tag, remote_tag);
         if self.map.contains_key(&id) {
             return Ok(DialogUpdate::Confirmed(id));
         }
-        let dialog = Dialog {
+        let dialog = Dialog::new(DialogParts {
             role: DialogRole::Uac,
             state: DialogState::Confirmed,
             secure: is_sips(request),
             local_seq: Some(request.cseq()?.seq()),
             remote_seq: None,
-            local_uri: request.header(HeaderName::From).unwrap_or_default().into(),
-            remote_uri: response.header(HeaderName::To).unwrap_or_default().into(),
+            local_uri: request.header(HeaderName::From).unwrap_or_default(),
+            remote_uri: response.header(HeaderName::To).unwrap_or_default(),
             remote_target: contact_uri(response, &to),
-            route_set: record_route(response, true)?,
-            owner: 0,
-        };
+            routes: record_route(response, true)?.iter().copied(),
+        });
         self.map.insert(id.clone(), dialog);
         Ok(DialogUpdate::Confirmed(id))
     }
@@ -320,25 +323,21 @@ impl Dialogs {
         let Some(remote_tag) = tag_of(&from) else {
             return Err(DialogError::NoDialog);
         };
-        let id = DialogId::new(call_id, &local_tag, &remote_tag);
+        let id = DialogId::new(call_id, &local_tag, remote_tag);
         if self.map.contains_key(&id) {
             return self.handle_request(notify);
         }
-        let dialog = Dialog {
+        let dialog = Dialog::new(DialogParts {
             role: DialogRole::Uac,
             state: DialogState::Confirmed,
             secure: is_sips(subscribe),
             local_seq: Some(subscribe.cseq()?.seq()),
             remote_seq: Some(notify.cseq()?.seq()),
-            local_uri: subscribe
-                .header(HeaderName::From)
-                .unwrap_or_default()
-                .into(),
-            remote_uri: notify.header(HeaderName::From).unwrap_or_default().into(),
+            local_uri: subscribe.header(HeaderName::From).unwrap_or_default(),
+            remote_uri: notify.header(HeaderName::From).unwrap_or_default(),
             remote_target: contact_uri(notify, &from),
-            route_set: record_route(notify, false)?,
-            owner: 0,
-        };
+            routes: record_route(notify, false)?.iter().copied(),
+        });
         self.map.insert(id.clone(), dialog);
         Ok(DialogUpdate::Confirmed(id))
     }
@@ -352,6 +351,19 @@ impl Dialogs {
         request: &SipMessage,
         response: &SipMessage,
     ) -> Result<DialogUpdate, DialogError> {
+        self.handle_uas_response_as(request, response, None)
+    }
+
+    /// As [`handle_uas_response`](Self::handle_uas_response); a dialog it makes is stored
+    /// under `id` when that is its id, so copies of `id` the layers above hold share the
+    /// dialog set's key instead of each holding its own.
+    pub fn handle_uas_response_as(
+        &mut self,
+        request: &SipMessage,
+        response: &SipMessage,
+        id: Option<&DialogId>,
+    ) -> Result<DialogUpdate, DialogError> {
+        let hint = id;
         let status = response
             .status()
             .ok_or(crate::ParseError::StartLine("expected a response"))?;
@@ -370,7 +382,17 @@ impl Dialogs {
         };
         let from = request.from()?;
         let remote_tag = from.tag().unwrap_or_default();
-        let id = DialogId::new(request.call_id()?, &local_tag, remote_tag);
+        let call_id = request.call_id()?;
+        let id = match hint {
+            Some(h)
+                if h.call_id() == call_id
+                    && h.local_tag() == local_tag
+                    && h.remote_tag() == remote_tag =>
+            {
+                h.clone()
+            }
+            _ => DialogId::new(call_id, local_tag, remote_tag),
+        };
         if status >= 300 {
             return Ok(match self.map.get(&id) {
                 Some(d) if d.state == DialogState::Early => {
@@ -391,7 +413,7 @@ impl Dialogs {
             }
             return Ok(DialogUpdate::Updated(id));
         }
-        let dialog = Dialog {
+        let dialog = Dialog::new(DialogParts {
             role: DialogRole::Uas,
             state: if confirm {
                 DialogState::Confirmed
@@ -401,12 +423,11 @@ impl Dialogs {
             secure: is_sips(request),
             local_seq: None,
             remote_seq: Some(request.cseq()?.seq()),
-            local_uri: response.header(HeaderName::To).unwrap_or_default().into(),
-            remote_uri: request.header(HeaderName::From).unwrap_or_default().into(),
+            local_uri: response.header(HeaderName::To).unwrap_or_default(),
+            remote_uri: request.header(HeaderName::From).unwrap_or_default(),
             remote_target: contact_uri(request, &from),
-            route_set: record_route(request, false)?,
-            owner: 0,
-        };
+            routes: record_route(request, false)?.iter().copied(),
+        });
         self.map.insert(id.clone(), dialog);
         Ok(if confirm {
             DialogUpdate::Confirmed(id)
@@ -456,7 +477,7 @@ impl Dialogs {
             }
             Method::Invite | Method::Update => {
                 if let Some(Ok(Contact::Addr(a))) = request.contacts().next() {
-                    d.remote_target = a.uri().as_bytes().into();
+                    d.update(a.uri().as_bytes(), None::<std::iter::Empty<&[u8]>>);
                 }
             }
             _ => {}
@@ -503,38 +524,35 @@ impl Dialogs {
 }
 
 fn build(id: &DialogId, d: &Dialog, method: Method, seq: u32, via: &[u8]) -> MessageBuilder {
-    let loose = d.route_set.first().is_none_or(|r| {
+    let first = d.first_route();
+    let loose = first.is_none_or(|r| {
         crate::NameAddr::parse(r, "Route")
             .ok()
             .and_then(|n| n.uri().as_sip().map(|s| s.is_loose_route()))
             .unwrap_or(true)
     });
-    let (uri, routes): (&[u8], &[Box<[u8]>]) = if loose {
-        (&d.remote_target, &d.route_set)
+    let (uri, skip) = if loose {
+        (d.remote_target(), 0)
     } else {
         // Strict routing (§12.2.1.1): the first route becomes the Request-URI and the remote
         // target goes last in Route.
-        let first = d
-            .route_set
-            .first()
-            .and_then(|r| route_uri(r))
-            .unwrap_or_default();
-        (first, d.route_set.get(1..).unwrap_or_default())
+        (first.and_then(route_uri).unwrap_or_default(), 1)
     };
     let mut b = SipMessage::request(method.clone(), Bytes::copy_from_slice(uri))
         .header(HeaderName::Via, Bytes::copy_from_slice(via))
         .header(HeaderName::MaxForwards, Bytes::from_static(b"70"))
-        .header(HeaderName::From, Bytes::copy_from_slice(&d.local_uri))
-        .header(HeaderName::To, Bytes::copy_from_slice(&d.remote_uri))
+        .header(HeaderName::From, Bytes::copy_from_slice(d.local_uri()))
+        .header(HeaderName::To, Bytes::copy_from_slice(d.remote_uri()))
         .header(HeaderName::CallId, Bytes::copy_from_slice(id.call_id()))
         .header(HeaderName::CSeq, format!("{seq} {method}"));
-    for r in routes {
+    for r in d.route_set().skip(skip) {
         b = b.header(HeaderName::Route, Bytes::copy_from_slice(r));
     }
     if !loose {
-        let mut t = Vec::with_capacity(d.remote_target.len() + 2);
+        let target = d.remote_target();
+        let mut t = Vec::with_capacity(target.len() + 2);
         t.push(b'<');
-        t.extend_from_slice(&d.remote_target);
+        t.extend_from_slice(target);
         t.push(b'>');
         b = b.header(HeaderName::Route, t);
     }
