@@ -17,7 +17,8 @@ pub enum CallError {
         /// Its reason phrase.
         reason: String,
     },
-    /// Nobody answered before the INVITE timed out (408 or Timer B).
+    /// Nobody answered: the INVITE timed out (408, Timer B) or rang past the timeout given
+    /// to `InstantMessagingCall::establish_within`.
     #[error("no answer")]
     NoAnswer,
     /// The call was cancelled before it was answered.

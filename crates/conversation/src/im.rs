@@ -526,7 +526,21 @@ impl<H: Homing> InstantMessagingCall<H> {
     /// Cancel safety: not cancel safe: dropping the future leaves the INVITE running; use
     /// [`cancel`](Self::cancel).
     pub async fn establish(&self) -> Result<InstantMessagingFlow, CallError> {
-        self.establish_inner(None).await
+        self.establish_inner(None, None).await
+    }
+
+    /// As [`establish`](Self::establish), giving up when nobody answers within
+    /// `ring_timeout`: the INVITE is cancelled (RFC 3261 §9; the CANCEL goes out once the
+    /// callee has sent a provisional response) and the call fails with
+    /// [`CallError::NoAnswer`]. An answer that races the CANCEL is ended with BYE. Without
+    /// this, an unanswered INVITE lasts until a proxy's timer or Timer B (32 s) ends it.
+    ///
+    /// Cancel safety: as [`establish`](Self::establish).
+    pub async fn establish_within(
+        &self,
+        ring_timeout: std::time::Duration,
+    ) -> Result<InstantMessagingFlow, CallError> {
+        self.establish_inner(None, Some(ring_timeout)).await
     }
 
     /// As [`establish`](Self::establish), carrying `text` as the first message in the
@@ -538,12 +552,13 @@ impl<H: Homing> InstantMessagingCall<H> {
         &self,
         text: &str,
     ) -> Result<InstantMessagingFlow, CallError> {
-        self.establish_inner(Some(text)).await
+        self.establish_inner(Some(text), None).await
     }
 
     async fn establish_inner(
         &self,
         first: Option<&str>,
+        ring_timeout: Option<std::time::Duration>,
     ) -> Result<InstantMessagingFlow, CallError> {
         if self.state() != ConversationState::Idle {
             return Err(CallError::InvalidState(self.state()));
@@ -591,8 +606,32 @@ impl<H: Homing> InstantMessagingCall<H> {
             }
         };
         self.shared.set_canceller(Some(invite.canceller()));
+        let deadline = ring_timeout.map(|d| tokio::time::Instant::now() + d);
+        let mut unanswered = false;
+        // What the call ends with when it was cancelled: by the application, or by the
+        // ring timeout.
+        let cancelled = |unanswered: bool| {
+            if unanswered {
+                CallError::NoAnswer
+            } else {
+                CallError::Cancelled
+            }
+        };
         let outcome = loop {
-            match invite.next().await {
+            let next = match deadline {
+                Some(at) if !unanswered => match tokio::time::timeout_at(at, invite.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        debug!("IM call not answered in time: cancelling");
+                        unanswered = true;
+                        self.set_state(ConversationState::Terminating);
+                        invite.canceller().cancel().await;
+                        continue;
+                    }
+                },
+                _ => invite.next().await,
+            };
+            match next {
                 Some(InviteProgress::Provisional(p)) => {
                     debug!(status = p.status(), "IM call progress");
                 }
@@ -606,6 +645,10 @@ impl<H: Homing> InstantMessagingCall<H> {
         self.shared.set_canceller(None);
         let (response, dialog) = match outcome {
             Ok(x) => x,
+            Err(RequestError::Cancelled) => {
+                self.set_state(ConversationState::Terminated);
+                return Err(cancelled(unanswered));
+            }
             Err(e) => {
                 self.set_state(ConversationState::Terminated);
                 return Err(e.into());
@@ -619,7 +662,7 @@ impl<H: Homing> InstantMessagingCall<H> {
                 .send_in_dialog(&dialog, OutgoingRequest::new(Method::Bye, ""))
                 .await;
             self.set_state(ConversationState::Terminated);
-            return Err(CallError::Cancelled);
+            return Err(cancelled(unanswered));
         }
         let answer_ok = SessionDescription::parse_slice(response.body())
             .ok()

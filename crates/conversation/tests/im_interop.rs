@@ -686,6 +686,45 @@ fn a_ringing_call_is_cancelled_and_the_user_answers_487() {
     assert_eq!(count(&t, |m| !m.sent && m.is_request("ACK")), 1);
 }
 
+/// A call nobody answers, with a ring timeout: after one second of ringing the INVITE is
+/// cancelled by the call itself and `establish_within` fails with `NoAnswer`; SIPp received
+/// the CANCEL and answered it and the INVITE (487).
+#[test]
+fn an_unanswered_call_times_out_with_no_answer() {
+    let fed = federation();
+    let name = "alice-no-answer";
+    let uas = start_uas(
+        &fed,
+        uas_run(&fed, name, scenarios::UAS_IM_RINGING_CANCEL, "alice"),
+        Deployment::Contoso,
+        "alice",
+    );
+    let rt = runtime();
+    let app = rt.block_on(async {
+        let app = start_app(&fed).await;
+        let call = Conversation::new(&app.bot, alice()).instant_messaging_call();
+        let started = Instant::now();
+        let r = bounded(
+            "the unanswered call",
+            call.establish_within(Duration::from_secs(1)),
+        )
+        .await;
+        assert!(matches!(r, Err(CallError::NoAnswer)), "{r:?}");
+        assert!(
+            started.elapsed() >= Duration::from_secs(1),
+            "gave up too early"
+        );
+        assert_eq!(call.state(), ConversationState::Terminated);
+        app
+    });
+    let out = succeeded(&fed, name, uas);
+    rt.block_on(app.stop());
+    let t = trace(&out.messages);
+    assert_eq!(count(&t, |m| !m.sent && m.is_request("CANCEL")), 1);
+    assert_eq!(count(&t, |m| m.sent && m.is_response(487, "INVITE")), 1);
+    assert_eq!(count(&t, |m| !m.sent && m.is_request("ACK")), 1);
+}
+
 /// Waits until the call watched by `state` is over.
 async fn terminated(state: &mut watch::Receiver<ConversationState>) {
     bounded(
