@@ -347,8 +347,8 @@ fn bot_core(bot: &ApplicationEndpoint) -> BotCore {
     BotCore(bot.core().clone())
 }
 
-/// `window` tasks, each with one message outstanding, spread over `senders`, for the
-/// configured time.
+/// `window` tasks, each with one message outstanding, taking turns over all `senders`,
+/// for the configured time.
 async fn drive(senders: &[MessageSender], cfg: Config) -> Throughput {
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -356,10 +356,25 @@ async fn drive(senders: &[MessageSender], cfg: Config) -> Throughput {
     let t0 = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for i in 0..cfg.window {
-        let s = senders[i % senders.len()].clone();
+        // Task i takes conversations i, i + window, i + 2 window … in turn, so that every
+        // conversation carries messages (with fewer conversations than tasks, several
+        // tasks share one).
+        let mine: Vec<MessageSender> = if senders.len() > cfg.window {
+            senders
+                .iter()
+                .skip(i)
+                .step_by(cfg.window)
+                .cloned()
+                .collect()
+        } else {
+            vec![senders[i % senders.len()].clone()]
+        };
         let (ok, failed) = (ok.clone(), failed.clone());
         set.spawn(async move {
+            let mut turn = 0;
             while Instant::now() < deadline {
+                let s = &mine[turn % mine.len()];
+                turn += 1;
                 match s
                     .send_text("Hello from the ucma-rs im_load benchmark.")
                     .await
