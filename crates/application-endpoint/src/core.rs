@@ -30,7 +30,8 @@ use collaboration_platform::{
 };
 use sip_core::sdp::SessionDescription;
 use sip_core::{HeaderName, Method};
-use std::collections::HashMap;
+// foldhash (seeded per map) instead of SipHash: these maps are looked up for every message.
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::{mpsc, watch};

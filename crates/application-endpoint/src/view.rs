@@ -10,9 +10,10 @@ use collaboration_platform::{
     DialogId, Federated, Homed, Homing, IncomingRequest, OutgoingRequest, RequestError,
     TopologyError,
 };
+use foldhash::{HashMap, HashMapExt};
 use sip_core::{HeaderName, Method, SipMessage, TokenParams};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;

@@ -9,7 +9,8 @@
 use crate::topology::{Address, OnPremises};
 use sip_core::uri::{Host, Uri};
 use sip_core::{HeaderName, Method, SipMessage};
-use std::collections::HashMap;
+// foldhash (seeded per map) instead of SipHash: these maps are looked up for every message.
+use foldhash::HashMap;
 
 /// Identifies an endpoint registered with the platform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -19,7 +19,8 @@ use sip_core::transaction::{
 use sip_core::{
     DialogError, DialogId, DialogUpdate, Dialogs, HeaderName, Limits, Method, SipMessage,
 };
-use std::collections::HashMap;
+// foldhash (seeded per map) instead of SipHash: these maps are looked up for every message.
+use foldhash::{HashMap, HashMapExt};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

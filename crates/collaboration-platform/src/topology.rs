@@ -19,7 +19,8 @@
 //! that the fabrikam deployment serves, so it is federated.
 
 use sip_core::uri::{Host, Uri};
-use std::collections::HashSet;
+// foldhash (seeded per set) instead of SipHash: classification runs for every message.
+use foldhash::{HashSet, HashSetExt};
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;

@@ -2,7 +2,8 @@
 //! tasks, keep-alive and limits.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
+// foldhash (seeded per map) instead of SipHash: these maps are looked up for every message.
+use foldhash::{HashMap, HashMapExt};
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};

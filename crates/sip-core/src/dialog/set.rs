@@ -6,7 +6,8 @@ use super::{
 use crate::transaction::{new_branch, new_call_id, new_tag, IdGenerator, RandomIds};
 use crate::{Contact, HeaderName, MessageBuilder, Method, NameAddr, SipMessage, Uri};
 use bytes::Bytes;
-use std::collections::HashMap;
+// foldhash (seeded per map) instead of SipHash: these maps are looked up for every message.
+use foldhash::{HashMap, HashMapExt};
 use std::fmt;
 
 /// Every dialog of a user agent, keyed by (Call-ID, local tag, remote tag); O(1) lookup.
