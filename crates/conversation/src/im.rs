@@ -1072,7 +1072,7 @@ mod tests {
     impl ConversationLink for NoConversation {
         fn set_state(&self, _: ConversationState) {}
         fn endpoint(&self) -> &Arc<application_endpoint::EndpointCore> {
-            unimplemented!("not used by these tests")
+            unreachable!("these tests never ask for the endpoint")
         }
     }
 

@@ -304,7 +304,7 @@ impl SipMessage {
             }
             StartLine::Response { status, reason } => {
                 out.extend_from_slice(b"SIP/2.0 ");
-                write_decimal(out, usize::from(*status));
+                out.extend_from_slice(itoa::Buffer::new().format(*status).as_bytes());
                 out.put_u8(b' ');
                 out.extend_from_slice(self.text(*reason));
             }
@@ -812,7 +812,7 @@ impl SipMessage {
         let mut wrote_cl = false;
         let write_cl = |out: &mut BytesMut| {
             out.extend_from_slice(b"Content-Length: ");
-            write_decimal(out, self.body.len());
+            out.extend_from_slice(itoa::Buffer::new().format(self.body.len()).as_bytes());
             out.extend_from_slice(b"\r\n");
         };
         for f in &self.fields {
@@ -861,21 +861,6 @@ fn owned_with(first: Bytes) -> Vec<Bytes> {
     let mut v = Vec::with_capacity(8);
     v.push(first);
     v
-}
-
-/// Writes `n` in decimal without going through a `String`.
-fn write_decimal(out: &mut BytesMut, mut n: usize) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 impl SipMessage {

@@ -71,7 +71,7 @@ impl Key {
                 text.extend(via.host_raw().iter().map(u8::to_ascii_lowercase));
                 if let Some(p) = via.port() {
                     text.push(b':');
-                    push_decimal(&mut text, u32::from(p));
+                    text.extend_from_slice(itoa::Buffer::new().format(p).as_bytes());
                 }
             }
             _ => {
@@ -82,7 +82,7 @@ impl Key {
                 text.push(0);
                 text.extend_from_slice(msg.call_id()?);
                 text.push(0);
-                push_decimal(&mut text, msg.cseq()?.seq());
+                text.extend_from_slice(itoa::Buffer::new().format(msg.cseq()?.seq()).as_bytes());
                 text.push(0);
                 text.extend_from_slice(
                     msg.header_values(HeaderName::Via)
@@ -106,21 +106,6 @@ impl Key {
             text: self.text.clone(),
         }
     }
-}
-
-/// Appends `n` in decimal (no `String` on the way).
-fn push_decimal(out: &mut Vec<u8>, mut n: u32) {
-    let mut digits = [0u8; 10];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 #[cfg(test)]
