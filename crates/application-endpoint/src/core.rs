@@ -86,6 +86,17 @@ fn route_key(call_id: &str, local_tag: &str) -> String {
     k
 }
 
+/// [`route_key`] written into `buf`, when it fits and both parts are UTF-8 (they are
+/// tokens, so they always are in practice); `None` otherwise.
+fn stack_route_key<'b>(buf: &'b mut [u8], call_id: &[u8], tag: &[u8]) -> Option<&'b str> {
+    let n = call_id.len() + 1 + tag.len();
+    let key = buf.get_mut(..n)?;
+    key[..call_id.len()].copy_from_slice(call_id);
+    key[call_id.len()] = b' ';
+    key[call_id.len() + 1..].copy_from_slice(tag);
+    std::str::from_utf8(key).ok()
+}
+
 /// Handles the requests of one dialog, called by the endpoint's router: what a call holds
 /// instead of a task and a queue of its own (an idle call then costs a map entry).
 /// `handle` runs on the router, so it must answer promptly; spawn for slow work.
@@ -379,15 +390,26 @@ impl EndpointCore {
         let to_tag = to.as_ref().and_then(|t| t.tag());
         let routes = self.lock_routes();
         if let Some(tag) = to_tag {
-            let call_id = r.call_id().ok().map(String::from_utf8_lossy);
-            let tag = String::from_utf8_lossy(tag);
-            return match call_id {
-                Some(c) => match routes.dialogs.get(route_key(&c, &tag).as_str()) {
-                    Some(DialogTarget::Queue(tx)) => Target::Dialog(tx.clone()),
-                    Some(DialogTarget::Handler(h)) => Target::Handler(h.clone()),
-                    None => Target::Refuse(481, &[]),
-                },
-                None => Target::Refuse(400, &[]),
+            let Ok(call_id) = r.call_id() else {
+                return Target::Refuse(400, &[]);
+            };
+            // The key is built on the stack when it fits: this runs for every in-dialog
+            // request.
+            let mut stack = [0u8; 256];
+            let target = match stack_route_key(&mut stack, call_id, tag) {
+                Some(key) => routes.dialogs.get(key),
+                None => routes.dialogs.get(
+                    route_key(
+                        &String::from_utf8_lossy(call_id),
+                        &String::from_utf8_lossy(tag),
+                    )
+                    .as_str(),
+                ),
+            };
+            return match target {
+                Some(DialogTarget::Queue(tx)) => Target::Dialog(tx.clone()),
+                Some(DialogTarget::Handler(h)) => Target::Handler(h.clone()),
+                None => Target::Refuse(481, &[]),
             };
         }
         match method {

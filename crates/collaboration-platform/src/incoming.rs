@@ -27,7 +27,7 @@ pub struct IncomingRequest {
     cancelled: Option<Arc<AtomicBool>>,
     answered: bool,
     commands: mpsc::Sender<Command>,
-    server: Arc<str>,
+    server: Bytes,
     span: tracing::Span,
 }
 
@@ -40,7 +40,7 @@ impl IncomingRequest {
         source: SocketAddr,
         transaction: TransactionId,
         commands: mpsc::Sender<Command>,
-        server: Arc<str>,
+        server: Bytes,
         span: tracing::Span,
     ) -> Self {
         let to_tag = if request.to().ok().is_some_and(|t| t.tag().is_none()) {
@@ -174,6 +174,46 @@ impl IncomingRequest {
         headers: &[(&str, &str)],
         body: Option<(&str, Bytes)>,
     ) -> Result<(), RespondError> {
+        let r = self.response(status, reason, headers, body)?;
+        self.respond_with(r).await
+    }
+
+    /// Answers like [`respond`](Self::respond) (no extra headers, no body) without waiting:
+    /// `Ok(true)` when the answer is on its way, `Ok(false)` when the platform's command
+    /// queue is full and nothing was sent (call `respond` to wait for room). A handler that
+    /// answers its common case this way needs no `.await` there, so its future stays small.
+    pub fn try_respond(&mut self, status: u16, reason: &str) -> Result<bool, RespondError> {
+        let response = self.response(status, reason, &[], None)?;
+        if self.is_cancelled() {
+            self.answered = true;
+            return Err(RespondError::Cancelled);
+        }
+        let is_final = status >= 200;
+        let cmd = Command::Respond {
+            transaction: self.transaction,
+            response,
+            is_final,
+        };
+        match self.commands.try_send(cmd) {
+            Ok(()) => {
+                if is_final {
+                    self.answered = true;
+                }
+                Ok(true)
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => Ok(false),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(RespondError::Shutdown),
+        }
+    }
+
+    /// The response `respond` sends.
+    fn response(
+        &self,
+        status: u16,
+        reason: &str,
+        headers: &[(&str, &str)],
+        body: Option<(&str, Bytes)>,
+    ) -> Result<SipMessage, RespondError> {
         let invalid = |e: sip_core::ParseError| RespondError::Invalid(e.to_string());
         if self.answered {
             return Err(RespondError::AlreadyAnswered);
@@ -185,7 +225,7 @@ impl IncomingRequest {
         if status != 100 {
             r.set_to_tag(&self.to_tag).map_err(invalid)?;
         }
-        r.push_header(HeaderName::Server, self.server.to_string())
+        r.push_header(HeaderName::Server, self.server.clone())
             .map_err(invalid)?;
         for (n, v) in headers {
             r.push_header(*n, v.to_string()).map_err(invalid)?;
@@ -195,7 +235,7 @@ impl IncomingRequest {
                 .map_err(invalid)?;
             r.set_body(b);
         }
-        self.respond_with(r).await
+        Ok(r)
     }
 
     /// Answers with a response the caller built (e.g. with `SipMessage::response_to`).

@@ -156,7 +156,7 @@ impl CollaborationPlatform {
         };
         let (commands, commands_rx) = mpsc::channel(common.command_capacity);
         let proxy_losses = tokio::sync::watch::Sender::new(0u64);
-        let server: Arc<str> = Arc::from(common.user_agent.as_str());
+        let server = bytes::Bytes::copy_from_slice(common.user_agent.as_bytes());
         let (driver, feedback) = Driver::new(DriverConfig {
             transport,
             proxy: proxy.clone(),

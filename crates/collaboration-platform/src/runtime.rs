@@ -182,7 +182,8 @@ pub(crate) struct DriverConfig {
     pub listeners: Vec<BoundListener>,
     pub trusted_peers: Vec<String>,
     pub topology: Topology,
-    pub server: Arc<str>,
+    /// The Server header value, made once: responses share it instead of copying it.
+    pub server: Bytes,
     pub transaction: sip_core::transaction::TransactionConfig,
     pub commands: mpsc::WeakSender<Command>,
     pub observer: Option<Arc<dyn crate::MessageObserver>>,
@@ -954,7 +955,7 @@ impl Driver {
             return;
         };
         let _ = r.set_to_tag(&crate::request::tag());
-        let _ = r.push_header(HeaderName::Server, self.cfg.server.to_string());
+        let _ = r.push_header(HeaderName::Server, self.cfg.server.clone());
         for (n, v) in headers {
             let _ = r.push_header(*n, v.clone());
         }
@@ -1074,10 +1075,10 @@ impl Driver {
                 return;
             }
         };
-        let from = request
-            .from()
-            .ok()
-            .map(|f| String::from_utf8_lossy(f.uri().as_bytes()).into_owned());
+        let from = request.from().ok();
+        let from = from
+            .as_ref()
+            .map(|f| String::from_utf8_lossy(f.uri().as_bytes()));
         let caller = match from.as_deref().map(|u| self.cfg.topology.classify(u)) {
             Some(Ok(h)) => h,
             Some(Err(TopologyError::Blocked(_) | TopologyError::NotAllowed(_))) => {

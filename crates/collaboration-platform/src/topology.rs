@@ -20,7 +20,8 @@
 
 use sip_core::uri::{Host, Uri};
 // foldhash (seeded per set) instead of SipHash: classification runs for every message.
-use foldhash::{HashSet, HashSetExt};
+use foldhash::{HashMap, HashSet, HashSetExt};
+use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -117,7 +118,11 @@ impl<H: Homing> Address<H> {
     }
 
     fn build(uri: &str) -> Result<Address<H>, TopologyError> {
-        let parts = parts_of(uri)?;
+        Ok(Address::from_parts(uri, &parts_of(uri)?))
+    }
+
+    /// One allocation: the URI, the decoded user and the lower-cased domain side by side.
+    fn from_parts(uri: &str, parts: &Parts<'_>) -> Address<H> {
         let user = parts.user.as_deref().unwrap_or("");
         let mut buf = String::with_capacity(uri.len() + user.len() + parts.domain.len());
         buf.push_str(uri);
@@ -126,13 +131,13 @@ impl<H: Homing> Address<H> {
         // A URI past 4 GiB cannot have been parsed above (sip-core's limits), so the
         // offsets fit; saturating keeps the accessors panic-free regardless.
         let at = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        Ok(Address {
+        Address {
             user_at: at(uri.len()),
             domain_at: at(uri.len() + user.len()),
             has_user: parts.user.is_some(),
             buf: buf.into_boxed_str(),
             _homing: PhantomData,
-        })
+        }
     }
 }
 
@@ -203,7 +208,8 @@ pub trait HomingDirectory: Send + Sync {
 /// A fixed list of cloud-homed users, for configuration (`--online-user`) and tests.
 #[derive(Debug, Clone, Default)]
 pub struct StaticDirectory {
-    users: HashSet<(String, String)>,
+    /// Users by domain: looked up with borrowed text, no key is built per request.
+    users: HashMap<String, HashSet<String>>,
 }
 
 impl StaticDirectory {
@@ -214,14 +220,17 @@ impl StaticDirectory {
     /// Adds a cloud-homed user by SIP URI (`sip:bob@contoso.test`).
     pub fn with_user(mut self, uri: &str) -> Result<Self, TopologyError> {
         let p = parts_of(uri)?;
-        self.users.insert((p.user.unwrap_or_default(), p.domain));
+        self.users
+            .entry(p.domain.into_owned())
+            .or_default()
+            .insert(p.user.map(Cow::into_owned).unwrap_or_default());
         Ok(self)
     }
 }
 
 impl HomingDirectory for StaticDirectory {
     fn is_cloud_homed(&self, user: &str, domain: &str) -> bool {
-        self.users.contains(&(user.to_string(), domain.to_string()))
+        self.users.get(domain).is_some_and(|u| u.contains(user))
     }
 }
 
@@ -293,7 +302,7 @@ impl Topology {
 
     /// Is `domain` one of the home domains?
     pub fn is_home_domain(&self, domain: &str) -> bool {
-        self.home_domains.contains(&domain.to_ascii_lowercase())
+        self.home_domains.contains(&*lower(domain))
     }
 
     /// Decides where the party at `uri` is homed (see the module doc for `tel:` and
@@ -302,48 +311,68 @@ impl Topology {
     pub fn classify(&self, uri: &str) -> Result<Homed, TopologyError> {
         let parts = parts_of(uri)?;
         if parts.is_tel {
-            return Address::build(uri).map(Homed::OnPremises);
+            return Ok(Homed::OnPremises(Address::from_parts(uri, &parts)));
         }
-        if self.home_domains.contains(&parts.domain) {
+        let domain = &*parts.domain;
+        if self.home_domains.contains(domain) {
             let user = parts.user.as_deref().unwrap_or("");
-            return if self.directory.is_cloud_homed(user, &parts.domain) {
-                Address::build(uri).map(Homed::Federated)
+            return Ok(if self.directory.is_cloud_homed(user, domain) {
+                Homed::Federated(Address::from_parts(uri, &parts))
             } else {
-                Address::build(uri).map(Homed::OnPremises)
-            };
+                Homed::OnPremises(Address::from_parts(uri, &parts))
+            });
         }
-        if self.blocked.contains(&parts.domain) {
-            return Err(TopologyError::Blocked(parts.domain));
+        if self.blocked.contains(domain) {
+            return Err(TopologyError::Blocked(domain.to_string()));
         }
         if let FederationPolicy::AllowList(allowed) = &self.policy {
-            if !allowed.contains(&parts.domain) {
-                return Err(TopologyError::NotAllowed(parts.domain));
+            if !allowed.contains(domain) {
+                return Err(TopologyError::NotAllowed(domain.to_string()));
             }
         }
-        Address::build(uri).map(Homed::Federated)
+        Ok(Homed::Federated(Address::from_parts(uri, &parts)))
     }
 }
 
-struct Parts {
-    user: Option<String>,
-    domain: String,
+/// A URI's user (decoded) and domain (lower-cased), borrowed from the URI when it already
+/// is in that form: classification runs for every incoming request.
+struct Parts<'a> {
+    user: Option<Cow<'a, str>>,
+    domain: Cow<'a, str>,
     is_tel: bool,
 }
 
-fn parts_of(uri: &str) -> Result<Parts, TopologyError> {
+/// `s` lower-cased, copied only when it has upper-case letters.
+fn lower(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|c| c.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+/// `b` as text, copied only when it is not UTF-8.
+fn text(b: Cow<'_, [u8]>) -> Cow<'_, str> {
+    match b {
+        Cow::Borrowed(b) => String::from_utf8_lossy(b),
+        Cow::Owned(v) => Cow::Owned(String::from_utf8_lossy(&v).into_owned()),
+    }
+}
+
+fn parts_of(uri: &str) -> Result<Parts<'_>, TopologyError> {
     let parsed = Uri::parse(uri.trim().as_bytes()).map_err(TopologyError::InvalidUri)?;
     match parsed {
         Uri::Sip(s) => Ok(Parts {
-            user: s.user().map(|u| String::from_utf8_lossy(&u).into_owned()),
+            user: s.user().map(text),
             domain: match s.host() {
-                Host::Domain(d) => d.to_ascii_lowercase(),
-                other => other.to_string(),
+                Host::Domain(d) => lower(d),
+                other => Cow::Owned(other.to_string()),
             },
             is_tel: false,
         }),
         Uri::Tel(t) => Ok(Parts {
-            user: Some(t.number().to_string()),
-            domain: String::new(),
+            user: Some(Cow::Borrowed(t.number())),
+            domain: Cow::Borrowed(""),
             is_tel: true,
         }),
         other => Err(TopologyError::UnsupportedScheme(other.scheme().to_string())),

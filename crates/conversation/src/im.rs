@@ -18,6 +18,7 @@ use collaboration_platform::{
 };
 use sip_core::sdp::{LocalCapabilities, MediaCapability, OfferAnswer, SessionDescription};
 use sip_core::{HeaderName, Method};
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
@@ -322,70 +323,74 @@ impl CallShared {
     }
 
     /// One request of the dialog; returns the remote typing deadline, or the end.
+    /// Takes a MESSAGE: delivers it (or reads its typing state) and says how to answer.
+    /// Synchronous, so that the common case is answered without an `.await` (see
+    /// `DialogHandler::handle` below).
+    fn on_message(
+        &self,
+        req: &IncomingRequest,
+        mut typing_until: Option<tokio::time::Instant>,
+    ) -> (Answer, Option<tokio::time::Instant>) {
+        let content_type = req
+            .request()
+            .header(HeaderName::ContentType)
+            .map(|v| String::from_utf8_lossy(v).trim().to_string())
+            .unwrap_or_else(|| "text/plain".into());
+        let base = content_type.split(';').next().unwrap_or("").trim();
+        if base.eq_ignore_ascii_case(crate::composing::CONTENT_TYPE) {
+            return match IsComposing::parse(req.body()) {
+                Ok(c) => {
+                    let active = c.state == ComposingState::Active;
+                    typing_until = active.then(|| {
+                        tokio::time::Instant::now()
+                            + c.refresh_interval()
+                                .map(|r| r + Duration::from_secs(5))
+                                .unwrap_or(ACTIVE_TIMEOUT_WITHOUT_REFRESH)
+                    });
+                    self.set_remote_typing(active);
+                    (Answer::OK, typing_until)
+                }
+                Err(e) => (Answer::new(400, e.to_string()), typing_until),
+            };
+        }
+        if !ACCEPT_TYPES.iter().any(|t| t.eq_ignore_ascii_case(base)) {
+            let accept = Answer::new(415, "Unsupported Media Type")
+                .with_header("Accept", ACCEPT_TYPES.join(", "));
+            return (accept, typing_until);
+        }
+        let m = ReceivedMessage {
+            content_type,
+            body: req.body().clone(),
+        };
+        match self.push(Box::new(m)) {
+            Ok(()) => {
+                // A message ends the sender's composing state (RFC 3994 §3).
+                self.set_remote_typing(false);
+                (Answer::OK, None)
+            }
+            Err(PushError::Full) => (
+                Answer::new(503, "Service Unavailable (message queue full)")
+                    .with_header("Retry-After", "1"),
+                typing_until,
+            ),
+            Err(PushError::Closed) => (Answer::new(480, "Temporarily Unavailable"), typing_until),
+        }
+    }
+
     async fn handle_request(
         &self,
         mut req: IncomingRequest,
-        mut typing_until: Option<tokio::time::Instant>,
+        typing_until: Option<tokio::time::Instant>,
     ) -> Step {
         match req.request().method().cloned() {
             Some(Method::Message) => {
-                let content_type = req
-                    .request()
-                    .header(HeaderName::ContentType)
-                    .map(|v| String::from_utf8_lossy(v).trim().to_string())
-                    .unwrap_or_else(|| "text/plain".into());
-                let base = content_type.split(';').next().unwrap_or("").trim();
-                if base.eq_ignore_ascii_case(crate::composing::CONTENT_TYPE) {
-                    match IsComposing::parse(req.body()) {
-                        Ok(c) => {
-                            let active = c.state == ComposingState::Active;
-                            typing_until = active.then(|| {
-                                tokio::time::Instant::now()
-                                    + c.refresh_interval()
-                                        .map(|r| r + Duration::from_secs(5))
-                                        .unwrap_or(ACTIVE_TIMEOUT_WITHOUT_REFRESH)
-                            });
-                            self.set_remote_typing(active);
-                            let _ = req.respond(200, "OK", &[], None).await;
-                        }
-                        Err(e) => {
-                            let _ = req.respond(400, &e.to_string(), &[], None).await;
-                        }
-                    }
-                    return Step::Typing(typing_until);
-                }
-                if !ACCEPT_TYPES.iter().any(|t| t.eq_ignore_ascii_case(base)) {
-                    let accept = ACCEPT_TYPES.join(", ");
-                    let _ = req
-                        .respond(415, "Unsupported Media Type", &[("Accept", &accept)], None)
-                        .await;
-                    return Step::Typing(typing_until);
-                }
-                let m = ReceivedMessage {
-                    content_type,
-                    body: req.body().clone(),
-                };
-                match self.push(Box::new(m)) {
-                    Ok(()) => {
-                        // A message ends the sender's composing state (RFC 3994 §3).
-                        typing_until = None;
-                        self.set_remote_typing(false);
-                        let _ = req.respond(200, "OK", &[], None).await;
-                    }
-                    Err(PushError::Full) => {
-                        let _ = req
-                            .respond(
-                                503,
-                                "Service Unavailable (message queue full)",
-                                &[("Retry-After", "1")],
-                                None,
-                            )
-                            .await;
-                    }
-                    Err(PushError::Closed) => {
-                        let _ = req.respond(480, "Temporarily Unavailable", &[], None).await;
-                    }
-                }
+                let (answer, typing) = self.on_message(&req, typing_until);
+                let header: Vec<(&str, &str)> =
+                    answer.header.iter().map(|(n, v)| (*n, &**v)).collect();
+                let _ = req
+                    .respond(answer.status, &answer.reason, &header, None)
+                    .await;
+                return Step::Typing(typing);
             }
             Some(Method::Bye) => {
                 self.set_state(ConversationState::Terminated);
@@ -804,8 +809,32 @@ impl<H: Homing> InstantMessagingCall<H> {
 
 #[async_trait::async_trait]
 impl DialogHandler for CallShared {
-    async fn handle(self: Arc<Self>, request: IncomingRequest) {
-        match self.handle_request(request, None).await {
+    async fn handle(self: Arc<Self>, mut request: IncomingRequest) {
+        // The common case, a MESSAGE answered while the platform's queue has room, runs
+        // without an `.await`: this future (allocated per request) then holds little more
+        // than the request, and the rest runs in a separately boxed future.
+        let step = match request.request().method() {
+            Some(Method::Message) => {
+                let (answer, typing) = self.on_message(&request, None);
+                if answer.header.is_none()
+                    && matches!(
+                        request.try_respond(answer.status, &answer.reason),
+                        Ok(true) | Err(_)
+                    )
+                {
+                    Step::Typing(typing)
+                } else {
+                    let header: Option<(&str, &str)> =
+                        answer.header.as_ref().map(|(n, v)| (*n, &**v));
+                    let headers = header.as_slice();
+                    let _ = Box::pin(request.respond(answer.status, &answer.reason, headers, None))
+                        .await;
+                    Step::Typing(typing)
+                }
+            }
+            _ => Box::pin(self.handle_request(request, None)).await,
+        };
+        match step {
             Step::Typing(t) => {
                 if t.is_some() || !self.remote_typing() {
                     self.typing_deadline(t);
@@ -813,6 +842,34 @@ impl DialogHandler for CallShared {
             }
             Step::End => self.end_route(),
         }
+    }
+}
+
+/// How to answer a request.
+struct Answer {
+    status: u16,
+    reason: Cow<'static, str>,
+    header: Option<(&'static str, Cow<'static, str>)>,
+}
+
+impl Answer {
+    const OK: Answer = Answer {
+        status: 200,
+        reason: Cow::Borrowed("OK"),
+        header: None,
+    };
+
+    fn new(status: u16, reason: impl Into<Cow<'static, str>>) -> Answer {
+        Answer {
+            status,
+            reason: reason.into(),
+            header: None,
+        }
+    }
+
+    fn with_header(mut self, name: &'static str, value: impl Into<Cow<'static, str>>) -> Answer {
+        self.header = Some((name, value.into()));
+        self
     }
 }
 

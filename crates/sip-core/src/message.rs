@@ -18,6 +18,7 @@ use crate::scan::{find, is_call_id, is_token, parse_u64, rfind, trim, CommaSplit
 use crate::uri::Uri;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::fmt;
+use std::sync::Arc;
 
 /// Where the bytes of some text live: a range of the received buffer, one of the message's
 /// owned pieces (what was built or changed), or the canonical spelling of the field's name.
@@ -86,9 +87,9 @@ pub struct SipMessage {
     body: Bytes,
     /// True while the message is exactly the received bytes in `buf`.
     pristine: bool,
-    /// Where validation found the core views (boxed: most of a message's moves and clones
-    /// do not need it inline); cleared by any change.
-    core: Option<Box<Core>>,
+    /// Where validation found the core views (behind an `Arc`: most of a message's moves
+    /// do not need it inline, and a clone shares it); cleared by any change.
+    core: Option<Arc<Core>>,
 }
 
 /// What validation learnt about the headers every layer reads, so the typed accessors
@@ -200,7 +201,12 @@ impl SipMessage {
         if !request.is_request() {
             return Err(ParseError::StartLine("response_to needs a request"));
         }
-        let b = SipMessage::response(status, Bytes::copy_from_slice(reason.as_bytes()));
+        // The standard phrase is shared, not copied.
+        let reason = match crate::reason_phrase(status) {
+            standard if standard == reason => Bytes::from_static(standard.as_bytes()),
+            _ => Bytes::copy_from_slice(reason.as_bytes()),
+        };
+        let b = SipMessage::response(status, reason);
         if let Some(e) = b.error {
             return Err(e);
         }
@@ -217,10 +223,12 @@ impl SipMessage {
         // The response shares the request's buffer and owned pieces: the copied fields
         // keep naming the same text, and only their small entries are copied.
         let mut msg = b.msg;
-        let reason = std::mem::take(&mut msg.owned);
         msg.buf = request.buf.clone();
-        msg.owned = request.owned.clone();
-        msg.owned.extend(reason);
+        if !request.owned.is_empty() {
+            // The request's pieces first, so that its fields' indexes stay right.
+            let reason = std::mem::replace(&mut msg.owned, request.owned.clone());
+            msg.owned.extend(reason);
+        }
         msg.start = StartLine::Response {
             status,
             reason: Text::Owned((msg.owned.len() - 1) as u32),
@@ -231,7 +239,7 @@ impl SipMessage {
             // Everything copied was checked with the request: move its index over.
             Some(core) => {
                 let moved = |i: usize| request.fields[..i].iter().filter(|f| copied(f)).count();
-                Some(Box::new(Core {
+                Some(Arc::new(Core {
                     top_via: core.top_via.map(|(i, idx)| (moved(i), idx)),
                     from: core.from.map(|(i, idx)| (moved(i), idx)),
                     to: core.to.map(|(i, idx)| (moved(i), idx)),
@@ -239,7 +247,7 @@ impl SipMessage {
                     call_id: core.call_id.map(moved),
                 }))
             }
-            None => Some(Box::new(msg.validate_and_index()?)),
+            None => Some(Arc::new(msg.validate_and_index()?)),
         };
         Ok(msg)
     }
@@ -961,7 +969,7 @@ impl MessageBuilder {
             return Err(e);
         }
         let mut msg = self.msg;
-        msg.core = Some(Box::new(msg.validate_and_index()?));
+        msg.core = Some(Arc::new(msg.validate_and_index()?));
         Ok(msg)
     }
 
@@ -1029,7 +1037,7 @@ fn parse(buf: Bytes, limits: &Limits, framing: Framing) -> Result<SipMessage, Pa
         msg.pristine = false;
         return Ok(msg);
     }
-    msg.core = Some(Box::new(msg.validate_and_index()?));
+    msg.core = Some(Arc::new(msg.validate_and_index()?));
     Ok(msg)
 }
 

@@ -27,6 +27,7 @@ mod set;
 pub use set::Dialogs;
 
 use crate::{ParseError, SipMessage};
+use bytes::Bytes;
 use std::fmt;
 use std::sync::Arc;
 
@@ -116,8 +117,9 @@ pub struct Dialog {
     pub(crate) remote_seq: Option<u32>,
     /// The local From/To value (tag included), the remote one, the remote target and the
     /// route set (each route after its length, 4 bytes little-endian), back to back: one
-    /// allocation per dialog, as a server holds many idle ones.
-    buf: Box<[u8]>,
+    /// allocation per dialog, as a server holds many idle ones. `Bytes`, so that the
+    /// dialog's requests share these parts instead of copying them.
+    buf: Bytes,
     remote_uri_at: u32,
     target_at: u32,
     routes_at: u32,
@@ -150,7 +152,7 @@ fn pack<'r>(
     remote_uri: &[u8],
     remote_target: &[u8],
     routes: impl Iterator<Item = &'r [u8]> + Clone,
-) -> (Box<[u8]>, u32, u32, u32) {
+) -> (Bytes, u32, u32, u32) {
     let routes_len: usize = routes.clone().map(|r| 4 + r.len()).sum();
     let mut v =
         Vec::with_capacity(local_uri.len() + remote_uri.len() + remote_target.len() + routes_len);
@@ -164,7 +166,8 @@ fn pack<'r>(
         v.extend_from_slice(&at(r.len()).to_le_bytes());
         v.extend_from_slice(r);
     }
-    (v.into_boxed_slice(), remote_uri_at, target_at, routes_at)
+    // Capacity is exact, so the conversion keeps the one allocation.
+    (Bytes::from(v), remote_uri_at, target_at, routes_at)
 }
 
 /// The routes of a packed buffer.
@@ -198,6 +201,16 @@ impl Dialog {
             target_at,
             routes_at,
             owner: 0,
+        }
+    }
+
+    /// `part` (a slice of this dialog's buffer, as its accessors return) as shared bytes.
+    pub(crate) fn share(&self, part: &[u8]) -> Bytes {
+        let start = (part.as_ptr() as usize).wrapping_sub(self.buf.as_ptr() as usize);
+        match start.checked_add(part.len()) {
+            Some(end) if !part.is_empty() && end <= self.buf.len() => self.buf.slice(start..end),
+            // Not from this buffer (never the case for the accessors' slices): a copy.
+            _ => Bytes::copy_from_slice(part),
         }
     }
 

@@ -539,15 +539,17 @@ fn build(id: &DialogId, d: &Dialog, method: Method, seq: u32, via: &[u8]) -> Mes
         // target goes last in Route.
         (first.and_then(route_uri).unwrap_or_default(), 1)
     };
-    let mut b = SipMessage::request(method.clone(), Bytes::copy_from_slice(uri))
+    // The dialog's parts are shared, not copied (the strict-routing Request-URI is a
+    // slice of a route, so of the same buffer).
+    let mut b = SipMessage::request(method.clone(), d.share(uri))
         .header(HeaderName::Via, Bytes::copy_from_slice(via))
         .header(HeaderName::MaxForwards, Bytes::from_static(b"70"))
-        .header(HeaderName::From, Bytes::copy_from_slice(d.local_uri()))
-        .header(HeaderName::To, Bytes::copy_from_slice(d.remote_uri()))
+        .header(HeaderName::From, d.share(d.local_uri()))
+        .header(HeaderName::To, d.share(d.remote_uri()))
         .header(HeaderName::CallId, Bytes::copy_from_slice(id.call_id()))
         .header(HeaderName::CSeq, format!("{seq} {method}"));
     for r in d.route_set().skip(skip) {
-        b = b.header(HeaderName::Route, Bytes::copy_from_slice(r));
+        b = b.header(HeaderName::Route, d.share(r));
     }
     if !loose {
         let target = d.remote_target();
