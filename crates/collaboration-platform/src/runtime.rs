@@ -115,6 +115,8 @@ struct Outgoing {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum LaneKey {
     Connection(u64),
+    /// The configured proxy: its own variant, so that finding its lane copies nothing.
+    Proxy,
     Target(Target),
     Udp,
 }
@@ -804,7 +806,7 @@ impl Driver {
             (None, Tk::Udp) => LaneKey::Udp,
             (None, t) => {
                 if peer.addr == self.cfg.proxy.remote && tk(self.cfg.proxy.transport) == t {
-                    LaneKey::Target(self.cfg.proxy.clone())
+                    LaneKey::Proxy
                 } else if t == Tk::Tls {
                     LaneKey::Target(Target::tls(peer.addr, peer.addr.ip().to_string()))
                 } else {
@@ -850,10 +852,15 @@ impl Driver {
         let (tx, mut rx) = mpsc::channel::<Outgoing>(LANE_CAPACITY);
         let transport = self.cfg.transport.clone();
         let feedback = self.feedback_tx.clone();
+        let proxy = self.cfg.proxy.clone();
         self.lane_tasks.spawn(async move {
             while let Some(o) = rx.recv().await {
                 let r = match &key {
                     LaneKey::Connection(c) => transport.send_raw(ConnectionId(*c), o.bytes).await,
+                    LaneKey::Proxy => match transport.connect(&proxy).await {
+                        Ok(c) => transport.send_raw(c, o.bytes).await,
+                        Err(e) => Err(e),
+                    },
                     LaneKey::Target(target) => match transport.connect(target).await {
                         Ok(c) => transport.send_raw(c, o.bytes).await,
                         Err(e) => Err(e),

@@ -796,6 +796,23 @@ impl SipMessage {
         out.freeze()
     }
 
+    /// `part` (a slice of this message, as its accessors return) as `Bytes` sharing the
+    /// message's buffers; a copy if it is not from them.
+    pub(crate) fn share(&self, part: &[u8]) -> Bytes {
+        let within = |b: &Bytes| {
+            let start = (part.as_ptr() as usize).wrapping_sub(b.as_ptr() as usize);
+            (start <= b.len() && part.len() <= b.len() - start)
+                .then(|| b.slice(start..start + part.len()))
+        };
+        if part.is_empty() {
+            return Bytes::new();
+        }
+        std::iter::once(&self.buf)
+            .chain(&self.owned)
+            .find_map(within)
+            .unwrap_or_else(|| Bytes::copy_from_slice(part))
+    }
+
     /// Appends the serialized message to `out` (see [`to_bytes`](Self::to_bytes)).
     pub fn write_to(&self, out: &mut BytesMut) {
         if self.pristine {

@@ -33,25 +33,86 @@ use std::sync::Arc;
 
 /// A dialog's key: Call-ID, local tag, remote tag (§12), in one shared allocation: the
 /// copies the layers above keep (one per call) cost no memory of their own.
-#[derive(Clone, PartialEq, Eq, Hash)]
+///
+/// The bytes are the Call-ID and the local tag each after its length (4 bytes,
+/// little-endian), then the remote tag: unique for any three parts, so the key is those
+/// bytes alone and a lookup can be made with bytes written on the stack (see
+/// [`dialog_key`]) instead of a new `DialogId` per request.
+#[derive(Clone)]
 pub struct DialogId {
     buf: Arc<[u8]>,
     local_at: u32,
     remote_at: u32,
 }
 
+impl PartialEq for DialogId {
+    fn eq(&self, other: &Self) -> bool {
+        self.buf == other.buf
+    }
+}
+
+impl Eq for DialogId {}
+
+impl std::hash::Hash for DialogId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As `[u8]` hashes: `Borrow<[u8]>` requires the same hash.
+        self.buf[..].hash(state);
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for DialogId {
+    fn borrow(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+/// Writes the key bytes of a [`DialogId`] (see there) into `out`.
+fn write_key(out: &mut [u8], call_id: &[u8], local_tag: &[u8], remote_tag: &[u8]) {
+    let mut at = 0;
+    for part in [call_id, local_tag] {
+        out[at..at + 4].copy_from_slice(&(part.len() as u32).to_le_bytes());
+        out[at + 4..at + 4 + part.len()].copy_from_slice(part);
+        at += 4 + part.len();
+    }
+    out[at..].copy_from_slice(remote_tag);
+}
+
+fn key_len(call_id: &[u8], local_tag: &[u8], remote_tag: &[u8]) -> usize {
+    8 + call_id.len() + local_tag.len() + remote_tag.len()
+}
+
+/// Calls `f` with the key bytes of the dialog id of these parts, written on the stack when
+/// they fit: a map keyed by [`DialogId`] is then searched without allocating.
+pub(crate) fn dialog_key<R>(
+    call_id: &[u8],
+    local_tag: &[u8],
+    remote_tag: &[u8],
+    f: impl FnOnce(&[u8]) -> R,
+) -> R {
+    let n = key_len(call_id, local_tag, remote_tag);
+    let mut stack = [0u8; 256];
+    let mut heap = Vec::new();
+    let out = match stack.get_mut(..n) {
+        Some(out) => out,
+        None => {
+            heap.resize(n, 0);
+            &mut heap[..]
+        }
+    };
+    write_key(out, call_id, local_tag, remote_tag);
+    f(out)
+}
+
 impl DialogId {
     /// The id of a dialog from its three parts.
     pub fn new(call_id: &[u8], local_tag: &[u8], remote_tag: &[u8]) -> Self {
-        // One allocation (the iterator's length is known), no intermediate Vec.
-        let buf: Arc<[u8]> = call_id
-            .iter()
-            .chain(local_tag)
-            .chain(remote_tag)
-            .copied()
-            .collect();
-        let local_at = u32::try_from(call_id.len()).unwrap_or(u32::MAX);
-        let remote_at = u32::try_from(call_id.len() + local_tag.len()).unwrap_or(u32::MAX);
+        // Parts past 4 GiB cannot come from a parsed message (sip-core's limits).
+        let mut buf: Arc<[u8]> = vec![0; key_len(call_id, local_tag, remote_tag)].into();
+        if let Some(out) = Arc::get_mut(&mut buf) {
+            write_key(out, call_id, local_tag, remote_tag);
+        }
+        let local_at = u32::try_from(8 + call_id.len()).unwrap_or(u32::MAX);
+        let remote_at = u32::try_from(8 + call_id.len() + local_tag.len()).unwrap_or(u32::MAX);
         DialogId {
             buf,
             local_at,
@@ -61,7 +122,9 @@ impl DialogId {
 
     /// The Call-ID.
     pub fn call_id(&self) -> &[u8] {
-        self.buf.get(..self.local_at as usize).unwrap_or_default()
+        self.buf
+            .get(4..self.local_at as usize - 4)
+            .unwrap_or_default()
     }
 
     /// This UA's tag.
@@ -426,5 +489,54 @@ mod tests {
         assert_eq!(id.remote_tag(), b"rt");
         assert_eq!(id.clone(), id);
         assert_ne!(DialogId::new(b"abc@hos", b"tlt", b"rt"), id);
+    }
+}
+
+#[cfg(test)]
+mod id_tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn parts_round_trip_and_boundaries_matter() {
+        let id = DialogId::new(b"a84b4c76e66710@pc33", b"1928301774", b"a6c85cf");
+        assert_eq!(id.call_id(), b"a84b4c76e66710@pc33");
+        assert_eq!(id.local_tag(), b"1928301774");
+        assert_eq!(id.remote_tag(), b"a6c85cf");
+        // The same bytes split differently are different dialogs.
+        assert_ne!(
+            DialogId::new(b"ab", b"c", b"d"),
+            DialogId::new(b"a", b"bc", b"d")
+        );
+        assert_ne!(
+            DialogId::new(b"a", b"bc", b""),
+            DialogId::new(b"a", b"b", b"c")
+        );
+        let empty = DialogId::new(b"", b"", b"");
+        assert_eq!(
+            (empty.call_id(), empty.local_tag(), empty.remote_tag()),
+            (&b""[..], &b""[..], &b""[..])
+        );
+    }
+
+    #[test]
+    fn a_stack_key_finds_the_stored_id() {
+        let mut map = HashMap::new();
+        map.insert(DialogId::new(b"c@h", b"l", b"r"), 1);
+        assert_eq!(
+            dialog_key(b"c@h", b"l", b"r", |k| map.get(k).copied()),
+            Some(1)
+        );
+        assert_eq!(
+            dialog_key(b"c@h", b"l", b"x", |k| map.get(k).copied()),
+            None
+        );
+        // Keys longer than the stack buffer take the heap path and still match.
+        let long = vec![b'x'; 600];
+        map.insert(DialogId::new(&long, b"l", b"r"), 2);
+        assert_eq!(
+            dialog_key(&long, b"l", b"r", |k| map.get(k).copied()),
+            Some(2)
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! [`Dialogs`]: the container and the §12 rules.
 
 use super::{
-    route_uri, Dialog, DialogError, DialogId, DialogParts, DialogRole, DialogState, DialogUpdate,
+    dialog_key, route_uri, Dialog, DialogError, DialogId, DialogParts, DialogRole, DialogState,
+    DialogUpdate,
 };
 use crate::transaction::{new_branch, new_call_id, new_tag, IdGenerator, RandomIds};
 use crate::{Contact, HeaderName, MessageBuilder, Method, NameAddr, SipMessage, Uri};
@@ -454,11 +455,16 @@ impl Dialogs {
             return Ok(DialogUpdate::Unchanged);
         }
         let from = request.from()?;
-        let id = DialogId::new(
+        // Looked up with the key written on the stack; the map's own id is handed out.
+        let found = dialog_key(
             request.call_id()?,
             local_tag,
             from.tag().unwrap_or_default(),
+            |key| self.map.get_key_value(key).map(|(id, _)| id.clone()),
         );
+        let Some(id) = found else {
+            return Err(DialogError::NoDialog);
+        };
         let Some(d) = self.map.get_mut(&id) else {
             return Err(DialogError::NoDialog);
         };
@@ -547,7 +553,7 @@ fn build(id: &DialogId, d: &Dialog, method: Method, seq: u32, via: &[u8]) -> Mes
         .header(HeaderName::From, d.share(d.local_uri()))
         .header(HeaderName::To, d.share(d.remote_uri()))
         .header(HeaderName::CallId, Bytes::copy_from_slice(id.call_id()))
-        .header(HeaderName::CSeq, format!("{seq} {method}"));
+        .header(HeaderName::CSeq, cseq_value(seq, &method));
     for r in d.route_set().skip(skip) {
         b = b.header(HeaderName::Route, d.share(r));
     }
@@ -560,4 +566,17 @@ fn build(id: &DialogId, d: &Dialog, method: Method, seq: u32, via: &[u8]) -> Mes
         b = b.header(HeaderName::Route, t);
     }
     b
+}
+
+/// `seq method` in a buffer of exactly its length, so that it becomes `Bytes` without a
+/// second allocation.
+fn cseq_value(seq: u32, method: &Method) -> Vec<u8> {
+    let mut n = itoa::Buffer::new();
+    let n = n.format(seq).as_bytes();
+    let m = method.as_str().as_bytes();
+    let mut v = Vec::with_capacity(n.len() + 1 + m.len());
+    v.extend_from_slice(n);
+    v.push(b' ');
+    v.extend_from_slice(m);
+    v
 }

@@ -8,6 +8,7 @@
 
 use super::ids::MAGIC_COOKIE;
 use crate::{HeaderName, Method, ParseError, SipMessage};
+use bytes::Bytes;
 use std::sync::Arc;
 
 /// Which side of the transaction the key is for.
@@ -22,8 +23,40 @@ pub(crate) struct Key {
     role: Role,
     method: Method,
     /// `1branch\0sent-by` (RFC 3261), `0uri\0from-tag\0call-id\0cseq\0via` (RFC 2543), or
-    /// the branch alone for client keys. Shared: the map and the transaction hold it.
-    text: Arc<[u8]>,
+    /// the branch alone for client keys.
+    text: Text,
+}
+
+/// A key's bytes: owned and shared by the map and the transaction (`Arc`: cloning is
+/// free), or, for a response looking its transaction up, a slice of the response's own
+/// buffer (no copy at all). Compared and hashed by content.
+#[derive(Debug, Clone)]
+enum Text {
+    Owned(Arc<[u8]>),
+    Received(Bytes),
+}
+
+impl Text {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Text::Owned(a) => a,
+            Text::Received(b) => b,
+        }
+    }
+}
+
+impl PartialEq for Text {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes() == other.bytes()
+    }
+}
+
+impl Eq for Text {}
+
+impl std::hash::Hash for Text {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.bytes().hash(state);
+    }
 }
 
 /// ACK shares the INVITE's transaction.
@@ -40,11 +73,12 @@ impl Key {
         Key {
             role: Role::Client,
             method: method.clone(),
-            text: branch.into(),
+            text: Text::Owned(branch.into()),
         }
     }
 
-    /// The key a response looks up.
+    /// The key a response looks up: its branch is not copied, the key shares the
+    /// response's buffer.
     pub(crate) fn for_response(msg: &SipMessage) -> Result<Key, ParseError> {
         let via = msg.top_via()?;
         let branch = via.branch().unwrap_or("");
@@ -54,21 +88,27 @@ impl Key {
             b"CANCEL" => Method::Cancel,
             other => Method::from_token(other),
         };
-        Ok(Key::client(branch.as_bytes(), &method))
+        Ok(Key {
+            role: Role::Client,
+            method,
+            text: Text::Received(msg.share(branch.as_bytes())),
+        })
     }
 
     /// The key a request looks up (server side, §17.2.3).
     pub(crate) fn for_request(msg: &SipMessage) -> Result<Key, ParseError> {
         let method = class(msg.method().ok_or(ParseError::StartLine("not a request"))?);
         let via = msg.top_via()?;
-        let mut text = Vec::with_capacity(64);
+        let mut text = Scratch::new();
         match via.branch() {
             Some(b) if b.starts_with(MAGIC_COOKIE) => {
                 text.push(b'1');
                 text.extend_from_slice(b.as_bytes());
                 text.push(0);
                 // sent-by: host compared case-insensitively, port as written.
-                text.extend(via.host_raw().iter().map(u8::to_ascii_lowercase));
+                for &c in via.host_raw() {
+                    text.push(c.to_ascii_lowercase());
+                }
                 if let Some(p) = via.port() {
                     text.push(b':');
                     text.extend_from_slice(itoa::Buffer::new().format(p).as_bytes());
@@ -94,7 +134,7 @@ impl Key {
         Ok(Key {
             role: Role::Server,
             method,
-            text: text.into(),
+            text: Text::Owned(text.finish()),
         })
     }
 
@@ -144,7 +184,7 @@ mod tests {
     fn rfc2543_fallback() {
         let old = INV.replace(";branch=z9hG4bKa", "");
         let k = Key::for_request(&parse(&old)).unwrap();
-        assert_eq!(k.text[0], b'0');
+        assert_eq!(k.text.bytes()[0], b'0');
         let ack = old
             .replace("INVITE sip", "ACK sip")
             .replace("1 INVITE", "1 ACK")
@@ -152,5 +192,68 @@ mod tests {
         assert_eq!(Key::for_request(&parse(&ack)).unwrap(), k);
         let other = old.replace("Call-ID: c", "Call-ID: d");
         assert_ne!(Key::for_request(&parse(&other)).unwrap(), k);
+    }
+}
+
+/// A key's text assembled on the stack when short (it nearly always is), then copied once
+/// into the shared `Arc`: one allocation per key instead of a `Vec` and the `Arc`.
+struct Scratch {
+    stack: [u8; 160],
+    len: usize,
+    spill: Vec<u8>,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        Scratch {
+            stack: [0; 160],
+            len: 0,
+            spill: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, c: u8) {
+        self.extend_from_slice(&[c]);
+    }
+
+    fn extend_from_slice(&mut self, s: &[u8]) {
+        if self.spill.is_empty() {
+            if let Some(dst) = self.stack.get_mut(self.len..self.len + s.len()) {
+                dst.copy_from_slice(s);
+                self.len += s.len();
+                return;
+            }
+            self.spill.extend_from_slice(&self.stack[..self.len]);
+        }
+        self.spill.extend_from_slice(s);
+    }
+
+    fn finish(&self) -> Arc<[u8]> {
+        if self.spill.is_empty() {
+            Arc::from(&self.stack[..self.len])
+        } else {
+            Arc::from(&self.spill[..])
+        }
+    }
+}
+
+#[cfg(test)]
+mod scratch_tests {
+    use super::Scratch;
+
+    #[test]
+    fn long_text_spills_to_the_heap_intact() {
+        let mut s = Scratch::new();
+        let mut expected = Vec::new();
+        for i in 0..100u8 {
+            s.push(i);
+            s.extend_from_slice(b"xy");
+            expected.push(i);
+            expected.extend_from_slice(b"xy");
+        }
+        assert_eq!(&*s.finish(), &expected[..]);
+        let mut short = Scratch::new();
+        short.extend_from_slice(b"1z9hG4bK");
+        assert_eq!(&*short.finish(), b"1z9hG4bK");
     }
 }
