@@ -112,6 +112,22 @@ struct Outgoing {
     destination: SocketAddr,
 }
 
+/// A lane: the queue of messages for one destination and the task that writes them in
+/// order, waiting for connections and room as needed.
+#[derive(Clone)]
+struct Lane {
+    tx: mpsc::Sender<Outgoing>,
+    /// Messages given to the lane and not yet through it (the driver may bypass the lane
+    /// only when this is 0).
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Lane {
+    fn is_idle(&self) -> bool {
+        self.queued.load(std::sync::atomic::Ordering::Acquire) == 0
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum LaneKey {
     Connection(u64),
@@ -213,7 +229,7 @@ pub(crate) struct Driver {
     subscribing: HashMap<(Bytes, Bytes), TransactionId>,
     conn_trust: HashMap<u64, bool>,
     transport_errors: HashMap<TransactionId, TransportError>,
-    lanes: HashMap<LaneKey, mpsc::Sender<Outgoing>>,
+    lanes: HashMap<LaneKey, Lane>,
     lane_tasks: JoinSet<()>,
     feedback_tx: mpsc::UnboundedSender<Feedback>,
     accepting: bool,
@@ -821,19 +837,40 @@ impl Driver {
             o.observe(crate::WireDirection::Sent, t.destination.addr, &t.contents);
         }
         let key = self.lane_key(&t.destination);
+        let mut bytes = t.contents;
+        // Straight to the connection's writer when this lane has nothing queued or in
+        // flight (so nothing of it can be overtaken): one task hop less per message. A full
+        // writer queue or a closed connection takes the lane, which waits or reports.
+        let idle = self.lanes.get(&key).is_none_or(Lane::is_idle);
+        if idle {
+            let connection = match &key {
+                LaneKey::Connection(c) => Some(ConnectionId(*c)),
+                LaneKey::Proxy => self.cfg.transport.established(&self.cfg.proxy),
+                LaneKey::Target(_) | LaneKey::Udp => None,
+            };
+            if let Some(c) = connection {
+                match self.cfg.transport.try_send_raw(c, bytes) {
+                    Ok(()) => return,
+                    Err(b) => bytes = b,
+                }
+            }
+        }
         let out = Outgoing {
-            bytes: t.contents,
+            bytes,
             transaction: t.transaction,
             destination: t.destination.addr,
         };
         let lane = match self.lanes.get(&key) {
-            Some(l) if !l.is_closed() => l.clone(),
+            Some(l) if !l.tx.is_closed() => l.clone(),
             _ => {
                 let l = self.spawn_lane(key.clone());
                 self.lanes.insert(key, l.clone());
                 l
             }
         };
+        lane.queued
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let lane = lane.tx;
         let out = match lane.try_send(out) {
             Ok(()) => return,
             Err(mpsc::error::TrySendError::Full(o)) => o,
@@ -848,8 +885,10 @@ impl Driver {
         }
     }
 
-    fn spawn_lane(&mut self, key: LaneKey) -> mpsc::Sender<Outgoing> {
+    fn spawn_lane(&mut self, key: LaneKey) -> Lane {
         let (tx, mut rx) = mpsc::channel::<Outgoing>(LANE_CAPACITY);
+        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let done = queued.clone();
         let transport = self.cfg.transport.clone();
         let feedback = self.feedback_tx.clone();
         let proxy = self.cfg.proxy.clone();
@@ -876,9 +915,10 @@ impl Driver {
                         error,
                     });
                 }
+                done.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
             }
         });
-        tx
+        Lane { tx, queued }
     }
 
     fn on_layer_event(&mut self, ev: Event) {

@@ -1,11 +1,10 @@
 //! The connection manager: listeners, outbound flows, per-connection reader and writer
 //! tasks, keep-alive and limits.
 
-use std::collections::hash_map::DefaultHasher;
 // foldhash (seeded per map) instead of SipHash: these maps are looked up for every message.
 use foldhash::{HashMap, HashMapExt};
 use std::fmt;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -279,19 +278,20 @@ type FlowCell = Arc<OnceCell<ConnHandle>>;
 /// A map split in shards, so that no single lock is shared by every message.
 struct Sharded<K, V> {
     shards: Vec<Mutex<HashMap<K, V>>>,
+    /// Picks the shard (foldhash: this runs for every message sent).
+    pick: foldhash::fast::RandomState,
 }
 
 impl<K: Hash + Eq, V: Clone> Sharded<K, V> {
     fn new() -> Self {
         Sharded {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            pick: foldhash::fast::RandomState::default(),
         }
     }
 
     fn shard(&self, k: &K) -> std::sync::MutexGuard<'_, HashMap<K, V>> {
-        let mut h = DefaultHasher::new();
-        k.hash(&mut h);
-        let i = (h.finish() as usize) % SHARDS;
+        let i = (self.pick.hash_one(k) as usize) % SHARDS;
         match self.shards[i].lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -947,13 +947,17 @@ impl SipTransport {
             return Err(TransportError::Io("UDP has no connections".into()));
         }
         for _ in 0..2 {
-            let cell = self
-                .shared
-                .flows
-                .shard(target)
-                .entry(target.clone())
-                .or_insert_with(|| Arc::new(OnceCell::new()))
-                .clone();
+            let cell = {
+                let mut shard = self.shared.flows.shard(target);
+                // Found without copying the target (the common case: every message).
+                match shard.get(target) {
+                    Some(c) => c.clone(),
+                    None => shard
+                        .entry(target.clone())
+                        .or_insert_with(|| Arc::new(OnceCell::new()))
+                        .clone(),
+                }
+            };
             let r = cell.get_or_try_init(|| open(&self.shared, target)).await;
             match r {
                 Ok(h) if !h.is_closed() => return Ok(h.clone()),
@@ -1057,6 +1061,35 @@ impl SipTransport {
             .get(&connection)
             .ok_or(TransportError::ConnectionClosed(connection.0))?;
         h.send(bytes).await
+    }
+
+    /// Queues `bytes` on an open connection without waiting. Gives the bytes back when
+    /// they were not queued (the write queue is full, or the connection is closed or
+    /// unknown): the caller then waits with [`send_raw`](Self::send_raw), which also
+    /// reports the error. For callers that keep their own order of messages.
+    pub fn try_send_raw(&self, connection: ConnectionId, bytes: Bytes) -> Result<(), Bytes> {
+        let Some(h) = self.shared.conns.get(&connection) else {
+            return Err(bytes);
+        };
+        if h.is_closed() {
+            return Err(bytes);
+        }
+        h.tx.try_send(Out::Data(bytes))
+            .map_err(|e| match e.into_inner() {
+                Out::Data(b) => b,
+                Out::Close => Bytes::new(),
+            })
+    }
+
+    /// The open connection for `target`, if one is established (no connecting, no
+    /// waiting): what [`connect`](Self::connect) would return at once.
+    pub fn established(&self, target: &Target) -> Option<ConnectionId> {
+        if target.transport == TransportKind::Udp {
+            return None;
+        }
+        let cell = self.shared.flows.get(target)?;
+        let h = cell.get()?;
+        (!h.is_closed()).then(|| h.info.id)
     }
 
     /// Closes a connection (queued messages are written first); a

@@ -403,3 +403,28 @@ async fn rfc5923_alias_lets_the_server_reuse_the_inbound_connection() {
     .await;
     assert!(err.is_err());
 }
+
+#[tokio::test]
+async fn try_send_raw_queues_on_an_established_connection_and_gives_bytes_back_otherwise() {
+    let (_srv, mut rx, addr) = tcp_server(TransportSettings::new()).await;
+    let (cli, _crx) = SipTransport::new(TransportSettings::new()).unwrap();
+    let target = Target::tcp(addr);
+    assert_eq!(cli.established(&target), None, "nothing connected yet");
+    let id = cli.connect(&target).await.unwrap();
+    assert_eq!(cli.established(&target), Some(id));
+    let bytes = bytes::Bytes::from(message_request(7, 0, "TCP 127.0.0.1:5060"));
+    assert_eq!(cli.try_send_raw(id, bytes.clone()), Ok(()));
+    let m = within(WAIT, next_message(&mut rx)).await;
+    assert_eq!(m.message.cseq().unwrap().seq(), 7);
+    // An unknown or closed connection takes nothing: the caller still has its bytes.
+    let unknown = transport_tls::ConnectionId(id.0 + 1000);
+    assert_eq!(cli.try_send_raw(unknown, bytes.clone()), Err(bytes.clone()));
+    cli.close(id);
+    within(WAIT, async {
+        while cli.established(&target).is_some() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(cli.try_send_raw(id, bytes.clone()), Err(bytes));
+}
