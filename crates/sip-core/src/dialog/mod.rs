@@ -37,7 +37,7 @@ use std::sync::Arc;
 /// The bytes are the Call-ID and the local tag each after its length (4 bytes,
 /// little-endian), then the remote tag: unique for any three parts, so the key is those
 /// bytes alone and a lookup can be made with bytes written on the stack (see
-/// [`dialog_key`]) instead of a new `DialogId` per request.
+/// `dialog_key`) instead of a new `DialogId` per request.
 #[derive(Clone)]
 pub struct DialogId {
     buf: Arc<[u8]>,
