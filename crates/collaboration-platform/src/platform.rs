@@ -163,12 +163,12 @@ impl CollaborationPlatform {
             listeners: bound.clone(),
             trusted_peers,
             topology: common.topology.clone(),
-            server,
+            server: server.clone(),
             transaction: common.transaction,
             commands: commands.downgrade(),
             observer: common.observer.clone(),
             via: via.clone(),
-            user_agent: Arc::from(common.user_agent.as_str()),
+            user_agent: server.clone(),
             proxy_losses: proxy_losses.clone(),
         });
         tokio::spawn(

@@ -207,7 +207,8 @@ pub(crate) struct DriverConfig {
     pub observer: Option<Arc<dyn crate::MessageObserver>>,
     /// The Via value without branch for requests built here (in-dialog requests, ACK).
     pub via: String,
-    pub user_agent: Arc<str>,
+    /// The User-Agent header value, made once and shared by every request.
+    pub user_agent: Bytes,
     /// Counts losses of the outbound proxy's connection, for endpoints that must
     /// re-register when it drops (a front-end restart).
     pub proxy_losses: tokio::sync::watch::Sender<u64>,
@@ -237,9 +238,44 @@ pub(crate) struct Driver {
 }
 
 /// An incoming request an endpoint has not answered finally yet.
+/// The request a server transaction serves, kept for the platform's own answer at shutdown
+/// and for the dialog an answer makes. Only requests that can make a dialog (INVITE,
+/// SUBSCRIBE, REFER) are kept parsed, a clone; the others keep their received bytes
+/// (shared, not copied) and are parsed again only if the platform must answer them itself.
+enum Served {
+    Parsed(SipMessage),
+    Wire(Bytes),
+}
+
+impl Served {
+    fn of(request: &SipMessage) -> Served {
+        match request.method() {
+            Some(Method::Invite | Method::Subscribe | Method::Refer) => {
+                Served::Parsed(request.clone())
+            }
+            _ => Served::Wire(request.to_bytes()),
+        }
+    }
+
+    /// The request parsed, when it can make a dialog.
+    fn dialog_maker(&self) -> Option<&SipMessage> {
+        match self {
+            Served::Parsed(m) => Some(m),
+            Served::Wire(_) => None,
+        }
+    }
+
+    fn into_message(self) -> Option<SipMessage> {
+        match self {
+            Served::Parsed(m) => Some(m),
+            Served::Wire(b) => SipMessage::parse_datagram(b, &Limits::default()).ok(),
+        }
+    }
+}
+
 struct Serving {
     span: Span,
-    request: SipMessage,
+    request: Served,
     endpoint: EndpointId,
     /// The dialog an answer makes (INVITE, SUBSCRIBE, REFER): the endpoint holds copies of
     /// it, and the dialog set keys the dialog by it (one allocation for all).
@@ -386,7 +422,7 @@ impl Driver {
         let serving: Vec<(TransactionId, SipMessage)> = self
             .serving
             .drain()
-            .map(|(id, s)| (id, s.request))
+            .filter_map(|(id, s)| Some((id, s.request.into_message()?)))
             .collect();
         for (id, request) in serving {
             self.answer(
@@ -512,13 +548,15 @@ impl Driver {
                 let _g = entry.map(|e| e.span.enter());
                 let mut response = response;
                 if let Some(e) = entry {
-                    if let Some(id) = track_uas_dialog(
-                        &mut self.dialogs,
-                        &e.request,
-                        &mut response,
-                        e.creates.as_ref(),
-                    ) {
-                        self.dialogs.set_owner(&id, e.endpoint.0);
+                    if let Some(request) = e.request.dialog_maker() {
+                        if let Some(id) = track_uas_dialog(
+                            &mut self.dialogs,
+                            request,
+                            &mut response,
+                            e.creates.as_ref(),
+                        ) {
+                            self.dialogs.set_owner(&id, e.endpoint.0);
+                        }
                     }
                 }
                 if let Err(e) = self.layer.respond(now, transaction, response) {
@@ -596,7 +634,7 @@ impl Driver {
                 DialogError::UnknownDialog => RequestError::NoDialog,
                 e => RequestError::Invalid(e.to_string()),
             })?;
-        b = b.header(HeaderName::UserAgent, self.cfg.user_agent.to_string());
+        b = b.header(HeaderName::UserAgent, self.cfg.user_agent.clone());
         for (n, v) in parts.headers {
             b = b.header(n.as_str(), v);
         }
@@ -1149,7 +1187,7 @@ impl Driver {
             debug!(caller = caller.uri(), "request from a federated party");
         }
         drop(_g);
-        let kept = request.clone();
+        let kept = Served::of(&request);
         let mut incoming = IncomingRequest::new(
             request,
             caller,

@@ -152,7 +152,9 @@ impl SipMessage {
                     uri: Text::Owned(0),
                 },
                 fields: Vec::with_capacity(12),
-                owned: owned_with(uri.into()),
+                // An in-dialog request holds about a dozen pieces (URI, its headers, the
+                // branch the transaction layer adds): no regrowth on the way.
+                owned: owned_with(uri.into(), 12),
                 body: Bytes::new(),
                 pristine: false,
                 core: None,
@@ -180,7 +182,7 @@ impl SipMessage {
                     reason: Text::Owned(0),
                 },
                 fields: Vec::with_capacity(12),
-                owned: owned_with(reason),
+                owned: owned_with(reason, 6),
                 body: Bytes::new(),
                 pristine: false,
                 core: None,
@@ -882,8 +884,8 @@ fn same_name_in(buf: &Bytes, owned: &[Bytes], f: &Field, probe: &Field) -> bool 
 }
 
 /// A vector of owned pieces holding `first` at index 0.
-fn owned_with(first: Bytes) -> Vec<Bytes> {
-    let mut v = Vec::with_capacity(8);
+fn owned_with(first: Bytes, capacity: usize) -> Vec<Bytes> {
+    let mut v = Vec::with_capacity(capacity);
     v.push(first);
     v
 }
