@@ -301,3 +301,86 @@ impl Drop for IncomingRequest {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::Address;
+    use sip_core::transaction::{Event, Peer, TransactionConfig, TransactionLayer, TransportKind};
+    use sip_core::Limits;
+
+    /// A MESSAGE as the platform hands it to an endpoint, with its server transaction id.
+    fn incoming(commands: mpsc::Sender<Command>) -> IncomingRequest {
+        let raw = "MESSAGE sip:bot@contoso.test SIP/2.0\r\n\
+                   Via: SIP/2.0/TLS 192.0.2.1:5061;branch=z9hG4bK-1\r\n\
+                   Max-Forwards: 70\r\n\
+                   From: <sip:alice@contoso.test>;tag=a1\r\n\
+                   To: <sip:bot@contoso.test>;tag=b1\r\n\
+                   Call-ID: c1@contoso.test\r\n\
+                   CSeq: 2 MESSAGE\r\n\
+                   Content-Length: 0\r\n\r\n";
+        let request = SipMessage::parse_datagram(Bytes::from(raw), &Limits::default()).unwrap();
+        let peer = Peer::new("192.0.2.1:5061".parse().unwrap(), TransportKind::Tls);
+        let mut layer = TransactionLayer::new(TransactionConfig::default());
+        layer.handle_message(std::time::Instant::now(), request, peer);
+        let Some(Event::Request { id, request, .. }) = layer.poll_event() else {
+            panic!("the layer delivers the request");
+        };
+        let caller =
+            Homed::OnPremises(Address::assume_on_premises("sip:alice@contoso.test").unwrap());
+        IncomingRequest::new(
+            request,
+            caller,
+            EndpointId(1),
+            peer.addr,
+            id,
+            commands,
+            Bytes::from_static(b"ucma-rs test"),
+            tracing::Span::none(),
+        )
+    }
+
+    #[tokio::test]
+    async fn try_respond_queues_the_answer_when_there_is_room() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let mut req = incoming(tx);
+        assert_eq!(req.try_respond(200, "OK"), Ok(true));
+        let Some(Command::Respond {
+            response, is_final, ..
+        }) = rx.recv().await
+        else {
+            panic!("a Respond command");
+        };
+        assert!(is_final);
+        assert_eq!(response.status(), Some(200));
+        assert_eq!(
+            response.header(HeaderName::Server),
+            Some(&b"ucma-rs test"[..])
+        );
+        // Answered: a second answer is refused, and dropping it sends nothing more.
+        assert_eq!(
+            req.try_respond(200, "OK"),
+            Err(RespondError::AlreadyAnswered)
+        );
+        drop(req);
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn try_respond_gives_way_when_the_queue_is_full() {
+        let (tx, mut rx) = mpsc::channel(1);
+        tx.try_send(Command::EndDialog {
+            dialog: DialogId::new(b"filler", b"", b""),
+        })
+        .unwrap();
+        let mut req = incoming(tx);
+        // Nothing sent, still unanswered: the caller can wait with `respond`.
+        assert_eq!(req.try_respond(200, "OK"), Ok(false));
+        let _ = rx.recv().await;
+        req.respond(200, "OK", &[], None).await.unwrap();
+        let Some(Command::Respond { response, .. }) = rx.recv().await else {
+            panic!("the waited answer");
+        };
+        assert_eq!(response.status(), Some(200));
+    }
+}
