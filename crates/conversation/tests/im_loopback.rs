@@ -426,3 +426,60 @@ async fn typing_is_sent_once_per_refresh_and_idle_only_when_needed() {
     assert_eq!(count.idle.load(Relaxed), 1);
     call.terminate().await.unwrap();
 }
+
+/// Messages of one call keep their order on the wire when the connection's write queue is
+/// full: the platform then queues them on its lane and sends none past it. (Out of order,
+/// the callee's dialog would refuse the lower CSeq with 500 and a send would fail.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_keep_their_order_when_the_write_queue_is_full() {
+    let pki = LoopbackPki::new().unwrap();
+    let tiny_queue = transport_tls::TransportSettings::new().send_queue(1);
+    let (a, b) = pair(&pki, "app.contoso.test", "alice.contoso.test", |_, s| {
+        s.topology(Topology::new(["contoso.test"]))
+            .transport(tiny_queue.clone())
+    })
+    .await
+    .unwrap();
+    let bot = ApplicationEndpoint::new(
+        &a,
+        ApplicationEndpointSettings::new(on_prem("sip:bot@contoso.test")),
+    );
+    let alice = ApplicationEndpoint::new(
+        &b,
+        ApplicationEndpointSettings::new(on_prem("sip:alice@contoso.test")),
+    );
+    bot.establish().await.unwrap();
+    alice.establish().await.unwrap();
+    let mut calls = incoming_im_calls(&alice);
+    let (got_tx, got_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut flow = next_call(&mut calls).await.accept().await.unwrap();
+        let mut bodies = Vec::new();
+        while bodies.len() < 300 {
+            let m = tokio::time::timeout(WAIT, flow.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            bodies.push(m.text());
+        }
+        let _ = got_tx.send(bodies);
+    });
+    let flow = Conversation::new(&bot, on_prem("sip:alice@contoso.test"))
+        .instant_messaging_call()
+        .establish()
+        .await
+        .unwrap();
+    let sender = flow.sender();
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..300 {
+        let s = sender.clone();
+        sends.spawn(async move { s.send_text(&format!("message {i}")).await });
+    }
+    while let Some(r) = tokio::time::timeout(WAIT, sends.join_next()).await.unwrap() {
+        r.unwrap()
+            .expect("every message delivered (none refused as out of order)");
+    }
+    let bodies = tokio::time::timeout(WAIT, got_rx).await.unwrap().unwrap();
+    assert_eq!(bodies.len(), 300);
+    drop((a, b));
+}
