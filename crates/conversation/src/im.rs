@@ -101,7 +101,8 @@ enum Leg {
 #[derive(Debug, Default)]
 struct Rare {
     /// Received messages until the flow reads them.
-    inbox: VecDeque<Box<ReceivedMessage>>,
+    /// Unboxed: a message costs no allocation of its own on the way in.
+    inbox: VecDeque<ReceivedMessage>,
     state: Option<watch::Sender<ConversationState>>,
     remote_typing: Option<watch::Sender<bool>>,
     last_active_sent: Option<std::time::Instant>,
@@ -245,7 +246,7 @@ impl CallShared {
     }
 
     /// Queues a received message for the flow and wakes its reader.
-    fn push(&self, item: Box<ReceivedMessage>) -> Result<(), PushError> {
+    fn push(&self, item: ReceivedMessage) -> Result<(), PushError> {
         let reader = {
             let mut g = self.lock();
             if g.inbox_closed {
@@ -278,7 +279,7 @@ impl CallShared {
 
     /// The next received message; `None` once closed and empty. Cancel safe: nothing is
     /// taken until it is returned.
-    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Box<ReceivedMessage>>> {
+    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<ReceivedMessage>> {
         let mut g = self.lock();
         if let Some(inbox) = g.rare.as_mut().map(|r| &mut r.inbox) {
             if let Some(item) = inbox.pop_front() {
@@ -362,7 +363,7 @@ impl CallShared {
             content_type,
             body: req.body().clone(),
         };
-        match self.push(Box::new(m)) {
+        match self.push(m) {
             Ok(()) => {
                 // A message ends the sender's composing state (RFC 3994 §3).
                 self.set_remote_typing(false);
@@ -769,7 +770,7 @@ impl<H: Homing> InstantMessagingCall<H> {
         self.set_state(ConversationState::Establishing);
         let call_id = String::from_utf8_lossy(dialog.call_id()).into_owned();
         if let Some(m) = first {
-            let _ = self.shared.push(Box::new(m));
+            let _ = self.shared.push(m);
         }
         self.route(&call_id, req.local_tag());
         let contact = format!("<{}>", core.contact());
@@ -1093,9 +1094,7 @@ impl InstantMessagingFlow {
     /// Cancel safety: cancel safe.
     pub async fn recv(&mut self) -> Option<ReceivedMessage> {
         let shared = self.sender.shared();
-        std::future::poll_fn(|cx| shared.poll_recv(cx))
-            .await
-            .map(|b| *b)
+        std::future::poll_fn(|cx| shared.poll_recv(cx)).await
     }
 
     /// Whether the peer is composing (RFC 3994), as a watch: it goes back to `false` when
@@ -1110,11 +1109,11 @@ impl InstantMessagingFlow {
 mod tests {
     use super::*;
 
-    fn msg(text: &str) -> Box<ReceivedMessage> {
-        Box::new(ReceivedMessage {
+    fn msg(text: &str) -> ReceivedMessage {
+        ReceivedMessage {
             content_type: "text/plain".into(),
             body: Bytes::copy_from_slice(text.as_bytes()),
-        })
+        }
     }
 
     async fn recv(shared: &CallShared) -> Option<String> {
