@@ -639,7 +639,8 @@ impl Driver {
             b = b.header(n.as_str(), v);
         }
         if let Some((ct, body)) = parts.body {
-            b = b.body(&ct, body);
+            // The caller's Content-Type string becomes the header value as it is.
+            b = b.header(HeaderName::ContentType, ct).raw_body(body);
         }
         b.build().map_err(invalid)
     }

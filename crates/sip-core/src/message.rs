@@ -982,6 +982,13 @@ impl MessageBuilder {
         b
     }
 
+    /// Sets the body alone; give its Content-Type with [`header`](Self::header) (which
+    /// takes the value without copying it, unlike [`body`](Self::body)).
+    pub fn raw_body(mut self, body: impl Into<Bytes>) -> Self {
+        self.msg.body = body.into();
+        self
+    }
+
     /// Finishes the message and [validates](SipMessage::validate) it.
     pub fn build(self) -> Result<SipMessage, ParseError> {
         if let Some(e) = self.error {

@@ -1,7 +1,7 @@
 //! What parsing validates eagerly and what it leaves to `validate_all` or the typed views.
 
 use bytes::Bytes;
-use sip_core::{HeaderName, Limits, ParseError, SipMessage};
+use sip_core::{HeaderName, Limits, Method, ParseError, SipMessage};
 
 fn response(second_via: &str) -> Bytes {
     Bytes::from(format!(
@@ -69,5 +69,34 @@ fn built_and_changed_headers_keep_their_text() {
     assert_eq!(
         m.to_bytes(),
         response("SIP/2.0/TLS 10.0.0.2;branch=z9hG4bK2")
+    );
+}
+
+#[test]
+fn raw_body_with_a_content_type_header_serializes_like_body() {
+    let base = || {
+        SipMessage::request(Method::Message, "sip:bob@fabrikam.test")
+            .header(
+                HeaderName::Via,
+                "SIP/2.0/TLS 10.0.0.21:5061;branch=z9hG4bK1",
+            )
+            .header(HeaderName::MaxForwards, "70")
+            .header(HeaderName::From, "<sip:app@contoso.test>;tag=1")
+            .header(HeaderName::To, "<sip:bob@fabrikam.test>")
+            .header(HeaderName::CallId, "c1@contoso.test")
+            .header(HeaderName::CSeq, "1 MESSAGE")
+    };
+    let with_body = base().body("text/plain", "hello").build().unwrap();
+    let with_raw = base()
+        .header(HeaderName::ContentType, String::from("text/plain"))
+        .raw_body("hello")
+        .build()
+        .unwrap();
+    assert_eq!(with_raw.to_bytes(), with_body.to_bytes());
+    let parsed = SipMessage::parse_datagram(with_raw.to_bytes(), &Limits::default()).unwrap();
+    assert_eq!(&parsed.body()[..], b"hello");
+    assert_eq!(
+        parsed.header(HeaderName::ContentType),
+        Some(&b"text/plain"[..])
     );
 }
