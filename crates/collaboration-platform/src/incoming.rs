@@ -184,16 +184,7 @@ impl IncomingRequest {
     /// answers its common case this way needs no `.await` there, so its future stays small.
     pub fn try_respond(&mut self, status: u16, reason: &str) -> Result<bool, RespondError> {
         let response = self.response(status, reason, &[], None)?;
-        if self.is_cancelled() {
-            self.answered = true;
-            return Err(RespondError::Cancelled);
-        }
-        let is_final = status >= 200;
-        let cmd = Command::Respond {
-            transaction: self.transaction,
-            response,
-            is_final,
-        };
+        let (cmd, is_final) = self.command(response)?;
         match self.commands.try_send(cmd) {
             Ok(()) => {
                 if is_final {
@@ -242,6 +233,20 @@ impl IncomingRequest {
     ///
     /// Cancel safety: as [`respond`](Self::respond).
     pub async fn respond_with(&mut self, response: SipMessage) -> Result<(), RespondError> {
+        let (cmd, is_final) = self.command(response)?;
+        self.commands
+            .send(cmd)
+            .await
+            .map_err(|_| RespondError::Shutdown)?;
+        if is_final {
+            self.answered = true;
+        }
+        Ok(())
+    }
+
+    /// The command that sends `response`, once the checks every answer passes are done;
+    /// whether it is final.
+    fn command(&mut self, response: SipMessage) -> Result<(Command, bool), RespondError> {
         if self.answered {
             return Err(RespondError::AlreadyAnswered);
         }
@@ -253,18 +258,12 @@ impl IncomingRequest {
             return Err(RespondError::Invalid("a request is not a response".into()));
         };
         let is_final = status >= 200;
-        self.commands
-            .send(Command::Respond {
-                transaction: self.transaction,
-                response,
-                is_final,
-            })
-            .await
-            .map_err(|_| RespondError::Shutdown)?;
-        if is_final {
-            self.answered = true;
-        }
-        Ok(())
+        let cmd = Command::Respond {
+            transaction: self.transaction,
+            response,
+            is_final,
+        };
+        Ok((cmd, is_final))
     }
 
     /// Marks the request answered without sending (the platform answered it itself).

@@ -237,7 +237,6 @@ pub(crate) struct Driver {
     shutdown: Option<Stopping>,
 }
 
-/// An incoming request an endpoint has not answered finally yet.
 /// The request a server transaction serves, kept for the platform's own answer at shutdown
 /// and for the dialog an answer makes. Only requests that can make a dialog (INVITE,
 /// SUBSCRIBE, REFER) are kept parsed, a clone; the others keep their received bytes
@@ -273,6 +272,7 @@ impl Served {
     }
 }
 
+/// An incoming request an endpoint has not answered finally yet.
 struct Serving {
     span: Span,
     request: Served,
@@ -935,14 +935,8 @@ impl Driver {
             while let Some(o) = rx.recv().await {
                 let r = match &key {
                     LaneKey::Connection(c) => transport.send_raw(ConnectionId(*c), o.bytes).await,
-                    LaneKey::Proxy => match transport.connect(&proxy).await {
-                        Ok(c) => transport.send_raw(c, o.bytes).await,
-                        Err(e) => Err(e),
-                    },
-                    LaneKey::Target(target) => match transport.connect(target).await {
-                        Ok(c) => transport.send_raw(c, o.bytes).await,
-                        Err(e) => Err(e),
-                    },
+                    LaneKey::Proxy => send_to(&transport, &proxy, o.bytes).await,
+                    LaneKey::Target(target) => send_to(&transport, target, o.bytes).await,
                     LaneKey::Udp => match SipMessage::parse_datagram(o.bytes, &Limits::default()) {
                         Ok(m) => transport.send(&Target::udp(o.destination), &m).await,
                         Err(e) => Err(TransportError::Io(e.to_string())),
@@ -1299,6 +1293,16 @@ pub(crate) fn uac_dialog_id(response: &SipMessage) -> Option<DialogId> {
 /// a 2xx to a SUBSCRIBE or REFER creates the notifier's dialog for its NOTIFYs.
 /// The UAS copies Record-Route into such responses so the caller learns the route set
 /// (RFC 3261 §12.1.1).
+/// Sends `bytes` on the connection to `target`, connecting first if there is none.
+async fn send_to(
+    transport: &SipTransport,
+    target: &Target,
+    bytes: Bytes,
+) -> Result<(), TransportError> {
+    let connection = transport.connect(target).await?;
+    transport.send_raw(connection, bytes).await
+}
+
 fn track_uas_dialog(
     dialogs: &mut Dialogs,
     request: &SipMessage,

@@ -323,15 +323,10 @@ impl CallShared {
         });
     }
 
-    /// One request of the dialog; returns the remote typing deadline, or the end.
-    /// Takes a MESSAGE: delivers it (or reads its typing state) and says how to answer.
-    /// Synchronous, so that the common case is answered without an `.await` (see
-    /// `DialogHandler::handle` below).
-    fn on_message(
-        &self,
-        req: &IncomingRequest,
-        mut typing_until: Option<tokio::time::Instant>,
-    ) -> (Answer, Option<tokio::time::Instant>) {
+    /// Takes a MESSAGE: delivers it (or reads its typing state) and says how to answer,
+    /// with the remote typing deadline that follows. Synchronous, so that the common case
+    /// is answered without an `.await` (see `DialogHandler::handle` below).
+    fn on_message(&self, req: &IncomingRequest) -> (Answer, Option<tokio::time::Instant>) {
         let content_type = req
             .request()
             .header(HeaderName::ContentType)
@@ -342,7 +337,7 @@ impl CallShared {
             return match IsComposing::parse(req.body()) {
                 Ok(c) => {
                     let active = c.state == ComposingState::Active;
-                    typing_until = active.then(|| {
+                    let typing_until = active.then(|| {
                         tokio::time::Instant::now()
                             + c.refresh_interval()
                                 .map(|r| r + Duration::from_secs(5))
@@ -351,13 +346,13 @@ impl CallShared {
                     self.set_remote_typing(active);
                     (Answer::OK, typing_until)
                 }
-                Err(e) => (Answer::new(400, e.to_string()), typing_until),
+                Err(e) => (Answer::new(400, e.to_string()), None),
             };
         }
         if !ACCEPT_TYPES.iter().any(|t| t.eq_ignore_ascii_case(base)) {
             let accept = Answer::new(415, "Unsupported Media Type")
                 .with_header("Accept", ACCEPT_TYPES.join(", "));
-            return (accept, typing_until);
+            return (accept, None);
         }
         let m = ReceivedMessage {
             content_type,
@@ -372,27 +367,16 @@ impl CallShared {
             Err(PushError::Full) => (
                 Answer::new(503, "Service Unavailable (message queue full)")
                     .with_header("Retry-After", "1"),
-                typing_until,
+                None,
             ),
-            Err(PushError::Closed) => (Answer::new(480, "Temporarily Unavailable"), typing_until),
+            Err(PushError::Closed) => (Answer::new(480, "Temporarily Unavailable"), None),
         }
     }
 
-    async fn handle_request(
-        &self,
-        mut req: IncomingRequest,
-        typing_until: Option<tokio::time::Instant>,
-    ) -> Step {
+    /// One request of the dialog other than MESSAGE (which `DialogHandler::handle` takes
+    /// through `on_message`); returns the end, or goes on.
+    async fn handle_request(&self, mut req: IncomingRequest) -> Step {
         match req.request().method().cloned() {
-            Some(Method::Message) => {
-                let (answer, typing) = self.on_message(&req, typing_until);
-                let header: Vec<(&str, &str)> =
-                    answer.header.iter().map(|(n, v)| (*n, &**v)).collect();
-                let _ = req
-                    .respond(answer.status, &answer.reason, &header, None)
-                    .await;
-                return Step::Typing(typing);
-            }
             Some(Method::Bye) => {
                 self.set_state(ConversationState::Terminated);
                 self.set_remote_typing(false);
@@ -436,7 +420,7 @@ impl CallShared {
                     .await;
             }
         }
-        Step::Typing(typing_until)
+        Step::Typing(None)
     }
 
     /// Makes a pending remote typing timer do nothing; returns the new generation.
@@ -816,24 +800,13 @@ impl DialogHandler for CallShared {
         // than the request, and the rest runs in a separately boxed future.
         let step = match request.request().method() {
             Some(Method::Message) => {
-                let (answer, typing) = self.on_message(&request, None);
-                if answer.header.is_none()
-                    && matches!(
-                        request.try_respond(answer.status, &answer.reason),
-                        Ok(true) | Err(_)
-                    )
-                {
-                    Step::Typing(typing)
-                } else {
-                    let header: Option<(&str, &str)> =
-                        answer.header.as_ref().map(|(n, v)| (*n, &**v));
-                    let headers = header.as_slice();
-                    let _ = Box::pin(request.respond(answer.status, &answer.reason, headers, None))
-                        .await;
-                    Step::Typing(typing)
+                let (answer, typing) = self.on_message(&request);
+                if !answer.send_now(&mut request) {
+                    Box::pin(answer.send(&mut request)).await;
                 }
+                Step::Typing(typing)
             }
-            _ => Box::pin(self.handle_request(request, None)).await,
+            _ => Box::pin(self.handle_request(request)).await,
         };
         match step {
             Step::Typing(t) => {
@@ -871,6 +844,21 @@ impl Answer {
     fn with_header(mut self, name: &'static str, value: impl Into<Cow<'static, str>>) -> Answer {
         self.header = Some((name, value.into()));
         self
+    }
+
+    /// Sends it without waiting when it can (no header, room in the platform's queue);
+    /// false when it must wait ([`send`](Self::send)). An answer refused (the request
+    /// was cancelled, the platform stopped) counts as done: there is nothing to wait for.
+    fn send_now(&self, req: &mut IncomingRequest) -> bool {
+        self.header.is_none() && !matches!(req.try_respond(self.status, &self.reason), Ok(false))
+    }
+
+    /// Sends it, waiting for room in the platform's queue.
+    async fn send(&self, req: &mut IncomingRequest) {
+        let header = self.header.as_ref().map(|(n, v)| (*n, &**v));
+        let _ = req
+            .respond(self.status, &self.reason, header.as_slice(), None)
+            .await;
     }
 }
 

@@ -23,9 +23,15 @@ struct Pair {
 }
 
 async fn setup() -> Pair {
+    setup_with(transport_tls::TransportSettings::new()).await
+}
+
+/// Both platforms with these transport settings.
+async fn setup_with(transport: transport_tls::TransportSettings) -> Pair {
     let pki = LoopbackPki::new().unwrap();
     let (a, b) = pair(&pki, "app.contoso.test", "alice.contoso.test", |_, s| {
         s.topology(Topology::new(["contoso.test"]))
+            .transport(transport.clone())
     })
     .await
     .unwrap();
@@ -432,25 +438,9 @@ async fn typing_is_sent_once_per_refresh_and_idle_only_when_needed() {
 /// the callee's dialog would refuse the lower CSeq with 500 and a send would fail.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_keep_their_order_when_the_write_queue_is_full() {
-    let pki = LoopbackPki::new().unwrap();
-    let tiny_queue = transport_tls::TransportSettings::new().send_queue(1);
-    let (a, b) = pair(&pki, "app.contoso.test", "alice.contoso.test", |_, s| {
-        s.topology(Topology::new(["contoso.test"]))
-            .transport(tiny_queue.clone())
-    })
-    .await
-    .unwrap();
-    let bot = ApplicationEndpoint::new(
-        &a,
-        ApplicationEndpointSettings::new(on_prem("sip:bot@contoso.test")),
-    );
-    let alice = ApplicationEndpoint::new(
-        &b,
-        ApplicationEndpointSettings::new(on_prem("sip:alice@contoso.test")),
-    );
-    bot.establish().await.unwrap();
-    alice.establish().await.unwrap();
-    let mut calls = incoming_im_calls(&alice);
+    let p = setup_with(transport_tls::TransportSettings::new().send_queue(1)).await;
+    let (bot, alice) = (&p.bot, &p.alice);
+    let mut calls = incoming_im_calls(alice);
     let (got_tx, got_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let mut flow = next_call(&mut calls).await.accept().await.unwrap();
@@ -464,7 +454,7 @@ async fn messages_keep_their_order_when_the_write_queue_is_full() {
         }
         let _ = got_tx.send(bodies);
     });
-    let flow = Conversation::new(&bot, on_prem("sip:alice@contoso.test"))
+    let flow = Conversation::new(bot, on_prem("sip:alice@contoso.test"))
         .instant_messaging_call()
         .establish()
         .await
@@ -481,5 +471,4 @@ async fn messages_keep_their_order_when_the_write_queue_is_full() {
     }
     let bodies = tokio::time::timeout(WAIT, got_rx).await.unwrap().unwrap();
     assert_eq!(bodies.len(), 300);
-    drop((a, b));
 }

@@ -46,3 +46,13 @@ pub(crate) fn opt(base: &[u8], sub: Option<&[u8]>) -> Option<Option<Sp>> {
         Some(s) => Sp::of(base, s).map(Some),
     }
 }
+
+/// `part` as `Bytes` sharing `buf`, if it lies inside `buf` (an empty part always does).
+pub(crate) fn shared_slice(buf: &bytes::Bytes, part: &[u8]) -> Option<bytes::Bytes> {
+    if part.is_empty() {
+        return Some(bytes::Bytes::new());
+    }
+    let start = (part.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
+    (start <= buf.len() && part.len() <= buf.len() - start)
+        .then(|| buf.slice(start..start + part.len()))
+}

@@ -46,6 +46,7 @@ mod name;
 pub mod name_addr;
 pub mod params;
 mod scan;
+mod scratch;
 pub mod sdp;
 pub mod transaction;
 pub mod uri;

@@ -801,17 +801,9 @@ impl SipMessage {
     /// `part` (a slice of this message, as its accessors return) as `Bytes` sharing the
     /// message's buffers; a copy if it is not from them.
     pub(crate) fn share(&self, part: &[u8]) -> Bytes {
-        let within = |b: &Bytes| {
-            let start = (part.as_ptr() as usize).wrapping_sub(b.as_ptr() as usize);
-            (start <= b.len() && part.len() <= b.len() - start)
-                .then(|| b.slice(start..start + part.len()))
-        };
-        if part.is_empty() {
-            return Bytes::new();
-        }
         std::iter::once(&self.buf)
             .chain(&self.owned)
-            .find_map(within)
+            .find_map(|b| crate::index::shared_slice(b, part))
             .unwrap_or_else(|| Bytes::copy_from_slice(part))
     }
 

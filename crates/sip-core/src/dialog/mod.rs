@@ -26,6 +26,7 @@ mod set;
 
 pub use set::Dialogs;
 
+use crate::scratch::Scratch;
 use crate::{ParseError, SipMessage};
 use bytes::Bytes;
 use std::fmt;
@@ -66,19 +67,16 @@ impl std::borrow::Borrow<[u8]> for DialogId {
     }
 }
 
-/// Writes the key bytes of a [`DialogId`] (see there) into `out`.
-fn write_key(out: &mut [u8], call_id: &[u8], local_tag: &[u8], remote_tag: &[u8]) {
-    let mut at = 0;
+/// The key bytes of a [`DialogId`] (see there), on the stack when short.
+fn key_bytes(call_id: &[u8], local_tag: &[u8], remote_tag: &[u8]) -> Scratch {
+    let mut key = Scratch::new();
     for part in [call_id, local_tag] {
-        out[at..at + 4].copy_from_slice(&(part.len() as u32).to_le_bytes());
-        out[at + 4..at + 4 + part.len()].copy_from_slice(part);
-        at += 4 + part.len();
+        // Parts past 4 GiB cannot come from a parsed message (sip-core's limits).
+        key.extend_from_slice(&(part.len() as u32).to_le_bytes());
+        key.extend_from_slice(part);
     }
-    out[at..].copy_from_slice(remote_tag);
-}
-
-fn key_len(call_id: &[u8], local_tag: &[u8], remote_tag: &[u8]) -> usize {
-    8 + call_id.len() + local_tag.len() + remote_tag.len()
+    key.extend_from_slice(remote_tag);
+    key
 }
 
 /// Calls `f` with the key bytes of the dialog id of these parts, written on the stack when
@@ -89,28 +87,13 @@ pub(crate) fn dialog_key<R>(
     remote_tag: &[u8],
     f: impl FnOnce(&[u8]) -> R,
 ) -> R {
-    let n = key_len(call_id, local_tag, remote_tag);
-    let mut stack = [0u8; 256];
-    let mut heap = Vec::new();
-    let out = match stack.get_mut(..n) {
-        Some(out) => out,
-        None => {
-            heap.resize(n, 0);
-            &mut heap[..]
-        }
-    };
-    write_key(out, call_id, local_tag, remote_tag);
-    f(out)
+    f(key_bytes(call_id, local_tag, remote_tag).as_slice())
 }
 
 impl DialogId {
     /// The id of a dialog from its three parts.
     pub fn new(call_id: &[u8], local_tag: &[u8], remote_tag: &[u8]) -> Self {
-        // Parts past 4 GiB cannot come from a parsed message (sip-core's limits).
-        let mut buf: Arc<[u8]> = vec![0; key_len(call_id, local_tag, remote_tag)].into();
-        if let Some(out) = Arc::get_mut(&mut buf) {
-            write_key(out, call_id, local_tag, remote_tag);
-        }
+        let buf = key_bytes(call_id, local_tag, remote_tag).to_arc();
         let local_at = u32::try_from(8 + call_id.len()).unwrap_or(u32::MAX);
         let remote_at = u32::try_from(8 + call_id.len() + local_tag.len()).unwrap_or(u32::MAX);
         DialogId {
@@ -269,12 +252,8 @@ impl Dialog {
 
     /// `part` (a slice of this dialog's buffer, as its accessors return) as shared bytes.
     pub(crate) fn share(&self, part: &[u8]) -> Bytes {
-        let start = (part.as_ptr() as usize).wrapping_sub(self.buf.as_ptr() as usize);
-        match start.checked_add(part.len()) {
-            Some(end) if !part.is_empty() && end <= self.buf.len() => self.buf.slice(start..end),
-            // Not from this buffer (never the case for the accessors' slices): a copy.
-            _ => Bytes::copy_from_slice(part),
-        }
+        // Not from this buffer (never the case for the accessors' slices): a copy.
+        crate::index::shared_slice(&self.buf, part).unwrap_or_else(|| Bytes::copy_from_slice(part))
     }
 
     fn part(&self, from: u32, to: u32) -> &[u8] {

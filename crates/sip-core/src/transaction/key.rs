@@ -7,6 +7,7 @@
 //! is keyed as CANCEL (its own transaction) and [`Key::as_invite`] finds the INVITE it cancels.
 
 use super::ids::MAGIC_COOKIE;
+use crate::scratch::Scratch;
 use crate::{HeaderName, Method, ParseError, SipMessage};
 use bytes::Bytes;
 use std::sync::Arc;
@@ -134,7 +135,7 @@ impl Key {
         Ok(Key {
             role: Role::Server,
             method,
-            text: Text::Owned(text.finish()),
+            text: Text::Owned(text.to_arc()),
         })
     }
 
@@ -192,68 +193,5 @@ mod tests {
         assert_eq!(Key::for_request(&parse(&ack)).unwrap(), k);
         let other = old.replace("Call-ID: c", "Call-ID: d");
         assert_ne!(Key::for_request(&parse(&other)).unwrap(), k);
-    }
-}
-
-/// A key's text assembled on the stack when short (it nearly always is), then copied once
-/// into the shared `Arc`: one allocation per key instead of a `Vec` and the `Arc`.
-struct Scratch {
-    stack: [u8; 160],
-    len: usize,
-    spill: Vec<u8>,
-}
-
-impl Scratch {
-    fn new() -> Scratch {
-        Scratch {
-            stack: [0; 160],
-            len: 0,
-            spill: Vec::new(),
-        }
-    }
-
-    fn push(&mut self, c: u8) {
-        self.extend_from_slice(&[c]);
-    }
-
-    fn extend_from_slice(&mut self, s: &[u8]) {
-        if self.spill.is_empty() {
-            if let Some(dst) = self.stack.get_mut(self.len..self.len + s.len()) {
-                dst.copy_from_slice(s);
-                self.len += s.len();
-                return;
-            }
-            self.spill.extend_from_slice(&self.stack[..self.len]);
-        }
-        self.spill.extend_from_slice(s);
-    }
-
-    fn finish(&self) -> Arc<[u8]> {
-        if self.spill.is_empty() {
-            Arc::from(&self.stack[..self.len])
-        } else {
-            Arc::from(&self.spill[..])
-        }
-    }
-}
-
-#[cfg(test)]
-mod scratch_tests {
-    use super::Scratch;
-
-    #[test]
-    fn long_text_spills_to_the_heap_intact() {
-        let mut s = Scratch::new();
-        let mut expected = Vec::new();
-        for i in 0..100u8 {
-            s.push(i);
-            s.extend_from_slice(b"xy");
-            expected.push(i);
-            expected.extend_from_slice(b"xy");
-        }
-        assert_eq!(&*s.finish(), &expected[..]);
-        let mut short = Scratch::new();
-        short.extend_from_slice(b"1z9hG4bK");
-        assert_eq!(&*short.finish(), b"1z9hG4bK");
     }
 }
