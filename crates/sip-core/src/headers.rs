@@ -12,7 +12,7 @@ use crate::scan::{
     is_token, is_token_char, is_ws, parse_u32_saturating, parse_u64, quoted_end, skip_ws, trim,
     unquote, CommaSplit,
 };
-use crate::uri::{parse_hostport, Host, HostAt, HostIdx};
+use crate::uri::{parse_hostport, Host, HostKind};
 use crate::ParseError;
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -107,7 +107,7 @@ pub struct Via<'a> {
     protocol: &'a [u8],
     version: &'a [u8],
     transport: Transport<'a>,
-    host: HostAt<'a>,
+    host_kind: HostKind,
     host_raw: &'a [u8],
     port: Option<u16>,
     params: Params<'a>,
@@ -142,15 +142,15 @@ impl<'a> Via<'a> {
             .iter()
             .position(|&c| c == b';' || is_ws(c))
             .unwrap_or(rest.len());
-        let (host, host_raw, port) =
+        let (host_kind, host_len, port) =
             parse_hostport(&rest[..end]).map_err(|_| err("bad sent-by"))?;
         let (params, branch) = Params::parse_all_finding(&rest[end..], b"branch").map_err(err)?;
         Ok(Via {
             protocol,
             version,
             transport: Transport::from_bytes(transport),
-            host,
-            host_raw,
+            host_kind,
+            host_raw: &rest[..host_len],
             port,
             params,
             branch: branch.flatten(),
@@ -171,7 +171,7 @@ impl<'a> Via<'a> {
     }
     /// The sent-by host.
     pub fn host(&self) -> Host<'a> {
-        self.host.host()
+        self.host_kind.host(self.host_raw)
     }
     /// The sent-by host as written (an IPv6 reference with its brackets).
     pub fn host_raw(&self) -> &'a [u8] {
@@ -672,7 +672,7 @@ pub(crate) struct ViaIdx {
     version: Sp,
     /// A known transport by its position in [`KNOWN_TRANSPORTS`]; `Other` as a range.
     transport: Result<u8, Sp>,
-    host: HostIdx,
+    host_kind: HostKind,
     host_raw: Sp,
     port: Option<u16>,
     params: Sp,
@@ -689,7 +689,7 @@ impl<'a> Via<'a> {
             protocol: Sp::of(base, self.protocol)?,
             version: Sp::of(base, self.version)?,
             transport,
-            host: self.host.index(base)?,
+            host_kind: self.host_kind,
             host_raw: Sp::of(base, self.host_raw)?,
             port: self.port,
             params: self.params.index(base)?,
@@ -708,7 +708,7 @@ impl<'a> Via<'a> {
                     .unwrap_or(Transport::Udp),
                 Err(sp) => Transport::Other(sp.str(base)),
             },
-            host: HostAt::from_index(base, &idx.host),
+            host_kind: idx.host_kind,
             host_raw: idx.host_raw.get(base),
             port: idx.port,
             params: Params::from_index(base, idx.params),

@@ -9,6 +9,13 @@
 pub(crate) struct Sp(u16, u16);
 
 impl Sp {
+    /// The range `start..end` of a base no longer than `u16::MAX` (callers check that).
+    #[inline]
+    pub(crate) fn new(start: usize, end: usize) -> Sp {
+        debug_assert!(start <= end && end <= usize::from(u16::MAX));
+        Sp(start as u16, end as u16)
+    }
+
     /// Where `sub` lies inside `base`; `None` if it does not (then nothing is cached).
     #[inline]
     pub(crate) fn of(base: &[u8], sub: &[u8]) -> Option<Sp> {

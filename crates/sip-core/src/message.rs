@@ -14,7 +14,9 @@ use crate::limits::Limits;
 use crate::method::Method;
 use crate::name::HeaderName;
 use crate::name_addr::{NameAddr, NameAddrIdx};
-use crate::scan::{find, is_call_id, is_token, parse_u64, rfind, trim, CommaSplit, Newlines};
+use crate::scan::{
+    find, find_lf, is_call_id, is_token, is_token_char, is_ws, parse_u64, rfind, trim, CommaSplit,
+};
 use crate::uri::Uri;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::fmt;
@@ -101,6 +103,60 @@ struct Core {
     to: Option<(usize, NameAddrIdx)>,
     cseq: Option<(usize, u32, Sp)>,
     call_id: Option<usize>,
+}
+
+/// Where the first field of each header validation reads is: noted by the parser as it
+/// goes, or found by one walk over a built message's fields.
+#[derive(Debug, Clone, Copy, Default)]
+struct Seen {
+    from: Option<usize>,
+    to: Option<usize>,
+    call_id: Option<usize>,
+    cseq: Option<usize>,
+    max_forwards: Option<usize>,
+    via: Option<usize>,
+    content_length: Option<usize>,
+    /// More than one Content-Length field (then they must all agree).
+    several_lengths: bool,
+    /// The first header that must appear once and appeared again.
+    repeated: Option<HeaderName>,
+}
+
+impl Seen {
+    fn of(fields: &[Field]) -> Seen {
+        let mut seen = Seen::default();
+        for (i, f) in fields.iter().enumerate() {
+            seen.note(f.name, i);
+        }
+        seen
+    }
+
+    /// Notes that field `i` is named `name`.
+    #[inline]
+    fn note(&mut self, name: HeaderName, i: usize) {
+        let slot = match name {
+            HeaderName::Via => {
+                self.via.get_or_insert(i);
+                return;
+            }
+            HeaderName::ContentLength => {
+                self.several_lengths |= self.content_length.is_some();
+                self.content_length.get_or_insert(i);
+                return;
+            }
+            HeaderName::From => &mut self.from,
+            HeaderName::To => &mut self.to,
+            HeaderName::CallId => &mut self.call_id,
+            HeaderName::CSeq => &mut self.cseq,
+            HeaderName::MaxForwards => &mut self.max_forwards,
+            _ => return,
+        };
+        if slot.is_some() {
+            self.repeated.get_or_insert(name);
+        } else {
+            *slot = Some(i);
+        }
+    }
 }
 
 impl fmt::Debug for SipMessage {
@@ -249,7 +305,7 @@ impl SipMessage {
                     call_id: core.call_id.map(moved),
                 }))
             }
-            None => Some(Arc::new(msg.validate_and_index()?)),
+            None => Some(Arc::new(msg.validate_and_index(&Seen::of(&msg.fields))?)),
         };
         Ok(msg)
     }
@@ -562,53 +618,32 @@ impl SipMessage {
     /// headers are checked when first read through their typed view, or all at once by
     /// [`validate_all`](Self::validate_all).
     pub fn validate(&self) -> Result<(), ParseError> {
-        self.validate_and_index().map(drop)
+        self.validate_and_index(&Seen::of(&self.fields)).map(drop)
     }
 
-    /// [`validate`](Self::validate), returning where the core views are.
-    fn validate_and_index(&self) -> Result<Core, ParseError> {
-        const SINGLE: [HeaderName; 6] = [
-            HeaderName::From,
-            HeaderName::To,
-            HeaderName::CallId,
-            HeaderName::CSeq,
-            HeaderName::MaxForwards,
-            HeaderName::Via,
-        ];
-        let mut at: [Option<usize>; 6] = [None; 6];
+    /// [`validate`](Self::validate), given where the headers it reads are; returns where
+    /// the core views are.
+    fn validate_and_index(&self, seen: &Seen) -> Result<Core, ParseError> {
+        if let Some(name) = seen.repeated {
+            return Err(ParseError::Repeated(name.as_str()));
+        }
         let mut core = Core::default();
-        for (fi, f) in self.fields.iter().enumerate() {
-            let i = match f.name {
-                HeaderName::From => 0,
-                HeaderName::To => 1,
-                HeaderName::CallId => 2,
-                HeaderName::CSeq => 3,
-                HeaderName::MaxForwards => 4,
-                HeaderName::Via => 5,
-                _ => continue,
-            };
-            if at[i].is_some() && i < 5 {
-                return Err(ParseError::Repeated(SINGLE[i].as_str()));
-            }
-            if i == 5 && at[5].is_none() {
-                // The top Via is what a transaction layer reads; the ones below it are
-                // only copied into responses, and checked when read (`vias`) or by
-                // `validate_all`.
-                let value = self.text(f.value);
-                let top = CommaSplit::new(value).next().unwrap_or_default();
-                let via = Via::parse(top)?;
-                core.top_via = via.index(value).map(|idx| (fi, idx));
-            }
-            at[i].get_or_insert(fi);
+        if let Some(fi) = seen.via {
+            // The top Via is what a transaction layer reads; the ones below it are only
+            // copied into responses, and checked when read (`vias`) or by `validate_all`.
+            let value = self.field_value(fi);
+            let top = CommaSplit::new(value).next().unwrap_or_default();
+            let via = Via::parse(top)?;
+            core.top_via = via.index(value).map(|idx| (fi, idx));
         }
-        for (i, n) in SINGLE.iter().enumerate() {
-            if at[i].is_none() && i != 4 {
-                return Err(ParseError::Missing(n.as_str()));
-            }
-        }
-        let [Some(from_i), Some(to_i), Some(call_id_i), Some(cseq_i), mf_i, _] = at else {
-            return Err(ParseError::Missing("From"));
-        };
+        let missing =
+            |at: Option<usize>, name: HeaderName| at.ok_or(ParseError::Missing(name.as_str()));
+        let from_i = missing(seen.from, HeaderName::From)?;
+        let to_i = missing(seen.to, HeaderName::To)?;
+        let call_id_i = missing(seen.call_id, HeaderName::CallId)?;
+        let cseq_i = missing(seen.cseq, HeaderName::CSeq)?;
+        missing(seen.via, HeaderName::Via)?;
+        let mf_i = seen.max_forwards;
         let from_v = self.field_value(from_i);
         let from = NameAddr::parse(from_v, "From")?;
         core.from = from.index(from_v).map(|idx| (from_i, idx));
@@ -987,7 +1022,7 @@ impl MessageBuilder {
             return Err(e);
         }
         let mut msg = self.msg;
-        msg.core = Some(Arc::new(msg.validate_and_index()?));
+        msg.core = Some(Arc::new(msg.validate_and_index(&Seen::of(&msg.fields))?));
         Ok(msg)
     }
 
@@ -1006,7 +1041,13 @@ fn parse(buf: Bytes, limits: &Limits, framing: Framing) -> Result<SipMessage, Pa
             limit: limits.max_message_size,
         });
     }
-    let (start, fields, owned, head_end) = parse_head(&buf, limits)?;
+    let Head {
+        start,
+        fields,
+        owned,
+        body_at: head_end,
+        seen,
+    } = parse_head(&buf, limits)?;
     let mut msg = SipMessage {
         buf: Bytes::new(),
         start,
@@ -1018,7 +1059,7 @@ fn parse(buf: Bytes, limits: &Limits, framing: Framing) -> Result<SipMessage, Pa
     };
     let cl = match framing {
         Framing::Head => None,
-        _ => content_length_of(&msg.fields, &buf, &msg.owned)?,
+        _ => content_length_of(&msg.fields, &buf, &msg.owned, &seen)?,
     };
     let end = match framing {
         Framing::Head => head_end,
@@ -1055,7 +1096,7 @@ fn parse(buf: Bytes, limits: &Limits, framing: Framing) -> Result<SipMessage, Pa
         msg.pristine = false;
         return Ok(msg);
     }
-    msg.core = Some(Arc::new(msg.validate_and_index()?));
+    msg.core = Some(Arc::new(msg.validate_and_index(&seen)?));
     Ok(msg)
 }
 
@@ -1064,12 +1105,15 @@ fn content_length_of(
     fields: &[Field],
     buf: &Bytes,
     owned: &[Bytes],
+    seen: &Seen,
 ) -> Result<Option<usize>, ParseError> {
     let mut found: Option<usize> = None;
-    for f in fields
-        .iter()
-        .filter(|f| f.name == HeaderName::ContentLength)
-    {
+    let first = match seen.content_length {
+        None => return Ok(None),
+        Some(i) if !seen.several_lengths => &fields[i..=i],
+        Some(i) => &fields[i..],
+    };
+    for f in first.iter().filter(|f| f.name == HeaderName::ContentLength) {
         let v = parse_u64(trim(text_of(buf, owned, f.value)))
             .and_then(|n| usize::try_from(n).ok())
             .ok_or(ParseError::ContentLength("not a non-negative number"))?;
@@ -1081,13 +1125,24 @@ fn content_length_of(
     Ok(found)
 }
 
-type Head = (StartLine, Vec<Field>, Vec<Bytes>, usize);
+/// What the head parser hands back: the start line, the fields, their owned pieces (unfolded
+/// values), where the body starts, and where the headers validation needs are.
+struct Head {
+    start: StartLine,
+    fields: Vec<Field>,
+    owned: Vec<Bytes>,
+    body_at: usize,
+    seen: Seen,
+}
 
 /// Parses the start line and header fields; returns them and the offset of the body.
+///
+/// One pass per line: the name is scanned as a token up to its colon (which validates it),
+/// the line's end is found a word at a time, and the fields validation reads are noted on
+/// the way, so nothing walks the field table again.
 fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
     let s: &[u8] = buf;
-    // One SIMD scan yields every line feed; per line only short loops remain.
-    let mut newlines = Newlines::new(s);
+    let n = s.len();
     // The end of a line's content (before CR LF or a bare LF) given its line feed.
     let content_end = |from: usize, nl: usize| {
         if nl > from && s[nl - 1] == b'\r' {
@@ -1096,7 +1151,7 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
             nl
         }
     };
-    let first = newlines.next().ok_or(ParseError::Incomplete)?;
+    let first = find_lf(s, 0).ok_or(ParseError::Incomplete)?;
     let sl_end = content_end(0, first);
     if sl_end > limits.max_line_length {
         return Err(ParseError::LineTooLong {
@@ -1106,26 +1161,45 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
     let start = parse_start_line(buf, sl_end)?;
     let mut fields = Vec::with_capacity(16);
     let mut owned = Vec::new();
+    let mut seen = Seen::default();
     let mut pos = first + 1;
-    let mut next_nl = newlines.next();
     loop {
-        let nl = next_nl.ok_or(ParseError::Incomplete)?;
+        // The name: a run of token characters, optional whitespace, then the colon.
+        let mut i = pos;
+        while i < n && is_token_char(s[i]) {
+            i += 1;
+        }
+        let name_end = i;
+        if name_end == pos {
+            match s.get(pos..(pos + 2).min(n)) {
+                Some(b"\r\n") | Some([b'\n', ..]) => {
+                    let body_at = if s[pos] == b'\n' { pos + 1 } else { pos + 2 };
+                    return Ok(Head {
+                        start,
+                        fields,
+                        owned,
+                        body_at,
+                        seen,
+                    });
+                }
+                _ => {}
+            }
+        }
+        while i < n && is_ws(s[i]) {
+            i += 1;
+        }
+        // A line that does not start with `token [ws] :` is refused once its end is known,
+        // so that a truncated head still reads as incomplete and an overlong one as such.
+        let bad_name = name_end == pos || i >= n || s[i] != b':';
+        let nl = find_lf(s, i).ok_or(ParseError::Incomplete)?;
         let mut end = content_end(pos, nl);
         let mut next = nl + 1;
-        if end == pos {
-            return Ok((start, fields, owned, next));
-        }
-        if s[pos] == b' ' || s[pos] == b'\t' {
-            return Err(ParseError::HeaderLine);
-        }
         let mut folded = false;
-        next_nl = newlines.next();
-        while next < s.len() && (s[next] == b' ' || s[next] == b'\t') {
+        while next < n && (s[next] == b' ' || s[next] == b'\t') {
             folded = true;
-            let nl = next_nl.ok_or(ParseError::Incomplete)?;
+            let nl = find_lf(s, next).ok_or(ParseError::Incomplete)?;
             end = content_end(next, nl);
             next = nl + 1;
-            next_nl = newlines.next();
         }
         if end - pos > limits.max_line_length {
             return Err(ParseError::LineTooLong {
@@ -1137,23 +1211,11 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
                 limit: limits.max_headers,
             });
         }
-        let line = &s[pos..end];
-        // Names are short: a plain loop beats a vectorised search here.
-        let colon = line
-            .iter()
-            .position(|&c| c == b':')
-            .ok_or(ParseError::HeaderLine)?;
-        let mut name_end = colon;
-        while name_end > 0 && (line[name_end - 1] == b' ' || line[name_end - 1] == b'\t') {
-            name_end -= 1;
-        }
-        let name_bytes = &line[..name_end];
-        // Known names are tokens; only unknown ones need the character check.
-        let name = HeaderName::from_bytes(name_bytes);
-        if name == HeaderName::Other && !is_token(name_bytes) {
+        if bad_name {
             return Err(ParseError::HeaderLine);
         }
-        let mut vs = pos + colon + 1;
+        let name = HeaderName::from_bytes(&s[pos..name_end]);
+        let mut vs = i + 1;
         let mut ve = end;
         while vs < ve && matches!(s[vs], b' ' | b'\t' | b'\r' | b'\n') {
             vs += 1;
@@ -1167,9 +1229,10 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
         } else {
             Text::Span(vs as u32, ve as u32)
         };
+        seen.note(name, fields.len());
         fields.push(Field {
             name,
-            raw_name: Text::Span(pos as u32, (pos + name_end) as u32),
+            raw_name: Text::Span(pos as u32, name_end as u32),
             value,
         });
         pos = next;

@@ -322,13 +322,48 @@ impl HeaderName {
         );
         while let Some((text, header)) = LOOKUP[i] {
             if text.len() == name.len()
-                && (text.as_bytes() == name || text.as_bytes().eq_ignore_ascii_case(name))
+                && (same_bytes(text.as_bytes(), name) || text.as_bytes().eq_ignore_ascii_case(name))
             {
                 return header;
             }
             i = (i + 1) % LOOKUP.len();
         }
         HeaderName::Other
+    }
+}
+
+/// `a == b` for two slices of the same length, a word at a time and inline: names are a
+/// few bytes long, where a call into `memcmp` costs more than the comparison.
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    fn word(s: &[u8], i: usize) -> u64 {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[i..i + 8]);
+        u64::from_le_bytes(w)
+    }
+    fn half(s: &[u8], i: usize) -> u32 {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(&s[i..i + 4]);
+        u32::from_le_bytes(w)
+    }
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n >= 8 {
+        let mut i = 0;
+        while i + 8 < n {
+            if word(a, i) != word(b, i) {
+                return false;
+            }
+            i += 8;
+        }
+        // The last word may overlap the previous one.
+        word(a, n - 8) == word(b, n - 8)
+    } else if n >= 4 {
+        half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4)
+    } else {
+        a.iter().zip(b).all(|(x, y)| x == y)
     }
 }
 

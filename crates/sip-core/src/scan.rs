@@ -71,55 +71,34 @@ pub(crate) fn is_call_id(s: &[u8]) -> bool {
     !s.is_empty() && at != Some(s.len() - 1)
 }
 
-/// The line feeds of `s`, in order: eight bytes per step (SWAR, safe code). Header lines
-/// are a few dozen bytes; for them this costs a fraction of a call into memchr's vector
-/// routine, whose set-up dominates at that length.
-pub(crate) struct Newlines<'a> {
-    s: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Newlines<'a> {
-    pub(crate) fn new(s: &'a [u8]) -> Self {
-        Newlines { s, pos: 0 }
-    }
-}
-
-impl Iterator for Newlines<'_> {
-    type Item = usize;
-
-    #[inline]
-    fn next(&mut self) -> Option<usize> {
-        const LO: u64 = 0x0101_0101_0101_0101;
-        const HI: u64 = 0x8080_8080_8080_8080;
-        const LF: u64 = LO * b'\n' as u64;
-        let s = self.s;
-        let mut i = self.pos;
-        while let Some(chunk) = s.get(i..i + 8) {
-            let Ok(bytes) = <[u8; 8]>::try_from(chunk) else {
-                break;
-            };
-            let x = u64::from_le_bytes(bytes) ^ LF;
-            // A zero byte of `x` is a line feed; the lowest flagged byte is the first one
-            // (flags above it may be false, never below).
-            let found = x.wrapping_sub(LO) & !x & HI;
-            if found != 0 {
-                let at = i + (found.trailing_zeros() / 8) as usize;
-                self.pos = at + 1;
-                return Some(at);
-            }
-            i += 8;
+/// Index of the first line feed in `s` at or after `from`: eight bytes per step (SWAR, safe
+/// code). Header lines are a few dozen bytes; for them this costs a fraction of a call into
+/// memchr's vector routine, whose set-up dominates at that length.
+#[inline]
+pub(crate) fn find_lf(s: &[u8], from: usize) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const LF: u64 = LO * b'\n' as u64;
+    let rest = s.get(from..)?;
+    let mut chunks = rest.chunks_exact(8);
+    let mut at = from;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word) ^ LF;
+        // A zero byte of `x` is a line feed; the lowest flagged byte is the first one
+        // (flags above it may be false, never below).
+        let found = x.wrapping_sub(LO) & !x & HI;
+        if found != 0 {
+            return Some(at + (found.trailing_zeros() / 8) as usize);
         }
-        while i < s.len() {
-            if s[i] == b'\n' {
-                self.pos = i + 1;
-                return Some(i);
-            }
-            i += 1;
-        }
-        self.pos = s.len();
-        None
+        at += 8;
     }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&c| c == b'\n')
+        .map(|k| at + k)
 }
 
 /// Space or horizontal tab.
@@ -310,7 +289,17 @@ pub(crate) fn escapes_valid(s: &[u8]) -> bool {
 
 #[cfg(test)]
 mod newline_tests {
-    use super::Newlines;
+    use super::find_lf;
+
+    fn all(s: &[u8]) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut from = 0;
+        while let Some(at) = find_lf(s, from) {
+            out.push(at);
+            from = at + 1;
+        }
+        out
+    }
 
     #[test]
     fn finds_every_line_feed_at_every_alignment() {
@@ -326,17 +315,15 @@ mod newline_tests {
                     })
                     .collect();
                 let want: Vec<usize> = (0..len).filter(|&i| s[i] == b'\n').collect();
-                assert_eq!(
-                    Newlines::new(&s).collect::<Vec<_>>(),
-                    want,
-                    "{len} {mask:x}"
-                );
+                assert_eq!(all(&s), want, "{len} {mask:x}");
             }
         }
         // Bytes that differ from a line feed by one bit, next to one.
         let s = b"\x0b\x0a\x08\x8a\x0a\xff\x0a\x00\x0a\x0a\x0e";
         let want: Vec<usize> = (0..s.len()).filter(|&i| s[i] == b'\n').collect();
-        assert_eq!(Newlines::new(s).collect::<Vec<_>>(), want);
+        assert_eq!(all(s), want);
+        assert_eq!(find_lf(b"ab", 3), None);
+        assert_eq!(find_lf(b"ab", 2), None);
     }
 }
 

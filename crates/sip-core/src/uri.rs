@@ -7,7 +7,7 @@
 //! `name=value%41` (RFC 4475 §3.1.1.3).
 
 use crate::error::ParseError;
-use crate::index::{opt, Sp};
+use crate::index::Sp;
 use crate::scan::{escapes_valid, find, parse_u64, percent_decode};
 use std::borrow::Cow;
 use std::fmt;
@@ -131,7 +131,7 @@ pub enum Host<'a> {
 impl<'a> Host<'a> {
     /// Parses a host: `[IPv6]`, dotted IPv4, or a domain name.
     pub fn parse(s: &'a [u8]) -> Result<Host<'a>, ParseError> {
-        HostAt::parse(s).map(HostAt::host)
+        HostKind::parse(s).map(|kind| kind.host(s))
     }
 
     /// The address, if the host is an IP literal.
@@ -154,28 +154,23 @@ impl fmt::Display for Host<'_> {
     }
 }
 
-/// A validated host as the parsers keep it: a domain stays bytes until a [`Host`] is asked
-/// for, because making its `&str` costs a UTF-8 pass that validation does not need.
+/// What kind of host a validated host text is. The views keep this next to the text's
+/// offsets instead of a [`Host`]: an IPv4 address is kept (most Vias carry one), a domain
+/// becomes `&str` and an IPv6 reference an address only when asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum HostAt<'a> {
-    Domain(&'a [u8]),
-    Ipv4(Ipv4Addr),
-    Ipv6(Ipv6Addr),
+pub(crate) enum HostKind {
+    Domain,
+    Ipv4([u8; 4]),
+    Ipv6,
 }
 
-impl<'a> HostAt<'a> {
-    /// Parses and validates a host: `[IPv6]`, dotted IPv4, or a domain name.
-    pub(crate) fn parse(s: &'a [u8]) -> Result<HostAt<'a>, ParseError> {
+impl HostKind {
+    /// Validates a host: `[IPv6]`, dotted IPv4, or a domain name.
+    pub(crate) fn parse(s: &[u8]) -> Result<HostKind, ParseError> {
         if s.first() == Some(&b'[') {
-            let inner = s
-                .strip_prefix(b"[")
-                .and_then(|r| r.strip_suffix(b"]"))
-                .ok_or(ParseError::Uri("unterminated IPv6 reference"))?;
-            let text = std::str::from_utf8(inner).map_err(|_| ParseError::Uri("bad IPv6"))?;
-            return text
-                .parse::<Ipv6Addr>()
-                .map(HostAt::Ipv6)
-                .map_err(|_| ParseError::Uri("bad IPv6 address"));
+            return ipv6_of(s)
+                .map(|_| HostKind::Ipv6)
+                .ok_or(ParseError::Uri("bad IPv6 reference"));
         }
         let (&first, _) = s.split_first().ok_or(ParseError::Uri("empty host"))?;
         // One pass: is it a domain name, and could it be a dotted IPv4 address?
@@ -189,25 +184,31 @@ impl<'a> HostAt<'a> {
         }
         if numeric {
             return parse_ipv4(s)
-                .map(HostAt::Ipv4)
+                .map(|a| HostKind::Ipv4(a.octets()))
                 .ok_or(ParseError::Uri("bad IPv4 address"));
         }
         if first == b'.' || first == b'-' {
             return Err(ParseError::Uri("bad domain name"));
         }
-        Ok(HostAt::Domain(s))
+        Ok(HostKind::Domain)
     }
 
-    /// The public view.
+    /// The public view of the host `text` this kind was found for.
     #[inline]
-    pub(crate) fn host(self) -> Host<'a> {
+    pub(crate) fn host(self, text: &[u8]) -> Host<'_> {
         match self {
-            // Only ASCII is accepted by `parse`, so this never falls back.
-            HostAt::Domain(d) => Host::Domain(std::str::from_utf8(d).unwrap_or("")),
-            HostAt::Ipv4(a) => Host::Ipv4(a),
-            HostAt::Ipv6(a) => Host::Ipv6(a),
+            // Only ASCII passes `parse`, and an IPv6 reference that passed parses again.
+            HostKind::Domain => Host::Domain(std::str::from_utf8(text).unwrap_or("")),
+            HostKind::Ipv4(a) => Host::Ipv4(Ipv4Addr::from(a)),
+            HostKind::Ipv6 => Host::Ipv6(ipv6_of(text).unwrap_or(Ipv6Addr::UNSPECIFIED)),
         }
     }
+}
+
+/// The address of an IPv6 reference, `[...]` included.
+fn ipv6_of(s: &[u8]) -> Option<Ipv6Addr> {
+    let inner = s.strip_prefix(b"[")?.strip_suffix(b"]")?;
+    std::str::from_utf8(inner).ok()?.parse().ok()
 }
 
 const NOT_HOST: u8 = 0;
@@ -266,9 +267,9 @@ fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
     Some(Ipv4Addr::from(octets))
 }
 
-/// Splits `host[:port]` (with `[v6]` references) and parses both; also returns the host
-/// as written, without the port.
-pub(crate) fn parse_hostport(s: &[u8]) -> Result<(HostAt<'_>, &[u8], Option<u16>), ParseError> {
+/// Splits `host[:port]` (with `[v6]` references) and validates both: the host's kind, the
+/// length of the host as written (without the port), and the port.
+pub(crate) fn parse_hostport(s: &[u8]) -> Result<(HostKind, usize, Option<u16>), ParseError> {
     let (host, port) = if s.first() == Some(&b'[') {
         let close = find(s, b']').ok_or(ParseError::Uri("unterminated IPv6"))?;
         let rest = &s[close + 1..];
@@ -284,7 +285,7 @@ pub(crate) fn parse_hostport(s: &[u8]) -> Result<(HostAt<'_>, &[u8], Option<u16>
             None => (s, None),
         }
     };
-    let parsed = HostAt::parse(host)?;
+    let kind = HostKind::parse(host)?;
     let port = match port {
         None => None,
         Some(p) => {
@@ -295,26 +296,41 @@ pub(crate) fn parse_hostport(s: &[u8]) -> Result<(HostAt<'_>, &[u8], Option<u16>
             Some(u16::try_from(v).map_err(|_| ParseError::Uri("port out of range"))?)
         }
     };
-    Ok((parsed, host, port))
+    Ok((kind, host.len(), port))
 }
 
 /// A `sip:` or `sips:` URI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SipUri<'a> {
     raw: &'a [u8],
-    secure: bool,
-    user: Option<&'a [u8]>,
-    password: Option<&'a [u8]>,
-    host: HostAt<'a>,
-    host_raw: &'a [u8],
-    port: Option<u16>,
-    params: &'a [u8],
-    headers: Option<&'a [u8]>,
+    at: SipUriAt,
 }
+
+/// Where the parts of a SIP URI are, as offsets into its text: all a parse finds, and all
+/// a message keeps to give the view again without parsing (see [`crate::index`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SipUriAt {
+    secure: bool,
+    user: Option<Sp>,
+    password: Option<Sp>,
+    host: Sp,
+    host_kind: HostKind,
+    port: Option<u16>,
+    params: Sp,
+    headers: Option<Sp>,
+}
+
+/// The longest URI the parser takes: its parts are kept as 16-bit offsets. Far above any
+/// line a SIP element sends (the default line limit is 16 KiB).
+const MAX_URI: usize = u16::MAX as usize;
 
 impl<'a> SipUri<'a> {
     fn parse(raw: &'a [u8], secure: bool) -> Result<SipUri<'a>, ParseError> {
-        let rest = &raw[if secure { 5 } else { 4 }..];
+        if raw.len() > MAX_URI {
+            return Err(ParseError::Uri("longer than 65 535 bytes"));
+        }
+        let base = if secure { 5 } else { 4 };
+        let rest = &raw[base..];
         // One pass: character class, `%HH` escapes, where the userinfo ends, and the first
         // `;` or `?` after it (where host[:port] ends, unless inside an IPv6 reference).
         let mut at = None;
@@ -341,27 +357,27 @@ impl<'a> SipUri<'a> {
             }
             i += 1;
         }
-        let (user, password, hostpart) = match at {
+        // Offsets below are into `raw`; every one fits 16 bits (checked above).
+        let (user, password, host_start) = match at {
             Some(at) => {
                 let userinfo = &rest[..at];
-                let (u, p) = match find(userinfo, b':') {
-                    Some(c) => (&userinfo[..c], Some(&userinfo[c + 1..])),
-                    None => (userinfo, None),
+                let (user_end, password) = match find(userinfo, b':') {
+                    Some(c) => (c, Some(Sp::new(base + c + 1, base + at))),
+                    None => (at, None),
                 };
-                if u.is_empty() {
+                if user_end == 0 {
                     return Err(ParseError::Uri("empty user"));
                 }
-                (Some(u), p, &rest[at + 1..])
+                (Some(Sp::new(base, base + user_end)), password, at + 1)
             }
-            None => (None, None, rest),
+            None => (None, None, 0),
         };
-        let host_start = rest.len() - hostpart.len();
         let hp_end = match delimiter {
-            Some(d) if d >= host_start => d - host_start,
-            _ => hostpart.len(),
+            Some(d) if d >= host_start => d,
+            _ => rest.len(),
         };
-        let (host, host_raw, port) = parse_hostport(&hostpart[..hp_end])?;
-        let after = &hostpart[hp_end..];
+        let (host_kind, host_len, port) = parse_hostport(&rest[host_start..hp_end])?;
+        let after = &rest[hp_end..];
         // Parameters up to `?`, in one pass: no empty name or value, no `@`. A lone `;`
         // at the end of the parameters is tolerated.
         let mut q = None;
@@ -389,25 +405,33 @@ impl<'a> SipUri<'a> {
                 _ => {}
             }
         }
+        let params_start = base + hp_end;
         let (params, headers) = match q {
-            Some(q) => (&after[..q], Some(&after[q + 1..])),
-            None => (after, None),
-        };
-        if let Some(h) = headers {
-            if h.is_empty() || h.split(|&c| c == b'&').any(|kv| !kv.contains(&b'=')) {
-                return Err(ParseError::Uri("malformed URI headers"));
+            Some(q) => {
+                let h = &after[q + 1..];
+                if h.is_empty() || h.split(|&c| c == b'&').any(|kv| !kv.contains(&b'=')) {
+                    return Err(ParseError::Uri("malformed URI headers"));
+                }
+                (
+                    Sp::new(params_start, params_start + q),
+                    Some(Sp::new(params_start + q + 1, raw.len())),
+                )
             }
-        }
+            None => (Sp::new(params_start, raw.len()), None),
+        };
+        let host_start = base + host_start;
         Ok(SipUri {
             raw,
-            secure,
-            user,
-            password,
-            host,
-            host_raw,
-            port,
-            params,
-            headers,
+            at: SipUriAt {
+                secure,
+                user,
+                password,
+                host: Sp::new(host_start, host_start + host_len),
+                host_kind,
+                port,
+                params,
+                headers,
+            },
         })
     }
 
@@ -417,35 +441,36 @@ impl<'a> SipUri<'a> {
     }
     /// `sips:`?
     pub fn is_secure(&self) -> bool {
-        self.secure
+        self.at.secure
     }
     /// The user part, decoded (`%40` becomes `@`).
     pub fn user(&self) -> Option<Cow<'a, [u8]>> {
-        self.user.map(percent_decode)
+        self.user_raw().map(percent_decode)
     }
     /// The user part as written.
     pub fn user_raw(&self) -> Option<&'a [u8]> {
-        self.user
+        self.at.user.map(|sp| sp.get(self.raw))
     }
     /// The password, decoded.
     pub fn password(&self) -> Option<Cow<'a, [u8]>> {
-        self.password.map(percent_decode)
+        self.at.password.map(|sp| percent_decode(sp.get(self.raw)))
     }
     /// The host.
     pub fn host(&self) -> Host<'a> {
-        self.host.host()
+        self.at.host_kind.host(self.host_raw())
     }
     /// The host as written (IPv6 with brackets, no port).
     pub fn host_raw(&self) -> &'a [u8] {
-        self.host_raw
+        self.at.host.get(self.raw)
     }
     /// The explicit port, if any.
     pub fn port(&self) -> Option<u16> {
-        self.port
+        self.at.port
     }
     /// URI parameters (`;transport=tls;lr`), each name and value decoded once.
     pub fn params(&self) -> impl Iterator<Item = (Cow<'a, [u8]>, Option<Cow<'a, [u8]>>)> + 'a {
-        UriParamIter::new(self.params).map(|(n, v)| (percent_decode(n), v.map(percent_decode)))
+        UriParamIter::new(self.at.params.get(self.raw))
+            .map(|(n, v)| (percent_decode(n), v.map(percent_decode)))
     }
     /// The decoded value of the parameter `name` (case-insensitive); `Some(None)` for a flag.
     pub fn param(&self, name: &str) -> Option<Option<Cow<'a, [u8]>>> {
@@ -467,11 +492,11 @@ impl<'a> SipUri<'a> {
     }
     /// The raw header part after `?`, if any (`name=value&…`, still escaped).
     pub fn headers_raw(&self) -> Option<&'a [u8]> {
-        self.headers
+        self.at.headers.map(|sp| sp.get(self.raw))
     }
     /// URI headers, each name and value decoded once.
     pub fn headers(&self) -> impl Iterator<Item = (Cow<'a, [u8]>, Cow<'a, [u8]>)> + 'a {
-        self.headers
+        self.headers_raw()
             .unwrap_or_default()
             .split(|&c| c == b'&')
             .filter(|kv| !kv.is_empty())
@@ -690,53 +715,12 @@ mod tests {
     }
 }
 
-/// Where the parts of a [`Host`] are (see [`crate::index`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum HostIdx {
-    Domain(Sp),
-    Ipv4(Ipv4Addr),
-    Ipv6(Ipv6Addr),
-}
-
-impl<'a> HostAt<'a> {
-    pub(crate) fn index(&self, base: &[u8]) -> Option<HostIdx> {
-        Some(match *self {
-            HostAt::Domain(d) => HostIdx::Domain(Sp::of(base, d)?),
-            HostAt::Ipv4(a) => HostIdx::Ipv4(a),
-            HostAt::Ipv6(a) => HostIdx::Ipv6(a),
-        })
-    }
-    pub(crate) fn from_index(base: &'a [u8], idx: &HostIdx) -> HostAt<'a> {
-        match *idx {
-            HostIdx::Domain(sp) => HostAt::Domain(sp.get(base)),
-            HostIdx::Ipv4(a) => HostAt::Ipv4(a),
-            HostIdx::Ipv6(a) => HostAt::Ipv6(a),
-        }
-    }
-}
-
-/// Where the parts of a [`Uri`] are.
+/// Where the parts of a [`Uri`] are, relative to the value it was parsed from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum UriIdx {
-    Sip {
-        raw: Sp,
-        secure: bool,
-        user: Option<Sp>,
-        password: Option<Sp>,
-        host: HostIdx,
-        host_raw: Sp,
-        port: Option<u16>,
-        params: Sp,
-        headers: Option<Sp>,
-    },
-    Tel {
-        raw: Sp,
-        number: Sp,
-        params: Sp,
-    },
-    Other {
-        raw: Sp,
-    },
+    Sip { raw: Sp, at: SipUriAt },
+    Tel { raw: Sp, number: Sp, params: Sp },
+    Other { raw: Sp },
 }
 
 impl<'a> Uri<'a> {
@@ -744,14 +728,7 @@ impl<'a> Uri<'a> {
         Some(match self {
             Uri::Sip(u) => UriIdx::Sip {
                 raw: Sp::of(base, u.raw)?,
-                secure: u.secure,
-                user: opt(base, u.user)?,
-                password: opt(base, u.password)?,
-                host: u.host.index(base)?,
-                host_raw: Sp::of(base, u.host_raw)?,
-                port: u.port,
-                params: Sp::of(base, u.params)?,
-                headers: opt(base, u.headers)?,
+                at: u.at,
             },
             Uri::Tel(t) => UriIdx::Tel {
                 raw: Sp::of(base, t.raw)?,
@@ -766,26 +743,9 @@ impl<'a> Uri<'a> {
 
     pub(crate) fn from_index(base: &'a [u8], idx: &UriIdx) -> Uri<'a> {
         match *idx {
-            UriIdx::Sip {
-                raw,
-                secure,
-                user,
-                password,
-                host,
-                host_raw,
-                port,
-                params,
-                headers,
-            } => Uri::Sip(SipUri {
+            UriIdx::Sip { raw, at } => Uri::Sip(SipUri {
                 raw: raw.get(base),
-                secure,
-                user: user.map(|s| s.get(base)),
-                password: password.map(|s| s.get(base)),
-                host: HostAt::from_index(base, &host),
-                host_raw: host_raw.get(base),
-                port,
-                params: params.get(base),
-                headers: headers.map(|s| s.get(base)),
+                at,
             }),
             UriIdx::Tel {
                 raw,
