@@ -167,30 +167,10 @@ pub(crate) enum HostKind {
 impl HostKind {
     /// Validates a host: `[IPv6]`, dotted IPv4, or a domain name.
     pub(crate) fn parse(s: &[u8]) -> Result<HostKind, ParseError> {
-        if s.first() == Some(&b'[') {
-            return ipv6_of(s)
-                .map(|_| HostKind::Ipv6)
-                .ok_or(ParseError::Uri("bad IPv6 reference"));
+        match host_prefix(s)? {
+            (kind, len) if len == s.len() => Ok(kind),
+            _ => Err(ParseError::Uri("bad domain name")),
         }
-        let (&first, _) = s.split_first().ok_or(ParseError::Uri("empty host"))?;
-        // One pass: is it a domain name, and could it be a dotted IPv4 address?
-        let mut numeric = true;
-        for &c in s {
-            match HOST_CLASS[c as usize] {
-                DIGIT_OR_DOT => {}
-                DOMAIN_ONLY => numeric = false,
-                _ => return Err(ParseError::Uri("bad domain name")),
-            }
-        }
-        if numeric {
-            return parse_ipv4(s)
-                .map(|a| HostKind::Ipv4(a.octets()))
-                .ok_or(ParseError::Uri("bad IPv4 address"));
-        }
-        if first == b'.' || first == b'-' {
-            return Err(ParseError::Uri("bad domain name"));
-        }
-        Ok(HostKind::Domain)
     }
 
     /// The public view of the host `text` this kind was found for.
@@ -267,36 +247,65 @@ fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
     Some(Ipv4Addr::from(octets))
 }
 
-/// Splits `host[:port]` (with `[v6]` references) and validates both: the host's kind, the
+/// The host at the start of `s` (an `[IPv6]` reference, or the run of host characters)
+/// validated: its kind and its length.
+fn host_prefix(s: &[u8]) -> Result<(HostKind, usize), ParseError> {
+    if s.first() == Some(&b'[') {
+        let close = find(s, b']').ok_or(ParseError::Uri("unterminated IPv6 reference"))?;
+        return ipv6_of(&s[..=close])
+            .map(|_| (HostKind::Ipv6, close + 1))
+            .ok_or(ParseError::Uri("bad IPv6 reference"));
+    }
+    // One pass: where the host ends, and could it be a dotted IPv4 address?
+    let mut numeric = true;
+    let mut len = 0;
+    while len < s.len() {
+        match HOST_CLASS[s[len] as usize] {
+            DIGIT_OR_DOT => {}
+            DOMAIN_ONLY => numeric = false,
+            _ => break,
+        }
+        len += 1;
+    }
+    let host = &s[..len];
+    match host.first() {
+        None => Err(ParseError::Uri("empty host")),
+        Some(_) if numeric => parse_ipv4(host)
+            .map(|a| (HostKind::Ipv4(a.octets()), len))
+            .ok_or(ParseError::Uri("bad IPv4 address")),
+        Some(b'.' | b'-') => Err(ParseError::Uri("bad domain name")),
+        Some(_) => Ok((HostKind::Domain, len)),
+    }
+}
+
+/// Validates `host[:port]` (with `[v6]` references) in one pass: the host's kind, the
 /// length of the host as written (without the port), and the port.
 pub(crate) fn parse_hostport(s: &[u8]) -> Result<(HostKind, usize, Option<u16>), ParseError> {
-    let (host, port) = if s.first() == Some(&b'[') {
-        let close = find(s, b']').ok_or(ParseError::Uri("unterminated IPv6"))?;
-        let rest = &s[close + 1..];
-        let port = match rest {
-            [] => None,
-            [b':', p @ ..] => Some(p),
-            _ => return Err(ParseError::Uri("junk after IPv6 reference")),
-        };
-        (&s[..=close], port)
-    } else {
-        match find(s, b':') {
-            Some(c) => (&s[..c], Some(&s[c + 1..])),
-            None => (s, None),
-        }
+    let (kind, len) = host_prefix(s)?;
+    let port = match &s[len..] {
+        [] => None,
+        [b':', p @ ..] => Some(parse_port(p).ok_or(ParseError::Uri("bad port"))?),
+        _ if kind == HostKind::Ipv6 => return Err(ParseError::Uri("junk after IPv6 reference")),
+        _ => return Err(ParseError::Uri("bad domain name")),
     };
-    let kind = HostKind::parse(host)?;
-    let port = match port {
-        None => None,
-        Some(p) => {
-            if p.len() > 5 {
-                return Err(ParseError::Uri("bad port"));
-            }
-            let v = parse_u64(p).ok_or(ParseError::Uri("bad port"))?;
-            Some(u16::try_from(v).map_err(|_| ParseError::Uri("port out of range"))?)
+    Ok((kind, len, port))
+}
+
+/// A port: one to five digits, at most 65 535.
+#[inline]
+fn parse_port(p: &[u8]) -> Option<u16> {
+    if p.is_empty() || p.len() > 5 {
+        return None;
+    }
+    let mut v: u32 = 0;
+    for &c in p {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
         }
-    };
-    Ok((kind, host.len(), port))
+        v = v * 10 + u32::from(d);
+    }
+    u16::try_from(v).ok()
 }
 
 /// A `sip:` or `sips:` URI.
