@@ -15,7 +15,8 @@ use crate::method::Method;
 use crate::name::HeaderName;
 use crate::name_addr::{NameAddr, NameAddrIdx};
 use crate::scan::{
-    find, find_lf, is_call_id, is_token, is_token_char, is_ws, parse_u64, rfind, trim, CommaSplit,
+    find, find_lf, is_call_id, is_token, is_ws, parse_u64, rfind, run_of, trim, CommaSplit,
+    TOKEN_RUN,
 };
 use crate::uri::Uri;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -1165,10 +1166,7 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
     let mut pos = first + 1;
     loop {
         // The name: a run of token characters, optional whitespace, then the colon.
-        let mut i = pos;
-        while i < n && is_token_char(s[i]) {
-            i += 1;
-        }
+        let mut i = run_of(s, pos, &TOKEN_RUN);
         let name_end = i;
         if name_end == pos {
             match s.get(pos..(pos + 2).min(n)) {
@@ -1214,7 +1212,7 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
         if bad_name {
             return Err(ParseError::HeaderLine);
         }
-        let name = HeaderName::from_bytes(&s[pos..name_end]);
+        let name = HeaderName::from_token(&s[pos..name_end]);
         let mut vs = i + 1;
         let mut ve = end;
         while vs < ve && matches!(s[vs], b' ' | b'\t' | b'\r' | b'\n') {

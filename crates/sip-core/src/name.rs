@@ -285,8 +285,22 @@ impl HeaderName {
     /// Looks a name up, case-insensitively, accepting compact forms. Unknown names, and
     /// names that are not tokens, give [`HeaderName::Other`].
     pub fn from_bytes(name: &[u8]) -> HeaderName {
-        if name.len() == 1 {
-            return match name[0].to_ascii_lowercase() {
+        if crate::scan::is_token(name) {
+            HeaderName::from_token(name)
+        } else {
+            HeaderName::Other
+        }
+    }
+
+    /// [`from_bytes`](Self::from_bytes) for a name the caller has checked is a token (the
+    /// parser scans names as tokens). For token bytes, setting bit 5 lower-cases letters
+    /// and maps nothing else onto a letter, digit or `-`, the only bytes of known names;
+    /// so one OR per word folds case.
+    #[inline]
+    pub(crate) fn from_token(name: &[u8]) -> HeaderName {
+        let n = name.len();
+        if n == 1 {
+            return match name[0] | 0x20 {
                 b'a' => HeaderName::AcceptContact,
                 b'u' => HeaderName::AllowEvents,
                 b'i' => HeaderName::CallId,
@@ -310,21 +324,15 @@ impl HeaderName {
                 _ => HeaderName::Other,
             };
         }
-        let (Some(&first), Some(&last)) = (name.first(), name.last()) else {
+        if !(2..=MAX_NAME).contains(&n) {
             return HeaderName::Other;
-        };
+        }
         // Open addressing on (length, first, last byte): one or two probes, then one
-        // comparison; names arrive in their canonical spelling almost always.
-        let mut i = slot(
-            name.len(),
-            first.to_ascii_lowercase(),
-            last.to_ascii_lowercase(),
-        );
-        while let Some((text, header)) = LOOKUP[i] {
-            if text.len() == name.len()
-                && (same_bytes(text.as_bytes(), name) || text.as_bytes().eq_ignore_ascii_case(name))
-            {
-                return header;
+        // comparison.
+        let mut i = slot(n, name[0] | 0x20, name[n - 1] | 0x20);
+        while let Some((lower, header)) = &LOOKUP[i] {
+            if usize::from(lower.len) == n && folded_eq(name, &lower.bytes) {
+                return *header;
             }
             i = (i + 1) % LOOKUP.len();
         }
@@ -332,10 +340,20 @@ impl HeaderName {
     }
 }
 
-/// `a == b` for two slices of the same length, a word at a time and inline: names are a
-/// few bytes long, where a call into `memcmp` costs more than the comparison.
+/// The longest long name (`P-Preferred-Identity` is 20 bytes), rounded up.
+const MAX_NAME: usize = 24;
+
+/// A long name in lower case, padded, for word-at-a-time comparison.
+#[derive(Clone, Copy)]
+struct Lower {
+    bytes: [u8; MAX_NAME],
+    len: u8,
+}
+
+/// Does the token `name` (2 to [`MAX_NAME`] bytes) equal `lower`, ignoring case? Words are
+/// loaded so that the last one ends at the name's end (it may overlap the one before).
 #[inline]
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+fn folded_eq(name: &[u8], lower: &[u8; MAX_NAME]) -> bool {
     fn word(s: &[u8], i: usize) -> u64 {
         let mut w = [0u8; 8];
         w.copy_from_slice(&s[i..i + 8]);
@@ -346,24 +364,22 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
         w.copy_from_slice(&s[i..i + 4]);
         u32::from_le_bytes(w)
     }
-    let n = a.len();
-    if n != b.len() {
-        return false;
-    }
+    const FOLD: u64 = 0x2020_2020_2020_2020;
+    let n = name.len();
     if n >= 8 {
         let mut i = 0;
         while i + 8 < n {
-            if word(a, i) != word(b, i) {
+            if word(name, i) | FOLD != word(lower, i) {
                 return false;
             }
             i += 8;
         }
-        // The last word may overlap the previous one.
-        word(a, n - 8) == word(b, n - 8)
+        word(name, n - 8) | FOLD == word(lower, n - 8)
     } else if n >= 4 {
-        half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4)
+        half(name, 0) | FOLD as u32 == half(lower, 0)
+            && half(name, n - 4) | FOLD as u32 == half(lower, n - 4)
     } else {
-        a.iter().zip(b).all(|(x, y)| x == y)
+        name.iter().zip(lower).all(|(&c, &l)| c | 0x20 == l)
     }
 }
 
@@ -441,28 +457,33 @@ const fn slot(len: usize, first: u8, last: u8) -> usize {
     (len * 31 + first as usize * 7 + last as usize * 3) % 256
 }
 
-const fn lookup_table() -> [Option<(&'static str, HeaderName)>; 256] {
-    let mut t: [Option<(&'static str, HeaderName)>; 256] = [None; 256];
+const fn lookup_table() -> [Option<(Lower, HeaderName)>; 256] {
+    let mut t: [Option<(Lower, HeaderName)>; 256] = [None; 256];
     let mut k = 0;
     while k < LONG_NAMES.len() {
-        let text = LONG_NAMES[k].as_str();
-        let b = text.as_bytes();
-        let mut i = slot(
-            b.len(),
-            b[0].to_ascii_lowercase(),
-            b[b.len() - 1].to_ascii_lowercase(),
-        );
+        let b = LONG_NAMES[k].as_str().as_bytes();
+        assert!(b.len() <= MAX_NAME);
+        let mut lower = Lower {
+            bytes: [0; MAX_NAME],
+            len: b.len() as u8,
+        };
+        let mut j = 0;
+        while j < b.len() {
+            lower.bytes[j] = b[j].to_ascii_lowercase();
+            j += 1;
+        }
+        let mut i = slot(b.len(), lower.bytes[0], lower.bytes[b.len() - 1]);
         while t[i].is_some() {
             i = (i + 1) % 256;
         }
-        t[i] = Some((text, LONG_NAMES[k]));
+        t[i] = Some((lower, LONG_NAMES[k]));
         k += 1;
     }
     t
 }
 
 /// Long names by [`slot`], built at compile time (about a quarter of the slots used).
-static LOOKUP: [Option<(&'static str, HeaderName)>; 256] = lookup_table();
+static LOOKUP: [Option<(Lower, HeaderName)>; 256] = lookup_table();
 
 impl std::fmt::Display for HeaderName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -8,7 +8,7 @@
 
 use crate::error::ParseError;
 use crate::index::Sp;
-use crate::scan::{escapes_valid, find, parse_u64, percent_decode};
+use crate::scan::{escapes_valid, find, parse_u64, percent_decode, run_of};
 use std::borrow::Cow;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -60,6 +60,19 @@ const fn sip_uri_class() -> [u8; 256] {
 /// [`URIC`] with the bytes a SIP URI's first pass stops at singled out, so that the common
 /// byte costs one load and one compare.
 static SIP_URI_CLASS: [u8; 256] = sip_uri_class();
+
+const fn plain_of(class: &[u8; 256]) -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = (class[c] == PLAIN) as u8;
+        c += 1;
+    }
+    t
+}
+
+/// The [`PLAIN`] bytes of [`SIP_URI_CLASS`], for skipping runs of them.
+static SIP_URI_PLAIN: [u8; 256] = plain_of(&SIP_URI_CLASS);
 
 /// A URI as found in a Request-URI or a name-addr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,9 +204,11 @@ fn ipv6_of(s: &[u8]) -> Option<Ipv6Addr> {
     std::str::from_utf8(inner).ok()?.parse().ok()
 }
 
+// Host byte classes as bits, so that a run of bytes can be classed with AND and OR:
+// every host byte has bit 0; a byte that cannot be part of an IPv4 address also has bit 1.
 const NOT_HOST: u8 = 0;
 const DIGIT_OR_DOT: u8 = 1;
-const DOMAIN_ONLY: u8 = 2;
+const DOMAIN_ONLY: u8 = 3;
 
 const fn host_class() -> [u8; 256] {
     let mut t = [NOT_HOST; 256];
@@ -257,17 +272,11 @@ fn host_prefix(s: &[u8]) -> Result<(HostKind, usize), ParseError> {
             .ok_or(ParseError::Uri("bad IPv6 reference"));
     }
     // One pass: where the host ends, and could it be a dotted IPv4 address?
-    let mut numeric = true;
-    let mut len = 0;
-    while len < s.len() {
-        match HOST_CLASS[s[len] as usize] {
-            DIGIT_OR_DOT => {}
-            DOMAIN_ONLY => numeric = false,
-            _ => break,
-        }
-        len += 1;
-    }
+    let len = run_of(s, 0, &HOST_CLASS);
     let host = &s[..len];
+    let numeric = host.iter().fold(0, |acc, &c| acc | HOST_CLASS[c as usize])
+        & (DOMAIN_ONLY & !DIGIT_OR_DOT)
+        == 0;
     match host.first() {
         None => Err(ParseError::Uri("empty host")),
         Some(_) if numeric => parse_ipv4(host)
@@ -345,24 +354,23 @@ impl<'a> SipUri<'a> {
         let mut at = None;
         let mut delimiter = None;
         let mut i = 0;
-        while i < rest.len() {
-            let class = SIP_URI_CLASS[rest[i] as usize];
-            if class != PLAIN {
-                match class {
-                    ESCAPE => {
-                        if !escape_at(rest, i) {
-                            return Err(ParseError::Uri("bad % escape"));
-                        }
-                        i += 2;
+        loop {
+            i = run_of(rest, i, &SIP_URI_PLAIN);
+            let Some(&c) = rest.get(i) else { break };
+            match SIP_URI_CLASS[c as usize] {
+                ESCAPE => {
+                    if !escape_at(rest, i) {
+                        return Err(ParseError::Uri("bad % escape"));
                     }
-                    AT if at.is_none() => {
-                        at = Some(i);
-                        delimiter = None;
-                    }
-                    DELIMITER if delimiter.is_none() => delimiter = Some(i),
-                    REFUSED => return Err(ParseError::Uri("character not allowed in a SIP URI")),
-                    _ => {}
+                    i += 2;
                 }
+                AT if at.is_none() => {
+                    at = Some(i);
+                    delimiter = None;
+                }
+                DELIMITER if delimiter.is_none() => delimiter = Some(i),
+                REFUSED => return Err(ParseError::Uri("character not allowed in a SIP URI")),
+                _ => {}
             }
             i += 1;
         }
