@@ -15,8 +15,7 @@ use crate::method::Method;
 use crate::name::HeaderName;
 use crate::name_addr::{NameAddr, NameAddrIdx};
 use crate::scan::{
-    find, find_lf, is_call_id, is_token, is_ws, parse_u64, rfind, run_of, trim, CommaSplit,
-    TOKEN_RUN,
+    find, find_byte, find_lf, is_call_id, is_token, is_ws, parse_u64, rfind, trim, CommaSplit,
 };
 use crate::uri::Uri;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -1165,31 +1164,35 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
     let mut seen = Seen::default();
     let mut pos = first + 1;
     loop {
-        // The name: a run of token characters, optional whitespace, then the colon.
-        let mut i = run_of(s, pos, &TOKEN_RUN);
-        let name_end = i;
-        if name_end == pos {
-            match s.get(pos..(pos + 2).min(n)) {
-                Some(b"\r\n") | Some([b'\n', ..]) => {
-                    let body_at = if s[pos] == b'\n' { pos + 1 } else { pos + 2 };
-                    return Ok(Head {
-                        start,
-                        fields,
-                        owned,
-                        body_at,
-                        seen,
-                    });
-                }
-                _ => {}
+        match s.get(pos..(pos + 2).min(n)) {
+            Some(b"\r\n") | Some([b'\n', ..]) => {
+                let body_at = if s[pos] == b'\n' { pos + 1 } else { pos + 2 };
+                return Ok(Head {
+                    start,
+                    fields,
+                    owned,
+                    body_at,
+                    seen,
+                });
             }
+            _ => {}
         }
-        while i < n && is_ws(s[i]) {
-            i += 1;
+        // The name is what precedes the colon, less trailing whitespace. A known name is
+        // matched exactly (so it holds no line break, and the colon is on this line); any
+        // other must be a token. Whatever else the line holds is refused in `bad_line`.
+        let Some(colon) = find_byte::<b':'>(s, pos) else {
+            return Err(bad_line(s, pos, limits, fields.len()));
+        };
+        let mut name_end = colon;
+        while name_end > pos && is_ws(s[name_end - 1]) {
+            name_end -= 1;
         }
-        // A line that does not start with `token [ws] :` is refused once its end is known,
-        // so that a truncated head still reads as incomplete and an overlong one as such.
-        let bad_name = name_end == pos || i >= n || s[i] != b':';
-        let nl = find_lf(s, i).ok_or(ParseError::Incomplete)?;
+        let name_bytes = &s[pos..name_end];
+        let name = HeaderName::from_bytes(name_bytes);
+        if name == HeaderName::Other && !is_token(name_bytes) {
+            return Err(bad_line(s, pos, limits, fields.len()));
+        }
+        let nl = find_lf(s, colon).ok_or(ParseError::Incomplete)?;
         let mut end = content_end(pos, nl);
         let mut next = nl + 1;
         let mut folded = false;
@@ -1209,11 +1212,7 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
                 limit: limits.max_headers,
             });
         }
-        if bad_name {
-            return Err(ParseError::HeaderLine);
-        }
-        let name = HeaderName::from_token(&s[pos..name_end]);
-        let mut vs = i + 1;
+        let mut vs = colon + 1;
         let mut ve = end;
         while vs < ve && matches!(s[vs], b' ' | b'\t' | b'\r' | b'\n') {
             vs += 1;
@@ -1234,6 +1233,32 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
             value,
         });
         pos = next;
+    }
+}
+
+/// The error for a header line at `pos` that is not `token [ws] ":" ...`: incomplete if the
+/// line has no end yet, else the limits first (as for any line), else a malformed line.
+#[cold]
+fn bad_line(s: &[u8], pos: usize, limits: &Limits, fields: usize) -> ParseError {
+    let Some(mut nl) = find_lf(s, pos) else {
+        return ParseError::Incomplete;
+    };
+    while s.get(nl + 1).is_some_and(|&c| is_ws(c)) {
+        match find_lf(s, nl + 1) {
+            Some(next) => nl = next,
+            None => return ParseError::Incomplete,
+        }
+    }
+    if nl - pos > limits.max_line_length {
+        ParseError::LineTooLong {
+            limit: limits.max_line_length,
+        }
+    } else if fields >= limits.max_headers {
+        ParseError::TooManyHeaders {
+            limit: limits.max_headers,
+        }
+    } else {
+        ParseError::HeaderLine
     }
 }
 
@@ -1299,7 +1324,7 @@ fn parse_start_line(buf: &Bytes, end: usize) -> Result<StartLine, ParseError> {
         return Err(ParseError::StartLine("method is not a token"));
     }
     let uri = &line[sp1 + 1..sp2];
-    if uri.contains(&b' ') || uri.contains(&b'\t') {
+    if uri.iter().any(|&c| is_ws(c)) {
         return Err(ParseError::StartLine("whitespace inside the Request-URI"));
     }
     let version = &line[sp2 + 1..];

@@ -284,22 +284,15 @@ impl HeaderName {
 
     /// Looks a name up, case-insensitively, accepting compact forms. Unknown names, and
     /// names that are not tokens, give [`HeaderName::Other`].
-    pub fn from_bytes(name: &[u8]) -> HeaderName {
-        if crate::scan::is_token(name) {
-            HeaderName::from_token(name)
-        } else {
-            HeaderName::Other
-        }
-    }
-
-    /// [`from_bytes`](Self::from_bytes) for a name the caller has checked is a token (the
-    /// parser scans names as tokens). For token bytes, setting bit 5 lower-cases letters
-    /// and maps nothing else onto a letter, digit or `-`, the only bytes of known names;
-    /// so one OR per word folds case.
+    ///
+    /// The comparison is exact for any bytes (only letters have their case folded), so a
+    /// known name is also a valid one: the parser checks only unknown names for being
+    /// tokens.
     #[inline]
-    pub(crate) fn from_token(name: &[u8]) -> HeaderName {
+    pub fn from_bytes(name: &[u8]) -> HeaderName {
         let n = name.len();
         if n == 1 {
+            // Every compact form is a letter: bit 5 folds exactly its two cases.
             return match name[0] | 0x20 {
                 b'a' => HeaderName::AcceptContact,
                 b'u' => HeaderName::AllowEvents,
@@ -330,8 +323,8 @@ impl HeaderName {
         // Open addressing on (length, first, last byte): one or two probes, then one
         // comparison.
         let mut i = slot(n, name[0] | 0x20, name[n - 1] | 0x20);
-        while let Some((lower, header)) = &LOOKUP[i] {
-            if usize::from(lower.len) == n && folded_eq(name, &lower.bytes) {
+        while let Some((known, header)) = &LOOKUP[i] {
+            if usize::from(known.len) == n && known.matches(name) {
                 return *header;
             }
             i = (i + 1) % LOOKUP.len();
@@ -343,43 +336,48 @@ impl HeaderName {
 /// The longest long name (`P-Preferred-Identity` is 20 bytes), rounded up.
 const MAX_NAME: usize = 24;
 
-/// A long name in lower case, padded, for word-at-a-time comparison.
+/// A long name in lower case, padded, with bit 5 set in `fold` where it has a letter: a
+/// byte of a received name ORed with its `fold` byte equals the lower-case byte exactly
+/// when it is that letter in either case, or the same digit or `-`.
 #[derive(Clone, Copy)]
-struct Lower {
-    bytes: [u8; MAX_NAME],
+struct Known {
+    lower: [u8; MAX_NAME],
+    fold: [u8; MAX_NAME],
     len: u8,
 }
 
-/// Does the token `name` (2 to [`MAX_NAME`] bytes) equal `lower`, ignoring case? Words are
-/// loaded so that the last one ends at the name's end (it may overlap the one before).
-#[inline]
-fn folded_eq(name: &[u8], lower: &[u8; MAX_NAME]) -> bool {
-    fn word(s: &[u8], i: usize) -> u64 {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&s[i..i + 8]);
-        u64::from_le_bytes(w)
-    }
-    fn half(s: &[u8], i: usize) -> u32 {
-        let mut w = [0u8; 4];
-        w.copy_from_slice(&s[i..i + 4]);
-        u32::from_le_bytes(w)
-    }
-    const FOLD: u64 = 0x2020_2020_2020_2020;
-    let n = name.len();
-    if n >= 8 {
-        let mut i = 0;
-        while i + 8 < n {
-            if word(name, i) | FOLD != word(lower, i) {
-                return false;
-            }
-            i += 8;
+impl Known {
+    /// Does `name` (as long as this one, 2 to [`MAX_NAME`] bytes) spell this name? Words are
+    /// loaded so that the last one ends at the name's end (it may overlap the one before).
+    #[inline]
+    fn matches(&self, name: &[u8]) -> bool {
+        fn word(s: &[u8], i: usize) -> u64 {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&s[i..i + 8]);
+            u64::from_le_bytes(w)
         }
-        word(name, n - 8) | FOLD == word(lower, n - 8)
-    } else if n >= 4 {
-        half(name, 0) | FOLD as u32 == half(lower, 0)
-            && half(name, n - 4) | FOLD as u32 == half(lower, n - 4)
-    } else {
-        name.iter().zip(lower).all(|(&c, &l)| c | 0x20 == l)
+        fn half(s: &[u8], i: usize) -> u32 {
+            let mut w = [0u8; 4];
+            w.copy_from_slice(&s[i..i + 4]);
+            u32::from_le_bytes(w)
+        }
+        let (lower, fold) = (&self.lower[..], &self.fold[..]);
+        let n = name.len();
+        if n >= 8 {
+            let mut i = 0;
+            while i + 8 < n {
+                if word(name, i) | word(fold, i) != word(lower, i) {
+                    return false;
+                }
+                i += 8;
+            }
+            word(name, n - 8) | word(fold, n - 8) == word(lower, n - 8)
+        } else if n >= 4 {
+            half(name, 0) | half(fold, 0) == half(lower, 0)
+                && half(name, n - 4) | half(fold, n - 4) == half(lower, n - 4)
+        } else {
+            (0..n).all(|i| name[i] | fold[i] == lower[i])
+        }
     }
 }
 
@@ -457,33 +455,37 @@ const fn slot(len: usize, first: u8, last: u8) -> usize {
     (len * 31 + first as usize * 7 + last as usize * 3) % 256
 }
 
-const fn lookup_table() -> [Option<(Lower, HeaderName)>; 256] {
-    let mut t: [Option<(Lower, HeaderName)>; 256] = [None; 256];
+const fn lookup_table() -> [Option<(Known, HeaderName)>; 256] {
+    let mut t: [Option<(Known, HeaderName)>; 256] = [None; 256];
     let mut k = 0;
     while k < LONG_NAMES.len() {
         let b = LONG_NAMES[k].as_str().as_bytes();
         assert!(b.len() <= MAX_NAME);
-        let mut lower = Lower {
-            bytes: [0; MAX_NAME],
+        let mut known = Known {
+            lower: [0; MAX_NAME],
+            fold: [0; MAX_NAME],
             len: b.len() as u8,
         };
         let mut j = 0;
         while j < b.len() {
-            lower.bytes[j] = b[j].to_ascii_lowercase();
+            known.lower[j] = b[j].to_ascii_lowercase();
+            if b[j].is_ascii_alphabetic() {
+                known.fold[j] = 0x20;
+            }
             j += 1;
         }
-        let mut i = slot(b.len(), lower.bytes[0], lower.bytes[b.len() - 1]);
+        let mut i = slot(b.len(), known.lower[0], known.lower[b.len() - 1]);
         while t[i].is_some() {
             i = (i + 1) % 256;
         }
-        t[i] = Some((lower, LONG_NAMES[k]));
+        t[i] = Some((known, LONG_NAMES[k]));
         k += 1;
     }
     t
 }
 
 /// Long names by [`slot`], built at compile time (about a quarter of the slots used).
-static LOOKUP: [Option<(Lower, HeaderName)>; 256] = lookup_table();
+static LOOKUP: [Option<(Known, HeaderName)>; 256] = lookup_table();
 
 impl std::fmt::Display for HeaderName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -72,20 +72,6 @@ pub(crate) fn run_of(s: &[u8], mut i: usize, table: &[u8; 256]) -> usize {
     i
 }
 
-/// [`TOKEN`] as bytes, for [`run_of`].
-pub(crate) static TOKEN_RUN: [u8; 256] = as_run_table(&TOKEN);
-
-/// A `bool` class table as a [`run_of`] table.
-pub(crate) const fn as_run_table(class: &[bool; 256]) -> [u8; 256] {
-    let mut t = [0u8; 256];
-    let mut c = 0;
-    while c < 256 {
-        t[c] = class[c] as u8;
-        c += 1;
-    }
-    t
-}
-
 /// Call-ID byte classes: not allowed, a `word` character, or the `@`.
 const fn call_id_class() -> [u8; 256] {
     let mut t = [0u8; 256];
@@ -120,23 +106,23 @@ pub(crate) fn is_call_id(s: &[u8]) -> bool {
     ats == 0 || (s[0] != b'@' && s[s.len() - 1] != b'@')
 }
 
-/// Index of the first line feed in `s` at or after `from`: eight bytes per step (SWAR, safe
+/// Index of the first `B` in `s` at or after `from`: eight bytes per step (SWAR, safe
 /// code). Header lines are a few dozen bytes; for them this costs a fraction of a call into
 /// memchr's vector routine, whose set-up dominates at that length.
 #[inline]
-pub(crate) fn find_lf(s: &[u8], from: usize) -> Option<usize> {
+pub(crate) fn find_byte<const B: u8>(s: &[u8], from: usize) -> Option<usize> {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
-    const LF: u64 = LO * b'\n' as u64;
+    let pattern = LO * u64::from(B);
     let rest = s.get(from..)?;
     let mut chunks = rest.chunks_exact(8);
     let mut at = from;
     for chunk in &mut chunks {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(word) ^ LF;
-        // A zero byte of `x` is a line feed; the lowest flagged byte is the first one
-        // (flags above it may be false, never below).
+        let x = u64::from_le_bytes(word) ^ pattern;
+        // A zero byte of `x` is a match; the lowest flagged byte is the first one (flags
+        // above it may be false, never below).
         let found = x.wrapping_sub(LO) & !x & HI;
         if found != 0 {
             return Some(at + (found.trailing_zeros() / 8) as usize);
@@ -146,8 +132,14 @@ pub(crate) fn find_lf(s: &[u8], from: usize) -> Option<usize> {
     chunks
         .remainder()
         .iter()
-        .position(|&c| c == b'\n')
+        .position(|&c| c == B)
         .map(|k| at + k)
+}
+
+/// Index of the first line feed in `s` at or after `from` (see [`find_byte`]).
+#[inline]
+pub(crate) fn find_lf(s: &[u8], from: usize) -> Option<usize> {
+    find_byte::<b'\n'>(s, from)
 }
 
 /// Space or horizontal tab.
@@ -393,17 +385,19 @@ mod tests {
 
     #[test]
     fn runs_stop_at_the_first_byte_outside_the_class() {
+        let mut letters = [0u8; 256];
+        letters[usize::from(b'a')] = 1;
         for len in 0..30 {
             for stop in 0..=len {
                 let mut v = vec![b'a'; len];
                 if stop < len {
                     v[stop] = b':';
                 }
-                assert_eq!(run_of(&v, 0, &TOKEN_RUN), stop, "{len} {stop}");
-                assert_eq!(run_of(&v, stop, &TOKEN_RUN), stop);
+                assert_eq!(run_of(&v, 0, &letters), stop, "{len} {stop}");
+                assert_eq!(run_of(&v, stop, &letters), stop);
             }
         }
-        assert_eq!(run_of(b"ab", 5, &TOKEN_RUN), 5);
+        assert_eq!(run_of(b"ab", 5, &letters), 5);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use crate::error::ParseError;
 use crate::index::Sp;
-use crate::scan::{escapes_valid, find, parse_u64, percent_decode, run_of};
+use crate::scan::{escapes_valid, find, percent_decode, run_of};
 use std::borrow::Cow;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -272,11 +272,18 @@ fn host_prefix(s: &[u8]) -> Result<(HostKind, usize), ParseError> {
             .ok_or(ParseError::Uri("bad IPv6 reference"));
     }
     // One pass: where the host ends, and could it be a dotted IPv4 address?
-    let len = run_of(s, 0, &HOST_CLASS);
+    let mut len = 0;
+    let mut classes = 0;
+    while let Some(&c) = s.get(len) {
+        let class = HOST_CLASS[c as usize];
+        if class == NOT_HOST {
+            break;
+        }
+        classes |= class;
+        len += 1;
+    }
     let host = &s[..len];
-    let numeric = host.iter().fold(0, |acc, &c| acc | HOST_CLASS[c as usize])
-        & (DOMAIN_ONLY & !DIGIT_OR_DOT)
-        == 0;
+    let numeric = classes & (DOMAIN_ONLY & !DIGIT_OR_DOT) == 0;
     match host.first() {
         None => Err(ParseError::Uri("empty host")),
         Some(_) if numeric => parse_ipv4(host)
