@@ -88,6 +88,54 @@ impl<'a> Params<'a> {
         Ok((Params { raw: &s[..end] }, &s[end..], found))
     }
 
+    /// The shape almost every received parameter list has, `;token[=token]` repeated with
+    /// no whitespace, recognised in one pass: the parameters, where they end (the end of
+    /// `s`, or a `,` that starts a list's next value) and the first parameter named `key`.
+    /// `None` for anything else; [`parse_finding`](Self::parse_finding) then decides, and
+    /// gives the same answer for what this accepts (debug builds check).
+    #[allow(clippy::type_complexity)]
+    #[inline]
+    pub(crate) fn parse_common(
+        s: &'a [u8],
+        key: &[u8],
+    ) -> Option<(Params<'a>, usize, Option<Option<&'a [u8]>>)> {
+        let token_end = |mut j: usize| {
+            while j < s.len() && is_token_char(s[j]) {
+                j += 1;
+            }
+            j
+        };
+        let mut i = 0;
+        let mut found = None;
+        while let Some(&c) = s.get(i) {
+            match c {
+                b';' => {}
+                b',' => break,
+                _ => return None,
+            }
+            let name_start = i + 1;
+            let name_end = token_end(name_start);
+            if name_end == name_start {
+                return None;
+            }
+            let mut value = None;
+            i = name_end;
+            if s.get(i) == Some(&b'=') {
+                let value_end = token_end(i + 1);
+                if value_end == i + 1 {
+                    return None;
+                }
+                value = Some(&s[i + 1..value_end]);
+                i = value_end;
+            }
+            let name = &s[name_start..name_end];
+            if found.is_none() && name.eq_ignore_ascii_case(key) {
+                found = Some(value);
+            }
+        }
+        Some((Params { raw: &s[..i] }, i, found))
+    }
+
     /// Parses `s` as exactly a parameter list, nothing after it.
     pub(crate) fn parse_all(s: &'a [u8]) -> Result<Params<'a>, &'static str> {
         Params::parse_all_finding(s, b"").map(|(p, _)| p)
@@ -96,6 +144,21 @@ impl<'a> Params<'a> {
     /// [`parse_all`](Self::parse_all) with [`parse_finding`](Self::parse_finding)'s lookup.
     #[allow(clippy::type_complexity)]
     pub(crate) fn parse_all_finding(
+        s: &'a [u8],
+        key: &[u8],
+    ) -> Result<(Params<'a>, Option<Option<&'a [u8]>>), &'static str> {
+        if let Some((p, end, found)) = Params::parse_common(s, key) {
+            if end == s.len() {
+                debug_assert_eq!(Ok((p, found)), Params::parse_all_general(s, key));
+                return Ok((p, found));
+            }
+        }
+        Params::parse_all_general(s, key)
+    }
+
+    /// [`parse_all_finding`](Self::parse_all_finding) for any input.
+    #[allow(clippy::type_complexity)]
+    fn parse_all_general(
         s: &'a [u8],
         key: &[u8],
     ) -> Result<(Params<'a>, Option<Option<&'a [u8]>>), &'static str> {

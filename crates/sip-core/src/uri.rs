@@ -88,6 +88,15 @@ pub enum Uri<'a> {
 impl<'a> Uri<'a> {
     /// Parses a whole URI (no surrounding `<>`, no whitespace).
     pub fn parse(s: &'a [u8]) -> Result<Uri<'a>, ParseError> {
+        if let Some(u) = SipUri::parse_common(s) {
+            debug_assert_eq!(Ok(Uri::Sip(u)), Uri::parse_general(s));
+            return Ok(Uri::Sip(u));
+        }
+        Uri::parse_general(s)
+    }
+
+    /// [`parse`](Self::parse) for any input.
+    fn parse_general(s: &'a [u8]) -> Result<Uri<'a>, ParseError> {
         let colon = find(s, b':').ok_or(ParseError::Uri("no scheme"))?;
         let scheme = &s[..colon];
         if scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips") {
@@ -349,7 +358,98 @@ pub(crate) struct SipUriAt {
 /// line a SIP element sends (the default line limit is 16 KiB).
 const MAX_URI: usize = u16::MAX as usize;
 
+/// A byte table holding 1 for the bytes of `extra` and for letters and digits.
+const fn alnum_and(extra: &[u8]) -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < extra.len() {
+        t[extra[i] as usize] = 1;
+        i += 1;
+    }
+    let mut c = 0;
+    while c < 128 {
+        if (c as u8).is_ascii_alphanumeric() {
+            t[c] = 1;
+        }
+        c += 1;
+    }
+    t
+}
+
+/// The user characters of [`SipUri::parse_common`]: unreserved and user-unreserved
+/// (RFC 3261 §25.1) but for `;` and `?`, which would need the general parser's care.
+static COMMON_USER: [u8; 256] = alnum_and(b"-_.!~*'()&=+$,/");
+/// The URI parameter characters of [`SipUri::parse_common`]: unreserved and
+/// param-unreserved, no escapes.
+static COMMON_PARAM: [u8; 256] = alnum_and(b"-_.!~*'()[]/:&+$");
+
 impl<'a> SipUri<'a> {
+    /// The shape almost every SIP URI has, recognised in one pass: lower-case `sip:` or
+    /// `sips:`, an optional user without escapes, a host, an optional port, and
+    /// `;name[=value]` parameters without escapes; no password, no headers. `None` for
+    /// anything else: the general parser then decides, and gives the same answer for what
+    /// this accepts (debug builds check).
+    #[inline]
+    fn parse_common(raw: &'a [u8]) -> Option<SipUri<'a>> {
+        let (secure, base) = match raw.get(..5)? {
+            [b's', b'i', b'p', b':', _] => (false, 4),
+            b"sips:" => (true, 5),
+            _ => return None,
+        };
+        if raw.len() > MAX_URI {
+            return None;
+        }
+        let rest = &raw[base..];
+        let user_end = run_of(rest, 0, &COMMON_USER);
+        let (user, host_start) = match rest.get(user_end) {
+            Some(b'@') if user_end > 0 => (Some(Sp::new(base, base + user_end)), user_end + 1),
+            _ => (None, 0),
+        };
+        let (host_kind, host_len) = host_prefix(&rest[host_start..]).ok()?;
+        let mut i = host_start + host_len;
+        let mut port = None;
+        if rest.get(i) == Some(&b':') {
+            let digits = rest[i + 1..]
+                .iter()
+                .take_while(|c| c.is_ascii_digit())
+                .count();
+            port = Some(parse_port(&rest[i + 1..i + 1 + digits])?);
+            i += 1 + digits;
+        }
+        let params_start = i;
+        while i < rest.len() {
+            if rest[i] != b';' {
+                return None;
+            }
+            let name_end = run_of(rest, i + 1, &COMMON_PARAM);
+            if name_end == i + 1 {
+                return None;
+            }
+            i = name_end;
+            if rest.get(i) == Some(&b'=') {
+                let value_end = run_of(rest, i + 1, &COMMON_PARAM);
+                if value_end == i + 1 {
+                    return None;
+                }
+                i = value_end;
+            }
+        }
+        let host_start = base + host_start;
+        Some(SipUri {
+            raw,
+            at: SipUriAt {
+                secure,
+                user,
+                password: None,
+                host: Sp::new(host_start, host_start + host_len),
+                host_kind,
+                port,
+                params: Sp::new(base + params_start, raw.len()),
+                headers: None,
+            },
+        })
+    }
+
     fn parse(raw: &'a [u8], secure: bool) -> Result<SipUri<'a>, ParseError> {
         if raw.len() > MAX_URI {
             return Err(ParseError::Uri("longer than 65 535 bytes"));
