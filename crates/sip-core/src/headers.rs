@@ -118,6 +118,67 @@ pub struct Via<'a> {
 impl<'a> Via<'a> {
     /// Parses one Via value, with the whitespace RFC 3261 allows around `/`, `;` and `=`.
     pub fn parse(value: &'a [u8]) -> Result<Via<'a>, ParseError> {
+        match Via::parse_common(value) {
+            Some((via, end)) if end == value.len() => {
+                debug_assert_eq!(Ok(via), Via::parse_general(value));
+                Ok(via)
+            }
+            _ => Via::parse_general(value),
+        }
+    }
+
+    /// The first value of a Via header field (`value` may hold several, comma-separated).
+    pub(crate) fn parse_first(value: &'a [u8]) -> Result<Via<'a>, ParseError> {
+        if let Some((via, end)) = Via::parse_common(value) {
+            if end == value.len() || value[end] == b',' {
+                debug_assert_eq!(Ok(via), Via::parse_general(&value[..end]));
+                return Ok(via);
+            }
+        }
+        let first = CommaSplit::new(value).next().unwrap_or_default();
+        Via::parse_general(first)
+    }
+
+    /// The shape almost every Via value has, recognised in one pass: `SIP/2.0/`, a
+    /// transport token, one space, `host[:port]`, and a parameter list of the common shape.
+    /// Returns the view and where it ends (the end of `value` or a `,` before the next
+    /// value). `None` for anything else: the general parser then decides, and gives the
+    /// same answer for what this accepts (debug builds check).
+    #[inline]
+    fn parse_common(value: &'a [u8]) -> Option<(Via<'a>, usize)> {
+        const PREFIX: usize = b"SIP/2.0/".len();
+        if value.get(..PREFIX)? != b"SIP/2.0/" {
+            return None;
+        }
+        let (transport, rest) = take_token(&value[PREFIX..]);
+        if transport.is_empty() || rest.first() != Some(&b' ') {
+            return None;
+        }
+        let sent_by = &rest[1..];
+        let end = sent_by
+            .iter()
+            .position(|&c| matches!(c, b';' | b',' | b' ' | b'\t'))
+            .unwrap_or(sent_by.len());
+        let (host_kind, host_len, port) = parse_hostport(&sent_by[..end]).ok()?;
+        let (params, params_end, branch) = Params::parse_common(&sent_by[end..], b"branch")?;
+        let consumed = value.len() - sent_by.len() + end + params_end;
+        Some((
+            Via {
+                protocol: &value[..3],
+                version: &value[4..7],
+                transport: Transport::from_bytes(transport),
+                host_kind,
+                host_raw: &sent_by[..host_len],
+                port,
+                params,
+                branch: branch.flatten(),
+            },
+            consumed,
+        ))
+    }
+
+    /// [`parse`](Self::parse) for any input.
+    fn parse_general(value: &'a [u8]) -> Result<Via<'a>, ParseError> {
         let err = |why| ParseError::header("Via", why);
         let (protocol, rest) = take_token(value);
         let slash = |r: &'a [u8]| -> Result<&'a [u8], ParseError> {

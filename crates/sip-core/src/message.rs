@@ -632,8 +632,7 @@ impl SipMessage {
             // The top Via is what a transaction layer reads; the ones below it are only
             // copied into responses, and checked when read (`vias`) or by `validate_all`.
             let value = self.field_value(fi);
-            let top = CommaSplit::new(value).next().unwrap_or_default();
-            let via = Via::parse(top)?;
+            let via = Via::parse_first(value)?;
             core.top_via = via.index(value).map(|idx| (fi, idx));
         }
         let missing =

@@ -46,6 +46,49 @@ impl<'a> NameAddr<'a> {
     /// Without `<>`, parameters after the URI belong to the header, not to the URI (RFC 3261
     /// §20.10), and a URI holding `,` `?` or `;` is refused: it must be bracketed.
     pub fn parse(value: &'a [u8], header: &'static str) -> Result<NameAddr<'a>, ParseError> {
+        if let Some(n) = NameAddr::parse_common(value) {
+            debug_assert_eq!(Ok(n), NameAddr::parse_general(value, header));
+            return Ok(n);
+        }
+        NameAddr::parse_general(value, header)
+    }
+
+    /// The shape almost every From, To and route value has, recognised in one pass: an
+    /// optional quoted display name without escapes, `<`, a URI of the common shape (see
+    /// `SipUri::parse_common`), `>`, and a parameter list of the common shape. `None` for
+    /// anything else: the general parser then decides, and gives the same answer for what
+    /// this accepts (debug builds check).
+    #[inline]
+    fn parse_common(s: &'a [u8]) -> Option<NameAddr<'a>> {
+        let (display, lt) = match *s.first()? {
+            b'<' => (None, 0),
+            b'"' => {
+                let close = 1 + find(&s[1..], b'"')?;
+                let name = &s[1..close];
+                if name.iter().any(|&c| matches!(c, b'\\' | b'\r' | b'\n')) {
+                    return None;
+                }
+                let lt = skip_ws(s, close + 1);
+                (s.get(lt) == Some(&b'<')).then_some(())?;
+                (Some(DisplayName::Quoted(name)), lt)
+            }
+            _ => return None,
+        };
+        let gt = lt + find(&s[lt..], b'>')?;
+        let uri = Uri::parse_common(&s[lt + 1..gt])?;
+        let (params, end, tag) = Params::parse_common(&s[gt + 1..], b"tag")?;
+        (gt + 1 + end == s.len()).then_some(())?;
+        Some(NameAddr {
+            display,
+            uri,
+            params,
+            bracketed: true,
+            tag: tag.flatten(),
+        })
+    }
+
+    /// [`parse`](Self::parse) for any input.
+    fn parse_general(value: &'a [u8], header: &'static str) -> Result<NameAddr<'a>, ParseError> {
         let s = trim(value);
         let err = |why| ParseError::header(header, why);
         let (display, lt) = if s.first() == Some(&b'"') {

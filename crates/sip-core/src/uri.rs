@@ -95,6 +95,12 @@ impl<'a> Uri<'a> {
         Uri::parse_general(s)
     }
 
+    /// [`parse`](Self::parse) for the common shape only (see `SipUri::parse_common`).
+    #[inline]
+    pub(crate) fn parse_common(s: &'a [u8]) -> Option<Uri<'a>> {
+        SipUri::parse_common(s).map(Uri::Sip)
+    }
+
     /// [`parse`](Self::parse) for any input.
     fn parse_general(s: &'a [u8]) -> Result<Uri<'a>, ParseError> {
         let colon = find(s, b':').ok_or(ParseError::Uri("no scheme"))?;
