@@ -1191,16 +1191,32 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
         if name == HeaderName::Other && !is_token(name_bytes) {
             return Err(bad_line(s, pos, limits, fields.len()));
         }
+        // The value: from the colon to the line feed, whitespace trimmed; a line that
+        // continues on the next (folding, RFC 3261 §7.3.1) is unfolded into a new buffer.
         let nl = find_lf(s, colon).ok_or(ParseError::Incomplete)?;
-        let mut end = content_end(pos, nl);
         let mut next = nl + 1;
-        let mut folded = false;
-        while next < n && (s[next] == b' ' || s[next] == b'\t') {
-            folded = true;
-            let nl = find_lf(s, next).ok_or(ParseError::Incomplete)?;
-            end = content_end(next, nl);
-            next = nl + 1;
-        }
+        let (value, end) = if next < n && is_ws(s[next]) {
+            let mut end = content_end(pos, nl);
+            while next < n && is_ws(s[next]) {
+                let nl = find_lf(s, next).ok_or(ParseError::Incomplete)?;
+                end = content_end(next, nl);
+                next = nl + 1;
+            }
+            let value = trim_lws(&s[colon + 1..end]);
+            owned.push(unfold(value));
+            (Text::Owned((owned.len() - 1) as u32), end)
+        } else {
+            let end = content_end(pos, nl);
+            let mut vs = colon + 1;
+            let mut ve = end;
+            while vs < ve && is_lws(s[vs]) {
+                vs += 1;
+            }
+            while ve > vs && is_lws(s[ve - 1]) {
+                ve -= 1;
+            }
+            (Text::Span(vs as u32, ve as u32), end)
+        };
         if end - pos > limits.max_line_length {
             return Err(ParseError::LineTooLong {
                 limit: limits.max_line_length,
@@ -1211,20 +1227,6 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
                 limit: limits.max_headers,
             });
         }
-        let mut vs = colon + 1;
-        let mut ve = end;
-        while vs < ve && matches!(s[vs], b' ' | b'\t' | b'\r' | b'\n') {
-            vs += 1;
-        }
-        while ve > vs && matches!(s[ve - 1], b' ' | b'\t' | b'\r' | b'\n') {
-            ve -= 1;
-        }
-        let value = if folded {
-            owned.push(unfold(&s[vs..ve]));
-            Text::Owned((owned.len() - 1) as u32)
-        } else {
-            Text::Span(vs as u32, ve as u32)
-        };
         seen.note(name, fields.len());
         fields.push(Field {
             name,
@@ -1259,6 +1261,20 @@ fn bad_line(s: &[u8], pos: usize, limits: &Limits, fields: usize) -> ParseError 
     } else {
         ParseError::HeaderLine
     }
+}
+
+/// `v` without leading and trailing whitespace, line breaks included (a folded value may
+/// start or end with one).
+fn trim_lws(v: &[u8]) -> &[u8] {
+    let start = v.iter().position(|&c| !is_lws(c)).unwrap_or(v.len());
+    let end = v.iter().rposition(|&c| !is_lws(c)).map_or(start, |e| e + 1);
+    &v[start..end]
+}
+
+/// Whitespace or a line-break byte: what is trimmed around a header value.
+#[inline]
+fn is_lws(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\r' | b'\n')
 }
 
 /// Replaces each line break and the whitespace around it with one space (RFC 3261 §7.3.1).
