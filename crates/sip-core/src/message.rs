@@ -305,7 +305,7 @@ impl SipMessage {
                     call_id: core.call_id.map(moved),
                 }))
             }
-            None => Some(Arc::new(msg.validate_and_index(&Seen::of(&msg.fields))?)),
+            None => Some(msg.validate_indexed(&Seen::of(&msg.fields))?),
         };
         Ok(msg)
     }
@@ -618,16 +618,25 @@ impl SipMessage {
     /// headers are checked when first read through their typed view, or all at once by
     /// [`validate_all`](Self::validate_all).
     pub fn validate(&self) -> Result<(), ParseError> {
-        self.validate_and_index(&Seen::of(&self.fields)).map(drop)
+        self.validate_into(&Seen::of(&self.fields), &mut Core::default())
     }
 
-    /// [`validate`](Self::validate), given where the headers it reads are; returns where
-    /// the core views are.
-    fn validate_and_index(&self, seen: &Seen) -> Result<Core, ParseError> {
+    /// [`validate`](Self::validate), returning where the core views are. The index is
+    /// written in place in its shared allocation: it is a few hundred bytes, and moving it
+    /// through a `Result` and into an `Arc` cost two copies.
+    fn validate_indexed(&self, seen: &Seen) -> Result<Arc<Core>, ParseError> {
+        let mut core = Arc::new(Core::default());
+        // The Arc is new, so this borrows it without cloning.
+        self.validate_into(seen, Arc::make_mut(&mut core))?;
+        Ok(core)
+    }
+
+    /// [`validate`](Self::validate), given where the headers it reads are; notes in `core`
+    /// where the core views are.
+    fn validate_into(&self, seen: &Seen, core: &mut Core) -> Result<(), ParseError> {
         if let Some(name) = seen.repeated {
             return Err(ParseError::Repeated(name.as_str()));
         }
-        let mut core = Core::default();
         if let Some(fi) = seen.via {
             // The top Via is what a transaction layer reads; the ones below it are only
             // copied into responses, and checked when read (`vias`) or by `validate_all`.
@@ -673,7 +682,7 @@ impl SipMessage {
                 .and_then(|n| u8::try_from(n).ok())
                 .ok_or(ParseError::header("Max-Forwards", "not 0-255"))?;
         }
-        Ok(core)
+        Ok(())
     }
 
     /// [`validate`](Self::validate) plus the grammar of the other headers that have a typed
@@ -1021,7 +1030,7 @@ impl MessageBuilder {
             return Err(e);
         }
         let mut msg = self.msg;
-        msg.core = Some(Arc::new(msg.validate_and_index(&Seen::of(&msg.fields))?));
+        msg.core = Some(msg.validate_indexed(&Seen::of(&msg.fields))?);
         Ok(msg)
     }
 
@@ -1095,7 +1104,7 @@ fn parse(buf: Bytes, limits: &Limits, framing: Framing) -> Result<SipMessage, Pa
         msg.pristine = false;
         return Ok(msg);
     }
-    msg.core = Some(Arc::new(msg.validate_and_index(&seen)?));
+    msg.core = Some(msg.validate_indexed(&seen)?);
     Ok(msg)
 }
 
@@ -1163,9 +1172,14 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
     let mut seen = Seen::default();
     let mut pos = first + 1;
     loop {
-        match s.get(pos..(pos + 2).min(n)) {
-            Some(b"\r\n") | Some([b'\n', ..]) => {
-                let body_at = if s[pos] == b'\n' { pos + 1 } else { pos + 2 };
+        // A header line starts with its name; the empty line ends the head.
+        if matches!(s.get(pos), Some(b'\r' | b'\n')) {
+            let body_at = match s.get(pos..(pos + 2).min(n)) {
+                Some(b"\r\n") => Some(pos + 2),
+                Some([b'\n', ..]) => Some(pos + 1),
+                _ => None,
+            };
+            if let Some(body_at) = body_at {
                 return Ok(Head {
                     start,
                     fields,
@@ -1174,7 +1188,6 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
                     seen,
                 });
             }
-            _ => {}
         }
         // The name is what precedes the colon, less trailing whitespace. A known name is
         // matched exactly (so it holds no line break, and the colon is on this line); any
