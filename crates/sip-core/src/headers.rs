@@ -118,8 +118,9 @@ pub struct Via<'a> {
 impl<'a> Via<'a> {
     /// Parses one Via value, with the whitespace RFC 3261 allows around `/`, `;` and `=`.
     pub fn parse(value: &'a [u8]) -> Result<Via<'a>, ParseError> {
-        match Via::parse_common(value) {
-            Some((via, end)) if end == value.len() => {
+        match ViaIdx::parse_common(value) {
+            Some((idx, end)) if end == value.len() => {
+                let via = Via::from_index(value, &idx);
                 debug_assert_eq!(Ok(via), Via::parse_general(value));
                 Ok(via)
             }
@@ -127,54 +128,20 @@ impl<'a> Via<'a> {
         }
     }
 
-    /// The first value of a Via header field (`value` may hold several, comma-separated).
-    pub(crate) fn parse_first(value: &'a [u8]) -> Result<Via<'a>, ParseError> {
-        if let Some((via, end)) = Via::parse_common(value) {
+    /// Where the parts of the first value of a Via header field are (`value` may hold
+    /// several, comma-separated); `None` when they cannot be kept (longer than 64 KiB).
+    pub(crate) fn parse_first_index(value: &'a [u8]) -> Result<Option<ViaIdx>, ParseError> {
+        if let Some((idx, end)) = ViaIdx::parse_common(value) {
             if end == value.len() || value[end] == b',' {
-                debug_assert_eq!(Ok(via), Via::parse_general(&value[..end]));
-                return Ok(via);
+                debug_assert_eq!(
+                    Ok(Via::from_index(value, &idx)),
+                    Via::parse_general(&value[..end])
+                );
+                return Ok(Some(idx));
             }
         }
         let first = CommaSplit::new(value).next().unwrap_or_default();
-        Via::parse_general(first)
-    }
-
-    /// The shape almost every Via value has, recognised in one pass: `SIP/2.0/`, a
-    /// transport token, one space, `host[:port]`, and a parameter list of the common shape.
-    /// Returns the view and where it ends (the end of `value` or a `,` before the next
-    /// value). `None` for anything else: the general parser then decides, and gives the
-    /// same answer for what this accepts (debug builds check).
-    #[inline]
-    fn parse_common(value: &'a [u8]) -> Option<(Via<'a>, usize)> {
-        const PREFIX: usize = b"SIP/2.0/".len();
-        if value.get(..PREFIX)? != b"SIP/2.0/" {
-            return None;
-        }
-        let (transport, rest) = take_token(&value[PREFIX..]);
-        if transport.is_empty() || rest.first() != Some(&b' ') {
-            return None;
-        }
-        let sent_by = &rest[1..];
-        let end = sent_by
-            .iter()
-            .position(|&c| matches!(c, b';' | b',' | b' ' | b'\t'))
-            .unwrap_or(sent_by.len());
-        let (host_kind, host_len, port) = parse_hostport(&sent_by[..end]).ok()?;
-        let (params, params_end, branch) = Params::parse_common(&sent_by[end..], b"branch")?;
-        let consumed = value.len() - sent_by.len() + end + params_end;
-        Some((
-            Via {
-                protocol: &value[..3],
-                version: &value[4..7],
-                transport: Transport::from_bytes(transport),
-                host_kind,
-                host_raw: &sent_by[..host_len],
-                port,
-                params,
-                branch: branch.flatten(),
-            },
-            consumed,
-        ))
+        Via::parse_general(first).map(|via| via.index(value))
     }
 
     /// [`parse`](Self::parse) for any input.
@@ -738,6 +705,59 @@ pub(crate) struct ViaIdx {
     port: Option<u16>,
     params: Sp,
     branch: Option<Sp>,
+}
+
+impl ViaIdx {
+    /// The shape almost every Via value has, recognised in one pass and straight into
+    /// offsets: `SIP/2.0/`, a transport token, one space, `host[:port]`, and a parameter
+    /// list of the common shape. Returns where the value ends (the end of `value` or a `,`
+    /// before the next one). `None` for anything else: the general parser then decides,
+    /// and gives the same answer for what this accepts (debug builds check).
+    #[inline]
+    fn parse_common(value: &[u8]) -> Option<(ViaIdx, usize)> {
+        const PREFIX: usize = b"SIP/2.0/".len();
+        if value.get(..PREFIX)? != b"SIP/2.0/" || value.len() > usize::from(u16::MAX) {
+            return None;
+        }
+        let transport_end = PREFIX
+            + value[PREFIX..]
+                .iter()
+                .take_while(|&&c| is_token_char(c))
+                .count();
+        if transport_end == PREFIX || value.get(transport_end) != Some(&b' ') {
+            return None;
+        }
+        let transport = &value[PREFIX..transport_end];
+        let sent_by = transport_end + 1;
+        let end = sent_by
+            + value[sent_by..]
+                .iter()
+                .position(|&c| matches!(c, b';' | b',' | b' ' | b'\t'))
+                .unwrap_or(value.len() - sent_by);
+        let (host_kind, host_len, port) = parse_hostport(&value[sent_by..end]).ok()?;
+        let (params_len, branch) = Params::parse_common(&value[end..], b"branch")?;
+        let params_end = end + params_len;
+        let transport = match KNOWN_TRANSPORTS
+            .iter()
+            .position(|k| k.as_str().as_bytes().eq_ignore_ascii_case(transport))
+        {
+            Some(known) => Ok(known as u8),
+            None => Err(Sp::new(PREFIX, transport_end)),
+        };
+        Some((
+            ViaIdx {
+                protocol: Sp::new(0, 3),
+                version: Sp::new(4, 7),
+                transport,
+                host_kind,
+                host_raw: Sp::new(sent_by, sent_by + host_len),
+                port,
+                params: Sp::new(end, params_end),
+                branch: branch.flatten().map(|(a, b)| Sp::new(end + a, end + b)),
+            },
+            params_end,
+        ))
+    }
 }
 
 impl<'a> Via<'a> {

@@ -641,8 +641,7 @@ impl SipMessage {
             // The top Via is what a transaction layer reads; the ones below it are only
             // copied into responses, and checked when read (`vias`) or by `validate_all`.
             let value = self.field_value(fi);
-            let via = Via::parse_first(value)?;
-            core.top_via = via.index(value).map(|idx| (fi, idx));
+            core.top_via = Via::parse_first_index(value)?.map(|idx| (fi, idx));
         }
         let missing =
             |at: Option<usize>, name: HeaderName| at.ok_or(ParseError::Missing(name.as_str()));
@@ -653,11 +652,9 @@ impl SipMessage {
         missing(seen.via, HeaderName::Via)?;
         let mf_i = seen.max_forwards;
         let from_v = self.field_value(from_i);
-        let from = NameAddr::parse(from_v, "From")?;
-        core.from = from.index(from_v).map(|idx| (from_i, idx));
+        core.from = NameAddr::parse_index(from_v, "From")?.map(|idx| (from_i, idx));
         let to_v = self.field_value(to_i);
-        let to = NameAddr::parse(to_v, "To")?;
-        core.to = to.index(to_v).map(|idx| (to_i, idx));
+        core.to = NameAddr::parse_index(to_v, "To")?.map(|idx| (to_i, idx));
         let call_id = self.field_value(call_id_i);
         if !is_call_id(call_id) {
             return Err(ParseError::header("Call-ID", "not word[@word]"));

@@ -5,7 +5,7 @@ use crate::index::Sp;
 use crate::params::Params;
 use crate::scan::{find, is_token_char, is_ws, quoted_end, skip_ws, trim, unquote};
 use crate::uri::Uri;
-use crate::uri::UriIdx;
+use crate::uri::{SipUriAt, UriIdx};
 use crate::ParseError;
 use std::borrow::Cow;
 
@@ -46,45 +46,28 @@ impl<'a> NameAddr<'a> {
     /// Without `<>`, parameters after the URI belong to the header, not to the URI (RFC 3261
     /// §20.10), and a URI holding `,` `?` or `;` is refused: it must be bracketed.
     pub fn parse(value: &'a [u8], header: &'static str) -> Result<NameAddr<'a>, ParseError> {
-        if let Some(n) = NameAddr::parse_common(value) {
+        if let Some(idx) = NameAddrIdx::parse_common(value) {
+            let n = NameAddr::from_index(value, &idx);
             debug_assert_eq!(Ok(n), NameAddr::parse_general(value, header));
             return Ok(n);
         }
         NameAddr::parse_general(value, header)
     }
 
-    /// The shape almost every From, To and route value has, recognised in one pass: an
-    /// optional quoted display name without escapes, `<`, a URI of the common shape (see
-    /// `SipUri::parse_common`), `>`, and a parameter list of the common shape. `None` for
-    /// anything else: the general parser then decides, and gives the same answer for what
-    /// this accepts (debug builds check).
-    #[inline]
-    fn parse_common(s: &'a [u8]) -> Option<NameAddr<'a>> {
-        let (display, lt) = match *s.first()? {
-            b'<' => (None, 0),
-            b'"' => {
-                let close = 1 + find(&s[1..], b'"')?;
-                let name = &s[1..close];
-                if name.iter().any(|&c| matches!(c, b'\\' | b'\r' | b'\n')) {
-                    return None;
-                }
-                let lt = skip_ws(s, close + 1);
-                (s.get(lt) == Some(&b'<')).then_some(())?;
-                (Some(DisplayName::Quoted(name)), lt)
-            }
-            _ => return None,
-        };
-        let gt = lt + find(&s[lt..], b'>')?;
-        let uri = Uri::parse_common(&s[lt + 1..gt])?;
-        let (params, end, tag) = Params::parse_common(&s[gt + 1..], b"tag")?;
-        (gt + 1 + end == s.len()).then_some(())?;
-        Some(NameAddr {
-            display,
-            uri,
-            params,
-            bracketed: true,
-            tag: tag.flatten(),
-        })
+    /// [`parse`](Self::parse), keeping only where the parts are (`None` when they cannot
+    /// be kept: a value longer than 64 KiB). The common shape goes straight to offsets.
+    pub(crate) fn parse_index(
+        value: &'a [u8],
+        header: &'static str,
+    ) -> Result<Option<NameAddrIdx>, ParseError> {
+        if let Some(idx) = NameAddrIdx::parse_common(value) {
+            debug_assert_eq!(
+                Ok(NameAddr::from_index(value, &idx)),
+                NameAddr::parse_general(value, header)
+            );
+            return Ok(Some(idx));
+        }
+        NameAddr::parse_general(value, header).map(|n| n.index(value))
     }
 
     /// [`parse`](Self::parse) for any input.
@@ -217,6 +200,51 @@ pub(crate) struct NameAddrIdx {
     params: Sp,
     bracketed: bool,
     tag: Option<Sp>,
+}
+
+impl NameAddrIdx {
+    /// The shape almost every From, To and route value has, recognised in one pass and
+    /// straight into offsets: an optional quoted display name without escapes, `<`, a URI
+    /// of the common shape (see `SipUriAt::parse_common`), `>`, and a parameter list of the
+    /// common shape. `None` for anything else: the general parser then decides, and gives
+    /// the same answer for what this accepts (debug builds check).
+    #[inline]
+    fn parse_common(s: &[u8]) -> Option<NameAddrIdx> {
+        if s.len() > usize::from(u16::MAX) {
+            return None;
+        }
+        let (display, lt) = match *s.first()? {
+            b'<' => (None, 0),
+            b'"' => {
+                let close = 1 + find(&s[1..], b'"')?;
+                if s[1..close]
+                    .iter()
+                    .any(|&c| matches!(c, b'\\' | b'\r' | b'\n'))
+                {
+                    return None;
+                }
+                let lt = skip_ws(s, close + 1);
+                (s.get(lt) == Some(&b'<')).then_some(())?;
+                (Some((true, Sp::new(1, close))), lt)
+            }
+            _ => return None,
+        };
+        let gt = lt + find(&s[lt..], b'>')?;
+        let at = SipUriAt::parse_common(&s[lt + 1..gt])?;
+        let (end, tag) = Params::parse_common(&s[gt + 1..], b"tag")?;
+        let params_end = gt + 1 + end;
+        (params_end == s.len()).then_some(())?;
+        Some(NameAddrIdx {
+            display,
+            uri: UriIdx::Sip {
+                raw: Sp::new(lt + 1, gt),
+                at,
+            },
+            params: Sp::new(gt + 1, params_end),
+            bracketed: true,
+            tag: tag.flatten().map(|(a, b)| Sp::new(gt + 1 + a, gt + 1 + b)),
+        })
+    }
 }
 
 impl<'a> NameAddr<'a> {

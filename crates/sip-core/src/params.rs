@@ -89,16 +89,17 @@ impl<'a> Params<'a> {
     }
 
     /// The shape almost every received parameter list has, `;token[=token]` repeated with
-    /// no whitespace, recognised in one pass: the parameters, where they end (the end of
-    /// `s`, or a `,` that starts a list's next value) and the first parameter named `key`.
-    /// `None` for anything else; [`parse_finding`](Self::parse_finding) then decides, and
-    /// gives the same answer for what this accepts (debug builds check).
+    /// no whitespace, recognised in one pass: where the parameters end (the end of `s`, or
+    /// a `,` that starts a list's next value) and where the value of the first parameter
+    /// named `key` is (`Some(None)` for a flag), as offsets into `s`. `None` for anything
+    /// else; [`parse_finding`](Self::parse_finding) then decides, and gives the same answer
+    /// for what this accepts (debug builds check).
     #[allow(clippy::type_complexity)]
     #[inline]
     pub(crate) fn parse_common(
-        s: &'a [u8],
+        s: &[u8],
         key: &[u8],
-    ) -> Option<(Params<'a>, usize, Option<Option<&'a [u8]>>)> {
+    ) -> Option<(usize, Option<Option<(usize, usize)>>)> {
         let token_end = |mut j: usize| {
             while j < s.len() && is_token_char(s[j]) {
                 j += 1;
@@ -125,15 +126,14 @@ impl<'a> Params<'a> {
                 if value_end == i + 1 {
                     return None;
                 }
-                value = Some(&s[i + 1..value_end]);
+                value = Some((i + 1, value_end));
                 i = value_end;
             }
-            let name = &s[name_start..name_end];
-            if found.is_none() && name.eq_ignore_ascii_case(key) {
+            if found.is_none() && s[name_start..name_end].eq_ignore_ascii_case(key) {
                 found = Some(value);
             }
         }
-        Some((Params { raw: &s[..i] }, i, found))
+        Some((i, found))
     }
 
     /// Parses `s` as exactly a parameter list, nothing after it.
@@ -147,8 +147,10 @@ impl<'a> Params<'a> {
         s: &'a [u8],
         key: &[u8],
     ) -> Result<(Params<'a>, Option<Option<&'a [u8]>>), &'static str> {
-        if let Some((p, end, found)) = Params::parse_common(s, key) {
+        if let Some((end, found)) = Params::parse_common(s, key) {
             if end == s.len() {
+                let found = found.map(|v| v.map(|(a, b)| &s[a..b]));
+                let p = Params { raw: s };
                 debug_assert_eq!(Ok((p, found)), Params::parse_all_general(s, key));
                 return Ok((p, found));
             }

@@ -95,12 +95,6 @@ impl<'a> Uri<'a> {
         Uri::parse_general(s)
     }
 
-    /// [`parse`](Self::parse) for the common shape only (see `SipUri::parse_common`).
-    #[inline]
-    pub(crate) fn parse_common(s: &'a [u8]) -> Option<Uri<'a>> {
-        SipUri::parse_common(s).map(Uri::Sip)
-    }
-
     /// [`parse`](Self::parse) for any input.
     fn parse_general(s: &'a [u8]) -> Result<Uri<'a>, ParseError> {
         let colon = find(s, b':').ok_or(ParseError::Uri("no scheme"))?;
@@ -397,6 +391,14 @@ impl<'a> SipUri<'a> {
     /// this accepts (debug builds check).
     #[inline]
     fn parse_common(raw: &'a [u8]) -> Option<SipUri<'a>> {
+        SipUriAt::parse_common(raw).map(|at| SipUri { raw, at })
+    }
+}
+
+impl SipUriAt {
+    /// [`SipUri::parse_common`], giving the offsets only.
+    #[inline]
+    pub(crate) fn parse_common(raw: &[u8]) -> Option<SipUriAt> {
         let (secure, base) = match raw.get(..5)? {
             [b's', b'i', b'p', b':', _] => (false, 4),
             b"sips:" => (true, 5),
@@ -441,21 +443,20 @@ impl<'a> SipUri<'a> {
             }
         }
         let host_start = base + host_start;
-        Some(SipUri {
-            raw,
-            at: SipUriAt {
-                secure,
-                user,
-                password: None,
-                host: Sp::new(host_start, host_start + host_len),
-                host_kind,
-                port,
-                params: Sp::new(base + params_start, raw.len()),
-                headers: None,
-            },
+        Some(SipUriAt {
+            secure,
+            user,
+            password: None,
+            host: Sp::new(host_start, host_start + host_len),
+            host_kind,
+            port,
+            params: Sp::new(base + params_start, raw.len()),
+            headers: None,
         })
     }
+}
 
+impl<'a> SipUri<'a> {
     fn parse(raw: &'a [u8], secure: bool) -> Result<SipUri<'a>, ParseError> {
         if raw.len() > MAX_URI {
             return Err(ParseError::Uri("longer than 65 535 bytes"));
