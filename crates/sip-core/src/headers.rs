@@ -262,12 +262,23 @@ impl<'a> CSeq<'a> {
     pub fn parse(value: &'a [u8]) -> Result<CSeq<'a>, ParseError> {
         let err = |why| ParseError::header("CSeq", why);
         let v = trim(value);
-        let digits = v.iter().take_while(|c| c.is_ascii_digit()).count();
+        let mut seq: u64 = 0;
+        let mut digits = 0;
+        while let Some(d) = v
+            .get(digits)
+            .map(|c| c.wrapping_sub(b'0'))
+            .filter(|d| *d <= 9)
+        {
+            seq = seq * 10 + u64::from(d);
+            if seq > u64::from(u32::MAX) {
+                return Err(err("sequence number exceeds 2^32-1"));
+            }
+            digits += 1;
+        }
         if digits == 0 {
             return Err(err("missing sequence number"));
         }
-        let seq = parse_u64(&v[..digits]).ok_or_else(|| err("sequence number exceeds 2^32-1"))?;
-        let seq = u32::try_from(seq).map_err(|_| err("sequence number exceeds 2^32-1"))?;
+        let seq = seq as u32;
         let rest = &v[digits..];
         if rest.first().is_none_or(|c| !is_ws(*c)) {
             return Err(err("missing method"));
