@@ -267,3 +267,62 @@ fn reason_phrases_cannot_inject_lines() {
     assert_eq!(again.status(), Some(200));
     assert_eq!(again.cseq().unwrap(), req.cseq().unwrap());
 }
+
+/// Values near the common shapes the one-pass recognisers take (URI, name-addr, Via,
+/// parameter lists): a template with one or two bytes replaced by bytes the grammar
+/// treats specially.
+fn near_common() -> impl Strategy<Value = Vec<u8>> {
+    let templates = prop_oneof![
+        Just(&b"sip:bob@fabrikam.test"[..]),
+        Just(&b"sips:alice@10.0.0.1:5061;transport=tls;lr"[..]),
+        Just(&b"<sip:bot@contoso.test>;tag=8a7b6c5d"[..]),
+        Just(&b"\"Contoso Bot\" <sip:fe1.contoso.test:5061;lr>;tag=x;expires=60"[..]),
+        Just(&b"SIP/2.0/TLS 10.0.0.21:5061;branch=z9hG4bK55a3c2e1;rport"[..]),
+        Just(&b"SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bK1;received=10.0.0.1"[..]),
+    ];
+    let special = prop::sample::select(&b" \t;:=,@<>\"\\%?&[]/.-_!~*'()+$#A\x00\xff\r\n"[..]);
+    (
+        templates,
+        prop::collection::vec((any::<prop::sample::Index>(), special, any::<bool>()), 1..3),
+    )
+        .prop_map(|(t, edits)| {
+            let mut v = t.to_vec();
+            for (at, byte, insert) in edits {
+                let i = at.index(v.len() + 1);
+                if insert || i == v.len() {
+                    v.insert(i, byte);
+                } else {
+                    v[i] = byte;
+                }
+            }
+            v
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    /// The one-pass recognisers of the common shapes must answer exactly as the general
+    /// parsers do. Each parse entry point checks that with a debug assertion (the general
+    /// parser runs too and the results are compared), so this test only has to feed them
+    /// values on both sides of the common shapes' edges; it refuses to run without debug
+    /// assertions, where it would check nothing.
+    #[test]
+    fn common_shape_recognisers_agree_with_the_general_parsers(v in near_common()) {
+        prop_assert!(cfg!(debug_assertions), "needs debug assertions");
+        let _ = sip_core::Uri::parse(&v);
+        let _ = sip_core::NameAddr::parse(&v, "To");
+        let _ = sip_core::Via::parse(&v);
+        let msg = [
+            &b"OPTIONS sip:x@y SIP/2.0\r\nVia: "[..],
+            &v,
+            b"\r\nFrom: ",
+            &v,
+            b"\r\nTo: <sip:x@y>\r\nCall-ID: a@b\r\nCSeq: 1 OPTIONS\r\n\r\n",
+        ]
+        .concat();
+        if let Ok(m) = SipMessage::parse_datagram(Bytes::from(msg), &Limits::DEFAULT) {
+            let _ = (m.from(), m.top_via());
+        }
+    }
+}
