@@ -1,7 +1,8 @@
 //! Character classes and small scanners of the RFC 3261 grammar (§25.1), shared by the
 //! parsers. Tables are computed at compile time so a class test is one load.
 
-const fn class(chars: &[u8], alnum: bool) -> [bool; 256] {
+/// The set of `chars`, plus letters and digits when `alnum`, as a lookup table.
+pub(crate) const fn class(chars: &[u8], alnum: bool) -> [bool; 256] {
     let mut t = [false; 256];
     let mut i = 0;
     while i < chars.len() {
@@ -70,6 +71,17 @@ pub(crate) fn run_of(s: &[u8], mut i: usize, table: &[u8; 256]) -> usize {
         i += 1;
     }
     i
+}
+
+/// A [`class`] as a [`run_of`] table (1 for members).
+pub(crate) const fn run_table(class: [bool; 256]) -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = class[c] as u8;
+        c += 1;
+    }
+    t
 }
 
 /// Call-ID byte classes: not allowed, a `word` character, or the `@`.

@@ -8,7 +8,7 @@
 
 use crate::error::ParseError;
 use crate::index::Sp;
-use crate::scan::{escapes_valid, find, percent_decode, run_of};
+use crate::scan::{class, escapes_valid, find, percent_decode, run_of, run_table};
 use std::borrow::Cow;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -358,30 +358,12 @@ pub(crate) struct SipUriAt {
 /// line a SIP element sends (the default line limit is 16 KiB).
 const MAX_URI: usize = u16::MAX as usize;
 
-/// A byte table holding 1 for the bytes of `extra` and for letters and digits.
-const fn alnum_and(extra: &[u8]) -> [u8; 256] {
-    let mut t = [0u8; 256];
-    let mut i = 0;
-    while i < extra.len() {
-        t[extra[i] as usize] = 1;
-        i += 1;
-    }
-    let mut c = 0;
-    while c < 128 {
-        if (c as u8).is_ascii_alphanumeric() {
-            t[c] = 1;
-        }
-        c += 1;
-    }
-    t
-}
-
 /// The user characters of [`SipUri::parse_common`]: unreserved and user-unreserved
 /// (RFC 3261 §25.1) but for `;` and `?`, which would need the general parser's care.
-static COMMON_USER: [u8; 256] = alnum_and(b"-_.!~*'()&=+$,/");
+static COMMON_USER: [u8; 256] = run_table(class(b"-_.!~*'()&=+$,/", true));
 /// The URI parameter characters of [`SipUri::parse_common`]: unreserved and
 /// param-unreserved, no escapes.
-static COMMON_PARAM: [u8; 256] = alnum_and(b"-_.!~*'()[]/:&+$");
+static COMMON_PARAM: [u8; 256] = run_table(class(b"-_.!~*'()[]/:&+$", true));
 
 impl<'a> SipUri<'a> {
     /// The shape almost every SIP URI has, recognised in one pass: lower-case `sip:` or
