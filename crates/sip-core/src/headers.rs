@@ -12,7 +12,7 @@ use crate::scan::{
     is_token, is_token_char, is_ws, parse_u32_saturating, parse_u64, quoted_end, skip_ws, trim,
     unquote, CommaSplit,
 };
-use crate::uri::{parse_hostport, Host, HostKind};
+use crate::uri::{hostport_prefix, parse_hostport, Host, HostKind};
 use crate::ParseError;
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -740,12 +740,8 @@ impl ViaIdx {
         }
         let transport = &value[PREFIX..transport_end];
         let sent_by = transport_end + 1;
-        let end = sent_by
-            + value[sent_by..]
-                .iter()
-                .position(|&c| matches!(c, b';' | b',' | b' ' | b'\t'))
-                .unwrap_or(value.len() - sent_by);
-        let (host_kind, host_len, port) = parse_hostport(&value[sent_by..end]).ok()?;
+        let (host_kind, host_len, port, sent_by_len) = hostport_prefix(&value[sent_by..])?;
+        let end = sent_by + sent_by_len;
         let (params_len, branch) = Params::parse_common(&value[end..], b"branch")?;
         let params_end = end + params_len;
         let transport = match KNOWN_TRANSPORTS

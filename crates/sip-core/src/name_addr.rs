@@ -3,7 +3,7 @@
 
 use crate::index::Sp;
 use crate::params::Params;
-use crate::scan::{find, is_token_char, is_ws, quoted_end, skip_ws, trim, unquote};
+use crate::scan::{find, find_byte, is_token_char, is_ws, quoted_end, skip_ws, trim, unquote};
 use crate::uri::Uri;
 use crate::uri::{SipUriAt, UriIdx};
 use crate::ParseError;
@@ -229,7 +229,7 @@ impl NameAddrIdx {
             }
             _ => return None,
         };
-        let gt = lt + find(&s[lt..], b'>')?;
+        let gt = find_byte::<b'>'>(s, lt)?;
         let at = SipUriAt::parse_common(&s[lt + 1..gt])?;
         let (end, tag) = Params::parse_common(&s[gt + 1..], b"tag")?;
         let params_end = gt + 1 + end;

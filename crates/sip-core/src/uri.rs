@@ -316,6 +316,24 @@ pub(crate) fn parse_hostport(s: &[u8]) -> Result<(HostKind, usize, Option<u16>),
     Ok((kind, len, port))
 }
 
+/// `host[:port]` at the start of `s`, for the one-pass recognisers: the host's kind and
+/// length, the port, and where the two end. `None` if the host is not valid or a `:` is
+/// not followed by a valid port.
+#[inline]
+pub(crate) fn hostport_prefix(s: &[u8]) -> Option<(HostKind, usize, Option<u16>, usize)> {
+    let (kind, host_len) = host_prefix(s).ok()?;
+    if s.get(host_len) != Some(&b':') {
+        return Some((kind, host_len, None, host_len));
+    }
+    let digits = s[host_len + 1..]
+        .iter()
+        .take_while(|c| c.is_ascii_digit())
+        .count();
+    let end = host_len + 1 + digits;
+    let port = parse_port(&s[host_len + 1..end])?;
+    Some((kind, host_len, Some(port), end))
+}
+
 /// A port: one to five digits, at most 65 535.
 #[inline]
 fn parse_port(p: &[u8]) -> Option<u16> {
@@ -395,17 +413,8 @@ impl SipUriAt {
             Some(b'@') if user_end > 0 => (Some(Sp::new(base, base + user_end)), user_end + 1),
             _ => (None, 0),
         };
-        let (host_kind, host_len) = host_prefix(&rest[host_start..]).ok()?;
-        let mut i = host_start + host_len;
-        let mut port = None;
-        if rest.get(i) == Some(&b':') {
-            let digits = rest[i + 1..]
-                .iter()
-                .take_while(|c| c.is_ascii_digit())
-                .count();
-            port = Some(parse_port(&rest[i + 1..i + 1 + digits])?);
-            i += 1 + digits;
-        }
+        let (host_kind, host_len, port, hostport_len) = hostport_prefix(&rest[host_start..])?;
+        let mut i = host_start + hostport_len;
         let params_start = i;
         while i < rest.len() {
             if rest[i] != b';' {
