@@ -74,11 +74,10 @@ impl<'a> Transport<'a> {
     /// Maps a transport token given as bytes (validated token characters), without
     /// converting the known ones to text first.
     pub(crate) fn from_bytes(t: &'a [u8]) -> Transport<'a> {
-        KNOWN_TRANSPORTS
-            .iter()
-            .find(|k| k.as_str().as_bytes().eq_ignore_ascii_case(t))
-            .copied()
-            .unwrap_or_else(|| Transport::Other(ascii(t)))
+        match known_transport(t) {
+            Some(i) => KNOWN_TRANSPORTS[usize::from(i)],
+            None => Transport::Other(ascii(t)),
+        }
     }
 
     /// The canonical token.
@@ -640,6 +639,26 @@ mod tests {
     }
 
     #[test]
+    fn transports_are_matched_in_any_case() {
+        for (token, want) in [
+            ("udp", Transport::Udp),
+            ("Tcp", Transport::Tcp),
+            ("TLS", Transport::Tls),
+            ("sctp", Transport::Sctp),
+            ("tls-SCTP", Transport::TlsSctp),
+            ("WS", Transport::Ws),
+            ("wss", Transport::Wss),
+            ("TLS-SCTP-X", Transport::Other("TLS-SCTP-X")),
+            ("tl", Transport::Other("tl")),
+            ("LONGTRANSPORTNAME", Transport::Other("LONGTRANSPORTNAME")),
+        ] {
+            let value = format!("SIP/2.0/{token} h;branch=z9hG4bK1");
+            assert_eq!(Via::parse(value.as_bytes()).unwrap().transport(), want);
+            assert_eq!(Transport::from_token(token), want);
+        }
+    }
+
+    #[test]
     fn cseq_limits() {
         assert_eq!(CSeq::parse(b"0009\r INVITE".as_slice()).ok(), None);
         let c = CSeq::parse(b"0009 INVITE").unwrap();
@@ -690,6 +709,25 @@ mod tests {
         assert!(Warning::parse(b"1812 overture \"In Progress\"").is_err());
         assert!(validate_date(b"Sat, 13 Nov 2010 23:29:00 GMT").is_ok());
         assert!(validate_date(b"Fri, 01 Jan 2010 16:00:00 EST").is_err());
+    }
+}
+
+/// The position in [`KNOWN_TRANSPORTS`] of the transport token `t` (any case): one
+/// lower-cased copy of at most eight bytes and one `match`, instead of a case-insensitive
+/// comparison with each name.
+fn known_transport(t: &[u8]) -> Option<u8> {
+    let mut lower = [0u8; 8];
+    lower.get_mut(..t.len())?.copy_from_slice(t);
+    lower.make_ascii_lowercase();
+    match &lower[..t.len()] {
+        b"udp" => Some(0),
+        b"tcp" => Some(1),
+        b"tls" => Some(2),
+        b"sctp" => Some(3),
+        b"tls-sctp" => Some(4),
+        b"ws" => Some(5),
+        b"wss" => Some(6),
+        _ => None,
     }
 }
 
@@ -744,13 +782,7 @@ impl ViaIdx {
         let end = sent_by + sent_by_len;
         let (params_len, branch) = Params::parse_common(&value[end..], b"branch")?;
         let params_end = end + params_len;
-        let transport = match KNOWN_TRANSPORTS
-            .iter()
-            .position(|k| k.as_str().as_bytes().eq_ignore_ascii_case(transport))
-        {
-            Some(known) => Ok(known as u8),
-            None => Err(Sp::new(PREFIX, transport_end)),
-        };
+        let transport = known_transport(transport).ok_or(Sp::new(PREFIX, transport_end));
         Some((
             ViaIdx {
                 protocol: Sp::new(0, 3),
