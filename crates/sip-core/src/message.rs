@@ -1115,8 +1115,8 @@ fn content_length_of(
     let mut found: Option<usize> = None;
     let first = match seen.content_length {
         None => return Ok(None),
-        Some(i) if !seen.several_lengths => &fields[i..=i],
-        Some(i) => &fields[i..],
+        Some(i) if !seen.several_lengths => fields.get(i..=i).unwrap_or_default(),
+        Some(i) => fields.get(i..).unwrap_or_default(),
     };
     for f in first.iter().filter(|f| f.name == HeaderName::ContentLength) {
         let v = parse_u64(trim(text_of(buf, owned, f.value)))
@@ -1142,9 +1142,10 @@ struct Head {
 
 /// Parses the start line and header fields; returns them and the offset of the body.
 ///
-/// One pass per line: the name is scanned as a token up to its colon (which validates it),
-/// the line's end is found a word at a time, and the fields validation reads are noted on
-/// the way, so nothing walks the field table again.
+/// Per line: one search for the colon and one for the line feed, eight bytes at a time; the
+/// name is looked up exactly (only an unknown name is then checked for being a token), and
+/// the fields validation reads are noted on the way, so nothing walks the field table
+/// again.
 fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
     let s: &[u8] = buf;
     let n = s.len();

@@ -5,6 +5,10 @@ use crate::index::Sp;
 use crate::scan::{is_token, is_token_char, is_ws, quoted_end, skip_ws, unquote};
 use std::borrow::Cow;
 
+/// Where the value of a looked-up parameter is, as a range of the text parsed: `None` if
+/// there is no such parameter, `Some(None)` for a flag.
+pub(crate) type KeyAt = Option<Option<(usize, usize)>>;
+
 /// One `name[=value]` parameter, borrowed from the header value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Param<'a> {
@@ -94,12 +98,8 @@ impl<'a> Params<'a> {
     /// named `key` is (`Some(None)` for a flag), as offsets into `s`. `None` for anything
     /// else; [`parse_finding`](Self::parse_finding) then decides, and gives the same answer
     /// for what this accepts (debug builds check).
-    #[allow(clippy::type_complexity)]
     #[inline]
-    pub(crate) fn parse_common(
-        s: &[u8],
-        key: &[u8],
-    ) -> Option<(usize, Option<Option<(usize, usize)>>)> {
+    pub(crate) fn parse_common(s: &[u8], key: &[u8]) -> Option<(usize, KeyAt)> {
         let token_end = |mut j: usize| {
             while j < s.len() && is_token_char(s[j]) {
                 j += 1;
