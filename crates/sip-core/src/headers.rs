@@ -216,6 +216,10 @@ impl<'a> Via<'a> {
     pub fn branch(&self) -> Option<&'a str> {
         self.branch.map(ascii_lossy)
     }
+    /// The `branch` as bytes: what transaction keys are made of, without the UTF-8 check.
+    pub(crate) fn branch_bytes(&self) -> Option<&'a [u8]> {
+        self.branch
+    }
     /// The `received` address; accepts the bracketed IPv6 form robust parsers must take
     /// (RFC 5118 §4.5).
     pub fn received(&self) -> Option<IpAddr> {

@@ -15,7 +15,8 @@ use crate::method::Method;
 use crate::name::HeaderName;
 use crate::name_addr::{NameAddr, NameAddrIdx};
 use crate::scan::{
-    find, find_byte, find_lf, is_call_id, is_token, is_ws, parse_u64, rfind, trim, CommaSplit,
+    find, find_byte, find_lf, has_line_break, is_call_id, is_token, is_ws, parse_u64, rfind, trim,
+    CommaSplit,
 };
 use crate::uri::Uri;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -936,7 +937,7 @@ impl SipMessage {
     /// A checked field for `name: value`, its text kept among the owned pieces.
     fn make_field(&mut self, name: impl IntoHeaderName, value: Bytes) -> Result<Field, ParseError> {
         let (name, raw_name) = name.into_header_name()?;
-        if value.iter().any(|&c| c == b'\r' || c == b'\n') {
+        if has_line_break(&value) {
             return Err(ParseError::HeaderLine);
         }
         // Trim by slicing the caller's bytes: no copy.

@@ -148,6 +148,26 @@ pub(crate) fn find_byte<const B: u8>(s: &[u8], from: usize) -> Option<usize> {
         .map(|k| at + k)
 }
 
+/// Does `s` hold a CR or an LF? Eight bytes per step (see [`find_byte`]): every header
+/// value a message is built with is checked for them (header injection).
+#[inline]
+pub(crate) fn has_line_break(s: &[u8]) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    // Non-zero exactly when `x` has a zero byte.
+    let zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
+    let mut chunks = s.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        if zero(x ^ (LO * u64::from(b'\r'))) | zero(x ^ (LO * u64::from(b'\n'))) != 0 {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&c| c == b'\r' || c == b'\n')
+}
+
 /// Index of the first line feed in `s` at or after `from` (see [`find_byte`]).
 #[inline]
 pub(crate) fn find_lf(s: &[u8], from: usize) -> Option<usize> {
@@ -410,6 +430,23 @@ mod tests {
             }
         }
         assert_eq!(run_of(b"ab", 5, &letters), 5);
+    }
+
+    #[test]
+    fn line_breaks_are_found_at_every_position() {
+        for len in 0..20 {
+            let clean = vec![b'a'; len];
+            assert!(!has_line_break(&clean));
+            for at in 0..len {
+                for c in [b'\r', b'\n'] {
+                    let mut v = clean.clone();
+                    v[at] = c;
+                    assert!(has_line_break(&v), "{len} {at}");
+                }
+            }
+        }
+        // Bytes one bit away from CR or LF are not line breaks.
+        assert!(!has_line_break(b"\x0c\x0b\x08\x8a\x8d\x0f\x2a\x2d\x09"));
     }
 
     #[test]

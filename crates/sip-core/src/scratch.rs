@@ -20,10 +20,32 @@ impl Scratch {
         }
     }
 
+    #[inline]
     pub(crate) fn push(&mut self, c: u8) {
+        if self.spill.is_empty() {
+            if let Some(slot) = self.stack.get_mut(self.len) {
+                *slot = c;
+                self.len += 1;
+                return;
+            }
+        }
         self.extend_from_slice(&[c]);
     }
 
+    /// Appends `s` lower-cased (ASCII).
+    #[inline]
+    pub(crate) fn extend_lowercase(&mut self, s: &[u8]) {
+        let start = self.len;
+        self.extend_from_slice(s);
+        if self.spill.is_empty() {
+            self.stack[start..self.len].make_ascii_lowercase();
+        } else {
+            let end = self.spill.len();
+            self.spill[end - s.len()..].make_ascii_lowercase();
+        }
+    }
+
+    #[inline]
     pub(crate) fn extend_from_slice(&mut self, s: &[u8]) {
         if self.spill.is_empty() {
             if let Some(dst) = self.stack.get_mut(self.len..self.len + s.len()) {
@@ -70,5 +92,17 @@ mod tests {
         let mut short = Scratch::new();
         short.extend_from_slice(b"1z9hG4bK");
         assert_eq!(&*short.to_arc(), b"1z9hG4bK");
+    }
+
+    #[test]
+    fn lowercase_appends_on_the_stack_across_the_spill_and_on_the_heap() {
+        let mut s = Scratch::new();
+        let mut expected = Vec::new();
+        for _ in 0..30 {
+            s.extend_lowercase(b"Host.EXAMPLE");
+            s.push(b'X');
+            expected.extend_from_slice(b"host.exampleX");
+        }
+        assert_eq!(s.as_slice(), &expected[..]);
     }
 }

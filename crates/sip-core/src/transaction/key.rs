@@ -82,7 +82,7 @@ impl Key {
     /// response's buffer.
     pub(crate) fn for_response(msg: &SipMessage) -> Result<Key, ParseError> {
         let via = msg.top_via()?;
-        let branch = via.branch().unwrap_or("");
+        let branch = via.branch_bytes().unwrap_or_default();
         let cseq = msg.cseq()?;
         let method = match cseq.method_bytes() {
             b"INVITE" => Method::Invite,
@@ -92,7 +92,7 @@ impl Key {
         Ok(Key {
             role: Role::Client,
             method,
-            text: Text::Received(msg.share(branch.as_bytes())),
+            text: Text::Received(msg.share(branch)),
         })
     }
 
@@ -101,15 +101,13 @@ impl Key {
         let method = class(msg.method().ok_or(ParseError::StartLine("not a request"))?);
         let via = msg.top_via()?;
         let mut text = Scratch::new();
-        match via.branch() {
-            Some(b) if b.starts_with(MAGIC_COOKIE) => {
+        match via.branch_bytes() {
+            Some(b) if b.starts_with(MAGIC_COOKIE.as_bytes()) => {
                 text.push(b'1');
-                text.extend_from_slice(b.as_bytes());
+                text.extend_from_slice(b);
                 text.push(0);
                 // sent-by: host compared case-insensitively, port as written.
-                for &c in via.host_raw() {
-                    text.push(c.to_ascii_lowercase());
-                }
+                text.extend_lowercase(via.host_raw());
                 if let Some(p) = via.port() {
                     text.push(b':');
                     text.extend_from_slice(itoa::Buffer::new().format(p).as_bytes());

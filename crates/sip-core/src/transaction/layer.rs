@@ -248,9 +248,12 @@ impl TransactionLayer {
         if method == Method::Ack {
             return Err(TransactionError::Ack);
         }
-        let branch = request.top_via()?.branch().map(str::to_owned);
-        let branch = match branch {
-            Some(b) => b,
+        let key = request
+            .top_via()?
+            .branch_bytes()
+            .map(|b| Key::client(b, &method));
+        let key = match key {
+            Some(key) => key,
             None => {
                 let b = self.new_branch();
                 let mut vias = request.header_values(HeaderName::Via);
@@ -265,10 +268,9 @@ impl TransactionLayer {
                 v.extend_from_slice(b";branch=");
                 v.extend_from_slice(b.as_bytes());
                 request.set_header(HeaderName::Via, v)?;
-                b
+                Key::client(b.as_bytes(), &method)
             }
         };
-        let key = Key::client(branch.as_bytes(), &method);
         if self.map.contains_key(&key) {
             return Err(TransactionError::DuplicateBranch);
         }
