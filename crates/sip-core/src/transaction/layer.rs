@@ -27,8 +27,10 @@ struct Tx {
     cancel_pending: bool,
     wire: Bytes,
     /// Client INVITE: the request until a final response (ACK and CANCEL are built from it).
-    /// Server INVITE: the request until a final response (100 Trying, 487).
-    request: Option<SipMessage>,
+    /// Server INVITE: the request until a final response (100 Trying, 487). Boxed: only
+    /// INVITE transactions keep it, and a transaction is moved whole into and out of the
+    /// table.
+    request: Option<Box<SipMessage>>,
     /// Server INVITE: the To tag of the provisional responses the TU sent.
     local_tag: Option<Box<str>>,
     interval: Duration,
@@ -288,7 +290,7 @@ impl TransactionLayer {
             reliable,
             cancel_pending: false,
             wire: request.to_bytes(),
-            request: invite.then_some(request),
+            request: invite.then(|| Box::new(request)),
             local_tag: None,
             interval: self.config.t1,
             retransmit_at: None,
@@ -654,7 +656,7 @@ impl TransactionLayer {
             reliable: source.transport.is_reliable(),
             cancel_pending: false,
             wire: Bytes::new(),
-            request: invite.then(|| message.clone()),
+            request: invite.then(|| Box::new(message.clone())),
             local_tag: None,
             interval: self.config.t1,
             retransmit_at: None,
