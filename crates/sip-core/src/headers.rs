@@ -56,19 +56,10 @@ pub enum Transport<'a> {
 impl<'a> Transport<'a> {
     /// Maps a transport token, case-insensitively.
     pub fn from_token(t: &'a str) -> Transport<'a> {
-        const KNOWN: [(&str, Transport<'static>); 7] = [
-            ("UDP", Transport::Udp),
-            ("TCP", Transport::Tcp),
-            ("TLS", Transport::Tls),
-            ("SCTP", Transport::Sctp),
-            ("TLS-SCTP", Transport::TlsSctp),
-            ("WS", Transport::Ws),
-            ("WSS", Transport::Wss),
-        ];
-        KNOWN
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(t))
-            .map_or(Transport::Other(t), |(_, v)| *v)
+        match known_transport(t.as_bytes()) {
+            Some(i) => KNOWN_TRANSPORTS[usize::from(i)],
+            None => Transport::Other(t),
+        }
     }
 
     /// Maps a transport token given as bytes (validated token characters), without
