@@ -56,19 +56,13 @@ pub enum Transport<'a> {
 impl<'a> Transport<'a> {
     /// Maps a transport token, case-insensitively.
     pub fn from_token(t: &'a str) -> Transport<'a> {
-        match known_transport(t.as_bytes()) {
-            Some(i) => KNOWN_TRANSPORTS[usize::from(i)],
-            None => Transport::Other(t),
-        }
+        known_transport_of(t.as_bytes()).unwrap_or(Transport::Other(t))
     }
 
     /// Maps a transport token given as bytes (validated token characters), without
     /// converting the known ones to text first.
     pub(crate) fn from_bytes(t: &'a [u8]) -> Transport<'a> {
-        match known_transport(t) {
-            Some(i) => KNOWN_TRANSPORTS[usize::from(i)],
-            None => Transport::Other(ascii(t)),
-        }
+        known_transport_of(t).unwrap_or_else(|| Transport::Other(ascii(t)))
     }
 
     /// The canonical token.
@@ -724,6 +718,11 @@ fn known_transport(t: &[u8]) -> Option<u8> {
         b"wss" => Some(6),
         _ => None,
     }
+}
+
+/// The known transport the token `t` names (any case).
+fn known_transport_of(t: &[u8]) -> Option<Transport<'static>> {
+    known_transport(t).and_then(|i| KNOWN_TRANSPORTS.get(usize::from(i)).copied())
 }
 
 /// The transports with a variant of their own, in a fixed order for [`ViaIdx`].
