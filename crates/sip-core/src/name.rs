@@ -1,6 +1,8 @@
 //! Header names: the standard ones as an enum (compact forms mapped to long names, matched
 //! case-insensitively), every other name kept verbatim by the message.
 
+use crate::scan::word_of;
+
 /// A header field name the codec knows, or [`HeaderName::Other`] for an extension header
 /// (whose exact spelling the message keeps).
 ///
@@ -351,11 +353,7 @@ impl Known {
     /// loaded so that the last one ends at the name's end (it may overlap the one before).
     #[inline]
     fn matches(&self, name: &[u8]) -> bool {
-        fn word(s: &[u8], i: usize) -> u64 {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&s[i..i + 8]);
-            u64::from_le_bytes(w)
-        }
+        let word = |s: &[u8], i: usize| word_of(&s[i..i + 8]);
         fn half(s: &[u8], i: usize) -> u32 {
             let mut w = [0u8; 4];
             w.copy_from_slice(&s[i..i + 4]);

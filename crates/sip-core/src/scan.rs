@@ -120,7 +120,7 @@ pub(crate) fn is_call_id(s: &[u8]) -> bool {
 
 /// Eight bytes (`s` holds exactly eight) as one word, first byte lowest.
 #[inline]
-fn word_of(s: &[u8]) -> u64 {
+pub(crate) fn word_of(s: &[u8]) -> u64 {
     let mut w = [0u8; 8];
     w.copy_from_slice(s);
     u64::from_le_bytes(w)
