@@ -130,6 +130,8 @@ pub struct TransactionLayer {
 
 /// How often, at most, a layer looks for memory a burst of transactions left behind.
 const COMPACT_EVERY: Duration = Duration::from_secs(1);
+/// Below this many heap entries, ended timers are left to come due.
+const STALE_TIMERS_MIN: usize = 1024;
 /// Below this many slots compaction is not worth it.
 const COMPACT_MIN_SLOTS: usize = 1024;
 
@@ -491,14 +493,11 @@ impl TransactionLayer {
     // ----- internals -----
 
     fn is_armed(&self, at: Instant, id: TransactionId, slot: Slot) -> bool {
-        self.tx(id).is_some_and(|t| t.deadline(slot) == Some(at))
+        armed_in(&self.slots, at, id, slot)
     }
 
     fn tx(&self, id: TransactionId) -> Option<&Tx> {
-        self.slots
-            .get(id.index as usize)
-            .filter(|e| e.generation == id.generation)
-            .and_then(|e| e.tx.as_ref())
+        tx_in(&self.slots, id)
     }
 
     fn tx_mut(&mut self, id: TransactionId) -> Option<&mut Tx> {
@@ -509,6 +508,16 @@ impl TransactionLayer {
     }
 
     fn insert(&mut self, tx: Tx) -> TransactionId {
+        // Each live transaction has at most two armed timers; past this, at least half the
+        // heap is entries of ended or re-armed timers (lazy deletion: on a reliable transport
+        // a finished transaction leaves its 64·T1 timer for 32 s). Dropping them then costs
+        // O(n) per n/2 insertions and keeps the heap proportional to the live transactions.
+        if self.timers.len() > STALE_TIMERS_MIN + 4 * self.map.len() {
+            let slots = &self.slots;
+            self.timers
+                .retain(|at, id, slot| armed_in(slots, at, id, slot));
+            self.timers.shrink();
+        }
         let key = tx.key.clone();
         let id = match self.free.pop() {
             Some(index) => {
@@ -964,6 +973,19 @@ fn fire(tx: &mut Tx, cx: &mut Cx<'_>, slot: Slot) {
     }
 }
 
+/// Transaction `id` in `slots`, if it still exists.
+fn tx_in(slots: &[Entry], id: TransactionId) -> Option<&Tx> {
+    slots
+        .get(id.index as usize)
+        .filter(|e| e.generation == id.generation)
+        .and_then(|e| e.tx.as_ref())
+}
+
+/// Is the heap entry `(at, id, slot)` the timer transaction `id` has armed now?
+fn armed_in(slots: &[Entry], at: Instant, id: TransactionId, slot: Slot) -> bool {
+    tx_in(slots, id).is_some_and(|t| t.deadline(slot) == Some(at))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1038,5 +1060,41 @@ mod tests {
         layer.handle_timeout(t0 + f + COMPACT_EVERY);
         assert!(layer.slots.is_empty());
         assert_eq!(layer.poll_timeout(), None);
+    }
+
+    #[test]
+    fn ended_transactions_do_not_pile_up_in_the_timer_heap() {
+        let mut layer = TransactionLayer::with_ids(
+            TransactionConfig::default(),
+            Box::new(SequentialIds::default()),
+        );
+        let peer = Peer::new("192.0.2.1:5061".parse().unwrap(), TransportKind::Tls);
+        let t0 = Instant::now();
+        // A live one first, whose Timer F must survive every purge.
+        let live = layer.send_request(t0, options(), peer).unwrap();
+        while layer.poll_transmit().is_some() {}
+        let mut most = 0;
+        for i in 0..10_000u64 {
+            let now = t0 + Duration::from_millis(i);
+            layer.send_request(now, options(), peer).unwrap();
+            let sent = layer.poll_transmit().unwrap().contents;
+            let request = SipMessage::parse_datagram(sent, &crate::Limits::DEFAULT).unwrap();
+            let ok = SipMessage::response_to(&request, 200, "OK").unwrap();
+            // Reliable transport: Timer K is zero, so the 200 ends the transaction at once
+            // and leaves its Timer F entry behind.
+            layer.handle_message(now, ok, peer);
+            while layer.poll_event().is_some() {}
+            most = most.max(layer.timers.len());
+        }
+        assert_eq!(layer.len(), 1);
+        assert!(
+            most <= STALE_TIMERS_MIN + 8,
+            "the heap grew to {most} entries for one live transaction"
+        );
+        let f = Duration::from_secs(32);
+        assert_eq!(layer.poll_timeout(), Some(t0 + f), "the live one's Timer F");
+        layer.handle_timeout(t0 + f);
+        assert!(layer.state(live).is_none());
+        assert!(layer.is_empty());
     }
 }

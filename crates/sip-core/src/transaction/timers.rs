@@ -3,7 +3,9 @@
 //! Each transaction has at most two armed timers (a retransmission timer and a lifetime
 //! timer), stored in the transaction; the heap holds `(deadline, id, slot)` entries. Re-arming
 //! or destroying leaves the old entry in the heap, and it is discarded when it reaches the top
-//! (lazy deletion): arming is O(log n), finding the earliest deadline O(1) amortised.
+//! (lazy deletion): arming is O(log n), finding the earliest deadline O(1) amortised. The
+//! layer [purges](TimerHeap::retain) the heap once most of it is such entries, so it stays
+//! proportional to the live transactions however long their timers are.
 
 use super::TransactionId;
 use std::cmp::Reverse;
@@ -35,6 +37,12 @@ impl TimerHeap {
 
     pub(crate) fn pop(&mut self) -> Option<(Instant, TransactionId, Slot)> {
         self.heap.pop().map(|r| r.0)
+    }
+
+    /// Keeps only the entries `keep` accepts (O(n), then re-heapified).
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(Instant, TransactionId, Slot) -> bool) {
+        self.heap
+            .retain(|&Reverse((at, id, slot))| keep(at, id, slot));
     }
 
     /// Gives back spare capacity after a burst.
