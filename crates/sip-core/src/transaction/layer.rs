@@ -516,7 +516,6 @@ impl TransactionLayer {
             let slots = &self.slots;
             self.timers
                 .retain(|at, id, slot| armed_in(slots, at, id, slot));
-            self.timers.shrink();
         }
         let key = tx.key.clone();
         let id = match self.free.pop() {
