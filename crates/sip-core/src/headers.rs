@@ -114,6 +114,8 @@ impl<'a> Via<'a> {
 
     /// Where the parts of the first value of a Via header field are (`value` may hold
     /// several, comma-separated); `None` when they cannot be kept (longer than 64 KiB).
+    // Inlined for store forwarding (see `SipMessage::validate_into`).
+    #[inline(always)]
     pub(crate) fn parse_first_index(value: &'a [u8]) -> Result<Option<ViaIdx>, ParseError> {
         if let Some((idx, end)) = ViaIdx::parse_common(value) {
             if end == value.len() || value[end] == b',' {
@@ -756,7 +758,8 @@ impl ViaIdx {
     /// list of the common shape. Returns where the value ends (the end of `value` or a `,`
     /// before the next one). `None` for anything else: the general parser then decides,
     /// and gives the same answer for what this accepts (debug builds check).
-    #[inline]
+    // Inlined for store forwarding (see `SipMessage::validate_into`).
+    #[inline(always)]
     fn parse_common(value: &[u8]) -> Option<(ViaIdx, usize)> {
         const PREFIX: usize = b"SIP/2.0/".len();
         if value.get(..PREFIX)? != b"SIP/2.0/" || value.len() > usize::from(u16::MAX) {
@@ -810,7 +813,8 @@ impl<'a> Via<'a> {
             branch: crate::index::opt(base, self.branch)?,
         })
     }
-
+    // Inlined for store forwarding (see `SipMessage::validate_into`).
+    #[inline(always)]
     pub(crate) fn from_index(base: &'a [u8], idx: &ViaIdx) -> Via<'a> {
         Via {
             protocol: idx.protocol.get(base),

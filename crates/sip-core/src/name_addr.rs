@@ -56,6 +56,8 @@ impl<'a> NameAddr<'a> {
 
     /// [`parse`](Self::parse), keeping only where the parts are (`None` when they cannot
     /// be kept: a value longer than 64 KiB). The common shape goes straight to offsets.
+    // Inlined for store forwarding (see `SipMessage::validate_into`).
+    #[inline(always)]
     pub(crate) fn parse_index(
         value: &'a [u8],
         header: &'static str,
@@ -208,7 +210,8 @@ impl NameAddrIdx {
     /// of the common shape (see `SipUriAt::parse_common`), `>`, and a parameter list of the
     /// common shape. `None` for anything else: the general parser then decides, and gives
     /// the same answer for what this accepts (debug builds check).
-    #[inline]
+    // Inlined for store forwarding (see `SipMessage::validate_into`).
+    #[inline(always)]
     fn parse_common(s: &[u8]) -> Option<NameAddrIdx> {
         if s.len() > usize::from(u16::MAX) {
             return None;
@@ -262,7 +265,8 @@ impl<'a> NameAddr<'a> {
             tag: crate::index::opt(base, self.tag)?,
         })
     }
-
+    // Inlined for store forwarding (see `SipMessage::validate_into`).
+    #[inline(always)]
     pub(crate) fn from_index(base: &'a [u8], idx: &NameAddrIdx) -> NameAddr<'a> {
         NameAddr {
             display: idx.display.map(|(quoted, sp)| {

@@ -98,7 +98,8 @@ impl<'a> Params<'a> {
     /// named `key` is (`Some(None)` for a flag), as offsets into `s`. `None` for anything
     /// else; [`parse_finding`](Self::parse_finding) then decides, and gives the same answer
     /// for what this accepts (debug builds check).
-    #[inline]
+    // Inlined for store forwarding (see `SipMessage::validate_into`).
+    #[inline(always)]
     pub(crate) fn parse_common(s: &[u8], key: &[u8]) -> Option<(usize, KeyAt)> {
         let token_end = |mut j: usize| {
             while j < s.len() && is_token_char(s[j]) {

@@ -273,6 +273,7 @@ fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
 
 /// The host at the start of `s` (an `[IPv6]` reference, or the run of host characters)
 /// validated: its kind and its length.
+#[inline]
 fn host_prefix(s: &[u8]) -> Result<(HostKind, usize), ParseError> {
     if s.first() == Some(&b'[') {
         let close = find(s, b']').ok_or(ParseError::Uri("unterminated IPv6 reference"))?;
@@ -397,7 +398,8 @@ impl<'a> SipUri<'a> {
 
 impl SipUriAt {
     /// [`SipUri::parse_common`], giving the offsets only.
-    #[inline]
+    // Inlined for store forwarding (see `SipMessage::validate_into`).
+    #[inline(always)]
     pub(crate) fn parse_common(raw: &[u8]) -> Option<SipUriAt> {
         let (secure, base) = match raw.get(..5)? {
             [b's', b'i', b'p', b':', _] => (false, 4),
@@ -862,7 +864,8 @@ impl<'a> Uri<'a> {
             },
         })
     }
-
+    // Inlined for store forwarding (see `SipMessage::validate_into`).
+    #[inline(always)]
     pub(crate) fn from_index(base: &'a [u8], idx: &UriIdx) -> Uri<'a> {
         match *idx {
             UriIdx::Sip { raw, at } => Uri::Sip(SipUri {
