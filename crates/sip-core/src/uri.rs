@@ -189,7 +189,7 @@ pub(crate) enum HostKind {
 impl HostKind {
     /// Validates a host: `[IPv6]`, dotted IPv4, or a domain name.
     pub(crate) fn parse(s: &[u8]) -> Result<HostKind, ParseError> {
-        match host_prefix(s)? {
+        match host_prefix_checked(s)? {
             (kind, len) if len == s.len() => Ok(kind),
             _ => Err(ParseError::Uri("bad domain name")),
         }
@@ -272,14 +272,14 @@ fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
 }
 
 /// The host at the start of `s` (an `[IPv6]` reference, or the run of host characters)
-/// validated: its kind and its length.
+/// validated: its kind and its length. `None` if it is not a valid host; see
+/// [`host_prefix_checked`] for why. (An `Option` of 16 bytes comes back in registers; a
+/// `Result` with a `ParseError` went through memory, and the caller's read of it stalled.)
 #[inline]
-fn host_prefix(s: &[u8]) -> Result<(HostKind, usize), ParseError> {
+fn host_prefix(s: &[u8]) -> Option<(HostKind, usize)> {
     if s.first() == Some(&b'[') {
-        let close = find(s, b']').ok_or(ParseError::Uri("unterminated IPv6 reference"))?;
-        return ipv6_of(&s[..=close])
-            .map(|_| (HostKind::Ipv6, close + 1))
-            .ok_or(ParseError::Uri("bad IPv6 reference"));
+        let close = find(s, b']')?;
+        return ipv6_of(&s[..=close]).map(|_| (HostKind::Ipv6, close + 1));
     }
     // One pass: where the host ends, and could it be a dotted IPv4 address?
     let mut len = 0;
@@ -295,19 +295,46 @@ fn host_prefix(s: &[u8]) -> Result<(HostKind, usize), ParseError> {
     let host = &s[..len];
     let numeric = classes & (DOMAIN_ONLY & !DIGIT_OR_DOT) == 0;
     match host.first() {
-        None => Err(ParseError::Uri("empty host")),
-        Some(_) if numeric => parse_ipv4(host)
-            .map(|a| (HostKind::Ipv4(a.octets()), len))
-            .ok_or(ParseError::Uri("bad IPv4 address")),
-        Some(b'.' | b'-') => Err(ParseError::Uri("bad domain name")),
-        Some(_) => Ok((HostKind::Domain, len)),
+        None => None,
+        Some(_) if numeric => parse_ipv4(host).map(|a| (HostKind::Ipv4(a.octets()), len)),
+        Some(b'.' | b'-') => None,
+        Some(_) => Some((HostKind::Domain, len)),
     }
+}
+
+/// [`host_prefix`], saying why a host is refused.
+fn host_prefix_checked(s: &[u8]) -> Result<(HostKind, usize), ParseError> {
+    host_prefix(s).ok_or_else(|| {
+        ParseError::Uri(if s.first() == Some(&b'[') {
+            if find(s, b']').is_some() {
+                "bad IPv6 reference"
+            } else {
+                "unterminated IPv6 reference"
+            }
+        } else {
+            let len = s
+                .iter()
+                .take_while(|&&c| HOST_CLASS[c as usize] != NOT_HOST)
+                .count();
+            let host = &s[..len];
+            if host.is_empty() {
+                "empty host"
+            } else if host
+                .iter()
+                .all(|&c| HOST_CLASS[c as usize] & (DOMAIN_ONLY & !DIGIT_OR_DOT) == 0)
+            {
+                "bad IPv4 address"
+            } else {
+                "bad domain name"
+            }
+        })
+    })
 }
 
 /// Validates `host[:port]` (with `[v6]` references) in one pass: the host's kind, the
 /// length of the host as written (without the port), and the port.
 pub(crate) fn parse_hostport(s: &[u8]) -> Result<(HostKind, usize, Option<u16>), ParseError> {
-    let (kind, len) = host_prefix(s)?;
+    let (kind, len) = host_prefix_checked(s)?;
     let port = match &s[len..] {
         [] => None,
         [b':', p @ ..] => Some(parse_port(p).ok_or(ParseError::Uri("bad port"))?),
@@ -320,9 +347,10 @@ pub(crate) fn parse_hostport(s: &[u8]) -> Result<(HostKind, usize, Option<u16>),
 /// `host[:port]` at the start of `s`, for the one-pass recognisers: the host's kind and
 /// length, the port, and where the two end. `None` if the host is not valid or a `:` is
 /// not followed by a valid port.
-#[inline]
+// Inlined for store forwarding (see `SipMessage::validate_into`).
+#[inline(always)]
 pub(crate) fn hostport_prefix(s: &[u8]) -> Option<(HostKind, usize, Option<u16>, usize)> {
-    let (kind, host_len) = host_prefix(s).ok()?;
+    let (kind, host_len) = host_prefix(s)?;
     if s.get(host_len) != Some(&b':') {
         return Some((kind, host_len, None, host_len));
     }
