@@ -777,6 +777,29 @@ impl<'a> OtherUri<'a> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_refused_host_says_why() {
+        let why = |uri: &str| match Uri::parse(uri.as_bytes()) {
+            Err(ParseError::Uri(why)) => why,
+            other => panic!("{uri}: {other:?}"),
+        };
+        assert_eq!(why("sip:alice@[2001:db8::1"), "unterminated IPv6 reference");
+        assert_eq!(why("sip:alice@[2001:db8::g]"), "bad IPv6 reference");
+        assert_eq!(why("sip:alice@"), "empty host");
+        assert_eq!(why("sip:alice@10.0.0.256"), "bad IPv4 address");
+        assert_eq!(why("sip:alice@1.2.3"), "bad IPv4 address");
+        assert_eq!(why("sip:alice@-contoso.test"), "bad domain name");
+        assert_eq!(why("sip:alice@.contoso.test"), "bad domain name");
+        assert_eq!(
+            HostKind::parse(b"contoso.test:5061"),
+            Err(ParseError::Uri("bad domain name"))
+        );
+        assert_eq!(
+            HostKind::parse(b"10.0.0.21"),
+            Ok(HostKind::Ipv4([10, 0, 0, 21]))
+        );
+    }
+
     fn sip(s: &str) -> SipUri<'_> {
         match Uri::parse(s.as_bytes()).unwrap() {
             Uri::Sip(u) => u,
