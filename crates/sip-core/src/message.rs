@@ -469,37 +469,61 @@ impl SipMessage {
         self.fields.get(i).map_or(&[][..], |f| self.text(f.value))
     }
 
+    // The five accessors every transaction and dialog reads are inlined down to the
+    // index lookup, so the view is built in the caller's registers: returned through
+    // memory, it was stored in pieces and read back whole (a store-forwarding stall per
+    // call). A message without an index (built, or changed) takes the cold path.
+
     /// The topmost Via.
+    #[inline]
     pub fn top_via(&self) -> Result<Via<'_>, ParseError> {
-        if let Some((i, idx)) = self.core.as_ref().and_then(|c| c.top_via.as_ref()) {
-            return Ok(Via::from_index(self.field_value(*i), idx));
+        match self.core.as_ref().and_then(|c| c.top_via.as_ref()) {
+            Some((i, idx)) => Ok(Via::from_index(self.field_value(*i), idx)),
+            None => self.top_via_unindexed(),
         }
+    }
+
+    #[cold]
+    fn top_via_unindexed(&self) -> Result<Via<'_>, ParseError> {
         self.vias()
             .next()
             .unwrap_or(Err(ParseError::Missing("Via")))
     }
 
     /// The From header.
+    #[inline]
     pub fn from(&self) -> Result<NameAddr<'_>, ParseError> {
-        if let Some((i, idx)) = self.core.as_ref().and_then(|c| c.from.as_ref()) {
-            return Ok(NameAddr::from_index(self.field_value(*i), idx));
+        match self.core.as_ref().and_then(|c| c.from.as_ref()) {
+            Some((i, idx)) => Ok(NameAddr::from_index(self.field_value(*i), idx)),
+            None => self.name_addr_unindexed(HeaderName::From),
         }
-        NameAddr::parse(self.single(HeaderName::From)?, "From")
     }
 
     /// The To header.
+    #[inline]
     pub fn to(&self) -> Result<NameAddr<'_>, ParseError> {
-        if let Some((i, idx)) = self.core.as_ref().and_then(|c| c.to.as_ref()) {
-            return Ok(NameAddr::from_index(self.field_value(*i), idx));
+        match self.core.as_ref().and_then(|c| c.to.as_ref()) {
+            Some((i, idx)) => Ok(NameAddr::from_index(self.field_value(*i), idx)),
+            None => self.name_addr_unindexed(HeaderName::To),
         }
-        NameAddr::parse(self.single(HeaderName::To)?, "To")
+    }
+
+    #[cold]
+    fn name_addr_unindexed(&self, name: HeaderName) -> Result<NameAddr<'_>, ParseError> {
+        NameAddr::parse(self.single(name)?, name.as_str())
     }
 
     /// The Call-ID.
+    #[inline]
     pub fn call_id(&self) -> Result<&[u8], ParseError> {
-        if let Some(i) = self.core.as_ref().and_then(|c| c.call_id) {
-            return Ok(self.field_value(i));
+        match self.core.as_ref().and_then(|c| c.call_id) {
+            Some(i) => Ok(self.field_value(i)),
+            None => self.call_id_unindexed(),
         }
+    }
+
+    #[cold]
+    fn call_id_unindexed(&self) -> Result<&[u8], ParseError> {
         let v = self.single(HeaderName::CallId)?;
         is_call_id(v)
             .then_some(v)
@@ -507,10 +531,16 @@ impl SipMessage {
     }
 
     /// The CSeq.
+    #[inline]
     pub fn cseq(&self) -> Result<CSeq<'_>, ParseError> {
-        if let Some((i, seq, method)) = self.core.as_ref().and_then(|c| c.cseq) {
-            return Ok(CSeq::from_parts(seq, method.get(self.field_value(i))));
+        match self.core.as_ref().and_then(|c| c.cseq) {
+            Some((i, seq, method)) => Ok(CSeq::from_parts(seq, method.get(self.field_value(i)))),
+            None => self.cseq_unindexed(),
         }
+    }
+
+    #[cold]
+    fn cseq_unindexed(&self) -> Result<CSeq<'_>, ParseError> {
         CSeq::parse(self.single(HeaderName::CSeq)?)
     }
 
