@@ -7,12 +7,19 @@
 //!   pays to look at each line once.
 //!
 //! Report ratios (rsip / ucma, ucma / scan) from one run; absolute times vary by machine.
+//!
+//! After criterion's groups, the same three are timed interleaved: rounds of a few
+//! milliseconds, each timing ucma, scan and rsip back to back (in alternating order), and
+//! the ratios of each round are summarised (median and quartiles). On a shared VM whose speed
+//! drifts between criterion's benchmarks (seconds apart), these are the ratios to quote.
+//! Under `cargo test` (no `--bench`) the interleaved part is a short smoke run.
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rsip::prelude::{HeadersExt, ToTypedHeader};
 use sip_core::{Limits, SipMessage};
 use std::hint::black_box;
+use std::time::Instant;
 
 const MESSAGES: [(&str, &[u8]); 3] = [
     ("invite_sdp", include_bytes!("messages/invite_sdp.sip")),
@@ -66,5 +73,57 @@ fn parse(c: &mut Criterion) {
     g.finish();
 }
 
+/// Nanoseconds per call of `f` over `iters` calls.
+fn per_call(iters: u32, mut f: impl FnMut() -> usize) -> f64 {
+    let t = Instant::now();
+    for _ in 0..iters {
+        black_box(f());
+    }
+    t.elapsed().as_nanos() as f64 / f64::from(iters)
+}
+
+/// The quartiles of `v` (sorted in place).
+fn quartiles(v: &mut [f64]) -> [f64; 3] {
+    v.sort_by(f64::total_cmp);
+    let at = |q: usize| v[(v.len() - 1) * q / 4];
+    [at(1), at(2), at(3)]
+}
+
+/// ucma / scan and rsip / ucma per round, rounds interleaved in time (see the crate doc).
+fn interleaved(rounds: usize, iters: u32) {
+    println!("interleaved ratios ({rounds} rounds of {iters} calls; median [quartiles]):");
+    for (name, raw) in MESSAGES {
+        let bytes = Bytes::from_static(raw);
+        let (mut over_scan, mut rsip_over) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let (ucma_ns, scan_ns) = if round % 2 == 0 {
+                let u = per_call(iters, || ucma(black_box(&bytes)));
+                (u, per_call(iters, || scan(black_box(raw))))
+            } else {
+                let s = per_call(iters, || scan(black_box(raw)));
+                (per_call(iters, || ucma(black_box(&bytes))), s)
+            };
+            let rsip_ns = per_call(iters.div_ceil(10), || rsip(black_box(raw)));
+            over_scan.push(ucma_ns / scan_ns);
+            rsip_over.push(rsip_ns / ucma_ns);
+        }
+        let [a, m, b] = quartiles(&mut over_scan);
+        let [c, n, d] = quartiles(&mut rsip_over);
+        println!(
+            "  {name:<11} ucma/scan {m:.2} [{a:.2}, {b:.2}]   rsip/ucma {n:.1} [{c:.1}, {d:.1}]"
+        );
+    }
+}
+
 criterion_group!(benches, parse);
-criterion_main!(benches);
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    if std::env::args().any(|a| a == "--bench") {
+        interleaved(300, 2_000);
+    } else {
+        println!("smoke run of the interleaved ratios (test profile: not a measurement)");
+        interleaved(3, 20);
+    }
+}
