@@ -15,7 +15,7 @@
 //! Under `cargo test` (no `--bench`) the interleaved part is a short smoke run.
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use rsip::prelude::{HeadersExt, ToTypedHeader};
 use sip_core::{Limits, SipMessage};
 use std::hint::black_box;
