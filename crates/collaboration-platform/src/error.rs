@@ -61,6 +61,13 @@ pub enum RequestError {
     /// The platform is shutting down or stopped: 503.
     #[error("the platform is shut down")]
     Shutdown,
+    /// As many transactions as the platform allows are in progress
+    /// (`TransactionConfig::max_transactions`): 503, try again shortly.
+    #[error("too many transactions in progress (limit {limit})")]
+    Overloaded {
+        /// The configured limit.
+        limit: usize,
+    },
 }
 
 impl RequestError {
@@ -68,7 +75,9 @@ impl RequestError {
     pub fn status(&self) -> u16 {
         match self {
             RequestError::Timeout => 408,
-            RequestError::Transport(_) | RequestError::Shutdown => 503,
+            RequestError::Transport(_)
+            | RequestError::Shutdown
+            | RequestError::Overloaded { .. } => 503,
             RequestError::Status { code, .. } => *code,
             RequestError::Refused(_) => 403,
             RequestError::Invalid(_) => 400,

@@ -14,7 +14,7 @@ use crate::settings::ListenerKind;
 use crate::topology::{Address, Homed, OnPremises, Topology, TopologyError};
 use bytes::Bytes;
 use sip_core::transaction::{
-    Event, Peer, TransactionId, TransactionLayer, Transmit, TransportKind as Tk,
+    Event, Peer, TransactionError, TransactionId, TransactionLayer, Transmit, TransportKind as Tk,
 };
 use sip_core::{
     DialogError, DialogId, DialogUpdate, Dialogs, HeaderName, Limits, Method, SipMessage,
@@ -609,6 +609,9 @@ impl Driver {
                     }
                 }
                 self.pending.insert(id, Pending { reply, span, kind });
+            }
+            Err(TransactionError::Overloaded { limit }) => {
+                reply.fail(RequestError::Overloaded { limit })
             }
             Err(e) => reply.fail(RequestError::Invalid(e.to_string())),
         }

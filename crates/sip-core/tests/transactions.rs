@@ -725,3 +725,60 @@ fn client_cancel_race_with_2xx() {
         .iter()
         .any(|e| matches!(e, Event::Response { id, .. } if *id == cancel_id)));
 }
+
+#[test]
+fn at_the_transaction_limit_requests_get_a_stateless_503() {
+    let cfg = TransactionConfig {
+        max_transactions: 2,
+        ..TransactionConfig::default()
+    };
+    let mut l = TransactionLayer::with_ids(cfg, Box::new(SequentialIds::default()));
+    let t0 = Instant::now();
+    l.handle_message(t0, request("OPTIONS", "z9hG4bKone", None), udp());
+    l.handle_message(t0, request("OPTIONS", "z9hG4bKtwo", None), udp());
+    let mut ids = Vec::new();
+    while let Some(e) = l.poll_event() {
+        if let Event::Request { id, .. } = e {
+            ids.push(id);
+        }
+    }
+    assert_eq!((ids.len(), l.len()), (2, 2));
+    // A third new request: answered 503 with Retry-After, no transaction, no event.
+    l.handle_message(t0, request("OPTIONS", "z9hG4bKthree", None), udp());
+    assert!(l.poll_event().is_none());
+    assert_eq!(l.len(), 2);
+    let busy = parse(&l.poll_transmit().expect("a 503").contents);
+    assert_eq!(busy.status(), Some(503));
+    assert_eq!(
+        busy.header(sip_core::HeaderName::RetryAfter),
+        Some(&b"1"[..])
+    );
+    assert_eq!(busy.top_via().unwrap().branch(), Some("z9hG4bKthree"));
+    // A retransmission of a live transaction's request still reaches it.
+    l.handle_message(t0, request("OPTIONS", "z9hG4bKone", None), udp());
+    assert!(l.poll_transmit().is_none(), "absorbed in Trying");
+    // The application's own requests are refused too.
+    assert_eq!(
+        l.send_request(t0, outgoing("OPTIONS"), udp()),
+        Err(TransactionError::Overloaded { limit: 2 })
+    );
+    assert_eq!(TransactionError::Overloaded { limit: 2 }.status(), 503);
+    // Once one ends (answered, then Timer J), new requests are served again.
+    let first = request("OPTIONS", "z9hG4bKone", None);
+    l.respond(
+        t0,
+        ids[0],
+        SipMessage::response_to(&first, 200, "OK").unwrap(),
+    )
+    .unwrap();
+    l.handle_timeout(t0 + Duration::from_secs(33));
+    assert_eq!(l.len(), 1);
+    while l.poll_event().is_some() {}
+    while l.poll_transmit().is_some() {}
+    l.handle_message(
+        t0 + Duration::from_secs(33),
+        request("OPTIONS", "z9hG4bKfour", None),
+        udp(),
+    );
+    assert!(matches!(l.poll_event(), Some(Event::Request { .. })));
+}

@@ -278,6 +278,11 @@ impl TransactionLayer {
         if self.map.contains_key(&key) {
             return Err(TransactionError::DuplicateBranch);
         }
+        if self.map.len() >= self.config.max_transactions {
+            return Err(TransactionError::Overloaded {
+                limit: self.config.max_transactions,
+            });
+        }
         let invite = method == Method::Invite;
         let reliable = destination.transport.is_reliable();
         let tx = Tx {
@@ -644,6 +649,16 @@ impl TransactionLayer {
                 request: message,
                 source,
             });
+            return;
+        }
+        if self.map.len() >= self.config.max_transactions {
+            // At the limit: answered without a transaction (RFC 3261 §21.5.4), so a flood
+            // costs no memory; retransmissions get the same answer.
+            if let Ok(mut busy) = SipMessage::response_to(&message, 503, "Service Unavailable") {
+                if busy.push_header(HeaderName::RetryAfter, "1").is_ok() {
+                    self.send_stateless(&busy, source);
+                }
+            }
             return;
         }
         let cancels = if method == Method::Cancel {

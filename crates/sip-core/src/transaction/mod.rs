@@ -175,6 +175,13 @@ pub struct TransactionConfig {
     /// When a server INVITE sends 100 Trying if the TU has not answered; default 200 ms,
     /// `None` never.
     pub trying_delay: Option<Duration>,
+    /// Most live transactions, client and server together; default 100 000 (each holds
+    /// about 1 KiB). At the limit, a request that would start a server transaction is
+    /// answered 503 with `Retry-After: 1` without one, and
+    /// [`TransactionLayer::send_request`] fails with [`TransactionError::Overloaded`]. On
+    /// UDP a server transaction lives 32 s after its final response, so a request flood
+    /// would otherwise grow memory without bound.
+    pub max_transactions: usize,
 }
 
 impl Default for TransactionConfig {
@@ -185,6 +192,7 @@ impl Default for TransactionConfig {
             t4: Duration::from_secs(5),
             timer_d: Duration::from_secs(32),
             trying_delay: Some(Duration::from_millis(200)),
+            max_transactions: 100_000,
         }
     }
 }
@@ -278,6 +286,12 @@ pub enum TransactionError {
     /// The request's branch is already used by a live transaction.
     #[error("a transaction with this branch and method already exists")]
     DuplicateBranch,
+    /// [`TransactionConfig::max_transactions`] transactions are live; status 503.
+    #[error("too many live transactions (limit {limit})")]
+    Overloaded {
+        /// The configured limit.
+        limit: usize,
+    },
     /// No live transaction has this id.
     #[error("no such transaction")]
     UnknownTransaction,
@@ -296,6 +310,7 @@ impl TransactionError {
             TransactionError::Message(e) => e.status(),
             TransactionError::DuplicateBranch => 482,
             TransactionError::UnknownTransaction => 481,
+            TransactionError::Overloaded { .. } => 503,
             _ => 500,
         }
     }
