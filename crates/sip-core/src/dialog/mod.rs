@@ -93,7 +93,7 @@ pub(crate) fn dialog_key<R>(
 impl DialogId {
     /// The id of a dialog from its three parts.
     pub fn new(call_id: &[u8], local_tag: &[u8], remote_tag: &[u8]) -> Self {
-        let buf = key_bytes(call_id, local_tag, remote_tag).to_arc();
+        let buf: Arc<[u8]> = Arc::from(key_bytes(call_id, local_tag, remote_tag).as_slice());
         let local_at = u32::try_from(8 + call_id.len()).unwrap_or(u32::MAX);
         let remote_at = u32::try_from(8 + call_id.len() + local_tag.len()).unwrap_or(u32::MAX);
         DialogId {

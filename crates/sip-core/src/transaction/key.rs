@@ -107,7 +107,9 @@ impl Key {
                 text.extend_from_slice(b);
                 text.push(0);
                 // sent-by: host compared case-insensitively, port as written.
-                text.extend_lowercase(via.host_raw());
+                let host = text.len();
+                text.extend_from_slice(via.host_raw());
+                text[host..].make_ascii_lowercase();
                 if let Some(p) = via.port() {
                     text.push(b':');
                     text.extend_from_slice(itoa::Buffer::new().format(p).as_bytes());
@@ -133,7 +135,7 @@ impl Key {
         Ok(Key {
             role: Role::Server,
             method,
-            text: Text::Owned(text.to_arc()),
+            text: Text::Owned(Arc::from(text.as_slice())),
         })
     }
 
