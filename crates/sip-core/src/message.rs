@@ -1178,7 +1178,7 @@ struct Head {
 
 /// Parses the start line and header fields; returns them and the offset of the body.
 ///
-/// Per line: one search for the colon and one for the line feed, eight bytes at a time; the
+/// Per line: one search for the colon and one for the line feed, sixteen bytes per step; the
 /// name is looked up exactly (only an unknown name is then checked for being a token), and
 /// the fields validation reads are noted on the way, so nothing walks the field table
 /// again.
@@ -1242,26 +1242,23 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
         // continues on the next (folding, RFC 3261 §7.3.1) is unfolded into a new buffer.
         let nl = find_lf(s, colon).ok_or(ParseError::Incomplete)?;
         let mut next = nl + 1;
-        let (value, end) = if next < n && is_ws(s[next]) {
-            let mut end = content_end(pos, nl);
-            while next < n && is_ws(s[next]) {
+        let continued = |next: usize| next < n && is_ws(s[next]);
+        let (value, end) = if continued(next) {
+            let mut end;
+            loop {
                 let nl = find_lf(s, next).ok_or(ParseError::Incomplete)?;
                 end = content_end(next, nl);
                 next = nl + 1;
+                if !continued(next) {
+                    break;
+                }
             }
-            let value = trim_lws(&s[colon + 1..end]);
-            owned.push(unfold(value));
+            let (vs, ve) = trim_lws(s, colon + 1, end);
+            owned.push(unfold(&s[vs..ve]));
             (Text::Owned((owned.len() - 1) as u32), end)
         } else {
             let end = content_end(pos, nl);
-            let mut vs = colon + 1;
-            let mut ve = end;
-            while vs < ve && is_lws(s[vs]) {
-                vs += 1;
-            }
-            while ve > vs && is_lws(s[ve - 1]) {
-                ve -= 1;
-            }
+            let (vs, ve) = trim_lws(s, colon + 1, end);
             (Text::Span(vs as u32, ve as u32), end)
         };
         if end - pos > limits.max_line_length {
@@ -1310,12 +1307,17 @@ fn bad_line(s: &[u8], pos: usize, limits: &Limits, fields: usize) -> ParseError 
     }
 }
 
-/// `v` without leading and trailing whitespace, line breaks included (a folded value may
-/// start or end with one).
-fn trim_lws(v: &[u8]) -> &[u8] {
-    let start = v.iter().position(|&c| !is_lws(c)).unwrap_or(v.len());
-    let end = v.iter().rposition(|&c| !is_lws(c)).map_or(start, |e| e + 1);
-    &v[start..end]
+/// `start..end` of `s` less leading and trailing whitespace, line breaks included (a
+/// folded value may start or end with one).
+#[inline]
+fn trim_lws(s: &[u8], mut start: usize, mut end: usize) -> (usize, usize) {
+    while start < end && is_lws(s[start]) {
+        start += 1;
+    }
+    while end > start && is_lws(s[end - 1]) {
+        end -= 1;
+    }
+    (start, end)
 }
 
 /// Whitespace or a line-break byte: what is trimmed around a header value.
