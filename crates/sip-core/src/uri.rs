@@ -281,7 +281,20 @@ fn host_prefix(s: &[u8]) -> Option<(HostKind, usize)> {
         let close = find(s, b']')?;
         return ipv6_of(&s[..=close]).map(|_| (HostKind::Ipv6, close + 1));
     }
-    // One pass: where the host ends, and could it be a dotted IPv4 address?
+    let (len, numeric) = host_run(s);
+    let host = &s[..len];
+    match host.first() {
+        None => None,
+        Some(_) if numeric => parse_ipv4(host).map(|a| (HostKind::Ipv4(a.octets()), len)),
+        Some(b'.' | b'-') => None,
+        Some(_) => Some((HostKind::Domain, len)),
+    }
+}
+
+/// The run of host characters at the start of `s`, in one pass: its length, and whether it
+/// could be a dotted IPv4 address (digits and dots only).
+#[inline]
+fn host_run(s: &[u8]) -> (usize, bool) {
     let mut len = 0;
     let mut classes = 0;
     while let Some(&c) = s.get(len) {
@@ -292,14 +305,7 @@ fn host_prefix(s: &[u8]) -> Option<(HostKind, usize)> {
         classes |= class;
         len += 1;
     }
-    let host = &s[..len];
-    let numeric = classes & (DOMAIN_ONLY & !DIGIT_OR_DOT) == 0;
-    match host.first() {
-        None => None,
-        Some(_) if numeric => parse_ipv4(host).map(|a| (HostKind::Ipv4(a.octets()), len)),
-        Some(b'.' | b'-') => None,
-        Some(_) => Some((HostKind::Domain, len)),
-    }
+    (len, classes & (DOMAIN_ONLY & !DIGIT_OR_DOT) == 0)
 }
 
 /// [`host_prefix`], saying why a host is refused.
@@ -312,20 +318,10 @@ fn host_prefix_checked(s: &[u8]) -> Result<(HostKind, usize), ParseError> {
                 "unterminated IPv6 reference"
             }
         } else {
-            let len = s
-                .iter()
-                .take_while(|&&c| HOST_CLASS[c as usize] != NOT_HOST)
-                .count();
-            let host = &s[..len];
-            if host.is_empty() {
-                "empty host"
-            } else if host
-                .iter()
-                .all(|&c| HOST_CLASS[c as usize] & (DOMAIN_ONLY & !DIGIT_OR_DOT) == 0)
-            {
-                "bad IPv4 address"
-            } else {
-                "bad domain name"
+            match host_run(s) {
+                (0, _) => "empty host",
+                (_, true) => "bad IPv4 address",
+                _ => "bad domain name",
             }
         })
     })
