@@ -1291,11 +1291,6 @@ pub(crate) fn uac_dialog_id(response: &SipMessage) -> Option<DialogId> {
     Some(DialogId::new(cid, &local, &remote))
 }
 
-/// An endpoint's 1xx-with-tag or 2xx to an INVITE creates (or confirms) the UAS dialog, so
-/// the ACK, BYE and re-INVITEs that follow are matched to it instead of being refused 481;
-/// a 2xx to a SUBSCRIBE or REFER creates the notifier's dialog for its NOTIFYs.
-/// The UAS copies Record-Route into such responses so the caller learns the route set
-/// (RFC 3261 §12.1.1).
 /// Sends `bytes` on the connection to `target`, connecting first if there is none.
 async fn send_to(
     transport: &SipTransport,
@@ -1306,6 +1301,11 @@ async fn send_to(
     transport.send_raw(connection, bytes).await
 }
 
+/// An endpoint's 1xx-with-tag or 2xx to an INVITE creates (or confirms) the UAS dialog, so
+/// the ACK, BYE and re-INVITEs that follow are matched to it instead of being refused 481;
+/// a 2xx to a SUBSCRIBE or REFER creates the notifier's dialog for its NOTIFYs.
+/// The UAS copies Record-Route into such responses so the caller learns the route set
+/// (RFC 3261 §12.1.1).
 fn track_uas_dialog(
     dialogs: &mut Dialogs,
     request: &SipMessage,
