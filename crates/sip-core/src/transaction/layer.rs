@@ -513,15 +513,7 @@ impl TransactionLayer {
     }
 
     fn insert(&mut self, tx: Tx) -> TransactionId {
-        // Each live transaction has at most two armed timers; past this, at least half the
-        // heap is entries of ended or re-armed timers (lazy deletion: on a reliable transport
-        // a finished transaction leaves its 64·T1 timer for 32 s). Dropping them then costs
-        // O(n) per n/2 insertions and keeps the heap proportional to the live transactions.
-        if self.timers.len() > STALE_TIMERS_MIN + 4 * self.map.len() {
-            let slots = &self.slots;
-            self.timers
-                .retain(|at, id, slot| armed_in(slots, at, id, slot));
-        }
+        self.drop_ended_timers();
         let key = tx.key.clone();
         let id = match self.free.pop() {
             Some(index) => {
@@ -544,6 +536,20 @@ impl TransactionLayer {
         };
         self.map.insert(key, id);
         id
+    }
+
+    /// Drops the heap entries of ended or re-armed timers once they are most of it.
+    ///
+    /// Each live transaction has at most two armed timers; past this size, at least half
+    /// the heap is such entries (lazy deletion: on a reliable transport a finished
+    /// transaction leaves its 64·T1 timer for 32 s). Called per new transaction, the purge
+    /// costs O(n) per n/2 insertions and keeps the heap proportional to the live ones.
+    fn drop_ended_timers(&mut self) {
+        if self.timers.len() > STALE_TIMERS_MIN + 4 * self.map.len() {
+            let slots = &self.slots;
+            self.timers
+                .retain(|at, id, slot| armed_in(slots, at, id, slot));
+        }
     }
 
     /// Runs `f` on transaction `id`, then destroys it if `f` terminated it.
