@@ -31,6 +31,10 @@ fi
 set -x
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The examples as a user builds them (`target/debug/examples/NAME`): tests/examples_interop.rs
+# runs these binaries. Built here, they share this build's dependencies; without them that
+# test builds its own copy of the workspace in a second target directory.
+cargo build --workspace --examples
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
