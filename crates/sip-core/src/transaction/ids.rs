@@ -82,19 +82,36 @@ impl IdGenerator for SequentialIds {
     }
 }
 
-fn push_hex(out: &mut String, v: u64) {
+/// `v` as sixteen lowercase hex digits.
+fn hex16(v: u64) -> [u8; 16] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for i in (0..16).rev() {
-        out.push(HEX[((v >> (i * 4)) & 0xf) as usize] as char);
+    let mut out = [0; 16];
+    for (i, c) in out.iter_mut().enumerate() {
+        *c = HEX[((v >> ((15 - i) * 4)) & 0xf) as usize];
     }
+    out
+}
+
+fn push_hex(out: &mut String, v: u64) {
+    out.extend(hex16(v).map(char::from));
 }
 
 /// A new Via branch: the magic cookie and 64 bits in hex.
 pub fn new_branch(ids: &mut dyn IdGenerator) -> String {
-    let mut s = String::with_capacity(MAGIC_COOKIE.len() + 16);
+    let mut s = String::with_capacity(BRANCH_LEN);
     s.push_str(MAGIC_COOKIE);
     push_hex(&mut s, ids.next_u64());
     s
+}
+
+/// The length of a branch from [`new_branch`].
+pub(crate) const BRANCH_LEN: usize = MAGIC_COOKIE.len() + 16;
+
+/// Appends a new branch (as [`new_branch`] makes) to a Via value being built, without a
+/// string of its own.
+pub(crate) fn push_branch(out: &mut Vec<u8>, ids: &mut dyn IdGenerator) {
+    out.extend_from_slice(MAGIC_COOKIE.as_bytes());
+    out.extend_from_slice(&hex16(ids.next_u64()));
 }
 
 /// A new From/To tag: 64 bits in hex (RFC 3261 §19.3 asks for at least 32 random bits).

@@ -1,5 +1,6 @@
 //! [`TransactionLayer`]: every transaction of a user agent, the four machines, and matching.
 
+use super::ids::{push_branch, BRANCH_LEN};
 use super::key::Key;
 use super::timers::{Slot, TimerHeap};
 use super::{
@@ -259,20 +260,21 @@ impl TransactionLayer {
         let key = match key {
             Some(key) => key,
             None => {
-                let b = self.new_branch();
                 let mut vias = request.header_values(HeaderName::Via);
                 let (Some(top), None) = (vias.next(), vias.next()) else {
                     return Err(TransactionError::WrongMessage(
                         "a request without a branch must have exactly one Via",
                     ));
                 };
-                let mut v = Vec::with_capacity(top.len() + 8 + b.len());
+                let mut v = Vec::with_capacity(top.len() + 8 + BRANCH_LEN);
                 v.extend_from_slice(top);
                 drop(vias);
                 v.extend_from_slice(b";branch=");
-                v.extend_from_slice(b.as_bytes());
+                let at = v.len();
+                push_branch(&mut v, &mut *self.ids);
+                let key = Key::client(&v[at..], &method);
                 request.set_header(HeaderName::Via, v)?;
-                Key::client(b.as_bytes(), &method)
+                key
             }
         };
         if self.map.contains_key(&key) {
