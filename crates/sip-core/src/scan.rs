@@ -84,38 +84,26 @@ pub(crate) const fn run_table(class: [bool; 256]) -> [u8; 256] {
     t
 }
 
-/// Call-ID byte classes: not allowed, a `word` character, or the `@`.
-const fn call_id_class() -> [u8; 256] {
-    let mut t = [0u8; 256];
-    let mut c = 0;
-    while c < 256 {
-        if WORD[c] {
-            t[c] = 1;
-        }
-        c += 1;
-    }
-    t[b'@' as usize] = 2;
+/// The bytes a Call-ID holds (`word` characters and the `@`), as a [`run_of`] table.
+static CALL_ID: [u8; 256] = {
+    let mut t = run_table(WORD);
+    t[b'@' as usize] = 1;
     t
-}
+};
 
-static CALL_ID: [u8; 256] = call_id_class();
-
-/// Is `s` a Call-ID, `word [ "@" word ]` (RFC 3261 §25.1)? One pass, one load per byte.
+/// Is `s` a Call-ID, `word [ "@" word ]` (RFC 3261 §25.1)? The bytes are checked eight at
+/// a time ([`run_of`]), then the `@` is looked for sixteen at a time: a third of the
+/// instructions of a loop that classifies and counts byte by byte.
 #[inline]
 pub(crate) fn is_call_id(s: &[u8]) -> bool {
-    // `ats` counts the `@`; a byte outside both classes makes `bad` non-zero.
-    let mut ats = 0u32;
-    let mut bad = false;
-    for &c in s {
-        let class = CALL_ID[c as usize];
-        bad |= class == 0;
-        ats += u32::from(class >> 1);
-    }
-    if bad || s.is_empty() || ats > 1 {
+    if s.is_empty() || run_of(s, 0, &CALL_ID) != s.len() {
         return false;
     }
-    // A single `@` must have a word on both sides.
-    ats == 0 || (s[0] != b'@' && s[s.len() - 1] != b'@')
+    // At most one `@`, with a word on both sides.
+    match find_byte::<b'@'>(s, 0) {
+        None => true,
+        Some(at) => at > 0 && at + 1 < s.len() && find_byte::<b'@'>(s, at + 1).is_none(),
+    }
 }
 
 /// Eight bytes (`s` holds exactly eight) as one word, first byte lowest.
@@ -483,6 +471,27 @@ mod tests {
             b"\xc3\xa9",
         ] {
             assert!(!is_call_id(bad), "{}", String::from_utf8_lossy(bad));
+        }
+        // Every length and position, so each step of the eight- and sixteen-byte scans
+        // and their tails sees the `@` and the bad byte.
+        for len in 1..40 {
+            let word = vec![b'x'; len];
+            assert!(is_call_id(&word));
+            for at in 0..len {
+                let mut one = word.clone();
+                one[at] = b'@';
+                assert_eq!(is_call_id(&one), at > 0 && at + 1 < len, "{len} @{at}");
+                for second in at + 1..len {
+                    let mut two = one.clone();
+                    two[second] = b'@';
+                    assert!(!is_call_id(&two), "{len} @{at} @{second}");
+                }
+                for bad in [b' ', b';', b'\x80', 0] {
+                    let mut v = word.clone();
+                    v[at] = bad;
+                    assert!(!is_call_id(&v), "{len} {bad:#x} at {at}");
+                }
+            }
         }
     }
 
