@@ -32,6 +32,21 @@ pub fn body(data: &[u8]) {
         let _ = m.warnings().count();
         let _ = m.tokens(HeaderName::Supported).count();
         let _ = m.token_params(HeaderName::Event);
+        // A UAS answers any request that validated: the response (Via, From, To, Call-ID
+        // and CSeq copied, a To tag added) must parse back with the same dialog fields.
+        if m.is_request() && m.validate().is_ok() {
+            if let Ok(mut r) = SipMessage::response_to(&m, 200, "OK") {
+                let _ = r.set_to_tag("f1");
+                let wire = r.to_bytes();
+                if wire.len() <= Limits::DEFAULT.max_message_size {
+                    let back = SipMessage::parse_datagram(wire, &Limits::DEFAULT)
+                        .expect("a response to a valid request parses");
+                    assert_eq!(back.call_id().ok(), m.call_id().ok());
+                    assert_eq!(back.cseq().ok(), m.cseq().ok());
+                    assert_eq!(back.top_via().ok(), m.top_via().ok());
+                }
+            }
+        }
         let again = m.to_bytes();
         // A validated message we wrote must parse again (parse_head does not validate).
         if m.header(HeaderName::ContentLength).is_some() && m.validate().is_ok() {
