@@ -5,9 +5,6 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use sip_core::{HeaderName, Limits, Method, SipMessage};
 
-mod common;
-use common::cases;
-
 fn token() -> impl Strategy<Value = String> {
     "[A-Za-z0-9.!%*_+`'~-]{1,12}"
 }
@@ -126,7 +123,7 @@ fn same(a: &SipMessage, b: &SipMessage) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases(512)))]
+    #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
     fn parse_of_serialize_is_identity(m in message()) {
@@ -303,7 +300,7 @@ fn near_common() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases(2048)))]
+    #![proptest_config(ProptestConfig::with_cases(2048))]
 
     /// The one-pass recognisers of the common shapes must answer exactly as the general
     /// parsers do. Each parse entry point checks that with a debug assertion (the general

@@ -11,9 +11,6 @@ use sip_core::sdp::{
     SdpLimits, SessionDescription, Timing,
 };
 
-mod common;
-use common::cases;
-
 // ---- helpers --------------------------------------------------------------------------------
 
 fn data(path: &str) -> Vec<u8> {
@@ -812,7 +809,7 @@ fn check_no_panic_and_round_trip(data: &[u8]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases(512)))]
+    #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
     fn arbitrary_bytes_never_panic(data in prop::collection::vec(any::<u8>(), 0..1024)) {
@@ -843,7 +840,7 @@ mod differential {
     use super::*;
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(cases(256)))]
+        #![proptest_config(ProptestConfig::with_cases(256))]
 
         #[test]
         fn sdp_rs_agrees_on_generated_descriptions(sdp in description()) {
