@@ -53,8 +53,16 @@ struct Field {
 
 #[derive(Debug, Clone)]
 enum StartLine {
-    Request { method: Method, uri: Text },
-    Response { status: u16, reason: Text },
+    Request {
+        method: Method,
+        uri: Text,
+    },
+    /// `reason: None` is the standard phrase of `status` (`crate::reason_phrase`), held
+    /// nowhere: most responses a UAS builds use it.
+    Response {
+        status: u16,
+        reason: Option<Text>,
+    },
 }
 
 /// One header field as it appears in the message.
@@ -231,15 +239,18 @@ impl SipMessage {
         } else {
             None
         };
+        // The standard phrase is named, not stored: no piece to allocate for it.
+        let (reason, owned) = if reason == crate::reason_phrase(status).as_bytes() {
+            (None, Vec::new())
+        } else {
+            (Some(Text::Owned(0)), owned_with(reason, 6))
+        };
         MessageBuilder {
             msg: SipMessage {
                 buf: Bytes::new(),
-                start: StartLine::Response {
-                    status,
-                    reason: Text::Owned(0),
-                },
+                start: StartLine::Response { status, reason },
                 fields: Vec::with_capacity(12),
-                owned: owned_with(reason, 6),
+                owned,
                 body: Bytes::new(),
                 pristine: false,
                 core: None,
@@ -260,7 +271,7 @@ impl SipMessage {
         if !request.is_request() {
             return Err(ParseError::StartLine("response_to needs a request"));
         }
-        // The standard phrase is shared, not copied.
+        // The standard phrase is not copied (nor stored: see `StartLine::Response`).
         let reason = match crate::reason_phrase(status) {
             standard if standard == reason => Bytes::from_static(standard.as_bytes()),
             _ => Bytes::copy_from_slice(reason.as_bytes()),
@@ -284,14 +295,18 @@ impl SipMessage {
         let mut msg = b.msg;
         msg.buf = request.buf.clone();
         if !request.owned.is_empty() {
-            // The request's pieces first, so that its fields' indexes stay right.
-            let reason = std::mem::replace(&mut msg.owned, request.owned.clone());
-            msg.owned.extend(reason);
+            // The request's pieces first, so that its fields' indexes stay right; a reason
+            // phrase of its own, the only piece the response holds yet, goes behind them.
+            let own = std::mem::replace(&mut msg.owned, request.owned.clone());
+            if let StartLine::Response {
+                reason: Some(reason),
+                ..
+            } = &mut msg.start
+            {
+                *reason = Text::Owned(msg.owned.len() as u32);
+            }
+            msg.owned.extend(own);
         }
-        msg.start = StartLine::Response {
-            status,
-            reason: Text::Owned((msg.owned.len() - 1) as u32),
-        };
         msg.fields
             .extend(request.fields.iter().filter(|f| copied(f)).copied());
         msg.core = match &request.core {
@@ -350,7 +365,7 @@ impl SipMessage {
     /// The reason phrase byte for byte (may be empty or UTF-8; `None` for a request).
     pub fn reason(&self) -> Option<&[u8]> {
         match &self.start {
-            StartLine::Response { reason, .. } => Some(self.text(*reason)),
+            StartLine::Response { status, reason } => Some(self.reason_text(*status, *reason)),
             StartLine::Request { .. } => None,
         }
     }
@@ -373,8 +388,16 @@ impl SipMessage {
                 out.extend_from_slice(b"SIP/2.0 ");
                 out.extend_from_slice(itoa::Buffer::new().format(*status).as_bytes());
                 out.put_u8(b' ');
-                out.extend_from_slice(self.text(*reason));
+                out.extend_from_slice(self.reason_text(*status, *reason));
             }
+        }
+    }
+
+    /// A response's reason phrase (see `StartLine::Response`).
+    fn reason_text(&self, status: u16, reason: Option<Text>) -> &[u8] {
+        match reason {
+            Some(t) => self.text(t),
+            None => crate::reason_phrase(status).as_bytes(),
         }
     }
 
@@ -1372,7 +1395,7 @@ fn parse_start_line(buf: &Bytes, end: usize) -> Result<StartLine, ParseError> {
         }
         return Ok(StartLine::Response {
             status: code as u16,
-            reason: Text::Span(12, end as u32),
+            reason: Some(Text::Span(12, end as u32)),
         });
     }
     // Request-Line = Method SP Request-URI SP SIP-Version

@@ -160,13 +160,25 @@ proptest! {
     }
 
     #[test]
-    fn responses_copy_the_transaction_headers(m in message(), code in 100u16..700) {
-        let r = SipMessage::response_to(&m, code, "Reason").unwrap();
+    fn responses_copy_the_transaction_headers(
+        m in message(),
+        code in 100u16..700,
+        standard in any::<bool>(),
+    ) {
+        // The standard phrase is not stored in the response; any other is.
+        let reason = if standard { sip_core::reason_phrase(code) } else { "Reason" };
+        let mut r = SipMessage::response_to(&m, code, reason).unwrap();
+        r.set_to_tag("t1").unwrap();
+        r.push_header("Subject", "after the tag").unwrap();
+        prop_assert_eq!(r.reason(), Some(reason.as_bytes()));
         let parsed = SipMessage::parse_datagram(r.to_bytes(), &Limits::DEFAULT).unwrap();
         prop_assert_eq!(parsed.status(), Some(code));
+        prop_assert_eq!(parsed.reason(), Some(reason.as_bytes()));
         prop_assert_eq!(parsed.call_id().unwrap(), m.call_id().unwrap());
         prop_assert_eq!(parsed.vias().count(), m.vias().count());
         prop_assert_eq!(parsed.cseq().unwrap(), m.cseq().unwrap());
+        prop_assert_eq!(parsed.to().unwrap().tag(), Some(&b"t1"[..]));
+        prop_assert_eq!(parsed.header(HeaderName::Subject), Some(&b"after the tag"[..]));
     }
 
     #[test]
