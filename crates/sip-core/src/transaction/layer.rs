@@ -1025,13 +1025,18 @@ mod tests {
             .unwrap()
     }
 
-    #[test]
-    fn memory_of_a_burst_is_given_back_and_old_ids_stay_dead() {
-        let mut layer = TransactionLayer::with_ids(
+    /// A layer with sequential ids, and the peer its requests go to.
+    fn layer_and_peer(addr: &str, transport: TransportKind) -> (TransactionLayer, Peer) {
+        let layer = TransactionLayer::with_ids(
             TransactionConfig::default(),
             Box::new(SequentialIds::default()),
         );
-        let peer = Peer::new("192.0.2.1:5060".parse().unwrap(), TransportKind::Udp);
+        (layer, Peer::new(addr.parse().unwrap(), transport))
+    }
+
+    #[test]
+    fn memory_of_a_burst_is_given_back_and_old_ids_stay_dead() {
+        let (mut layer, peer) = layer_and_peer("192.0.2.1:5060", TransportKind::Udp);
         let t0 = Instant::now();
         let ids: Vec<TransactionId> = (0..3000)
             .map(|_| layer.send_request(t0, options(), peer).unwrap())
@@ -1055,11 +1060,7 @@ mod tests {
 
     #[test]
     fn a_compaction_not_yet_due_is_a_deadline_of_poll_timeout() {
-        let mut layer = TransactionLayer::with_ids(
-            TransactionConfig::default(),
-            Box::new(SequentialIds::default()),
-        );
-        let peer = Peer::new("192.0.2.1:5060".parse().unwrap(), TransportKind::Tcp);
+        let (mut layer, peer) = layer_and_peer("192.0.2.1:5060", TransportKind::Tcp);
         let t0 = Instant::now();
         for _ in 0..3000 {
             layer.send_request(t0, options(), peer).unwrap();
@@ -1086,11 +1087,7 @@ mod tests {
 
     #[test]
     fn ended_transactions_do_not_pile_up_in_the_timer_heap() {
-        let mut layer = TransactionLayer::with_ids(
-            TransactionConfig::default(),
-            Box::new(SequentialIds::default()),
-        );
-        let peer = Peer::new("192.0.2.1:5061".parse().unwrap(), TransportKind::Tls);
+        let (mut layer, peer) = layer_and_peer("192.0.2.1:5061", TransportKind::Tls);
         let t0 = Instant::now();
         // A live one first, whose Timer F must survive every purge.
         let live = layer.send_request(t0, options(), peer).unwrap();
