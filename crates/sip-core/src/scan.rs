@@ -426,8 +426,9 @@ mod tests {
                 if stop < len {
                     v[stop] = b':';
                 }
-                assert_eq!(run_of(&v, 0, &letters), stop, "{len} {stop}");
-                assert_eq!(run_of(&v, stop, &letters), stop);
+                for from in 0..=stop {
+                    assert_eq!(run_of(&v, from, &letters), stop, "{len} {stop} {from}");
+                }
             }
         }
         assert_eq!(run_of(b"ab", 5, &letters), 5);
