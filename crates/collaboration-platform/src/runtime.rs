@@ -1008,6 +1008,10 @@ impl Driver {
                 }
                 self.serving.remove(&id);
             }
+            Event::HeldCancel {
+                invite,
+                cancel: Err(e),
+            } => debug!(%invite, error = %e, "held CANCEL not sent"),
             Event::Ack { .. } => {}
             _ => {}
         }

@@ -545,6 +545,71 @@ fn verifier_refuses_forged_nonces_and_mismatched_uris() {
 }
 
 #[test]
+fn a_nonce_is_accepted_only_by_the_verifier_that_issued_it() {
+    let t0 = Instant::now();
+    // Two instances of a cluster sharing the key, or one instance before and after a
+    // restart: each has its own replay table.
+    let mut first = DigestVerifier::new(REALM, KEY, t0);
+    let mut second = DigestVerifier::new(REALM, KEY, t0);
+    let req = register(1, &[]);
+    let mut client = DigestClient::new(Credentials::new("app", "pw"));
+    let auth = client
+        .handle_challenge(&www(&mut first, &req, t0, false), &req)
+        .unwrap();
+    let ok = register(2, &auth);
+    assert!(first
+        .verify(&ok, HeaderName::Authorization, t0, lookup)
+        .is_ok());
+    // The same request replayed to the other instance is not accepted: stale, so a genuine
+    // client retries with that instance's nonce.
+    let later = t0 + Duration::from_secs(5);
+    let err = second
+        .verify(&ok, HeaderName::Authorization, later, lookup)
+        .unwrap_err();
+    assert_eq!(err, VerifyError::Stale);
+    let auth = client
+        .handle_challenge(&www(&mut second, &ok, later, true), &ok)
+        .unwrap();
+    assert!(second
+        .verify(
+            &register(3, &auth),
+            HeaderName::Authorization,
+            later,
+            lookup
+        )
+        .is_ok());
+}
+
+#[test]
+fn credentials_without_the_offered_qop_are_refused() {
+    let t0 = Instant::now();
+    let mut server = DigestVerifier::new(REALM, KEY, t0);
+    let req = register(1, &[]);
+    // Someone on the path strips `qop` from the challenge: the client answers in the
+    // RFC 2069 form, without a client nonce.
+    let resp = www(&mut server, &req, t0, false);
+    let stripped: Vec<String> = resp
+        .auth(HeaderName::WwwAuthenticate)
+        .map(|c| {
+            let c = c.unwrap();
+            let nonce = String::from_utf8(c.param("nonce").unwrap().into_owned()).unwrap();
+            let algorithm = String::from_utf8(c.param("algorithm").unwrap().into_owned()).unwrap();
+            format!(r#"Digest realm="{REALM}", nonce="{nonce}", algorithm={algorithm}"#)
+        })
+        .collect();
+    let values: Vec<&str> = stripped.iter().map(String::as_str).collect();
+    let mut client = DigestClient::new(Credentials::new("app", "pw"));
+    let auth = client
+        .handle_challenge(&challenge(&req, 401, &values), &req)
+        .unwrap();
+    assert_eq!(param(&auth[0], "qop"), None);
+    assert!(matches!(
+        server.verify(&register(2, &auth), HeaderName::Authorization, t0, lookup),
+        Err(VerifyError::Malformed(_))
+    ));
+}
+
+#[test]
 fn verifier_replay_table_is_bounded() {
     let t0 = Instant::now();
     let mut server = DigestVerifier::new(REALM, KEY, t0).with_max_tracked_nonces(2);

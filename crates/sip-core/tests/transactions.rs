@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use sip_core::transaction::{
     Event, Peer, SequentialIds, Timer, TransactionConfig, TransactionError, TransactionId,
-    TransactionLayer, TransactionState, TransportKind,
+    TransactionKind, TransactionLayer, TransactionState, TransportKind,
 };
 use sip_core::{Limits, Method, SipMessage};
 use std::time::{Duration, Instant};
@@ -199,6 +199,9 @@ fn client_invite_provisional_then_non2xx_acks_and_timer_d() {
         invm.top_via().unwrap().branch()
     );
     assert_eq!(ack.to().unwrap().tag(), Some(&b"b1"[..]));
+    assert_eq!(ack.from().unwrap(), invm.from().unwrap());
+    assert_eq!(ack.call_id().unwrap(), invm.call_id().unwrap());
+    assert_eq!(ack.vias().count(), 1, "only the top Via (§17.1.1.3)");
     assert_eq!(ack.cseq().unwrap().seq(), 1);
     assert_eq!(ack.cseq().unwrap().method(), Method::Ack);
     assert_eq!(
@@ -260,6 +263,69 @@ fn client_invite_2xx_accepted_passes_every_2xx_until_timer_m() {
         udp(),
     );
     assert!(matches!(&events(&mut l)[..], [Event::StrayResponse { .. }]));
+}
+
+#[test]
+fn client_invite_in_accepted_survives_a_late_transport_error() {
+    let mut l = layer();
+    let t0 = Instant::now();
+    let (id, inv) = start_client(&mut l, t0, "INVITE", udp());
+    l.handle_message(t0 + ms(50), reply(&inv, 200, Some("b1")), udp());
+    events(&mut l);
+    // The error of a send before the 2xx, reported after it (RFC 6026: Accepted stays).
+    l.handle_transport_error(t0 + ms(60), id);
+    assert!(matches!(&events(&mut l)[..], [Event::TransportError { id: i }] if *i == id));
+    assert_eq!(l.state(id), Some(TransactionState::Accepted));
+    l.handle_message(t0 + ms(550), reply(&inv, 200, Some("b1")), udp());
+    assert!(
+        matches!(&events(&mut l)[..], [Event::Response { id: i, .. }] if *i == id),
+        "2xx retransmissions still reach the TU through the transaction"
+    );
+}
+
+#[test]
+fn client_invite_2xx_after_a_non2xx_final_goes_to_the_tu_as_stray() {
+    let mut l = layer();
+    let t0 = Instant::now();
+    let (id, inv) = start_client(&mut l, t0, "INVITE", udp());
+    l.handle_message(t0 + ms(50), reply(&inv, 486, Some("b1")), udp());
+    assert_eq!(transmits(&mut l).len(), 1, "the ACK for the 486");
+    events(&mut l);
+    // Another fork answers 200 later (a proxy forwards it, §16.7 step 5).
+    l.handle_message(t0 + ms(80), reply(&inv, 200, Some("b2")), udp());
+    let evs = events(&mut l);
+    assert!(
+        matches!(&evs[..], [Event::StrayResponse { response, .. }]
+            if response.status() == Some(200) && response.to().unwrap().tag() == Some(&b"b2"[..])),
+        "{evs:?}"
+    );
+    assert!(
+        transmits(&mut l).is_empty(),
+        "the transaction does not ACK a 2xx"
+    );
+    assert_eq!(l.state(id), Some(TransactionState::Completed));
+}
+
+#[test]
+fn timer_settings_under_a_millisecond_are_raised_and_end() {
+    let cfg = TransactionConfig {
+        t1: Duration::ZERO,
+        t2: Duration::ZERO,
+        ..TransactionConfig::default()
+    };
+    let mut l = TransactionLayer::with_ids(cfg, Box::new(SequentialIds::default()));
+    assert_eq!((l.config().t1, l.config().t2), (ms(1), ms(1)));
+    let t0 = Instant::now();
+    let (inv, _) = start_client(&mut l, t0, "INVITE", udp());
+    let (opt, _) = start_client(&mut l, t0, "OPTIONS", udp());
+    // Each timer re-arms later than it fired, so this returns: B and F at 64 ms.
+    let (sent, evs) = run(&mut l, t0, Duration::from_secs(1));
+    assert!(has_terminated(&evs, inv) && has_terminated(&evs, opt));
+    assert!(has_timeout(&evs, Timer::B) && has_timeout(&evs, Timer::F));
+    // A at 1, 3, 7, 15, 31, 63 ms; E every 1 ms (T2), the last at 64 ms beside Timer F.
+    assert_eq!(sent.len(), 6 + 64, "{sent:?}");
+    assert_eq!(sent.last(), Some(&ms(64)));
+    assert!(l.is_empty());
 }
 
 #[test]
@@ -515,7 +581,8 @@ fn server_non_invite_all_states_and_timer_j() {
     let (_, evs) = run(&mut l, t0, Duration::from_secs(40));
     assert!(has_terminated(&evs, id));
     // Over TCP J is zero.
-    let id = server(&mut l, t0, request("OPTIONS", "z9hG4bKn2", None), tcp());
+    let req = request("OPTIONS", "z9hG4bKn2", None);
+    let id = server(&mut l, t0, req.clone(), tcp());
     l.respond(t0, id, response(&req, 200)).unwrap();
     assert_eq!(l.state(id), None);
 }
@@ -542,12 +609,33 @@ fn rfc2543_requests_match_without_magic_cookie() {
     transmits(&mut l);
     l.handle_message(t0, inv.clone(), udp());
     assert_eq!(transmits(&mut l).len(), 1, "retransmission matched");
+    assert!(events(&mut l).is_empty());
     l.handle_message(t0, request("ACK", "", Some("srv")), udp());
     assert_eq!(l.state(id), Some(TransactionState::Confirmed));
-    // An old-style branch without the cookie is also the RFC 2543 case.
-    let inv = request("INVITE", "1234", None);
-    l.handle_message(t0, inv, udp());
-    assert!(matches!(&events(&mut l)[..], [Event::Request { .. }]));
+    // An old-style branch without the cookie is also the RFC 2543 case: two requests with
+    // the same such branch are told apart by Call-ID (§17.2.3), and a retransmission of
+    // either matches its own transaction.
+    let first = request("OPTIONS", "1234", None);
+    let other_call = String::from_utf8(first.to_bytes().to_vec())
+        .unwrap()
+        .replace("call-1@a.example", "call-2@a.example");
+    let second = parse(other_call.as_bytes());
+    let a = server(&mut l, t0, first.clone(), udp());
+    let b = server(&mut l, t0, second, udp());
+    assert_ne!(a, b);
+    l.respond(t0, a, response(&first, 200)).unwrap();
+    transmits(&mut l);
+    l.handle_message(t0 + ms(10), first, udp());
+    assert!(
+        events(&mut l).is_empty(),
+        "a retransmission, not a new request"
+    );
+    assert_eq!(
+        start_line(&transmits(&mut l)[0]),
+        "SIP/2.0 200 OK",
+        "answered from transaction a"
+    );
+    assert_eq!(l.state(b), Some(TransactionState::Trying));
 }
 
 #[test]
@@ -663,6 +751,11 @@ fn server_cancel_race_after_2xx_and_without_invite() {
     let sent = transmits(&mut l);
     assert_eq!(sent.len(), 1);
     assert_eq!(start_line(&sent[0]), "SIP/2.0 200 OK");
+    assert_eq!(
+        parse(&sent[0]).to().unwrap().tag(),
+        Some(&b"srv"[..]),
+        "the tag of the INVITE's final response (§9.2)"
+    );
     assert_eq!(l.state(inv_id), Some(TransactionState::Accepted));
 
     let lone = request("CANCEL", "z9hG4bKlone", None);
@@ -688,6 +781,16 @@ fn client_cancel_waits_for_a_provisional_response() {
     l.handle_message(t0 + ms(100), reply(&inv, 180, Some("b")), udp());
     let sent = transmits(&mut l);
     assert_eq!(sent.len(), 1);
+    // The TU learns the held CANCEL's transaction.
+    let evs = events(&mut l);
+    let cancel_id = match &evs[..] {
+        [Event::Response { .. }, Event::HeldCancel {
+            invite,
+            cancel: Ok(c),
+        }] if *invite == inv_id => *c,
+        e => panic!("{e:?}"),
+    };
+    assert_eq!(l.kind(cancel_id), Some(TransactionKind::ClientNonInvite));
     let cancel = parse(&sent[0]);
     let invm = parse(&inv);
     assert_eq!(cancel.method(), Some(&Method::Cancel));
@@ -705,6 +808,35 @@ fn client_cancel_waits_for_a_provisional_response() {
     assert_eq!(l.state(inv_id), Some(TransactionState::Completed));
     // Cancelling after the final response is refused.
     assert!(l.cancel(t0, inv_id).is_err());
+}
+
+#[test]
+fn a_cancelled_invite_without_final_response_ends_64_t1_after_the_cancel() {
+    let mut l = layer();
+    let t0 = Instant::now();
+    let (inv_id, inv) = start_client(&mut l, t0, "INVITE", udp());
+    l.handle_message(t0 + ms(10), reply(&inv, 180, Some("b")), udp());
+    let t_cancel = t0 + ms(20);
+    let cancel_id = l.cancel(t_cancel, inv_id).unwrap().unwrap();
+    let cancel = transmits(&mut l).remove(0);
+    l.handle_message(t0 + ms(30), reply(&cancel, 200, Some("b")), udp());
+    // A late provisional response does not stop the wait.
+    l.handle_message(t0 + ms(40), reply(&inv, 183, Some("b")), udp());
+    events(&mut l);
+    let (_, evs) = run(&mut l, t0, ms(20) + Duration::from_secs(31));
+    assert!(!has_terminated(&evs, inv_id), "{evs:?}");
+    assert_eq!(l.state(inv_id), Some(TransactionState::Proceeding));
+    // The callee never sends 487: 64·T1 after the CANCEL the INVITE is gone (§9.1).
+    assert_eq!(l.poll_timeout(), Some(t_cancel + Duration::from_secs(32)));
+    let (_, evs) = run(&mut l, t0, Duration::from_secs(40));
+    assert!(
+        evs.iter()
+            .any(|e| matches!(e, Event::Timeout { id, timer: Timer::Cancel } if *id == inv_id)),
+        "{evs:?}"
+    );
+    assert!(has_terminated(&evs, inv_id));
+    assert_eq!(l.state(cancel_id), None);
+    assert!(l.is_empty());
 }
 
 #[test]

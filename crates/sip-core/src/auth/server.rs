@@ -3,14 +3,20 @@
 //!
 //! ## Nonces: signed, not stored
 //!
-//! A nonce is `hex(issued-seconds ‖ counter) ‖ hex(HMAC-SHA-256(key, that ‖ realm)[..16])`.
-//! The verifier checks a nonce by recomputing its MAC, so issuing a challenge stores
-//! nothing: a flood of unauthenticated requests cannot grow memory. State is created only
-//! for a request whose response value was right (the sender knows the password): the
-//! highest nonce count seen per nonce, so a replayed request is refused. That table is
-//! bounded; when it is full, expired nonces go first, then the oldest, and every nonce
-//! issued up to the oldest evicted one's second is treated as stale from then on (a
-//! genuine client just gets a fresh nonce; a replay never slips through).
+//! A nonce is `hex(issued-seconds ‖ instance ‖ counter) ‖ hex(HMAC-SHA-256(key, that ‖
+//! realm)[..16])`. The verifier checks a nonce by recomputing its MAC, so issuing a
+//! challenge stores nothing: a flood of unauthenticated requests cannot grow memory. State
+//! is created only for a request whose response value was right (the sender knows the
+//! password): the highest nonce count seen per nonce, so a replayed request is refused.
+//! That table is bounded; when it is full, expired nonces go first, then the oldest, and
+//! every nonce issued up to the oldest evicted one's second is treated as stale from then
+//! on (a genuine client just gets a fresh nonce; a replay never slips through).
+//!
+//! `instance` is a random number drawn when the verifier is made, and only nonces carrying
+//! the verifier's own are accepted. The replay table lives in one verifier's memory, so a
+//! nonce from before a restart, or from another instance of a cluster sharing the key, would
+//! otherwise be accepted again there (RFC 7616 §5.5 asks that a nonce cannot be replayed).
+//! A genuine client that meets another instance is answered `stale=true` and retries.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -19,6 +25,7 @@ use std::time::{Duration, Instant};
 use super::challenge::Challenge;
 use super::digest::{constant_time_eq, hex, hmac_sha256, ResponseInput};
 use super::{Algorithm, Qop, VerifyError};
+use crate::transaction::{IdGenerator, RandomIds};
 use crate::{AuthValue, HeaderName, SipMessage};
 
 /// What the application knows about a user, returned by the lookup given to
@@ -57,7 +64,9 @@ pub struct Verified {
 ///
 /// Defaults: SHA-256 and MD5 offered (strongest first, one challenge each, as RFC 8760
 /// asks), `qop="auth"`, nonces valid 300 s, at most 65 536 nonces tracked for replay.
-/// Credentials without qop (RFC 2069 clients) are accepted, each nonce once.
+/// Credentials must use a qop offered (RFC 7616 §3.4): a client leaving it out would
+/// downgrade to the RFC 2069 form without the client nonce. To serve RFC 2069 clients,
+/// offer no qop ([`with_qop`](Self::with_qop)`(&[])`); each nonce then serves once.
 pub struct DigestVerifier {
     realm: String,
     key: [u8; 32],
@@ -66,6 +75,8 @@ pub struct DigestVerifier {
     opaque: Option<String>,
     lifetime: Duration,
     epoch: Instant,
+    /// Random per verifier: only nonces with this value are accepted (see the module doc).
+    instance: u64,
     counter: u64,
     /// nonce → (issued second, highest nonce count accepted).
     seen: HashMap<String, (u64, u32)>,
@@ -86,13 +97,13 @@ impl fmt::Debug for DigestVerifier {
     }
 }
 
-const NONCE_PAYLOAD: usize = 16;
+const NONCE_PAYLOAD: usize = 24;
 const NONCE_MAC: usize = 16;
 
 impl DigestVerifier {
     /// A verifier for `realm`. `key` signs nonces: take it from the operating system's
-    /// random source (every instance of a cluster that must accept each other's nonces
-    /// shares it). `now` starts the verifier's clock.
+    /// random source. `now` starts the verifier's clock. The verifier accepts only the
+    /// nonces it issued itself (see the module doc).
     pub fn new(realm: impl Into<String>, key: [u8; 32], now: Instant) -> DigestVerifier {
         DigestVerifier {
             realm: realm.into(),
@@ -102,6 +113,7 @@ impl DigestVerifier {
             opaque: None,
             lifetime: Duration::from_secs(300),
             epoch: now,
+            instance: RandomIds::new().next_u64(),
             counter: 0,
             seen: HashMap::new(),
             max_tracked: 65_536,
@@ -168,14 +180,16 @@ impl DigestVerifier {
         self.counter = self.counter.wrapping_add(1);
         let mut payload = [0u8; NONCE_PAYLOAD];
         payload[..8].copy_from_slice(&self.seconds(now).to_be_bytes());
-        payload[8..].copy_from_slice(&self.counter.to_be_bytes());
+        payload[8..16].copy_from_slice(&self.instance.to_be_bytes());
+        payload[16..].copy_from_slice(&self.counter.to_be_bytes());
         let mac = self.mac(&payload);
         let mut nonce = hex(&payload);
         nonce.push_str(&hex(&mac[..NONCE_MAC]));
         nonce
     }
 
-    /// The issue second of a nonce this verifier made, `None` when it did not make it.
+    /// The issue second of a nonce this verifier made, `None` when it did not make it
+    /// (another key, another instance, or not a nonce of this form).
     fn nonce_issued(&self, nonce: &str) -> Option<u64> {
         let bytes = nonce.as_bytes();
         if bytes.len() != 2 * (NONCE_PAYLOAD + NONCE_MAC) {
@@ -186,9 +200,12 @@ impl DigestVerifier {
         if !constant_time_eq(&self.mac(payload)[..NONCE_MAC], mac) {
             return None;
         }
-        let mut ts = [0u8; 8];
-        ts.copy_from_slice(&payload[..8]);
-        Some(u64::from_be_bytes(ts))
+        let word = |at: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&payload[at..at + 8]);
+            u64::from_be_bytes(w)
+        };
+        (word(8) == self.instance).then(|| word(0))
     }
 
     fn nonce_fresh(&self, issued: u64, now: Instant) -> bool {
@@ -312,6 +329,11 @@ impl DigestVerifier {
             return Err(VerifyError::Unsupported);
         }
         let qop = match text("qop")? {
+            None if !self.qop.is_empty() => {
+                return Err(VerifyError::Malformed(
+                    "qop missing though the challenge offered it",
+                ))
+            }
             None => None,
             Some(q) => {
                 let q = Qop::parse(q.trim()).ok_or(VerifyError::Unsupported)?;

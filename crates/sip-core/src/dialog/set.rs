@@ -186,7 +186,10 @@ impl Dialogs {
             let Some(d) = self.map.get_mut(&id) else {
                 return Err(DialogError::NoDialog);
             };
-            if status == 481 || status == 408 || (*method == Method::Bye && status >= 200) {
+            // A BYE's final response ends the dialog, except a challenge: the BYE is sent
+            // again with credentials in the same dialog (§22.2).
+            let bye_done = *method == Method::Bye && status >= 200 && !matches!(status, 401 | 407);
+            if status == 481 || status == 408 || bye_done {
                 self.remove(&id);
                 return Ok(DialogUpdate::Terminated(vec![id]));
             }
@@ -222,9 +225,18 @@ impl Dialogs {
         let confirm = status >= 200;
         if let Some(d) = self.map.get_mut(&id) {
             // A later 1xx or the 2xx of an early dialog: refresh target, and on 2xx recompute
-            // the route set (§13.2.2.4) and confirm.
+            // the route set (§13.2.2.4) and confirm. Once confirmed, only target refresh
+            // requests change the target (§12.2.1.2): a late 1xx or a retransmitted 2xx
+            // changes nothing.
+            if d.state != DialogState::Early {
+                return Ok(if confirm {
+                    DialogUpdate::Confirmed(id)
+                } else {
+                    DialogUpdate::Unchanged
+                });
+            }
             let target = contact_uri(response, &to);
-            if confirm && d.state == DialogState::Early {
+            if confirm {
                 let routes = record_route(response, true)?;
                 d.update(target, Some(routes.iter().copied()));
                 d.state = DialogState::Confirmed;

@@ -32,7 +32,7 @@ struct Tx {
     /// INVITE transactions keep it, and a transaction is moved whole into and out of the
     /// table.
     request: Option<Box<SipMessage>>,
-    /// Server INVITE: the To tag of the provisional responses the TU sent.
+    /// Server INVITE: the To tag of the first response the TU sent with one.
     local_tag: Option<Box<str>>,
     interval: Duration,
     retransmit_at: Option<Instant>,
@@ -159,7 +159,10 @@ impl TransactionLayer {
     }
 
     /// A layer taking its branches and tags from `ids` (deterministic in tests).
-    pub fn with_ids(config: TransactionConfig, ids: Box<dyn IdGenerator>) -> Self {
+    pub fn with_ids(mut config: TransactionConfig, ids: Box<dyn IdGenerator>) -> Self {
+        // A zero interval would re-arm Timer A, E or G at the instant it fired.
+        config.t1 = config.t1.max(Duration::from_millis(1));
+        config.t2 = config.t2.max(config.t1);
         TransactionLayer {
             config,
             ids,
@@ -344,8 +347,10 @@ impl TransactionLayer {
     }
 
     /// Cancels client INVITE `invite` (§9.1). Before any provisional response the CANCEL is
-    /// held and sent when one arrives (`Ok(None)`); otherwise its client transaction is
-    /// returned. Refused once a final response arrived.
+    /// held and sent when one arrives (`Ok(None)`; [`Event::HeldCancel`] then tells how it
+    /// went); otherwise its client transaction is returned. Refused once a final response
+    /// arrived. If no final response comes within 64·T1 of the CANCEL, the INVITE ends with
+    /// [`Event::Timeout`] for [`Timer::Cancel`](super::Timer::Cancel).
     pub fn cancel(
         &mut self,
         now: Instant,
@@ -425,8 +430,10 @@ impl TransactionLayer {
     pub fn handle_transport_error(&mut self, now: Instant, id: TransactionId) {
         self.step(id, now, |tx, cx| {
             cx.event(Event::TransportError { id: cx.id });
-            // RFC 6026: a server INVITE in Accepted informs the TU and stays.
-            if !(tx.kind == ServerInvite && tx.state == Accepted) {
+            // RFC 6026: an INVITE in Accepted informs the TU and stays, to absorb (server)
+            // or pass up (client) the 2xx retransmissions until Timer L or M. A client's
+            // error comes from a send before the 2xx, reported late.
+            if tx.state != Accepted {
                 tx.state = Terminated;
             }
         });
@@ -610,7 +617,13 @@ impl TransactionLayer {
             .as_ref()
             .ok_or(TransactionError::InvalidState { state: tx.state })?;
         let cancel = build_from_invite(req, Method::Cancel, None)?;
-        self.send_request(now, cancel, peer)
+        let cancel_id = self.send_request(now, cancel, peer)?;
+        // §9.1: without a final response 64·T1 after the CANCEL, the INVITE is destroyed.
+        self.step(invite, now, |tx, cx| {
+            let t = cx.t64();
+            cx.arm(tx, Slot::Lifetime, t);
+        });
+        Ok(cancel_id)
     }
 
     fn incoming_response(&mut self, now: Instant, message: SipMessage, source: Peer) {
@@ -623,12 +636,14 @@ impl TransactionLayer {
         match self.map.get(&key).copied() {
             Some(id) => {
                 let send_cancel = self
-                    .step(id, now, |tx, cx| client_response(tx, cx, status, message))
+                    .step(id, now, |tx, cx| {
+                        client_response(tx, cx, status, message, source)
+                    })
                     .unwrap_or(false);
                 if send_cancel {
-                    // The INVITE is alive (it just moved to Proceeding): cannot fail for want
-                    // of a transaction; a malformed stored request is dropped silently.
-                    let _ = self.send_cancel(now, id);
+                    let cancel = self.send_cancel(now, id);
+                    self.events
+                        .push_back(Event::HeldCancel { invite: id, cancel });
                 }
             }
             None => self.events.push_back(Event::StrayResponse {
@@ -743,7 +758,13 @@ fn build_from_invite(
 }
 
 /// A response reached client transaction `tx`. Returns whether a held CANCEL must go now.
-fn client_response(tx: &mut Tx, cx: &mut Cx<'_>, status: u16, response: SipMessage) -> bool {
+fn client_response(
+    tx: &mut Tx,
+    cx: &mut Cx<'_>,
+    status: u16,
+    response: SipMessage,
+    source: Peer,
+) -> bool {
     let id = cx.id;
     match tx.kind {
         ClientInvite => match (tx.state, status) {
@@ -751,7 +772,10 @@ fn client_response(tx: &mut Tx, cx: &mut Cx<'_>, status: u16, response: SipMessa
                 let first = tx.state == Calling;
                 tx.state = Proceeding;
                 tx.retransmit_at = None;
-                tx.lifetime_at = None;
+                if first {
+                    // Timer B stops; in Proceeding the lifetime slot is the CANCEL's wait.
+                    tx.lifetime_at = None;
+                }
                 cx.event(Event::Response { id, response });
                 first && tx.cancel_pending
             }
@@ -795,6 +819,12 @@ fn client_response(tx: &mut Tx, cx: &mut Cx<'_>, status: u16, response: SipMessa
             }
             (Accepted, 200..=299) => {
                 cx.event(Event::Response { id, response });
+                false
+            }
+            (Completed, 200..=299) => {
+                // Another fork accepted after a non-2xx ended this INVITE (§16.7 step 5
+                // forwards it): the TU must still ACK that dialog, and may BYE it.
+                cx.event(Event::StrayResponse { response, source });
                 false
             }
             _ => false,
@@ -864,18 +894,15 @@ fn server_respond(
     let state = tx.state;
     match (tx.kind, state, status) {
         (ServerInvite, Proceeding, 100..=199) => {
-            if status > 100 && tx.local_tag.is_none() {
-                tx.local_tag = response
-                    .to()
-                    .ok()
-                    .and_then(|t| t.tag())
-                    .map(|t| String::from_utf8_lossy(t).into());
+            if status > 100 {
+                remember_tag(tx, response);
             }
             tx.retransmit_at = None; // no 100 Trying of our own any more
             tx.wire = response.to_bytes();
             cx.send(tx);
         }
         (ServerInvite, Proceeding, 200..=299) => {
+            remember_tag(tx, response);
             tx.state = Accepted;
             tx.retransmit_at = None;
             tx.request = None;
@@ -888,6 +915,7 @@ fn server_respond(
             cx.arm(tx, Slot::Lifetime, l);
         }
         (ServerInvite, Proceeding, _) => {
+            remember_tag(tx, response);
             tx.state = Completed;
             tx.request = None;
             tx.wire = response.to_bytes();
@@ -927,6 +955,18 @@ fn server_respond(
     Ok(())
 }
 
+/// Keeps the To tag of the first response of server INVITE `tx` that has one: the 200 to a
+/// CANCEL and the 487 carry it (§9.2 asks for the same tag).
+fn remember_tag(tx: &mut Tx, response: &SipMessage) {
+    if tx.local_tag.is_none() {
+        tx.local_tag = response
+            .to()
+            .ok()
+            .and_then(|t| t.tag())
+            .map(|t| String::from_utf8_lossy(t).into());
+    }
+}
+
 /// Timer `slot` of `tx` fired (its deadline is `cx.now`).
 fn fire(tx: &mut Tx, cx: &mut Cx<'_>, slot: Slot) {
     let id = cx.id;
@@ -942,6 +982,14 @@ fn fire(tx: &mut Tx, cx: &mut Cx<'_>, slot: Slot) {
             cx.event(Event::Timeout {
                 id,
                 timer: Timer::B,
+            });
+            tx.state = Terminated;
+        }
+        (ClientInvite, Proceeding, Slot::Lifetime) => {
+            // Armed only when a CANCEL went out (§9.1).
+            cx.event(Event::Timeout {
+                id,
+                timer: Timer::Cancel,
             });
             tx.state = Terminated;
         }

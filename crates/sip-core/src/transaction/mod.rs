@@ -159,14 +159,20 @@ pub enum Timer {
     M,
     /// The 200 ms after which a server INVITE sends 100 Trying on its own (§17.2.1).
     Trying,
+    /// The 64·T1 a client INVITE waits for a final response after its CANCEL went out;
+    /// then it is destroyed (§9.1), so a callee that rang and vanished does not hold a
+    /// transaction for ever.
+    Cancel,
 }
 
 /// Timer values (RFC 3261 §17.1.1.1 and table 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TransactionConfig {
-    /// Round-trip estimate; default 500 ms.
+    /// Round-trip estimate; default 500 ms. A layer raises a value under 1 ms to 1 ms: a
+    /// zero retransmit interval would fire for ever at the same instant.
     pub t1: Duration,
     /// Longest retransmit interval for non-INVITE requests and INVITE responses; default 4 s.
+    /// A layer raises a value under T1 to T1.
     pub t2: Duration,
     /// Longest time a message stays in the network; default 5 s.
     pub t4: Duration,
@@ -244,14 +250,17 @@ pub enum Event {
         source: Peer,
     },
     /// A response matching no client transaction (e.g. a 2xx retransmission after Timer M,
-    /// or from a fork after the transaction ended).
+    /// or from a fork after the transaction ended), or a 2xx for a client INVITE that
+    /// already had a non-2xx final response (another fork answered: the TU must ACK it and
+    /// may send BYE, §13.2.2.4).
     StrayResponse {
         /// The response.
         response: SipMessage,
         /// Where it came from.
         source: Peer,
     },
-    /// Timer B, F or H fired: no (final) response, or no ACK.
+    /// Timer B, F or H fired: no (final) response, or no ACK; or [`Timer::Cancel`]: a
+    /// cancelled INVITE got no final response.
     Timeout {
         /// The transaction.
         id: TransactionId,
@@ -262,6 +271,15 @@ pub enum Event {
     TransportError {
         /// The transaction.
         id: TransactionId,
+    },
+    /// A CANCEL that [`TransactionLayer::cancel`] held (its INVITE had no provisional
+    /// response yet) was sent when one arrived, as client transaction `Ok(id)`; or could
+    /// not be sent (`Err`, e.g. [`TransactionError::Overloaded`]), and the INVITE goes on.
+    HeldCancel {
+        /// The client INVITE transaction being cancelled.
+        invite: TransactionId,
+        /// The CANCEL's client transaction, or why it was not sent.
+        cancel: Result<TransactionId, TransactionError>,
     },
     /// The transaction ended and was destroyed.
     Terminated {
