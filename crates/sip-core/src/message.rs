@@ -848,6 +848,22 @@ impl SipMessage {
         Ok(self)
     }
 
+    /// Gives the first field named `name` the value `value`, which the caller built from
+    /// that field's own (checked) value and plain ASCII: no second check, no search for
+    /// other fields of the name. For the transaction layer, which adds a branch to the only
+    /// Via of a request. `false` if there is no such field.
+    pub(crate) fn replace_first_value(&mut self, name: HeaderName, value: Bytes) -> bool {
+        let Some(i) = self.fields.iter().position(|f| f.name == name) else {
+            return false;
+        };
+        let text = self.own(value);
+        if let Some(f) = self.fields.get_mut(i) {
+            f.value = text;
+        }
+        self.touch();
+        true
+    }
+
     /// Removes every field of this name; returns how many were removed.
     pub fn remove_header(&mut self, name: impl IntoHeaderName) -> usize {
         let Ok(probe) = self.make_field(name, Bytes::new()) else {

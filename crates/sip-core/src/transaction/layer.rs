@@ -276,7 +276,7 @@ impl TransactionLayer {
                 let at = v.len();
                 push_branch(&mut v, &mut *self.ids);
                 let key = Key::client(&v[at..], &method);
-                request.set_header(HeaderName::Via, v)?;
+                request.replace_first_value(HeaderName::Via, Bytes::from(v));
                 key
             }
         };
