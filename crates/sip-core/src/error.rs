@@ -58,6 +58,10 @@ pub enum ParseError {
         /// The limit that was exceeded.
         limit: usize,
     },
+    /// A header value holds a C0 control character (NUL, a CR not followed by LF …), which
+    /// RFC 3261 §25 allows in none outside a quoted-pair; only HTAB is whitespace.
+    #[error("control character 0x{0:02x} in a header value")]
+    ControlCharacter(u8),
     /// A line longer than [`Limits::max_line_length`](crate::Limits).
     #[error("line longer than {limit} bytes")]
     LineTooLong {

@@ -354,10 +354,18 @@ impl StreamFramer {
         let limits = self.limits;
         loop {
             let Some(rel) = memchr::memchr(b'\n', &self.buf[scan.line_start..]) else {
-                // No complete line: check what is pending against the limits.
+                // No complete line: check what is pending against the limits. A line that
+                // starts with whitespace continues the open field; any other starts a new one
+                // (the open field ended where it begins). A CR at the very end may be the
+                // line's own, its LF still to come.
                 let len = self.buf.len();
-                let field_start = scan.field_start.unwrap_or(scan.line_start);
-                let line_len = len - field_start;
+                let continues = matches!(self.buf.get(scan.line_start), Some(b' ' | b'\t'));
+                let field_start = match scan.field_start {
+                    Some(open) if continues => open,
+                    _ => scan.line_start,
+                };
+                let pending_cr = usize::from(self.buf.last() == Some(&b'\r'));
+                let line_len = len - field_start - pending_cr;
                 self.state = State::Head(scan);
                 if line_len > limits.max_line_length {
                     return Err(FrameError::LineTooLong {

@@ -15,8 +15,8 @@ use crate::method::Method;
 use crate::name::HeaderName;
 use crate::name_addr::{NameAddr, NameAddrIdx};
 use crate::scan::{
-    find, find_byte, find_lf, has_line_break, is_call_id, is_token, is_ws, parse_u64, rfind, trim,
-    CommaSplit,
+    find, find_byte, find_control, find_lf, has_line_break, is_call_id, is_token, is_ws, parse_u64,
+    rfind, trim, CommaSplit,
 };
 use crate::uri::Uri;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -203,6 +203,10 @@ impl SipMessage {
     /// and does **not** [validate](Self::validate): enough to answer a request that is
     /// refused (513 for oversize, 400 for a failed validation) with the Via, From, To,
     /// Call-ID and CSeq it carried. Call `validate` before trusting anything else.
+    ///
+    /// The header count and line length limits are not applied, so that the head of a
+    /// request refused for them can still be answered 513; the work stays linear in the
+    /// bytes given (the framer's head, or one datagram).
     pub fn parse_head(buf: Bytes, limits: &Limits) -> Result<SipMessage, ParseError> {
         parse(buf, limits, Framing::Head)
     }
@@ -888,6 +892,11 @@ impl SipMessage {
     /// Adds `;tag=` to the To header if it has none (a UAS tags responses that create a
     /// dialog, RFC 3261 §8.2.6.2).
     pub fn set_to_tag(&mut self, tag: &str) -> Result<&mut Self, ParseError> {
+        // `tag-param = "tag" EQUAL token` (§25): anything else would not parse back, or
+        // would smuggle in another parameter.
+        if !is_token(tag.as_bytes()) {
+            return Err(ParseError::header("To", "tag is not a token"));
+        }
         let to = self.to()?;
         if to.tag().is_some() {
             return Ok(self);
@@ -1127,7 +1136,7 @@ fn parse(buf: Bytes, limits: &Limits, framing: Framing) -> Result<SipMessage, Pa
         owned,
         body_at: head_end,
         seen,
-    } = parse_head(&buf, limits)?;
+    } = parse_head(&buf, limits, framing != Framing::Head)?;
     let mut msg = SipMessage {
         buf: Bytes::new(),
         start,
@@ -1145,7 +1154,7 @@ fn parse(buf: Bytes, limits: &Limits, framing: Framing) -> Result<SipMessage, Pa
         Framing::Head => head_end,
         Framing::Framed => {
             let cl = cl.ok_or(ParseError::ContentLength("required on a stream"))?;
-            if head_end + cl != buf.len() {
+            if head_end.checked_add(cl) != Some(buf.len()) {
                 return Err(ParseError::ContentLength("does not match the body"));
             }
             buf.len()
@@ -1221,7 +1230,20 @@ struct Head {
 /// name is looked up exactly (only an unknown name is then checked for being a token), and
 /// the fields validation reads are noted on the way, so nothing walks the field table
 /// again.
-fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
+///
+/// `strict`: apply the line length and header count limits (not for `SipMessage::parse_head`).
+fn parse_head(buf: &Bytes, limits: &Limits, strict: bool) -> Result<Head, ParseError> {
+    let lax;
+    let limits = if strict {
+        limits
+    } else {
+        lax = Limits {
+            max_headers: usize::MAX,
+            max_line_length: usize::MAX,
+            ..*limits
+        };
+        &lax
+    };
     let s: &[u8] = buf;
     let n = s.len();
     // The end of a line's content (before CR LF or a bare LF) given its line feed.
@@ -1279,13 +1301,13 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
         }
         // The value: from the colon to the line feed, whitespace trimmed; a line that
         // continues on the next (folding, RFC 3261 §7.3.1) is unfolded into a new buffer.
-        let nl = find_lf(s, colon).ok_or(ParseError::Incomplete)?;
+        let nl = value_line_end(s, colon)?;
         let mut next = nl + 1;
         let continued = |next: usize| next < n && is_ws(s[next]);
         let (value, end) = if continued(next) {
             let mut end;
             loop {
-                let nl = find_lf(s, next).ok_or(ParseError::Incomplete)?;
+                let nl = value_line_end(s, next)?;
                 end = content_end(next, nl);
                 next = nl + 1;
                 if !continued(next) {
@@ -1318,6 +1340,45 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
         });
         pos = next;
     }
+}
+
+/// The line feed that ends the header line whose value starts at `from`. On the way,
+/// refuses the control bytes no header value may hold (RFC 3261 §25): a bare CR (which some
+/// peers take for a line end, so what they read would differ from what we read), NUL and
+/// the other C0 bytes, unless escaped as a quoted-pair (`"\" %x00-09 / %x0B-0C / %x0E-7F`,
+/// RFC 4475 `intmeth`); HTAB is whitespace. The usual line, ended by CR LF with no control
+/// byte before, takes one scan and one compare.
+#[inline(always)]
+fn value_line_end(s: &[u8], from: usize) -> Result<usize, ParseError> {
+    match find_control(s, from) {
+        Some(i) if s.get(i..i + 2) == Some(b"\r\n") => Ok(i + 1),
+        found => value_line_end_slow(s, found),
+    }
+}
+
+/// [`value_line_end`] once the first control byte is not a CR LF.
+#[cold]
+fn value_line_end_slow(s: &[u8], mut found: Option<usize>) -> Result<usize, ParseError> {
+    loop {
+        let i = found.ok_or(ParseError::Incomplete)?;
+        match (s[i], s.get(i + 1)) {
+            (b'\n', _) => return Ok(i),
+            (b'\r', Some(b'\n')) => return Ok(i + 1),
+            (b'\r', None) => return Err(ParseError::Incomplete),
+            (b'\r', _) => return Err(ParseError::ControlCharacter(b'\r')),
+            (b'\t', _) => {}
+            (c, _) if !quoted_pair_at(s, i) => return Err(ParseError::ControlCharacter(c)),
+            _ => {}
+        }
+        found = find_control(s, i + 1);
+    }
+}
+
+/// Is byte `i` escaped by a backslash (an odd run of them just before it)?
+#[cold]
+fn quoted_pair_at(s: &[u8], i: usize) -> bool {
+    let run = s[..i].iter().rev().take_while(|&&c| c == b'\\').count();
+    run % 2 == 1
 }
 
 /// The error for a header line at `pos` that is not `token [ws] ":" ...`: incomplete if the
@@ -1388,9 +1449,14 @@ fn unfold(v: &[u8]) -> Bytes {
 
 fn parse_start_line(buf: &Bytes, end: usize) -> Result<StartLine, ParseError> {
     let line = &buf[..end];
-    if line.starts_with(b"SIP/") {
+    // The SIP-Version is case-insensitive on receipt (RFC 3261 §7.1).
+    let starts = |p: &[u8]| {
+        line.get(..p.len())
+            .is_some_and(|l| l.eq_ignore_ascii_case(p))
+    };
+    if starts(b"SIP/") {
         // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
-        if !line.starts_with(b"SIP/2.0 ") {
+        if !starts(b"SIP/2.0 ") {
             return Err(if line.contains(&b' ') {
                 ParseError::Version
             } else {
@@ -1431,19 +1497,17 @@ fn parse_start_line(buf: &Bytes, end: usize) -> Result<StartLine, ParseError> {
         return Err(ParseError::StartLine("whitespace inside the Request-URI"));
     }
     let version = &line[sp2 + 1..];
-    if version != b"SIP/2.0" {
+    if !version.eq_ignore_ascii_case(b"SIP/2.0") {
         let looks_like_version = version.len() > 4
             && version[..4].eq_ignore_ascii_case(b"SIP/")
             && version[4..]
                 .iter()
                 .all(|c| c.is_ascii_digit() || *c == b'.');
-        return Err(
-            if looks_like_version && !version.eq_ignore_ascii_case(b"SIP/2.0") {
-                ParseError::Version
-            } else {
-                ParseError::StartLine("missing or malformed SIP-Version")
-            },
-        );
+        return Err(if looks_like_version {
+            ParseError::Version
+        } else {
+            ParseError::StartLine("missing or malformed SIP-Version")
+        });
     }
     let method = Method::from_token(method);
     Ok(StartLine::Request {

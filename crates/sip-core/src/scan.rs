@@ -130,14 +130,42 @@ fn flags_of(w: u64, b: u8) -> u64 {
 /// memchr's vector routine, whose set-up dominates at that length.
 #[inline]
 pub(crate) fn find_byte<const B: u8>(s: &[u8], from: usize) -> Option<usize> {
-    let found = |w: u64| flags_of(w, B);
+    find_flagged(s, from, |w| flags_of(w, B), |c| c == B)
+}
+
+/// Index of the first C0 control byte (below 0x20) in `s` at or after `from`, sixteen
+/// bytes per step as [`find_byte`]. The head parser uses it to find a line's end and to
+/// refuse, on the way, what RFC 3261 allows in no header value (a bare CR, NUL; §25: only
+/// HTAB, which the caller steps over). DEL is not looked for: it confuses no framing, and
+/// the second test per word cost 1.5–2.5 % of a parse.
+#[inline]
+pub(crate) fn find_control(s: &[u8], from: usize) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    // A byte below 0x20 borrows in `w - 0x20…` with its high bit clear. As in `flags_of`,
+    // the lowest flag is exact.
+    let below_space = |w: u64| w.wrapping_sub(LO * 0x20) & !w & HI;
+    find_flagged(s, from, below_space, |c| c < 0x20)
+}
+
+/// The first byte at or after `from` that `scalar` accepts, sixteen bytes per step with
+/// `flags` (high bit set per matching byte of a word; the lowest flag exact). Header lines
+/// are a few dozen bytes; for them this costs a fraction of a call into memchr's vector
+/// routine, whose set-up dominates at that length.
+#[inline(always)]
+fn find_flagged(
+    s: &[u8],
+    from: usize,
+    flags: impl Fn(u64) -> u64,
+    scalar: impl Fn(u8) -> bool,
+) -> Option<usize> {
     let rest = s.get(from..)?;
     // Sixteen bytes per step: a header name and most values end within one or two steps,
     // so the loop's exit is mispredicted less often than with eight (2 % faster parses).
     let mut chunks = rest.chunks_exact(16);
     let mut at = from;
     for chunk in &mut chunks {
-        let (lo, hi) = (found(word_of(&chunk[..8])), found(word_of(&chunk[8..])));
+        let (lo, hi) = (flags(word_of(&chunk[..8])), flags(word_of(&chunk[8..])));
         if lo | hi != 0 {
             let k = if lo != 0 {
                 lo.trailing_zeros() / 8
@@ -151,7 +179,7 @@ pub(crate) fn find_byte<const B: u8>(s: &[u8], from: usize) -> Option<usize> {
     chunks
         .remainder()
         .iter()
-        .position(|&c| c == B)
+        .position(|&c| scalar(c))
         .map(|k| at + k)
 }
 

@@ -342,6 +342,53 @@ fn line_too_long_in_a_complete_and_in_a_partial_line() {
 }
 
 #[test]
+fn long_lines_near_the_limit_frame_the_same_at_any_read_boundary() {
+    // Two fields each near the line limit (Kerberos and NTLM headers run to several KB), and
+    // one exactly at it: how the reads split them must not matter.
+    let limits = Limits::default();
+    let max = limits.max_line_length;
+    let at_limit = format!("X-C: {}", "c".repeat(max - 5));
+    let m = format!(
+        "MESSAGE sip:a@b SIP/2.0\r\nX-A: {}\r\nX-B: {}\r\n{at_limit}\r\nContent-Length: 0\r\n\r\n",
+        "a".repeat(max - 100),
+        "b".repeat(max - 100),
+    );
+    let m = m.as_bytes();
+    let (expected, err) = whole(m);
+    assert_eq!((expected.len(), err), (1, None));
+    let x_b = m.windows(4).position(|w| w == b"X-B:").unwrap();
+    let x_c = m.windows(4).position(|w| w == b"X-C:").unwrap();
+    let c_end = x_c + at_limit.len();
+    for split in [
+        x_b + 1,
+        x_b + 8000,
+        x_c - 1,
+        x_c + 1,
+        x_c + 8000,
+        c_end,
+        c_end + 1,
+    ] {
+        assert_eq!(
+            run(limits, &[&m[..split], &m[split..]]),
+            (expected.clone(), None),
+            "split at {split}"
+        );
+    }
+    // One byte over the limit is still refused, whole or split before its CR LF.
+    let over = String::from_utf8(m.to_vec())
+        .unwrap()
+        .replace(&at_limit, &format!("{at_limit}c"));
+    let over = over.as_bytes();
+    for split in [over.len(), c_end + 1] {
+        let (_, err) = run(limits, &[&over[..split], &over[split..]]);
+        assert!(
+            matches!(err, Some(FrameError::LineTooLong { .. })),
+            "{split}: {err:?}"
+        );
+    }
+}
+
+#[test]
 fn binary_body_with_bare_lf_and_nul_bytes() {
     let body: Vec<u8> =
         b"\n\n\0\r\n\r\nMESSAGE x SIP/2.0\r\nContent-Length: 999\r\n\r\n\0\xff".to_vec();

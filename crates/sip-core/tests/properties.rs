@@ -220,11 +220,14 @@ fn limits_are_enforced_with_513() {
         "OPTIONS sip:a@b SIP/2.0\r\nX-Long: {}\r\n\r\n",
         "a".repeat(200)
     );
-    let e = SipMessage::parse_head(Bytes::from(long_line), &limits).unwrap_err();
-    assert_eq!(e.status(), 513);
     let many = format!("OPTIONS sip:a@b SIP/2.0\r\n{}\r\n", "X-A: 1\r\n".repeat(9));
-    let e = SipMessage::parse_head(Bytes::from(many), &limits).unwrap_err();
-    assert_eq!(e.status(), 513);
+    for refused in [long_line, many] {
+        let e = SipMessage::parse_datagram(Bytes::from(refused.clone()), &limits).unwrap_err();
+        assert_eq!(e.status(), 513);
+        // The head still parses, so the request can be answered 513 (§21.5.9).
+        let head = SipMessage::parse_head(Bytes::from(refused), &limits).unwrap();
+        assert_eq!(head.method(), Some(&sip_core::Method::Options));
+    }
     let big = Bytes::from(vec![b'a'; 301]);
     let e = SipMessage::parse_datagram(big, &limits).unwrap_err();
     assert_eq!(e.status(), 513);

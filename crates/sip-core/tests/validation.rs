@@ -100,3 +100,90 @@ fn raw_body_with_a_content_type_header_serializes_like_body() {
         Some(&b"text/plain"[..])
     );
 }
+
+/// An OPTIONS request with `subject` as its Subject value and `to` as its To value.
+fn options_with(subject: &[u8], to: &[u8]) -> Bytes {
+    let mut m = b"OPTIONS sip:b@example.com SIP/2.0\r\n\
+        Via: SIP/2.0/TLS 10.0.0.1:5061;branch=z9hG4bK1\r\n\
+        From: <sip:a@example.com>;tag=1\r\nTo: "
+        .to_vec();
+    m.extend_from_slice(to);
+    m.extend_from_slice(b"\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nSubject: ");
+    m.extend_from_slice(subject);
+    m.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+    Bytes::from(m)
+}
+
+#[test]
+fn control_bytes_in_header_values_are_refused_unless_escaped() {
+    let to = b"<sip:b@example.com>";
+    let parse = |m: Bytes| SipMessage::parse_datagram(m, &Limits::default());
+    // A bare CR (some peers end lines at it), NUL, other C0 bytes: 400.
+    for c in [b'\r', 0, 1, 0x1b, 0x1f] {
+        let e = parse(options_with(&[b'a', c, b'b'], to)).unwrap_err();
+        assert_eq!(
+            (e.clone(), e.status()),
+            (ParseError::ControlCharacter(c), 400)
+        );
+        // Where it sits in the line does not matter (the scan takes sixteen bytes a step).
+        let long: Vec<u8> = std::iter::repeat_n(b'x', 37).chain([c, b'y']).collect();
+        assert_eq!(
+            parse(options_with(&long, to)).unwrap_err(),
+            ParseError::ControlCharacter(c)
+        );
+    }
+    // HTAB is whitespace; bytes above 0x7f are UTF-8 text.
+    let m = parse(options_with("a\tb caf\u{e9}".as_bytes(), to)).unwrap();
+    assert_eq!(
+        m.header(HeaderName::Subject),
+        Some("a\tb caf\u{e9}".as_bytes())
+    );
+    // Inside a quoted string a quoted-pair may escape any byte but CR and LF (RFC 4475
+    // `intmeth`); an escaped backslash does not escape the byte after it.
+    let quoted = b"\"BEL:\\\x07 NUL:\\\x00\" <sip:b@example.com>";
+    assert!(parse(options_with(b"s", quoted)).is_ok());
+    let unescaped = b"\"two\\\\\x00\" <sip:b@example.com>";
+    assert_eq!(
+        parse(options_with(b"s", unescaped)).unwrap_err(),
+        ParseError::ControlCharacter(0)
+    );
+}
+
+#[test]
+fn a_to_tag_must_be_a_token() {
+    let m = SipMessage::parse_datagram(
+        options_with(b"s", b"<sip:b@example.com>"),
+        &Limits::default(),
+    )
+    .unwrap();
+    for bad in ["", "a b", "a,b", "\"q", "x;tag=y"] {
+        let mut r = SipMessage::response_to(&m, 200, "OK").unwrap();
+        assert!(r.set_to_tag(bad).is_err(), "{bad:?}");
+        assert_eq!(r.to().unwrap().tag(), None);
+    }
+    let mut r = SipMessage::response_to(&m, 200, "OK").unwrap();
+    r.set_to_tag("a-1.b!c").unwrap();
+    let back = SipMessage::parse_datagram(r.to_bytes(), &Limits::default()).unwrap();
+    assert_eq!(back.to().unwrap().tag(), Some(&b"a-1.b!c"[..]));
+}
+
+#[test]
+fn the_sip_version_is_case_insensitive() {
+    // RFC 3261 §7.1: case-insensitive on receipt, upper case when sent.
+    let lower = String::from_utf8(options_with(b"s", b"<sip:b@example.com>").to_vec())
+        .unwrap()
+        .replacen("SIP/2.0\r\n", "sip/2.0\r\n", 1);
+    let m = SipMessage::parse_datagram(Bytes::from(lower), &Limits::default()).unwrap();
+    assert_eq!(m.method(), Some(&Method::Options));
+    let status = b"sip/2.0 200 OK\r\nVia: SIP/2.0/TLS h;branch=z9hG4bK1\r\n\
+        From: <sip:a@x>;tag=1\r\nTo: <sip:b@x>;tag=2\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\
+        Content-Length: 0\r\n\r\n";
+    let r = SipMessage::parse_datagram(Bytes::from_static(status), &Limits::default()).unwrap();
+    assert_eq!(r.status(), Some(200));
+    let e = SipMessage::parse_datagram(
+        Bytes::from_static(b"OPTIONS sip:b@x SIP/3.0\r\n\r\n"),
+        &Limits::default(),
+    )
+    .unwrap_err();
+    assert_eq!(e.status(), 505);
+}

@@ -162,6 +162,31 @@ async fn oversize_request_is_answered_513_then_closed() {
 }
 
 #[tokio::test]
+async fn request_with_too_many_headers_is_answered_513_then_closed() {
+    let limits = TransportLimits {
+        message: sip_core::Limits {
+            max_headers: 12,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let (_srv, mut rx, addr) = tcp_server(TransportSettings::new().limits(limits)).await;
+    let m = String::from_utf8(message_request(1, 10, "TCP 127.0.0.1:5999")).unwrap();
+    let (start, rest) = m.split_once("\r\n").unwrap();
+    let crowded = format!("{start}\r\n{}{rest}", "X-Filler: 1\r\n".repeat(20));
+    let mut raw = TcpStream::connect(addr).await.unwrap();
+    raw.write_all(crowded.as_bytes()).await.unwrap();
+    let answer = read_to_end(&mut raw).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.starts_with("SIP/2.0 513 Message Too Large\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("Call-ID: c1@contoso.test"), "{text}");
+    assert!(matches!(next_close(&mut rx).await, CloseReason::Framing(e) if e.status() == 513));
+}
+
+#[tokio::test]
 async fn missing_content_length_is_answered_400_then_closed() {
     let (_srv, mut rx, addr) = tcp_server(TransportSettings::new()).await;
     let m = String::from_utf8(message_request(1, 300, "TCP h")).unwrap();
