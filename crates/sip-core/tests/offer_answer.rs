@@ -1,13 +1,14 @@
-//! RFC 3264 offer/answer: table-driven tests of answers (codecs, payload types, rejection,
-//! directions, IM accept-types), the OfferAnswer session (hold/resume, versions, re-offers,
-//! glare, bad answers) and a Lync audio offer.
+//! RFC 3264 offer/answer: table-driven tests of answers (codecs, payload types, fmtp,
+//! transport protocols, rejection, directions, old-style hold, IM accept-types), the
+//! OfferAnswer session (hold/resume and their rollback, versions, re-offers, rejected slots,
+//! changed capabilities, glare, bad answers), a Lync audio offer and a hostile offer.
 
 use sip_core::sdp::offer_answer::{
     answer_direction, build_answer, build_offer, check_answer, hold_direction,
     intersect_accept_types, Codec, LocalCapabilities, MediaCapability, NegotiationState,
     OfferAnswer, OfferAnswerError,
 };
-use sip_core::sdp::{Direction, Origin, SessionDescription};
+use sip_core::sdp::{Connection, Direction, Origin, SessionDescription};
 
 use Direction::{Inactive, RecvOnly, SendOnly, SendRecv};
 
@@ -142,7 +143,7 @@ fn codec_intersection_keeps_offer_order_and_payload_types() {
 }
 
 #[test]
-fn fmtp_is_local_when_given_else_echoed() {
+fn answer_keeps_each_offered_payload_types_fmtp() {
     let offer = audio_offer(
         "96 97",
         &[
@@ -162,8 +163,39 @@ fn fmtp_is_local_when_given_else_echoed() {
     let answer = build_answer(&offer, &caps, origin()).unwrap();
     let m = &answer.media()[0];
     assert_eq!(m.fmtp("96").unwrap().parameters, "useinbandfec=1");
-    assert_eq!(m.fmtp("97").unwrap().parameters, "0-16");
+    // The local codec's "0-16" is for offers; payload type 97 is the offered format.
+    assert_eq!(m.fmtp("97").unwrap().parameters, "0-15");
     assert_eq!(m.rtpmap(96).unwrap().to_string(), "96 opus/48000/2");
+
+    // H.264 in two packetization modes: two formats, each answered as offered.
+    let offer = sdp(
+        "v=0\no=a 1 1 IN IP4 192.0.2.1\ns=-\nc=IN IP4 192.0.2.1\nt=0 0\n\
+         m=video 49172 RTP/AVP 97 98 99\n\
+         a=rtpmap:97 H264/90000\na=fmtp:97 profile-level-id=42e01f;packetization-mode=1\n\
+         a=rtpmap:98 H264/90000\na=fmtp:98 profile-level-id=42e01f;packetization-mode=0\n\
+         a=rtpmap:99 H264/90000\n",
+    );
+    let caps = local(MediaCapability::video(
+        50002,
+        [Codec::new("H264", 90000).with_fmtp("packetization-mode=1")],
+    ));
+    let answer = build_answer(&offer, &caps, origin()).unwrap();
+    let m = &answer.media()[0];
+    assert_eq!(formats(&answer, 0), "97 98 99");
+    // (payload type, expected a=fmtp parameters; None = no a=fmtp)
+    let table = [
+        ("97", Some("profile-level-id=42e01f;packetization-mode=1")),
+        ("98", Some("profile-level-id=42e01f;packetization-mode=0")),
+        ("99", None),
+    ];
+    for (pt, expected) in table {
+        assert_eq!(
+            m.fmtp(pt).map(|f| f.parameters),
+            expected.map(String::from),
+            "payload type {pt}"
+        );
+    }
+    check_answer(&offer, &answer).unwrap();
 }
 
 // ---- rejection ----------------------------------------------------------------------------
@@ -483,8 +515,8 @@ fn bad_answers_are_488_and_roll_back() {
             OfferAnswerError::MediaTypeMismatch { index: 0 },
         ),
         (
-            "format not offered",
-            format!("{good}m=audio 5000 RTP/AVP 0 18\n"),
+            "no offered format",
+            format!("{good}m=audio 5000 RTP/AVP 18 4\na=recvonly\n"),
             OfferAnswerError::FormatNotOffered {
                 index: 0,
                 format: "18".into(),
@@ -516,8 +548,9 @@ fn bad_answers_are_488_and_roll_back() {
             "{name}: rolled back"
         );
         assert_eq!(dir(alice.local_description().unwrap()), SendRecv, "{name}");
+        assert!(!alice.is_holding(), "{name}: the failed hold is undone");
         // The hold can be offered again; same content, same version as the failed one.
-        let again = alice.create_offer().unwrap();
+        let again = alice.hold().unwrap();
         assert_eq!(again, hold, "{name}");
     }
     // A stream offered with port 0 must not be enabled by the answer.
@@ -535,7 +568,7 @@ fn bad_answers_are_488_and_roll_back() {
 fn accept_types_intersection() {
     let lync = ["text/plain", "text/html", "multipart/alternative"];
     // (offered, local, expected answer; empty = rejected)
-    let table: [(&[&str], &[&str], &[&str]); 9] = [
+    let table: [(&[&str], &[&str], &[&str]); 16] = [
         (&lync, &["text/plain"], &["text/plain"]),
         (
             &lync,
@@ -551,6 +584,18 @@ fn accept_types_intersection() {
         ),
         (&["text/*"], &["text/plain", "image/png"], &["text/plain"]),
         (&["text/*"], &["text/*"], &["text/*"]),
+        // Wildcards against wildcards: the narrower one.
+        (&["text/*"], &["*"], &["text/*"]),
+        (&["*"], &["text/*"], &["text/*"]),
+        (&["*"], &["*"], &["*"]),
+        (&["TEXT/*"], &["text/plain"], &["text/plain"]),
+        (&["text/*"], &["image/*"], &[]),
+        (
+            &["message/cpim", "text/*"],
+            &["*"],
+            &["message/cpim", "text/*"],
+        ),
+        (&["*"], &["text/*", "text/plain"], &["text/*", "text/plain"]),
         (&["image/png"], &["text/plain"], &[]),
         (
             &["text/plain", "text/plain"],
@@ -625,9 +670,15 @@ fn lync_im_offer_round_trip() {
 // ---- Lync audio ---------------------------------------------------------------------------
 
 #[test]
-fn lync_audio_offer_answered_with_g711_only() {
+fn lync_srtp_audio_offer_needs_an_srtp_capability() {
+    // Lync offers a single RTP/SAVP line with a=crypto (and a=encryption:optional).
     let body = std::fs::read("tests/data/sdp/lync-audio-offer.sdp").unwrap();
     let offer = SessionDescription::parse_slice(&body).unwrap();
+    assert_eq!(offer.media().len(), 1);
+    assert_eq!(offer.media()[0].proto(), "RTP/SAVP");
+    assert!(offer.media()[0].has_attribute("crypto"));
+    // Default capabilities cannot answer SRTP (no a=crypto): the line is rejected, and a
+    // session refuses the offer with 488.
     let caps = local(MediaCapability::audio(
         50000,
         [Codec::pcma(), Codec::pcmu()],
@@ -636,18 +687,59 @@ fn lync_audio_offer_answered_with_g711_only() {
     assert_eq!(
         answer.to_string(),
         "v=0\r\no=- 2002 0 IN IP4 192.0.2.2\r\ns=-\r\nc=IN IP4 192.0.2.2\r\nt=0 0\r\n\
-         m=audio 50000 RTP/SAVP 0 8\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
-         a=sendrecv\r\n"
+         m=audio 0 RTP/SAVP 117\r\n"
     );
     check_answer(&offer, &answer).unwrap();
-    // With DTMF too: telephone-event keeps Lync's payload type 101 and its fmtp.
+    let mut session = OfferAnswer::new(caps, "2002");
+    assert_eq!(
+        session.receive_offer(&offer),
+        Err(OfferAnswerError::NoAcceptableMedia)
+    );
+    // An application doing SRTP lists the profile and supplies its a=crypto.
+    let crypto = "2 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+    let caps = local(
+        MediaCapability::audio(
+            50000,
+            [Codec::pcmu(), Codec::pcma(), Codec::telephone_event()],
+        )
+        .with_protos(["RTP/SAVP"])
+        .with_attribute("crypto", Some(crypto)),
+    );
+    let answer = build_answer(&offer, &caps, origin()).unwrap();
+    assert_eq!(
+        answer.to_string(),
+        format!(
+            "v=0\r\no=- 2002 0 IN IP4 192.0.2.2\r\ns=-\r\nc=IN IP4 192.0.2.2\r\nt=0 0\r\n\
+             m=audio 50000 RTP/SAVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
+             a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=crypto:{crypto}\r\n\
+             a=sendrecv\r\n"
+        )
+    );
+    check_answer(&offer, &answer).unwrap();
+
+    // The same offer with a plain RTP/AVP alternative line after the SAVP one: default
+    // capabilities answer the AVP line and reject the SAVP one.
+    let mut both = offer.clone();
+    let mut plain = offer.media()[0].clone();
+    let mut m = plain.media().clone();
+    m.proto = "RTP/AVP".into();
+    m.port = 19514;
+    plain.set_media(m).unwrap();
+    plain.remove_attributes("crypto");
+    plain.remove_attributes("cryptoscale");
+    both.push_media(plain);
     let caps = local(MediaCapability::audio(
         50000,
-        [Codec::pcmu(), Codec::pcma(), Codec::telephone_event()],
+        [Codec::pcmu(), Codec::pcma()],
     ));
-    let answer = build_answer(&offer, &caps, origin()).unwrap();
-    assert_eq!(formats(&answer, 0), "0 8 101");
-    assert_eq!(answer.media()[0].fmtp("101").unwrap().parameters, "0-16");
+    let answer = build_answer(&both, &caps, origin()).unwrap();
+    let lines: Vec<&str> = answer
+        .media()
+        .iter()
+        .map(|m| m.media_line().value())
+        .collect();
+    assert_eq!(lines, ["audio 0 RTP/SAVP 117", "audio 50000 RTP/AVP 0 8"]);
+    check_answer(&both, &answer).unwrap();
 }
 
 #[test]
@@ -677,4 +769,383 @@ fn initial_offer_numbers_dynamic_payload_types() {
          a=rtpmap:98 telephone-event/8000\r\na=fmtp:98 0-16\r\na=ptime:20\r\na=sendrecv\r\n\
          m=message 5060 sip null\r\na=accept-types:text/plain\r\na=sendrecv\r\n"
     );
+}
+
+// ---- review fixes -------------------------------------------------------------------------
+
+#[test]
+fn answers_may_add_formats_but_need_an_offered_one() {
+    let offer = audio_offer("0 8", &[]);
+    let head = "v=0\no=b 2 0 IN IP4 192.0.2.2\ns=-\nc=IN IP4 192.0.2.2\nt=0 0\n";
+    // (name, answer m= line and attributes, expected)
+    let table: [(&str, &str, Result<(), OfferAnswerError>); 5] = [
+        ("only offered formats", "m=audio 5000 RTP/AVP 8 0", Ok(())),
+        (
+            "an extra format after an offered one (RFC 3264 §6.1)",
+            "m=audio 5000 RTP/AVP 0 18\na=rtpmap:18 G729/8000",
+            Ok(()),
+        ),
+        (
+            "an extra format first",
+            "m=audio 5000 RTP/AVP 18 8\na=rtpmap:18 G729/8000",
+            Ok(()),
+        ),
+        (
+            "accepted with no offered format",
+            "m=audio 5000 RTP/AVP 18 4",
+            Err(OfferAnswerError::FormatNotOffered {
+                index: 0,
+                format: "18".into(),
+            }),
+        ),
+        (
+            "rejected: formats do not matter",
+            "m=audio 0 RTP/AVP 18",
+            Ok(()),
+        ),
+    ];
+    for (name, lines, expected) in table {
+        let answer = sdp(&format!("{head}{lines}\n"));
+        assert_eq!(check_answer(&offer, &answer), expected, "{name}");
+    }
+    // A session takes an answer with an extra format.
+    let (mut alice, _) = pair();
+    alice.create_offer().unwrap();
+    let answer = sdp(&format!(
+        "{head}m=audio 5000 RTP/AVP 0 18\na=rtpmap:18 G729/8000\n"
+    ));
+    alice.receive_answer(&answer).unwrap();
+    assert_eq!(alice.state(), NegotiationState::Stable);
+}
+
+#[test]
+fn default_capabilities_accept_only_plain_protocols() {
+    let audio = || MediaCapability::audio(5000, [Codec::pcmu()]);
+    let im = || MediaCapability::message(5060, ["text/plain"]);
+    // (name, capability, offered m= line, accepted)
+    let table: [(&str, MediaCapability, &str, bool); 12] = [
+        ("audio RTP/AVP", audio(), "audio 4000 RTP/AVP 0", true),
+        ("audio rtp/avp", audio(), "audio 4000 rtp/avp 0", true),
+        ("audio RTP/SAVP", audio(), "audio 4000 RTP/SAVP 0", false),
+        ("audio RTP/AVPF", audio(), "audio 4000 RTP/AVPF 0", false),
+        ("audio RTP/SAVPF", audio(), "audio 4000 RTP/SAVPF 0", false),
+        (
+            "audio DTLS-SRTP",
+            audio(),
+            "audio 4000 UDP/TLS/RTP/SAVPF 0",
+            false,
+        ),
+        (
+            "audio RTP/SAVP listed",
+            audio().with_protos(["RTP/AVP", "RTP/SAVP"]),
+            "audio 4000 RTP/SAVP 0",
+            true,
+        ),
+        ("message sip", im(), "message 5060 sip null", true),
+        ("message MSRP", im(), "message 2855 TCP/MSRP *", false),
+        (
+            "message MSRP/TLS",
+            im(),
+            "message 2855 TCP/TLS/MSRP *",
+            false,
+        ),
+        (
+            "message MSRP listed",
+            im().with_protos(["TCP/MSRP"])
+                .with_attribute("path", Some("msrp://192.0.2.2:2855/s1;tcp")),
+            "message 2855 TCP/MSRP *",
+            true,
+        ),
+        (
+            "video RTP/SAVP",
+            MediaCapability::video(5002, [Codec::new("H264", 90000)]),
+            "video 4002 RTP/SAVP 96\na=rtpmap:96 H264/90000",
+            false,
+        ),
+    ];
+    for (name, cap, m_line, accepted) in table {
+        let offer = sdp(&format!(
+            "v=0\no=a 1 1 IN IP4 192.0.2.1\ns=-\nc=IN IP4 192.0.2.1\nt=0 0\n\
+             m={m_line}\na=accept-types:text/plain\na=crypto:1 AES_CM_128_HMAC_SHA1_80 \
+             inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\n"
+        ));
+        let answer = build_answer(&offer, &local(cap), origin()).unwrap();
+        let m = &answer.media()[0];
+        assert_eq!(!m.is_rejected(), accepted, "{name}");
+        if accepted {
+            assert_eq!(m.proto(), offer.media()[0].proto(), "{name}");
+        } else {
+            assert!(m.lines().is_empty(), "{name}");
+        }
+        check_answer(&offer, &answer).unwrap();
+    }
+    // The initial offers of default capabilities use exactly those protocols.
+    let offer = build_offer(
+        &LocalCapabilities::new("192.0.2.1")
+            .with_media(audio())
+            .with_media(im()),
+        origin(),
+    )
+    .unwrap();
+    let protos: Vec<&str> = offer.media().iter().map(|m| m.proto()).collect();
+    assert_eq!(protos, ["RTP/AVP", "sip"]);
+}
+
+fn av_caps(addr: &str, port: u16) -> LocalCapabilities {
+    LocalCapabilities::new(addr)
+        .with_media(MediaCapability::audio(port, [Codec::pcmu()]))
+        .with_media(MediaCapability::video(
+            port + 2,
+            [Codec::new("H264", 90000)],
+        ))
+}
+
+#[test]
+fn a_slot_the_answer_rejected_stays_rejected_and_may_be_reused() {
+    // Alice offers audio and video; Bob only does audio and rejects the video line.
+    let mut alice = OfferAnswer::new(av_caps("192.0.2.1", 4000), "1");
+    let mut bob = OfferAnswer::new(local(MediaCapability::audio(5000, [Codec::pcmu()])), "2");
+    let offer = alice.create_offer().unwrap();
+    let answer = bob.receive_offer(&offer).unwrap();
+    assert!(answer.media()[1].is_rejected());
+    alice.receive_answer(&answer).unwrap();
+    assert!(alice.local_description().unwrap().media()[1].is_rejected());
+
+    // Bob reuses the rejected slot for instant messaging (RFC 3264 §8.1).
+    let mut reoffer = answer.clone();
+    reoffer.bump_version();
+    reoffer.media_mut()[1] = sdp(
+        "v=0\no=b 1 1 IN IP4 h\ns=-\nt=0 0\nm=message 5062 sip null\na=accept-types:text/plain\n",
+    )
+    .media()[0]
+        .clone();
+    alice
+        .capabilities_mut()
+        .media
+        .push(MediaCapability::message(5060, ["text/plain"]));
+    let reanswer = alice.receive_offer(&reoffer).unwrap();
+    let lines: Vec<&str> = reanswer
+        .media()
+        .iter()
+        .map(|m| m.media_line().value())
+        .collect();
+    assert_eq!(lines, ["audio 4000 RTP/AVP 0", "message 5060 sip null"]);
+
+    // Alice's own refresh re-offer does not re-open the rejected line: it is sent with
+    // port 0, which is a change, so the version goes up once, then stays.
+    let mut alice = OfferAnswer::new(av_caps("192.0.2.1", 4000), "1");
+    let mut bob = OfferAnswer::new(local(MediaCapability::audio(5000, [Codec::pcmu()])), "2");
+    let offer = alice.create_offer().unwrap();
+    alice
+        .receive_answer(&bob.receive_offer(&offer).unwrap())
+        .unwrap();
+    for version in [1, 1] {
+        let refresh = alice.create_offer().unwrap();
+        assert_eq!(refresh.origin().session_version, version);
+        assert_eq!(
+            refresh.media()[1].media_line().value(),
+            "video 0 RTP/AVP 96"
+        );
+        assert!(!refresh.media()[0].is_rejected());
+        let answer = bob.receive_offer(&refresh).unwrap();
+        assert!(answer.media()[1].is_rejected());
+        alice.receive_answer(&answer).unwrap();
+    }
+}
+
+#[test]
+fn a_failed_hold_or_resume_is_undone() {
+    let (mut alice, mut bob) = pair();
+    let offer = alice.create_offer().unwrap();
+    alice
+        .receive_answer(&bob.receive_offer(&offer).unwrap())
+        .unwrap();
+
+    // The hold fails (488 or 491): Alice is not holding, she answers Bob sendrecv.
+    alice.hold().unwrap();
+    assert!(alice.is_holding());
+    alice.rollback();
+    assert!(!alice.is_holding());
+    let reoffer = bob.create_offer().unwrap();
+    let answer = alice.receive_offer(&reoffer).unwrap();
+    assert_eq!(dir(&answer), SendRecv);
+    bob.receive_answer(&answer).unwrap();
+
+    // The hold succeeds; then the resume fails: Alice still holds, she answers sendonly.
+    let hold = alice.hold().unwrap();
+    alice
+        .receive_answer(&bob.receive_offer(&hold).unwrap())
+        .unwrap();
+    alice.resume().unwrap();
+    assert!(!alice.is_holding());
+    alice.rollback();
+    assert!(alice.is_holding());
+    let reoffer = bob.create_offer().unwrap();
+    let answer = alice.receive_offer(&reoffer).unwrap();
+    assert_eq!(dir(&answer), SendOnly);
+    bob.receive_answer(&answer).unwrap();
+
+    // A plain re-offer that fails leaves the hold state alone.
+    alice.create_offer().unwrap();
+    alice.rollback();
+    assert!(alice.is_holding());
+}
+
+#[test]
+fn removed_or_reordered_capabilities_never_panic() {
+    let setup = || {
+        let mut alice = OfferAnswer::new(av_caps("192.0.2.1", 4000), "1");
+        let mut bob = OfferAnswer::new(av_caps("192.0.2.2", 5000), "2");
+        let offer = alice.create_offer().unwrap();
+        alice
+            .receive_answer(&bob.receive_offer(&offer).unwrap())
+            .unwrap();
+        (alice, bob)
+    };
+
+    // The offerer drops its video capability: its re-offer removes the video line.
+    let (mut alice, mut bob) = setup();
+    alice.capabilities_mut().media.truncate(1);
+    let reoffer = alice.create_offer().unwrap();
+    assert!(!reoffer.media()[0].is_rejected());
+    assert!(reoffer.media()[1].is_rejected());
+    let answer = bob.receive_offer(&reoffer).unwrap();
+    assert!(answer.media()[1].is_rejected());
+    alice.receive_answer(&answer).unwrap();
+    // And a re-offer from Bob re-enabling video is answered with video rejected.
+    let mut video_back = bob.create_offer().unwrap();
+    video_back.media_mut()[1] = reoffer_line("m=video 5002 RTP/AVP 96\na=rtpmap:96 H264/90000");
+    let answer = alice.receive_offer(&video_back).unwrap();
+    assert!(!answer.media()[0].is_rejected() && answer.media()[1].is_rejected());
+
+    // The answerer drops every capability: offers get 488, its re-offer disables all.
+    let (mut alice, mut bob) = setup();
+    bob.capabilities_mut().media.clear();
+    let reoffer = alice.create_offer().unwrap();
+    assert_eq!(
+        bob.receive_offer(&reoffer),
+        Err(OfferAnswerError::NoAcceptableMedia)
+    );
+    alice.rollback();
+    let own = bob.create_offer().unwrap();
+    assert!(own.media().iter().all(|m| m.is_rejected()));
+    bob.rollback();
+
+    // Reordered capabilities: each line keeps following its own media type's capability.
+    let (mut alice, _) = setup();
+    let caps = alice.capabilities_mut();
+    caps.media.swap(0, 1);
+    caps.media[1].direction = RecvOnly; // the audio capability, now second
+    let reoffer = alice.create_offer().unwrap();
+    let directions: Vec<Direction> = reoffer
+        .media()
+        .iter()
+        .map(|m| reoffer.effective_direction(m))
+        .collect();
+    assert_eq!(directions, [RecvOnly, SendRecv]);
+}
+
+fn reoffer_line(lines: &str) -> sip_core::sdp::MediaDescription {
+    sdp(&format!("v=0\no=x 1 1 IN IP4 h\ns=-\nt=0 0\n{lines}\n")).media()[0].clone()
+}
+
+#[test]
+fn a_huge_offer_is_answered_once_per_payload_type() {
+    // One m= line with 1 960 formats (single-digit payload types, repeated) and 1 000
+    // a=rtpmap lines, within the default limits: answered from one pass over the line.
+    let mut text = String::from(
+        "v=0\no=a 1 1 IN IP4 192.0.2.1\ns=-\nc=IN IP4 192.0.2.1\nt=0 0\nm=audio 49170 RTP/AVP",
+    );
+    for i in 0..1960 {
+        text.push_str(&format!(" {}", i % 10));
+    }
+    text.push('\n');
+    for i in 0..1000 {
+        text.push_str(&format!("a=rtpmap:{} x-codec{i}/8000\n", 96 + i % 32));
+    }
+    text.push_str("a=fmtp:9 x=1\n");
+    let offer = sdp(&text);
+    assert_eq!(offer.media()[0].formats().len(), 1960);
+    let caps = local(MediaCapability::audio(
+        5000,
+        [Codec::pcmu(), Codec::pcma(), Codec::g722()],
+    ));
+    let answer = build_answer(&offer, &caps, origin()).unwrap();
+    let m = &answer.media()[0];
+    assert_eq!(formats(&answer, 0), "0 8 9");
+    assert_eq!(m.rtpmap(9).unwrap().to_string(), "9 G722/8000");
+    assert_eq!(m.fmtp("9").unwrap().parameters, "x=1");
+    assert_eq!(m.lines().len(), 5, "3 rtpmaps, 1 fmtp, the direction");
+    check_answer(&offer, &answer).unwrap();
+    let mut session = OfferAnswer::new(caps, "2002");
+    assert_eq!(session.receive_offer(&offer).unwrap(), answer);
+}
+
+#[test]
+fn a_zero_connection_address_is_a_hold() {
+    // (name, session c= address, media-level lines, expected answer direction)
+    let table = [
+        ("session 0.0.0.0", "0.0.0.0", "", RecvOnly),
+        (
+            "session 0.0.0.0, sendrecv",
+            "0.0.0.0",
+            "a=sendrecv\n",
+            RecvOnly,
+        ),
+        (
+            "session 0.0.0.0, recvonly",
+            "0.0.0.0",
+            "a=recvonly\n",
+            Inactive,
+        ),
+        (
+            "session 0.0.0.0, sendonly",
+            "0.0.0.0",
+            "a=sendonly\n",
+            RecvOnly,
+        ),
+        ("media 0.0.0.0", "192.0.2.1", "c=IN IP4 0.0.0.0\n", RecvOnly),
+        (
+            "media address overrides",
+            "0.0.0.0",
+            "c=IN IP4 192.0.2.1\n",
+            SendRecv,
+        ),
+        ("a real address", "192.0.2.1", "", SendRecv),
+    ];
+    for (name, address, lines, expected) in table {
+        let offer = sdp(&format!(
+            "v=0\no=a 1 1 IN IP4 192.0.2.1\ns=-\nc=IN IP4 {address}\nt=0 0\n\
+             m=audio 49170 RTP/AVP 0\n{lines}"
+        ));
+        let caps = local(MediaCapability::audio(5000, [Codec::pcmu()]));
+        let answer = build_answer(&offer, &caps, origin()).unwrap();
+        assert_eq!(dir(&answer), expected, "{name}");
+        check_answer(&offer, &answer).unwrap();
+        let mut session = OfferAnswer::new(caps, "2");
+        session.receive_offer(&offer).unwrap();
+        assert_eq!(
+            session.is_held_by_remote(),
+            !matches!(expected, SendRecv | SendOnly),
+            "{name}"
+        );
+    }
+
+    // Bob holds; then Alice holds the RFC 2543 way: Bob answers inactive.
+    let (mut alice, mut bob) = pair();
+    let offer = alice.create_offer().unwrap();
+    alice
+        .receive_answer(&bob.receive_offer(&offer).unwrap())
+        .unwrap();
+    let hold = bob.hold().unwrap();
+    bob.receive_answer(&alice.receive_offer(&hold).unwrap())
+        .unwrap();
+    let mut old_style = alice.create_offer().unwrap();
+    assert_eq!(dir(&old_style), SendRecv);
+    old_style
+        .set_connection(Some(&Connection::new("0.0.0.0")))
+        .unwrap();
+    let answer = bob.receive_offer(&old_style).unwrap();
+    assert_eq!(dir(&answer), Inactive);
+    assert!(bob.is_held_by_remote());
 }

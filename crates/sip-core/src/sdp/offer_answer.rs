@@ -6,33 +6,52 @@
 //!
 //! One `m=` line per offered line, same order. Each offered line is matched to the first
 //! unused [`MediaCapability`] of the same media type whose protocols accept the offered one
-//! (an empty protocol list accepts any). Then:
+//! (see [`MediaCapability::protos`]: without a list, only the plain default protocol,
+//! `RTP/AVP` or `sip` for `message`; secure and MSRP profiles only when listed). Then:
 //!
 //! - RTP (`proto` contains `RTP`): the codecs in both, in the offer's order and with the
-//!   offer's payload types; a codec matches by encoding name (case-insensitive), clock rate
-//!   and channel count (absent = 1); an offered static payload type (0–95) without
-//!   `a=rtpmap` matches by number (RFC 3551's table, or a local codec declaring that number).
-//!   The answer's `a=fmtp` is the local codec's when it has one, else the offer's.
+//!   offer's payload types (each listed once); a codec matches by encoding name
+//!   (case-insensitive), clock rate and channel count (absent = 1); an offered static
+//!   payload type (0–95) without `a=rtpmap` matches by number (RFC 3551's table, or a local
+//!   codec declaring that number). Each answered payload type keeps the offer's `a=fmtp`
+//!   (RFC 3264 §6.1: a payload type names one format, its parameters included, so H.264 at
+//!   97 with `packetization-mode=1` and at 98 with `packetization-mode=0` stay distinct);
+//!   [`Codec::fmtp`] is only written in offers.
 //! - `message` (MSRP, and Lync/Skype for Business IM: `m=message 5060 sip null`): the
-//!   `a=accept-types` both sides accept, in the offer's order; formats echoed. Matching:
-//!   exact (case-insensitive), `type/*` matches every subtype of `type`, `*` matches all; an
-//!   offered wildcard keeps the local concrete types it covers (and the wildcard itself when
-//!   the local side lists the same one).
+//!   `a=accept-types` both sides accept, in the offer's order; formats echoed. Each offered
+//!   type meets each local one: `*` covers everything, `type/*` covers `type/*` and every
+//!   subtype of `type`, a concrete type covers itself (case-insensitive); when one covers the
+//!   other the narrower is kept (`*` ∩ `text/*` = `text/*`, `text/*` ∩ `text/plain` =
+//!   `text/plain`), else nothing.
 //! - anything else: the formats in both, compared as text.
 //!
 //! A line with nothing in common, or offered with port 0, or with no capability left, is
 //! answered with port 0 and the offer's first format. Directions: the answer sends only if
 //! the offer receives and the local side wants to send, and receives only if the offer sends
 //! and the local side wants to receive, so `sendonly` → `recvonly`, `recvonly` → `sendonly`,
-//! `inactive` → `inactive`, `sendrecv` → what the local side wants. Every accepted line
-//! carries its direction attribute explicitly.
+//! `inactive` → `inactive`, `sendrecv` → what the local side wants. An offered line whose
+//! connection address is `0.0.0.0` (the RFC 2543 hold, RFC 3264 §8.4: send nothing to the
+//! peer) counts as not receiving, so `sendrecv` there is answered like `sendonly`. Every
+//! accepted line carries its direction attribute explicitly.
+//!
+//! ## Changing capabilities
+//!
+//! [`OfferAnswer::capabilities_mut`] may change, reorder, add or remove capabilities between
+//! exchanges. A negotiated line stays with the capability at the same position while that
+//! one still has the line's media type and accepts its protocol; otherwise it is matched
+//! again like a new line (first unused suitable capability). A line left without a
+//! capability is rejected (port 0) in the next answer and removed (port 0, RFC 3264 §8.2)
+//! in the next re-offer. Re-offers keep the negotiated formats; only the directions and
+//! which lines stay enabled follow the capabilities.
 //!
 //! ## Versions
 //!
 //! [`OfferAnswer`] keeps the last description it sent: a new one whose content (apart from
 //! the version) is the same is sent with the same `o=` version; any change bumps it by one.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
 
 use super::{
     Connection, Direction, Media, MediaDescription, Origin, Rtpmap, SdpError, SessionDescription,
@@ -60,12 +79,14 @@ pub enum OfferAnswerError {
         /// 0-based m= line index.
         index: usize,
     },
-    /// An answer line lists a format that was not offered: 488.
-    #[error("m= line {index}: format {format} was not offered (488)")]
+    /// An accepted answer line lists none of the offered formats: 488. (RFC 3264 §6.1 lets
+    /// an answer add formats the offer did not list, but an accepted stream needs at least
+    /// one that was offered.)
+    #[error("m= line {index}: none of the answered formats ({format} …) was offered (488)")]
     FormatNotOffered {
         /// 0-based m= line index.
         index: usize,
-        /// The format.
+        /// The first answered format.
         format: String,
     },
     /// An answer line's direction is not allowed by the offered one (e.g. `sendrecv` to
@@ -123,7 +144,9 @@ pub struct Codec {
     pub clock_rate: u32,
     /// Channel count (`None` = 1).
     pub channels: Option<u32>,
-    /// `a=fmtp` parameters the local side sends in its SDP (`0-16`, `useinbandfec=1`, …).
+    /// `a=fmtp` parameters the local side writes in its offers (`0-16`, `useinbandfec=1`,
+    /// …). Answers keep the offered payload type's own `a=fmtp` instead (see the module
+    /// docs).
     pub fmtp: Option<String>,
     /// The payload type to use in offers (static codecs: their RFC 3551 number). Offers give
     /// dynamic numbers from 96 to codecs without one; answers always keep the offer's.
@@ -218,8 +241,21 @@ pub struct MediaCapability {
     pub media_type: String,
     /// The local port for this stream.
     pub port: u16,
-    /// Transport protocols accepted in answers; the first is used in offers. Empty accepts
-    /// any offered protocol (offers then use `RTP/AVP`, or `sip` for `message`).
+    /// Transport protocols accepted in answers (compared case-insensitively); the first is
+    /// used in offers. Empty means only the plain default protocol, also used in offers:
+    /// `RTP/AVP` for a capability with codecs, `sip` for `message` (the Lync / Skype for
+    /// Business `m=message <port> sip null` IM shape), `TCP` otherwise. These are the
+    /// protocols this module answers completely on its own.
+    ///
+    /// Every other profile is accepted only when listed here: `RTP/AVPF` (it commits the
+    /// media stack to RFC 4585's feedback and RTCP timing rules), secure RTP (`RTP/SAVP`,
+    /// `RTP/SAVPF`, `UDP/TLS/RTP/SAVPF`) and MSRP (`TCP/MSRP`, `TCP/TLS/MSRP`). The answer
+    /// then copies the offered protocol, and the application is responsible for the
+    /// attributes the profile needs that this module does not write: an `a=crypto` chosen
+    /// from the offered ones for SDES-SRTP (RFC 4568 §7.1.2: an answerer that accepts no
+    /// crypto attribute must reject the stream), `a=fingerprint`/`a=setup` for DTLS-SRTP,
+    /// `a=path` for MSRP (RFC 4975 §8), through [`attributes`](Self::attributes) or by
+    /// editing the description.
     pub protos: Vec<String>,
     /// RTP codecs, in order of preference for offers.
     pub codecs: Vec<Codec>,
@@ -255,7 +291,8 @@ impl MediaCapability {
         }
     }
     /// An instant-messaging stream the Lync / Skype for Business way: `m=message <port> sip
-    /// null` with these accept-types (answers accept any protocol; MSRP peers included).
+    /// null` with these accept-types. Answers accept the `sip` protocol only; MSRP needs
+    /// [`with_protos`](Self::with_protos) and an `a=path` from the application.
     pub fn message<S: Into<String>>(
         port: u16,
         accept_types: impl IntoIterator<Item = S>,
@@ -295,7 +332,10 @@ impl MediaCapability {
     }
 
     fn accepts_proto(&self, proto: &str) -> bool {
-        self.protos.is_empty() || self.protos.iter().any(|p| p.eq_ignore_ascii_case(proto))
+        if self.protos.is_empty() {
+            return self.offer_proto().eq_ignore_ascii_case(proto);
+        }
+        self.protos.iter().any(|p| p.eq_ignore_ascii_case(proto))
     }
 
     fn offer_proto(&self) -> &str {
@@ -369,38 +409,36 @@ pub fn hold_direction(current: Direction) -> Direction {
     direction_of(has_send(current), false)
 }
 
-/// Whether `offered` (an offered type) is accepted by `local` (a local pattern), with the
-/// type kept in the answer.
-fn accept_type_matches(local: &str, offered: &str) -> bool {
-    if local == "*" || local.eq_ignore_ascii_case(offered) {
+/// Whether the accept-types pattern `wide` covers `narrow`: `*` covers everything,
+/// `type/*` covers `type/*` and every `type/subtype`, a concrete type covers itself
+/// (case-insensitive).
+fn accept_type_covers(wide: &str, narrow: &str) -> bool {
+    if wide == "*" || wide.eq_ignore_ascii_case(narrow) {
         return true;
     }
-    match (local.strip_suffix("/*"), offered.split_once('/')) {
-        (Some(major), Some((o_major, _))) => major.eq_ignore_ascii_case(o_major),
+    match (wide.strip_suffix("/*"), narrow.split_once('/')) {
+        (Some(major), Some((n_major, _))) => major.eq_ignore_ascii_case(n_major),
         _ => false,
     }
 }
 
-/// The accept-types intersection described in the module docs, in the offer's order.
+/// The accept-types intersection described in the module docs, in the offer's order (for an
+/// offered wildcard, the local types it meets in the local order); each type once.
 pub fn intersect_accept_types(offered: &[&str], local: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    let mut push = |t: &str| {
-        if !out.iter().any(|x| x.eq_ignore_ascii_case(t)) {
-            out.push(t.to_owned());
-        }
-    };
     for &o in offered {
-        let wildcard = o == "*" || o.ends_with("/*");
-        if !wildcard {
-            if local.iter().any(|l| accept_type_matches(l, o)) {
-                push(o);
-            }
-            continue;
-        }
         for l in local {
-            let concrete = l != "*" && !l.ends_with("/*");
-            if l.eq_ignore_ascii_case(o) || (concrete && accept_type_matches(o, l)) {
-                push(l);
+            let common = if o.eq_ignore_ascii_case(l) {
+                o
+            } else if accept_type_covers(o, l) {
+                l.as_str()
+            } else if accept_type_covers(l, o) {
+                o
+            } else {
+                continue;
+            };
+            if !out.iter().any(|x| x.eq_ignore_ascii_case(common)) {
+                out.push(common.to_owned());
             }
         }
     }
@@ -424,14 +462,56 @@ fn rejected_line(offered: &MediaDescription) -> Result<MediaDescription, SdpErro
     MediaDescription::new(m)
 }
 
-fn offered_codec(offered: &MediaDescription, pt: u8) -> Option<(String, u32, Option<u32>)> {
-    if let Some(r) = offered.rtpmap(pt) {
-        return Some((r.encoding_name.clone(), r.clock_rate, r.channels()));
+/// The `a=rtpmap` and `a=fmtp` lines of one offered `m=` line, read once (the first one per
+/// payload type or format wins, as [`MediaDescription::rtpmap`] and
+/// [`MediaDescription::fmtp`] find them), so answering costs time linear in the line's size.
+struct FormatIndex<'a> {
+    rtpmaps: Vec<Option<Rtpmap>>,
+    fmtps: HashMap<&'a str, &'a str>,
+}
+
+impl<'a> FormatIndex<'a> {
+    fn of(offered: &'a MediaDescription) -> FormatIndex<'a> {
+        let mut rtpmaps: Vec<Option<Rtpmap>> = vec![None; 128];
+        let mut fmtps = HashMap::new();
+        for a in offered.attributes() {
+            let Some(value) = a.value else { continue };
+            match a.name {
+                "rtpmap" => {
+                    if let Some(r) = Rtpmap::parse(value) {
+                        let slot = &mut rtpmaps[usize::from(r.payload_type)];
+                        if slot.is_none() {
+                            *slot = Some(r);
+                        }
+                    }
+                }
+                "fmtp" => {
+                    // As `Fmtp::parse`, borrowing: the format, then the parameters.
+                    let value = value.trim_start_matches(' ');
+                    let (format, parameters) = value.split_once(' ').unwrap_or((value, ""));
+                    fmtps.entry(format).or_insert(parameters);
+                }
+                _ => {}
+            }
+        }
+        FormatIndex { rtpmaps, fmtps }
     }
-    STATIC_PAYLOAD_TYPES
-        .iter()
-        .find(|s| s.0 == pt)
-        .map(|s| (s.1.to_owned(), s.2, Some(s.3)))
+
+    fn rtpmap(&self, pt: u8) -> Option<&Rtpmap> {
+        self.rtpmaps.get(usize::from(pt))?.as_ref()
+    }
+
+    /// (encoding name, clock rate, channels) of an offered payload type: its `a=rtpmap`, else
+    /// RFC 3551's static table.
+    fn codec(&self, pt: u8) -> Option<(String, u32, Option<u32>)> {
+        if let Some(r) = self.rtpmap(pt) {
+            return Some((r.encoding_name.clone(), r.clock_rate, r.channels()));
+        }
+        STATIC_PAYLOAD_TYPES
+            .iter()
+            .find(|s| s.0 == pt)
+            .map(|s| (s.1.to_owned(), s.2, Some(s.3)))
+    }
 }
 
 fn answer_rtp(
@@ -439,15 +519,22 @@ fn answer_rtp(
     cap: &MediaCapability,
     line: &mut MediaDescription,
 ) -> Result<bool, SdpError> {
+    let index = FormatIndex::of(offered);
+    let mut listed = [false; 128];
     let mut formats = Vec::new();
     let mut maps = Vec::new();
     for f in offered.formats() {
         let Ok(pt) = f.parse::<u8>() else { continue };
-        let has_map = offered.rtpmap(pt).is_some();
-        let by_number = (!has_map && pt <= 95)
+        // Payload types are 0–127; each is answered once even when the offer repeats it.
+        match listed.get_mut(usize::from(pt)) {
+            Some(seen) if !*seen => *seen = true,
+            _ => continue,
+        }
+        let offered_map = index.rtpmap(pt);
+        let by_number = (offered_map.is_none() && pt <= 95)
             .then(|| cap.codecs.iter().find(|c| c.payload_type == Some(pt)))
             .flatten();
-        let found = match (by_number, offered_codec(offered, pt)) {
+        let found = match (by_number, index.codec(pt)) {
             (Some(c), known) => Some((c, known)),
             (None, Some(k)) => cap
                 .codecs
@@ -468,15 +555,16 @@ fn answer_rtp(
             )
         });
         let mut rtpmap = Rtpmap::new(pt, name, rate);
-        rtpmap.encoding_parameters = match offered.rtpmap(pt) {
-            Some(r) => r.encoding_parameters,
+        rtpmap.encoding_parameters = match offered_map {
+            Some(r) => r.encoding_parameters.clone(),
             None => channels.filter(|&c| c != 1).map(|c| c.to_string()),
         };
-        let fmtp = codec
-            .fmtp
-            .clone()
-            .or_else(|| offered.fmtp(f).map(|x| x.parameters))
-            .filter(|p| !p.is_empty());
+        // The offered payload type's own parameters: the same number is the same format.
+        let fmtp = index
+            .fmtps
+            .get(f.as_str())
+            .filter(|p| !p.is_empty())
+            .map(|p| (*p).to_owned());
         maps.push((rtpmap, fmtp));
     }
     if formats.is_empty() {
@@ -493,6 +581,24 @@ fn answer_rtp(
         }
     }
     Ok(true)
+}
+
+/// Whether `media`'s connection address (media-level, else session-level) is `0.0.0.0`: the
+/// RFC 2543 hold, meaning no RTP or RTCP is to be sent to that side (RFC 3264 §8.4).
+fn is_zero_address(sdp: &SessionDescription, media: &MediaDescription) -> bool {
+    sdp.effective_connection(media)
+        .is_some_and(|c| c.ip() == Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)))
+}
+
+/// The direction `sdp` declares for `media` as far as sending to its author goes: its
+/// direction attribute, without receiving when its connection address is `0.0.0.0`.
+fn declared_direction(sdp: &SessionDescription, media: &MediaDescription) -> Direction {
+    let d = sdp.effective_direction(media);
+    if is_zero_address(sdp, media) {
+        hold_direction(d)
+    } else {
+        d
+    }
 }
 
 fn answer_line(
@@ -539,7 +645,7 @@ fn answer_line(
     for (name, value) in &cap.attributes {
         line.push_attribute(name, value.as_deref())?;
     }
-    let offered_direction = offer.effective_direction(offered);
+    let offered_direction = declared_direction(offer, offered);
     line.set_direction(Some(answer_direction(offered_direction, local_direction)));
     Ok(Some(line))
 }
@@ -561,11 +667,12 @@ fn assign(
             out.push(None);
             continue;
         }
-        let prev = previous
-            .get(i)
-            .copied()
-            .flatten()
-            .filter(|&c| !used[c] && suits(&local.media[c], m));
+        let prev = previous.get(i).copied().flatten().filter(|&c| {
+            local
+                .media
+                .get(c)
+                .is_some_and(|cap| !used[c] && suits(cap, m))
+        });
         let pick = prev
             .or_else(|| {
                 (0..local.media.len()).find(|&c| {
@@ -761,9 +868,19 @@ pub struct OfferAnswer {
     last_sent: Option<SessionDescription>,
     local_sdp: Option<SessionDescription>,
     remote_sdp: Option<SessionDescription>,
-    pending: Option<SessionDescription>,
+    pending: Option<PendingOffer>,
     mapping: Vec<Option<usize>>,
     held: bool,
+}
+
+/// The offer sent and not yet answered.
+#[derive(Debug, Clone)]
+struct PendingOffer {
+    offer: SessionDescription,
+    /// The capability of each of its lines.
+    mapping: Vec<Option<usize>>,
+    /// The hold state before this offer, restored when it fails.
+    held_before: bool,
 }
 
 impl OfferAnswer {
@@ -809,13 +926,16 @@ impl OfferAnswer {
         self.version
     }
 
-    /// Whether the local side holds the session.
+    /// Whether the local side holds the session: set by [`hold`](Self::hold), cleared by
+    /// [`resume`](Self::resume); a hold or resume whose offer fails
+    /// ([`rollback`](Self::rollback), a refused answer) is undone.
     pub fn is_holding(&self) -> bool {
         self.held
     }
 
     /// Whether the remote side holds us: on every accepted line its last description does
-    /// not receive (`sendonly` or `inactive`).
+    /// not receive (`sendonly` or `inactive`, or a `0.0.0.0` connection address, the
+    /// RFC 2543 hold that RFC 3264 §8.4 requires agents to understand).
     pub fn is_held_by_remote(&self) -> bool {
         let Some(remote) = &self.remote_sdp else {
             return false;
@@ -825,10 +945,12 @@ impl OfferAnswer {
             .iter()
             .filter(|m| !m.is_rejected())
             .peekable();
-        active.peek().is_some() && active.all(|m| !has_recv(remote.effective_direction(m)))
+        active.peek().is_some() && active.all(|m| !has_recv(declared_direction(remote, m)))
     }
 
-    /// The capabilities, for changing them before the next offer.
+    /// The capabilities, for changing them before the next offer or answer. Any change is
+    /// allowed, removing or reordering capabilities included; the module docs
+    /// ("Changing capabilities") say how negotiated lines follow.
     pub fn capabilities_mut(&mut self) -> &mut LocalCapabilities {
         &mut self.local
     }
@@ -879,93 +1001,123 @@ impl OfferAnswer {
 
     /// An offer: the initial one from the capabilities, or a re-offer of the current
     /// session (same m= lines in the same order, the negotiated formats, directions per
-    /// the hold state). Refused while an offer is pending.
+    /// the hold state; lines rejected by either side, or whose capability is gone, with
+    /// port 0). Refused while an offer is pending.
     pub fn create_offer(&mut self) -> Result<SessionDescription, OfferAnswerError> {
-        if self.pending.is_some() {
-            return Err(OfferAnswerError::OfferPending);
-        }
-        let sdp = match self.local_sdp.clone() {
-            None => {
-                let held = self.held;
-                build_offer_inner(&self.local, self.origin(), |_, c| {
-                    if held {
-                        hold_direction(c.direction)
-                    } else {
-                        c.direction
-                    }
-                })?
-            }
-            Some(mut current) => {
-                let directions: Vec<Option<Direction>> = (0..current.media().len())
-                    .map(|i| {
-                        let cap = self.mapping.get(i).copied().flatten()?;
-                        Some(self.wanted(i, &self.local.media[cap]))
-                    })
-                    .collect();
-                current.set_origin(self.origin())?;
-                for (m, d) in current.media_mut().iter_mut().zip(directions) {
-                    if let (Some(d), false) = (d, m.is_rejected()) {
-                        m.set_direction(Some(d));
-                    }
-                }
-                current
-            }
-        };
-        let sdp = self.stamp(sdp);
-        self.pending = Some(sdp.clone());
-        Ok(sdp)
+        self.offer_holding(self.held)
     }
 
     /// Puts the session on hold and returns the re-offer (RFC 3264 §8.4: `sendrecv` →
     /// `sendonly`, `recvonly` → `inactive`).
     pub fn hold(&mut self) -> Result<SessionDescription, OfferAnswerError> {
-        if self.pending.is_some() {
-            return Err(OfferAnswerError::OfferPending);
-        }
-        self.held = true;
-        self.create_offer()
+        self.offer_holding(true)
     }
 
     /// Takes the session off hold and returns the re-offer (each stream back to the
     /// direction its capability wants, `sendrecv` normally).
     pub fn resume(&mut self) -> Result<SessionDescription, OfferAnswerError> {
+        self.offer_holding(false)
+    }
+
+    /// Builds and records an offer made with hold state `held`; the previous hold state
+    /// comes back if the offer fails.
+    fn offer_holding(&mut self, held: bool) -> Result<SessionDescription, OfferAnswerError> {
         if self.pending.is_some() {
             return Err(OfferAnswerError::OfferPending);
         }
-        self.held = false;
-        self.create_offer()
+        let held_before = self.held;
+        self.held = held;
+        let (sdp, mapping) = match self.offer_now() {
+            Ok(built) => built,
+            Err(e) => {
+                self.held = held_before;
+                return Err(e);
+            }
+        };
+        let sdp = self.stamp(sdp);
+        self.pending = Some(PendingOffer {
+            offer: sdp.clone(),
+            mapping,
+            held_before,
+        });
+        Ok(sdp)
+    }
+
+    /// The offer for the current state and the capability of each of its lines.
+    fn offer_now(&self) -> Result<(SessionDescription, Vec<Option<usize>>), OfferAnswerError> {
+        let Some(mut current) = self.local_sdp.clone() else {
+            let held = self.held;
+            let sdp = build_offer_inner(&self.local, self.origin(), |_, c| {
+                if held {
+                    hold_direction(c.direction)
+                } else {
+                    c.direction
+                }
+            })?;
+            return Ok((sdp, (0..self.local.media.len()).map(Some).collect()));
+        };
+        // The capabilities may have changed since the last exchange: match the lines again.
+        let mapping = assign(&current, &self.local, &self.mapping);
+        current.set_origin(self.origin())?;
+        for (i, (m, cap)) in current.media_mut().iter_mut().zip(&mapping).enumerate() {
+            if m.is_rejected() {
+                continue;
+            }
+            match cap.and_then(|c| self.local.media.get(c)) {
+                Some(cap) => m.set_direction(Some(self.wanted(i, cap))),
+                // Its capability is gone: the stream is removed (RFC 3264 §8.2).
+                None => *m = rejected_line(m)?,
+            }
+        }
+        Ok((current, mapping))
     }
 
     /// Forgets the pending offer (its request failed: 488, 491, timeout); the session
-    /// stays as negotiated before.
+    /// stays as negotiated before, the hold state included.
     pub fn rollback(&mut self) {
-        self.pending = None;
+        if let Some(p) = self.pending.take() {
+            self.held = p.held_before;
+        }
     }
 
     /// Checks the answer to the pending offer and completes the exchange. A bad answer
-    /// (m= line count, media types, formats not offered, impossible directions, a port
-    /// given to a stream offered with port 0) is an error and rolls the offer back.
+    /// (m= line count, media types, no offered format on an accepted line, impossible
+    /// directions, a port given to a stream offered with port 0) is an error and rolls the
+    /// offer back (as [`rollback`](Self::rollback)).
+    ///
+    /// Lines the answer rejects (port 0) stay rejected: the session keeps them with port 0,
+    /// so later re-offers do not re-open them and the peer may reuse their slots for other
+    /// media (RFC 3264 §8.1).
     pub fn receive_answer(&mut self, answer: &SessionDescription) -> Result<(), OfferAnswerError> {
-        let offer = self
+        let pending = self
             .pending
             .take()
             .ok_or(OfferAnswerError::NoOfferPending)?;
-        check_answer(&offer, answer)?;
-        // Map the offered lines to capabilities (the offer lists them in capability order
-        // initially; re-offers keep the previous mapping).
-        if self.local_sdp.is_none() {
-            self.mapping = (0..offer.media().len())
-                .map(|i| (i < self.local.media.len()).then_some(i))
-                .collect();
-        }
-        for (i, m) in answer.media().iter().enumerate() {
-            if m.is_rejected() {
-                if let Some(slot) = self.mapping.get_mut(i) {
-                    *slot = None;
+        let settled = check_answer(&pending.offer, answer).and_then(|()| {
+            let mut session = pending.offer.clone();
+            for (m, a) in session.media_mut().iter_mut().zip(answer.media()) {
+                if a.is_rejected() && !m.is_rejected() {
+                    *m = rejected_line(m)?;
                 }
             }
+            Ok(session)
+        });
+        let session = match settled {
+            Ok(session) => session,
+            Err(e) => {
+                self.held = pending.held_before;
+                return Err(e);
+            }
+        };
+        let mut mapping = pending.mapping;
+        mapping.resize(session.media().len(), None);
+        for (slot, m) in mapping.iter_mut().zip(session.media()) {
+            if m.is_rejected() {
+                *slot = None;
+            }
         }
-        self.local_sdp = Some(offer);
+        self.mapping = mapping;
+        self.local_sdp = Some(session);
         self.remote_sdp = Some(answer.clone());
         Ok(())
     }
@@ -1016,7 +1168,10 @@ impl OfferAnswer {
     }
 }
 
-/// Checks an answer against the offer it answers (RFC 3264 §6–7).
+/// Checks an answer against the offer it answers (RFC 3264 §6–7): same line count and
+/// media types, no port on a line offered with port 0, on every accepted line at least one
+/// offered format (additional formats are allowed, RFC 3264 §6.1) and a direction the
+/// offered one allows.
 pub fn check_answer(
     offer: &SessionDescription,
     answer: &SessionDescription,
@@ -1038,10 +1193,17 @@ pub fn check_answer(
         if om.is_rejected() {
             return Err(OfferAnswerError::EnabledRejectedStream { index });
         }
-        if let Some(f) = am.formats().iter().find(|f| !om.formats().contains(f)) {
+        // RFC 3264 §6.1: the answer may list formats the offer did not, but an accepted
+        // stream needs at least one offered format. (A set: both lists may be long.)
+        let offered_formats: HashSet<&str> = om.formats().iter().map(String::as_str).collect();
+        if !am
+            .formats()
+            .iter()
+            .any(|f| offered_formats.contains(f.as_str()))
+        {
             return Err(OfferAnswerError::FormatNotOffered {
                 index,
-                format: f.clone(),
+                format: am.formats().first().cloned().unwrap_or_default(),
             });
         }
         let offered = offer.effective_direction(om);
