@@ -14,14 +14,23 @@ pub struct TransportLimits {
     /// Most connections with one remote IP address. Default 2 000 (a front-end server holds
     /// one flow per application endpoint it proxies for).
     pub max_connections_per_ip: usize,
-    /// TCP connect plus TLS handshake must finish within this. Default 10 s.
+    /// TCP connect plus TLS handshake must finish within this. An inbound plain TCP
+    /// connection, which has no handshake, must send its first bytes within this, or it is
+    /// closed ([`CloseReason::IdleTimeout`](crate::CloseReason::IdleTimeout)): otherwise a
+    /// silent peer would hold a connection slot for the whole idle timeout. Default 10 s.
     pub handshake_timeout: Duration,
     /// A connection on which nothing was received for this long is closed. Default 300 s
     /// (keep-alive pings, default every 120 s, keep a live flow open).
     pub idle_timeout: Duration,
     /// A message whose first byte arrived must be complete within this, or the sender is
-    /// cut off as a slow sender. Default 30 s.
+    /// cut off as a slow sender. The clock restarts with each message completed: it
+    /// measures how long the current unfinished message has been pending. Default 30 s.
     pub partial_message_timeout: Duration,
+    /// One write to the peer (a batch of queued messages) must finish within this, or the
+    /// connection is closed ([`CloseReason::WriteTimeout`](crate::CloseReason::WriteTimeout)):
+    /// a peer that stops reading would otherwise hold its connection, its send queue and
+    /// every sender waiting on that queue for good. Default 30 s.
+    pub write_timeout: Duration,
     /// Message size, header count and line length ([`sip_core::Limits`], default 64 KiB,
     /// 256 headers, 16 KiB lines). An oversize request whose head could be read is answered
     /// 513, then the connection closes.
@@ -36,6 +45,7 @@ impl TransportLimits {
         handshake_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(300),
         partial_message_timeout: Duration::from_secs(30),
+        write_timeout: Duration::from_secs(30),
         message: sip_core::Limits::DEFAULT,
     };
 }

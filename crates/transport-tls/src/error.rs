@@ -170,6 +170,11 @@ pub enum CloseReason {
     /// RFC 5626: a keep-alive ping got no pong in time; the flow is dead.
     #[error("dead flow: no keep-alive pong")]
     DeadFlow,
+    /// A write to the peer did not finish within
+    /// [`TransportLimits::write_timeout`](crate::TransportLimits::write_timeout): the peer
+    /// does not read what is sent to it.
+    #[error("write timeout: the peer does not read")]
+    WriteTimeout,
     /// A message was started and not finished within the partial-message deadline.
     #[error("slow sender: message not completed in time")]
     SlowSender,

@@ -43,10 +43,11 @@
 //!   [`KeepAlive::pong_timeout`]; pings received on any connection are answered with a
 //!   single CRLF.
 //! - **Limits** ([`TransportLimits`], documented defaults): connections in all and per
-//!   remote IP, TLS handshake timeout, idle timeout, message size / header count / line
-//!   length (an oversize request whose head could be read is answered 513, then the
-//!   connection closes), and a deadline to finish a message once started (slow senders are
-//!   cut off).
+//!   remote IP, TLS handshake timeout (for inbound plain TCP: the first bytes must come
+//!   within it), idle timeout, message size / header count / line length (an oversize
+//!   request whose head could be read is answered 513, then the connection closes), a
+//!   deadline to finish a message once started (slow senders are cut off), and a write
+//!   timeout (a peer that stops reading is cut off, [`CloseReason::WriteTimeout`]).
 //! - **Events** ([`TransportEvent`]) on one bounded channel: connection opened, message
 //!   received (connection id, transport, local and remote address, peer identity),
 //!   connection closed with a [`CloseReason`], connection failed with a typed

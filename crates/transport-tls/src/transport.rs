@@ -4,8 +4,10 @@
 // foldhash (seeded per map) instead of SipHash: these maps are looked up for every message.
 use foldhash::{HashMap, HashMapExt};
 use std::fmt;
+use std::future::Future;
 use std::hash::{BuildHasher, Hash};
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -15,6 +17,7 @@ use sip_core::framer::{Frame, FrameError, StreamFramer};
 use sip_core::{Host, SipMessage};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::futures::Notified;
 use tokio::sync::{mpsc, watch, Notify, OnceCell};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
@@ -273,7 +276,15 @@ impl ConnHandle {
 }
 
 type FlowKey = Target;
-type FlowCell = Arc<OnceCell<ConnHandle>>;
+/// One connection attempt to a target and its outcome, shared by every send that waits on
+/// it: a failure reaches all of them at once (they do not retry in turn, one handshake
+/// timeout each). A failed cell leaves the table at once, so later sends try again.
+type FlowCell = Arc<OnceCell<Result<ConnHandle, TransportError>>>;
+
+/// The connection of a flow cell, if its attempt succeeded.
+fn flow_conn(cell: &FlowCell) -> Option<&ConnHandle> {
+    cell.get().and_then(|r| r.as_ref().ok())
+}
 
 /// A map split in shards, so that no single lock is shared by every message.
 struct Sharded<K, V> {
@@ -438,7 +449,9 @@ impl Shared {
             transport = %handle.info.transport,
             remote = %handle.info.remote,
         );
-        let writer_task = tokio::spawn(writer_loop(writer, rx, ctl).instrument(span.clone()));
+        let write_timeout = self.settings.limits.write_timeout;
+        let writer_task =
+            tokio::spawn(writer_loop(writer, rx, ctl, write_timeout).instrument(span.clone()));
         let keep_alive = match handle.info.direction {
             Direction::Outbound => self.settings.keep_alive,
             Direction::Inbound => None,
@@ -468,7 +481,7 @@ impl Shared {
             let mut shard = self.flows.shard(&key);
             if shard
                 .get(&key)
-                .and_then(|c| c.get())
+                .and_then(flow_conn)
                 .is_some_and(|h| h.info.id == id)
             {
                 shard.remove(&key);
@@ -477,8 +490,8 @@ impl Shared {
     }
 
     /// RFC 5923: an inbound TLS request whose top Via carries `alias` lets us reuse this
-    /// connection for requests to the address in its sent-by, for the names its verified
-    /// certificate carries.
+    /// connection for requests to the address in its sent-by (its port, and its IP only when
+    /// that is the connection's remote IP), for the names its verified certificate carries.
     fn register_alias(&self, handle: &ConnHandle, msg: &SipMessage) {
         let info = &handle.info;
         let Some(peer) = &info.peer else { return };
@@ -497,6 +510,12 @@ impl Shared {
                 info.remote.ip()
             }
         };
+        // An IP-literal sent-by must be the connection's own remote address: a certificate
+        // does not vouch for addresses, so a peer could otherwise claim another host's flows.
+        if ip.to_canonical() != info.remote.ip().to_canonical() {
+            tracing::debug!(%ip, "alias refused: sent-by is not the connection's address");
+            return;
+        }
         let remote = SocketAddr::new(ip, via.port().unwrap_or(info.transport.default_port()));
         let names = peer
             .dns_names
@@ -514,12 +533,12 @@ impl Shared {
             let mut shard = self.flows.shard(&key);
             let live = shard
                 .get(&key)
-                .and_then(|c| c.get())
+                .and_then(flow_conn)
                 .is_some_and(|h| !h.is_closed());
             if !live {
                 shard.insert(
                     key.clone(),
-                    Arc::new(OnceCell::new_with(Some(handle.clone()))),
+                    Arc::new(OnceCell::new_with(Some(Ok(handle.clone())))),
                 );
                 registered.push(key);
             }
@@ -541,11 +560,13 @@ struct Connection {
 }
 
 /// Writes queued messages, gathering what is queued into one write (one TLS record run, one
-/// syscall). A message alone in the queue is written as is, without a copy.
+/// syscall). A message alone in the queue is written as is, without a copy. A write that
+/// takes longer than `write_timeout` (the peer does not read) fails the connection.
 async fn writer_loop<W: AsyncWrite + Unpin>(
     mut w: W,
     mut rx: mpsc::Receiver<Out>,
     ctl: Arc<ConnCtl>,
+    write_timeout: Duration,
 ) {
     // Grown on first use only: idle connections hold no write buffer.
     let mut buf = BytesMut::new();
@@ -577,21 +598,28 @@ async fn writer_loop<W: AsyncWrite + Unpin>(
             None => &buf,
         };
         if !data.is_empty() {
-            let r = async {
+            let r = timeout(write_timeout, async {
                 w.write_all(data).await?;
                 w.flush().await
-            }
+            })
             .await;
             buf.clear();
             if buf.capacity() > 4 * WRITE_BATCH {
                 buf = BytesMut::new();
             }
-            if let Err(e) = r {
-                ctl.fail(
-                    TlsRefusal::from_io(&e)
-                        .map_or_else(|| CloseReason::Io(e.to_string()), CloseReason::Tls),
-                );
-                return;
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    ctl.fail(
+                        TlsRefusal::from_io(&e)
+                            .map_or_else(|| CloseReason::Io(e.to_string()), CloseReason::Tls),
+                    );
+                    return;
+                }
+                Err(_) => {
+                    ctl.fail(CloseReason::WriteTimeout);
+                    return;
+                }
             }
         }
         if closing {
@@ -618,7 +646,10 @@ impl Connection {
         let reason = self.read_loop(&mut reader).await;
         self.handle.ctl.closed.store(true, Ordering::Release);
         self.shared.forget(&self.handle);
-        let _ = timeout(Duration::from_secs(1), self.handle.tx.send(Out::Close)).await;
+        // One budget for queueing the close and for the writer to finish: a writer stuck on a
+        // peer that does not read must not hold the connection slot twice as long.
+        let give_up = Instant::now() + Duration::from_secs(2);
+        let _ = tokio::time::timeout_at(give_up, self.handle.tx.send(Out::Close)).await;
         let abort = writer.abort_handle();
         let linger = matches!(reason, CloseReason::Framing(_) | CloseReason::SlowSender);
         if linger {
@@ -636,7 +667,7 @@ impl Connection {
             };
             let _ = timeout(LINGER, async { tokio::join!(drain, writer) }).await;
         } else {
-            let _ = timeout(Duration::from_secs(2), writer).await;
+            let _ = tokio::time::timeout_at(give_up, writer).await;
         }
         abort.abort();
         drop(reader);
@@ -664,6 +695,12 @@ impl Connection {
         let start = Instant::now();
         let mut last_rx = start;
         let mut partial_since: Option<Instant> = None;
+        // An inbound plain TCP connection has no handshake that would time out: its first
+        // bytes must come within the handshake timeout instead of the (long) idle timeout.
+        let info = &self.handle.info;
+        let mut first_bytes_due = (info.direction == Direction::Inbound
+            && info.transport == TransportKind::Tcp)
+            .then(|| start + limits.handshake_timeout);
         let mut pings = 0u64;
         let mut ping_due = self
             .keep_alive
@@ -680,6 +717,9 @@ impl Connection {
 
         loop {
             let mut next = last_rx + limits.idle_timeout;
+            if let Some(d) = first_bytes_due {
+                next = next.min(d);
+            }
             if let Some(p) = partial_since {
                 next = next.min(p + limits.partial_message_timeout);
             }
@@ -699,10 +739,7 @@ impl Connection {
             }
             tokio::select! {
                 biased;
-                _ = &mut stop => {
-                    let reason = ctl.reason.lock().ok().and_then(|mut r| r.take());
-                    return reason.unwrap_or(CloseReason::Local);
-                }
+                _ = &mut stop => return self.stop_reason(),
                 r = reader.read_buf(framer.buffer_mut()) => {
                     match r {
                         Ok(0) => return CloseReason::PeerClosed,
@@ -714,16 +751,27 @@ impl Connection {
                     }
                     let now = Instant::now();
                     last_rx = now;
+                    first_bytes_due = None;
+                    // Answers to the peer wait for room in the send queue at most until the
+                    // idle deadline (the writer's write timeout ends a peer that never reads).
+                    let answer_by = now + limits.idle_timeout;
+                    let mut completed = false;
                     loop {
-                        match framer.next_frame() {
+                        let frame = framer.next_frame();
+                        completed |= matches!(frame, Ok(Some(_)));
+                        match frame {
                             Ok(None) => break,
                             Ok(Some(Frame::Message(bytes))) => {
-                                if let Err(reason) = self.on_message(bytes).await {
+                                if let Err(reason) = self.on_message(bytes, &mut stop, answer_by).await {
                                     return reason;
                                 }
                             }
                             Ok(Some(Frame::KeepAlivePing)) => {
-                                let _ = self.handle.tx.send(Out::Data(Bytes::from_static(b"\r\n"))).await;
+                                // Never wait for room: a peer that pings and does not read
+                                // would hold the reader. A pong that does not fit is skipped.
+                                if self.handle.tx.try_send(Out::Data(Bytes::from_static(b"\r\n"))).is_err() {
+                                    tracing::debug!("send queue full: pong skipped");
+                                }
                             }
                             Ok(Some(Frame::KeepAlivePong)) => {
                                 if pong_deadline.take().is_some() {
@@ -733,12 +781,19 @@ impl Connection {
                                 }
                             }
                             Err(e) => {
-                                self.answer_framing_error(&e).await;
+                                self.answer_framing_error(&e, &mut stop, answer_by).await;
                                 return CloseReason::Framing(e);
                             }
                         }
                     }
-                    partial_since = if framer.has_partial() { partial_since.or(Some(now)) } else { None };
+                    // The partial-message clock measures how long the current unfinished
+                    // message has been pending: it restarts when a frame completes (the rest
+                    // of the buffer arrived in this read).
+                    partial_since = match (framer.has_partial(), completed) {
+                        (false, _) => None,
+                        (true, true) => Some(now),
+                        (true, false) => partial_since.or(Some(now)),
+                    };
                 }
                 _ = &mut sleep => {
                     let now = Instant::now();
@@ -750,18 +805,27 @@ impl Connection {
                     if partial_since.is_some_and(|p| now >= p + limits.partial_message_timeout) {
                         return CloseReason::SlowSender;
                     }
+                    if first_bytes_due.is_some_and(|d| now >= d) {
+                        tracing::debug!("nothing received within the handshake timeout");
+                        return CloseReason::IdleTimeout;
+                    }
                     if now >= last_rx + limits.idle_timeout {
                         return CloseReason::IdleTimeout;
                     }
                     if let (Some(d), Some(k)) = (ping_due, self.keep_alive) {
                         if now >= d {
-                            ping_due = None;
-                            pings += 1;
-                            framer.expect_pong();
-                            pong_deadline = Some(now + k.pong_timeout);
-                            tracing::trace!("keep-alive ping");
-                            if self.handle.tx.try_send(Out::Data(Bytes::from_static(b"\r\n\r\n"))).is_err() {
+                            if self.handle.tx.try_send(Out::Data(Bytes::from_static(b"\r\n\r\n"))).is_ok() {
+                                tracing::trace!("keep-alive ping");
+                                ping_due = None;
+                                pings += 1;
+                                framer.expect_pong();
+                                pong_deadline = Some(now + k.pong_timeout);
+                            } else {
+                                // No ping sent, so no pong to wait for (a dead flow now would
+                                // be spurious; the write timeout covers a peer that stopped
+                                // reading). Try again an interval later.
                                 tracing::debug!("send queue full: ping skipped");
+                                ping_due = Some(now + self.jitter(k.interval, pings));
                             }
                         }
                     }
@@ -783,7 +847,51 @@ impl Connection {
         interval.mul_f64(permille as f64 / 1000.0)
     }
 
-    async fn on_message(&self, bytes: Bytes) -> Result<(), CloseReason> {
+    /// Why the connection was told to stop (by `close`, `shutdown` or a writer failure).
+    fn stop_reason(&self) -> CloseReason {
+        let reason = self
+            .handle
+            .ctl
+            .reason
+            .lock()
+            .ok()
+            .and_then(|mut r| r.take());
+        reason.unwrap_or(CloseReason::Local)
+    }
+
+    /// Waits for `fut` unless the connection is told to stop first (`Err`, with the reason)
+    /// or `deadline` passes (`Ok(None)`). The reader waits for queues only this way, so that
+    /// a peer that does not read, or a layer above that does not take events, cannot keep
+    /// it from `close()`, `shutdown()` and the writer's failure.
+    async fn until_stopped<T>(
+        &self,
+        stop: &mut Pin<&mut Notified<'_>>,
+        deadline: Option<Instant>,
+        fut: impl Future<Output = T>,
+    ) -> Result<Option<T>, CloseReason> {
+        let expired = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = stop.as_mut() => Err(self.stop_reason()),
+            t = fut => Ok(Some(t)),
+            _ = expired => Ok(None),
+        }
+    }
+
+    /// Hands a message up, or answers it (400, 505, 513) when it cannot be parsed. Waits
+    /// for room in the event channel (backpressure) until the connection is stopped, and
+    /// for room in the send queue until `answer_by` at most.
+    async fn on_message(
+        &self,
+        bytes: Bytes,
+        stop: &mut Pin<&mut Notified<'_>>,
+        answer_by: Instant,
+    ) -> Result<(), CloseReason> {
         let info = &self.handle.info;
         let limits = &self.shared.settings.limits.message;
         match SipMessage::parse_framed(bytes.clone(), limits) {
@@ -802,11 +910,13 @@ impl Connection {
                     connection: Some(info.clone()),
                     via: Via::Conn(self.handle.clone()),
                 });
-                self.shared
-                    .events
-                    .send(event)
-                    .await
-                    .map_err(|_| CloseReason::Shutdown)
+                match self
+                    .until_stopped(stop, None, self.shared.events.send(event))
+                    .await?
+                {
+                    Some(sent) => sent.map_err(|_| CloseReason::Shutdown),
+                    None => Ok(()),
+                }
             }
             Err(e) => {
                 tracing::debug!(error = %e, "unparsable message");
@@ -815,7 +925,14 @@ impl Connection {
                     // Never answer an ACK (RFC 3261 §17.2.3: it has no response).
                     if req.is_request() && req.method() != Some(&sip_core::Method::Ack) {
                         if let Ok(resp) = SipMessage::response_to(&req, e.status(), e.reason()) {
-                            let _ = self.handle.send(resp.to_bytes()).await;
+                            let send = self.handle.send(resp.to_bytes());
+                            if self
+                                .until_stopped(stop, Some(answer_by), send)
+                                .await?
+                                .is_none()
+                            {
+                                tracing::debug!("send queue full: answer dropped");
+                            }
                         }
                     }
                 }
@@ -824,8 +941,14 @@ impl Connection {
         }
     }
 
-    /// 513 (or 400) to a request whose head was received, before closing.
-    async fn answer_framing_error(&self, e: &FrameError) {
+    /// 513 (or 400) to a request whose head was received, before closing. Waits for room in
+    /// the send queue until `answer_by` at most, and not once the connection is stopped.
+    async fn answer_framing_error(
+        &self,
+        e: &FrameError,
+        stop: &mut Pin<&mut Notified<'_>>,
+        answer_by: Instant,
+    ) {
         tracing::warn!(error = %e, "stream framing error");
         let Some(head) = e.head() else { return };
         let Ok(req) = SipMessage::parse_head(head.clone(), &self.shared.settings.limits.message)
@@ -836,7 +959,8 @@ impl Connection {
             return;
         }
         if let Ok(resp) = SipMessage::response_to(&req, e.status(), e.reason()) {
-            let _ = self.handle.send(resp.to_bytes()).await;
+            let send = self.handle.send(resp.to_bytes());
+            let _ = self.until_stopped(stop, Some(answer_by), send).await;
         }
     }
 }
@@ -933,8 +1057,8 @@ impl SipTransport {
     /// The connection to `target`, reusing a live one (ours, or one the peer offered by RFC
     /// 5923 alias) or opening it: TCP connect, then for TLS the handshake verifying the
     /// server's certificate for `target.server_name`. Concurrent callers for the same target
-    /// share one attempt. A refusal is returned and also reported as
-    /// [`TransportEvent::Failed`].
+    /// share one attempt and its outcome: a failure is returned to each of them and reported
+    /// once as [`TransportEvent::Failed`]; the next call tries again.
     ///
     /// Cancel safety: cancel safe. If cancelled while connecting, another caller waiting
     /// on the same target takes the attempt over, or the next call starts a new one.
@@ -958,16 +1082,23 @@ impl SipTransport {
                         .clone(),
                 }
             };
-            let r = cell.get_or_try_init(|| open(&self.shared, target)).await;
+            // Every caller that found this cell gets the outcome of its one attempt.
+            let r = cell
+                .get_or_init(|| async {
+                    let r = open(&self.shared, target).await;
+                    if r.is_err() {
+                        // Before the outcome is published: a send that comes later finds no
+                        // failed cell and tries again.
+                        self.remove_cell(target, &cell);
+                    }
+                    r
+                })
+                .await;
             match r {
                 Ok(h) if !h.is_closed() => return Ok(h.clone()),
-                Ok(_) => {}
-                Err(e) => {
-                    self.remove_cell(target, &cell);
-                    return Err(e);
-                }
+                Ok(_) => self.remove_cell(target, &cell),
+                Err(e) => return Err(e.clone()),
             }
-            self.remove_cell(target, &cell);
         }
         Err(TransportError::ConnectionClosed(0))
     }
@@ -1088,7 +1219,7 @@ impl SipTransport {
             return None;
         }
         let cell = self.shared.flows.get(target)?;
-        let h = cell.get()?;
+        let h = flow_conn(&cell)?;
         (!h.is_closed()).then(|| h.info.id)
     }
 

@@ -3,15 +3,20 @@
 
 mod common;
 
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc::Receiver;
 use transport_tls::{
-    CloseReason, KeepAlive, SipTransport, Target, TlsClientSettings, TlsServerSettings,
-    TransportError, TransportEvent, TransportKind, TransportLimits, TransportSettings,
+    CloseReason, ConnectionId, KeepAlive, SipTransport, Target, TlsClientSettings,
+    TlsServerSettings, TransportError, TransportEvent, TransportKind, TransportLimits,
+    TransportSettings,
 };
 
 async fn tcp_server(
@@ -365,16 +370,36 @@ async fn local_close_and_shutdown() {
     srv.shutdown();
     assert_eq!(next_close(&mut srx).await, CloseReason::Shutdown);
     assert_eq!(next_close(&mut crx).await, CloseReason::PeerClosed);
-    assert!(TcpStream::connect(addr).await.is_err() || srv.connection_count() == 0);
+    // The slot is released before `Closed` is reported.
+    assert_eq!(srv.connection_count(), 0);
+    // No new outbound connection after shutdown...
+    assert_eq!(
+        srv.connect(&Target::tcp(addr)).await,
+        Err(TransportError::Shutdown)
+    );
+    // ...and the listener goes away (its task ends asynchronously: retry until refused).
+    within(WAIT, async {
+        while TcpStream::connect(addr).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
 }
 
-#[tokio::test]
-async fn rfc5923_alias_lets_the_server_reuse_the_inbound_connection() {
+/// A front end (TLS listener and client, certificate `fe.contoso.test`) and an application
+/// connected to it (certificate `app.contoso.test`); the id is the application's connection.
+async fn front_and_app() -> (
+    SipTransport,
+    Receiver<TransportEvent>,
+    SipTransport,
+    Receiver<TransportEvent>,
+    ConnectionId,
+) {
     let ca = Ca::new("Root");
     let fe = ca.leaf(&["fe.contoso.test"]);
     let app = ca.leaf(&["app.contoso.test"]);
     // The front end: listens for TLS, and can also connect out.
-    let (front, mut frx) = SipTransport::new(
+    let (front, frx) = SipTransport::new(
         TransportSettings::new()
             .tls_client(TlsClientSettings::new(ca.roots()).identity(fe.identity.clone())),
     )
@@ -386,8 +411,7 @@ async fn rfc5923_alias_lets_the_server_reuse_the_inbound_connection() {
         )
         .await
         .unwrap();
-    // The application connects to the front end and advertises alias in its Via.
-    let (appt, mut arx) = SipTransport::new(
+    let (appt, arx) = SipTransport::new(
         TransportSettings::new()
             .tls_client(TlsClientSettings::new(ca.roots()).identity(app.identity)),
     )
@@ -396,37 +420,115 @@ async fn rfc5923_alias_lets_the_server_reuse_the_inbound_connection() {
         .connect(&Target::tls(fe_addr, "fe.contoso.test"))
         .await
         .unwrap();
-    let advertised: std::net::SocketAddr = "127.0.0.1:45061".parse().unwrap();
-    let req = String::from_utf8(message_request(1, 300, &format!("TLS {advertised}")))
-        .unwrap()
-        .replacen(";branch=z9hG4bK-1", ";branch=z9hG4bK-1;alias", 1);
-    appt.send(
-        &Target::tls(fe_addr, "fe.contoso.test"),
-        &parsed(req.as_bytes()),
-    )
-    .await
-    .unwrap();
+    (front, frx, appt, arx, app_conn)
+}
+
+/// A request from the application whose top Via has `sent_by`, with `;alias` if asked.
+fn request_via(n: u32, sent_by: SocketAddr, alias: bool) -> sip_core::SipMessage {
+    let req = String::from_utf8(message_request(n, 300, &format!("TLS {sent_by}"))).unwrap();
+    let branch = format!(";branch=z9hG4bK-{n}");
+    let req = if alias {
+        req.replacen(&branch, &format!("{branch};alias"), 1)
+    } else {
+        req
+    };
+    parsed(req.as_bytes())
+}
+
+/// A TCP listener that counts the connections it accepts and drops each at once, so that a
+/// TLS send to it fails fast and the count shows that a new connection was tried.
+async fn sentinel() -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = TcpListener::bind(localhost()).await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let n = Arc::new(AtomicUsize::new(0));
+    let count = n.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            drop(s);
+        }
+    });
+    (addr, n)
+}
+
+#[tokio::test]
+async fn rfc5923_alias_lets_the_server_reuse_the_inbound_connection() {
+    let (front, mut frx, appt, mut arx, app_conn) = front_and_app().await;
+    let fe_target = Target::tls(appt.connection(app_conn).unwrap().remote, "fe.contoso.test");
+    // The address the application advertises: a listener of ours, so that a send which does
+    // not reuse the application's connection connects there (and fails) instead of elsewhere.
+    let (advertised, tried) = sentinel().await;
+    let to_app = parsed(&message_request(9, 300, "TLS fe.contoso.test"));
+
+    // Without alias: no reuse; a send to the advertised address opens a new connection.
+    appt.send(&fe_target, &request_via(1, advertised, false))
+        .await
+        .unwrap();
     next_message(&mut frx).await;
-    // Now the front end sends a request to the application's advertised address: no new
-    // connection, it arrives on the application's own outbound connection.
-    let to_app = parsed(&message_request(2, 300, "TLS fe.contoso.test"));
-    within(
-        WAIT,
-        front.send(&Target::tls(advertised, "app.contoso.test"), &to_app),
-    )
-    .await
-    .unwrap();
+    let app_name = Target::tls(advertised, "app.contoso.test");
+    assert_eq!(front.established(&app_name), None);
+    assert!(within(WAIT, front.send(&app_name, &to_app)).await.is_err());
+    assert_eq!(
+        tried.load(Ordering::SeqCst),
+        1,
+        "a new connection was tried"
+    );
+
+    // With alias: the front end's request to the application's advertised address needs no
+    // new connection, it arrives on the application's own outbound connection.
+    appt.send(&fe_target, &request_via(2, advertised, true))
+        .await
+        .unwrap();
+    next_message(&mut frx).await;
+    within(WAIT, front.send(&app_name, &to_app)).await.unwrap();
     let got = next_message(&mut arx).await;
     assert_eq!(got.connection_id(), Some(app_conn));
     assert_eq!(front.connection_count(), 1);
+    assert_eq!(tried.load(Ordering::SeqCst), 1);
 
-    // Without alias, or for a name the certificate does not carry, no reuse.
-    let err = within(
-        WAIT,
-        front.send(&Target::tls(advertised, "other.contoso.test"), &to_app),
-    )
-    .await;
-    assert!(err.is_err());
+    // For a name the certificate does not carry: no reuse either.
+    let other_name = Target::tls(advertised, "other.contoso.test");
+    assert_eq!(front.established(&other_name), None);
+    assert!(within(WAIT, front.send(&other_name, &to_app))
+        .await
+        .is_err());
+    assert_eq!(
+        tried.load(Ordering::SeqCst),
+        2,
+        "a new connection was tried"
+    );
+    assert_eq!(front.connection_count(), 1);
+}
+
+#[tokio::test]
+async fn rfc5923_alias_for_another_ip_than_the_connections_is_refused() {
+    let (front, mut frx, appt, _arx, app_conn) = front_and_app().await;
+    let info = appt.connection(app_conn).unwrap();
+    let fe_target = Target::tls(info.remote, "fe.contoso.test");
+    assert_eq!(
+        info.local.ip(),
+        "127.0.0.1".parse::<std::net::IpAddr>().unwrap()
+    );
+    // The application's certificate is trusted, but it may not claim flows to another host.
+    let elsewhere: SocketAddr = "127.0.0.2:5061".parse().unwrap();
+    appt.send(&fe_target, &request_via(1, elsewhere, true))
+        .await
+        .unwrap();
+    next_message(&mut frx).await;
+    assert_eq!(
+        front.established(&Target::tls(elsewhere, "app.contoso.test")),
+        None
+    );
+    // Its own address: accepted on the same connection, so the refusal above is the IP
+    // check's doing.
+    let own = SocketAddr::new(info.local.ip(), 5061);
+    appt.send(&fe_target, &request_via(2, own, true))
+        .await
+        .unwrap();
+    next_message(&mut frx).await;
+    assert!(front
+        .established(&Target::tls(own, "app.contoso.test"))
+        .is_some());
 }
 
 #[tokio::test]
@@ -452,4 +554,277 @@ async fn try_send_raw_queues_on_an_established_connection_and_gives_bytes_back_o
     })
     .await;
     assert_eq!(cli.try_send_raw(id, bytes.clone()), Err(bytes));
+}
+
+/// A raw client with a small receive buffer that never reads: what the server writes to it
+/// backs up after a few kilobytes.
+async fn non_reading_client(addr: SocketAddr) -> TcpStream {
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(addr).await.unwrap()
+}
+
+/// Queues junk on `id` until its send queue stays full: the peer does not read, so the
+/// socket buffers fill up and the writer blocks.
+async fn fill_send_queue(t: &SipTransport, id: ConnectionId) {
+    let chunk = Bytes::from(vec![b'x'; 1 << 20]);
+    let (mut refused, mut queued) = (0, 0);
+    while refused < 5 {
+        match t.try_send_raw(id, chunk.clone()) {
+            Ok(()) => {
+                refused = 0;
+                queued += 1;
+                assert!(queued < 64, "the peer reads after all");
+            }
+            Err(_) => {
+                refused += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+async fn opened(rx: &mut Receiver<TransportEvent>) -> ConnectionId {
+    next_event(rx, |e| match e {
+        TransportEvent::Opened(info) => Some(info.id),
+        _ => None,
+    })
+    .await
+}
+
+/// Waits (bounded by `d`) until the transport holds no connection.
+async fn no_connections_within(t: &SipTransport, d: Duration) {
+    within(d, async {
+        while t.connection_count() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn peer_that_pings_and_does_not_read_is_still_closed_at_idle_timeout() {
+    let limits = TransportLimits {
+        idle_timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let (srv, mut rx, addr) =
+        tcp_server(TransportSettings::new().limits(limits).send_queue(1)).await;
+    let mut raw = non_reading_client(addr).await;
+    let id = opened(&mut rx).await;
+    fill_send_queue(&srv, id).await;
+    // Pings, whose pongs do not fit in the full queue: the reader must not wait for room.
+    raw.write_all(&b"\r\n\r\n".repeat(16)).await.unwrap();
+    // Closed at the idle timeout (1 s), then the writer, stuck on the peer, gets at most
+    // 2 s to finish.
+    no_connections_within(&srv, Duration::from_millis(4500)).await;
+    assert_eq!(next_close(&mut rx).await, CloseReason::IdleTimeout);
+}
+
+#[tokio::test]
+async fn peer_that_does_not_read_its_answers_is_closed_by_shutdown() {
+    let limits = TransportLimits {
+        idle_timeout: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let (srv, mut rx, addr) =
+        tcp_server(TransportSettings::new().limits(limits).send_queue(1)).await;
+    let mut raw = non_reading_client(addr).await;
+    let id = opened(&mut rx).await;
+    fill_send_queue(&srv, id).await;
+    // Answered 400 (CSeq method mismatch), but the answer does not fit in the queue.
+    let bad = "MESSAGE sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: 1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+    raw.write_all(bad.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    srv.shutdown();
+    // The writer, stuck on the peer, gets at most 2 s to finish.
+    no_connections_within(&srv, Duration::from_secs(4)).await;
+    assert_eq!(next_close(&mut rx).await, CloseReason::Shutdown);
+}
+
+#[tokio::test]
+async fn write_timeout_closes_a_peer_that_does_not_read() {
+    let limits = TransportLimits {
+        write_timeout: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let (srv, mut rx, addr) =
+        tcp_server(TransportSettings::new().limits(limits).send_queue(1)).await;
+    let _raw = non_reading_client(addr).await;
+    let id = opened(&mut rx).await;
+    let started = std::time::Instant::now();
+    fill_send_queue(&srv, id).await;
+    // A sender waiting for room is released with an error, not held forever.
+    let waiting = {
+        let srv = srv.clone();
+        tokio::spawn(async move { srv.send_raw(id, Bytes::from_static(b"more")).await })
+    };
+    // The writer gave up: nothing to wait for, the slot is released at once.
+    no_connections_within(&srv, Duration::from_secs(3)).await;
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(next_close(&mut rx).await, CloseReason::WriteTimeout);
+    assert_eq!(
+        within(WAIT, waiting).await.unwrap(),
+        Err(TransportError::ConnectionClosed(id.0))
+    );
+}
+
+#[tokio::test]
+async fn busy_sender_whose_reads_end_mid_message_is_not_cut_off() {
+    let limits = TransportLimits {
+        partial_message_timeout: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let (srv, mut rx, addr) = tcp_server(TransportSettings::new().limits(limits)).await;
+    // 437-byte messages in 450-byte writes: every write completes a message and ends in the
+    // middle of the next one (437 and 450 align only after 437 writes).
+    let msgs: Vec<Vec<u8>> = (1..=70).map(|n| message_request(n, 437, "TCP h")).collect();
+    assert!(msgs.iter().all(|m| m.len() == 437));
+    let stream = msgs.concat();
+    let mut raw = TcpStream::connect(addr).await.unwrap();
+    raw.set_nodelay(true).unwrap();
+    let started = std::time::Instant::now();
+    for chunk in stream.chunks(450) {
+        raw.write_all(chunk).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // More than twice the partial-message timeout with a message always pending.
+    assert!(started.elapsed() > Duration::from_secs(1));
+    for m in &msgs {
+        let got = next_event(&mut rx, |e| match e {
+            TransportEvent::Message(m) => Some(m),
+            TransportEvent::Closed { reason, .. } => panic!("closed: {reason:?}"),
+            _ => None,
+        })
+        .await;
+        assert_eq!(&got.message.to_bytes()[..], &m[..]);
+    }
+    assert_eq!(srv.connection_count(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_first_sends_share_one_failed_attempt() {
+    // Accepts TCP and never answers the TLS handshake.
+    let mute = TcpListener::bind(localhost()).await.unwrap();
+    let addr = mute.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = mute.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(s);
+        }
+    });
+    let handshake_timeout = Duration::from_millis(400);
+    let limits = TransportLimits {
+        handshake_timeout,
+        ..Default::default()
+    };
+    let ca = Ca::new("Root");
+    let (cli, mut rx) = SipTransport::new(
+        TransportSettings::new()
+            .limits(limits)
+            .tls_client(TlsClientSettings::new(ca.roots())),
+    )
+    .unwrap();
+    let target = Target::tls(addr, "fe.contoso.test");
+    let msg = parsed(&message_request(1, 300, "TLS h"));
+    let started = std::time::Instant::now();
+    let sends: Vec<_> = (0..5)
+        .map(|_| {
+            let (cli, target, msg) = (cli.clone(), target.clone(), msg.clone());
+            tokio::spawn(async move { cli.send(&target, &msg).await })
+        })
+        .collect();
+    for s in sends {
+        let r = within(WAIT, s).await.unwrap();
+        assert_eq!(r, Err(TransportError::HandshakeTimeout(addr)));
+    }
+    // One attempt for all: about one timeout, not five in turn.
+    let elapsed = started.elapsed();
+    assert!(elapsed < handshake_timeout * 4, "{elapsed:?}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    let mut failed = 0;
+    while let Ok(e) = rx.try_recv() {
+        failed += matches!(e, TransportEvent::Failed { .. }) as usize;
+    }
+    assert_eq!(failed, 1);
+    // A later send tries again.
+    assert!(cli.send(&target, &msg).await.is_err());
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn skipped_keep_alive_ping_does_not_declare_the_flow_dead() {
+    // A peer that does not read for a while (its buffers fill), then reads everything.
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.bind(localhost()).unwrap();
+    let listener = sock.listen(8).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (go_read, read) = tokio::sync::oneshot::channel::<()>();
+    let peer = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let _ = read.await;
+        // Reads until a ping ends what was received: keep-alive resumed.
+        let mut tail = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        while !tail.ends_with(b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before a ping");
+            tail.extend_from_slice(&buf[..n]);
+            let keep = tail.len().saturating_sub(4);
+            tail.drain(..keep);
+        }
+    });
+    let keep_alive = KeepAlive {
+        interval: Duration::from_millis(400),
+        pong_timeout: Duration::from_millis(200),
+    };
+    let (cli, mut rx) = SipTransport::new(
+        TransportSettings::new()
+            .keep_alive(Some(keep_alive))
+            .send_queue(1),
+    )
+    .unwrap();
+    let id = cli.connect(&Target::tcp(addr)).await.unwrap();
+    fill_send_queue(&cli, id).await;
+    // Several intervals with the queue full: pings are skipped, and no pong is awaited.
+    let closed = tokio::time::timeout(Duration::from_millis(1500), next_close(&mut rx)).await;
+    assert!(closed.is_err(), "closed: {closed:?}");
+    assert!(cli.connection(id).is_some());
+    let _ = go_read.send(());
+    within(Duration::from_secs(3), peer).await.unwrap();
+}
+
+#[tokio::test]
+async fn silent_tcp_client_is_closed_after_the_handshake_timeout() {
+    let limits = TransportLimits {
+        handshake_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let (srv, mut rx, addr) = tcp_server(TransportSettings::new().limits(limits)).await;
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    let mut talker = TcpStream::connect(addr).await.unwrap();
+    talker
+        .write_all(&message_request(1, 300, "TCP h"))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (remote, reason) = within(
+        Duration::from_secs(3),
+        next_event(&mut rx, |e| match e {
+            TransportEvent::Closed { connection, reason } => Some((connection.remote, reason)),
+            _ => None,
+        }),
+    )
+    .await;
+    assert_eq!(remote, silent.local_addr().unwrap());
+    assert_eq!(reason, CloseReason::IdleTimeout);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(read_to_end(&mut silent).await.is_empty());
+    // The one that sent something stays past the deadline (idle timeout 300 s).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(srv.connection_count(), 1);
 }
