@@ -890,16 +890,17 @@ impl SipMessage {
     }
 
     /// Adds `;tag=` to the To header if it has none (a UAS tags responses that create a
-    /// dialog, RFC 3261 §8.2.6.2).
+    /// dialog, RFC 3261 §8.2.6.2); a To that has a tag is left as it is. The tag must be a
+    /// token.
     pub fn set_to_tag(&mut self, tag: &str) -> Result<&mut Self, ParseError> {
+        let to = self.to()?;
+        if to.tag().is_some() {
+            return Ok(self);
+        }
         // `tag-param = "tag" EQUAL token` (§25): anything else would not parse back, or
         // would smuggle in another parameter.
         if !is_token(tag.as_bytes()) {
             return Err(ParseError::header("To", "tag is not a token"));
-        }
-        let to = self.to()?;
-        if to.tag().is_some() {
-            return Ok(self);
         }
         let mut v = BytesMut::with_capacity(self.single(HeaderName::To)?.len() + tag.len() + 5);
         v.extend_from_slice(self.single(HeaderName::To)?);
