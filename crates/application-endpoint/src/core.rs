@@ -353,6 +353,10 @@ impl EndpointCore {
         if let Some(id) = self.id() {
             return Ok(id);
         }
+        if self.is_application {
+            // Its display name is the application's own to show, federated parties included.
+            self.platform.declare_application_identity(&self.owner);
+        }
         let (id, rx) = self
             .platform
             .register_endpoint(self.owner.clone(), gruu, default_routing)

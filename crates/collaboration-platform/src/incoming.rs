@@ -226,6 +226,10 @@ impl IncomingRequest {
                 .map_err(invalid)?;
             r.set_body(b);
         }
+        if self.caller.is_federated() {
+            // An answer to a federated caller carries no home trust either.
+            crate::federation::strip_home_trust(&mut r);
+        }
         Ok(r)
     }
 

@@ -2,14 +2,14 @@
 
 use crate::dispatch::EndpointId;
 use crate::error::{PlatformError, RequestError};
-use crate::federation::strip_home_trust;
+use crate::federation::{strip_home_trust, strip_impersonated_names, OwnIdentities};
 use crate::incoming::IncomingRequest;
 use crate::invite::OutgoingInvite;
 use crate::request::OutgoingRequest;
 use crate::runtime::{BoundListener, Command, Driver, DriverConfig, ShutdownReport};
 use crate::settings::{Common, ListenerKind, PlatformSettings, ProxyHost, ProxyTransport};
-use crate::topology::{Address, Homed, OnPremises, Topology};
-use sip_core::{DialogId, SipMessage};
+use crate::topology::{Address, Homed, OnPremises, Topology, TopologyError};
+use sip_core::{DialogId, Method, SipMessage};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,6 +32,8 @@ struct Inner {
     topology: Topology,
     via: String,
     own_uri: String,
+    /// The identities the application speaks as itself (see [`OwnIdentities`]).
+    identities: Arc<OwnIdentities>,
     user_agent: String,
     listeners: Vec<BoundListener>,
     proxy: Target,
@@ -154,6 +156,10 @@ impl CollaborationPlatform {
             Some(f) => format!("sip:{f}"),
             None => "sip:anonymous@anonymous.invalid".to_string(),
         };
+        let identities = Arc::new(OwnIdentities::default());
+        if let Ok(own) = Address::<OnPremises>::assume_on_premises(&own_uri) {
+            identities.insert(&own);
+        }
         let (commands, commands_rx) = mpsc::channel(common.command_capacity);
         let proxy_losses = tokio::sync::watch::Sender::new(0u64);
         let server = bytes::Bytes::copy_from_slice(common.user_agent.as_bytes());
@@ -168,6 +174,7 @@ impl CollaborationPlatform {
             commands: commands.downgrade(),
             observer: common.observer.clone(),
             via: via.clone(),
+            identities: identities.clone(),
             user_agent: server.clone(),
             proxy_losses: proxy_losses.clone(),
         });
@@ -182,6 +189,7 @@ impl CollaborationPlatform {
                 topology: common.topology,
                 via,
                 own_uri,
+                identities,
                 user_agent: common.user_agent,
                 listeners: bound,
                 proxy,
@@ -328,8 +336,31 @@ impl CollaborationPlatform {
             .await;
     }
 
-    /// Builds an out-of-dialog request: defaults filled in, home-trust headers stripped
-    /// toward federated parties, refused for blocked partners.
+    /// What the typed endpoints refuse at compile time, refused here for requests given as
+    /// text: a REGISTER whose address of record (To) is not on-premises, a PUBLISH whose
+    /// presentity (Request-URI) is not. The application never acts as a federated user.
+    fn refuse_acting_for_federated(&self, message: &SipMessage) -> Result<(), RequestError> {
+        let party = match message.method() {
+            Some(Method::Register) => message.to().ok().map(|t| t.uri().as_bytes().to_vec()),
+            Some(Method::Publish) => message.request_uri_bytes().map(<[u8]>::to_vec),
+            _ => None,
+        };
+        let Some(party) = party else {
+            return Ok(());
+        };
+        let party = String::from_utf8_lossy(&party);
+        match self.inner.topology.classify(&party) {
+            Ok(Homed::OnPremises(_)) => Ok(()),
+            Ok(Homed::Federated(_)) => Err(RequestError::Refused(TopologyError::NotOnPremises(
+                party.into_owned(),
+            ))),
+            Err(e) => Err(RequestError::Refused(e)),
+        }
+    }
+
+    /// Builds an out-of-dialog request: defaults filled in, home-trust headers and
+    /// impersonated display names stripped toward federated parties, refused for blocked
+    /// partners and when it would act as a federated user.
     fn prepare(
         &self,
         request: OutgoingRequest,
@@ -341,8 +372,10 @@ impl CollaborationPlatform {
             .map_err(RequestError::Refused)?;
         let (mut message, branch) =
             request.build(&self.inner.via, &self.inner.own_uri, &self.inner.user_agent)?;
+        self.refuse_acting_for_federated(&message)?;
         if let Homed::Federated(_) = homed {
             strip_home_trust(&mut message);
+            strip_impersonated_names(&mut message, &self.inner.identities);
         }
         let method = message
             .method()
@@ -355,6 +388,14 @@ impl CollaborationPlatform {
             branch = %branch
         );
         Ok((message, branch, span))
+    }
+
+    /// Declares `owner` an identity of the application itself (an application endpoint's,
+    /// not a user's). Toward a federated party a From or Referred-By naming it keeps its
+    /// display name; naming any other home user, the application can only be speaking for
+    /// them, and the name is removed (impersonation carries the URI, not the name).
+    pub fn declare_application_identity(&self, owner: &Address<OnPremises>) {
+        self.inner.identities.insert(owner);
     }
 
     /// Routes requests to a new endpoint acting for `owner` (an on-premises address: a

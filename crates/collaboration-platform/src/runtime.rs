@@ -8,6 +8,7 @@
 
 use crate::dispatch::{Capabilities, Dispatcher, Disposition, EndpointId};
 use crate::error::RequestError;
+use crate::federation::{strip_home_trust, strip_impersonated_names};
 use crate::incoming::IncomingRequest;
 use crate::request::InDialogParts;
 use crate::settings::ListenerKind;
@@ -207,6 +208,8 @@ pub(crate) struct DriverConfig {
     pub observer: Option<Arc<dyn crate::MessageObserver>>,
     /// The Via value without branch for requests built here (in-dialog requests, ACK).
     pub via: String,
+    /// The identities the application speaks as itself (see `federation::OwnIdentities`).
+    pub identities: Arc<crate::federation::OwnIdentities>,
     /// The User-Agent header value, made once and shared by every request.
     pub user_agent: Bytes,
     /// Counts losses of the outbound proxy's connection, for endpoints that must
@@ -645,7 +648,27 @@ impl Driver {
             // The caller's Content-Type string becomes the header value as it is.
             b = b.header(HeaderName::ContentType, ct).raw_body(body);
         }
-        b.build().map_err(invalid)
+        let mut request = b.build().map_err(invalid)?;
+        if !self.remote_is_on_premises(dialog) {
+            // Inside a dialog with a federated party, as outside one: no home trust, no
+            // names of the home users the application speaks for.
+            strip_home_trust(&mut request);
+            strip_impersonated_names(&mut request, &self.cfg.identities);
+        }
+        Ok(request)
+    }
+
+    /// Is the far party of `dialog` homed on-premises? Anything the topology cannot place
+    /// (an unparsable or blocked URI) counts as not, so nothing of the home trust leaks.
+    fn remote_is_on_premises(&self, dialog: &DialogId) -> bool {
+        let Some(d) = self.dialogs.get(dialog) else {
+            return false;
+        };
+        let Ok(remote) = sip_core::NameAddr::parse(d.remote_uri(), "To") else {
+            return false;
+        };
+        let uri = String::from_utf8_lossy(remote.uri().as_bytes());
+        matches!(self.cfg.topology.classify(&uri), Ok(Homed::OnPremises(_)))
     }
 
     fn forget_dialog(&mut self, dialog: &DialogId) {

@@ -190,6 +190,10 @@ pub enum TopologyError {
     /// Only `sip:`, `sips:` and `tel:` parties can be reached.
     #[error("URI scheme {0} cannot be reached")]
     UnsupportedScheme(String),
+    /// The request would act as a party that is not homed on-premises (REGISTER for it,
+    /// PUBLISH its presence): the application may do that only for home users.
+    #[error("{0} is not homed on-premises: the application cannot act for it")]
+    NotOnPremises(String),
     /// The domain is a federation partner the deployment blocks.
     #[error("federation with {0} is blocked")]
     Blocked(String),
@@ -201,7 +205,10 @@ pub enum TopologyError {
 /// A directory that knows which users of the home domains are homed in the cloud (hybrid
 /// deployments). Looked up by user, not by domain: one domain holds both kinds.
 pub trait HomingDirectory: Send + Sync {
-    /// Is `user@domain` (user part decoded, domain lower-cased) homed in the cloud?
+    /// Is `user@domain` (user part decoded and lower-cased, domain lower-cased) homed in the
+    /// cloud? The user is given lower-cased because a directory of people knows no case: a
+    /// lookup that missed `Carol` for `carol` would let a cloud-homed user pass for an
+    /// on-premises one, so keys must be compared lower-cased too.
     fn is_cloud_homed(&self, user: &str, domain: &str) -> bool;
 }
 
@@ -223,7 +230,7 @@ impl StaticDirectory {
         self.users
             .entry(p.domain.into_owned())
             .or_default()
-            .insert(p.user.map(Cow::into_owned).unwrap_or_default());
+            .insert(lower(p.user.as_deref().unwrap_or_default()).into_owned());
         Ok(self)
     }
 }
@@ -315,8 +322,8 @@ impl Topology {
         }
         let domain = &*parts.domain;
         if self.home_domains.contains(domain) {
-            let user = parts.user.as_deref().unwrap_or("");
-            return Ok(if self.directory.is_cloud_homed(user, domain) {
+            let user = lower(parts.user.as_deref().unwrap_or(""));
+            return Ok(if self.directory.is_cloud_homed(&user, domain) {
                 Homed::Federated(Address::from_parts(uri, &parts))
             } else {
                 Homed::OnPremises(Address::from_parts(uri, &parts))
@@ -409,6 +416,28 @@ mod tests {
     fn cloud_homed_users_of_a_home_domain_are_federated() {
         let h = topology().classify("sip:carol@contoso.test").unwrap();
         assert!(h.is_federated());
+        // In any case of the user part (or of the directory entry): failing to find her
+        // would treat a cloud-homed user as on-premises.
+        for uri in [
+            "sip:Carol@contoso.test",
+            "sip:CAROL@Contoso.Test",
+            "sip:c%61rol@contoso.test",
+        ] {
+            assert!(topology().classify(uri).unwrap().is_federated(), "{uri}");
+        }
+        let upper = Topology::new(["contoso.test"]).with_directory(Arc::new(
+            StaticDirectory::new()
+                .with_user("sip:Dave@contoso.test")
+                .unwrap(),
+        ));
+        assert!(upper
+            .classify("sip:dave@contoso.test")
+            .unwrap()
+            .is_federated());
+        assert!(!upper
+            .classify("sip:erin@contoso.test")
+            .unwrap()
+            .is_federated());
     }
 
     #[test]
