@@ -126,6 +126,10 @@ impl Listener {
 
     /// Accepts requests from peers that are not trusted peers on this listener (the
     /// explicit opt-out of the front end's own check, e.g. for laboratories over TCP).
+    ///
+    /// Nobody vouches for what arrives here: a request's caller is classified from its
+    /// From header alone, so any peer that reaches the listener can pass for a home user.
+    /// Never use it where the network is not yours.
     pub fn allow_untrusted_peers(mut self) -> Self {
         self.allow_untrusted = true;
         self
@@ -291,6 +295,11 @@ impl ServerPlatformSettings {
 
     /// Trusts connections whose verified certificate carries `fqdn` (DNS SAN or CN): a
     /// front end or edge of the home deployment.
+    ///
+    /// The caller of a request from a trusted peer is classified from its From header, so
+    /// trust only peers that vouch for the From of what they forward. A front end does; an
+    /// edge that relays another deployment's traffic for a domain it shares with the home
+    /// one (hybrid) cannot tell a cloud user's From from a home user's.
     pub fn trusted_peer(mut self, fqdn: impl Into<String>) -> Self {
         self.trusted_peers.push(fqdn.into().to_ascii_lowercase());
         self
