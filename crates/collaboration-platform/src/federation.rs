@@ -26,7 +26,8 @@ pub const MS_HEADERS_ALLOWED_ACROSS_FEDERATION: [&str; 3] =
 /// P-Asserted-Identity, P-Preferred-Identity, and every `ms-*` header not in
 /// [`MS_HEADERS_ALLOWED_ACROSS_FEDERATION`]. Returns how many fields were removed.
 ///
-/// Display names are [`strip_impersonated_names`]'s business: this one only removes.
+/// Display names are handled apart (the platform removes those of home users it speaks for
+/// toward federated parties): this one only removes fields.
 pub fn strip_home_trust(msg: &mut SipMessage) -> usize {
     let mut removed = 0;
     for name in HOME_TRUST_HEADERS {
