@@ -293,7 +293,8 @@ impl ServerPlatformSettings {
         self
     }
 
-    /// Trusts connections whose verified certificate carries `fqdn` (DNS SAN or CN): a
+    /// Trusts connections whose verified certificate carries `fqdn` (a DNS SAN, or the CN of
+    /// a certificate without DNS SANs; wildcards match nothing, RFC 5922 §7): a
     /// front end or edge of the home deployment.
     ///
     /// The caller of a request from a trusted peer is classified from its From header, so

@@ -403,17 +403,17 @@ pub struct PeerIdentity {
 }
 
 impl PeerIdentity {
-    /// Whether `name` is one of the DNS SANs or the CN (ASCII case-insensitive; wildcard
-    /// SANs such as `*.contoso.com` match one label).
+    /// Whether the certificate names `name` the way RFC 5922 §7 compares SIP identities:
+    /// one of the DNS SANs, or the CN only when there is no DNS SAN; ASCII case-insensitive;
+    /// no wildcard matches anything (`*.contoso.com` names no pool), since a certificate
+    /// trusted for one host must not make every host of a domain a trusted SIP peer.
     pub fn matches(&self, name: &str) -> bool {
-        let eq = |n: &str| {
-            n.eq_ignore_ascii_case(name)
-                || n.strip_prefix("*.").is_some_and(|suffix| {
-                    name.split_once('.')
-                        .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(suffix))
-                })
-        };
-        self.dns_names.iter().any(|n| eq(n)) || self.common_name.as_deref().is_some_and(eq)
+        let eq = |n: &str| !n.contains('*') && n.eq_ignore_ascii_case(name);
+        if self.dns_names.is_empty() {
+            self.common_name.as_deref().is_some_and(eq)
+        } else {
+            self.dns_names.iter().any(|n| eq(n))
+        }
     }
 
     /// Reads the names of a DER certificate; `None` if it cannot be parsed.
@@ -458,17 +458,24 @@ mod tests {
     }
 
     #[test]
-    fn names_match_case_insensitively_with_one_label_wildcards() {
+    fn names_match_as_rfc_5922_compares_them() {
         let p = id(
             &["fe.contoso.test", "*.pool.contoso.test"],
-            Some("Front End"),
+            Some("edge.contoso.test"),
         );
         assert!(p.matches("FE.contoso.test"));
-        assert!(p.matches("a.pool.contoso.test"));
+        // No wildcard matching (§7.2), whatever the label count.
+        assert!(!p.matches("a.pool.contoso.test"));
         assert!(!p.matches("a.b.pool.contoso.test"));
         assert!(!p.matches("pool.contoso.test"));
-        assert!(p.matches("front end"));
+        assert!(!p.matches("*.pool.contoso.test"));
+        // With DNS SANs the CN is not looked at (§7.1).
         assert!(!p.matches("edge.contoso.test"));
+        // Without them, the CN is the identity.
+        let cn_only = id(&[], Some("Edge.Contoso.Test"));
+        assert!(cn_only.matches("edge.contoso.test"));
+        assert!(!id(&[], Some("*.contoso.test")).matches("edge.contoso.test"));
+        assert!(!id(&[], None).matches("edge.contoso.test"));
     }
 
     #[test]

@@ -517,10 +517,15 @@ impl Shared {
             return;
         }
         let remote = SocketAddr::new(ip, via.port().unwrap_or(info.transport.default_port()));
-        let names = peer
-            .dns_names
+        // The names the certificate is trusted for, as `PeerIdentity::matches` reads them.
+        let certified = if peer.dns_names.is_empty() {
+            peer.common_name.as_slice()
+        } else {
+            peer.dns_names.as_slice()
+        };
+        let names = certified
             .iter()
-            .chain(peer.common_name.iter())
+            .filter(|n| !n.contains('*'))
             .take(8)
             .map(|n| n.to_ascii_lowercase());
         let mut registered = Vec::new();
