@@ -145,11 +145,16 @@ impl Dispatcher {
     /// Decides what happens to `request`. `trusted` is whether the connection it came on
     /// belongs to a trusted peer (or the listener allows untrusted peers); `in_dialog_unmatched`
     /// is true when it carries a To tag but matched no dialog.
+    ///
+    /// `for_home(uri)` says whether a Request-URI no owner or GRUU matched may go to the
+    /// default endpoint: the application receives nothing on behalf of a federated user,
+    /// so a request for one is answered 404 instead.
     pub fn dispatch(
         &self,
         request: &SipMessage,
         trusted: bool,
         in_dialog_unmatched: bool,
+        for_home: impl FnOnce(&[u8]) -> bool,
     ) -> Disposition {
         let Some(method) = request.method() else {
             return Disposition::Respond(Refusal::status(400));
@@ -177,7 +182,7 @@ impl Dispatcher {
             .get(&gruu_key(uri))
             .or_else(|| owner_key(uri).and_then(|k| self.owners.get(&k)))
             .copied()
-            .or(self.default);
+            .or_else(|| self.default.filter(|_| for_home(uri)));
         match (target, method) {
             (_, Method::Options) => Disposition::Respond(self.options_answer()),
             (Some(e), _) => Disposition::Deliver(e),
@@ -305,27 +310,39 @@ mod tests {
         let mut d = dispatcher();
         let r = request("MESSAGE", "sip:bot@CONTOSO.test;transport=tls", &[]);
         assert_eq!(
-            d.dispatch(&r, true, false),
+            d.dispatch(&r, true, false, |_| true),
             Disposition::Deliver(EndpointId(1))
         );
         let r = request("MESSAGE", "sip:bot@contoso.test;gr=urn:uuid:0001", &[]);
         assert_eq!(
-            d.dispatch(&r, true, false),
+            d.dispatch(&r, true, false, |_| true),
             Disposition::Deliver(EndpointId(2))
         );
         let r = request("MESSAGE", "sip:nobody@contoso.test", &[]);
         assert_eq!(
-            d.dispatch(&r, true, false),
+            d.dispatch(&r, true, false, |_| true),
             Disposition::Respond(Refusal::status(404))
         );
         d.set_default(Some(EndpointId(3)));
         assert_eq!(
-            d.dispatch(&r, true, false),
+            d.dispatch(&r, true, false, |_| true),
             Disposition::Deliver(EndpointId(3))
+        );
+        // Not for a federated user's Request-URI, even with a default endpoint.
+        let fed = request("MESSAGE", "sip:bob@fabrikam.test", &[]);
+        assert_eq!(
+            d.dispatch(&fed, true, false, |u| u != b"sip:bob@fabrikam.test"),
+            Disposition::Respond(Refusal::status(404))
+        );
+        // An owner's own requests are not asked about.
+        let mine = request("MESSAGE", "sip:bot@contoso.test", &[]);
+        assert_eq!(
+            d.dispatch(&mine, true, false, |_| false),
+            Disposition::Deliver(EndpointId(1))
         );
         d.remove(EndpointId(3));
         assert!(matches!(
-            d.dispatch(&r, true, false),
+            d.dispatch(&r, true, false, |_| true),
             Disposition::Respond(_)
         ));
     }
@@ -335,15 +352,15 @@ mod tests {
         let d = dispatcher();
         let r = request("MESSAGE", "sip:bot@contoso.test", &[]);
         assert_eq!(
-            d.dispatch(&r, false, false),
+            d.dispatch(&r, false, false, |_| true),
             Disposition::Respond(Refusal::status(403))
         );
         assert_eq!(
-            d.dispatch(&r, true, true),
+            d.dispatch(&r, true, true, |_| true),
             Disposition::Respond(Refusal::status(481))
         );
         let r = request("FROBNICATE", "sip:bot@contoso.test", &[]);
-        let Disposition::Respond(x) = d.dispatch(&r, true, false) else {
+        let Disposition::Respond(x) = d.dispatch(&r, true, false, |_| true) else {
             panic!()
         };
         assert_eq!(x.status, 501);
@@ -356,7 +373,7 @@ mod tests {
             "sip:bot@contoso.test",
             &[("Require", "timer, nothingSupportsThis")],
         );
-        let Disposition::Respond(x) = d.dispatch(&r, true, false) else {
+        let Disposition::Respond(x) = d.dispatch(&r, true, false, |_| true) else {
             panic!()
         };
         assert_eq!(x.status, 420);
@@ -369,7 +386,7 @@ mod tests {
         assert!(wire.starts_with("SIP/2.0 420 Bad Extension\r\n"));
         assert!(wire.contains("\r\nUnsupported: nothingSupportsThis\r\n"));
         let r = request("OPTIONS", "sip:contoso.test", &[]);
-        let Disposition::Respond(x) = d.dispatch(&r, true, false) else {
+        let Disposition::Respond(x) = d.dispatch(&r, true, false, |_| true) else {
             panic!()
         };
         assert_eq!(x.status, 200);
@@ -380,7 +397,7 @@ mod tests {
         );
         let r = request("MESSAGE", "tel:+14255550100", &[]);
         assert_eq!(
-            d.dispatch(&r, true, false),
+            d.dispatch(&r, true, false, |_| true),
             Disposition::Respond(Refusal::status(416))
         );
     }

@@ -304,6 +304,21 @@ fn tk(t: TransportKind) -> Tk {
     }
 }
 
+/// May a request for `uri` (matching no owner or GRUU) go to the default routing endpoint?
+/// Yes for a home user or number, and for a URI naming a host by address (the platform's
+/// own contact); no for a federated user, on whose behalf the application receives
+/// nothing, and for a URI the topology refuses.
+fn for_home(topology: &Topology, uri: &[u8]) -> bool {
+    match topology.classify(&String::from_utf8_lossy(uri)) {
+        Ok(Homed::OnPremises(_)) => true,
+        Ok(Homed::Federated(a)) => {
+            let host = a.domain().trim_start_matches('[').trim_end_matches(']');
+            host.parse::<std::net::IpAddr>().is_ok()
+        }
+        Err(_) => false,
+    }
+}
+
 impl Driver {
     pub(crate) fn new(cfg: DriverConfig) -> (Driver, mpsc::UnboundedReceiver<Feedback>) {
         let (feedback_tx, feedback_rx) = mpsc::unbounded_channel();
@@ -1175,7 +1190,11 @@ impl Driver {
                 None => Disposition::Deliver(o),
                 Some(refusal) => Disposition::Respond(refusal),
             },
-            None => self.dispatcher.dispatch(&request, trusted, unmatched),
+            None => {
+                let topology = &self.cfg.topology;
+                self.dispatcher
+                    .dispatch(&request, trusted, unmatched, |uri| for_home(topology, uri))
+            }
         };
         let endpoint = match disposition {
             Disposition::Deliver(e) => e,

@@ -175,3 +175,36 @@ async fn inside_a_dialog_and_in_answers_nothing_of_the_home_trust_crosses() {
     );
     assert_eq!(&got.body()[..], b"hi");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_endpoint_receives_nothing_for_a_federated_user() {
+    let (contoso, fabrikam) = contoso_and_fabrikam().await;
+    // fabrikam's application routes by default: what no endpoint owns comes to it.
+    let owner = Address::assume_on_premises("sip:router@fabrikam.test").unwrap();
+    let (_id, mut router) = fabrikam.register_endpoint(owner, None, true).await.unwrap();
+    // A fabrikam user with no endpoint of their own: delivered to the default endpoint.
+    let home = {
+        let contoso = contoso.clone();
+        tokio::spawn(async move {
+            contoso
+                .send_request(OutgoingRequest::message("sip:dave@fabrikam.test", "hi"))
+                .await
+        })
+    };
+    let mut got = next(&mut router).await;
+    assert_eq!(
+        got.request().request_uri_bytes(),
+        Some(&b"sip:dave@fabrikam.test"[..])
+    );
+    got.respond(200, "OK", &[], None).await.unwrap();
+    assert_eq!(home.await.unwrap().unwrap().status(), Some(200));
+    // A user of another deployment: fabrikam's application cannot receive for them.
+    let r = contoso
+        .send_request(OutgoingRequest::message("sip:erin@tailspin.test", "hi"))
+        .await;
+    assert!(
+        matches!(r, Err(RequestError::Status { code: 404, .. })),
+        "{r:?}"
+    );
+    assert!(router.try_recv().is_err());
+}
