@@ -34,6 +34,13 @@ pub enum EndpointError {
     /// A URI was unusable or refused by the topology.
     #[error(transparent)]
     Topology(#[from] TopologyError),
+    /// A presence document describes someone other than the endpoint's owner: an endpoint
+    /// publishes only its owner's presence. Nothing was sent.
+    #[error("the presence document describes {entity}, not the endpoint's owner")]
+    NotThePresentity {
+        /// The document's `entity`.
+        entity: String,
+    },
     /// The endpoint is not established (establish it first, or it terminated).
     #[error("the endpoint is {0:?}")]
     NotEstablished(crate::EndpointState),

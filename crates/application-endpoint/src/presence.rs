@@ -76,6 +76,11 @@ impl LocalOwnerPresence {
     /// Cancel safety: as [`publish_availability`](Self::publish_availability).
     pub async fn publish(&self, document: &PresenceDocument) -> Result<(), EndpointError> {
         self.core.established_id()?;
+        if !describes(&document.entity, self.core.owner()) {
+            return Err(EndpointError::NotThePresentity {
+                entity: document.entity.clone(),
+            });
+        }
         let body = Bytes::from(document.to_xml());
         let mut st = self.state.lock().await;
         let etag = st.etag.clone();
@@ -180,6 +185,57 @@ async fn refresh(p: LocalOwnerPresence, mut expires: u32) {
                 warn!(error = %e, "publication refresh failed; retrying");
                 expires = 2;
             }
+        }
+    }
+}
+
+/// Does a PIDF `entity` (`pres:`, `sip:` or `sips:` URI) name `owner`? User parts compare
+/// exactly, domains case-insensitively; parameters are ignored.
+fn describes(
+    entity: &str,
+    owner: &collaboration_platform::Address<collaboration_platform::OnPremises>,
+) -> bool {
+    let rest = ["pres:", "sip:", "sips:"].iter().find_map(|scheme| {
+        entity
+            .get(..scheme.len())
+            .filter(|s| s.eq_ignore_ascii_case(scheme))
+            .map(|_| &entity[scheme.len()..])
+    });
+    let Some(rest) = rest else {
+        return false;
+    };
+    let addr = rest.split([';', '?']).next().unwrap_or_default();
+    let (user, domain) = match addr.rsplit_once('@') {
+        Some((u, d)) => (Some(u), d),
+        None => (None, addr),
+    };
+    user == owner.user() && domain.eq_ignore_ascii_case(owner.domain())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describes;
+    use collaboration_platform::Address;
+
+    #[test]
+    fn a_document_must_describe_the_owner() {
+        let alice = Address::assume_on_premises("sip:alice@contoso.test").unwrap();
+        for same in [
+            "sip:alice@contoso.test",
+            "pres:alice@Contoso.Test",
+            "SIP:alice@contoso.test;transport=tls",
+        ] {
+            assert!(describes(same, &alice), "{same}");
+        }
+        for other in [
+            "sip:bob@fabrikam.test",
+            "pres:Alice@contoso.test",
+            "sip:alice@contoso.test.evil",
+            "alice@contoso.test",
+            "tel:+14255550100",
+            "",
+        ] {
+            assert!(!describes(other, &alice), "{other}");
         }
     }
 }
