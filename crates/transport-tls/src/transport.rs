@@ -1449,7 +1449,26 @@ async fn udp_loop(shared: Arc<Shared>, sock: Arc<UdpSocket>, local: SocketAddr) 
                     return;
                 }
             }
-            Err(e) => tracing::debug!(%remote, error = %e, "unparsable datagram dropped"),
+            Err(e) => {
+                tracing::debug!(%remote, error = %e, "unparsable datagram");
+                // As on streams: a request whose head parses is answered (400, 505, 513),
+                // so the sender stops retransmitting; anything else is dropped. Never
+                // waits: the answer is no larger than what came in.
+                if let Some(answer) = refusal(data, &e, &limits) {
+                    let _ = sock.try_send_to(&answer, remote);
+                }
+            }
         }
     }
+}
+
+/// The response to a received request that `e` refused, when its head can be read and it
+/// is not an ACK (which has no response, RFC 3261 §17.2.3).
+fn refusal(data: &[u8], e: &sip_core::ParseError, limits: &sip_core::Limits) -> Option<Bytes> {
+    let req = SipMessage::parse_head(Bytes::copy_from_slice(data), limits).ok()?;
+    if !req.is_request() || req.method() == Some(&sip_core::Method::Ack) {
+        return None;
+    }
+    let resp = SipMessage::response_to(&req, e.status(), e.reason()).ok()?;
+    Some(resp.to_bytes())
 }

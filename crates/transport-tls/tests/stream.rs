@@ -344,6 +344,35 @@ async fn udp_datagrams_replies_and_the_size_rule() {
 }
 
 #[tokio::test]
+async fn a_refused_udp_request_is_answered_and_an_ack_is_not() {
+    let (b, _brx) = SipTransport::new(TransportSettings::new()).unwrap();
+    let b_addr = b.bind_udp(localhost()).await.unwrap();
+    let peer = tokio::net::UdpSocket::bind(localhost()).await.unwrap();
+    // CSeq method differs from the request method: 400, with the request's Call-ID.
+    let bad = "MESSAGE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: udp-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+    peer.send_to(bad.as_bytes(), b_addr).await.unwrap();
+    let mut buf = vec![0u8; 65_536];
+    let (n, from) = tokio::time::timeout(WAIT, peer.recv_from(&mut buf))
+        .await
+        .expect("an answer")
+        .unwrap();
+    assert_eq!(from, b_addr);
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        answer.starts_with("SIP/2.0 400 Bad Request\r\n"),
+        "{answer}"
+    );
+    assert!(answer.contains("Call-ID: udp-1\r\n"), "{answer}");
+    // The same refusal for an ACK goes unanswered (an ACK has no response).
+    let ack = bad
+        .replace("MESSAGE sip", "ACK sip")
+        .replace("Call-ID: udp-1", "Call-ID: udp-2");
+    peer.send_to(ack.as_bytes(), b_addr).await.unwrap();
+    let silent = tokio::time::timeout(Duration::from_millis(300), peer.recv_from(&mut buf)).await;
+    assert!(silent.is_err(), "an ACK was answered");
+}
+
+#[tokio::test]
 async fn local_close_and_shutdown() {
     let (srv, mut srx, addr) = tcp_server(TransportSettings::new()).await;
     let (cli, mut crx) = SipTransport::new(TransportSettings::new()).unwrap();
