@@ -93,8 +93,11 @@ impl Registration {
         Ok(request)
     }
 
-    /// One REGISTER with `expires` (0 removes the binding), answering digest challenges.
+    /// One REGISTER with `expires` (0 removes the binding), answering digest challenges and
+    /// a 423 Interval Too Brief (asked again with the registrar's Min-Expires, which later
+    /// refreshes keep, RFC 3261 §10.2.8).
     pub(crate) async fn register(&mut self, expires: u32) -> Result<Granted, EndpointError> {
+        let mut expires = expires;
         let mut request = self.build(expires)?;
         if let Some(d) = &mut self.digest {
             // Credentials learnt from the last challenge, with the next nonce count.
@@ -102,8 +105,8 @@ impl Registration {
                 let _ = request.push_header(h.name, h.value);
             }
         }
-        // A fresh challenge, then one stale=true restart at most, then give up.
-        for _ in 0..3 {
+        // A fresh challenge, then one stale=true restart at most, one 423, then give up.
+        for _ in 0..4 {
             let sent = request.clone();
             match self
                 .core
@@ -143,6 +146,35 @@ impl Registration {
                     request = self.build(expires)?;
                     for h in headers {
                         let _ = request.push_header(h.name, h.value);
+                    }
+                }
+                Err(RequestError::Status {
+                    code: 423,
+                    response,
+                    ..
+                }) if expires != 0 => {
+                    let min = response
+                        .header(HeaderName::MinExpires)
+                        .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u32>().ok())
+                        .filter(|&m| m > expires);
+                    let Some(min) = min else {
+                        return Err(EndpointError::Request(RequestError::Status {
+                            code: 423,
+                            reason: "Interval Too Brief without a usable Min-Expires".into(),
+                            response,
+                        }));
+                    };
+                    debug!(
+                        asked = expires,
+                        min, "registrar wants a longer registration"
+                    );
+                    expires = min;
+                    self.expires = min;
+                    request = self.build(expires)?;
+                    if let Some(d) = &mut self.digest {
+                        for h in d.authorize(&request).unwrap_or_default() {
+                            let _ = request.push_header(h.name, h.value);
+                        }
                     }
                 }
                 Err(RequestError::Status {
@@ -205,10 +237,7 @@ pub(crate) fn refresh_after(expires: u32) -> Duration {
 /// Keeps a registration alive until aborted: refreshes, and re-registers (state
 /// Reestablishing, then Established) after failures or a lost front-end connection.
 pub(crate) async fn keep_alive(reg: Arc<Mutex<Registration>>, first: Granted) {
-    let (core, asked) = {
-        let r = reg.lock().await;
-        (r.core.clone(), r.expires())
-    };
+    let core = reg.lock().await.core.clone();
     let mut losses = core.platform().proxy_losses();
     losses.mark_unchanged();
     let mut wait = refresh_after(first.expires);
@@ -229,7 +258,12 @@ pub(crate) async fn keep_alive(reg: Arc<Mutex<Registration>>, first: Granted) {
                 "connection to the front end lost",
             );
         }
-        let result = reg.lock().await.register(asked).await;
+        // What to ask for is read each time: a 423 may have raised it.
+        let result = {
+            let mut r = reg.lock().await;
+            let asked = r.expires();
+            r.register(asked).await
+        };
         match result {
             Ok(g) => {
                 backoff = RETRY_MIN;

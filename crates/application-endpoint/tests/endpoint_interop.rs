@@ -482,6 +482,39 @@ fn a_short_registration_is_refreshed_before_it_expires() {
 }
 
 #[test]
+fn a_registration_too_brief_for_the_registrar_is_asked_again_with_its_min_expires() {
+    let fed = federation();
+    let rt = runtime();
+    let wire = Arc::new(Wire::default());
+    let platform = rt
+        .block_on(CollaborationPlatform::start(
+            client_settings(&fed).observer(wire.clone()),
+        ))
+        .unwrap();
+    // The harness's registrar answers "brief" 423 with Min-Expires: 60 under 60 s.
+    let brief = UserEndpoint::new(
+        &platform,
+        UserEndpointSettings::new(
+            home("sip:brief@contoso.test"),
+            Credentials::new("brief", "brief-secret"),
+        )
+        .registration_expires(30),
+    );
+    let granted = rt
+        .block_on(bounded("brief registers", brief.establish()))
+        .unwrap_or_else(|e| panic!("brief: {e}\n{}", fed.log_tails(30)));
+    assert_eq!(granted.expires, 60);
+    assert_eq!(brief.state(), EndpointState::Established);
+    let b = bindings(&fed, "brief", "brief-secret");
+    let left = binding_of(&b, brief.core().contact());
+    assert!(left.is_some_and(|s| s > 30 && s <= 60), "{left:?} in\n{b}");
+    // Sent: 30 s (423), 60 s (401), 60 s with credentials (200).
+    assert!(wire.registers_sent("brief") >= 3);
+    rt.block_on(bounded("terminate", brief.terminate()));
+    rt.block_on(platform.shutdown());
+}
+
+#[test]
 fn front_end_restart_reestablishes_within_five_seconds() {
     let mut fed = federation();
     let rt = runtime();

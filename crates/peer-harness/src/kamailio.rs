@@ -328,6 +328,13 @@ route[REGISTRAR] {{
 		sl_send_reply("403", "Forbidden (partners cannot register)");
 		exit;
 	}}
+	# The user "brief" meets a registrar that refuses less than 60 s with 423 Interval Too
+	# Brief (RFC 3261 section 10.3, step 7), for the clients' Min-Expires handling.
+	if ($tU == "brief" && is_present_hf("Expires") && $(hdr(Expires){{s.int}}) > 0 && $(hdr(Expires){{s.int}}) < 60) {{
+		append_to_reply("Min-Expires: 60\r\n");
+		sl_send_reply("423", "Interval Too Brief");
+		exit;
+	}}
 	if ($var(trust) != "application") {{
 		# Users: digest authentication against the passwords of this configuration.
 		if (!is_present_hf("Authorization")) {{
