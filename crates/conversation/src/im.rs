@@ -703,8 +703,10 @@ impl<H: Homing> InstantMessagingCall<H> {
         }
     }
 
-    /// Ends the established call with BYE. Messages in flight then get their outcome
-    /// (delivered, or [`MessageError::CallEnded`]).
+    /// Ends the call: with BYE once established (messages in flight then get their
+    /// outcome: delivered, or [`MessageError::CallEnded`]); while an outgoing call still
+    /// rings, with CANCEL as [`cancel`](Self::cancel) does (RFC 3261 §9.1), so the callee
+    /// stops ringing.
     ///
     /// Cancel safety: not cancel safe (the BYE may be sent with its answer lost; the call
     /// is over either way).
@@ -713,6 +715,10 @@ impl<H: Homing> InstantMessagingCall<H> {
             return Ok(());
         }
         let Some(dialog) = self.dialog() else {
+            if self.shared.canceller().is_some() {
+                self.cancel().await;
+                return Ok(());
+            }
             self.set_state(ConversationState::Terminated);
             return Ok(());
         };

@@ -188,6 +188,35 @@ async fn no_handler_means_488_and_cancel_while_ringing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminate_while_ringing_cancels_the_invite() {
+    let p = setup().await;
+    let mut calls = incoming_im_calls(&p.alice);
+    let (held_tx, mut held_rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        let c = next_call(&mut calls).await;
+        let _ = held_tx.send(c).await;
+    });
+    let call =
+        Conversation::new(&p.bot, on_prem("sip:alice@contoso.test")).instant_messaging_call();
+    let c2 = call.clone();
+    let establishing = tokio::spawn(async move { c2.establish().await });
+    let held = tokio::time::timeout(WAIT, held_rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    // Not `cancel`: an application ending the call it started, still ringing.
+    call.terminate().await.unwrap();
+    let r = tokio::time::timeout(WAIT, establishing)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(r, Err(CallError::Cancelled)), "{r:?}");
+    // The callee's side got the CANCEL: it stops ringing, and a late accept is refused.
+    assert!(held.request().is_cancelled());
+    assert!(matches!(held.accept().await, Err(CallError::Cancelled)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bye_racing_messages_gives_each_message_exactly_one_outcome() {
     let p = setup().await;
     let mut calls = incoming_im_calls(&p.alice);
