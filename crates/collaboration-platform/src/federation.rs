@@ -2,7 +2,7 @@
 //! trusts (the application pool, identities it asserts) means nothing to another deployment,
 //! so a request toward a federated party carries none of it.
 
-use crate::topology::{Address, Federated, Homing};
+use crate::topology::{party_key, party_key_of, Address, Homing};
 use bytes::Bytes;
 use sip_core::{HeaderName, NameAddr, SipMessage};
 use std::collections::HashSet;
@@ -58,13 +58,9 @@ pub(crate) struct OwnIdentities {
 }
 
 impl OwnIdentities {
-    fn key(user: Option<&str>, domain: &str) -> String {
-        format!("{}@{}", user.unwrap_or(""), domain).to_ascii_lowercase()
-    }
-
     /// Adds `address` as one of the application's own identities.
     pub(crate) fn insert<H: Homing>(&self, address: &Address<H>) {
-        let key = Self::key(address.user(), address.domain());
+        let key = party_key_of(address.user(), address.domain());
         self.keys
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -73,11 +69,9 @@ impl OwnIdentities {
 
     /// Is the SIP URI `uri` one of them?
     pub(crate) fn contains(&self, uri: &[u8]) -> bool {
-        let Ok(address) = Address::<Federated>::assume_federated(&String::from_utf8_lossy(uri))
-        else {
+        let Some(key) = party_key(&String::from_utf8_lossy(uri)) else {
             return false;
         };
-        let key = Self::key(address.user(), address.domain());
         self.keys
             .read()
             .unwrap_or_else(|p| p.into_inner())

@@ -340,15 +340,15 @@ impl CollaborationPlatform {
     /// text: a REGISTER whose address of record (To) is not on-premises, a PUBLISH whose
     /// presentity (Request-URI) is not. The application never acts as a federated user.
     fn refuse_acting_for_federated(&self, message: &SipMessage) -> Result<(), RequestError> {
+        let to = message.to().ok();
         let party = match message.method() {
-            Some(Method::Register) => message.to().ok().map(|t| t.uri().as_bytes().to_vec()),
-            Some(Method::Publish) => message.request_uri_bytes().map(<[u8]>::to_vec),
+            Some(Method::Register) => to.as_ref().map(|t| t.uri().as_bytes()),
+            Some(Method::Publish) => message.request_uri_bytes(),
             _ => None,
         };
-        let Some(party) = party else {
+        let Some(party) = party.map(String::from_utf8_lossy) else {
             return Ok(());
         };
-        let party = String::from_utf8_lossy(&party);
         match self.inner.topology.classify(&party) {
             Ok(Homed::OnPremises(_)) => Ok(()),
             Ok(Homed::Federated(_)) => Err(RequestError::Refused(TopologyError::NotOnPremises(

@@ -341,6 +341,18 @@ impl Topology {
     }
 }
 
+/// `user@domain` of a URI, user decoded, both lower-cased: what names one party whatever
+/// the URI's parameters and case (`None` if the topology cannot read the URI).
+pub(crate) fn party_key(uri: &str) -> Option<String> {
+    let p = parts_of(uri).ok()?;
+    Some(party_key_of(p.user.as_deref(), &p.domain))
+}
+
+/// [`party_key`] from a user and domain already taken apart.
+pub(crate) fn party_key_of(user: Option<&str>, domain: &str) -> String {
+    format!("{}@{}", user.unwrap_or(""), domain).to_ascii_lowercase()
+}
+
 /// A URI's user (decoded) and domain (lower-cased), borrowed from the URI when it already
 /// is in that form: classification runs for every incoming request.
 struct Parts<'a> {
