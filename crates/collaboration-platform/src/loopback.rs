@@ -97,14 +97,23 @@ impl LoopbackPki {
     }
 }
 
-/// Reserves a free loopback TCP port (bind, read, release). Another process could take it
-/// before the platform binds it; on loopback in tests that race is negligible.
-fn free_port() -> Result<SocketAddr, LoopbackError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| LoopbackError::Port(e.to_string()))?;
-    l.local_addr()
-        .map_err(|e| LoopbackError::Port(e.to_string()))
+/// Reserves two distinct free loopback TCP ports (both bound at once, read, released).
+/// Another process or test may take one before the platform binds it: [`pair`] then tries
+/// again with fresh ports.
+fn free_ports() -> Result<(SocketAddr, SocketAddr), LoopbackError> {
+    let bind = || {
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| LoopbackError::Port(e.to_string()))
+    };
+    let (a, b) = (bind()?, bind()?);
+    let addr = |l: &std::net::TcpListener| {
+        l.local_addr()
+            .map_err(|e| LoopbackError::Port(e.to_string()))
+    };
+    Ok((addr(&a)?, addr(&b)?))
 }
+
+/// How many times [`pair`] takes fresh ports when one was taken in the meantime.
+const PORT_ATTEMPTS: usize = 5;
 
 /// Starts two trusted platforms, `a_fqdn` and `b_fqdn`, each listening for mutual TLS on a
 /// loopback port and using the other as its outbound proxy. `configure` adjusts each
@@ -115,7 +124,6 @@ pub async fn pair(
     b_fqdn: &str,
     configure: impl Fn(&str, ServerPlatformSettings) -> ServerPlatformSettings,
 ) -> Result<(CollaborationPlatform, CollaborationPlatform), LoopbackError> {
-    let (a_addr, b_addr) = (free_port()?, free_port()?);
     let settings = |me: &str, my_addr: SocketAddr, peer: &str, peer_addr: SocketAddr| {
         let s = ServerPlatformSettings::new(
             "ucma-rs loopback",
@@ -127,7 +135,27 @@ pub async fn pair(
         .listen(Listener::mutual_tls(my_addr));
         Ok::<_, LoopbackError>(configure(me, s))
     };
-    let a = CollaborationPlatform::start(settings(a_fqdn, a_addr, b_fqdn, b_addr)?).await?;
-    let b = CollaborationPlatform::start(settings(b_fqdn, b_addr, a_fqdn, a_addr)?).await?;
-    Ok((a, b))
+    let mut last = None;
+    for _ in 0..PORT_ATTEMPTS {
+        let (a_addr, b_addr) = free_ports()?;
+        let a = match CollaborationPlatform::start(settings(a_fqdn, a_addr, b_fqdn, b_addr)?).await
+        {
+            Ok(a) => a,
+            // A port taken between reserving and binding: try fresh ones.
+            Err(e @ PlatformError::Transport(_)) => {
+                last = Some(e);
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match CollaborationPlatform::start(settings(b_fqdn, b_addr, a_fqdn, a_addr)?).await {
+            Ok(b) => return Ok((a, b)),
+            Err(e @ PlatformError::Transport(_)) => {
+                a.shutdown().await;
+                last = Some(e);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(last.map_or_else(|| LoopbackError::Port("no free ports".into()), Into::into))
 }
