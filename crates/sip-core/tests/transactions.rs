@@ -610,6 +610,11 @@ fn rfc2543_requests_match_without_magic_cookie() {
     l.handle_message(t0, inv.clone(), udp());
     assert_eq!(transmits(&mut l).len(), 1, "retransmission matched");
     assert!(events(&mut l).is_empty());
+    // The ACK matches only with the To tag of the response (§17.2.3): another tag's ACK
+    // is not this transaction's and goes to the TU.
+    l.handle_message(t0, request("ACK", "", Some("other")), udp());
+    assert_eq!(l.state(id), Some(TransactionState::Completed));
+    assert!(matches!(&events(&mut l)[..], [Event::Ack { id: None, .. }]));
     l.handle_message(t0, request("ACK", "", Some("srv")), udp());
     assert_eq!(l.state(id), Some(TransactionState::Confirmed));
     // An old-style branch without the cookie is also the RFC 2543 case: two requests with

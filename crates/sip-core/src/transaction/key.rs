@@ -139,6 +139,11 @@ impl Key {
         })
     }
 
+    /// Was the key built from the RFC 2543 fields (the top Via has no magic cookie)?
+    pub(crate) fn is_rfc2543(&self) -> bool {
+        self.role == Role::Server && self.text.bytes().first() == Some(&b'0')
+    }
+
     /// The key of the INVITE transaction a CANCEL with this key cancels (§9.2).
     pub(crate) fn as_invite(&self) -> Key {
         Key {

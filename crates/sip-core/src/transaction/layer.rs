@@ -653,6 +653,13 @@ impl TransactionLayer {
         }
     }
 
+    /// Does `ack` carry the To tag server transaction `id` put in its response (or is
+    /// there none to compare)?
+    fn ack_tag_matches(&self, id: TransactionId, ack: &SipMessage) -> bool {
+        let sent = self.tx(id).and_then(|t| t.local_tag.as_deref());
+        sent.is_none_or(|tag| ack.to().ok().and_then(|t| t.tag()) == Some(tag.as_bytes()))
+    }
+
     fn incoming_request(&mut self, now: Instant, message: SipMessage, source: Peer) {
         let Ok(key) = Key::for_request(&message) else {
             return;
@@ -660,7 +667,12 @@ impl TransactionLayer {
         let Some(method) = message.method().cloned() else {
             return;
         };
-        if let Some(id) = self.map.get(&key).copied() {
+        let matched = self.map.get(&key).copied().filter(|&id| {
+            // §17.2.3: an RFC 2543 ACK matches only with the To tag of our response (with
+            // a branch, the branch alone tells transactions apart).
+            method != Method::Ack || !key.is_rfc2543() || self.ack_tag_matches(id, &message)
+        });
+        if let Some(id) = matched {
             self.step(id, now, |tx, cx| {
                 server_request(tx, cx, method, message, source)
             });
