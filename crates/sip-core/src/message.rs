@@ -15,8 +15,8 @@ use crate::method::Method;
 use crate::name::HeaderName;
 use crate::name_addr::{NameAddr, NameAddrIdx};
 use crate::scan::{
-    find, find_byte, find_control, find_lf, has_line_break, is_call_id, is_token, is_ws, parse_u64,
-    rfind, trim, CommaSplit,
+    find, find_byte, find_control, find_lf, forbidden_in_value, is_call_id, is_token, is_ws,
+    parse_u64, quoted_pair_at, rfind, trim, CommaSplit,
 };
 use crate::uri::Uri;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -1021,8 +1021,10 @@ impl SipMessage {
     /// A checked field for `name: value`, its text kept among the owned pieces.
     fn make_field(&mut self, name: impl IntoHeaderName, value: Bytes) -> Result<Field, ParseError> {
         let (name, raw_name) = name.into_header_name()?;
-        if has_line_break(&value) {
-            return Err(ParseError::HeaderLine);
+        match forbidden_in_value(&value) {
+            None => {}
+            Some(b'\r' | b'\n') => return Err(ParseError::HeaderLine),
+            Some(c) => return Err(ParseError::ControlCharacter(c)),
         }
         // Trim by slicing the caller's bytes: no copy.
         let value = match trim(&value) {
@@ -1373,13 +1375,6 @@ fn value_line_end_slow(s: &[u8], mut found: Option<usize>) -> Result<usize, Pars
         }
         found = find_control(s, i + 1);
     }
-}
-
-/// Is byte `i` escaped by a backslash (an odd run of them just before it)?
-#[cold]
-fn quoted_pair_at(s: &[u8], i: usize) -> bool {
-    let run = s[..i].iter().rev().take_while(|&&c| c == b'\\').count();
-    run % 2 == 1
 }
 
 /// The error for a header line at `pos` that is not `token [ws] ":" ...`: incomplete if the
