@@ -100,48 +100,31 @@ impl LocateTarget {
     }
 
     /// Reads a `sip:` or `sips:` URI (`sip:user@host:port;transport=tcp`, IPv6 in brackets).
-    /// Only the scheme, host, port and `transport` parameter matter here.
+    /// Only the scheme, host, port and `transport` parameter matter here. The URI is read by
+    /// sip-core's parser, so a user part holding `;` or `?` (a telephone number with
+    /// `phone-context`, RFC 3261 §19.1.6) is not taken for parameters.
     pub fn parse_uri(uri: &str) -> Result<Self, LocateError> {
         let bad = || LocateError::InvalidTarget(uri.to_string());
-        let uri = uri.trim();
-        let (scheme, rest) = uri.split_once(':').ok_or_else(bad)?;
-        let secure = match scheme.to_ascii_lowercase().as_str() {
-            "sip" => false,
-            "sips" => true,
-            _ => return Err(bad()),
+        let parsed = sip_core::Uri::parse(uri.trim().as_bytes()).map_err(|_| bad())?;
+        let sip = parsed.as_sip().ok_or_else(bad)?;
+        let secure = sip.is_secure();
+        let transport = match sip.transport() {
+            None => None,
+            Some(t) => Some(match t.to_ascii_lowercase().as_slice() {
+                b"tls" => TransportKind::Tls,
+                b"tcp" if secure => TransportKind::Tls,
+                b"tcp" => TransportKind::Tcp,
+                b"udp" => TransportKind::Udp,
+                _ => return Err(LocateError::UnsupportedTransport(uri.to_string())),
+            }),
         };
-        let rest = rest.split(['?']).next().unwrap_or_default();
-        let mut parts = rest.split(';');
-        let hostport = parts.next().unwrap_or_default();
-        let hostport = hostport.rsplit_once('@').map_or(hostport, |(_, h)| h);
-        let mut transport = None;
-        for p in parts {
-            let (name, value) = p.split_once('=').unwrap_or((p, ""));
-            if name.eq_ignore_ascii_case("transport") {
-                transport = Some(match value.to_ascii_lowercase().as_str() {
-                    "tls" => TransportKind::Tls,
-                    "tcp" if secure => TransportKind::Tls,
-                    "tcp" => TransportKind::Tcp,
-                    "udp" => TransportKind::Udp,
-                    _ => return Err(LocateError::UnsupportedTransport(uri.to_string())),
-                });
-            }
-        }
-        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-            let (ip, after) = v6.split_once(']').ok_or_else(bad)?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => Some(p.parse::<u16>().map_err(|_| bad())?),
-                None if after.is_empty() => None,
-                None => return Err(bad()),
-            };
-            (ip.to_string(), port)
-        } else {
-            match hostport.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), Some(p.parse::<u16>().map_err(|_| bad())?)),
-                None => (hostport.to_string(), None),
-            }
+        // An IPv6 reference is kept without its brackets, as an address.
+        let host = match sip.host().ip() {
+            Some(ip) => ip.to_string(),
+            None => String::from_utf8_lossy(sip.host_raw()).into_owned(),
         };
-        if host.is_empty() || port == Some(0) {
+        let port = sip.port();
+        if port == Some(0) {
             return Err(bad());
         }
         Ok(LocateTarget {

@@ -295,7 +295,12 @@ fn header_injection_is_refused() {
     ));
     assert!(with("\"a\\\x01b\"").is_ok());
     // The Request-URI too: it is checked by `build`'s validation.
-    for uri in ["sip:a@b;x=\x01", "sip:a@b\r\nX-Evil: 1", "sip:a\0@b", "sip:a@b?h=\x7f"] {
+    for uri in [
+        "sip:a@b;x=\x01",
+        "sip:a@b\r\nX-Evil: 1",
+        "sip:a\0@b",
+        "sip:a@b?h=\x7f",
+    ] {
         let r = SipMessage::request(Method::Options, uri)
             .header(HeaderName::Via, "SIP/2.0/UDP h;branch=z9hG4bK1")
             .header(HeaderName::From, "<sip:x@y>;tag=1")

@@ -127,6 +127,21 @@ fn parses_sip_and_sips_uris() {
         t,
         LocateTarget::sip_domain("fe.contoso.test").with_transport(Udp)
     );
+    // A user part may hold `;` and `?`: the host is what follows the `@`.
+    let t = LocateTarget::parse_uri(
+        "sip:+14255550100;phone-context=contoso.test@GW.contoso.test;user=phone",
+    )
+    .unwrap();
+    assert_eq!(t, LocateTarget::sip_domain("gw.contoso.test"));
+    let t = LocateTarget::parse_uri("sips:a;b?c@fe.contoso.test:5062").unwrap();
+    assert_eq!(
+        t,
+        LocateTarget::sips_domain("fe.contoso.test").with_port(5062)
+    );
+    assert!(matches!(
+        LocateTarget::parse_uri("sip:host:0"),
+        Err(LocateError::InvalidTarget(_))
+    ));
     assert!(matches!(
         LocateTarget::parse_uri("tel:+1555"),
         Err(LocateError::InvalidTarget(_))
