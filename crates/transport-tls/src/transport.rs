@@ -193,7 +193,8 @@ impl ReceivedMessage {
 }
 
 /// What the transport tells the layer above, in order per connection: `Opened`, then
-/// `Message`s, then `Closed`.
+/// `Message`s, then `Closed`. A connection closed while its `Opened` waited for room in the
+/// event channel (`close()`, `shutdown()`) is reported by neither.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum TransportEvent {
@@ -643,12 +644,26 @@ impl Connection {
     ) {
         let info = self.handle.info.clone();
         tracing::debug!(peer = ?info.peer.as_ref().map(|p| &p.dns_names), "connection opened");
-        let _ = self
-            .shared
-            .events
-            .send(TransportEvent::Opened(info.clone()))
-            .await;
-        let reason = self.read_loop(&mut reader).await;
+        // Announcing the connection waits for room in the event channel, but not past a
+        // `close()` or `shutdown()`: a layer above that stopped taking events must not keep
+        // connections open. A connection never announced is not reported closed either.
+        let announced = {
+            let stop = self.handle.ctl.stop.notified();
+            tokio::pin!(stop);
+            let opened = self
+                .shared
+                .events
+                .send(TransportEvent::Opened(info.clone()));
+            tokio::select! {
+                biased;
+                _ = stop => Err(self.stop_reason()),
+                sent = opened => Ok(sent.is_ok()),
+            }
+        };
+        let (reason, announced) = match announced {
+            Ok(announced) => (self.read_loop(&mut reader).await, announced),
+            Err(reason) => (reason, false),
+        };
         self.handle.ctl.closed.store(true, Ordering::Release);
         self.shared.forget(&self.handle);
         // One budget for queueing the close and for the writer to finish: a writer stuck on a
@@ -683,14 +698,16 @@ impl Connection {
             }
             _ => tracing::warn!(%reason, ?reason, "connection closed"),
         }
-        let _ = self
-            .shared
-            .events
-            .send(TransportEvent::Closed {
-                connection: info,
-                reason,
-            })
-            .await;
+        if announced {
+            let _ = self
+                .shared
+                .events
+                .send(TransportEvent::Closed {
+                    connection: info,
+                    reason,
+                })
+                .await;
+        }
     }
 
     async fn read_loop<R: AsyncRead + Unpin>(&self, reader: &mut R) -> CloseReason {

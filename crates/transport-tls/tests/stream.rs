@@ -672,6 +672,27 @@ async fn peer_that_does_not_read_its_answers_is_closed_by_shutdown() {
 }
 
 #[tokio::test]
+async fn shutdown_closes_connections_the_layer_above_was_not_told_of() {
+    // The layer above takes no events: the first connection's `Opened` fills the channel,
+    // the second waits to be announced.
+    let (srv, _rx, addr) = tcp_server(TransportSettings::new().event_capacity(1)).await;
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    let mut second = TcpStream::connect(addr).await.unwrap();
+    within(WAIT, async {
+        while srv.connection_count() < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    srv.shutdown();
+    no_connections_within(&srv, Duration::from_secs(4)).await;
+    // Both peers see their connection closed (end of stream, nothing sent).
+    let mut buf = [0u8; 16];
+    assert_eq!(within(WAIT, first.read(&mut buf)).await.unwrap(), 0);
+    assert_eq!(within(WAIT, second.read(&mut buf)).await.unwrap(), 0);
+}
+
+#[tokio::test]
 async fn write_timeout_closes_a_peer_that_does_not_read() {
     let limits = TransportLimits {
         write_timeout: Duration::from_millis(500),
