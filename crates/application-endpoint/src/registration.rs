@@ -200,26 +200,27 @@ impl Registration {
     }
 }
 
-/// Reads the binding the registrar granted for `contact` (its `expires` parameter, or the
-/// Expires header, or what was asked) and its `pub-gruu`.
+/// Reads the binding the registrar granted for `contact`: its `expires` parameter (else the
+/// Expires header, else what was asked) and its `pub-gruu`. Our binding is found by URI
+/// equivalence (RFC 3261 §19.1.4), as a registrar may echo it with another case or its
+/// parameters reordered; another binding of the AOR (another device) is never read.
 fn granted(ok: &SipMessage, contact: &str, asked: u32) -> Granted {
-    let mut expires = None;
-    let mut gruu = None;
-    for c in ok.contacts().flatten() {
-        let Contact::Addr(a) = &c else { continue };
-        let ours = a.uri().as_bytes() == contact.as_bytes();
-        if ours || expires.is_none() {
-            if let Some(e) = c.expires() {
-                expires = Some(e);
-            }
-            if let Some(g) = a.params().get_unquoted("pub-gruu") {
-                gruu = Some(String::from_utf8_lossy(&g).into_owned());
-            }
-        }
-        if ours {
-            break;
-        }
-    }
+    let ours = sip_core::Uri::parse(contact.as_bytes()).ok();
+    let binding = ok.contacts().flatten().find_map(|c| {
+        let Contact::Addr(a) = &c else { return None };
+        let same = match &ours {
+            Some(ours) => a.uri().is_equivalent(ours),
+            None => a.uri().as_bytes() == contact.as_bytes(),
+        };
+        same.then(|| {
+            let gruu = a
+                .params()
+                .get_unquoted("pub-gruu")
+                .map(|g| String::from_utf8_lossy(&g).into_owned());
+            (c.expires(), gruu)
+        })
+    });
+    let (expires, gruu) = binding.unwrap_or_default();
     let expires = expires
         .or_else(|| ok.expires().and_then(Result::ok))
         .unwrap_or(asked);
@@ -411,6 +412,73 @@ mod tests {
         assert_eq!(g.expires, 30);
         assert_eq!(g.gruu.as_deref(), Some("sip:a@d;gr=urn:uuid:1"));
         let g = granted(&ok, "sip:other@x", 600);
-        assert_eq!(g.expires, 50);
+        assert_eq!(
+            g,
+            Granted {
+                expires: 600,
+                gruu: None
+            }
+        );
+    }
+
+    fn ok_with(contacts: &str, expires_header: Option<u32>) -> SipMessage {
+        let expires = expires_header.map_or(String::new(), |e| format!("Expires: {e}\r\n"));
+        SipMessage::parse_datagram(
+            Bytes::from(format!(
+                "SIP/2.0 200 OK\r\nVia: SIP/2.0/TLS h;branch=z9hG4bK1\r\n\
+                 From: <sip:a@d>;tag=1\r\nTo: <sip:a@d>;tag=2\r\nCall-ID: c\r\nCSeq: 2 REGISTER\r\n\
+                 {contacts}{expires}Content-Length: 0\r\n\r\n"
+            )),
+            &sip_core::Limits::DEFAULT,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn granted_finds_our_contact_echoed_in_another_spelling() {
+        // Another device's binding first, then ours with the scheme and host upper-cased
+        // and its parameters reordered and added to.
+        let ok = ok_with(
+            "Contact: <sip:a@10.0.0.1>;expires=50;pub-gruu=\"sip:a@d;gr=urn:uuid:other\"\r\n\
+             Contact: <SIP:a%40d@HOST.example:5061;ob;Transport=TLS>;expires=30;\
+             pub-gruu=\"sip:a@d;gr=urn:uuid:1\"\r\n",
+            None,
+        );
+        let g = granted(&ok, "sip:a%40d@host.example:5061;transport=tls", 600);
+        assert_eq!(
+            g,
+            Granted {
+                expires: 30,
+                gruu: Some("sip:a@d;gr=urn:uuid:1".into())
+            }
+        );
+    }
+
+    #[test]
+    fn granted_never_takes_another_bindings_expiry() {
+        let others = "Contact: <sip:a@10.0.0.1>;expires=50;pub-gruu=\"sip:a@d;gr=x\"\r\n\
+                      Contact: <sip:a@10.0.0.2;transport=tls>;expires=70\r\n";
+        // Ours not listed: the Expires header, else what was asked.
+        let ours = "sip:a@10.0.0.2";
+        let g = granted(&ok_with(others, Some(120)), ours, 600);
+        assert_eq!(
+            g,
+            Granted {
+                expires: 120,
+                gruu: None
+            }
+        );
+        let g = granted(&ok_with(others, None), ours, 600);
+        assert_eq!(
+            g,
+            Granted {
+                expires: 600,
+                gruu: None
+            }
+        );
+        // Listed without its own expires: the Expires header.
+        let listed = format!("{others}Contact: <sip:a@10.0.0.2>\r\n");
+        let g = granted(&ok_with(&listed, Some(120)), ours, 600);
+        assert_eq!(g.expires, 120);
     }
 }

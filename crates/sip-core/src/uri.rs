@@ -744,6 +744,141 @@ impl<'a> OtherUri<'a> {
     }
 }
 
+/// URI equivalence (RFC 3261 §19.1.4): a registrar or a peer may write back a URI we sent
+/// with another case, other escapes or its parameters in another order, and it is still ours.
+impl Uri<'_> {
+    /// Whether `self` and `other` name the same resource by RFC 3261 §19.1.4: for `sip:` and
+    /// `sips:` see [`SipUri::is_equivalent`]; a SIP URI never equals a URI of another scheme;
+    /// other schemes (`tel:`, opaque ones) compare the scheme case-insensitively and the
+    /// rest as written.
+    pub fn is_equivalent(&self, other: &Uri<'_>) -> bool {
+        match (self, other) {
+            (Uri::Sip(a), Uri::Sip(b)) => a.is_equivalent(b),
+            (Uri::Sip(_), _) | (_, Uri::Sip(_)) => false,
+            _ => {
+                let (a, b) = (self.as_bytes(), other.as_bytes());
+                let (sa, sb) = (self.scheme().len(), other.scheme().len());
+                a[..sa].eq_ignore_ascii_case(&b[..sb]) && a[sa..] == b[sb..]
+            }
+        }
+    }
+}
+
+/// The URI parameters that make two URIs differ when only one of them has it (RFC 3261
+/// §19.1.4; `transport` too, as the section's examples show: it changes where a request
+/// goes). Any other parameter is compared only when both URIs have it.
+const SIGNIFICANT_PARAMS: [&str; 5] = ["transport", "user", "ttl", "method", "maddr"];
+
+impl SipUri<'_> {
+    /// Whether `self` and `other` are equivalent by RFC 3261 §19.1.4:
+    /// - `sip:` never equals `sips:`; the scheme's case does not matter;
+    /// - user and password are compared case-sensitively, the host (a domain
+    ///   case-insensitively, an address by value), the port exactly (no port is not 5060);
+    /// - a `%HH` escape of a character outside the reserved set equals the character;
+    /// - parameter order does not matter; a parameter in both must have the same value
+    ///   (case-insensitively); `transport`, `user`, `ttl`, `method` and `maddr` in only one
+    ///   make them differ, any other parameter in only one is ignored;
+    /// - headers must be the same set in both, in any order.
+    pub fn is_equivalent(&self, other: &SipUri<'_>) -> bool {
+        let hosts = match (self.host(), other.host()) {
+            (Host::Domain(a), Host::Domain(b)) => a.eq_ignore_ascii_case(b),
+            (a, b) => a == b,
+        };
+        self.is_secure() == other.is_secure()
+            && hosts
+            && self.port() == other.port()
+            && self.user_raw().map(canonical_escapes) == other.user_raw().map(canonical_escapes)
+            && self
+                .at
+                .password
+                .map(|sp| canonical_escapes(sp.get(self.raw)))
+                == other
+                    .at
+                    .password
+                    .map(|sp| canonical_escapes(sp.get(other.raw)))
+            && params_equivalent(self.at.params.get(self.raw), other.at.params.get(other.raw))
+            && canonical_headers(self) == canonical_headers(other)
+    }
+}
+
+/// `s` with every escape of an unreserved (or non-ASCII) byte decoded and the others kept,
+/// their hex digits upper-cased: two spellings of one component give the same bytes. Only
+/// `%` and the RFC 3261 reserved set stay escaped, so the result is unambiguous.
+fn canonical_escapes(s: &[u8]) -> Cow<'_, [u8]> {
+    if !s.contains(&b'%') {
+        return Cow::Borrowed(s);
+    }
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%' && escape_at(s, i) {
+            let hex = std::str::from_utf8(&s[i + 1..i + 3]).unwrap_or("00");
+            let byte = u8::from_str_radix(hex, 16).unwrap_or(0);
+            if byte == b'%' || b";/?:@&=+$,".contains(&byte) {
+                out.push(b'%');
+                out.extend(s[i + 1..i + 3].iter().map(u8::to_ascii_uppercase));
+            } else {
+                out.push(byte);
+            }
+            i += 3;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A component in the form that compares case-insensitively: canonical escapes, ASCII
+/// lower-cased.
+fn canonical_lower(s: &[u8]) -> Vec<u8> {
+    let mut v = canonical_escapes(s).into_owned();
+    v.make_ascii_lowercase();
+    v
+}
+
+/// The parameter rules of [`SipUri::is_equivalent`], on the raw `;name[=value]` parts.
+fn params_equivalent(a: &[u8], b: &[u8]) -> bool {
+    type Canonical = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+    let read = |s: &[u8]| -> Canonical {
+        UriParamIter::new(s)
+            .map(|(n, v)| (canonical_lower(n), v.map(canonical_lower)))
+            .collect()
+    };
+    let (a, b) = (read(a), read(b));
+    let find = |list: &Canonical, name: &[u8]| {
+        list.iter()
+            .find(|(n, _)| n.as_slice() == name)
+            .map(|(_, v)| v.clone())
+    };
+    let one_way = |x: &Canonical, y: &Canonical| {
+        x.iter().all(|(name, value)| match find(y, name) {
+            Some(other) => *value == other,
+            None => !SIGNIFICANT_PARAMS
+                .iter()
+                .any(|p| p.as_bytes() == name.as_slice()),
+        })
+    };
+    one_way(&a, &b) && one_way(&b, &a)
+}
+
+/// The headers of `u` as a sorted list of canonical (name, value) pairs.
+fn canonical_headers(u: &SipUri<'_>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut h: Vec<_> = u
+        .headers_raw()
+        .unwrap_or_default()
+        .split(|&c| c == b'&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let eq = find(kv, b'=').unwrap_or(kv.len());
+            let v = kv.get(eq + 1..).unwrap_or_default();
+            (canonical_lower(&kv[..eq]), canonical_lower(v))
+        })
+        .collect();
+    h.sort();
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -842,6 +977,95 @@ mod tests {
             assert_eq!(parse_ipv4(bad), None, "{}", String::from_utf8_lossy(bad));
         }
         assert!(Uri::parse(b"sip:1.2.3").is_err());
+    }
+
+    #[test]
+    fn rfc3261_19_1_4_equivalent_uris() {
+        for (a, b) in [
+            (
+                "sip:%61lice@atlanta.com;transport=TCP",
+                "sip:alice@AtLanTa.CoM;Transport=tcp",
+            ),
+            ("sip:carol@chicago.com", "sip:carol@chicago.com;newparam=5"),
+            ("sip:carol@chicago.com", "sip:carol@chicago.com;security=on"),
+            (
+                "sip:carol@chicago.com;newparam=5",
+                "sip:carol@chicago.com;security=on",
+            ),
+            (
+                "sip:biloxi.com;transport=tcp;method=REGISTER?to=sip:bob%40biloxi.com",
+                "sip:biloxi.com;method=REGISTER;transport=tcp?to=sip:bob%40biloxi.com",
+            ),
+            (
+                "sip:alice@atlanta.com?subject=project%20x&priority=urgent",
+                "sip:alice@atlanta.com?priority=urgent&subject=project%20x",
+            ),
+            // What a registrar may echo of a contact: case of scheme and host, parameters
+            // reordered or added, escapes of reserved characters in either hex case.
+            (
+                "sip:a%40contoso.test@127.0.0.1:5061;transport=tls;ob",
+                "SIP:a%40contoso.test@127.0.0.1:5061;ob;transport=TLS;x=1",
+            ),
+            ("sip:a%3bb@h", "sip:a%3Bb@h"),
+            ("sips:[2001:db8::1]:5061", "sips:[2001:DB8:0::1]:5061"),
+            ("tel:+1-201-555-0123", "TEL:+1-201-555-0123"),
+        ] {
+            let (ua, ub) = (
+                Uri::parse(a.as_bytes()).unwrap(),
+                Uri::parse(b.as_bytes()).unwrap(),
+            );
+            assert!(ua.is_equivalent(&ub), "{a} ~ {b}");
+            assert!(ub.is_equivalent(&ua), "{b} ~ {a}");
+        }
+    }
+
+    #[test]
+    fn rfc3261_19_1_4_different_uris() {
+        for (a, b) in [
+            (
+                "SIP:ALICE@AtLanTa.CoM;Transport=udp",
+                "sip:alice@AtLanTa.CoM;Transport=UDP",
+            ),
+            ("sip:bob@biloxi.com", "sip:bob@biloxi.com:5060"),
+            ("sip:bob@biloxi.com", "sip:bob@biloxi.com;transport=udp"),
+            (
+                "sip:bob@biloxi.com",
+                "sip:bob@biloxi.com:6000;transport=tcp",
+            ),
+            (
+                "sip:carol@chicago.com",
+                "sip:carol@chicago.com?Subject=next%20meeting",
+            ),
+            ("sip:bob@phone21.boxesbybob.com", "sip:bob@192.0.2.4"),
+            (
+                "sip:alice@atlanta.com;transport=tcp",
+                "sip:alice@atlanta.com;transport=udp",
+            ),
+            ("sip:alice@atlanta.com", "sips:alice@atlanta.com"),
+            ("sip:alice@atlanta.com", "sip:atlanta.com"),
+            ("sip:alice@atlanta.com", "sip:alice:pw@atlanta.com"),
+            ("sip:alice@atlanta.com;user=phone", "sip:alice@atlanta.com"),
+            (
+                "sip:alice@atlanta.com;maddr=1.2.3.4",
+                "sip:alice@atlanta.com",
+            ),
+            ("sip:alice@atlanta.com;ttl=1", "sip:alice@atlanta.com"),
+            (
+                "sip:alice@atlanta.com;method=INVITE",
+                "sip:alice@atlanta.com",
+            ),
+            ("sip:alice@atlanta.com;lr", "sip:alice@atlanta.com;lr=on"),
+            // `%3B` is a reserved `;`: not the same user as one written with `;`.
+            ("sip:a%3Bb@h", "sip:a;b@h"),
+            ("sip:alice@atlanta.com", "tel:+1-201-555-0123"),
+        ] {
+            let (ua, ub) = (
+                Uri::parse(a.as_bytes()).unwrap(),
+                Uri::parse(b.as_bytes()).unwrap(),
+            );
+            assert!(!ua.is_equivalent(&ub), "{a} !~ {b}");
+            assert!(!ub.is_equivalent(&ua), "{b} !~ {a}");
+        }
     }
 
     #[test]
