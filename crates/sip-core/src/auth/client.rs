@@ -210,9 +210,12 @@ impl DigestClient {
     /// strongest supported algorithm each realm offers (SHA-512-256 > SHA-256 > MD5).
     ///
     /// A realm that challenges again although `request` already carried credentials for it
-    /// (same nonce, or a nonce that was fresh) and without `stale=true` means the password
-    /// is wrong: [`DigestError::Rejected`], never another attempt. `stale=true` restarts
-    /// with the new nonce and the same credentials.
+    /// means the password is wrong — [`DigestError::Rejected`], never another attempt — when
+    /// it repeats the nonce sent, or when the credentials were the first use of their nonce
+    /// and the new challenge lacks `stale=true`. Credentials used before (cached, with or
+    /// without qop) that meet a fresh challenge are answered once: the server may have lost
+    /// its nonces (a front end failed over). `stale=true` restarts with the new nonce and
+    /// the same credentials.
     pub fn handle_challenge(
         &mut self,
         response: &SipMessage,
@@ -256,16 +259,26 @@ impl DigestClient {
         let mut out = Vec::with_capacity(chosen.len());
         for challenge in chosen {
             let realm = challenge.realm.clone();
-            if let Some((sent_nonce, sent_nc)) = sent_credentials(request, answer_name, &realm) {
-                let same_nonce = sent_nonce == challenge.nonce;
-                if same_nonce || (!challenge.stale && sent_nc <= 1) {
-                    return Err(DigestError::Rejected { realm, status });
-                }
-            }
             let previous = self
                 .realms
                 .iter()
                 .position(|r| r.name == answer_name && r.challenge.realm == realm);
+            if let Some((sent_nonce, sent_nc)) = sent_credentials(request, answer_name, &realm) {
+                let same_nonce = sent_nonce == challenge.nonce;
+                // Which use of its nonce the request was: its `nc` (qop), else, for
+                // credentials without qop (RFC 2069 style), how often we used that nonce.
+                // Only a first use refused by a fresh challenge says the password is wrong;
+                // cached credentials meet fresh challenges when the server lost its nonces.
+                let use_of_nonce = sent_nc.or_else(|| {
+                    previous
+                        .map(|i| &self.realms[i])
+                        .filter(|r| r.challenge.nonce == sent_nonce)
+                        .map(|r| r.nc)
+                });
+                if same_nonce || (!challenge.stale && use_of_nonce.unwrap_or(1) <= 1) {
+                    return Err(DigestError::Rejected { realm, status });
+                }
+            }
             let stale_in_row = match (challenge.stale, previous) {
                 (true, Some(i)) => self.realms[i].stale_in_row.saturating_add(1),
                 (true, None) => 1,
@@ -341,8 +354,13 @@ fn request_parts(request: &SipMessage) -> Result<(&str, String), DigestError> {
     Ok((method, String::from_utf8_lossy(uri).into_owned()))
 }
 
-/// The nonce and nonce count of the Digest credentials `request` carried for `realm`.
-fn sent_credentials(request: &SipMessage, name: HeaderName, realm: &str) -> Option<(String, u32)> {
+/// The nonce and nonce count of the Digest credentials `request` carried for `realm` (no
+/// count without qop).
+fn sent_credentials(
+    request: &SipMessage,
+    name: HeaderName,
+    realm: &str,
+) -> Option<(String, Option<u32>)> {
     request.auth(name).flatten().find_map(|v| {
         if !v.scheme().eq_ignore_ascii_case("Digest")
             || v.param("realm")?.as_ref() != realm.as_bytes()
@@ -352,8 +370,7 @@ fn sent_credentials(request: &SipMessage, name: HeaderName, realm: &str) -> Opti
         let nonce = String::from_utf8_lossy(&v.param("nonce")?).into_owned();
         let nc = v
             .param("nc")
-            .and_then(|n| u32::from_str_radix(std::str::from_utf8(&n).ok()?, 16).ok())
-            .unwrap_or(1);
+            .and_then(|n| u32::from_str_radix(std::str::from_utf8(&n).ok()?, 16).ok());
         Some((nonce, nc))
     })
 }
@@ -412,5 +429,137 @@ fn next_header(
         name: state.name,
         realm: c.realm.clone(),
         value: v,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Method;
+
+    const REALM: &str = "contoso.test";
+
+    fn register(cseq: u32, auth: &[AuthorizationHeader]) -> SipMessage {
+        let mut b = SipMessage::request(Method::Register, "sip:contoso.test")
+            .header(
+                HeaderName::Via,
+                format!("SIP/2.0/TLS app.contoso.test;branch=z9hG4bK{cseq}"),
+            )
+            .header(HeaderName::From, "<sip:alice@contoso.test>;tag=a1")
+            .header(HeaderName::To, "<sip:alice@contoso.test>")
+            .header(HeaderName::CallId, "reg-1")
+            .header(HeaderName::CSeq, format!("{cseq} REGISTER"));
+        for h in auth {
+            b = b.header(h.name, h.value.clone());
+        }
+        b.build().unwrap()
+    }
+
+    /// A 401 to `request` with one Digest challenge.
+    fn unauthorized(request: &SipMessage, challenge: &str) -> SipMessage {
+        let mut r = SipMessage::response_to(request, 401, "Unauthorized").unwrap();
+        r.push_header(HeaderName::WwwAuthenticate, challenge.to_string())
+            .unwrap();
+        r
+    }
+
+    fn client() -> DigestClient {
+        DigestClient::new(Credentials::new("alice", "pw"))
+            .with_cnonce_source(Box::new(|| "cn".to_owned()))
+    }
+
+    fn rejected() -> Result<Vec<AuthorizationHeader>, DigestError> {
+        Err(DigestError::Rejected {
+            realm: REALM.into(),
+            status: 401,
+        })
+    }
+
+    #[test]
+    fn cached_credentials_without_qop_meeting_a_fresh_challenge_are_answered() {
+        // RFC 2069 style: no qop, so no nc in what is sent.
+        let mut c = client();
+        let first = register(1, &[]);
+        let auth = c
+            .handle_challenge(
+                &unauthorized(&first, r#"Digest realm="contoso.test", nonce="n1""#),
+                &first,
+            )
+            .unwrap();
+        assert!(!auth[0].value.contains("nc="));
+        // 200 to register(2, &auth); the refresh carries the cached credentials.
+        let refresh = register(3, &c.authorize(&register(3, &[])).unwrap());
+        // The front end failed over and does not know n1: a fresh nonce, no stale=true.
+        let auth = c
+            .handle_challenge(
+                &unauthorized(&refresh, r#"Digest realm="contoso.test", nonce="n2""#),
+                &refresh,
+            )
+            .expect("cached credentials meeting a fresh challenge are answered");
+        assert!(auth[0].value.contains(r#"nonce="n2""#));
+        // That answer is the first use of n2: refused again, the password is wrong.
+        let retried = register(4, &auth);
+        assert_eq!(
+            c.handle_challenge(
+                &unauthorized(&retried, r#"Digest realm="contoso.test", nonce="n3""#),
+                &retried
+            ),
+            rejected()
+        );
+    }
+
+    #[test]
+    fn a_fresh_answer_without_qop_refused_again_is_a_wrong_password() {
+        let mut c = client();
+        let first = register(1, &[]);
+        let auth = c
+            .handle_challenge(
+                &unauthorized(&first, r#"Digest realm="contoso.test", nonce="n1""#),
+                &first,
+            )
+            .unwrap();
+        let retried = register(2, &auth);
+        for again in [
+            r#"Digest realm="contoso.test", nonce="n2""#,
+            r#"Digest realm="contoso.test", nonce="n1""#,
+        ] {
+            assert_eq!(
+                c.handle_challenge(&unauthorized(&retried, again), &retried),
+                rejected(),
+                "{again}"
+            );
+        }
+        // Cached and used again, the same nonce refused is still a wrong password.
+        let refresh = register(3, &c.authorize(&register(3, &[])).unwrap());
+        assert_eq!(
+            c.handle_challenge(
+                &unauthorized(&refresh, r#"Digest realm="contoso.test", nonce="n1""#),
+                &refresh
+            ),
+            rejected()
+        );
+    }
+
+    #[test]
+    fn with_qop_the_count_the_request_carried_decides() {
+        let qop = |n: &str| format!(r#"Digest realm="contoso.test", nonce="{n}", qop="auth""#);
+        let mut c = client();
+        let first = register(1, &[]);
+        let auth = c
+            .handle_challenge(&unauthorized(&first, &qop("n1")), &first)
+            .unwrap();
+        let answer = register(2, &auth);
+        // Another request reuses n1 (nc=2) before the answer's fate is known: the answer
+        // itself was still the first use, so a fresh challenge to it is a wrong password.
+        let reused = register(3, &c.authorize(&register(3, &[])).unwrap());
+        assert_eq!(
+            c.handle_challenge(&unauthorized(&answer, &qop("n2")), &answer),
+            rejected()
+        );
+        // The reuse meeting a fresh challenge is answered.
+        let auth = c
+            .handle_challenge(&unauthorized(&reused, &qop("n2")), &reused)
+            .expect("nc=2 meeting a fresh challenge is answered");
+        assert!(auth[0].value.contains("nc=00000001"));
     }
 }
