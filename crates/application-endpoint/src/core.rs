@@ -205,7 +205,9 @@ impl EndpointCore {
         retry_after: u32,
         is_application: bool,
     ) -> Arc<EndpointCore> {
-        let user = owner.user().unwrap_or("endpoint").to_string();
+        // User and domain, not the user alone: one application may host alice of two home
+        // domains, and requests sent to a contact must reach one endpoint.
+        let user = CollaborationPlatform::contact_user(&owner);
         let contact = platform
             .contact_uri(&user)
             .unwrap_or_else(|| format!("sip:{user}@ucma.invalid;transport=tls"));

@@ -487,9 +487,11 @@ impl CollaborationPlatform {
             .collect()
     }
 
-    /// A contact URI reaching `user` at this platform over its first listener of the
-    /// outbound proxy's transport (`sip:bot@127.0.0.1:5061;transport=tls`): what an
-    /// endpoint registers, and the GRUU-like address the front end then sends to.
+    /// A contact URI reaching `user` (written as given, so already escaped) at this platform
+    /// over its first listener of the outbound proxy's transport
+    /// (`sip:bot@127.0.0.1:5061;transport=tls`). With [`contact_user`](Self::contact_user)
+    /// as `user` it is what an endpoint registers, and the GRUU-like address the front end
+    /// then sends to.
     pub fn contact_uri(&self, user: &str) -> Option<String> {
         let want = match self.inner.proxy.transport {
             TransportKind::Tls => ListenerKind::MutualTls,
@@ -503,6 +505,37 @@ impl CollaborationPlatform {
         Some(format!("sip:{user}@{};transport={t}", l.addr))
     }
 
+    /// The user part of the contact of an endpoint acting as `owner`, for
+    /// [`contact_uri`](Self::contact_uri): the whole address, `alice%40contoso.test`, so
+    /// that endpoints for `alice` in two home domains hosted here get different contacts
+    /// (requests sent to a contact are routed by it, whole). Escaped for the RFC 3261 user
+    /// grammar; a domain cannot hold `@`, so no two owners share one. The domain alone for
+    /// an owner without a user part, the number for `tel:`.
+    pub fn contact_user(owner: &Address<OnPremises>) -> String {
+        let mut out = String::new();
+        let escape = |out: &mut String, text: &str| {
+            for &b in text.as_bytes() {
+                // Unreserved and user-unreserved but `;` and `?`, which some parsers take
+                // for the start of parameters or headers.
+                if b.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,/".contains(&b) {
+                    out.push(char::from(b));
+                } else {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+            }
+        };
+        match (owner.user(), owner.domain()) {
+            (Some(user), "") => escape(&mut out, user),
+            (Some(user), domain) => {
+                escape(&mut out, user);
+                out.push_str("%40");
+                escape(&mut out, domain);
+            }
+            (None, domain) => escape(&mut out, domain),
+        }
+        out
+    }
+
     /// A counter of how often the connection to the outbound proxy was lost (closed by the
     /// peer or failed, not closed by us): endpoints watch it to re-register after a
     /// front-end restart.
@@ -513,5 +546,40 @@ impl CollaborationPlatform {
     /// The outbound proxy's target (address, transport, TLS name).
     pub fn proxy(&self) -> &Target {
         &self.inner.proxy
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contact_user(uri: &str) -> String {
+        CollaborationPlatform::contact_user(&Address::assume_on_premises(uri).unwrap())
+    }
+
+    #[test]
+    fn contact_users_name_the_whole_owner_and_stay_valid_user_parts() {
+        assert_eq!(
+            contact_user("sip:alice@contoso.test"),
+            "alice%40contoso.test"
+        );
+        assert_eq!(
+            contact_user("sip:alice@Fabrikam.TEST"),
+            "alice%40fabrikam.test"
+        );
+        // Decoded by the topology, escaped again: `;`, `?`, `@` and spaces too.
+        assert_eq!(
+            contact_user("sip:a%20b;c%40d@contoso.test"),
+            "a%20b%3Bc%40d%40contoso.test"
+        );
+        assert_eq!(contact_user("sip:contoso.test"), "contoso.test");
+        assert_eq!(contact_user("tel:+1-201-555-0123"), "+1-201-555-0123");
+        for owner in ["sip:alice@contoso.test", "sip:a%20b;c%40d@contoso.test"] {
+            let uri = format!("sip:{}@127.0.0.1:5061;transport=tls", contact_user(owner));
+            let Ok(sip_core::Uri::Sip(u)) = sip_core::Uri::parse(uri.as_bytes()) else {
+                panic!("{uri}")
+            };
+            assert_eq!(u.params().count(), 1, "{uri}");
+        }
     }
 }
