@@ -33,6 +33,10 @@ pub enum CallError {
     /// The endpoint is not established.
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
+    /// The call ended (the remote party's BYE, or this side's `terminate`) while it was
+    /// being established: it never became established.
+    #[error("the call ended while it was being established")]
+    Ended,
     /// The call is not in a state that allows this.
     #[error("not possible while the call is {0:?}")]
     InvalidState(ConversationState),

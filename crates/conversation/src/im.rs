@@ -136,6 +136,22 @@ impl CallInner {
     }
 }
 
+/// Whether a call may go from `from` to `to`: forward only, and nothing after
+/// `Terminated`. Steps that race (the peer's BYE and the end of `accept`, a `terminate`
+/// and the end of `establish`) then cannot take an ended call back to `Established`.
+fn may_move(from: ConversationState, to: ConversationState) -> bool {
+    fn rank(s: ConversationState) -> u8 {
+        match s {
+            ConversationState::Idle | ConversationState::Incoming => 0,
+            ConversationState::Establishing => 1,
+            ConversationState::Established => 2,
+            ConversationState::Terminating => 3,
+            ConversationState::Terminated => 4,
+        }
+    }
+    from != ConversationState::Terminated && rank(to) >= rank(from)
+}
+
 fn send_watch<T: PartialEq>(tx: Option<&watch::Sender<T>>, value: T) {
     if let Some(tx) = tx {
         tx.send_if_modified(|v| {
@@ -181,23 +197,29 @@ impl CallShared {
         self.lock().state
     }
 
-    fn set_call_state(&self, s: ConversationState) {
-        let mut g = self.lock();
-        g.state = s;
-        send_watch(g.rare.as_ref().and_then(|r| r.state.as_ref()), s);
-    }
-
     /// The call's and its conversation's state; at the end, the call lets go of its route
-    /// and its messages' stream.
-    fn set_state(&self, s: ConversationState) {
-        self.set_call_state(s);
-        self.conversation.set_state(s);
+    /// and its messages' stream. A call only moves forward (see [`may_move`]): false, and
+    /// nothing changed, when `s` would be a step back, e.g. `Established` after the
+    /// peer's BYE already ended the call.
+    fn set_state(&self, s: ConversationState) -> bool {
+        {
+            let mut g = self.lock();
+            if !may_move(g.state, s) {
+                return false;
+            }
+            g.state = s;
+            send_watch(g.rare.as_ref().and_then(|r| r.state.as_ref()), s);
+            // Under the call's lock: the conversation sees the call's steps in the order
+            // they were taken.
+            self.conversation.set_state(s);
+        }
         if s == ConversationState::Terminated {
             self.close_inbox();
             self.end_route();
             self.cancel_typing_deadline();
             self.set_remote_typing(false);
         }
+        true
     }
 
     fn subscribe_state(&self) -> watch::Receiver<ConversationState> {
@@ -501,8 +523,14 @@ impl<H: Homing> InstantMessagingCall<H> {
         self.shared.subscribe_state()
     }
 
-    fn set_state(&self, s: ConversationState) {
-        self.shared.set_state(s);
+    fn set_state(&self, s: ConversationState) -> bool {
+        self.shared.set_state(s)
+    }
+
+    /// Ends the call, never established, with `e`; returns `e`.
+    fn fail(&self, e: CallError) -> CallError {
+        self.set_state(ConversationState::Terminated);
+        e
     }
 
     /// The dialog, once established.
@@ -564,10 +592,7 @@ impl<H: Homing> InstantMessagingCall<H> {
         let mut negotiator = negotiator(&sdp_host(&core));
         let offer = match negotiator.create_offer() {
             Ok(o) => o,
-            Err(e) => {
-                self.set_state(ConversationState::Terminated);
-                return Err(CallError::NotAcceptable(e.to_string()));
-            }
+            Err(e) => return Err(self.fail(CallError::NotAcceptable(e.to_string()))),
         };
         let mut req = OutgoingRequest::new(Method::Invite, remote.clone())
             .from(from)
@@ -590,10 +615,7 @@ impl<H: Homing> InstantMessagingCall<H> {
         }
         let mut invite = match core.platform().invite(endpoint, req).await {
             Ok(i) => i,
-            Err(e) => {
-                self.set_state(ConversationState::Terminated);
-                return Err(e.into());
-            }
+            Err(e) => return Err(self.fail(e.into())),
         };
         self.shared.set_canceller(Some(invite.canceller()));
         let deadline = ring_timeout.map(|d| tokio::time::Instant::now() + d);
@@ -635,24 +657,22 @@ impl<H: Homing> InstantMessagingCall<H> {
         self.shared.set_canceller(None);
         let (response, dialog) = match outcome {
             Ok(x) => x,
-            Err(RequestError::Cancelled) => {
-                self.set_state(ConversationState::Terminated);
-                return Err(cancelled(unanswered));
-            }
-            Err(e) => {
-                self.set_state(ConversationState::Terminated);
-                return Err(e.into());
-            }
+            Err(RequestError::Cancelled) => return Err(self.fail(cancelled(unanswered))),
+            Err(e) => return Err(self.fail(e.into())),
         };
         self.shared.set_dialog(dialog.clone());
-        // A cancel that lost the race to the 2xx: the call is up, so end it.
-        if self.shared.ended() {
-            let _ = core
-                .platform()
-                .send_in_dialog(&dialog, OutgoingRequest::new(Method::Bye, ""))
-                .await;
-            self.set_state(ConversationState::Terminated);
-            return Err(cancelled(unanswered));
+        match self.state() {
+            // The peer's BYE came right after its 2xx and was taken first.
+            ConversationState::Terminated => return Err(CallError::Ended),
+            // A cancel that lost the race to the 2xx: the call is up, so end it.
+            ConversationState::Terminating => {
+                let _ = core
+                    .platform()
+                    .send_in_dialog(&dialog, OutgoingRequest::new(Method::Bye, ""))
+                    .await;
+                return Err(self.fail(cancelled(unanswered)));
+            }
+            _ => {}
         }
         let answer_ok = SessionDescription::parse_slice(response.body())
             .ok()
@@ -663,12 +683,14 @@ impl<H: Homing> InstantMessagingCall<H> {
                 .platform()
                 .send_in_dialog(&dialog, OutgoingRequest::new(Method::Bye, ""))
                 .await;
-            self.set_state(ConversationState::Terminated);
-            return Err(CallError::NotAcceptable(
+            return Err(self.fail(CallError::NotAcceptable(
                 "the answer has no IM session".into(),
-            ));
+            )));
         }
-        self.set_state(ConversationState::Established);
+        // Refused when the peer's BYE or a `terminate` got in first: the call stays over.
+        if !self.set_state(ConversationState::Established) {
+            return Err(CallError::Ended);
+        }
         Ok(self.flow())
     }
 
@@ -752,10 +774,9 @@ impl<H: Homing> InstantMessagingCall<H> {
         let answer = offer.and_then(|o| negotiator(&sdp_host(&core)).receive_offer(&o).ok());
         let Some(answer) = answer else {
             let _ = req.respond(488, "Not Acceptable Here", &[], None).await;
-            self.set_state(ConversationState::Terminated);
-            return Err(CallError::NotAcceptable(
+            return Err(self.fail(CallError::NotAcceptable(
                 "the offer has no IM session in common".into(),
-            ));
+            )));
         };
         self.set_state(ConversationState::Establishing);
         let call_id = String::from_utf8_lossy(dialog.call_id()).into_owned();
@@ -771,17 +792,20 @@ impl<H: Homing> InstantMessagingCall<H> {
             .respond(200, "OK", &h, Some(("application/sdp", answer.to_bytes())))
             .await
         {
-            self.set_state(ConversationState::Terminated);
-            return Err(match e {
+            return Err(self.fail(match e {
                 collaboration_platform::RespondError::Cancelled => CallError::Cancelled,
                 collaboration_platform::RespondError::Shutdown => {
                     CallError::Request(RequestError::Shutdown)
                 }
                 e => CallError::Request(RequestError::Invalid(e.to_string())),
-            });
+            }));
         }
         self.shared.set_dialog(dialog);
-        self.set_state(ConversationState::Established);
+        // The caller may send BYE as soon as it has the 200, and the dialog's handler may
+        // take it before this line: refused then, the call stays over.
+        if !self.set_state(ConversationState::Established) {
+            return Err(CallError::Ended);
+        }
         Ok(self.flow())
     }
 
@@ -1159,16 +1183,45 @@ mod tests {
         assert_eq!(recv(&shared).await, None);
     }
 
+    /// Accept's last step (`Established`) taken after the peer's BYE, which the dialog's
+    /// handler may process as soon as the 200 is out, already ended the call: the call
+    /// stays over instead of looking established for ever.
+    #[test]
+    fn a_late_established_does_not_revive_an_ended_call() {
+        let shared = call(ConversationState::Establishing);
+        shared.set_state(ConversationState::Terminated);
+        shared.set_state(ConversationState::Established);
+        assert_eq!(shared.state(), ConversationState::Terminated);
+    }
+
+    #[test]
+    fn a_call_moves_forward_only() {
+        use ConversationState::*;
+        let shared = call(Incoming);
+        let mut rx = shared.subscribe_state();
+        assert!(shared.set_state(Establishing));
+        assert!(shared.set_state(Terminating));
+        assert!(!shared.set_state(Established), "terminate() is under way");
+        assert_eq!(shared.state(), Terminating);
+        assert!(shared.set_state(Terminated));
+        assert!(!shared.set_state(Terminated), "already over");
+        assert!(!shared.set_state(Established));
+        assert!(!shared.set_state(Idle));
+        assert_eq!(*rx.borrow_and_update(), Terminated);
+        assert!(may_move(Idle, Establishing) && may_move(Establishing, Terminated));
+        assert!(!may_move(Established, Establishing) && !may_move(Terminated, Terminated));
+    }
+
     #[tokio::test]
     async fn watches_are_made_on_subscribe_and_see_changes_only_once() {
         let shared = call(ConversationState::Idle);
-        shared.set_call_state(ConversationState::Establishing);
+        shared.set_state(ConversationState::Establishing);
         assert!(shared.lock().rare.is_none());
         let mut rx = shared.subscribe_state();
         assert_eq!(*rx.borrow_and_update(), ConversationState::Establishing);
-        shared.set_call_state(ConversationState::Establishing);
+        shared.set_state(ConversationState::Establishing);
         assert!(!rx.has_changed().unwrap());
-        shared.set_call_state(ConversationState::Established);
+        shared.set_state(ConversationState::Established);
         assert!(rx.has_changed().unwrap());
         assert_eq!(*rx.borrow_and_update(), ConversationState::Established);
         let mut typing = shared.subscribe_remote_typing();
