@@ -30,6 +30,7 @@ pub mod prelude {
     pub use conversation::{
         incoming_im_calls, AnyConversation, CallError, Conversation, ConversationState,
         IncomingImCall, InstantMessagingCall, InstantMessagingFlow, MessageError,
+        TerminationReason,
     };
     pub use sip_core::sdp;
     pub use sip_core::{HeaderName, Method, SipMessage};

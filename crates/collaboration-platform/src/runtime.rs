@@ -173,8 +173,13 @@ impl Reply {
 enum PendingKind {
     /// Out of any dialog, creating none.
     Plain,
-    /// Inside this dialog: a 481 or 408 ends it (RFC 3261 §12.2.1.2).
-    InDialog(DialogId),
+    /// Inside this dialog: a 481 or 408, or no answer at all, ends it (RFC 3261
+    /// §12.2.1.2). `invite_usage`: the request belongs to the INVITE usage (not a
+    /// subscription's, not the BYE), which a 408 or no answer also ends with a BYE.
+    InDialog {
+        dialog: DialogId,
+        invite_usage: bool,
+    },
     /// Creates dialogs for `endpoint`.
     Creating(Box<Creating>),
 }
@@ -525,12 +530,20 @@ impl Driver {
                 match self.build_in_dialog(&dialog, parts) {
                     Ok(request) => {
                         let ends = request.method() == Some(&Method::Bye);
+                        let invite_usage = !ends
+                            && !matches!(
+                                request.method(),
+                                Some(Method::Subscribe | Method::Notify | Method::Refer)
+                            );
                         self.start_client(
                             now,
                             request,
                             Reply::Plain(reply),
                             span,
-                            PendingKind::InDialog(dialog.clone()),
+                            PendingKind::InDialog {
+                                dialog: dialog.clone(),
+                                invite_usage,
+                            },
                         );
                         if ends {
                             // After sending BYE the dialog is over (§15.1.1): requests
@@ -690,6 +703,41 @@ impl Driver {
         self.dialogs.remove(dialog);
     }
 
+    /// A request in `dialog` got 408 or no answer: the dialog is over (RFC 3261
+    /// §12.2.1.2). The far side may still hold it, so a request of the INVITE usage also
+    /// ends that usage with a BYE (RFC 5057 §5.1), sent without anyone waiting for its
+    /// outcome: the caller has its answer now, and a BYE nobody answers ends by its own
+    /// Timer F. A subscription's dialog is only forgotten.
+    fn lose_dialog(&mut self, dialog: &DialogId, invite_usage: bool) {
+        if invite_usage && self.accepting {
+            let parts = InDialogParts {
+                method: Method::Bye,
+                headers: Vec::new(),
+                body: None,
+            };
+            match self.build_in_dialog(dialog, parts) {
+                Ok(bye) => {
+                    let span =
+                        tracing::debug_span!("sip_transaction", side = "client", method = "BYE",);
+                    // Nobody waits: the receiver is dropped, the outcome only logged.
+                    let (reply, _) = oneshot::channel();
+                    self.start_client(
+                        Instant::now(),
+                        bye,
+                        Reply::Plain(reply),
+                        span,
+                        PendingKind::InDialog {
+                            dialog: dialog.clone(),
+                            invite_usage: false,
+                        },
+                    );
+                }
+                Err(e) => debug!(error = %e, "BYE after a lost dialog not built"),
+            }
+        }
+        self.forget_dialog(dialog);
+    }
+
     /// ACKs a 2xx to an INVITE of a confirmed dialog (the first 2xx and every
     /// retransmission of it, §13.2.2.4).
     fn ack_2xx(&mut self, id: &DialogId, response: &SipMessage) {
@@ -723,11 +771,15 @@ impl Driver {
         let mut made = None;
         match pending.kind {
             PendingKind::Plain => {}
-            PendingKind::InDialog(id) => {
-                if status == 481 || status == 408 {
-                    self.forget_dialog(&id);
-                }
-            }
+            PendingKind::InDialog {
+                dialog,
+                invite_usage,
+            } => match status {
+                // The far side no longer knows the dialog: nothing to send it.
+                481 => self.forget_dialog(&dialog),
+                408 => self.lose_dialog(&dialog, invite_usage),
+                _ => {}
+            },
             PendingKind::Creating(c) => {
                 self.invites.remove(&c.branch);
                 if let Some(key) = subscription_key(&c.request) {
@@ -1023,6 +1075,13 @@ impl Driver {
                     let _g = p.span.enter();
                     debug!(?timer, "timed out");
                     self.on_client_failed(&p);
+                    if let PendingKind::InDialog {
+                        dialog,
+                        invite_usage,
+                    } = &p.kind
+                    {
+                        self.lose_dialog(dialog, *invite_usage);
+                    }
                     p.reply.fail(RequestError::Timeout);
                 }
                 self.serving.remove(&id);

@@ -1,23 +1,35 @@
 //! Dialogs through the platform, between two platforms on loopback over mutual TLS
 //! (`loopback::pair`): INVITE/200/ACK, MESSAGE both ways inside the dialog, BYE, 481 for a
-//! dialog the far side forgot, CANCEL while ringing.
+//! dialog the far side forgot, a dialog lost to 408 or to no answer (ended with BYE),
+//! CANCEL while ringing.
 
 use std::time::Duration;
 
 use collaboration_platform::loopback::{pair, LoopbackPki};
 use collaboration_platform::{
-    Address, CollaborationPlatform, EndpointId, IncomingRequest, InviteProgress, OutgoingRequest,
-    RequestError, Topology,
+    Address, CollaborationPlatform, DialogId, EndpointId, IncomingRequest, InviteProgress,
+    OutgoingRequest, RequestError, Topology,
 };
+use sip_core::transaction::TransactionConfig;
 use sip_core::{HeaderName, Method};
 use tokio::sync::mpsc;
 
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn platforms() -> (CollaborationPlatform, CollaborationPlatform) {
+    platforms_with(TransactionConfig::default()).await
+}
+
+/// With these transaction timers on the app's platform (bob's keeps RFC 3261's).
+async fn platforms_with(app: TransactionConfig) -> (CollaborationPlatform, CollaborationPlatform) {
     let pki = LoopbackPki::new().expect("CA");
-    pair(&pki, "app.contoso.test", "bob.contoso.test", |_, s| {
-        s.topology(Topology::new(["contoso.test"]))
+    pair(&pki, "app.contoso.test", "bob.contoso.test", |fqdn, s| {
+        let s = s.topology(Topology::new(["contoso.test"]));
+        if fqdn == "app.contoso.test" {
+            s.transaction_timers(app)
+        } else {
+            s
+        }
     })
     .await
     .expect("platforms")
@@ -227,4 +239,99 @@ async fn subscription_dialog_on_both_sides_with_notify_in_it() {
     n.respond(200, "OK", &[], None).await.unwrap();
     let r = tokio::time::timeout(WAIT, notifier).await.unwrap().unwrap();
     assert_eq!(r.status(), Some(200));
+}
+
+/// The app calls bob (bob answers 200); returns the dialog as each side names it, and
+/// bob's requests.
+async fn call_bob(
+    a: &CollaborationPlatform,
+    b: &CollaborationPlatform,
+) -> (DialogId, DialogId, mpsc::Receiver<IncomingRequest>) {
+    let (app, _app_rx) = endpoint(a, "app").await;
+    let (_bob, mut bob_rx) = endpoint(b, "bob").await;
+    let contact = format!("<{}>", b.contact_uri("bob").unwrap());
+    let answering = tokio::spawn(async move {
+        let mut inv = next(&mut bob_rx).await;
+        let dialog = inv.dialog().unwrap();
+        inv.respond(200, "OK", &[("Contact", &contact)], None)
+            .await
+            .unwrap();
+        (dialog, bob_rx)
+    });
+    let (_, dialog) = a
+        .invite(app, invite(a))
+        .await
+        .unwrap()
+        .outcome()
+        .await
+        .unwrap();
+    let (bobs, bob_rx) = tokio::time::timeout(WAIT, answering)
+        .await
+        .unwrap()
+        .unwrap();
+    (dialog, bobs, bob_rx)
+}
+
+/// The next request bob gets is a BYE in `dialog` (bob's name of it); bob answers it.
+async fn bob_gets_bye(bob_rx: &mut mpsc::Receiver<IncomingRequest>, dialog: &DialogId) {
+    let mut bye = next(bob_rx).await;
+    assert_eq!(bye.request().method(), Some(&Method::Bye));
+    assert_eq!(bye.dialog().as_ref(), Some(dialog));
+    bye.respond(200, "OK", &[], None).await.unwrap();
+}
+
+/// A MESSAGE in the dialog that bob never answers: Timer F (64·T1, T1 = 50 ms here) ends
+/// the transaction, and with it the dialog (RFC 3261 §12.2.1.2): the app's platform sends
+/// bob a BYE and refuses further requests in the dialog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_a_dialog_nobody_answers_ends_it_with_a_bye() {
+    let timers = TransactionConfig {
+        t1: Duration::from_millis(50),
+        ..TransactionConfig::default()
+    };
+    let (a, b) = platforms_with(timers).await;
+    let (dialog, bobs, mut bob_rx) = call_bob(&a, &b).await;
+    let (sent, held) = tokio::join!(
+        a.send_in_dialog(
+            &dialog,
+            OutgoingRequest::new(Method::Message, "").body("text/plain", "anyone?"),
+        ),
+        async {
+            // Bob holds the MESSAGE unanswered until the BYE has come.
+            let held = next(&mut bob_rx).await;
+            assert_eq!(held.request().method(), Some(&Method::Message));
+            bob_gets_bye(&mut bob_rx, &bobs).await;
+            held
+        }
+    );
+    assert!(matches!(sent, Err(RequestError::Timeout)), "{sent:?}");
+    drop(held);
+    let r = a
+        .send_in_dialog(&dialog, OutgoingRequest::new(Method::Message, ""))
+        .await;
+    assert!(matches!(r, Err(RequestError::NoDialog)), "{r:?}");
+}
+
+/// A 408 to a request in the dialog ends it as no answer does: BYE, then 481 here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_408_in_a_dialog_ends_it_with_a_bye() {
+    let (a, b) = platforms().await;
+    let (dialog, bobs, mut bob_rx) = call_bob(&a, &b).await;
+    let (sent, ()) = tokio::join!(
+        a.send_in_dialog(
+            &dialog,
+            OutgoingRequest::new(Method::Message, "").body("text/plain", "anyone?"),
+        ),
+        async {
+            let mut m = next(&mut bob_rx).await;
+            assert_eq!(m.request().method(), Some(&Method::Message));
+            m.respond(408, "Request Timeout", &[], None).await.unwrap();
+            bob_gets_bye(&mut bob_rx, &bobs).await;
+        }
+    );
+    assert_eq!(sent.as_ref().map_err(RequestError::status).err(), Some(408));
+    let r = a
+        .send_in_dialog(&dialog, OutgoingRequest::new(Method::Message, ""))
+        .await;
+    assert!(matches!(r, Err(RequestError::NoDialog)), "{r:?}");
 }

@@ -35,6 +35,41 @@ pub enum ConversationState {
     Terminated,
 }
 
+/// Why a call ended, as [`InstantMessagingCall::termination_reason`] tells it: the state
+/// says that the call is over, this says why, in words a user can read (`Display`).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum TerminationReason {
+    /// This side ended it: `terminate`, `cancel`, or declining an incoming call.
+    Local,
+    /// The remote party ended it with BYE.
+    Remote,
+    /// It never got established; the error is the one `establish` or `accept` returned.
+    NotEstablished(CallError),
+    /// A request in the dialog was answered 481 or 408, or not at all (then `status` is
+    /// 408 and `reason` says so): the dialog is gone (RFC 3261 §12.2.1.2).
+    DialogLost {
+        /// The status received, or 408 for no answer.
+        status: u16,
+        /// Its reason phrase, or what happened instead.
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for TerminationReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TerminationReason::Local => f.write_str("ended by this side"),
+            TerminationReason::Remote => f.write_str("ended by the remote party (BYE)"),
+            TerminationReason::NotEstablished(e) => write!(f, "not established: {e}"),
+            TerminationReason::DialogLost { status, reason } => write!(
+                f,
+                "the dialog is gone: a request in it got {status} {reason}"
+            ),
+        }
+    }
+}
+
 /// The `Priority` header of the conversation's calls (RFC 3261 §20.26).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Priority {

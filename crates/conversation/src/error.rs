@@ -82,7 +82,8 @@ pub enum MessageError {
     /// The call ended (either side's BYE) before the message was delivered.
     #[error("the call ended before the message was delivered")]
     CallEnded,
-    /// No answer (timeout) or a transport failure.
+    /// No answer (timeout; the call then ends with its dialog, RFC 3261 §12.2.1.2) or a
+    /// transport failure.
     #[error(transparent)]
     Request(RequestError),
 }

@@ -7,7 +7,7 @@
 //! INFO) and keeps the remote typing state; sending does not go through it.
 
 use crate::composing::{ComposingState, IsComposing, ACTIVE_TIMEOUT_WITHOUT_REFRESH};
-use crate::conversation::{Conversation, ConversationLink, ConversationState};
+use crate::conversation::{Conversation, ConversationLink, ConversationState, TerminationReason};
 use crate::error::{CallError, MessageError};
 use crate::text_format;
 use application_endpoint::{DialogGuard, DialogHandler};
@@ -106,6 +106,8 @@ struct Rare {
     state: Option<watch::Sender<ConversationState>>,
     remote_typing: Option<watch::Sender<bool>>,
     last_active_sent: Option<std::time::Instant>,
+    /// Why the call ended, once it has.
+    ended_by: Option<TerminationReason>,
 }
 
 /// Why a received message was not queued.
@@ -202,12 +204,25 @@ impl CallShared {
     /// nothing changed, when `s` would be a step back, e.g. `Established` after the
     /// peer's BYE already ended the call.
     fn set_state(&self, s: ConversationState) -> bool {
+        self.transition(s, None)
+    }
+
+    /// Ends the call for `reason` (kept only by the first end).
+    fn end(&self, reason: TerminationReason) -> bool {
+        self.transition(ConversationState::Terminated, Some(reason))
+    }
+
+    fn transition(&self, s: ConversationState, reason: Option<TerminationReason>) -> bool {
         {
             let mut g = self.lock();
             if !may_move(g.state, s) {
                 return false;
             }
             g.state = s;
+            if let Some(r) = reason {
+                // Before the watch says Terminated, so a watcher finds the reason.
+                g.rare().ended_by = Some(r);
+            }
             send_watch(g.rare.as_ref().and_then(|r| r.state.as_ref()), s);
             // Under the call's lock: the conversation sees the call's steps in the order
             // they were taken.
@@ -220,6 +235,10 @@ impl CallShared {
             self.set_remote_typing(false);
         }
         true
+    }
+
+    fn termination_reason(&self) -> Option<TerminationReason> {
+        self.lock().rare.as_ref().and_then(|r| r.ended_by.clone())
     }
 
     fn subscribe_state(&self) -> watch::Receiver<ConversationState> {
@@ -400,7 +419,7 @@ impl CallShared {
     async fn handle_request(&self, mut req: IncomingRequest) -> Step {
         match req.request().method().cloned() {
             Some(Method::Bye) => {
-                self.set_state(ConversationState::Terminated);
+                self.end(TerminationReason::Remote);
                 self.set_remote_typing(false);
                 let _ = req.respond(200, "OK", &[], None).await;
                 return Step::End;
@@ -529,8 +548,15 @@ impl<H: Homing> InstantMessagingCall<H> {
 
     /// Ends the call, never established, with `e`; returns `e`.
     fn fail(&self, e: CallError) -> CallError {
-        self.set_state(ConversationState::Terminated);
+        self.shared
+            .end(TerminationReason::NotEstablished(e.clone()));
         e
+    }
+
+    /// Why the call ended; `None` while it is not over. When several things end it at
+    /// once (the peer's BYE crossing this side's), the first one to be processed is kept.
+    pub fn termination_reason(&self) -> Option<TerminationReason> {
+        self.shared.termination_reason()
     }
 
     /// The dialog, once established.
@@ -741,7 +767,7 @@ impl<H: Homing> InstantMessagingCall<H> {
                 self.cancel().await;
                 return Ok(());
             }
-            self.set_state(ConversationState::Terminated);
+            self.shared.end(TerminationReason::Local);
             return Ok(());
         };
         self.set_state(ConversationState::Terminating);
@@ -751,7 +777,7 @@ impl<H: Homing> InstantMessagingCall<H> {
             .platform()
             .send_in_dialog(&dialog, OutgoingRequest::new(Method::Bye, ""))
             .await;
-        self.set_state(ConversationState::Terminated);
+        self.shared.end(TerminationReason::Local);
         self.shared.set_remote_typing(false);
         match r {
             Ok(_) | Err(RequestError::NoDialog) => Ok(()),
@@ -818,7 +844,7 @@ impl<H: Homing> InstantMessagingCall<H> {
     }
 
     pub(crate) fn declined(&self) {
-        self.set_state(ConversationState::Terminated);
+        self.shared.end(TerminationReason::Local);
     }
 }
 
@@ -920,16 +946,21 @@ impl MessageSender {
     }
 
     /// Ends the call when the platform forgot its dialog (a 481 or 408 to a request in
-    /// it, RFC 3261 §12.2.1.2): the peer's BYE, should it still come, is answered 481 by
-    /// the platform and never reaches the call.
-    fn dialog_gone(&self) {
-        self.call.set_state(ConversationState::Terminated);
+    /// it, or no answer at all, RFC 3261 §12.2.1.2; after a 408 or no answer the platform
+    /// also sent BYE): the peer's BYE, should it still come, is answered 481 by the
+    /// platform and never reaches the call.
+    fn dialog_gone(&self, status: u16, reason: impl Into<String>) {
+        self.call.end(TerminationReason::DialogLost {
+            status,
+            reason: reason.into(),
+        });
     }
 
     /// Sends `body` of `content_type` (`text/plain`, `text/html`, or any type) as an
     /// in-dialog MESSAGE. Exactly one outcome: `Ok` when the peer answered 2xx, or why not
     /// ([`MessageError::CallEnded`] when either side ended the call first). A 481 or 408
-    /// answer means the dialog is gone (RFC 3261 §12.2.1.2): the call ends with it.
+    /// answer, or none (a timeout), means the dialog is gone (RFC 3261 §12.2.1.2): the call
+    /// ends with it ([`TerminationReason::DialogLost`]) and the error is still returned.
     ///
     /// Cancel safety: if cancelled after the MESSAGE was queued, it is still sent and only
     /// its outcome is lost.
@@ -970,7 +1001,7 @@ impl MessageSender {
         match platform.send_in_dialog(&dialog, req).await {
             Ok(_) => Ok(()),
             Err(RequestError::NoDialog) => {
-                self.dialog_gone();
+                self.dialog_gone(481, "(the dialog was already gone here)");
                 Err(MessageError::CallEnded)
             }
             Err(RequestError::Status { code: 481, .. }) if self.shared().ended() => {
@@ -978,12 +1009,17 @@ impl MessageSender {
             }
             Err(RequestError::Status { code, reason, .. }) => {
                 if code == 481 || code == 408 {
-                    self.dialog_gone();
+                    self.dialog_gone(code, reason.clone());
                 }
                 Err(MessageError::Failed {
                     status: code,
                     reason,
                 })
+            }
+            Err(RequestError::Timeout) if self.shared().ended() => Err(MessageError::CallEnded),
+            Err(RequestError::Timeout) => {
+                self.dialog_gone(408, "(no answer: the transaction timed out)");
+                Err(MessageError::Request(RequestError::Timeout))
             }
             Err(RequestError::Shutdown) if self.shared().ended() => Err(MessageError::CallEnded),
             Err(e) => Err(MessageError::Request(e)),
@@ -1195,7 +1231,7 @@ mod tests {
     }
 
     #[test]
-    fn a_call_moves_forward_only() {
+    fn a_call_moves_forward_only_and_keeps_the_first_reason_it_ended_for() {
         use ConversationState::*;
         let shared = call(Incoming);
         let mut rx = shared.subscribe_state();
@@ -1203,11 +1239,15 @@ mod tests {
         assert!(shared.set_state(Terminating));
         assert!(!shared.set_state(Established), "terminate() is under way");
         assert_eq!(shared.state(), Terminating);
-        assert!(shared.set_state(Terminated));
-        assert!(!shared.set_state(Terminated), "already over");
+        assert!(shared.end(TerminationReason::Remote));
+        assert!(!shared.end(TerminationReason::Local), "already over");
         assert!(!shared.set_state(Established));
         assert!(!shared.set_state(Idle));
         assert_eq!(*rx.borrow_and_update(), Terminated);
+        assert!(matches!(
+            shared.termination_reason(),
+            Some(TerminationReason::Remote)
+        ));
         assert!(may_move(Idle, Establishing) && may_move(Establishing, Terminated));
         assert!(!may_move(Established, Establishing) && !may_move(Terminated, Terminated));
     }

@@ -31,7 +31,9 @@ pub mod ladder;
 mod page;
 pub mod text_format;
 
-pub use conversation::{AnyConversation, Conversation, ConversationState, Delivery, Priority};
+pub use conversation::{
+    AnyConversation, Conversation, ConversationState, Delivery, Priority, TerminationReason,
+};
 pub use error::{CallError, MessageError};
 pub use im::{
     InstantMessagingCall, InstantMessagingFlow, MessageSender, ReceivedMessage, ACCEPT_TYPES,

@@ -1,17 +1,23 @@
 //! IM conversations between two platforms on loopback over mutual TLS (no server): the
 //! call and flow end to end — establish, messages both ways with their outcomes, typing,
-//! first message in the INVITE, decline, cancel while ringing, BYE racing messages.
+//! first message in the INVITE, decline, cancel while ringing, BYE racing messages, a
+//! dialog lost to a MESSAGE answered 481 or 408 or not at all.
 
 use std::time::Duration;
 
-use application_endpoint::{ApplicationEndpoint, ApplicationEndpointSettings};
+use application_endpoint::{ApplicationEndpoint, ApplicationEndpointSettings, Endpoint, Modality};
 use collaboration_platform::loopback::{pair, LoopbackPki};
-use collaboration_platform::{Address, CollaborationPlatform, Federated, OnPremises, Topology};
+use collaboration_platform::{
+    Address, CollaborationPlatform, Federated, OnPremises, OutgoingRequest, RequestError,
+    ServerPlatformSettings, Topology,
+};
 use conversation::{
     incoming_im_calls, CallError, Conversation, ConversationState, IncomingImCall, IncomingImCalls,
-    MessageError,
+    MessageError, TerminationReason, ACCEPT_TYPES,
 };
-use sip_core::HeaderName;
+use sip_core::sdp::{LocalCapabilities, MediaCapability, OfferAnswer, SessionDescription};
+use sip_core::transaction::TransactionConfig;
+use sip_core::{HeaderName, Method};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -28,10 +34,17 @@ async fn setup() -> Pair {
 
 /// Both platforms with these transport settings.
 async fn setup_with(transport: transport_tls::TransportSettings) -> Pair {
+    setup_configured(|_, s| s.transport(transport.clone())).await
+}
+
+/// The bot on `app.contoso.test`, alice on `alice.contoso.test`, each platform's settings
+/// passed through `configure` (with its FQDN) before it starts.
+async fn setup_configured(
+    configure: impl Fn(&str, ServerPlatformSettings) -> ServerPlatformSettings,
+) -> Pair {
     let pki = LoopbackPki::new().unwrap();
-    let (a, b) = pair(&pki, "app.contoso.test", "alice.contoso.test", |_, s| {
-        s.topology(Topology::new(["contoso.test"]))
-            .transport(transport.clone())
+    let (a, b) = pair(&pki, "app.contoso.test", "alice.contoso.test", |me, s| {
+        configure(me, s.topology(Topology::new(["contoso.test"])))
     })
     .await
     .unwrap();
@@ -500,4 +513,176 @@ async fn messages_keep_their_order_when_the_write_queue_is_full() {
     }
     let bodies = tokio::time::timeout(WAIT, got_rx).await.unwrap().unwrap();
     assert_eq!(bodies.len(), 300);
+}
+
+/// What alice does with the bot's MESSAGE in [`lost_dialog`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// Holds it unanswered.
+    Never,
+    /// Answers it with this status.
+    Status(u16),
+}
+
+/// The bot calls alice, who answers the INVITE herself (no conversation layer on her side,
+/// so she can mistreat what follows), and sends one MESSAGE that alice treats as `answer`
+/// says. The bot's transactions use T1 = 50 ms, so no answer means Timer F after 3.2 s.
+/// Returns the send's outcome, the call's reason for ending, and whether a BYE reached
+/// alice after the MESSAGE.
+async fn lost_dialog(
+    answer: Answer,
+) -> (Result<(), MessageError>, Option<TerminationReason>, bool) {
+    let p = setup_configured(|me, s| {
+        if me == "app.contoso.test" {
+            s.transaction_timers(TransactionConfig {
+                t1: Duration::from_millis(50),
+                ..TransactionConfig::default()
+            })
+        } else {
+            s
+        }
+    })
+    .await;
+    let core = p.alice.core().clone();
+    let mut invites = core.incoming(Modality::InstantMessaging);
+    let mut pages = core.pages();
+    let alice_side = tokio::spawn(async move {
+        let mut inv = tokio::time::timeout(WAIT, invites.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let call_id = String::from_utf8_lossy(inv.dialog().unwrap().call_id()).into_owned();
+        let mut route = core.route_dialog(&call_id, inv.local_tag());
+        let offer = SessionDescription::parse_slice(inv.body()).unwrap();
+        let sdp = OfferAnswer::new(
+            LocalCapabilities::new("alice.contoso.test")
+                .with_media(MediaCapability::message(5060, ACCEPT_TYPES)),
+            "0",
+        )
+        .receive_offer(&offer)
+        .unwrap();
+        let contact = format!("<{}>", core.contact());
+        inv.respond(
+            200,
+            "OK",
+            &[("Contact", &contact)],
+            Some(("application/sdp", sdp.to_bytes())),
+        )
+        .await
+        .unwrap();
+        let mut m = tokio::time::timeout(WAIT, route.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.request().method(), Some(&Method::Message));
+        if let Answer::Status(code) = answer {
+            m.respond(code, sip_core::reason_phrase(code), &[], None)
+                .await
+                .unwrap();
+        }
+        if answer == Answer::Status(481) {
+            // No BYE is expected: the bot sends a page after its send failed, and a BYE
+            // sent before it would have reached the route first (one connection, one
+            // router, in order).
+            let mut page = tokio::time::timeout(WAIT, pages.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            page.respond(200, "OK", &[], None).await.unwrap();
+            let early = tokio::time::timeout(Duration::ZERO, route.recv()).await;
+            return early
+                .ok()
+                .flatten()
+                .and_then(|r| r.request().method().cloned());
+        }
+        let mut bye = tokio::time::timeout(WAIT, route.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        bye.respond(200, "OK", &[], None).await.unwrap();
+        drop(m);
+        bye.request().method().cloned()
+    });
+    let conv = Conversation::new(&p.bot, on_prem("sip:alice@contoso.test"));
+    let call = conv.instant_messaging_call();
+    let flow = call.establish().await.unwrap();
+    let dialog = call.dialog().unwrap();
+    let sent = tokio::time::timeout(WAIT, flow.send_text("anyone?"))
+        .await
+        .unwrap();
+    // The call ended with the send's failure, not later.
+    assert_eq!(call.state(), ConversationState::Terminated);
+    assert_eq!(conv.state(), ConversationState::Terminated);
+    // Its platform forgot the dialog.
+    let again =
+        p._a.send_in_dialog(&dialog, OutgoingRequest::new(Method::Message, ""))
+            .await;
+    assert!(matches!(again, Err(RequestError::NoDialog)), "{again:?}");
+    assert!(matches!(
+        flow.send_text("still there?").await,
+        Err(MessageError::CallEnded)
+    ));
+    if answer == Answer::Status(481) {
+        conv.send_page("text/plain", "after the 481").await.unwrap();
+    }
+    let after = tokio::time::timeout(WAIT, alice_side)
+        .await
+        .unwrap()
+        .unwrap();
+    (sent, call.termination_reason(), after == Some(Method::Bye))
+}
+
+/// RFC 3261 §12.2.1.2: a request in the dialog with no answer at all ends the dialog. The
+/// send fails with the timeout, the call is over with a reason, its platform forgot the
+/// dialog and ended it at alice with BYE (RFC 5057 §5.1: the INVITE usage).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_nobody_answers_ends_the_call_with_a_bye() {
+    let (sent, reason, bye) = lost_dialog(Answer::Never).await;
+    assert!(
+        matches!(sent, Err(MessageError::Request(RequestError::Timeout))),
+        "{sent:?}"
+    );
+    match reason {
+        Some(r @ TerminationReason::DialogLost { status: 408, .. }) => {
+            assert!(r.to_string().contains("timed out"), "{r}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(bye, "alice got a BYE");
+}
+
+/// A 408 to a MESSAGE in the dialog: as no answer, the call ends and alice gets a BYE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_408_to_a_message_ends_the_call_with_a_bye() {
+    let (sent, reason, bye) = lost_dialog(Answer::Status(408)).await;
+    assert!(
+        matches!(sent, Err(MessageError::Failed { status: 408, .. })),
+        "{sent:?}"
+    );
+    assert!(
+        matches!(
+            reason,
+            Some(TerminationReason::DialogLost { status: 408, .. })
+        ),
+        "{reason:?}"
+    );
+    assert!(bye, "alice got a BYE");
+}
+
+/// A 481 to a MESSAGE: alice no longer knows the dialog, so the call ends without a BYE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_481_to_a_message_ends_the_call_without_a_bye() {
+    let (sent, reason, bye) = lost_dialog(Answer::Status(481)).await;
+    assert!(
+        matches!(sent, Err(MessageError::Failed { status: 481, .. })),
+        "{sent:?}"
+    );
+    assert!(
+        matches!(
+            reason,
+            Some(TerminationReason::DialogLost { status: 481, .. })
+        ),
+        "{reason:?}"
+    );
+    assert!(!bye, "no BYE after a 481");
 }
