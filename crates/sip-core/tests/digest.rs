@@ -773,3 +773,109 @@ fn proxy_authorization_round_trip() {
         Err(VerifyError::Missing)
     );
 }
+
+// ---- cached credentials meeting fresh challenges (a front end that lost its nonces) ------
+
+/// A 401 to `request` with one Digest challenge.
+fn www_challenge(request: &SipMessage, value: &str) -> SipMessage {
+    challenge(request, 401, &[value])
+}
+
+fn alice() -> DigestClient {
+    DigestClient::new(Credentials::new("alice", "pw")).with_cnonce_source(fixed_cnonce("cn"))
+}
+
+fn rejected() -> Result<Vec<AuthorizationHeader>, DigestError> {
+    Err(DigestError::Rejected {
+        realm: REALM.into(),
+        status: 401,
+    })
+}
+
+#[test]
+fn cached_credentials_without_qop_meeting_a_fresh_challenge_are_answered() {
+    // RFC 2069 style: no qop, so no nc in what is sent.
+    let mut c = alice();
+    let first = register(1, &[]);
+    let auth = c
+        .handle_challenge(
+            &www_challenge(&first, r#"Digest realm="contoso.test", nonce="n1""#),
+            &first,
+        )
+        .unwrap();
+    assert!(!auth[0].value.contains("nc="));
+    // 200 to register(2, &auth); the refresh carries the cached credentials.
+    let refresh = register(3, &c.authorize(&register(3, &[])).unwrap());
+    // The front end failed over and does not know n1: a fresh nonce, no stale=true.
+    let auth = c
+        .handle_challenge(
+            &www_challenge(&refresh, r#"Digest realm="contoso.test", nonce="n2""#),
+            &refresh,
+        )
+        .expect("cached credentials meeting a fresh challenge are answered");
+    assert!(auth[0].value.contains(r#"nonce="n2""#));
+    // That answer is the first use of n2: refused again, the password is wrong.
+    let retried = register(4, &auth);
+    assert_eq!(
+        c.handle_challenge(
+            &www_challenge(&retried, r#"Digest realm="contoso.test", nonce="n3""#),
+            &retried
+        ),
+        rejected()
+    );
+}
+
+#[test]
+fn a_fresh_answer_without_qop_refused_again_is_a_wrong_password() {
+    let mut c = alice();
+    let first = register(1, &[]);
+    let auth = c
+        .handle_challenge(
+            &www_challenge(&first, r#"Digest realm="contoso.test", nonce="n1""#),
+            &first,
+        )
+        .unwrap();
+    let retried = register(2, &auth);
+    for again in [
+        r#"Digest realm="contoso.test", nonce="n2""#,
+        r#"Digest realm="contoso.test", nonce="n1""#,
+    ] {
+        assert_eq!(
+            c.handle_challenge(&www_challenge(&retried, again), &retried),
+            rejected(),
+            "{again}"
+        );
+    }
+    // Cached and used again, the same nonce refused is still a wrong password.
+    let refresh = register(3, &c.authorize(&register(3, &[])).unwrap());
+    assert_eq!(
+        c.handle_challenge(
+            &www_challenge(&refresh, r#"Digest realm="contoso.test", nonce="n1""#),
+            &refresh
+        ),
+        rejected()
+    );
+}
+
+#[test]
+fn with_qop_the_count_the_request_carried_decides() {
+    let qop = |n: &str| format!(r#"Digest realm="contoso.test", nonce="{n}", qop="auth""#);
+    let mut c = alice();
+    let first = register(1, &[]);
+    let auth = c
+        .handle_challenge(&www_challenge(&first, &qop("n1")), &first)
+        .unwrap();
+    let answer = register(2, &auth);
+    // Another request reuses n1 (nc=2) before the answer's fate is known: the answer
+    // itself was still the first use, so a fresh challenge to it is a wrong password.
+    let reused = register(3, &c.authorize(&register(3, &[])).unwrap());
+    assert_eq!(
+        c.handle_challenge(&www_challenge(&answer, &qop("n2")), &answer),
+        rejected()
+    );
+    // The reuse meeting a fresh challenge is answered.
+    let auth = c
+        .handle_challenge(&www_challenge(&reused, &qop("n2")), &reused)
+        .expect("nc=2 meeting a fresh challenge is answered");
+    assert!(auth[0].value.contains("nc=00000001"));
+}

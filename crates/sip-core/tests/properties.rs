@@ -233,6 +233,16 @@ fn limits_are_enforced_with_513() {
     assert_eq!(e.status(), 513);
 }
 
+/// An OPTIONS to `uri` with the mandatory headers, to add one under test to.
+fn options_to(uri: &'static str) -> sip_core::MessageBuilder {
+    SipMessage::request(Method::Options, uri)
+        .header(HeaderName::Via, "SIP/2.0/UDP h;branch=z9hG4bK1")
+        .header(HeaderName::From, "<sip:x@y>;tag=1")
+        .header(HeaderName::To, "<sip:a@b>")
+        .header(HeaderName::CallId, "c1")
+        .header(HeaderName::CSeq, "1 OPTIONS")
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(1024))]
 
@@ -248,12 +258,7 @@ proptest! {
         ],
         0..40,
     )) {
-        let built = SipMessage::request(Method::Options, "sip:a@b")
-            .header(HeaderName::Via, "SIP/2.0/UDP h;branch=z9hG4bK1")
-            .header(HeaderName::From, "<sip:x@y>;tag=1")
-            .header(HeaderName::To, "<sip:a@b>")
-            .header(HeaderName::CallId, "c1")
-            .header(HeaderName::CSeq, "1 OPTIONS")
+        let built = options_to("sip:a@b")
             .header("X-Value", Bytes::from(value.clone()))
             .build();
         if let Ok(m) = built {
@@ -279,16 +284,7 @@ fn header_injection_is_refused() {
         .build();
     assert!(r.is_err());
     // Other control bytes are refused as the parser refuses them (unless quoted-pairs).
-    let with = |value: &'static str| {
-        SipMessage::request(Method::Options, "sip:a@b")
-            .header(HeaderName::Via, "SIP/2.0/UDP h;branch=z9hG4bK1")
-            .header(HeaderName::From, "<sip:x@y>;tag=1")
-            .header(HeaderName::To, "<sip:a@b>")
-            .header(HeaderName::CallId, "c1")
-            .header(HeaderName::CSeq, "1 OPTIONS")
-            .header("X-Value", value)
-            .build()
-    };
+    let with = |value: &'static str| options_to("sip:a@b").header("X-Value", value).build();
     assert!(matches!(
         with("a\0b"),
         Err(sip_core::ParseError::ControlCharacter(0))
@@ -301,14 +297,7 @@ fn header_injection_is_refused() {
         "sip:a\0@b",
         "sip:a@b?h=\x7f",
     ] {
-        let r = SipMessage::request(Method::Options, uri)
-            .header(HeaderName::Via, "SIP/2.0/UDP h;branch=z9hG4bK1")
-            .header(HeaderName::From, "<sip:x@y>;tag=1")
-            .header(HeaderName::To, "<sip:a@b>")
-            .header(HeaderName::CallId, "c1")
-            .header(HeaderName::CSeq, "1 OPTIONS")
-            .build();
-        assert!(r.is_err(), "{uri:?}");
+        assert!(options_to(uri).build().is_err(), "{uri:?}");
     }
 }
 
