@@ -619,14 +619,18 @@ impl<'a> SipUri<'a> {
     }
     /// URI headers, each name and value decoded once.
     pub fn headers(&self) -> impl Iterator<Item = (Cow<'a, [u8]>, Cow<'a, [u8]>)> + 'a {
+        self.headers_escaped()
+            .map(|(n, v)| (percent_decode(n), percent_decode(v)))
+    }
+    /// URI headers as written (still escaped), each split into name and value.
+    fn headers_escaped(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
         self.headers_raw()
             .unwrap_or_default()
             .split(|&c| c == b'&')
             .filter(|kv| !kv.is_empty())
             .map(|kv| {
                 let eq = find(kv, b'=').unwrap_or(kv.len());
-                let v = kv.get(eq + 1..).unwrap_or_default();
-                (percent_decode(&kv[..eq]), percent_decode(v))
+                (&kv[..eq], kv.get(eq + 1..).unwrap_or_default())
             })
     }
 }
@@ -865,15 +869,8 @@ fn params_equivalent(a: &[u8], b: &[u8]) -> bool {
 /// The headers of `u` as a sorted list of canonical (name, value) pairs.
 fn canonical_headers(u: &SipUri<'_>) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut h: Vec<_> = u
-        .headers_raw()
-        .unwrap_or_default()
-        .split(|&c| c == b'&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| {
-            let eq = find(kv, b'=').unwrap_or(kv.len());
-            let v = kv.get(eq + 1..).unwrap_or_default();
-            (canonical_lower(&kv[..eq]), canonical_lower(v))
-        })
+        .headers_escaped()
+        .map(|(n, v)| (canonical_lower(n), canonical_lower(v)))
         .collect();
     h.sort();
     h

@@ -776,9 +776,14 @@ fn proxy_authorization_round_trip() {
 
 // ---- cached credentials meeting fresh challenges (a front end that lost its nonces) ------
 
-/// A 401 to `request` with one Digest challenge.
-fn www_challenge(request: &SipMessage, value: &str) -> SipMessage {
-    challenge(request, 401, &[value])
+/// `c`'s answer to a 401 to `request` with one Digest challenge of `nonce` (no qop).
+fn answer(
+    c: &mut DigestClient,
+    request: &SipMessage,
+    nonce: &str,
+) -> Result<Vec<AuthorizationHeader>, DigestError> {
+    let value = format!(r#"Digest realm="contoso.test", nonce="{nonce}""#);
+    c.handle_challenge(&challenge(request, 401, &[&value]), request)
 }
 
 fn alice() -> DigestClient {
@@ -797,64 +802,38 @@ fn cached_credentials_without_qop_meeting_a_fresh_challenge_are_answered() {
     // RFC 2069 style: no qop, so no nc in what is sent.
     let mut c = alice();
     let first = register(1, &[]);
-    let auth = c
-        .handle_challenge(
-            &www_challenge(&first, r#"Digest realm="contoso.test", nonce="n1""#),
-            &first,
-        )
-        .unwrap();
+    let auth = answer(&mut c, &first, "n1").unwrap();
     assert!(!auth[0].value.contains("nc="));
     // 200 to register(2, &auth); the refresh carries the cached credentials.
     let refresh = register(3, &c.authorize(&register(3, &[])).unwrap());
     // The front end failed over and does not know n1: a fresh nonce, no stale=true.
-    let auth = c
-        .handle_challenge(
-            &www_challenge(&refresh, r#"Digest realm="contoso.test", nonce="n2""#),
-            &refresh,
-        )
+    let auth = answer(&mut c, &refresh, "n2")
         .expect("cached credentials meeting a fresh challenge are answered");
     assert!(auth[0].value.contains(r#"nonce="n2""#));
     // That answer is the first use of n2: refused again, the password is wrong.
     let retried = register(4, &auth);
-    assert_eq!(
-        c.handle_challenge(
-            &www_challenge(&retried, r#"Digest realm="contoso.test", nonce="n3""#),
-            &retried
-        ),
-        rejected()
-    );
+    assert_eq!(answer(&mut c, &retried, "n3"), rejected());
 }
 
 #[test]
 fn a_fresh_answer_without_qop_refused_again_is_a_wrong_password() {
     let mut c = alice();
     let first = register(1, &[]);
-    let auth = c
-        .handle_challenge(
-            &www_challenge(&first, r#"Digest realm="contoso.test", nonce="n1""#),
-            &first,
-        )
-        .unwrap();
+    let auth = answer(&mut c, &first, "n1").unwrap();
     let retried = register(2, &auth);
     for again in [
         r#"Digest realm="contoso.test", nonce="n2""#,
         r#"Digest realm="contoso.test", nonce="n1""#,
     ] {
         assert_eq!(
-            c.handle_challenge(&www_challenge(&retried, again), &retried),
+            c.handle_challenge(&challenge(&retried, 401, &[again]), &retried),
             rejected(),
             "{again}"
         );
     }
     // Cached and used again, the same nonce refused is still a wrong password.
     let refresh = register(3, &c.authorize(&register(3, &[])).unwrap());
-    assert_eq!(
-        c.handle_challenge(
-            &www_challenge(&refresh, r#"Digest realm="contoso.test", nonce="n1""#),
-            &refresh
-        ),
-        rejected()
-    );
+    assert_eq!(answer(&mut c, &refresh, "n1"), rejected());
 }
 
 #[test]
@@ -863,19 +842,19 @@ fn with_qop_the_count_the_request_carried_decides() {
     let mut c = alice();
     let first = register(1, &[]);
     let auth = c
-        .handle_challenge(&www_challenge(&first, &qop("n1")), &first)
+        .handle_challenge(&challenge(&first, 401, &[&qop("n1")]), &first)
         .unwrap();
     let answer = register(2, &auth);
     // Another request reuses n1 (nc=2) before the answer's fate is known: the answer
     // itself was still the first use, so a fresh challenge to it is a wrong password.
     let reused = register(3, &c.authorize(&register(3, &[])).unwrap());
     assert_eq!(
-        c.handle_challenge(&www_challenge(&answer, &qop("n2")), &answer),
+        c.handle_challenge(&challenge(&answer, 401, &[&qop("n2")]), &answer),
         rejected()
     );
     // The reuse meeting a fresh challenge is answered.
     let auth = c
-        .handle_challenge(&www_challenge(&reused, &qop("n2")), &reused)
+        .handle_challenge(&challenge(&reused, 401, &[&qop("n2")]), &reused)
         .expect("nc=2 meeting a fresh challenge is answered");
     assert!(auth[0].value.contains("nc=00000001"));
 }
