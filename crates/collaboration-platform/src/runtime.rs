@@ -523,7 +523,8 @@ impl Driver {
                 reply,
                 span,
             } => {
-                if !self.accepting {
+                // While stopping, calls can still end: a BYE is the way out, not new work.
+                if !self.accepting && parts.method != Method::Bye {
                     let _ = reply.send(Err(RequestError::Shutdown));
                     return;
                 }
@@ -1184,7 +1185,9 @@ impl Driver {
             }
             return;
         }
-        if !self.accepting {
+        // While stopping, a BYE is still taken: refusing it would leave the call up on
+        // both sides (the endpoint would never learn that it ended).
+        if !self.accepting && method != Some(Method::Bye) {
             self.answer(
                 now,
                 id,

@@ -335,3 +335,103 @@ async fn a_408_in_a_dialog_ends_it_with_a_bye() {
         .await;
     assert!(matches!(r, Err(RequestError::NoDialog)), "{r:?}");
 }
+
+/// A call from `app` on `a` to `bob` on `b`: the dialog on each side.
+async fn call(
+    a: &CollaborationPlatform,
+    app: EndpointId,
+    b: &CollaborationPlatform,
+    bob_rx: &mut mpsc::Receiver<IncomingRequest>,
+) -> (sip_core::DialogId, sip_core::DialogId) {
+    let mut outgoing = a.invite(app, invite(a)).await.unwrap();
+    let mut inv = next(bob_rx).await;
+    let bob_dialog = inv.dialog().unwrap();
+    let contact = format!("<{}>", b.contact_uri("bob").unwrap());
+    inv.respond(200, "OK", &[("Contact", &contact)], None)
+        .await
+        .unwrap();
+    let app_dialog = loop {
+        match tokio::time::timeout(WAIT, outgoing.next()).await.unwrap() {
+            Some(InviteProgress::Provisional(_)) => {}
+            Some(InviteProgress::Answered { dialog, .. }) => break dialog,
+            other => panic!("{other:?}"),
+        }
+    };
+    (app_dialog, bob_dialog)
+}
+
+/// Waits until `p` has begun to shut down: a new request is refused. Each try is a real
+/// round trip (answered by the far platform itself), not a sleep.
+async fn until_stopping(p: &CollaborationPlatform) {
+    loop {
+        match p
+            .send_request(OutgoingRequest::options("sip:bob@contoso.test"))
+            .await
+        {
+            Err(RequestError::Shutdown) => return,
+            Ok(_) => tokio::task::yield_now().await,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_can_end_with_bye_both_ways_during_a_graceful_shutdown() {
+    let (a, b) = platforms().await;
+    let (app, mut app_rx) = endpoint(&a, "app").await;
+    let (_bob, mut bob_rx) = endpoint(&b, "bob").await;
+    let (app_d1, _) = call(&a, app, &b, &mut bob_rx).await;
+    let (_, bob_d2) = call(&a, app, &b, &mut bob_rx).await;
+    // A request bob holds unanswered keeps `a` in its grace period.
+    let a2 = a.clone();
+    let held = tokio::spawn(async move {
+        a2.send_request(OutgoingRequest::message("sip:bob@contoso.test", "wait"))
+            .await
+    });
+    let mut held_msg = next(&mut bob_rx).await;
+    let a3 = a.clone();
+    let stopping = tokio::spawn(async move { a3.shutdown_within(WAIT).await });
+    until_stopping(&a).await;
+
+    // The stopping side ends its call.
+    let b_side = tokio::spawn(async move {
+        let mut bye = next(&mut bob_rx).await;
+        assert_eq!(bye.request().method(), Some(&Method::Bye));
+        bye.respond(200, "OK", &[], None).await.unwrap();
+        bob_rx
+    });
+    let r = a
+        .send_in_dialog(&app_d1, OutgoingRequest::new(Method::Bye, ""))
+        .await
+        .expect("BYE sent while stopping");
+    assert_eq!(r.status(), Some(200));
+    // Kept open: bob's endpoint stays registered until the end.
+    let bob_rx = tokio::time::timeout(WAIT, b_side).await.unwrap().unwrap();
+
+    // The far side ends the other call: the BYE reaches the endpoint, not a 503.
+    let b2 = b.clone();
+    let far_bye = tokio::spawn(async move {
+        b2.send_in_dialog(&bob_d2, OutgoingRequest::new(Method::Bye, ""))
+            .await
+    });
+    let mut bye = next(&mut app_rx).await;
+    assert_eq!(bye.request().method(), Some(&Method::Bye));
+    bye.respond(200, "OK", &[], None).await.unwrap();
+    let r = tokio::time::timeout(WAIT, far_bye).await.unwrap().unwrap();
+    assert_eq!(r.map(|m| m.status()).ok(), Some(Some(200)));
+
+    // New work is still refused, and the shutdown ends once the held request is answered.
+    let r = a
+        .send_in_dialog(&app_d1, OutgoingRequest::new(Method::Message, ""))
+        .await;
+    assert!(
+        matches!(r, Err(RequestError::Shutdown) | Err(RequestError::NoDialog)),
+        "{r:?}"
+    );
+    held_msg.respond(200, "OK", &[], None).await.unwrap();
+    let held = tokio::time::timeout(WAIT, held).await.unwrap().unwrap();
+    assert_eq!(held.map(|m| m.status()).ok(), Some(Some(200)));
+    let report = tokio::time::timeout(WAIT, stopping).await.unwrap().unwrap();
+    assert_eq!(report.cancelled, 0);
+    drop(bob_rx);
+}
