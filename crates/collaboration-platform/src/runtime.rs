@@ -836,8 +836,19 @@ impl Driver {
     }
 
     /// A client transaction ended without a final response: early dialogs and waiting
-    /// subscriptions go with it.
-    fn on_client_failed(&mut self, pending: &Pending) {
+    /// subscriptions go with it; a request inside a dialog that got no response at all ends
+    /// the dialog as a 408 does (§12.2.1.2). A transport failure (a 503, §8.1.3.1) ends
+    /// only the transaction (RFC 5057 §5.1).
+    fn on_client_failed(&mut self, pending: &Pending, timed_out: bool) {
+        if let PendingKind::InDialog {
+            dialog,
+            invite_usage,
+        } = &pending.kind
+        {
+            if timed_out {
+                self.lose_dialog(dialog, *invite_usage);
+            }
+        }
         if let PendingKind::Creating(c) = &pending.kind {
             self.invites.remove(&c.branch);
             if let Some(key) = subscription_key(&c.request) {
@@ -1075,14 +1086,7 @@ impl Driver {
                 if let Some(p) = self.pending.remove(&id) {
                     let _g = p.span.enter();
                     debug!(?timer, "timed out");
-                    self.on_client_failed(&p);
-                    if let PendingKind::InDialog {
-                        dialog,
-                        invite_usage,
-                    } = &p.kind
-                    {
-                        self.lose_dialog(dialog, *invite_usage);
-                    }
+                    self.on_client_failed(&p, true);
                     p.reply.fail(RequestError::Timeout);
                 }
                 self.serving.remove(&id);
@@ -1093,7 +1097,7 @@ impl Driver {
                     .remove(&id)
                     .unwrap_or(TransportError::ConnectionClosed(0));
                 if let Some(p) = self.pending.remove(&id) {
-                    self.on_client_failed(&p);
+                    self.on_client_failed(&p, false);
                     p.reply.fail(RequestError::Transport(e));
                 }
                 self.serving.remove(&id);
@@ -1101,7 +1105,7 @@ impl Driver {
             Event::Terminated { id } => {
                 self.transport_errors.remove(&id);
                 if let Some(p) = self.pending.remove(&id) {
-                    self.on_client_failed(&p);
+                    self.on_client_failed(&p, true);
                     p.reply.fail(RequestError::Timeout);
                 }
                 self.serving.remove(&id);

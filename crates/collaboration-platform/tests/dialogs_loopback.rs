@@ -435,3 +435,42 @@ async fn calls_can_end_with_bye_both_ways_during_a_graceful_shutdown() {
     assert_eq!(report.cancelled, 0);
     drop(bob_rx);
 }
+
+/// Two platforms with T1 = 10 ms: Timer F and B (64*T1) fire after 640 ms.
+async fn quick_platforms() -> (CollaborationPlatform, CollaborationPlatform) {
+    let pki = LoopbackPki::new().expect("CA");
+    let timers = sip_core::transaction::TransactionConfig {
+        t1: Duration::from_millis(10),
+        t2: Duration::from_millis(40),
+        ..Default::default()
+    };
+    pair(&pki, "app.contoso.test", "bob.contoso.test", |_, s| {
+        s.topology(Topology::new(["contoso.test"]))
+            .transaction_timers(timers)
+    })
+    .await
+    .expect("platforms")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_a_dialog_that_gets_no_response_ends_the_dialog() {
+    let (a, b) = quick_platforms().await;
+    let (app, _app_rx) = endpoint(&a, "app").await;
+    let (_bob, mut bob_rx) = endpoint(&b, "bob").await;
+    let (dialog, _) = call(&a, app, &b, &mut bob_rx).await;
+    // Bob's side takes the request and never answers it (held until the test ends).
+    let held = tokio::spawn(async move {
+        let m = next(&mut bob_rx).await;
+        (m, bob_rx)
+    });
+    let r = a
+        .send_in_dialog(&dialog, OutgoingRequest::new(Method::Info, ""))
+        .await;
+    assert!(matches!(r, Err(RequestError::Timeout)), "{r:?}");
+    // RFC 3261 §12.2.1.2: no response at all ends the dialog, as a 408 does.
+    let r = a
+        .send_in_dialog(&dialog, OutgoingRequest::new(Method::Info, ""))
+        .await;
+    assert!(matches!(r, Err(RequestError::NoDialog)), "{r:?}");
+    drop(held);
+}
