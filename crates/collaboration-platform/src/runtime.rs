@@ -862,6 +862,22 @@ impl Driver {
         }
     }
 
+    /// An incoming request whose transaction ended without the endpoint's final answer
+    /// (CANCEL answered 487, timeout, transport failure): the early dialog a 1xx of the
+    /// endpoint made ends with it (§12.3), else it would stay for ever.
+    fn end_unanswered(&mut self, s: Serving) {
+        let Some(id) = s.creates else {
+            return;
+        };
+        if self
+            .dialogs
+            .get(&id)
+            .is_some_and(|d| d.state() == sip_core::dialog::DialogState::Early)
+        {
+            self.forget_dialog(&id);
+        }
+    }
+
     fn on_feedback(&mut self, f: Feedback) {
         warn!(error = %f.error, "send failed");
         if let Some(id) = f.transaction {
@@ -1089,7 +1105,9 @@ impl Driver {
                     self.on_client_failed(&p, true);
                     p.reply.fail(RequestError::Timeout);
                 }
-                self.serving.remove(&id);
+                if let Some(s) = self.serving.remove(&id) {
+                    self.end_unanswered(s);
+                }
             }
             Event::TransportError { id } => {
                 let e = self
@@ -1100,7 +1118,9 @@ impl Driver {
                     self.on_client_failed(&p, false);
                     p.reply.fail(RequestError::Transport(e));
                 }
-                self.serving.remove(&id);
+                if let Some(s) = self.serving.remove(&id) {
+                    self.end_unanswered(s);
+                }
             }
             Event::Terminated { id } => {
                 self.transport_errors.remove(&id);
@@ -1108,7 +1128,9 @@ impl Driver {
                     self.on_client_failed(&p, true);
                     p.reply.fail(RequestError::Timeout);
                 }
-                self.serving.remove(&id);
+                if let Some(s) = self.serving.remove(&id) {
+                    self.end_unanswered(s);
+                }
             }
             Event::HeldCancel {
                 invite,
@@ -1182,9 +1204,10 @@ impl Driver {
             }
             if let Some(inv) = cancels {
                 if let Some(s) = self.serving.remove(&inv) {
-                    if let Some(c) = s.cancelled {
+                    if let Some(c) = &s.cancelled {
                         c.store(true, std::sync::atomic::Ordering::Relaxed);
                     }
+                    self.end_unanswered(s);
                 }
             }
             return;

@@ -474,3 +474,34 @@ async fn a_request_in_a_dialog_that_gets_no_response_ends_the_dialog() {
     assert!(matches!(r, Err(RequestError::NoDialog)), "{r:?}");
     drop(held);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_invite_ends_the_early_dialog_its_ringing_made() {
+    let (a, b) = platforms().await;
+    let (app, _app_rx) = endpoint(&a, "app").await;
+    let (_bob, mut bob_rx) = endpoint(&b, "bob").await;
+    let (early_tx, mut early_rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        let mut inv = next(&mut bob_rx).await;
+        // 180 with bob's tag: an early dialog on both sides.
+        inv.respond(180, "Ringing", &[], None).await.unwrap();
+        let _ = early_tx.send((inv.dialog().unwrap(), inv)).await;
+    });
+    let mut call = a.invite(app, invite(&a)).await.unwrap();
+    match tokio::time::timeout(WAIT, call.next()).await.unwrap() {
+        Some(InviteProgress::Provisional(p)) => assert_eq!(p.status(), Some(180)),
+        other => panic!("{other:?}"),
+    }
+    let (early, inv) = early_rx.recv().await.unwrap();
+    call.cancel().await;
+    match tokio::time::timeout(WAIT, call.next()).await.unwrap() {
+        Some(InviteProgress::Failed(RequestError::Cancelled)) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(inv.is_cancelled());
+    // The 487 ended bob's early dialog (RFC 3261 §12.3): nothing can be sent in it.
+    let r = b
+        .send_in_dialog(&early, OutgoingRequest::new(Method::Info, ""))
+        .await;
+    assert!(matches!(r, Err(RequestError::NoDialog)), "{r:?}");
+}
