@@ -238,6 +238,8 @@ pub(crate) struct Driver {
     subscribing: HashMap<(Bytes, Bytes), TransactionId>,
     conn_trust: HashMap<u64, bool>,
     transport_errors: HashMap<TransactionId, TransportError>,
+    /// 2xx answers to INVITEs waiting for their ACK, by dialog and CSeq number (§13.3.1.4).
+    unacked: HashMap<(DialogId, u32), Unacked>,
     lanes: HashMap<LaneKey, Lane>,
     lane_tasks: JoinSet<()>,
     feedback_tx: mpsc::UnboundedSender<Feedback>,
@@ -290,6 +292,19 @@ struct Serving {
     creates: Option<DialogId>,
     /// Set when a CANCEL ended this INVITE (the endpoint's late answer is refused).
     cancelled: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// Where the request came from: where a 2xx to an INVITE is retransmitted.
+    source: Peer,
+}
+
+/// A 2xx to an INVITE that the UAS core retransmits until its ACK arrives; without one
+/// for 64*T1 the session is ended with BYE (RFC 3261 §13.3.1.4, RFC 6026 §8.1: the server
+/// transaction no longer does this).
+struct Unacked {
+    response: SipMessage,
+    peer: Peer,
+    next: Instant,
+    interval: Duration,
+    give_up: Instant,
 }
 
 struct Stopping {
@@ -342,6 +357,7 @@ impl Driver {
                 subscribing: HashMap::new(),
                 conn_trust: HashMap::new(),
                 transport_errors: HashMap::new(),
+                unacked: HashMap::new(),
                 lanes: HashMap::new(),
                 lane_tasks: JoinSet::new(),
                 feedback_tx,
@@ -368,6 +384,10 @@ impl Driver {
             let wake = match (self.layer.poll_timeout(), self.shutdown.as_ref()) {
                 (Some(t), Some(s)) => Some(t.min(s.deadline)),
                 (t, s) => t.or(s.map(|s| s.deadline)),
+            };
+            let wake = match (wake, self.next_ack_timer()) {
+                (Some(w), Some(a)) => Some(w.min(a)),
+                (w, a) => w.or(a),
             };
             let wake = wake.map(tokio::time::Instant::from_std).unwrap_or_else(far);
             if sleep.deadline() != wake {
@@ -402,7 +422,9 @@ impl Driver {
             while let Ok(f) = feedback.try_recv() {
                 self.on_feedback(f);
             }
-            self.layer.handle_timeout(Instant::now());
+            let now = Instant::now();
+            self.layer.handle_timeout(now);
+            self.on_ack_timers(now);
             self.pump().await;
             if self.shutdown_due() {
                 self.finish().await;
@@ -579,20 +601,48 @@ impl Driver {
                 let entry = removed.as_ref().or_else(|| self.serving.get(&transaction));
                 let _g = entry.map(|e| e.span.enter());
                 let mut response = response;
+                let mut awaits_ack = None;
                 if let Some(e) = entry {
                     if let Some(request) = e.request.dialog_maker() {
-                        if let Some(id) = track_uas_dialog(
+                        let made = track_uas_dialog(
                             &mut self.dialogs,
                             request,
                             &mut response,
                             e.creates.as_ref(),
-                        ) {
-                            self.dialogs.set_owner(&id, e.endpoint.0);
+                        );
+                        if let Some(id) = &made {
+                            self.dialogs.set_owner(id, e.endpoint.0);
+                        }
+                        let invite_2xx = request.method() == Some(&Method::Invite)
+                            && response.status().is_some_and(|s| (200..300).contains(&s));
+                        if invite_2xx {
+                            // A first INVITE's dialog is the one its 2xx made; a re-INVITE's
+                            // the one it arrived in.
+                            let dialog = made.or_else(|| request_dialog(request));
+                            let seq = request.cseq().ok().map(|c| c.seq());
+                            if let (Some(d), Some(seq)) = (dialog, seq) {
+                                awaits_ack = Some(((d, seq), response.clone(), e.source));
+                            }
                         }
                     }
                 }
-                if let Err(e) = self.layer.respond(now, transaction, response) {
-                    debug!(%transaction, error = %e, "response not sent");
+                match self.layer.respond(now, transaction, response) {
+                    Ok(()) => {
+                        if let Some((key, response, peer)) = awaits_ack {
+                            let interval = self.layer.config().t1;
+                            self.unacked.insert(
+                                key,
+                                Unacked {
+                                    response,
+                                    peer,
+                                    next: now + interval,
+                                    interval,
+                                    give_up: now + 64 * interval,
+                                },
+                            );
+                        }
+                    }
+                    Err(e) => debug!(%transaction, error = %e, "response not sent"),
                 }
             }
             Command::Register {
@@ -878,6 +928,71 @@ impl Driver {
         }
     }
 
+    /// When the next 2xx waiting for its ACK is due again (a scan: entries live from a 2xx
+    /// to its ACK, a round trip, so there are few).
+    fn next_ack_timer(&self) -> Option<Instant> {
+        self.unacked.values().map(|u| u.next).min()
+    }
+
+    /// Retransmits the 2xx answers still without ACK that are due (T1 doubling up to T2)
+    /// and ends with BYE the sessions whose ACK did not come within 64*T1 (§13.3.1.4).
+    fn on_ack_timers(&mut self, now: Instant) {
+        if self.unacked.is_empty() {
+            return;
+        }
+        let due: Vec<(DialogId, u32)> = self
+            .unacked
+            .iter()
+            .filter(|(_, u)| u.next <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let t2 = self.layer.config().t2;
+        for key in due {
+            if self.dialogs.get(&key.0).is_none() {
+                // Ended meanwhile (BYE either way): nothing left to confirm.
+                self.unacked.remove(&key);
+                continue;
+            }
+            let Some(u) = self.unacked.get_mut(&key) else {
+                continue;
+            };
+            if now < u.give_up {
+                self.layer.send_stateless(&u.response, u.peer);
+                u.interval = (u.interval * 2).min(t2).max(u.interval);
+                u.next = (now + u.interval).min(u.give_up);
+                continue;
+            }
+            self.unacked.remove(&key);
+            warn!("no ACK for a 2xx within 64*T1: ending the session with BYE");
+            self.bye(now, &key.0);
+        }
+    }
+
+    /// Sends BYE in `dialog` on the platform's own account (nobody waits for its outcome)
+    /// and forgets the dialog.
+    fn bye(&mut self, now: Instant, dialog: &DialogId) {
+        let parts = InDialogParts {
+            method: Method::Bye,
+            headers: Vec::new(),
+            body: None,
+        };
+        match self.build_in_dialog(dialog, parts) {
+            Ok(request) => {
+                let (reply, _) = oneshot::channel();
+                let span = tracing::debug_span!("sip_transaction", side = "client", method = "BYE");
+                self.start_client(
+                    now,
+                    request,
+                    Reply::Plain(reply),
+                    span,
+                    PendingKind::InDialog(dialog.clone()),
+                );
+            }
+            Err(e) => debug!(error = %e, "BYE not built"),
+        }
+        self.forget_dialog(dialog);
+    }
+
     fn on_feedback(&mut self, f: Feedback) {
         warn!(error = %f.error, "send failed");
         if let Some(id) = f.transaction {
@@ -1136,7 +1251,12 @@ impl Driver {
                 invite,
                 cancel: Err(e),
             } => debug!(%invite, error = %e, "held CANCEL not sent"),
-            Event::Ack { .. } => {}
+            Event::Ack { request, .. } => {
+                let seq = request.cseq().ok().map(|c| c.seq());
+                if let (Some(d), Some(seq)) = (request_dialog(&request), seq) {
+                    self.unacked.remove(&(d, seq));
+                }
+            }
             _ => {}
         }
     }
@@ -1350,6 +1470,7 @@ impl Driver {
                         endpoint,
                         creates,
                         cancelled,
+                        source,
                     },
                 );
             }

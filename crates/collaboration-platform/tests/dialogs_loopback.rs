@@ -505,3 +505,199 @@ async fn a_cancelled_invite_ends_the_early_dialog_its_ringing_made() {
         .await;
     assert!(matches!(r, Err(RequestError::NoDialog)), "{r:?}");
 }
+
+/// Hands every message a platform sends to a channel, as text.
+struct SentTap(mpsc::UnboundedSender<String>);
+
+impl collaboration_platform::MessageObserver for SentTap {
+    fn observe(
+        &self,
+        direction: collaboration_platform::WireDirection,
+        _remote: std::net::SocketAddr,
+        wire: &bytes::Bytes,
+    ) {
+        if direction == collaboration_platform::WireDirection::Sent {
+            let _ = self.0.send(String::from_utf8_lossy(wire).into_owned());
+        }
+    }
+}
+
+/// `bob` on a platform with T1 = 10 ms that also listens on UDP for anyone, a raw UDP
+/// caller, and what bob's platform sends.
+struct UdpCallee {
+    _a: CollaborationPlatform,
+    b: CollaborationPlatform,
+    bob_rx: mpsc::Receiver<IncomingRequest>,
+    _bob: EndpointId,
+    sent: mpsc::UnboundedReceiver<String>,
+    socket: tokio::net::UdpSocket,
+    b_udp: std::net::SocketAddr,
+}
+
+async fn udp_callee() -> UdpCallee {
+    let pki = LoopbackPki::new().expect("CA");
+    let (sent_tx, sent) = mpsc::unbounded_channel();
+    let tap = std::sync::Arc::new(SentTap(sent_tx));
+    let timers = sip_core::transaction::TransactionConfig {
+        t1: Duration::from_millis(10),
+        t2: Duration::from_millis(40),
+        ..Default::default()
+    };
+    let (a, b) = pair(&pki, "app.contoso.test", "bob.contoso.test", |me, s| {
+        let s = s
+            .topology(Topology::new(["contoso.test"]))
+            .transaction_timers(timers);
+        if me == "bob.contoso.test" {
+            s.listen(
+                collaboration_platform::Listener::udp("127.0.0.1:0".parse().unwrap())
+                    .allow_untrusted_peers(),
+            )
+            .observer(tap.clone())
+        } else {
+            s
+        }
+    })
+    .await
+    .expect("platforms");
+    let b_udp = b
+        .listen_addrs()
+        .into_iter()
+        .find(|(k, _)| *k == collaboration_platform::ListenerKind::Udp)
+        .expect("a UDP listener")
+        .1;
+    let (bob, bob_rx) = endpoint(&b, "bob").await;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    UdpCallee {
+        _a: a,
+        b,
+        bob_rx,
+        _bob: bob,
+        sent,
+        socket,
+        b_udp,
+    }
+}
+
+impl UdpCallee {
+    async fn send(&self, text: String) {
+        self.socket
+            .send_to(text.as_bytes(), self.b_udp)
+            .await
+            .unwrap();
+    }
+
+    /// The next final response to arrive on the socket.
+    async fn final_response(&self) -> String {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let (n, _) = tokio::time::timeout(WAIT, self.socket.recv_from(&mut buf))
+                .await
+                .expect("a response within the wait")
+                .unwrap();
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if !text.starts_with("SIP/2.0 1") {
+                return text;
+            }
+        }
+    }
+
+    /// Sends an INVITE, lets bob answer 200, and returns the 200 and bob's dialog.
+    async fn answered_invite(&mut self, call_id: &str) -> (String, sip_core::DialogId) {
+        let me = self.socket.local_addr().unwrap();
+        self.send(format!(
+            "INVITE sip:bob@contoso.test SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {me};branch=z9hG4bK-{call_id}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:carol@contoso.test>;tag=c1\r\n\
+             To: <sip:bob@contoso.test>\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: 1 INVITE\r\n\
+             Contact: <sip:carol@{me}>\r\n\
+             Content-Length: 0\r\n\r\n"
+        ))
+        .await;
+        let mut inv = next(&mut self.bob_rx).await;
+        let dialog = inv.dialog().unwrap();
+        let contact = format!("<{}>", self.b.contact_uri("bob").unwrap());
+        inv.respond(200, "OK", &[("Contact", &contact)], None)
+            .await
+            .unwrap();
+        let ok = self.final_response().await;
+        assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+        (ok, dialog)
+    }
+}
+
+/// The value of header `name` in `message`.
+fn header<'m>(message: &'m str, name: &str) -> &'m str {
+    message
+        .split("\r\n")
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(':')))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("{name} in {message}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2xx_is_retransmitted_until_acked_and_the_call_ends_with_bye_when_no_ack_comes() {
+    let mut c = udp_callee().await;
+    let (ok, dialog) = c.answered_invite("noack-1@test").await;
+    // RFC 3261 §13.3.1.4: the 2xx again (from T1, doubling to T2) while no ACK comes.
+    let again = c.final_response().await;
+    assert_eq!(again, ok);
+    // After 64*T1 without an ACK the callee ends the session with BYE.
+    let bye = loop {
+        let m = tokio::time::timeout(WAIT, c.sent.recv())
+            .await
+            .expect("a BYE within the wait")
+            .unwrap();
+        if m.starts_with("BYE ") {
+            break m;
+        }
+    };
+    assert_eq!(header(&bye, "Call-ID"), "noack-1@test");
+    let r =
+        c.b.send_in_dialog(&dialog, OutgoingRequest::new(Method::Info, ""))
+            .await;
+    assert!(matches!(r, Err(RequestError::NoDialog)), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_stops_the_2xx_retransmissions_and_keeps_the_call() {
+    let mut c = udp_callee().await;
+    let (ok, dialog) = c.answered_invite("acked-1@test").await;
+    let me = c.socket.local_addr().unwrap();
+    let to = header(&ok, "To").to_string();
+    c.send(format!(
+        "ACK sip:bob@127.0.0.1 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {me};branch=z9hG4bK-acked-ack\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:carol@contoso.test>;tag=c1\r\n\
+         To: {to}\r\n\
+         Call-ID: acked-1@test\r\n\
+         CSeq: 1 ACK\r\n\
+         Content-Length: 0\r\n\r\n"
+    ))
+    .await;
+    // Past 64*T1 (640 ms) nothing more comes: no 2xx beyond one that crossed the ACK, and
+    // no BYE. Waiting out a timer is the point here, so this waits for time.
+    let quiet_until = tokio::time::Instant::now() + Duration::from_millis(1200);
+    let mut late = 0;
+    let mut buf = vec![0u8; 65536];
+    let start = tokio::time::Instant::now();
+    while let Ok(r) = tokio::time::timeout_at(quiet_until, c.socket.recv_from(&mut buf)).await {
+        let (n, _) = r.unwrap();
+        if buf[..n].starts_with(b"SIP/2.0 200") && start.elapsed() > Duration::from_millis(100) {
+            late += 1;
+        }
+    }
+    assert_eq!(late, 0, "2xx retransmitted after the ACK");
+    while let Ok(m) = c.sent.try_recv() {
+        assert!(!m.starts_with("BYE "), "{m}");
+    }
+    // The dialog is still there: bob can send in it (the far end here is app's platform,
+    // which knows nothing of it, hence 481; NoDialog would mean bob had forgotten it).
+    let r =
+        c.b.send_in_dialog(&dialog, OutgoingRequest::new(Method::Info, ""))
+            .await;
+    assert_eq!(r.map_err(|e| e.status()).err(), Some(481));
+}
