@@ -801,18 +801,34 @@ impl Driver {
         }
     }
 
-    /// A 2xx to an INVITE that no pending request waits for: a retransmission (ACK again)
-    /// or a second fork's answer (ACK; its dialog is not kept).
-    fn on_late_2xx(&mut self, response: &SipMessage) {
+    /// A 2xx to an INVITE that no pending request waits for: a retransmission (ACK again).
+    /// With `ours`, the 2xx matched a client INVITE of this platform already answered by
+    /// another fork: its dialog is made, ACKed and ended with BYE (§13.2.2.4); the caller
+    /// has its call already.
+    fn on_late_2xx(&mut self, response: &SipMessage, ours: bool) {
         let is_invite_2xx = response.status().is_some_and(|s| (200..300).contains(&s))
             && response.cseq().is_ok_and(|c| c.method() == Method::Invite);
         if !is_invite_2xx {
             return;
         }
-        if let Some(id) = uac_dialog_id(response) {
-            if self.dialogs.get(&id).is_some() {
-                self.ack_2xx(&id, response);
+        let Some(id) = uac_dialog_id(response) else {
+            return;
+        };
+        let confirmed = self
+            .dialogs
+            .get(&id)
+            .map(|d| d.state() != sip_core::dialog::DialogState::Early);
+        match confirmed {
+            Some(true) => self.ack_2xx(&id, response),
+            _ if ours => {
+                let made = invite_answered_by(response)
+                    .and_then(|invite| self.dialogs.handle_uac_response(&invite, response).ok());
+                if let Some(DialogUpdate::Confirmed(id)) = made {
+                    self.ack_2xx(&id, response);
+                    self.bye(Instant::now(), &id);
+                }
             }
+            _ => {}
         }
     }
 
@@ -841,6 +857,10 @@ impl Driver {
                         self.dialogs.set_owner(&id, c.endpoint.0);
                         if c.request.method() == Some(&Method::Invite) {
                             self.ack_2xx(&id, &response);
+                            // The caller gets this one call: the early dialogs of other
+                            // forks end here (a later 2xx of theirs is ACKed and ended
+                            // with BYE, see `on_late_2xx`).
+                            self.dialogs.terminate_early(id.call_id(), id.local_tag());
                         }
                         made = Some(id);
                     }
@@ -1209,10 +1229,10 @@ impl Driver {
                 }
                 match self.pending.remove(&id) {
                     Some(p) => self.on_client_final(p, response, status),
-                    None => self.on_late_2xx(&response),
+                    None => self.on_late_2xx(&response, true),
                 }
             }
-            Event::StrayResponse { response, .. } => self.on_late_2xx(&response),
+            Event::StrayResponse { response, .. } => self.on_late_2xx(&response, false),
             Event::Timeout { id, timer } => {
                 if let Some(p) = self.pending.remove(&id) {
                     let _g = p.span.enter();
@@ -1527,6 +1547,22 @@ fn request_dialog(request: &SipMessage) -> Option<DialogId> {
         to.tag()?,
         from.tag().unwrap_or_default(),
     ))
+}
+
+/// The INVITE a 2xx answers, as far as making its dialog needs it (From with our tag,
+/// Call-ID, CSeq; no To tag): for a fork's 2xx that arrives after the INVITE's request was
+/// let go. Its Request-URI is a placeholder, never sent.
+fn invite_answered_by(response: &SipMessage) -> Option<SipMessage> {
+    let copy = |n: HeaderName| response.header(n).map(Bytes::copy_from_slice);
+    SipMessage::request(Method::Invite, Bytes::from_static(b"sip:fork.invalid"))
+        .header(HeaderName::Via, copy(HeaderName::Via)?)
+        .header(HeaderName::MaxForwards, Bytes::from_static(b"70"))
+        .header(HeaderName::From, copy(HeaderName::From)?)
+        .header(HeaderName::To, Bytes::from_static(b"<sip:fork.invalid>"))
+        .header(HeaderName::CallId, copy(HeaderName::CallId)?)
+        .header(HeaderName::CSeq, copy(HeaderName::CSeq)?)
+        .build()
+        .ok()
 }
 
 /// (Call-ID, From tag) of a SUBSCRIBE or REFER: what its NOTIFYs carry.

@@ -1,7 +1,9 @@
 //! Dialogs through the platform, between two platforms on loopback over mutual TLS
 //! (`loopback::pair`): INVITE/200/ACK, MESSAGE both ways inside the dialog, BYE, 481 for a
 //! dialog the far side forgot, a dialog lost to 408 or to no answer (ended with BYE),
-//! CANCEL while ringing.
+//! CANCEL while ringing, BYE during a graceful shutdown. A raw UDP caller checks the
+//! callee's 2xx retransmission and BYE without ACK; a forking proxy played over TCP checks
+//! the caller's handling of several forks.
 
 use std::time::Duration;
 
@@ -700,4 +702,164 @@ async fn an_ack_stops_the_2xx_retransmissions_and_keeps_the_call() {
         c.b.send_in_dialog(&dialog, OutgoingRequest::new(Method::Info, ""))
             .await;
     assert_eq!(r.map_err(|e| e.status()).err(), Some(481));
+}
+
+/// A forking proxy played by the test over TCP: it reads what the platform sends and
+/// answers as it likes.
+struct ScriptedProxy {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl ScriptedProxy {
+    /// The next message (the platform sends none with a body here), keep-alives skipped.
+    async fn read(&mut self) -> String {
+        use tokio::io::AsyncReadExt;
+        loop {
+            while self.buf.starts_with(b"\r\n") {
+                self.buf.drain(..2);
+            }
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let m = String::from_utf8_lossy(&self.buf[..end + 4]).into_owned();
+                self.buf.drain(..end + 4);
+                assert_eq!(header(&m, "Content-Length"), "0", "{m}");
+                return m;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(WAIT, self.stream.read(&mut chunk))
+                .await
+                .expect("a message within the wait")
+                .unwrap();
+            assert!(n > 0, "connection closed");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// The next request, answering 200 to any BYE met on the way when `method` is not BYE.
+    async fn request(&mut self, method: &str) -> String {
+        loop {
+            let m = self.read().await;
+            if m.starts_with(&format!("{method} ")) {
+                return m;
+            }
+            assert!(m.starts_with("BYE "), "expected {method}, got {m}");
+            self.answer(&m, "200 OK", "").await;
+        }
+    }
+
+    /// Answers `request` with `status`, adding `to_tag` to its To when not empty.
+    async fn answer(&mut self, request: &str, status: &str, to_tag: &str) {
+        use tokio::io::AsyncWriteExt;
+        let to = if to_tag.is_empty() {
+            header(request, "To").to_string()
+        } else {
+            format!("{};tag={to_tag}", header(request, "To"))
+        };
+        let r = format!(
+            "SIP/2.0 {status}\r\n\
+             Via: {}\r\n\
+             From: {}\r\n\
+             To: {to}\r\n\
+             Call-ID: {}\r\n\
+             CSeq: {}\r\n\
+             Contact: <sip:bob@127.0.0.1:9;transport=tcp>\r\n\
+             Content-Length: 0\r\n\r\n",
+            header(request, "Via"),
+            header(request, "From"),
+            header(request, "Call-ID"),
+            header(request, "CSeq"),
+        );
+        self.stream.write_all(r.as_bytes()).await.unwrap();
+    }
+}
+
+/// The tag parameter of a From or To value.
+fn tag_of(value: &str) -> &str {
+    value
+        .split(";tag=")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forked_invite_keeps_one_dialog_and_acks_then_ends_the_other_forks_answers() {
+    use collaboration_platform::{Listener, OutboundProxy, ServerPlatformSettings};
+    let pki = LoopbackPki::new().expect("CA");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let settings = ServerPlatformSettings::new(
+        "ucma-rs test",
+        "app.contoso.test",
+        pki.identity("app.contoso.test").unwrap(),
+        pki.roots(),
+        OutboundProxy::tcp(listener.local_addr().unwrap()),
+    )
+    .listen(Listener::tcp("127.0.0.1:0".parse().unwrap()))
+    .topology(Topology::new(["contoso.test"]))
+    // A request sent where it should not be times out in 640 ms.
+    .transaction_timers(sip_core::transaction::TransactionConfig {
+        t1: Duration::from_millis(10),
+        ..Default::default()
+    });
+    let a = CollaborationPlatform::start(settings).await.unwrap();
+    let (app, _app_rx) = endpoint(&a, "app").await;
+    let mut call = a.invite(app, invite(&a)).await.unwrap();
+    let (stream, _) = tokio::time::timeout(WAIT, listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut proxy = ScriptedProxy {
+        stream,
+        buf: Vec::new(),
+    };
+    let inv = proxy.request("INVITE").await;
+    let call_id = header(&inv, "Call-ID").to_string();
+    let local = tag_of(header(&inv, "From")).to_string();
+    // Two forks ring, the first answers.
+    proxy.answer(&inv, "180 Ringing", "fork1").await;
+    proxy.answer(&inv, "180 Ringing", "fork2").await;
+    proxy.answer(&inv, "200 OK", "fork1").await;
+    let dialog = loop {
+        match tokio::time::timeout(WAIT, call.next()).await.unwrap() {
+            Some(InviteProgress::Provisional(_)) => {}
+            Some(InviteProgress::Answered { dialog, .. }) => break dialog,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(dialog.remote_tag(), b"fork1");
+    let ack = proxy.request("ACK").await;
+    assert_eq!(tag_of(header(&ack, "To")), "fork1");
+    // The other fork's early dialog ended with the 2xx (RFC 3261 §13.2.2.4).
+    let fork2 = sip_core::DialogId::new(call_id.as_bytes(), local.as_bytes(), b"fork2");
+    let r = a
+        .send_in_dialog(&fork2, OutgoingRequest::new(Method::Info, ""))
+        .await;
+    assert!(matches!(r, Err(RequestError::NoDialog)), "{r:?}");
+    // The second fork answers too, and a third that never rang: each 2xx is ACKed and
+    // its dialog ended with BYE (the caller has its call already).
+    for fork in ["fork2", "fork3"] {
+        proxy.answer(&inv, "200 OK", fork).await;
+        let ack = proxy.request("ACK").await;
+        assert_eq!(tag_of(header(&ack, "To")), fork);
+        let bye = proxy.request("BYE").await;
+        assert_eq!(tag_of(header(&bye, "To")), fork);
+        assert_eq!(header(&bye, "Call-ID"), call_id);
+        proxy.answer(&bye, "200 OK", "").await;
+    }
+    // The call that was answered first is untouched.
+    let info = tokio::spawn({
+        let a = a.clone();
+        let dialog = dialog.clone();
+        async move {
+            a.send_in_dialog(&dialog, OutgoingRequest::new(Method::Info, ""))
+                .await
+        }
+    });
+    let m = proxy.request("INFO").await;
+    assert_eq!(tag_of(header(&m, "To")), "fork1");
+    proxy.answer(&m, "200 OK", "").await;
+    let r = tokio::time::timeout(WAIT, info).await.unwrap().unwrap();
+    assert_eq!(r.map(|m| m.status()).ok(), Some(Some(200)));
 }
