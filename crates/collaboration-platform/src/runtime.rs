@@ -1015,7 +1015,10 @@ impl Driver {
 
     fn on_feedback(&mut self, f: Feedback) {
         warn!(error = %f.error, "send failed");
-        if let Some(id) = f.transaction {
+        // Only for a live transaction: the failure is taken back by its TransportError
+        // event. One already ended (a response whose write failed after Timer J) makes no
+        // event, and the entry would stay for ever.
+        if let Some(id) = f.transaction.filter(|id| self.layer.state(*id).is_some()) {
             self.transport_errors.insert(id, f.error);
             self.layer.handle_transport_error(Instant::now(), id);
         }
@@ -1639,5 +1642,74 @@ fn track_uas_dialog(
             debug!(error = %e, "dialog not created");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sip_core::transaction::TransportKind as Tk;
+
+    /// A driver that is never run: its handlers are called directly.
+    fn driver() -> Driver {
+        let (transport, _events) =
+            SipTransport::new(transport_tls::TransportSettings::default()).unwrap();
+        let (commands, _rx) = mpsc::channel(1);
+        let proxy = Target::tcp("127.0.0.1:9".parse().unwrap());
+        Driver::new(DriverConfig {
+            transport,
+            proxy,
+            listeners: Vec::new(),
+            trusted_peers: Vec::new(),
+            topology: Topology::new(["contoso.test"]),
+            server: Bytes::from_static(b"ucma-rs test"),
+            transaction: Default::default(),
+            commands: commands.downgrade(),
+            observer: None,
+            via: "SIP/2.0/TCP 127.0.0.1:9;rport".into(),
+            identities: Default::default(),
+            user_agent: Bytes::from_static(b"ucma-rs test"),
+            proxy_losses: tokio::sync::watch::Sender::new(0),
+        })
+        .0
+    }
+
+    #[tokio::test]
+    async fn a_send_failure_reported_after_its_transaction_ended_is_not_kept() {
+        let mut d = driver();
+        let raw = "MESSAGE sip:bot@contoso.test SIP/2.0\r\n\
+                   Via: SIP/2.0/TCP 192.0.2.1:5060;branch=z9hG4bK-1\r\n\
+                   Max-Forwards: 70\r\n\
+                   From: <sip:alice@contoso.test>;tag=a1\r\n\
+                   To: <sip:bot@contoso.test>\r\n\
+                   Call-ID: c1@contoso.test\r\n\
+                   CSeq: 1 MESSAGE\r\n\
+                   Content-Length: 0\r\n\r\n";
+        let request = SipMessage::parse_datagram(Bytes::from(raw), &Limits::default()).unwrap();
+        let peer = Peer {
+            addr: "192.0.2.1:5060".parse().unwrap(),
+            transport: Tk::Tcp,
+            connection: Some(7),
+        };
+        let now = Instant::now();
+        d.layer.handle_message(now, request, peer);
+        let Some(Event::Request { id, request, .. }) = d.layer.poll_event() else {
+            panic!("a request");
+        };
+        // Answered on a reliable transport: the transaction ends at once (Timer J is 0).
+        let ok = SipMessage::response_to(&request, 200, "OK").unwrap();
+        d.layer.respond(now, id, ok).unwrap();
+        d.layer.handle_timeout(now);
+        while d.layer.poll_event().is_some() {}
+        assert!(d.layer.state(id).is_none());
+        // The lane's write of that 200 fails afterwards (the connection closed).
+        d.on_feedback(Feedback {
+            transaction: Some(id),
+            error: TransportError::ConnectionClosed(7),
+        });
+        while let Some(ev) = d.layer.poll_event() {
+            d.on_layer_event(ev);
+        }
+        assert!(d.transport_errors.is_empty(), "kept for a transaction gone");
     }
 }
