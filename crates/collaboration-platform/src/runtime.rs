@@ -240,6 +240,10 @@ pub(crate) struct Driver {
     transport_errors: HashMap<TransactionId, TransportError>,
     /// 2xx answers to INVITEs waiting for their ACK, by dialog and CSeq number (§13.3.1.4).
     unacked: HashMap<(DialogId, u32), Unacked>,
+    /// Dialog-creating requests outside a dialog whose server transaction lives, by what a
+    /// merged copy of them shares (§8.2.2.2), and the other way round for the cleanup.
+    merging: HashMap<MergeKey, TransactionId>,
+    merge_keys: HashMap<TransactionId, MergeKey>,
     lanes: HashMap<LaneKey, Lane>,
     lane_tasks: JoinSet<()>,
     feedback_tx: mpsc::UnboundedSender<Feedback>,
@@ -295,6 +299,10 @@ struct Serving {
     /// Where the request came from: where a 2xx to an INVITE is retransmitted.
     source: Peer,
 }
+
+/// (From tag, Call-ID, CSeq number, method) of a request outside a dialog: two requests
+/// sharing it on different transactions are one request that reached this UA twice.
+type MergeKey = (Bytes, Bytes, u32, Method);
 
 /// A 2xx to an INVITE that the UAS core retransmits until its ACK arrives; without one
 /// for 64*T1 the session is ended with BYE (RFC 3261 §13.3.1.4, RFC 6026 §8.1: the server
@@ -358,6 +366,8 @@ impl Driver {
                 conn_trust: HashMap::new(),
                 transport_errors: HashMap::new(),
                 unacked: HashMap::new(),
+                merging: HashMap::new(),
+                merge_keys: HashMap::new(),
                 lanes: HashMap::new(),
                 lane_tasks: JoinSet::new(),
                 feedback_tx,
@@ -1262,6 +1272,9 @@ impl Driver {
             }
             Event::Terminated { id } => {
                 self.transport_errors.remove(&id);
+                if let Some(k) = self.merge_keys.remove(&id) {
+                    self.merging.remove(&k);
+                }
                 if let Some(p) = self.pending.remove(&id) {
                     self.on_client_failed(&p, true);
                     p.reply.fail(RequestError::Timeout);
@@ -1366,6 +1379,15 @@ impl Driver {
                 &[(HeaderName::RetryAfter, "30".into())],
             );
             return;
+        }
+        // §8.2.2.2: the same dialog-creating request on a second transaction (a forking
+        // proxy's branches met again here) is refused, else it would make a second call.
+        let merge_key = merge_key(&request);
+        if let Some(k) = &merge_key {
+            if self.merging.get(k).is_some_and(|t| *t != id) {
+                self.answer(now, id, &request, 482, &[]);
+                return;
+            }
         }
         let trusted = self.is_trusted(&source);
         let mut dialog = None;
@@ -1485,6 +1507,10 @@ impl Driver {
         incoming.set_cancel_flag(cancelled.clone());
         match sender.try_send(incoming) {
             Ok(()) => {
+                if let Some(k) = merge_key {
+                    self.merge_keys.insert(id, k.clone());
+                    self.merging.insert(k, id);
+                }
                 self.serving.insert(
                     id,
                     Serving {
@@ -1566,6 +1592,22 @@ fn invite_answered_by(response: &SipMessage) -> Option<SipMessage> {
         .header(HeaderName::CSeq, copy(HeaderName::CSeq)?)
         .build()
         .ok()
+}
+
+/// What a merged copy of `request` shares with it, for a request outside a dialog that
+/// can make one (INVITE, SUBSCRIBE, REFER: where a duplicate costs a second dialog; the
+/// others are not tracked, so the message path of an IM pays nothing).
+fn merge_key(request: &SipMessage) -> Option<MergeKey> {
+    let method = request.method()?;
+    if !matches!(method, Method::Invite | Method::Subscribe | Method::Refer) {
+        return None;
+    }
+    if request.to().ok()?.tag().is_some() {
+        return None;
+    }
+    let tag = Bytes::copy_from_slice(request.from().ok()?.tag()?);
+    let cid = Bytes::copy_from_slice(request.call_id().ok()?);
+    Some((tag, cid, request.cseq().ok()?.seq(), method.clone()))
 }
 
 /// (Call-ID, From tag) of a SUBSCRIBE or REFER: what its NOTIFYs carry.

@@ -603,12 +603,12 @@ impl UdpCallee {
         }
     }
 
-    /// Sends an INVITE, lets bob answer 200, and returns the 200 and bob's dialog.
-    async fn answered_invite(&mut self, call_id: &str) -> (String, sip_core::DialogId) {
+    /// Sends an INVITE for bob with this Call-ID and branch.
+    async fn send_invite(&self, call_id: &str, branch: &str) {
         let me = self.socket.local_addr().unwrap();
         self.send(format!(
             "INVITE sip:bob@contoso.test SIP/2.0\r\n\
-             Via: SIP/2.0/UDP {me};branch=z9hG4bK-{call_id}\r\n\
+             Via: SIP/2.0/UDP {me};branch=z9hG4bK-{branch}\r\n\
              Max-Forwards: 70\r\n\
              From: <sip:carol@contoso.test>;tag=c1\r\n\
              To: <sip:bob@contoso.test>\r\n\
@@ -618,6 +618,11 @@ impl UdpCallee {
              Content-Length: 0\r\n\r\n"
         ))
         .await;
+    }
+
+    /// Sends an INVITE, lets bob answer 200, and returns the 200 and bob's dialog.
+    async fn answered_invite(&mut self, call_id: &str) -> (String, sip_core::DialogId) {
+        self.send_invite(call_id, call_id).await;
         let mut inv = next(&mut self.bob_rx).await;
         let dialog = inv.dialog().unwrap();
         let contact = format!("<{}>", self.b.contact_uri("bob").unwrap());
@@ -862,4 +867,34 @@ async fn a_forked_invite_keeps_one_dialog_and_acks_then_ends_the_other_forks_ans
     proxy.answer(&m, "200 OK", "").await;
     let r = tokio::time::timeout(WAIT, info).await.unwrap().unwrap();
     assert_eq!(r.map(|m| m.status()).ok(), Some(Some(200)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merged_invite_gets_482_and_does_not_reach_the_endpoint() {
+    let mut c = udp_callee().await;
+    c.send_invite("merged-1@test", "first").await;
+    let mut inv = next(&mut c.bob_rx).await;
+    // The same INVITE (From tag, Call-ID, CSeq) by another path: another branch, as a
+    // forking proxy sends it when two of its branches reach the same UA (§8.2.2.2).
+    c.send_invite("merged-1@test", "second").await;
+    let r = c.final_response().await;
+    assert!(r.starts_with("SIP/2.0 482"), "{r}");
+    assert!(header(&r, "Via").contains("branch=z9hG4bK-second"), "{r}");
+    // Still merged once the first is answered (its transaction lives on to absorb
+    // retransmissions), and the endpoint saw only one INVITE.
+    let contact = format!("<{}>", c.b.contact_uri("bob").unwrap());
+    inv.respond(200, "OK", &[("Contact", &contact)], None)
+        .await
+        .unwrap();
+    let ok = c.final_response().await;
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    c.send_invite("merged-1@test", "third").await;
+    let r = loop {
+        let r = c.final_response().await;
+        if !r.starts_with("SIP/2.0 200") {
+            break r;
+        }
+    };
+    assert!(r.starts_with("SIP/2.0 482"), "{r}");
+    assert!(c.bob_rx.try_recv().is_err());
 }
