@@ -1141,6 +1141,17 @@ impl Driver {
     }
 
     async fn transmit(&mut self, t: Transmit) {
+        if let Some(c) = t.destination.connection {
+            if !self.conn_trust.contains_key(&c) {
+                // The connection closed (its Closed event came): a lane made for it now
+                // would never be removed. The send fails as a lane's would.
+                let _ = self.feedback_tx.send(Feedback {
+                    transaction: t.transaction,
+                    error: TransportError::ConnectionClosed(c),
+                });
+                return;
+            }
+        }
         if let Some(o) = &self.cfg.observer {
             o.observe(crate::WireDirection::Sent, t.destination.addr, &t.contents);
         }
@@ -1753,5 +1764,24 @@ mod tests {
             d.on_layer_event(ev);
         }
         assert!(d.transport_errors.is_empty(), "kept for a transaction gone");
+    }
+
+    #[tokio::test]
+    async fn a_message_for_a_connection_that_closed_starts_no_lane() {
+        let mut d = driver();
+        // Connection 7 brought a request and closed before the answer was sent: its Closed
+        // event took it out of the connections the driver knows (none here).
+        d.transmit(Transmit {
+            destination: Peer {
+                addr: "192.0.2.1:5060".parse().unwrap(),
+                transport: Tk::Tcp,
+                connection: Some(7),
+            },
+            contents: Bytes::from_static(b"SIP/2.0 200 OK\r\n\r\n"),
+            transaction: None,
+        })
+        .await;
+        // A lane made now would wait for ever for a connection that is gone.
+        assert!(d.lanes.is_empty());
     }
 }
