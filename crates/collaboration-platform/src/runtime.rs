@@ -316,7 +316,8 @@ struct Unacked {
 }
 
 struct Stopping {
-    deadline: Instant,
+    /// `None` for a grace too long to be a point in time (`Duration::MAX`: wait for all).
+    deadline: Option<Instant>,
     done: Vec<oneshot::Sender<ShutdownReport>>,
     live_at_start: usize,
 }
@@ -391,9 +392,12 @@ impl Driver {
         tokio::pin!(sleep);
         let mut commands_open = true;
         loop {
-            let wake = match (self.layer.poll_timeout(), self.shutdown.as_ref()) {
-                (Some(t), Some(s)) => Some(t.min(s.deadline)),
-                (t, s) => t.or(s.map(|s| s.deadline)),
+            let wake = match (
+                self.layer.poll_timeout(),
+                self.shutdown.as_ref().and_then(|s| s.deadline),
+            ) {
+                (Some(t), Some(d)) => Some(t.min(d)),
+                (t, d) => t.or(d),
             };
             let wake = match (wake, self.next_ack_timer()) {
                 (Some(w), Some(a)) => Some(w.min(a)),
@@ -449,20 +453,23 @@ impl Driver {
 
     fn begin_shutdown(&mut self, grace: Duration, done: Option<oneshot::Sender<ShutdownReport>>) {
         self.accepting = false;
-        let deadline = Instant::now() + grace;
+        let deadline = Instant::now().checked_add(grace);
         let live = self.live();
         let s = self.shutdown.get_or_insert(Stopping {
             deadline,
             done: Vec::new(),
             live_at_start: live,
         });
-        s.deadline = s.deadline.min(deadline);
+        s.deadline = match (s.deadline, deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         s.done.extend(done);
     }
 
     fn shutdown_due(&self) -> bool {
         match &self.shutdown {
-            Some(s) => self.live() == 0 || Instant::now() >= s.deadline,
+            Some(s) => self.live() == 0 || s.deadline.is_some_and(|d| Instant::now() >= d),
             None => false,
         }
     }

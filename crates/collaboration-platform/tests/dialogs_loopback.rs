@@ -898,3 +898,26 @@ async fn a_merged_invite_gets_482_and_does_not_reach_the_endpoint() {
     assert!(r.starts_with("SIP/2.0 482"), "{r}");
     assert!(c.bob_rx.try_recv().is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_with_an_unbounded_grace_waits_for_the_live_requests() {
+    let (a, b) = platforms().await;
+    let (_bob, mut bob_rx) = endpoint(&b, "bob").await;
+    let a2 = a.clone();
+    let held = tokio::spawn(async move {
+        a2.send_request(OutgoingRequest::message("sip:bob@contoso.test", "wait"))
+            .await
+    });
+    let mut m = next(&mut bob_rx).await;
+    let a3 = a.clone();
+    // "Wait as long as it takes": no deadline can be computed from it.
+    let stopping = tokio::spawn(async move { a3.shutdown_within(Duration::MAX).await });
+    until_stopping(&a).await;
+    m.respond(200, "OK", &[], None).await.unwrap();
+    let r = tokio::time::timeout(WAIT, held).await.unwrap().unwrap();
+    assert_eq!(r.map(|m| m.status()).ok(), Some(Some(200)));
+    let report = tokio::time::timeout(WAIT, stopping).await.unwrap().unwrap();
+    // The held MESSAGE finished (an OPTIONS of `until_stopping` may have been live too).
+    assert!(report.finished >= 1, "{report:?}");
+    assert_eq!(report.cancelled, 0);
+}
