@@ -921,3 +921,27 @@ async fn a_shutdown_with_an_unbounded_grace_waits_for_the_live_requests() {
     assert!(report.finished >= 1, "{report:?}");
     assert_eq!(report.cancelled, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_between_platforms_is_acked_and_stays_up_past_64_t1() {
+    let (a, b) = quick_platforms().await;
+    let (app, mut app_rx) = endpoint(&a, "app").await;
+    let (_bob, mut bob_rx) = endpoint(&b, "bob").await;
+    let (dialog, _) = call(&a, app, &b, &mut bob_rx).await;
+    // Past the callee's 64*T1 (640 ms) for the ACK: a timer is what is waited for here.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    // No BYE came for the call, and it still carries requests both ways.
+    assert!(app_rx.try_recv().is_err());
+    let info = tokio::spawn({
+        let a = a.clone();
+        async move {
+            a.send_in_dialog(&dialog, OutgoingRequest::new(Method::Info, ""))
+                .await
+        }
+    });
+    let mut m = next(&mut bob_rx).await;
+    assert_eq!(m.request().method(), Some(&Method::Info));
+    m.respond(200, "OK", &[], None).await.unwrap();
+    let r = tokio::time::timeout(WAIT, info).await.unwrap().unwrap();
+    assert_eq!(r.map(|m| m.status()).ok(), Some(Some(200)));
+}
