@@ -778,32 +778,10 @@ impl Driver {
     /// Timer F. A subscription's dialog is only forgotten.
     fn lose_dialog(&mut self, dialog: &DialogId, invite_usage: bool) {
         if invite_usage && self.accepting {
-            let parts = InDialogParts {
-                method: Method::Bye,
-                headers: Vec::new(),
-                body: None,
-            };
-            match self.build_in_dialog(dialog, parts) {
-                Ok(bye) => {
-                    let span =
-                        tracing::debug_span!("sip_transaction", side = "client", method = "BYE",);
-                    // Nobody waits: the receiver is dropped, the outcome only logged.
-                    let (reply, _) = oneshot::channel();
-                    self.start_client(
-                        Instant::now(),
-                        bye,
-                        Reply::Plain(reply),
-                        span,
-                        PendingKind::InDialog {
-                            dialog: dialog.clone(),
-                            invite_usage: false,
-                        },
-                    );
-                }
-                Err(e) => debug!(error = %e, "BYE after a lost dialog not built"),
-            }
+            self.bye(Instant::now(), dialog);
+        } else {
+            self.forget_dialog(dialog);
         }
-        self.forget_dialog(dialog);
     }
 
     /// ACKs a 2xx to an INVITE of a confirmed dialog (the first 2xx and every
@@ -1005,8 +983,9 @@ impl Driver {
         }
     }
 
-    /// Sends BYE in `dialog` on the platform's own account (nobody waits for its outcome)
-    /// and forgets the dialog.
+    /// Sends BYE in `dialog` on the platform's own account and forgets the dialog. Nobody
+    /// waits for its outcome (the receiver is dropped): a BYE nobody answers ends by its
+    /// own Timer F.
     fn bye(&mut self, now: Instant, dialog: &DialogId) {
         let parts = InDialogParts {
             method: Method::Bye,
@@ -1022,7 +1001,10 @@ impl Driver {
                     request,
                     Reply::Plain(reply),
                     span,
-                    PendingKind::InDialog(dialog.clone()),
+                    PendingKind::InDialog {
+                        dialog: dialog.clone(),
+                        invite_usage: false,
+                    },
                 );
             }
             Err(e) => debug!(error = %e, "BYE not built"),
