@@ -567,34 +567,7 @@ impl Driver {
                     let _ = reply.send(Err(RequestError::Shutdown));
                     return;
                 }
-                match self.build_in_dialog(&dialog, parts) {
-                    Ok(request) => {
-                        let ends = request.method() == Some(&Method::Bye);
-                        let invite_usage = !ends
-                            && !matches!(
-                                request.method(),
-                                Some(Method::Subscribe | Method::Notify | Method::Refer)
-                            );
-                        self.start_client(
-                            now,
-                            request,
-                            Reply::Plain(reply),
-                            span,
-                            PendingKind::InDialog {
-                                dialog: dialog.clone(),
-                                invite_usage,
-                            },
-                        );
-                        if ends {
-                            // After sending BYE the dialog is over (§15.1.1): requests
-                            // that cross it get 481.
-                            self.forget_dialog(&dialog);
-                        }
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                }
+                self.send_in_dialog(now, &dialog, parts, reply, span);
             }
             Command::Cancel { branch } => {
                 if let Some(&id) = self.invites.get(&branch) {
@@ -983,6 +956,45 @@ impl Driver {
         }
     }
 
+    /// Sends `parts` in `dialog`; the outcome goes to `reply`. After a BYE the dialog is
+    /// over (§15.1.1): requests that cross it get 481.
+    fn send_in_dialog(
+        &mut self,
+        now: Instant,
+        dialog: &DialogId,
+        parts: InDialogParts,
+        reply: oneshot::Sender<Result<SipMessage, RequestError>>,
+        span: Span,
+    ) {
+        match self.build_in_dialog(dialog, parts) {
+            Ok(request) => {
+                let ends = request.method() == Some(&Method::Bye);
+                let invite_usage = !ends
+                    && !matches!(
+                        request.method(),
+                        Some(Method::Subscribe | Method::Notify | Method::Refer)
+                    );
+                self.start_client(
+                    now,
+                    request,
+                    Reply::Plain(reply),
+                    span,
+                    PendingKind::InDialog {
+                        dialog: dialog.clone(),
+                        invite_usage,
+                    },
+                );
+                if ends {
+                    self.forget_dialog(dialog);
+                }
+            }
+            Err(e) => {
+                debug!(error = %e, "in-dialog request not built");
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
     /// Sends BYE in `dialog` on the platform's own account and forgets the dialog. Nobody
     /// waits for its outcome (the receiver is dropped): a BYE nobody answers ends by its
     /// own Timer F.
@@ -992,23 +1004,9 @@ impl Driver {
             headers: Vec::new(),
             body: None,
         };
-        match self.build_in_dialog(dialog, parts) {
-            Ok(request) => {
-                let (reply, _) = oneshot::channel();
-                let span = tracing::debug_span!("sip_transaction", side = "client", method = "BYE");
-                self.start_client(
-                    now,
-                    request,
-                    Reply::Plain(reply),
-                    span,
-                    PendingKind::InDialog {
-                        dialog: dialog.clone(),
-                        invite_usage: false,
-                    },
-                );
-            }
-            Err(e) => debug!(error = %e, "BYE not built"),
-        }
+        let (reply, _) = oneshot::channel();
+        let span = tracing::debug_span!("sip_transaction", side = "client", method = "BYE");
+        self.send_in_dialog(now, dialog, parts, reply, span);
         self.forget_dialog(dialog);
     }
 

@@ -94,10 +94,7 @@ async fn invite_ack_messages_both_ways_and_bye() {
             .expect("BYE");
         assert_eq!(bye.status(), Some(200));
         // The dialog is gone on this side.
-        let gone = b2
-            .send_in_dialog(&dialog, OutgoingRequest::new(Method::Message, ""))
-            .await;
-        assert!(matches!(gone, Err(RequestError::NoDialog)), "{gone:?}");
+        assert_dialog_gone(&b2, &dialog).await;
     });
 
     let mut call = a.invite(app, invite(&a)).await.unwrap();
@@ -130,10 +127,7 @@ async fn invite_ack_messages_both_ways_and_bye() {
     bye.respond(200, "OK", &[], None).await.unwrap();
     tokio::time::timeout(WAIT, bob_side).await.unwrap().unwrap();
     // The BYE ended the dialog here too.
-    let gone = a
-        .send_in_dialog(&dialog, OutgoingRequest::new(Method::Message, ""))
-        .await;
-    assert!(matches!(gone, Err(RequestError::NoDialog)), "{gone:?}");
+    assert_dialog_gone(&a, &dialog).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,10 +161,7 @@ async fn a_dialog_the_far_side_forgot_gets_481_and_ends_here() {
         )
         .await;
     assert_eq!(r.as_ref().map_err(RequestError::status).err(), Some(481));
-    let r = a
-        .send_in_dialog(&dialog, OutgoingRequest::new(Method::Message, ""))
-        .await;
-    assert!(matches!(r, Err(RequestError::NoDialog)), "{r:?}");
+    assert_dialog_gone(&a, &dialog).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -308,10 +299,7 @@ async fn a_request_in_a_dialog_nobody_answers_ends_it_with_a_bye() {
     );
     assert!(matches!(sent, Err(RequestError::Timeout)), "{sent:?}");
     drop(held);
-    let r = a
-        .send_in_dialog(&dialog, OutgoingRequest::new(Method::Message, ""))
-        .await;
-    assert!(matches!(r, Err(RequestError::NoDialog)), "{r:?}");
+    assert_dialog_gone(&a, &dialog).await;
 }
 
 /// A 408 to a request in the dialog ends it as no answer does: BYE, then 481 here.
@@ -332,8 +320,13 @@ async fn a_408_in_a_dialog_ends_it_with_a_bye() {
         }
     );
     assert_eq!(sent.as_ref().map_err(RequestError::status).err(), Some(408));
-    let r = a
-        .send_in_dialog(&dialog, OutgoingRequest::new(Method::Message, ""))
+    assert_dialog_gone(&a, &dialog).await;
+}
+
+/// `dialog` is gone at `platform`: a request in it fails without being sent.
+async fn assert_dialog_gone(platform: &CollaborationPlatform, dialog: &DialogId) {
+    let r = platform
+        .send_in_dialog(dialog, OutgoingRequest::new(Method::Message, ""))
         .await;
     assert!(matches!(r, Err(RequestError::NoDialog)), "{r:?}");
 }
