@@ -293,8 +293,10 @@ impl CollaborationPlatform {
 
     /// Sends `request` inside `dialog`: its method, headers and body are kept; Request-URI,
     /// Route, From, To, Call-ID and CSeq come from the dialog (RFC 3261 §12.2.1.1). A BYE
-    /// ends the dialog when sent. Returns the 2xx, or why there was none; a 481 or 408
-    /// ends the dialog ([`RequestError::NoDialog`] once it is gone).
+    /// ends the dialog when sent. Returns the 2xx, or why there was none; a 481, a 408 or
+    /// no response at all ends the dialog ([`RequestError::NoDialog`] once it is gone), and
+    /// for a request of the call itself (not SUBSCRIBE, NOTIFY or REFER) a 408 or no
+    /// response also sends BYE, as the far side may still hold the call.
     ///
     /// Cancel safety: as [`send_request`](Self::send_request).
     pub async fn send_in_dialog(
@@ -441,9 +443,10 @@ impl CollaborationPlatform {
     }
 
     /// Stops the platform: no new requests are accepted (sends fail with
-    /// [`RequestError::Shutdown`], incoming requests get 503), live transactions get the
-    /// configured grace period to finish, the rest are cancelled with a definite outcome,
-    /// and every connection is closed. Returns what finished and what was cancelled.
+    /// [`RequestError::Shutdown`], incoming requests get 503; BYE excepted both ways, so
+    /// calls can end), live transactions get the configured grace period to finish, the
+    /// rest are cancelled with a definite outcome, and every connection is closed. Returns
+    /// what finished and what was cancelled.
     ///
     /// Cancel safety: cancel safe; once the request to stop is queued the platform stops
     /// whether or not the caller waits for the report.
