@@ -3,7 +3,8 @@
 //!
 //! [`Dispatcher::dispatch`] is pure: given the request, whether its connection's peer is
 //! trusted, and whether it matched a dialog, it returns either the endpoint to deliver to
-//! or the response the platform sends itself (403, 501, 416, 481, 420, 200 to OPTIONS, 404).
+//! or the response the platform sends itself (403, 405, 501, 416, 481, 420, 200 to OPTIONS,
+//! 404).
 //! The runtime calls it for every request that no transaction or dialog absorbed.
 
 use crate::topology::{Address, OnPremises};
@@ -81,7 +82,6 @@ impl Default for Capabilities {
                 Method::Benotify,
                 Method::Refer,
                 Method::Update,
-                Method::Prack,
             ],
             accept: vec![
                 "application/sdp".into(),
@@ -90,7 +90,10 @@ impl Default for Capabilities {
                 "application/im-iscomposing+xml".into(),
                 "multipart/alternative".into(),
             ],
-            supported: vec!["timer".into(), "100rel".into(), "gruu".into()],
+            // Only what the platform implements: a peer that requires reliable
+            // provisionals (100rel) or session timers (timer) gets 420, not a session
+            // that silently lacks them.
+            supported: vec!["gruu".into()],
         }
     }
 }
@@ -162,9 +165,7 @@ impl Dispatcher {
         if !trusted {
             return Disposition::Respond(Refusal::status(403));
         }
-        if !self.capabilities.allow.contains(method) && *method != Method::Options {
-            let mut r = Refusal::status(501);
-            r.headers.push((HeaderName::Allow, self.allow_value()));
+        if let Some(r) = self.not_allowed(method) {
             return Disposition::Respond(r);
         }
         let uri = request.request_uri_bytes().unwrap_or_default();
@@ -192,7 +193,7 @@ impl Dispatcher {
 
     /// The checks for a request inside a dialog whose endpoint is known (§8.2 as far as it
     /// applies: the Request-URI is a Contact this side gave, so no routing by it): the
-    /// response the platform sends itself (403 untrusted, 400, 501, 420), or `None` to
+    /// response the platform sends itself (403 untrusted, 400, 405, 501, 420), or `None` to
     /// deliver it to the dialog's endpoint.
     pub fn screen_in_dialog(&self, request: &SipMessage, trusted: bool) -> Option<Refusal> {
         let Some(method) = request.method() else {
@@ -201,12 +202,26 @@ impl Dispatcher {
         if !trusted {
             return Some(Refusal::status(403));
         }
-        if !self.capabilities.allow.contains(method) && *method != Method::Options {
-            let mut r = Refusal::status(501);
-            r.headers.push((HeaderName::Allow, self.allow_value()));
+        if let Some(r) = self.not_allowed(method) {
             return Some(r);
         }
         self.unsupported(request, method)
+    }
+
+    /// A method endpoints do not take: 405 with Allow when it is one SIP defines (the
+    /// method is known but not supported here), 501 with Allow when it is an extension
+    /// this side does not recognise (RFC 3261 §8.2.1, §21.5.2).
+    fn not_allowed(&self, method: &Method) -> Option<Refusal> {
+        if self.capabilities.allow.contains(method) || *method == Method::Options {
+            return None;
+        }
+        let status = match method {
+            Method::Extension(_) => 501,
+            _ => 405,
+        };
+        let mut r = Refusal::status(status);
+        r.headers.push((HeaderName::Allow, self.allow_value()));
+        Some(r)
     }
 
     /// 420 with Unsupported when the request requires an option tag not supported here.
@@ -371,7 +386,7 @@ mod tests {
         let r = request(
             "MESSAGE",
             "sip:bot@contoso.test",
-            &[("Require", "timer, nothingSupportsThis")],
+            &[("Require", "gruu, 100rel, nothingSupportsThis")],
         );
         let Disposition::Respond(x) = d.dispatch(&r, true, false, |_| true) else {
             panic!()
@@ -379,12 +394,28 @@ mod tests {
         assert_eq!(x.status, 420);
         assert_eq!(
             x.headers,
-            vec![(HeaderName::Unsupported, "nothingSupportsThis".into())]
+            vec![(
+                HeaderName::Unsupported,
+                "100rel, nothingSupportsThis".into()
+            )]
         );
         let resp = x.to_response(&r).unwrap();
         let wire = String::from_utf8(resp.to_bytes().to_vec()).unwrap();
         assert!(wire.starts_with("SIP/2.0 420 Bad Extension\r\n"));
-        assert!(wire.contains("\r\nUnsupported: nothingSupportsThis\r\n"));
+        assert!(wire.contains("\r\nUnsupported: 100rel, nothingSupportsThis\r\n"));
+        // Session timers are not implemented either.
+        let r = request("INVITE", "sip:bot@contoso.test", &[("Require", "timer")]);
+        let Disposition::Respond(x) = d.dispatch(&r, true, false, |_| true) else {
+            panic!()
+        };
+        assert_eq!(x.status, 420);
+        // A method SIP defines that endpoints do not take: 405 with Allow.
+        let r = request("REGISTER", "sip:bot@contoso.test", &[]);
+        let Disposition::Respond(x) = d.dispatch(&r, true, false, |_| true) else {
+            panic!()
+        };
+        assert_eq!(x.status, 405);
+        assert!(x.headers.iter().any(|(n, _)| *n == HeaderName::Allow));
         let r = request("OPTIONS", "sip:contoso.test", &[]);
         let Disposition::Respond(x) = d.dispatch(&r, true, false, |_| true) else {
             panic!()
@@ -412,7 +443,7 @@ mod tests {
         let m = request(
             "MESSAGE",
             "sip:bot@127.0.0.1:5061",
-            &[("Require", "foo, timer")],
+            &[("Require", "foo, gruu")],
         );
         let r = d.screen_in_dialog(&m, true).unwrap();
         assert_eq!(r.status, 420);
@@ -421,6 +452,8 @@ mod tests {
             vec![(HeaderName::Unsupported, "foo".to_string())]
         );
         let m = request("PUBLISH", "sip:bot@127.0.0.1:5061", &[]);
+        assert_eq!(d.screen_in_dialog(&m, true).map(|r| r.status), Some(405));
+        let m = request("FROBNICATE", "sip:bot@127.0.0.1:5061", &[]);
         assert_eq!(d.screen_in_dialog(&m, true).map(|r| r.status), Some(501));
     }
 }
