@@ -607,6 +607,21 @@ fn set_rtpmap_and_fmtp_replace_or_insert() {
     assert!(md.set_rtpmap(&Rtpmap::new(200, "X", 1)).is_err());
 }
 
+/// RFC 8866 §6.6: `<encoding name>/<clock rate>[/<encoding parameters>]` has at most three
+/// fields, so a `/` in the parameters would write a line that no longer reads back.
+#[test]
+fn set_rtpmap_refuses_a_slash_in_the_encoding_parameters() {
+    let mut md = MediaDescription::new(Media::new("audio", 5004, "RTP/AVP", ["96"])).unwrap();
+    assert!(matches!(
+        md.set_rtpmap(&Rtpmap::new(96, "L16", 8000).with_parameters("2/3")),
+        Err(SdpError::InvalidValue { .. })
+    ));
+    assert!(md.lines().is_empty(), "nothing written");
+    md.set_rtpmap(&Rtpmap::new(96, "L16", 8000).with_parameters("2"))
+        .unwrap();
+    assert_eq!(md.rtpmap(96).and_then(|r| r.channels()), Some(2));
+}
+
 #[test]
 fn builder_makes_a_canonical_description_that_parses_back() {
     let mut audio =

@@ -516,6 +516,13 @@ impl Rtpmap {
         }
         if let Some(p) = &self.encoding_parameters {
             check_token(p, "rtpmap encoding parameters")?;
+            // A '/' would add a fourth field: the line would no longer read back as this map.
+            if p.contains('/') {
+                return Err(SdpError::InvalidValue {
+                    what: "rtpmap encoding parameters",
+                    why: "contains '/'",
+                });
+            }
         }
         Ok(())
     }
