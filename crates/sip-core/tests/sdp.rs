@@ -695,6 +695,23 @@ fn session_level_edits_go_where_rfc_8866_orders_them() {
     assert_eq!(sdp.media().len(), 2);
 }
 
+/// RFC 8866 §5: `z=` comes after every time description (`t=` and its `r=` lines).
+#[test]
+fn inserted_time_lines_stay_before_the_zone_adjustments() {
+    let mut sdp = parse(format!("{BASE}r=7d 1h 0\r\nz=2882844526 -1h\r\nk=prompt\r\n").as_bytes());
+    sdp.insert_line(Line::new('t', "3034423619 3042462419").unwrap())
+        .unwrap();
+    sdp.insert_line(Line::new('r', "1d 1h 0").unwrap()).unwrap();
+    assert_eq!(
+        sdp.to_string(),
+        format!(
+            "{BASE}r=7d 1h 0\r\nt=3034423619 3042462419\r\nr=1d 1h 0\r\n\
+             z=2882844526 -1h\r\nk=prompt\r\n"
+        )
+    );
+    assert_eq!(parse(sdp.to_string().as_bytes()), sdp);
+}
+
 // ---- property tests -------------------------------------------------------------------------
 
 fn token() -> impl Strategy<Value = String> {

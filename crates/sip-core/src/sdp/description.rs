@@ -49,7 +49,8 @@ pub struct MediaDescription {
 }
 
 /// RFC 8866 §5 order of session-level lines, for inserting new ones in the right place.
-/// `t`, `r` and `z` share a rank so that a new line joins the end of the time group.
+/// `t` and `r` share a rank so that a new line joins the end of the time descriptions; `z`
+/// follows all of them (a `t=` after `z=` is out of order).
 fn session_rank(letter: u8) -> u8 {
     match letter {
         b'v' => 0,
@@ -61,10 +62,11 @@ fn session_rank(letter: u8) -> u8 {
         b'p' => 6,
         b'c' => 7,
         b'b' => 8,
-        b't' | b'r' | b'z' => 9,
-        b'k' => 10,
-        b'a' => 11,
-        _ => 12,
+        b't' | b'r' => 9,
+        b'z' => 10,
+        b'k' => 11,
+        b'a' => 12,
+        _ => 13,
     }
 }
 
