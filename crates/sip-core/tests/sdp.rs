@@ -395,6 +395,36 @@ fn structural_errors_name_the_line() {
     ));
 }
 
+/// RFC 8866 §9: at most one session-level `c=` (media sections may hold several, for
+/// layered multicast). With two, `connection()` silently picked the first.
+#[test]
+fn a_second_session_level_connection_is_refused() {
+    assert_eq!(
+        err(&format!(
+            "{BASE}c=IN IP4 192.0.2.9\r\nm=audio 1 RTP/AVP 0\r\n"
+        )),
+        SdpError::Repeated {
+            line: 6,
+            letter: 'c'
+        }
+    );
+    let mut sdp = parse(
+        format!(
+            "{BASE}m=audio 1 RTP/AVP 0\r\nc=IN IP4 233.252.0.1/127\r\nc=IN IP4 233.252.0.2/127\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(sdp.media()[0].connections().count(), 2);
+    assert!(sdp
+        .insert_line(Line::new('c', "IN IP4 192.0.2.9").unwrap())
+        .is_err());
+    assert_eq!(sdp.connection(), Some(Connection::new("192.0.2.1")));
+    sdp.remove_lines('c');
+    sdp.insert_line(Line::new('c', "IN IP4 192.0.2.9").unwrap())
+        .unwrap();
+    assert_eq!(sdp.connection(), Some(Connection::new("192.0.2.9")));
+}
+
 #[test]
 fn numbers_that_overflow_are_errors_not_wrapped() {
     assert_eq!(

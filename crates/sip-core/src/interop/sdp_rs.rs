@@ -11,7 +11,7 @@
 //!
 //! - **Refused** ([`SdpRsError::NotRepresentable`]): an FQDN (or any non-IP text) in `o=` or
 //!   `c=` (sdp-rs holds an `IpAddr`: RFC 5118 `mult-ip-in-sdp` cannot convert); a line type
-//!   sdp-rs does not know; a second session-level `c=`, `i=`, `u=` or `k=`, or a second
+//!   sdp-rs does not know; a second session-level `i=`, `u=` or `k=`, or a second
 //!   media-level `i=` or `k=` (sdp-rs holds one); `r=`/`z=` before any `t=`; a port count
 //!   above 255 (`u8` in sdp-rs); `r=`/`z=` times so large that sdp-rs's `chrono` arithmetic
 //!   would panic (`r=99999999999999999 1h 0`, beyond about ±10^15 seconds).
@@ -490,8 +490,8 @@ mod tests {
                 not_representable(6, "a line type unknown to sdp-rs"),
             ),
             (
-                format!("{BASE}c=IN IP4 192.0.2.2\r\n").into_bytes(),
-                not_representable(6, "a second line of a type sdp-rs holds once"),
+                format!("{BASE}i=a\r\ni=b\r\n").into_bytes(),
+                not_representable(7, "a second line of a type sdp-rs holds once"),
             ),
             (
                 format!("{BASE}m=audio 1/300 RTP/AVP 0\r\n").into_bytes(),

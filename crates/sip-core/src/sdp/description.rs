@@ -414,14 +414,21 @@ impl SessionDescription {
     }
 
     /// Inserts a session-level line where RFC 8866 §5 orders it (after existing lines of the
-    /// same type). `v=`, `o=`, `s=` (use the setters) and `m=` (use
-    /// [`push_media`](Self::push_media)) are refused.
+    /// same type). `v=`, `o=`, `s=` (use the setters), `m=` (use
+    /// [`push_media`](Self::push_media)) and a second `c=` (use
+    /// [`set_connection`](Self::set_connection)) are refused.
     pub fn insert_line(&mut self, line: Line) -> Result<(), SdpError> {
         let letter = line.letter_byte();
         if matches!(letter, b'v' | b'o' | b's' | b'm') {
             return Err(SdpError::InvalidValue {
                 what: "session line",
                 why: "v=, o=, s= and m= have their own setters",
+            });
+        }
+        if letter == b'c' && self.session.iter().any(|l| l.letter_byte() == b'c') {
+            return Err(SdpError::InvalidValue {
+                what: "session line",
+                why: "one session-level c= only; set_connection replaces it",
             });
         }
         check_typed(&line)?;

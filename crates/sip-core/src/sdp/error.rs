@@ -86,7 +86,7 @@ pub enum SdpError {
         /// Its letter.
         letter: char,
     },
-    /// A line that may appear once (`v=`, `o=`, `s=`) appears again.
+    /// A line that may appear once (`v=`, `o=`, `s=`, a session-level `c=`) appears again.
     #[error("line {line}: {letter}= repeated")]
     Repeated {
         /// The offending line.

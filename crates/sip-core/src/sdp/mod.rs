@@ -14,7 +14,7 @@
 //! ## Strict and lenient
 //!
 //! Strict on structure: `v=0` first, then `o=` and `s=`; each line `x=value` with `x` one ASCII
-//! letter; at least one `t=`; no session-only line (`v o s u e p t r z`) after the first
+//! letter; at least one `t=`; at most one session-level `c=`; no session-only line (`v o s u e p t r z`) after the first
 //! `m=`; `o=`, `c=`, `m=`, `t=` follow their grammar and their numbers fit (a 30-digit
 //! version is [`SdpError::NumberOutOfRange`], never a wrapped number). Lenient on values it
 //! does not interpret: empty or single-space `s=`, FQDNs in `o=`/`c=`, `r=`/`z=`/`b=`/`k=`

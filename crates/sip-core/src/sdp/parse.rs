@@ -118,6 +118,7 @@ fn build(
     let mut session = vec![v, o, s];
     let mut media: Vec<MediaDescription> = Vec::new();
     let mut saw_timing = false;
+    let mut saw_connection = false;
     for (n, line) in iter {
         let letter = line.letter_byte();
         if letter == b'm' {
@@ -156,6 +157,15 @@ fn build(
                         Timing::parse(line.value(), n)?;
                         saw_timing = true;
                     }
+                    // RFC 8866 §9 allows one session-level `c=`; with two, which address
+                    // media goes to is a guess.
+                    b'c' if saw_connection => {
+                        return Err(SdpError::Repeated {
+                            line: n,
+                            letter: 'c',
+                        })
+                    }
+                    b'c' => saw_connection = true,
                     _ => {}
                 }
                 session.push(line);
