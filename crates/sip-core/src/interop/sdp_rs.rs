@@ -86,10 +86,16 @@ pub fn to_sdp_rs(sdp: &SessionDescription) -> Result<sdp_rs::SessionDescription,
         .address
         .parse()
         .map_err(|_| not_representable(2, "a non-IP o= address"))?;
+    // sdp-rs keeps sess-version as text: pass it as written (`007` stays `007`).
+    let sess_version = sdp
+        .lines()
+        .get(1)
+        .and_then(|o| o.value().split(' ').filter(|f| !f.is_empty()).nth(2))
+        .map_or_else(|| origin.session_version.to_string(), String::from);
     let origin = lines::Origin {
         username: origin.username.clone(),
         sess_id: origin.session_id.clone(),
-        sess_version: origin.session_version.to_string(),
+        sess_version,
         nettype: origin.net_type.as_str().into(),
         addrtype: origin.addr_type.as_str().into(),
         unicast_address,
@@ -511,6 +517,14 @@ mod tests {
             to_sdp_rs(&bad_bw),
             Err(SdpRsError::Rejected { line: 6, .. })
         ));
+    }
+
+    #[test]
+    fn session_version_keeps_its_spelling() {
+        let body = "v=0\r\no=- 1 007 IN IP4 192.0.2.1\r\ns=-\r\nt=0 0\r\n";
+        let theirs = to_sdp_rs(&parse(body.as_bytes())).unwrap();
+        assert_eq!(theirs.origin.sess_version, "007");
+        assert_eq!(from_sdp_rs(&theirs).unwrap().to_bytes(), body.as_bytes());
     }
 
     #[test]
