@@ -283,6 +283,14 @@ fn convert_attribute(value: &str, n: usize) -> Result<sdp_rs::lines::Attribute, 
     sdp_rs::lines::Attribute::try_from(tokens).map_err(|e| rejected(n, e))
 }
 
+/// Whether `s` is a typed time at all (`[-]digits[s|m|h|d]`, RFC 8866 §5.10), whatever its
+/// size: a malformed one is refused as such, not as out of range.
+fn is_typed_time(s: &str) -> bool {
+    let number = s.strip_suffix(['s', 'm', 'h', 'd']).unwrap_or(s);
+    let digits = number.strip_prefix('-').unwrap_or(number);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// Whether sdp-rs can turn a typed time (`[-]digits[s|m|h|d]`) into a `chrono::Duration`
 /// without panicking: chrono panics beyond `i64::MAX / 1000` seconds, so stay under 10^15.
 fn typed_time_is_safe(s: &str) -> bool {
@@ -309,6 +317,9 @@ fn convert_repeat(value: &str, n: usize) -> Result<sdp_rs::lines::Repeat, SdpRsE
     if parts.len() < 2 {
         return Err(rejected(n, "r= needs an interval and a duration"));
     }
+    if !parts.iter().all(|p| is_typed_time(p)) {
+        return Err(rejected(n, "r= holds a value that is not a typed time"));
+    }
     if !parts.iter().all(|p| typed_time_is_safe(p)) {
         return Err(not_representable(n, "an r= time out of sdp-rs's range"));
     }
@@ -320,6 +331,9 @@ fn convert_zone(value: &str, n: usize) -> Result<sdp_rs::lines::Zone, SdpRsError
     let parts: Vec<&str> = value.split(' ').filter(|s| !s.is_empty()).collect();
     if parts.is_empty() || parts.len() % 2 != 0 {
         return Err(rejected(n, "z= needs adjustment/offset pairs"));
+    }
+    if !parts.chunks(2).all(|p| is_typed_time(p[1])) {
+        return Err(rejected(n, "z= holds an offset that is not a typed time"));
     }
     if !parts.chunks(2).all(|p| typed_time_is_safe(p[1])) {
         return Err(not_representable(n, "a z= offset out of sdp-rs's range"));
@@ -525,6 +539,22 @@ mod tests {
         let theirs = to_sdp_rs(&parse(body.as_bytes())).unwrap();
         assert_eq!(theirs.origin.sess_version, "007");
         assert_eq!(from_sdp_rs(&theirs).unwrap().to_bytes(), body.as_bytes());
+    }
+
+    #[test]
+    fn malformed_typed_times_are_rejected_not_out_of_range() {
+        for (line, n) in [("r=1.5h 1h 0", 6), ("z=2882844526 1x", 6)] {
+            let body = format!("{BASE}{line}\r\n");
+            assert!(
+                matches!(to_sdp_rs(&parse(body.as_bytes())), Err(SdpRsError::Rejected { line, .. }) if line == n),
+                "{line}"
+            );
+        }
+        let body = format!("{BASE}z=2882844526 -99999999999999999h\r\n");
+        assert_eq!(
+            to_sdp_rs(&parse(body.as_bytes())).unwrap_err(),
+            not_representable(6, "a z= offset out of sdp-rs's range")
+        );
     }
 
     #[test]
