@@ -22,8 +22,12 @@
 //! - **Lost silently**: the line order across types (sdp-rs writes its fixed RFC order, e.g.
 //!   a session `a=` written before `t=` moves after it); the line ends (sdp-rs writes CRLF);
 //!   number spelling (leading zeros in `t=`, `b=`, ports; `r=7d` stays typed but `r=0604800`
-//!   loses its zeros); an attribute with an empty value (`a=foo:`) becomes `a=foo`; floats
-//!   of `a=ptime`/`a=framerate` are re-printed by Rust's `f32` formatting.
+//!   loses its zeros, `a=quality:05` becomes `5`); IP address spelling in `o=`/`c=` (sdp-rs
+//!   holds an `IpAddr`, so `2001:DB8:0:0:0:0:0:1` comes back as `2001:db8::1`); an
+//!   attribute with an empty value (`a=foo:`) becomes `a=foo`; floats of
+//!   `a=ptime`/`a=framerate` are re-printed by Rust's `f32` formatting.
+//! - **Typed differently**: the address count of an IPv6 multicast `c=` (`ff15::1/3`) lands
+//!   in sdp-rs's `ttl` field, as sdp-rs's own parser puts it (the text is the same).
 //! - **Rewritten by sdp-rs afterwards** (not by this conversion): sdp-rs's `Display` writes
 //!   an `a=rtpmap` with encoding parameters as `111 opus/48000 2` (space instead of `/`),
 //!   which is no longer valid SDP, and it does not recognise `a=inactive` (typo `inacive` in

@@ -14,14 +14,20 @@
 //! ## Strict and lenient
 //!
 //! Strict on structure: `v=0` first, then `o=` and `s=`; each line `x=value` with `x` one ASCII
-//! letter; at least one `t=`; at most one session-level `c=`; no session-only line (`v o s u e p t r z`) after the first
-//! `m=`; `o=`, `c=`, `m=`, `t=` follow their grammar and their numbers fit (a 30-digit
-//! version is [`SdpError::NumberOutOfRange`], never a wrapped number). Lenient on values it
-//! does not interpret: empty or single-space `s=`, FQDNs in `o=`/`c=`, `r=`/`z=`/`b=`/`k=`
-//! and attribute values are kept as text (so `r=99999999999999999 1h 0` is harmless),
-//! repeated spaces between fields, LF or CRLF line ends, a last line without line end,
-//! empty lines at the very end. Unknown line types are kept (RFC 8866 §5 lets a parser
-//! refuse them; this one leaves that decision to the caller). Text must be UTF-8.
+//! letter; at least one `t=`; at most one session-level `c=`; no session-only line
+//! (`v o s u e p t r z`) after the first `m=`; `o=`, `c=`, `m=`, `t=` follow their grammar and
+//! their numbers fit (a 30-digit version is [`SdpError::NumberOutOfRange`], never a wrapped
+//! number). Lenient on values it does not interpret: empty or single-space `s=`, FQDNs in
+//! `o=`/`c=`, `r=`/`z=`/`b=`/`k=` and attribute values are kept as text (so
+//! `r=99999999999999999 1h 0` is harmless), repeated spaces between fields, LF or CRLF line
+//! ends, a last line without line end, empty lines at the very end. Unknown line types are
+//! kept (RFC 8866 §5 lets a parser refuse them; this one leaves that decision to the caller).
+//! The order of lines after `s=` is not checked (new lines are inserted in RFC 8866 §5 order).
+//! A media section with no `c=` of its own and none at session level is accepted (RFC 8866
+//! §5.7 requires one; refusing would turn an omission that only matters to that stream, e.g.
+//! a rejected one, into a refused body): [`SessionDescription::effective_connection`] is then
+//! `None`. Text must be UTF-8, so a non-UTF-8 `s=`/`i=` declared by `a=charset` (RFC 8866
+//! §6.10) is refused ([`SdpError::NotUtf8`]).
 //!
 //! [`SdpLimits`] bounds the body size, the line count and length and the number of media
 //! sections; exceeding one is a typed error.
