@@ -208,6 +208,17 @@ fn lync_im_offer() {
 }
 
 #[test]
+fn trailing_whitespace_on_attribute_lines_is_tolerated_and_kept() {
+    let body = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+                m=audio 5004 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000 \r\na=sendonly \t\r\n";
+    let sdp = parse(body.as_bytes());
+    let audio = &sdp.media()[0];
+    assert_eq!(audio.direction(), Some(Direction::SendOnly));
+    assert_eq!(audio.rtpmap(0).map(|r| r.clock_rate), Some(8000));
+    assert_eq!(sdp.to_string(), body, "the lines are kept as written");
+}
+
+#[test]
 fn rfc4475_bodies() {
     for file in ["rfc4475/valid/wsinv.sip", "rfc4475/valid/sdp01.sip"] {
         let sdp = parse(&sip_body(file));

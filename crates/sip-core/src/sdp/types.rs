@@ -409,8 +409,11 @@ pub struct Attribute<'a> {
 }
 
 impl<'a> Attribute<'a> {
-    /// Splits an `a=` value at its first colon.
+    /// Splits an `a=` value at its first colon. Trailing whitespace, which some peers
+    /// leave on the line (`a=sendrecv `) and which carries no meaning, is not part of the
+    /// name or value (the line itself is kept as written).
     pub fn from_value(value: &'a str) -> Attribute<'a> {
+        let value = value.trim_end_matches([' ', '\t']);
         match value.split_once(':') {
             Some((name, v)) => Attribute {
                 name,
