@@ -409,18 +409,17 @@ pub struct Attribute<'a> {
 }
 
 impl<'a> Attribute<'a> {
-    /// Splits an `a=` value at its first colon. Trailing whitespace, which some peers
-    /// leave on the line (`a=sendrecv `) and which carries no meaning, is not part of the
-    /// name or value (the line itself is kept as written).
+    /// Splits an `a=` value at its first colon. A property attribute's name does not
+    /// include trailing whitespace, which some peers leave on the line (`a=sendrecv `); a
+    /// value is kept as written (Lync candidates end with a space), and the line too.
     pub fn from_value(value: &'a str) -> Attribute<'a> {
-        let value = value.trim_end_matches([' ', '\t']);
         match value.split_once(':') {
             Some((name, v)) => Attribute {
                 name,
                 value: Some(v),
             },
             None => Attribute {
-                name: value,
+                name: value.trim_end_matches([' ', '\t']),
                 value: None,
             },
         }
