@@ -374,6 +374,9 @@ struct Running {
 ///   notifier or the request's answer says retrying is pointless (`rejected`,
 ///   `noresource`, `invariant`; 403, 404, 489 …). A 403 from the far side of federation
 ///   is such an error on that target alone.
+/// * A SUBSCRIBE that forks keeps one subscription: the dialog of the first fork to answer
+///   or notify. NOTIFYs of the other forks, and of attempts given up, are answered 481,
+///   which ends them at their notifiers (RFC 6665 §4.1.3, §4.5.2).
 /// * [`query`](Self::query) is a one-shot fetch (`Expires: 0`, RFC 6665
 ///   §4.1.2.3) of a home user's presence. Federated targets are persistent only: a
 ///   one-shot query for one is [`EndpointError::FederationRestricted`] and nothing is sent.
@@ -1414,11 +1417,22 @@ impl ViewTask {
                     let _ = request.respond(status, reason, headers, None).await;
                     return;
                 }
+                let dialog = request.dialog();
+                if !self.is_current(&target, generation, dialog.as_ref()) {
+                    // No subscription of ours (an attempt given up, a target forgotten) or
+                    // another fork of the SUBSCRIBE than the dialog kept: 481 ends it at
+                    // its notifier (RFC 6665 §4.1.3, §4.5.2), and the platform forgets
+                    // the dialog the NOTIFY made.
+                    let _ = request
+                        .respond(481, sip_core::reason_phrase(481), &[], None)
+                        .await;
+                    self.ends.extend(dialog);
+                    return;
+                }
                 // Answered first, whatever the body: the notifier must not retransmit.
                 let _ = request.respond(200, "OK", &[], None).await;
                 let status = notify_status(request.request());
                 let (document, error) = read_body(request.request());
-                let dialog = request.dialog();
                 let shared = self.shared.clone();
                 let mut table = shared.table();
                 self.on_notify(
@@ -1436,6 +1450,18 @@ impl ViewTask {
                 self.on_answered(&mut table, &target, generation, sent, outcome);
             }
         }
+    }
+
+    /// Whether a NOTIFY in `dialog` belongs to `target`'s current attempt: its generation,
+    /// and the dialog kept (the first of the SUBSCRIBE's forks to answer or notify).
+    fn is_current(&self, target: &Arc<str>, generation: u32, dialog: Option<&DialogId>) -> bool {
+        self.shared.table().get(target).is_some_and(|s| {
+            s.generation == generation
+                && match (&s.dialog, dialog) {
+                    (Some(kept), Some(d)) => kept == d,
+                    _ => true,
+                }
+        })
     }
 
     #[allow(clippy::too_many_arguments)]

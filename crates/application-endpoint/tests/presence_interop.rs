@@ -596,3 +596,344 @@ fn subscriptions_are_refreshed_in_dialog_and_made_again_after_a_front_end_restar
         platform.shutdown().await;
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// A scripted front end, for what Kamailio cannot be made to do on demand (forked NOTIFYs,
+// 423 Interval Too Brief): a mutual-TLS listener the test drives message by message.
+// ---------------------------------------------------------------------------------------
+
+mod scripted {
+    use super::*;
+    use bytes::Bytes;
+    use collaboration_platform::loopback::LoopbackPki;
+    use sip_core::{HeaderName, Method, SipMessage};
+    use std::collections::VecDeque;
+    use tokio::sync::mpsc;
+    use transport_tls::{
+        ReceivedMessage, SipTransport, TlsServerSettings, TransportEvent, TransportSettings,
+    };
+
+    const FRONT_END: &str = "fe.contoso.test";
+    const APPLICATION: &str = "app.contoso.test";
+
+    /// The front end, as the test scripts it.
+    pub struct FrontEnd {
+        pki: LoopbackPki,
+        transport: SipTransport,
+        events: mpsc::Receiver<TransportEvent>,
+        addr: SocketAddr,
+        /// Requests that arrived while a NOTIFY waited for its answer.
+        held: VecDeque<ReceivedMessage>,
+        branch: u32,
+    }
+
+    impl Drop for FrontEnd {
+        fn drop(&mut self) {
+            self.transport.shutdown();
+        }
+    }
+
+    impl FrontEnd {
+        pub async fn start() -> FrontEnd {
+            let pki = LoopbackPki::new().expect("loopback CA");
+            let identity = pki.identity(FRONT_END).expect("front-end identity");
+            let (transport, events) =
+                SipTransport::new(TransportSettings::new()).expect("transport");
+            let addr = transport
+                .listen_tls(
+                    loopback0(),
+                    &TlsServerSettings::mutual(identity, pki.roots()),
+                )
+                .await
+                .expect("listener");
+            FrontEnd {
+                pki,
+                transport,
+                events,
+                addr,
+                held: VecDeque::new(),
+                branch: 0,
+            }
+        }
+
+        /// A platform whose outbound proxy is this front end.
+        pub async fn platform(&self) -> CollaborationPlatform {
+            let settings = ServerPlatformSettings::new(
+                "ucma-rs scripted presence",
+                APPLICATION,
+                self.pki
+                    .identity(APPLICATION)
+                    .expect("application identity"),
+                self.pki.roots(),
+                OutboundProxy::tls(self.addr, FRONT_END),
+            )
+            .listen(Listener::mutual_tls(loopback0()))
+            .topology(Topology::new(["contoso.test"]));
+            CollaborationPlatform::start(settings)
+                .await
+                .expect("platform")
+        }
+
+        /// The next message from the platform (OPTIONS are answered on the way).
+        async fn next(&mut self, what: &str) -> ReceivedMessage {
+            loop {
+                let ev = bounded(what, self.events.recv()).await;
+                match ev {
+                    Some(TransportEvent::Message(rm)) => {
+                        if rm.message.method() == Some(&Method::Options) {
+                            self.reply(&rm, 200, None, &[]).await;
+                            continue;
+                        }
+                        return rm;
+                    }
+                    Some(_) => {}
+                    None => panic!("{what}: the transport stopped"),
+                }
+            }
+        }
+
+        /// The next request of `method`.
+        pub async fn request(&mut self, method: Method, what: &str) -> ReceivedMessage {
+            if let Some(i) = self
+                .held
+                .iter()
+                .position(|r| r.message.method() == Some(&method))
+            {
+                return self.held.remove(i).expect("held request");
+            }
+            loop {
+                let rm = self.next(what).await;
+                if rm.message.method() == Some(&method) {
+                    return rm;
+                }
+                if rm.message.is_request() {
+                    self.held.push_back(rm);
+                }
+            }
+        }
+
+        pub async fn reply(
+            &self,
+            rm: &ReceivedMessage,
+            status: u16,
+            to_tag: Option<&str>,
+            headers: &[(&str, &str)],
+        ) {
+            let mut r =
+                SipMessage::response_to(&rm.message, status, sip_core::reason_phrase(status))
+                    .expect("response");
+            if let Some(t) = to_tag {
+                r.set_to_tag(t).expect("To tag");
+            }
+            for (n, v) in headers {
+                r.push_header(*n, v.to_string()).expect("header");
+            }
+            self.transport.reply(rm, &r).await.expect("reply sent");
+        }
+
+        /// Sends a NOTIFY for `subscribe`'s subscription from the notifier tagged
+        /// `from_tag` (a fork of its own when it differs from the 2xx's) and returns the
+        /// status of its final answer.
+        pub async fn notify(
+            &mut self,
+            subscribe: &ReceivedMessage,
+            from_tag: &str,
+            cseq: u32,
+            state: &str,
+            body: Option<&str>,
+        ) -> u16 {
+            let s = &subscribe.message;
+            let text = |h| String::from_utf8_lossy(s.header(h).unwrap_or_default()).into_owned();
+            let contact = text(HeaderName::Contact);
+            let contact = contact.trim().trim_start_matches('<').trim_end_matches('>');
+            let target = text(HeaderName::To);
+            self.branch += 1;
+            let body = body.unwrap_or_default();
+            let content_type = if body.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "Content-Type: {}\r\n",
+                    application_endpoint::pidf::CONTENT_TYPE
+                )
+            };
+            let notify = format!(
+                "NOTIFY {contact} SIP/2.0\r\n\
+                 Via: SIP/2.0/TLS {addr};branch=z9hG4bKscripted{branch}\r\n\
+                 Max-Forwards: 70\r\n\
+                 From: {target};tag={from_tag}\r\n\
+                 To: {from}\r\n\
+                 Call-ID: {call_id}\r\n\
+                 CSeq: {cseq} NOTIFY\r\n\
+                 Contact: <sip:notifier@{addr};transport=tls>\r\n\
+                 Event: presence\r\n\
+                 Subscription-State: {state}\r\n\
+                 {content_type}Content-Length: {len}\r\n\r\n{body}",
+                addr = self.addr,
+                branch = self.branch,
+                from = text(HeaderName::From),
+                call_id = text(HeaderName::CallId),
+                len = body.len(),
+            );
+            let connection = subscribe.connection_id().expect("a TLS connection");
+            self.transport
+                .send_raw(connection, Bytes::from(notify))
+                .await
+                .expect("NOTIFY sent");
+            let branch = format!("z9hG4bKscripted{}", self.branch);
+            loop {
+                let rm = self.next("the answer to a NOTIFY").await;
+                let m = &rm.message;
+                if m.is_request() {
+                    self.held.push_back(rm);
+                    continue;
+                }
+                let ours = m
+                    .header(HeaderName::Via)
+                    .is_some_and(|v| String::from_utf8_lossy(v).contains(&branch));
+                match m.status() {
+                    Some(code) if ours && code >= 200 => return code,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// A header of a received request, as text.
+    pub fn header(rm: &ReceivedMessage, name: HeaderName) -> Option<String> {
+        rm.message
+            .header(name)
+            .map(|v| String::from_utf8_lossy(v).trim().to_string())
+    }
+
+    /// The To tag of a received request, if any.
+    pub fn to_tag(rm: &ReceivedMessage) -> Option<String> {
+        let to = rm.message.to().ok()?;
+        to.tag().map(|t| String::from_utf8_lossy(t).into_owned())
+    }
+
+    /// A presence document for `entity` with `availability`.
+    pub fn pidf(entity: &str, availability: Availability) -> String {
+        application_endpoint::pidf::PresenceDocument::from_availability(entity, availability, None)
+            .to_xml()
+    }
+}
+
+/// Waits for the next notification about `target` that satisfies `want` (no front-end
+/// logs to show: the front end is the test).
+async fn wait_scripted<N>(
+    rx: &mut tokio::sync::mpsc::Receiver<N>,
+    target: &str,
+    what: &str,
+    see: impl Fn(&N) -> Seen,
+    want: impl Fn(&Seen) -> bool,
+) -> Seen {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(n)) => {
+                let s = see(&n);
+                if s.target == target && want(&s) {
+                    return s;
+                }
+                seen.push(s);
+            }
+            Ok(None) => panic!("{what}: notification stream closed; seen {seen:#?}"),
+            Err(_) => panic!("{what}: not within {WAIT:?}; seen {seen:#?}"),
+        }
+    }
+}
+
+/// Ends the subscription of `subscribe` at the scripted front end as a notifier does: 200
+/// to the un-SUBSCRIBE in dialog `tag`, then the final NOTIFY.
+async fn script_unsubscribe(
+    fe: &mut scripted::FrontEnd,
+    subscribe: &transport_tls::ReceivedMessage,
+    tag: &str,
+    cseq: u32,
+) {
+    let end = fe
+        .request(sip_core::Method::Subscribe, "the un-SUBSCRIBE")
+        .await;
+    assert_eq!(scripted::to_tag(&end).as_deref(), Some(tag));
+    assert_eq!(
+        scripted::header(&end, sip_core::HeaderName::Expires).as_deref(),
+        Some("0")
+    );
+    fe.reply(&end, 200, None, &[("Expires", "0")]).await;
+    let _ = fe
+        .notify(subscribe, tag, cseq, "terminated;reason=timeout", None)
+        .await;
+}
+
+#[test]
+fn a_notify_of_another_fork_is_refused_and_leaves_the_subscription_alone() {
+    runtime().block_on(async {
+        let mut fe = scripted::FrontEnd::start().await;
+        let platform = fe.platform().await;
+        let watcher = endpoint(&platform, "sip:watcher@contoso.test").await;
+        let view = RemotePresenceView::new(&watcher);
+        let mut rx = view.notifications();
+        let target = "sip:bob@contoso.test";
+        bounded("subscribe", view.subscribe([target.to_string()]))
+            .await
+            .expect("subscribe");
+        let sub = fe
+            .request(sip_core::Method::Subscribe, "the SUBSCRIBE")
+            .await;
+
+        // The SUBSCRIBE forked: both notifiers notify before the 2xx (RFC 6665 §4.1.2.4).
+        // The first is kept; the other fork is refused, which ends it at its notifier.
+        let online = scripted::pidf(target, Availability::Online);
+        let a = fe
+            .notify(&sub, "forkA", 1, "active;expires=600", Some(&online))
+            .await;
+        assert_eq!(a, 200, "the first fork's NOTIFY");
+        let b = fe
+            .notify(&sub, "forkB", 1, "active;expires=600", Some(&online))
+            .await;
+        assert_eq!(b, 481, "another fork's NOTIFY");
+        fe.reply(&sub, 200, Some("forkA"), &[("Expires", "600")])
+            .await;
+        wait_scripted(&mut rx, target, "Online", see!(), |s| {
+            s.availability == Some(Availability::Online) && s.state == "Subscribed"
+        })
+        .await;
+
+        // The other fork ending does not end the subscription kept.
+        let b = fe
+            .notify(&sub, "forkB", 2, "terminated;reason=noresource", None)
+            .await;
+        assert_eq!(b, 481, "another fork's final NOTIFY");
+        let away = scripted::pidf(target, Availability::Away);
+        let a = fe
+            .notify(&sub, "forkA", 2, "active;expires=600", Some(&away))
+            .await;
+        assert_eq!(a, 200, "the kept fork's NOTIFY");
+        let seen = wait_scripted(&mut rx, target, "Away", see!(), |s| {
+            s.availability == Some(Availability::Away)
+        })
+        .await;
+        assert_eq!(seen.state, "Subscribed", "{seen:?}");
+        assert!(seen.error.is_none(), "{seen:?}");
+        assert_eq!(view.state(target).map(|s| s.name()), Some("Subscribed"));
+
+        let ((), ()) = bounded(
+            "terminate",
+            futures_join(
+                view.terminate(),
+                script_unsubscribe(&mut fe, &sub, "forkA", 3),
+            ),
+        )
+        .await;
+        assert_eq!(watcher.core().live_dialogs(), 0);
+        watcher.terminate().await;
+        platform.shutdown().await;
+    });
+}
+
+/// Both futures, run together.
+async fn futures_join<A, B>(a: impl Future<Output = A>, b: impl Future<Output = B>) -> (A, B) {
+    tokio::join!(a, b)
+}
