@@ -238,6 +238,8 @@ struct Sub {
     generation: u32,
     /// Consecutive failed attempts (the backoff's exponent).
     attempts: u8,
+    /// The notifier's Min-Expires after a 423 (0: none): asked for from then on.
+    min_expires: u32,
     /// `unsubscribe`/`terminate` asked for it to end; it is removed once it has.
     closing: bool,
     /// A request of the current attempt is in flight.
@@ -264,6 +266,7 @@ impl Sub {
             state,
             generation: 0,
             attempts: 0,
+            min_expires: 0,
             closing: false,
             busy: false,
             pending: false,
@@ -454,7 +457,9 @@ impl RemotePresenceView {
 
     /// The subscription lifetime asked for, in seconds (default
     /// `DEFAULT_SUBSCRIPTION_EXPIRES`, 3600; at least 1). The notifier may grant less; the
-    /// view refreshes before what was granted runs out.
+    /// view refreshes before what was granted runs out. A notifier that finds it too brief
+    /// (423 with `Min-Expires`) is asked again at once with its minimum, kept for that
+    /// target's refreshes.
     pub fn expires(mut self, secs: u32) -> Self {
         self.config.expires = secs.max(1);
         self
@@ -893,6 +898,22 @@ fn retry_after_of(response: &SipMessage) -> Option<u32> {
         .map(|n| n.min(u64::from(u32::MAX)) as u32)
 }
 
+/// The `Min-Expires` of a 423 (Interval Too Brief) answer, when it asks for more than
+/// `asked` (RFC 6665 §4.1.2.1, RFC 3261 §21.4.17): the lifetime to ask for instead.
+fn longer_expires(error: &EndpointError, asked: u32) -> Option<u32> {
+    let EndpointError::Request(RequestError::Status {
+        code: 423,
+        response,
+        ..
+    }) = error
+    else {
+        return None;
+    };
+    let min = response.header(HeaderName::MinExpires)?;
+    let min = std::str::from_utf8(min).ok()?.trim().parse::<u32>().ok()?;
+    (min > asked).then_some(min)
+}
+
 /// What to do after an attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Next {
@@ -1178,7 +1199,7 @@ impl ViewTask {
             }),
         );
         sub.route = Some(route);
-        let asked = self.config.expires;
+        let asked = self.config.expires.max(sub.min_expires);
         let request = subscribe_request(&self.core, target, call_id, &tag, asked);
         let (core, events, target, generation) = (
             self.core.clone(),
@@ -1217,7 +1238,7 @@ impl ViewTask {
         let expires = if sent == Sent::Unsubscribe {
             0
         } else {
-            self.config.expires
+            self.config.expires.max(sub.min_expires)
         };
         let (core, events, target, generation) = (
             self.core.clone(),
@@ -1632,6 +1653,17 @@ impl ViewTask {
                     return;
                 }
                 let refresh = sent == Sent::Refresh;
+                let asked = self.config.expires.max(sub.min_expires);
+                if let Some(min) = longer_expires(&e, asked) {
+                    // Too brief for the notifier: ask again at once with its minimum, in
+                    // the dialog for a refresh, in a new one for a first SUBSCRIBE.
+                    debug!(target = %target, asked, min, "SUBSCRIBE too brief (423)");
+                    sub.min_expires = min;
+                    if !(refresh && self.send_in_dialog(sub, target, Sent::Refresh)) {
+                        self.restart(sub, target);
+                    }
+                    return;
+                }
                 let next = after_failure(&e, refresh);
                 debug!(target = %target, error = %e, ?next, "SUBSCRIBE failed");
                 let dialog_gone = !refresh
@@ -1905,6 +1937,23 @@ mod tests {
                 "{error} (refresh: {refresh})"
             );
         }
+    }
+
+    #[test]
+    fn a_423_gives_the_lifetime_to_ask_for() {
+        let too_brief = status(423, "Min-Expires: 120\r\n");
+        assert_eq!(longer_expires(&too_brief, 60), Some(120));
+        // Nothing longer to ask for: retrying would loop.
+        assert_eq!(longer_expires(&too_brief, 120), None);
+        assert_eq!(longer_expires(&status(423, ""), 60), None);
+        assert_eq!(
+            longer_expires(&status(423, "Min-Expires: soon\r\n"), 60),
+            None
+        );
+        assert_eq!(
+            longer_expires(&status(400, "Min-Expires: 120\r\n"), 60),
+            None
+        );
     }
 
     #[test]

@@ -937,3 +937,63 @@ fn a_notify_of_another_fork_is_refused_and_leaves_the_subscription_alone() {
 async fn futures_join<A, B>(a: impl Future<Output = A>, b: impl Future<Output = B>) -> (A, B) {
     tokio::join!(a, b)
 }
+
+#[test]
+fn a_subscription_too_brief_for_the_notifier_is_asked_again_with_its_min_expires() {
+    use sip_core::{HeaderName, Method};
+    runtime().block_on(async {
+        let mut fe = scripted::FrontEnd::start().await;
+        let platform = fe.platform().await;
+        let watcher = endpoint(&platform, "sip:watcher@contoso.test").await;
+        let view = RemotePresenceView::new(&watcher).expires(2);
+        let mut rx = view.notifications();
+        let target = "sip:bob@contoso.test";
+        bounded("subscribe", view.subscribe([target.to_string()]))
+            .await
+            .expect("subscribe");
+        let expires =
+            |rm: &transport_tls::ReceivedMessage| scripted::header(rm, HeaderName::Expires);
+
+        // 423 to the first SUBSCRIBE: a new one asks for the notifier's minimum.
+        let first = fe.request(Method::Subscribe, "the SUBSCRIBE").await;
+        assert_eq!(expires(&first).as_deref(), Some("2"));
+        fe.reply(&first, 423, None, &[("Min-Expires", "3")]).await;
+        let sub = fe
+            .request(Method::Subscribe, "the SUBSCRIBE after a 423")
+            .await;
+        assert_eq!(scripted::to_tag(&sub), None, "a new dialog");
+        assert_eq!(expires(&sub).as_deref(), Some("3"));
+        fe.reply(&sub, 200, Some("n1"), &[("Expires", "3")]).await;
+        let online = scripted::pidf(target, Availability::Online);
+        let ok = fe
+            .notify(&sub, "n1", 1, "active;expires=3", Some(&online))
+            .await;
+        assert_eq!(ok, 200);
+        wait_scripted(&mut rx, target, "Subscribed", see!(), |s| {
+            s.state == "Subscribed"
+        })
+        .await;
+
+        // 423 to a refresh: the refresh is asked again, in the dialog, with the minimum.
+        let refresh = fe.request(Method::Subscribe, "the refresh").await;
+        assert_eq!(scripted::to_tag(&refresh).as_deref(), Some("n1"));
+        assert_eq!(expires(&refresh).as_deref(), Some("3"));
+        fe.reply(&refresh, 423, None, &[("Min-Expires", "5")]).await;
+        let refresh = fe
+            .request(Method::Subscribe, "the refresh after a 423")
+            .await;
+        assert_eq!(scripted::to_tag(&refresh).as_deref(), Some("n1"));
+        assert_eq!(expires(&refresh).as_deref(), Some("5"));
+        fe.reply(&refresh, 200, None, &[("Expires", "5")]).await;
+        assert_eq!(view.state(target).map(|s| s.name()), Some("Subscribed"));
+
+        let ((), ()) = bounded(
+            "terminate",
+            futures_join(view.terminate(), script_unsubscribe(&mut fe, &sub, "n1", 2)),
+        )
+        .await;
+        assert_eq!(watcher.core().live_dialogs(), 0);
+        watcher.terminate().await;
+        platform.shutdown().await;
+    });
+}
