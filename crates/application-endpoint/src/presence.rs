@@ -23,6 +23,8 @@ struct Published {
     etag: Option<String>,
     document: Option<Bytes>,
     refresher: Option<JoinHandle<()>>,
+    /// The server's Min-Expires after a 423 (0: none): asked for from then on.
+    min_expires: u32,
 }
 
 /// The owner's presence as published by this endpoint (UCMA's `LocalOwnerPresence`).
@@ -71,7 +73,9 @@ impl LocalOwnerPresence {
 
     /// Publishes a whole PIDF document: the first call creates the publication, later
     /// ones modify it (`SIP-If-Match`). It is refreshed before it expires until
-    /// [`remove`](Self::remove) or the endpoint terminates.
+    /// [`remove`](Self::remove) or the endpoint terminates. A server that finds the
+    /// lifetime too brief (423 with `Min-Expires`) is asked again with its minimum, kept
+    /// for later PUBLISHes.
     ///
     /// Cancel safety: as [`publish_availability`](Self::publish_availability).
     pub async fn publish(&self, document: &PresenceDocument) -> Result<(), EndpointError> {
@@ -85,14 +89,15 @@ impl LocalOwnerPresence {
         let mut st = self.state.lock().await;
         let etag = st.etag.clone();
         let result = match self
-            .send(etag.as_deref(), Some(body.clone()), self.expires)
+            .send_kept(&mut st.min_expires, etag.as_deref(), Some(body.clone()))
             .await
         {
             // The publication expired or the server forgot it (412): start a new one.
             Err(EndpointError::Request(RequestError::Status { code: 412, .. }))
                 if etag.is_some() =>
             {
-                self.send(None, Some(body.clone()), self.expires).await
+                self.send_kept(&mut st.min_expires, None, Some(body.clone()))
+                    .await
             }
             r => r,
         };
@@ -126,6 +131,29 @@ impl LocalOwnerPresence {
         self.state.lock().await.etag.clone()
     }
 
+    /// One PUBLISH asking for the configured lifetime or the server's `min_expires`, asked
+    /// again at once with the server's Min-Expires after a 423 Interval Too Brief (RFC 3903
+    /// §6), which `min_expires` keeps for later PUBLISHes.
+    async fn send_kept(
+        &self,
+        min_expires: &mut u32,
+        if_match: Option<&str>,
+        body: Option<Bytes>,
+    ) -> Result<(String, u32), EndpointError> {
+        let asked = self.expires.max(*min_expires);
+        match self.send(if_match, body.clone(), asked).await {
+            Err(e) => match longer_expires(&e, asked) {
+                Some(min) => {
+                    debug!(asked, min, "publication too brief (423)");
+                    *min_expires = min;
+                    self.send(if_match, body, min).await
+                }
+                None => Err(e),
+            },
+            ok => ok,
+        }
+    }
+
     /// One PUBLISH; returns the new entity tag and the granted lifetime.
     async fn send(
         &self,
@@ -150,6 +178,22 @@ impl LocalOwnerPresence {
     }
 }
 
+/// The `Min-Expires` of a 423 (Interval Too Brief) answer, when it asks for more than
+/// `asked`: the lifetime to ask for instead.
+fn longer_expires(error: &EndpointError, asked: u32) -> Option<u32> {
+    let EndpointError::Request(RequestError::Status {
+        code: 423,
+        response,
+        ..
+    }) = error
+    else {
+        return None;
+    };
+    let min = response.header(HeaderName::MinExpires)?;
+    let min = std::str::from_utf8(min).ok()?.trim().parse::<u32>().ok()?;
+    (min > asked).then_some(min)
+}
+
 /// The entity tag and lifetime a 2xx to PUBLISH grants (RFC 3903 §11.3).
 fn publication_of(ok: &SipMessage, asked: u32) -> (String, u32) {
     let etag = ok
@@ -164,21 +208,25 @@ async fn refresh(p: LocalOwnerPresence, mut expires: u32) {
     loop {
         tokio::time::sleep(refresh_after(expires)).await;
         let st = p.state.lock().await;
-        let (Some(etag), document) = (st.etag.clone(), st.document.clone()) else {
+        let (Some(etag), document, mut min_expires) =
+            (st.etag.clone(), st.document.clone(), st.min_expires)
+        else {
             return;
         };
         drop(st);
-        let result = match p.send(Some(&etag), None, p.expires).await {
+        let result = match p.send_kept(&mut min_expires, Some(&etag), None).await {
             Err(EndpointError::Request(RequestError::Status { code: 412, .. })) => {
                 // The server lost it: publish the document again from scratch.
-                p.send(None, document, p.expires).await
+                p.send_kept(&mut min_expires, None, document).await
             }
             r => r,
         };
         match result {
             Ok((etag, granted)) => {
                 debug!(granted, "publication refreshed");
-                p.state.lock().await.etag = Some(etag);
+                let mut st = p.state.lock().await;
+                st.etag = Some(etag);
+                st.min_expires = st.min_expires.max(min_expires);
                 expires = granted;
             }
             Err(e) => {

@@ -997,3 +997,82 @@ fn a_subscription_too_brief_for_the_notifier_is_asked_again_with_its_min_expires
         platform.shutdown().await;
     });
 }
+
+#[test]
+fn a_publication_too_brief_for_the_server_is_asked_again_with_its_min_expires() {
+    use sip_core::{HeaderName, Method};
+    runtime().block_on(async {
+        let mut fe = scripted::FrontEnd::start().await;
+        let platform = fe.platform().await;
+        let bot = endpoint(&platform, "sip:bot@contoso.test").await;
+        let presence = bot.local_owner_presence();
+        let header = |rm: &transport_tls::ReceivedMessage, h| scripted::header(rm, h);
+
+        let script = async {
+            let first = fe.request(Method::Publish, "the PUBLISH").await;
+            assert_eq!(header(&first, HeaderName::SipIfMatch), None);
+            fe.reply(&first, 423, None, &[("Min-Expires", "900")]).await;
+            let again = fe.request(Method::Publish, "the PUBLISH after a 423").await;
+            assert_eq!(
+                header(&again, HeaderName::SipIfMatch),
+                None,
+                "still initial"
+            );
+            assert_eq!(header(&again, HeaderName::Expires).as_deref(), Some("900"));
+            assert!(!again.message.body().is_empty(), "with its document");
+            fe.reply(&again, 200, None, &[("SIP-ETag", "e1"), ("Expires", "900")])
+                .await;
+        };
+        let (published, ()) = bounded(
+            "PUBLISH",
+            futures_join(
+                presence.publish_availability(Availability::Busy, None),
+                script,
+            ),
+        )
+        .await;
+        published.expect("published after the 423");
+        assert_eq!(presence.etag().await.as_deref(), Some("e1"));
+
+        // The minimum is kept: a modification asks for it at once.
+        let script = async {
+            let modify = fe.request(Method::Publish, "the modifying PUBLISH").await;
+            assert_eq!(
+                header(&modify, HeaderName::SipIfMatch).as_deref(),
+                Some("e1")
+            );
+            assert_eq!(header(&modify, HeaderName::Expires).as_deref(), Some("900"));
+            fe.reply(
+                &modify,
+                200,
+                None,
+                &[("SIP-ETag", "e2"), ("Expires", "900")],
+            )
+            .await;
+            let remove = fe.request(Method::Publish, "the removing PUBLISH").await;
+            assert_eq!(
+                header(&remove, HeaderName::SipIfMatch).as_deref(),
+                Some("e2")
+            );
+            assert_eq!(header(&remove, HeaderName::Expires).as_deref(), Some("0"));
+            fe.reply(&remove, 200, None, &[("SIP-ETag", "e2"), ("Expires", "0")])
+                .await;
+        };
+        let (done, ()) = bounded(
+            "modify and remove",
+            futures_join(
+                async {
+                    presence
+                        .publish_availability(Availability::Away, None)
+                        .await?;
+                    presence.remove().await
+                },
+                script,
+            ),
+        )
+        .await;
+        done.expect("modified and removed");
+        bot.terminate().await;
+        platform.shutdown().await;
+    });
+}
