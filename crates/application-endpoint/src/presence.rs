@@ -111,7 +111,8 @@ impl LocalOwnerPresence {
         Ok(())
     }
 
-    /// Removes the publication (`Expires: 0`). Nothing to do when nothing is published.
+    /// Removes the publication (`Expires: 0`). Nothing to do when nothing is published. A
+    /// refresh on its way is waited for, so that the removal names the entity tag it brings.
     ///
     /// Cancel safety: not cancel safe (the refresh stops either way).
     pub async fn remove(&self) -> Result<(), EndpointError> {
@@ -207,26 +208,25 @@ fn publication_of(ok: &SipMessage, asked: u32) -> (String, u32) {
 async fn refresh(p: LocalOwnerPresence, mut expires: u32) {
     loop {
         tokio::time::sleep(refresh_after(expires)).await;
-        let st = p.state.lock().await;
-        let (Some(etag), document, mut min_expires) =
-            (st.etag.clone(), st.document.clone(), st.min_expires)
-        else {
+        // Held across the PUBLISH: a publish() or remove() asked meanwhile waits for the
+        // entity tag this refresh brings instead of naming the one it replaces (a 412, and
+        // the refreshed publication left at the server until it expires).
+        let mut st = p.state.lock().await;
+        let Some(etag) = st.etag.clone() else {
             return;
         };
-        drop(st);
-        let result = match p.send_kept(&mut min_expires, Some(&etag), None).await {
+        let document = st.document.clone();
+        let result = match p.send_kept(&mut st.min_expires, Some(&etag), None).await {
             Err(EndpointError::Request(RequestError::Status { code: 412, .. })) => {
                 // The server lost it: publish the document again from scratch.
-                p.send_kept(&mut min_expires, None, document).await
+                p.send_kept(&mut st.min_expires, None, document).await
             }
             r => r,
         };
         match result {
             Ok((etag, granted)) => {
                 debug!(granted, "publication refreshed");
-                let mut st = p.state.lock().await;
                 st.etag = Some(etag);
-                st.min_expires = st.min_expires.max(min_expires);
                 expires = granted;
             }
             Err(e) => {

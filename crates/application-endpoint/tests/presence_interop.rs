@@ -1076,3 +1076,63 @@ fn a_publication_too_brief_for_the_server_is_asked_again_with_its_min_expires() 
         platform.shutdown().await;
     });
 }
+
+#[test]
+fn a_removal_during_a_refresh_waits_for_the_refreshed_entity_tag() {
+    use sip_core::{HeaderName, Method};
+    runtime().block_on(async {
+        let mut fe = scripted::FrontEnd::start().await;
+        let platform = fe.platform().await;
+        let bot = endpoint(&platform, "sip:bot@contoso.test").await;
+        let presence = bot.local_owner_presence();
+        let header = |rm: &transport_tls::ReceivedMessage, h| scripted::header(rm, h);
+
+        let script = async {
+            let first = fe.request(Method::Publish, "the PUBLISH").await;
+            // Granted 2 s: refreshed after 1 s.
+            fe.reply(&first, 200, None, &[("SIP-ETag", "e1"), ("Expires", "2")])
+                .await;
+        };
+        let (published, ()) = bounded(
+            "PUBLISH",
+            futures_join(
+                presence.publish_availability(Availability::Busy, None),
+                script,
+            ),
+        )
+        .await;
+        published.expect("published");
+        let refresh = fe.request(Method::Publish, "the refresh").await;
+        assert_eq!(
+            header(&refresh, HeaderName::SipIfMatch).as_deref(),
+            Some("e1")
+        );
+        assert!(refresh.message.body().is_empty(), "a refresh has no body");
+
+        // remove() is asked while the refresh waits for its answer (it is polled first):
+        // it must name the entity tag the refresh gets, not the one the refresh replaced.
+        let script = async {
+            fe.reply(&refresh, 200, None, &[("SIP-ETag", "e2"), ("Expires", "2")])
+                .await;
+            let remove = fe.request(Method::Publish, "the removing PUBLISH").await;
+            let if_match = header(&remove, HeaderName::SipIfMatch);
+            let status = if if_match.as_deref() == Some("e2") {
+                200
+            } else {
+                412
+            };
+            fe.reply(&remove, status, None, &[("Expires", "0")]).await;
+            if_match
+        };
+        let (removed, if_match) = bounded("remove", futures_join(presence.remove(), script)).await;
+        assert_eq!(
+            if_match.as_deref(),
+            Some("e2"),
+            "the removal named a replaced entity tag: the publication stays at the server"
+        );
+        removed.expect("removed");
+        assert_eq!(presence.etag().await, None);
+        bot.terminate().await;
+        platform.shutdown().await;
+    });
+}
