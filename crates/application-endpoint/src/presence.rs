@@ -10,7 +10,7 @@ use crate::EndpointError;
 use bytes::Bytes;
 use collaboration_platform::{OutgoingRequest, RequestError};
 use sip_core::{HeaderName, Method, SipMessage};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
@@ -27,8 +27,38 @@ struct Published {
     min_expires: u32,
 }
 
+impl Drop for Published {
+    fn drop(&mut self) {
+        // Nobody can modify or remove the publication any more (the endpoint and every
+        // clone are gone): its refreshes end with it.
+        if let Some(t) = self.refresher.take() {
+            t.abort();
+        }
+    }
+}
+
+/// What the refresh task holds of a [`LocalOwnerPresence`]: weak references, so that the
+/// task alone keeps neither the publication nor the endpoint alive.
+struct Refreshing {
+    core: Weak<EndpointCore>,
+    expires: u32,
+    state: Weak<Mutex<Published>>,
+}
+
+impl Refreshing {
+    fn upgrade(&self) -> Option<LocalOwnerPresence> {
+        Some(LocalOwnerPresence {
+            core: self.core.upgrade()?,
+            expires: self.expires,
+            state: self.state.upgrade()?,
+        })
+    }
+}
+
 /// The owner's presence as published by this endpoint (UCMA's `LocalOwnerPresence`).
-/// Cheap to clone; all clones share one publication.
+/// Cheap to clone; all clones share one publication. It is refreshed while the endpoint
+/// or a clone holds it: dropping them all without [`remove`](Self::remove) stops the
+/// refreshes, and the publication expires at the server.
 #[derive(Clone)]
 pub struct LocalOwnerPresence {
     core: Arc<EndpointCore>,
@@ -107,7 +137,12 @@ impl LocalOwnerPresence {
         if let Some(t) = st.refresher.take() {
             t.abort();
         }
-        st.refresher = Some(tokio::spawn(refresh(self.clone(), expires)));
+        let refreshing = Refreshing {
+            core: Arc::downgrade(&self.core),
+            expires: self.expires,
+            state: Arc::downgrade(&self.state),
+        };
+        st.refresher = Some(tokio::spawn(refresh(refreshing, expires)));
         Ok(())
     }
 
@@ -205,9 +240,12 @@ fn publication_of(ok: &SipMessage, asked: u32) -> (String, u32) {
     (etag, expires)
 }
 
-async fn refresh(p: LocalOwnerPresence, mut expires: u32) {
+async fn refresh(refreshing: Refreshing, mut expires: u32) {
     loop {
         tokio::time::sleep(refresh_after(expires)).await;
+        let Some(p) = refreshing.upgrade() else {
+            return;
+        };
         // Held across the PUBLISH: a publish() or remove() asked meanwhile waits for the
         // entity tag this refresh brings instead of naming the one it replaces (a 412, and
         // the refreshed publication left at the server until it expires).

@@ -1136,3 +1136,41 @@ fn a_removal_during_a_refresh_waits_for_the_refreshed_entity_tag() {
         platform.shutdown().await;
     });
 }
+
+#[test]
+fn a_dropped_endpoint_stops_refreshing_its_publication() {
+    use sip_core::Method;
+    runtime().block_on(async {
+        let mut fe = scripted::FrontEnd::start().await;
+        let platform = fe.platform().await;
+        let bot = endpoint(&platform, "sip:bot@contoso.test").await;
+        let core = Arc::downgrade(bot.core());
+        let script = async {
+            let first = fe.request(Method::Publish, "the PUBLISH").await;
+            // Granted 2 s: refreshed after 1 s while anyone holds the publication.
+            fe.reply(&first, 200, None, &[("SIP-ETag", "e1"), ("Expires", "2")])
+                .await;
+        };
+        let (published, ()) = bounded(
+            "PUBLISH",
+            futures_join(
+                bot.local_owner_presence()
+                    .publish_availability(Availability::Busy, None),
+                script,
+            ),
+        )
+        .await;
+        published.expect("published");
+
+        // Dropped without terminate(): nothing holds the publication any more, so nothing
+        // may keep refreshing it (nor keep the endpoint alive to do so).
+        drop(bot);
+        bounded("the endpoint to be freed", async {
+            while core.strong_count() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        platform.shutdown().await;
+    });
+}
