@@ -146,7 +146,8 @@ impl LocalOwnerPresence {
         Ok(())
     }
 
-    /// Removes the publication (`Expires: 0`). Nothing to do when nothing is published. A
+    /// Removes the publication (`Expires: 0`). Nothing to do when nothing is published, nor
+    /// when the server no longer has it (412: it expired, or the server restarted). A
     /// refresh on its way is waited for, so that the removal names the entity tag it brings.
     ///
     /// Cancel safety: not cancel safe (the refresh stops either way).
@@ -159,7 +160,12 @@ impl LocalOwnerPresence {
         let Some(etag) = st.etag.take() else {
             return Ok(());
         };
-        self.send(Some(&etag), None, 0).await.map(|_| ())
+        match self.send(Some(&etag), None, 0).await {
+            // The server no longer has it (it expired, or the server restarted): there is
+            // nothing left to remove.
+            Ok(_) | Err(EndpointError::Request(RequestError::Status { code: 412, .. })) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// The entity tag of the current publication, if any.

@@ -1174,3 +1174,44 @@ fn a_dropped_endpoint_stops_refreshing_its_publication() {
         platform.shutdown().await;
     });
 }
+
+#[test]
+fn removing_a_publication_the_server_no_longer_has_succeeds() {
+    use sip_core::{HeaderName, Method};
+    runtime().block_on(async {
+        let mut fe = scripted::FrontEnd::start().await;
+        let platform = fe.platform().await;
+        let bot = endpoint(&platform, "sip:bot@contoso.test").await;
+        let presence = bot.local_owner_presence();
+        let script = async {
+            let first = fe.request(Method::Publish, "the PUBLISH").await;
+            fe.reply(&first, 200, None, &[("SIP-ETag", "e1"), ("Expires", "600")])
+                .await;
+        };
+        let (published, ()) = bounded(
+            "PUBLISH",
+            futures_join(
+                presence.publish_availability(Availability::Online, None),
+                script,
+            ),
+        )
+        .await;
+        published.expect("published");
+
+        // The server forgot it (it restarted, or the publication expired): 412. What
+        // remove() is for is done.
+        let script = async {
+            let remove = fe.request(Method::Publish, "the removing PUBLISH").await;
+            assert_eq!(
+                scripted::header(&remove, HeaderName::SipIfMatch).as_deref(),
+                Some("e1")
+            );
+            fe.reply(&remove, 412, None, &[]).await;
+        };
+        let (removed, ()) = bounded("remove", futures_join(presence.remove(), script)).await;
+        removed.expect("nothing left to remove is not a failure");
+        assert_eq!(presence.etag().await, None);
+        bot.terminate().await;
+        platform.shutdown().await;
+    });
+}
