@@ -11,6 +11,7 @@ use bytes::Bytes;
 use collaboration_platform::{OutgoingRequest, RequestError};
 use sip_core::{HeaderName, Method, SipMessage};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
@@ -246,9 +247,42 @@ fn publication_of(ok: &SipMessage, asked: u32) -> (String, u32) {
     (etag, expires)
 }
 
-async fn refresh(refreshing: Refreshing, mut expires: u32) {
+/// Shortest and longest wait before a failed refresh is tried again (doubling between).
+const REFRESH_RETRY_MIN: Duration = Duration::from_secs(1);
+const REFRESH_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// How long to wait before trying a refresh again after its `failures`-th failure in a
+/// row: the server's Retry-After when it gave one (RFC 3261 §21.5.4), else a doubling
+/// backoff, so a server that is down or overloaded is not asked every second by every
+/// publication. `None` when the platform has stopped: there is nothing to retry with.
+fn refresh_retry(error: &EndpointError, failures: u32) -> Option<Duration> {
+    let EndpointError::Request(e) = error else {
+        return Some(REFRESH_RETRY_MAX);
+    };
+    if matches!(e, RequestError::Shutdown) {
+        return None;
+    }
+    if let RequestError::Status { response, .. } = e {
+        if let Some(s) = crate::view::retry_after_of(response) {
+            return Some(Duration::from_secs(u64::from(s)));
+        }
+    }
+    let factor = 1u32
+        .checked_shl(failures.saturating_sub(1))
+        .unwrap_or(u32::MAX);
+    Some(
+        REFRESH_RETRY_MIN
+            .checked_mul(factor)
+            .unwrap_or(REFRESH_RETRY_MAX)
+            .min(REFRESH_RETRY_MAX),
+    )
+}
+
+async fn refresh(refreshing: Refreshing, expires: u32) {
+    let mut wait = refresh_after(expires);
+    let mut failures = 0u32;
     loop {
-        tokio::time::sleep(refresh_after(expires)).await;
+        tokio::time::sleep(wait).await;
         let Some(p) = refreshing.upgrade() else {
             return;
         };
@@ -271,11 +305,17 @@ async fn refresh(refreshing: Refreshing, mut expires: u32) {
             Ok((etag, granted)) => {
                 debug!(granted, "publication refreshed");
                 st.etag = Some(etag);
-                expires = granted;
+                failures = 0;
+                wait = refresh_after(granted);
             }
             Err(e) => {
-                warn!(error = %e, "publication refresh failed; retrying");
-                expires = 2;
+                failures = failures.saturating_add(1);
+                let Some(retry) = refresh_retry(&e, failures) else {
+                    debug!(error = %e, "publication no longer refreshed");
+                    return;
+                };
+                warn!(error = %e, ?retry, "publication refresh failed; retrying");
+                wait = retry;
             }
         }
     }
@@ -306,8 +346,46 @@ fn describes(
 
 #[cfg(test)]
 mod tests {
-    use super::describes;
-    use collaboration_platform::Address;
+    use super::{describes, refresh_retry, EndpointError, REFRESH_RETRY_MAX};
+    use collaboration_platform::{Address, RequestError};
+    use std::time::Duration;
+
+    fn status(code: u16, extra: &str) -> EndpointError {
+        let text = format!(
+            "SIP/2.0 {code} {}\r\nVia: SIP/2.0/TLS h;branch=z9hG4bK1\r\n\
+             From: <sip:a@contoso.test>;tag=1\r\nTo: <sip:a@contoso.test>;tag=2\r\n\
+             Call-ID: c\r\nCSeq: 1 PUBLISH\r\n{extra}Content-Length: 0\r\n\r\n",
+            sip_core::reason_phrase(code)
+        );
+        let response = sip_core::SipMessage::parse_datagram(
+            bytes::Bytes::from(text),
+            &sip_core::Limits::DEFAULT,
+        )
+        .expect("test response");
+        EndpointError::Request(RequestError::Status {
+            code,
+            reason: sip_core::reason_phrase(code).to_string(),
+            response: Box::new(response),
+        })
+    }
+
+    #[test]
+    fn a_failed_refresh_backs_off_or_stops() {
+        let secs = Duration::from_secs;
+        let timeout = EndpointError::Request(RequestError::Timeout);
+        let waits: Vec<_> = (1..=8).map(|n| refresh_retry(&timeout, n)).collect();
+        let want: Vec<_> = [1, 2, 4, 8, 16, 32, 60, 60].map(|s| Some(secs(s))).into();
+        assert_eq!(waits, want);
+        assert_eq!(refresh_retry(&timeout, u32::MAX), Some(REFRESH_RETRY_MAX));
+        assert_eq!(
+            refresh_retry(&status(503, "Retry-After: 30\r\n"), 1),
+            Some(secs(30))
+        );
+        assert_eq!(refresh_retry(&status(500, ""), 2), Some(secs(2)));
+        // The platform stopped: nothing can be refreshed any more.
+        let stopped = EndpointError::Request(RequestError::Shutdown);
+        assert_eq!(refresh_retry(&stopped, 1), None);
+    }
 
     #[test]
     fn a_document_must_describe_the_owner() {

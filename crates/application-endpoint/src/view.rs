@@ -884,7 +884,7 @@ fn read_body(request: &SipMessage) -> (Option<PresenceDocument>, Option<Presence
 }
 
 /// `Retry-After` of a response, in seconds (the leading delta-seconds).
-fn retry_after_of(response: &SipMessage) -> Option<u32> {
+pub(crate) fn retry_after_of(response: &SipMessage) -> Option<u32> {
     let v = response.header(HeaderName::RetryAfter)?;
     let v = String::from_utf8_lossy(v);
     let digits: &str = {

@@ -1215,3 +1215,58 @@ fn removing_a_publication_the_server_no_longer_has_succeeds() {
         platform.shutdown().await;
     });
 }
+
+#[test]
+fn a_failed_refresh_is_retried_after_the_servers_retry_after() {
+    use sip_core::{HeaderName, Method};
+    runtime().block_on(async {
+        let mut fe = scripted::FrontEnd::start().await;
+        let platform = fe.platform().await;
+        let bot = endpoint(&platform, "sip:bot@contoso.test").await;
+        let presence = bot.local_owner_presence();
+        let script = async {
+            let first = fe.request(Method::Publish, "the PUBLISH").await;
+            fe.reply(&first, 200, None, &[("SIP-ETag", "e1"), ("Expires", "2")])
+                .await;
+        };
+        let (published, ()) = bounded(
+            "PUBLISH",
+            futures_join(
+                presence.publish_availability(Availability::Online, None),
+                script,
+            ),
+        )
+        .await;
+        published.expect("published");
+
+        // The server is overloaded: the next refresh waits as long as it asks.
+        let refresh = fe.request(Method::Publish, "the refresh").await;
+        fe.reply(&refresh, 503, None, &[("Retry-After", "3")]).await;
+        let refused = tokio::time::Instant::now();
+        let again = fe.request(Method::Publish, "the refresh retried").await;
+        let waited = refused.elapsed();
+        assert!(
+            waited >= Duration::from_millis(2900),
+            "retried after {waited:?}, not after the 3 s the server asked for"
+        );
+        assert_eq!(
+            scripted::header(&again, HeaderName::SipIfMatch).as_deref(),
+            Some("e1")
+        );
+        fe.reply(&again, 200, None, &[("SIP-ETag", "e2"), ("Expires", "600")])
+            .await;
+
+        let script = async {
+            let remove = fe.request(Method::Publish, "the removing PUBLISH").await;
+            assert_eq!(
+                scripted::header(&remove, HeaderName::SipIfMatch).as_deref(),
+                Some("e2")
+            );
+            fe.reply(&remove, 200, None, &[("Expires", "0")]).await;
+        };
+        let (removed, ()) = bounded("remove", futures_join(presence.remove(), script)).await;
+        removed.expect("removed");
+        bot.terminate().await;
+        platform.shutdown().await;
+    });
+}
