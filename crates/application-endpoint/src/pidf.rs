@@ -14,11 +14,13 @@
 //!
 //! # Parsing
 //!
-//! [`PresenceDocument::parse`] matches elements on their *local* name and ignores the
-//! namespace prefix, because presence servers and clients disagree about prefixes
-//! (Kamailio passes through whatever the publisher used, Lync and others pick their
-//! own). Unknown elements, extensions included, are skipped with everything inside
-//! them. Text is trimmed. Input is bounded by [`MAX_BODY`], [`MAX_TUPLES`] and
+//! [`PresenceDocument::parse`] ignores namespace prefixes, because presence servers and
+//! clients disagree about them (Kamailio passes through whatever the publisher used, Lync
+//! and others pick their own): PIDF's own elements are known by their local name in the
+//! namespace of the root `<presence>` (normally [`PIDF_NS`]), whether a prefix or a
+//! default namespace puts them there, so an extension's `<x:note>` is not a note. The
+//! data-model `<person>` and RPID `<activities>` are known by their local names alone.
+//! Unknown elements, extensions included, are skipped with everything inside them. Text is trimmed. Input is bounded by [`MAX_BODY`], [`MAX_TUPLES`] and
 //! [`MAX_DEPTH`]; no input makes the parser panic. Only UTF-8 bodies are accepted
 //! (what SIP presence servers send); a leading byte-order mark is skipped.
 //!
@@ -32,7 +34,9 @@ use std::borrow::Cow;
 
 use quick_xml::encoding::Decoder;
 use quick_xml::events::{BytesRef, BytesStart, Event};
-use quick_xml::{Reader, XmlVersion};
+use quick_xml::name::ResolveResult;
+use quick_xml::reader::NsReader;
+use quick_xml::XmlVersion;
 
 /// The media type of a PIDF body, for the `Content-Type` header of `PUBLISH`/`NOTIFY`.
 pub const CONTENT_TYPE: &str = "application/pidf+xml";
@@ -390,15 +394,18 @@ impl PresenceDocument {
         let text = std::str::from_utf8(body)
             .map_err(|e| PidfError::Malformed(format!("body is not UTF-8: {e}")))?;
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let mut reader = Reader::from_str(text);
+        let mut reader = NsReader::from_str(text);
         let mut parser = Parser::default();
         loop {
-            let event = reader.read_event().map_err(|e| {
-                PidfError::Malformed(format!("{e} (near byte {})", reader.error_position()))
-            })?;
+            let (ns, event) = reader
+                .read_resolved_event()
+                .map(|(ns, event)| (Ns::of(&ns), event))
+                .map_err(|e| {
+                    PidfError::Malformed(format!("{e} (near byte {})", reader.error_position()))
+                })?;
             match event {
-                Event::Start(start) => parser.open(&start, reader.decoder(), false)?,
-                Event::Empty(start) => parser.open(&start, reader.decoder(), true)?,
+                Event::Start(start) => parser.open(&start, ns, reader.decoder(), false)?,
+                Event::Empty(start) => parser.open(&start, ns, reader.decoder(), true)?,
                 Event::End(_) => parser.close()?,
                 Event::Text(text) => {
                     let text = text.xml10_content().map_err(malformed)?;
@@ -489,11 +496,35 @@ impl Frame {
     }
 }
 
+/// The namespace an element's name is in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ns {
+    /// No prefix, and no default namespace declared.
+    None,
+    /// This namespace name.
+    Bound(Vec<u8>),
+    /// A prefix that was never declared (tolerated): the same prefix only.
+    Undeclared(Vec<u8>),
+}
+
+impl Ns {
+    fn of(resolved: &ResolveResult<'_>) -> Ns {
+        match resolved {
+            ResolveResult::Unbound => Ns::None,
+            ResolveResult::Bound(n) => Ns::Bound(n.as_ref().to_vec()),
+            ResolveResult::Unknown(prefix) => Ns::Undeclared(prefix.clone()),
+        }
+    }
+}
+
 /// The state of [`PresenceDocument::parse`] between reader events.
 #[derive(Debug, Default)]
 struct Parser {
     /// The open elements, root first.
     stack: Vec<Frame>,
+    /// The namespace of the root `<presence>`: PIDF's own elements are those in it
+    /// (normally [`PIDF_NS`]; a peer that got it wrong everywhere is still read).
+    pidf: Option<Ns>,
     /// The document, once the root has been opened.
     doc: Option<PresenceDocument>,
     /// The tuple being read.
@@ -508,6 +539,7 @@ impl Parser {
     fn open(
         &mut self,
         start: &BytesStart<'_>,
+        ns: Ns,
         decoder: Decoder,
         empty: bool,
     ) -> Result<(), PidfError> {
@@ -515,6 +547,10 @@ impl Parser {
             return Err(PidfError::TooDeep { limit: MAX_DEPTH });
         }
         let local = start.local_name();
+        // Elements of PIDF are known by namespace, not prefix: an extension's `<x:note>`
+        // or `<basic>` in another default namespace is not PIDF's (RFC 3863 §4). The
+        // data-model and RPID elements are known by their local names alone.
+        let pidf = self.pidf.as_ref().is_none_or(|p| *p == ns);
         let name = local.as_ref();
         let frame = match self.stack.last().copied() {
             None => {
@@ -528,10 +564,11 @@ impl Parser {
                 }
                 let entity = attribute(start, decoder, b"entity")?.unwrap_or_default();
                 self.doc = Some(PresenceDocument::new(entity));
+                self.pidf = Some(ns);
                 Frame::Presence
             }
             Some(Frame::Presence) => match name {
-                b"tuple" => {
+                b"tuple" if pidf => {
                     let count = self.doc.as_ref().map_or(0, |d| d.tuples.len());
                     if count >= MAX_TUPLES {
                         return Err(PidfError::TooManyTuples { limit: MAX_TUPLES });
@@ -540,20 +577,20 @@ impl Parser {
                     self.tuple = Some(Tuple::new(id));
                     Frame::Tuple
                 }
-                b"note" => Frame::Note(NoteOwner::Presence),
+                b"note" if pidf => Frame::Note(NoteOwner::Presence),
                 b"person" => Frame::Person,
                 _ => Frame::Ignored,
             },
             Some(Frame::Tuple) => match name {
-                b"status" => Frame::Status,
-                b"contact" => Frame::Contact,
-                b"note" => Frame::Note(NoteOwner::Tuple),
+                b"status" if pidf => Frame::Status,
+                b"contact" if pidf => Frame::Contact,
+                b"note" if pidf => Frame::Note(NoteOwner::Tuple),
                 // Pre-data-model RPID put activities straight in the tuple.
                 b"activities" => Frame::Activities,
                 _ => Frame::Ignored,
             },
             Some(Frame::Status) => match name {
-                b"basic" => Frame::Basic,
+                b"basic" if pidf => Frame::Basic,
                 b"activities" => Frame::Activities,
                 _ => Frame::Ignored,
             },
@@ -902,6 +939,39 @@ mod tests {
         assert_eq!(doc.tuples[0].basic, Some(Basic::Closed));
         assert_eq!(doc.tuples[0].note.as_deref(), Some("gone"));
         assert_eq!(Availability::from_document(&doc), Availability::Offline);
+    }
+
+    #[test]
+    fn lookalikes_of_other_namespaces_are_not_pidf() {
+        // An extension may use PIDF's local names: what counts is the namespace (RFC 3863
+        // §4), whichever prefix, or default namespace, either side uses.
+        let prefixed_pidf = r#"<p:presence xmlns:p="urn:ietf:params:xml:ns:pidf"
+            xmlns="urn:example:ext" entity="sip:j@example.com">
+            <p:tuple id="t1">
+              <p:status><basic>closed</basic><p:basic>open</p:basic></p:status>
+              <note>an extension's note</note><p:note>in</p:note>
+            </p:tuple>
+            <tuple id="ext"><status><basic>closed</basic></status></tuple>
+            <note>an extension's document note</note>
+            </p:presence>"#;
+        let default_pidf = r#"<presence xmlns="urn:ietf:params:xml:ns:pidf"
+            xmlns:x="urn:example:ext" entity="sip:j@example.com">
+            <tuple id="t1">
+              <status><x:basic>closed</x:basic><basic>open</basic></status>
+              <x:note>an extension's note</x:note><note>in</note>
+            </tuple>
+            <x:tuple id="ext"><x:status><x:basic>closed</x:basic></x:status></x:tuple>
+            <x:note>an extension's document note</x:note>
+            </presence>"#;
+        for body in [prefixed_pidf, default_pidf] {
+            let doc = PresenceDocument::parse(body.as_bytes()).unwrap();
+            assert_eq!(doc.tuples.len(), 1, "{body}");
+            assert_eq!(doc.tuples[0].id, "t1");
+            assert_eq!(doc.tuples[0].basic, Some(Basic::Open), "{body}");
+            assert_eq!(doc.tuples[0].note.as_deref(), Some("in"), "{body}");
+            assert!(doc.notes.is_empty(), "{body}: {:?}", doc.notes);
+            assert_eq!(Availability::from_document(&doc), Availability::Online);
+        }
     }
 
     #[test]
