@@ -246,6 +246,8 @@ struct Sub {
     busy: bool,
     /// The notifier said `pending`.
     pending: bool,
+    /// A NOTIFY of the current attempt arrived.
+    notified: bool,
     availability: Option<Availability>,
     dialog: Option<DialogId>,
     /// Routes the current dialog's requests to the task.
@@ -270,6 +272,7 @@ impl Sub {
             closing: false,
             busy: false,
             pending: false,
+            notified: false,
             availability: None,
             dialog: None,
             route: None,
@@ -483,7 +486,9 @@ impl RemotePresenceView {
     }
 
     /// How long a one-shot [`query`](Self::query) waits for its NOTIFY once the SUBSCRIBE
-    /// was accepted, and an ended subscription for its final NOTIFY (default 10 s).
+    /// was accepted, a new subscription for its first NOTIFY (RFC 6665 Timer N: without
+    /// one it failed, and is made again after the backoff), and an ended subscription for
+    /// its final NOTIFY (default 10 s).
     pub fn notify_wait(mut self, wait: Duration) -> Self {
         self.config.notify_wait = wait;
         self
@@ -1183,6 +1188,7 @@ impl ViewTask {
         self.drop_dialog(sub);
         sub.state = SubscriptionState::Subscribing;
         sub.pending = false;
+        sub.notified = false;
         sub.busy = true;
         sub.deadline = None;
         sub.expires_at = None;
@@ -1506,6 +1512,7 @@ impl ViewTask {
             // The NOTIFY overtook the 2xx.
             sub.dialog = dialog;
         }
+        let first = !std::mem::replace(&mut sub.notified, true);
         let availability = document.as_ref().map(Availability::from_document);
         if availability.is_some() {
             sub.availability = availability;
@@ -1532,6 +1539,15 @@ impl ViewTask {
                         if !sub.busy && sub.deadline.is_none_or(|d| refresh < d) {
                             self.schedule(sub, target, refresh);
                         }
+                    }
+                }
+                if first && !sub.busy {
+                    // The wait for this first NOTIFY is over: next comes the refresh.
+                    if let Some(x) = sub.expires_at {
+                        // Whole seconds rounded up: the refresh the 2xx set, not earlier.
+                        let left = x.saturating_duration_since(now).as_secs_f64().ceil();
+                        let left = left.min(f64::from(u32::MAX)) as u32;
+                        self.schedule(sub, target, now + refresh_after(left));
                     }
                 }
             }
@@ -1632,7 +1648,13 @@ impl ViewTask {
                 sub.expires_at = Some(expires_at);
                 let left = expires_at.saturating_duration_since(now).as_secs();
                 let left = u32::try_from(left).unwrap_or(u32::MAX);
-                self.schedule(sub, target, now + refresh_after(left));
+                let mut at = now + refresh_after(left);
+                if sent == Sent::Initial && !sub.notified {
+                    // Timer N (RFC 6665 §4.1.2.4): the NOTIFY follows the 2xx, or the
+                    // subscription failed.
+                    at = at.min(now + self.config.notify_wait);
+                }
+                self.schedule(sub, target, at);
                 let before = sub.state;
                 if !sub.pending
                     && matches!(
@@ -1730,6 +1752,17 @@ impl ViewTask {
                 continue;
             }
             match sub.state {
+                SubscriptionState::Subscribed | SubscriptionState::Subscribing if !sub.notified => {
+                    // Accepted, but no NOTIFY came (Timer N): the subscription failed.
+                    // Its dialog is forgotten; a NOTIFY still on its way gets 481, which
+                    // ends it at the notifier.
+                    debug!(target = %target, "no NOTIFY after the 2xx");
+                    self.drop_dialog(sub);
+                    self.wait_retry(sub, &target, None);
+                    let error = EndpointError::Request(RequestError::Timeout);
+                    let sub = &table[&target];
+                    self.notify(&target, sub, Some(error.into()));
+                }
                 SubscriptionState::Subscribed | SubscriptionState::Subscribing => {
                     if !self.send_in_dialog(sub, &target, Sent::Refresh) {
                         self.restart(sub, &target);

@@ -1270,3 +1270,59 @@ fn a_failed_refresh_is_retried_after_the_servers_retry_after() {
         platform.shutdown().await;
     });
 }
+
+#[test]
+fn a_subscription_whose_notify_never_comes_is_made_again() {
+    use sip_core::Method;
+    runtime().block_on(async {
+        let mut fe = scripted::FrontEnd::start().await;
+        let platform = fe.platform().await;
+        let watcher = endpoint(&platform, "sip:watcher@contoso.test").await;
+        let view = RemotePresenceView::new(&watcher)
+            .notify_wait(Duration::from_millis(300))
+            .retry(Duration::from_millis(100), Duration::from_millis(200));
+        let mut rx = view.notifications();
+        let target = "sip:bob@contoso.test";
+        bounded("subscribe", view.subscribe([target.to_string()]))
+            .await
+            .expect("subscribe");
+
+        // Accepted, but its NOTIFY never comes (lost, or the Contact unreachable): the
+        // subscription failed (RFC 6665 §4.1.2.4, Timer N) and is made again.
+        let lost = fe.request(Method::Subscribe, "the SUBSCRIBE").await;
+        fe.reply(&lost, 200, Some("n1"), &[("Expires", "600")])
+            .await;
+        let failed = wait_scripted(&mut rx, target, "the failure", see!(), |s| {
+            s.state == "WaitingForRetry"
+        })
+        .await;
+        assert!(failed.error.is_some(), "{failed:?}");
+        let again = fe
+            .request(Method::Subscribe, "the SUBSCRIBE made again")
+            .await;
+        assert_eq!(scripted::to_tag(&again), None, "a new dialog");
+        fe.reply(&again, 200, Some("n2"), &[("Expires", "600")])
+            .await;
+        let online = scripted::pidf(target, Availability::Online);
+        let ok = fe
+            .notify(&again, "n2", 1, "active;expires=600", Some(&online))
+            .await;
+        assert_eq!(ok, 200);
+        wait_scripted(&mut rx, target, "Online", see!(), |s| {
+            s.availability == Some(Availability::Online) && s.state == "Subscribed"
+        })
+        .await;
+
+        let ((), ()) = bounded(
+            "terminate",
+            futures_join(
+                view.terminate(),
+                script_unsubscribe(&mut fe, &again, "n2", 2),
+            ),
+        )
+        .await;
+        assert_eq!(watcher.core().live_dialogs(), 0);
+        watcher.terminate().await;
+        platform.shutdown().await;
+    });
+}
