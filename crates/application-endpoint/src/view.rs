@@ -702,8 +702,27 @@ impl RemotePresenceView {
                 .header("Contact", format!("<{}>", self.core.contact()));
             let _ = platform.send_in_dialog(&dialog, end).await;
         }
-        platform.end_dialog(&dialog).await;
+        // NOTIFYs queued meanwhile: the final one of the fetch's own dialogs is answered
+        // 200; those of other forks of the SUBSCRIBE 481, which ends them at their
+        // notifiers (RFC 6665 §4.5.2), and the platform forgets the dialogs they made (left
+        // queued, they would be answered 500 and kept).
+        let first = notify.dialog();
+        while let Ok(Some(mut other)) = tokio::time::timeout(Duration::ZERO, route.recv()).await {
+            let d = other.dialog();
+            let own = d
+                .as_ref()
+                .is_none_or(|d| *d == dialog || Some(d) == first.as_ref());
+            let status = if own { 200 } else { 481 };
+            let _ = other
+                .respond(status, sip_core::reason_phrase(status), &[], None)
+                .await;
+            if let (false, Some(d)) = (own, d) {
+                platform.end_dialog(&d).await;
+            }
+        }
+        // From here on the endpoint's router answers 481 itself.
         drop(route);
+        platform.end_dialog(&dialog).await;
         let (document, error) = read_body(notify.request());
         Ok(PresenceNotification {
             target: target.to_string(),

@@ -624,6 +624,8 @@ mod scripted {
         addr: SocketAddr,
         /// Requests that arrived while a NOTIFY waited for its answer.
         held: VecDeque<ReceivedMessage>,
+        /// Final answers to NOTIFYs that arrived while another one was waited for.
+        answers: Vec<SipMessage>,
         branch: u32,
     }
 
@@ -652,6 +654,7 @@ mod scripted {
                 events,
                 addr,
                 held: VecDeque::new(),
+                answers: Vec::new(),
                 branch: 0,
             }
         }
@@ -742,6 +745,22 @@ mod scripted {
             state: &str,
             body: Option<&str>,
         ) -> u16 {
+            let sent = self
+                .send_notify(subscribe, from_tag, cseq, state, body)
+                .await;
+            self.answer(sent).await
+        }
+
+        /// Sends a NOTIFY as [`notify`](Self::notify) does, without waiting for its
+        /// answer; returns what [`answer`](Self::answer) takes.
+        pub async fn send_notify(
+            &mut self,
+            subscribe: &ReceivedMessage,
+            from_tag: &str,
+            cseq: u32,
+            state: &str,
+            body: Option<&str>,
+        ) -> u32 {
             let s = &subscribe.message;
             let text = |h| String::from_utf8_lossy(s.header(h).unwrap_or_default()).into_owned();
             let contact = text(HeaderName::Contact);
@@ -780,19 +799,30 @@ mod scripted {
                 .send_raw(connection, Bytes::from(notify))
                 .await
                 .expect("NOTIFY sent");
-            let branch = format!("z9hG4bKscripted{}", self.branch);
+            self.branch
+        }
+
+        /// The status of the final answer to the NOTIFY `sent`.
+        pub async fn answer(&mut self, sent: u32) -> u16 {
+            let branch = format!("z9hG4bKscripted{sent};");
+            let ours = |m: &SipMessage| {
+                m.header(HeaderName::Via).is_some_and(|v| {
+                    format!("{};", String::from_utf8_lossy(v).trim()).contains(&branch)
+                })
+            };
+            if let Some(i) = self.answers.iter().position(ours) {
+                let m = self.answers.swap_remove(i);
+                return m.status().unwrap_or_default();
+            }
             loop {
                 let rm = self.next("the answer to a NOTIFY").await;
-                let m = &rm.message;
-                if m.is_request() {
+                if rm.message.is_request() {
                     self.held.push_back(rm);
                     continue;
                 }
-                let ours = m
-                    .header(HeaderName::Via)
-                    .is_some_and(|v| String::from_utf8_lossy(v).contains(&branch));
-                match m.status() {
-                    Some(code) if ours && code >= 200 => return code,
+                match rm.message.status() {
+                    Some(code) if code >= 200 && ours(&rm.message) => return code,
+                    Some(code) if code >= 200 => self.answers.push(rm.message),
                     _ => {}
                 }
             }
@@ -1321,6 +1351,48 @@ fn a_subscription_whose_notify_never_comes_is_made_again() {
             ),
         )
         .await;
+        assert_eq!(watcher.core().live_dialogs(), 0);
+        watcher.terminate().await;
+        platform.shutdown().await;
+    });
+}
+
+#[test]
+fn a_one_shot_query_refuses_the_notifies_of_other_forks() {
+    use sip_core::{HeaderName, Method};
+    runtime().block_on(async {
+        let mut fe = scripted::FrontEnd::start().await;
+        let platform = fe.platform().await;
+        let watcher = endpoint(&platform, "sip:watcher@contoso.test").await;
+        let view = RemotePresenceView::new(&watcher);
+        let target = "sip:bob@contoso.test";
+        let script = async {
+            let sub = fe
+                .request(Method::Subscribe, "the fetching SUBSCRIBE")
+                .await;
+            assert_eq!(
+                scripted::header(&sub, HeaderName::Expires).as_deref(),
+                Some("0")
+            );
+            // The SUBSCRIBE forked and both notifiers answer the fetch before the 2xx.
+            let away = scripted::pidf(target, Availability::Away);
+            let online = scripted::pidf(target, Availability::Online);
+            let final_state = "terminated;reason=timeout";
+            let a = fe
+                .send_notify(&sub, "forkA", 1, final_state, Some(&away))
+                .await;
+            let b = fe
+                .send_notify(&sub, "forkB", 1, final_state, Some(&online))
+                .await;
+            fe.reply(&sub, 200, Some("forkA"), &[("Expires", "0")])
+                .await;
+            (fe.answer(a).await, fe.answer(b).await)
+        };
+        let (fetched, (a, b)) = bounded("query", futures_join(view.query(target), script)).await;
+        let fetched = fetched.expect("fetched");
+        assert_eq!(fetched.availability, Some(Availability::Away));
+        assert_eq!(a, 200, "the NOTIFY kept");
+        assert_eq!(b, 481, "another fork's NOTIFY");
         assert_eq!(watcher.core().live_dialogs(), 0);
         watcher.terminate().await;
         platform.shutdown().await;
