@@ -518,7 +518,8 @@ impl RemotePresenceView {
         self.shared.table().get(target).map(Sub::visible_state)
     }
 
-    /// The last availability a NOTIFY gave for `target`, if any.
+    /// The last availability a NOTIFY gave for `target`, if any: `None` again after a
+    /// NOTIFY without presence information (nothing published any more).
     pub fn availability(&self, target: &str) -> Option<Availability> {
         self.shared.table().get(target)?.availability
     }
@@ -1535,6 +1536,10 @@ impl ViewTask {
         let availability = document.as_ref().map(Availability::from_document);
         if availability.is_some() {
             sub.availability = availability;
+        } else if error.is_none() && status.phase != Phase::Terminated {
+            // A NOTIFY carries the whole state: one of a live subscription without a body
+            // says the notifier knows nothing of the presentity (any more).
+            sub.availability = None;
         }
         let now = Instant::now();
         let mut error = error;

@@ -1398,3 +1398,50 @@ fn a_one_shot_query_refuses_the_notifies_of_other_forks() {
         platform.shutdown().await;
     });
 }
+
+#[test]
+fn a_notify_without_presence_information_forgets_the_last_availability() {
+    use sip_core::Method;
+    runtime().block_on(async {
+        let mut fe = scripted::FrontEnd::start().await;
+        let platform = fe.platform().await;
+        let watcher = endpoint(&platform, "sip:watcher@contoso.test").await;
+        let view = RemotePresenceView::new(&watcher);
+        let mut rx = view.notifications();
+        let target = "sip:bob@contoso.test";
+        bounded("subscribe", view.subscribe([target.to_string()]))
+            .await
+            .expect("subscribe");
+        let sub = fe.request(Method::Subscribe, "the SUBSCRIBE").await;
+        fe.reply(&sub, 200, Some("n1"), &[("Expires", "600")]).await;
+        let busy = scripted::pidf(target, Availability::Busy);
+        let ok = fe
+            .notify(&sub, "n1", 1, "active;expires=600", Some(&busy))
+            .await;
+        assert_eq!(ok, 200);
+        wait_scripted(&mut rx, target, "Busy", see!(), |s| {
+            s.availability == Some(Availability::Busy)
+        })
+        .await;
+        assert_eq!(view.availability(target), Some(Availability::Busy));
+
+        // The presentity's state is gone (its publication removed): every NOTIFY carries
+        // the whole state, so an empty one says nothing is known any more.
+        let ok = fe.notify(&sub, "n1", 2, "active;expires=600", None).await;
+        assert_eq!(ok, 200);
+        let empty = wait_scripted(&mut rx, target, "the empty NOTIFY", see!(), |s| {
+            !s.has_document
+        })
+        .await;
+        assert_eq!(empty.state, "Subscribed");
+        assert_eq!(view.availability(target), None, "a stale availability");
+
+        let ((), ()) = bounded(
+            "terminate",
+            futures_join(view.terminate(), script_unsubscribe(&mut fe, &sub, "n1", 3)),
+        )
+        .await;
+        watcher.terminate().await;
+        platform.shutdown().await;
+    });
+}
