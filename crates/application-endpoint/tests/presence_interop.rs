@@ -3,6 +3,10 @@
 //! (`presence` + `presence_xml`, every watcher authorised).
 //!
 //! Every wait is bounded. Without kamailio these tests fail with the install hint.
+//!
+//! What Kamailio cannot be made to do on demand (forked NOTIFYs, 423, a lost NOTIFY, a
+//! 503 to a refresh) is played by a scripted front end over mutual TLS (`scripted`,
+//! transport-tls): those tests need no external peer.
 
 use std::future::Future;
 use std::net::SocketAddr;
