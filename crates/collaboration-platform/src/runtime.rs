@@ -278,6 +278,16 @@ impl Served {
         }
     }
 
+    /// The dialog the request was sent in, if any (reading the bytes again if need be).
+    fn dialog(&self) -> Option<DialogId> {
+        match self {
+            Served::Parsed(m) => request_dialog(m),
+            Served::Wire(b) => {
+                request_dialog(&SipMessage::parse_datagram(b.clone(), &Limits::default()).ok()?)
+            }
+        }
+    }
+
     fn into_message(self) -> Option<SipMessage> {
         match self {
             Served::Parsed(m) => Some(m),
@@ -582,57 +592,9 @@ impl Driver {
                 response,
                 is_final,
             } => {
-                // A final response ends the serving entry; a provisional one only reads it.
-                let removed = if is_final {
-                    self.serving.remove(&transaction)
-                } else {
-                    None
-                };
-                let entry = removed.as_ref().or_else(|| self.serving.get(&transaction));
-                let _g = entry.map(|e| e.span.enter());
-                let mut response = response;
-                let mut awaits_ack = None;
-                if let Some(e) = entry {
-                    if let Some(request) = e.request.dialog_maker() {
-                        let made = track_uas_dialog(
-                            &mut self.dialogs,
-                            request,
-                            &mut response,
-                            e.creates.as_ref(),
-                        );
-                        if let Some(id) = &made {
-                            self.dialogs.set_owner(id, e.endpoint.0);
-                        }
-                        let invite_2xx = request.method() == Some(&Method::Invite)
-                            && response.status().is_some_and(|s| (200..300).contains(&s));
-                        if invite_2xx {
-                            // A first INVITE's dialog is the one its 2xx made; a re-INVITE's
-                            // the one it arrived in.
-                            let dialog = made.or_else(|| request_dialog(request));
-                            let seq = request.cseq().ok().map(|c| c.seq());
-                            if let (Some(d), Some(seq)) = (dialog, seq) {
-                                awaits_ack = Some(((d, seq), response.clone(), e.source));
-                            }
-                        }
-                    }
-                }
-                match self.layer.respond(now, transaction, response) {
-                    Ok(()) => {
-                        if let Some((key, response, peer)) = awaits_ack {
-                            let interval = self.layer.config().t1;
-                            self.unacked.insert(
-                                key,
-                                Unacked {
-                                    response,
-                                    peer,
-                                    next: now + interval,
-                                    interval,
-                                    give_up: now + 64 * interval,
-                                },
-                            );
-                        }
-                    }
-                    Err(e) => debug!(%transaction, error = %e, "response not sent"),
+                let disowned = self.respond(now, transaction, response, is_final);
+                if let Some(dialog) = disowned {
+                    self.forget_dialog(&dialog);
                 }
             }
             Command::Register {
@@ -954,6 +916,77 @@ impl Driver {
             warn!("no ACK for a 2xx within 64*T1: ending the session with BYE");
             self.bye(now, &key.0);
         }
+    }
+
+    /// An endpoint's response to server transaction `transaction`: the dialog it makes is
+    /// tracked, a 2xx to INVITE awaits its ACK. Returns the dialog a 481 disowned.
+    fn respond(
+        &mut self,
+        now: Instant,
+        transaction: TransactionId,
+        response: SipMessage,
+        is_final: bool,
+    ) -> Option<DialogId> {
+        // A final response ends the serving entry; a provisional one only reads it.
+        let removed = if is_final {
+            self.serving.remove(&transaction)
+        } else {
+            None
+        };
+        let entry = removed.as_ref().or_else(|| self.serving.get(&transaction));
+        let _g = entry.map(|e| e.span.enter());
+        let mut response = response;
+        let mut awaits_ack = None;
+        // An endpoint that answers 481 inside a dialog no longer knows it: the
+        // dialog ends here too (a subscription's, RFC 6665 §4.1.3, or a call's), or
+        // it would stay for ever. Rare, so the request is parsed again only then.
+        let disowned = match entry {
+            Some(e) if response.status() == Some(481) => e.request.dialog(),
+            _ => None,
+        };
+        if let Some(e) = entry {
+            if let Some(request) = e.request.dialog_maker() {
+                let made = track_uas_dialog(
+                    &mut self.dialogs,
+                    request,
+                    &mut response,
+                    e.creates.as_ref(),
+                );
+                if let Some(id) = &made {
+                    self.dialogs.set_owner(id, e.endpoint.0);
+                }
+                let invite_2xx = request.method() == Some(&Method::Invite)
+                    && response.status().is_some_and(|s| (200..300).contains(&s));
+                if invite_2xx {
+                    // A first INVITE's dialog is the one its 2xx made; a re-INVITE's
+                    // the one it arrived in.
+                    let dialog = made.or_else(|| request_dialog(request));
+                    let seq = request.cseq().ok().map(|c| c.seq());
+                    if let (Some(d), Some(seq)) = (dialog, seq) {
+                        awaits_ack = Some(((d, seq), response.clone(), e.source));
+                    }
+                }
+            }
+        }
+        match self.layer.respond(now, transaction, response) {
+            Ok(()) => {
+                if let Some((key, response, peer)) = awaits_ack {
+                    let interval = self.layer.config().t1;
+                    self.unacked.insert(
+                        key,
+                        Unacked {
+                            response,
+                            peer,
+                            next: now + interval,
+                            interval,
+                            give_up: now + 64 * interval,
+                        },
+                    );
+                }
+            }
+            Err(e) => debug!(%transaction, error = %e, "response not sent"),
+        }
+        disowned
     }
 
     /// Sends `parts` in `dialog`; the outcome goes to `reply`. After a BYE the dialog is

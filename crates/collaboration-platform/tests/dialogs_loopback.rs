@@ -265,6 +265,30 @@ async fn call_bob(
     (dialog, bobs, bob_rx)
 }
 
+/// Bob answers 481 to a request in the dialog (he no longer knows it): his platform ends
+/// the dialog too, instead of keeping it for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_that_answers_481_in_a_dialog_ends_it_on_its_platform() {
+    let (a, b) = platforms().await;
+    let (dialog, bobs, mut bob_rx) = call_bob(&a, &b).await;
+    let (sent, ()) = tokio::join!(
+        a.send_in_dialog(
+            &dialog,
+            OutgoingRequest::new(Method::Message, "").body("text/plain", "still there?"),
+        ),
+        async {
+            let mut m = next(&mut bob_rx).await;
+            assert_eq!(m.request().method(), Some(&Method::Message));
+            m.respond(481, "Call/Transaction Does Not Exist", &[], None)
+                .await
+                .unwrap();
+        }
+    );
+    assert_eq!(sent.as_ref().map_err(RequestError::status).err(), Some(481));
+    assert_dialog_gone(&a, &dialog).await;
+    assert_dialog_gone(&b, &bobs).await;
+}
+
 /// The next request bob gets is a BYE in `dialog` (bob's name of it); bob answers it.
 async fn bob_gets_bye(bob_rx: &mut mpsc::Receiver<IncomingRequest>, dialog: &DialogId) {
     let mut bye = next(bob_rx).await;
