@@ -387,7 +387,15 @@ impl CallShared {
                     self.set_remote_typing(active);
                     (Answer::OK, typing_until)
                 }
-                Err(e) => (Answer::new(400, e.to_string()), None),
+                // A reason of our own: the error quotes the peer's bytes (CR/LF
+                // included), which a status line cannot carry.
+                Err(e) => {
+                    debug!(error = %e, "malformed isComposing document");
+                    (
+                        Answer::new(400, "Bad Request (malformed isComposing)"),
+                        None,
+                    )
+                }
             };
         }
         if !ACCEPT_TYPES.iter().any(|t| t.eq_ignore_ascii_case(base)) {

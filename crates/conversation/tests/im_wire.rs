@@ -1,0 +1,158 @@
+//! What an IM call answers on the wire to a peer that is not this crate: the bot calls
+//! alice, who answers the INVITE herself (no conversation layer on her side) and then
+//! sends requests in the dialog as any SIP peer could, hostile ones included.
+
+use std::time::Duration;
+
+use application_endpoint::{ApplicationEndpoint, ApplicationEndpointSettings, Endpoint, Modality};
+use collaboration_platform::loopback::{pair, LoopbackPki};
+use collaboration_platform::{
+    Address, CollaborationPlatform, DialogId, OnPremises, OutgoingRequest, RequestError, Topology,
+};
+use conversation::{
+    Conversation, InstantMessagingCall, InstantMessagingFlow, ReceivedMessage, ACCEPT_TYPES,
+};
+use sip_core::sdp::{LocalCapabilities, MediaCapability, OfferAnswer, SessionDescription};
+use sip_core::{Method, SipMessage};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn on_prem(uri: &str) -> Address<OnPremises> {
+    Address::assume_on_premises(uri).unwrap()
+}
+
+/// An established call from the bot (this crate) to alice (raw requests).
+struct RawPeer {
+    _bot_platform: CollaborationPlatform,
+    alice_platform: CollaborationPlatform,
+    _bot: ApplicationEndpoint,
+    _alice: ApplicationEndpoint,
+    /// Alice's side of the dialog.
+    dialog: DialogId,
+    /// Requests the bot sends to alice in the dialog.
+    _route: application_endpoint::DialogRoute,
+    call: InstantMessagingCall<OnPremises>,
+    flow: InstantMessagingFlow,
+}
+
+impl RawPeer {
+    async fn new() -> RawPeer {
+        let pki = LoopbackPki::new().unwrap();
+        let (a, b) = pair(&pki, "app.contoso.test", "alice.contoso.test", |_, s| {
+            s.topology(Topology::new(["contoso.test"]))
+        })
+        .await
+        .unwrap();
+        let bot = ApplicationEndpoint::new(
+            &a,
+            ApplicationEndpointSettings::new(on_prem("sip:bot@contoso.test")),
+        );
+        let alice = ApplicationEndpoint::new(
+            &b,
+            ApplicationEndpointSettings::new(on_prem("sip:alice@contoso.test")),
+        );
+        bot.establish().await.unwrap();
+        alice.establish().await.unwrap();
+        let core = alice.core().clone();
+        let mut invites = core.incoming(Modality::InstantMessaging);
+        let alice_side = tokio::spawn(async move {
+            let mut inv = tokio::time::timeout(WAIT, invites.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            let dialog = inv.dialog().unwrap();
+            let call_id = String::from_utf8_lossy(dialog.call_id()).into_owned();
+            let route = core.route_dialog(&call_id, inv.local_tag());
+            let offer = SessionDescription::parse_slice(inv.body()).unwrap();
+            let sdp = OfferAnswer::new(
+                LocalCapabilities::new("alice.contoso.test")
+                    .with_media(MediaCapability::message(5060, ACCEPT_TYPES)),
+                "0",
+            )
+            .receive_offer(&offer)
+            .unwrap();
+            let contact = format!("<{}>", core.contact());
+            inv.respond(
+                200,
+                "OK",
+                &[("Contact", &contact)],
+                Some(("application/sdp", sdp.to_bytes())),
+            )
+            .await
+            .unwrap();
+            (dialog, route)
+        });
+        let call =
+            Conversation::new(&bot, on_prem("sip:alice@contoso.test")).instant_messaging_call();
+        let flow = call.establish().await.unwrap();
+        let (dialog, route) = tokio::time::timeout(WAIT, alice_side)
+            .await
+            .unwrap()
+            .unwrap();
+        RawPeer {
+            _bot_platform: a,
+            alice_platform: b,
+            _bot: bot,
+            _alice: alice,
+            dialog,
+            _route: route,
+            call,
+            flow,
+        }
+    }
+
+    /// Alice sends `req` in the dialog; the bot's answer (a failure status as `Err`).
+    async fn send(&self, req: OutgoingRequest) -> Result<SipMessage, RequestError> {
+        tokio::time::timeout(WAIT, self.alice_platform.send_in_dialog(&self.dialog, req))
+            .await
+            .expect("the bot answers within the wait")
+    }
+
+    /// Alice sends a MESSAGE of `content_type` carrying `body`.
+    async fn message(&self, content_type: &str, body: &[u8]) -> Result<SipMessage, RequestError> {
+        let req =
+            OutgoingRequest::new(Method::Message, "").body(content_type.to_string(), body.to_vec());
+        self.send(req).await
+    }
+
+    /// The next message the bot's flow yields.
+    async fn received(&mut self) -> ReceivedMessage {
+        tokio::time::timeout(WAIT, self.flow.recv())
+            .await
+            .expect("a message within the wait")
+            .expect("the flow is open")
+    }
+}
+
+/// A malformed isComposing document is answered 400 (RFC 3994 §4 has the receiver drop
+/// it) with a reason phrase of our own: the parser's error quotes the peer's bytes, CR/LF
+/// included, and a status line cannot carry them, so the 400 used to be refused and the
+/// peer got 500 Server Internal Error instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_is_composing_is_answered_400_whatever_it_holds() {
+    let mut peer = RawPeer::new().await;
+    for body in [
+        &b"<isComposing><state>active</sta\r\nte></isComposing>"[..],
+        b"<isComposing><state>&a\r\nb;</state></isComposing>",
+        b"<isComposing><state>typing\r\n</state></isComposing>",
+    ] {
+        match peer
+            .message(conversation::composing::CONTENT_TYPE, body)
+            .await
+        {
+            Err(RequestError::Status {
+                code: 400, reason, ..
+            }) => {
+                assert!(!reason.contains(['\r', '\n']), "{reason:?}")
+            }
+            other => panic!("{:?}: {other:?}", String::from_utf8_lossy(body)),
+        }
+    }
+    // The call is still up.
+    peer.message("text/plain", b"still here").await.unwrap();
+    assert_eq!(peer.received().await.text(), "still here");
+    assert_eq!(
+        peer.call.state(),
+        conversation::ConversationState::Established
+    );
+}
