@@ -108,6 +108,10 @@ struct Rare {
     last_active_sent: Option<std::time::Instant>,
     /// Why the call ended, once it has.
     ended_by: Option<TerminationReason>,
+    /// The pending remote typing timer: aborted when the deadline changes, so a peer's
+    /// stream of `active` documents (with refresh intervals of up to 136 years) leaves
+    /// one sleeping task per call, not one per document.
+    typing_timer: Option<tokio::task::AbortHandle>,
 }
 
 /// Why a received message was not queued.
@@ -353,7 +357,7 @@ impl CallShared {
         let generation = self.cancel_typing_deadline();
         let Some(until) = until else { return };
         let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
+        let timer = tokio::spawn(async move {
             tokio::time::sleep_until(until).await;
             if let Some(s) = weak.upgrade() {
                 let mut g = s.lock();
@@ -361,7 +365,15 @@ impl CallShared {
                     g.set_remote_typing(false);
                 }
             }
-        });
+        })
+        .abort_handle();
+        let mut g = self.lock();
+        if g.typing_generation == generation {
+            g.rare().typing_timer = Some(timer);
+        } else {
+            // A later deadline (or the end of the call) got in first.
+            timer.abort();
+        }
     }
 
     /// Takes a MESSAGE: delivers it (or reads its typing state) and says how to answer,
@@ -472,10 +484,13 @@ impl CallShared {
         Step::Typing(None)
     }
 
-    /// Makes a pending remote typing timer do nothing; returns the new generation.
+    /// Stops a pending remote typing timer; returns the new generation.
     fn cancel_typing_deadline(&self) -> u32 {
         let mut g = self.lock();
         g.typing_generation = g.typing_generation.wrapping_add(1);
+        if let Some(timer) = g.rare.as_mut().and_then(|r| r.typing_timer.take()) {
+            timer.abort();
+        }
         g.typing_generation
     }
 
@@ -1258,6 +1273,37 @@ mod tests {
         ));
         assert!(may_move(Idle, Establishing) && may_move(Establishing, Terminated));
         assert!(!may_move(Established, Establishing) && !may_move(Terminated, Terminated));
+    }
+
+    /// Live tasks once the runtime has dropped the aborted ones (at its next turns), or
+    /// after 100 turns.
+    async fn alive_tasks_settled_at(most: usize) -> usize {
+        let metrics = tokio::runtime::Handle::current().metrics();
+        for _ in 0..100 {
+            if metrics.num_alive_tasks() <= most {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        metrics.num_alive_tasks()
+    }
+
+    /// RFC 3994 §4: each `active` sets the deadline anew. A timer per document, left to
+    /// sleep until its own deadline, made a peer's stream of `active` documents with long
+    /// refresh intervals pile up sleeping tasks without bound, even after the call ended.
+    #[tokio::test]
+    async fn a_stream_of_active_states_keeps_one_typing_timer() {
+        let before = tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks();
+        let shared = call(ConversationState::Established);
+        let far = tokio::time::Instant::now() + Duration::from_secs(u64::from(u32::MAX));
+        for _ in 0..1000 {
+            shared.typing_deadline(Some(far));
+        }
+        assert_eq!(alive_tasks_settled_at(before + 1).await, before + 1);
+        shared.end(TerminationReason::Remote);
+        assert_eq!(alive_tasks_settled_at(before).await, before);
     }
 
     #[tokio::test]
