@@ -47,9 +47,11 @@ pub struct ReceivedMessage {
 }
 
 impl ReceivedMessage {
-    /// The body as text (lossy UTF-8).
+    /// The body as text, read in the Content-Type's `charset` (UTF-8 when none is given;
+    /// see [`text_format::decode_text`] for the charsets read and what is done with bytes
+    /// that are not valid).
     pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
+        text_format::decode_text(&self.content_type, &self.body)
     }
 }
 

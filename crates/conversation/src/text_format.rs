@@ -1,6 +1,7 @@
 //! The first message of a Lync / Skype for Business IM call, carried in the INVITE's
 //! `Ms-Text-Format` header (`text/plain; charset=UTF-8; ms-body=<base64>`) so the callee
-//! sees it before accepting.
+//! sees it before accepting; and how a text body is read in its `charset`
+//! ([`decode_text`]).
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -21,23 +22,99 @@ pub fn encode(content_type: &str, body: &[u8]) -> String {
 }
 
 /// The (content type, body) of a header value, if it carries an `ms-body` that decodes and
-/// fits [`MAX_FIRST_MESSAGE`].
+/// fits [`MAX_FIRST_MESSAGE`]. The content type keeps the header's `charset` (the body is
+/// in it), not its other parameters; a parameter without a value is skipped.
 pub fn decode(value: &[u8]) -> Option<(String, Bytes)> {
     let value = std::str::from_utf8(value).ok()?;
     let mut parts = value.split(';');
-    let content_type = parts.next()?.trim().to_string();
+    let mut content_type = parts.next()?.trim().to_string();
+    let mut body = None;
     for p in parts {
-        let (name, v) = p.trim().split_once('=')?;
-        if name.trim().eq_ignore_ascii_case("ms-body") {
+        let Some((name, v)) = p.trim().split_once('=') else {
+            continue;
+        };
+        let name = name.trim();
+        if name.eq_ignore_ascii_case("ms-body") && body.is_none() {
             let v = v.trim().trim_matches('"');
             if v.len() > MAX_FIRST_MESSAGE * 4 / 3 + 4 {
                 return None;
             }
-            let body = STANDARD.decode(v).ok()?;
-            return Some((content_type, Bytes::from(body)));
+            body = Some(Bytes::from(STANDARD.decode(v).ok()?));
+        } else if name.eq_ignore_ascii_case("charset") {
+            content_type.push_str("; charset=");
+            content_type.push_str(v.trim());
         }
     }
-    None
+    body.map(|b| (content_type, b))
+}
+
+/// The `charset` parameter of a Content-Type value (unquoted), if any.
+pub fn charset(content_type: &str) -> Option<&str> {
+    content_type.split(';').skip(1).find_map(|p| {
+        let (name, v) = p.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| v.trim().trim_matches('"'))
+    })
+}
+
+/// `body` as text, read in the `charset` of `content_type` (RFC 2046 §4.1.2): UTF-8 when
+/// none is given (what IM clients send), US-ASCII, ISO-8859-1, windows-1252 and UTF-16
+/// (byte order mark, or `utf-16le` / `utf-16be`). Bytes that are not valid in it, and
+/// bodies in any other charset, are read as UTF-8 with U+FFFD for what is not.
+pub fn decode_text(content_type: &str, body: &[u8]) -> String {
+    let charset = charset(content_type)
+        .unwrap_or("utf-8")
+        .to_ascii_lowercase();
+    match charset.as_str() {
+        "us-ascii" | "ascii" | "ansi_x3.4-1968" => body
+            .iter()
+            .map(|&b| {
+                if b.is_ascii() {
+                    char::from(b)
+                } else {
+                    '\u{fffd}'
+                }
+            })
+            .collect(),
+        "iso-8859-1" | "iso_8859-1" | "latin1" | "l1" | "iso-ir-100" | "cp819" => {
+            body.iter().map(|&b| char::from(b)).collect()
+        }
+        "windows-1252" | "cp1252" => body.iter().map(|&b| windows_1252(b)).collect(),
+        "utf-16" => match body {
+            [0xff, 0xfe, rest @ ..] => utf16(rest, u16::from_le_bytes),
+            [0xfe, 0xff, rest @ ..] => utf16(rest, u16::from_be_bytes),
+            // RFC 2781 §4.3: without a byte order mark, big-endian.
+            _ => utf16(body, u16::from_be_bytes),
+        },
+        "utf-16le" => utf16(body, u16::from_le_bytes),
+        "utf-16be" => utf16(body, u16::from_be_bytes),
+        _ => String::from_utf8_lossy(body).into_owned(),
+    }
+}
+
+fn utf16(body: &[u8], unit: fn([u8; 2]) -> u16) -> String {
+    let units = body.chunks(2).map(|c| match *c {
+        [a, b] => unit([a, b]),
+        // An odd byte at the end is not a character.
+        _ => 0xfffd,
+    });
+    char::decode_utf16(units)
+        .map(|c| c.unwrap_or('\u{fffd}'))
+        .collect()
+}
+
+/// A windows-1252 byte: ISO-8859-1 but for 0x80–0x9F (the WHATWG mapping).
+fn windows_1252(b: u8) -> char {
+    const HIGH: [u16; 32] = [
+        0x20ac, 0x81, 0x201a, 0x192, 0x201e, 0x2026, 0x2020, 0x2021, 0x2c6, 0x2030, 0x160, 0x2039,
+        0x152, 0x8d, 0x17d, 0x8f, 0x90, 0x2018, 0x2019, 0x201c, 0x201d, 0x2022, 0x2013, 0x2014,
+        0x2dc, 0x2122, 0x161, 0x203a, 0x153, 0x9d, 0x17e, 0x178,
+    ];
+    match b {
+        0x80..=0x9f => char::from_u32(u32::from(HIGH[usize::from(b - 0x80)])).unwrap_or('\u{fffd}'),
+        b => char::from(b),
+    }
 }
 
 #[cfg(test)]
@@ -49,10 +126,64 @@ mod tests {
         let v = encode("text/plain", "héllo".as_bytes());
         assert!(v.starts_with("text/plain; charset=UTF-8; ms-body="));
         let (ct, body) = decode(v.as_bytes()).unwrap();
-        assert_eq!(ct, "text/plain");
+        assert_eq!(ct, "text/plain; charset=UTF-8");
         assert_eq!(&body[..], "héllo".as_bytes());
         assert_eq!(decode(b"text/plain; charset=UTF-8"), None);
         assert_eq!(decode(b"text/plain; ms-body=!!!"), None);
         assert_eq!(decode(b"\xff\xfe"), None);
+    }
+
+    /// A first message in another charset keeps it, so that it reads right; Lync's
+    /// parameters without a value no longer lose the message.
+    #[test]
+    fn the_first_message_keeps_its_charset() {
+        let (ct, body) =
+            decode(b"text/plain; charset=ISO-8859-1; msgr=WAA=; ms-body=Y2Fm6Q==").unwrap();
+        assert_eq!(ct, "text/plain; charset=ISO-8859-1");
+        assert_eq!(decode_text(&ct, &body), "caf\u{e9}");
+        let (ct, body) = decode(b"text/html; x-flag; ms-body=aGk=").unwrap();
+        assert_eq!((ct.as_str(), &body[..]), ("text/html", &b"hi"[..]));
+    }
+
+    /// RFC 2046 §4.1.2: the charset says how the bytes are read; it used to be ignored
+    /// and every body read as UTF-8 (`caf\xe9` in ISO-8859-1 came out as `caf\u{fffd}`).
+    #[test]
+    fn bodies_are_read_in_their_charset() {
+        let cases: [(&str, &[u8], &str); 10] = [
+            ("text/plain", "h\u{e9}".as_bytes(), "h\u{e9}"),
+            ("text/plain; charset=UTF-8", b"ok\xff", "ok\u{fffd}"),
+            (
+                "text/plain; charset=\"iso-8859-1\"",
+                b"caf\xe9",
+                "caf\u{e9}",
+            ),
+            ("text/plain;charset=Latin1", b"\xe0", "\u{e0}"),
+            (
+                "text/plain; charset=windows-1252",
+                b"\x80 \x93q\x94",
+                "\u{20ac} \u{201c}q\u{201d}",
+            ),
+            ("text/plain; charset=us-ascii", b"a\xe9", "a\u{fffd}"),
+            (
+                "text/plain; charset=utf-16",
+                b"\xff\xfeh\x00\xe9\x00",
+                "h\u{e9}",
+            ),
+            (
+                "text/plain; charset=UTF-16BE",
+                b"\x00h\xd8\x00",
+                "h\u{fffd}",
+            ),
+            ("text/plain; charset=utf-16le", b"h\x00x", "h\u{fffd}"),
+            ("text/plain; charset=koi8-r", b"ok", "ok"),
+        ];
+        for (ct, body, text) in cases {
+            assert_eq!(decode_text(ct, body), text, "{ct}");
+        }
+        assert_eq!(
+            charset("text/plain; format=flowed; CHARSET=\"utf-8\""),
+            Some("utf-8")
+        );
+        assert_eq!(charset("text/plain"), None);
     }
 }

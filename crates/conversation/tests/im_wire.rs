@@ -156,3 +156,16 @@ async fn a_malformed_is_composing_is_answered_400_whatever_it_holds() {
         conversation::ConversationState::Established
     );
 }
+
+/// RFC 2046 §4.1.2: a message in ISO-8859-1 reads right (it used to be read as UTF-8:
+/// `caf\u{fffd}`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_is_read_in_its_charset() {
+    let mut peer = RawPeer::new().await;
+    peer.message("text/plain; charset=ISO-8859-1", b"caf\xe9")
+        .await
+        .unwrap();
+    let m = peer.received().await;
+    assert_eq!(m.content_type, "text/plain; charset=ISO-8859-1");
+    assert_eq!(m.text(), "caf\u{e9}");
+}
