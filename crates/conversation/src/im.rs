@@ -448,13 +448,16 @@ impl CallShared {
             }
             Some(Method::Invite) => {
                 // A re-INVITE (session refresh or re-offer): answer with our session.
-                let answer = SessionDescription::parse_slice(req.body())
-                    .ok()
-                    .and_then(|o| {
-                        negotiator(&sdp_host(self.conversation.endpoint()))
-                            .receive_offer(&o)
-                            .ok()
-                    });
+                let mut negotiator = negotiator(&sdp_host(self.conversation.endpoint()));
+                let answer = if req.body().is_empty() {
+                    // RFC 3261 §14.2: without an offer (a session refresh from a B2BUA or
+                    // session timer), the 2xx carries ours; the answer comes in the ACK.
+                    negotiator.create_offer().ok()
+                } else {
+                    SessionDescription::parse_slice(req.body())
+                        .ok()
+                        .and_then(|o| negotiator.receive_offer(&o).ok())
+                };
                 let contact = format!("<{}>", self.conversation.endpoint().contact());
                 let _ = match answer {
                     Some(a) => {

@@ -13,7 +13,7 @@ use conversation::{
     Conversation, InstantMessagingCall, InstantMessagingFlow, ReceivedMessage, ACCEPT_TYPES,
 };
 use sip_core::sdp::{LocalCapabilities, MediaCapability, OfferAnswer, SessionDescription};
-use sip_core::{Method, SipMessage};
+use sip_core::{HeaderName, Method, SipMessage};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -168,4 +168,38 @@ async fn a_message_is_read_in_its_charset() {
     let m = peer.received().await;
     assert_eq!(m.content_type, "text/plain; charset=ISO-8859-1");
     assert_eq!(m.text(), "caf\u{e9}");
+}
+
+/// RFC 3261 §14.2: a re-INVITE without an offer (a session refresh, as B2BUAs and session
+/// timers send it) gets our offer in its 200, and the call goes on. It used to be
+/// answered 488 Not Acceptable Here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_invite_without_an_offer_gets_one_in_the_200() {
+    let mut peer = RawPeer::new().await;
+    let ok = peer
+        .send(OutgoingRequest::new(Method::Invite, ""))
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), Some(200));
+    assert_eq!(
+        ok.header(HeaderName::ContentType),
+        Some(&b"application/sdp"[..])
+    );
+    assert!(ok.header(HeaderName::Contact).is_some());
+    let offer = SessionDescription::parse_slice(ok.body()).unwrap();
+    let answer = OfferAnswer::new(
+        LocalCapabilities::new("alice.contoso.test")
+            .with_media(MediaCapability::message(5060, ACCEPT_TYPES)),
+        "0",
+    )
+    .receive_offer(&offer);
+    assert!(answer.is_ok(), "an IM session is offered: {answer:?}");
+    // A re-INVITE with an offer is answered as before.
+    let ok = peer
+        .send(OutgoingRequest::new(Method::Invite, "").body("application/sdp", offer.to_bytes()))
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), Some(200));
+    peer.message("text/plain", b"still here").await.unwrap();
+    assert_eq!(peer.received().await.text(), "still here");
 }
