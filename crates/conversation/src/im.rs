@@ -446,33 +446,41 @@ impl CallShared {
                 let _ = req.respond(200, "OK", &[], None).await;
                 return Step::End;
             }
-            Some(Method::Invite) => {
-                // A re-INVITE (session refresh or re-offer): answer with our session.
+            Some(method @ (Method::Invite | Method::Update)) => {
+                // A re-INVITE or UPDATE (session refresh or re-offer): answer with our
+                // session. Both are target refresh requests: the 2xx carries our Contact.
                 let mut negotiator = negotiator(&sdp_host(self.conversation.endpoint()));
-                let answer = if req.body().is_empty() {
-                    // RFC 3261 §14.2: without an offer (a session refresh from a B2BUA or
-                    // session timer), the 2xx carries ours; the answer comes in the ACK.
-                    negotiator.create_offer().ok()
-                } else {
+                let sdp = if !req.body().is_empty() {
+                    // RFC 3311 §5.2 as RFC 3264: an offer in an UPDATE is answered in
+                    // its 2xx too.
                     SessionDescription::parse_slice(req.body())
                         .ok()
                         .and_then(|o| negotiator.receive_offer(&o).ok())
+                        .map(Some)
+                        .ok_or(())
+                } else if method == Method::Invite {
+                    // RFC 3261 §14.2: without an offer (a session refresh from a B2BUA or
+                    // session timer), the 2xx carries ours; the answer comes in the ACK.
+                    negotiator.create_offer().map(Some).map_err(|_| ())
+                } else {
+                    // An UPDATE without an offer only refreshes.
+                    Ok(None)
                 };
                 let contact = format!("<{}>", self.conversation.endpoint().contact());
-                let _ = match answer {
-                    Some(a) => {
+                let _ = match sdp {
+                    Ok(sdp) => {
                         req.respond(
                             200,
                             "OK",
                             &[("Contact", &contact)],
-                            Some(("application/sdp", a.to_bytes())),
+                            sdp.map(|s| ("application/sdp", s.to_bytes())),
                         )
                         .await
                     }
-                    None => req.respond(488, "Not Acceptable Here", &[], None).await,
+                    Err(()) => req.respond(488, "Not Acceptable Here", &[], None).await,
                 };
             }
-            Some(Method::Info | Method::Options | Method::Update | Method::Notify) => {
+            Some(Method::Info | Method::Options | Method::Notify) => {
                 let _ = req.respond(200, "OK", &[], None).await;
             }
             _ => {
@@ -480,7 +488,7 @@ impl CallShared {
                     .respond(
                         405,
                         "Method Not Allowed",
-                        &[("Allow", "INVITE, ACK, BYE, CANCEL, MESSAGE, INFO")],
+                        &[("Allow", "INVITE, ACK, BYE, CANCEL, MESSAGE, INFO, OPTIONS, UPDATE")],
                         None,
                     )
                     .await;

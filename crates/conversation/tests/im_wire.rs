@@ -203,3 +203,35 @@ async fn a_re_invite_without_an_offer_gets_one_in_the_200() {
     peer.message("text/plain", b"still here").await.unwrap();
     assert_eq!(peer.received().await.text(), "still here");
 }
+
+/// RFC 3311 §5.2: an UPDATE is a target refresh request, so its 2xx carries a Contact,
+/// and an offer in it is answered in the 2xx (RFC 3264). It used to get a bare 200: the
+/// offer went unanswered, leaving the peer's offer/answer exchange open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_offer_is_answered_in_its_200() {
+    let mut peer = RawPeer::new().await;
+    let mut alice = OfferAnswer::new(
+        LocalCapabilities::new("alice.contoso.test")
+            .with_media(MediaCapability::message(5060, ACCEPT_TYPES)),
+        "1",
+    );
+    let offer = alice.create_offer().unwrap();
+    let ok = peer
+        .send(OutgoingRequest::new(Method::Update, "").body("application/sdp", offer.to_bytes()))
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), Some(200));
+    assert!(ok.header(HeaderName::Contact).is_some());
+    let answer = SessionDescription::parse_slice(ok.body()).unwrap();
+    alice.receive_answer(&answer).unwrap();
+    // Without an offer: a plain refresh, still with a Contact.
+    let ok = peer
+        .send(OutgoingRequest::new(Method::Update, ""))
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), Some(200));
+    assert!(ok.header(HeaderName::Contact).is_some());
+    assert!(ok.body().is_empty());
+    peer.message("text/plain", b"still here").await.unwrap();
+    assert_eq!(peer.received().await.text(), "still here");
+}
