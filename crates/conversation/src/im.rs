@@ -488,7 +488,10 @@ impl CallShared {
                     .respond(
                         405,
                         "Method Not Allowed",
-                        &[("Allow", "INVITE, ACK, BYE, CANCEL, MESSAGE, INFO, OPTIONS, UPDATE")],
+                        &[(
+                            "Allow",
+                            "INVITE, ACK, BYE, CANCEL, MESSAGE, INFO, OPTIONS, UPDATE",
+                        )],
                         None,
                     )
                     .await;

@@ -36,6 +36,9 @@ pub const UNKNOWN_LABEL: &str = "?";
 const MAX_REASON_CHARS: usize = 64;
 /// Longest Call-ID kept (characters); longer ones are cut (bounded memory per record).
 const MAX_CALL_ID_CHARS: usize = 256;
+/// Longest method kept in a label (characters; a method is any token, as long as the
+/// message); longer ones are cut with `…`.
+const MAX_METHOD_CHARS: usize = 32;
 /// Narrowest text column (characters between two lifelines, lifeline included).
 const MIN_COLUMN: usize = 20;
 /// Widest text column.
@@ -617,8 +620,9 @@ fn summarize(wire: &[u8]) -> Option<(String, String)> {
         }
     }
 
+    let method = |m: &[u8]| truncate(&String::from_utf8_lossy(m), MAX_METHOD_CHARS);
     let label = match start {
-        Start::Request(method) => String::from_utf8_lossy(method).into_owned(),
+        Start::Request(m) => method(m),
         Start::Response(code, reason) => {
             let reason = truncate(&clean(&String::from_utf8_lossy(reason)), MAX_REASON_CHARS);
             let mut label = code.to_string();
@@ -628,7 +632,7 @@ fn summarize(wire: &[u8]) -> Option<(String, String)> {
             }
             if let Some(m) = cseq_method {
                 label.push_str(" (");
-                label.push_str(&String::from_utf8_lossy(m));
+                label.push_str(&method(m));
                 label.push(')');
             }
             label
@@ -666,6 +670,23 @@ mod tests {
         assert_eq!((l.as_str(), c.as_str()), ("180 Ringing (INVITE)", "k"));
         let (l, _) = summarize(b"SIP/2.0 200\r\n\r\n").unwrap();
         assert_eq!(l, "200");
+    }
+
+    /// A method is any token, so a hostile peer's could be as long as its message: each
+    /// record kept all of it (10 000 records of 64 KiB methods are 640 MB).
+    #[test]
+    fn labels_stay_short_whatever_the_method() {
+        let method = "X".repeat(60_000);
+        let request = format!("{method} sip:bob@x SIP/2.0\r\nCall-ID: a\r\n\r\n");
+        let (l, _) = summarize(request.as_bytes()).unwrap();
+        assert_eq!(l.chars().count(), MAX_METHOD_CHARS);
+        assert!(l.ends_with('…'));
+        let response = format!("SIP/2.0 200 OK\r\nCSeq: 1 {method}\r\n\r\n");
+        let (l, _) = summarize(response.as_bytes()).unwrap();
+        assert!(
+            l.chars().count() <= "200 OK ()".len() + MAX_METHOD_CHARS,
+            "{l}"
+        );
     }
 
     #[test]
