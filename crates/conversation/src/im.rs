@@ -37,6 +37,10 @@ pub const ACCEPT_TYPES: [&str; 4] = [
 /// Received messages queued per call before the peer is answered 503 (backpressure).
 const RECEIVE_CAPACITY: usize = 1024;
 
+/// Body bytes queued per call before the peer is answered 503: without it, a flow nobody
+/// reads held 1024 bodies of up to 64 KiB each (64 MiB per call).
+const RECEIVE_BYTES: usize = 1024 * 1024;
+
 /// A message received in a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedMessage {
@@ -105,6 +109,8 @@ struct Rare {
     /// Received messages until the flow reads them.
     /// Unboxed: a message costs no allocation of its own on the way in.
     inbox: VecDeque<ReceivedMessage>,
+    /// Body bytes in `inbox`.
+    inbox_bytes: usize,
     state: Option<watch::Sender<ConversationState>>,
     remote_typing: Option<watch::Sender<bool>>,
     last_active_sent: Option<std::time::Instant>,
@@ -299,11 +305,16 @@ impl CallShared {
             if g.inbox_closed {
                 return Err(PushError::Closed);
             }
-            let inbox = &mut g.rare().inbox;
-            if inbox.len() >= RECEIVE_CAPACITY {
+            let rare = g.rare();
+            let size = item.body.len();
+            // One message is taken whatever its size: the limit bounds the backlog.
+            if rare.inbox.len() >= RECEIVE_CAPACITY
+                || (!rare.inbox.is_empty() && rare.inbox_bytes + size > RECEIVE_BYTES)
+            {
                 return Err(PushError::Full);
             }
-            inbox.push_back(item);
+            rare.inbox_bytes += size;
+            rare.inbox.push_back(item);
             g.reader.take()
         };
         if let Some(w) = reader {
@@ -328,10 +339,11 @@ impl CallShared {
     /// taken until it is returned.
     fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<ReceivedMessage>> {
         let mut g = self.lock();
-        if let Some(inbox) = g.rare.as_mut().map(|r| &mut r.inbox) {
-            if let Some(item) = inbox.pop_front() {
-                if inbox.is_empty() && inbox.capacity() > 64 {
-                    inbox.shrink_to(8);
+        if let Some(rare) = g.rare.as_mut() {
+            if let Some(item) = rare.inbox.pop_front() {
+                rare.inbox_bytes -= item.body.len();
+                if rare.inbox.is_empty() && rare.inbox.capacity() > 64 {
+                    rare.inbox.shrink_to(8);
                 }
                 return Poll::Ready(Some(item));
             }
@@ -1256,6 +1268,33 @@ mod tests {
         let last = (RECEIVE_CAPACITY - 1).to_string();
         assert_eq!(reader.await.unwrap(), vec![last, "late".to_string()]);
         assert_eq!(recv(&shared).await, None);
+    }
+
+    /// A flow nobody reads holds at most [`RECEIVE_BYTES`] of bodies (and one message
+    /// whatever its size); reading makes room again.
+    #[tokio::test]
+    async fn inbox_bytes_are_bounded() {
+        let shared = call(ConversationState::Established);
+        let big = |n: usize| ReceivedMessage {
+            content_type: "text/plain".into(),
+            body: Bytes::from(vec![b'x'; n]),
+        };
+        assert!(
+            shared.push(big(2 * RECEIVE_BYTES)).is_ok(),
+            "one, whatever its size"
+        );
+        assert!(matches!(shared.push(big(1)), Err(PushError::Full)));
+        assert_eq!(
+            recv(&shared).await.map(|t| t.len()),
+            Some(2 * RECEIVE_BYTES)
+        );
+        let mut queued = 0;
+        while shared.push(big(64 * 1024)).is_ok() {
+            queued += 1;
+        }
+        assert_eq!(queued * 64 * 1024, RECEIVE_BYTES);
+        recv(&shared).await.unwrap();
+        assert!(shared.push(big(64 * 1024)).is_ok(), "room again once read");
     }
 
     /// Accept's last step (`Established`) taken after the peer's BYE, which the dialog's
