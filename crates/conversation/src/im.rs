@@ -27,12 +27,20 @@ use tokio::sync::watch;
 use tracing::debug;
 
 /// Content types this side takes in an IM session.
-pub const ACCEPT_TYPES: [&str; 4] = [
+pub const ACCEPT_TYPES: [&str; 5] = [
     "text/plain",
     "text/html",
     "text/rtf",
+    MULTIPART_ALTERNATIVE,
     crate::composing::CONTENT_TYPE,
 ];
+
+/// Several forms of one message (RFC 2046 §5.1.4), as Lync / Skype for Business list it
+/// in their accept-types: the richest form this side takes is delivered.
+const MULTIPART_ALTERNATIVE: &str = "multipart/alternative";
+
+/// The types of [`ACCEPT_TYPES`] delivered as messages.
+const MESSAGE_TYPES: [&str; 3] = ["text/plain", "text/html", "text/rtf"];
 
 /// Received messages queued per call before the peer is answered 503 (backpressure).
 const RECEIVE_CAPACITY: usize = 1024;
@@ -44,9 +52,11 @@ const RECEIVE_BYTES: usize = 1024 * 1024;
 /// A message received in a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedMessage {
-    /// Its Content-Type (`text/plain` if none was given).
+    /// Its Content-Type (`text/plain` if none was given); of a `multipart/alternative`
+    /// message, that of the form delivered.
     pub content_type: String,
-    /// The body, as sent.
+    /// The body, as sent (of a `multipart/alternative` message, the form delivered,
+    /// base64 decoded).
     pub body: Bytes,
 }
 
@@ -424,14 +434,20 @@ impl CallShared {
                 }
             };
         }
-        if !ACCEPT_TYPES.iter().any(|t| t.eq_ignore_ascii_case(base)) {
+        let taken = |t: &str| MESSAGE_TYPES.iter().any(|m| m.eq_ignore_ascii_case(t));
+        let m = if base.eq_ignore_ascii_case(MULTIPART_ALTERNATIVE) {
+            text_format::pick_alternative(&content_type, req.body(), taken)
+                .map(|(content_type, body)| ReceivedMessage { content_type, body })
+        } else {
+            taken(base).then(|| ReceivedMessage {
+                content_type,
+                body: req.body().clone(),
+            })
+        };
+        let Some(m) = m else {
             let accept = Answer::new(415, "Unsupported Media Type")
                 .with_header("Accept", ACCEPT_TYPES.join(", "));
             return (accept, None);
-        }
-        let m = ReceivedMessage {
-            content_type,
-            body: req.body().clone(),
         };
         match self.push(m) {
             Ok(()) => {

@@ -1,7 +1,8 @@
 //! The first message of a Lync / Skype for Business IM call, carried in the INVITE's
 //! `Ms-Text-Format` header (`text/plain; charset=UTF-8; ms-body=<base64>`) so the callee
-//! sees it before accepting; and how a text body is read in its `charset`
-//! ([`decode_text`]).
+//! sees it before accepting; how a text body is read in its `charset` ([`decode_text`]);
+//! and which form of a `multipart/alternative` message is delivered
+//! ([`pick_alternative`]).
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -50,12 +51,153 @@ pub fn decode(value: &[u8]) -> Option<(String, Bytes)> {
 
 /// The `charset` parameter of a Content-Type value (unquoted), if any.
 pub fn charset(content_type: &str) -> Option<&str> {
+    parameter(content_type, "charset")
+}
+
+/// The parameter `name` of a Content-Type value (unquoted), if any.
+fn parameter<'a>(content_type: &'a str, name: &str) -> Option<&'a str> {
     content_type.split(';').skip(1).find_map(|p| {
-        let (name, v) = p.split_once('=')?;
-        name.trim()
-            .eq_ignore_ascii_case("charset")
+        let (n, v) = p.split_once('=')?;
+        n.trim()
+            .eq_ignore_ascii_case(name)
             .then(|| v.trim().trim_matches('"'))
     })
+}
+
+/// Most parts [`pick_alternative`] reads (bounds the work a hostile body causes).
+pub const MAX_PARTS: usize = 16;
+
+/// The part of a `multipart/alternative` body (RFC 2046 §5.1.4) to deliver, as its
+/// (content type, body): the last one whose media type `accept` takes, the parts going
+/// from the plainest to the richest. A part without Content-Type is `text/plain`
+/// (§5.1); a base64 part is decoded; quoted-printable parts and parts after the first
+/// [`MAX_PARTS`] are not read. `None` when `content_type` has no usable `boundary` or no
+/// part is taken.
+pub fn pick_alternative(
+    content_type: &str,
+    body: &Bytes,
+    accept: impl Fn(&str) -> bool,
+) -> Option<(String, Bytes)> {
+    let boundary = parameter(content_type, "boundary")?;
+    // §5.1.1: 1 to 70 characters.
+    if boundary.is_empty() || boundary.len() > 70 {
+        return None;
+    }
+    let delimiter = format!("--{boundary}");
+    let delimiter = delimiter.as_bytes();
+    let mut best = None;
+    let mut at = find_delimiter(body, 0, delimiter)?;
+    for _ in 0..MAX_PARTS {
+        let after = at + delimiter.len();
+        if body[after..].starts_with(b"--") {
+            break; // the close delimiter
+        }
+        // The rest of the delimiter line (transport padding) and its line end.
+        let Some(start) = body[after..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|i| after + i + 1)
+        else {
+            break;
+        };
+        let next = find_delimiter(body, start, delimiter);
+        // The line end before the next delimiter belongs to it, not to the part.
+        let end = match next {
+            Some(n) if n > start => {
+                let n = n - 1; // the LF
+                if n > start && body[n - 1] == b'\r' {
+                    n - 1
+                } else {
+                    n
+                }
+            }
+            Some(n) => n,
+            None => body.len(),
+        };
+        if let Some(part) = read_part(&body.slice(start..end.max(start))) {
+            let base = part.0.split(';').next().unwrap_or("").trim();
+            if accept(base) {
+                best = Some(part);
+            }
+        }
+        match next {
+            Some(n) => at = n,
+            None => break,
+        }
+    }
+    best
+}
+
+/// Where the next delimiter line begins, from `from`: `delimiter` at the start of the
+/// body or of a line.
+fn find_delimiter(body: &[u8], from: usize, delimiter: &[u8]) -> Option<usize> {
+    let mut i = from;
+    while i + delimiter.len() <= body.len() {
+        if (i == 0 || body[i - 1] == b'\n') && body[i..].starts_with(delimiter) {
+            return Some(i);
+        }
+        i += match body[i..].iter().position(|&b| b == b'\n') {
+            Some(p) => p + 1,
+            None => return None,
+        };
+    }
+    None
+}
+
+/// A part's (content type, decoded body); `None` for an encoding not read.
+fn read_part(part: &Bytes) -> Option<(String, Bytes)> {
+    // Headers up to the first empty line (none when the part starts with one); lines end
+    // with CRLF or a bare LF.
+    let blank = |at: usize| match &part[at..] {
+        [b'\r', b'\n', ..] => Some(at + 2),
+        [b'\n', ..] => Some(at + 1),
+        _ => None,
+    };
+    let (headers, body_at) = match blank(0) {
+        Some(b) => (&part[..0], b),
+        None => part
+            .iter()
+            .enumerate()
+            .filter(|&(_, &c)| c == b'\n')
+            .find_map(|(i, _)| blank(i + 1).map(|b| (&part[..i], b)))
+            .unwrap_or((&part[..], part.len())),
+    };
+    let headers = std::str::from_utf8(headers).ok()?;
+    let mut content_type = None;
+    let mut encoding = None;
+    for line in headers.lines() {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let name = name.trim();
+        if name.eq_ignore_ascii_case("content-type") {
+            content_type.get_or_insert(value.trim());
+        } else if name.eq_ignore_ascii_case("content-transfer-encoding") {
+            encoding.get_or_insert(value.trim());
+        }
+    }
+    let content_type = content_type.unwrap_or("text/plain").to_string();
+    let body = part.slice(body_at..);
+    match encoding {
+        None => Some((content_type, body)),
+        Some(e)
+            if ["7bit", "8bit", "binary"]
+                .iter()
+                .any(|k| e.eq_ignore_ascii_case(k)) =>
+        {
+            Some((content_type, body))
+        }
+        Some(e) if e.eq_ignore_ascii_case("base64") => {
+            let text: Vec<u8> = body
+                .iter()
+                .copied()
+                .filter(|b| !b.is_ascii_whitespace())
+                .collect();
+            let decoded = STANDARD.decode(text).ok()?;
+            Some((content_type, Bytes::from(decoded)))
+        }
+        Some(_) => None,
+    }
 }
 
 /// `body` as text, read in the `charset` of `content_type` (RFC 2046 §4.1.2): UTF-8 when
@@ -143,6 +285,52 @@ mod tests {
         assert_eq!(decode_text(&ct, &body), "caf\u{e9}");
         let (ct, body) = decode(b"text/html; x-flag; ms-body=aGk=").unwrap();
         assert_eq!((ct.as_str(), &body[..]), ("text/html", &b"hi"[..]));
+    }
+
+    /// RFC 2046 §5.1.4: the last alternative taken wins; what is not taken, or not
+    /// readable, is passed over; hostile bodies return without panicking.
+    #[test]
+    fn alternatives() {
+        let text = |ct: &str, body: &str| {
+            pick_alternative(ct, &Bytes::copy_from_slice(body.as_bytes()), |t| {
+                t == "text/plain" || t == "text/html"
+            })
+            .map(|(ct, b)| (ct, String::from_utf8_lossy(&b).into_owned()))
+        };
+        let ct = "multipart/alternative; boundary=\"b1\"";
+        let body =
+            "preamble\r\n--b1\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\nhi *there*\r\n\
+                    --b1  \r\nContent-Type: text/html\r\n\r\n<p>hi <b>there</b></p>\r\n\
+                    --b1\r\nContent-Type: application/x-ms-ink\r\n\r\nINK\r\n--b1--\r\nepilogue";
+        assert_eq!(
+            text(ct, body),
+            Some(("text/html".into(), "<p>hi <b>there</b></p>".into()))
+        );
+        // Bare LF, a part without headers, base64, quoted-printable passed over.
+        let body = "--b1\n\nplain\n--b1\nContent-Transfer-Encoding: base64\n\
+                    Content-Type: text/plain\n\naGVs\nbG8=\n--b1\n\
+                    Content-Type: text/html\nContent-Transfer-Encoding: quoted-printable\n\n=3Cp=3E\n--b1--";
+        assert_eq!(text(ct, body), Some(("text/plain".into(), "hello".into())));
+        let body = "--b1\r\n\r\nfirst\r\n--b1--";
+        assert_eq!(text(ct, body), Some(("text/plain".into(), "first".into())));
+        assert_eq!(
+            text("multipart/alternative", "--b1\r\n\r\nx\r\n--b1--"),
+            None
+        );
+        assert_eq!(text(ct, "no delimiter at all"), None);
+        assert_eq!(text(ct, "--b1--"), None);
+        let many = "--b1\r\n\r\nx\r\n".repeat(MAX_PARTS + 5);
+        assert_eq!(text(ct, &many).map(|p| p.1), Some("x".into()));
+        for junk in [
+            "--b1",
+            "--b1\r",
+            "--b1\r\n",
+            "--b1\r\n--b1",
+            "\n--b1\n\r\n--b1\n",
+            "--b1\r\nContent-Type",
+        ] {
+            let _ = text(ct, junk);
+        }
     }
 
     /// RFC 2046 §4.1.2: the charset says how the bytes are read; it used to be ignored

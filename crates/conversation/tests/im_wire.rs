@@ -235,3 +235,36 @@ async fn an_update_offer_is_answered_in_its_200() {
     peer.message("text/plain", b"still here").await.unwrap();
     assert_eq!(peer.received().await.text(), "still here");
 }
+
+/// RFC 2046 §5.1.4: a `multipart/alternative` message (which Lync / Skype for Business
+/// list in their accept-types, and so do we now) delivers its richest form this side
+/// takes; one with no such form is refused 415 with Accept. It used to be refused 415
+/// whatever it held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multipart_alternative_message_delivers_its_richest_form() {
+    let mut peer = RawPeer::new().await;
+    let body = b"--xyz\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\nhi\r\n\
+                 --xyz\r\nContent-Type: text/html; charset=UTF-8\r\n\r\n<b>hi</b>\r\n\
+                 --xyz\r\nContent-Type: image/gif\r\n\r\nGIF89a\r\n--xyz--\r\n";
+    peer.message("multipart/alternative; boundary=xyz", body)
+        .await
+        .unwrap();
+    let m = peer.received().await;
+    assert_eq!(m.content_type, "text/html; charset=UTF-8");
+    assert_eq!(m.text(), "<b>hi</b>");
+    let only_gif = b"--xyz\r\nContent-Type: image/gif\r\n\r\nGIF89a\r\n--xyz--\r\n";
+    match peer
+        .message("multipart/alternative; boundary=xyz", only_gif)
+        .await
+    {
+        Err(RequestError::Status {
+            code: 415,
+            response,
+            ..
+        }) => {
+            let accept = response.header_by_name("Accept").unwrap();
+            assert!(String::from_utf8_lossy(accept).contains("text/plain"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
