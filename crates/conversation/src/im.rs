@@ -52,8 +52,8 @@ const RECEIVE_BYTES: usize = 1024 * 1024;
 /// A message received in a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedMessage {
-    /// Its Content-Type (`text/plain` if none was given); of a `multipart/alternative`
-    /// message, that of the form delivered.
+    /// Its Content-Type (`text/plain` for an empty body sent without one); of a
+    /// `multipart/alternative` message, that of the form delivered.
     pub content_type: String,
     /// The body, as sent (of a `multipart/alternative` message, the form delivered,
     /// base64 decoded).
@@ -404,14 +404,27 @@ impl CallShared {
     /// with the remote typing deadline that follows. Synchronous, so that the common case
     /// is answered without an `.await` (see `DialogHandler::handle` below).
     fn on_message(&self, req: &IncomingRequest) -> (Answer, Option<tokio::time::Instant>) {
-        let content_type = req
-            .request()
-            .header(HeaderName::ContentType)
-            .map(|v| String::from_utf8_lossy(v).trim().to_string())
-            .unwrap_or_else(|| "text/plain".into());
+        self.take_message(req.request().header(HeaderName::ContentType), req.body())
+    }
+
+    /// [`on_message`](Self::on_message) for a MESSAGE's Content-Type and body.
+    fn take_message(
+        &self,
+        content_type: Option<&[u8]>,
+        body: &Bytes,
+    ) -> (Answer, Option<tokio::time::Instant>) {
+        let content_type = match content_type {
+            Some(v) => String::from_utf8_lossy(v).trim().to_string(),
+            // RFC 3261 §20.15 (and RFC 3428 §4): a body says its type; an untyped one
+            // cannot be taken for text.
+            None if !body.is_empty() => {
+                return (Answer::new(400, "Missing Content-Type header field"), None)
+            }
+            None => "text/plain".into(),
+        };
         let base = content_type.split(';').next().unwrap_or("").trim();
         if base.eq_ignore_ascii_case(crate::composing::CONTENT_TYPE) {
-            return match IsComposing::parse(req.body()) {
+            return match IsComposing::parse(body) {
                 Ok(c) => {
                     let active = c.state == ComposingState::Active;
                     let typing_until = active.then(|| {
@@ -436,12 +449,12 @@ impl CallShared {
         }
         let taken = |t: &str| MESSAGE_TYPES.iter().any(|m| m.eq_ignore_ascii_case(t));
         let m = if base.eq_ignore_ascii_case(MULTIPART_ALTERNATIVE) {
-            text_format::pick_alternative(&content_type, req.body(), taken)
+            text_format::pick_alternative(&content_type, body, taken)
                 .map(|(content_type, body)| ReceivedMessage { content_type, body })
         } else {
             taken(base).then(|| ReceivedMessage {
                 content_type,
-                body: req.body().clone(),
+                body: body.clone(),
             })
         };
         let Some(m) = m else {
@@ -1311,6 +1324,26 @@ mod tests {
         assert_eq!(queued * 64 * 1024, RECEIVE_BYTES);
         recv(&shared).await.unwrap();
         assert!(shared.push(big(64 * 1024)).is_ok(), "room again once read");
+    }
+
+    /// RFC 3261 §20.15: a MESSAGE body without Content-Type is refused 400; it used to
+    /// be delivered as `text/plain` (binary or not). An empty one is still taken.
+    #[tokio::test]
+    async fn an_untyped_message_body_is_refused() {
+        let shared = call(ConversationState::Established);
+        let (answer, _) = shared.take_message(None, &Bytes::from_static(b"\x89PNG"));
+        assert_eq!(answer.status, 400);
+        assert!(shared
+            .lock()
+            .rare
+            .as_ref()
+            .is_none_or(|r| r.inbox.is_empty()));
+        let (answer, _) = shared.take_message(None, &Bytes::new());
+        assert_eq!(answer.status, 200);
+        let (answer, _) = shared.take_message(Some(b"text/plain"), &Bytes::from_static(b"hi"));
+        assert_eq!(answer.status, 200);
+        assert_eq!(recv(&shared).await.as_deref(), Some(""));
+        assert_eq!(recv(&shared).await.as_deref(), Some("hi"));
     }
 
     /// Accept's last step (`Established`) taken after the peer's BYE, which the dialog's
