@@ -61,6 +61,23 @@ pub struct ReceivedMessage {
 }
 
 impl ReceivedMessage {
+    /// The message a body of `content_type` is, if its type is one delivered (a form of
+    /// a `multipart/alternative` one, RFC 2046 §5.1.4): what else [`ACCEPT_TYPES`] has is
+    /// not a message.
+    pub(crate) fn taken(content_type: String, body: &Bytes) -> Option<ReceivedMessage> {
+        let taken = |t: &str| MESSAGE_TYPES.iter().any(|m| m.eq_ignore_ascii_case(t));
+        let base = content_type.split(';').next().unwrap_or("").trim();
+        if base.eq_ignore_ascii_case(MULTIPART_ALTERNATIVE) {
+            text_format::pick_alternative(&content_type, body, taken)
+                .map(|(content_type, body)| ReceivedMessage { content_type, body })
+        } else {
+            taken(base).then(|| ReceivedMessage {
+                content_type,
+                body: body.clone(),
+            })
+        }
+    }
+
     /// The body as text, read in the Content-Type's `charset` (UTF-8 when none is given;
     /// see [`text_format::decode_text`] for the charsets read and what is done with bytes
     /// that are not valid).
@@ -447,17 +464,7 @@ impl CallShared {
                 }
             };
         }
-        let taken = |t: &str| MESSAGE_TYPES.iter().any(|m| m.eq_ignore_ascii_case(t));
-        let m = if base.eq_ignore_ascii_case(MULTIPART_ALTERNATIVE) {
-            text_format::pick_alternative(&content_type, body, taken)
-                .map(|(content_type, body)| ReceivedMessage { content_type, body })
-        } else {
-            taken(base).then(|| ReceivedMessage {
-                content_type,
-                body: body.clone(),
-            })
-        };
-        let Some(m) = m else {
+        let Some(m) = ReceivedMessage::taken(content_type, body) else {
             let accept = Answer::new(415, "Unsupported Media Type")
                 .with_header("Accept", ACCEPT_TYPES.join(", "));
             return (accept, None);

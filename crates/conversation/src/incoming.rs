@@ -59,8 +59,9 @@ impl<H: Homing> IncomingCall<H> {
         &self.request
     }
 
-    /// The first message the caller put in the INVITE (`Ms-Text-Format`), if any; it is
-    /// also the first message the accepted flow yields.
+    /// The first message the caller put in the INVITE (`Ms-Text-Format`), if any and of
+    /// a type a message may have (as in the call); it is also the first message the
+    /// accepted flow yields.
     pub fn first_message(&self) -> Option<&ReceivedMessage> {
         self.first_message.as_ref()
     }
@@ -114,10 +115,12 @@ impl IncomingImCall {
             .header(HeaderName::Priority)
             .map(Priority::parse)
             .unwrap_or_default();
+        // Of a type a message may be, as in the call: an isComposing document or an
+        // image in the header is not a message.
         let first_message = r
             .header_by_name(text_format::HEADER)
             .and_then(text_format::decode)
-            .map(|(content_type, body)| ReceivedMessage { content_type, body });
+            .and_then(|(content_type, body)| ReceivedMessage::taken(content_type, &body));
         match request.caller().clone() {
             Homed::OnPremises(a) => IncomingImCall::OnPremises(IncomingCall {
                 call: InstantMessagingCall::incoming(Conversation::with_core(

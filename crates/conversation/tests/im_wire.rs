@@ -9,8 +9,10 @@ use collaboration_platform::loopback::{pair, LoopbackPki};
 use collaboration_platform::{
     Address, CollaborationPlatform, DialogId, OnPremises, OutgoingRequest, RequestError, Topology,
 };
+use conversation::composing::{IsComposing, CONTENT_TYPE};
 use conversation::{
-    Conversation, InstantMessagingCall, InstantMessagingFlow, ReceivedMessage, ACCEPT_TYPES,
+    incoming_im_calls, text_format, Conversation, InstantMessagingCall, InstantMessagingFlow,
+    ReceivedMessage, ACCEPT_TYPES,
 };
 use sip_core::sdp::{LocalCapabilities, MediaCapability, OfferAnswer, SessionDescription};
 use sip_core::{HeaderName, Method, SipMessage};
@@ -35,24 +37,44 @@ struct RawPeer {
     flow: InstantMessagingFlow,
 }
 
+/// The bot's platform and alice's, with their endpoints established.
+async fn setup() -> (
+    CollaborationPlatform,
+    CollaborationPlatform,
+    ApplicationEndpoint,
+    ApplicationEndpoint,
+) {
+    let pki = LoopbackPki::new().unwrap();
+    let (a, b) = pair(&pki, "app.contoso.test", "alice.contoso.test", |_, s| {
+        s.topology(Topology::new(["contoso.test"]))
+    })
+    .await
+    .unwrap();
+    let bot = ApplicationEndpoint::new(
+        &a,
+        ApplicationEndpointSettings::new(on_prem("sip:bot@contoso.test")),
+    );
+    let alice = ApplicationEndpoint::new(
+        &b,
+        ApplicationEndpointSettings::new(on_prem("sip:alice@contoso.test")),
+    );
+    bot.establish().await.unwrap();
+    alice.establish().await.unwrap();
+    (a, b, bot, alice)
+}
+
+/// Alice's IM session capabilities.
+fn alice_sdp(session_id: &str) -> OfferAnswer {
+    OfferAnswer::new(
+        LocalCapabilities::new("alice.contoso.test")
+            .with_media(MediaCapability::message(5060, ACCEPT_TYPES)),
+        session_id,
+    )
+}
+
 impl RawPeer {
     async fn new() -> RawPeer {
-        let pki = LoopbackPki::new().unwrap();
-        let (a, b) = pair(&pki, "app.contoso.test", "alice.contoso.test", |_, s| {
-            s.topology(Topology::new(["contoso.test"]))
-        })
-        .await
-        .unwrap();
-        let bot = ApplicationEndpoint::new(
-            &a,
-            ApplicationEndpointSettings::new(on_prem("sip:bot@contoso.test")),
-        );
-        let alice = ApplicationEndpoint::new(
-            &b,
-            ApplicationEndpointSettings::new(on_prem("sip:alice@contoso.test")),
-        );
-        bot.establish().await.unwrap();
-        alice.establish().await.unwrap();
+        let (a, b, bot, alice) = setup().await;
         let core = alice.core().clone();
         let mut invites = core.incoming(Modality::InstantMessaging);
         let alice_side = tokio::spawn(async move {
@@ -64,13 +86,7 @@ impl RawPeer {
             let call_id = String::from_utf8_lossy(dialog.call_id()).into_owned();
             let route = core.route_dialog(&call_id, inv.local_tag());
             let offer = SessionDescription::parse_slice(inv.body()).unwrap();
-            let sdp = OfferAnswer::new(
-                LocalCapabilities::new("alice.contoso.test")
-                    .with_media(MediaCapability::message(5060, ACCEPT_TYPES)),
-                "0",
-            )
-            .receive_offer(&offer)
-            .unwrap();
+            let sdp = alice_sdp("0").receive_offer(&offer).unwrap();
             let contact = format!("<{}>", core.contact());
             inv.respond(
                 200,
@@ -136,10 +152,7 @@ async fn a_malformed_is_composing_is_answered_400_whatever_it_holds() {
         b"<isComposing><state>&a\r\nb;</state></isComposing>",
         b"<isComposing><state>typing\r\n</state></isComposing>",
     ] {
-        match peer
-            .message(conversation::composing::CONTENT_TYPE, body)
-            .await
-        {
+        match peer.message(CONTENT_TYPE, body).await {
             Err(RequestError::Status {
                 code: 400, reason, ..
             }) => {
@@ -187,12 +200,7 @@ async fn a_re_invite_without_an_offer_gets_one_in_the_200() {
     );
     assert!(ok.header(HeaderName::Contact).is_some());
     let offer = SessionDescription::parse_slice(ok.body()).unwrap();
-    let answer = OfferAnswer::new(
-        LocalCapabilities::new("alice.contoso.test")
-            .with_media(MediaCapability::message(5060, ACCEPT_TYPES)),
-        "0",
-    )
-    .receive_offer(&offer);
+    let answer = alice_sdp("0").receive_offer(&offer);
     assert!(answer.is_ok(), "an IM session is offered: {answer:?}");
     // A re-INVITE with an offer is answered as before.
     let ok = peer
@@ -210,11 +218,7 @@ async fn a_re_invite_without_an_offer_gets_one_in_the_200() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_offer_is_answered_in_its_200() {
     let mut peer = RawPeer::new().await;
-    let mut alice = OfferAnswer::new(
-        LocalCapabilities::new("alice.contoso.test")
-            .with_media(MediaCapability::message(5060, ACCEPT_TYPES)),
-        "1",
-    );
+    let mut alice = alice_sdp("1");
     let offer = alice.create_offer().unwrap();
     let ok = peer
         .send(OutgoingRequest::new(Method::Update, "").body("application/sdp", offer.to_bytes()))
@@ -266,5 +270,42 @@ async fn a_multipart_alternative_message_delivers_its_richest_form() {
             assert!(String::from_utf8_lossy(accept).contains("text/plain"));
         }
         other => panic!("{other:?}"),
+    }
+}
+
+/// The first message of an INVITE (`Ms-Text-Format`) is delivered only when its type is
+/// one a message may have, as a MESSAGE's is; an isComposing document or an image there
+/// used to come out of the flow as the call's first message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_message_is_delivered_only_when_a_message_may_have_its_type() {
+    let (_a, b, bot, alice) = setup().await;
+    let mut calls = incoming_im_calls(&bot);
+    let typing = IsComposing::active(90).to_xml();
+    for (header, expected) in [
+        (text_format::encode("text/plain", b"hi"), Some("hi")),
+        (text_format::encode(CONTENT_TYPE, typing.as_bytes()), None),
+        (text_format::encode("image/gif", b"GIF89a"), None),
+    ] {
+        let offer = alice_sdp("1").create_offer().unwrap();
+        let req = OutgoingRequest::new(Method::Invite, "sip:bot@contoso.test")
+            .from("<sip:alice@contoso.test>")
+            .to("<sip:bot@contoso.test>")
+            .header("Contact", format!("<{}>", alice.core().contact()))
+            .header(text_format::HEADER, header.clone())
+            .body("application/sdp", offer.to_bytes());
+        let _invite = b
+            .invite(alice.core().established_id().unwrap(), req)
+            .await
+            .unwrap();
+        let call = tokio::time::timeout(WAIT, calls.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            call.first_message().map(|m| m.text()).as_deref(),
+            expected,
+            "{header}"
+        );
+        call.decline(486).await;
     }
 }
