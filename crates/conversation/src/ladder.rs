@@ -29,6 +29,9 @@ use collaboration_platform::{MessageObserver, WireDirection};
 /// Records kept by [`LadderRecorder::new`] before the oldest are dropped.
 pub const DEFAULT_CAPACITY: usize = 10_000;
 
+/// Parties [`Ladder::from_arrows`] fills with placeholders at most.
+pub const MAX_PLACEHOLDER_PARTIES: usize = 1024;
+
 /// Label of bytes that are not a SIP message.
 pub const UNKNOWN_LABEL: &str = "?";
 
@@ -236,8 +239,12 @@ pub struct Ladder {
 impl Ladder {
     /// A ladder from parts, for tests and for applications merging recordings. An arrow whose
     /// `from` or `to` is past the end of `parties` gets placeholder parties (`#3` for index 3)
-    /// rather than a panic.
-    pub fn from_arrows(mut parties: Vec<String>, arrows: Vec<Arrow>) -> Ladder {
+    /// rather than a panic, up to [`MAX_PLACEHOLDER_PARTIES`] parties in all; an arrow past
+    /// that is left out (an index such as `usize::MAX` overflowed, or made billions of
+    /// placeholders).
+    pub fn from_arrows(mut parties: Vec<String>, mut arrows: Vec<Arrow>) -> Ladder {
+        let limit = parties.len().max(MAX_PLACEHOLDER_PARTIES);
+        arrows.retain(|a| a.from < limit && a.to < limit);
         let needed = arrows
             .iter()
             .map(|a| a.from.max(a.to) + 1)

@@ -404,6 +404,25 @@ fn from_arrows_fills_missing_parties() {
     assert_eq!(count_lines(&Ladder::default().render_svg()), 0);
 }
 
+/// Arrows with indices no ladder can have are left out: `usize::MAX` overflowed (a panic)
+/// and `1 << 40` asked for a trillion placeholder parties.
+#[test]
+fn from_arrows_leaves_out_arrows_past_any_party() {
+    let ladder = Ladder::from_arrows(
+        vec!["x".into()],
+        vec![
+            arrow(at(0, 0), usize::MAX, 0, "BYE"),
+            arrow(at(1, 0), 0, 1 << 40, "BYE"),
+            arrow(at(2, 0), 0, 1, "INFO"),
+        ],
+    );
+    assert_eq!(ladder.parties(), ["x", "#1"]);
+    assert_eq!(ladder.arrows().len(), 1);
+    assert_eq!(ladder.for_call("c").arrows().len(), 1);
+    assert_eq!(count_lines(&ladder.render_svg()), 1);
+    assert!(ladder.render_text().contains("INFO"));
+}
+
 /// Parses `svg` as XML (panicking if it is not well-formed) and counts `<line>` elements.
 fn count_lines(svg: &str) -> usize {
     let mut reader = Reader::from_str(svg);
