@@ -42,6 +42,9 @@ const MULTIPART_ALTERNATIVE: &str = "multipart/alternative";
 /// The types of [`ACCEPT_TYPES`] delivered as messages.
 const MESSAGE_TYPES: [&str; 3] = ["text/plain", "text/html", "text/rtf"];
 
+/// The methods an IM call takes (`Allow`).
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, MESSAGE, INFO, OPTIONS, UPDATE";
+
 /// Received messages queued per call before the peer is answered 503 (backpressure).
 const RECEIVE_CAPACITY: usize = 1024;
 
@@ -528,20 +531,18 @@ impl CallShared {
                     Err(()) => req.respond(488, "Not Acceptable Here", &[], None).await,
                 };
             }
-            Some(Method::Info | Method::Options | Method::Notify) => {
+            Some(Method::Options) => {
+                // RFC 3261 §11.2: what the call takes.
+                let accept = ACCEPT_TYPES.join(", ");
+                let h = [("Allow", ALLOW), ("Accept", accept.as_str())];
+                let _ = req.respond(200, "OK", &h, None).await;
+            }
+            Some(Method::Info | Method::Notify) => {
                 let _ = req.respond(200, "OK", &[], None).await;
             }
             _ => {
                 let _ = req
-                    .respond(
-                        405,
-                        "Method Not Allowed",
-                        &[(
-                            "Allow",
-                            "INVITE, ACK, BYE, CANCEL, MESSAGE, INFO, OPTIONS, UPDATE",
-                        )],
-                        None,
-                    )
+                    .respond(405, "Method Not Allowed", &[("Allow", ALLOW)], None)
                     .await;
             }
         }

@@ -309,3 +309,20 @@ async fn a_first_message_is_delivered_only_when_a_message_may_have_its_type() {
         call.decline(486).await;
     }
 }
+
+/// RFC 3261 §11.2: an OPTIONS in the call is answered with what the call takes (Allow,
+/// Accept); the 200 used to say nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_in_the_call_say_what_it_takes() {
+    let peer = RawPeer::new().await;
+    let ok = peer
+        .send(OutgoingRequest::new(Method::Options, ""))
+        .await
+        .unwrap();
+    let header =
+        |name| String::from_utf8_lossy(ok.header_by_name(name).unwrap_or_default()).into_owned();
+    assert!(header("Allow").contains("MESSAGE"), "{ok:?}");
+    for t in ACCEPT_TYPES {
+        assert!(header("Accept").contains(t), "{t}");
+    }
+}
