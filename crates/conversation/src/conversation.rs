@@ -362,8 +362,8 @@ impl<H: Homing> Conversation<H> {
     }
 
     /// Delivers `text` the way the peer takes it (the fallback rule): an IM call is
-    /// established (INVITE carrying the text as its first message, Lync style) and the
-    /// text is sent in it; if the peer does not take IM sessions — the INVITE is answered
+    /// established and the text is sent in it as a MESSAGE; if the peer does not take IM
+    /// sessions — the INVITE is answered
     /// 405, 415, 488, 501 or 606 — the text goes as one page-mode MESSAGE instead. Other
     /// failures (busy, declined, no answer) are reported, not retried. The call is ended
     /// afterwards.
