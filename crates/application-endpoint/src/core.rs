@@ -16,6 +16,11 @@
 //!   is answered 405;
 //! * anything else is answered 405.
 //!
+//! The router also listens to the dialogs the platform ends on its own account
+//! ([`CollaborationPlatform::dialog_endings`]: a 2xx never ACKed) and
+//! tells the handler of such a dialog ([`DialogHandler::ended_by_platform`]), so that a
+//! call does not look established for ever.
+//!
 //! Handlers are streams (`mpsc::Receiver`), not callback traits: an application reads
 //! them in its own tasks, and backpressure is the stream's bound (a full stream answers
 //! 503 Retry-After 1).
@@ -26,7 +31,8 @@
 use crate::state::{EndpointState, StateCell, StateChange};
 use crate::EndpointError;
 use collaboration_platform::{
-    Address, CollaborationPlatform, EndpointId, IncomingRequest, OnPremises,
+    Address, CollaborationPlatform, DialogEndReason, DialogEnded, EndpointId, IncomingRequest,
+    OnPremises,
 };
 use sip_core::sdp::SessionDescription;
 use sip_core::{HeaderName, Method};
@@ -34,7 +40,7 @@ use sip_core::{HeaderName, Method};
 use foldhash::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tracing::debug;
 
 /// Queue size of each handler stream and dialog route.
@@ -105,6 +111,15 @@ pub trait DialogHandler: Send + Sync + 'static {
     /// One request of the dialog (never an ACK). Takes the handler's `Arc`, so a handler
     /// can start timers that hold it weakly.
     async fn handle(self: Arc<Self>, request: IncomingRequest);
+
+    /// The platform ended the dialog on its own account (a 2xx never ACKed;
+    /// [`CollaborationPlatform::dialog_endings`]). Nothing more will come in it; the
+    /// default does nothing.
+    ///
+    /// [`CollaborationPlatform::dialog_endings`]: collaboration_platform::CollaborationPlatform::dialog_endings
+    async fn ended_by_platform(self: Arc<Self>, reason: DialogEndReason) {
+        let _ = reason;
+    }
 }
 
 #[derive(Clone)]
@@ -364,7 +379,8 @@ impl EndpointCore {
             .register_endpoint(self.owner.clone(), gruu, default_routing)
             .await?;
         *self.id.lock().unwrap_or_else(|p| p.into_inner()) = Some(id);
-        tokio::spawn(route(Arc::downgrade(self), rx));
+        let endings = self.platform.dialog_endings();
+        tokio::spawn(route(Arc::downgrade(self), rx, id, endings));
         Ok(id)
     }
 
@@ -445,14 +461,69 @@ enum Target {
 }
 
 /// The router task: runs until the endpoint is dropped or detached.
-async fn route(core: Weak<EndpointCore>, mut rx: mpsc::Receiver<IncomingRequest>) {
-    while let Some(mut req) = rx.recv().await {
+/// Also hands the endings the platform announces for this endpoint's dialogs to their
+/// handlers ([`DialogHandler::ended_by_platform`]).
+async fn route(
+    core: Weak<EndpointCore>,
+    mut rx: mpsc::Receiver<IncomingRequest>,
+    id: EndpointId,
+    endings: broadcast::Receiver<DialogEnded>,
+) {
+    let mut endings = Some(endings);
+    loop {
+        let next_ending = async {
+            match endings.as_mut() {
+                Some(e) => e.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let req = tokio::select! {
+            req = rx.recv() => match req {
+                Some(req) => req,
+                None => return,
+            },
+            ended = next_ending => {
+                match ended {
+                    Ok(e) if e.endpoint == Some(id) => on_ended(&core, e).await,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    // The platform is gone: requests end the loop, not endings.
+                    Err(broadcast::error::RecvError::Closed) => endings = None,
+                }
+                continue;
+            }
+        };
+        if !deliver(&core, req).await {
+            return;
+        }
+    }
+}
+
+/// The platform ended one of the endpoint's dialogs: its handler, if one is routed, is told.
+async fn on_ended(core: &Weak<EndpointCore>, e: DialogEnded) {
+    let Some(c) = core.upgrade() else { return };
+    let key = route_key(
+        &String::from_utf8_lossy(e.dialog.call_id()),
+        &String::from_utf8_lossy(e.dialog.local_tag()),
+    );
+    let handler = match c.lock_routes().dialogs.get(key.as_str()) {
+        Some(DialogTarget::Handler(h)) => Some(h.clone()),
+        _ => None,
+    };
+    drop(c);
+    if let Some(h) = handler {
+        h.ended_by_platform(e.reason).await;
+    }
+}
+
+/// Hands one request to whoever handles it; `false` once the endpoint is gone.
+async fn deliver(core: &Weak<EndpointCore>, mut req: IncomingRequest) -> bool {
+    {
         let Some(c) = core.upgrade() else {
             let _ = req.respond(480, "Temporarily Unavailable", &[], None).await;
-            return;
+            return false;
         };
         if req.request().method() == Some(&Method::Ack) {
-            continue;
+            return true;
         }
         let target = c.target_of(&req);
         let retry_after = c.retry_after;
@@ -514,4 +585,5 @@ async fn route(core: Weak<EndpointCore>, mut rx: mpsc::Receiver<IncomingRequest>
             }
         }
     }
+    true
 }

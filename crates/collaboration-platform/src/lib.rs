@@ -43,6 +43,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod dialog_end;
 pub mod dispatch;
 mod error;
 pub mod federation;
@@ -58,6 +59,7 @@ mod runtime;
 mod settings;
 pub mod topology;
 
+pub use dialog_end::{DialogEndReason, DialogEnded};
 pub use error::{PlatformError, RequestError, RespondError};
 pub use incoming::IncomingRequest;
 pub use invite::{InviteCanceller, InviteProgress, OutgoingInvite};

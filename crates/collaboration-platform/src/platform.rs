@@ -40,6 +40,7 @@ struct Inner {
     next_endpoint: AtomicU64,
     endpoint_capacity: usize,
     proxy_losses: tokio::sync::watch::Sender<u64>,
+    dialog_endings: tokio::sync::broadcast::Sender<crate::DialogEnded>,
     grace: std::time::Duration,
 }
 
@@ -162,6 +163,7 @@ impl CollaborationPlatform {
         }
         let (commands, commands_rx) = mpsc::channel(common.command_capacity);
         let proxy_losses = tokio::sync::watch::Sender::new(0u64);
+        let dialog_endings = tokio::sync::broadcast::Sender::new(crate::dialog_end::CAPACITY);
         let server = bytes::Bytes::copy_from_slice(common.user_agent.as_bytes());
         let (driver, feedback) = Driver::new(DriverConfig {
             transport,
@@ -177,6 +179,7 @@ impl CollaborationPlatform {
             identities: identities.clone(),
             user_agent: server.clone(),
             proxy_losses: proxy_losses.clone(),
+            dialog_endings: dialog_endings.clone(),
         });
         tokio::spawn(
             driver
@@ -195,6 +198,7 @@ impl CollaborationPlatform {
                 proxy,
                 next_endpoint: AtomicU64::new(1),
                 proxy_losses,
+                dialog_endings,
                 endpoint_capacity: common.endpoint_capacity,
                 grace: common.shutdown_grace,
             }),
@@ -544,6 +548,14 @@ impl CollaborationPlatform {
     /// front-end restart.
     pub fn proxy_losses(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.proxy_losses.subscribe()
+    }
+
+    /// The dialogs the platform ends on its own account from now on (a 2xx never ACKed):
+    /// endpoints listen to end their calls, which would otherwise look established for
+    /// ever. A listener that falls more than a few hundred behind misses some
+    /// (`RecvError::Lagged`).
+    pub fn dialog_endings(&self) -> tokio::sync::broadcast::Receiver<crate::DialogEnded> {
+        self.inner.dialog_endings.subscribe()
     }
 
     /// The outbound proxy's target (address, transport, TLS name).

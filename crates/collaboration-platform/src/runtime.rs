@@ -13,6 +13,7 @@ use crate::incoming::IncomingRequest;
 use crate::request::InDialogParts;
 use crate::settings::ListenerKind;
 use crate::topology::{Address, Homed, OnPremises, Topology, TopologyError};
+use crate::{DialogEndReason, DialogEnded};
 use bytes::Bytes;
 use sip_core::transaction::{
     Event, Peer, TransactionError, TransactionId, TransactionLayer, Transmit, TransportKind as Tk,
@@ -220,6 +221,8 @@ pub(crate) struct DriverConfig {
     /// Counts losses of the outbound proxy's connection, for endpoints that must
     /// re-register when it drops (a front-end restart).
     pub proxy_losses: tokio::sync::watch::Sender<u64>,
+    /// Where the dialogs the platform ends itself are announced.
+    pub dialog_endings: tokio::sync::broadcast::Sender<crate::DialogEnded>,
 }
 
 pub(crate) struct Driver {
@@ -706,6 +709,26 @@ impl Driver {
         self.dialogs.remove(dialog);
     }
 
+    /// Tells listeners ([`CollaborationPlatform::dialog_endings`]) that the platform ends
+    /// `dialog` itself; called before it is forgotten, to name its owner.
+    ///
+    /// [`CollaborationPlatform::dialog_endings`]: crate::CollaborationPlatform::dialog_endings
+    fn announce_end(&self, dialog: &DialogId, reason: DialogEndReason) {
+        if self.cfg.dialog_endings.receiver_count() == 0 {
+            return;
+        }
+        // A dialog already gone (a 408 after its BYE) ends nothing.
+        let Some(d) = self.dialogs.get(dialog) else {
+            return;
+        };
+        let endpoint = Some(d.owner()).filter(|o| *o != 0).map(EndpointId);
+        let _ = self.cfg.dialog_endings.send(DialogEnded {
+            dialog: dialog.clone(),
+            endpoint,
+            reason,
+        });
+    }
+
     /// A request in `dialog` got 408 or no answer: the dialog is over (RFC 3261
     /// §12.2.1.2). The far side may still hold it, so a request of the INVITE usage also
     /// ends that usage with a BYE (RFC 5057 §5.1), sent without anyone waiting for its
@@ -914,6 +937,7 @@ impl Driver {
             }
             self.unacked.remove(&key);
             warn!("no ACK for a 2xx within 64*T1: ending the session with BYE");
+            self.announce_end(&key.0, DialogEndReason::NoAck);
             self.bye(now, &key.0);
         }
     }
@@ -1743,6 +1767,7 @@ mod tests {
             identities: Default::default(),
             user_agent: Bytes::from_static(b"ucma-rs test"),
             proxy_losses: tokio::sync::watch::Sender::new(0),
+            dialog_endings: tokio::sync::broadcast::Sender::new(4),
         })
         .0
     }

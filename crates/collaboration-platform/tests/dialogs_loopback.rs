@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use collaboration_platform::loopback::{pair, LoopbackPki};
 use collaboration_platform::{
-    Address, CollaborationPlatform, DialogId, EndpointId, IncomingRequest, InviteProgress,
-    OutgoingRequest, RequestError, Topology,
+    Address, CollaborationPlatform, DialogEndReason, DialogId, EndpointId, IncomingRequest,
+    InviteProgress, OutgoingRequest, RequestError, Topology,
 };
 use sip_core::transaction::TransactionConfig;
 use sip_core::{HeaderName, Method};
@@ -664,6 +664,7 @@ fn header<'m>(message: &'m str, name: &str) -> &'m str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_2xx_is_retransmitted_until_acked_and_the_call_ends_with_bye_when_no_ack_comes() {
     let mut c = udp_callee().await;
+    let mut endings = c.b.dialog_endings();
     let (ok, dialog) = c.answered_invite("noack-1@test").await;
     // RFC 3261 §13.3.1.4: the 2xx again (from T1, doubling to T2) while no ACK comes.
     let again = c.final_response().await;
@@ -679,10 +680,16 @@ async fn a_2xx_is_retransmitted_until_acked_and_the_call_ends_with_bye_when_no_a
         }
     };
     assert_eq!(header(&bye, "Call-ID"), "noack-1@test");
-    let r =
-        c.b.send_in_dialog(&dialog, OutgoingRequest::new(Method::Info, ""))
-            .await;
-    assert!(matches!(r, Err(RequestError::NoDialog)), "{r:?}");
+    assert_dialog_gone(&c.b, &dialog).await;
+    // The endpoint that owned the dialog is told, so that its call does not look
+    // established for ever.
+    let ended = tokio::time::timeout(WAIT, endings.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ended.dialog, dialog);
+    assert_eq!(ended.reason, DialogEndReason::NoAck);
+    assert!(ended.endpoint.is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

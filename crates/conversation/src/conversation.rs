@@ -54,6 +54,9 @@ pub enum TerminationReason {
         /// Its reason phrase, or what happened instead.
         reason: String,
     },
+    /// The platform ended the dialog on its own account, e.g. the caller never ACKed our
+    /// 2xx and the platform sent BYE (RFC 3261 §13.3.1.4).
+    EndedByPlatform(collaboration_platform::DialogEndReason),
 }
 
 impl std::fmt::Display for TerminationReason {
@@ -66,6 +69,7 @@ impl std::fmt::Display for TerminationReason {
                 f,
                 "the dialog is gone: a request in it got {status} {reason}"
             ),
+            TerminationReason::EndedByPlatform(r) => write!(f, "ended by the platform: {r}"),
         }
     }
 }

@@ -13,8 +13,8 @@ use crate::text_format;
 use application_endpoint::{DialogGuard, DialogHandler};
 use bytes::Bytes;
 use collaboration_platform::{
-    DialogId, Homing, IncomingRequest, InviteCanceller, InviteProgress, OutgoingRequest,
-    RequestError,
+    DialogEndReason, DialogId, Homing, IncomingRequest, InviteCanceller, InviteProgress,
+    OutgoingRequest, RequestError,
 };
 use sip_core::sdp::{LocalCapabilities, MediaCapability, OfferAnswer, SessionDescription};
 use sip_core::{HeaderName, Method};
@@ -961,6 +961,13 @@ impl DialogHandler for CallShared {
             Step::End => self.end_route(),
         }
     }
+
+    /// The platform ended the call's dialog itself (no ACK for our 2xx, ...): the call
+    /// ends, or it would look established for ever.
+    async fn ended_by_platform(self: Arc<Self>, reason: DialogEndReason) {
+        self.end(TerminationReason::EndedByPlatform(reason));
+        self.end_route();
+    }
 }
 
 /// How to answer a request.
@@ -1204,6 +1211,12 @@ impl InstantMessagingFlow {
     /// A clonable sender for this flow.
     pub fn sender(&self) -> MessageSender {
         self.sender.clone()
+    }
+
+    /// Why the call ended, once it has (as [`InstantMessagingCall::termination_reason`]):
+    /// for an accepted incoming call, the flow is what the application holds.
+    pub fn termination_reason(&self) -> Option<TerminationReason> {
+        self.sender.call.termination_reason()
     }
 
     /// As [`MessageSender::send`].
