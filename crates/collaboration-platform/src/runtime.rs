@@ -1329,13 +1329,17 @@ impl Driver {
                 self.transport_errors.remove(&id);
                 if let Some(k) = self.merge_keys.remove(&id) {
                     self.merging.remove(&k);
+                    shrink_if_sparse(&mut self.merging);
+                    shrink_if_sparse(&mut self.merge_keys);
                 }
                 if let Some(p) = self.pending.remove(&id) {
                     self.on_client_failed(&p, true);
                     p.reply.fail(RequestError::Timeout);
+                    shrink_if_sparse(&mut self.pending);
                 }
                 if let Some(s) = self.serving.remove(&id) {
                     self.end_unanswered(s);
+                    shrink_if_sparse(&mut self.serving);
                 }
             }
             Event::HeldCancel {
@@ -1346,6 +1350,7 @@ impl Driver {
                 let seq = request.cseq().ok().map(|c| c.seq());
                 if let (Some(d), Some(seq)) = (request_dialog(&request), seq) {
                     self.unacked.remove(&(d, seq));
+                    shrink_if_sparse(&mut self.unacked);
                 }
             }
             _ => {}
@@ -1676,6 +1681,16 @@ fn subscription_key(request: &SipMessage) -> Option<(Bytes, Bytes)> {
 }
 
 /// The UAC dialog a response belongs to: (Call-ID, From tag, To tag).
+/// Gives a table's memory back once it is mostly empty: hash tables never shrink by
+/// themselves, and one burst (100 000 calls set up at once, each INVITE transaction kept
+/// 32 s in Accepted) would otherwise pin its peak for the platform's life. Shrinking at a
+/// quarter full to half full keeps the cost amortised O(1) per removal.
+fn shrink_if_sparse<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 1024 && map.len() * 4 < map.capacity() {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
 pub(crate) fn uac_dialog_id(response: &SipMessage) -> Option<DialogId> {
     let cid = response.call_id().ok()?;
     let local = response.from().ok()?.tag()?.to_vec();
@@ -1745,6 +1760,22 @@ fn track_uas_dialog(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_table_that_emptied_gives_its_memory_back() {
+        let mut m: HashMap<u64, [u8; 64]> = HashMap::new();
+        for i in 0..100_000 {
+            m.insert(i, [0; 64]);
+        }
+        let peak = m.capacity();
+        for i in 0..99_990 {
+            m.remove(&i);
+            shrink_if_sparse(&mut m);
+        }
+        assert_eq!(m.len(), 10);
+        assert!(m.capacity() <= 2048, "{} of {peak}", m.capacity());
+        assert!((99_990..100_000).all(|i| m.contains_key(&i)));
+    }
     use sip_core::transaction::TransportKind as Tk;
 
     /// A driver that is never run: its handlers are called directly.
