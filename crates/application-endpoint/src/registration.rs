@@ -313,6 +313,15 @@ struct Running {
     granted: Granted,
 }
 
+/// An endpoint dropped without `terminate()` stops refreshing: the task holds the core,
+/// so left running it would keep the endpoint (and its binding) alive for ever. The
+/// binding then lapses at the registrar.
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.keep_alive.abort();
+    }
+}
+
 impl Registered {
     /// Registers (answering digest challenges) and keeps the registration alive. On
     /// failure the endpoint stops being routed and goes back to Idle.

@@ -1,0 +1,199 @@
+//! The endpoint lifecycle against a registrar played by the test over TCP (it answers each
+//! REGISTER as the test says, or holds it), and a caller connecting to the endpoint's
+//! platform over TCP: what a front end that refuses, stalls or fails does to an endpoint,
+//! and what `establish`, `terminate` and dropping an endpoint do while that goes on.
+
+use std::time::Duration;
+
+use application_endpoint::{ApplicationEndpoint, ApplicationEndpointSettings};
+use collaboration_platform::loopback::LoopbackPki;
+use collaboration_platform::{
+    Address, CollaborationPlatform, Listener, OutboundProxy, ServerPlatformSettings, Topology,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Bound of every single wait.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// The value of header `name` in a message's text (first occurrence, any case).
+fn header<'m>(message: &'m str, name: &str) -> &'m str {
+    message
+        .split("\r\n")
+        .skip(1)
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+        .unwrap_or_else(|| panic!("{name} in {message}"))
+}
+
+/// A SIP peer on one TCP stream: reads whole messages (Content-Length honoured), writes
+/// text.
+struct Peer {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Peer {
+    /// The next message; `None` when the stream closed.
+    async fn read(&mut self) -> Option<String> {
+        loop {
+            while self.buf.starts_with(b"\r\n") {
+                self.buf.drain(..2);
+            }
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end + 4]).into_owned();
+                let len: usize = head
+                    .split("\r\n")
+                    .find_map(|l| {
+                        let (n, v) = l.split_once(':')?;
+                        let n = n.trim();
+                        (n.eq_ignore_ascii_case("Content-Length") || n == "l")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                if self.buf.len() >= end + 4 + len {
+                    let m = String::from_utf8_lossy(&self.buf[..end + 4 + len]).into_owned();
+                    self.buf.drain(..end + 4 + len);
+                    return Some(m);
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(WAIT, self.stream.read(&mut chunk))
+                .await
+                .expect("a message within the wait")
+                .ok()?;
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn write(&mut self, text: &str) {
+        self.stream.write_all(text.as_bytes()).await.unwrap();
+    }
+}
+
+/// The front end's registrar, played over the endpoint platform's outbound TCP connection.
+struct Registrar {
+    listener: TcpListener,
+    peer: Option<Peer>,
+}
+
+impl Registrar {
+    async fn bind() -> Registrar {
+        Registrar {
+            listener: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            peer: None,
+        }
+    }
+
+    /// The next REGISTER (accepting the platform's connection first if needed).
+    async fn register(&mut self) -> String {
+        loop {
+            if self.peer.is_none() {
+                let (stream, _) = tokio::time::timeout(WAIT, self.listener.accept())
+                    .await
+                    .expect("the platform connects within the wait")
+                    .unwrap();
+                self.peer = Some(Peer {
+                    stream,
+                    buf: Vec::new(),
+                });
+            }
+            let peer = self.peer.as_mut().unwrap();
+            match peer.read().await {
+                Some(m) if m.starts_with("REGISTER ") => return m,
+                Some(m) => panic!("expected a REGISTER, got {m}"),
+                None => self.peer = None,
+            }
+        }
+    }
+
+    /// Answers `request` with `status`; a 2xx grants the binding for `expires` seconds.
+    async fn answer(&mut self, request: &str, status: &str, expires: u32, extra: &str) {
+        let contact = if status.starts_with('2') {
+            format!(
+                "Contact: {};expires={expires}\r\n",
+                header(request, "Contact")
+            )
+        } else {
+            String::new()
+        };
+        let r = format!(
+            "SIP/2.0 {status}\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag=registrar\r\n\
+             Call-ID: {}\r\nCSeq: {}\r\n{contact}{extra}Content-Length: 0\r\n\r\n",
+            header(request, "Via"),
+            header(request, "From"),
+            header(request, "To"),
+            header(request, "Call-ID"),
+            header(request, "CSeq"),
+        );
+        self.peer.as_mut().expect("connected").write(&r).await;
+    }
+
+    /// Reads the next REGISTER and grants it for `expires` seconds; returns it.
+    async fn grant(&mut self, expires: u32) -> String {
+        let r = self.register().await;
+        self.answer(&r, "200 OK", expires, "").await;
+        r
+    }
+}
+
+/// A platform whose outbound proxy is `registrar`, with a TCP listener that takes
+/// requests from anyone (the test's caller).
+async fn platform(registrar: &Registrar) -> CollaborationPlatform {
+    let pki = LoopbackPki::new().expect("CA");
+    let settings = ServerPlatformSettings::new(
+        "ucma-rs lifecycle test",
+        "app.contoso.test",
+        pki.identity("app.contoso.test").unwrap(),
+        pki.roots(),
+        OutboundProxy::tcp(registrar.listener.local_addr().unwrap()),
+    )
+    .listen(Listener::tcp("127.0.0.1:0".parse().unwrap()).allow_untrusted_peers())
+    .topology(Topology::new(["contoso.test"]));
+    CollaborationPlatform::start(settings).await.unwrap()
+}
+
+fn registering_bot(p: &CollaborationPlatform) -> ApplicationEndpoint {
+    let owner = Address::assume_on_premises("sip:bot@contoso.test").unwrap();
+    ApplicationEndpoint::new(
+        p,
+        ApplicationEndpointSettings::new(owner)
+            .use_registration(true)
+            .drain_retry_after(42),
+    )
+}
+
+/// Establishes `bot`, the registrar granting `expires` seconds.
+async fn establish(bot: &ApplicationEndpoint, registrar: &mut Registrar, expires: u32) {
+    let (done, granted) = tokio::join!(
+        tokio::time::timeout(WAIT, bot.establish()),
+        registrar.grant(expires)
+    );
+    done.expect("established within the wait")
+        .unwrap_or_else(|e| panic!("established: {e}; REGISTER was {granted}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_dropped_without_terminate_is_freed() {
+    let mut registrar = Registrar::bind().await;
+    let p = platform(&registrar).await;
+    let bot = registering_bot(&p);
+    let mut state = bot.watch_state();
+    establish(&bot, &mut registrar, 600).await;
+    state.mark_unchanged();
+    drop(bot);
+    // The state's sender lives in the endpoint's core: the watch closes once nothing
+    // (no refresh task, no router) keeps the core alive.
+    let closed = tokio::time::timeout(WAIT, async { while state.changed().await.is_ok() {} }).await;
+    assert!(
+        closed.is_ok(),
+        "the dropped endpoint is still alive ({:?})",
+        state.borrow().state
+    );
+    p.shutdown().await;
+}
