@@ -303,6 +303,16 @@ impl EndpointCore {
         self.state.set(state, reason);
     }
 
+    /// [`set_state`](Self::set_state) only from one of `from`; `Err` holds the state found.
+    pub(crate) fn transition(
+        &self,
+        from: &[EndpointState],
+        state: EndpointState,
+        reason: impl Into<String>,
+    ) -> Result<(), EndpointState> {
+        self.state.transition(from, state, reason)
+    }
+
     /// Whether new conversations are declined.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)

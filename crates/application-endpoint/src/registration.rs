@@ -1,6 +1,7 @@
 //! REGISTER (RFC 3261 §10) for an endpoint: digest authentication with sip-core's client,
 //! refresh before expiry, re-registration after the front end's connection drops, and
-//! removal on terminate. A wrong password ends it with a typed error, never a retry loop.
+//! removal on terminate. A wrong password, or a registrar that does not know the address
+//! of record (404), ends it with a typed error, never a retry loop.
 
 use crate::core::EndpointCore;
 use crate::state::EndpointState;
@@ -235,6 +236,22 @@ pub(crate) fn refresh_after(expires: u32) -> Duration {
     Duration::from_millis(at)
 }
 
+/// The status and reason of a refusal that retrying cannot change: credentials refused
+/// (401/407 unanswerable, 403), or the registrar does not know the address of record (404,
+/// 604) or declines it (603). Anything else (5xx, 408, 480, timeouts, transport) is worth
+/// another attempt.
+fn refused_for_good(e: &EndpointError) -> Option<(u16, String)> {
+    match e {
+        EndpointError::Authentication { status, reason } => Some((*status, reason.clone())),
+        EndpointError::Request(RequestError::Status {
+            code: code @ (404 | 603 | 604),
+            reason,
+            ..
+        }) => Some((*code, reason.clone())),
+        _ => None,
+    }
+}
+
 /// Keeps a registration alive until aborted: refreshes, and re-registers (state
 /// Reestablishing, then Established) after failures or a lost front-end connection.
 pub(crate) async fn keep_alive(reg: Arc<Mutex<Registration>>, first: Granted) {
@@ -277,16 +294,27 @@ pub(crate) async fn keep_alive(reg: Arc<Mutex<Registration>>, first: Granted) {
                 debug!(expires = g.expires, "registration refreshed");
                 wait = refresh_after(g.expires);
             }
-            Err(EndpointError::Authentication { status, reason }) => {
-                warn!(status, %reason, "registration refused; endpoint terminated");
-                core.set_state(
-                    EndpointState::Terminated,
-                    format!("registration refused: {status} {reason}"),
-                );
-                core.detach().await;
-                return;
-            }
             Err(e) => {
+                if let Some((status, reason)) = refused_for_good(&e) {
+                    warn!(status, %reason, "registration refused; endpoint terminated");
+                    let why = format!("registration refused: {status} {reason}");
+                    // Not over a terminate() under way: that one ends the endpoint (and this
+                    // task) itself.
+                    let live = [
+                        EndpointState::Established,
+                        EndpointState::Reestablishing,
+                        EndpointState::Draining,
+                    ];
+                    if core
+                        .transition(&live, EndpointState::Terminating, why.clone())
+                        .is_ok()
+                    {
+                        core.begin_drain();
+                        core.detach().await;
+                        core.set_state(EndpointState::Terminated, why);
+                    }
+                    return;
+                }
                 if core.state() != EndpointState::Reestablishing {
                     core.set_state(
                         EndpointState::Reestablishing,

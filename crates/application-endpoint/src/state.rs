@@ -57,6 +57,28 @@ impl StateCell {
         self.tx.send_replace(StateChange { state, reason });
     }
 
+    /// Moves to `state` only from one of `from`, atomically (a check then a `set` races
+    /// with another task's change); `Err` holds the state found instead.
+    pub(crate) fn transition(
+        &self,
+        from: &[EndpointState],
+        state: EndpointState,
+        reason: impl Into<String>,
+    ) -> Result<(), EndpointState> {
+        let mut found = Ok(());
+        let reason = reason.into();
+        self.tx.send_if_modified(|c| {
+            if !from.contains(&c.state) {
+                found = Err(c.state);
+                return false;
+            }
+            tracing::debug!(?state, %reason, "endpoint state");
+            *c = StateChange { state, reason };
+            true
+        });
+        found
+    }
+
     pub(crate) fn watch(&self) -> watch::Receiver<StateChange> {
         self.tx.subscribe()
     }

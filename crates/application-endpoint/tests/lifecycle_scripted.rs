@@ -5,13 +5,16 @@
 
 use std::time::Duration;
 
-use application_endpoint::{ApplicationEndpoint, ApplicationEndpointSettings};
+use application_endpoint::{
+    ApplicationEndpoint, ApplicationEndpointSettings, EndpointState, StateChange,
+};
 use collaboration_platform::loopback::LoopbackPki;
 use collaboration_platform::{
     Address, CollaborationPlatform, Listener, OutboundProxy, ServerPlatformSettings, Topology,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 /// Bound of every single wait.
 const WAIT: Duration = Duration::from_secs(10);
@@ -168,6 +171,17 @@ fn registering_bot(p: &CollaborationPlatform) -> ApplicationEndpoint {
     )
 }
 
+/// Waits (bounded) until the watched state is `state`.
+async fn reach(rx: &mut watch::Receiver<StateChange>, state: EndpointState) -> StateChange {
+    let reached = tokio::time::timeout(WAIT, rx.wait_for(|c| c.state == state))
+        .await
+        .map(|r| r.map(|c| c.clone()));
+    match reached {
+        Ok(r) => r.expect("the endpoint is alive"),
+        Err(_) => panic!("{state:?} within the wait (now {:?})", *rx.borrow()),
+    }
+}
+
 /// Establishes `bot`, the registrar granting `expires` seconds.
 async fn establish(bot: &ApplicationEndpoint, registrar: &mut Registrar, expires: u32) {
     let (done, granted) = tokio::join!(
@@ -195,5 +209,20 @@ async fn an_endpoint_dropped_without_terminate_is_freed() {
         "the dropped endpoint is still alive ({:?})",
         state.borrow().state
     );
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_refused_404_terminates_the_endpoint_instead_of_retrying() {
+    let mut registrar = Registrar::bind().await;
+    let p = platform(&registrar).await;
+    let bot = registering_bot(&p);
+    let mut state = bot.watch_state();
+    // Refreshed after a second.
+    establish(&bot, &mut registrar, 1).await;
+    let refresh = registrar.register().await;
+    registrar.answer(&refresh, "404 Not Found", 0, "").await;
+    let end = reach(&mut state, EndpointState::Terminated).await;
+    assert!(end.reason.contains("404"), "{end:?}");
     p.shutdown().await;
 }
