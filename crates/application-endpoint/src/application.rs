@@ -164,15 +164,18 @@ impl ApplicationEndpoint {
 
     /// Declines new conversations (503 with Retry-After) while current ones continue.
     pub fn drain(&self) {
-        if matches!(
-            self.core.state(),
-            EndpointState::Established | EndpointState::Reestablishing
-        ) {
-            self.core.begin_drain();
-            self.core.set_state(
+        // Atomic: a refresh task moving Established to Reestablishing meanwhile must not
+        // overwrite Draining, nor this a terminate() under way.
+        if self
+            .core
+            .transition(
+                &[EndpointState::Established, EndpointState::Reestablishing],
                 EndpointState::Draining,
                 "drain(): new conversations are declined",
-            );
+            )
+            .is_ok()
+        {
+            self.core.begin_drain();
         }
     }
 

@@ -270,8 +270,12 @@ pub(crate) async fn keep_alive(reg: Arc<Mutex<Registration>>, first: Granted) {
                 true
             }
         };
+        // Only an Established endpoint shows Reestablishing: a Draining one stays
+        // Draining (coming back as Established would end the drain in the state), and a
+        // terminating one is not revived.
         if lost {
-            core.set_state(
+            let _ = core.transition(
+                &[EndpointState::Established],
                 EndpointState::Reestablishing,
                 "connection to the front end lost",
             );
@@ -285,12 +289,11 @@ pub(crate) async fn keep_alive(reg: Arc<Mutex<Registration>>, first: Granted) {
         match result {
             Ok(g) => {
                 backoff = RETRY_MIN;
-                if core.state() == EndpointState::Reestablishing {
-                    core.set_state(
-                        EndpointState::Established,
-                        format!("registered again for {} s", g.expires),
-                    );
-                }
+                let _ = core.transition(
+                    &[EndpointState::Reestablishing],
+                    EndpointState::Established,
+                    format!("registered again for {} s", g.expires),
+                );
                 debug!(expires = g.expires, "registration refreshed");
                 wait = refresh_after(g.expires);
             }
@@ -315,12 +318,11 @@ pub(crate) async fn keep_alive(reg: Arc<Mutex<Registration>>, first: Granted) {
                     }
                     return;
                 }
-                if core.state() != EndpointState::Reestablishing {
-                    core.set_state(
-                        EndpointState::Reestablishing,
-                        format!("registration failed: {e}"),
-                    );
-                }
+                let _ = core.transition(
+                    &[EndpointState::Established],
+                    EndpointState::Reestablishing,
+                    format!("registration failed: {e}"),
+                );
                 wait = backoff;
                 backoff = (backoff * 2).min(RETRY_MAX);
             }

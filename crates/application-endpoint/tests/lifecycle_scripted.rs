@@ -226,3 +226,27 @@ async fn a_refresh_refused_404_terminates_the_endpoint_instead_of_retrying() {
     assert!(end.reason.contains("404"), "{end:?}");
     p.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_endpoint_stays_draining_through_a_failed_refresh() {
+    let mut registrar = Registrar::bind().await;
+    let p = platform(&registrar).await;
+    let bot = registering_bot(&p);
+    establish(&bot, &mut registrar, 1).await;
+    bot.drain();
+    assert_eq!(bot.state(), EndpointState::Draining);
+    let refresh = registrar.register().await;
+    registrar
+        .answer(&refresh, "500 Server Internal Error", 0, "")
+        .await;
+    // The retry is granted; the refresh after it shows that the grant was taken in.
+    registrar.grant(1).await;
+    registrar.grant(1).await;
+    assert_eq!(
+        bot.state(),
+        EndpointState::Draining,
+        "{:?}",
+        *bot.watch_state().borrow()
+    );
+    p.shutdown().await;
+}
