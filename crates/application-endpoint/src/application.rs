@@ -123,24 +123,31 @@ impl ApplicationEndpoint {
 
     /// Starts receiving requests for the owner and, when configured, registers. On
     /// failure the endpoint returns to Idle and can be established again.
+    /// A [`terminate`](Self::terminate) meanwhile wins: this returns
+    /// [`EndpointError::NotEstablished`] and removes a binding granted too late.
     ///
     /// Cancel safety: not cancel safe (routing may be set up without registration).
     pub async fn establish(&self) -> Result<(), EndpointError> {
-        match self.core.state() {
-            EndpointState::Idle => {}
-            EndpointState::Established | EndpointState::Reestablishing => return Ok(()),
-            s => return Err(EndpointError::NotEstablished(s)),
+        match self.core.transition(
+            &[EndpointState::Idle],
+            EndpointState::Establishing,
+            "establish() called",
+        ) {
+            Ok(()) => {}
+            Err(EndpointState::Established | EndpointState::Reestablishing) => return Ok(()),
+            Err(s) => return Err(EndpointError::NotEstablished(s)),
         }
-        self.core
-            .set_state(EndpointState::Establishing, "establish() called");
         let s = &self.settings;
         if let Err(e) = self
             .core
             .attach(Some(self.core.contact().to_string()), s.default_routing)
             .await
         {
-            self.core
-                .set_state(EndpointState::Idle, format!("establishing failed: {e}"));
+            let _ = self.core.transition(
+                &[EndpointState::Establishing],
+                EndpointState::Idle,
+                format!("establishing failed: {e}"),
+            );
             return Err(e);
         }
         let reason = if s.use_registration {
@@ -153,13 +160,11 @@ impl ApplicationEndpoint {
                     s.instance_id.clone(),
                 )
                 .await?;
-            let reason = format!("registered for {} s", granted.expires);
-            reason
+            format!("registered for {} s", granted.expires)
         } else {
             "routing requests for the owner (no registration)".to_string()
         };
-        self.core.set_state(EndpointState::Established, reason);
-        Ok(())
+        self.core.finish_establishing(reason).await
     }
 
     /// Declines new conversations (503 with Retry-After) while current ones continue.

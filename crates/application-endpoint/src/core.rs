@@ -394,6 +394,22 @@ impl EndpointCore {
         Ok(id)
     }
 
+    /// The end of `establish()`: Established, unless a `terminate()` came meanwhile (it
+    /// may have unrouted before routing was set up: unrouted again here).
+    pub(crate) async fn finish_establishing(&self, reason: String) -> Result<(), EndpointError> {
+        match self.transition(
+            &[EndpointState::Establishing],
+            EndpointState::Established,
+            reason,
+        ) {
+            Ok(()) => Ok(()),
+            Err(s) => {
+                self.detach().await;
+                Err(EndpointError::NotEstablished(s))
+            }
+        }
+    }
+
     /// Stops routing to the endpoint.
     pub(crate) async fn detach(&self) {
         let id = self.id.lock().unwrap_or_else(|p| p.into_inner()).take();

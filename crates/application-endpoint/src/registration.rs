@@ -373,11 +373,25 @@ impl Registered {
             Ok(g) => g,
             Err(e) => {
                 core.detach().await;
-                core.set_state(EndpointState::Idle, format!("registration failed: {e}"));
+                // Not over a terminate() that came meanwhile.
+                let _ = core.transition(
+                    &[EndpointState::Establishing],
+                    EndpointState::Idle,
+                    format!("registration failed: {e}"),
+                );
                 return Err(e);
             }
         };
-        *self.state.lock().await = Some(Running {
+        let mut state = self.state.lock().await;
+        // A terminate() while the REGISTER was out found nothing to stop: the binding it
+        // made is for nobody, so it is removed here and nothing keeps it alive. (Checked
+        // under the lock: a terminate() from now on finds the running registration.)
+        if core.state() != EndpointState::Establishing {
+            drop(state);
+            let _ = reg.lock().await.register(0).await;
+            return Err(EndpointError::NotEstablished(core.state()));
+        }
+        *state = Some(Running {
             keep_alive: tokio::spawn(keep_alive(reg.clone(), granted.clone())),
             registration: reg,
             granted: granted.clone(),

@@ -127,22 +127,28 @@ impl UserEndpoint {
     /// keeps the registration refreshed and re-registers after the front end's connection
     /// drops (state Reestablishing, then Established). A wrong password is
     /// [`EndpointError::Authentication`] (state back to Idle), never retried.
+    /// A [`terminate`](Self::terminate) meanwhile wins: this returns
+    /// [`EndpointError::NotEstablished`] and removes a binding granted too late.
     ///
     /// Cancel safety: not cancel safe.
     pub async fn establish(&self) -> Result<Granted, EndpointError> {
-        match self.core.state() {
-            EndpointState::Idle => {}
-            s => return Err(EndpointError::NotEstablished(s)),
-        }
         self.core
-            .set_state(EndpointState::Establishing, "establish() called");
+            .transition(
+                &[EndpointState::Idle],
+                EndpointState::Establishing,
+                "establish() called",
+            )
+            .map_err(EndpointError::NotEstablished)?;
         if let Err(e) = self
             .core
             .attach(Some(self.core.contact().to_string()), false)
             .await
         {
-            self.core
-                .set_state(EndpointState::Idle, format!("establishing failed: {e}"));
+            let _ = self.core.transition(
+                &[EndpointState::Establishing],
+                EndpointState::Idle,
+                format!("establishing failed: {e}"),
+            );
             return Err(e);
         }
         let s = &self.settings;
@@ -155,10 +161,9 @@ impl UserEndpoint {
                 s.instance_id.clone(),
             )
             .await?;
-        self.core.set_state(
-            EndpointState::Established,
-            format!("registered for {} s", granted.expires),
-        );
+        self.core
+            .finish_establishing(format!("registered for {} s", granted.expires))
+            .await?;
         Ok(granted)
     }
 

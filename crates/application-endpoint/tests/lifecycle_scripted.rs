@@ -3,6 +3,7 @@
 //! platform over TCP: what a front end that refuses, stalls or fails does to an endpoint,
 //! and what `establish`, `terminate` and dropping an endpoint do while that goes on.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use application_endpoint::{
@@ -248,5 +249,38 @@ async fn a_draining_endpoint_stays_draining_through_a_failed_refresh() {
         "{:?}",
         *bot.watch_state().borrow()
     );
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminate_while_establishing_wins_and_the_late_binding_is_removed() {
+    let mut registrar = Registrar::bind().await;
+    let p = platform(&registrar).await;
+    let bot = Arc::new(registering_bot(&p));
+    let mut state = bot.watch_state();
+    let establishing = tokio::spawn({
+        let bot = bot.clone();
+        async move { bot.establish().await }
+    });
+    // The first REGISTER is held while terminate() runs.
+    let first = registrar.register().await;
+    tokio::time::timeout(WAIT, bot.terminate())
+        .await
+        .expect("terminated within the wait");
+    reach(&mut state, EndpointState::Terminated).await;
+    registrar.answer(&first, "200 OK", 600, "").await;
+    // The binding granted after terminate() is removed, not refreshed.
+    let removal = registrar.register().await;
+    assert_eq!(header(&removal, "Expires"), "0", "{removal}");
+    registrar.answer(&removal, "200 OK", 0, "").await;
+    let outcome = tokio::time::timeout(WAIT, establishing)
+        .await
+        .expect("establish() ends within the wait")
+        .unwrap();
+    assert!(
+        outcome.is_err(),
+        "establish() after terminate(): {outcome:?}"
+    );
+    assert_eq!(bot.state(), EndpointState::Terminated);
     p.shutdown().await;
 }
