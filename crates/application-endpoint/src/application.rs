@@ -186,6 +186,8 @@ impl ApplicationEndpoint {
 
     /// Removes the published presence, unregisters, stops routing. Terminal. Whether the
     /// unregistration was answered is in the reason of the Terminated state.
+    /// Called again (from another task) while it runs, returns when the first call has
+    /// finished.
     ///
     /// Cancel safety: not cancel safe (cleanup may stop half way; the endpoint is
     /// unrouted either way once the platform shuts down).

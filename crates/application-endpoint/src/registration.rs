@@ -419,20 +419,58 @@ impl Registered {
     }
 }
 
-/// `terminate()` of both endpoint kinds: presence removed, unregistered, unrouted.
+/// `terminate()` of both endpoint kinds: presence removed, unregistered, unrouted. Calls
+/// after the first return when it has finished.
 pub(crate) async fn terminate(
-    core: &EndpointCore,
+    core: &Arc<EndpointCore>,
     presence: &crate::LocalOwnerPresence,
     registered: &Registered,
 ) {
-    if core.state() == EndpointState::Terminated {
+    let live = [
+        EndpointState::Idle,
+        EndpointState::Establishing,
+        EndpointState::Established,
+        EndpointState::Reestablishing,
+        EndpointState::Draining,
+    ];
+    if core
+        .transition(&live, EndpointState::Terminating, "terminate() called")
+        .is_err()
+    {
+        // Another terminate() (or a refused refresh) is under way: this one is done when
+        // that one is, rather than racing it to Terminated with half the work done.
+        let mut state = core.watch_state();
+        let _ = state
+            .wait_for(|c| c.state == EndpointState::Terminated)
+            .await;
         return;
     }
-    core.set_state(EndpointState::Terminating, "terminate() called");
+    let mut unfinished = Unfinished(Some(core.clone()));
     let _ = presence.remove().await;
     let reason = registered.stop().await;
     core.detach().await;
     core.set_state(EndpointState::Terminated, reason);
+    unfinished.0 = None;
+}
+
+/// Ends a `terminate()` whose future was dropped half way: unrouted and Terminated all the
+/// same, or later calls (which wait for Terminated) would wait for ever.
+struct Unfinished(Option<Arc<EndpointCore>>);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        let Some(core) = self.0.take() else { return };
+        let reason = "terminate() was cancelled; the unregistration may not have been sent";
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    core.detach().await;
+                    core.set_state(EndpointState::Terminated, reason);
+                });
+            }
+            Err(_) => core.set_state(EndpointState::Terminated, reason),
+        }
+    }
 }
 
 #[cfg(test)]

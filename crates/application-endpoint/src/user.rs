@@ -169,6 +169,8 @@ impl UserEndpoint {
 
     /// Removes the user's published presence, unregisters, stops routing. Terminal.
     /// Whether the unregistration was answered is in the reason of the Terminated state.
+    /// Called again (from another task) while it runs, returns when the first call has
+    /// finished.
     ///
     /// Cancel safety: not cancel safe.
     pub async fn terminate(&self) {

@@ -284,3 +284,59 @@ async fn terminate_while_establishing_wins_and_the_late_binding_is_removed() {
     assert_eq!(bot.state(), EndpointState::Terminated);
     p.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_terminate_returns_when_the_first_has_finished() {
+    let mut registrar = Registrar::bind().await;
+    let p = platform(&registrar).await;
+    let bot = Arc::new(registering_bot(&p));
+    establish(&bot, &mut registrar, 600).await;
+    let terminate = |bot: &Arc<ApplicationEndpoint>| {
+        let bot = bot.clone();
+        tokio::spawn(async move { bot.terminate().await })
+    };
+    let first = terminate(&bot);
+    // The unregistration is held: the first terminate() is under way.
+    let removal = registrar.register().await;
+    assert_eq!(header(&removal, "Expires"), "0", "{removal}");
+    let mut second = terminate(&bot);
+    // A bounded look that it does not end early (it cannot end before the answer).
+    let early = tokio::time::timeout(Duration::from_millis(500), &mut second).await;
+    assert!(
+        early.is_err(),
+        "the second terminate() returned before the endpoint was terminated: {:?}",
+        *bot.watch_state().borrow()
+    );
+    registrar.answer(&removal, "200 OK", 0, "").await;
+    for t in [first, second] {
+        tokio::time::timeout(WAIT, t)
+            .await
+            .expect("terminate() ends within the wait")
+            .unwrap();
+    }
+    let end = bot.watch_state().borrow().clone();
+    assert_eq!(end.state, EndpointState::Terminated);
+    assert!(end.reason.contains("unregistered"), "{end:?}");
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminate_after_a_cancelled_terminate_still_ends() {
+    let mut registrar = Registrar::bind().await;
+    let p = platform(&registrar).await;
+    let bot = registering_bot(&p);
+    establish(&bot, &mut registrar, 600).await;
+    // Cancelled while the unregistration is out.
+    let removal = tokio::select! {
+        () = bot.terminate() => panic!("terminated without an answer"),
+        removal = registrar.register() => removal,
+    };
+    assert_eq!(header(&removal, "Expires"), "0", "{removal}");
+    // Answered late, for nobody: the platform's transaction ends.
+    registrar.answer(&removal, "200 OK", 0, "").await;
+    tokio::time::timeout(WAIT, bot.terminate())
+        .await
+        .expect("the second terminate() ends within the wait");
+    assert_eq!(bot.state(), EndpointState::Terminated);
+    p.shutdown().await;
+}
