@@ -445,6 +445,9 @@ pub(crate) async fn terminate(
             .await;
         return;
     }
+    // Calls in progress may still end; new ones are declined (503 with Retry-After) while
+    // presence and registration are removed, not accepted into an endpoint about to go.
+    core.begin_drain();
     let mut unfinished = Unfinished(Some(core.clone()));
     let _ = presence.remove().await;
     let reason = registered.stop().await;

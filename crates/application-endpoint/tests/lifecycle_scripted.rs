@@ -7,11 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use application_endpoint::{
-    ApplicationEndpoint, ApplicationEndpointSettings, EndpointState, StateChange,
+    ApplicationEndpoint, ApplicationEndpointSettings, Endpoint, EndpointState, Modality,
+    StateChange,
 };
 use collaboration_platform::loopback::LoopbackPki;
 use collaboration_platform::{
-    Address, CollaborationPlatform, Listener, OutboundProxy, ServerPlatformSettings, Topology,
+    Address, CollaborationPlatform, Listener, ListenerKind, OutboundProxy, ServerPlatformSettings,
+    Topology,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -193,6 +195,54 @@ async fn establish(bot: &ApplicationEndpoint, registrar: &mut Registrar, expires
         .unwrap_or_else(|e| panic!("established: {e}; REGISTER was {granted}"));
 }
 
+/// An INVITE to `contact` from a caller connected to the platform's TCP listener, with
+/// `sdp` as its body (none when empty); returns the final response.
+async fn invite(p: &CollaborationPlatform, contact: &str, sdp: &str) -> String {
+    let addr = p
+        .listen_addrs()
+        .into_iter()
+        .find(|(k, _)| *k == ListenerKind::Tcp)
+        .expect("a TCP listener")
+        .1;
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let local = stream.local_addr().unwrap();
+    let mut caller = Peer {
+        stream,
+        buf: Vec::new(),
+    };
+    let body = if sdp.is_empty() {
+        String::new()
+    } else {
+        "Content-Type: application/sdp\r\n".to_string()
+    };
+    let request = format!(
+        "INVITE {contact} SIP/2.0\r\n\
+         Via: SIP/2.0/TCP {local};branch=z9hG4bK-lifecycle-{}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:carol@contoso.test>;tag=carol\r\n\
+         To: <sip:bot@contoso.test>\r\n\
+         Call-ID: lifecycle-{}@test\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:carol@{local};transport=tcp>\r\n\
+         {body}Content-Length: {}\r\n\r\n{sdp}",
+        local.port(),
+        local.port(),
+        sdp.len()
+    );
+    caller.write(&request).await;
+    loop {
+        let m = caller.read().await.expect("an answer before the close");
+        let code: u16 = m[8..11].parse().unwrap();
+        if code >= 200 {
+            return m;
+        }
+    }
+}
+
+/// An SDP offer of an IM session as Lync sends it.
+const IM_OFFER: &str = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=session\r\nc=IN IP4 127.0.0.1\r\n\
+                        t=0 0\r\nm=message 5060 sip null\r\na=accept-types:text/plain\r\n";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_dropped_without_terminate_is_freed() {
     let mut registrar = Registrar::bind().await;
@@ -338,5 +388,37 @@ async fn terminate_after_a_cancelled_terminate_still_ends() {
         .await
         .expect("the second terminate() ends within the wait");
     assert_eq!(bot.state(), EndpointState::Terminated);
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_calls_are_declined_503_with_retry_after_while_terminating() {
+    let mut registrar = Registrar::bind().await;
+    let p = platform(&registrar).await;
+    let bot = Arc::new(registering_bot(&p));
+    let mut calls = bot.core().incoming(Modality::InstantMessaging);
+    establish(&bot, &mut registrar, 600).await;
+    let contact = bot.core().contact().to_string();
+    let terminating = tokio::spawn({
+        let bot = bot.clone();
+        async move { bot.terminate().await }
+    });
+    // The unregistration is held: the endpoint is Terminating, still routed.
+    let removal = registrar.register().await;
+    assert_eq!(bot.state(), EndpointState::Terminating);
+    let answer = tokio::select! {
+        a = invite(&p, &contact, IM_OFFER) => a,
+        Some(mut call) = calls.recv() => {
+            let _ = call.respond(500, "Test Over", &[], None).await;
+            panic!("a new call reached the handler while terminating");
+        }
+    };
+    assert!(answer.starts_with("SIP/2.0 503 "), "{answer}");
+    assert_eq!(header(&answer, "Retry-After"), "42", "{answer}");
+    registrar.answer(&removal, "200 OK", 0, "").await;
+    tokio::time::timeout(WAIT, terminating)
+        .await
+        .expect("terminated within the wait")
+        .unwrap();
     p.shutdown().await;
 }
