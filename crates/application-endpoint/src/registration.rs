@@ -252,6 +252,25 @@ fn refused_for_good(e: &EndpointError) -> Option<(u16, String)> {
     }
 }
 
+/// The longest Retry-After honoured (RFC 5626 §4.5's max-time): a registrar's "one day"
+/// would otherwise leave the endpoint unregistered for a day.
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(1800);
+
+/// The Retry-After (seconds, comment and parameters ignored) of a failure response.
+fn retry_after(e: &EndpointError) -> Option<Duration> {
+    let EndpointError::Request(RequestError::Status { response, .. }) = e else {
+        return None;
+    };
+    let v = std::str::from_utf8(response.header(HeaderName::RetryAfter)?).ok()?;
+    let v = v.trim_start();
+    let digits = &v[..v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len())];
+    // Too many digits for a u64 is longer than the cap anyway.
+    let secs = digits
+        .parse::<u64>()
+        .map_or_else(|_| (!digits.is_empty()).then_some(u64::MAX), Some)?;
+    Some(Duration::from_secs(secs).min(RETRY_AFTER_MAX))
+}
+
 /// Keeps a registration alive until aborted: refreshes, and re-registers (state
 /// Reestablishing, then Established) after failures or a lost front-end connection.
 pub(crate) async fn keep_alive(reg: Arc<Mutex<Registration>>, first: Granted) {
@@ -323,7 +342,10 @@ pub(crate) async fn keep_alive(reg: Arc<Mutex<Registration>>, first: Granted) {
                     EndpointState::Reestablishing,
                     format!("registration failed: {e}"),
                 );
-                wait = backoff;
+                // A registrar that says when to come back (503 Retry-After, overloaded) is
+                // not asked every 2 s meanwhile, by every endpoint it hosts.
+                // Never sooner than the backoff: "Retry-After: 0" is no licence to loop.
+                wait = retry_after(&e).map_or(backoff, |r| r.max(backoff));
                 backoff = (backoff * 2).min(RETRY_MAX);
             }
         }
@@ -479,6 +501,39 @@ impl Drop for Unfinished {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_is_read_and_capped() {
+        let failure = |retry_after: &str| {
+            let response = SipMessage::parse_datagram(
+                Bytes::from(format!(
+                    "SIP/2.0 503 Service Unavailable\r\nVia: SIP/2.0/TLS h;branch=z9hG4bK1\r\n\
+                     From: <sip:a@d>;tag=1\r\nTo: <sip:a@d>;tag=2\r\nCall-ID: c\r\n\
+                     CSeq: 2 REGISTER\r\n{retry_after}Content-Length: 0\r\n\r\n"
+                )),
+                &sip_core::Limits::DEFAULT,
+            )
+            .unwrap();
+            EndpointError::Request(RequestError::Status {
+                code: 503,
+                reason: "Service Unavailable".into(),
+                response: Box::new(response),
+            })
+        };
+        let secs = |s| Some(Duration::from_secs(s));
+        assert_eq!(retry_after(&failure("Retry-After: 120\r\n")), secs(120));
+        assert_eq!(
+            retry_after(&failure("Retry-After: 18 (lunch);duration=60\r\n")),
+            secs(18)
+        );
+        assert_eq!(retry_after(&failure("Retry-After: 86400\r\n")), secs(1800));
+        assert_eq!(
+            retry_after(&failure("Retry-After: 99999999999999999999999\r\n")),
+            secs(1800)
+        );
+        assert_eq!(retry_after(&failure("Retry-After: soon\r\n")), None);
+        assert_eq!(retry_after(&failure("")), None);
+    }
 
     #[test]
     fn refresh_happens_before_expiry() {

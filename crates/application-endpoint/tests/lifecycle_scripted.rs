@@ -422,3 +422,24 @@ async fn new_calls_are_declined_503_with_retry_after_while_terminating() {
         .unwrap();
     p.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_refused_503_with_retry_after_is_not_retried_sooner() {
+    let mut registrar = Registrar::bind().await;
+    let p = platform(&registrar).await;
+    let bot = registering_bot(&p);
+    establish(&bot, &mut registrar, 1).await;
+    let refresh = registrar.register().await;
+    registrar
+        .answer(&refresh, "503 Service Unavailable", 0, "Retry-After: 2\r\n")
+        .await;
+    let refused = std::time::Instant::now();
+    registrar.grant(600).await;
+    let waited = refused.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "asked again after {waited:?}, not the 2 s the registrar said"
+    );
+    tokio::join!(bot.terminate(), registrar.grant(0));
+    p.shutdown().await;
+}
