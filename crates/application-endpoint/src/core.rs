@@ -390,7 +390,11 @@ impl EndpointCore {
             .await?;
         *self.id.lock().unwrap_or_else(|p| p.into_inner()) = Some(id);
         let endings = self.platform.dialog_endings();
-        tokio::spawn(route(Arc::downgrade(self), rx, id, endings));
+        let gone = Gone {
+            state: self.watch_state(),
+            platform: self.platform.clone(),
+        };
+        tokio::spawn(route(Arc::downgrade(self), rx, id, endings, gone));
         Ok(id)
     }
 
@@ -486,6 +490,14 @@ enum Target {
     Refuse(u16, &'static [(&'static str, &'static str)]),
 }
 
+/// How the router learns that its endpoint was dropped without `terminate()`: the
+/// state's sender lives in the core. It then unroutes the endpoint itself, or the task and
+/// the platform's route would stay until a request came for the endpoint.
+struct Gone {
+    state: watch::Receiver<StateChange>,
+    platform: CollaborationPlatform,
+}
+
 /// The router task: runs until the endpoint is dropped or detached.
 /// Also hands the endings the platform announces for this endpoint's dialogs to their
 /// handlers ([`DialogHandler::ended_by_platform`]).
@@ -494,6 +506,7 @@ async fn route(
     mut rx: mpsc::Receiver<IncomingRequest>,
     id: EndpointId,
     endings: broadcast::Receiver<DialogEnded>,
+    mut gone: Gone,
 ) {
     let mut endings = Some(endings);
     loop {
@@ -514,6 +527,13 @@ async fn route(
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                     // The platform is gone: requests end the loop, not endings.
                     Err(broadcast::error::RecvError::Closed) => endings = None,
+                }
+                continue;
+            }
+            changed = gone.state.changed() => {
+                if changed.is_err() {
+                    gone.platform.unregister_endpoint(id).await;
+                    return;
                 }
                 continue;
             }

@@ -443,3 +443,35 @@ async fn a_refresh_refused_503_with_retry_after_is_not_retried_sooner() {
     tokio::join!(bot.terminate(), registrar.grant(0));
     p.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_dropped_without_terminate_leave_no_task_behind() {
+    let registrar = Registrar::bind().await;
+    let p = platform(&registrar).await;
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let before = tasks();
+    let mut bots = Vec::new();
+    for i in 0..16 {
+        let owner = Address::assume_on_premises(&format!("sip:bot{i}@contoso.test")).unwrap();
+        let bot = ApplicationEndpoint::new(&p, ApplicationEndpointSettings::new(owner));
+        bot.establish().await.expect("established");
+        bots.push(bot);
+    }
+    assert!(tasks() >= before + 16, "a router per endpoint");
+    drop(bots);
+    // No event says that a task ended: the runtime's count is looked at, bounded.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tasks() > before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} tasks left behind by dropped endpoints",
+            tasks() - before
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    p.shutdown().await;
+}
