@@ -324,9 +324,12 @@ impl EndpointCore {
     pub fn route_dialog(self: &Arc<Self>, call_id: &str, local_tag: &str) -> DialogRoute {
         let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
         let key: RouteKey = Arc::from(route_key(call_id, local_tag));
-        self.lock_routes()
+        let old = self
+            .lock_routes()
             .dialogs
             .insert(key.clone(), DialogTarget::Queue(tx));
+        // A replaced handler may hold its own guard: dropped outside the lock.
+        drop(old);
         DialogRoute {
             key,
             core: Arc::downgrade(self),
@@ -420,10 +423,10 @@ impl EndpointCore {
         if let Some(id) = id {
             self.platform.unregister_endpoint(id).await;
         }
-        let mut r = self.lock_routes();
-        r.sessions.clear();
-        r.pages = None;
-        r.dialogs.clear();
+        let routes = std::mem::take(&mut *self.lock_routes());
+        // Dropped outside the lock: a handler may hold its own route's guard (a call
+        // does), whose drop takes the lock again; dropped inside, that deadlocked.
+        drop(routes);
     }
 
     pub(crate) fn begin_drain(&self) {

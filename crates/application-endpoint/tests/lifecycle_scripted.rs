@@ -475,3 +475,50 @@ async fn endpoints_dropped_without_terminate_leave_no_task_behind() {
     }
     p.shutdown().await;
 }
+
+/// A dialog handler that keeps its own route, as a call does.
+struct Call {
+    route: std::sync::Mutex<Option<application_endpoint::DialogGuard>>,
+}
+
+#[async_trait::async_trait]
+impl application_endpoint::DialogHandler for Call {
+    async fn handle(self: Arc<Self>, _request: collaboration_platform::IncomingRequest) {}
+}
+
+#[test]
+fn terminate_with_a_call_holding_its_own_route_does_not_deadlock() {
+    // A deadlock blocks a thread for good: the endpoint runs on a thread of its own, and
+    // this one only waits for word from it.
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let registrar = Registrar::bind().await;
+            let p = platform(&registrar).await;
+            let owner = Address::assume_on_premises("sip:bot@contoso.test").unwrap();
+            let bot = ApplicationEndpoint::new(&p, ApplicationEndpointSettings::new(owner));
+            bot.establish().await.expect("established");
+            let call = Arc::new(Call {
+                route: std::sync::Mutex::new(None),
+            });
+            let guard = bot
+                .core()
+                .route_dialog_to("call-1@test", "tag-1", call.clone());
+            *call.route.lock().unwrap() = Some(guard);
+            // The application let go of the call: the route holds the last reference.
+            drop(call);
+            bot.terminate().await;
+            let _ = done.send(bot.state());
+            p.shutdown().await;
+        });
+    });
+    let state = finished
+        .recv_timeout(WAIT)
+        .expect("terminate() ended within the wait");
+    assert_eq!(state, EndpointState::Terminated);
+}
