@@ -417,12 +417,18 @@ impl EndpointCore {
         }
     }
 
-    /// Stops routing to the endpoint.
-    pub(crate) async fn detach(&self) {
+    /// Stops the platform routing to the endpoint, keeping its handler streams: what a
+    /// failed `establish()` undoes, so that the next one receives on the same streams.
+    pub(crate) async fn unroute(&self) {
         let id = self.id.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(id) = id {
             self.platform.unregister_endpoint(id).await;
         }
+    }
+
+    /// Stops routing to the endpoint and closes its handler streams and dialog routes.
+    pub(crate) async fn detach(&self) {
+        self.unroute().await;
         let routes = std::mem::take(&mut *self.lock_routes());
         // Dropped outside the lock: a handler may hold its own route's guard (a call
         // does), whose drop takes the lock again; dropped inside, that deadlocked.

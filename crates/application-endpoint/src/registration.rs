@@ -376,7 +376,8 @@ impl Drop for Running {
 
 impl Registered {
     /// Registers (answering digest challenges) and keeps the registration alive. On
-    /// failure the endpoint stops being routed and goes back to Idle.
+    /// failure the endpoint stops being routed (its handler streams kept) and goes back to
+    /// Idle.
     pub(crate) async fn start(
         &self,
         core: &Arc<EndpointCore>,
@@ -394,7 +395,8 @@ impl Registered {
         let granted = match granted {
             Ok(g) => g,
             Err(e) => {
-                core.detach().await;
+                // The handler streams stay: the application may establish again.
+                core.unroute().await;
                 // Not over a terminate() that came meanwhile.
                 let _ = core.transition(
                     &[EndpointState::Establishing],

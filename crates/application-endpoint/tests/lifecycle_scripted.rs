@@ -522,3 +522,32 @@ fn terminate_with_a_call_holding_its_own_route_does_not_deadlock() {
         .expect("terminate() ended within the wait");
     assert_eq!(state, EndpointState::Terminated);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_survive_a_failed_establish_and_receive_after_the_next() {
+    let mut registrar = Registrar::bind().await;
+    let p = platform(&registrar).await;
+    let bot = registering_bot(&p);
+    let mut calls = bot.core().incoming(Modality::InstantMessaging);
+    let (failed, ()) = tokio::join!(bot.establish(), async {
+        let r = registrar.register().await;
+        registrar
+            .answer(&r, "500 Server Internal Error", 0, "")
+            .await;
+    });
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(bot.state(), EndpointState::Idle);
+    // "Can be established again": and it receives on the streams it had.
+    establish(&bot, &mut registrar, 600).await;
+    let contact = bot.core().contact().to_string();
+    let (answer, ()) = tokio::join!(invite(&p, &contact, IM_OFFER), async {
+        let mut call = tokio::time::timeout(WAIT, calls.recv())
+            .await
+            .expect("the INVITE within the wait")
+            .expect("the IM stream registered before the first establish() is open");
+        call.respond(486, "Busy Here", &[], None).await.unwrap();
+    });
+    assert!(answer.starts_with("SIP/2.0 486 "), "{answer}");
+    tokio::join!(bot.terminate(), registrar.grant(0));
+    p.shutdown().await;
+}
