@@ -2,7 +2,7 @@
 //! `ApplicationEndpoint`). It receives conversations from anyone — federated users
 //! included, typed by the caller's homing — and publishes its own presence.
 
-use crate::core::EndpointCore;
+use crate::core::{EndpointCore, EstablishGuard};
 use crate::presence::LocalOwnerPresence;
 use crate::registration::Registered;
 use crate::state::{EndpointState, StateChange};
@@ -126,7 +126,9 @@ impl ApplicationEndpoint {
     /// A [`terminate`](Self::terminate) meanwhile wins: this returns
     /// [`EndpointError::NotEstablished`] and removes a binding granted too late.
     ///
-    /// Cancel safety: not cancel safe (routing may be set up without registration).
+    /// Cancel safety: dropped half way, the endpoint goes back to Idle, unrouted, and can
+    /// be established again; a REGISTER already sent may still leave a binding at the
+    /// registrar, which lapses at its expiry.
     pub async fn establish(&self) -> Result<(), EndpointError> {
         match self.core.transition(
             &[EndpointState::Idle],
@@ -137,6 +139,7 @@ impl ApplicationEndpoint {
             Err(EndpointState::Established | EndpointState::Reestablishing) => return Ok(()),
             Err(s) => return Err(EndpointError::NotEstablished(s)),
         }
+        let _cancelled = EstablishGuard(&self.core);
         let s = &self.settings;
         if let Err(e) = self
             .core

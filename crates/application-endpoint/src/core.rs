@@ -499,6 +499,34 @@ enum Target {
     Refuse(u16, &'static [(&'static str, &'static str)]),
 }
 
+/// Puts an endpoint whose `establish()` future was dropped half way back to Idle and
+/// unroutes it, so that it can be established again: it stayed Establishing, and every
+/// later `establish()` was refused. On every other way out of `establish()` the state has
+/// left Establishing already, and this does nothing.
+pub(crate) struct EstablishGuard<'a>(pub(crate) &'a EndpointCore);
+
+impl Drop for EstablishGuard<'_> {
+    fn drop(&mut self) {
+        let core = self.0;
+        let cancelled = "establish() was cancelled";
+        if core
+            .transition(
+                &[EndpointState::Establishing],
+                EndpointState::Idle,
+                cancelled,
+            )
+            .is_err()
+        {
+            return;
+        }
+        let id = core.id.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let (Some(id), Ok(rt)) = (id, tokio::runtime::Handle::try_current()) {
+            let platform = core.platform.clone();
+            rt.spawn(async move { platform.unregister_endpoint(id).await });
+        }
+    }
+}
+
 /// How the router learns that its endpoint was dropped without `terminate()`: the
 /// state's sender lives in the core. It then unroutes the endpoint itself, or the task and
 /// the platform's route would stay until a request came for the endpoint.

@@ -7,7 +7,7 @@
 //! compile, and [`UserEndpointSettings::from_uri`] refuses a federated or cloud-homed URI
 //! that arrives at run time with [`EndpointError::FederationRestricted`].
 
-use crate::core::EndpointCore;
+use crate::core::{EndpointCore, EstablishGuard};
 use crate::presence::LocalOwnerPresence;
 use crate::registration::{Granted, Registered};
 use crate::state::{EndpointState, StateChange};
@@ -130,7 +130,9 @@ impl UserEndpoint {
     /// A [`terminate`](Self::terminate) meanwhile wins: this returns
     /// [`EndpointError::NotEstablished`] and removes a binding granted too late.
     ///
-    /// Cancel safety: not cancel safe.
+    /// Cancel safety: dropped half way, the endpoint goes back to Idle, unrouted, and can
+    /// be established again; a REGISTER already sent may still leave a binding at the
+    /// registrar, which lapses at its expiry.
     pub async fn establish(&self) -> Result<Granted, EndpointError> {
         self.core
             .transition(
@@ -139,6 +141,7 @@ impl UserEndpoint {
                 "establish() called",
             )
             .map_err(EndpointError::NotEstablished)?;
+        let _cancelled = EstablishGuard(&self.core);
         if let Err(e) = self
             .core
             .attach(Some(self.core.contact().to_string()), false)

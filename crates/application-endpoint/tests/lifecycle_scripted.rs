@@ -551,3 +551,22 @@ async fn handlers_survive_a_failed_establish_and_receive_after_the_next() {
     tokio::join!(bot.terminate(), registrar.grant(0));
     p.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn establish_after_a_cancelled_establish_goes_ahead() {
+    let mut registrar = Registrar::bind().await;
+    let p = platform(&registrar).await;
+    let bot = registering_bot(&p);
+    // Cancelled while the REGISTER is out (as a timeout around establish() would).
+    let held = tokio::select! {
+        r = bot.establish() => panic!("established without an answer: {r:?}"),
+        held = registrar.register() => held,
+    };
+    assert_eq!(bot.state(), EndpointState::Idle);
+    // Answered late, for nobody.
+    registrar.answer(&held, "200 OK", 600, "").await;
+    establish(&bot, &mut registrar, 600).await;
+    assert_eq!(bot.state(), EndpointState::Established);
+    tokio::join!(bot.terminate(), registrar.grant(0));
+    p.shutdown().await;
+}
