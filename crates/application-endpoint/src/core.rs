@@ -435,6 +435,22 @@ impl EndpointCore {
         drop(routes);
     }
 
+    /// The platform shut down: a live endpoint is Terminated (nothing reaches it, nothing
+    /// it sends leaves), as UCMA's endpoints end with their platform.
+    pub(crate) fn platform_gone(&self) {
+        let live = [
+            EndpointState::Established,
+            EndpointState::Reestablishing,
+            EndpointState::Draining,
+        ];
+        if self
+            .transition(&live, EndpointState::Terminated, "the platform shut down")
+            .is_ok()
+        {
+            self.begin_drain();
+        }
+    }
+
     pub(crate) fn begin_drain(&self) {
         self.draining.store(true, Ordering::Relaxed);
     }
@@ -556,7 +572,14 @@ async fn route(
         let req = tokio::select! {
             req = rx.recv() => match req {
                 Some(req) => req,
-                None => return,
+                None => {
+                    // The platform let go of the endpoint: unrouted by terminate() or a
+                    // failed establish() (the state has moved on then), or shut down.
+                    if let Some(c) = core.upgrade() {
+                        c.platform_gone();
+                    }
+                    return;
+                }
             },
             ended = next_ending => {
                 match ended {

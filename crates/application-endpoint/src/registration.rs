@@ -280,6 +280,10 @@ pub(crate) async fn keep_alive(reg: Arc<Mutex<Registration>>, first: Granted) {
     let mut wait = refresh_after(first.expires);
     let mut backoff = RETRY_MIN;
     loop {
+        // Ended meanwhile (its platform shut down): nothing to keep.
+        if core.state() == EndpointState::Terminated {
+            return;
+        }
         let lost = tokio::select! {
             () = tokio::time::sleep(wait) => false,
             changed = losses.changed() => {
@@ -315,6 +319,11 @@ pub(crate) async fn keep_alive(reg: Arc<Mutex<Registration>>, first: Granted) {
                 );
                 debug!(expires = g.expires, "registration refreshed");
                 wait = refresh_after(g.expires);
+            }
+            Err(EndpointError::Request(RequestError::Shutdown)) => {
+                // Nothing will be sent again: not a failure to retry every 2 s for ever.
+                core.platform_gone();
+                return;
             }
             Err(e) => {
                 if let Some((status, reason)) = refused_for_good(&e) {

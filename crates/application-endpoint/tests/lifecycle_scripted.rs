@@ -570,3 +570,20 @@ async fn establish_after_a_cancelled_establish_goes_ahead() {
     tokio::join!(bot.terminate(), registrar.grant(0));
     p.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_are_terminated_when_their_platform_shuts_down() {
+    let mut registrar = Registrar::bind().await;
+    let p = platform(&registrar).await;
+    let registered = registering_bot(&p);
+    establish(&registered, &mut registrar, 1).await;
+    let owner = Address::assume_on_premises("sip:helper@contoso.test").unwrap();
+    let routed = ApplicationEndpoint::new(&p, ApplicationEndpointSettings::new(owner));
+    routed.establish().await.expect("established");
+    let mut states = [registered.watch_state(), routed.watch_state()];
+    p.shutdown().await;
+    for s in &mut states {
+        let end = reach(s, EndpointState::Terminated).await;
+        assert!(end.reason.contains("shut down"), "{end:?}");
+    }
+}
