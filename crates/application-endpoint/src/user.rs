@@ -127,6 +127,7 @@ impl UserEndpoint {
     /// keeps the registration refreshed and re-registers after the front end's connection
     /// drops (state Reestablishing, then Established). A wrong password is
     /// [`EndpointError::Authentication`] (state back to Idle), never retried.
+    /// Called again once established, it returns what the registrar granted.
     /// A [`terminate`](Self::terminate) meanwhile wins: this returns
     /// [`EndpointError::NotEstablished`] and removes a binding granted too late.
     ///
@@ -134,13 +135,22 @@ impl UserEndpoint {
     /// be established again; a REGISTER already sent may still leave a binding at the
     /// registrar, which lapses at its expiry.
     pub async fn establish(&self) -> Result<Granted, EndpointError> {
-        self.core
-            .transition(
-                &[EndpointState::Idle],
-                EndpointState::Establishing,
-                "establish() called",
-            )
-            .map_err(EndpointError::NotEstablished)?;
+        match self.core.transition(
+            &[EndpointState::Idle],
+            EndpointState::Establishing,
+            "establish() called",
+        ) {
+            Ok(()) => {}
+            // Already registered: what was granted, as an ApplicationEndpoint answers Ok.
+            Err(s @ (EndpointState::Established | EndpointState::Reestablishing)) => {
+                return self
+                    .registered
+                    .granted()
+                    .await
+                    .ok_or(EndpointError::NotEstablished(s));
+            }
+            Err(s) => return Err(EndpointError::NotEstablished(s)),
+        }
         let _cancelled = EstablishGuard(&self.core);
         if let Err(e) = self
             .core

@@ -587,3 +587,21 @@ async fn endpoints_are_terminated_when_their_platform_shuts_down() {
         assert!(end.reason.contains("shut down"), "{end:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_endpoint_established_twice_answers_ok_as_an_application_endpoint_does() {
+    use application_endpoint::{Credentials, UserEndpoint, UserEndpointSettings};
+    let mut registrar = Registrar::bind().await;
+    let p = platform(&registrar).await;
+    let owner = Address::assume_on_premises("sip:alice@contoso.test").unwrap();
+    let alice = UserEndpoint::new(
+        &p,
+        UserEndpointSettings::new(owner, Credentials::new("alice", "secret")),
+    );
+    let (first, _) = tokio::join!(alice.establish(), registrar.grant(300));
+    let first = first.expect("established");
+    let again = alice.establish().await;
+    assert_eq!(again.ok(), Some(first));
+    tokio::join!(alice.terminate(), registrar.grant(0));
+    p.shutdown().await;
+}
