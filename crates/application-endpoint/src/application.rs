@@ -192,8 +192,9 @@ impl ApplicationEndpoint {
     /// Called again (from another task) while it runs, returns when the first call has
     /// finished.
     ///
-    /// Cancel safety: not cancel safe (cleanup may stop half way; the endpoint is
-    /// unrouted either way once the platform shuts down).
+    /// Cancel safety: dropped half way, the endpoint still ends unrouted and Terminated;
+    /// the presence removal or the unregistration may not have been sent (the binding then
+    /// lapses at its expiry).
     pub async fn terminate(&self) {
         crate::registration::terminate(&self.core, &self.presence, &self.registered).await;
     }

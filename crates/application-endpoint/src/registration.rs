@@ -280,10 +280,6 @@ pub(crate) async fn keep_alive(reg: Arc<Mutex<Registration>>, first: Granted) {
     let mut wait = refresh_after(first.expires);
     let mut backoff = RETRY_MIN;
     loop {
-        // Ended meanwhile (its platform shut down): nothing to keep.
-        if core.state() == EndpointState::Terminated {
-            return;
-        }
         let lost = tokio::select! {
             () = tokio::time::sleep(wait) => false,
             changed = losses.changed() => {
@@ -293,6 +289,11 @@ pub(crate) async fn keep_alive(reg: Arc<Mutex<Registration>>, first: Granted) {
                 true
             }
         };
+        // Ended meanwhile (its platform shut down, a terminate() cancelled half way):
+        // nothing to keep.
+        if core.state() == EndpointState::Terminated {
+            return;
+        }
         // Only an Established endpoint shows Reestablishing: a Draining one stays
         // Draining (coming back as Established would end the drain in the state), and a
         // terminating one is not revived.

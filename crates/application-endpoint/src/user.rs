@@ -185,7 +185,9 @@ impl UserEndpoint {
     /// Called again (from another task) while it runs, returns when the first call has
     /// finished.
     ///
-    /// Cancel safety: not cancel safe.
+    /// Cancel safety: dropped half way, the endpoint still ends unrouted and Terminated;
+    /// the presence removal or the unregistration may not have been sent (the binding then
+    /// lapses at its expiry).
     pub async fn terminate(&self) {
         crate::registration::terminate(&self.core, &self.presence, &self.registered).await;
     }
