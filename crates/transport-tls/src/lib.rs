@@ -29,7 +29,9 @@
 //! - **TCP and UDP.** TCP uses the same framing as TLS (`sip_core::framer`: Content-Length
 //!   mandatory). UDP parses datagrams and enforces RFC 3261 §18.1.1: a request larger than
 //!   the path MTU − 200 bytes (1 300 when the MTU is unknown) is refused with
-//!   [`TransportError::TooLargeForUdp`], so the caller resends it over TCP or TLS.
+//!   [`TransportError::TooLargeForUdp`], so the caller resends it over TCP or TLS. UDP
+//!   responses go to the request's source IP and its Via's sent-by port, or its source port
+//!   when the Via asks for `rport` (RFC 3261 §18.2.2, RFC 3581).
 //! - **Connection manager** ([`SipTransport`]). One connection per (remote address,
 //!   transport, TLS server name), reused by every send to that [`Target`]; concurrent first
 //!   sends share one connection attempt. Responses go back on the connection the request

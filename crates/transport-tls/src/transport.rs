@@ -1178,7 +1178,8 @@ impl SipTransport {
     }
 
     /// Answers `to` where it came from: on its connection (no table look-up), or by UDP to
-    /// its source address. If the connection has closed meanwhile this fails with
+    /// its source IP and the port RFC 3261 §18.2.2 names (the Via's sent-by port, or the
+    /// source port when the Via asks for `rport`, RFC 3581). If the connection has closed meanwhile this fails with
     /// [`TransportError::ConnectionClosed`]; RFC 3261 §18.2.2 then says to open a new
     /// connection to the Via's sent-by, which is the caller's decision ([`send`](Self::send)).
     ///
@@ -1192,7 +1193,7 @@ impl SipTransport {
         match &to.via {
             Via::Conn(h) => h.send(message.to_bytes()).await,
             Via::Udp(sock) => sock
-                .send_to(&message.to_bytes(), to.remote)
+                .send_to(&message.to_bytes(), udp_response_to(&to.message, to.remote))
                 .await
                 .map(|_| ())
                 .map_err(|e| TransportError::io(&e)),
@@ -1471,21 +1472,40 @@ async fn udp_loop(shared: Arc<Shared>, sock: Arc<UdpSocket>, local: SocketAddr) 
                 // As on streams: a request whose head parses is answered (400, 505, 513),
                 // so the sender stops retransmitting; anything else is dropped. Never
                 // waits: the answer is no larger than what came in.
-                if let Some(answer) = refusal(data, &e, &limits) {
-                    let _ = sock.try_send_to(&answer, remote);
+                if let Some((answer, to)) = refusal(data, &e, &limits, remote) {
+                    let _ = sock.try_send_to(&answer, to);
                 }
             }
         }
     }
 }
 
-/// The response to a received request that `e` refused, when its head can be read and it
-/// is not an ACK (which has no response, RFC 3261 §17.2.3).
-fn refusal(data: &[u8], e: &sip_core::ParseError, limits: &sip_core::Limits) -> Option<Bytes> {
+/// The response to a received request that `e` refused, and where it goes, when its head
+/// can be read and it is not an ACK (which has no response, RFC 3261 §17.2.3).
+fn refusal(
+    data: &[u8],
+    e: &sip_core::ParseError,
+    limits: &sip_core::Limits,
+    source: SocketAddr,
+) -> Option<(Bytes, SocketAddr)> {
     let req = SipMessage::parse_head(Bytes::copy_from_slice(data), limits).ok()?;
     if !req.is_request() || req.method() == Some(&sip_core::Method::Ack) {
         return None;
     }
     let resp = SipMessage::response_to(&req, e.status(), e.reason()).ok()?;
-    Some(resp.to_bytes())
+    Some((resp.to_bytes(), udp_response_to(&req, source)))
+}
+
+/// Where a response to a request received by UDP from `source` goes (RFC 3261 §18.2.2):
+/// the source IP (what `received` records) and the top Via's sent-by port (5060 when it
+/// has none); the source port only when the Via asks for it with `rport` (RFC 3581). The
+/// sent-by port is where a client that sends from another port than it listens on waits.
+fn udp_response_to(request: &SipMessage, source: SocketAddr) -> SocketAddr {
+    match request.top_via() {
+        Ok(via) if request.is_request() && via.rport().is_none() => SocketAddr::new(
+            source.ip(),
+            via.port().unwrap_or(TransportKind::Udp.default_port()),
+        ),
+        _ => source,
+    }
 }

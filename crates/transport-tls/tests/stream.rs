@@ -317,7 +317,7 @@ async fn udp_datagrams_replies_and_the_size_rule() {
     let (b, mut brx) = SipTransport::new(TransportSettings::new()).unwrap();
     a.bind_udp(localhost()).await.unwrap();
     let b_addr = b.bind_udp(localhost()).await.unwrap();
-    let small = message_request(1, 800, "UDP h");
+    let small = message_request(1, 800, "UDP h;rport");
     a.send(&Target::udp(b_addr), &parsed(&small)).await.unwrap();
     let got = next_message(&mut brx).await;
     assert_eq!(got.transport, TransportKind::Udp);
@@ -349,7 +349,7 @@ async fn a_refused_udp_request_is_answered_and_an_ack_is_not() {
     let b_addr = b.bind_udp(localhost()).await.unwrap();
     let peer = tokio::net::UdpSocket::bind(localhost()).await.unwrap();
     // CSeq method differs from the request method: 400, with the request's Call-ID.
-    let bad = "MESSAGE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: udp-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+    let bad = "MESSAGE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;rport;branch=z9hG4bK1\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: udp-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
     peer.send_to(bad.as_bytes(), b_addr).await.unwrap();
     let mut buf = vec![0u8; 65_536];
     let (n, from) = tokio::time::timeout(WAIT, peer.recv_from(&mut buf))
@@ -370,6 +370,56 @@ async fn a_refused_udp_request_is_answered_and_an_ack_is_not() {
     peer.send_to(ack.as_bytes(), b_addr).await.unwrap();
     let silent = tokio::time::timeout(Duration::from_millis(300), peer.recv_from(&mut buf)).await;
     assert!(silent.is_err(), "an ACK was answered");
+}
+
+/// Receives one datagram on `sock`, or `None` within a short wait.
+async fn datagram(sock: &tokio::net::UdpSocket, d: Duration) -> Option<String> {
+    let mut buf = vec![0u8; 65_536];
+    let (n, _) = tokio::time::timeout(d, sock.recv_from(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+#[tokio::test]
+async fn udp_responses_go_to_the_via_port_unless_rport_asks_for_the_source_port() {
+    // RFC 3261 §18.2.2: without rport, a UDP response goes to the source IP and the port of
+    // the Via's sent-by; RFC 3581: with rport, to the source port.
+    let (b, mut brx) = SipTransport::new(TransportSettings::new()).unwrap();
+    let b_addr = b.bind_udp(localhost()).await.unwrap();
+    let sender = tokio::net::UdpSocket::bind(localhost()).await.unwrap();
+    let listener = tokio::net::UdpSocket::bind(localhost()).await.unwrap();
+    let via_port = listener.local_addr().unwrap().port();
+
+    let req = message_request(1, 300, &format!("UDP 127.0.0.1:{via_port}"));
+    sender.send_to(&req, b_addr).await.unwrap();
+    let got = next_message(&mut brx).await;
+    let resp = sip_core::SipMessage::response_to(&got.message, 200, "OK").unwrap();
+    b.reply(&got, &resp).await.unwrap();
+    let at_via = datagram(&listener, WAIT)
+        .await
+        .expect("the response at the Via port");
+    assert!(at_via.starts_with("SIP/2.0 200 OK\r\n"), "{at_via}");
+
+    let req = message_request(2, 300, &format!("UDP 127.0.0.1:{via_port};rport"));
+    sender.send_to(&req, b_addr).await.unwrap();
+    let got = next_message(&mut brx).await;
+    let resp = sip_core::SipMessage::response_to(&got.message, 200, "OK").unwrap();
+    b.reply(&got, &resp).await.unwrap();
+    let at_source = datagram(&sender, WAIT)
+        .await
+        .expect("the response at the source");
+    assert!(at_source.contains("CSeq: 2 MESSAGE\r\n"), "{at_source}");
+
+    // The transport's own refusals follow the same rule.
+    let bad = format!("MESSAGE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{via_port};branch=z9hG4bK3\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: udp-3\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n");
+    sender.send_to(bad.as_bytes(), b_addr).await.unwrap();
+    let refusal = datagram(&listener, WAIT)
+        .await
+        .expect("the 400 at the Via port");
+    assert!(refusal.starts_with("SIP/2.0 400 "), "{refusal}");
+    assert_eq!(datagram(&sender, Duration::from_millis(100)).await, None);
 }
 
 #[tokio::test]
