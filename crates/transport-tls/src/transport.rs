@@ -145,7 +145,7 @@ pub struct ConnectionInfo {
     pub transport: TransportKind,
     /// Our address.
     pub local: SocketAddr,
-    /// The peer's address.
+    /// The peer's address (an IPv4 peer of a dual-stack listener by its IPv4 address).
     pub remote: SocketAddr,
     /// Who opened it.
     pub direction: Direction,
@@ -1361,7 +1361,10 @@ async fn accept_loop(
             r = listener.accept() => r,
         };
         let (tcp, remote) = match accepted {
-            Ok(x) => x,
+            // A dual-stack listener sees an IPv4 peer as ::ffff:a.b.c.d: known by its IPv4
+            // address, it counts against the same per-IP limit as our connections to it, and
+            // its RFC 5923 alias is filed under the address targets use.
+            Ok((tcp, r)) => (tcp, SocketAddr::new(r.ip().to_canonical(), r.port())),
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");

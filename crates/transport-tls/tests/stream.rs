@@ -580,6 +580,55 @@ async fn rfc5923_alias_lets_the_server_reuse_the_inbound_connection() {
 }
 
 #[tokio::test]
+async fn ipv4_peers_of_a_dual_stack_listener_are_known_by_their_ipv4_address() {
+    // A listener on [::] (dual stack) sees IPv4 peers as ::ffff:a.b.c.d. The peer's address
+    // must be its IPv4 one, or an alias by name is filed under an address no target has.
+    let ca = Ca::new("Root");
+    let fe = ca.leaf(&["fe.contoso.test"]);
+    let app = ca.leaf(&["app.contoso.test"]);
+    let (front, mut frx) = SipTransport::new(
+        TransportSettings::new()
+            .tls_client(TlsClientSettings::new(ca.roots()).identity(fe.identity.clone())),
+    )
+    .unwrap();
+    let any6: SocketAddr = "[::]:0".parse().unwrap();
+    let fe_port = front
+        .listen_tls(any6, &TlsServerSettings::mutual(fe.identity, ca.roots()))
+        .await
+        .unwrap()
+        .port();
+    let (appt, mut arx) = SipTransport::new(
+        TransportSettings::new()
+            .tls_client(TlsClientSettings::new(ca.roots()).identity(app.identity)),
+    )
+    .unwrap();
+    let fe_target = Target::tls(
+        SocketAddr::from(([127, 0, 0, 1], fe_port)),
+        "fe.contoso.test",
+    );
+    let app_conn = appt.connect(&fe_target).await.unwrap();
+    let (advertised, tried) = sentinel().await;
+    let req = message_request(
+        1,
+        300,
+        &format!("TLS app.contoso.test:{};alias", advertised.port()),
+    );
+    appt.send(&fe_target, &parsed(&req)).await.unwrap();
+    let got = next_message(&mut frx).await;
+
+    let app_name = Target::tls(advertised, "app.contoso.test");
+    let to_app = parsed(&message_request(9, 300, "TLS fe.contoso.test"));
+    within(WAIT, front.send(&app_name, &to_app)).await.unwrap();
+    assert_eq!(next_message(&mut arx).await.connection_id(), Some(app_conn));
+    assert_eq!(
+        tried.load(Ordering::SeqCst),
+        0,
+        "a new connection was tried"
+    );
+    assert_eq!(got.remote.ip(), advertised.ip());
+}
+
+#[tokio::test]
 async fn rfc5923_alias_for_another_ip_than_the_connections_is_refused() {
     let (front, mut frx, appt, _arx, app_conn) = front_and_app().await;
     let info = appt.connection(app_conn).unwrap();
