@@ -37,6 +37,13 @@ const LINGER: Duration = Duration::from_millis(500);
 /// Shards of the connection and flow tables.
 const SHARDS: usize = 16;
 
+/// `t + d`, or a time that never comes when that overflows: a limit of `Duration::MAX`
+/// means no limit, and must not panic the connection's task (`Instant + Duration` does).
+fn later(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d)
+        .unwrap_or_else(|| t + Duration::from_secs(30 * 365 * 86_400))
+}
+
 /// Which transport a message or connection uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -722,28 +729,28 @@ impl Connection {
         let info = &self.handle.info;
         let mut first_bytes_due = (info.direction == Direction::Inbound
             && info.transport == TransportKind::Tcp)
-            .then(|| start + limits.handshake_timeout);
+            .then(|| later(start, limits.handshake_timeout));
         let mut pings = 0u64;
         let mut ping_due = self
             .keep_alive
-            .map(|k| start + self.jitter(k.interval, pings));
+            .map(|k| later(start, self.jitter(k.interval, pings)));
         let mut pong_deadline: Option<Instant> = None;
 
         let stop = ctl.stop.notified();
         tokio::pin!(stop);
         // One timer for the connection, moved only when a deadline comes earlier than the
         // armed one, or when it fires: not once per read.
-        let mut armed = start + limits.idle_timeout;
+        let mut armed = later(start, limits.idle_timeout);
         let sleep = tokio::time::sleep_until(armed);
         tokio::pin!(sleep);
 
         loop {
-            let mut next = last_rx + limits.idle_timeout;
+            let mut next = later(last_rx, limits.idle_timeout);
             if let Some(d) = first_bytes_due {
                 next = next.min(d);
             }
             if let Some(p) = partial_since {
-                next = next.min(p + limits.partial_message_timeout);
+                next = next.min(later(p, limits.partial_message_timeout));
             }
             if let Some(d) = ping_due {
                 next = next.min(d);
@@ -776,7 +783,7 @@ impl Connection {
                     first_bytes_due = None;
                     // Answers to the peer wait for room in the send queue at most until the
                     // idle deadline (the writer's write timeout ends a peer that never reads).
-                    let answer_by = now + limits.idle_timeout;
+                    let answer_by = later(now, limits.idle_timeout);
                     let mut completed = false;
                     loop {
                         let frame = framer.next_frame();
@@ -798,7 +805,7 @@ impl Connection {
                             Ok(Some(Frame::KeepAlivePong)) => {
                                 if pong_deadline.take().is_some() {
                                     if let Some(k) = self.keep_alive {
-                                        ping_due = Some(now + self.jitter(k.interval, pings));
+                                        ping_due = Some(later(now, self.jitter(k.interval, pings)));
                                     }
                                 }
                             }
@@ -819,19 +826,19 @@ impl Connection {
                 }
                 _ = &mut sleep => {
                     let now = Instant::now();
-                    armed = now + limits.idle_timeout;
+                    armed = later(now, limits.idle_timeout);
                     sleep.as_mut().reset(armed);
                     if pong_deadline.is_some_and(|d| now >= d) {
                         return CloseReason::DeadFlow;
                     }
-                    if partial_since.is_some_and(|p| now >= p + limits.partial_message_timeout) {
+                    if partial_since.is_some_and(|p| now >= later(p, limits.partial_message_timeout)) {
                         return CloseReason::SlowSender;
                     }
                     if first_bytes_due.is_some_and(|d| now >= d) {
                         tracing::debug!("nothing received within the handshake timeout");
                         return CloseReason::IdleTimeout;
                     }
-                    if now >= last_rx + limits.idle_timeout {
+                    if now >= later(last_rx, limits.idle_timeout) {
                         return CloseReason::IdleTimeout;
                     }
                     if let (Some(d), Some(k)) = (ping_due, self.keep_alive) {
@@ -841,13 +848,13 @@ impl Connection {
                                 ping_due = None;
                                 pings += 1;
                                 framer.expect_pong();
-                                pong_deadline = Some(now + k.pong_timeout);
+                                pong_deadline = Some(later(now, k.pong_timeout));
                             } else {
                                 // No ping sent, so no pong to wait for (a dead flow now would
                                 // be spurious; the write timeout covers a peer that stopped
                                 // reading). Try again an interval later.
                                 tracing::debug!("send queue full: ping skipped");
-                                ping_due = Some(now + self.jitter(k.interval, pings));
+                                ping_due = Some(later(now, self.jitter(k.interval, pings)));
                             }
                         }
                     }
@@ -866,7 +873,10 @@ impl Connection {
             .wrapping_mul(0x9E37_79B9_7F4A_7C15)
             .wrapping_add(n.wrapping_mul(0xBF58_476D_1CE4_E5B9));
         let permille = 800 + (x >> 32) % 201;
-        interval.mul_f64(permille as f64 / 1000.0)
+        // Not `mul_f64`, which panics when the product overflows (an interval near
+        // `Duration::MAX`, meaning "never").
+        Duration::try_from_secs_f64(interval.as_secs_f64() * permille as f64 / 1000.0)
+            .unwrap_or(interval)
     }
 
     /// Why the connection was told to stop (by `close`, `shutdown` or a writer failure).

@@ -260,6 +260,37 @@ async fn slow_sender_is_cut_off() {
 }
 
 #[tokio::test]
+async fn limits_of_duration_max_mean_never_and_do_not_panic() {
+    // `Duration::MAX` is how a user says "no idle timeout" or "no keep-alive in practice";
+    // `Instant + Duration::MAX` panics, which killed every connection's reader task.
+    let never = Duration::MAX;
+    let limits = TransportLimits {
+        handshake_timeout: never,
+        idle_timeout: never,
+        partial_message_timeout: never,
+        write_timeout: never,
+        ..TransportLimits::DEFAULT
+    };
+    let keep_alive = Some(KeepAlive {
+        interval: never,
+        pong_timeout: never,
+    });
+    let settings = TransportSettings::new()
+        .limits(limits)
+        .keep_alive(keep_alive);
+    let (srv, mut srx, addr) = tcp_server(settings.clone()).await;
+    let (cli, mut crx) = SipTransport::new(settings).unwrap();
+    let target = Target::tcp(addr);
+    cli.send(&target, &parsed(&message_request(1, 300, "TCP h")))
+        .await
+        .unwrap();
+    let got = next_message(&mut srx).await;
+    let resp = sip_core::SipMessage::response_to(&got.message, 200, "OK").unwrap();
+    srv.reply(&got, &resp).await.unwrap();
+    assert_eq!(next_message(&mut crx).await.message.status(), Some(200));
+}
+
+#[tokio::test]
 async fn idle_connection_is_closed() {
     let limits = TransportLimits {
         idle_timeout: Duration::from_millis(300),
