@@ -132,12 +132,18 @@ impl Target {
     }
 
     /// A TLS destination whose certificate must be valid for `server_name` (a DNS name or
-    /// an IP address).
+    /// an IP address; an IPv6 reference may keep the brackets a SIP URI writes it with).
     pub fn tls(remote: SocketAddr, server_name: impl Into<String>) -> Self {
+        let name = server_name.into();
+        // `[::1]` as in `sips:[::1]`: the name to verify is the address, `::1`.
+        let name = match name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+            Some(inner) => inner.to_owned(),
+            None => name,
+        };
         Target {
             remote,
             transport: TransportKind::Tls,
-            server_name: Some(server_name.into().to_ascii_lowercase()),
+            server_name: Some(name.to_ascii_lowercase()),
         }
     }
 }

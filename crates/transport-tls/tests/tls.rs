@@ -382,3 +382,22 @@ async fn client_sees_the_refusal_of_its_certificate_as_a_closed_connection() {
         Err(e) => assert!(matches!(e, TransportError::Tls { .. }), "{e:?}"),
     }
 }
+
+#[tokio::test]
+async fn ipv6_server_name_as_a_sip_uri_writes_it_in_brackets() {
+    // `sips:[::1]:5061` names its server `[::1]`: the certificate's IP SAN is `::1`.
+    let pki = pki();
+    let v6 = pki.ca.leaf(&["::1"]);
+    let (t, _rx) = SipTransport::new(TransportSettings::new()).unwrap();
+    let addr = t
+        .listen_tls(
+            "[::1]:0".parse().unwrap(),
+            &TlsServerSettings::mutual(v6.identity, pki.ca.roots()),
+        )
+        .await
+        .unwrap();
+    let (cli, _crx) = client(TlsClientSettings::new(pki.ca.roots()).identity(pki.client.identity));
+    let target = Target::tls(addr, "[::1]");
+    within(WAIT, cli.connect(&target)).await.unwrap();
+    assert_eq!(target.server_name.as_deref(), Some("::1"));
+}
