@@ -349,7 +349,9 @@ struct Shared {
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     next_id: AtomicU64,
     connector: Option<tokio_rustls::TlsConnector>,
-    udp: OnceLock<Arc<UdpSocket>>,
+    /// The sockets UDP is sent from: the first bound of each address family.
+    udp4: OnceLock<Arc<UdpSocket>>,
+    udp6: OnceLock<Arc<UdpSocket>>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -402,6 +404,22 @@ impl Shared {
             shared: self.clone(),
             ip,
         })
+    }
+
+    /// The socket to send UDP to `to` from, and `to` as that socket writes it: an IPv6
+    /// socket cannot send to an IPv4 address, only to its IPv4-mapped form.
+    fn udp_for(&self, to: SocketAddr) -> Result<(&Arc<UdpSocket>, SocketAddr), TransportError> {
+        let sock = match to {
+            SocketAddr::V4(v4) => match self.udp4.get() {
+                Some(s) => Some((s, to)),
+                None => self.udp6.get().map(|s| {
+                    let mapped = IpAddr::V6(v4.ip().to_ipv6_mapped());
+                    (s, SocketAddr::new(mapped, v4.port()))
+                }),
+            },
+            SocketAddr::V6(_) => self.udp6.get().or(self.udp4.get()).map(|s| (s, to)),
+        };
+        sock.ok_or(TransportError::NoUdpSocket)
     }
 
     fn failed(
@@ -1041,7 +1059,8 @@ impl SipTransport {
             per_ip: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
             connector,
-            udp: OnceLock::new(),
+            udp4: OnceLock::new(),
+            udp6: OnceLock::new(),
             shutdown: watch::channel(false).0,
         });
         Ok((SipTransport { shared }, rx))
@@ -1076,8 +1095,9 @@ impl SipTransport {
         Ok(local)
     }
 
-    /// Binds a UDP socket on `addr`, receives datagrams on it, and uses the first one bound
-    /// to send UDP. Returns the bound address.
+    /// Binds a UDP socket on `addr`, receives datagrams on it, and sends UDP from the first
+    /// one bound of each address family (an IPv4 target from an IPv6 socket only when no
+    /// IPv4 one is bound). Returns the bound address.
     ///
     /// Cancel safety: cancel safe (if cancelled, nothing is bound).
     pub async fn bind_udp(&self, addr: SocketAddr) -> Result<SocketAddr, TransportError> {
@@ -1087,7 +1107,10 @@ impl SipTransport {
                 .map_err(|e| TransportError::io(&e))?,
         );
         let local = sock.local_addr().map_err(|e| TransportError::io(&e))?;
-        let _ = self.shared.udp.set(sock.clone());
+        let _ = match local {
+            SocketAddr::V4(_) => self.shared.udp4.set(sock.clone()),
+            SocketAddr::V6(_) => self.shared.udp6.set(sock.clone()),
+        };
         tokio::spawn(udp_loop(self.shared.clone(), sock, local));
         Ok(local)
     }
@@ -1166,8 +1189,8 @@ impl SipTransport {
                     limit,
                 });
             }
-            let sock = self.shared.udp.get().ok_or(TransportError::NoUdpSocket)?;
-            sock.send_to(&bytes, target.remote)
+            let (sock, to) = self.shared.udp_for(target.remote)?;
+            sock.send_to(&bytes, to)
                 .await
                 .map_err(|e| TransportError::io(&e))?;
             return Ok(());

@@ -375,6 +375,28 @@ async fn udp_datagrams_replies_and_the_size_rule() {
 }
 
 #[tokio::test]
+async fn udp_sends_use_a_socket_of_the_targets_address_family() {
+    // Bound on IPv4 first, then on IPv6: an IPv6 target is sent to from the IPv6 socket.
+    let (a, _arx) = SipTransport::new(TransportSettings::new()).unwrap();
+    a.bind_udp(localhost()).await.unwrap();
+    let a6 = a.bind_udp("[::1]:0".parse().unwrap()).await.unwrap();
+    let (b, mut brx) = SipTransport::new(TransportSettings::new()).unwrap();
+    let b6 = b.bind_udp("[::1]:0".parse().unwrap()).await.unwrap();
+    let b4 = b.bind_udp(localhost()).await.unwrap();
+    a.send(&Target::udp(b6), &parsed(&message_request(1, 300, "UDP h")))
+        .await
+        .unwrap();
+    let got = next_message(&mut brx).await;
+    assert_eq!(got.remote, a6);
+    assert_eq!(got.local, b6);
+    // And IPv4 targets still go from the IPv4 socket.
+    a.send(&Target::udp(b4), &parsed(&message_request(2, 300, "UDP h")))
+        .await
+        .unwrap();
+    assert_eq!(next_message(&mut brx).await.local, b4);
+}
+
+#[tokio::test]
 async fn a_refused_udp_request_is_answered_and_an_ack_is_not() {
     let (b, _brx) = SipTransport::new(TransportSettings::new()).unwrap();
     let b_addr = b.bind_udp(localhost()).await.unwrap();
