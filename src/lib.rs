@@ -8,6 +8,9 @@
 #![deny(missing_docs)]
 
 pub use application_endpoint;
+/// The `bytes` crate, whose [`Bytes`](bytes::Bytes) the SIP codec parses from and writes to
+/// (`SipMessage::parse_datagram`, `SipMessage::to_bytes`): no second dependency to add.
+pub use bytes;
 pub use collaboration_platform;
 pub use conversation;
 pub use sip_core;
@@ -35,3 +38,9 @@ pub mod prelude {
     pub use sip_core::sdp;
     pub use sip_core::{HeaderName, Method, SipMessage};
 }
+
+// Every Rust block of README.md compiles (`no_run` ones included) and, unless `no_run`, runs:
+// `cargo test --doc -p ucma`. tests/readme_usage.rs checks they import through `ucma` only.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

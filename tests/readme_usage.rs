@@ -1,7 +1,85 @@
-//! The usage example of README.md, kept compiling and true.
+//! The usage examples of README.md, kept compiling and true.
+//!
+//! Every Rust block of README.md is also a doc test of the `ucma` crate (`src/lib.rs`
+//! includes the README under `cfg(doctest)`), so it compiles verbatim; this file checks
+//! what a doc test cannot: that a block imports only through `ucma` (a doc test sees every
+//! dependency of this package; a user who followed "one dependency" sees only `ucma`).
 
-use bytes::Bytes;
+use ucma::bytes::Bytes;
 use ucma::sip_core::{HeaderName, Limits, Method, ParseError, SipMessage};
+
+const README: &str = include_str!("../README.md");
+
+/// The fenced blocks of README.md: (line of the opening fence, info string, body).
+fn blocks(markdown: &str) -> Vec<(usize, String, String)> {
+    let mut out = Vec::new();
+    let mut open: Option<(usize, String, String)> = None;
+    for (i, line) in markdown.lines().enumerate() {
+        let trimmed = line.trim_start();
+        match (&mut open, trimmed.strip_prefix("```")) {
+            (None, Some(info)) => open = Some((i + 1, info.trim().to_string(), String::new())),
+            (Some(_), Some(rest)) if rest.trim().is_empty() => out.extend(open.take()),
+            (Some((_, _, body)), _) => {
+                body.push_str(line);
+                body.push('\n');
+            }
+            (None, None) => {}
+        }
+    }
+    assert!(open.is_none(), "README.md has an unclosed code block");
+    out
+}
+
+/// Whether rustdoc treats a block with this info string as Rust (bare fences are Rust).
+fn is_rust(info: &str) -> bool {
+    let first = info.split([',', ' ']).next().unwrap_or("");
+    first.is_empty() || first == "rust"
+}
+
+#[test]
+fn readme_rust_blocks_are_doc_tests() {
+    let lib = include_str!("../src/lib.rs");
+    assert!(
+        lib.contains("#[doc = include_str!(\"../README.md\")]"),
+        "src/lib.rs no longer runs README.md's code blocks as doc tests"
+    );
+    let rust: Vec<_> = blocks(README)
+        .into_iter()
+        .filter(|(_, info, _)| is_rust(info))
+        .collect();
+    assert!(rust.len() >= 3, "the README's usage blocks: {rust:?}");
+    for (line, info, _) in &rust {
+        assert!(
+            info.starts_with("rust"),
+            "README.md:{line}: a bare ``` fence is a Rust doc test; say ```text (or ```sh)"
+        );
+    }
+}
+
+#[test]
+fn readme_rust_blocks_use_only_the_ucma_facade() {
+    for (line, info, body) in blocks(README) {
+        if !is_rust(&info) {
+            continue;
+        }
+        for (n, code) in body.lines().enumerate() {
+            let code = code.trim_start().trim_start_matches("# ");
+            let paths = code
+                .strip_prefix("use ")
+                .into_iter()
+                .chain(code.split("Ok::<(), ").skip(1));
+            for path in paths {
+                let krate = path.split("::").next().unwrap_or("").trim();
+                assert!(
+                    ["ucma", "std", "core", "alloc", "crate", "self", "super"].contains(&krate),
+                    "README.md:{}: `{code}` names the crate `{krate}`, which a user with the one \
+                     dependency `ucma` does not have; write `ucma::{krate}::…`",
+                    line + 1 + n
+                );
+            }
+        }
+    }
+}
 
 #[test]
 fn readme_usage() -> Result<(), ParseError> {
