@@ -20,20 +20,21 @@ pub use transport_tls;
 pub mod prelude {
     pub use application_endpoint::{
         ApplicationEndpoint, ApplicationEndpointSettings, Credentials, Endpoint, EndpointError,
-        EndpointState, LocalOwnerPresence, Modality, RemotePresenceView, UserEndpoint,
-        UserEndpointSettings,
+        EndpointState, LocalOwnerPresence, Modality, PresenceError, RemotePresenceView,
+        StateChange, UserEndpoint, UserEndpointSettings,
     };
     pub use collaboration_platform::{
-        Address, ClientPlatformSettings, CollaborationPlatform, EndpointId, Federated, Homed,
-        Identity, IncomingRequest, Listener, OnPremises, OutboundProxy, OutgoingRequest,
-        PlatformError, PlatformSettings, RequestError, RespondError, ServerLocator,
-        ServerPlatformSettings, ShutdownReport, StaticDirectory, Topology, TrustRoots,
+        Address, ClientPlatformSettings, CollaborationPlatform, EndpointId, Federated,
+        FederationPolicy, Homed, Homing, Identity, IncomingRequest, Listener, OnPremises,
+        OutboundProxy, OutgoingRequest, PlatformError, PlatformSettings, RequestError,
+        RespondError, ServerLocator, ServerPlatformSettings, ShutdownReport, StaticDirectory,
+        Topology, TopologyError, TrustRoots,
     };
     pub use conversation::ladder::LadderRecorder;
     pub use conversation::{
-        incoming_im_calls, AnyConversation, CallError, Conversation, ConversationState,
-        IncomingImCall, InstantMessagingCall, InstantMessagingFlow, MessageError,
-        TerminationReason,
+        incoming_im_calls, AnyConversation, CallError, Conversation, ConversationState, Delivery,
+        IncomingCall, IncomingImCall, IncomingImCalls, InstantMessagingCall, InstantMessagingFlow,
+        MessageError, Priority, ReceivedMessage, TerminationReason,
     };
     pub use sip_core::sdp;
     pub use sip_core::{HeaderName, Method, SipMessage};
