@@ -1,7 +1,8 @@
 //! `cargo run --example echo_bot -- [flags] [--register]`: a bot on a real front end. It
 //! accepts IM conversations from home and federated users and echoes each message back,
 //! prefixed with the sender's homing (`[on-premises]` / `[federated]`). Logs with tracing
-//! (`RUST_LOG=debug` for every transaction). Stops on Ctrl-C, terminating its endpoint.
+//! (`RUST_LOG=debug` for every transaction). Stops on Ctrl-C (or SIGTERM): hangs up the
+//! conversations still going on, terminates its endpoint and shuts the platform down.
 //!
 //! `--uri` is the bot's identity (an address of a home domain); `--register` registers its
 //! contact with the front end's registrar so requests for that URI reach it (otherwise the
@@ -18,6 +19,10 @@
 mod common;
 
 use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tracing::{info, warn};
 use ucma::prelude::*;
 
@@ -69,10 +74,12 @@ async fn run(settings: PlatformSettings, uri: String, register: bool) -> ExitCod
         Ok(Homed::OnPremises(a)) => a,
         Ok(Homed::Federated(_)) => {
             eprintln!("echo_bot: {uri} is not in a home domain (--home-domain): an application cannot be hosted as a federated identity");
+            platform.shutdown_within(Duration::from_millis(200)).await;
             return ExitCode::from(2);
         }
         Err(e) => {
             eprintln!("echo_bot: --uri {uri}: {e}");
+            platform.shutdown_within(Duration::from_millis(200)).await;
             return ExitCode::from(2);
         }
     };
@@ -85,14 +92,21 @@ async fn run(settings: PlatformSettings, uri: String, register: bool) -> ExitCod
     let mut calls = incoming_im_calls(&endpoint);
     if let Err(e) = endpoint.establish().await {
         eprintln!("echo_bot: cannot establish {uri}: {e}");
+        platform.shutdown_within(Duration::from_millis(200)).await;
         return ExitCode::FAILURE;
     }
     info!(%uri, register, "echo bot ready");
+
+    // Each conversation runs in its own task; `stop` tells them to hang up.
+    let (stop, stopped) = watch::channel(false);
+    let mut conversations = JoinSet::new();
     let mut states = endpoint.watch_state();
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
     loop {
         tokio::select! {
             call = calls.next() => match call {
-                Some(call) => { tokio::spawn(echo(call)); }
+                Some(call) => { conversations.spawn(echo(call, stopped.clone())); }
                 None => break,
             },
             changed = states.changed() => {
@@ -101,36 +115,115 @@ async fn run(settings: PlatformSettings, uri: String, register: bool) -> ExitCod
                 info!(state = ?s.state, reason = %s.reason, "endpoint state");
                 if s.state == EndpointState::Terminated { break; }
             }
-            _ = tokio::signal::ctrl_c() => {
-                info!("stopping");
+            why = &mut signal => {
+                info!("{why}: stopping");
                 break;
             }
+            // Reap finished conversations as they end.
+            Some(_) = conversations.join_next(), if !conversations.is_empty() => {}
         }
     }
+    // A second Ctrl-C leaves at once, should the clean stop below take too long.
+    tokio::spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("echo_bot: second Ctrl-C: exiting without a clean stop");
+            std::process::exit(130);
+        }
+    });
+    // Hang up what is still going on (BYE), then unregister and stop the platform.
+    drop(calls);
+    let _ = stop.send(true);
+    let live = conversations.len();
+    if tokio::time::timeout(Duration::from_secs(5), conversations.join_all())
+        .await
+        .is_err()
+    {
+        warn!("conversations still ending after 5 s; stopping anyway");
+    }
     endpoint.terminate().await;
-    platform.shutdown().await;
+    let report = platform.shutdown().await;
+    info!(
+        conversations_ended = live,
+        transactions_cancelled = report.cancelled,
+        "stopped"
+    );
     ExitCode::SUCCESS
 }
 
-/// One conversation: accept, echo every message with the caller's homing, until BYE.
-async fn echo(call: IncomingImCall) {
-    let caller = call.caller_uri().to_string();
-    let homing = call.homing();
-    let conversation = call.conversation().id().to_string();
+/// Ctrl-C, or on Unix the SIGTERM a service manager sends. If the handlers cannot be
+/// installed, the bot stops at once rather than run without a way to stop it cleanly.
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM");
+                return "no signal handler";
+            }
+        };
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => match r {
+                Ok(()) => "Ctrl-C",
+                Err(e) => { warn!(error = %e, "cannot listen for Ctrl-C"); "no signal handler" }
+            },
+            _ = term.recv() => "SIGTERM",
+        }
+    }
+    #[cfg(not(unix))]
+    match tokio::signal::ctrl_c().await {
+        Ok(()) => "Ctrl-C",
+        Err(e) => {
+            warn!(error = %e, "cannot listen for Ctrl-C");
+            "no signal handler"
+        }
+    }
+}
+
+/// One conversation, typed by the caller's homing.
+async fn echo(call: IncomingImCall, stop: watch::Receiver<bool>) {
+    match call {
+        IncomingImCall::OnPremises(call) => echo_typed(call, stop).await,
+        IncomingImCall::Federated(call) => echo_typed(call, stop).await,
+    }
+}
+
+/// Accept, echo every message with the caller's homing until the caller hangs up, or hang
+/// up when the bot stops.
+async fn echo_typed<H: Homing>(incoming: IncomingCall<H>, mut stop: watch::Receiver<bool>) {
+    let call = incoming.call().clone();
+    let caller = incoming.conversation().remote().uri().to_string();
+    let conversation = incoming.conversation().id().to_string();
+    let homing = H::NAME;
     info!(%caller, homing, %conversation, "IM call offered");
-    let mut flow = match call.accept().await {
+    let mut flow = match incoming.accept().await {
         Ok(f) => f,
         Err(e) => {
             warn!(%caller, error = %e, "could not accept");
             return;
         }
     };
-    while let Some(m) = flow.recv().await {
-        let text = m.text();
-        let echo = format!("[{homing}] {text}");
-        info!(%caller, %text, %echo, "message");
-        if let Err(e) = flow.send_text(&echo).await {
-            warn!(%caller, error = %e, "echo not delivered");
+    loop {
+        tokio::select! {
+            m = flow.recv() => {
+                let Some(m) = m else { break };
+                let text = m.text();
+                let echo = format!("[{homing}] {text}");
+                info!(%caller, %text, %echo, "message");
+                if let Err(e) = flow.send_text(&echo).await {
+                    warn!(%caller, error = %e, "echo not delivered");
+                }
+            }
+            // (The guard `wait_for` returns is dropped at once: it must not live across
+            // the hang-up's await.)
+            _ = async { drop(stop.wait_for(|stop| *stop).await) } => {
+                match call.terminate().await {
+                    Ok(()) => info!(%caller, "hung up: the bot is stopping"),
+                    Err(e) => warn!(%caller, error = %e, "hang-up failed"),
+                }
+                return;
+            }
         }
     }
     info!(%caller, "conversation ended");

@@ -19,13 +19,14 @@ use ucma::prelude::*;
 
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let register = args.iter().any(|a| a == "--register");
-    args.retain(|a| a != "--register");
+    // The message first: its text may be anything, `--register` included.
     let message = match take_value(&mut args, "--message") {
         Ok(Some(m)) => m,
         Ok(None) => return usage("--message TEXT is required"),
         Err(e) => return usage(&e),
     };
+    let register = args.iter().any(|a| a == "--register");
+    args.retain(|a| a != "--register");
     let (flags, targets) = match common::Flags::parse(args) {
         Ok(p) => p,
         Err(e) => return usage(&e),
@@ -71,10 +72,12 @@ async fn run(
         Ok(Homed::OnPremises(a)) => a,
         Ok(Homed::Federated(_)) => {
             eprintln!("notify: {uri} is not in a home domain (--home-domain)");
+            platform.shutdown_within(Duration::from_millis(200)).await;
             return ExitCode::from(2);
         }
         Err(e) => {
             eprintln!("notify: --uri {uri}: {e}");
+            platform.shutdown_within(Duration::from_millis(200)).await;
             return ExitCode::from(2);
         }
     };
@@ -84,6 +87,7 @@ async fn run(
     );
     if let Err(e) = endpoint.establish().await {
         eprintln!("notify: cannot establish {uri}: {e}");
+        platform.shutdown_within(Duration::from_millis(200)).await;
         return ExitCode::FAILURE;
     }
     // All targets at once; one line each, in the order given.

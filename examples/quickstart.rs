@@ -63,21 +63,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Alice accepts IM calls and echoes every message, prefixed with the caller's homing.
     let mut calls = incoming_im_calls(&alice);
     let echo = tokio::spawn(async move {
-        let call = calls.next().await?;
+        let call = calls.next().await.ok_or("alice's endpoint stopped")?;
         let homing = call.homing();
-        let mut flow = call.accept().await.ok()?;
+        let mut flow = call
+            .accept()
+            .await
+            .map_err(|e| format!("alice could not accept: {e}"))?;
         let mut echoed = 0;
         while let Some(m) = flow.recv().await {
-            let _ = flow.send_text(&format!("[{homing}] {}", m.text())).await;
+            flow.send_text(&format!("[{homing}] {}", m.text()))
+                .await
+                .map_err(|e| format!("alice's echo of {:?} failed: {e}", m.text()))?;
             echoed += 1;
         }
-        Some(echoed)
+        Ok::<_, String>(echoed)
     });
 
+    // Who alice is comes from the topology (`contoso.test` is a home domain): an
+    // `Address<OnPremises>`, so the conversation is typed as one with a home user.
+    let Homed::OnPremises(alice_address) =
+        bot_platform.topology().classify("sip:alice@contoso.test")?
+    else {
+        return Err("alice should be homed on premises".into());
+    };
     // The bot opens the conversation (its first message rides in the INVITE) and talks.
-    let conversation =
-        Conversation::new(&bot, Address::assume_on_premises("sip:alice@contoso.test")?)
-            .with_subject("quick start");
+    let conversation = Conversation::new(&bot, alice_address).with_subject("quick start");
     let call = conversation.instant_messaging_call();
     let mut flow = call.establish_with_message("Hello Alice").await?;
     lap("IM call established (INVITE, 200, ACK)", &mut timings);
@@ -95,7 +105,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     lap("three messages echoed", &mut timings);
     call.terminate().await?;
-    let echoed = echo.await?.ok_or("alice's side failed")?;
+    let echoed = echo.await??;
+    println!("alice echoed {echoed} messages");
     lap("call ended (BYE, 200)", &mut timings);
 
     let picture = ladder.snapshot();
@@ -109,7 +120,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("  {:>8.2} ms  {what}", ms(*d));
     }
     println!("  {:>8.2} ms  total", ms(t0.elapsed()));
-    assert_eq!(echoed, 3, "alice echoed every message");
     bot.terminate().await;
     alice.terminate().await;
     bot_platform.shutdown().await;

@@ -1,7 +1,11 @@
 //! The `echo_bot` and `notify` examples as a user runs them, against the real front ends
 //! of peer-harness: the bot registers at contoso; `notify` from contoso (a home user's
 //! view) and from fabrikam (across federation) sends it a message each; the bot echoes
-//! with the sender's homing. A target that does not exist is reported as failed.
+//! with the sender's homing. A target that does not exist is reported as failed. `ping`
+//! reaches the bot through the front end; on Ctrl-C (SIGINT) the bot hangs up the
+//! conversation still open, unregisters and exits 0. Without any server: `quickstart` runs
+//! to the end and exits 0, and the examples answer bad arguments with a message naming the
+//! flag, not a panic.
 //!
 //! The example binaries come from the same `cargo test --all-targets` build (they sit in
 //! `target/debug/examples`); when missing (a test run without `--all-targets`) they are
@@ -9,11 +13,12 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use peer_harness::{Deployment, Federation};
+use ucma::prelude::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -85,6 +90,33 @@ impl Bot {
     }
 }
 
+impl Bot {
+    /// Sends SIGINT (what Ctrl-C sends) and waits for the bot to exit.
+    fn interrupt(&mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("kill -INT");
+        assert!(status.success(), "kill -INT {}", self.child.id());
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("echo_bot status") {
+                // Whatever it printed on its way out.
+                while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                    self.seen.push(l);
+                }
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "echo_bot still running {WAIT:?} after SIGINT; it printed:\n{}",
+                self.seen.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 impl Drop for Bot {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -128,6 +160,24 @@ fn start_bot(fed: &Federation) -> Bot {
         lines,
         seen: Vec::new(),
     }
+}
+
+/// Runs example `name` with `args` to its end (within the wait).
+fn run(name: &str, args: &[String]) -> Output {
+    let child = Command::new(example(name))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{name} starts: {e}"));
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    rx.recv_timeout(WAIT)
+        .unwrap_or_else(|_| panic!("{name} {args:?} did not finish within {WAIT:?}"))
+        .expect("example output")
 }
 
 /// Runs `notify` from deployment `d` and returns (exit code, stdout lines).
@@ -195,4 +245,199 @@ fn echo_bot_answers_home_and_federated_senders_and_notify_reports_each_outcome()
     );
     let seen = bot.wait_for("[federated] hello across federation");
     assert!(seen.contains("sip:notify@fabrikam.test"), "{seen}");
+
+    // ping, through the front end to the bot's platform, which answers OPTIONS.
+    let mut args = flags(&fed, Deployment::Contoso, "ping");
+    args.push("sip:echo@contoso.test".into());
+    let out = run("ping", &args);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.starts_with("SIP/2.0 200 "), "{stdout}{stderr}");
+
+    // A conversation still open when the bot is stopped: the bot hangs it up (BYE) before
+    // it exits, rather than leave the other side in a call nobody answers.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let (platform, carol, call, mut flow) = rt.block_on(open_call_to_the_bot(&fed));
+    let status = bot.interrupt();
+    rt.block_on(async {
+        let end = tokio::time::timeout(WAIT, flow.recv()).await;
+        assert!(
+            matches!(end, Ok(None)),
+            "the bot's SIGINT did not end the conversation: {end:?}"
+        );
+        assert!(
+            matches!(call.termination_reason(), Some(TerminationReason::Remote)),
+            "{:?}",
+            call.termination_reason()
+        );
+        carol.terminate().await;
+        platform.shutdown().await;
+    });
+    assert!(
+        status.success(),
+        "echo_bot exited {status} on SIGINT; it printed:\n{}",
+        bot.seen.join("\n")
+    );
+    bot.wait_for("hung up");
+    bot.wait_for("stopped");
+}
+
+/// From fabrikam, an application endpoint `sip:carol@fabrikam.test` with an IM call to the
+/// bot, one message echoed.
+async fn open_call_to_the_bot(
+    fed: &Federation,
+) -> (
+    CollaborationPlatform,
+    ApplicationEndpoint,
+    InstantMessagingCall<Federated>,
+    InstantMessagingFlow,
+) {
+    let d = Deployment::Fabrikam;
+    let app = fed.pki().application(d);
+    let settings = ServerPlatformSettings::new(
+        "ucma-rs examples interop",
+        d.application(),
+        Identity::from_pem(app.cert_pem.as_bytes(), app.key_pem.as_bytes()).expect("identity"),
+        TrustRoots::from_pem(fed.pki().ca_pem().as_bytes()).expect("roots"),
+        OutboundProxy::tls(fed.front_end(d).mtls_addr(), d.fqdn()),
+    )
+    .listen(Listener::mutual_tls(
+        "127.0.0.1:0".parse().expect("address"),
+    ))
+    .topology(Topology::new([d.domain()]));
+    let platform = CollaborationPlatform::start(settings)
+        .await
+        .expect("fabrikam platform");
+    let carol = ApplicationEndpoint::new(
+        &platform,
+        ApplicationEndpointSettings::new(
+            Address::assume_on_premises("sip:carol@fabrikam.test").expect("address"),
+        ),
+    );
+    carol.establish().await.expect("carol established");
+    let Homed::Federated(bot) = platform
+        .topology()
+        .classify("sip:echo@contoso.test")
+        .expect("bot address")
+    else {
+        panic!("the bot is federated as fabrikam sees it");
+    };
+    let call = Conversation::new(&carol, bot).instant_messaging_call();
+    let mut flow = tokio::time::timeout(WAIT, call.establish())
+        .await
+        .expect("IM call answered in time")
+        .expect("IM call to the bot");
+    flow.send_text("still there?").await.expect("delivered");
+    let echo = tokio::time::timeout(WAIT, flow.recv())
+        .await
+        .expect("echo in time")
+        .expect("an echo");
+    assert_eq!(echo.text(), "[federated] still there?");
+    (platform, carol, call, flow)
+}
+
+#[test]
+fn quickstart_runs_without_a_server_and_exits_0() {
+    let out = run("quickstart", &[]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{}\n{stdout}{stderr}", out.status);
+    for line in [
+        "bot got: [on-premises] Hello Alice",
+        "bot got: [on-premises] Bye for now",
+        "alice echoed 3 messages",
+        "SIP ladder",
+        "BYE",
+        "SVG ladder written to",
+        "ms  total",
+    ] {
+        assert!(stdout.contains(line), "no {line:?} in:\n{stdout}{stderr}");
+    }
+}
+
+/// Bad arguments are answered with a message naming the flag and exit code 2, never a
+/// panic; no server is needed to see it.
+#[test]
+fn examples_name_the_bad_flag_and_exit_2() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let missing = dir.path().join("missing.pem").display().to_string();
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "not a certificate").expect("write");
+    let not_pem = not_pem.display().to_string();
+    let args = |extra: &[&str]| -> Vec<String> {
+        ["--proxy", "127.0.0.1:9", "--uri", "sip:bot@contoso.test"]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let cases: Vec<(&str, Vec<String>, String)> = vec![
+        (
+            "ping",
+            args(&[
+                "--cert",
+                &missing,
+                "--key",
+                &missing,
+                "--ca",
+                &missing,
+                "sip:a@contoso.test",
+            ]),
+            format!("--cert {missing}: "),
+        ),
+        (
+            "ping",
+            args(&[
+                "--cert",
+                &not_pem,
+                "--key",
+                &not_pem,
+                "--ca",
+                &not_pem,
+                "sip:a@contoso.test",
+            ]),
+            format!("--cert {not_pem} / --key {not_pem}: "),
+        ),
+        (
+            "notify",
+            args(&[
+                "--tcp",
+                "--listen",
+                "127.0.0.1:0",
+                "--message",
+                "hi",
+                "sip:a@contoso.test",
+            ]),
+            "--listen 127.0.0.1:0 with --tcp needs --cert and --key".into(),
+        ),
+        (
+            "echo_bot",
+            args(&["--tcp", "--cert", &missing]),
+            "--cert needs --key".into(),
+        ),
+        ("ping", args(&["--bogus"]), "unknown flag --bogus".into()),
+        (
+            "ping",
+            args(&["--tcp", "--listen", "nowhere", "sip:a@contoso.test"]),
+            "--listen nowhere: ".into(),
+        ),
+    ];
+    for (name, args, expected) in cases {
+        let out = run(name, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name} {args:?}: {stderr}");
+        assert!(
+            stderr.contains(&expected) && !stderr.contains("panicked"),
+            "{name} {args:?}: expected {expected:?} in:\n{stderr}"
+        );
+    }
 }

@@ -166,27 +166,34 @@ impl Flags {
             None => None,
         };
         if self.tcp {
+            let identity = match (&self.cert, &self.key) {
+                (Some(c), Some(k)) => Some(load_identity(c, k)?),
+                (None, None) => None,
+                (Some(_), None) => return Err("--cert needs --key".to_string()),
+                (None, Some(_)) => return Err("--key needs --cert".to_string()),
+            };
+            let proxy = OutboundProxy::tcp(addr);
+            // Over TCP a trusted application still has a certificate; without one this is a
+            // client platform, which does not listen.
+            let Some(identity) = identity else {
+                if let Some(l) = &self.listen {
+                    return Err(format!(
+                        "--listen {l} with --tcp needs --cert and --key (without them the \
+                         platform is a client, which does not listen)"
+                    ));
+                }
+                return Ok(
+                    ClientPlatformSettings::new(user_agent, TrustRoots::new(), proxy)
+                        .topology(topology)
+                        .into(),
+                );
+            };
             let mut s = ServerPlatformSettings::new(
                 user_agent,
                 self.fqdn(),
-                // Unused over TCP, but a trusted application always has one; make do with
-                // the client settings when no certificate is given.
-                match (&self.cert, &self.key) {
-                    (Some(c), Some(k)) => {
-                        Identity::from_pem_files(c, k).map_err(|e| e.to_string())?
-                    }
-                    _ => {
-                        return Ok(ClientPlatformSettings::new(
-                            user_agent,
-                            TrustRoots::new(),
-                            OutboundProxy::tcp(addr),
-                        )
-                        .topology(topology)
-                        .into())
-                    }
-                },
+                identity,
                 TrustRoots::new(),
-                OutboundProxy::tcp(addr),
+                proxy,
             )
             .topology(topology);
             if let Some(l) = listen {
@@ -206,19 +213,27 @@ impl Flags {
             .ca
             .as_deref()
             .ok_or("--ca PEM is required (or --tcp)")?;
-        let mut s = ServerPlatformSettings::from_pem_files(
+        // Read one file at a time, so that an error names the flag and the file.
+        let identity = load_identity(cert, key)?;
+        let roots = TrustRoots::from_pem_file(ca).map_err(|e| format!("--ca {ca}: {e}"))?;
+        let mut s = ServerPlatformSettings::new(
             user_agent,
             self.fqdn(),
-            cert,
-            key,
-            ca,
+            identity,
+            roots,
             OutboundProxy::tls(addr, name),
         )
-        .map_err(|e| e.to_string())?
         .topology(topology);
         if let Some(l) = listen {
             s = s.listen(Listener::mutual_tls(l));
         }
         Ok(s.into())
     }
+}
+
+/// The application's certificate chain and key; an error names the flag and the file.
+fn load_identity(cert: &str, key: &str) -> Result<Identity, String> {
+    let chain = std::fs::read(cert).map_err(|e| format!("--cert {cert}: {e}"))?;
+    let key_pem = std::fs::read(key).map_err(|e| format!("--key {key}: {e}"))?;
+    Identity::from_pem(&chain, &key_pem).map_err(|e| format!("--cert {cert} / --key {key}: {e}"))
 }
