@@ -45,3 +45,18 @@ pub enum EndpointError {
     #[error("the endpoint is {0:?}")]
     NotEstablished(crate::EndpointState),
 }
+
+impl EndpointError {
+    /// For a 423 Interval Too Brief, the longer lifetime the server asks for than `asked`
+    /// (see [`min_expires_above`](crate::registration::min_expires_above)).
+    pub(crate) fn longer_expires(&self, asked: u32) -> Option<u32> {
+        match self {
+            EndpointError::Request(RequestError::Status {
+                code: 423,
+                response,
+                ..
+            }) => crate::registration::min_expires_above(response, asked),
+            _ => None,
+        }
+    }
+}

@@ -185,7 +185,7 @@ impl LocalOwnerPresence {
     ) -> Result<(String, u32), EndpointError> {
         let asked = self.expires.max(*min_expires);
         match self.send(if_match, body.clone(), asked).await {
-            Err(e) => match longer_expires(&e, asked) {
+            Err(e) => match e.longer_expires(asked) {
                 Some(min) => {
                     debug!(asked, min, "publication too brief (423)");
                     *min_expires = min;
@@ -219,22 +219,6 @@ impl LocalOwnerPresence {
         let ok = self.core.platform().send_request(r).await?;
         Ok(publication_of(&ok, expires))
     }
-}
-
-/// The `Min-Expires` of a 423 (Interval Too Brief) answer, when it asks for more than
-/// `asked`: the lifetime to ask for instead.
-fn longer_expires(error: &EndpointError, asked: u32) -> Option<u32> {
-    let EndpointError::Request(RequestError::Status {
-        code: 423,
-        response,
-        ..
-    }) = error
-    else {
-        return None;
-    };
-    let min = response.header(HeaderName::MinExpires)?;
-    let min = std::str::from_utf8(min).ok()?.trim().parse::<u32>().ok()?;
-    (min > asked).then_some(min)
 }
 
 /// The entity tag and lifetime a 2xx to PUBLISH grants (RFC 3903 §11.3).

@@ -154,11 +154,7 @@ impl Registration {
                     response,
                     ..
                 }) if expires != 0 => {
-                    let min = response
-                        .header(HeaderName::MinExpires)
-                        .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u32>().ok())
-                        .filter(|&m| m > expires);
-                    let Some(min) = min else {
+                    let Some(min) = min_expires_above(&response, expires) else {
                         return Err(EndpointError::Request(RequestError::Status {
                             code: 423,
                             reason: "Interval Too Brief without a usable Min-Expires".into(),
@@ -226,6 +222,15 @@ fn granted(ok: &SipMessage, contact: &str, asked: u32) -> Granted {
         .or_else(|| ok.expires().and_then(Result::ok))
         .unwrap_or(asked);
     Granted { expires, gruu }
+}
+
+/// The `Min-Expires` of a 423 Interval Too Brief answer (RFC 3261 §21.4.17), when it asks
+/// for more than `asked`: the lifetime to ask for instead, for REGISTER, SUBSCRIBE and
+/// PUBLISH alike.
+pub(crate) fn min_expires_above(response: &SipMessage, asked: u32) -> Option<u32> {
+    let min = response.header(HeaderName::MinExpires)?;
+    let min = std::str::from_utf8(min).ok()?.trim().parse::<u32>().ok()?;
+    (min > asked).then_some(min)
 }
 
 /// When to refresh a binding of `expires` seconds: at 80 % of it, at least 1 s before

@@ -923,22 +923,6 @@ pub(crate) fn retry_after_of(response: &SipMessage) -> Option<u32> {
         .map(|n| n.min(u64::from(u32::MAX)) as u32)
 }
 
-/// The `Min-Expires` of a 423 (Interval Too Brief) answer, when it asks for more than
-/// `asked` (RFC 6665 §4.1.2.1, RFC 3261 §21.4.17): the lifetime to ask for instead.
-fn longer_expires(error: &EndpointError, asked: u32) -> Option<u32> {
-    let EndpointError::Request(RequestError::Status {
-        code: 423,
-        response,
-        ..
-    }) = error
-    else {
-        return None;
-    };
-    let min = response.header(HeaderName::MinExpires)?;
-    let min = std::str::from_utf8(min).ok()?.trim().parse::<u32>().ok()?;
-    (min > asked).then_some(min)
-}
-
 /// What to do after an attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Next {
@@ -1700,7 +1684,7 @@ impl ViewTask {
                 }
                 let refresh = sent == Sent::Refresh;
                 let asked = self.config.expires.max(sub.min_expires);
-                if let Some(min) = longer_expires(&e, asked) {
+                if let Some(min) = e.longer_expires(asked) {
                     // Too brief for the notifier: ask again at once with its minimum, in
                     // the dialog for a refresh, in a new one for a first SUBSCRIBE.
                     debug!(target = %target, asked, min, "SUBSCRIBE too brief (423)");
@@ -1999,18 +1983,15 @@ mod tests {
     #[test]
     fn a_423_gives_the_lifetime_to_ask_for() {
         let too_brief = status(423, "Min-Expires: 120\r\n");
-        assert_eq!(longer_expires(&too_brief, 60), Some(120));
+        assert_eq!(too_brief.longer_expires(60), Some(120));
         // Nothing longer to ask for: retrying would loop.
-        assert_eq!(longer_expires(&too_brief, 120), None);
-        assert_eq!(longer_expires(&status(423, ""), 60), None);
+        assert_eq!(too_brief.longer_expires(120), None);
+        assert_eq!(status(423, "").longer_expires(60), None);
         assert_eq!(
-            longer_expires(&status(423, "Min-Expires: soon\r\n"), 60),
+            status(423, "Min-Expires: soon\r\n").longer_expires(60),
             None
         );
-        assert_eq!(
-            longer_expires(&status(400, "Min-Expires: 120\r\n"), 60),
-            None
-        );
+        assert_eq!(status(400, "Min-Expires: 120\r\n").longer_expires(60), None);
     }
 
     #[test]

@@ -1111,6 +1111,32 @@ fn a_publication_too_brief_for_the_server_is_asked_again_with_its_min_expires() 
     });
 }
 
+/// `presence` publishes `availability`; the scripted front end grants it with entity tag
+/// `e1` for `expires` seconds.
+async fn publish_first(
+    fe: &mut scripted::FrontEnd,
+    presence: &application_endpoint::LocalOwnerPresence,
+    availability: Availability,
+    expires: &str,
+) {
+    let script = async {
+        let first = fe.request(sip_core::Method::Publish, "the PUBLISH").await;
+        fe.reply(
+            &first,
+            200,
+            None,
+            &[("SIP-ETag", "e1"), ("Expires", expires)],
+        )
+        .await;
+    };
+    let (published, ()) = bounded(
+        "PUBLISH",
+        futures_join(presence.publish_availability(availability, None), script),
+    )
+    .await;
+    published.expect("published");
+}
+
 #[test]
 fn a_removal_during_a_refresh_waits_for_the_refreshed_entity_tag() {
     use sip_core::{HeaderName, Method};
@@ -1121,21 +1147,8 @@ fn a_removal_during_a_refresh_waits_for_the_refreshed_entity_tag() {
         let presence = bot.local_owner_presence();
         let header = |rm: &transport_tls::ReceivedMessage, h| scripted::header(rm, h);
 
-        let script = async {
-            let first = fe.request(Method::Publish, "the PUBLISH").await;
-            // Granted 2 s: refreshed after 1 s.
-            fe.reply(&first, 200, None, &[("SIP-ETag", "e1"), ("Expires", "2")])
-                .await;
-        };
-        let (published, ()) = bounded(
-            "PUBLISH",
-            futures_join(
-                presence.publish_availability(Availability::Busy, None),
-                script,
-            ),
-        )
-        .await;
-        published.expect("published");
+        // Granted 2 s: refreshed after 1 s.
+        publish_first(&mut fe, presence, Availability::Busy, "2").await;
         let refresh = fe.request(Method::Publish, "the refresh").await;
         assert_eq!(
             header(&refresh, HeaderName::SipIfMatch).as_deref(),
@@ -1173,28 +1186,13 @@ fn a_removal_during_a_refresh_waits_for_the_refreshed_entity_tag() {
 
 #[test]
 fn a_dropped_endpoint_stops_refreshing_its_publication() {
-    use sip_core::Method;
     runtime().block_on(async {
         let mut fe = scripted::FrontEnd::start().await;
         let platform = fe.platform().await;
         let bot = endpoint(&platform, "sip:bot@contoso.test").await;
         let core = Arc::downgrade(bot.core());
-        let script = async {
-            let first = fe.request(Method::Publish, "the PUBLISH").await;
-            // Granted 2 s: refreshed after 1 s while anyone holds the publication.
-            fe.reply(&first, 200, None, &[("SIP-ETag", "e1"), ("Expires", "2")])
-                .await;
-        };
-        let (published, ()) = bounded(
-            "PUBLISH",
-            futures_join(
-                bot.local_owner_presence()
-                    .publish_availability(Availability::Busy, None),
-                script,
-            ),
-        )
-        .await;
-        published.expect("published");
+        // Granted 2 s: refreshed after 1 s while anyone holds the publication.
+        publish_first(&mut fe, bot.local_owner_presence(), Availability::Busy, "2").await;
 
         // Dropped without terminate(): nothing holds the publication any more, so nothing
         // may keep refreshing it (nor keep the endpoint alive to do so).
@@ -1217,20 +1215,7 @@ fn removing_a_publication_the_server_no_longer_has_succeeds() {
         let platform = fe.platform().await;
         let bot = endpoint(&platform, "sip:bot@contoso.test").await;
         let presence = bot.local_owner_presence();
-        let script = async {
-            let first = fe.request(Method::Publish, "the PUBLISH").await;
-            fe.reply(&first, 200, None, &[("SIP-ETag", "e1"), ("Expires", "600")])
-                .await;
-        };
-        let (published, ()) = bounded(
-            "PUBLISH",
-            futures_join(
-                presence.publish_availability(Availability::Online, None),
-                script,
-            ),
-        )
-        .await;
-        published.expect("published");
+        publish_first(&mut fe, presence, Availability::Online, "600").await;
 
         // The server forgot it (it restarted, or the publication expired): 412. What
         // remove() is for is done.
@@ -1258,20 +1243,7 @@ fn a_failed_refresh_is_retried_after_the_servers_retry_after() {
         let platform = fe.platform().await;
         let bot = endpoint(&platform, "sip:bot@contoso.test").await;
         let presence = bot.local_owner_presence();
-        let script = async {
-            let first = fe.request(Method::Publish, "the PUBLISH").await;
-            fe.reply(&first, 200, None, &[("SIP-ETag", "e1"), ("Expires", "2")])
-                .await;
-        };
-        let (published, ()) = bounded(
-            "PUBLISH",
-            futures_join(
-                presence.publish_availability(Availability::Online, None),
-                script,
-            ),
-        )
-        .await;
-        published.expect("published");
+        publish_first(&mut fe, presence, Availability::Online, "2").await;
 
         // The server is overloaded: the next refresh waits as long as it asks.
         let refresh = fe.request(Method::Publish, "the refresh").await;
