@@ -249,6 +249,25 @@ impl CallShared {
         self.transition(s, None)
     }
 
+    /// Ends the established call in `dialog` with BYE (RFC 3261 §15.1.1); a dialog the
+    /// peer no longer knows (481) is ended all the same.
+    async fn hang_up(&self, dialog: &DialogId) -> Result<(), CallError> {
+        self.set_state(ConversationState::Terminating);
+        let r = self
+            .conversation
+            .endpoint()
+            .platform()
+            .send_in_dialog(dialog, OutgoingRequest::new(Method::Bye, ""))
+            .await;
+        self.end(TerminationReason::Local);
+        self.set_remote_typing(false);
+        match r {
+            Ok(_) | Err(RequestError::NoDialog) => Ok(()),
+            Err(RequestError::Status { code: 481, .. }) => Ok(()),
+            Err(e) => Err(CallError::Request(e)),
+        }
+    }
+
     /// Ends the call for `reason` (kept only by the first end).
     fn end(&self, reason: TerminationReason) -> bool {
         self.transition(ConversationState::Terminated, Some(reason))
@@ -858,20 +877,7 @@ impl<H: Homing> InstantMessagingCall<H> {
             self.shared.end(TerminationReason::Local);
             return Ok(());
         };
-        self.set_state(ConversationState::Terminating);
-        let r = self
-            .conversation
-            .endpoint()
-            .platform()
-            .send_in_dialog(&dialog, OutgoingRequest::new(Method::Bye, ""))
-            .await;
-        self.shared.end(TerminationReason::Local);
-        self.shared.set_remote_typing(false);
-        match r {
-            Ok(_) | Err(RequestError::NoDialog) => Ok(()),
-            Err(RequestError::Status { code: 481, .. }) => Ok(()),
-            Err(e) => Err(CallError::Request(e)),
-        }
+        self.shared.hang_up(&dialog).await
     }
 
     /// Accepts an incoming INVITE `req` for this call (UAS side).
@@ -1217,6 +1223,19 @@ impl InstantMessagingFlow {
     /// for an accepted incoming call, the flow is what the application holds.
     pub fn termination_reason(&self) -> Option<TerminationReason> {
         self.sender.call.termination_reason()
+    }
+
+    /// Hangs up (BYE), as [`InstantMessagingCall::terminate`] does for an established
+    /// call: for an accepted incoming call, the flow is what the application holds. Ok if
+    /// the call had already ended.
+    ///
+    /// Cancel safety: as [`InstantMessagingCall::terminate`].
+    pub async fn terminate(&self) -> Result<(), CallError> {
+        let call = &self.sender.call;
+        match call.dialog() {
+            Some(dialog) if !call.ended() => call.hang_up(&dialog).await,
+            _ => Ok(()),
+        }
     }
 
     /// As [`MessageSender::send`].

@@ -146,6 +146,36 @@ async fn conversation_with_messages_both_ways_typing_and_bye() {
     ));
 }
 
+/// The callee hangs up through the flow, all an accepted incoming call leaves it: the
+/// caller gets the BYE, both ends are Terminated, and a second hang-up is a no-op.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accepted_call_is_hung_up_through_its_flow() {
+    let p = setup().await;
+    let mut calls = incoming_im_calls(&p.alice);
+    let call =
+        Conversation::new(&p.bot, on_prem("sip:alice@contoso.test")).instant_messaging_call();
+    let callee = tokio::spawn(async move {
+        let flow = next_call(&mut calls).await.accept().await.unwrap();
+        flow.terminate().await.unwrap();
+        assert!(matches!(
+            flow.termination_reason(),
+            Some(TerminationReason::Local)
+        ));
+        flow.terminate().await.unwrap();
+    });
+    let mut flow = call.establish().await.unwrap();
+    tokio::time::timeout(WAIT, callee).await.unwrap().unwrap();
+    assert!(tokio::time::timeout(WAIT, flow.recv())
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(call.state(), ConversationState::Terminated);
+    assert!(matches!(
+        call.termination_reason(),
+        Some(TerminationReason::Remote)
+    ));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decline_with_a_chosen_status() {
     let p = setup().await;
