@@ -23,6 +23,8 @@ use sip_core::{
 };
 // foldhash (seeded per map) instead of SipHash: these maps are looked up for every message.
 use foldhash::{HashMap, HashMapExt};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -243,6 +245,9 @@ pub(crate) struct Driver {
     transport_errors: HashMap<TransactionId, TransportError>,
     /// 2xx answers to INVITEs waiting for their ACK, by dialog and CSeq number (§13.3.1.4).
     unacked: HashMap<(DialogId, u32), Unacked>,
+    /// When each of `unacked` is due, earliest first; an entry whose time is no longer its
+    /// `next` (ACKed, re-armed) is skipped when it comes up.
+    ack_due: BinaryHeap<Reverse<(Instant, DialogId, u32)>>,
     /// Dialog-creating requests outside a dialog whose server transaction lives, by what a
     /// merged copy of them shares (§8.2.2.2), and the other way round for the cleanup.
     merging: HashMap<MergeKey, TransactionId>,
@@ -380,6 +385,7 @@ impl Driver {
                 conn_trust: HashMap::new(),
                 transport_errors: HashMap::new(),
                 unacked: HashMap::new(),
+                ack_due: BinaryHeap::new(),
                 merging: HashMap::new(),
                 merge_keys: HashMap::new(),
                 lanes: HashMap::new(),
@@ -901,26 +907,28 @@ impl Driver {
         }
     }
 
-    /// When the next 2xx waiting for its ACK is due again (a scan: entries live from a 2xx
-    /// to its ACK, a round trip, so there are few).
+    /// When the next 2xx waiting for its ACK is due again (possibly one already ACKed:
+    /// waking for it costs one look).
     fn next_ack_timer(&self) -> Option<Instant> {
-        self.unacked.values().map(|u| u.next).min()
+        self.ack_due.peek().map(|Reverse((at, _, _))| *at)
     }
 
     /// Retransmits the 2xx answers still without ACK that are due (T1 doubling up to T2)
     /// and ends with BYE the sessions whose ACK did not come within 64*T1 (§13.3.1.4).
     fn on_ack_timers(&mut self, now: Instant) {
-        if self.unacked.is_empty() {
-            return;
-        }
-        let due: Vec<(DialogId, u32)> = self
-            .unacked
-            .iter()
-            .filter(|(_, u)| u.next <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
         let t2 = self.layer.config().t2;
-        for key in due {
+        while let Some(Reverse((at, ..))) = self.ack_due.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((at, dialog, seq))) = self.ack_due.pop() else {
+                break;
+            };
+            let key = (dialog, seq);
+            // ACKed, or re-armed for a later time: not due now.
+            if self.unacked.get(&key).is_none_or(|u| u.next != at) {
+                continue;
+            }
             if self.dialogs.get(&key.0).is_none() {
                 // Ended meanwhile (BYE either way): nothing left to confirm.
                 self.unacked.remove(&key);
@@ -933,12 +941,16 @@ impl Driver {
                 self.layer.send_stateless(&u.response, u.peer);
                 u.interval = (u.interval * 2).min(t2).max(u.interval);
                 u.next = (now + u.interval).min(u.give_up);
+                self.ack_due.push(Reverse((u.next, key.0, key.1)));
                 continue;
             }
             self.unacked.remove(&key);
             warn!("no ACK for a 2xx within 64*T1: ending the session with BYE");
             self.announce_end(&key.0, DialogEndReason::NoAck);
             self.bye(now, &key.0);
+        }
+        if self.ack_due.capacity() > 1024 && self.ack_due.len() * 4 < self.ack_due.capacity() {
+            self.ack_due.shrink_to(self.ack_due.len() * 2);
         }
     }
 
@@ -996,6 +1008,8 @@ impl Driver {
             Ok(()) => {
                 if let Some((key, response, peer)) = awaits_ack {
                     let interval = self.layer.config().t1;
+                    self.ack_due
+                        .push(Reverse((now + interval, key.0.clone(), key.1)));
                     self.unacked.insert(
                         key,
                         Unacked {

@@ -54,6 +54,20 @@ impl PartialEq for DialogId {
 
 impl Eq for DialogId {}
 
+/// By the key bytes, as equality: an order so that dialog ids can key ordered collections
+/// (a timer heap); it means nothing beyond that.
+impl Ord for DialogId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.buf.cmp(&other.buf)
+    }
+}
+
+impl PartialOrd for DialogId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 impl std::hash::Hash for DialogId {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         // As `[u8]` hashes: `Borrow<[u8]>` requires the same hash.
