@@ -246,20 +246,16 @@ fn refresh_retry(error: &EndpointError, failures: u32) -> Option<Duration> {
     if matches!(e, RequestError::Shutdown) {
         return None;
     }
-    if let RequestError::Status { response, .. } = e {
-        if let Some(s) = crate::view::retry_after_of(response) {
-            return Some(Duration::from_secs(u64::from(s)));
-        }
-    }
     let factor = 1u32
         .checked_shl(failures.saturating_sub(1))
         .unwrap_or(u32::MAX);
-    Some(
-        REFRESH_RETRY_MIN
-            .checked_mul(factor)
-            .unwrap_or(REFRESH_RETRY_MAX)
-            .min(REFRESH_RETRY_MAX),
-    )
+    let backoff = REFRESH_RETRY_MIN
+        .checked_mul(factor)
+        .unwrap_or(REFRESH_RETRY_MAX)
+        .min(REFRESH_RETRY_MAX);
+    // The server's Retry-After, but never sooner than the backoff ("Retry-After: 0" is no
+    // licence to loop), as for registrations.
+    Some(crate::registration::retry_after(error).map_or(backoff, |r| r.max(backoff)))
 }
 
 async fn refresh(refreshing: Refreshing, expires: u32) {
@@ -366,6 +362,11 @@ mod tests {
             Some(secs(30))
         );
         assert_eq!(refresh_retry(&status(500, ""), 2), Some(secs(2)));
+        // Retry-After: 0 does not make a tight loop.
+        assert_eq!(
+            refresh_retry(&status(503, "Retry-After: 0\r\n"), 3),
+            Some(secs(4))
+        );
         // The platform stopped: nothing can be refreshed any more.
         let stopped = EndpointError::Request(RequestError::Shutdown);
         assert_eq!(refresh_retry(&stopped, 1), None);

@@ -261,19 +261,13 @@ fn refused_for_good(e: &EndpointError) -> Option<(u16, String)> {
 /// would otherwise leave the endpoint unregistered for a day.
 const RETRY_AFTER_MAX: Duration = Duration::from_secs(1800);
 
-/// The Retry-After (seconds, comment and parameters ignored) of a failure response.
-fn retry_after(e: &EndpointError) -> Option<Duration> {
+/// The Retry-After of a failure response, at most [`RETRY_AFTER_MAX`].
+pub(crate) fn retry_after(e: &EndpointError) -> Option<Duration> {
     let EndpointError::Request(RequestError::Status { response, .. }) = e else {
         return None;
     };
-    let v = std::str::from_utf8(response.header(HeaderName::RetryAfter)?).ok()?;
-    let v = v.trim_start();
-    let digits = &v[..v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len())];
-    // Too many digits for a u64 is longer than the cap anyway.
-    let secs = digits
-        .parse::<u64>()
-        .map_or_else(|_| (!digits.is_empty()).then_some(u64::MAX), Some)?;
-    Some(Duration::from_secs(secs).min(RETRY_AFTER_MAX))
+    let secs = crate::view::retry_after_of(response)?;
+    Some(Duration::from_secs(u64::from(secs)).min(RETRY_AFTER_MAX))
 }
 
 /// Keeps a registration alive until aborted: refreshes, and re-registers (state

@@ -908,7 +908,8 @@ fn read_body(request: &SipMessage) -> (Option<PresenceDocument>, Option<Presence
     }
 }
 
-/// `Retry-After` of a response, in seconds (the leading delta-seconds).
+/// `Retry-After` of a response, in seconds (the leading delta-seconds; comment and
+/// parameters ignored; more than fits is the most that fits).
 pub(crate) fn retry_after_of(response: &SipMessage) -> Option<u32> {
     let v = response.header(HeaderName::RetryAfter)?;
     let v = String::from_utf8_lossy(v);
@@ -917,10 +918,10 @@ pub(crate) fn retry_after_of(response: &SipMessage) -> Option<u32> {
         let end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         &t[..end]
     };
-    digits
-        .parse::<u64>()
-        .ok()
-        .map(|n| n.min(u64::from(u32::MAX)) as u32)
+    if digits.is_empty() {
+        return None;
+    }
+    Some(digits.parse::<u32>().unwrap_or(u32::MAX))
 }
 
 /// What to do after an attempt ended.
