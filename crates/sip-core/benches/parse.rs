@@ -8,6 +8,11 @@
 //!
 //! Report ratios (rsip / ucma, ucma / scan) from one run; absolute times vary by machine.
 //!
+//! - `httparse` (interleaved summary only): hyper's header parser on the same bytes with an
+//!   HTTP/1.1 start line: a vectorised split into (name, value) lines that validates no SIP
+//!   and reads no header. Not a target; it shows how much of the scan ratio splitting alone
+//!   costs in a well-tuned parser.
+//!
 //! After criterion's groups, the same three are timed interleaved: rounds of a few
 //! milliseconds, each timing ucma, scan and rsip back to back (in alternating order), and
 //! the ratios of each round are summarised (median and quartiles). On a shared VM whose speed
@@ -59,6 +64,34 @@ fn scan(bytes: &[u8]) -> usize {
     memchr::memmem::find_iter(bytes, b"\r\n").count()
 }
 
+/// `raw` with `SIP/2.0` in its start line replaced by `HTTP/1.1`, for httparse.
+fn as_http(raw: &[u8]) -> Vec<u8> {
+    let eol = memchr::memmem::find(raw, b"\r\n").expect("a start line");
+    let line = &raw[..eol];
+    let mut out = if let Some(rest) = line.strip_prefix(b"SIP/2.0 ") {
+        [&b"HTTP/1.1 "[..], rest].concat()
+    } else {
+        let rest = line.strip_suffix(b" SIP/2.0").expect("a request line");
+        [rest, &b" HTTP/1.1"[..]].concat()
+    };
+    out.extend_from_slice(&raw[eol..]);
+    out
+}
+
+/// httparse's split of `bytes` (see the crate doc): the head's length plus the field count.
+fn httparse(bytes: &[u8]) -> usize {
+    let mut fields = [httparse::EMPTY_HEADER; 32];
+    let done = if bytes.starts_with(b"HTTP/") {
+        httparse::Response::new(&mut fields).parse(bytes)
+    } else {
+        httparse::Request::new(&mut fields).parse(bytes)
+    };
+    match done.expect("valid") {
+        httparse::Status::Complete(n) => n + fields.iter().filter(|f| !f.name.is_empty()).count(),
+        httparse::Status::Partial => unreachable!("a whole message"),
+    }
+}
+
 fn parse(c: &mut Criterion) {
     let mut g = c.benchmark_group("parse");
     for (name, raw) in MESSAGES {
@@ -94,7 +127,8 @@ fn interleaved(rounds: usize, iters: u32) {
     println!("interleaved ratios ({rounds} rounds of {iters} calls; median [quartiles]):");
     for (name, raw) in MESSAGES {
         let bytes = Bytes::from_static(raw);
-        let (mut over_scan, mut rsip_over) = (Vec::new(), Vec::new());
+        let http = as_http(raw);
+        let (mut over_scan, mut rsip_over, mut split_over) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..rounds {
             let (ucma_ns, scan_ns) = if round % 2 == 0 {
                 let u = per_call(iters, || ucma(black_box(&bytes)));
@@ -104,13 +138,17 @@ fn interleaved(rounds: usize, iters: u32) {
                 (per_call(iters, || ucma(black_box(&bytes))), s)
             };
             let rsip_ns = per_call(iters.div_ceil(10), || rsip(black_box(raw)));
+            let split_ns = per_call(iters, || httparse(black_box(&http)));
             over_scan.push(ucma_ns / scan_ns);
             rsip_over.push(rsip_ns / ucma_ns);
+            split_over.push(split_ns / scan_ns);
         }
         let [a, m, b] = quartiles(&mut over_scan);
         let [c, n, d] = quartiles(&mut rsip_over);
+        let [e, o, f] = quartiles(&mut split_over);
         println!(
-            "  {name:<11} ucma/scan {m:.2} [{a:.2}, {b:.2}]   rsip/ucma {n:.1} [{c:.1}, {d:.1}]"
+            "  {name:<11} ucma/scan {m:.2} [{a:.2}, {b:.2}]   rsip/ucma {n:.1} [{c:.1}, {d:.1}]   \
+             httparse/scan {o:.2} [{e:.2}, {f:.2}]"
         );
     }
 }
