@@ -125,10 +125,14 @@ impl Dispatcher {
         }
     }
 
-    /// Routes requests whose Request-URI is this GRUU (RFC 5627; compared whole, with its
-    /// `gr` parameter) to `endpoint`.
+    /// Routes requests whose Request-URI is this GRUU (RFC 5627) to `endpoint`: same user
+    /// (case-sensitive) and host (case-insensitive), and the same `gr` parameter (or, for
+    /// a Lync-style GRUU without one, the same `opaque`); other parameters may differ.
+    /// A URI that is not a SIP GRUU routes nothing.
     pub fn add_gruu(&mut self, gruu: &str, endpoint: EndpointId) {
-        self.gruus.insert(gruu_key(gruu.as_bytes()), endpoint);
+        if let Some(key) = gruu_key(gruu.as_bytes()) {
+            self.gruus.insert(key, endpoint);
+        }
     }
 
     /// Makes `endpoint` the default routing endpoint: it gets requests no owner matches.
@@ -180,7 +184,7 @@ impl Dispatcher {
         }
         let target = self
             .gruus
-            .get(&gruu_key(uri))
+            .get(&gruu_key(uri).unwrap_or_default())
             .or_else(|| owner_key(uri).and_then(|k| self.owners.get(&k)))
             .copied()
             .or_else(|| self.default.filter(|_| for_home(uri)));
@@ -288,8 +292,20 @@ fn owner_key(uri: &[u8]) -> Option<String> {
     Some(format!("{user}@{host}"))
 }
 
-fn gruu_key(uri: &[u8]) -> String {
-    String::from_utf8_lossy(uri).to_ascii_lowercase()
+/// `user@domain` (as [`owner_key`]) and what tells one instance's GRUU from the AOR: the
+/// `gr` value (RFC 5627 §3.1; a URN, compared case-insensitively), else the `opaque` value
+/// of a Lync-style GRUU. RFC 3261 §19.1.4 equivalence would not do: it ignores a parameter
+/// only one URI has, so it takes the AOR for its GRUU (RFC 5627 §4.1 warns of this).
+fn gruu_key(uri: &[u8]) -> Option<String> {
+    let Ok(Uri::Sip(s)) = Uri::parse(uri) else {
+        return None;
+    };
+    let instance = s.param("gr").or_else(|| s.param("opaque"))??;
+    let owner = owner_key(uri)?;
+    Some(format!(
+        "{owner};{}",
+        String::from_utf8_lossy(&instance).to_ascii_lowercase()
+    ))
 }
 
 #[cfg(test)]
@@ -343,6 +359,31 @@ mod tests {
             d.dispatch(&r, true, false, |_| true),
             Disposition::Deliver(EndpointId(3))
         );
+        // The GRUU as a peer may write it back: host case, parameter order, a parameter
+        // added, the URN's case. A user part in another case is another user.
+        for written in [
+            "sip:bot@Contoso.Test;transport=tls;gr=urn:uuid:0001",
+            "sip:bot@contoso.test;gr=URN:UUID:0001;ob",
+        ] {
+            let r = request("MESSAGE", written, &[]);
+            assert_eq!(
+                d.dispatch(&r, true, false, |_| true),
+                Disposition::Deliver(EndpointId(2)),
+                "{written}"
+            );
+        }
+        // Another instance's GRUU of the same AOR is the owner's; another user's is not.
+        for (other, to) in [
+            ("sip:bot@contoso.test;gr=urn:uuid:0002", 1),
+            ("sip:BOT@contoso.test;gr=urn:uuid:0001", 3),
+        ] {
+            let r = request("MESSAGE", other, &[]);
+            assert_eq!(
+                d.dispatch(&r, true, false, |_| true),
+                Disposition::Deliver(EndpointId(to)),
+                "{other}"
+            );
+        }
         // Not for a federated user's Request-URI, even with a default endpoint.
         let fed = request("MESSAGE", "sip:bob@fabrikam.test", &[]);
         assert_eq!(
