@@ -80,6 +80,25 @@ pub enum TlsConfigError {
     /// rustls refused the certificate, key or roots.
     #[error("rejected by rustls: {0}")]
     Rustls(String),
+    /// What was wrong with the contents of a file read by `Identity::from_pem_files` or
+    /// `TrustRoots::from_pem_file`, naming the file (a chain and a key may be two).
+    #[error("{path}: {error}")]
+    InFile {
+        /// The file.
+        path: String,
+        /// What was wrong with its contents ([`Pem`](Self::Pem) or [`Rustls`](Self::Rustls)).
+        error: Box<TlsConfigError>,
+    },
+}
+
+impl TlsConfigError {
+    /// This error, said of the contents of `path`.
+    pub(crate) fn in_file(self, path: &std::path::Path) -> TlsConfigError {
+        TlsConfigError::InFile {
+            path: path.display().to_string(),
+            error: Box::new(self),
+        }
+    }
 }
 
 /// An operation of the transport failed.

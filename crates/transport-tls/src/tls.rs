@@ -34,6 +34,10 @@ fn read_file(path: &Path) -> Result<Vec<u8>, TlsConfigError> {
     })
 }
 
+fn pem_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsConfigError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| TlsConfigError::Pem(format!("private key: {e}")))
+}
+
 fn pem_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
@@ -80,18 +84,23 @@ impl Identity {
     /// From PEM text: one or more `CERTIFICATE` blocks (end entity first) and a private key
     /// block (`PRIVATE KEY`, `RSA PRIVATE KEY` or `EC PRIVATE KEY`).
     pub fn from_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<Self, TlsConfigError> {
-        let chain = pem_certs(chain_pem)?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem)
-            .map_err(|e| TlsConfigError::Pem(format!("private key: {e}")))?;
-        Ok(Identity { chain, key })
+        Ok(Identity {
+            chain: pem_certs(chain_pem)?,
+            key: pem_key(key_pem)?,
+        })
     }
 
     /// From PEM files (see [`from_pem`](Self::from_pem)); chain and key may be one file.
+    /// An error names the file it is about.
     pub fn from_pem_files(
         chain: impl AsRef<Path>,
         key: impl AsRef<Path>,
     ) -> Result<Self, TlsConfigError> {
-        Identity::from_pem(&read_file(chain.as_ref())?, &read_file(key.as_ref())?)
+        let (chain, key) = (chain.as_ref(), key.as_ref());
+        Ok(Identity {
+            chain: pem_certs(&read_file(chain)?).map_err(|e| e.in_file(chain))?,
+            key: pem_key(&read_file(key)?).map_err(|e| e.in_file(key))?,
+        })
     }
 }
 
@@ -140,9 +149,10 @@ impl TrustRoots {
         Ok(r)
     }
 
-    /// Roots from a PEM file.
+    /// Roots from a PEM file. An error names the file.
     pub fn from_pem_file(path: impl AsRef<Path>) -> Result<Self, TlsConfigError> {
-        TrustRoots::from_pem(&read_file(path.as_ref())?)
+        let path = path.as_ref();
+        TrustRoots::from_pem(&read_file(path)?).map_err(|e| e.in_file(path))
     }
 
     /// How many roots.
@@ -455,6 +465,35 @@ mod tests {
             common_name: cn.map(str::to_owned),
             certificate: CertificateDer::from(Vec::new()),
         }
+    }
+
+    #[test]
+    fn pem_file_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["app.contoso.test".into()]).unwrap();
+        let (chain, key, junk) = (
+            dir.path().join("chain.pem"),
+            dir.path().join("key.pem"),
+            dir.path().join("junk.pem"),
+        );
+        std::fs::write(&chain, cert.cert.pem()).unwrap();
+        std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
+        std::fs::write(&junk, "not PEM at all\n").unwrap();
+        assert!(Identity::from_pem_files(&chain, &key).is_ok());
+        let named = |e: TlsConfigError, path: &Path| match e {
+            TlsConfigError::InFile { path: p, error } => {
+                assert_eq!(p, path.display().to_string());
+                assert!(matches!(*error, TlsConfigError::Pem(_)), "{error}");
+            }
+            other => panic!("{other:?} does not name {}", path.display()),
+        };
+        named(Identity::from_pem_files(&chain, &junk).unwrap_err(), &junk);
+        named(Identity::from_pem_files(&junk, &key).unwrap_err(), &junk);
+        named(TrustRoots::from_pem_file(&junk).unwrap_err(), &junk);
+        // The message says which file, then what is wrong with it.
+        let text = TrustRoots::from_pem_file(&junk).unwrap_err().to_string();
+        assert!(text.starts_with(&junk.display().to_string()), "{text}");
+        assert!(text.contains("no CERTIFICATE"), "{text}");
     }
 
     #[test]
