@@ -192,7 +192,6 @@ async fn echo(call: IncomingImCall, stop: watch::Receiver<bool>) {
 /// Accept, echo every message with the caller's homing until the caller hangs up, or hang
 /// up when the bot stops.
 async fn echo_typed<H: Homing>(incoming: IncomingCall<H>, mut stop: watch::Receiver<bool>) {
-    let call = incoming.call().clone();
     let caller = incoming.conversation().remote().uri().to_string();
     let conversation = incoming.conversation().id().to_string();
     let homing = H::NAME;
@@ -218,7 +217,7 @@ async fn echo_typed<H: Homing>(incoming: IncomingCall<H>, mut stop: watch::Recei
             // (The guard `wait_for` returns is dropped at once: it must not live across
             // the hang-up's await.)
             _ = async { drop(stop.wait_for(|stop| *stop).await) } => {
-                match call.terminate().await {
+                match flow.terminate().await {
                     Ok(()) => info!(%caller, "hung up: the bot is stopping"),
                     Err(e) => warn!(%caller, error = %e, "hang-up failed"),
                 }
