@@ -178,6 +178,29 @@ impl Homed {
     pub fn is_federated(&self) -> bool {
         matches!(self, Homed::Federated(_))
     }
+    /// The address, if the party is of the home deployment: what an API that acts only for
+    /// on-premises users takes, without a `match` at each call.
+    ///
+    /// ```
+    /// # use collaboration_platform::Topology;
+    /// let topology = Topology::new(["contoso.test"]);
+    /// let alice = topology.classify("sip:alice@contoso.test").unwrap();
+    /// assert_eq!(alice.on_premises().map(|a| a.uri()), Some("sip:alice@contoso.test"));
+    /// assert!(alice.federated().is_none());
+    /// ```
+    pub fn on_premises(&self) -> Option<&Address<OnPremises>> {
+        match self {
+            Homed::OnPremises(a) => Some(a),
+            Homed::Federated(_) => None,
+        }
+    }
+    /// The address, if the party is reached through the federation edge.
+    pub fn federated(&self) -> Option<&Address<Federated>> {
+        match self {
+            Homed::Federated(a) => Some(a),
+            Homed::OnPremises(_) => None,
+        }
+    }
 }
 
 /// Why a URI could not be classified.
