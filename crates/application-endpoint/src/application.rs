@@ -9,7 +9,7 @@ use crate::state::{EndpointState, StateChange};
 use crate::{Endpoint, EndpointError};
 use collaboration_platform::{Address, CollaborationPlatform, OnPremises};
 use std::sync::Arc;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 /// How an application endpoint is set up. The owner is an on-premises address: an
 /// application cannot be hosted as somebody of another deployment.
@@ -207,6 +207,15 @@ impl ApplicationEndpoint {
     /// Watches state changes with their reasons.
     pub fn watch_state(&self) -> watch::Receiver<StateChange> {
         self.core.watch_state()
+    }
+
+    /// Every state change from now on, in order, with its reason: unlike
+    /// [`watch_state`](Self::watch_state), which holds only the latest, a state held
+    /// briefly (Reestablishing while the registration is renewed after a lost connection)
+    /// is not missed. A receiver that falls more than 32 changes behind gets
+    /// `RecvError::Lagged` with the number it missed, then the rest.
+    pub fn state_changes(&self) -> broadcast::Receiver<StateChange> {
+        self.core.state_changes()
     }
 
     /// The endpoint's own presence (it is its own presentity).

@@ -299,6 +299,11 @@ impl EndpointCore {
         self.state.watch()
     }
 
+    /// Every state change from now on, in order (see [`ApplicationEndpoint::state_changes`](crate::ApplicationEndpoint::state_changes)).
+    pub fn state_changes(&self) -> broadcast::Receiver<StateChange> {
+        self.state.changes()
+    }
+
     pub(crate) fn set_state(&self, state: EndpointState, reason: impl Into<String>) {
         self.state.set(state, reason);
     }

@@ -1,6 +1,11 @@
 //! Endpoint states, observable with the reason of each change.
 
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
+
+/// State changes a [`StateCell::changes`] receiver may fall behind by before it loses the
+/// oldest (it is then told how many it missed). An endpoint changes state a handful of
+/// times in its life; a burst of reconnections makes a few more.
+const CHANGES_KEPT: usize = 32;
 
 /// Where an endpoint is in its life (UCMA's `LocalEndpointState`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -31,10 +36,13 @@ pub struct StateChange {
     pub reason: String,
 }
 
-/// Holds the state and tells watchers.
+/// Holds the state and tells watchers: the latest state (`watch`), and every change in
+/// order (`changes`), since a watcher that looks only at the latest misses a state held
+/// briefly (Reestablishing between two registrations, Draining before Terminating).
 #[derive(Debug)]
 pub(crate) struct StateCell {
     tx: watch::Sender<StateChange>,
+    changes: broadcast::Sender<StateChange>,
 }
 
 impl StateCell {
@@ -44,6 +52,7 @@ impl StateCell {
                 state: EndpointState::Idle,
                 reason: "created".into(),
             }),
+            changes: broadcast::Sender::new(CHANGES_KEPT),
         }
     }
 
@@ -52,9 +61,18 @@ impl StateCell {
     }
 
     pub(crate) fn set(&self, state: EndpointState, reason: impl Into<String>) {
-        let reason = reason.into();
-        tracing::debug!(?state, %reason, "endpoint state");
-        self.tx.send_replace(StateChange { state, reason });
+        let change = StateChange {
+            state,
+            reason: reason.into(),
+        };
+        tracing::debug!(?state, reason = %change.reason, "endpoint state");
+        // Published under the watch's lock, so that every receiver sees the changes in the
+        // order the state took them.
+        self.tx.send_modify(|c| {
+            // No receiver is not an error: nobody asked for the changes.
+            let _ = self.changes.send(change.clone());
+            *c = change;
+        });
     }
 
     /// Moves to `state` only from one of `from`, atomically (a check then a `set` races
@@ -73,7 +91,11 @@ impl StateCell {
                 return false;
             }
             tracing::debug!(?state, %reason, "endpoint state");
-            *c = StateChange { state, reason };
+            *c = StateChange {
+                state,
+                reason: reason.clone(),
+            };
+            let _ = self.changes.send(c.clone());
             true
         });
         found
@@ -81,5 +103,49 @@ impl StateCell {
 
     pub(crate) fn watch(&self) -> watch::Receiver<StateChange> {
         self.tx.subscribe()
+    }
+
+    pub(crate) fn changes(&self) -> broadcast::Receiver<StateChange> {
+        self.changes.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_keep_a_state_the_watch_has_already_replaced() {
+        let cell = StateCell::new();
+        let latest = cell.watch();
+        let mut changes = cell.changes();
+        cell.set(EndpointState::Established, "registered");
+        cell.set(EndpointState::Reestablishing, "connection lost");
+        assert_eq!(
+            cell.transition(
+                &[EndpointState::Reestablishing],
+                EndpointState::Established,
+                "registered again"
+            ),
+            Ok(())
+        );
+        // Refused: not in the changes.
+        assert_eq!(
+            cell.transition(&[EndpointState::Idle], EndpointState::Terminated, "no"),
+            Err(EndpointState::Established)
+        );
+        assert_eq!(latest.borrow().state, EndpointState::Established);
+        let mut seen = Vec::new();
+        while let Ok(c) = changes.try_recv() {
+            seen.push((c.state, c.reason));
+        }
+        assert_eq!(
+            seen,
+            [
+                (EndpointState::Established, "registered".to_string()),
+                (EndpointState::Reestablishing, "connection lost".to_string()),
+                (EndpointState::Established, "registered again".to_string()),
+            ]
+        );
     }
 }

@@ -15,7 +15,7 @@ use crate::{Endpoint, EndpointError};
 use collaboration_platform::{Address, CollaborationPlatform, Homed, OnPremises, Topology};
 use sip_core::auth::Credentials;
 use std::sync::Arc;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 /// How a user endpoint is set up.
 #[derive(Clone)]
@@ -200,6 +200,15 @@ impl UserEndpoint {
     /// Watches state changes with their reasons.
     pub fn watch_state(&self) -> watch::Receiver<StateChange> {
         self.core.watch_state()
+    }
+
+    /// Every state change from now on, in order, with its reason: unlike
+    /// [`watch_state`](Self::watch_state), which holds only the latest, a state held
+    /// briefly (Reestablishing while the registration is renewed after a lost connection)
+    /// is not missed. A receiver that falls more than 32 changes behind gets
+    /// `RecvError::Lagged` with the number it missed, then the rest.
+    pub fn state_changes(&self) -> broadcast::Receiver<StateChange> {
+        self.core.state_changes()
     }
 
     /// The user's presence as this endpoint publishes it.

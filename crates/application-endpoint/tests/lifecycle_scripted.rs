@@ -371,6 +371,44 @@ async fn a_second_terminate_returns_when_the_first_has_finished() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_changes_lists_every_change_of_a_life_in_order() {
+    let mut registrar = Registrar::bind().await;
+    let p = platform(&registrar).await;
+    let bot = registering_bot(&p);
+    let mut changes = bot.state_changes();
+    let latest = bot.watch_state();
+    establish(&bot, &mut registrar, 600).await;
+    let terminate = bot.terminate();
+    tokio::pin!(terminate);
+    let removal = tokio::select! {
+        () = &mut terminate => panic!("terminated without an answer"),
+        removal = registrar.register() => removal,
+    };
+    assert_eq!(header(&removal, "Expires"), "0", "{removal}");
+    registrar.answer(&removal, "200 OK", 0, "").await;
+    tokio::time::timeout(WAIT, terminate)
+        .await
+        .expect("terminated within the wait");
+    // The watch holds only the last of them.
+    assert_eq!(latest.borrow().state, EndpointState::Terminated);
+    let mut seen = Vec::new();
+    while let Ok(c) = changes.try_recv() {
+        assert!(!c.reason.is_empty(), "{c:?}");
+        seen.push(c.state);
+    }
+    assert_eq!(
+        seen,
+        [
+            EndpointState::Establishing,
+            EndpointState::Established,
+            EndpointState::Terminating,
+            EndpointState::Terminated
+        ]
+    );
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminate_after_a_cancelled_terminate_still_ends() {
     let mut registrar = Registrar::bind().await;
     let p = platform(&registrar).await;
