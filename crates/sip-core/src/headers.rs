@@ -15,7 +15,7 @@ use crate::scan::{
 use crate::uri::{hostport_prefix, parse_hostport, Host, HostKind};
 use crate::ParseError;
 use std::borrow::Cow;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 fn ascii(s: &[u8]) -> &str {
     // Callers pass only validated token bytes, which are ASCII.
@@ -222,6 +222,22 @@ impl<'a> Via<'a> {
         self.params
             .get("rport")
             .map(|v| v.and_then(|p| parse_u64(p).and_then(|n| u16::try_from(n).ok())))
+    }
+    /// Where a response to the request this top Via came with goes over an unreliable
+    /// transport (RFC 3261 §18.2.2, RFC 3581 §4): the `received` address, else the sent-by
+    /// address; the `rport` port, else the sent-by port, else the transport's default.
+    /// Once [`SipMessage::record_source_in_via`](crate::SipMessage::record_source_in_via)
+    /// stamped the Via, that is the source address, with the source port when asked for.
+    /// `None` for a sent-by domain name without `received` (resolving it is RFC 3263 §5);
+    /// `maddr` (multicast) is not followed.
+    pub fn response_address(&self) -> Option<SocketAddr> {
+        let ip = self.received().or_else(|| self.host().ip())?;
+        let default = match self.transport {
+            Transport::Tls | Transport::TlsSctp | Transport::Wss => 5061,
+            _ => 5060,
+        };
+        let port = self.rport().flatten().or(self.port).unwrap_or(default);
+        Some(SocketAddr::new(ip, port))
     }
     /// The `maddr` parameter.
     pub fn maddr(&self) -> Option<&'a [u8]> {

@@ -16,11 +16,12 @@ use crate::name::HeaderName;
 use crate::name_addr::{NameAddr, NameAddrIdx};
 use crate::scan::{
     find, find_byte, find_control, find_lf, forbidden_in_value, is_call_id, is_token, is_ws,
-    parse_u64, quoted_pair_at, rfind, trim, CommaSplit,
+    parse_u64, quoted_end, quoted_pair_at, rfind, trim, CommaSplit,
 };
 use crate::uri::Uri;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// Where the bytes of some text live: a range of the received buffer, one of the message's
@@ -909,6 +910,162 @@ impl SipMessage {
         self.set_header(HeaderName::To, v.freeze())
     }
 
+    /// Sets parameter `name` of the top Via to `value` (`None` for a flag such as `;rport`):
+    /// the first parameter of that name gets the new value, or one is appended. Only those
+    /// bytes change; a received message keeps every other byte as it came (the transport
+    /// stamps `received`/`rport` on what it received, and an observer should still see
+    /// the peer's bytes). `value` must be a token, a host (IPv6 without brackets included)
+    /// or a quoted string. Returns whether the message changed.
+    pub fn set_top_via_param(
+        &mut self,
+        name: &str,
+        value: Option<&str>,
+    ) -> Result<bool, ParseError> {
+        let err = |why| ParseError::header("Via", why);
+        if !is_token(name.as_bytes()) {
+            return Err(err("parameter name is not a token"));
+        }
+        if value.is_some_and(|v| !is_param_value(v.as_bytes())) {
+            return Err(err("parameter value is not a token, host or quoted string"));
+        }
+        let fi = self
+            .fields
+            .iter()
+            .position(|f| f.name == HeaderName::Via)
+            .ok_or(ParseError::Missing("Via"))?;
+        let current = self.field_value(fi);
+        let params = self.top_via()?.params().raw();
+        // The top Via is the start of the first Via field's value: its parameters lie
+        // inside that value.
+        let base = (params.as_ptr() as usize)
+            .checked_sub(current.as_ptr() as usize)
+            .filter(|b| b + params.len() <= current.len())
+            .ok_or(err("top Via outside its field"))?;
+        let mut insert = Vec::with_capacity(name.len() + value.map_or(0, str::len) + 2);
+        let (at, end) = match crate::params::locate(params, name.as_bytes()) {
+            Some((name_end, end)) => (base + name_end, base + end),
+            None => {
+                insert.push(b';');
+                insert.extend_from_slice(name.as_bytes());
+                (base + params.len(), base + params.len())
+            }
+        };
+        if let Some(v) = value {
+            insert.push(b'=');
+            insert.extend_from_slice(v.as_bytes());
+        }
+        if current[at..end] == insert[..] {
+            return Ok(false);
+        }
+        let mut new_value = Vec::with_capacity(current.len() + insert.len());
+        new_value.extend_from_slice(&current[..at]);
+        new_value.extend_from_slice(&insert);
+        new_value.extend_from_slice(&current[end..]);
+        // Checked before anything changes: the message stays whole on any error.
+        let idx = Via::parse_first_index(&new_value)?;
+        self.splice_value(fi, at, end, &insert, new_value);
+        if let Some(core) = self.core.as_mut() {
+            // Only the top Via moved: the other views index their own fields' values.
+            Arc::make_mut(core).top_via = idx.map(|i| (fi, i));
+        }
+        Ok(true)
+    }
+
+    /// Records in the top Via of a received request where it came from, as the server
+    /// transport must (RFC 3261 §18.2.1, RFC 3581 §4): `received=<source IP>` when the
+    /// sent-by host is a domain name or another address, and, when the Via asks with a
+    /// valueless `rport`, `rport=<source port>` and `received` both. Responses copy the Via
+    /// (§8.2.6.2), so the peer behind a NAT and the response routing (§18.2.2,
+    /// [`Via::response_address`]) both see the address the request really came from.
+    /// Returns whether the Via changed; a response is left as it is.
+    pub fn record_source_in_via(&mut self, source: SocketAddr) -> Result<bool, ParseError> {
+        if !self.is_request() {
+            return Ok(false);
+        }
+        let ip = source.ip().to_canonical();
+        let via = self.top_via()?;
+        let rport_asked = via.params().get("rport") == Some(None);
+        let sent_by_differs = via.host().ip().map(|h| h.to_canonical()) != Some(ip);
+        let received = via.received().map(|r| r.to_canonical());
+        // A `received` the peer wrote itself is corrected too: responses are routed by it.
+        let wants_received = sent_by_differs || rport_asked || received.is_some();
+        let mut changed = false;
+        if rport_asked {
+            let port = itoa::Buffer::new().format(source.port()).to_owned();
+            changed |= self.set_top_via_param("rport", Some(&port))?;
+        }
+        if wants_received && received != Some(ip) {
+            changed |= self.set_top_via_param("received", Some(&ip.to_string()))?;
+        }
+        Ok(changed)
+    }
+
+    /// Replaces `at..end` of field `fi`'s value (which becomes `new_value`) with `insert`.
+    /// A value in the received buffer is edited there, so the rest of the message keeps
+    /// its bytes (and a pristine message stays pristine); any other is replaced whole.
+    fn splice_value(
+        &mut self,
+        fi: usize,
+        at: usize,
+        end: usize,
+        insert: &[u8],
+        new_value: Vec<u8>,
+    ) {
+        let span = match self.fields.get(fi).map(|f| f.value) {
+            Some(Text::Span(vs, ve)) => Some((vs as usize, ve as usize)),
+            _ => None,
+        };
+        let grown = self.buf.len() - (end - at) + insert.len();
+        let Some((vs, _)) = span.filter(|_| u32::try_from(grown).is_ok()) else {
+            let text = self.own(Bytes::from(new_value));
+            if let Some(f) = self.fields.get_mut(fi) {
+                f.value = text;
+            }
+            self.pristine = false;
+            return;
+        };
+        let (a, b) = (vs + at, vs + end);
+        let mut buf = BytesMut::with_capacity(grown);
+        buf.extend_from_slice(&self.buf[..a]);
+        buf.extend_from_slice(insert);
+        buf.extend_from_slice(&self.buf[b..]);
+        let buf = buf.freeze();
+        let moved = |x: u32| (x as usize + a + insert.len() - b) as u32;
+        // The edited value ends later or sooner; all text past it moves (text before `a`
+        // stays, and no other text lies inside the edited value).
+        let shift = |t: &mut Text| {
+            if let Text::Span(s, e) = t {
+                if *s as usize >= b {
+                    (*s, *e) = (moved(*s), moved(*e));
+                }
+            }
+        };
+        for (i, f) in self.fields.iter_mut().enumerate() {
+            shift(&mut f.raw_name);
+            match &mut f.value {
+                Text::Span(_, e) if i == fi => *e = moved(*e),
+                value => shift(value),
+            }
+        }
+        match &mut self.start {
+            StartLine::Request { uri, .. } => shift(uri),
+            StartLine::Response {
+                reason: Some(reason),
+                ..
+            } => shift(reason),
+            StartLine::Response { reason: None, .. } => {}
+        }
+        if let Some(off) = crate::index::shared_slice(&self.buf, &self.body)
+            .filter(|body| !body.is_empty())
+            .map(|body| body.as_ptr() as usize - self.buf.as_ptr() as usize)
+            .filter(|off| *off >= b)
+        {
+            let from = off + a + insert.len() - b;
+            self.body = buf.slice(from..from + self.body.len());
+        }
+        self.buf = buf;
+    }
+
     // ----- serializing -----
 
     /// Serializes the message. An unchanged parsed message gives back exactly the bytes it
@@ -1005,6 +1162,17 @@ fn owned_with(first: Bytes, capacity: usize) -> Vec<Bytes> {
     let mut v = Vec::with_capacity(capacity);
     v.push(first);
     v
+}
+
+/// A parameter value [`SipMessage::set_top_via_param`] writes: a token, a host (IPv6
+/// with or without brackets), or a quoted string; nothing that would end the parameter.
+fn is_param_value(v: &[u8]) -> bool {
+    let host_or_token = |c: u8| crate::scan::is_token_char(c) || matches!(c, b'[' | b']' | b':');
+    match v.first() {
+        None => false,
+        Some(b'"') => quoted_end(v, 0) == Some(v.len()) && forbidden_in_value(v).is_none(),
+        Some(_) => v.iter().all(|&c| host_or_token(c)),
+    }
 }
 
 impl SipMessage {
@@ -1510,4 +1678,283 @@ fn parse_start_line(buf: &Bytes, end: usize) -> Result<StartLine, ParseError> {
         method,
         uri: Text::Span((sp1 + 1) as u32, sp2 as u32),
     })
+}
+
+#[cfg(test)]
+mod via_source_tests {
+    use super::*;
+
+    fn parse(text: &str) -> SipMessage {
+        SipMessage::parse_framed(Bytes::copy_from_slice(text.as_bytes()), &Limits::DEFAULT).unwrap()
+    }
+
+    /// A MESSAGE whose top Via is `via`, with compact names, odd spacing and a body, so
+    /// that any byte rewritten besides the Via shows.
+    fn request(via: &str) -> String {
+        let body = "hello";
+        format!(
+            "MESSAGE sip:bot@contoso.test SIP/2.0\r\n\
+             v:  {via}\r\n\
+             Via: SIP/2.0/TCP 10.1.1.1:5070;branch=z9hG4bKproxy\r\n\
+             f:<sip:alice@contoso.test>;tag=a1\r\n\
+             t: <sip:bot@contoso.test>\r\n\
+             i: stamp-1@test\r\n\
+             CSeq:   7 MESSAGE\r\n\
+             c: text/plain\r\n\
+             l: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    fn src(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// Stamps `via` as received from `source`; checks that only the Via changed, and
+    /// returns the new top Via value.
+    fn stamped(via: &str, source: &str) -> (bool, String) {
+        let text = request(via);
+        let mut m = parse(&text);
+        let changed = m.record_source_in_via(src(source)).unwrap();
+        let out = String::from_utf8(m.to_bytes().to_vec()).unwrap();
+        let new_via = m.header(HeaderName::Via).unwrap();
+        let new_via = String::from_utf8(new_via.to_vec()).unwrap();
+        assert_eq!(out, text.replacen(via, &new_via, 1), "only the Via changes");
+        assert_eq!(changed, new_via != via);
+        // The index still matches the message: every view agrees with a fresh parse.
+        let fresh = parse(&out);
+        assert_eq!(m.top_via().unwrap(), fresh.top_via().unwrap());
+        assert_eq!(m.from().unwrap(), fresh.from().unwrap());
+        assert_eq!(m.to().unwrap(), fresh.to().unwrap());
+        assert_eq!(m.call_id().unwrap(), fresh.call_id().unwrap());
+        assert_eq!(m.cseq().unwrap(), fresh.cseq().unwrap());
+        assert_eq!(m.body(), fresh.body());
+        m.validate_all().unwrap();
+        (changed, new_via)
+    }
+
+    #[test]
+    fn another_ipv4_source_is_recorded_as_received() {
+        let (changed, via) = stamped(
+            "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1",
+            "198.51.100.7:40000",
+        );
+        assert!(changed);
+        assert_eq!(
+            via,
+            "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1;received=198.51.100.7"
+        );
+    }
+
+    #[test]
+    fn the_sent_by_address_itself_is_left_alone() {
+        let via = "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1";
+        assert_eq!(stamped(via, "192.0.2.1:40000"), (false, via.to_string()));
+        // An IPv4 peer seen by a dual-stack socket is the same address.
+        assert_eq!(
+            stamped(via, "[::ffff:192.0.2.1]:40000"),
+            (false, via.to_string())
+        );
+    }
+
+    #[test]
+    fn a_domain_name_sent_by_gets_received() {
+        let (_, via) = stamped(
+            "SIP/2.0/TLS pc33.contoso.test;branch=z9hG4bK1",
+            "127.0.0.1:5999",
+        );
+        assert_eq!(
+            via,
+            "SIP/2.0/TLS pc33.contoso.test;branch=z9hG4bK1;received=127.0.0.1"
+        );
+    }
+
+    #[test]
+    fn ipv6_sent_by_is_compared_as_an_address_and_received_is_written_bare() {
+        let via = "SIP/2.0/UDP [::1]:5060;branch=z9hG4bK1";
+        assert_eq!(stamped(via, "[::1]:6000"), (false, via.to_string()));
+        let (_, via6) = stamped(
+            "SIP/2.0/UDP [0::1];branch=z9hG4bK1",
+            "[2001:db8::9:255]:6000",
+        );
+        // RFC 3261: via-received = "received" EQUAL (IPv4address / IPv6address).
+        assert_eq!(
+            via6,
+            "SIP/2.0/UDP [0::1];branch=z9hG4bK1;received=2001:db8::9:255"
+        );
+        let (_, via4) = stamped(via, "192.0.2.9:6000");
+        assert!(via4.ends_with(";received=192.0.2.9"), "{via4}");
+    }
+
+    #[test]
+    fn an_existing_received_is_replaced_in_place() {
+        let (_, via) = stamped(
+            "SIP/2.0/UDP pc.contoso.test;received=10.0.0.1;branch=z9hG4bK1",
+            "192.0.2.4:5060",
+        );
+        assert_eq!(
+            via,
+            "SIP/2.0/UDP pc.contoso.test;received=192.0.2.4;branch=z9hG4bK1"
+        );
+        // A received the sender wrote is corrected even when its sent-by is the source.
+        let (_, via) = stamped(
+            "SIP/2.0/UDP 192.0.2.4;received = 10.0.0.1 ;branch=z9hG4bK1",
+            "192.0.2.4:5060",
+        );
+        assert_eq!(
+            via,
+            "SIP/2.0/UDP 192.0.2.4;received=192.0.2.4 ;branch=z9hG4bK1"
+        );
+    }
+
+    #[test]
+    fn rport_without_value_gets_the_source_port_and_received() {
+        let (_, via) = stamped(
+            "SIP/2.0/UDP 192.0.2.1:5060;rport;branch=z9hG4bK1",
+            "192.0.2.1:40000",
+        );
+        // RFC 3581 §4: received even though it equals the sent-by address.
+        assert_eq!(
+            via,
+            "SIP/2.0/UDP 192.0.2.1:5060;rport=40000;branch=z9hG4bK1;received=192.0.2.1"
+        );
+        let m = parse(&request(&via));
+        assert_eq!(m.top_via().unwrap().rport(), Some(Some(40000)));
+    }
+
+    #[test]
+    fn rport_with_a_value_is_kept() {
+        let (_, via) = stamped(
+            "SIP/2.0/UDP 192.0.2.1:5060;rport=5070;branch=z9hG4bK1",
+            "198.51.100.7:40000",
+        );
+        assert_eq!(
+            via,
+            "SIP/2.0/UDP 192.0.2.1:5060;rport=5070;branch=z9hG4bK1;received=198.51.100.7"
+        );
+    }
+
+    #[test]
+    fn only_the_first_of_several_via_values_in_one_field_changes() {
+        let (_, via) = stamped(
+            "SIP/2.0/UDP a.example;rport;branch=z9hG4bK1 , SIP/2.0/UDP b.example;branch=z9hG4bK2",
+            "192.0.2.1:1234",
+        );
+        assert_eq!(
+            via,
+            "SIP/2.0/UDP a.example;rport=1234;branch=z9hG4bK1;received=192.0.2.1 , \
+             SIP/2.0/UDP b.example;branch=z9hG4bK2"
+        );
+    }
+
+    #[test]
+    fn responses_to_a_stamped_request_carry_its_via() {
+        let mut m = parse(&request("SIP/2.0/UDP 192.0.2.1:5060;rport;branch=z9hG4bK1"));
+        m.record_source_in_via(src("198.51.100.7:40000")).unwrap();
+        let r = SipMessage::response_to(&m, 200, "OK").unwrap();
+        let via = r.top_via().unwrap();
+        assert_eq!(via.received(), Some("198.51.100.7".parse().unwrap()));
+        assert_eq!(via.rport(), Some(Some(40000)));
+        assert_eq!(via.response_address(), Some(src("198.51.100.7:40000")));
+        // A response is not stamped.
+        let mut r = r;
+        assert_eq!(r.record_source_in_via(src("203.0.113.1:1")), Ok(false));
+    }
+
+    #[test]
+    fn a_folded_or_built_via_is_stamped_too() {
+        let text = request("SIP/2.0/UDP\r\n 192.0.2.1;branch=z9hG4bK1");
+        let mut m = parse(&text);
+        assert!(m.record_source_in_via(src("192.0.2.2:5060")).unwrap());
+        assert_eq!(
+            m.header(HeaderName::Via).unwrap(),
+            b"SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1;received=192.0.2.2"
+        );
+        let again = parse(std::str::from_utf8(&m.to_bytes()).unwrap());
+        assert_eq!(
+            again.top_via().unwrap().received(),
+            m.top_via().unwrap().received()
+        );
+
+        let mut built = SipMessage::request(Method::Options, "sip:contoso.test")
+            .header(
+                HeaderName::Via,
+                "SIP/2.0/TCP pc.contoso.test;branch=z9hG4bK9",
+            )
+            .header(HeaderName::From, "<sip:a@contoso.test>;tag=1")
+            .header(HeaderName::To, "<sip:contoso.test>")
+            .header(HeaderName::CallId, "c1")
+            .header(HeaderName::CSeq, "1 OPTIONS")
+            .build()
+            .unwrap();
+        assert!(built.record_source_in_via(src("192.0.2.3:1")).unwrap());
+        assert_eq!(
+            built.top_via().unwrap().received(),
+            Some("192.0.2.3".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn set_top_via_param_sets_flags_and_refuses_what_would_break_the_header() {
+        let text = request("SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1;rport=9");
+        let mut m = parse(&text);
+        assert_eq!(m.set_top_via_param("rport", None), Ok(true));
+        assert_eq!(m.set_top_via_param("RPORT", None), Ok(false));
+        assert_eq!(m.set_top_via_param("alias", None), Ok(true));
+        assert_eq!(m.set_top_via_param("x", Some("\"a;b\"")), Ok(true));
+        assert_eq!(
+            m.header(HeaderName::Via).unwrap(),
+            b"SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1;rport;alias;x=\"a;b\""
+        );
+        let before = m.to_bytes();
+        for (name, value) in [
+            ("bad name", None),
+            ("", None),
+            ("x", Some("a;b")),
+            ("x", Some("a b")),
+            ("x", Some("")),
+            ("x", Some("a,b")),
+            ("x", Some("\"open")),
+            ("x", Some("a\r\nInjected: 1")),
+        ] {
+            assert!(
+                m.set_top_via_param(name, value).is_err(),
+                "{name:?} {value:?}"
+            );
+        }
+        assert_eq!(
+            m.to_bytes(),
+            before,
+            "a refused change leaves the message as it was"
+        );
+        let mut no_via = parse(&text);
+        no_via.remove_header(HeaderName::Via);
+        assert_eq!(
+            no_via.set_top_via_param("rport", None),
+            Err(ParseError::Missing("Via"))
+        );
+    }
+
+    #[test]
+    fn response_address_follows_received_rport_and_sent_by() {
+        let addr = |v: &str| Via::parse(v.as_bytes()).unwrap().response_address();
+        assert_eq!(
+            addr("SIP/2.0/UDP 192.0.2.1:5070;branch=z9hG4bK1"),
+            Some(src("192.0.2.1:5070"))
+        );
+        assert_eq!(
+            addr("SIP/2.0/UDP h.example:5070;received=192.0.2.9;branch=z9hG4bK1"),
+            Some(src("192.0.2.9:5070"))
+        );
+        assert_eq!(
+            addr("SIP/2.0/UDP h.example;received=192.0.2.9;rport=4000"),
+            Some(src("192.0.2.9:4000"))
+        );
+        assert_eq!(
+            addr("SIP/2.0/UDP h.example;received=[2001:db8::1]"),
+            Some(src("[2001:db8::1]:5060"))
+        );
+        assert_eq!(addr("SIP/2.0/TLS [::1]"), Some(src("[::1]:5061")));
+        assert_eq!(addr("SIP/2.0/UDP h.example:5070;rport"), None);
+    }
 }

@@ -284,6 +284,23 @@ fn step_raw(s: &[u8], i: usize) -> Result<(&[u8], Option<&[u8]>, usize), &'stati
     }
 }
 
+/// Where the first parameter named `name` (case-insensitive) is in `raw`, a validated
+/// [`Params::raw`]: the end of its name and the end of the parameter (past its value, if
+/// any), so an editor can rewrite the `=value` part alone. `None` if there is none.
+pub(crate) fn locate(raw: &[u8], name: &[u8]) -> Option<(usize, usize)> {
+    let mut i = skip_ws(raw, 0);
+    while i < raw.len() && raw[i] == b';' {
+        let (n, _, next) = step_raw(raw, i).ok()?;
+        if n.eq_ignore_ascii_case(name) {
+            // `n` is a slice of `raw`: its end, as an offset.
+            let name_end = (n.as_ptr() as usize) - (raw.as_ptr() as usize) + n.len();
+            return Some((name_end, next));
+        }
+        i = skip_ws(raw, next);
+    }
+    None
+}
+
 /// Whether `s` holds only whitespace.
 #[allow(dead_code)]
 pub(crate) fn only_ws(s: &[u8]) -> bool {
@@ -312,5 +329,16 @@ mod tests {
         assert!(Params::parse_all(b";a=").is_err());
         assert!(Params::parse_all(b";a=\"x").is_err());
         assert!(Params::parse_all(b";a x").is_err());
+    }
+
+    #[test]
+    fn locate_finds_the_name_and_the_end_of_a_parameter() {
+        let raw = b" ;branch=z9hG4bK1 ; RPORT ;received = 192.0.2.1;lr";
+        assert_eq!(locate(raw, b"rport"), Some((25, 25)));
+        let (name_end, end) = locate(raw, b"received").unwrap();
+        assert_eq!(&raw[name_end..end], b" = 192.0.2.1");
+        assert_eq!(locate(raw, b"lr"), Some((raw.len(), raw.len())));
+        assert_eq!(locate(raw, b"maddr"), None);
+        assert_eq!(locate(b"", b"rport"), None);
     }
 }
