@@ -32,6 +32,10 @@
 //!   [`TransportError::TooLargeForUdp`], so the caller resends it over TCP or TLS. UDP
 //!   responses go to the request's source IP and its Via's sent-by port, or its source port
 //!   when the Via asks for `rport` (RFC 3261 §18.2.2, RFC 3581).
+//! - **Via stamping.** Every request received, on any transport, has its top Via stamped
+//!   with `received` (sent-by not the source address) and `rport` (asked for without a
+//!   value) before it is handed up (RFC 3261 §18.2.1, RFC 3581 §4), so responses built from
+//!   it tell a peer behind a NAT where its request came from; only those bytes change.
 //! - **Connection manager** ([`SipTransport`]). One connection per (remote address,
 //!   transport, TLS server name), reused by every send to that [`Target`]; concurrent first
 //!   sends share one connection attempt. Responses go back on the connection the request

@@ -951,7 +951,8 @@ impl Connection {
         let info = &self.handle.info;
         let limits = &self.shared.settings.limits.message;
         match SipMessage::parse_framed(bytes.clone(), limits) {
-            Ok(message) => {
+            Ok(mut message) => {
+                stamp_source(&mut message, info.remote);
                 if info.transport == TransportKind::Tls
                     && info.direction == Direction::Inbound
                     && message.is_request()
@@ -977,7 +978,8 @@ impl Connection {
             Err(e) => {
                 tracing::debug!(error = %e, "unparsable message");
                 // A request whose head parses is answered (400, 505, 513); others dropped.
-                if let Ok(req) = SipMessage::parse_head(bytes, limits) {
+                if let Ok(mut req) = SipMessage::parse_head(bytes, limits) {
+                    stamp_source(&mut req, info.remote);
                     // Never answer an ACK (RFC 3261 §17.2.3: it has no response).
                     if req.is_request() && req.method() != Some(&sip_core::Method::Ack) {
                         if let Ok(resp) = SipMessage::response_to(&req, e.status(), e.reason()) {
@@ -1007,10 +1009,12 @@ impl Connection {
     ) {
         tracing::warn!(error = %e, "stream framing error");
         let Some(head) = e.head() else { return };
-        let Ok(req) = SipMessage::parse_head(head.clone(), &self.shared.settings.limits.message)
+        let Ok(mut req) =
+            SipMessage::parse_head(head.clone(), &self.shared.settings.limits.message)
         else {
             return;
         };
+        stamp_source(&mut req, self.handle.info.remote);
         if !req.is_request() || req.method() == Some(&sip_core::Method::Ack) {
             return;
         }
@@ -1218,7 +1222,8 @@ impl SipTransport {
 
     /// Answers `to` where it came from: on its connection (no table look-up), or by UDP to
     /// its source IP and the port RFC 3261 §18.2.2 names (the Via's sent-by port, or the
-    /// source port when the Via asks for `rport`, RFC 3581). If the connection has closed meanwhile this fails with
+    /// source port when the Via asks for `rport`, RFC 3581; both read from the Via the
+    /// transport stamped on receipt). If the connection has closed meanwhile this fails with
     /// [`TransportError::ConnectionClosed`]; RFC 3261 §18.2.2 then says to open a new
     /// connection to the Via's sent-by, which is the caller's decision ([`send`](Self::send)).
     ///
@@ -1496,7 +1501,8 @@ async fn udp_loop(shared: Arc<Shared>, sock: Arc<UdpSocket>, local: SocketAddr) 
             continue; // keep-alive datagram
         }
         match SipMessage::parse_datagram(Bytes::copy_from_slice(data), &limits) {
-            Ok(message) => {
+            Ok(mut message) => {
+                stamp_source(&mut message, remote);
                 let event = TransportEvent::Message(ReceivedMessage {
                     message,
                     transport: TransportKind::Udp,
@@ -1530,7 +1536,8 @@ fn refusal(
     limits: &sip_core::Limits,
     source: SocketAddr,
 ) -> Option<(Bytes, SocketAddr)> {
-    let req = SipMessage::parse_head(Bytes::copy_from_slice(data), limits).ok()?;
+    let mut req = SipMessage::parse_head(Bytes::copy_from_slice(data), limits).ok()?;
+    stamp_source(&mut req, source);
     if !req.is_request() || req.method() == Some(&sip_core::Method::Ack) {
         return None;
     }
@@ -1538,16 +1545,31 @@ fn refusal(
     Some((resp.to_bytes(), udp_response_to(&req, source)))
 }
 
+/// Notes in a received request's top Via where it came from (RFC 3261 §18.2.1, RFC 3581
+/// §4), so that responses built from it carry `received`/`rport` and are routed by them.
+/// A Via that cannot take them (unparsable) is left as it is: the request is refused or
+/// answered from what it has.
+fn stamp_source(message: &mut SipMessage, source: SocketAddr) {
+    if let Err(e) = message.record_source_in_via(source) {
+        tracing::debug!(%source, error = %e, "top Via not stamped");
+    }
+}
+
 /// Where a response to a request received by UDP from `source` goes (RFC 3261 §18.2.2):
-/// the source IP (what `received` records) and the top Via's sent-by port (5060 when it
-/// has none); the source port only when the Via asks for it with `rport` (RFC 3581). The
-/// sent-by port is where a client that sends from another port than it listens on waits.
+/// the address its stamped top Via names ([`sip_core::Via::response_address`]: the
+/// source IP, with the sent-by port, or the source port when the Via asked for `rport`),
+/// or the source itself when the Via names none. The sent-by port is where a client that
+/// sends from another port than it listens on waits. An IPv4 address is given in the
+/// form of `source` (IPv4-mapped when a dual-stack socket received it).
 fn udp_response_to(request: &SipMessage, source: SocketAddr) -> SocketAddr {
-    match request.top_via() {
-        Ok(via) if request.is_request() && via.rport().is_none() => SocketAddr::new(
-            source.ip(),
-            via.port().unwrap_or(TransportKind::Udp.default_port()),
-        ),
+    let to = match request.top_via() {
+        Ok(via) if request.is_request() => via.response_address().unwrap_or(source),
         _ => source,
+    };
+    match (to, source) {
+        (SocketAddr::V4(v4), SocketAddr::V6(_)) => {
+            SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+        }
+        _ => to,
     }
 }

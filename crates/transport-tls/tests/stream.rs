@@ -53,8 +53,10 @@ async fn read_to_end(s: &mut TcpStream) -> Vec<u8> {
 #[tokio::test]
 async fn pipelined_messages_and_ping_in_one_write() {
     let (_srv, mut rx, addr) = tcp_server(TransportSettings::new()).await;
+    // Here and below, requests compared byte for byte name their real source in their Via,
+    // so the transport adds no `received` (RFC 3261 §18.2.1).
     let msgs: Vec<Vec<u8>> = (1..=3)
-        .map(|n| message_request(n, 200 + n as usize * 50, "TCP h"))
+        .map(|n| message_request(n, 200 + n as usize * 50, "TCP 127.0.0.1"))
         .collect();
     let mut raw = TcpStream::connect(addr).await.unwrap();
     let mut all = msgs.concat();
@@ -75,7 +77,7 @@ async fn pipelined_messages_and_ping_in_one_write() {
 #[tokio::test]
 async fn messages_dribbled_in_small_writes() {
     let (_srv, mut rx, addr) = tcp_server(TransportSettings::new()).await;
-    let m = message_request(7, 600, "TCP h");
+    let m = message_request(7, 600, "TCP 127.0.0.1");
     let mut raw = TcpStream::connect(addr).await.unwrap();
     raw.set_nodelay(true).unwrap();
     for chunk in m.chunks(37) {
@@ -235,7 +237,7 @@ async fn invalid_request_is_answered_400_and_the_connection_stays() {
         "{answer}"
     );
     // The connection stays usable.
-    let good = message_request(2, 300, "TCP h");
+    let good = message_request(2, 300, "TCP 127.0.0.1");
     raw.write_all(&good).await.unwrap();
     assert_eq!(
         &next_message(&mut rx).await.message.to_bytes()[..],
@@ -358,7 +360,7 @@ async fn udp_datagrams_replies_and_the_size_rule() {
     assert_eq!(next_message(&mut arx).await.message.status(), Some(200));
 
     // RFC 3261 §18.1.1: over 1300 bytes (MTU unknown) a request must use TCP/TLS.
-    let big = parsed(&message_request(2, 1400, "UDP h"));
+    let big = parsed(&message_request(2, 1400, "UDP 127.0.0.1"));
     let err = a.send(&Target::udp(b_addr), &big).await.unwrap_err();
     assert!(
         matches!(err, TransportError::TooLargeForUdp { limit: 1300, .. }),
@@ -473,6 +475,85 @@ async fn udp_responses_go_to_the_via_port_unless_rport_asks_for_the_source_port(
         .expect("the 400 at the Via port");
     assert!(refusal.starts_with("SIP/2.0 400 "), "{refusal}");
     assert_eq!(datagram(&sender, Duration::from_millis(100)).await, None);
+}
+
+#[tokio::test]
+async fn received_and_rport_are_stamped_on_requests_by_udp() {
+    // RFC 3261 §18.2.1: a sent-by that is not the source gets `received`; RFC 3581 §4: a
+    // valueless `rport` gets the source port (and `received`, even if equal).
+    let (b, mut brx) = SipTransport::new(TransportSettings::new()).unwrap();
+    let b_addr = b.bind_udp(localhost()).await.unwrap();
+    let sender = tokio::net::UdpSocket::bind(localhost()).await.unwrap();
+    let port = sender.local_addr().unwrap().port();
+
+    let req = message_request(1, 300, "UDP 192.0.2.1:5060;rport");
+    sender.send_to(&req, b_addr).await.unwrap();
+    let got = next_message(&mut brx).await;
+    let via = got.message.top_via().unwrap();
+    assert_eq!(via.received(), Some("127.0.0.1".parse().unwrap()));
+    assert_eq!(via.rport(), Some(Some(port)));
+    // Nothing else of the request changed.
+    let text = String::from_utf8(req).unwrap();
+    let stamped = text.replacen(
+        "192.0.2.1:5060;rport;branch=z9hG4bK-1",
+        &format!("192.0.2.1:5060;rport={port};branch=z9hG4bK-1;received=127.0.0.1"),
+        1,
+    );
+    assert_eq!(got.message.to_bytes(), stamped.as_bytes());
+    // The response copies the stamped Via and goes to the source port.
+    let resp = sip_core::SipMessage::response_to(&got.message, 200, "OK").unwrap();
+    b.reply(&got, &resp).await.unwrap();
+    let answer = datagram(&sender, WAIT)
+        .await
+        .expect("the response at the source");
+    assert!(
+        answer.contains(&format!(
+            "Via: SIP/2.0/UDP 192.0.2.1:5060;rport={port};branch=z9hG4bK-1;received=127.0.0.1\r\n"
+        )),
+        "{answer}"
+    );
+
+    // The sent-by address itself gets nothing.
+    let req = message_request(2, 300, &format!("UDP 127.0.0.1:{port}"));
+    sender.send_to(&req, b_addr).await.unwrap();
+    assert_eq!(next_message(&mut brx).await.message.to_bytes(), req);
+
+    // The transport's own refusals carry the stamp too.
+    let bad = "MESSAGE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP nat.example.test;rport;branch=z9hG4bK3\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: udp-3\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+    sender.send_to(bad.as_bytes(), b_addr).await.unwrap();
+    let refusal = datagram(&sender, WAIT)
+        .await
+        .expect("the 400 at the source");
+    assert!(refusal.starts_with("SIP/2.0 400 "), "{refusal}");
+    assert!(
+        refusal.contains(&format!(
+            "nat.example.test;rport={port};branch=z9hG4bK3;received=127.0.0.1\r\n"
+        )),
+        "{refusal}"
+    );
+}
+
+#[tokio::test]
+async fn received_is_stamped_on_requests_by_tcp() {
+    let (srv, mut srx, addr) = tcp_server(TransportSettings::new()).await;
+    let mut peer = TcpStream::connect(addr).await.unwrap();
+    let req = message_request(1, 300, "TCP pc.nat.example.test:5099");
+    peer.write_all(&req).await.unwrap();
+    let got = next_message(&mut srx).await;
+    let via = got.message.top_via().unwrap();
+    assert_eq!(via.received(), Some("127.0.0.1".parse().unwrap()));
+    assert_eq!(via.rport(), None);
+    let resp = sip_core::SipMessage::response_to(&got.message, 200, "OK").unwrap();
+    srv.reply(&got, &resp).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = within(WAIT, peer.read(&mut buf)).await.unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        answer.contains(
+            "Via: SIP/2.0/TCP pc.nat.example.test:5099;branch=z9hG4bK-1;received=127.0.0.1\r\n"
+        ),
+        "{answer}"
+    );
 }
 
 #[tokio::test]
@@ -880,7 +961,9 @@ async fn busy_sender_whose_reads_end_mid_message_is_not_cut_off() {
     let (srv, mut rx, addr) = tcp_server(TransportSettings::new().limits(limits)).await;
     // 437-byte messages in 450-byte writes: every write completes a message and ends in the
     // middle of the next one (437 and 450 align only after 437 writes).
-    let msgs: Vec<Vec<u8>> = (1..=70).map(|n| message_request(n, 437, "TCP h")).collect();
+    let msgs: Vec<Vec<u8>> = (1..=70)
+        .map(|n| message_request(n, 437, "TCP 127.0.0.1"))
+        .collect();
     assert!(msgs.iter().all(|m| m.len() == 437));
     let stream = msgs.concat();
     let mut raw = TcpStream::connect(addr).await.unwrap();
