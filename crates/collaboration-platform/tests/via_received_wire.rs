@@ -1,0 +1,128 @@
+//! RFC 3261 §18.2.1 and RFC 3581 §4 on the wire: SIPp sends the platform an OPTIONS whose
+//! top Via names an address it does not send from (as a client behind a NAT does), and the
+//! response it gets back must say where the request really came from.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use collaboration_platform::loopback::LoopbackPki;
+use collaboration_platform::{
+    CollaborationPlatform, Listener, ListenerKind, OutboundProxy, ServerPlatformSettings, Topology,
+};
+use peer_harness::{free_tcp_ports, unique_token, Sipp, SippTransport};
+
+/// A platform with TCP and UDP listeners that take requests from anyone (SIPp has no
+/// certificate). Its outbound proxy is never used here.
+async fn platform() -> CollaborationPlatform {
+    let pki = LoopbackPki::new().expect("CA");
+    let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let settings = ServerPlatformSettings::new(
+        "ucma-rs via test",
+        "app.contoso.test",
+        pki.identity("app.contoso.test").unwrap(),
+        pki.roots(),
+        OutboundProxy::tcp("127.0.0.1:9".parse().unwrap()),
+    )
+    .listen(Listener::tcp(loopback).allow_untrusted_peers())
+    .listen(Listener::udp(loopback).allow_untrusted_peers())
+    .topology(Topology::new(["contoso.test"]));
+    CollaborationPlatform::start(settings).await.unwrap()
+}
+
+/// One OPTIONS whose top Via is `SIP/2.0/<transport> <via>`; the run fails unless the 200
+/// comes back with a top Via that matches `expect` (a regular expression).
+fn scenario(via: &str, expect: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="OPTIONS from behind a NAT">
+  <send retrans="500">
+    <![CDATA[
+
+      OPTIONS sip:app@contoso.test SIP/2.0
+      Via: SIP/2.0/[transport] {via}
+      Max-Forwards: 70
+      From: <sip:nat@contoso.test>;tag=[pid]-[call_number]
+      To: <sip:app@contoso.test>
+      Call-ID: [call_id]
+      CSeq: 1 OPTIONS
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200">
+    <action>
+      <ereg regexp="{expect}" search_in="hdr" header="Via:" check_it="true" assign_to="via"/>
+    </action>
+  </recv>
+  <Reference variables="via"/>
+</scenario>
+"#
+    )
+}
+
+/// Runs `xml` once from SIPp on `port` to the platform's listener of `kind`; panics with
+/// SIPp's report unless it succeeded.
+async fn run(p: &CollaborationPlatform, kind: ListenerKind, port: u16, xml: String) {
+    let (transport, name) = match kind {
+        ListenerKind::Udp => (SippTransport::Udp, "nat-udp"),
+        _ => (SippTransport::Tcp, "nat-tcp"),
+    };
+    let target = p
+        .listen_addrs()
+        .into_iter()
+        .find(|(k, _)| *k == kind)
+        .expect("the listener")
+        .1;
+    let dir = std::env::temp_dir().join(format!("ucma-via-{}", unique_token()));
+    let outcome = tokio::task::spawn_blocking(move || {
+        let out = Sipp::new(&dir, name, &xml)
+            .transport(transport)
+            .remote(target)
+            .local_port(port)
+            .calls(1)
+            .timeout(Duration::from_secs(10))
+            .trace_messages(true)
+            .run();
+        let _ = std::fs::remove_dir_all(&dir);
+        out
+    })
+    .await
+    .unwrap()
+    .expect("SIPp ran");
+    assert!(
+        outcome.succeeded(),
+        "{}\n--- messages ---\n{}",
+        outcome.report(),
+        outcome.messages
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_request_whose_sent_by_is_not_its_source_is_answered_with_received() {
+    let p = platform().await;
+    let port = free_tcp_ports(1).unwrap()[0];
+    // The Via names another host and port; the response still comes on the connection,
+    // and says where the request came from (no rport: none was asked for).
+    let xml = scenario(
+        "192.0.2.1:5999;branch=[branch]",
+        r"^ *SIP/2\.0/TCP 192\.0\.2\.1:5999;branch=z9hG4bK[^;,]*;received=127\.0\.0\.1 *$",
+    );
+    run(&p, ListenerKind::Tcp, port, xml).await;
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_request_asking_for_rport_is_answered_to_its_source_port_with_rport_and_received() {
+    let p = platform().await;
+    let port = free_tcp_ports(1).unwrap()[0];
+    // The Via's sent-by is an address SIPp does not have; RFC 3581: the response goes to
+    // the source address and port, and carries both.
+    let xml = scenario(
+        "192.0.2.1:5999;rport;branch=[branch]",
+        &format!(
+            r"^ *SIP/2\.0/UDP 192\.0\.2\.1:5999;rport={port};branch=z9hG4bK[^;,]*;received=127\.0\.0\.1 *$"
+        ),
+    );
+    run(&p, ListenerKind::Udp, port, xml).await;
+    p.shutdown().await;
+}
