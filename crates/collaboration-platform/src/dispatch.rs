@@ -125,10 +125,10 @@ impl Dispatcher {
         }
     }
 
-    /// Routes requests whose Request-URI is this GRUU (RFC 5627) to `endpoint`: same user
-    /// (case-sensitive) and host (case-insensitive), and the same `gr` parameter (or, for
-    /// a Lync-style GRUU without one, the same `opaque`); other parameters may differ.
-    /// A URI that is not a SIP GRUU routes nothing.
+    /// Routes requests whose Request-URI is this GRUU (RFC 5627) or contact to `endpoint`:
+    /// same user (case-sensitive) and host (case-insensitive), and the same `gr` parameter
+    /// (or, for a Lync-style GRUU without one, the same `opaque`; a contact has neither);
+    /// other parameters may differ. A URI that is not a SIP URI routes nothing.
     pub fn add_gruu(&mut self, gruu: &str, endpoint: EndpointId) {
         if let Some(key) = gruu_key(gruu.as_bytes()) {
             self.gruus.insert(key, endpoint);
@@ -294,18 +294,20 @@ fn owner_key(uri: &[u8]) -> Option<String> {
 
 /// `user@domain` (as [`owner_key`]) and what tells one instance's GRUU from the AOR: the
 /// `gr` value (RFC 5627 §3.1; a URN, compared case-insensitively), else the `opaque` value
-/// of a Lync-style GRUU. RFC 3261 §19.1.4 equivalence would not do: it ignores a parameter
-/// only one URI has, so it takes the AOR for its GRUU (RFC 5627 §4.1 warns of this).
+/// of a Lync-style GRUU, else nothing (an endpoint's contact, whose user part is its own).
+/// RFC 3261 §19.1.4 equivalence would not do: it ignores a parameter only one URI has, so
+/// it takes the AOR for its GRUU (RFC 5627 §4.1 warns of this).
 fn gruu_key(uri: &[u8]) -> Option<String> {
     let Ok(Uri::Sip(s)) = Uri::parse(uri) else {
         return None;
     };
-    let instance = s.param("gr").or_else(|| s.param("opaque"))??;
-    let owner = owner_key(uri)?;
-    Some(format!(
-        "{owner};{}",
-        String::from_utf8_lossy(&instance).to_ascii_lowercase()
-    ))
+    let instance = s
+        .param("gr")
+        .or_else(|| s.param("opaque"))
+        .flatten()
+        .map(|v| String::from_utf8_lossy(&v).to_ascii_lowercase())
+        .unwrap_or_default();
+    Some(format!("{};{instance}", owner_key(uri)?))
 }
 
 #[cfg(test)]
@@ -372,6 +374,20 @@ mod tests {
                 "{written}"
             );
         }
+        // A contact route (no gr): matched by user and host, whatever its parameters.
+        d.add_gruu(
+            "sip:bot%40contoso.test@app.contoso.test;transport=tls",
+            EndpointId(4),
+        );
+        let to_contact = request(
+            "MESSAGE",
+            "sip:bot%40contoso.test@APP.contoso.test:5061",
+            &[],
+        );
+        assert_eq!(
+            d.dispatch(&to_contact, true, false, |_| true),
+            Disposition::Deliver(EndpointId(4))
+        );
         // Another instance's GRUU of the same AOR is the owner's; another user's is not.
         for (other, to) in [
             ("sip:bot@contoso.test;gr=urn:uuid:0002", 1),
