@@ -713,10 +713,13 @@ impl RemotePresenceView {
             let own = d
                 .as_ref()
                 .is_none_or(|d| *d == dialog || Some(d) == first.as_ref());
-            let status = if own { 200 } else { 481 };
-            let _ = other
-                .respond(status, sip_core::reason_phrase(status), &[], None)
-                .await;
+            if let Some(refusal) = refusal_of(other.request()) {
+                refuse(&mut other, refusal).await;
+            } else {
+                let status = if own { 200 } else { 481 };
+                let reason = sip_core::reason_phrase(status);
+                let _ = other.respond(status, reason, &[], None).await;
+            }
             if let (false, Some(d)) = (own, d) {
                 platform.end_dialog(&d).await;
             }
@@ -802,30 +805,52 @@ async fn next_notify(route: &mut DialogRoute) -> Option<IncomingRequest> {
         let mut r = route.recv().await?;
         match refusal_of(r.request()) {
             None => return Some(r),
-            Some((status, headers)) => {
-                let _ = r
-                    .respond(status, sip_core::reason_phrase(status), headers, None)
-                    .await;
-            }
+            Some(refusal) => refuse(&mut r, refusal).await,
         }
     }
 }
 
-/// How to refuse a request that arrived in a subscription's dialog, if it must be: 405
-/// for anything but NOTIFY, 489 for another event package.
-fn refusal_of(request: &SipMessage) -> Option<(u16, &'static [(&'static str, &'static str)])> {
-    if request.method() != Some(&Method::Notify) {
-        return Some((405, &[("Allow", "NOTIFY")]));
-    }
-    let event = request
-        .token_params(HeaderName::Event)
-        .and_then(Result::ok)
-        .map(|e| e.token().eq_ignore_ascii_case("presence"));
-    if event == Some(true) {
-        None
+/// How a request in a subscription's dialog is refused: status, reason phrase, headers.
+type Refusal = (u16, &'static str, &'static [(&'static str, &'static str)]);
+
+/// Sends `refusal`. A 481 here is for a usage the dialog does not have (the NOTIFY's Event
+/// is not the subscription's): the dialog, and the subscription in it, stay.
+async fn refuse(request: &mut IncomingRequest, refusal: Refusal) {
+    let (status, reason, headers) = refusal;
+    let _ = if status == 481 {
+        request.respond_no_such_usage().await
     } else {
-        Some((489, &[("Allow-Events", "presence")]))
+        request.respond(status, reason, headers, None).await
+    };
+}
+
+/// The event package of every subscription the view makes. Its SUBSCRIBEs carry no `id`
+/// parameter, so neither may the NOTIFYs of their subscriptions.
+const PACKAGE: &str = "presence";
+
+/// How to refuse a request that arrived in a subscription's dialog, if it must be: the
+/// status, its reason phrase and extra headers.
+///
+/// * 405 for anything but NOTIFY;
+/// * 400 for a NOTIFY without a readable Event header (mandatory, RFC 6665 §8.1.2; 489 is
+///   for a package not understood, and this one names none);
+/// * 481 for one whose Event does not match the subscription's: the package compared byte
+///   by byte, and an `id` present on one side only never matches (RFC 6665 §8.2.1). Such a
+///   NOTIFY is for no subscription of the dialog (§4.1.3); the 481 ends that one alone at
+///   its notifier, and the subscription kept is left as it is.
+fn refusal_of(request: &SipMessage) -> Option<Refusal> {
+    if request.method() != Some(&Method::Notify) {
+        return Some((405, sip_core::reason_phrase(405), &[("Allow", "NOTIFY")]));
     }
+    let event = match request.token_params(HeaderName::Event) {
+        Some(Ok(e)) => e,
+        None => return Some((400, "Missing Event header", &[])),
+        Some(Err(_)) => return Some((400, "Malformed Event header", &[])),
+    };
+    if event.token() != PACKAGE || event.params().contains("id") {
+        return Some((481, sip_core::reason_phrase(481), &[]));
+    }
+    None
 }
 
 /// The phase of a `Subscription-State` header.
@@ -1444,9 +1469,9 @@ impl ViewTask {
                 generation,
                 mut request,
             } => {
-                if let Some((status, headers)) = refusal_of(request.request()) {
-                    let reason = sip_core::reason_phrase(status);
-                    let _ = request.respond(status, reason, headers, None).await;
+                if let Some(refusal) = refusal_of(request.request()) {
+                    // Nothing changes: not the subscription's state, nor its dialog.
+                    refuse(&mut request, refusal).await;
                     return;
                 }
                 let dialog = request.dialog();
@@ -2102,13 +2127,16 @@ mod tests {
 
     #[test]
     fn only_presence_notifies_are_accepted_in_a_subscription_dialog() {
-        assert_eq!(refusal_of(&notify("Event: presence\r\n", "")), None);
-        assert_eq!(refusal_of(&notify("Event: Presence;id=7\r\n", "")), None);
-        assert_eq!(
-            refusal_of(&notify("Event: dialog\r\n", "")).map(|r| r.0),
-            Some(489)
-        );
-        assert_eq!(refusal_of(&notify("", "")).map(|r| r.0), Some(489));
+        let status = |headers: &str| refusal_of(&notify(headers, "")).map(|r| r.0);
+        assert_eq!(status("Event: presence\r\n"), None);
+        assert_eq!(status("o: presence;extension=1\r\n"), None);
+        // Not the subscription's Event (RFC 6665 §8.2.1): no subscription of the dialog.
+        assert_eq!(status("Event: presence;id=7\r\n"), Some(481));
+        assert_eq!(status("Event: Presence\r\n"), Some(481));
+        assert_eq!(status("Event: dialog\r\n"), Some(481));
+        // The mandatory Event header missing or unreadable.
+        assert_eq!(status(""), Some(400));
+        assert_eq!(status("Event: ;id=1\r\n"), Some(400));
         let bye = message(
             "BYE sip:w@h SIP/2.0\r\nVia: SIP/2.0/TLS fe;branch=z9hG4bK3\r\n\
              From: <sip:b@contoso.test>;tag=2\r\nTo: <sip:w@contoso.test>;tag=1\r\n\

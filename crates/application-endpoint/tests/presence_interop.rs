@@ -765,6 +765,21 @@ mod scripted {
             state: &str,
             body: Option<&str>,
         ) -> u32 {
+            let headers = format!("Event: presence\r\nSubscription-State: {state}\r\n");
+            self.send_notify_with(subscribe, from_tag, cseq, &headers, body)
+                .await
+        }
+
+        /// Sends a NOTIFY as [`send_notify`](Self::send_notify) does, with `headers`
+        /// (whole lines) in place of its Event and Subscription-State.
+        pub async fn send_notify_with(
+            &mut self,
+            subscribe: &ReceivedMessage,
+            from_tag: &str,
+            cseq: u32,
+            headers: &str,
+            body: Option<&str>,
+        ) -> u32 {
             let s = &subscribe.message;
             let text = |h| String::from_utf8_lossy(s.header(h).unwrap_or_default()).into_owned();
             let contact = text(HeaderName::Contact);
@@ -789,9 +804,7 @@ mod scripted {
                  Call-ID: {call_id}\r\n\
                  CSeq: {cseq} NOTIFY\r\n\
                  Contact: <sip:notifier@{addr};transport=tls>\r\n\
-                 Event: presence\r\n\
-                 Subscription-State: {state}\r\n\
-                 {content_type}Content-Length: {len}\r\n\r\n{body}",
+                 {headers}{content_type}Content-Length: {len}\r\n\r\n{body}",
                 addr = self.addr,
                 branch = self.branch,
                 from = text(HeaderName::From),
@@ -1417,6 +1430,82 @@ fn a_notify_without_presence_information_forgets_the_last_availability() {
             futures_join(view.terminate(), script_unsubscribe(&mut fe, &sub, "n1", 3)),
         )
         .await;
+        watcher.terminate().await;
+        platform.shutdown().await;
+    });
+}
+
+#[test]
+fn a_notify_for_another_event_or_id_is_refused_and_leaves_the_subscription_alone() {
+    use sip_core::Method;
+    runtime().block_on(async {
+        let mut fe = scripted::FrontEnd::start().await;
+        let platform = fe.platform().await;
+        let watcher = endpoint(&platform, "sip:watcher@contoso.test").await;
+        let view = RemotePresenceView::new(&watcher);
+        let mut rx = view.notifications();
+        let target = "sip:bob@contoso.test";
+        bounded("subscribe", view.subscribe([target.to_string()]))
+            .await
+            .expect("subscribe");
+        let sub = fe.request(Method::Subscribe, "the SUBSCRIBE").await;
+        fe.reply(&sub, 200, Some("n1"), &[("Expires", "600")]).await;
+        let online = scripted::pidf(target, Availability::Online);
+        let ok = fe
+            .notify(&sub, "n1", 1, "active;expires=600", Some(&online))
+            .await;
+        assert_eq!(ok, 200);
+        wait_scripted(&mut rx, target, "Online", see!(), |s| {
+            s.availability == Some(Availability::Online) && s.state == "Subscribed"
+        })
+        .await;
+
+        // In the subscription's dialog, NOTIFYs whose Event is not the SUBSCRIBE's
+        // (`presence`, no id): an id the SUBSCRIBE did not have, another package, the
+        // package in another case (compared byte by byte, RFC 6665 §8.2.1). They belong
+        // to no subscription (481) and change nothing; one without Event is malformed.
+        let busy = scripted::pidf(target, Availability::Busy);
+        let refused = [
+            (
+                "Event: presence;id=7\r\nSubscription-State: active\r\n",
+                481,
+            ),
+            ("Event: dialog\r\nSubscription-State: active\r\n", 481),
+            ("Event: Presence\r\nSubscription-State: active\r\n", 481),
+            (
+                "Event: presence;id=7\r\nSubscription-State: terminated;reason=rejected\r\n",
+                481,
+            ),
+            ("Subscription-State: active\r\n", 400),
+        ];
+        for (cseq, (headers, want)) in (2..).zip(refused) {
+            let sent = fe
+                .send_notify_with(&sub, "n1", cseq, headers, Some(&busy))
+                .await;
+            assert_eq!(fe.answer(sent).await, want, "{headers:?}");
+        }
+        assert_eq!(view.availability(target), Some(Availability::Online));
+        assert_eq!(view.state(target).map(|s| s.name()), Some("Subscribed"));
+
+        // The subscription is still the dialog's: its next NOTIFY is taken.
+        let away = scripted::pidf(target, Availability::Away);
+        let ok = fe
+            .notify(&sub, "n1", 10, "active;expires=600", Some(&away))
+            .await;
+        assert_eq!(ok, 200);
+        let seen = wait_scripted(&mut rx, target, "Away", see!(), |s| s.has_document).await;
+        assert_eq!(seen.availability, Some(Availability::Away), "{seen:?}");
+        assert_eq!(seen.state, "Subscribed", "{seen:?}");
+
+        let ((), ()) = bounded(
+            "terminate",
+            futures_join(
+                view.terminate(),
+                script_unsubscribe(&mut fe, &sub, "n1", 11),
+            ),
+        )
+        .await;
+        assert_eq!(watcher.core().live_dialogs(), 0);
         watcher.terminate().await;
         platform.shutdown().await;
     });

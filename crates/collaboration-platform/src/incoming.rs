@@ -266,8 +266,29 @@ impl IncomingRequest {
             transaction: self.transaction,
             response,
             is_final,
+            keep_dialog: false,
         };
         Ok((cmd, is_final))
+    }
+
+    /// Answers 481 to a request for a usage its dialog does not have (a NOTIFY whose
+    /// Event matches none of the dialog's subscriptions, RFC 6665 §4.1.3). Unlike
+    /// `respond(481, …)`, which says the whole dialog is unknown and makes the platform
+    /// forget it, this leaves the dialog and its other usages alone (RFC 5057 §5.1).
+    ///
+    /// Cancel safety: as [`respond`](Self::respond).
+    pub async fn respond_no_such_usage(&mut self) -> Result<(), RespondError> {
+        let response = self.response(481, sip_core::reason_phrase(481), &[], None)?;
+        let (mut cmd, _) = self.command(response)?;
+        if let Command::Respond { keep_dialog, .. } = &mut cmd {
+            *keep_dialog = true;
+        }
+        self.commands
+            .send(cmd)
+            .await
+            .map_err(|_| RespondError::Shutdown)?;
+        self.answered = true;
+        Ok(())
     }
 
     /// Marks the request answered without sending (the platform answered it itself).
@@ -289,6 +310,7 @@ impl Drop for IncomingRequest {
             transaction: self.transaction,
             response: r,
             is_final: true,
+            keep_dialog: false,
         };
         match self.commands.try_send(cmd) {
             Ok(()) => {}
@@ -367,6 +389,37 @@ mod tests {
         );
         drop(req);
         assert!(rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_481_for_a_missing_usage_keeps_the_dialog() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let mut plain = incoming(tx.clone());
+        plain.respond(481, "Gone", &[], None).await.unwrap();
+        let Some(Command::Respond { keep_dialog, .. }) = rx.recv().await else {
+            panic!("a Respond command");
+        };
+        assert!(!keep_dialog, "a plain 481 says the dialog is unknown");
+
+        let mut usage = incoming(tx);
+        usage.respond_no_such_usage().await.unwrap();
+        let Some(Command::Respond {
+            response,
+            is_final,
+            keep_dialog,
+            ..
+        }) = rx.recv().await
+        else {
+            panic!("a Respond command");
+        };
+        assert_eq!(
+            (response.status(), is_final, keep_dialog),
+            (Some(481), true, true)
+        );
+        assert_eq!(
+            usage.respond(200, "OK", &[], None).await,
+            Err(RespondError::AlreadyAnswered)
+        );
     }
 
     #[tokio::test]

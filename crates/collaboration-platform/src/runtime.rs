@@ -74,6 +74,8 @@ pub(crate) enum Command {
         transaction: TransactionId,
         response: SipMessage,
         is_final: bool,
+        /// A 481 for a usage the dialog does not have (RFC 5057 §5.1): the dialog stays.
+        keep_dialog: bool,
     },
     /// Route requests to a new endpoint.
     Register {
@@ -600,9 +602,10 @@ impl Driver {
                 transaction,
                 response,
                 is_final,
+                keep_dialog,
             } => {
                 let disowned = self.respond(now, transaction, response, is_final);
-                if let Some(dialog) = disowned {
+                if let (Some(dialog), false) = (disowned, keep_dialog) {
                     self.forget_dialog(&dialog);
                 }
             }
