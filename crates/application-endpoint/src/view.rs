@@ -834,6 +834,7 @@ const PACKAGE: &str = "presence";
 /// * 405 for anything but NOTIFY;
 /// * 400 for a NOTIFY without a readable Event header (mandatory, RFC 6665 §8.1.2; 489 is
 ///   for a package not understood, and this one names none);
+/// * 400 for one without a readable Subscription-State;
 /// * 481 for one whose Event does not match the subscription's: the package compared byte
 ///   by byte, and an `id` present on one side only never matches (RFC 6665 §8.2.1). Such a
 ///   NOTIFY is for no subscription of the dialog (§4.1.3); the 481 ends that one alone at
@@ -850,7 +851,16 @@ fn refusal_of(request: &SipMessage) -> Option<Refusal> {
     if event.token() != PACKAGE || event.params().contains("id") {
         return Some((481, sip_core::reason_phrase(481), &[]));
     }
-    None
+    // Mandatory in every NOTIFY (RFC 6665 §4.1.3, §8.2.3): without it the notifier has not
+    // said whether the subscription is active, pending or over, and guessing `active`
+    // could keep a terminated one refreshed for ever.
+    match request.header(HeaderName::SubscriptionState) {
+        None => Some((400, "Missing Subscription-State header", &[])),
+        Some(v) if parse_subscription_state(v).is_err() => {
+            Some((400, "Malformed Subscription-State header", &[]))
+        }
+        Some(_) => None,
+    }
 }
 
 /// The phase of a `Subscription-State` header.
@@ -893,7 +903,8 @@ fn parse_subscription_state(value: &[u8]) -> Result<NotifierState, sip_core::Par
     })
 }
 
-/// The NOTIFY's subscription state; a missing or unreadable header reads as `active`.
+/// The NOTIFY's subscription state. [`refusal_of`] has refused a NOTIFY without a
+/// readable one; should one come here all the same it reads as `active`.
 fn notify_status(request: &SipMessage) -> NotifierState {
     request
         .header(HeaderName::SubscriptionState)
@@ -1893,9 +1904,6 @@ mod tests {
         assert!(parse_subscription_state(b"").is_err());
         assert!(parse_subscription_state(b";expires=1").is_err());
 
-        // A NOTIFY without the header reads as active, without an expiry.
-        let n = notify("Event: presence\r\n", "");
-        assert_eq!(notify_status(&n).phase, Phase::Active);
         let n = notify(
             "Event: presence\r\nSubscription-State: terminated;reason=rejected\r\n",
             "",
@@ -2127,7 +2135,10 @@ mod tests {
 
     #[test]
     fn only_presence_notifies_are_accepted_in_a_subscription_dialog() {
-        let status = |headers: &str| refusal_of(&notify(headers, "")).map(|r| r.0);
+        let status = |headers: &str| {
+            let headers = format!("{headers}Subscription-State: active\r\n");
+            refusal_of(&notify(&headers, "")).map(|r| r.0)
+        };
         assert_eq!(status("Event: presence\r\n"), None);
         assert_eq!(status("o: presence;extension=1\r\n"), None);
         // Not the subscription's Event (RFC 6665 §8.2.1): no subscription of the dialog.
@@ -2143,6 +2154,24 @@ mod tests {
              Call-ID: c\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n",
         );
         assert_eq!(refusal_of(&bye).map(|r| r.0), Some(405));
+    }
+
+    #[test]
+    fn a_notify_without_a_readable_subscription_state_is_refused() {
+        let status = |headers: &str| refusal_of(&notify(headers, "")).map(|r| (r.0, r.1));
+        let event = "Event: presence\r\n";
+        assert_eq!(
+            status(event),
+            Some((400, "Missing Subscription-State header"))
+        );
+        assert_eq!(
+            status(&format!("{event}Subscription-State: ;expires=60\r\n")),
+            Some((400, "Malformed Subscription-State header"))
+        );
+        assert_eq!(
+            status(&format!("{event}Subscription-State: pending\r\n")),
+            None
+        );
     }
 
     #[test]

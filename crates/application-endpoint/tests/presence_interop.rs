@@ -1510,3 +1510,63 @@ fn a_notify_for_another_event_or_id_is_refused_and_leaves_the_subscription_alone
         platform.shutdown().await;
     });
 }
+
+#[test]
+fn a_notify_without_subscription_state_is_refused_and_changes_nothing() {
+    use sip_core::Method;
+    runtime().block_on(async {
+        let mut fe = scripted::FrontEnd::start().await;
+        let platform = fe.platform().await;
+        let watcher = endpoint(&platform, "sip:watcher@contoso.test").await;
+        let view = RemotePresenceView::new(&watcher);
+        let mut rx = view.notifications();
+        let target = "sip:bob@contoso.test";
+        bounded("subscribe", view.subscribe([target.to_string()]))
+            .await
+            .expect("subscribe");
+        let sub = fe.request(Method::Subscribe, "the SUBSCRIBE").await;
+        fe.reply(&sub, 202, Some("n1"), &[("Expires", "600")]).await;
+        // Held pending: the presentity has not authorised the watcher yet.
+        let ok = fe.notify(&sub, "n1", 1, "pending;expires=600", None).await;
+        assert_eq!(ok, 200);
+        wait_scripted(&mut rx, target, "pending", see!(), |s| {
+            s.state == "Subscribing"
+        })
+        .await;
+
+        // Subscription-State is mandatory (RFC 6665 §4.1.3, §8.2.3): a NOTIFY without it,
+        // or with one that cannot be read, is malformed and says nothing about the
+        // subscription; it is not taken as `active`.
+        let busy = scripted::pidf(target, Availability::Busy);
+        for (cseq, headers) in (2..).zip([
+            "Event: presence\r\n",
+            "Event: presence\r\nSubscription-State: ;expires=600\r\n",
+        ]) {
+            let sent = fe
+                .send_notify_with(&sub, "n1", cseq, headers, Some(&busy))
+                .await;
+            assert_eq!(fe.answer(sent).await, 400, "{headers:?}");
+        }
+        assert_eq!(view.state(target).map(|s| s.name()), Some("Subscribing"));
+        assert_eq!(view.availability(target), None);
+
+        // Authorised: the subscription becomes active with its NOTIFY.
+        let online = scripted::pidf(target, Availability::Online);
+        let ok = fe
+            .notify(&sub, "n1", 4, "active;expires=600", Some(&online))
+            .await;
+        assert_eq!(ok, 200);
+        let seen = wait_scripted(&mut rx, target, "active", see!(), |s| s.has_document).await;
+        assert_eq!(seen.availability, Some(Availability::Online), "{seen:?}");
+        assert_eq!(seen.state, "Subscribed", "{seen:?}");
+
+        let ((), ()) = bounded(
+            "terminate",
+            futures_join(view.terminate(), script_unsubscribe(&mut fe, &sub, "n1", 5)),
+        )
+        .await;
+        assert_eq!(watcher.core().live_dialogs(), 0);
+        watcher.terminate().await;
+        platform.shutdown().await;
+    });
+}
