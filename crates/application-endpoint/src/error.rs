@@ -41,6 +41,14 @@ pub enum EndpointError {
         /// The document's `entity`.
         entity: String,
     },
+    /// The server accepted a PUBLISH without the SIP-ETag its 2xx must carry (RFC 3903
+    /// §11.3): without it the publication can be neither refreshed, modified nor removed,
+    /// so it is not kept (nothing refreshes it; it lapses at the server).
+    #[error("the server accepted the PUBLISH ({status}) without a SIP-ETag")]
+    NoEntityTag {
+        /// The 2xx status.
+        status: u16,
+    },
     /// The endpoint is not established (establish it first, or it terminated).
     #[error("the endpoint is {0:?}")]
     NotEstablished(crate::EndpointState),

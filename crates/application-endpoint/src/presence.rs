@@ -132,7 +132,16 @@ impl LocalOwnerPresence {
             }
             r => r,
         };
-        let (etag, expires) = result?;
+        let (etag, expires) = match result {
+            Ok(granted) => granted,
+            Err(e @ EndpointError::NoEntityTag { .. }) => {
+                // Accepted, but it cannot be named any more: nothing to refresh, modify
+                // or remove (what was published before is replaced, or lapses).
+                forget(&mut st);
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         st.etag = Some(etag);
         st.document = Some(body);
         if let Some(t) = st.refresher.take() {
@@ -163,8 +172,10 @@ impl LocalOwnerPresence {
         };
         match self.send(Some(&etag), None, 0).await {
             // The server no longer has it (it expired, or the server restarted): there is
-            // nothing left to remove.
-            Ok(_) | Err(EndpointError::Request(RequestError::Status { code: 412, .. })) => Ok(()),
+            // nothing left to remove. A removal needs no entity tag back.
+            Ok(_)
+            | Err(EndpointError::NoEntityTag { .. })
+            | Err(EndpointError::Request(RequestError::Status { code: 412, .. })) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -217,18 +228,32 @@ impl LocalOwnerPresence {
             r = r.body(pidf::CONTENT_TYPE, b);
         }
         let ok = self.core.platform().send_request(r).await?;
-        Ok(publication_of(&ok, expires))
+        publication_of(&ok, expires)
     }
 }
 
-/// The entity tag and lifetime a 2xx to PUBLISH grants (RFC 3903 §11.3).
-fn publication_of(ok: &SipMessage, asked: u32) -> (String, u32) {
+/// Drops the publication's entity tag, document and refresh.
+fn forget(st: &mut Published) {
+    st.etag = None;
+    st.document = None;
+    if let Some(t) = st.refresher.take() {
+        t.abort();
+    }
+}
+
+/// The entity tag and lifetime a 2xx to PUBLISH grants (RFC 3903 §11.3). The ESC MUST
+/// send a SIP-ETag: a 2xx without one (or with an empty one) leaves nothing to name the
+/// publication by, so it is an error rather than a publication refreshed as `""`.
+fn publication_of(ok: &SipMessage, asked: u32) -> Result<(String, u32), EndpointError> {
     let etag = ok
         .header(HeaderName::SipEtag)
         .map(|v| String::from_utf8_lossy(v).trim().to_string())
-        .unwrap_or_default();
+        .filter(|e| !e.is_empty())
+        .ok_or(EndpointError::NoEntityTag {
+            status: ok.status().unwrap_or(200),
+        })?;
     let expires = ok.expires().and_then(Result::ok).unwrap_or(asked);
-    (etag, expires)
+    Ok((etag, expires))
 }
 
 /// Shortest and longest wait before a failed refresh is tried again (doubling between).
@@ -288,6 +313,13 @@ async fn refresh(refreshing: Refreshing, expires: u32) {
                 failures = 0;
                 wait = refresh_after(granted);
             }
+            Err(e @ EndpointError::NoEntityTag { .. }) => {
+                // Refreshed, but with no entity tag to refresh it by next time.
+                warn!(error = %e, "publication no longer refreshed");
+                st.etag = None;
+                st.document = None;
+                return;
+            }
             Err(e) => {
                 failures = failures.saturating_add(1);
                 let Some(retry) = refresh_retry(&e, failures) else {
@@ -326,7 +358,7 @@ fn describes(
 
 #[cfg(test)]
 mod tests {
-    use super::{describes, refresh_retry, EndpointError, REFRESH_RETRY_MAX};
+    use super::{describes, publication_of, refresh_retry, EndpointError, REFRESH_RETRY_MAX};
     use collaboration_platform::{Address, RequestError};
     use std::time::Duration;
 
@@ -370,6 +402,37 @@ mod tests {
         // The platform stopped: nothing can be refreshed any more.
         let stopped = EndpointError::Request(RequestError::Shutdown);
         assert_eq!(refresh_retry(&stopped, 1), None);
+    }
+
+    #[test]
+    fn a_2xx_must_carry_an_entity_tag() {
+        let ok = |extra: &str| {
+            let text = format!(
+                "SIP/2.0 200 OK\r\nVia: SIP/2.0/TLS h;branch=z9hG4bK1\r\n\
+                 From: <sip:a@contoso.test>;tag=1\r\nTo: <sip:a@contoso.test>;tag=2\r\n\
+                 Call-ID: c\r\nCSeq: 1 PUBLISH\r\n{extra}Content-Length: 0\r\n\r\n"
+            );
+            sip_core::SipMessage::parse_datagram(
+                bytes::Bytes::from(text),
+                &sip_core::Limits::DEFAULT,
+            )
+            .expect("test response")
+        };
+        let granted = publication_of(&ok("SIP-ETag: e1\r\nExpires: 60\r\n"), 600);
+        assert_eq!(granted.ok(), Some(("e1".to_string(), 60)));
+        assert_eq!(
+            publication_of(&ok("SIP-ETag: e2\r\n"), 600).ok(),
+            Some(("e2".to_string(), 600))
+        );
+        for without in ["Expires: 60\r\n", "SIP-ETag: \r\n"] {
+            assert!(
+                matches!(
+                    publication_of(&ok(without), 600),
+                    Err(EndpointError::NoEntityTag { status: 200 })
+                ),
+                "{without:?}"
+            );
+        }
     }
 
     #[test]

@@ -1570,3 +1570,76 @@ fn a_notify_without_subscription_state_is_refused_and_changes_nothing() {
         platform.shutdown().await;
     });
 }
+
+#[test]
+fn a_publication_accepted_without_an_entity_tag_fails_and_is_not_refreshed() {
+    use sip_core::{HeaderName, Method};
+    runtime().block_on(async {
+        let mut fe = scripted::FrontEnd::start().await;
+        let platform = fe.platform().await;
+        let bot = endpoint(&platform, "sip:bot@contoso.test").await;
+        let presence = bot.local_owner_presence();
+
+        // A 2xx without SIP-ETag (RFC 3903 §11.3: the server MUST send one): there is
+        // nothing to refresh, modify or remove the publication by.
+        let script = async {
+            let first = fe.request(Method::Publish, "the PUBLISH").await;
+            fe.reply(&first, 200, None, &[("Expires", "2")]).await;
+        };
+        let (published, ()) = bounded(
+            "PUBLISH",
+            futures_join(
+                presence.publish_availability(Availability::Busy, None),
+                script,
+            ),
+        )
+        .await;
+        match published {
+            Err(EndpointError::NoEntityTag { status: 200 }) => {}
+            other => panic!("expected NoEntityTag, got {other:?}"),
+        }
+        assert_eq!(presence.etag().await, None);
+        // Granted 2 s: a refresh would come after about 1 s. None comes.
+        let refresh = tokio::time::timeout(
+            Duration::from_millis(2500),
+            fe.request(Method::Publish, "no refresh"),
+        )
+        .await;
+        if let Ok(r) = refresh {
+            panic!(
+                "refreshed a publication without entity tag: SIP-If-Match {:?}",
+                scripted::header(&r, HeaderName::SipIfMatch)
+            );
+        }
+
+        // The next publish starts a new publication, which works as usual.
+        let script = async {
+            let again = fe.request(Method::Publish, "the new PUBLISH").await;
+            assert_eq!(scripted::header(&again, HeaderName::SipIfMatch), None);
+            fe.reply(&again, 200, None, &[("SIP-ETag", "e1"), ("Expires", "600")])
+                .await;
+            let remove = fe.request(Method::Publish, "the removing PUBLISH").await;
+            assert_eq!(
+                scripted::header(&remove, HeaderName::SipIfMatch).as_deref(),
+                Some("e1")
+            );
+            fe.reply(&remove, 200, None, &[("Expires", "0")]).await;
+        };
+        let (done, ()) = bounded(
+            "publish and remove",
+            futures_join(
+                async {
+                    presence
+                        .publish_availability(Availability::Online, None)
+                        .await?;
+                    presence.remove().await
+                },
+                script,
+            ),
+        )
+        .await;
+        done.expect("published and removed");
+        bot.terminate().await;
+        platform.shutdown().await;
+    });
+}
