@@ -270,13 +270,19 @@ pub(crate) fn retry_after(e: &EndpointError) -> Option<Duration> {
     Some(Duration::from_secs(u64::from(secs)).min(RETRY_AFTER_MAX))
 }
 
+/// What the registrar granted last, shared by the task keeping the registration alive
+/// (which writes every grant) and the endpoint (which reports it).
+type LastGrant = Arc<std::sync::Mutex<Granted>>;
+
 /// Keeps a registration alive until aborted: refreshes, and re-registers (state
 /// Reestablishing, then Established) after failures or a lost front-end connection.
-pub(crate) async fn keep_alive(reg: Arc<Mutex<Registration>>, first: Granted) {
+/// Each grant replaces `last`: a registrar may grant a refresh another lifetime or GRUU.
+pub(crate) async fn keep_alive(reg: Arc<Mutex<Registration>>, last: LastGrant) {
     let core = reg.lock().await.core.clone();
     let mut losses = core.platform().proxy_losses();
     losses.mark_unchanged();
-    let mut wait = refresh_after(first.expires);
+    let first = last.lock().unwrap_or_else(|p| p.into_inner()).expires;
+    let mut wait = refresh_after(first);
     let mut backoff = RETRY_MIN;
     loop {
         let lost = tokio::select! {
@@ -319,6 +325,7 @@ pub(crate) async fn keep_alive(reg: Arc<Mutex<Registration>>, first: Granted) {
                 );
                 debug!(expires = g.expires, "registration refreshed");
                 wait = refresh_after(g.expires);
+                *last.lock().unwrap_or_else(|p| p.into_inner()) = g;
             }
             Err(EndpointError::Request(RequestError::Shutdown)) => {
                 // Nothing will be sent again: not a failure to retry every 2 s for ever.
@@ -371,7 +378,7 @@ pub(crate) struct Registered {
 struct Running {
     registration: Arc<Mutex<Registration>>,
     keep_alive: tokio::task::JoinHandle<()>,
-    granted: Granted,
+    granted: LastGrant,
 }
 
 /// An endpoint dropped without `terminate()` stops refreshing: the task holds the core,
@@ -424,17 +431,21 @@ impl Registered {
             let _ = reg.lock().await.register(0).await;
             return Err(EndpointError::NotEstablished(core.state()));
         }
+        let last = Arc::new(std::sync::Mutex::new(granted.clone()));
         *state = Some(Running {
-            keep_alive: tokio::spawn(keep_alive(reg.clone(), granted.clone())),
+            keep_alive: tokio::spawn(keep_alive(reg.clone(), last.clone())),
             registration: reg,
-            granted: granted.clone(),
+            granted: last,
         });
         Ok(granted)
     }
 
-    /// What the registrar granted, while registered.
+    /// What the registrar granted last (the first REGISTER or the latest refresh), while
+    /// registered.
     pub(crate) async fn granted(&self) -> Option<Granted> {
-        Some(self.state.lock().await.as_ref()?.granted.clone())
+        let last = self.state.lock().await.as_ref()?.granted.clone();
+        let granted = last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Some(granted)
     }
 
     /// Stops refreshing and removes the binding; says how that went (for the Terminated

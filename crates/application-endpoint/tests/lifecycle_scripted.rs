@@ -120,9 +120,22 @@ impl Registrar {
 
     /// Answers `request` with `status`; a 2xx grants the binding for `expires` seconds.
     async fn answer(&mut self, request: &str, status: &str, expires: u32, extra: &str) {
+        self.answer_binding(request, status, expires, "", extra)
+            .await;
+    }
+
+    /// As [`answer`](Self::answer), with `params` added to the binding a 2xx echoes.
+    async fn answer_binding(
+        &mut self,
+        request: &str,
+        status: &str,
+        expires: u32,
+        params: &str,
+        extra: &str,
+    ) {
         let contact = if status.starts_with('2') {
             format!(
-                "Contact: {};expires={expires}\r\n",
+                "Contact: {};expires={expires}{params}\r\n",
                 header(request, "Contact")
             )
         } else {
@@ -640,6 +653,62 @@ async fn a_user_endpoint_established_twice_answers_ok_as_an_application_endpoint
     let first = first.expect("established");
     let again = alice.establish().await;
     assert_eq!(again.ok(), Some(first));
+    tokio::join!(alice.terminate(), registrar.grant(0));
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refresh_updates_what_the_registrar_granted() {
+    use application_endpoint::{Credentials, Granted, UserEndpoint, UserEndpointSettings};
+    let mut registrar = Registrar::bind().await;
+    let p = platform(&registrar).await;
+    let owner = Address::assume_on_premises("sip:alice@contoso.test").unwrap();
+    let alice = UserEndpoint::new(
+        &p,
+        UserEndpointSettings::new(owner, Credentials::new("alice", "secret"))
+            .instance_id("urn:uuid:00000000-0000-0000-0000-000000000001"),
+    );
+    let first_gruu = ";pub-gruu=\"sip:alice@contoso.test;gr=one\"";
+    let script = async {
+        let r = registrar.register().await;
+        registrar
+            .answer_binding(&r, "200 OK", 1, first_gruu, "")
+            .await;
+    };
+    let (first, ()) = tokio::join!(alice.establish(), script);
+    let first = first.expect("established");
+    assert_eq!(
+        first,
+        Granted {
+            expires: 1,
+            gruu: Some("sip:alice@contoso.test;gr=one".into())
+        }
+    );
+
+    // The refresh (after about a second) is granted another lifetime and GRUU: that is
+    // what the endpoint reports from then on, not the first grant.
+    let refresh = registrar.register().await;
+    let second_gruu = ";pub-gruu=\"sip:alice@contoso.test;gr=two\"";
+    registrar
+        .answer_binding(&refresh, "200 OK", 600, second_gruu, "")
+        .await;
+    let want = Granted {
+        expires: 600,
+        gruu: Some("sip:alice@contoso.test;gr=two".into()),
+    };
+    let reported = tokio::time::timeout(WAIT, async {
+        loop {
+            let now = alice.establish().await.expect("still established");
+            if now != first {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("still reporting the first grant {first:?}"));
+    assert_eq!(reported, want);
+    assert_eq!(alice.gruu().await, want.gruu);
     tokio::join!(alice.terminate(), registrar.grant(0));
     p.shutdown().await;
 }
