@@ -241,6 +241,24 @@ pub(crate) fn refresh_after(expires: u32) -> Duration {
     Duration::from_millis(at)
 }
 
+/// The least time kept between a registration refresh and the binding's end (half the
+/// grant when that is less): room for a challenge, a 423 and a slow registrar.
+const REFRESH_MARGIN_MS: u64 = 5_000;
+
+/// When to refresh a registration granted for `expires` seconds, `r` (any 64-bit value)
+/// picking the point: uniformly between 80 % and 90 % of the grant, so that endpoints
+/// registered together (a restart, a front end back after an outage) do not all refresh
+/// together; never later than [`REFRESH_MARGIN_MS`] before the end, never sooner than 1 s
+/// from now. The 80–90 % window is what common UAs use; RFC 5626 §4.5 randomises its
+/// re-registration waits for the same reason.
+pub(crate) fn registration_refresh_after(expires: u32, r: u64) -> Duration {
+    let e = u64::from(expires.max(1)) * 1000;
+    let (early, late) = (e * 8 / 10, e * 9 / 10);
+    let at = early + r % (late - early + 1);
+    let latest = e - REFRESH_MARGIN_MS.min(e / 2);
+    Duration::from_millis(at.min(latest).max(1000))
+}
+
 /// The status and reason of a refusal that retrying cannot change: credentials refused
 /// (401/407 unanswerable, 403), or the registrar does not know the address of record (404,
 /// 604) or declines it (603). Anything else (5xx, 408, 480, timeouts, transport) is worth
@@ -282,7 +300,7 @@ pub(crate) async fn keep_alive(reg: Arc<Mutex<Registration>>, last: LastGrant) {
     let mut losses = core.platform().proxy_losses();
     losses.mark_unchanged();
     let first = last.lock().unwrap_or_else(|p| p.into_inner()).expires;
-    let mut wait = refresh_after(first);
+    let mut wait = registration_refresh_after(first, crate::ids::random());
     let mut backoff = RETRY_MIN;
     loop {
         let lost = tokio::select! {
@@ -324,7 +342,7 @@ pub(crate) async fn keep_alive(reg: Arc<Mutex<Registration>>, last: LastGrant) {
                     format!("registered again for {} s", g.expires),
                 );
                 debug!(expires = g.expires, "registration refreshed");
-                wait = refresh_after(g.expires);
+                wait = registration_refresh_after(g.expires, crate::ids::random());
                 *last.lock().unwrap_or_else(|p| p.into_inner()) = g;
             }
             Err(EndpointError::Request(RequestError::Shutdown)) => {
@@ -564,6 +582,38 @@ mod tests {
         assert_eq!(refresh_after(3), Duration::from_secs(2));
         assert_eq!(refresh_after(1), Duration::from_secs(1));
         assert_eq!(refresh_after(0), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn registration_refreshes_are_spread_within_bounds() {
+        let ms = |d: Duration| d.as_millis() as u64;
+        // Any 64-bit value, the extremes included, lands within the bounds.
+        let mut draws: Vec<u64> = vec![0, 1, u64::MAX, u64::MAX / 2];
+        draws.extend((0..2000).map(|_| crate::ids::random()));
+        for expires in [0u32, 1, 2, 3, 9, 10, 11, 30, 60, 600, 3600, u32::MAX] {
+            let e = u64::from(expires.max(1)) * 1000;
+            let latest = e - 5000u64.min(e / 2);
+            let (low, high) = ((e * 8 / 10).min(latest).max(1000), latest.max(1000));
+            for &r in &draws {
+                let at = ms(registration_refresh_after(expires, r));
+                assert!(at >= low && at <= high, "{expires} s, r {r}: at {at} ms");
+                assert!(at <= e * 9 / 10 || at == 1000, "{expires} s: at {at} ms");
+            }
+        }
+        // 600 s: between 480 and 540 s, and really spread (not one instant for all).
+        let at: Vec<u64> = draws[4..]
+            .iter()
+            .map(|&r| ms(registration_refresh_after(600, r)))
+            .collect();
+        let (min, max) = (at.iter().min().unwrap(), at.iter().max().unwrap());
+        assert!(*min >= 480_000 && *max <= 540_000, "{min}..{max}");
+        assert!(max - min >= 30_000, "spread over {min}..{max} ms only");
+        // 30 s: 24–27 s, but at least 5 s before the end: 24–25 s.
+        assert!(draws
+            .iter()
+            .all(|&r| (24_000..=25_000).contains(&ms(registration_refresh_after(30, r)))));
+        // Short grants keep the old floor: a 1 s grant is refreshed after 1 s.
+        assert_eq!(registration_refresh_after(1, 12345), Duration::from_secs(1));
     }
 
     #[test]
