@@ -15,6 +15,11 @@ use tokio::sync::mpsc;
 /// A request the platform routed to an endpoint. Answer it with
 /// [`respond`](Self::respond); dropped without a final response, the platform answers
 /// `500` for it (every request gets a definite answer).
+///
+/// An ACK is routed too when it owes an answer: the ACK of a 2xx that carried the offer,
+/// the INVITE having none (RFC 3261 §13.2.1: the answer is in that ACK), once per 2xx.
+/// It has nothing to answer: [`respond`](Self::respond) refuses with
+/// [`RespondError::AlreadyAnswered`]. Other ACKs stay with the platform.
 #[derive(Debug)]
 pub struct IncomingRequest {
     request: SipMessage,
@@ -289,6 +294,11 @@ impl IncomingRequest {
             .map_err(|_| RespondError::Shutdown)?;
         self.answered = true;
         Ok(())
+    }
+
+    /// An ACK: there is nothing to answer (and nothing is sent when it is dropped).
+    pub(crate) fn set_unanswerable(&mut self) {
+        self.answered = true;
     }
 
     /// Marks the request answered without sending (the platform answered it itself).

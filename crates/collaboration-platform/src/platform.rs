@@ -407,8 +407,9 @@ impl CollaborationPlatform {
     /// Routes requests to a new endpoint acting for `owner` (an on-premises address: a
     /// federated user cannot be hosted here), for its `gruu` if any, and — with
     /// `default_routing` — for every request no other endpoint owns. Requests arrive on the
-    /// returned receiver; when the queue is full the platform answers 503 for it, when the
-    /// receiver is dropped the endpoint is forgotten (480).
+    /// returned receiver (with the ACKs that carry an answer: see [`IncomingRequest`]);
+    /// when the queue is full the platform answers 503 for it, when the receiver is
+    /// dropped the endpoint is forgotten (480).
     ///
     /// Cancel safety: cancel safe while waiting for room in the command queue (nothing was
     /// registered); once queued the registration happens and the receiver is dropped, so the

@@ -333,6 +333,11 @@ struct Unacked {
     next: Instant,
     interval: Duration,
     give_up: Instant,
+    /// The INVITE's server transaction (what the ACK handed to the endpoint names).
+    transaction: TransactionId,
+    /// The 2xx carries the offer (the INVITE had none): the answer comes in the ACK
+    /// (RFC 3261 §13.2.1), so the ACK goes to the endpoint.
+    answer_in_ack: bool,
 }
 
 struct Stopping {
@@ -1001,15 +1006,16 @@ impl Driver {
                     // the one it arrived in.
                     let dialog = made.or_else(|| request_dialog(request));
                     let seq = request.cseq().ok().map(|c| c.seq());
+                    let answer_in_ack = request.body().is_empty() && !response.body().is_empty();
                     if let (Some(d), Some(seq)) = (dialog, seq) {
-                        awaits_ack = Some(((d, seq), response.clone(), e.source));
+                        awaits_ack = Some(((d, seq), response.clone(), e.source, answer_in_ack));
                     }
                 }
             }
         }
         match self.layer.respond(now, transaction, response) {
             Ok(()) => {
-                if let Some((key, response, peer)) = awaits_ack {
+                if let Some((key, response, peer, answer_in_ack)) = awaits_ack {
                     let interval = self.layer.config().t1;
                     self.ack_due
                         .push(Reverse((now + interval, key.0.clone(), key.1)));
@@ -1021,6 +1027,8 @@ impl Driver {
                             next: now + interval,
                             interval,
                             give_up: now + 64 * interval,
+                            transaction,
+                            answer_in_ack,
                         },
                     );
                 }
@@ -1363,10 +1371,21 @@ impl Driver {
                 invite,
                 cancel: Err(e),
             } => debug!(%invite, error = %e, "held CANCEL not sent"),
-            Event::Ack { request, .. } => {
+            Event::Ack {
+                request, source, ..
+            } => {
                 let seq = request.cseq().ok().map(|c| c.seq());
                 if let (Some(d), Some(seq)) = (request_dialog(&request), seq) {
-                    self.unacked.remove(&(d, seq));
+                    let key = (d, seq);
+                    if let Some(u) = self.unacked.remove(&key) {
+                        // Only the first ACK of a 2xx goes up (later ones answer its
+                        // retransmissions), and only one that owes an answer.
+                        if u.answer_in_ack && !self.deliver_ack(request, source, &key.0, &u) {
+                            // The endpoint's queue is full: the 2xx stays unACKed, and the
+                            // ACK its next retransmission draws is offered again.
+                            self.unacked.insert(key, u);
+                        }
+                    }
                     shrink_if_sparse(&mut self.unacked);
                 }
             }
@@ -1623,6 +1642,57 @@ impl Driver {
 }
 
 impl Driver {
+    /// Hands the ACK of `unacked` (a 2xx that carried an offer) to the endpoint owning
+    /// `dialog`, already answered (an ACK has no response). False only when the
+    /// endpoint's queue is full: the caller keeps the 2xx unACKed, so it is offered again.
+    fn deliver_ack(
+        &mut self,
+        ack: SipMessage,
+        source: Peer,
+        dialog: &DialogId,
+        unacked: &Unacked,
+    ) -> bool {
+        let Some(owner) = self
+            .dialogs
+            .get(dialog)
+            .map(|d| d.owner())
+            .filter(|o| *o != 0)
+            .map(EndpointId)
+        else {
+            return true;
+        };
+        let (Some(sender), Some(commands)) = (
+            self.endpoints.get(&owner).cloned(),
+            self.cfg.commands.upgrade(),
+        ) else {
+            return true;
+        };
+        let from = ack.from().ok();
+        let from = from
+            .as_ref()
+            .map(|f| String::from_utf8_lossy(f.uri().as_bytes()).into_owned());
+        let Some(Ok(caller)) = from.map(|u| self.cfg.topology.classify(&u)) else {
+            debug!("ACK from an unclassified caller not delivered");
+            return true;
+        };
+        let mut incoming = IncomingRequest::new(
+            ack,
+            caller,
+            owner,
+            source.addr,
+            unacked.transaction,
+            commands,
+            self.cfg.server.clone(),
+            Span::none(),
+        );
+        incoming.set_dialog(Some(dialog.clone()));
+        incoming.set_unanswerable();
+        !matches!(
+            sender.try_send(incoming),
+            Err(mpsc::error::TrySendError::Full(_))
+        )
+    }
+
     /// A NOTIFY that matched no dialog but belongs to a SUBSCRIBE still waiting for its
     /// final response creates the subscription dialog (RFC 6665 §4.1.2.4).
     fn notify_for_subscription(&mut self, notify: &SipMessage) -> Option<DialogId> {

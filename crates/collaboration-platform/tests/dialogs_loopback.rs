@@ -969,3 +969,52 @@ async fn a_call_between_platforms_is_acked_and_stays_up_past_64_t1() {
     let r = tokio::time::timeout(WAIT, info).await.unwrap().unwrap();
     assert_eq!(r.map(|m| m.status()).ok(), Some(Some(200)));
 }
+
+/// RFC 3261 §13.2.1: to an INVITE without an offer, the 2xx carries ours and the answer
+/// comes in the ACK, so that ACK goes to the endpoint (once, answered already: there is
+/// nothing to respond). The ACK of a 2xx without an offer stays with the platform. ACKs
+/// used to be absorbed by the platform, and an offer made in a 2xx could never be answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ack_owing_an_answer_reaches_the_endpoint_and_no_other() {
+    let (a, b) = platforms().await;
+    let (app, _app_rx) = endpoint(&a, "app").await;
+    let (_bob, mut bob_rx) = endpoint(&b, "bob").await;
+    let offer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                 m=message 5060 sip null\r\na=accept-types:text/plain\r\n";
+    for offer_in_2xx in [true, false] {
+        let b2 = b.clone();
+        let call = a.invite(app, invite(&a)).await.unwrap();
+        let mut inv = next(&mut bob_rx).await;
+        assert!(inv.body().is_empty(), "an INVITE without an offer");
+        let dialog = inv.dialog().unwrap();
+        let contact = format!("<{}>", b2.contact_uri("bob").unwrap());
+        let body = offer_in_2xx.then(|| ("application/sdp", offer.into()));
+        inv.respond(200, "OK", &[("Contact", &contact)], body)
+            .await
+            .unwrap();
+        let (_, a_dialog) = tokio::time::timeout(WAIT, call.outcome())
+            .await
+            .unwrap()
+            .unwrap();
+        if offer_in_2xx {
+            let mut ack = next(&mut bob_rx).await;
+            assert_eq!(ack.request().method(), Some(&Method::Ack));
+            assert_eq!(ack.dialog(), Some(dialog.clone()));
+            assert_eq!(
+                ack.respond(200, "OK", &[], None).await,
+                Err(collaboration_platform::RespondError::AlreadyAnswered),
+                "an ACK has nothing to answer"
+            );
+        }
+        // The next request the endpoint gets is the BYE: no ACK (again) before it.
+        let a2 = a.clone();
+        let hang_up = tokio::spawn(async move {
+            a2.send_in_dialog(&a_dialog, OutgoingRequest::new(Method::Bye, ""))
+                .await
+        });
+        let mut bye = next(&mut bob_rx).await;
+        assert_eq!(bye.request().method(), Some(&Method::Bye), "{offer_in_2xx}");
+        bye.respond(200, "OK", &[], None).await.unwrap();
+        hang_up.await.unwrap().unwrap();
+    }
+}
