@@ -10,8 +10,11 @@
 //!   (Call-ID, local tag) with [`EndpointCore::route_dialog`] — a call, a subscription —
 //!   or is answered 481 when nothing is registered;
 //! * an INVITE outside a dialog goes to the handler stream of its modality (read from the
-//!   SDP `m=` line; [`EndpointCore::incoming`]), or is answered 488 when no handler is
-//!   registered, or 503 with Retry-After while draining;
+//!   SDP `m=` line; [`EndpointCore::incoming`]; one without a body, a delayed offer, to
+//!   the instant-messaging stream), or is answered 488 when no handler is registered, or
+//!   503 with Retry-After while draining;
+//! * an ACK that carries an answer (to an offer this side made in a 2xx) goes to its
+//!   dialog's route ([`DialogHandler::ack`]); other ACKs never come up from the platform;
 //! * a MESSAGE outside a dialog (page mode, RFC 3428) goes to [`EndpointCore::pages`], or
 //!   is answered 405;
 //! * anything else is answered 405.
@@ -108,9 +111,17 @@ fn stack_route_key<'b>(buf: &'b mut [u8], call_id: &[u8], tag: &[u8]) -> Option<
 /// `handle` runs on the router, so it must answer promptly; spawn for slow work.
 #[async_trait::async_trait]
 pub trait DialogHandler: Send + Sync + 'static {
-    /// One request of the dialog (never an ACK). Takes the handler's `Arc`, so a handler
-    /// can start timers that hold it weakly.
+    /// One request of the dialog (never an ACK: see [`ack`](Self::ack)). Takes the
+    /// handler's `Arc`, so a handler can start timers that hold it weakly.
     async fn handle(self: Arc<Self>, request: IncomingRequest);
+
+    /// The ACK of a 2xx this side sent with an offer, to an INVITE that had none: the
+    /// peer's answer is its body, or it has none (RFC 3261 §13.2.1). Comes once per 2xx;
+    /// nothing is to be answered. Other ACKs stay with the platform. The default ignores
+    /// it, for handlers that never send an offer in a 2xx.
+    async fn ack(self: Arc<Self>, ack: IncomingRequest) {
+        let _ = ack;
+    }
 
     /// The platform ended the dialog on its own account (a 2xx never ACKed;
     /// [`CollaborationPlatform::dialog_endings`]). Nothing more will come in it; the
@@ -364,7 +375,8 @@ impl EndpointCore {
     }
 
     /// The stream of incoming INVITEs offering `modality` (replaces an earlier stream for
-    /// it). Without one, such INVITEs are declined 488.
+    /// it); INVITEs without an offer come on the instant-messaging one. Without one, such
+    /// INVITEs are declined 488.
     pub fn incoming(&self, modality: Modality) -> mpsc::Receiver<IncomingRequest> {
         let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
         self.lock_routes().sessions.insert(modality, tx);
@@ -499,7 +511,14 @@ impl EndpointCore {
                 if self.is_draining() {
                     return Target::Refuse(503, &[]);
                 }
-                match Modality::of_offer(req.body()).and_then(|m| routes.sessions.get(&m)) {
+                // Without a body (delayed offer, RFC 3261 §13.2.1) the session is ours to
+                // offer in the 2xx: instant messaging, the one kind this SDK offers.
+                let modality = if req.body().is_empty() {
+                    Some(Modality::InstantMessaging)
+                } else {
+                    Modality::of_offer(req.body())
+                };
+                match modality.and_then(|m| routes.sessions.get(&m)) {
                     Some(tx) => Target::Stream(tx.clone()),
                     None => Target::Refuse(488, &[]),
                 }
@@ -633,10 +652,20 @@ async fn deliver(core: &Weak<EndpointCore>, mut req: IncomingRequest) -> bool {
             let _ = req.respond(480, "Temporarily Unavailable", &[], None).await;
             return false;
         };
+        let target = c.target_of(&req);
         if req.request().method() == Some(&Method::Ack) {
+            // An ACK the platform hands up carries an answer (or owes one): only the
+            // dialog's own handler or route can use it; nothing answers it.
+            drop(c);
+            match target {
+                Target::Handler(h) => h.ack(req).await,
+                Target::Dialog(tx) => {
+                    let _ = tx.try_send(Box::new(req));
+                }
+                Target::Stream(_) | Target::Refuse(..) => {}
+            }
             return true;
         }
-        let target = c.target_of(&req);
         let retry_after = c.retry_after;
         // Not kept across the await: the endpoint may go while a handler runs.
         drop(c);
