@@ -16,6 +16,7 @@ use collaboration_platform::{
     DialogEndReason, DialogId, Homing, IncomingRequest, InviteCanceller, InviteProgress,
     OutgoingRequest, RequestError,
 };
+use sip_core::sdp::offer_answer::intersect_accept_types;
 use sip_core::sdp::{LocalCapabilities, MediaCapability, OfferAnswer, SessionDescription};
 use sip_core::{HeaderName, Method};
 use std::borrow::Cow;
@@ -23,7 +24,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tracing::debug;
 
 /// Content types this side takes in an IM session.
@@ -44,6 +45,11 @@ const MESSAGE_TYPES: [&str; 3] = ["text/plain", "text/html", "text/rtf"];
 
 /// The methods an IM call takes (`Allow`).
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, MESSAGE, INFO, OPTIONS, UPDATE";
+
+/// How long an accepted call without an offer waits for the ACK with the answer: beyond
+/// the platform's own limit (64*T1, 32 s by default), after which it ends the dialog for a
+/// missing ACK; this only bounds the wait should that news be lost.
+const ANSWER_WAIT: Duration = Duration::from_secs(40);
 
 /// Received messages queued per call before the peer is answered 503 (backpressure).
 const RECEIVE_CAPACITY: usize = 1024;
@@ -150,6 +156,19 @@ struct Rare {
     /// stream of `active` documents (with refresh intervals of up to 136 years) leaves
     /// one sleeping task per call, not one per document.
     typing_timer: Option<tokio::task::AbortHandle>,
+    /// Our offer in the 2xx to an INVITE without one, until the ACK brings the answer.
+    awaited_answer: Option<AwaitedAnswer>,
+}
+
+/// An accepted call whose offer went in the 2xx (the INVITE had none): the answer is owed
+/// in the ACK (RFC 3261 §13.2.1), and `accept` waits for it.
+#[derive(Debug)]
+struct AwaitedAnswer {
+    negotiator: OfferAnswer,
+    /// The dialog the 2xx made: the ACK may be taken before `accept` gets to set it.
+    dialog: DialogId,
+    /// What `accept` returns.
+    done: oneshot::Sender<Result<(), CallError>>,
 }
 
 /// Why a received message was not queued.
@@ -290,6 +309,14 @@ impl CallShared {
             self.conversation.set_state(s);
         }
         if s == ConversationState::Terminated {
+            // A call ended before its ACK came (BYE, no ACK at all): `accept` stops
+            // waiting for the answer.
+            let awaited = self
+                .lock()
+                .rare
+                .as_mut()
+                .and_then(|r| r.awaited_answer.take());
+            drop(awaited);
             self.close_inbox();
             self.end_route();
             self.cancel_typing_deadline();
@@ -619,6 +646,35 @@ fn negotiator(host: &str) -> OfferAnswer {
     )
 }
 
+/// Takes `body` as the answer to the IM offer pending in `negotiator` (RFC 3264 §6–7): it
+/// must keep an IM session (an `m=message` line not rejected) whose accept-types meet ours
+/// (none listed: any). The reason when it does not.
+fn take_im_answer(negotiator: &mut OfferAnswer, body: &[u8]) -> Result<(), String> {
+    if body.is_empty() {
+        return Err("no answer came to our offer".into());
+    }
+    let answer = SessionDescription::parse_slice(body)
+        .map_err(|e| format!("the answer is not valid SDP: {e}"))?;
+    negotiator
+        .receive_answer(&answer)
+        .map_err(|e| format!("the answer does not fit the offer: {e}"))?;
+    let ours: Vec<String> = ACCEPT_TYPES.iter().map(|t| t.to_string()).collect();
+    let usable = answer.media().iter().any(|m| {
+        let mut types = m.accept_types();
+        if types.is_empty() {
+            types = answer.accept_types();
+        }
+        m.media_type().eq_ignore_ascii_case("message")
+            && !m.is_rejected()
+            && (types.is_empty() || !intersect_accept_types(&types, &ours).is_empty())
+    });
+    if usable {
+        Ok(())
+    } else {
+        Err("the answer has no IM session".into())
+    }
+}
+
 fn sdp_host(core: &application_endpoint::EndpointCore) -> String {
     core.platform()
         .own_uri()
@@ -807,18 +863,13 @@ impl<H: Homing> InstantMessagingCall<H> {
             }
             _ => {}
         }
-        let answer_ok = SessionDescription::parse_slice(response.body())
-            .ok()
-            .is_some_and(|a| negotiator.receive_answer(&a).is_ok());
-        if !answer_ok {
+        if let Err(reason) = take_im_answer(&mut negotiator, response.body()) {
             // RFC 3261 §13.2.2.4: an unacceptable answer is ended with BYE.
             let _ = core
                 .platform()
                 .send_in_dialog(&dialog, OutgoingRequest::new(Method::Bye, ""))
                 .await;
-            return Err(self.fail(CallError::NotAcceptable(
-                "the answer has no IM session".into(),
-            )));
+            return Err(self.fail(CallError::NotAcceptable(reason)));
         }
         // Refused when the peer's BYE or a `terminate` got in first: the call stays over.
         if !self.set_state(ConversationState::Established) {
@@ -880,7 +931,9 @@ impl<H: Homing> InstantMessagingCall<H> {
         self.shared.hang_up(&dialog).await
     }
 
-    /// Accepts an incoming INVITE `req` for this call (UAS side).
+    /// Accepts an incoming INVITE `req` for this call (UAS side). An INVITE without an
+    /// offer gets ours in the 200 (RFC 3261 §13.3.1.4), and the call is up once the ACK
+    /// brings an answer that keeps the IM session.
     pub(crate) async fn accept_incoming(
         &self,
         mut req: IncomingRequest,
@@ -890,9 +943,16 @@ impl<H: Homing> InstantMessagingCall<H> {
         let Some(dialog) = req.dialog() else {
             return Err(CallError::InvalidState(self.state()));
         };
-        let offer = SessionDescription::parse_slice(req.body()).ok();
-        let answer = offer.and_then(|o| negotiator(&sdp_host(&core)).receive_offer(&o).ok());
-        let Some(answer) = answer else {
+        let mut negotiator = negotiator(&sdp_host(&core));
+        let delayed_offer = req.body().is_empty();
+        let sdp = if delayed_offer {
+            negotiator.create_offer().ok()
+        } else {
+            SessionDescription::parse_slice(req.body())
+                .ok()
+                .and_then(|o| negotiator.receive_offer(&o).ok())
+        };
+        let Some(answer) = sdp else {
             let _ = req.respond(488, "Not Acceptable Here", &[], None).await;
             return Err(self.fail(CallError::NotAcceptable(
                 "the offer has no IM session in common".into(),
@@ -904,6 +964,16 @@ impl<H: Homing> InstantMessagingCall<H> {
             let _ = self.shared.push(m);
         }
         self.route(&call_id, req.local_tag());
+        // Before the 200 goes out: its ACK may be taken before `respond` returns.
+        let answered = delayed_offer.then(|| {
+            let (done, answered) = oneshot::channel();
+            self.shared.lock().rare().awaited_answer = Some(AwaitedAnswer {
+                negotiator,
+                dialog: dialog.clone(),
+                done,
+            });
+            answered
+        });
         let contact = format!("<{}>", core.contact());
         let mut headers: Vec<(&str, String)> = vec![("Contact", contact)];
         headers.extend(self.conversation.conversation_headers());
@@ -920,6 +990,9 @@ impl<H: Homing> InstantMessagingCall<H> {
                 e => CallError::Request(RequestError::Invalid(e.to_string())),
             }));
         }
+        if let Some(answered) = answered {
+            return self.established_by_ack(answered, dialog).await;
+        }
         self.shared.set_dialog(dialog);
         // The caller may send BYE as soon as it has the 200, and the dialog's handler may
         // take it before this line: refused then, the call stays over.
@@ -927,6 +1000,31 @@ impl<H: Homing> InstantMessagingCall<H> {
             return Err(CallError::Ended);
         }
         Ok(self.flow())
+    }
+
+    /// The end of accepting a call whose offer went in the 200: the dialog's handler takes
+    /// the ACK (`DialogHandler::ack`) and settles the call; this waits for that.
+    async fn established_by_ack(
+        &self,
+        answered: oneshot::Receiver<Result<(), CallError>>,
+        dialog: DialogId,
+    ) -> Result<InstantMessagingFlow, CallError> {
+        match tokio::time::timeout(ANSWER_WAIT, answered).await {
+            Ok(Ok(Ok(()))) => Ok(self.flow()),
+            Ok(Ok(Err(e))) => Err(e),
+            // Ended before the ACK: the peer's BYE, or the platform found no ACK.
+            Ok(Err(_)) => Err(CallError::Ended),
+            Err(_) => {
+                let e = self.fail(CallError::Request(RequestError::Timeout));
+                let _ = self
+                    .conversation
+                    .endpoint()
+                    .platform()
+                    .send_in_dialog(&dialog, OutgoingRequest::new(Method::Bye, ""))
+                    .await;
+                Err(e)
+            }
+        }
     }
 
     pub(crate) fn incoming(conversation: Conversation<H>) -> Self {
@@ -965,6 +1063,41 @@ impl DialogHandler for CallShared {
                 }
             }
             Step::End => self.end_route(),
+        }
+    }
+
+    /// The ACK of our 200 that carried the offer: its answer settles the call. Without an
+    /// answer, or with one that drops the IM session, there is no session (RFC 3261
+    /// §13.2.1 owes the answer in this ACK): the call ends, with BYE (RFC 3261 §15, sent
+    /// once the ACK came) rather than staying up with nothing negotiated.
+    async fn ack(self: Arc<Self>, ack: IncomingRequest) {
+        let awaited = self
+            .lock()
+            .rare
+            .as_mut()
+            .and_then(|r| r.awaited_answer.take());
+        let Some(mut awaited) = awaited else { return };
+        match take_im_answer(&mut awaited.negotiator, ack.body()) {
+            Ok(()) => {
+                self.set_dialog(awaited.dialog);
+                // Refused when the peer's BYE or a `terminate` got in first.
+                let up = self.set_state(ConversationState::Established);
+                let _ = awaited
+                    .done
+                    .send(if up { Ok(()) } else { Err(CallError::Ended) });
+            }
+            Err(reason) => {
+                debug!(%reason, "no usable answer in the ACK: ending the call with BYE");
+                let e = CallError::NotAcceptable(reason);
+                self.end(TerminationReason::NotEstablished(e.clone()));
+                let _ = awaited.done.send(Err(e));
+                // Not on the router: the BYE's answer may take a while.
+                let platform = self.conversation.endpoint().platform().clone();
+                tokio::spawn(async move {
+                    let bye = OutgoingRequest::new(Method::Bye, "");
+                    let _ = platform.send_in_dialog(&awaited.dialog, bye).await;
+                });
+            }
         }
     }
 
@@ -1448,6 +1581,46 @@ mod tests {
         assert_eq!(alive_tasks_settled_at(before + 1).await, before + 1);
         shared.end(TerminationReason::Remote);
         assert_eq!(alive_tasks_settled_at(before).await, before);
+    }
+
+    /// What settles an IM offer: an answer keeping an `m=message` line with an
+    /// accept-type in common (or none listed); not a missing, malformed, rejecting or
+    /// disjoint one.
+    #[test]
+    fn an_answer_must_keep_an_im_session_with_a_type_in_common() {
+        let answer = |media: &str, types: Option<&str>| {
+            let mut sdp = format!(
+                "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+                 m={media}\r\n"
+            );
+            if let Some(t) = types {
+                sdp.push_str(&format!("a=accept-types:{t}\r\n"));
+            }
+            sdp
+        };
+        let settle = |body: &str| {
+            let mut n = negotiator("bot.contoso.test");
+            n.create_offer().unwrap();
+            take_im_answer(&mut n, body.as_bytes())
+        };
+        assert_eq!(
+            settle(&answer("message 5060 sip null", Some("text/plain"))),
+            Ok(())
+        );
+        assert_eq!(settle(&answer("message 5060 sip null", None)), Ok(()));
+        assert_eq!(
+            settle(&answer("message 5060 sip null", Some("text/*"))),
+            Ok(())
+        );
+        for bad in [
+            String::new(),
+            "not sdp".to_string(),
+            answer("message 0 sip null", Some("text/plain")),
+            answer("message 5060 sip null", Some("image/png")),
+            answer("audio 4000 RTP/AVP 0", None),
+        ] {
+            assert!(settle(&bad).is_err(), "{bad:?}");
+        }
     }
 
     #[tokio::test]

@@ -66,7 +66,10 @@ impl<H: Homing> IncomingCall<H> {
         self.first_message.as_ref()
     }
 
-    /// Accepts: answers 200 with the IM session and returns the flow.
+    /// Accepts: answers 200 with the IM session and returns the flow. To an INVITE
+    /// without an offer the 200 carries ours and the flow comes once the ACK brought the
+    /// answer; an ACK without one, or with one that drops the IM session, ends the call
+    /// with BYE and this fails with [`CallError::NotAcceptable`].
     ///
     /// Cancel safety: not cancel safe.
     pub async fn accept(self) -> Result<InstantMessagingFlow, CallError> {

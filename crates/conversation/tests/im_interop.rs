@@ -28,7 +28,7 @@ use collaboration_platform::{
 };
 use conversation::{
     incoming_im_calls, CallError, Conversation, ConversationState, IncomingImCall,
-    InstantMessagingFlow, MessageError,
+    InstantMessagingFlow, MessageError, TerminationReason,
 };
 use peer_harness::{
     scenarios, CertFiles, Deployment, Federation, SipTcpClient, Sipp, SippOutcome, SippProcess,
@@ -515,6 +515,183 @@ fn home_user_calls_the_app_and_sends_messages() {
 #[test]
 fn federated_user_calls_the_app_through_federation_and_sends_messages() {
     user_calls_the_app_and_sends_messages(Deployment::Fabrikam, "bob", "federated");
+}
+
+// ---------------------------------------------------------------------------------------
+// Delayed offer: a user calls the application with an INVITE without SDP.
+// ---------------------------------------------------------------------------------------
+
+/// What the application saw of a call without an offer.
+struct DelayedSeen {
+    accepted: Result<Vec<String>, CallError>,
+    state: ConversationState,
+    reason: Option<TerminationReason>,
+}
+
+/// Takes the next call to the bot: accepts it and, once accepted, reads one message,
+/// answers `reply`, and reads on until the call ends.
+fn take_delayed_offer_call(
+    rt: &tokio::runtime::Runtime,
+    app: &App,
+    reply: &'static str,
+) -> tokio::task::JoinHandle<DelayedSeen> {
+    let mut calls = incoming_im_calls(&app.bot);
+    rt.spawn(async move {
+        let incoming = bounded("the incoming call", calls.next())
+            .await
+            .expect("the stream is open");
+        let IncomingImCall::OnPremises(c) = incoming else {
+            panic!("alice is a home user");
+        };
+        let call = c.call().clone();
+        let accepted = match bounded("accepting", c.accept()).await {
+            Ok(mut flow) => {
+                let mut texts = Vec::new();
+                let first = bounded("alice's message", flow.recv()).await;
+                texts.extend(first.map(|m| m.text().trim_end().to_string()));
+                bounded("the reply", flow.send_text(reply))
+                    .await
+                    .unwrap_or_else(|e| panic!("reply: {e:?}"));
+                while let Some(m) = bounded("the next message or the end", flow.recv()).await {
+                    texts.push(m.text().trim_end().to_string());
+                }
+                Ok(texts)
+            }
+            Err(e) => Err(e),
+        };
+        bounded(
+            "the call to end",
+            call.watch_state()
+                .wait_for(|s| *s == ConversationState::Terminated),
+        )
+        .await
+        .expect("the call's state is watched");
+        DelayedSeen {
+            accepted,
+            state: call.state(),
+            reason: call.termination_reason(),
+        }
+    })
+}
+
+/// RFC 3261 §13.2.1 / §13.3.1.4, RFC 3264 §4: an INVITE without an offer is accepted
+/// with our offer in the 200 (an IM session with our accept-types), the caller's answer
+/// comes in the ACK, and messages then flow both ways. Such an INVITE used to be declined
+/// 488 by the endpoint's router (no `m=` line to route it by), and `accept` had no offer
+/// to answer.
+#[test]
+fn a_call_without_an_offer_gets_ours_in_the_200_and_the_answer_in_the_ack() {
+    let fed = federation();
+    let rt = runtime();
+    let app = rt.block_on(start_app(&fed));
+    let handler = take_delayed_offer_call(&rt, &app, "hello alice");
+    let name = "alice-delayed-offer";
+    let uac = fed
+        .sipp(name, scenarios::UAC_IM_DELAYED_OFFER)
+        .remote(fed.contoso().tcp_addr())
+        .key("to_user", "bot")
+        .key("to_domain", "contoso.test")
+        .key("from_user", "alice")
+        .key("from_domain", "contoso.test")
+        .trace_messages(true)
+        .timeout(SIPP_LIMIT)
+        .calls(1)
+        .run()
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert!(
+        uac.succeeded(),
+        "{name}: {}\n--- messages ---\n{}\n{}",
+        uac.report(),
+        uac.messages,
+        fed.log_tails(30)
+    );
+    let seen = rt
+        .block_on(bounded("the application's side", handler))
+        .expect("the handler did not panic");
+    rt.block_on(app.stop());
+    let t = trace(&uac.messages);
+    let ok = t
+        .iter()
+        .find(|m| !m.sent && m.is_response(200, "INVITE"))
+        .expect("the 200 reached alice");
+    assert_eq!(ok.header("Content-Type"), Some("application/sdp"));
+    for line in ["m=message 5060 sip null", "text/plain", "text/html"] {
+        assert!(ok.body.contains(line), "{line} in our offer:\n{}", ok.body);
+    }
+    let reply = t
+        .iter()
+        .find(|m| !m.sent && m.is_request("MESSAGE"))
+        .expect("our MESSAGE reached alice");
+    assert_eq!(reply.body, "hello alice");
+    assert_eq!(
+        seen.accepted.expect("accepted"),
+        vec!["hello from alice".to_string()]
+    );
+    assert_eq!(seen.state, ConversationState::Terminated);
+    assert!(
+        matches!(seen.reason, Some(TerminationReason::Remote)),
+        "{:?}",
+        seen.reason
+    );
+}
+
+/// RFC 3261 §13.2.1 owes the answer to an offer made in a 2xx in the ACK: an ACK without
+/// one (`rejecting` 0), or whose answer rejects the IM session (1), leaves no session, so
+/// the call ends with our BYE and `accept` fails with `NotAcceptable`, the reason kept as
+/// the call's termination reason. Such an INVITE used to be declined 488 up front.
+#[test]
+fn an_ack_without_a_usable_answer_ends_the_call_with_bye() {
+    let fed = federation();
+    let rt = runtime();
+    let app = rt.block_on(start_app(&fed));
+    for rejecting in ["0", "1"] {
+        let handler = take_delayed_offer_call(&rt, &app, "unused");
+        let name = format!("alice-bad-ack-{rejecting}");
+        let uac = fed
+            .sipp(&name, scenarios::UAC_IM_DELAYED_OFFER_BAD_ACK)
+            .remote(fed.contoso().tcp_addr())
+            .key("to_user", "bot")
+            .key("to_domain", "contoso.test")
+            .key("from_user", "alice")
+            .key("from_domain", "contoso.test")
+            .arg("-set")
+            .arg("rejecting")
+            .arg(rejecting)
+            .trace_messages(true)
+            .timeout(SIPP_LIMIT)
+            .calls(1)
+            .run()
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            uac.succeeded(),
+            "{name}: {}\n--- messages ---\n{}\n{}",
+            uac.report(),
+            uac.messages,
+            fed.log_tails(30)
+        );
+        let seen = rt
+            .block_on(bounded("the application's side", handler))
+            .expect("the handler did not panic");
+        assert!(
+            matches!(seen.accepted, Err(CallError::NotAcceptable(_))),
+            "{name}: {:?}",
+            seen.accepted
+        );
+        assert_eq!(seen.state, ConversationState::Terminated);
+        assert!(
+            matches!(
+                seen.reason,
+                Some(TerminationReason::NotEstablished(CallError::NotAcceptable(
+                    _
+                )))
+            ),
+            "{name}: {:?}",
+            seen.reason
+        );
+        let t = trace(&uac.messages);
+        assert_eq!(count(&t, |m| !m.sent && m.is_request("BYE")), 1, "{name}");
+    }
+    rt.block_on(app.stop());
 }
 
 // ---------------------------------------------------------------------------------------

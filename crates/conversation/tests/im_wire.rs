@@ -326,3 +326,54 @@ async fn options_in_the_call_say_what_it_takes() {
         assert!(header("Accept").contains(t), "{t}");
     }
 }
+
+/// RFC 3264 §6: an answer that rejects the IM line (port 0) leaves no IM session, so the
+/// call ends with BYE (RFC 3261 §13.2.2.4) and `establish` fails `NotAcceptable`, as it
+/// does for an answer without SDP. It used to count as established, with nothing to carry
+/// messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_rejects_the_im_session_ends_the_call_with_bye() {
+    let (_a, _b, bot, alice) = setup().await;
+    let core = alice.core().clone();
+    let mut invites = core.incoming(Modality::InstantMessaging);
+    let alice_side = tokio::spawn(async move {
+        let mut inv = tokio::time::timeout(WAIT, invites.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let dialog = inv.dialog().unwrap();
+        let call_id = String::from_utf8_lossy(dialog.call_id()).into_owned();
+        let mut route = core.route_dialog(&call_id, inv.local_tag());
+        let offer = SessionDescription::parse_slice(inv.body()).unwrap();
+        let mut answer = alice_sdp("0").receive_offer(&offer).unwrap();
+        answer.media_mut()[0].set_port(0);
+        let contact = format!("<{}>", core.contact());
+        inv.respond(
+            200,
+            "OK",
+            &[("Contact", &contact)],
+            Some(("application/sdp", answer.to_bytes())),
+        )
+        .await
+        .unwrap();
+        let mut next = tokio::time::timeout(WAIT, route.recv())
+            .await
+            .expect("a request after the 200")
+            .expect("the route is open");
+        let method = next.request().method().cloned();
+        let _ = next.respond(200, "OK", &[], None).await;
+        method
+    });
+    let call = Conversation::new(&bot, on_prem("sip:alice@contoso.test")).instant_messaging_call();
+    let r = tokio::time::timeout(WAIT, call.establish()).await.unwrap();
+    assert!(
+        matches!(r, Err(conversation::CallError::NotAcceptable(_))),
+        "{r:?}"
+    );
+    let method = tokio::time::timeout(WAIT, alice_side)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(method, Some(Method::Bye));
+    assert_eq!(call.state(), conversation::ConversationState::Terminated);
+}

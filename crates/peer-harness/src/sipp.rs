@@ -44,6 +44,20 @@ pub mod scenarios {
     /// `to_user`, `to_domain`, `from_user`, `from_domain`; pass `.arg("-set")
     /// .arg("messages").arg("N")` (N ≥ 1).
     pub const UAC_IM_SESSION: &str = include_str!("../scenarios/uac_im_session.xml");
+    /// UAC: an instant-messaging call with a delayed offer (RFC 3261 §13.2.1): INVITE
+    /// without a body; the 200 must carry an SDP offer with an IM session (`text/plain`
+    /// among its accept-types); the ACK answers it (`m=message 5060 sip null`,
+    /// `a=accept-types:text/plain`); then one MESSAGE (`text/plain`, `hello from
+    /// <from_user>`) expecting 200, one MESSAGE from the callee (it must be `text/plain`)
+    /// answered 200, and BYE expecting 200. Keys: `to_user`, `to_domain`, `from_user`,
+    /// `from_domain`.
+    pub const UAC_IM_DELAYED_OFFER: &str = include_str!("../scenarios/uac_im_delayed_offer.xml");
+    /// UAC: as [`UAC_IM_DELAYED_OFFER`] up to the 200 (which must carry an IM offer), then
+    /// an ACK without a usable answer — no body with `.arg("-set").arg("rejecting")
+    /// .arg("0")`, the IM session rejected (`m=message 0 sip null`) with `1` — and the
+    /// callee's BYE, expected and answered 200. Keys: as [`UAC_IM_DELAYED_OFFER`].
+    pub const UAC_IM_DELAYED_OFFER_BAD_ACK: &str =
+        include_str!("../scenarios/uac_im_delayed_offer_bad_ack.xml");
     /// UAS: as [`UAS_IM_SESSION`] without messages (INVITE, 200, ACK, the caller's BYE), but
     /// the run fails unless the INVITE's From is `<sip:ceo@contoso.test>` with no display
     /// name and no P-Asserted-Identity arrived (impersonation toward a federated party).
