@@ -252,6 +252,14 @@ impl CallShared {
         self.lock().dialog()
     }
 
+    /// Whether our 200 carried the offer and its ACK has not come yet.
+    fn awaits_ack(&self) -> bool {
+        self.lock()
+            .rare
+            .as_ref()
+            .is_some_and(|r| r.awaited_answer.is_some())
+    }
+
     fn set_dialog(&self, dialog: DialogId) {
         self.lock().leg = Leg::Up(dialog);
     }
@@ -595,6 +603,16 @@ impl CallShared {
         Step::Typing(None)
     }
 
+    /// Sends BYE in `dialog` from a task of its own: the dialog's handler must not wait
+    /// for the BYE's answer (it runs on the endpoint's router).
+    fn bye_later(&self, dialog: DialogId) {
+        let platform = self.conversation.endpoint().platform().clone();
+        tokio::spawn(async move {
+            let bye = OutgoingRequest::new(Method::Bye, "");
+            let _ = platform.send_in_dialog(&dialog, bye).await;
+        });
+    }
+
     /// Stops a pending remote typing timer; returns the new generation.
     fn cancel_typing_deadline(&self) -> u32 {
         let mut g = self.lock();
@@ -912,7 +930,9 @@ impl<H: Homing> InstantMessagingCall<H> {
     /// Ends the call: with BYE once established (messages in flight then get their
     /// outcome: delivered, or [`MessageError::CallEnded`]); while an outgoing call still
     /// rings, with CANCEL as [`cancel`](Self::cancel) does (RFC 3261 §9.1), so the callee
-    /// stops ringing.
+    /// stops ringing. An accepted call whose offer went in the 200 and whose ACK has not
+    /// come yet is left `Terminating`: the BYE follows the ACK (RFC 3261 §15), or the
+    /// platform ends the dialog when no ACK comes.
     ///
     /// Cancel safety: not cancel safe (the BYE may be sent with its answer lost; the call
     /// is over either way).
@@ -923,6 +943,10 @@ impl<H: Homing> InstantMessagingCall<H> {
         let Some(dialog) = self.dialog() else {
             if self.shared.canceller().is_some() {
                 self.cancel().await;
+                return Ok(());
+            }
+            if self.shared.awaits_ack() {
+                self.set_state(ConversationState::Terminating);
                 return Ok(());
             }
             self.shared.end(TerminationReason::Local);
@@ -1077,7 +1101,14 @@ impl DialogHandler for CallShared {
             .as_mut()
             .and_then(|r| r.awaited_answer.take());
         let Some(mut awaited) = awaited else { return };
+        // `terminate` came while the ACK was awaited: the BYE it held back goes now.
+        let hang_up = self.state() == ConversationState::Terminating;
         match take_im_answer(&mut awaited.negotiator, ack.body()) {
+            Ok(()) if hang_up => {
+                self.end(TerminationReason::Local);
+                let _ = awaited.done.send(Err(CallError::Ended));
+                self.bye_later(awaited.dialog);
+            }
             Ok(()) => {
                 self.set_dialog(awaited.dialog);
                 // Refused when the peer's BYE or a `terminate` got in first.
@@ -1091,12 +1122,7 @@ impl DialogHandler for CallShared {
                 let e = CallError::NotAcceptable(reason);
                 self.end(TerminationReason::NotEstablished(e.clone()));
                 let _ = awaited.done.send(Err(e));
-                // Not on the router: the BYE's answer may take a while.
-                let platform = self.conversation.endpoint().platform().clone();
-                tokio::spawn(async move {
-                    let bye = OutgoingRequest::new(Method::Bye, "");
-                    let _ = platform.send_in_dialog(&awaited.dialog, bye).await;
-                });
+                self.bye_later(awaited.dialog);
             }
         }
     }
