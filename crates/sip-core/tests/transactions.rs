@@ -776,6 +776,79 @@ fn server_cancel_race_after_2xx_and_without_invite() {
     );
 }
 
+/// The CANCEL's own server transaction and its `cancels`.
+fn receive_cancel(l: &mut TransactionLayer, t: Instant, cancel: &SipMessage) -> TransactionId {
+    l.handle_message(t, cancel.clone(), udp());
+    match events(l).remove(0) {
+        Event::Request { id, cancels, .. } => {
+            assert_eq!(cancels, None, "a CANCEL reports only an INVITE it cancels");
+            id
+        }
+        e => panic!("{e:?}"),
+    }
+}
+
+#[test]
+fn a_cancel_matching_a_non_invite_is_answered_200_and_changes_nothing() {
+    // §9.2: matched "assuming the method is anything but CANCEL or ACK", answered 200
+    // "regardless of the method of the original request", with no effect on it.
+    let mut l = layer();
+    let t0 = Instant::now();
+    let msg = request("MESSAGE", "z9hG4bKm", None);
+    let msg_id = server(&mut l, t0, msg.clone(), udp());
+    let cancel = request("CANCEL", "z9hG4bKm", None);
+    let cid = receive_cancel(&mut l, t0, &cancel);
+    assert!(!l.answer_cancel(t0, cid, &cancel, None).unwrap());
+    let sent = transmits(&mut l);
+    assert_eq!(sent.len(), 1, "no response to the MESSAGE");
+    assert_eq!(start_line(&sent[0]), "SIP/2.0 200 OK");
+    assert_eq!(parse(&sent[0]).cseq().unwrap().method(), Method::Cancel);
+    assert_eq!(l.state(msg_id), Some(TransactionState::Trying));
+    // The TU still answers the MESSAGE as it likes.
+    l.respond(t0, msg_id, response(&msg, 202)).unwrap();
+    assert_eq!(start_line(&transmits(&mut l)[0]), "SIP/2.0 202 Accepted");
+
+    // A CANCEL after the final response: 200 with that response's To tag.
+    let info = request("INFO", "z9hG4bKi", None);
+    let info_id = server(&mut l, t0, info.clone(), udp());
+    l.respond(t0, info_id, response(&info, 200)).unwrap();
+    transmits(&mut l);
+    let cancel = request("CANCEL", "z9hG4bKi", None);
+    let cid = receive_cancel(&mut l, t0, &cancel);
+    assert!(!l.answer_cancel(t0, cid, &cancel, None).unwrap());
+    let sent = transmits(&mut l);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(start_line(&sent[0]), "SIP/2.0 200 OK");
+    assert_eq!(parse(&sent[0]).to().unwrap().tag(), Some(&b"srv"[..]));
+    assert_eq!(l.state(info_id), Some(TransactionState::Completed));
+
+    // Another sent-by is another transaction: nothing matches, 481.
+    let stranger = parse(
+        &String::from_utf8(request("CANCEL", "z9hG4bKm", None).to_bytes().to_vec())
+            .unwrap()
+            .replace("a.example:5060", "c.example:5060")
+            .into_bytes(),
+    );
+    let sid = receive_cancel(&mut l, t0, &stranger);
+    l.answer_cancel(t0, sid, &stranger, None).unwrap();
+    assert_eq!(
+        start_line(&transmits(&mut l)[0]),
+        "SIP/2.0 481 Call/Transaction Does Not Exist"
+    );
+
+    // Once the MESSAGE's transaction is gone, a CANCEL for it finds nothing.
+    let (_, evs) = run(&mut l, t0, Duration::from_secs(40));
+    assert!(has_terminated(&evs, msg_id));
+    let late = request("CANCEL", "z9hG4bKm", None);
+    let lid = receive_cancel(&mut l, t0 + Duration::from_secs(40), &late);
+    l.answer_cancel(t0 + Duration::from_secs(40), lid, &late, None)
+        .unwrap();
+    assert_eq!(
+        start_line(&transmits(&mut l)[0]),
+        "SIP/2.0 481 Call/Transaction Does Not Exist"
+    );
+}
+
 #[test]
 fn client_cancel_waits_for_a_provisional_response() {
     let mut l = layer();

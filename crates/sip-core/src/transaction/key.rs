@@ -4,7 +4,8 @@
 //! Server keys use the top Via's branch and sent-by when the branch has the magic cookie, and
 //! the RFC 2543 fields (Request-URI, From tag, Call-ID, CSeq number, top Via) otherwise. ACK
 //! is keyed as INVITE, so an ACK for a non-2xx response finds its INVITE transaction; a CANCEL
-//! is keyed as CANCEL (its own transaction) and [`Key::as_invite`] finds the INVITE it cancels.
+//! is keyed as CANCEL (its own transaction) and [`Key::as_invite`] finds the INVITE it cancels;
+//! [`Key::as_cancel`] files a non-INVITE under the key a CANCEL for it has (§9.2).
 
 use super::ids::MAGIC_COOKIE;
 use crate::scratch::Scratch;
@@ -149,6 +150,17 @@ impl Key {
         Key {
             role: self.role,
             method: Method::Invite,
+            text: self.text.clone(),
+        }
+    }
+
+    /// The key a CANCEL for the request with this key has: §9.2 matches a CANCEL to the
+    /// request it cancels "assuming the method is anything but CANCEL or ACK", so the
+    /// method of a non-INVITE is not part of it.
+    pub(crate) fn as_cancel(&self) -> Key {
+        Key {
+            role: self.role,
+            method: Method::Cancel,
             text: self.text.clone(),
         }
     }

@@ -117,6 +117,9 @@ pub struct TransactionLayer {
     /// foldhash, seeded per map: several times faster than SipHash on these short keys,
     /// and still not predictable by a peer choosing branches.
     map: foldhash::HashMap<Key, TransactionId>,
+    /// Server non-INVITE transactions (CANCEL's excepted) under [`Key::as_cancel`]: a
+    /// CANCEL for one is answered 200 and changes nothing, not 481 (§9.2).
+    non_invite: foldhash::HashMap<Key, TransactionId>,
     timers: TimerHeap,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -169,6 +172,7 @@ impl TransactionLayer {
             slots: Vec::new(),
             free: Vec::new(),
             map: foldhash::HashMap::default(),
+            non_invite: foldhash::HashMap::default(),
             timers: TimerHeap::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -375,8 +379,9 @@ impl TransactionLayer {
     }
 
     /// Answers a received CANCEL (§9.2): 200 to the CANCEL and 487 to the INVITE it cancels
-    /// when that INVITE has no final response yet (returns `true`); 200 alone when it has;
-    /// 481 when `invite` is `None` or gone. `invite` is the `cancels` of the CANCEL's
+    /// when that INVITE has no final response yet (returns `true`); 200 alone when it has,
+    /// or when the CANCEL matches a live non-INVITE server transaction (which it does not
+    /// affect); 481 when it matches nothing. `invite` is the `cancels` of the CANCEL's
     /// [`Event::Request`].
     pub fn answer_cancel(
         &mut self,
@@ -386,6 +391,11 @@ impl TransactionLayer {
         invite: Option<TransactionId>,
     ) -> Result<bool, TransactionError> {
         let target = invite.and_then(|i| self.tx(i).map(|t| (i, t.kind, t.state)));
+        let target = target.or_else(|| {
+            let key = self.tx(cancel)?.key.as_cancel();
+            let other = *self.non_invite.get(&key)?;
+            self.tx(other).map(|t| (other, t.kind, t.state))
+        });
         let Some((inv, kind, state)) = target else {
             let r =
                 SipMessage::response_to(cancel_request, 481, "Call/Transaction Does Not Exist")?;
@@ -393,7 +403,7 @@ impl TransactionLayer {
             return Ok(false);
         };
         let (request, tag) = match self.tx(inv) {
-            Some(t) => (t.request.clone(), t.local_tag.clone()),
+            Some(t) => (t.request.clone(), sent_tag(t)),
             None => (None, None),
         };
         let tag = match tag {
@@ -499,6 +509,9 @@ impl TransactionLayer {
         if spare(self.map.capacity(), self.map.len()) {
             self.map.shrink_to(self.map.len() * 2);
         }
+        if spare(self.non_invite.capacity(), self.non_invite.len()) {
+            self.non_invite.shrink_to(self.non_invite.len() * 2);
+        }
         self.timers.shrink();
         self.transmits.shrink_to(64);
         self.events.shrink_to(64);
@@ -575,6 +588,7 @@ impl TransactionLayer {
             transmits,
             events,
             map,
+            non_invite,
             free,
             ..
         } = self;
@@ -594,6 +608,12 @@ impl TransactionLayer {
         if tx.state == Terminated {
             if let Some(tx) = entry.tx.take() {
                 map.remove(&tx.key);
+                if tx.kind == ServerNonInvite {
+                    let k = tx.key.as_cancel();
+                    if non_invite.get(&k) == Some(&id) {
+                        non_invite.remove(&k);
+                    }
+                }
             }
             entry.generation = entry.generation.wrapping_add(1);
             free.push(id.index);
@@ -702,6 +722,7 @@ impl TransactionLayer {
             None
         };
         let invite = method == Method::Invite;
+        let cancellable = (!invite && method != Method::Cancel).then(|| key.as_cancel());
         let tx = Tx {
             key,
             kind: if invite {
@@ -721,6 +742,9 @@ impl TransactionLayer {
             lifetime_at: None,
         };
         let id = self.insert(tx);
+        if let Some(k) = cancellable {
+            self.non_invite.insert(k, id);
+        }
         if let (true, Some(d)) = (invite, self.config.trying_delay) {
             self.step(id, now, |tx, cx| cx.arm(tx, Slot::Retransmit, d));
         }
@@ -965,6 +989,17 @@ fn server_respond(
         _ => return Err(TransactionError::InvalidState { state }),
     }
     Ok(())
+}
+
+/// The To tag server transaction `tx` answered with, for the 200 to a CANCEL (§9.2): a
+/// non-INVITE does not keep it, so it is read back from its last response.
+fn sent_tag(tx: &Tx) -> Option<Box<str>> {
+    if tx.local_tag.is_some() || tx.kind != ServerNonInvite || tx.wire.is_empty() {
+        return tx.local_tag.clone();
+    }
+    let sent = SipMessage::parse_datagram(tx.wire.clone(), &crate::Limits::DEFAULT).ok()?;
+    let to = sent.to().ok()?;
+    to.tag().map(|t| String::from_utf8_lossy(t).into())
 }
 
 /// Keeps the To tag of the first response of server INVITE `tx` that has one: the 200 to a

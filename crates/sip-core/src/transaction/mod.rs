@@ -20,8 +20,8 @@
 //! What it does not do: sockets, DNS (RFC 3263), the clock, or dialog logic (see
 //! [`crate::dialog`]). Responses go back to the [`Peer`] the request came from; choosing
 //! another address per §18.2.2 (maddr, received/rport on a new connection) is the runtime's.
-//! A CANCEL finds only an INVITE transaction: one for a non-INVITE request (which §9.1 says
-//! should not be sent, and which changes nothing) is answered 481 rather than 200.
+//! A CANCEL for a non-INVITE request (which §9.1 says should not be sent) is answered 200
+//! while that request's transaction lives, and changes nothing (§9.2).
 
 mod ids;
 mod key;
