@@ -395,6 +395,71 @@ fn uac_target_refresh_response_ack_and_in_dialog_failures() {
 }
 
 #[test]
+fn a_481_to_a_cancel_or_prack_in_a_dialog_leaves_the_dialog() {
+    let mut d = dialogs();
+    let inv = parse(INVITE);
+    let id = confirmed(
+        d.handle_uac_response(&inv, &resp(200, "b1", "sip:bob@192.0.2.1", &[]))
+            .unwrap(),
+    );
+    let via = "SIP/2.0/TLS a.example:5061;branch=z9hG4bKre";
+    let reinv = d
+        .request(&id, Method::Invite, via)
+        .unwrap()
+        .build()
+        .unwrap();
+    // The CANCEL of the re-INVITE crosses its final response: the UAS finds no
+    // transaction (§9.2). The dialog, and the session, are still there.
+    let cancel = parse(
+        &String::from_utf8_lossy(&reinv.to_bytes())
+            .replacen("INVITE", "CANCEL", 1)
+            .replace("11 INVITE", "11 CANCEL")
+            .replace("\r\n", "\n"),
+    );
+    assert_eq!(cancel.to().unwrap().tag(), Some(&b"b1"[..]));
+    for status in [481, 408] {
+        let r = SipMessage::response_to(&cancel, status, "X").unwrap();
+        assert_eq!(
+            d.handle_uac_response(&cancel, &r),
+            Ok(DialogUpdate::Updated(id.clone())),
+            "{status} to CANCEL"
+        );
+    }
+    // A PRACK that matched no unacknowledged reliable 1xx (RFC 3262 §3).
+    let prack = d
+        .request(
+            &id,
+            Method::Prack,
+            "SIP/2.0/TLS a.example:5061;branch=z9hG4bKp",
+        )
+        .unwrap()
+        .header("RAck", "1 11 INVITE")
+        .build()
+        .unwrap();
+    let r481 = SipMessage::response_to(&prack, 481, "Call/Transaction Does Not Exist").unwrap();
+    assert_eq!(
+        d.handle_uac_response(&prack, &r481),
+        Ok(DialogUpdate::Updated(id.clone()))
+    );
+    assert!(d.get(&id).is_some());
+    // A 481 to a request of the dialog's own still ends it.
+    let options = d
+        .request(
+            &id,
+            Method::Options,
+            "SIP/2.0/TLS a.example:5061;branch=z9hG4bKo",
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+    let r481 = SipMessage::response_to(&options, 481, "Call/Transaction Does Not Exist").unwrap();
+    assert_eq!(
+        d.handle_uac_response(&options, &r481),
+        Ok(DialogUpdate::Terminated(vec![id.clone()]))
+    );
+}
+
+#[test]
 fn uas_early_dialog_confirmed_or_ended() {
     let mut d = dialogs();
     let inv = parse(INVITE);

@@ -6,8 +6,8 @@
 //! - [`Dialogs::handle_uac_response`]: a response to a request this UA sent. A 1xx with a To
 //!   tag to an INVITE makes an early dialog (one per remote tag when the request forks), a 2xx
 //!   makes or confirms one, a non-2xx final ends the early ones; 481/408 to an in-dialog
-//!   request and the final response to BYE end the dialog; a 2xx to re-INVITE/UPDATE
-//!   refreshes the remote target;
+//!   request (not a CANCEL's, nor a PRACK's 481: those name a transaction) and the final
+//!   response to BYE end the dialog; a 2xx to re-INVITE/UPDATE refreshes the remote target;
 //! - [`Dialogs::handle_uas_response`]: a response this UA sends to an INVITE (1xx/2xx with
 //!   the UA's To tag create the UAS dialog);
 //! - [`Dialogs::handle_request`]: a received request with a To tag: 481 when no dialog

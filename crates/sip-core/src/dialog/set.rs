@@ -189,7 +189,12 @@ impl Dialogs {
             // A BYE's final response ends the dialog, except a challenge: the BYE is sent
             // again with credentials in the same dialog (§22.2).
             let bye_done = *method == Method::Bye && status >= 200 && !matches!(status, 401 | 407);
-            if status == 481 || status == 408 || bye_done {
+            // §12.2.1.2's 481/408 speak of the dialog, except that a CANCEL's 481 says no
+            // transaction matched it (§9.2; a CANCEL is hop by hop, its 408 a proxy's), and
+            // a PRACK's that no reliable provisional response awaits it (RFC 3262 §3).
+            let about_transaction =
+                *method == Method::Cancel || (*method == Method::Prack && status == 481);
+            if (matches!(status, 408 | 481) && !about_transaction) || bye_done {
                 self.remove(&id);
                 return Ok(DialogUpdate::Terminated(vec![id]));
             }
