@@ -136,6 +136,45 @@ fn a_late_provisional_response_does_not_move_a_confirmed_dialogs_target() {
 }
 
 #[test]
+fn a_response_without_contact_keeps_the_early_dialogs_target() {
+    let mut d = dialogs();
+    let inv = parse(INVITE);
+    let no_contact = |status, rr: &[&str]| {
+        let r = resp(status, "b1", "sip:gone@192.0.2.99", rr).to_bytes();
+        parse(
+            &String::from_utf8_lossy(&r)
+                .replace("Contact: <sip:gone@192.0.2.99>\r\n", "")
+                .replace("\r\n", "\n"),
+        )
+    };
+    assert!(no_contact(183, &[]).header(HeaderName::Contact).is_none());
+    let id = early(
+        d.handle_uac_response(&inv, &resp(180, "b1", "sip:bob@192.0.2.1", &[]))
+            .unwrap(),
+    );
+    assert_eq!(
+        d.handle_uac_response(&inv, &no_contact(183, &[])),
+        Ok(DialogUpdate::Updated(id.clone()))
+    );
+    assert_eq!(d.get(&id).unwrap().remote_target(), b"sip:bob@192.0.2.1");
+    // The 2xx still recomputes the route set (§13.2.2.4), and keeps the target.
+    assert_eq!(
+        confirmed(
+            d.handle_uac_response(&inv, &no_contact(200, &["<sip:p.example;lr>"]))
+                .unwrap()
+        ),
+        id
+    );
+    let dialog = d.get(&id).unwrap();
+    assert_eq!(dialog.remote_target(), b"sip:bob@192.0.2.1");
+    assert_eq!(
+        dialog.route_set().collect::<Vec<_>>(),
+        [&b"<sip:p.example;lr>"[..]]
+    );
+    assert_eq!(dialog.remote_uri(), b"<sip:bob@b.example>;tag=b1");
+}
+
+#[test]
 fn a_challenged_bye_keeps_the_dialog_for_the_retry_with_credentials() {
     let mut d = dialogs();
     let inv = parse(INVITE);

@@ -20,7 +20,8 @@
 //! What it does not do: send anything, run timers (the 2xx retransmission and ACK wait of
 //! §13.3.1.4 are the UAS core's), or dialogs made by SUBSCRIBE/REFER (RFC 6665). Parameters
 //! not allowed in a Request-URI are not stripped from a strict route. A 1xx or 2xx without
-//! Contact (which RFC 3261 requires) falls back to the peer's From/To URI as remote target.
+//! Contact (which RFC 3261 requires) keeps the remote target its early dialog has, and a
+//! new dialog falls back to the peer's From/To URI.
 
 mod set;
 

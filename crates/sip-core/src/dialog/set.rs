@@ -240,7 +240,13 @@ impl Dialogs {
                     DialogUpdate::Unchanged
                 });
             }
-            let target = contact_uri(response, &to);
+            // Without a Contact (which §12.1.1 requires) the target the early dialog learnt
+            // stays: the To URI is a worse guess than a device that already answered.
+            let kept = d.share(d.remote_target());
+            let target = match response.contacts().next() {
+                Some(Ok(Contact::Addr(a))) => a.uri().as_bytes(),
+                _ => &kept[..],
+            };
             if confirm {
                 let routes = record_route(response, true)?;
                 d.update(target, Some(routes.iter().copied()));
