@@ -391,6 +391,33 @@ fn client_non_invite_timer_k_is_t4_on_udp_and_zero_on_tcp() {
 }
 
 #[test]
+fn timer_settings_too_long_for_an_instant_never_fire_instead_of_panicking() {
+    let cfg = TransactionConfig {
+        t1: Duration::MAX,
+        t4: Duration::MAX,
+        timer_d: Duration::MAX,
+        trying_delay: Some(Duration::MAX),
+        ..TransactionConfig::default()
+    };
+    let mut l = TransactionLayer::with_ids(cfg, Box::new(SequentialIds::default()));
+    let t0 = Instant::now();
+    // Timers A and B, E and F, the 100 Trying delay: none can be armed.
+    let (inv, sent) = start_client(&mut l, t0, "INVITE", udp());
+    let (opt, opt_sent) = start_client(&mut l, t0, "OPTIONS", udp());
+    let srv = server(&mut l, t0, request("INVITE", "z9hG4bKs", None), udp());
+    assert_eq!(l.poll_timeout(), None);
+    // Timer D (non-2xx to INVITE) and K (final response to OPTIONS).
+    l.handle_message(t0, reply(&sent, 486, Some("b")), udp());
+    l.handle_message(t0, reply(&opt_sent, 200, Some("b")), udp());
+    assert_eq!(l.state(inv), Some(TransactionState::Completed));
+    assert_eq!(l.state(opt), Some(TransactionState::Completed));
+    assert_eq!(l.state(srv), Some(TransactionState::Proceeding));
+    assert_eq!(l.poll_timeout(), None);
+    l.handle_timeout(t0 + Duration::from_secs(3600));
+    assert_eq!(l.len(), 3);
+}
+
+#[test]
 fn client_non_invite_transport_error() {
     let mut l = layer();
     let t0 = Instant::now();

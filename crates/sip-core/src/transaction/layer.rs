@@ -73,13 +73,17 @@ impl Cx<'_> {
         });
     }
 
+    /// Arms `slot` to fire `after` from now. A deadline past what `Instant` can hold (a
+    /// setting of `Duration::MAX`) never comes: the slot is left unarmed, not a panic.
     fn arm(&mut self, tx: &mut Tx, slot: Slot, after: Duration) {
-        let at = self.now + after;
+        let at = self.now.checked_add(after);
         match slot {
-            Slot::Retransmit => tx.retransmit_at = Some(at),
-            Slot::Lifetime => tx.lifetime_at = Some(at),
+            Slot::Retransmit => tx.retransmit_at = at,
+            Slot::Lifetime => tx.lifetime_at = at,
         }
-        self.timers.push(at, self.id, slot);
+        if let Some(at) = at {
+            self.timers.push(at, self.id, slot);
+        }
     }
 
     /// Arms the lifetime timer, or ends the transaction at once when it is zero (timers D,

@@ -166,7 +166,8 @@ pub enum Timer {
     Cancel,
 }
 
-/// Timer values (RFC 3261 §17.1.1.1 and table 4).
+/// Timer values (RFC 3261 §17.1.1.1 and table 4). A value too long for an `Instant`
+/// deadline (`Duration::MAX`) means that timer never fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TransactionConfig {
     /// Round-trip estimate; default 500 ms. A layer raises a value under 1 ms to 1 ms: a
