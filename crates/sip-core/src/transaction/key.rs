@@ -5,7 +5,7 @@
 //! the RFC 2543 fields (Request-URI, From tag, Call-ID, CSeq number, top Via) otherwise. ACK
 //! is keyed as INVITE, so an ACK for a non-2xx response finds its INVITE transaction; a CANCEL
 //! is keyed as CANCEL (its own transaction) and [`Key::as_invite`] finds the INVITE it cancels;
-//! [`Key::as_cancel`] files a non-INVITE under the key a CANCEL for it has (§9.2).
+//! [`Key::with_method`] finds a non-INVITE it cancels (§9.2).
 
 use super::ids::MAGIC_COOKIE;
 use crate::scratch::Scratch;
@@ -154,13 +154,12 @@ impl Key {
         }
     }
 
-    /// The key a CANCEL for the request with this key has: §9.2 matches a CANCEL to the
-    /// request it cancels "assuming the method is anything but CANCEL or ACK", so the
-    /// method of a non-INVITE is not part of it.
-    pub(crate) fn as_cancel(&self) -> Key {
+    /// This key with another method: the key of the request a CANCEL with this key may
+    /// cancel, when that request is not an INVITE (§9.2).
+    pub(crate) fn with_method(&self, method: Method) -> Key {
         Key {
             role: self.role,
-            method: Method::Cancel,
+            method,
             text: self.text.clone(),
         }
     }
