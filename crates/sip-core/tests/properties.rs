@@ -397,3 +397,55 @@ proptest! {
         }
     }
 }
+
+fn source() -> impl Strategy<Value = std::net::SocketAddr> {
+    prop_oneof![
+        (any::<[u8; 4]>(), any::<u16>()).prop_map(|(a, p)| (a, p).into()),
+        (any::<[u16; 8]>(), any::<u16>()).prop_map(|(a, p)| (a, p).into()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Stamping the top Via of a received request (RFC 3261 §18.2.1) edits that Via alone,
+    /// whether the message was parsed (edited in its buffer) or built: everything else reads
+    /// as before, the views agree with a fresh parse, and the result parses back the same.
+    #[test]
+    fn stamping_the_source_changes_the_top_via_alone(
+        m in message(),
+        from in source(),
+        rport in any::<bool>(),
+    ) {
+        let wire = m.to_bytes();
+        let parsed = SipMessage::parse_datagram(wire, &Limits::DEFAULT).unwrap();
+        for mut stamped in [parsed, m.clone()] {
+            if rport {
+                stamped.set_top_via_param("rport", None).unwrap();
+            }
+            stamped.record_source_in_via(from).unwrap();
+            let via = stamped.top_via().unwrap();
+            prop_assert_eq!(via.received(), Some(from.ip().to_canonical()));
+            if rport {
+                prop_assert_eq!(via.rport(), Some(Some(from.port())));
+            }
+            prop_assert_eq!(via.branch(), m.top_via().unwrap().branch());
+            let others = |x: &SipMessage| -> Vec<(HeaderName, Vec<u8>)> {
+                x.headers()
+                    .skip(1)
+                    .filter(|h| h.name != HeaderName::ContentLength)
+                    .map(|h| (h.name, h.value.to_vec()))
+                    .collect()
+            };
+            prop_assert_eq!(others(&stamped), others(&m));
+            prop_assert_eq!(stamped.body(), m.body());
+            let again = SipMessage::parse_datagram(stamped.to_bytes(), &Limits::DEFAULT).unwrap();
+            same(&stamped, &again);
+            prop_assert_eq!(stamped.top_via().unwrap(), again.top_via().unwrap());
+            prop_assert_eq!(stamped.from().unwrap(), again.from().unwrap());
+            prop_assert_eq!(stamped.to().unwrap(), again.to().unwrap());
+            prop_assert_eq!(stamped.call_id().unwrap(), again.call_id().unwrap());
+            prop_assert_eq!(stamped.cseq().unwrap(), again.cseq().unwrap());
+        }
+    }
+}
