@@ -5,12 +5,13 @@ pub fn body(data: &[u8]) {
     use sip_core::{HeaderName, Limits, SipMessage};
     type Parser = fn(bytes::Bytes, &Limits) -> Result<SipMessage, sip_core::ParseError>;
     let bytes = bytes::Bytes::copy_from_slice(data);
-    let parsers: [Parser; 3] = [
-        SipMessage::parse_datagram,
-        SipMessage::parse_framed,
-        SipMessage::parse_head,
+    // With whether the parser reads the body (parse_head does not).
+    let parsers: [(Parser, bool); 3] = [
+        (SipMessage::parse_datagram, true),
+        (SipMessage::parse_framed, true),
+        (SipMessage::parse_head, false),
     ];
-    for parse in parsers {
+    for (parse, whole) in parsers {
         let Ok(m) = parse(bytes.clone(), &Limits::DEFAULT) else {
             continue;
         };
@@ -44,6 +45,36 @@ pub fn body(data: &[u8]) {
                     assert_eq!(back.call_id().ok(), m.call_id().ok());
                     assert_eq!(back.cseq().ok(), m.cseq().ok());
                     assert_eq!(back.top_via().ok(), m.top_via().ok());
+                }
+            }
+        }
+        // The server transport stamps the source on every request (RFC 3261 §18.2.1): on
+        // any message that validated, that edits the top Via alone and parses back.
+        if whole && m.is_request() && m.validate().is_ok() {
+            let mut stamped = m.clone();
+            let source: std::net::SocketAddr = ([192, 0, 2, 77], 40_000).into();
+            if stamped.record_source_in_via(source) == Ok(true) {
+                assert!(stamped.validate().is_ok(), "stamped message invalid");
+                let via = stamped.top_via().expect("stamped top Via reads");
+                assert_eq!(via.received(), Some(source.ip()));
+                // Every field but the first Via (which holds the top Via).
+                let rest = |x: &SipMessage| -> Vec<(HeaderName, Vec<u8>)> {
+                    let top = x.headers().position(|h| h.name == HeaderName::Via);
+                    x.headers()
+                        .enumerate()
+                        .filter(|(i, _)| Some(*i) != top)
+                        .map(|(_, h)| (h.name, h.value.to_vec()))
+                        .collect()
+                };
+                assert_eq!(rest(&stamped), rest(&m));
+                assert_eq!(stamped.body(), m.body());
+                let wire = stamped.to_bytes();
+                if wire.len() <= Limits::DEFAULT.max_message_size {
+                    let back = SipMessage::parse_datagram(wire, &Limits::DEFAULT)
+                        .expect("a stamped valid request parses");
+                    assert_eq!(back.top_via().ok(), stamped.top_via().ok());
+                    assert_eq!(back.cseq().ok(), m.cseq().ok());
+                    assert_eq!(back.from().ok(), m.from().ok());
                 }
             }
         }
