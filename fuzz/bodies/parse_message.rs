@@ -22,7 +22,11 @@ pub fn body(data: &[u8]) {
         for c in m.contacts().flatten() {
             let _ = (c.expires(), c.q_millis(), c.instance(), c.is_gruu());
         }
-        for name in [HeaderName::Route, HeaderName::RecordRoute, HeaderName::PAssertedIdentity] {
+        for name in [
+            HeaderName::Route,
+            HeaderName::RecordRoute,
+            HeaderName::PAssertedIdentity,
+        ] {
             let _ = m.name_addrs(name).count();
         }
         for name in [HeaderName::WwwAuthenticate, HeaderName::Authorization] {
@@ -81,7 +85,9 @@ pub fn body(data: &[u8]) {
         let again = m.to_bytes();
         // A validated message we wrote must parse again (parse_head does not validate).
         if m.header(HeaderName::ContentLength).is_some() && m.validate().is_ok() {
-            assert!(SipMessage::parse_datagram(again, &Limits::DEFAULT).is_ok() || data.len() > 60000);
+            assert!(
+                SipMessage::parse_datagram(again, &Limits::DEFAULT).is_ok() || data.len() > 60000
+            );
         }
     }
 }
