@@ -8,7 +8,7 @@
 //! The runtime calls it for every request that no transaction or dialog absorbed.
 
 use crate::topology::{Address, OnPremises};
-use sip_core::uri::{Host, Uri};
+use sip_core::uri::{Host, SipUri, Uri};
 use sip_core::{HeaderName, Method, SipMessage};
 // foldhash (seeded per map) instead of SipHash: these maps are looked up for every message.
 use foldhash::HashMap;
@@ -120,8 +120,8 @@ impl Dispatcher {
     /// Routes requests for `owner` (user and domain; parameters ignored) to `endpoint`.
     /// Endpoints act only for on-premises addresses.
     pub fn add_owner(&mut self, owner: &Address<OnPremises>, endpoint: EndpointId) {
-        if let Some(key) = owner_key(owner.uri().as_bytes()) {
-            self.owners.insert(key, endpoint);
+        if let Ok(Uri::Sip(s)) = Uri::parse(owner.uri().as_bytes()) {
+            self.owners.insert(owner_key(&s), endpoint);
         }
     }
 
@@ -130,8 +130,8 @@ impl Dispatcher {
     /// (or, for a Lync-style GRUU without one, the same `opaque`; a contact has neither);
     /// other parameters may differ. A URI that is not a SIP URI routes nothing.
     pub fn add_gruu(&mut self, gruu: &str, endpoint: EndpointId) {
-        if let Some(key) = gruu_key(gruu.as_bytes()) {
-            self.gruus.insert(key, endpoint);
+        if let Ok(Uri::Sip(s)) = Uri::parse(gruu.as_bytes()) {
+            self.gruus.insert(gruu_key(&s, &owner_key(&s)), endpoint);
         }
     }
 
@@ -173,19 +173,20 @@ impl Dispatcher {
             return Disposition::Respond(r);
         }
         let uri = request.request_uri_bytes().unwrap_or_default();
-        if !matches!(Uri::parse(uri), Ok(Uri::Sip(_))) {
+        let Ok(Uri::Sip(sip)) = Uri::parse(uri) else {
             return Disposition::Respond(Refusal::status(416));
-        }
+        };
         if in_dialog_unmatched {
             return Disposition::Respond(Refusal::status(481));
         }
         if let Some(r) = self.unsupported(request, method) {
             return Disposition::Respond(r);
         }
+        let owner = owner_key(&sip);
         let target = self
             .gruus
-            .get(&gruu_key(uri).unwrap_or_default())
-            .or_else(|| owner_key(uri).and_then(|k| self.owners.get(&k)))
+            .get(&gruu_key(&sip, &owner))
+            .or_else(|| self.owners.get(&owner))
             .copied()
             .or_else(|| self.default.filter(|_| for_home(uri)));
         match (target, method) {
@@ -276,11 +277,8 @@ impl Dispatcher {
     }
 }
 
-/// `user@domain` of a SIP URI, domain lower-cased, user decoded; `None` for other URIs.
-fn owner_key(uri: &[u8]) -> Option<String> {
-    let Ok(Uri::Sip(s)) = Uri::parse(uri) else {
-        return None;
-    };
+/// `user@domain` of a SIP URI, domain lower-cased, user decoded.
+fn owner_key(s: &SipUri<'_>) -> String {
     let host = match s.host() {
         Host::Domain(d) => d.to_ascii_lowercase(),
         other => other.to_string(),
@@ -289,25 +287,22 @@ fn owner_key(uri: &[u8]) -> Option<String> {
         .user()
         .map(|u| String::from_utf8_lossy(&u).into_owned())
         .unwrap_or_default();
-    Some(format!("{user}@{host}"))
+    format!("{user}@{host}")
 }
 
-/// `user@domain` (as [`owner_key`]) and what tells one instance's GRUU from the AOR: the
+/// `owner`, the URI's [`owner_key`], and what tells one instance's GRUU from the AOR: the
 /// `gr` value (RFC 5627 §3.1; a URN, compared case-insensitively), else the `opaque` value
 /// of a Lync-style GRUU, else nothing (an endpoint's contact, whose user part is its own).
 /// RFC 3261 §19.1.4 equivalence would not do: it ignores a parameter only one URI has, so
 /// it takes the AOR for its GRUU (RFC 5627 §4.1 warns of this).
-fn gruu_key(uri: &[u8]) -> Option<String> {
-    let Ok(Uri::Sip(s)) = Uri::parse(uri) else {
-        return None;
-    };
+fn gruu_key(s: &SipUri<'_>, owner: &str) -> String {
     let instance = s
         .param("gr")
         .or_else(|| s.param("opaque"))
         .flatten()
         .map(|v| String::from_utf8_lossy(&v).to_ascii_lowercase())
         .unwrap_or_default();
-    Some(format!("{};{instance}", owner_key(uri)?))
+    format!("{owner};{instance}")
 }
 
 #[cfg(test)]

@@ -189,7 +189,7 @@ impl IncomingRequest {
     /// answers its common case this way needs no `.await` there, so its future stays small.
     pub fn try_respond(&mut self, status: u16, reason: &str) -> Result<bool, RespondError> {
         let response = self.response(status, reason, &[], None)?;
-        let (cmd, is_final) = self.command(response)?;
+        let (cmd, is_final) = self.command(response, false)?;
         match self.commands.try_send(cmd) {
             Ok(()) => {
                 if is_final {
@@ -242,7 +242,13 @@ impl IncomingRequest {
     ///
     /// Cancel safety: as [`respond`](Self::respond).
     pub async fn respond_with(&mut self, response: SipMessage) -> Result<(), RespondError> {
-        let (cmd, is_final) = self.command(response)?;
+        let (cmd, is_final) = self.command(response, false)?;
+        self.send(cmd, is_final).await
+    }
+
+    /// Queues `cmd` for the platform, waiting for room; a final answer marks the request
+    /// answered.
+    async fn send(&mut self, cmd: Command, is_final: bool) -> Result<(), RespondError> {
         self.commands
             .send(cmd)
             .await
@@ -254,8 +260,12 @@ impl IncomingRequest {
     }
 
     /// The command that sends `response`, once the checks every answer passes are done;
-    /// whether it is final.
-    fn command(&mut self, response: SipMessage) -> Result<(Command, bool), RespondError> {
+    /// whether it is final. `keep_dialog`: see [`respond_no_such_usage`](Self::respond_no_such_usage).
+    fn command(
+        &mut self,
+        response: SipMessage,
+        keep_dialog: bool,
+    ) -> Result<(Command, bool), RespondError> {
         if self.answered {
             return Err(RespondError::AlreadyAnswered);
         }
@@ -271,7 +281,7 @@ impl IncomingRequest {
             transaction: self.transaction,
             response,
             is_final,
-            keep_dialog: false,
+            keep_dialog,
         };
         Ok((cmd, is_final))
     }
@@ -284,16 +294,8 @@ impl IncomingRequest {
     /// Cancel safety: as [`respond`](Self::respond).
     pub async fn respond_no_such_usage(&mut self) -> Result<(), RespondError> {
         let response = self.response(481, sip_core::reason_phrase(481), &[], None)?;
-        let (mut cmd, _) = self.command(response)?;
-        if let Command::Respond { keep_dialog, .. } = &mut cmd {
-            *keep_dialog = true;
-        }
-        self.commands
-            .send(cmd)
-            .await
-            .map_err(|_| RespondError::Shutdown)?;
-        self.answered = true;
-        Ok(())
+        let (cmd, is_final) = self.command(response, true)?;
+        self.send(cmd, is_final).await
     }
 
     /// An ACK: there is nothing to answer (and nothing is sent when it is dropped).
