@@ -986,10 +986,9 @@ impl SipMessage {
             pos = *end;
         }
         new_value.extend_from_slice(&current[pos..]);
-        let changed = new_value[lo..new_value.len() - (current.len() - hi)].to_vec();
         // Checked before anything changes: the message stays whole on any error.
         let idx = Via::parse_first_index(&new_value)?;
-        self.splice_value(fi, lo, hi, &changed, new_value);
+        self.splice_value(fi, lo, hi, new_value);
         if let Some(core) = self.core.as_mut() {
             // Only the top Via moved: the other views index their own fields' values.
             Arc::make_mut(core).top_via = idx.map(|i| (fi, i));
@@ -1034,21 +1033,17 @@ impl SipMessage {
         self.set_top_via_params(&edits[..n])
     }
 
-    /// Replaces `at..end` of field `fi`'s value (which becomes `new_value`) with `insert`.
-    /// A value in the received buffer is edited there, so the rest of the message keeps
-    /// its bytes (and a pristine message stays pristine); any other is replaced whole.
-    fn splice_value(
-        &mut self,
-        fi: usize,
-        at: usize,
-        end: usize,
-        insert: &[u8],
-        new_value: Vec<u8>,
-    ) {
+    /// Makes field `fi`'s value `new_value`, which differs from it only in place of
+    /// `at..end`. A value in the received buffer is edited there, so the rest of the
+    /// message keeps its bytes (and a pristine message stays pristine); any other is
+    /// replaced whole.
+    fn splice_value(&mut self, fi: usize, at: usize, end: usize, new_value: Vec<u8>) {
         let span = match self.fields.get(fi).map(|f| f.value) {
             Some(Text::Span(vs, ve)) => Some((vs as usize, ve as usize)),
             _ => None,
         };
+        let old_len = self.field_value(fi).len();
+        let insert = &new_value[at..new_value.len() - (old_len - end)];
         let grown = self.buf.len() - (end - at) + insert.len();
         let Some((vs, _)) = span.filter(|_| u32::try_from(grown).is_ok()) else {
             let text = self.own(Bytes::from(new_value));
