@@ -412,10 +412,7 @@ impl Shared {
         let sock = match to {
             SocketAddr::V4(v4) => match self.udp4.get() {
                 Some(s) => Some((s, to)),
-                None => self.udp6.get().map(|s| {
-                    let mapped = IpAddr::V6(v4.ip().to_ipv6_mapped());
-                    (s, SocketAddr::new(mapped, v4.port()))
-                }),
+                None => self.udp6.get().map(|s| (s, ipv4_mapped(v4))),
             },
             SocketAddr::V6(_) => self.udp6.get().or(self.udp4.get()).map(|s| (s, to)),
         };
@@ -1555,6 +1552,11 @@ fn stamp_source(message: &mut SipMessage, source: SocketAddr) {
     }
 }
 
+/// `v4` as a dual-stack IPv6 socket sends to it (`::ffff:a.b.c.d`).
+fn ipv4_mapped(v4: std::net::SocketAddrV4) -> SocketAddr {
+    SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+}
+
 /// Where a response to a request received by UDP from `source` goes (RFC 3261 §18.2.2):
 /// the address its stamped top Via names ([`sip_core::Via::response_address`]: the
 /// source IP, with the sent-by port, or the source port when the Via asked for `rport`),
@@ -1567,9 +1569,7 @@ fn udp_response_to(request: &SipMessage, source: SocketAddr) -> SocketAddr {
         _ => source,
     };
     match (to, source) {
-        (SocketAddr::V4(v4), SocketAddr::V6(_)) => {
-            SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
-        }
+        (SocketAddr::V4(v4), SocketAddr::V6(_)) => ipv4_mapped(v4),
         _ => to,
     }
 }
