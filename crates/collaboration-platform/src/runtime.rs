@@ -358,6 +358,12 @@ fn tk(t: TransportKind) -> Tk {
     }
 }
 
+/// The homing of `request`'s From URI; `None` without a readable From.
+fn caller_of(topology: &Topology, request: &SipMessage) -> Option<Result<Homed, TopologyError>> {
+    let from = request.from().ok()?;
+    Some(topology.classify(&String::from_utf8_lossy(from.uri().as_bytes())))
+}
+
 /// May a request for `uri` (matching no owner or GRUU) go to the default routing endpoint?
 /// Yes for a home user or number, and for a URI naming a host by address (the platform's
 /// own contact); no for a federated user, on whose behalf the application receives
@@ -957,7 +963,7 @@ impl Driver {
             self.announce_end(&key.0, DialogEndReason::NoAck);
             self.bye(now, &key.0);
         }
-        if self.ack_due.capacity() > 1024 && self.ack_due.len() * 4 < self.ack_due.capacity() {
+        if sparse(self.ack_due.capacity(), self.ack_due.len()) {
             self.ack_due.shrink_to(self.ack_due.len() * 2);
         }
     }
@@ -1554,11 +1560,7 @@ impl Driver {
                 return;
             }
         };
-        let from = request.from().ok();
-        let from = from
-            .as_ref()
-            .map(|f| String::from_utf8_lossy(f.uri().as_bytes()));
-        let caller = match from.as_deref().map(|u| self.cfg.topology.classify(u)) {
+        let caller = match caller_of(&self.cfg.topology, &request) {
             Some(Ok(h)) => h,
             Some(Err(TopologyError::Blocked(_) | TopologyError::NotAllowed(_))) => {
                 self.answer(now, id, &request, 403, &[]);
@@ -1667,11 +1669,7 @@ impl Driver {
         ) else {
             return true;
         };
-        let from = ack.from().ok();
-        let from = from
-            .as_ref()
-            .map(|f| String::from_utf8_lossy(f.uri().as_bytes()).into_owned());
-        let Some(Ok(caller)) = from.map(|u| self.cfg.topology.classify(&u)) else {
+        let Some(Ok(caller)) = caller_of(&self.cfg.topology, &ack) else {
             debug!("ACK from an unclassified caller not delivered");
             return true;
         };
@@ -1773,9 +1771,15 @@ fn subscription_key(request: &SipMessage) -> Option<(Bytes, Bytes)> {
 /// 32 s in Accepted) would otherwise pin its peak for the platform's life. Shrinking at a
 /// quarter full to half full keeps the cost amortised O(1) per removal.
 fn shrink_if_sparse<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
-    if map.capacity() > 1024 && map.len() * 4 < map.capacity() {
+    if sparse(map.capacity(), map.len()) {
         map.shrink_to(map.len() * 2);
     }
+}
+
+/// A table of `capacity` holding `len` is worth shrinking (to twice `len`): large, and
+/// under a quarter full (after a burst).
+fn sparse(capacity: usize, len: usize) -> bool {
+    capacity > 1024 && len * 4 < capacity
 }
 
 pub(crate) fn uac_dialog_id(response: &SipMessage) -> Option<DialogId> {
