@@ -61,18 +61,8 @@ impl StateCell {
     }
 
     pub(crate) fn set(&self, state: EndpointState, reason: impl Into<String>) {
-        let change = StateChange {
-            state,
-            reason: reason.into(),
-        };
-        tracing::debug!(?state, reason = %change.reason, "endpoint state");
-        // Published under the watch's lock, so that every receiver sees the changes in the
-        // order the state took them.
-        self.tx.send_modify(|c| {
-            // No receiver is not an error: nobody asked for the changes.
-            let _ = self.changes.send(change.clone());
-            *c = change;
-        });
+        let reason = reason.into();
+        self.tx.send_modify(|c| self.replace(c, state, reason));
     }
 
     /// Moves to `state` only from one of `from`, atomically (a check then a `set` races
@@ -90,15 +80,20 @@ impl StateCell {
                 found = Err(c.state);
                 return false;
             }
-            tracing::debug!(?state, %reason, "endpoint state");
-            *c = StateChange {
-                state,
-                reason: reason.clone(),
-            };
-            let _ = self.changes.send(c.clone());
+            self.replace(c, state, reason);
             true
         });
         found
+    }
+
+    /// Makes `current` (the watch's value, under its lock) the new state and publishes the
+    /// change: under the lock, so that every receiver sees the changes in the order the
+    /// state took them.
+    fn replace(&self, current: &mut StateChange, state: EndpointState, reason: String) {
+        tracing::debug!(?state, %reason, "endpoint state");
+        *current = StateChange { state, reason };
+        // No receiver is not an error: nobody asked for the changes.
+        let _ = self.changes.send(current.clone());
     }
 
     pub(crate) fn watch(&self) -> watch::Receiver<StateChange> {
