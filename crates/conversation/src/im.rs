@@ -604,7 +604,8 @@ impl CallShared {
     }
 
     /// Sends BYE in `dialog` from a task of its own: the dialog's handler must not wait
-    /// for the BYE's answer (it runs on the endpoint's router).
+    /// for the BYE's answer (it runs on the endpoint's router), nor an `accept` that
+    /// gave up on the ACK.
     fn bye_later(&self, dialog: DialogId) {
         let platform = self.conversation.endpoint().platform().clone();
         tokio::spawn(async move {
@@ -1040,12 +1041,7 @@ impl<H: Homing> InstantMessagingCall<H> {
             Ok(Err(_)) => Err(CallError::Ended),
             Err(_) => {
                 let e = self.fail(CallError::Request(RequestError::Timeout));
-                let _ = self
-                    .conversation
-                    .endpoint()
-                    .platform()
-                    .send_in_dialog(&dialog, OutgoingRequest::new(Method::Bye, ""))
-                    .await;
+                self.shared.bye_later(dialog);
                 Err(e)
             }
         }
