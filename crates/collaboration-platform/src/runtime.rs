@@ -1293,7 +1293,16 @@ impl Driver {
                     LaneKey::Proxy => send_to(&transport, &proxy, o.bytes).await,
                     LaneKey::Target(target) => send_to(&transport, target, o.bytes).await,
                     LaneKey::Udp => match SipMessage::parse_datagram(o.bytes, &Limits::default()) {
-                        Ok(m) => transport.send(&Target::udp(o.destination), &m).await,
+                        Ok(m) => {
+                            // A server transaction knows only where its request came from;
+                            // its responses go where the request's Via says (§18.2.2).
+                            let to = if m.is_request() {
+                                o.destination
+                            } else {
+                                transport_tls::udp_response_to(&m, o.destination)
+                            };
+                            transport.send(&Target::udp(to), &m).await
+                        }
                         Err(e) => Err(TransportError::Io(e.to_string())),
                     },
                 };

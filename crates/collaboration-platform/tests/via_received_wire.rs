@@ -126,3 +126,51 @@ async fn a_udp_request_asking_for_rport_is_answered_to_its_source_port_with_rpor
     run(&p, ListenerKind::Udp, port, xml).await;
     p.shutdown().await;
 }
+
+/// RFC 3261 §18.2.2 without `rport`: a client that sends from one port and listens on
+/// another (its Via's sent-by) gets the response on the port it listens on. SIPp sends
+/// and listens on one port, so the client here is two sockets of the test's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_response_goes_to_the_sent_by_port_when_rport_was_not_asked_for() {
+    use tokio::net::UdpSocket;
+    let p = platform().await;
+    let target = p
+        .listen_addrs()
+        .into_iter()
+        .find(|(k, _)| *k == ListenerKind::Udp)
+        .expect("the UDP listener")
+        .1;
+    let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let listener = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let listen_port = listener.local_addr().unwrap().port();
+    let request = format!(
+        "OPTIONS sip:app@contoso.test SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:{listen_port};branch=z9hG4bK-sent-by-{}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:split@contoso.test>;tag=1\r\n\
+         To: <sip:app@contoso.test>\r\n\
+         Call-ID: sent-by-{}\r\n\
+         CSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n",
+        unique_token(),
+        unique_token()
+    );
+    sender.send_to(request.as_bytes(), target).await.unwrap();
+    let mut buf = vec![0u8; 65_536];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), listener.recv_from(&mut buf))
+        .await
+        .expect("the response comes to the sent-by port")
+        .unwrap();
+    let response = String::from_utf8_lossy(&buf[..n]);
+    assert!(response.starts_with("SIP/2.0 200 "), "{response}");
+    assert!(response.contains("Call-ID: sent-by-"), "{response}");
+    // Nothing went to the port the request was sent from.
+    let mut other = vec![0u8; 65_536];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), sender.recv_from(&mut other))
+            .await
+            .is_err(),
+        "a response went to the source port too"
+    );
+    p.shutdown().await;
+}

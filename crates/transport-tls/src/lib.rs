@@ -106,6 +106,6 @@ pub use tls::{
     TrustRoots,
 };
 pub use transport::{
-    ConnectionId, ConnectionInfo, Direction, ReceivedMessage, SipTransport, Target, TransportEvent,
-    TransportKind,
+    udp_response_to, ConnectionId, ConnectionInfo, Direction, ReceivedMessage, SipTransport,
+    Target, TransportEvent, TransportKind,
 };

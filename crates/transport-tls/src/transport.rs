@@ -1557,15 +1557,19 @@ fn ipv4_mapped(v4: std::net::SocketAddrV4) -> SocketAddr {
     SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
 }
 
-/// Where a response to a request received by UDP from `source` goes (RFC 3261 §18.2.2):
-/// the address its stamped top Via names ([`sip_core::Via::response_address`]: the
+/// Where a response to a request received by UDP from `source` goes (RFC 3261 §18.2.2),
+/// given the request or the response to it (both carry the top Via the transport stamped
+/// on receipt): the address that Via names ([`sip_core::Via::response_address`]: the
 /// source IP, with the sent-by port, or the source port when the Via asked for `rport`),
 /// or the source itself when the Via names none. The sent-by port is where a client that
 /// sends from another port than it listens on waits. An IPv4 address is given in the
 /// form of `source` (IPv4-mapped when a dual-stack socket received it).
-fn udp_response_to(request: &SipMessage, source: SocketAddr) -> SocketAddr {
-    let to = match request.top_via() {
-        Ok(via) if request.is_request() => via.response_address().unwrap_or(source),
+///
+/// [`SipTransport::reply`] applies this itself; a layer that keeps only the source of a
+/// request (a transaction layer) calls it when it sends the response by UDP.
+pub fn udp_response_to(message: &SipMessage, source: SocketAddr) -> SocketAddr {
+    let to = match message.top_via() {
+        Ok(via) => via.response_address().unwrap_or(source),
         _ => source,
     };
     match (to, source) {
