@@ -5,7 +5,7 @@
 
 use crate::core::EndpointCore;
 use crate::pidf::{self, Availability, PresenceDocument};
-use crate::registration::refresh_after;
+use crate::registration::spread_refresh_after;
 use crate::EndpointError;
 use bytes::Bytes;
 use collaboration_platform::{OutgoingRequest, RequestError};
@@ -284,7 +284,7 @@ fn refresh_retry(error: &EndpointError, failures: u32) -> Option<Duration> {
 }
 
 async fn refresh(refreshing: Refreshing, expires: u32) {
-    let mut wait = refresh_after(expires);
+    let mut wait = spread_refresh_after(expires, crate::ids::random());
     let mut failures = 0u32;
     loop {
         tokio::time::sleep(wait).await;
@@ -311,7 +311,7 @@ async fn refresh(refreshing: Refreshing, expires: u32) {
                 debug!(granted, "publication refreshed");
                 st.etag = Some(etag);
                 failures = 0;
-                wait = refresh_after(granted);
+                wait = spread_refresh_after(granted, crate::ids::random());
             }
             Err(e @ EndpointError::NoEntityTag { .. }) => {
                 // Refreshed, but with no entity tag to refresh it by next time.

@@ -245,13 +245,14 @@ pub(crate) fn refresh_after(expires: u32) -> Duration {
 /// grant when that is less): room for a challenge, a 423 and a slow registrar.
 const REFRESH_MARGIN_MS: u64 = 5_000;
 
-/// When to refresh a registration granted for `expires` seconds, `r` (any 64-bit value)
-/// picking the point: uniformly between 80 % and 90 % of the grant, so that endpoints
-/// registered together (a restart, a front end back after an outage) do not all refresh
-/// together; never later than [`REFRESH_MARGIN_MS`] before the end, never sooner than 1 s
-/// from now. The 80–90 % window is what common UAs use; RFC 5626 §4.5 randomises its
-/// re-registration waits for the same reason.
-pub(crate) fn registration_refresh_after(expires: u32, r: u64) -> Duration {
+/// When to refresh a registration, subscription or publication granted for `expires`
+/// seconds, `r` (any 64-bit value) picking the point: uniformly between 80 % and 90 % of
+/// the grant, so that what was set up together (endpoints registered at a restart, a view
+/// of thousands of presentities subscribed at once, a front end back after an outage)
+/// does not all refresh in one burst; never later than [`REFRESH_MARGIN_MS`] before the
+/// end, never sooner than 1 s from now. The 80–90 % window is what common UAs use; RFC
+/// 5626 §4.5 randomises its re-registration waits for the same reason.
+pub(crate) fn spread_refresh_after(expires: u32, r: u64) -> Duration {
     let e = u64::from(expires.max(1)) * 1000;
     let (early, late) = (e * 8 / 10, e * 9 / 10);
     let at = early + r % (late - early + 1);
@@ -300,7 +301,7 @@ pub(crate) async fn keep_alive(reg: Arc<Mutex<Registration>>, last: LastGrant) {
     let mut losses = core.platform().proxy_losses();
     losses.mark_unchanged();
     let first = last.lock().unwrap_or_else(|p| p.into_inner()).expires;
-    let mut wait = registration_refresh_after(first, crate::ids::random());
+    let mut wait = spread_refresh_after(first, crate::ids::random());
     let mut backoff = RETRY_MIN;
     loop {
         let lost = tokio::select! {
@@ -342,7 +343,7 @@ pub(crate) async fn keep_alive(reg: Arc<Mutex<Registration>>, last: LastGrant) {
                     format!("registered again for {} s", g.expires),
                 );
                 debug!(expires = g.expires, "registration refreshed");
-                wait = registration_refresh_after(g.expires, crate::ids::random());
+                wait = spread_refresh_after(g.expires, crate::ids::random());
                 *last.lock().unwrap_or_else(|p| p.into_inner()) = g;
             }
             Err(EndpointError::Request(RequestError::Shutdown)) => {
@@ -595,7 +596,7 @@ mod tests {
             let latest = e - 5000u64.min(e / 2);
             let (low, high) = ((e * 8 / 10).min(latest).max(1000), latest.max(1000));
             for &r in &draws {
-                let at = ms(registration_refresh_after(expires, r));
+                let at = ms(spread_refresh_after(expires, r));
                 assert!(at >= low && at <= high, "{expires} s, r {r}: at {at} ms");
                 assert!(at <= e * 9 / 10 || at == 1000, "{expires} s: at {at} ms");
             }
@@ -603,7 +604,7 @@ mod tests {
         // 600 s: between 480 and 540 s, and really spread (not one instant for all).
         let at: Vec<u64> = draws[4..]
             .iter()
-            .map(|&r| ms(registration_refresh_after(600, r)))
+            .map(|&r| ms(spread_refresh_after(600, r)))
             .collect();
         let (min, max) = (at.iter().min().unwrap(), at.iter().max().unwrap());
         assert!(*min >= 480_000 && *max <= 540_000, "{min}..{max}");
@@ -611,9 +612,9 @@ mod tests {
         // 30 s: 24–27 s, but at least 5 s before the end: 24–25 s.
         assert!(draws
             .iter()
-            .all(|&r| (24_000..=25_000).contains(&ms(registration_refresh_after(30, r)))));
+            .all(|&r| (24_000..=25_000).contains(&ms(spread_refresh_after(30, r)))));
         // Short grants keep the old floor: a 1 s grant is refreshed after 1 s.
-        assert_eq!(registration_refresh_after(1, 12345), Duration::from_secs(1));
+        assert_eq!(spread_refresh_after(1, 12345), Duration::from_secs(1));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use crate::core::{DialogGuard, DialogHandler, DialogRoute, EndpointCore};
 use crate::pidf::{self, Availability, PidfError, PresenceDocument};
-use crate::registration::refresh_after;
+use crate::registration::{refresh_after, spread_refresh_after};
 use crate::{Endpoint, EndpointError};
 use collaboration_platform::{
     DialogId, Federated, Homed, Homing, IncomingRequest, OutgoingRequest, RequestError,
@@ -1580,7 +1580,7 @@ impl ViewTask {
                     let at = now + secs(e);
                     if sub.expires_at.is_none_or(|x| at < x) {
                         sub.expires_at = Some(at);
-                        let refresh = now + refresh_after(e);
+                        let refresh = now + spread_refresh_after(e, self.next_random());
                         if !sub.busy && sub.deadline.is_none_or(|d| refresh < d) {
                             self.schedule(sub, target, refresh);
                         }
@@ -1589,10 +1589,11 @@ impl ViewTask {
                 if first && !sub.busy {
                     // The wait for this first NOTIFY is over: next comes the refresh.
                     if let Some(x) = sub.expires_at {
-                        // Whole seconds rounded up: the refresh the 2xx set, not earlier.
+                        // Whole seconds rounded up: the window of the grant the 2xx gave, not earlier.
                         let left = x.saturating_duration_since(now).as_secs_f64().ceil();
                         let left = left.min(f64::from(u32::MAX)) as u32;
-                        self.schedule(sub, target, now + refresh_after(left));
+                        let refresh = spread_refresh_after(left, self.next_random());
+                        self.schedule(sub, target, now + refresh);
                     }
                 }
             }
