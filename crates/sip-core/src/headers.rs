@@ -210,12 +210,7 @@ impl<'a> Via<'a> {
     /// The `received` address; accepts the bracketed IPv6 form robust parsers must take
     /// (RFC 5118 §4.5).
     pub fn received(&self) -> Option<IpAddr> {
-        let v = self.params.get("received").flatten()?;
-        let v = v
-            .strip_prefix(b"[")
-            .and_then(|x| x.strip_suffix(b"]"))
-            .unwrap_or(v);
-        std::str::from_utf8(v).ok()?.parse().ok()
+        ip_param(self.params.get("received").flatten()?)
     }
     /// `rport`: `None` if absent, `Some(None)` if present without a value (RFC 3581).
     pub fn rport(&self) -> Option<Option<u16>> {
@@ -754,6 +749,15 @@ const KNOWN_TRANSPORTS: [Transport<'static>; 7] = [
     Transport::Wss,
 ];
 
+/// The address in a `received` value: IPv4, or IPv6 with or without brackets.
+pub(crate) fn ip_param(v: &[u8]) -> Option<IpAddr> {
+    let v = v
+        .strip_prefix(b"[")
+        .and_then(|x| x.strip_suffix(b"]"))
+        .unwrap_or(v);
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
 /// Where the parts of a [`Via`] are (see [`crate::index`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ViaIdx {
@@ -769,6 +773,42 @@ pub(crate) struct ViaIdx {
 }
 
 impl ViaIdx {
+    /// This index once the Via's parameters were edited in place: each edit `(at, end,
+    /// delta)` replaced `at..end` (in the parameters, or at their end) with text `delta`
+    /// bytes longer. What precedes the parameters did not move; their end takes every
+    /// edit in. `None` when an edit touched the branch or an offset no longer fits an
+    /// index: the caller parses instead.
+    pub(crate) fn with_params_edited(
+        &self,
+        edits: impl Iterator<Item = (usize, usize, isize)> + Clone,
+    ) -> Option<ViaIdx> {
+        let sp = |a: usize, b: usize, d: isize| {
+            let (a, b) = (a.checked_add_signed(d)?, b.checked_add_signed(d)?);
+            (b <= usize::from(u16::MAX)).then(|| Sp::new(a, b))
+        };
+        let (start, end) = self.params.bounds();
+        let params = sp(start, end, 0).and_then(|_| {
+            let end = end.checked_add_signed(edits.clone().map(|e| e.2).sum())?;
+            (end <= usize::from(u16::MAX)).then(|| Sp::new(start, end))
+        })?;
+        let branch = match self.branch.map(Sp::bounds) {
+            None => None,
+            Some((a, b)) => {
+                // `branch=` precedes the value: an edit that ends before it is before it.
+                if edits.clone().any(|(at, end, _)| end >= a && at < b) {
+                    return None;
+                }
+                let before = edits.filter(|e| e.1 < a).map(|e| e.2).sum();
+                Some(sp(a, b, before)?)
+            }
+        };
+        Some(ViaIdx {
+            params,
+            branch,
+            ..*self
+        })
+    }
+
     /// The shape almost every Via value has, recognised in one pass and straight into
     /// offsets: `SIP/2.0/`, a transport token, one space, `host[:port]`, and a parameter
     /// list of the common shape. Returns where the value ends (the end of `value` or a `,`

@@ -31,6 +31,12 @@ impl Sp {
         Some(Sp(u16::try_from(off).ok()?, u16::try_from(end).ok()?))
     }
 
+    /// The range as offsets.
+    #[inline]
+    pub(crate) fn bounds(self) -> (usize, usize) {
+        (usize::from(self.0), usize::from(self.1))
+    }
+
     /// The slice of `base` this range names (empty if out of range).
     #[inline]
     pub(crate) fn get(self, base: &[u8]) -> &[u8] {

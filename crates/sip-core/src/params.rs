@@ -284,21 +284,49 @@ fn step_raw(s: &[u8], i: usize) -> Result<(&[u8], Option<&[u8]>, usize), &'stati
     }
 }
 
+/// Where a parameter is in a validated [`Params::raw`]: the end of its name, the end of
+/// the parameter (past its value, if any), and its value; an editor rewrites
+/// `name_end..end` (the `=value` part) alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Located<'a> {
+    pub name_end: usize,
+    pub end: usize,
+    pub value: Option<&'a [u8]>,
+}
+
 /// Where the first parameter named `name` (case-insensitive) is in `raw`, a validated
-/// [`Params::raw`]: the end of its name and the end of the parameter (past its value, if
-/// any), so an editor can rewrite the `=value` part alone. `None` if there is none.
-pub(crate) fn locate(raw: &[u8], name: &[u8]) -> Option<(usize, usize)> {
+/// [`Params::raw`]; `None` if there is none.
+pub(crate) fn locate<'a>(raw: &'a [u8], name: &[u8]) -> Option<Located<'a>> {
+    let [found] = locate_each(raw, [name]);
+    found
+}
+
+/// [`locate`] for several names in one walk over the parameters (the transport stamps
+/// `rport` and `received` on every request it receives).
+pub(crate) fn locate_each<'a, const N: usize>(
+    raw: &'a [u8],
+    names: [&[u8]; N],
+) -> [Option<Located<'a>>; N] {
+    let mut found = [None; N];
     let mut i = skip_ws(raw, 0);
     while i < raw.len() && raw[i] == b';' {
-        let (n, _, next) = step_raw(raw, i).ok()?;
-        if n.eq_ignore_ascii_case(name) {
-            // `n` is a slice of `raw`: its end, as an offset.
-            let name_end = (n.as_ptr() as usize) - (raw.as_ptr() as usize) + n.len();
-            return Some((name_end, next));
+        let Ok((n, value, next)) = step_raw(raw, i) else {
+            break;
+        };
+        for (slot, name) in found.iter_mut().zip(names) {
+            if slot.is_none() && n.eq_ignore_ascii_case(name) {
+                // `n` is a slice of `raw`: its end, as an offset.
+                let name_end = (n.as_ptr() as usize) - (raw.as_ptr() as usize) + n.len();
+                *slot = Some(Located {
+                    name_end,
+                    end: next,
+                    value,
+                });
+            }
         }
         i = skip_ws(raw, next);
     }
-    None
+    found
 }
 
 /// Whether `s` holds only whitespace.
@@ -334,11 +362,18 @@ mod tests {
     #[test]
     fn locate_finds_the_name_and_the_end_of_a_parameter() {
         let raw = b" ;branch=z9hG4bK1 ; RPORT ;received = 192.0.2.1;lr";
-        assert_eq!(locate(raw, b"rport"), Some((25, 25)));
-        let (name_end, end) = locate(raw, b"received").unwrap();
-        assert_eq!(&raw[name_end..end], b" = 192.0.2.1");
-        assert_eq!(locate(raw, b"lr"), Some((raw.len(), raw.len())));
-        assert_eq!(locate(raw, b"maddr"), None);
+        let at = |name: &[u8]| locate(raw, name).map(|l| (l.name_end, l.end));
+        assert_eq!(at(b"rport"), Some((25, 25)));
+        let received = locate(raw, b"received").unwrap();
+        assert_eq!(&raw[received.name_end..received.end], b" = 192.0.2.1");
+        assert_eq!(received.value, Some(&b"192.0.2.1"[..]));
+        assert_eq!(at(b"lr"), Some((raw.len(), raw.len())));
+        assert_eq!(at(b"maddr"), None);
         assert_eq!(locate(b"", b"rport"), None);
+        // One walk finds each name's first parameter.
+        let [rport, received, maddr] = locate_each(raw, [b"rport", b"received", b"maddr"]);
+        assert_eq!(rport.map(|l| (l.name_end, l.value)), Some((25, None)));
+        assert_eq!(received, locate(raw, b"received"));
+        assert_eq!(maddr, None);
     }
 }
