@@ -20,7 +20,11 @@ impl Sp {
     #[inline]
     pub(crate) fn of(base: &[u8], sub: &[u8]) -> Option<Sp> {
         if sub.is_empty() {
-            return Some(Sp(0, 0));
+            // An empty part cut from `base` keeps its place (an editor that appends to the
+            // parameters of a Via that has none writes there); any other is `0..0`.
+            let off = (sub.as_ptr() as usize).wrapping_sub(base.as_ptr() as usize);
+            let at = u16::try_from(off).ok().filter(|&o| usize::from(o) <= base.len());
+            return Some(at.map_or(Sp(0, 0), |o| Sp(o, o)));
         }
         let off = (sub.as_ptr() as usize).checked_sub(base.as_ptr() as usize)?;
         let end = off.checked_add(sub.len())?;
