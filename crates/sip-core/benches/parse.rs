@@ -13,6 +13,11 @@
 //!   and reads no header. Not a target; it shows how much of the scan ratio splitting alone
 //!   costs in a well-tuned parser.
 //!
+//! - `stamped/NAME`: `ucma/NAME` with the top Via stamped on the way, as a server transport
+//!   stamps every request it receives (`SipMessage::record_source_in_via` from a source
+//!   that is not the sent-by: `received`, and `rport` where the Via asks for it). The
+//!   interleaved summary gives it as a ratio to `ucma/NAME`.
+//!
 //! After criterion's groups, the same three are timed interleaved: rounds of a few
 //! milliseconds, each timing ucma, scan and rsip back to back (in alternating order), and
 //! the ratios of each round are summarised (median and quartiles). On a shared VM whose speed
@@ -40,6 +45,23 @@ fn ucma(bytes: &Bytes) -> usize {
     let call_id = m.call_id().expect("call-id");
     let cseq = m.cseq().expect("cseq");
     via.branch().map_or(0, str::len)
+        + from.tag().map_or(0, <[u8]>::len)
+        + to.uri().as_bytes().len()
+        + call_id.len()
+        + cseq.seq() as usize
+}
+
+fn stamped(bytes: &Bytes) -> usize {
+    let mut m = SipMessage::parse_datagram(bytes.clone(), &Limits::DEFAULT).expect("valid");
+    let source = std::net::SocketAddr::from(([198, 51, 100, 7], 40_000));
+    let changed = m.record_source_in_via(source).expect("stamped");
+    let via = m.top_via().expect("via");
+    let from = m.from().expect("from");
+    let to = m.to().expect("to");
+    let call_id = m.call_id().expect("call-id");
+    let cseq = m.cseq().expect("cseq");
+    usize::from(changed)
+        + via.branch().map_or(0, str::len)
         + from.tag().map_or(0, <[u8]>::len)
         + to.uri().as_bytes().len()
         + call_id.len()
@@ -102,6 +124,9 @@ fn parse(c: &mut Criterion) {
         });
         g.bench_function(format!("rsip/{name}"), |b| b.iter(|| rsip(black_box(raw))));
         g.bench_function(format!("scan/{name}"), |b| b.iter(|| scan(black_box(raw))));
+        g.bench_function(format!("stamped/{name}"), |b| {
+            b.iter(|| stamped(black_box(&bytes)))
+        });
     }
     g.finish();
 }
@@ -129,6 +154,7 @@ fn interleaved(rounds: usize, iters: u32) {
         let bytes = Bytes::from_static(raw);
         let http = as_http(raw);
         let (mut over_scan, mut rsip_over, mut split_over) = (Vec::new(), Vec::new(), Vec::new());
+        let mut stamp_over = Vec::new();
         for round in 0..rounds {
             let (ucma_ns, scan_ns) = if round % 2 == 0 {
                 let u = per_call(iters, || ucma(black_box(&bytes)));
@@ -139,16 +165,19 @@ fn interleaved(rounds: usize, iters: u32) {
             };
             let rsip_ns = per_call(iters.div_ceil(10), || rsip(black_box(raw)));
             let split_ns = per_call(iters, || httparse(black_box(&http)));
+            let stamped_ns = per_call(iters, || stamped(black_box(&bytes)));
             over_scan.push(ucma_ns / scan_ns);
             rsip_over.push(rsip_ns / ucma_ns);
             split_over.push(split_ns / scan_ns);
+            stamp_over.push(stamped_ns / ucma_ns);
         }
         let [a, m, b] = quartiles(&mut over_scan);
         let [c, n, d] = quartiles(&mut rsip_over);
         let [e, o, f] = quartiles(&mut split_over);
+        let [g, p, h] = quartiles(&mut stamp_over);
         println!(
             "  {name:<11} ucma/scan {m:.2} [{a:.2}, {b:.2}]   rsip/ucma {n:.1} [{c:.1}, {d:.1}]   \
-             httparse/scan {o:.2} [{e:.2}, {f:.2}]"
+             httparse/scan {o:.2} [{e:.2}, {f:.2}]   stamped/ucma {p:.2} [{g:.2}, {h:.2}]"
         );
     }
 }

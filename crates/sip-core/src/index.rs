@@ -23,7 +23,9 @@ impl Sp {
             // An empty part cut from `base` keeps its place (an editor that appends to the
             // parameters of a Via that has none writes there); any other is `0..0`.
             let off = (sub.as_ptr() as usize).wrapping_sub(base.as_ptr() as usize);
-            let at = u16::try_from(off).ok().filter(|&o| usize::from(o) <= base.len());
+            let at = u16::try_from(off)
+                .ok()
+                .filter(|&o| usize::from(o) <= base.len());
             return Some(at.map_or(Sp(0, 0), |o| Sp(o, o)));
         }
         let off = (sub.as_ptr() as usize).checked_sub(base.as_ptr() as usize)?;

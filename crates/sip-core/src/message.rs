@@ -2052,12 +2052,18 @@ mod via_source_tests {
 
     #[test]
     fn a_via_without_parameters_gets_them_after_its_sent_by() {
-        for via in ["SIP/2.0/UDP h.example", "SIP/2.0/UDP 192.0.2.1:5060 , SIP/2.0/UDP b"] {
+        for via in [
+            "SIP/2.0/UDP h.example",
+            "SIP/2.0/UDP 192.0.2.1:5060 , SIP/2.0/UDP b",
+        ] {
             let mut m = parse(&request(via));
             assert_eq!(m.record_source_in_via(src("10.0.0.1:7")), Ok(true), "{via}");
             let value = m.header(HeaderName::Via).unwrap().to_vec();
             let (sent_by, rest) = via.split_at(via.find(" ,").unwrap_or(via.len()));
-            assert_eq!(value, format!("{sent_by};received=10.0.0.1{rest}").as_bytes());
+            assert_eq!(
+                value,
+                format!("{sent_by};received=10.0.0.1{rest}").as_bytes()
+            );
             let fresh = SipMessage::parse_datagram(m.to_bytes(), &Limits::DEFAULT).unwrap();
             assert_eq!(m.top_via().unwrap(), fresh.top_via().unwrap());
         }
