@@ -997,7 +997,7 @@ impl SipMessage {
         // A `received` the peer wrote itself is corrected too: responses are routed by it.
         let wants_received = sent_by_differs || rport_asked || received.is_some();
         let mut port = itoa::Buffer::new();
-        let address = address_text(ip);
+        let address = AddressText::new(ip);
         let mut edits = [ViaEdit::set(0, 0, None); 2];
         let mut n = 0;
         if let Some(l) = rport.filter(|_| rport_asked) {
@@ -1303,20 +1303,49 @@ impl<'e> ViaEdit<'e> {
     }
 }
 
-fn address_text(ip: std::net::IpAddr) -> String {
-    match ip {
-        std::net::IpAddr::V4(v4) => {
-            let mut out = String::with_capacity(15);
-            let mut digits = itoa::Buffer::new();
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push('.');
+/// An IP address as text, held on the stack: stamping writes one into every request
+/// received, and a `String` for it was an allocation per request.
+struct AddressText {
+    buf: [u8; 45],
+    len: usize,
+}
+
+impl AddressText {
+    /// IPv4 without the formatting machinery; IPv6 (rare) through `Display`.
+    fn new(ip: std::net::IpAddr) -> AddressText {
+        let mut text = AddressText {
+            buf: [0; 45],
+            len: 0,
+        };
+        match ip {
+            std::net::IpAddr::V4(v4) => {
+                let mut digits = itoa::Buffer::new();
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        text.push(b".");
+                    }
+                    text.push(digits.format(octet).as_bytes());
                 }
-                out.push_str(digits.format(octet));
             }
-            out
+            std::net::IpAddr::V6(v6) => {
+                use std::io::Write;
+                let mut out = std::io::Cursor::new(&mut text.buf[..]);
+                // 45 bytes hold the longest IPv6 text (IPv4-mapped, full form).
+                if write!(out, "{v6}").is_ok() {
+                    text.len = out.position() as usize;
+                }
+            }
         }
-        std::net::IpAddr::V6(v6) => v6.to_string(),
+        text
+    }
+
+    fn push(&mut self, part: &[u8]) {
+        self.buf[self.len..self.len + part.len()].copy_from_slice(part);
+        self.len += part.len();
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
     }
 }
 
