@@ -45,6 +45,8 @@ pub enum TerminationReason {
     /// The remote party ended it with BYE.
     Remote,
     /// It never got established; the error is the one `establish` or `accept` returned.
+    /// Also the end of an established call whose renegotiation left no IM session (the
+    /// ACK of an offerless re-INVITE without a usable answer: `NotAcceptable`).
     NotEstablished(CallError),
     /// A request in the dialog was answered 481 or 408, or not at all (then `status` is
     /// 408 and `reason` says so): the dialog is gone (RFC 3261 §12.2.1.2).

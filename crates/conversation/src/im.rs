@@ -156,19 +156,20 @@ struct Rare {
     /// stream of `active` documents (with refresh intervals of up to 136 years) leaves
     /// one sleeping task per call, not one per document.
     typing_timer: Option<tokio::task::AbortHandle>,
-    /// Our offer in the 2xx to an INVITE without one, until the ACK brings the answer.
+    /// Our offer in the 2xx to an INVITE or re-INVITE without one, until the ACK brings
+    /// the answer.
     awaited_answer: Option<AwaitedAnswer>,
 }
 
-/// An accepted call whose offer went in the 2xx (the INVITE had none): the answer is owed
-/// in the ACK (RFC 3261 §13.2.1), and `accept` waits for it.
+/// Our offer went in a 2xx (the INVITE or re-INVITE had none): the answer is owed in the
+/// ACK (RFC 3261 §13.2.1, §14.2).
 #[derive(Debug)]
 struct AwaitedAnswer {
     negotiator: OfferAnswer,
-    /// The dialog the 2xx made: the ACK may be taken before `accept` gets to set it.
+    /// The dialog of the 2xx: the ACK may be taken before `accept` gets to set it.
     dialog: DialogId,
-    /// What `accept` returns.
-    done: oneshot::Sender<Result<(), CallError>>,
+    /// What `accept` returns; `None` for a re-INVITE of a call already up.
+    done: Option<oneshot::Sender<Result<(), CallError>>>,
 }
 
 /// Why a received message was not queued.
@@ -552,10 +553,11 @@ impl CallShared {
                 return Step::End;
             }
             Some(method @ (Method::Invite | Method::Update)) => {
+                let offer = !req.body().is_empty();
                 // A re-INVITE or UPDATE (session refresh or re-offer): answer with our
                 // session. Both are target refresh requests: the 2xx carries our Contact.
                 let mut negotiator = negotiator(&sdp_host(self.conversation.endpoint()));
-                let sdp = if !req.body().is_empty() {
+                let sdp = if offer {
                     // RFC 3311 §5.2 as RFC 3264: an offer in an UPDATE is answered in
                     // its 2xx too.
                     SessionDescription::parse_slice(req.body())
@@ -572,18 +574,29 @@ impl CallShared {
                     Ok(None)
                 };
                 let contact = format!("<{}>", self.conversation.endpoint().contact());
-                let _ = match sdp {
+                match sdp {
                     Ok(sdp) => {
-                        req.respond(
-                            200,
-                            "OK",
-                            &[("Contact", &contact)],
-                            sdp.map(|s| ("application/sdp", s.to_bytes())),
-                        )
-                        .await
+                        let body = sdp.map(|s| ("application/sdp", s.to_bytes()));
+                        // Our offer in the 2xx to an offerless re-INVITE: its ACK brings the
+                        // answer (`DialogHandler::ack`). Set before the 2xx goes out.
+                        let awaits = method == Method::Invite && !offer && body.is_some();
+                        if let (true, Some(dialog)) = (awaits, req.dialog()) {
+                            self.lock().rare().awaited_answer = Some(AwaitedAnswer {
+                                negotiator,
+                                dialog,
+                                done: None,
+                            });
+                        }
+                        let sent = req.respond(200, "OK", &[("Contact", &contact)], body).await;
+                        if sent.is_err() && awaits {
+                            // No 2xx went out (cancelled, shutting down): no ACK will come.
+                            self.lock().rare().awaited_answer = None;
+                        }
                     }
-                    Err(()) => req.respond(488, "Not Acceptable Here", &[], None).await,
-                };
+                    Err(()) => {
+                        let _ = req.respond(488, "Not Acceptable Here", &[], None).await;
+                    }
+                }
             }
             Some(Method::Options) => {
                 // RFC 3261 §11.2: what the call takes.
@@ -995,7 +1008,7 @@ impl<H: Homing> InstantMessagingCall<H> {
             self.shared.lock().rare().awaited_answer = Some(AwaitedAnswer {
                 negotiator,
                 dialog: dialog.clone(),
-                done,
+                done: Some(done),
             });
             answered
         });
@@ -1086,10 +1099,13 @@ impl DialogHandler for CallShared {
         }
     }
 
-    /// The ACK of our 200 that carried the offer: its answer settles the call. Without an
-    /// answer, or with one that drops the IM session, there is no session (RFC 3261
-    /// §13.2.1 owes the answer in this ACK): the call ends, with BYE (RFC 3261 §15, sent
-    /// once the ACK came) rather than staying up with nothing negotiated.
+    /// The ACK of our 2xx that carried the offer (to an INVITE or re-INVITE without one):
+    /// its answer settles the session. Without an answer, or with one that drops the IM
+    /// session, there is no session (RFC 3261 §13.3.1.4 put our offer in the 2xx, §13.2.1
+    /// owes the answer in its ACK, for a re-INVITE too, §14.2; in RFC 3264 §6 a port of 0
+    /// rejects the stream, here the only one): the call ends, with BYE (RFC 3261 §15, sent
+    /// once the ACK came) rather than staying up with nothing negotiated, as §13.2.2.4 has
+    /// a UAC do with an offer it cannot take.
     async fn ack(self: Arc<Self>, ack: IncomingRequest) {
         let awaited = self
             .lock()
@@ -1097,27 +1113,41 @@ impl DialogHandler for CallShared {
             .as_mut()
             .and_then(|r| r.awaited_answer.take());
         let Some(mut awaited) = awaited else { return };
+        let taken = take_im_answer(&mut awaited.negotiator, ack.body());
+        let Some(done) = awaited.done else {
+            // A re-INVITE's: the call stays up with a usable answer. A `terminate` under
+            // way sends its own BYE.
+            if let Err(reason) = taken {
+                if self.ended() {
+                    return;
+                }
+                debug!(%reason, "no usable answer in the re-INVITE's ACK: ending the call with BYE");
+                let e = CallError::NotAcceptable(reason);
+                if self.end(TerminationReason::NotEstablished(e)) {
+                    self.bye_later(awaited.dialog);
+                }
+            }
+            return;
+        };
         // `terminate` came while the ACK was awaited: the BYE it held back goes now.
         let hang_up = self.state() == ConversationState::Terminating;
-        match take_im_answer(&mut awaited.negotiator, ack.body()) {
+        match taken {
             Ok(()) if hang_up => {
                 self.end(TerminationReason::Local);
-                let _ = awaited.done.send(Err(CallError::Ended));
+                let _ = done.send(Err(CallError::Ended));
                 self.bye_later(awaited.dialog);
             }
             Ok(()) => {
                 self.set_dialog(awaited.dialog);
                 // Refused when the peer's BYE or a `terminate` got in first.
                 let up = self.set_state(ConversationState::Established);
-                let _ = awaited
-                    .done
-                    .send(if up { Ok(()) } else { Err(CallError::Ended) });
+                let _ = done.send(if up { Ok(()) } else { Err(CallError::Ended) });
             }
             Err(reason) => {
                 debug!(%reason, "no usable answer in the ACK: ending the call with BYE");
                 let e = CallError::NotAcceptable(reason);
                 self.end(TerminationReason::NotEstablished(e.clone()));
-                let _ = awaited.done.send(Err(e));
+                let _ = done.send(Err(e));
                 self.bye_later(awaited.dialog);
             }
         }

@@ -695,6 +695,163 @@ fn an_ack_without_a_usable_answer_ends_the_call_with_bye() {
 }
 
 // ---------------------------------------------------------------------------------------
+// re-INVITE without an offer: ours goes in the 200, the answer comes in the ACK.
+// ---------------------------------------------------------------------------------------
+
+/// What the application saw of a call it accepted: the messages read until it ended, and
+/// how it ended.
+struct CallSeen {
+    texts: Vec<String>,
+    state: ConversationState,
+    reason: Option<TerminationReason>,
+}
+
+/// Takes the next call to the bot (alice's, with an offer): accepts it and reads messages
+/// until the call ends.
+fn take_call_reading_messages(
+    rt: &tokio::runtime::Runtime,
+    app: &App,
+) -> tokio::task::JoinHandle<CallSeen> {
+    let mut calls = incoming_im_calls(&app.bot);
+    rt.spawn(async move {
+        let incoming = bounded("the incoming call", calls.next())
+            .await
+            .expect("the stream is open");
+        let IncomingImCall::OnPremises(c) = incoming else {
+            panic!("alice is a home user");
+        };
+        let call = c.call().clone();
+        let mut flow = bounded("accepting", c.accept())
+            .await
+            .unwrap_or_else(|e| panic!("accept: {e:?}"));
+        let mut texts = Vec::new();
+        while let Some(m) = bounded("the next message or the end", flow.recv()).await {
+            texts.push(m.text().trim_end().to_string());
+        }
+        bounded(
+            "the call to end",
+            call.watch_state()
+                .wait_for(|s| *s == ConversationState::Terminated),
+        )
+        .await
+        .expect("the call's state is watched");
+        CallSeen {
+            texts,
+            state: call.state(),
+            reason: call.termination_reason(),
+        }
+    })
+}
+
+/// Runs `scenario` as alice calling the bot through contoso, with `-set NAME VALUE` for
+/// each of `globals`; fails unless SIPp succeeded.
+fn alice_calls_the_bot(
+    fed: &Federation,
+    name: &str,
+    scenario: &str,
+    globals: &[(&str, &str)],
+) -> SippOutcome {
+    let mut run = fed
+        .sipp(name, scenario)
+        .remote(fed.contoso().tcp_addr())
+        .key("to_user", "bot")
+        .key("to_domain", "contoso.test")
+        .key("from_user", "alice")
+        .key("from_domain", "contoso.test")
+        .trace_messages(true)
+        .timeout(SIPP_LIMIT)
+        .calls(1);
+    for (n, v) in globals {
+        run = run.arg("-set").arg(n).arg(v);
+    }
+    let out = run.run().unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert!(
+        out.succeeded(),
+        "{name}: {}\n--- messages ---\n{}\n{}",
+        out.report(),
+        out.messages,
+        fed.log_tails(30)
+    );
+    out
+}
+
+/// RFC 3261 §14.2: a re-INVITE without an offer gets ours in the 200 and the answer in
+/// the ACK; a usable answer leaves the call up: a MESSAGE sent after it is delivered, and
+/// the caller's BYE ends the call.
+#[test]
+fn an_offerless_reinvite_answered_in_the_ack_keeps_the_call_up() {
+    let fed = federation();
+    let rt = runtime();
+    let app = rt.block_on(start_app(&fed));
+    let handler = take_call_reading_messages(&rt, &app);
+    let name = "alice-reinvite-answered";
+    let uac = alice_calls_the_bot(&fed, name, scenarios::UAC_IM_REINVITE, &[("answer", "0")]);
+    let seen = rt
+        .block_on(bounded("the application's side", handler))
+        .expect("the handler did not panic");
+    rt.block_on(app.stop());
+    let t = trace(&uac.messages);
+    let offers: Vec<&Traced> = t
+        .iter()
+        .filter(|m| !m.sent && m.is_response(200, "INVITE"))
+        .collect();
+    assert_eq!(offers.len(), 2, "the INVITE's 200 and the re-INVITE's");
+    assert!(
+        offers[1].body.contains("m=message 5060 sip null"),
+        "our offer in the re-INVITE's 200:\n{}",
+        offers[1].body
+    );
+    assert_eq!(count(&t, |m| !m.sent && m.is_request("BYE")), 0);
+    assert_eq!(seen.texts, vec!["after the re-INVITE".to_string()]);
+    assert_eq!(seen.state, ConversationState::Terminated);
+    assert!(
+        matches!(seen.reason, Some(TerminationReason::Remote)),
+        "{:?}",
+        seen.reason
+    );
+}
+
+/// RFC 3261 §14.2 owes the answer to our offer in a re-INVITE's 200 in the ACK: an ACK
+/// without one (`answer` 1), with one that rejects the IM session (2) or with a body that
+/// is not SDP (3) leaves no session, so the call ends with our BYE, its termination
+/// reason `NotAcceptable` as for an INVITE without an offer. Such an ACK used to be
+/// ignored: the call stayed up with nothing negotiated.
+#[test]
+fn an_offerless_reinvite_without_a_usable_answer_in_the_ack_ends_the_call_with_bye() {
+    let fed = federation();
+    let rt = runtime();
+    let app = rt.block_on(start_app(&fed));
+    for answer in ["1", "2", "3"] {
+        let handler = take_call_reading_messages(&rt, &app);
+        let name = format!("alice-reinvite-bad-ack-{answer}");
+        let uac = alice_calls_the_bot(
+            &fed,
+            &name,
+            scenarios::UAC_IM_REINVITE,
+            &[("answer", answer)],
+        );
+        let seen = rt
+            .block_on(bounded("the application's side", handler))
+            .expect("the handler did not panic");
+        assert!(seen.texts.is_empty(), "{name}: {:?}", seen.texts);
+        assert_eq!(seen.state, ConversationState::Terminated, "{name}");
+        assert!(
+            matches!(
+                seen.reason,
+                Some(TerminationReason::NotEstablished(CallError::NotAcceptable(
+                    _
+                )))
+            ),
+            "{name}: {:?}",
+            seen.reason
+        );
+        let t = trace(&uac.messages);
+        assert_eq!(count(&t, |m| !m.sent && m.is_request("BYE")), 1, "{name}");
+    }
+    rt.block_on(app.stop());
+}
+
+// ---------------------------------------------------------------------------------------
 // 4: impersonation, as the far side sees it.
 // ---------------------------------------------------------------------------------------
 

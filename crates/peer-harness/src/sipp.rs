@@ -58,6 +58,15 @@ pub mod scenarios {
     /// callee's BYE, expected and answered 200. Keys: as [`UAC_IM_DELAYED_OFFER`].
     pub const UAC_IM_DELAYED_OFFER_BAD_ACK: &str =
         include_str!("../scenarios/uac_im_delayed_offer_bad_ack.xml");
+    /// UAC: an instant-messaging call with an offer (INVITE, 200, ACK), then a re-INVITE
+    /// without one (RFC 3261 §14.2): its 200 must carry an IM offer (`text/plain` among
+    /// its accept-types), and the ACK answers it as `.arg("-set").arg("answer").arg("N")`
+    /// says: `0` a usable answer, then one MESSAGE (`after the re-INVITE`) expecting 200
+    /// and BYE expecting 200; `1` no body, `2` the IM session rejected
+    /// (`m=message 0 sip null`), `3` a body that is not SDP, each then expecting the
+    /// callee's BYE, answered 200. Keys: `to_user`, `to_domain`, `from_user`,
+    /// `from_domain`.
+    pub const UAC_IM_REINVITE: &str = include_str!("../scenarios/uac_im_reinvite.xml");
     /// UAS: as [`UAS_IM_SESSION`] without messages (INVITE, 200, ACK, the caller's BYE), but
     /// the run fails unless the INVITE's From is `<sip:ceo@contoso.test>` with no display
     /// name and no P-Asserted-Identity arrived (impersonation toward a federated party).
