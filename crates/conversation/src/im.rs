@@ -162,7 +162,7 @@ struct Rare {
 }
 
 /// Our offer went in a 2xx (the INVITE or re-INVITE had none): the answer is owed in the
-/// ACK (RFC 3261 §13.2.1, §14.2).
+/// ACK (RFC 3261 §13.2.1, §14.2), and until it comes no new offer is taken.
 #[derive(Debug)]
 struct AwaitedAnswer {
     negotiator: OfferAnswer,
@@ -543,7 +543,10 @@ impl CallShared {
     }
 
     /// One request of the dialog other than MESSAGE (which `DialogHandler::handle` takes
-    /// through `on_message`); returns the end, or goes on.
+    /// through `on_message`); returns the end, or goes on. The dialog's requests come one
+    /// at a time and a re-INVITE gets its final answer here before the next is read, so
+    /// the 500 that RFC 3261 §14.2 owes an INVITE overlapping an unanswered one has no
+    /// case to meet; only the ACK still owed after our 2xx can overlap (491 below).
     async fn handle_request(&self, mut req: IncomingRequest) -> Step {
         match req.request().method().cloned() {
             Some(Method::Bye) => {
@@ -554,6 +557,15 @@ impl CallShared {
             }
             Some(method @ (Method::Invite | Method::Update)) => {
                 let offer = !req.body().is_empty();
+                if self.awaits_ack() && (offer || method == Method::Invite) {
+                    // Our offer in a 2xx is not answered yet (its ACK has not come): no new
+                    // offer may start before it is (RFC 3264 §4), and one that does is
+                    // refused 491 Request Pending, as RFC 3311 §5.2 says for UPDATE; an
+                    // offerless re-INVITE would need a second offer of ours, refused alike.
+                    // The peer retries after a random delay (RFC 3261 §14.1).
+                    let _ = req.respond(491, "Request Pending", &[], None).await;
+                    return Step::Typing(None);
+                }
                 // A re-INVITE or UPDATE (session refresh or re-offer): answer with our
                 // session. Both are target refresh requests: the 2xx carries our Contact.
                 let mut negotiator = negotiator(&sdp_host(self.conversation.endpoint()));

@@ -851,6 +851,33 @@ fn an_offerless_reinvite_without_a_usable_answer_in_the_ack_ends_the_call_with_b
     rt.block_on(app.stop());
 }
 
+/// While our offer in a re-INVITE's 200 waits for its answer (the ACK), a new offer cannot
+/// be taken (RFC 3264 §4): a re-INVITE with one and an UPDATE with one (RFC 3311 §5.2) are
+/// refused 491 Request Pending, and once the ACK brings the answer the call goes on. Both
+/// used to be answered 200, our offer left unanswered beside a second negotiation.
+#[test]
+fn offers_while_the_answer_to_ours_is_owed_get_491() {
+    let fed = federation();
+    let rt = runtime();
+    let app = rt.block_on(start_app(&fed));
+    let handler = take_call_reading_messages(&rt, &app);
+    let name = "alice-reinvite-overlap";
+    let uac = alice_calls_the_bot(&fed, name, scenarios::UAC_IM_REINVITE_OVERLAP, &[]);
+    let seen = rt
+        .block_on(bounded("the application's side", handler))
+        .expect("the handler did not panic");
+    rt.block_on(app.stop());
+    let t = trace(&uac.messages);
+    assert_eq!(count(&t, |m| !m.sent && m.is_response(491, "INVITE")), 1);
+    assert_eq!(count(&t, |m| !m.sent && m.is_response(491, "UPDATE")), 1);
+    assert_eq!(seen.texts, vec!["after the refused offers".to_string()]);
+    assert!(
+        matches!(seen.reason, Some(TerminationReason::Remote)),
+        "{:?}",
+        seen.reason
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // 4: impersonation, as the far side sees it.
 // ---------------------------------------------------------------------------------------

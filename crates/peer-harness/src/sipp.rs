@@ -67,6 +67,12 @@ pub mod scenarios {
     /// callee's BYE, answered 200. Keys: `to_user`, `to_domain`, `from_user`,
     /// `from_domain`.
     pub const UAC_IM_REINVITE: &str = include_str!("../scenarios/uac_im_reinvite.xml");
+    /// UAC: as [`UAC_IM_REINVITE`] up to the re-INVITE's 200 (with an IM offer); before
+    /// its ACK, a re-INVITE with an offer expecting 491 (ACKed) and an UPDATE with an
+    /// offer expecting 491; then the ACK with a usable answer, one MESSAGE (`after the
+    /// refused offers`) expecting 200 and BYE expecting 200. Keys: as [`UAC_IM_REINVITE`].
+    pub const UAC_IM_REINVITE_OVERLAP: &str =
+        include_str!("../scenarios/uac_im_reinvite_overlap.xml");
     /// UAS: as [`UAS_IM_SESSION`] without messages (INVITE, 200, ACK, the caller's BYE), but
     /// the run fails unless the INVITE's From is `<sip:ceo@contoso.test>` with no display
     /// name and no P-Asserted-Identity arrived (impersonation toward a federated party).
