@@ -45,9 +45,11 @@ pub enum TerminationReason {
     /// The remote party ended it with BYE.
     Remote,
     /// It never got established; the error is the one `establish` or `accept` returned.
-    /// Also the end of an established call whose renegotiation left no IM session (the
-    /// ACK of an offerless re-INVITE without a usable answer: `NotAcceptable`).
     NotEstablished(CallError),
+    /// It was established, and a renegotiation left it no IM session: the ACK of an
+    /// offerless re-INVITE, which owes the answer to the offer our 2xx carried, had none
+    /// or rejected the session (`NotAcceptable`). This side sent BYE.
+    Renegotiation(CallError),
     /// A request in the dialog was answered 481 or 408, or not at all (then `status` is
     /// 408 and `reason` says so): the dialog is gone (RFC 3261 §12.2.1.2).
     DialogLost {
@@ -67,6 +69,7 @@ impl std::fmt::Display for TerminationReason {
             TerminationReason::Local => f.write_str("ended by this side"),
             TerminationReason::Remote => f.write_str("ended by the remote party (BYE)"),
             TerminationReason::NotEstablished(e) => write!(f, "not established: {e}"),
+            TerminationReason::Renegotiation(e) => write!(f, "renegotiation failed: {e}"),
             TerminationReason::DialogLost { status, reason } => write!(
                 f,
                 "the dialog is gone: a request in it got {status} {reason}"

@@ -1135,7 +1135,7 @@ impl DialogHandler for CallShared {
                 }
                 debug!(%reason, "no usable answer in the re-INVITE's ACK: ending the call with BYE");
                 let e = CallError::NotAcceptable(reason);
-                if self.end(TerminationReason::NotEstablished(e)) {
+                if self.end(TerminationReason::Renegotiation(e)) {
                     self.bye_later(awaited.dialog);
                 }
             }

@@ -838,7 +838,7 @@ fn an_offerless_reinvite_without_a_usable_answer_in_the_ack_ends_the_call_with_b
         assert!(
             matches!(
                 seen.reason,
-                Some(TerminationReason::NotEstablished(CallError::NotAcceptable(
+                Some(TerminationReason::Renegotiation(CallError::NotAcceptable(
                     _
                 )))
             ),

@@ -224,7 +224,7 @@ async fn a_re_invite_without_an_offer_gets_one_in_the_200() {
     assert!(
         matches!(
             peer.call.termination_reason(),
-            Some(TerminationReason::NotEstablished(CallError::NotAcceptable(
+            Some(TerminationReason::Renegotiation(CallError::NotAcceptable(
                 _
             )))
         ),
