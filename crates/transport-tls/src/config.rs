@@ -11,8 +11,11 @@ pub struct TransportLimits {
     /// Most open TCP/TLS connections, inbound and outbound together (those still in their
     /// handshake included). Default 10 000.
     pub max_connections: usize,
-    /// Most connections with one remote IP address. Default 2 000 (a front-end server holds
-    /// one flow per application endpoint it proxies for).
+    /// Most connections with one remote IPv4 address, or with one IPv6 /64 prefix (a host
+    /// or subscriber is given a whole /64, so each of its addresses is not a new peer); an
+    /// IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, an IPv4 peer of a dual-stack listener)
+    /// counts as its IPv4 address. Default 2 000 (a front-end server holds one flow per
+    /// application endpoint it proxies for).
     pub max_connections_per_ip: usize,
     /// TCP connect plus TLS handshake must finish within this. An inbound plain TCP
     /// connection, which has no handshake, must send its first bytes within this, or it is

@@ -128,7 +128,7 @@ pub enum TransportError {
         /// The configured limit.
         limit: usize,
     },
-    /// The limit on connections from one address is reached.
+    /// The limit on connections from one address (IPv4 address, or IPv6 /64) is reached.
     #[error("too many connections from {ip} (limit {limit})")]
     TooManyConnectionsFromIp {
         /// The remote address.

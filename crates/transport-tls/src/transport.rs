@@ -346,6 +346,7 @@ struct Shared {
     conns: Sharded<ConnectionId, ConnHandle>,
     flows: Sharded<FlowKey, FlowCell>,
     total: AtomicUsize,
+    /// Connections per remote IPv4 address or IPv6 /64 ([`per_ip_key`]).
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     next_id: AtomicU64,
     connector: Option<tokio_rustls::TlsConnector>,
@@ -358,7 +359,19 @@ struct Shared {
 /// A slot in the connection limits, released when dropped.
 struct Admission {
     shared: Arc<Shared>,
-    ip: IpAddr,
+    /// What the per-IP limit counted the peer as ([`per_ip_key`]).
+    key: IpAddr,
+}
+
+/// Who the per-IP connection limit counts a remote address as: an IPv6 address by its /64
+/// prefix (one subscriber, or attacker, holds the whole /64: counted per address, it could
+/// open the limit 2^64 times), an IPv4-mapped address (`::ffff:a.b.c.d`, how a dual-stack
+/// listener sees IPv4 peers) as its IPv4 address.
+fn per_ip_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((v6.to_bits() & !u128::from(u64::MAX)).into()),
+        v4 => v4,
+    }
 }
 
 impl Drop for Admission {
@@ -368,10 +381,10 @@ impl Drop for Admission {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        if let Some(c) = m.get_mut(&self.ip) {
+        if let Some(c) = m.get_mut(&self.key) {
             *c -= 1;
             if *c == 0 {
-                m.remove(&self.ip);
+                m.remove(&self.key);
             }
         }
     }
@@ -390,7 +403,8 @@ impl Shared {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        let c = m.entry(ip).or_insert(0);
+        let key = per_ip_key(ip);
+        let c = m.entry(key).or_insert(0);
         if *c >= limits.max_connections_per_ip {
             drop(m);
             self.total.fetch_sub(1, Ordering::AcqRel);
@@ -402,7 +416,7 @@ impl Shared {
         *c += 1;
         Ok(Admission {
             shared: self.clone(),
-            ip,
+            key,
         })
     }
 
@@ -1575,5 +1589,64 @@ pub fn udp_response_to(message: &SipMessage, source: SocketAddr) -> SocketAddr {
     match (to, source) {
         (SocketAddr::V4(v4), SocketAddr::V6(_)) => ipv4_mapped(v4),
         _ => to,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn per_ip_key_is_the_ipv4_address_or_the_ipv6_slash_64() {
+        assert_eq!(per_ip_key(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(per_ip_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(
+            per_ip_key(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            per_ip_key(ip("2001:db8:1:2::1")),
+            per_ip_key(ip("2001:db8:1:2:ffff:ffff:ffff:ffff"))
+        );
+        assert_ne!(
+            per_ip_key(ip("2001:db8:1:2::1")),
+            per_ip_key(ip("2001:db8:1:3::1"))
+        );
+        assert_eq!(per_ip_key(ip("::1")), ip("::"));
+    }
+
+    #[test]
+    fn addresses_of_one_slash_64_share_the_per_ip_limit() {
+        let limits = crate::TransportLimits {
+            max_connections_per_ip: 2,
+            ..Default::default()
+        };
+        let (t, _rx) = SipTransport::new(TransportSettings::new().limits(limits)).unwrap();
+        let shared = &t.shared;
+        let a = shared.admit(ip("2001:db8:1:2::a")).unwrap();
+        let b = shared.admit(ip("2001:db8:1:2::b")).unwrap();
+        match shared.admit(ip("2001:db8:1:2::c")) {
+            Err(TransportError::TooManyConnectionsFromIp { ip: refused, limit }) => {
+                // The error names the address that was refused, not its prefix.
+                assert_eq!((refused, limit), (ip("2001:db8:1:2::c"), 2));
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        // Another /64 has its own count.
+        let _c = shared.admit(ip("2001:db8:1:3::a")).unwrap();
+        // A slot released by one address of the /64 is free for another.
+        drop(a);
+        let _d = shared.admit(ip("2001:db8:1:2::d")).unwrap();
+        drop(b);
+
+        // An IPv4 peer counts once, whether seen as IPv4 or IPv4-mapped.
+        let _e = shared.admit(ip("192.0.2.7")).unwrap();
+        let _f = shared.admit(ip("::ffff:192.0.2.7")).unwrap();
+        assert!(shared.admit(ip("192.0.2.7")).is_err());
+        assert_eq!(t.connection_count(), 4);
     }
 }
