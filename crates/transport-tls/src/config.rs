@@ -60,7 +60,14 @@ impl Default for TransportLimits {
 }
 
 /// RFC 5626 §4.4.1 keep-alive of outbound flows: a CRLF CRLF ping every `interval` (with
-/// 80–100 % jitter), and a flow whose pong does not come within `pong_timeout` is dead.
+/// 80–100 % jitter), and a flow whose pong does not come within `pong_timeout` is dead
+/// ([`CloseReason::DeadFlow`](crate::CloseReason::DeadFlow)).
+///
+/// Only a peer that supports outbound promises pongs; many others read the ping and say
+/// nothing. So a missing pong counts only on a connection that has had a pong before: until
+/// then the peer is taken as one that does not answer, its flow is not checked, and pings go
+/// on (they still keep NAT bindings open). Such a flow is still closed by
+/// [`TransportLimits::idle_timeout`] when nothing at all comes from the peer for that long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeepAlive {
     /// Time between pings. Default 120 s.

@@ -46,7 +46,9 @@
 //! - **Keep-alive (RFC 5626).** Outbound flows send CRLF CRLF pings every
 //!   [`KeepAlive::interval`] (80–100 % jitter) and report a dead flow
 //!   ([`CloseReason::DeadFlow`]) when the pong does not come within
-//!   [`KeepAlive::pong_timeout`]; pings received on any connection are answered with a
+//!   [`KeepAlive::pong_timeout`] on a connection whose peer has ponged before: a peer that
+//!   never answers pings (pongs are promised only by peers that support outbound) keeps its
+//!   flow, and still gets the pings. Pings received on any connection are answered with a
 //!   single CRLF.
 //! - **Limits** ([`TransportLimits`], documented defaults): connections in all and per
 //!   remote IP, TLS handshake timeout (for inbound plain TCP: the first bytes must come

@@ -770,6 +770,11 @@ impl Connection {
             .keep_alive
             .map(|k| later(start, self.jitter(k.interval, pings)));
         let mut pong_deadline: Option<Instant> = None;
+        // RFC 5626 §4.4.1 promises pongs only from a peer that supports outbound; many just
+        // swallow the ping. Until this one has answered once, a missing pong is not a dead
+        // flow (pings go on: they still keep NAT bindings open).
+        let mut peer_pongs = false;
+        let mut silence_logged = false;
 
         let stop = ctl.stop.notified();
         tokio::pin!(stop);
@@ -838,6 +843,7 @@ impl Connection {
                                 }
                             }
                             Ok(Some(Frame::KeepAlivePong)) => {
+                                peer_pongs = true;
                                 if pong_deadline.take().is_some() {
                                     if let Some(k) = self.keep_alive {
                                         ping_due = Some(later(now, self.jitter(k.interval, pings)));
@@ -864,7 +870,17 @@ impl Connection {
                     armed = later(now, limits.idle_timeout);
                     sleep.as_mut().reset(armed);
                     if pong_deadline.is_some_and(|d| now >= d) {
-                        return CloseReason::DeadFlow;
+                        if peer_pongs {
+                            return CloseReason::DeadFlow;
+                        }
+                        if !silence_logged {
+                            tracing::debug!("no pong to a keep-alive ping: peer does not answer pings, flow not checked");
+                            silence_logged = true;
+                        }
+                        pong_deadline = None;
+                        if let Some(k) = self.keep_alive {
+                            ping_due = Some(later(now, self.jitter(k.interval, pings)));
+                        }
                     }
                     if partial_since.is_some_and(|p| now >= later(p, limits.partial_message_timeout)) {
                         return CloseReason::SlowSender;

@@ -87,9 +87,16 @@ async fn messages_dribbled_in_small_writes() {
     assert_eq!(&next_message(&mut rx).await.message.to_bytes()[..], &m[..]);
 }
 
+/// Short keep-alive for the tests: a ping every 80–100 ms, 200 ms for its pong.
+const QUICK_KEEP_ALIVE: KeepAlive = KeepAlive {
+    interval: Duration::from_millis(100),
+    pong_timeout: Duration::from_millis(200),
+};
+
 #[tokio::test]
-async fn dead_flow_is_detected_when_no_pong_comes() {
-    // A peer that reads but never answers pings.
+async fn peer_that_never_pongs_keeps_its_flow_and_gets_pings() {
+    // A peer that reads but never answers pings (RFC 5626 promises pongs only from peers
+    // that support outbound): its connection is healthy and must not be closed as dead.
     let silent = TcpListener::bind(localhost()).await.unwrap();
     let addr = silent.local_addr().unwrap();
     let peer = tokio::spawn(async move {
@@ -104,21 +111,48 @@ async fn dead_flow_is_detected_when_no_pong_comes() {
         }
         seen
     });
-    let keep_alive = KeepAlive {
-        interval: Duration::from_millis(100),
-        pong_timeout: Duration::from_millis(200),
-    };
     let (cli, mut rx) =
-        SipTransport::new(TransportSettings::new().keep_alive(Some(keep_alive))).unwrap();
-    cli.send(
-        &Target::tcp(addr),
-        &parsed(&message_request(1, 300, "TCP h")),
-    )
-    .await
-    .unwrap();
+        SipTransport::new(TransportSettings::new().keep_alive(Some(QUICK_KEEP_ALIVE))).unwrap();
+    let id = cli.connect(&Target::tcp(addr)).await.unwrap();
+    // Several intervals and pong timeouts: still open.
+    let closed = tokio::time::timeout(Duration::from_millis(1500), next_close(&mut rx)).await;
+    assert!(closed.is_err(), "closed: {closed:?}");
+    assert!(cli.connection(id).is_some());
+    cli.shutdown();
+    // Pings went on all along (they keep NAT bindings open).
+    let seen = within(WAIT, peer).await.unwrap();
+    assert!(seen.len() >= 3 * 4, "{} pings", seen.len() / 4);
+    assert!(seen.chunks(4).all(|p| p == b"\r\n\r\n"), "{seen:?}");
+}
+
+#[tokio::test]
+async fn dead_flow_is_detected_when_pongs_stop() {
+    // A peer that answers the first ping, then goes silent: a missing pong now means the
+    // flow is dead.
+    let listener = TcpListener::bind(localhost()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peer = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut ping = [0u8; 4];
+        s.read_exact(&mut ping).await.unwrap();
+        assert_eq!(&ping, b"\r\n\r\n");
+        s.write_all(b"\r\n").await.unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        seen
+    });
+    let (cli, mut rx) =
+        SipTransport::new(TransportSettings::new().keep_alive(Some(QUICK_KEEP_ALIVE))).unwrap();
+    cli.connect(&Target::tcp(addr)).await.unwrap();
     assert_eq!(next_close(&mut rx).await, CloseReason::DeadFlow);
     let seen = within(WAIT, peer).await.unwrap();
-    assert!(seen.ends_with(b"\r\n\r\n"), "the peer got a ping");
+    assert_eq!(&seen[..], b"\r\n\r\n", "the peer got a second ping");
 }
 
 #[tokio::test]
