@@ -11,6 +11,10 @@
 //! tables) are not counted. The server listens on one port per connection, so that one
 //! client transport holds them all as separate flows. Keep-alive is off and TLS session
 //! resumption is off: what is counted is the connection itself.
+//!
+//! Last, the client sends one 8 KiB message on every connection and the server's heap is
+//! read again once the connections have been quiet for a few seconds: what a burst of
+//! traffic leaves behind per connection.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -18,9 +22,12 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::Ca;
+use bytes::Bytes;
+use common::{message_request, Ca};
 use transport_tls::{
     Identity, SipTransport, Target, TlsClientSettings, TlsServerSettings, TransportEvent,
     TransportLimits, TransportSettings, TrustRoots,
@@ -32,6 +39,8 @@ static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::Syste
 const FE: &str = "fe.contoso.test";
 /// How long connections are left alone before the heap is read.
 const SETTLE: Duration = Duration::from_millis(1000);
+/// How long the connections are left alone after the burst before the heap is read.
+const AFTER_BURST: Duration = Duration::from_secs(3);
 
 fn connections() -> usize {
     let quick = !std::env::args().any(|a| a == "--bench");
@@ -87,10 +96,16 @@ async fn server() {
     let fe = ca.leaf(&[FE]);
     let app = ca.leaf(&["app.contoso.test"]);
     let (t, mut rx) = SipTransport::new(settings().event_capacity(8192)).unwrap();
+    let received = Arc::new(AtomicUsize::new(0));
+    let count = received.clone();
     tokio::spawn(async move {
         while let Some(e) = rx.recv().await {
-            if let TransportEvent::Failed { error, .. } = e {
-                panic!("connection failed: {error}");
+            match e {
+                TransportEvent::Failed { error, .. } => panic!("connection failed: {error}"),
+                TransportEvent::Message(_) => {
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
             }
         }
     });
@@ -138,6 +153,15 @@ async fn server() {
         let server = per_connection(before, heap(), n);
         rows.push((kind, server, client));
     }
+    let before = heap();
+    writeln!(to_child, "send").unwrap();
+    while received.load(Ordering::Relaxed) < 2 * n {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let just_after = per_connection(before, heap(), 2 * n);
+    tokio::time::sleep(AFTER_BURST).await;
+    let after_burst = per_connection(before, heap(), 2 * n);
     writeln!(to_child, "done").unwrap();
     child.wait().unwrap();
     println!("transport-tls idle connections: heap bytes per connection, {n} connections, loopback, settled {SETTLE:?}");
@@ -146,6 +170,7 @@ async fn server() {
     for (kind, server, client) in rows {
         println!("| {kind} | {server} | {client} |");
     }
+    println!("one 8 KiB message on each connection: {just_after:+} bytes per inbound connection 200 ms after, {after_burst:+} after {AFTER_BURST:?} without traffic");
 }
 
 /// The child: opens the connections and reports its own heap per connection.
@@ -171,6 +196,7 @@ async fn client() {
     };
     let mut stdin = std::io::stdin().lock().lines();
     let mut out = std::io::stdout().lock();
+    let mut ids = Vec::new();
     for (kind, ports) in [("TCP", addrs("TCP_PORTS")), ("TLS", addrs("TLS_PORTS"))] {
         let target = |a: SocketAddr| match kind {
             "TCP" => Target::tcp(a),
@@ -183,11 +209,16 @@ async fn client() {
         assert_eq!(stdin.next().unwrap().unwrap(), "go");
         let before = heap();
         for &a in &ports[1..] {
-            t.connect(&target(a)).await.unwrap();
+            ids.push(t.connect(&target(a)).await.unwrap());
         }
         tokio::time::sleep(SETTLE).await;
         writeln!(out, "{kind} {}", per_connection(before, heap(), n)).unwrap();
         out.flush().unwrap();
+    }
+    assert_eq!(stdin.next().unwrap().unwrap(), "send");
+    let burst = Bytes::from(message_request(1, 8 * 1024, "TCP 127.0.0.1"));
+    for id in ids {
+        t.send_raw(id, burst.clone()).await.unwrap();
     }
     assert_eq!(stdin.next().unwrap().unwrap(), "done");
 }

@@ -73,7 +73,10 @@
 //!
 //! Each connection has two tasks, a reader and a writer, and nothing else: not one task per
 //! message. The reader reads into the framer's buffer (no copy beyond the kernel's and
-//! TLS's), frames, parses and sends events; the writer gathers whatever is queued into one
+//! TLS's), frames, parses and sends events. The room it reserves before a read starts at
+//! 2 KiB and doubles while reads fill it, up to 16 KiB, back to 2 KiB after 2 s without
+//! traffic: a busy connection reads in large chunks, an idle one (which waits in a read
+//! with that room reserved) holds little. The writer gathers whatever is queued into one
 //! write (one TLS record run, one syscall). There is no global lock on the message path:
 //! replies go through the handle carried by the received message; the tables of connections
 //! and flows are sharded and touched once per send by target; each connection has one timer,

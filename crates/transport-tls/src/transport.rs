@@ -27,8 +27,14 @@ use crate::config::{KeepAlive, TransportSettings};
 use crate::error::{CloseReason, TlsRefusal, TransportError};
 use crate::tls::{PeerIdentity, TlsServerSettings};
 
-/// Bytes reserved in the receive buffer before each read.
-const READ_CHUNK: usize = 16 * 1024;
+/// Room reserved in a quiet connection's receive buffer before a read: every idle
+/// connection holds this much while it waits.
+const READ_CHUNK_MIN: usize = 2 * 1024;
+/// Most room reserved before a read, reached by doubling while reads fill the room.
+const READ_CHUNK_MAX: usize = 16 * 1024;
+/// A connection from which nothing came for this long gives back a receive buffer that
+/// grew past [`READ_CHUNK_MIN`].
+const READ_QUIET: Duration = Duration::from_secs(2);
 /// Most bytes the writer gathers from queued messages into one write.
 const WRITE_BATCH: usize = 64 * 1024;
 /// After an error that closes a connection, how long received bytes are drained so that the
@@ -600,6 +606,53 @@ impl Shared {
     }
 }
 
+/// How much room the reader reserves in the framer's buffer before each read. An idle
+/// connection waits in a read with that room reserved, so it starts small
+/// ([`READ_CHUNK_MIN`]), doubles while reads fill it (up to [`READ_CHUNK_MAX`]: a busy
+/// connection reads in large chunks), and is small again once the connection has been quiet
+/// for [`READ_QUIET`].
+struct ReadSizing {
+    chunk: usize,
+}
+
+impl ReadSizing {
+    fn new() -> Self {
+        ReadSizing {
+            chunk: READ_CHUNK_MIN,
+        }
+    }
+
+    /// Makes room in `buf` for the next read; returns the room.
+    fn prepare(&self, buf: &mut BytesMut) -> usize {
+        if buf.capacity() - buf.len() < self.chunk / 4 {
+            buf.reserve(self.chunk);
+        }
+        buf.capacity() - buf.len()
+    }
+
+    /// After a read of `n` bytes into `room`: one that filled the room left more waiting.
+    fn read(&mut self, n: usize, room: usize) {
+        if n >= room {
+            self.chunk = (self.chunk * 2).min(READ_CHUNK_MAX);
+        }
+    }
+
+    /// Whether going quiet would give memory back (`buf` holds no pending bytes and is
+    /// larger than a quiet connection needs, or the next reservation would be).
+    fn can_shrink(&self, buf: &BytesMut) -> bool {
+        buf.is_empty() && (buf.capacity() > READ_CHUNK_MIN || self.chunk > READ_CHUNK_MIN)
+    }
+
+    /// The connection went quiet: back to small reads, and an empty buffer that grew is
+    /// dropped (bytes the framer still holds are kept).
+    fn quiet(&mut self, buf: &mut BytesMut) {
+        self.chunk = READ_CHUNK_MIN;
+        if buf.is_empty() && buf.capacity() > READ_CHUNK_MIN {
+            *buf = BytesMut::new();
+        }
+    }
+}
+
 /// The reader side of one connection, which owns its life.
 struct Connection {
     shared: Arc<Shared>,
@@ -756,6 +809,9 @@ impl Connection {
         let limits = self.shared.settings.limits;
         let ctl = self.handle.ctl.clone();
         let mut framer = StreamFramer::new(limits.message);
+        let mut sizing = ReadSizing::new();
+        // Whether the buffer was made small since the last read (once per quiet spell).
+        let mut shrunk = false;
         let start = Instant::now();
         let mut last_rx = start;
         let mut partial_since: Option<Instant> = None;
@@ -798,21 +854,24 @@ impl Connection {
             if let Some(d) = pong_deadline {
                 next = next.min(d);
             }
+            if !shrunk && sizing.can_shrink(framer.buffer_mut()) {
+                next = next.min(later(last_rx, READ_QUIET));
+            }
             if next < armed {
                 armed = next;
                 sleep.as_mut().reset(armed);
             }
-            let buf = framer.buffer_mut();
-            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-                buf.reserve(READ_CHUNK);
-            }
+            let room = sizing.prepare(framer.buffer_mut());
             tokio::select! {
                 biased;
                 _ = &mut stop => return self.stop_reason(),
                 r = reader.read_buf(framer.buffer_mut()) => {
                     match r {
                         Ok(0) => return CloseReason::PeerClosed,
-                        Ok(_) => {}
+                        Ok(n) => {
+                            sizing.read(n, room);
+                            shrunk = false;
+                        }
                         Err(e) => {
                             return TlsRefusal::from_io(&e)
                                 .map_or_else(|| CloseReason::Io(e.to_string()), CloseReason::Tls)
@@ -908,6 +967,10 @@ impl Connection {
                                 ping_due = Some(later(now, self.jitter(k.interval, pings)));
                             }
                         }
+                    }
+                    if !shrunk && now >= later(last_rx, READ_QUIET) && sizing.can_shrink(framer.buffer_mut()) {
+                        sizing.quiet(framer.buffer_mut());
+                        shrunk = true;
                     }
                 }
             }
@@ -1614,6 +1677,62 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    /// A read that fills the room `sizing` made, then the framer taking every byte.
+    fn full_read(sizing: &mut ReadSizing, buf: &mut BytesMut) -> usize {
+        let room = sizing.prepare(buf);
+        buf.resize(buf.len() + room, b'x');
+        sizing.read(room, room);
+        drop(buf.split());
+        room
+    }
+
+    #[test]
+    fn read_room_starts_small_and_doubles_while_reads_fill_it() {
+        let mut sizing = ReadSizing::new();
+        let mut buf = BytesMut::new();
+        let rooms: Vec<usize> = (0..6).map(|_| full_read(&mut sizing, &mut buf)).collect();
+        assert_eq!(rooms[0], READ_CHUNK_MIN);
+        for (got, want) in rooms.iter().zip([2, 4, 8, 16, 16, 16]) {
+            assert!(*got >= want * 1024, "{rooms:?}");
+        }
+        assert_eq!(sizing.chunk, READ_CHUNK_MAX);
+        // A read that leaves room does not grow it.
+        let mut sizing = ReadSizing::new();
+        let room = sizing.prepare(&mut buf);
+        sizing.read(room / 2, room);
+        assert_eq!(sizing.chunk, READ_CHUNK_MIN);
+    }
+
+    #[test]
+    fn quiet_connection_gives_back_a_grown_buffer() {
+        let mut sizing = ReadSizing::new();
+        let mut buf = BytesMut::new();
+        sizing.prepare(&mut buf);
+        // Never grown: nothing to give back.
+        assert!(!sizing.can_shrink(&buf));
+        for _ in 0..4 {
+            full_read(&mut sizing, &mut buf);
+        }
+        sizing.prepare(&mut buf);
+        assert!(buf.capacity() >= READ_CHUNK_MAX);
+        assert!(sizing.can_shrink(&buf));
+        sizing.quiet(&mut buf);
+        assert_eq!(buf.capacity(), 0);
+        assert_eq!(sizing.prepare(&mut buf), READ_CHUNK_MIN);
+        assert!(!sizing.can_shrink(&buf));
+
+        // Pending bytes (part of a message) are never dropped.
+        for _ in 0..4 {
+            full_read(&mut sizing, &mut buf);
+        }
+        sizing.prepare(&mut buf);
+        buf.extend_from_slice(b"INVITE ");
+        assert!(!sizing.can_shrink(&buf));
+        sizing.quiet(&mut buf);
+        assert_eq!(&buf[..], b"INVITE ");
+        assert_eq!(sizing.chunk, READ_CHUNK_MIN);
     }
 
     #[test]
