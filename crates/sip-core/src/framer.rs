@@ -289,6 +289,13 @@ impl StreamFramer {
         self.expect_pong = true;
     }
 
+    /// Says the pong [`expect_pong`](Self::expect_pong) announced will not be waited for
+    /// any more (a peer that does not answer pings): a CRLF is again read as a pong only if
+    /// no second CRLF follows, so a ping the peer sends later is still seen as a ping.
+    pub fn forget_pong(&mut self) {
+        self.expect_pong = false;
+    }
+
     /// The next complete frame, `Ok(None)` when more bytes are needed, or a fatal error.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
         loop {

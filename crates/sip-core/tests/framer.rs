@@ -108,6 +108,14 @@ fn lone_crlf_waits_unless_a_pong_is_expected() {
     f.push(b"\r\n");
     assert_eq!(f.next_frame(), Ok(Some(Frame::KeepAlivePong)));
     assert_eq!(f.next_frame(), Ok(None));
+
+    // A pong given up on: the peer's own ping later is a ping, not a pong and a half.
+    let mut f = StreamFramer::new(Limits::default());
+    f.expect_pong();
+    f.forget_pong();
+    f.push(b"\r\n\r\n");
+    assert_eq!(f.next_frame(), Ok(Some(Frame::KeepAlivePing)));
+    assert_eq!(f.next_frame(), Ok(None));
 }
 
 #[test]

@@ -902,8 +902,10 @@ impl Connection {
                                 }
                             }
                             Ok(Some(Frame::KeepAlivePong)) => {
-                                peer_pongs = true;
+                                // Only the answer to a ping of ours shows that the peer
+                                // pongs (a lone CRLF is also some peers' own keep-alive).
                                 if pong_deadline.take().is_some() {
+                                    peer_pongs = true;
                                     if let Some(k) = self.keep_alive {
                                         ping_due = Some(later(now, self.jitter(k.interval, pings)));
                                     }
@@ -937,6 +939,7 @@ impl Connection {
                             silence_logged = true;
                         }
                         pong_deadline = None;
+                        framer.forget_pong();
                         if let Some(k) = self.keep_alive {
                             ping_due = Some(later(now, self.jitter(k.interval, pings)));
                         }
