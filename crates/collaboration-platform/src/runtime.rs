@@ -1128,11 +1128,8 @@ impl Driver {
         match ev {
             TransportEvent::Message(rm) => {
                 if let Some(o) = &self.cfg.observer {
-                    o.observe(
-                        crate::WireDirection::Received,
-                        rm.remote,
-                        &rm.message.to_bytes(),
-                    );
+                    // The peer's bytes, not the message with its Via stamped.
+                    o.observe(crate::WireDirection::Received, rm.remote, rm.wire_bytes());
                 }
                 let connection = rm.connection.as_ref().map(|info| {
                     let id = info.id.0;

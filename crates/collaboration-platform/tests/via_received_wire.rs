@@ -6,14 +6,33 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use collaboration_platform::loopback::LoopbackPki;
+use std::sync::Arc;
+
 use collaboration_platform::{
-    CollaborationPlatform, Listener, ListenerKind, OutboundProxy, ServerPlatformSettings, Topology,
+    CollaborationPlatform, Listener, ListenerKind, MessageObserver, OutboundProxy,
+    ServerPlatformSettings, Topology, WireDirection,
 };
 use peer_harness::{free_tcp_ports, unique_token, Sipp, SippTransport};
 
 /// A platform with TCP and UDP listeners that take requests from anyone (SIPp has no
 /// certificate). Its outbound proxy is never used here.
 async fn platform() -> CollaborationPlatform {
+    platform_with(None).await
+}
+
+/// Every message the platform's wire tap saw received.
+#[derive(Default)]
+struct Tap(std::sync::Mutex<Vec<bytes::Bytes>>);
+
+impl MessageObserver for Tap {
+    fn observe(&self, direction: WireDirection, _remote: SocketAddr, wire: &bytes::Bytes) {
+        if direction == WireDirection::Received {
+            self.0.lock().unwrap().push(wire.clone());
+        }
+    }
+}
+
+async fn platform_with(tap: Option<Arc<Tap>>) -> CollaborationPlatform {
     let pki = LoopbackPki::new().expect("CA");
     let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let settings = ServerPlatformSettings::new(
@@ -26,6 +45,10 @@ async fn platform() -> CollaborationPlatform {
     .listen(Listener::tcp(loopback).allow_untrusted_peers())
     .listen(Listener::udp(loopback).allow_untrusted_peers())
     .topology(Topology::new(["contoso.test"]));
+    let settings = match tap {
+        Some(tap) => settings.observer(tap),
+        None => settings,
+    };
     CollaborationPlatform::start(settings).await.unwrap()
 }
 
@@ -113,7 +136,8 @@ async fn a_tcp_request_whose_sent_by_is_not_its_source_is_answered_with_received
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_udp_request_asking_for_rport_is_answered_to_its_source_port_with_rport_and_received() {
-    let p = platform().await;
+    let tap = Arc::new(Tap::default());
+    let p = platform_with(Some(tap.clone())).await;
     let port = free_tcp_ports(1).unwrap()[0];
     // The Via's sent-by is an address SIPp does not have; RFC 3581: the response goes to
     // the source address and port, and carries both.
@@ -125,6 +149,19 @@ async fn a_udp_request_asking_for_rport_is_answered_to_its_source_port_with_rpor
     );
     run(&p, ListenerKind::Udp, port, xml).await;
     p.shutdown().await;
+    // The wire tap shows the request as SIPp sent it, not with the Via the transport
+    // stamped for the response.
+    let seen = tap.0.lock().unwrap().clone();
+    let options = seen
+        .iter()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .find(|m| m.starts_with("OPTIONS "))
+        .expect("the tap saw the OPTIONS");
+    assert!(
+        options.contains("Via: SIP/2.0/UDP 192.0.2.1:5999;rport;branch="),
+        "{options}"
+    );
+    assert!(!options.contains("received="), "{options}");
 }
 
 /// RFC 3261 §18.2.2 without `rport`: a client that sends from one port and listens on

@@ -190,6 +190,8 @@ pub struct ReceivedMessage {
     /// The connection it came on (`None` for UDP); holds the peer identity.
     pub connection: Option<Arc<ConnectionInfo>>,
     via: Via,
+    /// The bytes as they came, before the top Via was stamped.
+    wire: Bytes,
 }
 
 /// How to answer a received message without a table look-up.
@@ -209,6 +211,14 @@ impl ReceivedMessage {
     pub fn connection_id(&self) -> Option<ConnectionId> {
         self.connection.as_ref().map(|c| c.id)
     }
+
+    /// The bytes the peer sent: the message's as they came off the connection, or the
+    /// whole datagram. [`message`](Self::message) is what was parsed from them with its top
+    /// Via stamped (`received`, `rport`: RFC 3261 §18.2.1, RFC 3581), which a wire trace
+    /// should not show as the peer's. No copy: the buffer is shared.
+    pub fn wire_bytes(&self) -> &Bytes {
+        &self.wire
+    }
 }
 
 /// What the transport tells the layer above, in order per connection: `Opened`, then
@@ -216,6 +226,9 @@ impl ReceivedMessage {
 /// event channel (`close()`, `shutdown()`) is reported by neither.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
+// `Message` is nearly every event: boxing it to shrink the rare ones would cost an
+// allocation per message received.
+#[allow(clippy::large_enum_variant)]
 pub enum TransportEvent {
     /// A connection is up (after its TLS handshake, for TLS).
     Opened(Arc<ConnectionInfo>),
@@ -1059,6 +1072,7 @@ impl Connection {
                     remote: info.remote,
                     connection: Some(info.clone()),
                     via: Via::Conn(self.handle.clone()),
+                    wire: bytes,
                 });
                 match self
                     .until_stopped(stop, None, self.shared.events.send(event))
@@ -1593,7 +1607,8 @@ async fn udp_loop(shared: Arc<Shared>, sock: Arc<UdpSocket>, local: SocketAddr) 
         if data.iter().all(|&b| b == b'\r' || b == b'\n') {
             continue; // keep-alive datagram
         }
-        match SipMessage::parse_datagram(Bytes::copy_from_slice(data), &limits) {
+        let wire = Bytes::copy_from_slice(data);
+        match SipMessage::parse_datagram(wire.clone(), &limits) {
             Ok(mut message) => {
                 stamp_source(&mut message, remote);
                 let event = TransportEvent::Message(ReceivedMessage {
@@ -1603,6 +1618,7 @@ async fn udp_loop(shared: Arc<Shared>, sock: Arc<UdpSocket>, local: SocketAddr) 
                     remote,
                     connection: None,
                     via: Via::Udp(sock.clone()),
+                    wire,
                 });
                 if shared.events.send(event).await.is_err() {
                     return;
