@@ -52,6 +52,7 @@ mod invite;
 pub mod locate;
 #[cfg(feature = "loopback")]
 pub mod loopback;
+mod merged;
 mod observe;
 mod platform;
 mod request;

@@ -10,6 +10,7 @@ use crate::dispatch::{Capabilities, Dispatcher, Disposition, EndpointId};
 use crate::error::RequestError;
 use crate::federation::{strip_home_trust, strip_impersonated_names};
 use crate::incoming::IncomingRequest;
+use crate::merged::{MergeKey, MergedRequests};
 use crate::request::InDialogParts;
 use crate::settings::ListenerKind;
 use crate::topology::{Address, Homed, OnPremises, Topology, TopologyError};
@@ -250,10 +251,9 @@ pub(crate) struct Driver {
     /// When each of `unacked` is due, earliest first; an entry whose time is no longer its
     /// `next` (ACKed, re-armed) is skipped when it comes up.
     ack_due: BinaryHeap<Reverse<(Instant, DialogId, u32)>>,
-    /// Dialog-creating requests outside a dialog whose server transaction lives, by what a
-    /// merged copy of them shares (§8.2.2.2), and the other way round for the cleanup.
-    merging: HashMap<MergeKey, TransactionId>,
-    merge_keys: HashMap<TransactionId, MergeKey>,
+    /// Requests outside a dialog whose server transaction lives, by what a merged copy of
+    /// them shares (§8.2.2.2).
+    merged: MergedRequests,
     lanes: HashMap<LaneKey, Lane>,
     lane_tasks: JoinSet<()>,
     feedback_tx: mpsc::UnboundedSender<Feedback>,
@@ -319,10 +319,6 @@ struct Serving {
     /// Where the request came from: where a 2xx to an INVITE is retransmitted.
     source: Peer,
 }
-
-/// (From tag, Call-ID, CSeq number, method) of a request outside a dialog: two requests
-/// sharing it on different transactions are one request that reached this UA twice.
-type MergeKey = (Bytes, Bytes, u32, Method);
 
 /// A 2xx to an INVITE that the UAS core retransmits until its ACK arrives; without one
 /// for 64*T1 the session is ended with BYE (RFC 3261 §13.3.1.4, RFC 6026 §8.1: the server
@@ -399,8 +395,7 @@ impl Driver {
                 transport_errors: HashMap::new(),
                 unacked: HashMap::new(),
                 ack_due: BinaryHeap::new(),
-                merging: HashMap::new(),
-                merge_keys: HashMap::new(),
+                merged: MergedRequests::default(),
                 lanes: HashMap::new(),
                 lane_tasks: JoinSet::new(),
                 feedback_tx,
@@ -1364,11 +1359,7 @@ impl Driver {
             }
             Event::Terminated { id } => {
                 self.transport_errors.remove(&id);
-                if let Some(k) = self.merge_keys.remove(&id) {
-                    self.merging.remove(&k);
-                    shrink_if_sparse(&mut self.merging);
-                    shrink_if_sparse(&mut self.merge_keys);
-                }
+                self.merged.forget(id);
                 if let Some(p) = self.pending.remove(&id) {
                     self.on_client_failed(&p, true);
                     p.reply.fail(RequestError::Timeout);
@@ -1488,15 +1479,6 @@ impl Driver {
             );
             return;
         }
-        // §8.2.2.2: the same dialog-creating request on a second transaction (a forking
-        // proxy's branches met again here) is refused, else it would make a second call.
-        let merge_key = merge_key(&request);
-        if let Some(k) = &merge_key {
-            if self.merging.get(k).is_some_and(|t| *t != id) {
-                self.answer(now, id, &request, 482, &[]);
-                return;
-            }
-        }
         let trusted = self.is_trusted(&source);
         let mut dialog = None;
         // A BYE removes its dialog: read the owner first.
@@ -1566,6 +1548,16 @@ impl Driver {
                 return;
             }
         };
+        // §8.2.2.2: the same request outside a dialog on a second transaction to the same
+        // endpoint (a forking proxy's branches met again here) is refused, else it would
+        // make a second call or show an IM twice.
+        let merge_key = MergeKey::of(&request, endpoint);
+        if let Some(k) = &merge_key {
+            if self.merged.is_merged(k, id) {
+                self.answer(now, id, &request, 482, &[]);
+                return;
+            }
+        }
         let caller = match caller_of(&self.cfg.topology, &request) {
             Some(Ok(h)) => h,
             Some(Err(TopologyError::Blocked(_) | TopologyError::NotAllowed(_))) => {
@@ -1612,8 +1604,7 @@ impl Driver {
         match sender.try_send(incoming) {
             Ok(()) => {
                 if let Some(k) = merge_key {
-                    self.merge_keys.insert(id, k.clone());
-                    self.merging.insert(k, id);
+                    self.merged.track(k, id);
                 }
                 self.serving.insert(
                     id,
@@ -1745,22 +1736,6 @@ fn invite_answered_by(response: &SipMessage) -> Option<SipMessage> {
         .ok()
 }
 
-/// What a merged copy of `request` shares with it, for a request outside a dialog that
-/// can make one (INVITE, SUBSCRIBE, REFER: where a duplicate costs a second dialog; the
-/// others are not tracked, so the message path of an IM pays nothing).
-fn merge_key(request: &SipMessage) -> Option<MergeKey> {
-    let method = request.method()?;
-    if !matches!(method, Method::Invite | Method::Subscribe | Method::Refer) {
-        return None;
-    }
-    if request.to().ok()?.tag().is_some() {
-        return None;
-    }
-    let tag = Bytes::copy_from_slice(request.from().ok()?.tag()?);
-    let cid = Bytes::copy_from_slice(request.call_id().ok()?);
-    Some((tag, cid, request.cseq().ok()?.seq(), method.clone()))
-}
-
 /// (Call-ID, From tag) of a SUBSCRIBE or REFER: what its NOTIFYs carry.
 fn subscription_key(request: &SipMessage) -> Option<(Bytes, Bytes)> {
     if !matches!(request.method(), Some(Method::Subscribe | Method::Refer)) {
@@ -1776,7 +1751,7 @@ fn subscription_key(request: &SipMessage) -> Option<(Bytes, Bytes)> {
 /// themselves, and one burst (100 000 calls set up at once, each INVITE transaction kept
 /// 32 s in Accepted) would otherwise pin its peak for the platform's life. Shrinking at a
 /// quarter full to half full keeps the cost amortised O(1) per removal.
-fn shrink_if_sparse<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
+pub(crate) fn shrink_if_sparse<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
     if sparse(map.capacity(), map.len()) {
         map.shrink_to(map.len() * 2);
     }

@@ -1,0 +1,206 @@
+//! RFC 3261 §8.2 on the wire: SIPp sends the platform requests its UAS checks must refuse
+//! (or must not refuse), and the scenario checks the status code and headers that come
+//! back; the test checks what reached the endpoints.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use collaboration_platform::loopback::LoopbackPki;
+use collaboration_platform::{
+    Address, CollaborationPlatform, IncomingRequest, Listener, ListenerKind, OutboundProxy,
+    ServerPlatformSettings, Topology,
+};
+use peer_harness::{unique_token, Sipp, SippOutcome, SippTransport};
+use sip_core::Method;
+use tokio::sync::mpsc;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A platform with a TCP listener that takes requests from anyone (SIPp has no
+/// certificate). Its outbound proxy is never used here.
+async fn platform() -> CollaborationPlatform {
+    let pki = LoopbackPki::new().expect("CA");
+    let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let settings = ServerPlatformSettings::new(
+        "ucma-rs uas test",
+        "app.contoso.test",
+        pki.identity("app.contoso.test").unwrap(),
+        pki.roots(),
+        OutboundProxy::tcp("127.0.0.1:9".parse().unwrap()),
+    )
+    .listen(Listener::tcp(loopback).allow_untrusted_peers())
+    .topology(Topology::new(["contoso.test"]));
+    CollaborationPlatform::start(settings).await.unwrap()
+}
+
+async fn endpoint(p: &CollaborationPlatform, user: &str) -> mpsc::Receiver<IncomingRequest> {
+    let owner = Address::assume_on_premises(&format!("sip:{user}@contoso.test")).unwrap();
+    p.register_endpoint(owner, None, false).await.unwrap().1
+}
+
+async fn next(rx: &mut mpsc::Receiver<IncomingRequest>) -> IncomingRequest {
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("a request within the wait")
+        .expect("endpoint open")
+}
+
+/// Starts SIPp running `body` (the scenario's steps) once over TCP against `p`; the
+/// outcome comes when it ends.
+fn sipp(
+    p: &CollaborationPlatform,
+    name: &'static str,
+    body: &str,
+) -> tokio::task::JoinHandle<SippOutcome> {
+    let target = p
+        .listen_addrs()
+        .into_iter()
+        .find(|(k, _)| *k == ListenerKind::Tcp)
+        .expect("the TCP listener")
+        .1;
+    let xml = format!(
+        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="{name}">
+{body}
+</scenario>
+"#
+    );
+    let dir = std::env::temp_dir().join(format!("ucma-uas-{}", unique_token()));
+    tokio::task::spawn_blocking(move || {
+        let out = Sipp::new(&dir, name, &xml)
+            .transport(SippTransport::Tcp)
+            .remote(target)
+            .calls(1)
+            .timeout(Duration::from_secs(15))
+            .trace_messages(true)
+            .run();
+        let _ = std::fs::remove_dir_all(&dir);
+        out.expect("SIPp ran")
+    })
+}
+
+async fn assert_succeeded(run: tokio::task::JoinHandle<SippOutcome>) -> SippOutcome {
+    let outcome = run.await.unwrap();
+    assert!(
+        outcome.succeeded(),
+        "{}\n--- messages ---\n{}",
+        outcome.report(),
+        outcome.messages
+    );
+    outcome
+}
+
+/// A request outside any dialog from carol, on its own `branch`, with `extra` header lines.
+fn request(method: &str, user: &str, branch: &str, extra: &str, body: &str) -> String {
+    format!(
+        r#"  <send>
+    <![CDATA[
+
+      {method} sip:{user}@contoso.test SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=z9hG4bK-{branch}-[pid]
+      Max-Forwards: 70
+      From: <sip:carol@contoso.test>;tag=carol-[pid]
+      To: <sip:{user}@contoso.test>
+      Call-ID: [call_id]
+      CSeq: 1 {method}
+      Contact: <sip:carol@[local_ip]:[local_port];transport=tcp>
+{extra}      Content-Length: [len]
+
+{body}]]>
+  </send>
+"#
+    )
+}
+
+/// A final response `status` to the request sent on `branch`; its To header field is
+/// kept for the ACK (variable `to_<branch>`).
+fn expect(status: u16, branch: &str, checks: &str) -> String {
+    format!(
+        r#"  <recv response="100" optional="true"/>
+  <recv response="{status}">
+    <action>
+      <ereg regexp="branch=z9hG4bK-{branch}-" search_in="hdr" header="Via:" check_it="true" assign_to="via_{branch}"/>
+      <ereg regexp="&lt;.*" search_in="hdr" header="To:" check_it="true" assign_to="to_{branch}"/>
+{checks}    </action>
+  </recv>
+  <Reference variables="via_{branch},to_{branch}"/>
+"#
+    )
+}
+
+/// The ACK to a non-2xx final answer to the INVITE sent on `branch` (same branch, §17.1.1.3).
+fn ack(user: &str, branch: &str) -> String {
+    format!(
+        r#"  <send>
+    <![CDATA[
+
+      ACK sip:{user}@contoso.test SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=z9hG4bK-{branch}-[pid]
+      Max-Forwards: 70
+      From: <sip:carol@contoso.test>;tag=carol-[pid]
+      To: [$to_{branch}]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Content-Length: 0
+
+    ]]>
+  </send>
+"#
+    )
+}
+
+/// §8.2.2.2 is about one UA: a forking proxy that sends one INVITE to two users both hosted
+/// by this platform reaches two endpoints (two UAs, each with its own contact), and each
+/// must get it. The second is not a merged copy of the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_forked_invite_reaches_two_endpoints_of_the_platform() {
+    let p = platform().await;
+    let mut alice = endpoint(&p, "alice").await;
+    let mut bob = endpoint(&p, "bob").await;
+    let steps = [
+        request("INVITE", "alice", "fork_a", "", ""),
+        request("INVITE", "bob", "fork_b", "", ""),
+        expect(486, "fork_b", ""),
+        expect(486, "fork_a", ""),
+        ack("bob", "fork_b"),
+        ack("alice", "fork_a"),
+    ]
+    .concat();
+    let run = sipp(&p, "forked-invite", &steps);
+    // Both are in progress at once; bob answers first.
+    let mut to_alice = next(&mut alice).await;
+    let mut to_bob = next(&mut bob).await;
+    assert_eq!(to_bob.request().method(), Some(&Method::Invite));
+    to_bob.respond(486, "Busy Here", &[], None).await.unwrap();
+    to_alice.respond(486, "Busy Here", &[], None).await.unwrap();
+    assert_succeeded(run).await;
+    p.shutdown().await;
+}
+
+/// The same MESSAGE twice to one endpoint, on two branches (a forking proxy's branches met
+/// again): the copy gets 482 while the first is in progress, and the endpoint sees one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merged_message_gets_482_and_reaches_the_endpoint_once() {
+    let p = platform().await;
+    let mut bob = endpoint(&p, "bob").await;
+    let body = "hello\n";
+    let text = "      Content-Type: text/plain\n";
+    let steps = [
+        request("MESSAGE", "bob", "first", text, body),
+        request("MESSAGE", "bob", "again", text, body),
+        expect(482, "again", ""),
+        expect(200, "first", ""),
+    ]
+    .concat();
+    let run = sipp(&p, "merged-message", &steps);
+    let mut first = next(&mut bob).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), bob.recv())
+            .await
+            .is_err(),
+        "the merged copy reached the endpoint"
+    );
+    first.respond(200, "OK", &[], None).await.unwrap();
+    assert_succeeded(run).await;
+    p.shutdown().await;
+}
