@@ -3,8 +3,8 @@
 //!
 //! [`Dispatcher::dispatch`] is pure: given the request, whether its connection's peer is
 //! trusted, and whether it matched a dialog, it returns either the endpoint to deliver to
-//! or the response the platform sends itself (403, 405, 501, 416, 481, 420, 200 to OPTIONS,
-//! 404).
+//! or the response the platform sends itself (403, 405, 501, 416, 481, 420, 415, 200 to
+//! OPTIONS, 404).
 //! The runtime calls it for every request that no transaction or dialog absorbed.
 
 use crate::topology::{Address, OnPremises};
@@ -179,7 +179,10 @@ impl Dispatcher {
         if in_dialog_unmatched {
             return Disposition::Respond(Refusal::status(481));
         }
-        if let Some(r) = self.unsupported(request, method) {
+        if let Some(r) = self
+            .unsupported(request, method)
+            .or_else(|| undecodable(request, method))
+        {
             return Disposition::Respond(r);
         }
         let owner = owner_key(&sip);
@@ -198,8 +201,8 @@ impl Dispatcher {
 
     /// The checks for a request inside a dialog whose endpoint is known (§8.2 as far as it
     /// applies: the Request-URI is a Contact this side gave, so no routing by it): the
-    /// response the platform sends itself (403 untrusted, 400, 405, 501, 420), or `None` to
-    /// deliver it to the dialog's endpoint.
+    /// response the platform sends itself (403 untrusted, 400, 405, 501, 420, 415), or
+    /// `None` to deliver it to the dialog's endpoint.
     pub fn screen_in_dialog(&self, request: &SipMessage, trusted: bool) -> Option<Refusal> {
         let Some(method) = request.method() else {
             return Some(Refusal::status(400));
@@ -211,6 +214,7 @@ impl Dispatcher {
             return Some(r);
         }
         self.unsupported(request, method)
+            .or_else(|| undecodable(request, method))
     }
 
     /// A method endpoints do not take: 405 with Allow when it is one SIP defines (the
@@ -268,6 +272,7 @@ impl Dispatcher {
             headers: vec![
                 (HeaderName::Allow, self.allow_value()),
                 (HeaderName::Accept, self.capabilities.accept.join(", ")),
+                (HeaderName::AcceptEncoding, ACCEPT_ENCODING.into()),
                 (
                     HeaderName::Supported,
                     self.capabilities.supported.join(", "),
@@ -275,6 +280,32 @@ impl Dispatcher {
             ],
         }
     }
+}
+
+/// The content codings endpoints can read (RFC 3261 §20.3): none but the identity, so a
+/// peer that honours Accept-Encoding sends bodies as they are.
+const ACCEPT_ENCODING: &str = "identity";
+
+/// 415 with Accept-Encoding for a body in a content coding endpoints cannot read (RFC 3261
+/// §8.2.3): nothing here decodes gzip or any other coding, and handing an endpoint bytes it
+/// would take for plain text is worse than refusing them. Not for ACK, which gets no
+/// response (the body types an endpoint takes are its own to check: it answers 415 with
+/// Accept itself).
+fn undecodable(request: &SipMessage, method: &Method) -> Option<Refusal> {
+    // Most requests carry no Content-Encoding: nothing to read then.
+    request.header(HeaderName::ContentEncoding)?;
+    if *method == Method::Ack {
+        return None;
+    }
+    let mut codings = request.tokens(HeaderName::ContentEncoding);
+    let all_identity = codings.all(|c| c.is_ok_and(|c| c.eq_ignore_ascii_case(ACCEPT_ENCODING)));
+    if all_identity {
+        return None;
+    }
+    let mut r = Refusal::status(415);
+    r.headers
+        .push((HeaderName::AcceptEncoding, ACCEPT_ENCODING.into()));
+    Some(r)
 }
 
 /// `user@domain` of a SIP URI, domain lower-cased, user decoded.
@@ -476,7 +507,12 @@ mod tests {
         let names: Vec<_> = x.headers.iter().map(|(n, _)| *n).collect();
         assert_eq!(
             names,
-            [HeaderName::Allow, HeaderName::Accept, HeaderName::Supported]
+            [
+                HeaderName::Allow,
+                HeaderName::Accept,
+                HeaderName::AcceptEncoding,
+                HeaderName::Supported
+            ]
         );
         let r = request("MESSAGE", "tel:+14255550100", &[]);
         assert_eq!(
@@ -507,5 +543,54 @@ mod tests {
         assert_eq!(d.screen_in_dialog(&m, true).map(|r| r.status), Some(405));
         let m = request("FROBNICATE", "sip:bot@127.0.0.1:5061", &[]);
         assert_eq!(d.screen_in_dialog(&m, true).map(|r| r.status), Some(501));
+        // §8.2.3: a body in a coding nobody here decodes, inside a dialog too.
+        let m = request(
+            "INFO",
+            "sip:bot@127.0.0.1:5061",
+            &[("Content-Encoding", "gzip")],
+        );
+        let r = d.screen_in_dialog(&m, true).unwrap();
+        assert_eq!(r.status, 415);
+        assert_eq!(
+            r.headers,
+            vec![(HeaderName::AcceptEncoding, "identity".to_string())]
+        );
+    }
+
+    #[test]
+    fn content_codings_other_than_identity_get_415_with_accept_encoding() {
+        let d = dispatcher();
+        for (coding, refused) in [
+            ("gzip", true),
+            ("identity, deflate", true),
+            ("x-unknown", true),
+            ("identity", false),
+            ("IDENTITY", false),
+        ] {
+            let r = request(
+                "MESSAGE",
+                "sip:bot@contoso.test",
+                &[("Content-Type", "text/plain"), ("Content-Encoding", coding)],
+            );
+            let got = d.dispatch(&r, true, false, |_| true);
+            if refused {
+                let Disposition::Respond(x) = got else {
+                    panic!("{coding}: {got:?}")
+                };
+                assert_eq!(x.status, 415, "{coding}");
+                assert_eq!(
+                    x.headers,
+                    vec![(HeaderName::AcceptEncoding, "identity".to_string())]
+                );
+            } else {
+                assert_eq!(got, Disposition::Deliver(EndpointId(1)), "{coding}");
+            }
+        }
+        // The compact form is the same header field (RFC 3261 §7.3.3).
+        let r = request("MESSAGE", "sip:bot@contoso.test", &[("e", "gzip")]);
+        assert!(matches!(
+            d.dispatch(&r, true, false, |_| true),
+            Disposition::Respond(Refusal { status: 415, .. })
+        ));
     }
 }

@@ -204,3 +204,49 @@ async fn a_merged_message_gets_482_and_reaches_the_endpoint_once() {
     assert_succeeded(run).await;
     p.shutdown().await;
 }
+
+/// Answers every request `rx` gets with 200, as an endpoint that takes anything would.
+fn answer_all(mut rx: mpsc::Receiver<IncomingRequest>) -> tokio::task::JoinHandle<usize> {
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Some(mut r) = rx.recv().await {
+            n += 1;
+            let _ = r.respond(200, "OK", &[], None).await;
+        }
+        n
+    })
+}
+
+/// §8.2.3: a body in a content coding nobody here decodes (none is announced) is refused
+/// 415 with Accept-Encoding, before any endpoint sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_in_an_unknown_content_coding_gets_415_with_accept_encoding() {
+    let p = platform().await;
+    let bob = answer_all(endpoint(&p, "bob").await);
+    let headers = "      Content-Type: text/plain\n      Content-Encoding: gzip\n";
+    let steps = [
+        request("MESSAGE", "bob", "gzip", headers, "not really gzip\n"),
+        expect(
+            415,
+            "gzip",
+            r#"      <ereg regexp="^ *identity *$" search_in="hdr" header="Accept-Encoding:" check_it="true" assign_to="accept_encoding"/>
+"#,
+        ),
+        r#"  <Reference variables="accept_encoding"/>
+"#
+        .to_string(),
+        // The identity coding is no coding: that body is the endpoint's.
+        request(
+            "MESSAGE",
+            "bob",
+            "identity",
+            "      Content-Type: text/plain\n      Content-Encoding: identity\n",
+            "plain\n",
+        ),
+        expect(200, "identity", ""),
+    ]
+    .concat();
+    assert_succeeded(sipp(&p, "content-coding", &steps)).await;
+    p.shutdown().await;
+    assert_eq!(bob.await.unwrap(), 1, "only the plain MESSAGE reached bob");
+}
