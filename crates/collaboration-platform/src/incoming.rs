@@ -239,9 +239,17 @@ impl IncomingRequest {
     }
 
     /// Answers with a response the caller built (e.g. with `SipMessage::response_to`).
+    /// One without a To tag gets this request's (see [`local_tag`](Self::local_tag)), as
+    /// every response but a 100 to a request outside a dialog must carry the same tag
+    /// (RFC 3261 §8.2.6.2); a tag the caller set is kept.
     ///
     /// Cancel safety: as [`respond`](Self::respond).
-    pub async fn respond_with(&mut self, response: SipMessage) -> Result<(), RespondError> {
+    pub async fn respond_with(&mut self, mut response: SipMessage) -> Result<(), RespondError> {
+        if response.status() != Some(100) && !self.to_tag.is_empty() {
+            response
+                .set_to_tag(&self.to_tag)
+                .map_err(|e| RespondError::Invalid(e.to_string()))?;
+        }
         let (cmd, is_final) = self.command(response, false)?;
         self.send(cmd, is_final).await
     }
@@ -348,14 +356,21 @@ mod tests {
 
     /// A MESSAGE as the platform hands it to an endpoint, with its server transaction id.
     fn incoming(commands: mpsc::Sender<Command>) -> IncomingRequest {
-        let raw = "MESSAGE sip:bot@contoso.test SIP/2.0\r\n\
-                   Via: SIP/2.0/TLS 192.0.2.1:5061;branch=z9hG4bK-1\r\n\
-                   Max-Forwards: 70\r\n\
-                   From: <sip:alice@contoso.test>;tag=a1\r\n\
-                   To: <sip:bot@contoso.test>;tag=b1\r\n\
-                   Call-ID: c1@contoso.test\r\n\
-                   CSeq: 2 MESSAGE\r\n\
-                   Content-Length: 0\r\n\r\n";
+        incoming_with_to(commands, "<sip:bot@contoso.test>;tag=b1")
+    }
+
+    /// As [`incoming`], with this To header field value.
+    fn incoming_with_to(commands: mpsc::Sender<Command>, to: &str) -> IncomingRequest {
+        let raw = format!(
+            "MESSAGE sip:bot@contoso.test SIP/2.0\r\n\
+             Via: SIP/2.0/TLS 192.0.2.1:5061;branch=z9hG4bK-1\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:alice@contoso.test>;tag=a1\r\n\
+             To: {to}\r\n\
+             Call-ID: c1@contoso.test\r\n\
+             CSeq: 2 MESSAGE\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
         let request = SipMessage::parse_datagram(Bytes::from(raw), &Limits::default()).unwrap();
         let peer = Peer::new("192.0.2.1:5061".parse().unwrap(), TransportKind::Tls);
         let mut layer = TransactionLayer::new(TransactionConfig::default());
@@ -432,6 +447,30 @@ mod tests {
             usage.respond(200, "OK", &[], None).await,
             Err(RespondError::AlreadyAnswered)
         );
+    }
+
+    /// A response the caller built without a To tag gets the request's, the one its other
+    /// responses carry (§8.2.6.2); a 100 Trying goes as built.
+    #[tokio::test]
+    async fn a_response_built_by_the_caller_gets_the_to_tag_of_the_others() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let mut req = incoming_with_to(tx, "<sip:bot@contoso.test>");
+        let tag = req.local_tag().to_string();
+        assert!(!tag.is_empty());
+        let to_tag = |r: &SipMessage| {
+            r.to()
+                .ok()
+                .and_then(|t| t.tag().map(|t| String::from_utf8_lossy(t).into_owned()))
+        };
+        for status in [100, 180, 486] {
+            let built = SipMessage::response_to(req.request(), status, "Built").unwrap();
+            req.respond_with(built).await.unwrap();
+            let Some(Command::Respond { response, .. }) = rx.recv().await else {
+                panic!("a Respond command");
+            };
+            let expected = (status != 100).then(|| tag.clone());
+            assert_eq!(to_tag(&response), expected, "{status}");
+        }
     }
 
     #[tokio::test]

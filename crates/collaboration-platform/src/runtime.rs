@@ -1407,7 +1407,9 @@ impl Driver {
         }
     }
 
-    /// The platform's own answer to server transaction `id`.
+    /// The platform's own answer to server transaction `id`, with the To tag of the
+    /// endpoint's provisional answer if it sent one (§8.2.6.2: at shutdown the platform
+    /// answers requests an endpoint had only begun to answer).
     fn answer(
         &mut self,
         now: Instant,
@@ -1420,7 +1422,11 @@ impl Driver {
         else {
             return;
         };
-        let _ = r.set_to_tag(&crate::request::tag());
+        let tag = self.layer.sent_to_tag(id);
+        let _ = match tag {
+            Some(t) => r.set_to_tag(&t),
+            None => r.set_to_tag(&crate::request::tag()),
+        };
         let _ = r.push_header(HeaderName::Server, self.cfg.server.clone());
         for (n, v) in headers {
             let _ = r.push_header(*n, v.clone());

@@ -250,3 +250,41 @@ async fn a_body_in_an_unknown_content_coding_gets_415_with_accept_encoding() {
     p.shutdown().await;
     assert_eq!(bob.await.unwrap(), 1, "only the plain MESSAGE reached bob");
 }
+
+/// §8.2.6.2: every response to a request carries the same To tag. The platform's own 503
+/// to an INVITE it could not let finish at shutdown carries the tag of the endpoint's 180.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_503_of_a_shutdown_keeps_the_to_tag_of_the_ringing() {
+    let p = platform().await;
+    let mut bob = endpoint(&p, "bob").await;
+    let steps = [
+        request("INVITE", "bob", "ring", "", ""),
+        r#"  <recv response="100" optional="true"/>
+  <recv response="180"/>
+"#
+        .to_string(),
+        expect(503, "ring", ""),
+    ]
+    .concat();
+    let run = sipp(&p, "shutdown-while-ringing", &steps);
+    let mut invite = next(&mut bob).await;
+    invite.respond(180, "Ringing", &[], None).await.unwrap();
+    let tag = invite.local_tag().to_string();
+    // Let the 180 go before the platform stops.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    p.shutdown_within(Duration::ZERO).await;
+    let outcome = assert_succeeded(run).await;
+    let to_tags: Vec<&str> = outcome
+        .messages
+        .lines()
+        .filter(|l| l.starts_with("To:") && l.contains("tag="))
+        .map(|l| l.rsplit("tag=").next().unwrap_or("").trim())
+        .collect();
+    assert_eq!(
+        to_tags,
+        [tag.as_str(), tag.as_str()],
+        "{}",
+        outcome.messages
+    );
+    drop(invite);
+}

@@ -350,6 +350,12 @@ impl TransactionLayer {
             .unwrap_or(Err(TransactionError::UnknownTransaction))
     }
 
+    /// The To tag server transaction `id` has answered with so far, if any: a later
+    /// response of the transaction must carry the same (RFC 3261 §8.2.6.2).
+    pub fn sent_to_tag(&self, id: TransactionId) -> Option<Box<str>> {
+        self.tx(id).and_then(sent_tag)
+    }
+
     /// Cancels client INVITE `invite` (§9.1). Before any provisional response the CANCEL is
     /// held and sent when one arrives (`Ok(None)`; [`Event::HeldCancel`] then tells how it
     /// went); otherwise its client transaction is returned. Refused once a final response
