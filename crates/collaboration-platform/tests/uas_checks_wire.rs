@@ -288,3 +288,15 @@ async fn the_503_of_a_shutdown_keeps_the_to_tag_of_the_ringing() {
     );
     drop(invite);
 }
+
+/// §8.2.5 / §16.6: a request addressed to this UAS with Max-Forwards 0 is this UAS's to
+/// answer (483 is for requests it would forward, and it forwards none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_with_max_forwards_0_is_answered_200() {
+    let p = platform().await;
+    let steps = request("OPTIONS", "app", "mf0", "", "")
+        .replace("Max-Forwards: 70", "Max-Forwards: 0")
+        + &expect(200, "mf0", "");
+    assert_succeeded(sipp(&p, "max-forwards-0", &steps)).await;
+    p.shutdown().await;
+}
