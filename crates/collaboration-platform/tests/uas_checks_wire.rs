@@ -1,6 +1,6 @@
-//! RFC 3261 §8.2 on the wire: SIPp sends the platform requests its UAS checks must refuse
-//! (or must not refuse), and the scenario checks the status code and headers that come
-//! back; the test checks what reached the endpoints.
+//! RFC 3261 §8.2 (and §12.2.2 inside dialogs) on the wire: SIPp sends the platform
+//! requests its UAS checks must refuse (or must not refuse), and the scenario checks the
+//! status code and headers that come back; the test checks what reached the endpoints.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -298,5 +298,75 @@ async fn options_with_max_forwards_0_is_answered_200() {
         .replace("Max-Forwards: 70", "Max-Forwards: 0")
         + &expect(200, "mf0", "");
     assert_succeeded(sipp(&p, "max-forwards-0", &steps)).await;
+    p.shutdown().await;
+}
+
+/// A request in the dialog of the last 200 (To with its tag), with this CSeq.
+fn in_dialog(method: &str, seq: u32) -> String {
+    format!(
+        r#"  <send>
+    <![CDATA[
+
+      {method} sip:bob@contoso.test SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      Max-Forwards: 70
+      From: <sip:carol@contoso.test>;tag=carol-[pid]
+      To: [$to_call]
+      Call-ID: [call_id]
+      CSeq: {seq} {method}
+      Content-Length: 0
+
+    ]]>
+  </send>
+"#
+    )
+}
+
+/// §12.2.2: a request in a dialog whose CSeq is below the last one received in it is
+/// refused 500 by the platform, and its endpoint never sees it; the dialog goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_a_dialog_with_a_lower_cseq_gets_500() {
+    let p = platform().await;
+    let mut bob = endpoint(&p, "bob").await;
+    let steps = [
+        request("INVITE", "bob", "call", "", ""),
+        expect(200, "call", ""),
+        in_dialog("ACK", 1),
+        in_dialog("INFO", 3),
+        r#"  <recv response="200"/>
+"#
+        .to_string(),
+        in_dialog("INFO", 2),
+        r#"  <recv response="500"/>
+"#
+        .to_string(),
+        in_dialog("BYE", 4),
+        r#"  <recv response="200"/>
+"#
+        .to_string(),
+    ]
+    .concat();
+    let run = sipp(&p, "cseq-out-of-order", &steps);
+    let mut invite = next(&mut bob).await;
+    let contact = format!("<{}>", p.contact_uri("bob").unwrap());
+    invite
+        .respond(200, "OK", &[("Contact", &contact)], None)
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let mut r = next(&mut bob).await;
+        seen.push((
+            r.request().method().cloned(),
+            r.request().cseq().unwrap().seq(),
+        ));
+        r.respond(200, "OK", &[], None).await.unwrap();
+    }
+    assert_eq!(
+        seen,
+        [(Some(Method::Info), 3), (Some(Method::Bye), 4)],
+        "the INFO with CSeq 2 reached the endpoint"
+    );
+    assert_succeeded(run).await;
     p.shutdown().await;
 }
