@@ -525,12 +525,20 @@ impl EndpointCore {
             }
             Some(Method::Message) => match &routes.pages {
                 Some(tx) => Target::Stream(tx.clone()),
-                None => Target::Refuse(405, &[("Allow", "INVITE, ACK, CANCEL, BYE")]),
+                None => Target::Refuse(405, &[("Allow", ALLOW_WITHOUT_PAGES)]),
             },
-            _ => Target::Refuse(405, &[("Allow", "INVITE, ACK, CANCEL, BYE, MESSAGE")]),
+            _ if routes.pages.is_some() => Target::Refuse(405, &[("Allow", ALLOW_WITH_PAGES)]),
+            _ => Target::Refuse(405, &[("Allow", ALLOW_WITHOUT_PAGES)]),
         }
     }
 }
+
+/// The Allow of an endpoint's 405 (RFC 3261 §8.2.1): calls (an INVITE without a session
+/// handler is answered 488, not 405), OPTIONS (the platform answers it for every
+/// endpoint), and MESSAGE outside a call only when pages are taken.
+const ALLOW_WITH_PAGES: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE";
+/// [`ALLOW_WITH_PAGES`] for an endpoint that takes no pages.
+const ALLOW_WITHOUT_PAGES: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS";
 
 enum Target {
     Dialog(mpsc::Sender<Box<IncomingRequest>>),

@@ -72,3 +72,57 @@ async fn same_user_in_two_home_domains_each_receive_requests_sent_to_their_own_c
     app.shutdown().await;
     front_end.shutdown().await;
 }
+
+/// RFC 3261 §8.2.1: an endpoint's 405 lists what it takes: calls, OPTIONS (the platform
+/// answers it for every endpoint), and MESSAGE outside a call only when it takes pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_method_the_endpoint_does_not_take_gets_405_with_what_it_does() {
+    use collaboration_platform::RequestError;
+    use sip_core::{HeaderName, Method};
+    let pki = LoopbackPki::new().expect("CA");
+    let (app, front_end) = pair(&pki, "app.contoso.test", "fe.contoso.test", |_, s| {
+        s.topology(Topology::new(["contoso.test"]))
+    })
+    .await
+    .expect("platforms");
+    let allow_of = |r: Result<sip_core::SipMessage, RequestError>| match r {
+        Err(RequestError::Status {
+            code: 405,
+            response,
+            ..
+        }) => String::from_utf8_lossy(response.header(HeaderName::Allow).unwrap_or_default())
+            .into_owned(),
+        other => panic!("405, not {other:?}"),
+    };
+    let send = |method: Method, to: String| {
+        let request = OutgoingRequest::new(method, to.clone())
+            .from("<sip:bob@contoso.test>")
+            .to(format!("<{to}>"));
+        front_end.send_request(request)
+    };
+
+    let owner = Address::assume_on_premises("sip:pager@contoso.test").unwrap();
+    let pager = ApplicationEndpoint::new(&app, ApplicationEndpointSettings::new(owner));
+    let _pages = pager.core().pages();
+    pager.establish().await.expect("established");
+    let info = tokio::time::timeout(WAIT, send(Method::Info, pager.core().contact().to_string()))
+        .await
+        .expect("answered in time");
+    assert_eq!(allow_of(info), "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE");
+
+    let owner = Address::assume_on_premises("sip:quiet@contoso.test").unwrap();
+    let quiet = ApplicationEndpoint::new(&app, ApplicationEndpointSettings::new(owner));
+    quiet.establish().await.expect("established");
+    let message = OutgoingRequest::message(quiet.core().contact().to_string(), "hello")
+        .from("<sip:bob@contoso.test>")
+        .to("<sip:quiet@contoso.test>");
+    let answer = tokio::time::timeout(WAIT, front_end.send_request(message))
+        .await
+        .expect("answered in time");
+    assert_eq!(allow_of(answer), "INVITE, ACK, CANCEL, BYE, OPTIONS");
+
+    pager.terminate().await;
+    quiet.terminate().await;
+    app.shutdown().await;
+    front_end.shutdown().await;
+}
