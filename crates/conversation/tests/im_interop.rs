@@ -814,8 +814,8 @@ fn an_offerless_reinvite_answered_in_the_ack_keeps_the_call_up() {
 /// RFC 3261 §14.2 owes the answer to our offer in a re-INVITE's 200 in the ACK: an ACK
 /// without one (`answer` 1), with one that rejects the IM session (2) or with a body that
 /// is not SDP (3) leaves no session, so the call ends with our BYE, its termination
-/// reason `NotAcceptable` as for an INVITE without an offer. Such an ACK used to be
-/// ignored: the call stayed up with nothing negotiated.
+/// reason `Renegotiation(NotAcceptable)`. Such an ACK used to be ignored: the call stayed
+/// up with nothing negotiated.
 #[test]
 fn an_offerless_reinvite_without_a_usable_answer_in_the_ack_ends_the_call_with_bye() {
     let fed = federation();
