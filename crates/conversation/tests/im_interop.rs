@@ -528,8 +528,8 @@ struct DelayedSeen {
     reason: Option<TerminationReason>,
 }
 
-/// Takes the next call to the bot: accepts it and, once accepted, reads one message,
-/// answers `reply`, and reads on until the call ends.
+/// Takes the next call to the bot: accepts it and, once accepted, sends `reply` and reads
+/// messages until the call ends.
 fn take_delayed_offer_call(
     rt: &tokio::runtime::Runtime,
     app: &App,
@@ -546,12 +546,12 @@ fn take_delayed_offer_call(
         let call = c.call().clone();
         let accepted = match bounded("accepting", c.accept()).await {
             Ok(mut flow) => {
-                let mut texts = Vec::new();
-                let first = bounded("alice's message", flow.recv()).await;
-                texts.extend(first.map(|m| m.text().trim_end().to_string()));
-                bounded("the reply", flow.send_text(reply))
+                // The bot speaks first (the scenario expects one message in flight at a
+                // time).
+                bounded("the greeting", flow.send_text(reply))
                     .await
-                    .unwrap_or_else(|e| panic!("reply: {e:?}"));
+                    .unwrap_or_else(|e| panic!("greeting: {e:?}"));
+                let mut texts = Vec::new();
                 while let Some(m) = bounded("the next message or the end", flow.recv()).await {
                     texts.push(m.text().trim_end().to_string());
                 }

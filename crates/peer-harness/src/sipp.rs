@@ -47,10 +47,10 @@ pub mod scenarios {
     /// UAC: an instant-messaging call with a delayed offer (RFC 3261 §13.2.1): INVITE
     /// without a body; the 200 must carry an SDP offer with an IM session (`text/plain`
     /// among its accept-types); the ACK answers it (`m=message 5060 sip null`,
-    /// `a=accept-types:text/plain`); then one MESSAGE (`text/plain`, `hello from
-    /// <from_user>`) expecting 200, one MESSAGE from the callee (it must be `text/plain`)
-    /// answered 200, and BYE expecting 200. Keys: `to_user`, `to_domain`, `from_user`,
-    /// `from_domain`.
+    /// `a=accept-types:text/plain`); then one MESSAGE from the callee (it must be
+    /// `text/plain`) answered 200, one MESSAGE (`text/plain`, `hello from <from_user>`)
+    /// expecting 200, and BYE expecting 200: the callee speaks first. Keys: `to_user`,
+    /// `to_domain`, `from_user`, `from_domain`.
     pub const UAC_IM_DELAYED_OFFER: &str = include_str!("../scenarios/uac_im_delayed_offer.xml");
     /// UAC: as [`UAC_IM_DELAYED_OFFER`] up to the 200 (which must carry an IM offer), then
     /// an ACK without a usable answer — no body with `.arg("-set").arg("rejecting")
