@@ -782,15 +782,10 @@ impl ViaIdx {
         &self,
         edits: impl Iterator<Item = (usize, usize, isize)> + Clone,
     ) -> Option<ViaIdx> {
-        let sp = |a: usize, b: usize, d: isize| {
-            let (a, b) = (a.checked_add_signed(d)?, b.checked_add_signed(d)?);
-            (b <= usize::from(u16::MAX)).then(|| Sp::new(a, b))
-        };
+        let fits = |end: usize| end <= usize::from(u16::MAX);
         let (start, end) = self.params.bounds();
-        let params = sp(start, end, 0).and_then(|_| {
-            let end = end.checked_add_signed(edits.clone().map(|e| e.2).sum())?;
-            (end <= usize::from(u16::MAX)).then(|| Sp::new(start, end))
-        })?;
+        let end = end.checked_add_signed(edits.clone().map(|e| e.2).sum())?;
+        let params = fits(end).then(|| Sp::new(start, end))?;
         let branch = match self.branch.map(Sp::bounds) {
             None => None,
             Some((a, b)) => {
@@ -799,7 +794,8 @@ impl ViaIdx {
                     return None;
                 }
                 let before = edits.filter(|e| e.1 < a).map(|e| e.2).sum();
-                Some(sp(a, b, before)?)
+                let (a, b) = (a.checked_add_signed(before)?, b.checked_add_signed(before)?);
+                Some(fits(b).then(|| Sp::new(a, b))?)
             }
         };
         Some(ViaIdx {

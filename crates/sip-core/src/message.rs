@@ -936,7 +936,8 @@ impl SipMessage {
                 return Err(err("parameter value is not a token, host or quoted string"));
             }
         }
-        let (fi, base, params) = self.top_via_params()?;
+        let (fi, base, via) = self.top_via_params()?;
+        let params = via.params().raw();
         let mut planned: Vec<ViaEdit<'_>> = edits
             .iter()
             .map(|(name, value)| {
@@ -951,22 +952,23 @@ impl SipMessage {
     }
 
     /// The first Via field, where the top Via's parameters start in its value, and the
-    /// parameters (validated: the top Via parsed).
-    fn top_via_params(&self) -> Result<(usize, usize, &[u8]), ParseError> {
+    /// top Via (validated: parsed).
+    fn top_via_params(&self) -> Result<(usize, usize, Via<'_>), ParseError> {
         let fi = self
             .fields
             .iter()
             .position(|f| f.name == HeaderName::Via)
             .ok_or(ParseError::Missing("Via"))?;
         let current = self.field_value(fi);
-        let params = self.top_via()?.params().raw();
+        let via = self.top_via()?;
+        let params = via.params().raw();
         // The top Via is the start of the first Via field's value: its parameters lie
         // inside that value.
         let base = (params.as_ptr() as usize)
             .checked_sub(current.as_ptr() as usize)
             .filter(|b| b + params.len() <= current.len())
             .ok_or(ParseError::header("Via", "top Via outside its field"))?;
-        Ok((fi, base, params))
+        Ok((fi, base, via))
     }
 
     /// Records in the top Via of a received request where it came from, as the server
@@ -986,10 +988,11 @@ impl SipMessage {
             return Ok(false);
         }
         let ip = source.ip().to_canonical();
-        let (fi, base, params) = self.top_via_params()?;
+        let (fi, base, via) = self.top_via_params()?;
+        let params = via.params().raw();
         let [rport, received] = crate::params::locate_each(params, [b"rport", b"received"]);
         let rport_asked = rport.is_some_and(|l| l.value.is_none());
-        let sent_by_differs = self.top_via()?.host().ip().map(|h| h.to_canonical()) != Some(ip);
+        let sent_by_differs = via.host().ip().map(|h| h.to_canonical()) != Some(ip);
         let received_ip = received
             .and_then(|l| l.value)
             .and_then(crate::headers::ip_param)
@@ -1243,8 +1246,6 @@ fn owned_with(first: Bytes, capacity: usize) -> Vec<Bytes> {
     v
 }
 
-/// `ip` as written in a Via's `received` (RFC 3261 §25.1: no brackets around IPv6). An IPv4
-/// address is written digit by digit: through `Display` it cost a thousand instructions.
 /// One change to the top Via's parameters: `at..end` of the field value becomes
 /// `;name` (for a new parameter, `at == end`), then `=value` if there is one.
 #[derive(Debug, Clone, Copy)]
@@ -1303,15 +1304,17 @@ impl<'e> ViaEdit<'e> {
     }
 }
 
-/// An IP address as text, held on the stack: stamping writes one into every request
-/// received, and a `String` for it was an allocation per request.
+/// An IP address as written in a Via's `received` (RFC 3261 §25.1: no brackets around
+/// IPv6), held on the stack: stamping writes one into every request received, and a
+/// `String` for it was an allocation per request.
 struct AddressText {
     buf: [u8; 45],
     len: usize,
 }
 
 impl AddressText {
-    /// IPv4 without the formatting machinery; IPv6 (rare) through `Display`.
+    /// IPv4 digit by digit (through `Display` it cost a thousand instructions); IPv6
+    /// (rare) through `Display`.
     fn new(ip: std::net::IpAddr) -> AddressText {
         let mut text = AddressText {
             buf: [0; 45],
