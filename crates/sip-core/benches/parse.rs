@@ -13,6 +13,12 @@
 //!   and reads no header. Not a target; it shows how much of the scan ratio splitting alone
 //!   costs in a well-tuned parser.
 //!
+//! - `minimal` (interleaved summary only): a recogniser of nothing but these three messages'
+//!   shapes that makes the same checks and gives the same values, with no allocation (see
+//!   `support/minimal.rs`). Not a parser and not a target: `ucma/minimal` is what
+//!   generality and a message that can be kept, changed and sent on cost over it, and
+//!   `minimal/scan` how close to the scan such a check can get at all.
+//!
 //! - `stamped/NAME`: `ucma/NAME` with the top Via stamped on the way, as a server transport
 //!   stamps every request it receives (`SipMessage::record_source_in_via` from a source
 //!   that is not the sent-by: `received`, and `rport` where the Via asks for it). The
@@ -23,6 +29,9 @@
 //! the ratios of each round are summarised (median and quartiles). On a shared VM whose speed
 //! drifts between criterion's benchmarks (seconds apart), these are the ratios to quote.
 //! Under `cargo test` (no `--bench`) the interleaved part is a short smoke run.
+
+#[path = "support/minimal.rs"]
+mod minimal;
 
 use bytes::Bytes;
 use criterion::{criterion_group, Criterion, Throughput};
@@ -154,7 +163,13 @@ fn interleaved(rounds: usize, iters: u32) {
         let bytes = Bytes::from_static(raw);
         let http = as_http(raw);
         let (mut over_scan, mut rsip_over, mut split_over) = (Vec::new(), Vec::new(), Vec::new());
-        let mut stamp_over = Vec::new();
+        let (mut stamp_over, mut minimal_over, mut over_minimal) =
+            (Vec::new(), Vec::new(), Vec::new());
+        assert_eq!(
+            minimal::recognise(raw),
+            Some(ucma(&bytes)),
+            "{name}: same values"
+        );
         for round in 0..rounds {
             let (ucma_ns, scan_ns) = if round % 2 == 0 {
                 let u = per_call(iters, || ucma(black_box(&bytes)));
@@ -166,6 +181,9 @@ fn interleaved(rounds: usize, iters: u32) {
             let rsip_ns = per_call(iters.div_ceil(10), || rsip(black_box(raw)));
             let split_ns = per_call(iters, || httparse(black_box(&http)));
             let stamped_ns = per_call(iters, || stamped(black_box(&bytes)));
+            let minimal_ns = per_call(iters, || minimal::recognise(black_box(raw)).unwrap_or(0));
+            minimal_over.push(minimal_ns / scan_ns);
+            over_minimal.push(ucma_ns / minimal_ns);
             over_scan.push(ucma_ns / scan_ns);
             rsip_over.push(rsip_ns / ucma_ns);
             split_over.push(split_ns / scan_ns);
@@ -175,9 +193,12 @@ fn interleaved(rounds: usize, iters: u32) {
         let [c, n, d] = quartiles(&mut rsip_over);
         let [e, o, f] = quartiles(&mut split_over);
         let [g, p, h] = quartiles(&mut stamp_over);
+        let [i, q, j] = quartiles(&mut minimal_over);
+        let [k, r, l] = quartiles(&mut over_minimal);
         println!(
             "  {name:<11} ucma/scan {m:.2} [{a:.2}, {b:.2}]   rsip/ucma {n:.1} [{c:.1}, {d:.1}]   \
-             httparse/scan {o:.2} [{e:.2}, {f:.2}]   stamped/ucma {p:.2} [{g:.2}, {h:.2}]"
+             httparse/scan {o:.2} [{e:.2}, {f:.2}]   stamped/ucma {p:.2} [{g:.2}, {h:.2}]   \
+             minimal/scan {q:.2} [{i:.2}, {j:.2}]   ucma/minimal {r:.2} [{k:.2}, {l:.2}]"
         );
     }
 }

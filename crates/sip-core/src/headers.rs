@@ -627,6 +627,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn known_transports_in_any_case() {
+        for (i, known) in KNOWN_TRANSPORTS.iter().enumerate() {
+            let name = known.as_str();
+            let mixed: String = name
+                .chars()
+                .enumerate()
+                .map(|(k, c)| {
+                    if k % 2 == 0 {
+                        c.to_ascii_lowercase()
+                    } else {
+                        c
+                    }
+                })
+                .collect();
+            for t in [name.to_string(), name.to_ascii_lowercase(), mixed] {
+                assert_eq!(known_transport(t.as_bytes()), Some(i as u8), "{t}");
+            }
+        }
+        for other in ["", "TL", "TLSX", "SCTP-TLS", "TLS-SCTPX", "W"] {
+            assert_eq!(known_transport(other.as_bytes()), None, "{other}");
+        }
+    }
+
+    #[test]
     fn via_with_whitespace_and_unknown_transport() {
         let v = Via::parse(b"SIP  /   2.0 /UDP 192.0.2.2;branch=390skdjuw ; rport").unwrap();
         assert_eq!(v.transport(), Transport::Udp);
@@ -714,21 +738,20 @@ mod tests {
     }
 }
 
-/// The position in [`KNOWN_TRANSPORTS`] of the transport token `t` (any case): one
-/// lower-cased copy of at most eight bytes and one `match`, instead of a case-insensitive
-/// comparison with each name.
+/// The position in [`KNOWN_TRANSPORTS`] of the transport token `t` (any case): the length
+/// picks the candidates, then one case-insensitive comparison each. (A lower-cased copy
+/// into a stack buffer cost 15 % of a Via's parse: a variable-length copy, then a wider
+/// read of the bytes just stored, which waits for the stores.)
 fn known_transport(t: &[u8]) -> Option<u8> {
-    let mut lower = [0u8; 8];
-    lower.get_mut(..t.len())?.copy_from_slice(t);
-    lower.make_ascii_lowercase();
-    match &lower[..t.len()] {
-        b"udp" => Some(0),
-        b"tcp" => Some(1),
-        b"tls" => Some(2),
-        b"sctp" => Some(3),
-        b"tls-sctp" => Some(4),
-        b"ws" => Some(5),
-        b"wss" => Some(6),
+    let is = |k: &[u8]| t.eq_ignore_ascii_case(k);
+    match t.len() {
+        3 if is(b"tls") => Some(2),
+        3 if is(b"tcp") => Some(1),
+        3 if is(b"udp") => Some(0),
+        4 if is(b"sctp") => Some(3),
+        8 if is(b"tls-sctp") => Some(4),
+        2 if is(b"ws") => Some(5),
+        3 if is(b"wss") => Some(6),
         _ => None,
     }
 }
