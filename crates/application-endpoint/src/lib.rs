@@ -40,6 +40,7 @@ mod registration;
 mod state;
 mod user;
 mod view;
+pub mod xml;
 
 pub use crate::core::{DialogGuard, DialogHandler, DialogRoute, EndpointCore, Modality};
 pub use application::{ApplicationEndpoint, ApplicationEndpointSettings};

@@ -38,6 +38,8 @@ use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
 use quick_xml::XmlVersion;
 
+use crate::xml::escape_into;
+
 /// The media type of a PIDF body, for the `Content-Type` header of `PUBLISH`/`NOTIFY`.
 pub const CONTENT_TYPE: &str = "application/pidf+xml";
 
@@ -756,28 +758,6 @@ fn push_element(out: &mut String, indent: &str, name: &str, text: &str) {
     out.push_str("</");
     out.push_str(name);
     out.push_str(">\n");
-}
-
-/// Appends `text` escaped for use as XML content or a double-quoted attribute value.
-///
-/// Tab, line feed and carriage return become character references so a reader's
-/// end-of-line and attribute normalisation gives them back unchanged; characters XML
-/// 1.0 cannot represent become U+FFFD.
-fn escape_into(out: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\t' => out.push_str("&#9;"),
-            '\n' => out.push_str("&#10;"),
-            '\r' => out.push_str("&#13;"),
-            c if c < ' ' || c == '\u{fffe}' || c == '\u{ffff}' => out.push('\u{fffd}'),
-            c => out.push(c),
-        }
-    }
 }
 
 #[cfg(test)]

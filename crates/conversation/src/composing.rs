@@ -16,6 +16,8 @@ use std::time::Duration;
 use quick_xml::events::{BytesRef, Event};
 use quick_xml::Reader;
 
+use application_endpoint::xml::escape_into;
+
 /// The media type of an isComposing body, for the `Content-Type` of the `MESSAGE`.
 pub const CONTENT_TYPE: &str = "application/im-iscomposing+xml";
 
@@ -374,25 +376,6 @@ fn push_element(out: &mut String, name: &str, text: &str) {
     out.push_str("</");
     out.push_str(name);
     out.push_str(">\n");
-}
-
-/// Appends `text` escaped for XML content; tab, line feed and carriage return become
-/// character references, and characters XML 1.0 cannot represent become U+FFFD.
-fn escape_into(out: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\t' => out.push_str("&#9;"),
-            '\n' => out.push_str("&#10;"),
-            '\r' => out.push_str("&#13;"),
-            c if c < ' ' || c == '\u{fffe}' || c == '\u{ffff}' => out.push('\u{fffd}'),
-            c => out.push(c),
-        }
-    }
 }
 
 #[cfg(test)]
