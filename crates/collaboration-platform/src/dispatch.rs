@@ -2,9 +2,9 @@
 //! gets it (RFC 3261 §8.2, in its order).
 //!
 //! [`Dispatcher::dispatch`] is pure: given the request, whether its connection's peer is
-//! trusted, and whether it matched a dialog, it returns either the endpoint to deliver to
-//! or the response the platform sends itself (403, 405, 501, 416, 481, 420, 415, 200 to
-//! OPTIONS, 404).
+//! trusted, whether it matched a dialog and whether it is a merged copy, it returns either
+//! the endpoint to deliver to or the response the platform sends itself (in the order it
+//! checks: 403, 405, 501, 416, 481, 404, 482, 420, 415, 200 to OPTIONS).
 //! The runtime calls it for every request that no transaction or dialog absorbed.
 
 use crate::topology::{Address, OnPremises};
@@ -155,13 +155,32 @@ impl Dispatcher {
     ///
     /// `for_home(uri)` says whether a Request-URI no owner or GRUU matched may go to the
     /// default endpoint: the application receives nothing on behalf of a federated user,
-    /// so a request for one is answered 404 instead.
+    /// so a request for one is answered 404 instead. `merged(endpoint)` says whether the
+    /// request is a merged copy (§8.2.2.2) of one `endpoint` is processing (482).
+    ///
+    /// The checks run in the order of §8.2, each answer the first that applies:
+    /// 400 (no method), 403 (untrusted peer: authentication comes first, §8.2 opening),
+    /// 405/501 (§8.2.1), 416 and then 481 or 404 (§8.2.2.1: the Request-URI's scheme, the
+    /// To tag, who the request is for), 482 (§8.2.2.2), 420 (§8.2.2.3), 415 (§8.2.3).
+    /// A peer learns the most relevant reason: a request for nobody here is 404 whatever
+    /// it requires, as there is no one whose extensions or body types would matter.
+    ///
+    /// 481 comes before 420 and 415: §12.2.2 applies the §8.2 rules only to a request
+    /// that matched a dialog, and a To tag that matches none is judged on the tag alone
+    /// (recreate the dialog or answer 481). This side never recreates one, so it is not
+    /// "the proper element to process the request" that §8.2.2.3 assumes before looking
+    /// at Require; fixing the Require or the body would not make such a request succeed,
+    /// and a 420 or 415 would invite a retry that can only get 481.
+    ///
+    /// OPTIONS is answered by the platform for any Request-URI it takes (no 404, and no
+    /// 482: it never reaches an endpoint), after the 420 and 415 checks like any request.
     pub fn dispatch(
         &self,
         request: &SipMessage,
         trusted: bool,
         in_dialog_unmatched: bool,
         for_home: impl FnOnce(&[u8]) -> bool,
+        merged: impl FnOnce(EndpointId) -> bool,
     ) -> Disposition {
         let Some(method) = request.method() else {
             return Disposition::Respond(Refusal::status(400));
@@ -179,30 +198,43 @@ impl Dispatcher {
         if in_dialog_unmatched {
             return Disposition::Respond(Refusal::status(481));
         }
+        let target = if *method == Method::Options {
+            None
+        } else {
+            let owner = owner_key(&sip);
+            let target = self
+                .gruus
+                .get(&gruu_key(&sip, &owner))
+                .or_else(|| self.owners.get(&owner))
+                .copied()
+                .or_else(|| self.default.filter(|_| for_home(uri)));
+            let Some(target) = target else {
+                return Disposition::Respond(Refusal::status(404));
+            };
+            if merged(target) {
+                return Disposition::Respond(Refusal::status(482));
+            }
+            Some(target)
+        };
         if let Some(r) = self
             .unsupported(request, method)
             .or_else(|| undecodable(request, method))
         {
             return Disposition::Respond(r);
         }
-        let owner = owner_key(&sip);
-        let target = self
-            .gruus
-            .get(&gruu_key(&sip, &owner))
-            .or_else(|| self.owners.get(&owner))
-            .copied()
-            .or_else(|| self.default.filter(|_| for_home(uri)));
-        match (target, method) {
-            (_, Method::Options) => Disposition::Respond(self.options_answer()),
-            (Some(e), _) => Disposition::Deliver(e),
-            (None, _) => Disposition::Respond(Refusal::status(404)),
+        match target {
+            Some(e) => Disposition::Deliver(e),
+            None => Disposition::Respond(self.options_answer()),
         }
     }
 
     /// The checks for a request inside a dialog whose endpoint is known (§8.2 as far as it
-    /// applies: the Request-URI is a Contact this side gave, so no routing by it): the
-    /// response the platform sends itself (403 untrusted, 400, 405, 501, 420, 415), or
-    /// `None` to deliver it to the dialog's endpoint.
+    /// applies: the Request-URI is a Contact this side gave, so no routing by it, and a
+    /// request with a To tag is never a merged copy): the response the platform sends
+    /// itself (400, 403 untrusted, 405, 501, 420, 415, in that order), or `None` to deliver
+    /// it to the dialog's endpoint. §12.2.2 runs these before the dialog's own checks (the
+    /// CSeq order) and a refused request changes no dialog state, so call this before
+    /// updating the dialog with the request.
     pub fn screen_in_dialog(&self, request: &SipMessage, trusted: bool) -> Option<Refusal> {
         let Some(method) = request.method() else {
             return Some(Refusal::status(400));
@@ -369,22 +401,22 @@ mod tests {
         let mut d = dispatcher();
         let r = request("MESSAGE", "sip:bot@CONTOSO.test;transport=tls", &[]);
         assert_eq!(
-            d.dispatch(&r, true, false, |_| true),
+            d.dispatch(&r, true, false, |_| true, |_| false),
             Disposition::Deliver(EndpointId(1))
         );
         let r = request("MESSAGE", "sip:bot@contoso.test;gr=urn:uuid:0001", &[]);
         assert_eq!(
-            d.dispatch(&r, true, false, |_| true),
+            d.dispatch(&r, true, false, |_| true, |_| false),
             Disposition::Deliver(EndpointId(2))
         );
         let r = request("MESSAGE", "sip:nobody@contoso.test", &[]);
         assert_eq!(
-            d.dispatch(&r, true, false, |_| true),
+            d.dispatch(&r, true, false, |_| true, |_| false),
             Disposition::Respond(Refusal::status(404))
         );
         d.set_default(Some(EndpointId(3)));
         assert_eq!(
-            d.dispatch(&r, true, false, |_| true),
+            d.dispatch(&r, true, false, |_| true, |_| false),
             Disposition::Deliver(EndpointId(3))
         );
         // The GRUU as a peer may write it back: host case, parameter order, a parameter
@@ -395,7 +427,7 @@ mod tests {
         ] {
             let r = request("MESSAGE", written, &[]);
             assert_eq!(
-                d.dispatch(&r, true, false, |_| true),
+                d.dispatch(&r, true, false, |_| true, |_| false),
                 Disposition::Deliver(EndpointId(2)),
                 "{written}"
             );
@@ -411,7 +443,7 @@ mod tests {
             &[],
         );
         assert_eq!(
-            d.dispatch(&to_contact, true, false, |_| true),
+            d.dispatch(&to_contact, true, false, |_| true, |_| false),
             Disposition::Deliver(EndpointId(4))
         );
         // Another instance's GRUU of the same AOR is the owner's; another user's is not.
@@ -421,7 +453,7 @@ mod tests {
         ] {
             let r = request("MESSAGE", other, &[]);
             assert_eq!(
-                d.dispatch(&r, true, false, |_| true),
+                d.dispatch(&r, true, false, |_| true, |_| false),
                 Disposition::Deliver(EndpointId(to)),
                 "{other}"
             );
@@ -429,18 +461,24 @@ mod tests {
         // Not for a federated user's Request-URI, even with a default endpoint.
         let fed = request("MESSAGE", "sip:bob@fabrikam.test", &[]);
         assert_eq!(
-            d.dispatch(&fed, true, false, |u| u != b"sip:bob@fabrikam.test"),
+            d.dispatch(
+                &fed,
+                true,
+                false,
+                |u| u != b"sip:bob@fabrikam.test",
+                |_| false
+            ),
             Disposition::Respond(Refusal::status(404))
         );
         // An owner's own requests are not asked about.
         let mine = request("MESSAGE", "sip:bot@contoso.test", &[]);
         assert_eq!(
-            d.dispatch(&mine, true, false, |_| false),
+            d.dispatch(&mine, true, false, |_| false, |_| false),
             Disposition::Deliver(EndpointId(1))
         );
         d.remove(EndpointId(3));
         assert!(matches!(
-            d.dispatch(&r, true, false, |_| true),
+            d.dispatch(&r, true, false, |_| true, |_| false),
             Disposition::Respond(_)
         ));
     }
@@ -450,15 +488,15 @@ mod tests {
         let d = dispatcher();
         let r = request("MESSAGE", "sip:bot@contoso.test", &[]);
         assert_eq!(
-            d.dispatch(&r, false, false, |_| true),
+            d.dispatch(&r, false, false, |_| true, |_| false),
             Disposition::Respond(Refusal::status(403))
         );
         assert_eq!(
-            d.dispatch(&r, true, true, |_| true),
+            d.dispatch(&r, true, true, |_| true, |_| false),
             Disposition::Respond(Refusal::status(481))
         );
         let r = request("FROBNICATE", "sip:bot@contoso.test", &[]);
-        let Disposition::Respond(x) = d.dispatch(&r, true, false, |_| true) else {
+        let Disposition::Respond(x) = d.dispatch(&r, true, false, |_| true, |_| false) else {
             panic!()
         };
         assert_eq!(x.status, 501);
@@ -471,7 +509,7 @@ mod tests {
             "sip:bot@contoso.test",
             &[("Require", "gruu, 100rel, nothingSupportsThis")],
         );
-        let Disposition::Respond(x) = d.dispatch(&r, true, false, |_| true) else {
+        let Disposition::Respond(x) = d.dispatch(&r, true, false, |_| true, |_| false) else {
             panic!()
         };
         assert_eq!(x.status, 420);
@@ -488,19 +526,19 @@ mod tests {
         assert!(wire.contains("\r\nUnsupported: 100rel, nothingSupportsThis\r\n"));
         // Session timers are not implemented either.
         let r = request("INVITE", "sip:bot@contoso.test", &[("Require", "timer")]);
-        let Disposition::Respond(x) = d.dispatch(&r, true, false, |_| true) else {
+        let Disposition::Respond(x) = d.dispatch(&r, true, false, |_| true, |_| false) else {
             panic!()
         };
         assert_eq!(x.status, 420);
         // A method SIP defines that endpoints do not take: 405 with Allow.
         let r = request("REGISTER", "sip:bot@contoso.test", &[]);
-        let Disposition::Respond(x) = d.dispatch(&r, true, false, |_| true) else {
+        let Disposition::Respond(x) = d.dispatch(&r, true, false, |_| true, |_| false) else {
             panic!()
         };
         assert_eq!(x.status, 405);
         assert!(x.headers.iter().any(|(n, _)| *n == HeaderName::Allow));
         let r = request("OPTIONS", "sip:contoso.test", &[]);
-        let Disposition::Respond(x) = d.dispatch(&r, true, false, |_| true) else {
+        let Disposition::Respond(x) = d.dispatch(&r, true, false, |_| true, |_| false) else {
             panic!()
         };
         assert_eq!(x.status, 200);
@@ -516,9 +554,152 @@ mod tests {
         );
         let r = request("MESSAGE", "tel:+14255550100", &[]);
         assert_eq!(
-            d.dispatch(&r, true, false, |_| true),
+            d.dispatch(&r, true, false, |_| true, |_| false),
             Disposition::Respond(Refusal::status(416))
         );
+    }
+
+    /// The status of what `d` answers, or 0 when it delivers.
+    fn status(got: Disposition) -> u16 {
+        match got {
+            Disposition::Respond(r) => r.status,
+            Disposition::Deliver(_) => 0,
+        }
+    }
+
+    /// §8.2's order: each request below fails two or more checks and must get the answer
+    /// of the one §8.2 makes first (the platform used to check Require and the content
+    /// coding before who the request is for, and the merged copies after both).
+    #[test]
+    fn checks_run_in_the_order_of_rfc_3261_section_8_2() {
+        let d = dispatcher();
+        let require = ("Require", "nothingSupportsThis");
+        let gzip = ("Content-Encoding", "gzip");
+        // Method, Request-URI, extra header fields, To tag of no dialog, merged, answer.
+        type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], bool, bool, u16);
+        let cases: [Case; 12] = [
+            // §8.2.1 before everything in §8.2.2.
+            ("REGISTER", "tel:+1", &[require, gzip], false, true, 405),
+            (
+                "FROBNICATE",
+                "sip:nobody@contoso.test",
+                &[require],
+                true,
+                false,
+                501,
+            ),
+            // §8.2.2.1: the scheme, then the To tag, then who the request is for.
+            ("MESSAGE", "tel:+1", &[require, gzip], true, true, 416),
+            (
+                "INFO",
+                "sip:nobody@contoso.test",
+                &[require, gzip],
+                true,
+                true,
+                481,
+            ),
+            (
+                "MESSAGE",
+                "sip:nobody@contoso.test",
+                &[require],
+                false,
+                false,
+                404,
+            ),
+            (
+                "MESSAGE",
+                "sip:nobody@contoso.test",
+                &[gzip],
+                false,
+                false,
+                404,
+            ),
+            (
+                "INVITE",
+                "sip:nobody@contoso.test",
+                &[require, gzip],
+                false,
+                true,
+                404,
+            ),
+            // §8.2.2.2 before §8.2.2.3 and §8.2.3.
+            (
+                "MESSAGE",
+                "sip:bot@contoso.test",
+                &[require, gzip],
+                false,
+                true,
+                482,
+            ),
+            ("INVITE", "sip:bot@contoso.test", &[gzip], false, true, 482),
+            // §8.2.2.3 before §8.2.3.
+            (
+                "MESSAGE",
+                "sip:bot@contoso.test",
+                &[require, gzip],
+                false,
+                false,
+                420,
+            ),
+            (
+                "MESSAGE",
+                "sip:bot@contoso.test",
+                &[gzip],
+                false,
+                false,
+                415,
+            ),
+            // OPTIONS is the platform's to answer for anyone, after Require.
+            (
+                "OPTIONS",
+                "sip:nobody@contoso.test",
+                &[require],
+                false,
+                false,
+                420,
+            ),
+        ];
+        for (method, uri, extra, unmatched, merged, want) in cases {
+            let r = request(method, uri, extra);
+            let got = d.dispatch(&r, true, unmatched, |_| true, |_| merged);
+            assert_eq!(status(got), want, "{method} {uri} {extra:?}");
+        }
+    }
+
+    /// The merged check is asked about the endpoint the request is routed to, and only
+    /// once there is one: nothing is merged into a request for no one.
+    #[test]
+    fn merged_copies_are_looked_up_for_the_routed_endpoint() {
+        let mut d = dispatcher();
+        let mut asked = Vec::new();
+        for uri in [
+            "sip:bot@contoso.test",
+            "sip:bot@contoso.test;gr=urn:uuid:0001",
+            "sip:nobody@contoso.test",
+        ] {
+            let r = request("MESSAGE", uri, &[]);
+            let got = d.dispatch(
+                &r,
+                true,
+                false,
+                |_| true,
+                |e| {
+                    asked.push(e);
+                    false
+                },
+            );
+            assert_ne!(status(got), 482, "{uri}");
+        }
+        assert_eq!(asked, [EndpointId(1), EndpointId(2)]);
+        // The default endpoint's merged copies too; OPTIONS never reaches an endpoint.
+        d.set_default(Some(EndpointId(3)));
+        let r = request("MESSAGE", "sip:nobody@contoso.test", &[]);
+        assert_eq!(
+            d.dispatch(&r, true, false, |_| true, |e| e == EndpointId(3)),
+            Disposition::Respond(Refusal::status(482))
+        );
+        let r = request("OPTIONS", "sip:bot@contoso.test", &[]);
+        assert_eq!(status(d.dispatch(&r, true, false, |_| true, |_| true)), 200);
     }
 
     #[test]
@@ -572,7 +753,7 @@ mod tests {
                 "sip:bot@contoso.test",
                 &[("Content-Type", "text/plain"), ("Content-Encoding", coding)],
             );
-            let got = d.dispatch(&r, true, false, |_| true);
+            let got = d.dispatch(&r, true, false, |_| true, |_| false);
             if refused {
                 let Disposition::Respond(x) = got else {
                     panic!("{coding}: {got:?}")
@@ -589,7 +770,7 @@ mod tests {
         // The compact form is the same header field (RFC 3261 §7.3.3).
         let r = request("MESSAGE", "sip:bot@contoso.test", &[("e", "gzip")]);
         assert!(matches!(
-            d.dispatch(&r, true, false, |_| true),
+            d.dispatch(&r, true, false, |_| true, |_| false),
             Disposition::Respond(Refusal { status: 415, .. })
         ));
     }

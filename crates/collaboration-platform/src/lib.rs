@@ -31,9 +31,9 @@
 //! type, so the layers above can refuse at compile time what the deployment forbids.
 //! [`federation::strip_home_trust`] keeps home-trust headers from crossing federation.
 //! [`Dispatcher`] decides, per RFC 3261 §8.2, whether the platform answers an incoming request
-//! itself (403, 405, 501, 416, 481, 420, 415, 200 to OPTIONS, 404) or which endpoint gets
-//! it; a copy of a request an endpoint is already processing, merged by a forking proxy,
-//! gets 482 (§8.2.2.2).
+//! itself (in §8.2's order: 403, 405, 501, 416, 481, 404, 482 for a copy of a request an
+//! endpoint is already processing, merged by a forking proxy, 420, 415, 200 to OPTIONS) or
+//! which endpoint gets it.
 //!
 //! ```text
 //! application-endpoint, conversation

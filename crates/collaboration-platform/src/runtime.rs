@@ -1486,6 +1486,19 @@ impl Driver {
             return;
         }
         let trusted = self.is_trusted(&source);
+        // §12.2.2: a request of a known dialog goes through the §8.2 checks first, and one
+        // they refuse changes nothing (atomicity): a BYE refused 420 must not end the
+        // dialog, nor a refused request use up its CSeq number.
+        let screened = request_dialog(&request)
+            .and_then(|d| self.dialogs.get(&d))
+            .is_some_and(|d| d.owner() != 0);
+        if screened {
+            if let Some(refusal) = self.dispatcher.screen_in_dialog(&request, trusted) {
+                debug!(status = refusal.status, trusted, "answered by the platform");
+                self.answer(now, id, &request, refusal.status, &refusal.headers);
+                return;
+            }
+        }
         let mut dialog = None;
         // A BYE removes its dialog: read the owner first.
         let bye_owner = if method == Some(Method::Bye) {
@@ -1535,15 +1548,30 @@ impl Driver {
             .map(EndpointId);
         // In-dialog requests go to the endpoint that owns the dialog, whatever their
         // Request-URI (our Contact) says.
+        // §8.2.2.2: the same request outside a dialog on a second transaction to the same
+        // endpoint (a forking proxy's branches met again here) is refused 482, else it
+        // would make a second call or show an IM twice. The dispatcher asks once it knows
+        // the endpoint, so that 482 comes after 404 and before 420 and 415.
+        let mut merge_key = None;
         let disposition = match owner {
+            Some(o) if screened => Disposition::Deliver(o),
             Some(o) => match self.dispatcher.screen_in_dialog(&request, trusted) {
                 None => Disposition::Deliver(o),
                 Some(refusal) => Disposition::Respond(refusal),
             },
             None => {
                 let topology = &self.cfg.topology;
-                self.dispatcher
-                    .dispatch(&request, trusted, unmatched, |uri| for_home(topology, uri))
+                let merged = &self.merged;
+                self.dispatcher.dispatch(
+                    &request,
+                    trusted,
+                    unmatched,
+                    |uri| for_home(topology, uri),
+                    |endpoint| {
+                        merge_key = MergeKey::of(&request, endpoint);
+                        merge_key.as_ref().is_some_and(|k| merged.is_merged(k, id))
+                    },
+                )
             }
         };
         let endpoint = match disposition {
@@ -1554,16 +1582,6 @@ impl Driver {
                 return;
             }
         };
-        // §8.2.2.2: the same request outside a dialog on a second transaction to the same
-        // endpoint (a forking proxy's branches met again here) is refused, else it would
-        // make a second call or show an IM twice.
-        let merge_key = MergeKey::of(&request, endpoint);
-        if let Some(k) = &merge_key {
-            if self.merged.is_merged(k, id) {
-                self.answer(now, id, &request, 482, &[]);
-                return;
-            }
-        }
         let caller = match caller_of(&self.cfg.topology, &request) {
             Some(Ok(h)) => h,
             Some(Err(TopologyError::Blocked(_) | TopologyError::NotAllowed(_))) => {
