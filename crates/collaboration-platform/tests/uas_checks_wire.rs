@@ -167,7 +167,9 @@ async fn one_forked_invite_reaches_two_endpoints_of_the_platform() {
     ]
     .concat();
     let run = sipp(&p, "forked-invite", &steps);
-    // Both are in progress at once; bob answers first.
+    // Both are in progress at once; bob answers first. The two 486s may reach SIPp in one
+    // read: it expects them one after the other with no send between, so either way is
+    // fine (its ACKs go only after both).
     let mut to_alice = next(&mut alice).await;
     let mut to_bob = next(&mut bob).await;
     assert_eq!(to_bob.request().method(), Some(&Method::Invite));
@@ -367,6 +369,116 @@ async fn a_request_in_a_dialog_with_a_lower_cseq_gets_500() {
         [(Some(Method::Info), 3), (Some(Method::Bye), 4)],
         "the INFO with CSeq 2 reached the endpoint"
     );
+    assert_succeeded(run).await;
+    p.shutdown().await;
+}
+
+/// §8.2.2.1 before §8.2.2.3 and §8.2.3: a request for no one here gets 404 whatever it
+/// requires and however its body is coded (the platform used to answer 420 here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_for_no_one_gets_404_before_require_and_coding_are_looked_at() {
+    let p = platform().await;
+    let bob = answer_all(endpoint(&p, "bob").await);
+    let headers = "      Require: nothingSupportsThis\n      Content-Type: text/plain\n      Content-Encoding: gzip\n";
+    let steps = [
+        request("MESSAGE", "nobody", "nobody", headers, "x\n"),
+        expect(404, "nobody", ""),
+        // The same request to bob: 420 (§8.2.2.3 before §8.2.3), with Unsupported.
+        request("MESSAGE", "bob", "bob", headers, "x\n"),
+        expect(
+            420,
+            "bob",
+            r#"      <ereg regexp="^ *nothingSupportsThis *$" search_in="hdr" header="Unsupported:" check_it="true" assign_to="unsupported"/>
+"#,
+        ),
+        r#"  <Reference variables="unsupported"/>
+"#
+        .to_string(),
+    ]
+    .concat();
+    assert_succeeded(sipp(&p, "404-before-420", &steps)).await;
+    p.shutdown().await;
+    assert_eq!(bob.await.unwrap(), 0, "a refused MESSAGE reached bob");
+}
+
+/// §8.2.2.2 before §8.2.2.3: a merged copy is refused 482 even when it also requires an
+/// extension this side lacks (the platform used to answer it 420).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merged_copy_gets_482_before_its_require_is_looked_at() {
+    let p = platform().await;
+    let mut bob = endpoint(&p, "bob").await;
+    let text = "      Content-Type: text/plain\n";
+    let steps = [
+        request("MESSAGE", "bob", "first", text, "hello\n"),
+        request(
+            "MESSAGE",
+            "bob",
+            "again",
+            "      Content-Type: text/plain\n      Require: nothingSupportsThis\n",
+            "hello\n",
+        ),
+        expect(482, "again", ""),
+        expect(200, "first", ""),
+    ]
+    .concat();
+    let run = sipp(&p, "482-before-420", &steps);
+    let mut first = next(&mut bob).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), bob.recv())
+            .await
+            .is_err(),
+        "the merged copy reached the endpoint"
+    );
+    first.respond(200, "OK", &[], None).await.unwrap();
+    assert_succeeded(run).await;
+    p.shutdown().await;
+}
+
+/// §12.2.2: a request of a dialog refused by the §8.2 checks changes nothing in it. A BYE
+/// that requires an unknown extension gets 420 and the call stays up, and its CSeq number
+/// is not used up (the platform used to end the dialog first, so the INFO got 481).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bye_refused_420_leaves_the_dialog_and_its_cseq_as_they_were() {
+    let p = platform().await;
+    let mut bob = endpoint(&p, "bob").await;
+    let steps = [
+        request("INVITE", "bob", "call", "", ""),
+        expect(200, "call", ""),
+        in_dialog("ACK", 1),
+        in_dialog("BYE", 2).replace(
+            "      Content-Length: 0",
+            "      Require: nothingSupportsThis\n      Content-Length: 0",
+        ),
+        r#"  <recv response="420"/>
+"#
+        .to_string(),
+        in_dialog("INFO", 2),
+        r#"  <recv response="200"/>
+"#
+        .to_string(),
+        in_dialog("BYE", 3),
+        r#"  <recv response="200"/>
+"#
+        .to_string(),
+    ]
+    .concat();
+    let run = sipp(&p, "bye-420-atomic", &steps);
+    let mut invite = next(&mut bob).await;
+    let contact = format!("<{}>", p.contact_uri("bob").unwrap());
+    invite
+        .respond(200, "OK", &[("Contact", &contact)], None)
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let mut r = next(&mut bob).await;
+        seen.push((
+            r.request().method().cloned(),
+            r.request().cseq().unwrap().seq(),
+        ));
+        r.respond(200, "OK", &[], None).await.unwrap();
+    }
+    assert_eq!(seen, [(Some(Method::Info), 2), (Some(Method::Bye), 3)]);
     assert_succeeded(run).await;
     p.shutdown().await;
 }
