@@ -572,6 +572,8 @@ const UAC_INVITE_BYE: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 
     ]]>
   </send>
+  <!-- Nothing but a copy of the 200 may come now (a request during a pause is unexpected);
+       a copy matches the 200 above, whose next command is the ACK, which SIPp sends again. -->
   <pause milliseconds="100"/>
   <send retrans="500">
     <![CDATA[

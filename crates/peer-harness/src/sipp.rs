@@ -36,6 +36,8 @@ pub mod scenarios {
     /// `m=message 5060 sip null` / `a=accept-types:text/plain`; then every MESSAGE in the
     /// dialog (it must be `text/plain`) is answered 200 until the caller's BYE, answered
     /// 200. Count the MESSAGEs from the trace ([`Sipp::trace_messages`](super::Sipp::trace_messages)).
+    /// The caller must keep one request outstanding at a time (each MESSAGE, and the BYE,
+    /// only once the previous 200 is in): SIPp answers one request of a call at a time.
     /// Keys: `user` (for its Contact).
     pub const UAS_IM_SESSION: &str = include_str!("../scenarios/uas_im_session.xml");
     /// UAC: an instant-messaging call: INVITE with an IM session offer, ACK for the 200
