@@ -1219,10 +1219,19 @@ impl Driver {
                 return;
             }
         }
-        if let Some(o) = &self.cfg.observer {
-            o.observe(crate::WireDirection::Sent, t.destination.addr, &t.contents);
-        }
         let key = self.lane_key(&t.destination);
+        if let Some(o) = &self.cfg.observer {
+            // A UDP response is read again here, only for the tap, to name the address the
+            // lane sends it to rather than the one its request came from.
+            let to = match key {
+                LaneKey::Udp => SipMessage::parse_datagram(t.contents.clone(), &Limits::default())
+                    .map_or(t.destination.addr, |m| {
+                        udp_destination(&m, t.destination.addr)
+                    }),
+                _ => t.destination.addr,
+            };
+            o.observe(crate::WireDirection::Sent, to, &t.contents);
+        }
         let mut bytes = t.contents;
         // Straight to the connection's writer when this lane has nothing queued or in
         // flight (so nothing of it can be overtaken): one task hop less per message. A full
@@ -1286,13 +1295,7 @@ impl Driver {
                     LaneKey::Target(target) => send_to(&transport, target, o.bytes).await,
                     LaneKey::Udp => match SipMessage::parse_datagram(o.bytes, &Limits::default()) {
                         Ok(m) => {
-                            // A server transaction knows only where its request came from;
-                            // its responses go where the request's Via says (§18.2.2).
-                            let to = if m.is_request() {
-                                o.destination
-                            } else {
-                                transport_tls::udp_response_to(&m, o.destination)
-                            };
+                            let to = udp_destination(&m, o.destination);
                             transport.send(&Target::udp(to), &m).await
                         }
                         Err(e) => Err(TransportError::Io(e.to_string())),
@@ -1792,6 +1795,18 @@ pub(crate) fn uac_dialog_id(response: &SipMessage) -> Option<DialogId> {
     let local = response.from().ok()?.tag()?.to_vec();
     let remote = response.to().ok()?.tag()?.to_vec();
     Some(DialogId::new(cid, &local, &remote))
+}
+
+/// Where a message the transaction layer addressed to `recorded` goes by UDP: a request
+/// there; a response where its top Via says (RFC 3261 §18.2.2), since a server
+/// transaction knows only where its request came from. The UDP lane sends by it and the
+/// wire tap records it, so the two cannot disagree.
+fn udp_destination(message: &SipMessage, recorded: SocketAddr) -> SocketAddr {
+    if message.is_request() {
+        recorded
+    } else {
+        transport_tls::udp_response_to(message, recorded)
+    }
 }
 
 /// Sends `bytes` on the connection to `target`, connecting first if there is none.

@@ -20,15 +20,29 @@ async fn platform() -> CollaborationPlatform {
     platform_with(None).await
 }
 
-/// Every message the platform's wire tap saw received.
+/// Every message the platform's wire tap saw, with its direction and the address it names.
 #[derive(Default)]
-struct Tap(std::sync::Mutex<Vec<bytes::Bytes>>);
+struct Tap(std::sync::Mutex<Vec<(WireDirection, SocketAddr, bytes::Bytes)>>);
+
+impl Tap {
+    /// What the tap saw go `direction`, as text, with the address it gave.
+    fn seen(&self, direction: WireDirection) -> Vec<(SocketAddr, String)> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(d, ..)| *d == direction)
+            .map(|(_, a, b)| (*a, String::from_utf8_lossy(b).into_owned()))
+            .collect()
+    }
+}
 
 impl MessageObserver for Tap {
-    fn observe(&self, direction: WireDirection, _remote: SocketAddr, wire: &bytes::Bytes) {
-        if direction == WireDirection::Received {
-            self.0.lock().unwrap().push(wire.clone());
-        }
+    fn observe(&self, direction: WireDirection, remote: SocketAddr, wire: &bytes::Bytes) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((direction, remote, wire.clone()));
     }
 }
 
@@ -151,10 +165,10 @@ async fn a_udp_request_asking_for_rport_is_answered_to_its_source_port_with_rpor
     p.shutdown().await;
     // The wire tap shows the request as SIPp sent it, not with the Via the transport
     // stamped for the response.
-    let seen = tap.0.lock().unwrap().clone();
-    let options = seen
-        .iter()
-        .map(|b| String::from_utf8_lossy(b).into_owned())
+    let options = tap
+        .seen(WireDirection::Received)
+        .into_iter()
+        .map(|(_, m)| m)
         .find(|m| m.starts_with("OPTIONS "))
         .expect("the tap saw the OPTIONS");
     assert!(
@@ -164,50 +178,105 @@ async fn a_udp_request_asking_for_rport_is_answered_to_its_source_port_with_rpor
     assert!(!options.contains("received="), "{options}");
 }
 
+/// A UDP client that sends from one socket and listens on another, the port its Via's
+/// sent-by names (SIPp sends and listens on one port, so these are the test's own).
+struct SplitClient {
+    sender: tokio::net::UdpSocket,
+    listener: tokio::net::UdpSocket,
+}
+
+impl SplitClient {
+    async fn new() -> Self {
+        SplitClient {
+            sender: tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            listener: tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        }
+    }
+
+    /// Sends `p`'s UDP listener an OPTIONS without `rport` and returns the response that
+    /// came to the listening socket.
+    async fn options(&self, p: &CollaborationPlatform) -> String {
+        let target = p
+            .listen_addrs()
+            .into_iter()
+            .find(|(k, _)| *k == ListenerKind::Udp)
+            .expect("the UDP listener")
+            .1;
+        let listen_port = self.listener.local_addr().unwrap().port();
+        let request = format!(
+            "OPTIONS sip:app@contoso.test SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:{listen_port};branch=z9hG4bK-sent-by-{}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:split@contoso.test>;tag=1\r\n\
+             To: <sip:app@contoso.test>\r\n\
+             Call-ID: sent-by-{}\r\n\
+             CSeq: 1 OPTIONS\r\n\
+             Content-Length: 0\r\n\r\n",
+            unique_token(),
+            unique_token()
+        );
+        self.sender
+            .send_to(request.as_bytes(), target)
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 65_536];
+        let (n, _) =
+            tokio::time::timeout(Duration::from_secs(5), self.listener.recv_from(&mut buf))
+                .await
+                .expect("the response comes to the sent-by port")
+                .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+}
+
 /// RFC 3261 §18.2.2 without `rport`: a client that sends from one port and listens on
-/// another (its Via's sent-by) gets the response on the port it listens on. SIPp sends
-/// and listens on one port, so the client here is two sockets of the test's own.
+/// another (its Via's sent-by) gets the response on the port it listens on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_udp_response_goes_to_the_sent_by_port_when_rport_was_not_asked_for() {
-    use tokio::net::UdpSocket;
     let p = platform().await;
-    let target = p
-        .listen_addrs()
-        .into_iter()
-        .find(|(k, _)| *k == ListenerKind::Udp)
-        .expect("the UDP listener")
-        .1;
-    let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let listener = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let listen_port = listener.local_addr().unwrap().port();
-    let request = format!(
-        "OPTIONS sip:app@contoso.test SIP/2.0\r\n\
-         Via: SIP/2.0/UDP 127.0.0.1:{listen_port};branch=z9hG4bK-sent-by-{}\r\n\
-         Max-Forwards: 70\r\n\
-         From: <sip:split@contoso.test>;tag=1\r\n\
-         To: <sip:app@contoso.test>\r\n\
-         Call-ID: sent-by-{}\r\n\
-         CSeq: 1 OPTIONS\r\n\
-         Content-Length: 0\r\n\r\n",
-        unique_token(),
-        unique_token()
-    );
-    sender.send_to(request.as_bytes(), target).await.unwrap();
-    let mut buf = vec![0u8; 65_536];
-    let (n, _) = tokio::time::timeout(Duration::from_secs(5), listener.recv_from(&mut buf))
-        .await
-        .expect("the response comes to the sent-by port")
-        .unwrap();
-    let response = String::from_utf8_lossy(&buf[..n]);
+    let client = SplitClient::new().await;
+    let response = client.options(&p).await;
     assert!(response.starts_with("SIP/2.0 200 "), "{response}");
     assert!(response.contains("Call-ID: sent-by-"), "{response}");
     // Nothing went to the port the request was sent from.
     let mut other = vec![0u8; 65_536];
     assert!(
-        tokio::time::timeout(Duration::from_millis(300), sender.recv_from(&mut other))
-            .await
-            .is_err(),
+        tokio::time::timeout(
+            Duration::from_millis(300),
+            client.sender.recv_from(&mut other)
+        )
+        .await
+        .is_err(),
         "a response went to the source port too"
     );
     p.shutdown().await;
+}
+
+/// The wire tap names the address a UDP response was sent to (the Via's sent-by here), not
+/// the address its request came from: a ladder or audit log shows where it really went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wire_tap_records_a_udp_response_as_sent_where_it_went() {
+    let tap = Arc::new(Tap::default());
+    let p = platform_with(Some(tap.clone())).await;
+    let client = SplitClient::new().await;
+    let response = client.options(&p).await;
+    assert!(response.starts_with("SIP/2.0 200 "), "{response}");
+    p.shutdown().await;
+    let source = client.sender.local_addr().unwrap();
+    let listening = client.listener.local_addr().unwrap();
+    let received = tap.seen(WireDirection::Received);
+    let (from, _) = received
+        .iter()
+        .find(|(_, m)| m.starts_with("OPTIONS "))
+        .expect("the tap saw the OPTIONS");
+    assert_eq!(*from, source, "a request is recorded from its source");
+    let sent = tap.seen(WireDirection::Sent);
+    let (to, ok) = sent
+        .iter()
+        .find(|(_, m)| m.starts_with("SIP/2.0 200 "))
+        .expect("the tap saw the 200");
+    assert_eq!(
+        *to, listening,
+        "recorded as sent to {to}; it went to {listening}\n{ok}"
+    );
 }
