@@ -1800,7 +1800,10 @@ pub(crate) fn uac_dialog_id(response: &SipMessage) -> Option<DialogId> {
 /// Where a message the transaction layer addressed to `recorded` goes by UDP: a request
 /// there; a response where its top Via says (RFC 3261 §18.2.2), since a server
 /// transaction knows only where its request came from. The UDP lane sends by it and the
-/// wire tap records it, so the two cannot disagree.
+/// wire tap records it, so the two cannot disagree. No request takes this path today:
+/// every request goes to the outbound proxy over TLS or TCP, so RFC 3261 §18.1.1's move
+/// of a large request to TCP has nothing to do here (the transport refuses one with
+/// `TooLargeForUdp` should that change).
 fn udp_destination(message: &SipMessage, recorded: SocketAddr) -> SocketAddr {
     if message.is_request() {
         recorded

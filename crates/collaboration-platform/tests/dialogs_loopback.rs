@@ -733,6 +733,50 @@ async fn an_ack_stops_the_2xx_retransmissions_and_keeps_the_call() {
     assert_eq!(r.map_err(|e| e.status()).err(), Some(481));
 }
 
+/// No request leaves by UDP: in a dialog whose far end came by UDP, a request larger than
+/// UDP's 1 300 bytes (RFC 3261 §18.1.1) goes, as every request does, to the outbound proxy
+/// over its connection, and arrives whole. Should requests ever go to a UDP target, this
+/// test stops holding, and §18.1.1's switch to TCP for large ones is due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_request_in_a_dialog_that_came_by_udp_goes_whole_to_the_proxy() {
+    let mut c = udp_callee().await;
+    let (_, dialog) = c.answered_invite("large-1@test").await;
+    let text = "x".repeat(4000);
+    let r =
+        c.b.send_in_dialog(
+            &dialog,
+            OutgoingRequest::new(Method::Message, "").body("text/plain", text.clone()),
+        )
+        .await;
+    // The proxy (app's platform, which knows nothing of the dialog) read it and answered.
+    assert_eq!(r.map_err(|e| e.status()).err(), Some(481));
+    let message = loop {
+        let m = tokio::time::timeout(WAIT, c.sent.recv())
+            .await
+            .expect("the MESSAGE within the wait")
+            .unwrap();
+        if m.starts_with("MESSAGE ") {
+            break m;
+        }
+    };
+    assert!(
+        header(&message, "Via").starts_with("SIP/2.0/TLS "),
+        "{message}"
+    );
+    assert!(message.ends_with(&text));
+    // The UDP caller got the 2xx again and again (no ACK), never the MESSAGE.
+    let mut buf = vec![0u8; 65536];
+    while let Ok(r) =
+        tokio::time::timeout(Duration::from_millis(300), c.socket.recv_from(&mut buf)).await
+    {
+        let (n, _) = r.unwrap();
+        assert!(
+            !buf[..n].starts_with(b"MESSAGE "),
+            "the MESSAGE went by UDP"
+        );
+    }
+}
+
 /// A forking proxy played by the test over TCP: it reads what the platform sends and
 /// answers as it likes.
 struct ScriptedProxy {
