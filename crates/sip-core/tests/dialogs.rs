@@ -657,3 +657,64 @@ fn the_notifier_gets_its_dialog_from_the_2xx_it_sends() {
         Ok(DialogUpdate::Unchanged)
     );
 }
+
+/// A response to INVITE without a To tag (an RFC 2543 UAS).
+fn untagged(status: u16) -> SipMessage {
+    let r = resp(status, "gone", "sip:bob@192.0.2.1", &[]).to_bytes();
+    parse(
+        &String::from_utf8_lossy(&r)
+            .replace(";tag=gone", "")
+            .replace("\r\n", "\n"),
+    )
+}
+
+#[test]
+fn a_2xx_without_to_tag_makes_a_dialog_with_a_null_remote_tag() {
+    // §12.1.2: "A UAC MUST be prepared to receive a response without a tag in the To
+    // field, in which case the tag is considered to have a value of null" (RFC 2543 peers).
+    let mut d = dialogs();
+    let inv = parse(INVITE);
+    // A provisional response without a tag makes no early dialog (§12.1).
+    assert_eq!(
+        d.handle_uac_response(&inv, &untagged(180)),
+        Ok(DialogUpdate::Unchanged)
+    );
+    let id = confirmed(d.handle_uac_response(&inv, &untagged(200)).unwrap());
+    assert_eq!(id.remote_tag(), b"");
+    assert_eq!(d.get(&id).unwrap().remote_target(), b"sip:bob@192.0.2.1");
+    // Its retransmission confirms the same dialog (the UAC ACKs each).
+    assert_eq!(
+        confirmed(d.handle_uac_response(&inv, &untagged(200)).unwrap()),
+        id
+    );
+    let ack = d.ack(&id, 10, "SIP/2.0/TLS a.example:5061").unwrap();
+    assert_eq!(ack.to().unwrap().tag(), None);
+    // The peer's requests (From without tag) find it.
+    let info = parse(
+        "INFO sip:alice@192.0.2.9 SIP/2.0\nVia: SIP/2.0/TLS b.example;branch=z9hG4bKp1\n\
+         From: <sip:bob@b.example>\nTo: <sip:alice@a.example>;tag=a1\nCall-ID: c1@a.example\n\
+         CSeq: 1 INFO\nContent-Length: 0\n\n",
+    );
+    assert_eq!(
+        d.handle_request(&info),
+        Ok(DialogUpdate::Updated(id.clone()))
+    );
+    // Our requests in it carry no To tag, and their responses still speak of the dialog:
+    // the final response to BYE ends it.
+    let bye = d
+        .request(
+            &id,
+            Method::Bye,
+            "SIP/2.0/TLS a.example:5061;branch=z9hG4bKb",
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+    assert_eq!(bye.to().unwrap().tag(), None);
+    let ok = SipMessage::response_to(&bye, 200, "OK").unwrap();
+    assert_eq!(
+        d.handle_uac_response(&bye, &ok),
+        Ok(DialogUpdate::Terminated(vec![id.clone()]))
+    );
+    assert!(d.is_empty());
+}

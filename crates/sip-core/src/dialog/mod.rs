@@ -5,7 +5,8 @@
 //! reports and what it sends:
 //! - [`Dialogs::handle_uac_response`]: a response to a request this UA sent. A 1xx with a To
 //!   tag to an INVITE makes an early dialog (one per remote tag when the request forks), a 2xx
-//!   makes or confirms one, a non-2xx final ends the early ones; 481/408 to an in-dialog
+//!   makes or confirms one (without a To tag, from an RFC 2543 UAS: one whose remote tag is
+//!   empty, §12.1.2), a non-2xx final ends the early ones; 481/408 to an in-dialog
 //!   request (not a CANCEL's, nor a PRACK's 481: those name a transaction) and the final
 //!   response to BYE end the dialog; a 2xx to re-INVITE/UPDATE refreshes the remote target;
 //! - [`Dialogs::handle_uas_response`]: a response this UA sends to an INVITE (1xx/2xx with

@@ -180,7 +180,19 @@ impl Dialogs {
         let call_id = request.call_id()?;
         let from = request.from()?;
         let local_tag = from.tag().ok_or(crate::ParseError::Missing("From tag"))?;
-        if let Some(rtag) = request.to()?.tag() {
+        let to_tag = match request.to()?.tag() {
+            Some(t) => Some(t),
+            // A dialog made by a 2xx without a To tag has a null remote tag (§12.1.2), so
+            // the requests sent in it carry none: one of those is known by the dialog.
+            // INVITE, CANCEL and ACK without a tag stay the initial INVITE's.
+            None if !matches!(method, Method::Invite | Method::Cancel | Method::Ack)
+                && dialog_key(call_id, local_tag, b"", |k| self.map.contains_key(k)) =>
+            {
+                Some(&b""[..])
+            }
+            None => None,
+        };
+        if let Some(rtag) = to_tag {
             // In-dialog request.
             let id = DialogId::new(call_id, local_tag, rtag);
             let Some(d) = self.map.get_mut(&id) else {
@@ -220,14 +232,19 @@ impl Dialogs {
             });
         }
         let to = response.to()?;
-        let Some(remote_tag) = tag_of(&to) else {
-            return Ok(DialogUpdate::Unchanged);
+        let confirm = status >= 200;
+        let remote_tag = match tag_of(&to) {
+            Some(t) => t,
+            // An RFC 2543 UAS answers without a To tag: "the tag is considered to have a
+            // value of null" (§12.1.2), and the 2xx must still make a dialog to ACK. A 1xx
+            // without a tag makes no early dialog (§12.1).
+            None if confirm => &[],
+            None => return Ok(DialogUpdate::Unchanged),
         };
         if status == 100 {
             return Ok(DialogUpdate::Unchanged);
         }
         let id = DialogId::new(call_id, local_tag, remote_tag);
-        let confirm = status >= 200;
         if let Some(d) = self.map.get_mut(&id) {
             // A later 1xx or the 2xx of an early dialog: refresh target, and on 2xx recompute
             // the route set (§13.2.2.4) and confirm. Once confirmed, only target refresh
