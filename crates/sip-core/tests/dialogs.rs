@@ -718,3 +718,51 @@ fn a_2xx_without_to_tag_makes_a_dialog_with_a_null_remote_tag() {
     );
     assert!(d.is_empty());
 }
+
+#[test]
+fn the_secure_flag_follows_a_sips_request_uri_on_both_sides() {
+    // §12.1.1 and §12.1.2: secure when the Request-URI is sips (which needs TLS on the way).
+    let sips = INVITE.replace("INVITE sip:bob@b.example", "INVITE sips:bob@b.example");
+    for (request, secure) in [(parse(&sips), true), (parse(INVITE), false)] {
+        let mut d = dialogs();
+        let uac = confirmed(
+            d.handle_uac_response(&request, &resp(200, "b1", "sips:bob@192.0.2.1", &[]))
+                .unwrap(),
+        );
+        assert_eq!(d.get(&uac).unwrap().is_secure(), secure);
+        let mut ok = SipMessage::response_to(&request, 200, "OK").unwrap();
+        ok.set_to_tag("uas").unwrap();
+        let uas = confirmed(d.handle_uas_response(&request, &ok).unwrap());
+        assert_eq!(d.get(&uas).unwrap().is_secure(), secure);
+    }
+}
+
+#[test]
+fn an_empty_remote_cseq_takes_the_first_request_of_the_peer() {
+    // §12.2.2: the UAC's dialog has no remote sequence number; the peer's first request
+    // sets it, whatever its value (its CSeq space is its own), and the next must be above.
+    let mut d = dialogs();
+    let inv = parse(INVITE);
+    let id = confirmed(
+        d.handle_uac_response(&inv, &resp(200, "b1", "sip:bob@192.0.2.1", &[]))
+            .unwrap(),
+    );
+    assert_eq!(d.get(&id).unwrap().remote_seq(), None);
+    let from_peer = |method: &str, seq: u32| {
+        parse(&format!(
+            "{method} sip:alice@192.0.2.9 SIP/2.0\nVia: SIP/2.0/TLS b.example;branch=z9hG4bKp{seq}\n\
+             From: <sip:bob@b.example>;tag=b1\nTo: <sip:alice@a.example>;tag=a1\n\
+             Call-ID: c1@a.example\nCSeq: {seq} {method}\nContent-Length: 0\n\n"
+        ))
+    };
+    assert_eq!(
+        d.handle_request(&from_peer("INFO", 3)),
+        Ok(DialogUpdate::Updated(id.clone()))
+    );
+    assert_eq!(d.get(&id).unwrap().remote_seq(), Some(3));
+    assert_eq!(
+        d.handle_request(&from_peer("INFO", 2)),
+        Err(DialogError::OutOfOrder { got: 2, last: 3 })
+    );
+    assert_eq!(d.get(&id).unwrap().local_seq(), Some(10), "ours is apart");
+}
