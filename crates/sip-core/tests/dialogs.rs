@@ -766,3 +766,68 @@ fn an_empty_remote_cseq_takes_the_first_request_of_the_peer() {
     );
     assert_eq!(d.get(&id).unwrap().local_seq(), Some(10), "ours is apart");
 }
+
+#[test]
+fn subscribe_and_notify_refresh_the_remote_target() {
+    // RFC 6665: both are target refresh requests, as requests and by their 2xx.
+    let mut d = dialogs();
+    let sub = parse(SUBSCRIBE);
+    let id = confirmed(
+        d.handle_notify(&sub, &notify("n1", "s1", "sub1@a.example", 1))
+            .unwrap(),
+    );
+    assert_eq!(d.get(&id).unwrap().remote_target(), b"sip:bob@192.0.2.1");
+    // A NOTIFY from a notifier that moved.
+    let moved = parse(
+        &String::from_utf8_lossy(&notify("n1", "s1", "sub1@a.example", 2).to_bytes())
+            .replace(
+                "Contact: <sip:bob@192.0.2.1>",
+                "Contact: <sip:bob@198.51.100.20>",
+            )
+            .replace("\r\n", "\n"),
+    );
+    assert!(matches!(
+        d.handle_request(&moved),
+        Ok(DialogUpdate::Updated(_))
+    ));
+    assert_eq!(
+        d.get(&id).unwrap().remote_target(),
+        b"sip:bob@198.51.100.20"
+    );
+    // A refresh SUBSCRIBE goes there, and its 2xx moves the target again.
+    let refresh = d
+        .request(
+            &id,
+            Method::Subscribe,
+            "SIP/2.0/TLS a.example:5061;branch=z9hG4bKr1",
+        )
+        .unwrap()
+        .header("Contact", "<sip:alice@192.0.2.9>")
+        .build()
+        .unwrap();
+    assert_eq!(
+        refresh.request_uri_bytes(),
+        Some(&b"sip:bob@198.51.100.20"[..])
+    );
+    let mut ok = SipMessage::response_to(&refresh, 200, "OK").unwrap();
+    ok.push_header("Contact", "<sip:bob@203.0.113.30>").unwrap();
+    let ok = parse(&String::from_utf8_lossy(&ok.to_bytes()).replace("\r\n", "\n"));
+    let refresh = parse(&String::from_utf8_lossy(&refresh.to_bytes()).replace("\r\n", "\n"));
+    assert_eq!(
+        d.handle_uac_response(&refresh, &ok),
+        Ok(DialogUpdate::Updated(id.clone()))
+    );
+    assert_eq!(d.get(&id).unwrap().remote_target(), b"sip:bob@203.0.113.30");
+    // An INFO does not move it.
+    let info = parse(
+        &String::from_utf8_lossy(&notify("n1", "s1", "sub1@a.example", 3).to_bytes())
+            .replace("NOTIFY", "INFO")
+            .replace(
+                "Contact: <sip:bob@192.0.2.1>",
+                "Contact: <sip:bob@192.0.2.99>",
+            )
+            .replace("\r\n", "\n"),
+    );
+    d.handle_request(&info).unwrap();
+    assert_eq!(d.get(&id).unwrap().remote_target(), b"sip:bob@203.0.113.30");
+}

@@ -8,12 +8,13 @@
 //!   makes or confirms one (without a To tag, from an RFC 2543 UAS: one whose remote tag is
 //!   empty, §12.1.2), a non-2xx final ends the early ones; 481/408 to an in-dialog
 //!   request (not a CANCEL's, nor a PRACK's 481: those name a transaction) and the final
-//!   response to BYE end the dialog; a 2xx to re-INVITE/UPDATE refreshes the remote target;
+//!   response to BYE end the dialog; a 2xx to re-INVITE, UPDATE, SUBSCRIBE or NOTIFY
+//!   refreshes the remote target;
 //! - [`Dialogs::handle_uas_response`]: a response this UA sends to an INVITE (1xx/2xx with
 //!   the UA's To tag create the UAS dialog);
 //! - [`Dialogs::handle_request`]: a received request with a To tag: 481 when no dialog
-//!   matches, 500 when its CSeq is not above the last one, target refresh for re-INVITE and
-//!   UPDATE, BYE ends the dialog;
+//!   matches, 500 when its CSeq is not above the last one, target refresh for re-INVITE,
+//!   UPDATE, SUBSCRIBE and NOTIFY (RFC 6665), BYE ends the dialog;
 //! - [`Dialogs::request`] and [`Dialogs::ack`] build in-dialog requests and the ACK for a 2xx,
 //!   with the Route header for loose routing or, when the first route lacks `lr`, the strict
 //!   routing rewrite of §12.2.1.1.

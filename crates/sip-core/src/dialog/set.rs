@@ -210,7 +210,7 @@ impl Dialogs {
                 self.remove(&id);
                 return Ok(DialogUpdate::Terminated(vec![id]));
             }
-            if (200..300).contains(&status) && matches!(method, Method::Invite | Method::Update) {
+            if (200..300).contains(&status) && is_target_refresh(method) {
                 if let Some(Ok(Contact::Addr(a))) = response.contacts().next() {
                     d.update(a.uri().as_bytes(), None::<std::iter::Empty<&[u8]>>);
                 }
@@ -522,7 +522,7 @@ impl Dialogs {
                 self.remove(&id);
                 return Ok(DialogUpdate::Terminated(vec![id]));
             }
-            Method::Invite | Method::Update => {
+            m if is_target_refresh(m) => {
                 if let Some(Ok(Contact::Addr(a))) = request.contacts().next() {
                     d.update(a.uri().as_bytes(), None::<std::iter::Empty<&[u8]>>);
                 }
@@ -619,4 +619,14 @@ fn cseq_value(seq: u32, method: &Method) -> Vec<u8> {
     v.push(b' ');
     v.extend_from_slice(m);
     v
+}
+/// Does a request of this method move the dialog's remote target to its Contact (and
+/// a 2xx to it to the response's)? re-INVITE (RFC 3261 §12.2), UPDATE (RFC 3311), and
+/// SUBSCRIBE and NOTIFY (RFC 6665 makes both target refresh requests): a notifier or
+/// subscriber that moved is followed there, not lost.
+fn is_target_refresh(method: &Method) -> bool {
+    matches!(
+        method,
+        Method::Invite | Method::Update | Method::Subscribe | Method::Notify
+    )
 }
