@@ -140,7 +140,7 @@ impl FederationBuilder {
         loop {
             attempt += 1;
             match self.try_start(dir.path(), &pki, &launch, attempt) {
-                Ok([contoso, fabrikam]) => {
+                Ok(([contoso, fabrikam], configs)) => {
                     let mut dir = dir;
                     if self.keep_dir {
                         dir.disable_cleanup(true);
@@ -149,6 +149,10 @@ impl FederationBuilder {
                         contoso,
                         fabrikam,
                         pki,
+                        configs,
+                        launch,
+                        ready_timeout: self.ready_timeout,
+                        replicas: std::sync::atomic::AtomicU32::new(0),
                         dir,
                     });
                 }
@@ -169,7 +173,7 @@ impl FederationBuilder {
         pki: &TestPki,
         launch: &Launch,
         attempt: u32,
-    ) -> Result<[FrontEnd; 2]> {
+    ) -> Result<([FrontEnd; 2], [FrontEndConfig; 2])> {
         let per = if self.user_tls { 4 } else { 3 };
         let ports = free_tcp_ports(per * 2)?;
         let ports_of = |i: usize| {
@@ -182,6 +186,7 @@ impl FederationBuilder {
             }
         };
         let mut fes = Vec::with_capacity(2);
+        let mut configs = Vec::with_capacity(2);
         for d in [Deployment::Contoso, Deployment::Fabrikam] {
             let mine = ports_of(d.index());
             let partner = ports_of(d.other().index());
@@ -212,14 +217,19 @@ impl FederationBuilder {
             };
             let dir = root.join(format!("{}-{attempt}", d.domain()));
             fes.push(FrontEnd::spawn(&config, &dir, launch)?);
+            configs.push(config);
         }
         for fe in &mut fes {
             fe.wait_ready(self.ready_timeout)?;
         }
         let fabrikam = fes.pop();
         let contoso = fes.pop();
+        let configs: [FrontEndConfig; 2] = match configs.try_into() {
+            Ok(c) => c,
+            Err(_) => unreachable!("two configurations were written"),
+        };
         match (contoso, fabrikam) {
-            (Some(c), Some(f)) => Ok([c, f]),
+            (Some(c), Some(f)) => Ok(([c, f], configs)),
             _ => unreachable!("two front ends were spawned"),
         }
     }
@@ -235,6 +245,11 @@ pub struct Federation {
     contoso: FrontEnd,
     fabrikam: FrontEnd,
     pki: TestPki,
+    /// How each front end was configured (contoso, fabrikam), for replicas.
+    configs: [FrontEndConfig; 2],
+    launch: Launch,
+    ready_timeout: Duration,
+    replicas: std::sync::atomic::AtomicU32,
     dir: TempDir,
 }
 
@@ -288,6 +303,41 @@ impl Federation {
     /// A SIPp run whose files live in this fixture's folder.
     pub fn sipp(&self, name: &str, scenario_xml: &str) -> Sipp {
         Sipp::new(self.dir.path(), name, scenario_xml)
+    }
+
+    /// Starts one more front end for `deployment`, configured as its first one (same
+    /// certificate and name, users, trusted applications, federation route) on new ports,
+    /// and waits until it answers OPTIONS: a second server of the deployment's pool, for
+    /// failover tests. It shares nothing with the first (registrations are per instance).
+    /// Blocking, as [`FederationBuilder::start`]. Drop it before the federation (it lives in
+    /// the federation's folder).
+    pub fn spawn_replica(&self, deployment: Deployment) -> Result<FrontEnd> {
+        let n = self
+            .replicas
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let mut config = self.configs[deployment.index()].clone();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let ports = free_tcp_ports(4)?;
+            config.ports = Ports {
+                tcp: ports[0],
+                mtls: ports[1],
+                ctl: ports[2],
+                user_tls: config.ports.user_tls.map(|_| ports[3]),
+            };
+            let dir = self
+                .dir
+                .path()
+                .join(format!("{}-replica-{n}-{attempt}", deployment.domain()));
+            let started = FrontEnd::spawn(&config, &dir, &self.launch)
+                .and_then(|mut fe| fe.wait_ready(self.ready_timeout).map(|()| fe));
+            match started {
+                Err(HarnessError::PortInUse { .. }) if attempt < 3 => continue,
+                r => return r,
+            }
+        }
     }
 
     /// Both logs' last `lines` lines, labelled.
