@@ -3,7 +3,30 @@
 use crate::locate::LocateError;
 use crate::topology::TopologyError;
 use sip_core::SipMessage;
+use std::net::SocketAddr;
 use transport_tls::{TlsConfigError, TransportError};
+
+/// One server of the outbound proxy that start tried and could not use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyAttempt {
+    /// Where it was tried.
+    pub addr: SocketAddr,
+    /// Why it failed: TCP connect, or for TLS the mutual-TLS handshake (a refusal, or no
+    /// answer within the transport's `handshake_timeout`).
+    pub error: TransportError,
+}
+
+impl std::fmt::Display for ProxyAttempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.addr, self.error)
+    }
+}
+
+/// `a (why); b (why)`, for the error's message.
+fn attempts_text(attempts: &[ProxyAttempt]) -> String {
+    let parts: Vec<String> = attempts.iter().map(ToString::to_string).collect();
+    parts.join("; ")
+}
 
 /// Why the platform did not start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -18,6 +41,15 @@ pub enum PlatformError {
     /// The outbound proxy's domain could not be located.
     #[error("outbound proxy: {0}")]
     Locate(#[from] LocateError),
+    /// Every server the outbound proxy's domain resolved to was tried, in order, and none
+    /// could be connected to (TLS: handshake completed).
+    #[error("no server of the outbound proxy {proxy} could be reached: {}", attempts_text(.attempts))]
+    ProxyUnreachable {
+        /// The proxy's domain.
+        proxy: String,
+        /// Each server tried, in the order tried, and why it failed.
+        attempts: Vec<ProxyAttempt>,
+    },
     /// The platform is shut down.
     #[error("the platform is shut down")]
     Shutdown,

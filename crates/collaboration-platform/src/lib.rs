@@ -48,6 +48,7 @@
 mod dialog_end;
 pub mod dispatch;
 mod error;
+mod failover;
 pub mod federation;
 mod incoming;
 mod invite;
@@ -63,7 +64,7 @@ mod settings;
 pub mod topology;
 
 pub use dialog_end::{DialogEndReason, DialogEnded};
-pub use error::{PlatformError, RequestError, RespondError};
+pub use error::{PlatformError, ProxyAttempt, RequestError, RespondError};
 pub use incoming::IncomingRequest;
 pub use invite::{InviteCanceller, InviteProgress, OutgoingInvite};
 pub use locate::{LocateError, LocatedServer, ServerLocator};

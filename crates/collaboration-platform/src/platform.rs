@@ -2,6 +2,7 @@
 
 use crate::dispatch::EndpointId;
 use crate::error::{PlatformError, RequestError};
+use crate::failover::ProxyPool;
 use crate::federation::{strip_home_trust, strip_impersonated_names, OwnIdentities};
 use crate::incoming::IncomingRequest;
 use crate::invite::OutgoingInvite;
@@ -36,7 +37,8 @@ struct Inner {
     identities: Arc<OwnIdentities>,
     user_agent: String,
     listeners: Vec<BoundListener>,
-    proxy: Target,
+    /// The proxy's server in use, written by the runtime when it fails over.
+    proxy: tokio::sync::watch::Sender<Target>,
     next_endpoint: AtomicU64,
     endpoint_capacity: usize,
     proxy_losses: tokio::sync::watch::Sender<u64>,
@@ -48,7 +50,7 @@ impl std::fmt::Debug for CollaborationPlatform {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CollaborationPlatform")
             .field("own_uri", &self.inner.own_uri)
-            .field("proxy", &self.inner.proxy)
+            .field("proxy", &*self.inner.proxy.borrow())
             .field("listeners", &self.inner.listeners)
             .finish_non_exhaustive()
     }
@@ -57,7 +59,15 @@ impl std::fmt::Debug for CollaborationPlatform {
 impl CollaborationPlatform {
     /// Opens the listeners, prepares the TLS client (presenting the application's
     /// certificate), locates the outbound proxy, and starts the runtime. Must run inside a
-    /// tokio runtime. The proxy connection is opened by the first request.
+    /// tokio runtime.
+    ///
+    /// A proxy given by domain ([`OutboundProxy::tls_domain`](crate::OutboundProxy::tls_domain))
+    /// is connected to here: its servers are tried in the order located (RFC 3263 §4.3) and
+    /// the first that opens (TCP connect, then for TLS the handshake) is used; if none does,
+    /// start fails with [`PlatformError::ProxyUnreachable`] naming each server and why. Each
+    /// dead server costs at most the transport's `TransportLimits::handshake_timeout`
+    /// (default 10 s; a refused port, at once). A proxy given by address is connected to by
+    /// the first request, as there is nothing to choose.
     ///
     /// Cancel safety: cancel safe; if cancelled, listeners already opened close again when
     /// the transport they belong to is dropped.
@@ -121,26 +131,20 @@ impl CollaborationPlatform {
                 allow_untrusted: l.allow_untrusted,
             });
         }
-        let proxy_addr = match &common.proxy.host {
-            ProxyHost::Addr(a) => *a,
-            // RFC 3263: overrides, then NAPTR/SRV/A for the proxy's domain. The first
-            // candidate is used; failing over down the list is not done yet.
-            ProxyHost::Domain(d) => {
-                let target = match &common.proxy.transport {
-                    ProxyTransport::Tls { .. } => crate::locate::LocateTarget::sips_domain(d),
-                    ProxyTransport::Tcp => crate::locate::LocateTarget::sip_domain(d)
-                        .with_transport(transport_tls::TransportKind::Tcp),
+        let (proxy, pool) = match &common.proxy.host {
+            ProxyHost::Addr(a) => {
+                let proxy = match &common.proxy.transport {
+                    ProxyTransport::Tls { server_name } => Target::tls(*a, server_name.clone()),
+                    ProxyTransport::Tcp => Target::tcp(*a),
                 };
-                let found = common.locator.resolve(&target).await?;
-                found
-                    .first()
-                    .map(|s| s.addr)
-                    .ok_or_else(|| crate::locate::LocateError::NotFound(d.clone()))?
+                (proxy, None)
             }
-        };
-        let proxy = match &common.proxy.transport {
-            ProxyTransport::Tls { server_name } => Target::tls(proxy_addr, server_name.clone()),
-            ProxyTransport::Tcp => Target::tcp(proxy_addr),
+            // RFC 3263: overrides, then NAPTR/SRV/A for the proxy's domain; the servers are
+            // tried in that order and the first that connects is used (§4.3).
+            ProxyHost::Domain(d) => {
+                let pool = Self::choose_proxy(&transport, &common, d).await?;
+                (pool.target(pool.servers[pool.current]), Some(pool))
+            }
         };
         let via_transport = proxy.transport;
         let sent_by = bound
@@ -163,11 +167,14 @@ impl CollaborationPlatform {
         }
         let (commands, commands_rx) = mpsc::channel(common.command_capacity);
         let proxy_losses = tokio::sync::watch::Sender::new(0u64);
+        let proxy_now = tokio::sync::watch::Sender::new(proxy.clone());
         let dialog_endings = tokio::sync::broadcast::Sender::new(crate::dialog_end::CAPACITY);
         let server = bytes::Bytes::copy_from_slice(common.user_agent.as_bytes());
         let (driver, feedback) = Driver::new(DriverConfig {
             transport,
             proxy: proxy.clone(),
+            proxy_pool: pool,
+            proxy_now: proxy_now.clone(),
             listeners: bound.clone(),
             trusted_peers,
             topology: common.topology.clone(),
@@ -195,7 +202,7 @@ impl CollaborationPlatform {
                 identities,
                 user_agent: common.user_agent,
                 listeners: bound,
-                proxy,
+                proxy: proxy_now,
                 next_endpoint: AtomicU64::new(1),
                 proxy_losses,
                 dialog_endings,
@@ -501,7 +508,7 @@ impl CollaborationPlatform {
     /// as `user` it is what an endpoint registers, and the GRUU-like address the front end
     /// then sends to.
     pub fn contact_uri(&self, user: &str) -> Option<String> {
-        let want = match self.inner.proxy.transport {
+        let want = match self.inner.proxy.borrow().transport {
             TransportKind::Tls => ListenerKind::MutualTls,
             _ => ListenerKind::Tcp,
         };
@@ -545,8 +552,8 @@ impl CollaborationPlatform {
     }
 
     /// A counter of how often the connection to the outbound proxy was lost (closed by the
-    /// peer or failed, not closed by us): endpoints watch it to re-register after a
-    /// front-end restart.
+    /// peer or failed, not closed by us) and of moves to another of its servers: endpoints
+    /// watch it to re-register after a front-end restart or at the new server.
     pub fn proxy_losses(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.proxy_losses.subscribe()
     }
@@ -559,9 +566,65 @@ impl CollaborationPlatform {
         self.inner.dialog_endings.subscribe()
     }
 
-    /// The outbound proxy's target (address, transport, TLS name).
-    pub fn proxy(&self) -> &Target {
-        &self.inner.proxy
+    /// The outbound proxy's server in use now (address, transport, TLS name). For a proxy
+    /// given by domain it changes when the platform fails over to another of its servers.
+    pub fn proxy(&self) -> Target {
+        self.inner.proxy.borrow().clone()
+    }
+
+    /// Watches the server in use ([`proxy`](Self::proxy)): changes when the platform moves
+    /// to another of the proxy's servers after losing the one in use (each move is also
+    /// logged at info level).
+    pub fn proxy_changes(&self) -> tokio::sync::watch::Receiver<Target> {
+        self.inner.proxy.subscribe()
+    }
+
+    /// The servers of a proxy given by domain, tried in order until one connects.
+    async fn choose_proxy(
+        transport: &SipTransport,
+        common: &Common,
+        domain: &str,
+    ) -> Result<ProxyPool, PlatformError> {
+        let (locate, kind, server_name) = match &common.proxy.transport {
+            ProxyTransport::Tls { server_name } => (
+                crate::locate::LocateTarget::sips_domain(domain),
+                TransportKind::Tls,
+                Some(server_name.clone()),
+            ),
+            ProxyTransport::Tcp => (
+                crate::locate::LocateTarget::sip_domain(domain).with_transport(TransportKind::Tcp),
+                TransportKind::Tcp,
+                None,
+            ),
+        };
+        let mut pool = ProxyPool {
+            domain: domain.to_string(),
+            locate,
+            locator: common.locator.clone(),
+            transport: kind,
+            server_name,
+            servers: Vec::new(),
+            current: 0,
+        };
+        pool.servers = pool.resolve().await?;
+        match pool.first_reachable(transport, 0..pool.servers.len()).await {
+            Ok(i) => {
+                pool.current = i;
+                if i > 0 {
+                    tracing::info!(
+                        domain,
+                        proxy = %pool.servers[i],
+                        skipped = i,
+                        "outbound proxy: using a later server, the first ones are unreachable"
+                    );
+                }
+                Ok(pool)
+            }
+            Err(attempts) => Err(PlatformError::ProxyUnreachable {
+                proxy: domain.to_string(),
+                attempts,
+            }),
+        }
     }
 }
 

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
-use tracing::{debug, warn, Span};
+use tracing::{debug, warn, Instrument, Span};
 use transport_tls::{
     CloseReason, ConnectionId, ConnectionInfo, Direction, SipTransport, Target, TransportError,
     TransportEvent, TransportKind,
@@ -110,6 +110,9 @@ pub struct ShutdownReport {
 pub(crate) struct Feedback {
     transaction: Option<TransactionId>,
     error: TransportError,
+    /// The proxy server the failed lane sent to, when it was the proxy's lane: a failure
+    /// there may mean that server is gone.
+    proxy: Option<SocketAddr>,
 }
 
 /// Bytes for a lane.
@@ -228,6 +231,11 @@ pub(crate) struct DriverConfig {
     pub proxy_losses: tokio::sync::watch::Sender<u64>,
     /// Where the dialogs the platform ends itself are announced.
     pub dialog_endings: tokio::sync::broadcast::Sender<crate::DialogEnded>,
+    /// The servers of a proxy given by domain, to fail over between (`None`: a proxy
+    /// given by address, which is only ever reconnected to).
+    pub proxy_pool: Option<crate::failover::ProxyPool>,
+    /// The proxy's server in use, for the platform's handles.
+    pub proxy_now: tokio::sync::watch::Sender<Target>,
 }
 
 pub(crate) struct Driver {
@@ -257,6 +265,11 @@ pub(crate) struct Driver {
     lanes: HashMap<LaneKey, Lane>,
     lane_tasks: JoinSet<()>,
     feedback_tx: mpsc::UnboundedSender<Feedback>,
+    /// Where a search for another proxy server reports (see `failover::search`).
+    found_tx: mpsc::UnboundedSender<crate::failover::Found>,
+    found_rx: Option<mpsc::UnboundedReceiver<crate::failover::Found>>,
+    /// The search under way, if any: one at a time.
+    search: Option<tokio::task::AbortHandle>,
     accepting: bool,
     shutdown: Option<Stopping>,
 }
@@ -378,6 +391,7 @@ fn for_home(topology: &Topology, uri: &[u8]) -> bool {
 impl Driver {
     pub(crate) fn new(cfg: DriverConfig) -> (Driver, mpsc::UnboundedReceiver<Feedback>) {
         let (feedback_tx, feedback_rx) = mpsc::unbounded_channel();
+        let (found_tx, found_rx) = mpsc::unbounded_channel();
         let proxy_peer = Peer::new(cfg.proxy.remote, tk(cfg.proxy.transport));
         let layer = TransactionLayer::new(cfg.transaction);
         (
@@ -399,6 +413,9 @@ impl Driver {
                 lanes: HashMap::new(),
                 lane_tasks: JoinSet::new(),
                 feedback_tx,
+                found_tx,
+                found_rx: Some(found_rx),
+                search: None,
                 accepting: true,
                 shutdown: None,
                 cfg,
@@ -418,6 +435,10 @@ impl Driver {
         let sleep = tokio::time::sleep_until(far());
         tokio::pin!(sleep);
         let mut commands_open = true;
+        let (_, mut found) = mpsc::unbounded_channel();
+        if let Some(rx) = self.found_rx.take() {
+            found = rx;
+        }
         loop {
             let wake = match (
                 self.layer.poll_timeout(),
@@ -437,6 +458,7 @@ impl Driver {
             tokio::select! {
                 biased;
                 Some(f) = feedback.recv() => self.on_feedback(f),
+                Some(f) = found.recv() => self.on_proxy_found(f),
                 Some(ev) = events.recv() => self.on_transport(ev),
                 cmd = commands.recv(), if commands_open => match cmd {
                     Some(c) => self.on_command(c),
@@ -503,6 +525,9 @@ impl Driver {
 
     /// Cancels what is left with a definite outcome, flushes the lanes, closes connections.
     async fn finish(mut self) {
+        if let Some(search) = self.search.take() {
+            search.abort();
+        }
         let now = Instant::now();
         let cancelled = self.live();
         for (_, p) in self.pending.drain() {
@@ -1095,6 +1120,9 @@ impl Driver {
 
     fn on_feedback(&mut self, f: Feedback) {
         warn!(error = %f.error, "send failed");
+        if f.proxy.is_some() && f.proxy == Some(self.cfg.proxy.remote) {
+            self.look_for_proxy();
+        }
         // Only for a live transaction: the failure is taken back by its TransportError
         // event. One already ended (a response whose write failed after Timer J) makes no
         // event, and the entry would stay for ever.
@@ -1102,6 +1130,49 @@ impl Driver {
             self.transport_errors.insert(id, f.error);
             self.layer.handle_transport_error(Instant::now(), id);
         }
+    }
+
+    /// Starts a search for a reachable server of the proxy (the one in use first), unless
+    /// one is under way, the proxy was given by address, or the platform is stopping.
+    fn look_for_proxy(&mut self) {
+        let Some(pool) = &self.cfg.proxy_pool else {
+            return;
+        };
+        if !self.accepting || self.search.as_ref().is_some_and(|s| !s.is_finished()) {
+            return;
+        }
+        let search = crate::failover::search(
+            self.cfg.transport.clone(),
+            pool.clone(),
+            self.found_tx.clone(),
+        );
+        self.search = Some(tokio::spawn(search.in_current_span()).abort_handle());
+    }
+
+    /// A search settled on a server: if it is not the one in use, requests go there from
+    /// now on (those already sent stay where they went), and endpoints hear of the move
+    /// through `proxy_losses`, so they register at the new server.
+    fn on_proxy_found(&mut self, found: crate::failover::Found) {
+        self.search = None;
+        let pool = found.0;
+        let Some(&addr) = pool.servers.get(pool.current) else {
+            return;
+        };
+        let target = pool.target(addr);
+        if target != self.cfg.proxy {
+            tracing::info!(
+                domain = %pool.domain,
+                from = %self.cfg.proxy.remote,
+                to = %target.remote,
+                "outbound proxy: moved to another server"
+            );
+            self.proxy_peer = Peer::new(target.remote, tk(target.transport));
+            self.lanes.remove(&LaneKey::Proxy);
+            self.cfg.proxy = target.clone();
+            self.cfg.proxy_now.send_replace(target);
+            self.cfg.proxy_losses.send_modify(|n| *n += 1);
+        }
+        self.cfg.proxy_pool = Some(pool);
     }
 
     fn trust_of(&self, info: &ConnectionInfo) -> bool {
@@ -1153,6 +1224,7 @@ impl Driver {
                     && !matches!(reason, CloseReason::Local | CloseReason::Shutdown);
                 if lost_proxy {
                     self.cfg.proxy_losses.send_modify(|n| *n += 1);
+                    self.look_for_proxy();
                 }
                 if lost_proxy && !self.pending.is_empty() {
                     // Requests in flight on the lost flow get a definite outcome now rather
@@ -1215,6 +1287,7 @@ impl Driver {
                 let _ = self.feedback_tx.send(Feedback {
                     transaction: t.transaction,
                     error: TransportError::ConnectionClosed(c),
+                    proxy: None,
                 });
                 return;
             }
@@ -1276,6 +1349,7 @@ impl Driver {
             let _ = self.feedback_tx.send(Feedback {
                 transaction: o.transaction,
                 error: TransportError::ConnectionClosed(0),
+                proxy: None,
             });
         }
     }
@@ -1287,6 +1361,7 @@ impl Driver {
         let transport = self.cfg.transport.clone();
         let feedback = self.feedback_tx.clone();
         let proxy = self.cfg.proxy.clone();
+        let proxy_lane = matches!(key, LaneKey::Proxy).then_some(proxy.remote);
         self.lane_tasks.spawn(async move {
             while let Some(o) = rx.recv().await {
                 let r = match &key {
@@ -1305,6 +1380,7 @@ impl Driver {
                     let _ = feedback.send(Feedback {
                         transaction: o.transaction,
                         error,
+                        proxy: proxy_lane,
                     });
                 }
                 done.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
@@ -1900,7 +1976,7 @@ mod tests {
         let proxy = Target::tcp("127.0.0.1:9".parse().unwrap());
         Driver::new(DriverConfig {
             transport,
-            proxy,
+            proxy: proxy.clone(),
             listeners: Vec::new(),
             trusted_peers: Vec::new(),
             topology: Topology::new(["contoso.test"]),
@@ -1913,6 +1989,8 @@ mod tests {
             user_agent: Bytes::from_static(b"ucma-rs test"),
             proxy_losses: tokio::sync::watch::Sender::new(0),
             dialog_endings: tokio::sync::broadcast::Sender::new(4),
+            proxy_pool: None,
+            proxy_now: tokio::sync::watch::Sender::new(proxy),
         })
         .0
     }
@@ -1949,6 +2027,7 @@ mod tests {
         d.on_feedback(Feedback {
             transaction: Some(id),
             error: TransportError::ConnectionClosed(7),
+            proxy: None,
         });
         while let Some(ev) = d.layer.poll_event() {
             d.on_layer_event(ev);
