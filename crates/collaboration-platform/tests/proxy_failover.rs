@@ -1,0 +1,184 @@
+//! Failing over between the outbound proxy's servers (RFC 3263 §4.3), against real
+//! Kamailio front ends (peer-harness): at start, the servers the proxy's domain resolves to
+//! (here through the locator's static overrides) are tried in order; while running, a lost
+//! server is replaced by the next one.
+//!
+//! Every wait is bounded. Without kamailio these tests fail with the install hint.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use collaboration_platform::{
+    CollaborationPlatform, Identity, Listener, OutboundProxy, OutgoingRequest, PlatformError,
+    ServerLocator, ServerPlatformSettings, Topology, TrustRoots,
+};
+use peer_harness::{status_line, CertFiles, Deployment, Federation};
+use transport_tls::{TransportLimits, TransportSettings};
+
+/// Bound of every single wait.
+const WAIT: Duration = Duration::from_secs(15);
+/// The connect bound (TCP connect plus TLS handshake) each dead server may cost.
+const HANDSHAKE: Duration = Duration::from_secs(2);
+
+fn federation() -> Federation {
+    Federation::start().unwrap_or_else(|e| panic!("starting the real peers failed: {e}"))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no outcome within {WAIT:?}"))
+}
+
+fn identity(c: &CertFiles) -> Identity {
+    Identity::from_pem(c.cert_pem.as_bytes(), c.key_pem.as_bytes()).expect("identity PEM")
+}
+
+/// A loopback port nobody listens on (bound, read back, released): connecting is refused.
+fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("local addr")
+}
+
+/// The trusted application `app.contoso.test`, its front end `fe.contoso.test` located by
+/// domain: the locator's overrides list `servers` for it, in order, and nothing else.
+fn settings(fed: &Federation, servers: &[SocketAddr]) -> ServerPlatformSettings {
+    let fqdn = fed.contoso().fqdn();
+    let mut locator = ServerLocator::new().without_dns();
+    for &s in servers {
+        locator = locator.with_override(fqdn, s, fqdn);
+    }
+    let limits = TransportLimits {
+        handshake_timeout: HANDSHAKE,
+        ..TransportLimits::DEFAULT
+    };
+    ServerPlatformSettings::new(
+        "ucma-rs failover",
+        Deployment::Contoso.application(),
+        identity(fed.pki().application(Deployment::Contoso)),
+        TrustRoots::from_pem(fed.pki().ca_pem().as_bytes()).expect("CA PEM"),
+        OutboundProxy::tls_domain(fqdn),
+    )
+    .listen(Listener::mutual_tls("127.0.0.1:0".parse().unwrap()))
+    .topology(Topology::new([Deployment::Contoso.domain()]))
+    .locator(locator)
+    .transport(TransportSettings::new().limits(limits))
+}
+
+/// OPTIONS to the front end itself (which its configuration answers 200).
+async fn options(platform: &CollaborationPlatform, fed: &Federation, what: &str) {
+    let r = bounded(
+        what,
+        platform.send_request(OutgoingRequest::options("sip:fe.contoso.test")),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{what}: {e}\n{}", fed.log_tails(30)));
+    assert_eq!(r.status(), Some(200), "{what}: {}", status_line(&r));
+}
+
+#[test]
+fn start_skips_a_dead_proxy_server_and_uses_the_next() {
+    let fed = federation();
+    let dead = closed_port();
+    let live = fed.contoso().mtls_addr();
+    runtime().block_on(async {
+        let platform = bounded(
+            "start",
+            CollaborationPlatform::start(settings(&fed, &[dead, live])),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("start: {e}"));
+        assert_eq!(
+            platform.proxy().remote,
+            live,
+            "the reachable server is used"
+        );
+        options(&platform, &fed, "OPTIONS through the second server").await;
+        let report = platform.shutdown().await;
+        assert_eq!(report.cancelled, 0);
+    });
+}
+
+#[test]
+fn start_fails_naming_every_dead_proxy_server() {
+    let fed = federation();
+    // Refused at once; and a live SIP port that speaks no TLS, so the handshake fails
+    // (or times out at HANDSHAKE): connecting alone is not enough.
+    let refused = closed_port();
+    let no_tls = fed.contoso().tcp_addr();
+    runtime().block_on(async {
+        let t0 = Instant::now();
+        let r = bounded(
+            "start",
+            CollaborationPlatform::start(settings(&fed, &[refused, no_tls])),
+        )
+        .await;
+        let elapsed = t0.elapsed();
+        let Err(PlatformError::ProxyUnreachable { proxy, attempts }) = &r else {
+            panic!("start must fail with ProxyUnreachable, got {r:?}");
+        };
+        assert_eq!(proxy, "fe.contoso.test");
+        let tried: Vec<SocketAddr> = attempts.iter().map(|a| a.addr).collect();
+        assert_eq!(tried, [refused, no_tls], "each server, in order");
+        let text = r.as_ref().map(|_| ()).unwrap_err().to_string();
+        assert!(
+            text.contains(&refused.to_string()) && text.contains(&no_tls.to_string()),
+            "{text}"
+        );
+        // One handshake bound for the server that took a connection, a little for the rest.
+        assert!(
+            elapsed < HANDSHAKE + Duration::from_secs(2),
+            "took {elapsed:?}"
+        );
+        eprintln!("start failed in {elapsed:?}: {text}");
+    });
+}
+
+#[test]
+fn a_lost_proxy_server_is_replaced_by_the_next() {
+    let mut fed = federation();
+    let first = fed.contoso().mtls_addr();
+    let replica = fed
+        .spawn_replica(Deployment::Contoso)
+        .unwrap_or_else(|e| panic!("second contoso front end: {e}"));
+    let second = replica.mtls_addr();
+    let rt = runtime();
+    let platform = rt.block_on(async {
+        let platform = bounded(
+            "start",
+            CollaborationPlatform::start(settings(&fed, &[first, second])),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("start: {e}"));
+        assert_eq!(platform.proxy().remote, first);
+        options(&platform, &fed, "OPTIONS through the first server").await;
+        platform
+    });
+    let mut moves = platform.proxy_changes();
+    moves.mark_unchanged();
+    let losses_before = *platform.proxy_losses().borrow();
+    // The first front end goes away for good.
+    fed.front_end_mut(Deployment::Contoso).stop();
+    rt.block_on(async {
+        bounded("the move to the second server", moves.changed())
+            .await
+            .expect("platform running");
+        assert_eq!(moves.borrow().remote, second);
+        assert_eq!(platform.proxy().remote, second);
+        // Endpoints above hear of it (they re-register at the new server).
+        assert!(*platform.proxy_losses().borrow() > losses_before);
+        options(&platform, &fed, "OPTIONS through the second server").await;
+        let report = platform.shutdown().await;
+        assert_eq!(report.cancelled, 0);
+    });
+    drop(replica);
+}
