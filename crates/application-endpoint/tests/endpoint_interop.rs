@@ -17,8 +17,8 @@ use application_endpoint::{
 use bytes::Bytes;
 use collaboration_platform::{
     Address, ClientPlatformSettings, CollaborationPlatform, Homed, Identity, IncomingRequest,
-    Listener, MessageObserver, OnPremises, OutboundProxy, ServerPlatformSettings, Topology,
-    TrustRoots, WireDirection,
+    Listener, MessageObserver, OnPremises, OutboundProxy, ServerLocator, ServerPlatformSettings,
+    Topology, TrustRoots, WireDirection,
 };
 use peer_harness::{
     scenarios, status_line, unique_token, CertFiles, Deployment, Federation, SipTcpClient,
@@ -339,6 +339,97 @@ fn application_endpoint_without_registration_then_reached_through_the_location_s
     let r = message_over_tcp(&fed, "bot");
     assert_eq!(r.status(), Some(404), "{}", status_line(&r));
     rt.block_on(platform.shutdown());
+}
+
+/// One MESSAGE from a user connected over TCP to the front end at `front_end` to `to_user`
+/// at contoso; the final response.
+fn message_via(front_end: SocketAddr, to_user: &str) -> SipMessage {
+    let mut c = SipTcpClient::connect(front_end, WAIT).expect("connect");
+    let uri = format!("sip:{to_user}@contoso.test");
+    let req = c
+        .request(Method::Message, &uri, "sip:alice@contoso.test", &uri)
+        .body("text/plain", "anyone there?")
+        .build()
+        .unwrap();
+    c.transaction(&req, WAIT).expect("an answer")
+}
+
+#[test]
+fn a_registered_application_endpoint_follows_its_platform_to_the_next_front_end() {
+    let mut fed = federation();
+    let replica = fed
+        .spawn_replica(Deployment::Contoso)
+        .unwrap_or_else(|e| panic!("second contoso front end: {e}"));
+    let contoso = fed.contoso();
+    let fqdn = contoso.fqdn();
+    let (first, second) = (contoso.mtls_addr(), replica.mtls_addr());
+    // The front end by domain: its two servers, in order.
+    let settings = ServerPlatformSettings::new(
+        "ucma-rs endpoint interop",
+        Deployment::Contoso.application(),
+        identity(fed.pki().application(Deployment::Contoso)),
+        roots(&fed),
+        OutboundProxy::tls_domain(fqdn),
+    )
+    .listen(Listener::mutual_tls("127.0.0.1:0".parse().unwrap()))
+    .topology(Topology::new([Deployment::Contoso.domain()]))
+    .locator(
+        ServerLocator::new()
+            .without_dns()
+            .with_override(fqdn, first, fqdn)
+            .with_override(fqdn, second, fqdn),
+    );
+    let rt = runtime();
+    let platform = rt
+        .block_on(bounded("start", CollaborationPlatform::start(settings)))
+        .unwrap_or_else(|e| panic!("start: {e}"));
+    let bot = ApplicationEndpoint::new(
+        &platform,
+        ApplicationEndpointSettings::new(home("sip:bot@contoso.test"))
+            .use_registration(true)
+            .registration_expires(300),
+    );
+    let mut seen = rt.block_on(async {
+        let pages = bot.core().pages();
+        bounded("establish with registration", bot.establish())
+            .await
+            .unwrap_or_else(|e| panic!("registering bot: {e}\n{}", fed.log_tails(30)));
+        answer_pages(pages)
+    });
+    // Registered at the first server only: the second does not know bot.
+    let r = message_via(replica.tcp_addr(), "bot");
+    assert_eq!(r.status(), Some(404), "{}", status_line(&r));
+
+    let mut moves = platform.proxy_changes();
+    moves.mark_unchanged();
+    let mut state = bot.watch_state();
+    fed.front_end_mut(Deployment::Contoso).stop();
+    rt.block_on(async {
+        bounded("the platform moves to the second server", moves.changed())
+            .await
+            .expect("platform running");
+        assert_eq!(platform.proxy().remote, second);
+        // Registered again, now at the second server (a first attempt may have met the
+        // dead one and failed: the move itself makes the endpoint try again).
+        bounded(
+            "bot registered at the second server",
+            state.wait_for(|c| {
+                c.state == EndpointState::Established && c.reason.starts_with("registered again")
+            }),
+        )
+        .await
+        .expect("the endpoint is alive");
+    });
+    let r = message_via(replica.tcp_addr(), "bot");
+    assert_eq!(r.status(), Some(200), "{}", status_line(&r));
+    rt.block_on(async {
+        let (caller, body) = bounded("page delivered", seen.recv()).await.unwrap();
+        assert_eq!(caller.uri(), "sip:alice@contoso.test");
+        assert_eq!(body, "anyone there?");
+        bounded("terminate", bot.terminate()).await;
+        platform.shutdown().await;
+    });
+    drop(replica);
 }
 
 #[test]
