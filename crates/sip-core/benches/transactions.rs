@@ -7,10 +7,17 @@
 //! - Both cases advance virtual time and run the layers' timers every 1 024 iterations, so
 //!   finished transactions are reaped as in a running stack (over TLS Timers J and K are
 //!   zero) and the tables stay at their working size.
+//! - `pair_parses/ucma` and `pair_parses/minimal`: the two parses of a pair alone (the
+//!   request and the 200 as the pair sends them), by `SipMessage::parse_datagram` and by
+//!   the parse bench's `minimal` recogniser (`support/minimal.rs`, which knows nothing but
+//!   such shapes): what the pair's budget holds for parsing at best.
 //! - Memory (printed before the timings): heap bytes held per live non-INVITE client
 //!   transaction and per confirmed idle dialog, counted by a global allocator that tracks
 //!   live bytes (the `cap` crate, so this bench needs no unsafe code of its own) while
 //!   100 000 of them are created. Hash tables' spare capacity is included.
+
+#[path = "support/minimal.rs"]
+mod minimal;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -83,6 +90,24 @@ fn pair(
     while let Some(e) = client.poll_event() {
         black_box(e);
     }
+}
+
+/// The request and the 200 of one pair as they went on the wire.
+fn pair_wire(req: &SipMessage, now: Instant) -> (Bytes, Bytes) {
+    let mut client = TransactionLayer::new(TransactionConfig::default());
+    let mut server = TransactionLayer::new(TransactionConfig::default());
+    client.send_request(now, req.clone(), peer()).unwrap();
+    let request = client.poll_transmit().unwrap().contents;
+    server.handle_message(now, parse(request.clone()), peer());
+    let Some(Event::Request { id, request: r, .. }) = server.poll_event() else {
+        unreachable!()
+    };
+    let resp = SipMessage::response_to(&r, 200, "OK").unwrap();
+    server.respond(now, id, resp).unwrap();
+    let response = server.poll_transmit().unwrap().contents;
+    // The reference must take both, or its time would be that of a refusal.
+    assert!(minimal::recognise(&request).is_some() && minimal::recognise(&response).is_some());
+    (request, response)
 }
 
 fn invite_dialog(
@@ -230,6 +255,20 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let now = clock.tick(&mut client, &mut server);
             pair(&mut client, &mut server, &req, now)
+        })
+    });
+    let (request, response) = pair_wire(&req, now);
+    g.bench_function("pair_parses/ucma", |b| {
+        b.iter(|| {
+            let a = parse(black_box(&request).clone());
+            let z = parse(black_box(&response).clone());
+            a.cseq().map_or(0, |c| c.seq()) + z.cseq().map_or(0, |c| c.seq())
+        })
+    });
+    g.bench_function("pair_parses/minimal", |b| {
+        b.iter(|| {
+            minimal::recognise(black_box(&request)).unwrap_or(0)
+                + minimal::recognise(black_box(&response)).unwrap_or(0)
         })
     });
     let inv = invite("a84b4c76e66710@app.contoso.test");
