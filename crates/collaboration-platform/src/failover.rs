@@ -11,10 +11,11 @@
 
 use crate::error::ProxyAttempt;
 use crate::locate::{LocateError, LocateTarget, ServerLocator};
+use crate::settings::ProxyTransport;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use transport_tls::{SipTransport, Target, TransportKind};
+use transport_tls::{SipTransport, Target};
 
 /// The first pause between two rounds of a search that found nothing; it doubles up to
 /// [`RETRY_MAX`].
@@ -31,8 +32,7 @@ pub(crate) struct ProxyPool {
     pub locate: LocateTarget,
     pub locator: ServerLocator,
     /// The transport and, for TLS, the name every server's certificate must carry.
-    pub transport: TransportKind,
-    pub server_name: Option<String>,
+    pub transport: ProxyTransport,
     /// The servers in the order to try them, from the last resolution.
     pub servers: Vec<SocketAddr>,
     /// The index in `servers` of the one in use.
@@ -42,10 +42,7 @@ pub(crate) struct ProxyPool {
 impl ProxyPool {
     /// The connection target of the server at `addr`.
     pub fn target(&self, addr: SocketAddr) -> Target {
-        match (&self.transport, &self.server_name) {
-            (TransportKind::Tls, Some(name)) => Target::tls(addr, name.clone()),
-            _ => Target::tcp(addr),
-        }
+        self.transport.target(addr)
     }
 
     /// The servers of the domain, in the order to try them (RFC 3263).

@@ -132,13 +132,7 @@ impl CollaborationPlatform {
             });
         }
         let (proxy, pool) = match &common.proxy.host {
-            ProxyHost::Addr(a) => {
-                let proxy = match &common.proxy.transport {
-                    ProxyTransport::Tls { server_name } => Target::tls(*a, server_name.clone()),
-                    ProxyTransport::Tcp => Target::tcp(*a),
-                };
-                (proxy, None)
-            }
+            ProxyHost::Addr(a) => (common.proxy.transport.target(*a), None),
             // RFC 3263: overrides, then NAPTR/SRV/A for the proxy's domain; the servers are
             // tried in that order and the first that connects is used (§4.3).
             ProxyHost::Domain(d) => {
@@ -585,24 +579,17 @@ impl CollaborationPlatform {
         common: &Common,
         domain: &str,
     ) -> Result<ProxyPool, PlatformError> {
-        let (locate, kind, server_name) = match &common.proxy.transport {
-            ProxyTransport::Tls { server_name } => (
-                crate::locate::LocateTarget::sips_domain(domain),
-                TransportKind::Tls,
-                Some(server_name.clone()),
-            ),
-            ProxyTransport::Tcp => (
-                crate::locate::LocateTarget::sip_domain(domain).with_transport(TransportKind::Tcp),
-                TransportKind::Tcp,
-                None,
-            ),
+        let locate = match &common.proxy.transport {
+            ProxyTransport::Tls { .. } => crate::locate::LocateTarget::sips_domain(domain),
+            ProxyTransport::Tcp => {
+                crate::locate::LocateTarget::sip_domain(domain).with_transport(TransportKind::Tcp)
+            }
         };
         let mut pool = ProxyPool {
             domain: domain.to_string(),
             locate,
             locator: common.locator.clone(),
-            transport: kind,
-            server_name,
+            transport: common.proxy.transport.clone(),
             servers: Vec::new(),
             current: 0,
         };

@@ -435,10 +435,11 @@ impl Driver {
         let sleep = tokio::time::sleep_until(far());
         tokio::pin!(sleep);
         let mut commands_open = true;
-        let (_, mut found) = mpsc::unbounded_channel();
-        if let Some(rx) = self.found_rx.take() {
-            found = rx;
-        }
+        // The field only carries the receiver from `new`; it is always there on this call.
+        let mut found = self
+            .found_rx
+            .take()
+            .unwrap_or_else(|| mpsc::unbounded_channel().1);
         loop {
             let wake = match (
                 self.layer.poll_timeout(),
@@ -1120,7 +1121,7 @@ impl Driver {
 
     fn on_feedback(&mut self, f: Feedback) {
         warn!(error = %f.error, "send failed");
-        if f.proxy.is_some() && f.proxy == Some(self.cfg.proxy.remote) {
+        if f.proxy == Some(self.cfg.proxy.remote) {
             self.look_for_proxy();
         }
         // Only for a live transaction: the failure is taken back by its TransportError

@@ -7,7 +7,7 @@ use crate::locate::ServerLocator;
 use crate::topology::Topology;
 use std::net::SocketAddr;
 use std::time::Duration;
-use transport_tls::{Identity, TlsConfigError, TransportSettings, TrustRoots};
+use transport_tls::{Identity, Target, TlsConfigError, TransportSettings, TrustRoots};
 
 /// Where every request goes: the front end (RFC 3261 §8.1.2 outbound proxy). The SDK never
 /// routes around it, not even to a federated party: the front end hands that to its edge.
@@ -31,6 +31,16 @@ pub(crate) enum ProxyTransport {
     Tls { server_name: String },
     /// Plain TCP (laboratories; no peer identity, so nothing is trusted by certificate).
     Tcp,
+}
+
+impl ProxyTransport {
+    /// The connection target of the proxy's server at `addr`.
+    pub(crate) fn target(&self, addr: SocketAddr) -> Target {
+        match self {
+            ProxyTransport::Tls { server_name } => Target::tls(addr, server_name.clone()),
+            ProxyTransport::Tcp => Target::tcp(addr),
+        }
+    }
 }
 
 impl OutboundProxy {
