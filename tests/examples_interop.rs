@@ -17,6 +17,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use interop_support::{federation, identity, loopback0, roots, runtime};
 use peer_harness::{Deployment, Federation};
 use ucma::prelude::*;
 
@@ -206,7 +207,7 @@ fn notify(fed: &Federation, d: Deployment, text: &str, targets: &[&str]) -> (i32
 
 #[test]
 fn echo_bot_answers_home_and_federated_senders_and_notify_reports_each_outcome() {
-    let fed = Federation::start().unwrap_or_else(|e| panic!("starting the real peers: {e}"));
+    let fed = federation();
     let mut bot = start_bot(&fed);
     bot.wait_for("echo bot ready");
 
@@ -259,11 +260,7 @@ fn echo_bot_answers_home_and_federated_senders_and_notify_reports_each_outcome()
 
     // A conversation still open when the bot is stopped: the bot hangs it up (BYE) before
     // it exits, rather than leave the other side in a call nobody answers.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = runtime();
     let (platform, carol, call, mut flow) = rt.block_on(open_call_to_the_bot(&fed));
     let status = bot.interrupt();
     rt.block_on(async {
@@ -304,13 +301,11 @@ async fn open_call_to_the_bot(
     let settings = ServerPlatformSettings::new(
         "ucma-rs examples interop",
         d.application(),
-        Identity::from_pem(app.cert_pem.as_bytes(), app.key_pem.as_bytes()).expect("identity"),
-        TrustRoots::from_pem(fed.pki().ca_pem().as_bytes()).expect("roots"),
+        identity(app),
+        roots(fed),
         OutboundProxy::tls(fed.front_end(d).mtls_addr(), d.fqdn()),
     )
-    .listen(Listener::mutual_tls(
-        "127.0.0.1:0".parse().expect("address"),
-    ))
+    .listen(Listener::mutual_tls(loopback0()))
     .topology(Topology::new([d.domain()]));
     let platform = CollaborationPlatform::start(settings)
         .await

@@ -5,7 +5,6 @@
 //!
 //! Every wait is bounded. Without kamailio or sipp these tests fail with the install hint.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,50 +15,17 @@ use application_endpoint::{
 };
 use bytes::Bytes;
 use collaboration_platform::{
-    Address, ClientPlatformSettings, CollaborationPlatform, Homed, Identity, IncomingRequest,
-    Listener, MessageObserver, OnPremises, OutboundProxy, ServerLocator, ServerPlatformSettings,
-    Topology, TrustRoots, WireDirection,
+    Address, ClientPlatformSettings, CollaborationPlatform, Homed, IncomingRequest, Listener,
+    MessageObserver, OnPremises, OutboundProxy, ServerLocator, ServerPlatformSettings, Topology,
+    WireDirection,
 };
+use interop_support::{bounded, bounded_by, federation, identity, loopback0, roots, runtime, WAIT};
 use peer_harness::{
-    scenarios, status_line, unique_token, CertFiles, Deployment, Federation, SipTcpClient,
-    SippOutcome,
+    scenarios, status_line, unique_token, Deployment, Federation, SipTcpClient, SippOutcome,
 };
 use sip_core::auth::DigestClient;
 use sip_core::{Contact, HeaderName, Method, SipMessage};
 use tokio::sync::{mpsc, watch};
-
-/// Bound of every single wait.
-const WAIT: Duration = Duration::from_secs(15);
-
-fn federation() -> Federation {
-    Federation::start().unwrap_or_else(|e| panic!("starting the real peers failed: {e}"))
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
-    bounded_by(WAIT, what, f).await
-}
-
-async fn bounded_by<T>(limit: Duration, what: &str, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(limit, f)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no outcome within {limit:?}"))
-}
-
-fn identity(c: &CertFiles) -> Identity {
-    Identity::from_pem(c.cert_pem.as_bytes(), c.key_pem.as_bytes()).expect("identity PEM")
-}
-
-fn roots(fed: &Federation) -> TrustRoots {
-    TrustRoots::from_pem(fed.pki().ca_pem().as_bytes()).expect("CA PEM")
-}
 
 fn home(uri: &str) -> Address<OnPremises> {
     Address::assume_on_premises(uri).expect("a SIP URI")
@@ -76,7 +42,7 @@ fn trusted_settings(fed: &Federation) -> ServerPlatformSettings {
         roots(fed),
         OutboundProxy::tls(contoso.mtls_addr(), contoso.fqdn()),
     )
-    .listen(Listener::mutual_tls("127.0.0.1:0".parse().unwrap()))
+    .listen(Listener::mutual_tls(loopback0()))
     .topology(Topology::new([Deployment::Contoso.domain()]))
 }
 
@@ -371,7 +337,7 @@ fn a_registered_application_endpoint_follows_its_platform_to_the_next_front_end(
         roots(&fed),
         OutboundProxy::tls_domain(fqdn),
     )
-    .listen(Listener::mutual_tls("127.0.0.1:0".parse().unwrap()))
+    .listen(Listener::mutual_tls(loopback0()))
     .topology(Topology::new([Deployment::Contoso.domain()]))
     .locator(
         ServerLocator::new()

@@ -17,45 +17,13 @@ use application_endpoint::{
     ApplicationEndpoint, ApplicationEndpointSettings, Endpoint, EndpointError, RemotePresenceView,
 };
 use collaboration_platform::{
-    Address, CollaborationPlatform, Identity, Listener, OutboundProxy, ServerPlatformSettings,
-    Topology, TopologyError, TrustRoots,
+    Address, CollaborationPlatform, Listener, OutboundProxy, ServerPlatformSettings, Topology,
+    TopologyError,
 };
 use collaboration_platform::{MessageObserver, WireDirection};
-use peer_harness::{CertFiles, Deployment, Federation};
+use interop_support::{bounded, federation, identity, loopback0, roots, runtime, WAIT};
+use peer_harness::{Deployment, Federation};
 use std::sync::{Arc, Mutex};
-
-/// Bound of every single wait.
-const WAIT: Duration = Duration::from_secs(15);
-
-fn federation() -> Federation {
-    Federation::start().unwrap_or_else(|e| panic!("starting the real peers failed: {e}"))
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, f)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no outcome within {WAIT:?}"))
-}
-
-fn identity(c: &CertFiles) -> Identity {
-    Identity::from_pem(c.cert_pem.as_bytes(), c.key_pem.as_bytes()).expect("identity PEM")
-}
-
-fn roots(fed: &Federation) -> TrustRoots {
-    TrustRoots::from_pem(fed.pki().ca_pem().as_bytes()).expect("CA PEM")
-}
-
-fn loopback0() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
 
 /// The trusted application of `deployment`, its front end over mutual TLS, its home
 /// domain in the topology.

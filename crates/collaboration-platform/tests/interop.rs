@@ -3,14 +3,14 @@
 //!
 //! Every wait is bounded. Without kamailio or sipp these tests fail with the install hint.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use collaboration_platform::{
-    Address, CollaborationPlatform, Homed, Identity, IncomingRequest, Listener, OutboundProxy,
-    OutgoingRequest, RequestError, ServerPlatformSettings, Topology, TrustRoots,
+    Address, CollaborationPlatform, Homed, IncomingRequest, Listener, OutboundProxy,
+    OutgoingRequest, RequestError, ServerPlatformSettings, Topology,
 };
+use interop_support::{bounded, federation, identity, loopback0, roots, runtime, WAIT};
 use peer_harness::{scenarios, status_line, CertFiles, Deployment, Federation, SipTcpClient};
 use sip_core::{HeaderName, Method, SipMessage};
 use tokio::sync::mpsc;
@@ -18,35 +18,6 @@ use transport_tls::{
     SipTransport, Target, TlsClientSettings, TlsRefusal, TransportError, TransportEvent,
     TransportSettings,
 };
-
-/// Bound of every single wait.
-const WAIT: Duration = Duration::from_secs(15);
-
-fn federation() -> Federation {
-    Federation::start().unwrap_or_else(|e| panic!("starting the real peers failed: {e}"))
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, f)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no outcome within {WAIT:?}"))
-}
-
-fn identity(c: &CertFiles) -> Identity {
-    Identity::from_pem(c.cert_pem.as_bytes(), c.key_pem.as_bytes()).expect("identity PEM")
-}
-
-fn roots(fed: &Federation) -> TrustRoots {
-    TrustRoots::from_pem(fed.pki().ca_pem().as_bytes()).expect("CA PEM")
-}
 
 /// The trusted application `app.contoso.test`, its front end contoso over mutual TLS.
 fn settings(fed: &Federation) -> ServerPlatformSettings {
@@ -60,10 +31,6 @@ fn settings(fed: &Federation) -> ServerPlatformSettings {
     )
     .listen(Listener::mutual_tls(loopback0()))
     .topology(Topology::new([Deployment::Contoso.domain()]))
-}
-
-fn loopback0() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
 }
 
 /// Registers an endpoint for `sip:USER@contoso.test` and registers its contact at contoso

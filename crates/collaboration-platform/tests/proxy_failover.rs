@@ -5,43 +5,19 @@
 //!
 //! Every wait is bounded. Without kamailio these tests fail with the install hint.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use collaboration_platform::{
-    CollaborationPlatform, Identity, Listener, OutboundProxy, OutgoingRequest, PlatformError,
-    ServerLocator, ServerPlatformSettings, Topology, TrustRoots,
+    CollaborationPlatform, Listener, OutboundProxy, OutgoingRequest, PlatformError, ServerLocator,
+    ServerPlatformSettings, Topology,
 };
-use peer_harness::{status_line, CertFiles, Deployment, Federation};
+use interop_support::{bounded, federation, identity, loopback0, roots, runtime};
+use peer_harness::{status_line, Deployment, Federation};
 use transport_tls::{TransportLimits, TransportSettings};
 
-/// Bound of every single wait.
-const WAIT: Duration = Duration::from_secs(15);
 /// The connect bound (TCP connect plus TLS handshake) each dead server may cost.
 const HANDSHAKE: Duration = Duration::from_secs(2);
-
-fn federation() -> Federation {
-    Federation::start().unwrap_or_else(|e| panic!("starting the real peers failed: {e}"))
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, f)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no outcome within {WAIT:?}"))
-}
-
-fn identity(c: &CertFiles) -> Identity {
-    Identity::from_pem(c.cert_pem.as_bytes(), c.key_pem.as_bytes()).expect("identity PEM")
-}
 
 /// A loopback port nobody listens on (bound, read back, released): connecting is refused.
 fn closed_port() -> SocketAddr {
@@ -65,10 +41,10 @@ fn settings(fed: &Federation, servers: &[SocketAddr]) -> ServerPlatformSettings 
         "ucma-rs failover",
         Deployment::Contoso.application(),
         identity(fed.pki().application(Deployment::Contoso)),
-        TrustRoots::from_pem(fed.pki().ca_pem().as_bytes()).expect("CA PEM"),
+        roots(fed),
         OutboundProxy::tls_domain(fqdn),
     )
-    .listen(Listener::mutual_tls("127.0.0.1:0".parse().unwrap()))
+    .listen(Listener::mutual_tls(loopback0()))
     .topology(Topology::new([Deployment::Contoso.domain()]))
     .locator(locator)
     .transport(TransportSettings::new().limits(limits))

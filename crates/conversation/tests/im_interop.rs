@@ -11,7 +11,6 @@
 //! Every wait is bounded ([`WAIT`] per step; SIPp runs by their own `-timeout`). What SIPp
 //! saw is read back from its message trace and compared with what the application did.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -23,21 +22,18 @@ use application_endpoint::{
 };
 use bytes::Bytes;
 use collaboration_platform::{
-    Address, CollaborationPlatform, Federated, Homing, Identity, Listener, MessageObserver,
-    OnPremises, OutboundProxy, ServerPlatformSettings, Topology, TrustRoots, WireDirection,
+    Address, CollaborationPlatform, Federated, Homing, Listener, MessageObserver, OnPremises,
+    OutboundProxy, ServerPlatformSettings, Topology, WireDirection,
 };
 use conversation::{
     incoming_im_calls, CallError, Conversation, ConversationState, IncomingImCall,
     InstantMessagingFlow, MessageError, TerminationReason,
 };
+use interop_support::{bounded, federation, identity, loopback0, roots, runtime, WAIT};
 use peer_harness::{
-    scenarios, CertFiles, Deployment, Federation, SipTcpClient, Sipp, SippOutcome, SippProcess,
-    DEFAULT_USERS,
+    scenarios, Deployment, Federation, SipTcpClient, Sipp, SippOutcome, SippProcess, DEFAULT_USERS,
 };
 use tokio::sync::watch;
-
-/// Bound of every single wait.
-const WAIT: Duration = Duration::from_secs(15);
 
 /// Global limit of each SIPp run (`-timeout`; a run that needs longer fails).
 const SIPP_LIMIT: Duration = Duration::from_secs(20);
@@ -49,28 +45,6 @@ const MESSAGES: usize = 5;
 // Fixture: front ends, the application, SIPp users.
 // ---------------------------------------------------------------------------------------
 
-fn federation() -> Federation {
-    Federation::start().unwrap_or_else(|e| panic!("starting the real peers failed: {e}"))
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, f)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no outcome within {WAIT:?}"))
-}
-
-fn identity(c: &CertFiles) -> Identity {
-    Identity::from_pem(c.cert_pem.as_bytes(), c.key_pem.as_bytes()).expect("identity PEM")
-}
-
 /// The trusted application `app.contoso.test`, its front end contoso over mutual TLS.
 fn settings(fed: &Federation) -> ServerPlatformSettings {
     let contoso = fed.contoso();
@@ -78,10 +52,10 @@ fn settings(fed: &Federation) -> ServerPlatformSettings {
         "ucma-rs im interop",
         Deployment::Contoso.application(),
         identity(fed.pki().application(Deployment::Contoso)),
-        TrustRoots::from_pem(fed.pki().ca_pem().as_bytes()).expect("CA PEM"),
+        roots(fed),
         OutboundProxy::tls(contoso.mtls_addr(), contoso.fqdn()),
     )
-    .listen(Listener::mutual_tls("127.0.0.1:0".parse().unwrap()))
+    .listen(Listener::mutual_tls(loopback0()))
     .topology(Topology::new([Deployment::Contoso.domain()]))
 }
 
