@@ -120,11 +120,7 @@ fn main() {
     let secs = cfg.duration.as_secs_f64().ceil().max(1.0) as u64;
     let reference = common::sipp_pager_reference(dir.path(), secs, cfg.window)
         .unwrap_or_else(|e| panic!("the SIPp reference failed: {e}"));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = interop_support::runtime();
     let (one, many, memory) = rt.block_on(run(cfg));
     let load_after = common::load_average();
 

@@ -47,12 +47,16 @@ use collaboration_platform::{
     Address, ClientPlatformSettings, CollaborationPlatform, Identity, Listener, OutboundProxy,
     OutgoingRequest, ServerPlatformSettings, Topology, TrustRoots,
 };
+use interop_support::{runtime, try_bounded};
 use peer_harness::{CertFiles, Deployment, TestPki};
 
 /// The request URI of every MESSAGE (a home-domain user, so nothing is federated).
 const TARGET_URI: &str = "sip:bot@contoso.test";
 /// The text of every MESSAGE.
 const TEXT: &[u8] = b"Hello from the ucma-rs pager load benchmark.";
+
+/// Bound of each setup step (starting a platform, registering the endpoint).
+const STEP: Duration = Duration::from_secs(10);
 
 /// How the run is sized.
 #[derive(Debug, Clone, Copy)]
@@ -171,11 +175,7 @@ fn main() {
         .tempdir()
         .expect("a temporary folder");
     let pki = TestPki::generate(&dir.path().join("pki")).expect("test certificates");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = runtime();
 
     let results = vec![
         sipp_to_sipp(&cfg, dir.path()),
@@ -297,7 +297,7 @@ fn ucma_to_sipp(
     let result = rt.block_on(async {
         let uac = client_platform(pki, proxy, false).await?;
         let r = drive(cfg, &uac).await;
-        stop(&uac).await;
+        common::stop(&uac).await;
         r
     });
     drop(uas);
@@ -326,12 +326,12 @@ fn ucma_to_ucma(
         let r = match client_platform(pki, proxy, tls).await {
             Ok(uac) => {
                 let r = drive(cfg, &uac).await;
-                stop(&uac).await;
+                common::stop(&uac).await;
                 r
             }
             Err(e) => Err(e),
         };
-        stop(&uas).await;
+        common::stop(&uas).await;
         r
     });
     finish(name, transport, result)
@@ -391,7 +391,8 @@ async fn client_platform(
     if tls {
         settings = settings.identity(identity(pki.application(Deployment::Contoso))?);
     }
-    bounded(
+    try_bounded(
+        STEP,
         "starting the UAC platform",
         CollaborationPlatform::start(settings),
     )
@@ -423,7 +424,8 @@ async fn server_platform(
     .listen(listener)
     .trusted_peer(fe.application())
     .topology(Topology::new([fe.domain()]));
-    let uas = bounded(
+    let uas = try_bounded(
+        STEP,
         "starting the UAS platform",
         CollaborationPlatform::start(settings),
     )
@@ -435,7 +437,8 @@ async fn server_platform(
         .map(|(_, a)| *a)
         .ok_or("the UAS has no listener")?;
     let owner = Address::assume_on_premises(TARGET_URI).map_err(|e| e.to_string())?;
-    let (_id, mut rx) = bounded(
+    let (_id, mut rx) = try_bounded(
+        STEP,
         "registering the endpoint",
         uas.register_endpoint(owner, None, true),
     )
@@ -518,20 +521,6 @@ async fn drive(cfg: &Config, uac: &CollaborationPlatform) -> Drive {
 
 fn message() -> OutgoingRequest {
     OutgoingRequest::message(TARGET_URI, Bytes::from_static(TEXT))
-}
-
-async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> Result<T, String> {
-    tokio::time::timeout(Duration::from_secs(10), f)
-        .await
-        .map_err(|_| format!("{what}: no outcome within 10 s"))
-}
-
-async fn stop(platform: &CollaborationPlatform) {
-    let _ = tokio::time::timeout(
-        Duration::from_secs(3),
-        platform.shutdown_within(Duration::from_millis(500)),
-    )
-    .await;
 }
 
 /// `$CARGO_TARGET_DIR` (relative to the workspace root) or the workspace's `target`.

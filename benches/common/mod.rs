@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use collaboration_platform::CollaborationPlatform;
 use peer_harness::{scenarios, Sipp, SippStats};
 
 /// SIPp's rate cap: far above what one machine reaches, so the window is the limit.
@@ -102,4 +103,14 @@ pub fn results_dir() -> std::path::PathBuf {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
     base.join("bench-results")
+}
+
+/// Stops a platform at the end of a case without letting a stuck shutdown stall the run:
+/// half a second of grace, three seconds in all, the outcome ignored (the case is measured).
+pub async fn stop(platform: &CollaborationPlatform) {
+    let _ = tokio::time::timeout(
+        Duration::from_secs(3),
+        platform.shutdown_within(Duration::from_millis(500)),
+    )
+    .await;
 }

@@ -116,6 +116,7 @@ use collaboration_platform::{
     MessageObserver, OnPremises, OutboundProxy, OutgoingRequest, ServerPlatformSettings, Topology,
     TrustRoots, WireDirection,
 };
+use interop_support::{runtime, try_bounded};
 use peer_harness::{scenarios, Deployment, Federation};
 use sip_core::{HeaderName, Method, SipMessage};
 use tokio::sync::{mpsc, oneshot};
@@ -349,11 +350,7 @@ fn main() {
         cfg.presentities,
         cfg.rounds
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = runtime();
 
     let registrations = registrations(&cfg, &rt);
     let presence: Vec<Result<Presence, String>> = [NotifierKind::Platform, NotifierKind::Transport]
@@ -567,20 +564,6 @@ impl MessageObserver for RegisterWire {
     }
 }
 
-async fn bounded<T>(what: &str, limit: Duration, f: impl Future<Output = T>) -> Result<T, String> {
-    tokio::time::timeout(limit, f)
-        .await
-        .map_err(|_| format!("{what}: no outcome within {limit:?}"))
-}
-
-async fn stop(platform: &CollaborationPlatform) {
-    let _ = tokio::time::timeout(
-        Duration::from_secs(3),
-        platform.shutdown_within(Duration::from_millis(500)),
-    )
-    .await;
-}
-
 /// Runs `op` on every item, at most `window` at a time, each bounded by [`STEP`]; returns
 /// the successes, failures, the time and the first failure.
 async fn windowed<T, F, Fut>(items: &[Arc<T>], window: usize, op: F) -> (Rate, Option<String>)
@@ -644,22 +627,22 @@ async fn ucma_registrations(cfg: &Config, fed: &Federation, tls: bool) -> Result
     let settings = ClientPlatformSettings::new("ucma-rs endpoints bench", roots, proxy)
         .topology(Topology::new([DOMAIN]))
         .observer(wire.clone());
-    let platform = bounded(
-        "starting the client platform",
+    let platform = try_bounded(
         STEP,
+        "starting the client platform",
         CollaborationPlatform::start(settings),
     )
     .await?
     .map_err(|e| format!("starting the client platform: {e}"))?;
     // Opens the connection (and the TLS handshake) outside the measured time.
-    let warm = bounded(
-        "OPTIONS to the front end",
+    let warm = try_bounded(
         STEP,
+        "OPTIONS to the front end",
         platform.send_request(OutgoingRequest::options(format!("sip:{DOMAIN}"))),
     )
     .await?;
     if let Err(e) = warm {
-        stop(&platform).await;
+        common::stop(&platform).await;
         return Err(format!("OPTIONS to the front end: {e}"));
     }
     // Cycles of N endpoints (established, then terminated) until the configured time is
@@ -726,7 +709,7 @@ async fn ucma_registrations(cfg: &Config, fed: &Federation, tls: bool) -> Result
             break;
         }
     }
-    stop(&platform).await;
+    common::stop(&platform).await;
     Ok(RegCase {
         name,
         transport,
@@ -937,9 +920,9 @@ impl PlatformNotifier {
         window: usize,
     ) -> Result<PlatformNotifier, String> {
         let owner = home(&format!("sip:presence@{DOMAIN}"));
-        let (_, incoming) = bounded(
-            "registering the notifier endpoint",
+        let (_, incoming) = try_bounded(
             STEP,
+            "registering the notifier endpoint",
             platform.register_endpoint(owner, None, true),
         )
         .await?
@@ -1198,7 +1181,7 @@ impl TransportNotifier {
     }
 
     async fn command(&self, c: TransportCommand) -> Result<(), String> {
-        bounded("notifier command", STEP, self.commands.send(c))
+        try_bounded(STEP, "notifier command", self.commands.send(c))
             .await?
             .map_err(|_| "the notifier stopped".to_string())
     }
@@ -1206,7 +1189,7 @@ impl TransportNotifier {
     async fn table_bytes(&self) -> Result<u64, String> {
         let (tx, rx) = oneshot::channel();
         self.command(TransportCommand::TableBytes(tx)).await?;
-        bounded("notifier table size", STEP, rx)
+        try_bounded(STEP, "notifier table size", rx)
             .await?
             .map_err(|_| "the notifier stopped".to_string())
     }
@@ -1551,9 +1534,9 @@ async fn presence(cfg: Config, kind: NotifierKind) -> Result<Presence, String> {
     let (subscriber, notifier, notifier_platform) = match kind {
         NotifierKind::Platform => {
             // The notifier's endpoint queue takes a whole burst of SUBSCRIBEs.
-            let (a, b) = bounded(
-                "starting the platform pair",
+            let (a, b) = try_bounded(
                 STEP,
+                "starting the platform pair",
                 pair(&pki, SUBSCRIBER_FQDN, NOTIFIER_FQDN, |fqdn, s| {
                     let capacity = if fqdn == NOTIFIER_FQDN {
                         p + 1024
@@ -1583,9 +1566,9 @@ async fn presence(cfg: Config, kind: NotifierKind) -> Result<Presence, String> {
             .listen(Listener::mutual_tls(SocketAddr::from(([127, 0, 0, 1], 0))))
             .topology(Topology::new([DOMAIN]))
             .endpoint_capacity(subscriber_capacity);
-            let a = bounded(
-                "starting the subscriber platform",
+            let a = try_bounded(
                 STEP,
+                "starting the subscriber platform",
                 CollaborationPlatform::start(settings),
             )
             .await?
@@ -1594,10 +1577,10 @@ async fn presence(cfg: Config, kind: NotifierKind) -> Result<Presence, String> {
         }
     };
     let result = watch_presence(&cfg, kind, &subscriber, &notifier).await;
-    stop(&subscriber).await;
+    common::stop(&subscriber).await;
     drop(notifier);
     if let Some(b) = notifier_platform {
-        stop(&b).await;
+        common::stop(&b).await;
     }
     result
 }
@@ -1614,13 +1597,13 @@ async fn watch_presence(
         platform,
         ApplicationEndpointSettings::new(home(&format!("sip:bot@{DOMAIN}"))),
     );
-    bounded("establishing the bot", STEP, bot.establish())
+    try_bounded(STEP, "establishing the bot", bot.establish())
         .await?
         .map_err(|e| format!("establishing the bot: {e}"))?;
     // Opens the TLS connection to the notifier outside the measured time.
-    bounded(
-        "OPTIONS to the notifier",
+    try_bounded(
         STEP,
+        "OPTIONS to the notifier",
         platform.send_request(OutgoingRequest::options(format!("sip:{DOMAIN}"))),
     )
     .await?
@@ -1670,7 +1653,7 @@ async fn watch_presence(
     let limit = cfg.phase_limit(p);
     let t0 = Instant::now();
     let c0 = cpu_time();
-    bounded("subscribe", limit, view.subscribe(targets.iter().cloned()))
+    try_bounded(limit, "subscribe", view.subscribe(targets.iter().cloned()))
         .await?
         .map_err(|e| format!("subscribe: {e}"))?;
     let phase = wait_until("every presentity Subscribed", limit, || {
@@ -1747,7 +1730,7 @@ async fn watch_presence(
     // Unsubscribing everything.
     let unsubscribes0 = NotifierStats::get(&stats.unsubscribes);
     let t2 = Instant::now();
-    let ended = bounded("terminating the view", cfg.phase_limit(p), view.terminate()).await;
+    let ended = try_bounded(cfg.phase_limit(p), "terminating the view", view.terminate()).await;
     out.unsubscribe_elapsed = t2.elapsed();
     out.unsubscribed = NotifierStats::get(&stats.unsubscribes) - unsubscribes0;
     if let Err(e) = ended {
@@ -1764,7 +1747,7 @@ async fn watch_presence(
     out.dropped = view.dropped_notifications();
     // The stream ends with the view: the reader has seen everything once it returns.
     drop(view);
-    if bounded("the last notifications", STEP, reader)
+    if try_bounded(STEP, "the last notifications", reader)
         .await
         .is_err()
     {
@@ -1783,7 +1766,7 @@ async fn watch_presence(
         .unwrap_or_else(|p| p.into_inner())
         .clone()
         .or_else(|| notifier.failure());
-    bounded("terminating the bot", STEP, bot.terminate()).await?;
+    try_bounded(STEP, "terminating the bot", bot.terminate()).await?;
     Ok(out)
 }
 
@@ -1823,15 +1806,15 @@ async fn platform_only(cfg: Config, window: usize) -> Result<PlatformOnly, Strin
     .listen(Listener::mutual_tls(SocketAddr::from(([127, 0, 0, 1], 0))))
     .topology(Topology::new([DOMAIN]))
     .endpoint_capacity((2 * cfg.window).max(1024));
-    let platform = bounded(
-        "starting the subscriber platform",
+    let platform = try_bounded(
         STEP,
+        "starting the subscriber platform",
         CollaborationPlatform::start(settings),
     )
     .await?
     .map_err(|e| format!("starting the subscriber platform: {e}"))?;
     let result = subscribe_raw(&cfg, window, &platform, &notifier).await;
-    stop(&platform).await;
+    common::stop(&platform).await;
     drop(notifier);
     result
 }
@@ -1844,9 +1827,9 @@ async fn subscribe_raw(
 ) -> Result<PlatformOnly, String> {
     let p = cfg.presentities;
     let owner = format!("sip:bot@{DOMAIN}");
-    let (id, mut incoming) = bounded(
-        "registering the raw endpoint",
+    let (id, mut incoming) = try_bounded(
         STEP,
+        "registering the raw endpoint",
         platform.register_endpoint(home(&owner), None, false),
     )
     .await?
@@ -1856,9 +1839,9 @@ async fn subscribe_raw(
             let _ = r.respond(200, "OK", &[], None).await;
         }
     });
-    bounded(
-        "OPTIONS to the notifier",
+    try_bounded(
         STEP,
+        "OPTIONS to the notifier",
         platform.send_request(OutgoingRequest::options(format!("sip:{DOMAIN}"))),
     )
     .await?
