@@ -34,6 +34,45 @@ pub fn body(data: &[u8]) {
                 let _ = a.param("realm");
             }
         }
+        // Digest (RFC 3261 §22, RFC 7616) with a peer writing both sides: its challenges go
+        // to our client, its credentials to our verifier. Refused or not, never a panic.
+        if matches!(m.status(), Some(401 | 407)) {
+            let asked = SipMessage::request(sip_core::Method::Register, "sip:contoso.test")
+                .header(
+                    HeaderName::Via,
+                    "SIP/2.0/TLS 192.0.2.1:5061;branch=z9hG4bKf",
+                )
+                .header(HeaderName::From, "<sip:alice@contoso.test>;tag=1")
+                .header(HeaderName::To, "<sip:alice@contoso.test>")
+                .header(HeaderName::CallId, "fuzz")
+                .header(HeaderName::CSeq, "1 REGISTER")
+                .build()
+                .expect("a fixed request");
+            let mut client = sip_core::auth::DigestClient::new(sip_core::auth::Credentials::new(
+                "alice", "secret",
+            ));
+            if client.handle_challenge(&m, &asked).is_ok() {
+                let _ = client.authorize(&asked);
+            }
+        }
+        if m.is_request() {
+            let now = std::time::Instant::now();
+            for name in [HeaderName::Authorization, HeaderName::ProxyAuthorization] {
+                // The realm the credentials name, so the verifier reads them to the end.
+                let realm = m
+                    .auth(name)
+                    .flatten()
+                    .find_map(|a| {
+                        a.param("realm")
+                            .map(|r| String::from_utf8_lossy(&r).into_owned())
+                    })
+                    .unwrap_or_else(|| "contoso.test".into());
+                let mut verifier = sip_core::auth::DigestVerifier::new(realm, [7; 32], now);
+                let _ = verifier.verify(&m, name, now, |_, _| {
+                    Some(sip_core::auth::Secret::Password("secret".into()))
+                });
+            }
+        }
         let _ = m.warnings().count();
         let _ = m.tokens(HeaderName::Supported).count();
         let _ = m.token_params(HeaderName::Event);
