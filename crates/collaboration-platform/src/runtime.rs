@@ -1569,7 +1569,7 @@ impl Driver {
         // §12.2.2: a request of a known dialog goes through the §8.2 checks first, and one
         // they refuse changes nothing (atomicity): a BYE refused 420 must not end the
         // dialog, nor a refused request use up its CSeq number.
-        let screened = request_dialog(&request)
+        let mut screened = request_dialog(&request)
             .and_then(|d| self.dialogs.get(&d))
             .is_some_and(|d| d.owner() != 0);
         if screened {
@@ -1599,10 +1599,17 @@ impl Driver {
             }
             Ok(_) => false,
             Err(DialogError::NoDialog) if method == Some(Method::Notify) => {
-                match self.notify_for_subscription(&request) {
-                    Some(d) => {
-                        dialog = Some(d);
-                        false
+                match self.subscription_of(&request) {
+                    Some((subscribe, endpoint)) => {
+                        // Screened before it makes the dialog: a refused NOTIFY makes none.
+                        if let Some(refusal) = self.dispatcher.screen_in_dialog(&request, trusted) {
+                            debug!(status = refusal.status, trusted, "answered by the platform");
+                            self.answer(now, id, &request, refusal.status, &refusal.headers);
+                            return;
+                        }
+                        dialog = self.notify_for_subscription(subscribe, endpoint, &request);
+                        screened = dialog.is_some();
+                        dialog.is_none()
                     }
                     None => true,
                 }
@@ -1792,17 +1799,31 @@ impl Driver {
         )
     }
 
-    /// A NOTIFY that matched no dialog but belongs to a SUBSCRIBE still waiting for its
-    /// final response creates the subscription dialog (RFC 6665 §4.1.2.4).
-    fn notify_for_subscription(&mut self, notify: &SipMessage) -> Option<DialogId> {
+    /// The SUBSCRIBE or REFER still waiting for its final response that `notify` (which
+    /// matched no dialog) belongs to, and the endpoint that sent it (RFC 6665 §4.1.2.4).
+    fn subscription_of(&self, notify: &SipMessage) -> Option<(TransactionId, EndpointId)> {
         let cid = Bytes::copy_from_slice(notify.call_id().ok()?);
         let tag = Bytes::copy_from_slice(notify.to().ok()?.tag()?);
         let tx = *self.subscribing.get(&(cid, tag))?;
-        let p = self.pending.get(&tx)?;
-        let PendingKind::Creating(c) = &p.kind else {
+        match &self.pending.get(&tx)?.kind {
+            PendingKind::Creating(c) => Some((tx, c.endpoint)),
+            _ => None,
+        }
+    }
+
+    /// Makes the dialog of subscription `subscribe` (see [`subscription_of`]) for its
+    /// `notify`, owned by `endpoint`: the NOTIFY overtook the 2xx (RFC 6665 §4.1.2.4).
+    ///
+    /// [`subscription_of`]: Self::subscription_of
+    fn notify_for_subscription(
+        &mut self,
+        subscribe: TransactionId,
+        endpoint: EndpointId,
+        notify: &SipMessage,
+    ) -> Option<DialogId> {
+        let PendingKind::Creating(c) = &self.pending.get(&subscribe)?.kind else {
             return None;
         };
-        let endpoint = c.endpoint;
         match self.dialogs.handle_notify(&c.request, notify) {
             Ok(DialogUpdate::Confirmed(d)) | Ok(DialogUpdate::Updated(d)) => {
                 self.dialogs.set_owner(&d, endpoint.0);

@@ -234,6 +234,80 @@ async fn subscription_dialog_on_both_sides_with_notify_in_it() {
     assert_eq!(r.status(), Some(200));
 }
 
+/// RFC 6665 §4.1.2.4 with RFC 3261 §8.2: a NOTIFY that would make the subscription's
+/// dialog (it overtook the SUBSCRIBE's 2xx) is screened first, and one refused (420 here)
+/// makes no dialog, so its CSeq number stays unused: the same NOTIFY without the Require
+/// then makes the dialog and reaches the subscriber. The refused NOTIFY used to leave the
+/// dialog behind, and the second got 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notify_refused_before_the_2xx_makes_no_subscription_dialog() {
+    let (a, b) = platforms().await;
+    let (app, mut app_rx) = endpoint(&a, "app").await;
+    let (_bob, mut bob_rx) = endpoint(&b, "bob").await;
+    let b2 = b.clone();
+    let notifier = tokio::spawn(async move {
+        let mut sub = next(&mut bob_rx).await;
+        let r = sub.request();
+        let call_id = String::from_utf8_lossy(r.call_id().unwrap()).into_owned();
+        let to = String::from_utf8_lossy(r.header(HeaderName::From).unwrap()).into_owned();
+        let contact = format!("<{}>", b2.contact_uri("bob").unwrap());
+        // The notifier's NOTIFY before its 2xx: its dialog's tags, CSeq 1.
+        let notify = |extra: &[(&str, &str)]| {
+            let mut n = OutgoingRequest::new(Method::Notify, "sip:app@contoso.test")
+                .from(format!("<sip:bob@contoso.test>;tag={}", sub.local_tag()))
+                .to(to.clone())
+                .call_id(call_id.clone())
+                .cseq(1)
+                .header("Event", "presence")
+                .header("Subscription-State", "active;expires=600")
+                .header("Contact", contact.clone());
+            for (name, value) in extra {
+                n = n.header(*name, value.to_string());
+            }
+            n
+        };
+        let refused = b2
+            .send_request(notify(&[("Require", "nothingSupportsThis")]))
+            .await;
+        let taken = b2.send_request(notify(&[])).await;
+        sub.respond(
+            200,
+            "OK",
+            &[("Contact", &contact), ("Expires", "600")],
+            None,
+        )
+        .await
+        .unwrap();
+        let status = |r: Result<sip_core::SipMessage, RequestError>| match r {
+            Ok(m) => m.status().unwrap_or(0),
+            Err(e) => e.status(),
+        };
+        (status(refused), status(taken))
+    });
+    // The app takes every NOTIFY that reaches it.
+    let taker = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while let Some(mut n) = app_rx.recv().await {
+            seen.push((n.request().method().cloned(), n.dialog()));
+            n.respond(200, "OK", &[], None).await.unwrap();
+        }
+        seen
+    });
+    let subscribe = OutgoingRequest::new(Method::Subscribe, "sip:bob@contoso.test")
+        .from("<sip:app@contoso.test>")
+        .header("Event", "presence")
+        .header("Expires", "600")
+        .header("Contact", format!("<{}>", a.contact_uri("app").unwrap()));
+    let subscribed = tokio::time::timeout(WAIT, a.subscribe(app, subscribe)).await;
+    let statuses = tokio::time::timeout(WAIT, notifier).await.unwrap().unwrap();
+    assert_eq!(statuses, (420, 200), "the refused NOTIFY used up CSeq 1");
+    let (ok, dialog) = subscribed.unwrap().unwrap();
+    assert_eq!(ok.status(), Some(200));
+    a.shutdown().await;
+    let seen = taker.await.unwrap();
+    assert_eq!(seen, [(Some(Method::Notify), Some(dialog))]);
+}
+
 /// The app calls bob (bob answers 200); returns the dialog as each side names it, and
 /// bob's requests.
 async fn call_bob(
