@@ -1568,26 +1568,26 @@ impl Driver {
         let trusted = self.is_trusted(&source);
         // §12.2.2: a request of a known dialog goes through the §8.2 checks first, and one
         // they refuse changes nothing (atomicity): a BYE refused 420 must not end the
-        // dialog, nor a refused request use up its CSeq number.
-        let mut screened = request_dialog(&request)
+        // dialog, nor a refused request use up its CSeq number. A dialog whose endpoint is
+        // gone (unregistered) has its requests routed by Request-URI, so all of §8.2 runs.
+        let mut merge_key = None;
+        let known = request_dialog(&request)
             .and_then(|d| self.dialogs.get(&d))
-            .is_some_and(|d| d.owner() != 0);
-        if screened {
-            if let Some(refusal) = self.dispatcher.screen_in_dialog(&request, trusted) {
-                debug!(status = refusal.status, trusted, "answered by the platform");
-                self.answer(now, id, &request, refusal.status, &refusal.headers);
-                return;
-            }
+            .map(|d| EndpointId(d.owner()));
+        let mut checked = match known {
+            None => None,
+            Some(EndpointId(0)) => Some(self.route(&request, trusted, false, id, &mut merge_key)),
+            Some(owner) => Some(match self.dispatcher.screen_in_dialog(&request, trusted) {
+                None => Disposition::Deliver(owner),
+                Some(refusal) => Disposition::Respond(refusal),
+            }),
+        };
+        if let Some(Disposition::Respond(refusal)) = checked {
+            debug!(status = refusal.status, trusted, "answered by the platform");
+            self.answer(now, id, &request, refusal.status, &refusal.headers);
+            return;
         }
         let mut dialog = None;
-        // A BYE removes its dialog: read the owner first.
-        let bye_owner = if method == Some(Method::Bye) {
-            request_dialog(&request)
-                .and_then(|d| self.dialogs.get(&d))
-                .map(|d| d.owner())
-        } else {
-            None
-        };
         let unmatched = match self.dialogs.handle_request(&request) {
             Ok(DialogUpdate::Updated(d)) => {
                 dialog = Some(d);
@@ -1608,7 +1608,7 @@ impl Driver {
                             return;
                         }
                         dialog = self.notify_for_subscription(subscribe, endpoint, &request);
-                        screened = dialog.is_some();
+                        checked = dialog.as_ref().map(|_| Disposition::Deliver(endpoint));
                         dialog.is_none()
                     }
                     None => true,
@@ -1624,42 +1624,11 @@ impl Driver {
                 return;
             }
         };
-        let owner = bye_owner
-            .or_else(|| {
-                dialog
-                    .as_ref()
-                    .and_then(|d| self.dialogs.get(d))
-                    .map(|d| d.owner())
-            })
-            .filter(|o| *o != 0)
-            .map(EndpointId);
         // In-dialog requests go to the endpoint that owns the dialog, whatever their
-        // Request-URI (our Contact) says.
-        // §8.2.2.2: the same request outside a dialog on a second transaction to the same
-        // endpoint (a forking proxy's branches met again here) is refused 482, else it
-        // would make a second call or show an IM twice. The dispatcher asks once it knows
-        // the endpoint, so that 482 comes after 404 and before 420 and 415.
-        let mut merge_key = None;
-        let disposition = match owner {
-            Some(o) if screened => Disposition::Deliver(o),
-            Some(o) => match self.dispatcher.screen_in_dialog(&request, trusted) {
-                None => Disposition::Deliver(o),
-                Some(refusal) => Disposition::Respond(refusal),
-            },
-            None => {
-                let topology = &self.cfg.topology;
-                let merged = &self.merged;
-                self.dispatcher.dispatch(
-                    &request,
-                    trusted,
-                    unmatched,
-                    |uri| for_home(topology, uri),
-                    |endpoint| {
-                        merge_key = MergeKey::of(&request, endpoint);
-                        merge_key.as_ref().is_some_and(|k| merged.is_merged(k, id))
-                    },
-                )
-            }
+        // Request-URI (our Contact) says; the others are routed by it.
+        let disposition = match checked {
+            Some(d) => d,
+            None => self.route(&request, trusted, unmatched, id, &mut merge_key),
         };
         let endpoint = match disposition {
             Disposition::Deliver(e) => e,
@@ -1796,6 +1765,36 @@ impl Driver {
         !matches!(
             sender.try_send(incoming),
             Err(mpsc::error::TrySendError::Full(_))
+        )
+    }
+
+    /// Where `request` goes when no dialog's endpoint decides it: the §8.2 checks and the
+    /// routing by Request-URI of [`Dispatcher::dispatch`].
+    ///
+    /// §8.2.2.2: the same request outside a dialog on a second transaction to the same
+    /// endpoint (a forking proxy's branches met again here) is refused 482, else it would
+    /// make a second call or show an IM twice. The dispatcher asks once it knows the
+    /// endpoint, so that 482 comes after 404 and before 420 and 415; `merge_key` is what
+    /// to track the request by once delivered.
+    fn route(
+        &self,
+        request: &SipMessage,
+        trusted: bool,
+        unmatched: bool,
+        id: TransactionId,
+        merge_key: &mut Option<MergeKey>,
+    ) -> Disposition {
+        let topology = &self.cfg.topology;
+        let merged = &self.merged;
+        self.dispatcher.dispatch(
+            request,
+            trusted,
+            unmatched,
+            |uri| for_home(topology, uri),
+            |endpoint| {
+                *merge_key = MergeKey::of(request, endpoint);
+                merge_key.as_ref().is_some_and(|k| merged.is_merged(k, id))
+            },
         )
     }
 

@@ -482,3 +482,63 @@ async fn a_bye_refused_420_leaves_the_dialog_and_its_cseq_as_they_were() {
     assert_succeeded(run).await;
     p.shutdown().await;
 }
+
+/// §12.2.2 in a dialog whose endpoint is gone (unregistered): its requests are routed by
+/// Request-URI as any other (to the default endpoint here), and one the §8.2 checks refuse
+/// changes nothing. A BYE refused 420 leaves the dialog up and its CSeq number unused (the
+/// platform used to end such a dialog before routing the BYE, so the INFO got 481).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bye_refused_420_in_a_dialog_without_an_endpoint_leaves_it_as_it_was() {
+    let p = platform().await;
+    let owner = Address::assume_on_premises("sip:bob@contoso.test").unwrap();
+    let (bob_id, mut bob) = p.register_endpoint(owner, None, false).await.unwrap();
+    let owner = Address::assume_on_premises("sip:app@contoso.test").unwrap();
+    let (_, mut app) = p.register_endpoint(owner, None, true).await.unwrap();
+    let steps = [
+        request("INVITE", "bob", "call", "", ""),
+        expect(200, "call", ""),
+        in_dialog("ACK", 1),
+        // Bob's endpoint goes away meanwhile.
+        r#"  <pause milliseconds="500"/>
+"#
+        .to_string(),
+        in_dialog("BYE", 2).replace(
+            "      Content-Length: 0",
+            "      Require: nothingSupportsThis\n      Content-Length: 0",
+        ),
+        r#"  <recv response="420"/>
+"#
+        .to_string(),
+        in_dialog("INFO", 2),
+        r#"  <recv response="200"/>
+"#
+        .to_string(),
+        in_dialog("BYE", 3),
+        r#"  <recv response="200"/>
+"#
+        .to_string(),
+    ]
+    .concat();
+    let run = sipp(&p, "ownerless-bye-420-atomic", &steps);
+    let mut invite = next(&mut bob).await;
+    let contact = format!("<{}>", p.contact_uri("bob").unwrap());
+    invite
+        .respond(200, "OK", &[("Contact", &contact)], None)
+        .await
+        .unwrap();
+    p.unregister_endpoint(bob_id).await;
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let Ok(Some(mut r)) = tokio::time::timeout(WAIT, app.recv()).await else {
+            break;
+        };
+        seen.push((
+            r.request().method().cloned(),
+            r.request().cseq().unwrap().seq(),
+        ));
+        r.respond(200, "OK", &[], None).await.unwrap();
+    }
+    assert_succeeded(run).await;
+    assert_eq!(seen, [(Some(Method::Info), 2), (Some(Method::Bye), 3)]);
+    p.shutdown().await;
+}
