@@ -70,7 +70,7 @@ impl OutgoingInvite {
                     {
                         Some(dialog) => InviteProgress::Answered { response, dialog },
                         None => InviteProgress::Failed(RequestError::Invalid(
-                            "2xx without a To tag".into(),
+                            "2xx naming no dialog".into(),
                         )),
                     },
                     Err(e) => InviteProgress::Failed(e),

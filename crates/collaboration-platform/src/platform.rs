@@ -290,8 +290,13 @@ impl CollaborationPlatform {
             .await
             .map_err(|_| RequestError::Shutdown)?;
         let (response, made) = rx.await.unwrap_or(Err(RequestError::Shutdown))?;
+        // A subscription's 2xx without a To tag makes no dialog (only an INVITE's gets a
+        // null remote tag): there is none to name.
         let dialog = made
-            .or_else(|| crate::runtime::uac_dialog_id(&response))
+            .or_else(|| {
+                response.to().ok()?.tag()?;
+                crate::runtime::uac_dialog_id(&response)
+            })
             .ok_or_else(|| RequestError::Invalid("2xx without a To tag".into()))?;
         Ok((response, dialog))
     }

@@ -1870,7 +1870,6 @@ fn subscription_key(request: &SipMessage) -> Option<(Bytes, Bytes)> {
     Some((cid, tag))
 }
 
-/// The UAC dialog a response belongs to: (Call-ID, From tag, To tag).
 /// Gives a table's memory back once it is mostly empty: hash tables never shrink by
 /// themselves, and one burst (100 000 calls set up at once, each INVITE transaction kept
 /// 32 s in Accepted) would otherwise pin its peak for the platform's life. Shrinking at a
@@ -1887,10 +1886,14 @@ fn sparse(capacity: usize, len: usize) -> bool {
     capacity > 1024 && len * 4 < capacity
 }
 
+/// The UAC dialog a response belongs to: (Call-ID, From tag, To tag). A response without
+/// a To tag (from an RFC 2543 UAS) names the dialog whose remote tag is null, as sip-core's
+/// dialogs key the one its 2xx makes (RFC 3261 §12.1.2), so each retransmission of that
+/// 2xx is found and ACKed (§13.2.2.4).
 pub(crate) fn uac_dialog_id(response: &SipMessage) -> Option<DialogId> {
     let cid = response.call_id().ok()?;
     let local = response.from().ok()?.tag()?.to_vec();
-    let remote = response.to().ok()?.tag()?.to_vec();
+    let remote = response.to().ok()?.tag().unwrap_or_default().to_vec();
     Some(DialogId::new(cid, &local, &remote))
 }
 
@@ -1988,6 +1991,44 @@ mod tests {
         assert!((99_990..100_000).all(|i| m.contains_key(&i)));
     }
     use sip_core::transaction::TransportKind as Tk;
+
+    /// The id the runtime reads off a 2xx is the one sip-core's dialogs gave the dialog it
+    /// made, with a To tag and without one (RFC 2543 UAS: null remote tag, §12.1.2).
+    #[test]
+    fn the_uac_dialog_id_of_a_2xx_is_the_dialog_layers() {
+        let parse =
+            |raw: String| SipMessage::parse_datagram(Bytes::from(raw), &Limits::default()).unwrap();
+        let invite = parse(
+            "INVITE sip:bob@contoso.test SIP/2.0\r\n\
+             Via: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bK-1\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:app@contoso.test>;tag=a1\r\n\
+             To: <sip:bob@contoso.test>\r\n\
+             Call-ID: c1@contoso.test\r\n\
+             CSeq: 1 INVITE\r\n\
+             Contact: <sip:app@127.0.0.1:9>\r\n\
+             Content-Length: 0\r\n\r\n"
+                .into(),
+        );
+        for to_tag in [";tag=b1", ""] {
+            let ok = parse(format!(
+                "SIP/2.0 200 OK\r\n\
+                 Via: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bK-1\r\n\
+                 From: <sip:app@contoso.test>;tag=a1\r\n\
+                 To: <sip:bob@contoso.test>{to_tag}\r\n\
+                 Call-ID: c1@contoso.test\r\n\
+                 CSeq: 1 INVITE\r\n\
+                 Contact: <sip:bob@127.0.0.1:10>\r\n\
+                 Content-Length: 0\r\n\r\n"
+            ));
+            let mut dialogs = Dialogs::new();
+            let Ok(DialogUpdate::Confirmed(made)) = dialogs.handle_uac_response(&invite, &ok)
+            else {
+                panic!("no dialog for {to_tag:?}");
+            };
+            assert_eq!(uac_dialog_id(&ok), Some(made), "{to_tag:?}");
+        }
+    }
 
     /// A driver that is never run: its handlers are called directly.
     fn driver() -> Driver {
