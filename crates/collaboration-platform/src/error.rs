@@ -87,7 +87,8 @@ pub enum RequestError {
     /// The dialog is gone (ended by either side, or never existed): 481.
     #[error("no such dialog")]
     NoDialog,
-    /// The INVITE was cancelled before it was answered: 487.
+    /// The INVITE was cancelled before it was answered (487), or answered despite its
+    /// CANCEL and ended by the platform with BYE.
     #[error("request cancelled")]
     Cancelled,
     /// The platform is shutting down or stopped: 503.

@@ -17,8 +17,9 @@ pub enum InviteProgress {
         /// The confirmed dialog.
         dialog: DialogId,
     },
-    /// No 2xx: the final failure, timeout, transport failure or cancellation
-    /// ([`RequestError::Cancelled`] after [`OutgoingInvite::cancel`]).
+    /// No 2xx, or none wanted: the final failure, timeout, transport failure or
+    /// cancellation ([`RequestError::Cancelled`] after [`OutgoingInvite::cancel`], see
+    /// there).
     Failed(RequestError),
 }
 
@@ -103,8 +104,11 @@ impl OutgoingInvite {
     }
 
     /// Asks to cancel the INVITE (RFC 3261 §9.1): sent once a provisional response arrived,
-    /// held until then. If a 2xx wins the race the call is established anyway and the
-    /// caller should end it with BYE.
+    /// held until then. The outcome is then [`RequestError::Cancelled`], also when a 2xx
+    /// comes anyway (it beat or crossed the CANCEL): the platform ACKs it and ends the call
+    /// with BYE (§15). A non-2xx final that comes first is the outcome as it is. Asked
+    /// after the platform took the 2xx, it changes nothing: the call is answered, and
+    /// ending it is the caller's.
     ///
     /// Cancel safety: cancel safe.
     pub async fn cancel(&self) {

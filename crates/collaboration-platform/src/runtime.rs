@@ -198,6 +198,10 @@ struct Creating {
     endpoint: EndpointId,
     provisional: Option<mpsc::Sender<SipMessage>>,
     branch: String,
+    /// The caller asked to cancel this INVITE: a 2xx that comes anyway (it beat a CANCEL
+    /// held for a 1xx, or crossed one) is ACKed and ended with BYE (RFC 3261 §15), and
+    /// the caller told `Cancelled`, as it asked not to have the call.
+    cancel_asked: bool,
 }
 
 /// A bound listener and its trust policy.
@@ -600,6 +604,7 @@ impl Driver {
                     endpoint,
                     provisional,
                     branch,
+                    cancel_asked: false,
                 };
                 self.start_client(
                     now,
@@ -624,6 +629,14 @@ impl Driver {
             }
             Command::Cancel { branch } => {
                 if let Some(&id) = self.invites.get(&branch) {
+                    // Kept even if no CANCEL can go (a full layer): the call is not wanted.
+                    if let Some(Pending {
+                        kind: PendingKind::Creating(c),
+                        ..
+                    }) = self.pending.get_mut(&id)
+                    {
+                        c.cancel_asked = true;
+                    }
                     if let Err(e) = self.layer.cancel(now, id) {
                         debug!(%id, error = %e, "CANCEL not sent");
                     }
@@ -830,6 +843,7 @@ impl Driver {
         let _g = pending.span.enter();
         debug!(status, "final response");
         let mut made = None;
+        let mut unwanted = false;
         match pending.kind {
             PendingKind::Plain => {}
             PendingKind::InDialog {
@@ -855,15 +869,22 @@ impl Driver {
                             // forks end here (a later 2xx of theirs is ACKed and ended
                             // with BYE, see `on_late_2xx`).
                             self.dialogs.terminate_early(id.call_id(), id.local_tag());
+                            if c.cancel_asked {
+                                debug!("a 2xx came although the INVITE was cancelled: BYE");
+                                self.bye(Instant::now(), &id);
+                                unwanted = true;
+                            }
                         }
-                        made = Some(id);
+                        made = Some(id).filter(|_| !unwanted);
                     }
                     Ok(_) => {}
                     Err(e) => debug!(error = %e, "dialog not created"),
                 }
             }
         }
-        let r = if (200..300).contains(&status) {
+        let r = if unwanted {
+            Err(RequestError::Cancelled)
+        } else if (200..300).contains(&status) {
             Ok(response)
         } else if status == 487 {
             Err(RequestError::Cancelled)

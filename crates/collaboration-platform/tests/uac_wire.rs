@@ -1,6 +1,6 @@
 //! The caller's side of an INVITE on the wire: SIPp plays the outbound proxy and the
-//! callee over TCP, answering the platform's INVITE as a scenario says, and checks the ACK
-//! and BYE the platform sends; the test checks what the caller was told.
+//! callee over TCP, answering the platform's INVITE as a scenario says, and checks the ACK,
+//! CANCEL and BYE the platform sends; the test checks what the caller was told.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use collaboration_platform::loopback::LoopbackPki;
 use collaboration_platform::{
     Address, CollaborationPlatform, EndpointId, InviteProgress, Listener, OutboundProxy,
-    OutgoingInvite, OutgoingRequest, ServerPlatformSettings, Topology,
+    OutgoingInvite, OutgoingRequest, RequestError, ServerPlatformSettings, Topology,
 };
 use peer_harness::{unique_token, Sipp, SippOutcome, SippProcess, SippTransport};
 use sip_core::Method;
@@ -193,5 +193,133 @@ async fn a_retransmitted_2xx_without_a_to_tag_is_acked_again() {
         .filter(|l| l.starts_with("ACK "))
         .count();
     assert_eq!(acks, 2, "{}", outcome.messages);
+    p.shutdown().await;
+}
+
+/// RFC 3261 §9.1: a CANCEL waits for a provisional response. When the 2xx comes first the
+/// call is up although the caller asked to cancel it: the platform ACKs the 2xx and ends
+/// the call with BYE (§15), sends no CANCEL, and the caller's outcome is `Cancelled`. The
+/// held CANCEL used to be dropped silently and the caller told the call was answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2xx_that_beats_a_held_cancel_is_acked_and_ended_with_bye() {
+    let steps = [
+        r#"  <recv request="INVITE" crlf="true"/>
+  <pause milliseconds="500"/>
+"#,
+        &answer("200 OK", ";tag=bob-[pid]"),
+        r#"  <recv request="ACK"/>
+"#,
+        BYE_OK,
+    ]
+    .concat();
+    let (sipp, dir) = callee("2xx-beats-held-cancel", &steps);
+    let (p, app) = platform(sipp.local_addr()).await;
+    let mut call = invite(&p, app).await;
+    call.cancel().await;
+    match outcome(&mut call).await {
+        InviteProgress::Failed(RequestError::Cancelled) => {}
+        other => panic!("{other:?}"),
+    }
+    let outcome = assert_succeeded(sipp, dir).await;
+    assert!(
+        !outcome.messages.contains("CANCEL sip:"),
+        "{}",
+        outcome.messages
+    );
+    p.shutdown().await;
+}
+
+/// As above when the CANCEL went out (a 1xx came) and the 2xx crossed it: ACK, BYE, and
+/// `Cancelled` for the caller, not an answered call it asked to be rid of.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2xx_that_crosses_a_sent_cancel_is_acked_and_ended_with_bye() {
+    let steps = [
+        r#"  <recv request="INVITE" crlf="true"/>
+"#,
+        &answer("180 Ringing", ";tag=bob-[pid]"),
+        // The CANCEL carries the INVITE's Via, From, To and Call-ID (§9.1): its 200 goes
+        // first (the platform sends nothing for it), then the 2xx to the INVITE, made from
+        // the CANCEL's headers with the INVITE's CSeq method.
+        r#"  <recv request="CANCEL">
+    <action>
+      <ereg regexp="[0-9]+" search_in="hdr" header="CSeq:" assign_to="seq"/>
+    </action>
+  </recv>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=bob-[pid]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=bob-[pid]
+      [last_Call-ID:]
+      CSeq: [$seq] INVITE
+      Contact: <sip:bob@[local_ip]:[local_port];transport=tcp>
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv request="ACK"/>
+"#,
+        BYE_OK,
+    ]
+    .concat();
+    let (sipp, dir) = callee("2xx-crosses-cancel", &steps);
+    let (p, app) = platform(sipp.local_addr()).await;
+    let mut call = invite(&p, app).await;
+    match tokio::time::timeout(WAIT, call.next()).await {
+        Ok(Some(InviteProgress::Provisional(r))) => assert_eq!(r.status(), Some(180)),
+        other => panic!("{other:?}"),
+    }
+    call.cancel().await;
+    match outcome(&mut call).await {
+        InviteProgress::Failed(RequestError::Cancelled) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_succeeded(sipp, dir).await;
+    p.shutdown().await;
+}
+
+/// A non-2xx final that beats a held CANCEL ends the INVITE: the caller learns the
+/// failure (486 here), and no CANCEL is sent after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_that_beats_a_held_cancel_is_the_outcome() {
+    let steps = [
+        r#"  <recv request="INVITE" crlf="true"/>
+  <pause milliseconds="500"/>
+"#,
+        &answer("486 Busy Here", ";tag=bob-[pid]"),
+        r#"  <recv request="ACK"/>
+  <pause milliseconds="500"/>
+"#,
+    ]
+    .concat();
+    let (sipp, dir) = callee("failure-beats-held-cancel", &steps);
+    let (p, app) = platform(sipp.local_addr()).await;
+    let mut call = invite(&p, app).await;
+    call.cancel().await;
+    match outcome(&mut call).await {
+        InviteProgress::Failed(e) => assert_eq!(e.status(), 486, "{e:?}"),
+        other => panic!("{other:?}"),
+    }
+    let outcome = assert_succeeded(sipp, dir).await;
+    assert!(
+        !outcome.messages.contains("CANCEL sip:"),
+        "{}",
+        outcome.messages
+    );
     p.shutdown().await;
 }

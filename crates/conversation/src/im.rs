@@ -897,7 +897,8 @@ impl<H: Homing> InstantMessagingCall<H> {
         match self.state() {
             // The peer's BYE came right after its 2xx and was taken first.
             ConversationState::Terminated => return Err(CallError::Ended),
-            // A cancel that lost the race to the 2xx: the call is up, so end it.
+            // A cancel that came after the platform took the 2xx: the call is up, so end it.
+            // (One the platform had before the 2xx ends with BYE there: `Cancelled` above.)
             ConversationState::Terminating => {
                 let _ = core
                     .platform()
