@@ -161,7 +161,8 @@ impl Dispatcher {
     /// The checks run in the order of §8.2, each answer the first that applies:
     /// 400 (no method), 403 (untrusted peer: authentication comes first, §8.2 opening),
     /// 405/501 (§8.2.1), 416 and then 481 or 404 (§8.2.2.1: the Request-URI's scheme, the
-    /// To tag, who the request is for), 482 (§8.2.2.2), 420 (§8.2.2.3), 415 (§8.2.3).
+    /// To tag — a BYE without one matches no dialog either, §15.1.2 — who the request is
+    /// for), 482 (§8.2.2.2), 420 (§8.2.2.3), 415 (§8.2.3).
     /// A peer learns the most relevant reason: a request for nobody here is 404 whatever
     /// it requires, as there is no one whose extensions or body types would matter.
     ///
@@ -195,7 +196,11 @@ impl Dispatcher {
         let Ok(Uri::Sip(sip)) = Uri::parse(uri) else {
             return Disposition::Respond(Refusal::status(416));
         };
-        if in_dialog_unmatched {
+        // §15.1.2: a BYE that matches no dialog gets 481; one without a To tag never can
+        // (it would otherwise reach an endpoint as if it ended a call there).
+        let bye_outside =
+            *method == Method::Bye && request.to().ok().is_none_or(|to| to.tag().is_none());
+        if in_dialog_unmatched || bye_outside {
             return Disposition::Respond(Refusal::status(481));
         }
         let target = if *method == Method::Options {
@@ -577,7 +582,7 @@ mod tests {
         let gzip = ("Content-Encoding", "gzip");
         // Method, Request-URI, extra header fields, To tag of no dialog, merged, answer.
         type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], bool, bool, u16);
-        let cases: [Case; 12] = [
+        let cases: [Case; 14] = [
             // §8.2.1 before everything in §8.2.2.
             ("REGISTER", "tel:+1", &[require, gzip], false, true, 405),
             (
@@ -648,6 +653,16 @@ mod tests {
                 false,
                 false,
                 415,
+            ),
+            // §15.1.2: a BYE outside any dialog matches none, whoever it is for.
+            ("BYE", "sip:bot@contoso.test", &[], false, false, 481),
+            (
+                "BYE",
+                "sip:nobody@contoso.test",
+                &[require],
+                false,
+                false,
+                481,
             ),
             // OPTIONS is the platform's to answer for anyone, after Require.
             (

@@ -249,9 +249,14 @@ fn exchange(p: &Platform, script: &[Req]) {
         if r.require_unknown && r.to_bot && !r.to_tag && !matches!(METHODS[r.method], "CANCEL") {
             // RFC 3261 §8.2.2.3, unless an earlier check of §8.2 answered first.
             assert!(
-                matches!(status, 420 | 405 | 501 | 483 | 416),
+                matches!(status, 420 | 405 | 501 | 481),
                 "{r:?} answered {status}"
             );
+        }
+        if METHODS[r.method] == "BYE" {
+            // RFC 3261 §15.1.2: no dialog here, so none for a BYE to end.
+            assert_eq!(status, 481, "{r:?}");
+            assert!(!reached, "an out-of-dialog BYE reached the endpoint");
         }
         if reached {
             assert_eq!(status, asked(r), "the endpoint's answer for {r:?}");
