@@ -202,6 +202,10 @@ struct Creating {
     /// held for a 1xx, or crossed one) is ACKed and ended with BYE (RFC 3261 §15), and
     /// the caller told `Cancelled`, as it asked not to have the call.
     cancel_asked: bool,
+    /// A SUBSCRIBE's (or REFER's) dialogs that NOTIFYs made before its final response
+    /// (RFC 6665 §4.1.2.4): a failure response then means no subscription exists
+    /// (§4.1.2.1), and they are forgotten with it.
+    notify_dialogs: Vec<DialogId>,
 }
 
 /// A bound listener and its trust policy.
@@ -605,6 +609,7 @@ impl Driver {
                     provisional,
                     branch,
                     cancel_asked: false,
+                    notify_dialogs: Vec::new(),
                 };
                 self.start_client(
                     now,
@@ -859,6 +864,12 @@ impl Driver {
                 self.invites.remove(&c.branch);
                 if let Some(key) = subscription_key(&c.request) {
                     self.subscribing.remove(&key);
+                }
+                if status >= 300 {
+                    for d in &c.notify_dialogs {
+                        debug!(dialog = ?d, "subscription refused: the dialog its NOTIFY made ends");
+                        self.forget_dialog(d);
+                    }
                 }
                 match self.dialogs.handle_uac_response(&c.request, &response) {
                     Ok(DialogUpdate::Confirmed(id)) => {
@@ -1841,12 +1852,15 @@ impl Driver {
         endpoint: EndpointId,
         notify: &SipMessage,
     ) -> Option<DialogId> {
-        let PendingKind::Creating(c) = &self.pending.get(&subscribe)?.kind else {
+        let PendingKind::Creating(c) = &mut self.pending.get_mut(&subscribe)?.kind else {
             return None;
         };
         match self.dialogs.handle_notify(&c.request, notify) {
             Ok(DialogUpdate::Confirmed(d)) | Ok(DialogUpdate::Updated(d)) => {
                 self.dialogs.set_owner(&d, endpoint.0);
+                if !c.notify_dialogs.contains(&d) {
+                    c.notify_dialogs.push(d.clone());
+                }
                 Some(d)
             }
             _ => None,

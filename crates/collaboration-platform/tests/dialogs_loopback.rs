@@ -308,6 +308,72 @@ async fn a_notify_refused_before_the_2xx_makes_no_subscription_dialog() {
     assert_eq!(seen, [(Some(Method::Notify), Some(dialog))]);
 }
 
+/// A NOTIFY that overtakes its SUBSCRIBE's final response makes the subscription's dialog
+/// (RFC 6665 §4.1.2.4); when that final response is then a failure, no subscription exists
+/// (§4.1.2.1) and the dialog goes with it: the notifier's next NOTIFY in it gets 481. The
+/// dialog used to stay for the platform's life, taking NOTIFYs for a subscription its
+/// subscriber was told had failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribe_refused_after_its_notify_leaves_no_dialog() {
+    let (a, b) = platforms().await;
+    let (app, mut app_rx) = endpoint(&a, "app").await;
+    let (_bob, mut bob_rx) = endpoint(&b, "bob").await;
+    let b2 = b.clone();
+    // The second NOTIFY waits until the subscriber has the 403: it would go on another
+    // connection than the 403 and could overtake it.
+    let (refused_tx, refused_rx) = tokio::sync::oneshot::channel::<()>();
+    let notifier = tokio::spawn(async move {
+        let mut sub = next(&mut bob_rx).await;
+        let r = sub.request();
+        let call_id = String::from_utf8_lossy(r.call_id().unwrap()).into_owned();
+        let to = String::from_utf8_lossy(r.header(HeaderName::From).unwrap()).into_owned();
+        let contact = format!("<{}>", b2.contact_uri("bob").unwrap());
+        let tag = sub.local_tag().to_owned();
+        let notify = |cseq: u32| {
+            OutgoingRequest::new(Method::Notify, "sip:app@contoso.test")
+                .from(format!("<sip:bob@contoso.test>;tag={tag}"))
+                .to(to.clone())
+                .call_id(call_id.clone())
+                .cseq(cseq)
+                .header("Event", "presence")
+                .header("Subscription-State", "active;expires=600")
+                .header("Contact", contact.clone())
+        };
+        let before = b2.send_request(notify(1)).await;
+        sub.respond(403, "Forbidden", &[], None).await.unwrap();
+        refused_rx.await.unwrap();
+        let after = b2.send_request(notify(2)).await;
+        let status = |r: Result<sip_core::SipMessage, RequestError>| match r {
+            Ok(m) => m.status().unwrap_or(0),
+            Err(e) => e.status(),
+        };
+        (status(before), status(after))
+    });
+    let taker = tokio::spawn(async move {
+        while let Some(mut n) = app_rx.recv().await {
+            n.respond(200, "OK", &[], None).await.unwrap();
+        }
+    });
+    let subscribe = OutgoingRequest::new(Method::Subscribe, "sip:bob@contoso.test")
+        .from("<sip:app@contoso.test>")
+        .header("Event", "presence")
+        .header("Expires", "600")
+        .header("Contact", format!("<{}>", a.contact_uri("app").unwrap()));
+    let subscribed = tokio::time::timeout(WAIT, a.subscribe(app, subscribe))
+        .await
+        .unwrap();
+    assert_eq!(subscribed.err().map(|e| e.status()), Some(403));
+    refused_tx.send(()).unwrap();
+    let statuses = tokio::time::timeout(WAIT, notifier).await.unwrap().unwrap();
+    assert_eq!(
+        statuses,
+        (200, 481),
+        "the refused subscription's dialog stayed"
+    );
+    a.shutdown().await;
+    taker.await.unwrap();
+}
+
 /// The app calls bob (bob answers 200); returns the dialog as each side names it, and
 /// bob's requests.
 async fn call_bob(
