@@ -120,6 +120,10 @@ struct Outgoing {
     bytes: Bytes,
     transaction: Option<TransactionId>,
     destination: SocketAddr,
+    /// For the UDP lane: the message, parsed once by the driver (which needs it to find
+    /// where a response goes, [`udp_destination`]), so the lane sends it without parsing
+    /// the bytes again.
+    datagram: Option<SipMessage>,
 }
 
 /// A lane: the queue of messages for one destination and the task that writes them in
@@ -1326,17 +1330,28 @@ impl Driver {
             }
         }
         let key = self.lane_key(&t.destination);
+        // Over UDP the message is read once, here: a response goes where its Via says, not
+        // where its request came from, and both the tap and the lane need that address.
+        let mut destination = t.destination.addr;
+        let mut datagram = None;
+        if key == LaneKey::Udp {
+            match SipMessage::parse_datagram(t.contents.clone(), &Limits::default()) {
+                Ok(m) => {
+                    destination = udp_destination(&m, destination);
+                    datagram = Some(m);
+                }
+                Err(e) => {
+                    let _ = self.feedback_tx.send(Feedback {
+                        transaction: t.transaction,
+                        error: TransportError::Io(e.to_string()),
+                        proxy: None,
+                    });
+                    return;
+                }
+            }
+        }
         if let Some(o) = &self.cfg.observer {
-            // A UDP response is read again here, only for the tap, to name the address the
-            // lane sends it to rather than the one its request came from.
-            let to = match key {
-                LaneKey::Udp => SipMessage::parse_datagram(t.contents.clone(), &Limits::default())
-                    .map_or(t.destination.addr, |m| {
-                        udp_destination(&m, t.destination.addr)
-                    }),
-                _ => t.destination.addr,
-            };
-            o.observe(crate::WireDirection::Sent, to, &t.contents);
+            o.observe(crate::WireDirection::Sent, destination, &t.contents);
         }
         let mut bytes = t.contents;
         // Straight to the connection's writer when this lane has nothing queued or in
@@ -1359,7 +1374,8 @@ impl Driver {
         let out = Outgoing {
             bytes,
             transaction: t.transaction,
-            destination: t.destination.addr,
+            destination,
+            datagram,
         };
         let lane = match self.lanes.get(&key) {
             Some(l) if !l.tx.is_closed() => l.clone(),
@@ -1401,12 +1417,9 @@ impl Driver {
                     LaneKey::Connection(c) => transport.send_raw(ConnectionId(*c), o.bytes).await,
                     LaneKey::Proxy => send_to(&transport, &proxy, o.bytes).await,
                     LaneKey::Target(target) => send_to(&transport, target, o.bytes).await,
-                    LaneKey::Udp => match SipMessage::parse_datagram(o.bytes, &Limits::default()) {
-                        Ok(m) => {
-                            let to = udp_destination(&m, o.destination);
-                            transport.send(&Target::udp(to), &m).await
-                        }
-                        Err(e) => Err(TransportError::Io(e.to_string())),
+                    LaneKey::Udp => match &o.datagram {
+                        Some(m) => transport.send(&Target::udp(o.destination), m).await,
+                        None => Err(TransportError::Io("no datagram to send".into())),
                     },
                 };
                 if let Err(error) = r {
