@@ -1,13 +1,17 @@
-//! Random requests on the wire (proptest): a peer on one TCP connection sends the platform
-//! generated requests — every common method and an extension one, to an endpoint or to no
+//! Random requests on the wire (proptest): a peer on one TCP connection, or on UDP where it
+//! also sends some requests twice (a retransmission) and ACKs failures to its INVITEs,
+//! sends the platform generated requests — every common method and an extension one, to an endpoint or to no
 //! one, inside a dialog that does not exist or outside any, with or without an unknown
 //! `Require`, any Max-Forwards, odd bodies — and reads what comes back. Whatever the mix,
 //! the platform must answer each request (ACK aside) with exactly one final response that
 //! matches it (Call-ID, CSeq, top Via), keep the connection open, hand the endpoint only
-//! what it may take, and give back the endpoint's answer for those.
+//! what it may take (and a retransmission never), and give back the endpoint's answer for
+//! those.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::net::UdpSocket;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,7 +23,7 @@ use collaboration_platform::{
 use interop_support::{bounded, loopback0, runtime};
 use peer_harness::{unique_token, SipTcpClient};
 use proptest::prelude::*;
-use sip_core::{HeaderName, Method, SipMessage};
+use sip_core::{HeaderName, Limits, Method, SipMessage};
 
 /// How long one request may wait for its final response.
 const WAIT: Duration = Duration::from_secs(10);
@@ -65,6 +69,8 @@ struct Req {
     max_forwards: u8,
     body: usize,
     answer: usize,
+    /// Over UDP: send it twice, as a client whose timer fired.
+    duplicate: bool,
 }
 
 fn req() -> impl Strategy<Value = Req> {
@@ -76,16 +82,20 @@ fn req() -> impl Strategy<Value = Req> {
         prop_oneof![8 => Just(70u8), 1 => Just(0u8), 1 => Just(1u8)],
         0..4usize,
         0..ANSWERS.len(),
+        prop::bool::weighted(0.3),
     )
         .prop_map(
-            |(method, to_bot, to_tag, require_unknown, max_forwards, body, answer)| Req {
-                method,
-                to_bot,
-                to_tag,
-                require_unknown,
-                max_forwards,
-                body,
-                answer,
+            |(method, to_bot, to_tag, require_unknown, max_forwards, body, answer, duplicate)| {
+                Req {
+                    method,
+                    to_bot,
+                    to_tag,
+                    require_unknown,
+                    max_forwards,
+                    body,
+                    answer,
+                    duplicate,
+                }
             },
         )
 }
@@ -98,11 +108,23 @@ const BODIES: [Option<(&str, &str)>; 4] = [
     Some(("application/x-unknown", "\u{1}\u{2}")),
 ];
 
-/// The platform, and the Call-IDs of the requests its endpoint was handed.
+/// The platform, its listeners, and how often its endpoint was handed each Call-ID.
 struct Platform {
     platform: CollaborationPlatform,
-    target: SocketAddr,
-    reached: Arc<Mutex<HashSet<String>>>,
+    tcp: SocketAddr,
+    udp: SocketAddr,
+    reached: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Platform {
+    fn reached(&self, call_id: &str) -> usize {
+        self.reached
+            .lock()
+            .unwrap()
+            .get(call_id)
+            .copied()
+            .unwrap_or(0)
+    }
 }
 
 async fn start() -> Platform {
@@ -115,30 +137,36 @@ async fn start() -> Platform {
         OutboundProxy::tcp("127.0.0.1:9".parse().unwrap()),
     )
     .listen(Listener::tcp(loopback0()).allow_untrusted_peers())
+    .listen(Listener::udp(loopback0()).allow_untrusted_peers())
     .topology(Topology::new(["contoso.test"]));
     let platform = CollaborationPlatform::start(settings).await.unwrap();
-    let target = platform
-        .listen_addrs()
-        .into_iter()
-        .find(|(k, _)| *k == ListenerKind::Tcp)
-        .expect("the TCP listener")
-        .1;
+    let listener = |kind| {
+        platform
+            .listen_addrs()
+            .into_iter()
+            .find(|(k, _)| *k == kind)
+            .expect("the listener")
+            .1
+    };
+    let (tcp, udp) = (listener(ListenerKind::Tcp), listener(ListenerKind::Udp));
     let owner = Address::assume_on_premises("sip:bot@contoso.test").unwrap();
     let (_, mut rx) = platform
         .register_endpoint(owner, None, false)
         .await
         .unwrap();
-    let reached = Arc::new(Mutex::new(HashSet::new()));
+    let reached = Arc::new(Mutex::new(HashMap::new()));
     let seen = reached.clone();
     tokio::spawn(async move {
         while let Some(mut r) = rx.recv().await {
             let m = r.request();
-            seen.lock()
-                .unwrap()
-                .insert(String::from_utf8_lossy(m.call_id().unwrap()).into_owned());
             if m.method() == Some(&Method::Ack) {
                 continue;
             }
+            *seen
+                .lock()
+                .unwrap()
+                .entry(String::from_utf8_lossy(m.call_id().unwrap()).into_owned())
+                .or_insert(0) += 1;
             let status = m
                 .header_by_name("X-Answer")
                 .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
@@ -148,12 +176,92 @@ async fn start() -> Platform {
     });
     Platform {
         platform,
-        target,
+        tcp,
+        udp,
         reached,
     }
 }
 
-fn build(client: &mut SipTcpClient, r: &Req) -> SipMessage {
+/// The peer's end: one TCP connection, or a UDP socket.
+enum Wire {
+    Tcp(SipTcpClient),
+    Udp {
+        socket: UdpSocket,
+        platform: SocketAddr,
+    },
+}
+
+impl Wire {
+    fn tcp(p: &Platform) -> Wire {
+        Wire::Tcp(SipTcpClient::connect(p.tcp, WAIT).expect("connect"))
+    }
+
+    fn udp(p: &Platform) -> Wire {
+        let socket = UdpSocket::bind(loopback0()).expect("a UDP socket");
+        Wire::Udp {
+            socket,
+            platform: p.udp,
+        }
+    }
+
+    fn is_udp(&self) -> bool {
+        matches!(self, Wire::Udp { .. })
+    }
+
+    fn local(&self) -> SocketAddr {
+        match self {
+            Wire::Tcp(c) => c.local_addr(),
+            Wire::Udp { socket, .. } => socket.local_addr().unwrap(),
+        }
+    }
+
+    fn send(&mut self, m: &SipMessage) {
+        match self {
+            Wire::Tcp(c) => c.send(m).expect("the connection stays open"),
+            Wire::Udp { socket, platform } => {
+                socket.send_to(&m.to_bytes(), *platform).expect("sent");
+            }
+        }
+    }
+
+    /// The next message within `wait`; `None` when none came.
+    fn recv(&mut self, wait: Duration) -> Option<SipMessage> {
+        match self {
+            Wire::Tcp(c) => match c.recv(wait) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    assert!(
+                        e.to_string().contains("a SIP message from"),
+                        "the connection failed: {e}"
+                    );
+                    None
+                }
+            },
+            Wire::Udp { socket, .. } => {
+                socket.set_read_timeout(Some(wait)).unwrap();
+                let mut buf = vec![0u8; 65_536];
+                match socket.recv_from(&mut buf) {
+                    Ok((n, _)) => {
+                        buf.truncate(n);
+                        Some(
+                            SipMessage::parse_datagram(bytes::Bytes::from(buf), &Limits::DEFAULT)
+                                .expect("the platform sent a valid message"),
+                        )
+                    }
+                    Err(e) => {
+                        assert!(
+                            matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+                            "{e}"
+                        );
+                        None
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn build(wire: &Wire, cseq: u32, r: &Req) -> SipMessage {
     let method = METHODS[r.method];
     let user = if r.to_bot { "bot" } else { "nobody" };
     let uri = format!("sip:{user}@contoso.test");
@@ -161,16 +269,27 @@ fn build(client: &mut SipTcpClient, r: &Req) -> SipMessage {
     if r.to_tag {
         to.push_str(&format!(";tag=gone-{}", unique_token()));
     }
-    let mut b = client
-        .request(
-            Method::from_token(method.as_bytes()),
-            &uri,
-            "sip:carol@contoso.test",
-            &uri,
+    let transport = if wire.is_udp() { "UDP" } else { "TCP" };
+    let local = wire.local();
+    let mut b = SipMessage::request(Method::from_token(method.as_bytes()), uri)
+        .header(
+            HeaderName::Via,
+            format!(
+                "SIP/2.0/{transport} {local};branch=z9hG4bK{}",
+                unique_token()
+            ),
         )
+        .header(HeaderName::MaxForwards, r.max_forwards.to_string())
+        .header(
+            HeaderName::From,
+            format!("<sip:carol@contoso.test>;tag={}", unique_token()),
+        )
+        .header(HeaderName::To, to)
+        .header(HeaderName::CallId, format!("{}@carol", unique_token()))
+        .header(HeaderName::CSeq, format!("{cseq} {method}"))
         .header(
             HeaderName::Contact,
-            format!("<{}>", client.contact_uri("carol")),
+            format!("<sip:carol@{local};transport={}>", transport.to_lowercase()),
         )
         .header("X-Answer", asked(r).to_string());
     if method == "SUBSCRIBE" || method == "NOTIFY" || method == "PUBLISH" {
@@ -191,16 +310,43 @@ fn build(client: &mut SipTcpClient, r: &Req) -> SipMessage {
     if let Some((kind, text)) = BODIES[r.body] {
         b = b.body(kind, bytes::Bytes::from_static(text.as_bytes()));
     }
-    // `request` filled To (without a tag) and Max-Forwards 70: replace them.
-    let mut m = b.build().unwrap();
-    m.set_header(HeaderName::To, to).unwrap();
-    m.set_header(HeaderName::MaxForwards, r.max_forwards.to_string())
-        .unwrap();
-    m
+    b.build().unwrap()
 }
 
+/// The ACK for a failure response to `invite` (RFC 3261 §17.1.1.3): its Via, Request-URI,
+/// Call-ID, From and CSeq number, the response's To.
+fn ack_for(invite: &SipMessage, failure: &SipMessage) -> SipMessage {
+    let seq = invite.cseq().unwrap().seq();
+    SipMessage::request(
+        Method::Ack,
+        bytes::Bytes::copy_from_slice(invite.request_uri_bytes().unwrap()),
+    )
+    .header(
+        HeaderName::Via,
+        bytes::Bytes::copy_from_slice(invite.header(HeaderName::Via).unwrap()),
+    )
+    .header(HeaderName::MaxForwards, "70")
+    .header(
+        HeaderName::From,
+        bytes::Bytes::copy_from_slice(invite.header(HeaderName::From).unwrap()),
+    )
+    .header(
+        HeaderName::To,
+        bytes::Bytes::copy_from_slice(failure.header(HeaderName::To).unwrap()),
+    )
+    .header(
+        HeaderName::CallId,
+        bytes::Bytes::copy_from_slice(invite.call_id().unwrap()),
+    )
+    .header(HeaderName::CSeq, format!("{seq} ACK"))
+    .build()
+    .unwrap()
+}
+
+type Key = (Vec<u8>, Vec<u8>, String);
+
 /// Key of a request or response: Call-ID, CSeq and top Via branch.
-fn key(m: &SipMessage) -> (Vec<u8>, Vec<u8>, String) {
+fn key(m: &SipMessage) -> Key {
     (
         m.call_id().unwrap().to_vec(),
         m.header(HeaderName::CSeq).unwrap().to_vec(),
@@ -208,41 +354,71 @@ fn key(m: &SipMessage) -> (Vec<u8>, Vec<u8>, String) {
     )
 }
 
-/// Sends every request of `script` in turn over one connection and checks the answers.
-fn exchange(p: &Platform, script: &[Req]) {
-    let mut client = SipTcpClient::connect(p.target, WAIT).expect("connect");
-    let mut finals: HashMap<(Vec<u8>, Vec<u8>, String), u16> = HashMap::new();
-    for r in script {
-        let m = build(&mut client, r);
+/// The next final response to the request keyed `k`, skipping provisional ones and, over
+/// UDP, retransmissions of finals already seen (the same status again).
+fn final_for(wire: &mut Wire, k: &Key, finals: &HashMap<Key, u16>, what: &Req) -> SipMessage {
+    loop {
+        let got = wire
+            .recv(WAIT)
+            .unwrap_or_else(|| panic!("no final answer to {what:?}"));
+        assert!(!got.is_request(), "the platform sent a request: {got:?}");
+        let status = got.status().unwrap();
+        let gk = key(&got);
+        if gk == *k {
+            if status >= 200 {
+                return got;
+            }
+            continue;
+        }
+        match finals.get(&gk) {
+            Some(&s) if s == status && wire.is_udp() => continue,
+            Some(_) => panic!("a second response to an answered request: {got:?}"),
+            None => panic!("a response to something never sent: {got:?}"),
+        }
+    }
+}
+
+/// Sends every request of `script` in turn over `wire` and checks the answers.
+fn exchange(p: &Platform, mut wire: Wire, script: &[Req]) {
+    let mut finals: HashMap<Key, u16> = HashMap::new();
+    for (n, r) in script.iter().enumerate() {
+        let m = build(&wire, n as u32 + 1, r);
         let k = key(&m);
-        client.send(&m).expect("the connection stays open");
+        let again = r.duplicate && wire.is_udp();
+        wire.send(&m);
+        if again {
+            // A retransmission before the answer: the same transaction, not a new request.
+            wire.send(&m);
+        }
         if m.method() == Some(&Method::Ack) {
             // Nothing answers an ACK; a stray answer shows up when the next request's is
             // read, or in the quiet period at the end.
             continue;
         }
-        let status = loop {
-            let got = client
-                .recv(WAIT)
-                .unwrap_or_else(|e| panic!("no final answer to {r:?}: {e}"));
-            assert!(!got.is_request(), "the platform sent a request: {got:?}");
-            let status = got.status().unwrap();
-            let gk = key(&got);
-            assert!(
-                gk == k || finals.contains_key(&gk),
-                "a response to something never sent: {got:?}"
-            );
-            if gk != k {
-                panic!("a second response to an answered request: {got:?}");
-            }
-            if status >= 200 {
-                break status;
-            }
-        };
+        let answer = final_for(&mut wire, &k, &finals, r);
+        let status = answer.status().unwrap();
         assert!((200..700).contains(&status), "{status}");
+        if again {
+            // A retransmission after it: the same final again (RFC 3261 §17.2).
+            wire.send(&m);
+            let repeat = final_for(&mut wire, &k, &finals, r);
+            assert_eq!(
+                repeat.status(),
+                Some(status),
+                "another answer to a retransmission"
+            );
+        }
         finals.insert(k.clone(), status);
+        if m.method() == Some(&Method::Invite) {
+            wire.send(&ack_for(&m, &answer));
+        }
         let call_id = String::from_utf8_lossy(&k.0).into_owned();
-        let reached = p.reached.lock().unwrap().contains(&call_id);
+        let reached = p.reached(&call_id);
+        assert!(
+            reached <= 1,
+            "the endpoint was handed {r:?} {reached} times"
+        );
+        let reached = reached == 1;
         if !r.to_bot || r.require_unknown {
             assert!(!reached, "the endpoint was handed {r:?}");
         }
@@ -262,13 +438,11 @@ fn exchange(p: &Platform, script: &[Req]) {
             assert_eq!(status, asked(r), "the endpoint's answer for {r:?}");
         }
     }
-    // Nothing more may come: no second final, no answer to an ACK.
-    match client.recv(QUIET) {
-        Ok(m) => panic!("a stray message after the last answer: {m:?}"),
-        Err(e) => assert!(
-            e.to_string().contains("a SIP message from"),
-            "the connection failed: {e}"
-        ),
+    // Nothing more may come: no second final, no answer to an ACK (over UDP, a final the
+    // platform sent again before our ACK reached it is the same final).
+    while let Some(m) = wire.recv(QUIET) {
+        let repeat = finals.get(&key(&m)) == m.status().as_ref() && wire.is_udp();
+        assert!(repeat, "a stray message after the last answer: {m:?}");
     }
 }
 
@@ -276,10 +450,14 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
     #[test]
-    fn every_request_gets_exactly_one_final_answer(script in prop::collection::vec(req(), 1..40)) {
+    fn every_request_gets_exactly_one_final_answer(
+        script in prop::collection::vec(req(), 1..40),
+        udp in any::<bool>(),
+    ) {
         let rt = runtime();
         let p = rt.block_on(start());
-        exchange(&p, &script);
+        let wire = if udp { Wire::udp(&p) } else { Wire::tcp(&p) };
+        exchange(&p, wire, &script);
         rt.block_on(bounded("platform stop", p.platform.shutdown_within(Duration::from_secs(1))));
     }
 }
