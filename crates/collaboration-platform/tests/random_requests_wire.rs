@@ -184,7 +184,7 @@ async fn start() -> Platform {
 
 /// The peer's end: one TCP connection, or a UDP socket.
 enum Wire {
-    Tcp(SipTcpClient),
+    Tcp(Box<SipTcpClient>),
     Udp {
         socket: UdpSocket,
         platform: SocketAddr,
@@ -193,7 +193,9 @@ enum Wire {
 
 impl Wire {
     fn tcp(p: &Platform) -> Wire {
-        Wire::Tcp(SipTcpClient::connect(p.tcp, WAIT).expect("connect"))
+        Wire::Tcp(Box::new(
+            SipTcpClient::connect(p.tcp, WAIT).expect("connect"),
+        ))
     }
 
     fn udp(p: &Platform) -> Wire {
