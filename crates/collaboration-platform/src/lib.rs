@@ -48,6 +48,7 @@
 mod dialog_end;
 pub mod dispatch;
 mod error;
+mod failed_invites;
 mod failover;
 pub mod federation;
 mod incoming;

@@ -8,6 +8,7 @@
 
 use crate::dispatch::{Capabilities, Dispatcher, Disposition, EndpointId};
 use crate::error::RequestError;
+use crate::failed_invites::FailedInvites;
 use crate::federation::{strip_home_trust, strip_impersonated_names};
 use crate::incoming::IncomingRequest;
 use crate::merged::{MergeKey, MergedRequests};
@@ -274,6 +275,9 @@ pub(crate) struct Driver {
     /// Requests outside a dialog whose server transaction lives, by what a merged copy of
     /// them shares (§8.2.2.2).
     merged: MergedRequests,
+    /// Our INVITEs that failed lately, so a 2xx that comes after the failure is known as
+    /// ours (then ACKed and ended with BYE) after their transaction is gone.
+    failed_invites: FailedInvites,
     lanes: HashMap<LaneKey, Lane>,
     lane_tasks: JoinSet<()>,
     feedback_tx: mpsc::UnboundedSender<Feedback>,
@@ -422,6 +426,7 @@ impl Driver {
                 unacked: HashMap::new(),
                 ack_due: BinaryHeap::new(),
                 merged: MergedRequests::default(),
+                failed_invites: FailedInvites::new(cfg.transaction.t1.saturating_mul(64)),
                 lanes: HashMap::new(),
                 lane_tasks: JoinSet::new(),
                 feedback_tx,
@@ -818,9 +823,9 @@ impl Driver {
     }
 
     /// A 2xx to an INVITE that no pending request waits for: a retransmission (ACK again).
-    /// With `ours`, the 2xx matched a client INVITE of this platform already answered by
-    /// another fork: its dialog is made, ACKed and ended with BYE (§13.2.2.4); the caller
-    /// has its call already.
+    /// With `ours`, the 2xx matched a client INVITE of this platform whose caller has its
+    /// outcome already (another fork's 2xx, or a failure the 2xx came after): its dialog is
+    /// made, ACKed and ended with BYE (§13.2.2.4).
     fn on_late_2xx(&mut self, response: &SipMessage, ours: bool) {
         let is_invite_2xx = response.status().is_some_and(|s| (200..300).contains(&s))
             && response.cseq().is_ok_and(|c| c.method() == Method::Invite);
@@ -868,6 +873,9 @@ impl Driver {
                 self.invites.remove(&c.branch);
                 if let Some(key) = subscription_key(&c.request) {
                     self.subscribing.remove(&key);
+                }
+                if status >= 300 && c.request.method() == Some(&Method::Invite) {
+                    self.failed_invites.remember(&c.request, Instant::now());
                 }
                 if status >= 300 {
                     for d in &c.notify_dialogs {
@@ -1457,7 +1465,12 @@ impl Driver {
                     None => self.on_late_2xx(&response, true),
                 }
             }
-            Event::StrayResponse { response, .. } => self.on_late_2xx(&response, false),
+            Event::StrayResponse { response, .. } => {
+                let ours = self.failed_invites.answers_one(&response, now);
+                self.on_late_2xx(&response, ours)
+            }
+            // Our INVITE failed and then was answered: ACK that call and end it.
+            Event::AnsweredAfterFailure { response, .. } => self.on_late_2xx(&response, true),
             Event::Timeout { id, timer } => {
                 if let Some(p) = self.pending.remove(&id) {
                     let _g = p.span.enter();

@@ -296,6 +296,13 @@ impl World {
                     assert!(!self.client_seen.ended.contains(&id), "event after the end");
                     self.client_seen.told.insert(id);
                 }
+                Event::AnsweredAfterFailure { id, .. } => {
+                    assert!(!self.client_seen.ended.contains(&id), "event after the end");
+                    assert!(
+                        self.client_seen.told.contains(&id),
+                        "a 2xx after no failure"
+                    );
+                }
                 Event::HeldCancel { cancel: Ok(c), .. } => {
                     self.client_seen.started.insert(c);
                 }

@@ -284,7 +284,7 @@ fn client_invite_in_accepted_survives_a_late_transport_error() {
 }
 
 #[test]
-fn client_invite_2xx_after_a_non2xx_final_goes_to_the_tu_as_stray() {
+fn client_invite_2xx_after_a_non2xx_final_goes_to_the_tu_as_answered_after_failure() {
     let mut l = layer();
     let t0 = Instant::now();
     let (id, inv) = start_client(&mut l, t0, "INVITE", udp());
@@ -295,8 +295,9 @@ fn client_invite_2xx_after_a_non2xx_final_goes_to_the_tu_as_stray() {
     l.handle_message(t0 + ms(80), reply(&inv, 200, Some("b2")), udp());
     let evs = events(&mut l);
     assert!(
-        matches!(&evs[..], [Event::StrayResponse { response, .. }]
-            if response.status() == Some(200) && response.to().unwrap().tag() == Some(&b"b2"[..])),
+        matches!(&evs[..], [Event::AnsweredAfterFailure { id: i, response }]
+            if *i == id && response.status() == Some(200)
+                && response.to().unwrap().tag() == Some(&b"b2"[..])),
         "{evs:?}"
     );
     assert!(

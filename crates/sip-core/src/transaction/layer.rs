@@ -679,9 +679,7 @@ impl TransactionLayer {
         match self.map.get(&key).copied() {
             Some(id) => {
                 let send_cancel = self
-                    .step(id, now, |tx, cx| {
-                        client_response(tx, cx, status, message, source)
-                    })
+                    .step(id, now, |tx, cx| client_response(tx, cx, status, message))
                     .unwrap_or(false);
                 if send_cancel {
                     let cancel = self.send_cancel(now, id);
@@ -813,13 +811,7 @@ fn build_from_invite(
 }
 
 /// A response reached client transaction `tx`. Returns whether a held CANCEL must go now.
-fn client_response(
-    tx: &mut Tx,
-    cx: &mut Cx<'_>,
-    status: u16,
-    response: SipMessage,
-    source: Peer,
-) -> bool {
+fn client_response(tx: &mut Tx, cx: &mut Cx<'_>, status: u16, response: SipMessage) -> bool {
     let id = cx.id;
     match tx.kind {
         ClientInvite => match (tx.state, status) {
@@ -879,7 +871,7 @@ fn client_response(
             (Completed, 200..=299) => {
                 // Another fork accepted after a non-2xx ended this INVITE (§16.7 step 5
                 // forwards it): the TU must still ACK that dialog, and may BYE it.
-                cx.event(Event::StrayResponse { response, source });
+                cx.event(Event::AnsweredAfterFailure { id, response });
                 false
             }
             _ => false,

@@ -252,14 +252,23 @@ pub enum Event {
         source: Peer,
     },
     /// A response matching no client transaction (e.g. a 2xx retransmission after Timer M,
-    /// or from a fork after the transaction ended), or a 2xx for a client INVITE that
-    /// already had a non-2xx final response (another fork answered: the TU must ACK it and
-    /// may send BYE, §13.2.2.4).
+    /// or from a fork after the transaction ended).
     StrayResponse {
         /// The response.
         response: SipMessage,
         /// Where it came from.
         source: Peer,
+    },
+    /// A 2xx for client INVITE `id` after its non-2xx final response (another fork
+    /// answered, §16.7 step 5 forwards it; or a UAS that contradicts itself): the call the
+    /// TU was told failed exists at the far end, so the TU must ACK this 2xx and should end
+    /// it with BYE (§13.2.2.4). Unlike a [`StrayResponse`](Self::StrayResponse), it is
+    /// known to answer this layer's INVITE.
+    AnsweredAfterFailure {
+        /// The client INVITE transaction (in Completed).
+        id: TransactionId,
+        /// The 2xx.
+        response: SipMessage,
     },
     /// Timer B, F or H fired: no (final) response, or no ACK; or [`Timer::Cancel`]: a
     /// cancelled INVITE got no final response.

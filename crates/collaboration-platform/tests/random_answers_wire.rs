@@ -1,0 +1,354 @@
+//! Random answers on the wire (proptest): the platform's outbound proxy is a peer on a TCP
+//! socket that answers each request the way the test scripted it (`X-Plan`): provisional
+//! responses, a final one or none at all, a 2xx without a To tag, a response for no
+//! transaction, a final repeated, or a second final that contradicts the first. Whatever
+//! the answers, the application's call must end exactly once, with the first final
+//! response (or a timeout when none came), never hang; every 2xx to an INVITE must be
+//! ACKed, and a 2xx that comes after a failure must be ACKed and ended with BYE. An INVITE
+//! left without a final answer is cancelled by the application, as a ring timeout does
+//! (a client INVITE that had a provisional response has no timer of its own, RFC 3261
+//! §17.1.1.2); the peer then answers as a UAS does (§9.2: 200, and 487 to the INVITE).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use collaboration_platform::loopback::LoopbackPki;
+use collaboration_platform::{
+    Address, CollaborationPlatform, EndpointId, Listener, OutboundProxy, OutgoingRequest,
+    RequestError, ServerPlatformSettings, Topology,
+};
+use interop_support::{bounded, loopback0, runtime};
+use proptest::prelude::*;
+use sip_core::transaction::TransactionConfig;
+use sip_core::{Frame, HeaderName, Limits, Method, SipMessage, StreamFramer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Timer T1 of the platform under test: short, so that a request nobody answers times out
+/// (64·T1) within a test.
+const T1: Duration = Duration::from_millis(20);
+/// How long the peer's record may take to show an ACK or BYE the platform sends.
+const SETTLE: Duration = Duration::from_millis(400);
+
+/// One step of the peer's answer to a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// A response with this status (and the peer's To tag above 100).
+    Status(u16),
+    /// A 200 without a To tag (an RFC 2543 UAS).
+    UntaggedOk,
+    /// A 200 whose branch names no transaction of the platform's.
+    Stray,
+}
+
+impl Step {
+    fn text(self) -> String {
+        match self {
+            Step::Status(s) => s.to_string(),
+            Step::UntaggedOk => "untagged".into(),
+            Step::Stray => "stray".into(),
+        }
+    }
+
+    fn parse(t: &str) -> Step {
+        match t {
+            "untagged" => Step::UntaggedOk,
+            "stray" => Step::Stray,
+            s => Step::Status(s.parse().unwrap()),
+        }
+    }
+
+    /// The final status this step gives the request it answers, if it is one.
+    fn final_status(self) -> Option<u16> {
+        match self {
+            Step::Status(s) if s >= 200 => Some(s),
+            Step::UntaggedOk => Some(200),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    invite: bool,
+    plan: Vec<Step>,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    let provisional = prop_oneof![Just(Step::Status(100)), Just(Step::Status(180))];
+    let last = prop_oneof![
+        3 => prop::sample::select(vec![200u16, 202, 404, 486, 487, 500, 603]).prop_map(Step::Status),
+        1 => Just(Step::UntaggedOk),
+    ];
+    (
+        any::<bool>(),
+        prop::collection::vec(provisional, 0..3),
+        prop::bool::weighted(0.2),
+        prop::option::weighted(0.9, last.clone()),
+        prop::option::weighted(0.3, last),
+    )
+        .prop_map(|(invite, mut plan, stray, first, second)| {
+            if stray {
+                plan.push(Step::Stray);
+            }
+            plan.extend(first);
+            if first.is_some() {
+                plan.extend(second);
+            }
+            Case { invite, plan }
+        })
+}
+
+/// What the peer received, per Call-ID.
+#[derive(Default)]
+struct Seen {
+    acks: HashMap<String, usize>,
+    byes: HashMap<String, usize>,
+    /// Each INVITE, for the 487 a CANCEL of it gets.
+    invites: HashMap<String, SipMessage>,
+}
+
+/// The outbound proxy: answers each request on any connection by its `X-Plan`.
+async fn peer(listener: TcpListener, seen: Arc<Mutex<Seen>>) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            return;
+        };
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            let mut framer = StreamFramer::new(Limits::default());
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let n = match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                framer.push(&buf[..n]);
+                while let Ok(Some(frame)) = framer.next_frame() {
+                    let Frame::Message(bytes) = frame else {
+                        continue;
+                    };
+                    let request = SipMessage::parse_framed(bytes, &Limits::default())
+                        .expect("the platform sends valid messages");
+                    for answer in answers(&request, &seen) {
+                        if stream.write_all(&answer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// The peer's responses to `request`, as bytes, in order.
+fn answers(request: &SipMessage, seen: &Mutex<Seen>) -> Vec<Bytes> {
+    let call_id = String::from_utf8_lossy(request.call_id().unwrap()).into_owned();
+    let respond = |status: u16, tag: bool| {
+        let mut r = SipMessage::response_to(request, status, "Scripted").unwrap();
+        if tag && status > 100 {
+            r.set_to_tag("peer").unwrap();
+        }
+        r
+    };
+    match request.method() {
+        Some(Method::Ack) => {
+            *seen.lock().unwrap().acks.entry(call_id).or_default() += 1;
+            return Vec::new();
+        }
+        Some(Method::Bye) => {
+            *seen.lock().unwrap().byes.entry(call_id).or_default() += 1;
+            return vec![respond(200, true).to_bytes()];
+        }
+        Some(Method::Cancel) => {
+            let mut out = vec![respond(200, true).to_bytes()];
+            if let Some(invite) = seen.lock().unwrap().invites.get(&call_id) {
+                let mut terminated = SipMessage::response_to(invite, 487, "Cancelled").unwrap();
+                terminated.set_to_tag("peer").unwrap();
+                out.push(terminated.to_bytes());
+            }
+            return out;
+        }
+        Some(Method::Invite) => {
+            seen.lock()
+                .unwrap()
+                .invites
+                .insert(call_id.clone(), request.clone());
+        }
+        _ => {}
+    }
+    let plan = request
+        .header_by_name("X-Plan")
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default();
+    plan.split(',')
+        .filter(|t| !t.is_empty())
+        .map(|t| match Step::parse(t) {
+            Step::Status(s) => respond(s, true).to_bytes(),
+            Step::UntaggedOk => respond(200, false).to_bytes(),
+            Step::Stray => {
+                let mut r = respond(200, true);
+                let via = String::from_utf8_lossy(r.header(HeaderName::Via).unwrap())
+                    .replace("branch=", "branch=z9hG4bKstray");
+                r.set_header(HeaderName::Via, via).unwrap();
+                r.to_bytes()
+            }
+        })
+        .collect()
+}
+
+struct Setup {
+    platform: CollaborationPlatform,
+    endpoint: EndpointId,
+    seen: Arc<Mutex<Seen>>,
+}
+
+async fn start() -> Setup {
+    let listener = TcpListener::bind(loopback0()).await.unwrap();
+    let proxy: SocketAddr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    tokio::spawn(peer(listener, seen.clone()));
+    let pki = LoopbackPki::new().expect("CA");
+    let timers = TransactionConfig {
+        t1: T1,
+        t2: T1 * 8,
+        t4: T1 * 10,
+        timer_d: T1 * 64,
+        ..TransactionConfig::default()
+    };
+    let settings = ServerPlatformSettings::new(
+        "ucma-rs random answers test",
+        "app.contoso.test",
+        pki.identity("app.contoso.test").unwrap(),
+        pki.roots(),
+        OutboundProxy::tcp(proxy),
+    )
+    .listen(Listener::tcp(loopback0()).allow_untrusted_peers())
+    .topology(Topology::new(["contoso.test"]))
+    .transaction_timers(timers);
+    let platform = CollaborationPlatform::start(settings).await.unwrap();
+    let owner = Address::assume_on_premises("sip:app@contoso.test").unwrap();
+    let (endpoint, rx) = platform
+        .register_endpoint(owner, None, false)
+        .await
+        .unwrap();
+    // Nothing comes to the endpoint here; its queue is kept open.
+    std::mem::forget(rx);
+    Setup {
+        platform,
+        endpoint,
+        seen,
+    }
+}
+
+/// Sends case `n` and checks its outcome against its plan.
+async fn run(s: &Setup, n: usize, c: &Case) {
+    let plan: Vec<String> = c.plan.iter().map(|p| p.text()).collect();
+    let contact = format!("<{}>", s.platform.contact_uri("app").unwrap());
+    let call_id = format!("case-{n}-{}@app", peer_harness::unique_token());
+    let method = if c.invite {
+        Method::Invite
+    } else {
+        Method::Message
+    };
+    let request = OutgoingRequest::new(method, "sip:bob@contoso.test")
+        .from("<sip:app@contoso.test>")
+        .call_id(call_id.clone())
+        .header("Contact", contact)
+        .header("X-Plan", plan.join(","));
+    let request = if c.invite {
+        request
+    } else {
+        request.body("text/plain", "hello")
+    };
+    let first = c.plan.iter().find_map(|p| p.final_status());
+    let outcome: Result<u16, RequestError> = if c.invite {
+        let invite = s.platform.invite(s.endpoint, request).await.unwrap();
+        if first.is_none() {
+            // The application's ring timeout.
+            let canceller = invite.canceller();
+            tokio::spawn(async move {
+                tokio::time::sleep(T1 * 10).await;
+                canceller.cancel().await;
+            });
+        }
+        bounded("the INVITE's outcome", invite.outcome())
+            .await
+            .map(|(r, _)| r.status().unwrap())
+    } else {
+        bounded("the MESSAGE's outcome", s.platform.send_request(request))
+            .await
+            .map(|r| r.status().unwrap())
+    };
+    let provisional = c
+        .plan
+        .iter()
+        .any(|p| matches!(p, Step::Status(s) if *s < 200));
+    match (first, &outcome) {
+        (None, Err(RequestError::Cancelled)) if c.invite && provisional => {}
+        (None, Err(RequestError::Timeout)) if !(c.invite && provisional) => {}
+        (Some(f), Ok(got)) if f < 300 => assert_eq!(*got, f, "{c:?}"),
+        (Some(487), Err(RequestError::Cancelled)) => {}
+        (Some(f), Err(RequestError::Status { code, .. })) if f >= 300 => {
+            assert_eq!(*code, f, "{c:?}")
+        }
+        _ => panic!("{c:?} ended {outcome:?}"),
+    }
+    if !c.invite {
+        return;
+    }
+    // What the platform owes the peer for the INVITE's finals (RFC 3261 §13.2.2.4,
+    // §17.1.1.3): an ACK for the first final, a 2xx or not; for a 2xx after a failure, an
+    // ACK and a BYE (no call was wanted any more).
+    let finals: Vec<Step> = c
+        .plan
+        .iter()
+        .copied()
+        .filter(|p| p.final_status().is_some())
+        .collect();
+    let cancelled = finals.is_empty() && provisional;
+    // The dialog a 2xx makes: the To tag it carries (none for the untagged one).
+    let tag = |p: Step| p != Step::UntaggedOk;
+    let ok = |p: Step| p.final_status().is_some_and(|s| s < 300);
+    // A second 2xx that is not a retransmission of the first (it follows a failure, or
+    // names another dialog): a call the caller was not given, ACKed and ended with BYE.
+    let unwanted =
+        finals.len() == 2 && ok(finals[1]) && (!ok(finals[0]) || tag(finals[0]) != tag(finals[1]));
+    // A non-2xx after a 2xx is absorbed (RFC 6026): no ACK for it.
+    let owed = usize::from(!finals.is_empty() || cancelled)
+        + usize::from(finals.len() == 2 && ok(finals[1]));
+    tokio::time::sleep(SETTLE).await;
+    let seen = s.seen.lock().unwrap();
+    let acks = seen.acks.get(&call_id).copied().unwrap_or(0);
+    let byes = seen.byes.get(&call_id).copied().unwrap_or(0);
+    assert!(acks >= owed, "{c:?}: {acks} ACKs, {owed} owed");
+    if unwanted {
+        assert_eq!(byes, 1, "{c:?}: the unwanted call was not ended");
+    } else {
+        assert_eq!(
+            byes, 0,
+            "{c:?}: a BYE for a call that was answered or never made"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(8))]
+
+    #[test]
+    fn each_request_ends_once_with_its_first_final_answer(
+        cases in prop::collection::vec(case(), 1..16),
+    ) {
+        let rt = runtime();
+        rt.block_on(async {
+            let s = start().await;
+            for (n, c) in cases.iter().enumerate() {
+                run(&s, n, c).await;
+            }
+            bounded("platform stop", s.platform.shutdown_within(Duration::from_secs(1))).await;
+        });
+    }
+}
