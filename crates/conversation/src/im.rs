@@ -784,7 +784,9 @@ impl<H: Homing> InstantMessagingCall<H> {
     /// `ring_timeout`: the INVITE is cancelled (RFC 3261 §9; the CANCEL goes out once the
     /// callee has sent a provisional response) and the call fails with
     /// [`CallError::NoAnswer`]. An answer that races the CANCEL is ended with BYE. Without
-    /// this, an unanswered INVITE lasts until a proxy's timer or Timer B (32 s) ends it.
+    /// this, an INVITE nobody answers lasts until Timer B (64·T1, 32 s) if no provisional
+    /// response came, and until a final response otherwise: RFC 3261 gives a ringing client
+    /// INVITE no timer of its own, and only a proxy's (Timer C, over 3 minutes) ends it.
     ///
     /// Cancel safety: as [`establish`](Self::establish).
     pub async fn establish_within(
