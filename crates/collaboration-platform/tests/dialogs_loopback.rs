@@ -234,6 +234,46 @@ async fn subscription_dialog_on_both_sides_with_notify_in_it() {
     assert_eq!(r.status(), Some(200));
 }
 
+/// The app's presence SUBSCRIBE to bob.
+fn subscribe(a: &CollaborationPlatform) -> OutgoingRequest {
+    OutgoingRequest::new(Method::Subscribe, "sip:bob@contoso.test")
+        .from("<sip:app@contoso.test>")
+        .header("Event", "presence")
+        .header("Expires", "600")
+        .header("Contact", format!("<{}>", a.contact_uri("app").unwrap()))
+}
+
+/// Bob's NOTIFYs in the dialog of the SUBSCRIBE `sub` before answering it (they overtake
+/// the 2xx, RFC 6665 §4.1.2.4): `notify(cseq)` builds one.
+fn early_notifies(
+    b: &CollaborationPlatform,
+    sub: &IncomingRequest,
+) -> impl Fn(u32) -> OutgoingRequest {
+    let r = sub.request();
+    let call_id = String::from_utf8_lossy(r.call_id().unwrap()).into_owned();
+    let to = String::from_utf8_lossy(r.header(HeaderName::From).unwrap()).into_owned();
+    let contact = format!("<{}>", b.contact_uri("bob").unwrap());
+    let from = format!("<sip:bob@contoso.test>;tag={}", sub.local_tag());
+    move |cseq| {
+        OutgoingRequest::new(Method::Notify, "sip:app@contoso.test")
+            .from(from.clone())
+            .to(to.clone())
+            .call_id(call_id.clone())
+            .cseq(cseq)
+            .header("Event", "presence")
+            .header("Subscription-State", "active;expires=600")
+            .header("Contact", contact.clone())
+    }
+}
+
+/// The status a request's outcome carries.
+fn status_of(r: Result<sip_core::SipMessage, RequestError>) -> u16 {
+    match r {
+        Ok(m) => m.status().unwrap_or(0),
+        Err(e) => e.status(),
+    }
+}
+
 /// RFC 6665 §4.1.2.4 with RFC 3261 §8.2: a NOTIFY that would make the subscription's
 /// dialog (it overtook the SUBSCRIBE's 2xx) is screened first, and one refused (420 here)
 /// makes no dialog, so its CSeq number stays unused: the same NOTIFY without the Require
@@ -247,29 +287,13 @@ async fn a_notify_refused_before_the_2xx_makes_no_subscription_dialog() {
     let b2 = b.clone();
     let notifier = tokio::spawn(async move {
         let mut sub = next(&mut bob_rx).await;
-        let r = sub.request();
-        let call_id = String::from_utf8_lossy(r.call_id().unwrap()).into_owned();
-        let to = String::from_utf8_lossy(r.header(HeaderName::From).unwrap()).into_owned();
         let contact = format!("<{}>", b2.contact_uri("bob").unwrap());
-        // The notifier's NOTIFY before its 2xx: its dialog's tags, CSeq 1.
-        let notify = |extra: &[(&str, &str)]| {
-            let mut n = OutgoingRequest::new(Method::Notify, "sip:app@contoso.test")
-                .from(format!("<sip:bob@contoso.test>;tag={}", sub.local_tag()))
-                .to(to.clone())
-                .call_id(call_id.clone())
-                .cseq(1)
-                .header("Event", "presence")
-                .header("Subscription-State", "active;expires=600")
-                .header("Contact", contact.clone());
-            for (name, value) in extra {
-                n = n.header(*name, value.to_string());
-            }
-            n
-        };
+        // The notifier's NOTIFY before its 2xx, CSeq 1, once refused and once taken.
+        let notify = early_notifies(&b2, &sub);
         let refused = b2
-            .send_request(notify(&[("Require", "nothingSupportsThis")]))
+            .send_request(notify(1).header("Require", "nothingSupportsThis"))
             .await;
-        let taken = b2.send_request(notify(&[])).await;
+        let taken = b2.send_request(notify(1)).await;
         sub.respond(
             200,
             "OK",
@@ -278,11 +302,7 @@ async fn a_notify_refused_before_the_2xx_makes_no_subscription_dialog() {
         )
         .await
         .unwrap();
-        let status = |r: Result<sip_core::SipMessage, RequestError>| match r {
-            Ok(m) => m.status().unwrap_or(0),
-            Err(e) => e.status(),
-        };
-        (status(refused), status(taken))
+        (status_of(refused), status_of(taken))
     });
     // The app takes every NOTIFY that reaches it.
     let taker = tokio::spawn(async move {
@@ -293,12 +313,7 @@ async fn a_notify_refused_before_the_2xx_makes_no_subscription_dialog() {
         }
         seen
     });
-    let subscribe = OutgoingRequest::new(Method::Subscribe, "sip:bob@contoso.test")
-        .from("<sip:app@contoso.test>")
-        .header("Event", "presence")
-        .header("Expires", "600")
-        .header("Contact", format!("<{}>", a.contact_uri("app").unwrap()));
-    let subscribed = tokio::time::timeout(WAIT, a.subscribe(app, subscribe)).await;
+    let subscribed = tokio::time::timeout(WAIT, a.subscribe(app, subscribe(&a))).await;
     let statuses = tokio::time::timeout(WAIT, notifier).await.unwrap().unwrap();
     assert_eq!(statuses, (420, 200), "the refused NOTIFY used up CSeq 1");
     let (ok, dialog) = subscribed.unwrap().unwrap();
@@ -324,42 +339,19 @@ async fn a_subscribe_refused_after_its_notify_leaves_no_dialog() {
     let (refused_tx, refused_rx) = tokio::sync::oneshot::channel::<()>();
     let notifier = tokio::spawn(async move {
         let mut sub = next(&mut bob_rx).await;
-        let r = sub.request();
-        let call_id = String::from_utf8_lossy(r.call_id().unwrap()).into_owned();
-        let to = String::from_utf8_lossy(r.header(HeaderName::From).unwrap()).into_owned();
-        let contact = format!("<{}>", b2.contact_uri("bob").unwrap());
-        let tag = sub.local_tag().to_owned();
-        let notify = |cseq: u32| {
-            OutgoingRequest::new(Method::Notify, "sip:app@contoso.test")
-                .from(format!("<sip:bob@contoso.test>;tag={tag}"))
-                .to(to.clone())
-                .call_id(call_id.clone())
-                .cseq(cseq)
-                .header("Event", "presence")
-                .header("Subscription-State", "active;expires=600")
-                .header("Contact", contact.clone())
-        };
+        let notify = early_notifies(&b2, &sub);
         let before = b2.send_request(notify(1)).await;
         sub.respond(403, "Forbidden", &[], None).await.unwrap();
         refused_rx.await.unwrap();
         let after = b2.send_request(notify(2)).await;
-        let status = |r: Result<sip_core::SipMessage, RequestError>| match r {
-            Ok(m) => m.status().unwrap_or(0),
-            Err(e) => e.status(),
-        };
-        (status(before), status(after))
+        (status_of(before), status_of(after))
     });
     let taker = tokio::spawn(async move {
         while let Some(mut n) = app_rx.recv().await {
             n.respond(200, "OK", &[], None).await.unwrap();
         }
     });
-    let subscribe = OutgoingRequest::new(Method::Subscribe, "sip:bob@contoso.test")
-        .from("<sip:app@contoso.test>")
-        .header("Event", "presence")
-        .header("Expires", "600")
-        .header("Contact", format!("<{}>", a.contact_uri("app").unwrap()));
-    let subscribed = tokio::time::timeout(WAIT, a.subscribe(app, subscribe))
+    let subscribed = tokio::time::timeout(WAIT, a.subscribe(app, subscribe(&a)))
         .await
         .unwrap();
     assert_eq!(subscribed.err().map(|e| e.status()), Some(403));
