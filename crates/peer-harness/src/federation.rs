@@ -312,11 +312,37 @@ impl Federation {
     /// Blocking, as [`FederationBuilder::start`]. Drop it before the federation (it lives in
     /// the federation's folder).
     pub fn spawn_replica(&self, deployment: Deployment) -> Result<FrontEnd> {
+        self.replica(deployment, None)
+    }
+
+    /// As [`spawn_replica`](Self::spawn_replica), but its TLS profiles trust the CA(s) in
+    /// `extra_ca_pem` besides the test CA: a pool where one server accepts a client
+    /// certificate that the others refuse (failover tests of a refused certificate).
+    pub fn spawn_replica_trusting(
+        &self,
+        deployment: Deployment,
+        extra_ca_pem: &str,
+    ) -> Result<FrontEnd> {
+        self.replica(deployment, Some(extra_ca_pem))
+    }
+
+    fn replica(&self, deployment: Deployment, extra_ca_pem: Option<&str>) -> Result<FrontEnd> {
         let n = self
             .replicas
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
         let mut config = self.configs[deployment.index()].clone();
+        if let Some(extra) = extra_ca_pem {
+            // Kamailio's `ca_list` takes several certificates in one PEM file.
+            let path = self
+                .dir
+                .path()
+                .join(format!("{}-replica-{n}-ca.crt", deployment.domain()));
+            let text = format!("{}\n{}\n", self.pki.ca_pem().trim_end(), extra.trim_end());
+            std::fs::write(&path, text)
+                .map_err(|e| HarnessError::io(format!("writing {}", path.display()), e))?;
+            config.ca = path;
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;

@@ -47,6 +47,7 @@ pub struct TestPki {
     applications: [CertFiles; 2],
     untrusted: CertFiles,
     foreign: CertFiles,
+    foreign_ca_pem: String,
 }
 
 impl std::fmt::Debug for TestPki {
@@ -137,7 +138,8 @@ impl TestPki {
         let applications = [app(Deployment::Contoso)?, app(Deployment::Fabrikam)?];
         let untrusted = leaf(dir, &ca, &[UNTRUSTED_NAME, "localhost", "127.0.0.1"])?;
         let other_ca = new_ca("peer-harness foreign CA")?;
-        write(&dir.join("foreign-ca.crt"), &other_ca.pem())?;
+        let foreign_ca_pem = other_ca.pem();
+        write(&dir.join("foreign-ca.crt"), &foreign_ca_pem)?;
         let foreign = leaf(dir, &other_ca, &[FOREIGN_NAME, "localhost", "127.0.0.1"])?;
         Ok(TestPki {
             dir: dir.to_path_buf(),
@@ -148,6 +150,7 @@ impl TestPki {
             applications,
             untrusted,
             foreign,
+            foreign_ca_pem,
         })
     }
 
@@ -186,6 +189,13 @@ impl TestPki {
     /// A client certificate from another CA ([`FOREIGN_NAME`]): its handshake is refused.
     pub fn foreign(&self) -> &CertFiles {
         &self.foreign
+    }
+
+    /// The foreign CA's certificate, PEM (the issuer of [`foreign`](Self::foreign); trusted
+    /// by no front end unless one is started with
+    /// [`Federation::spawn_replica_trusting`](crate::Federation::spawn_replica_trusting)).
+    pub fn foreign_ca_pem(&self) -> &str {
+        &self.foreign_ca_pem
     }
 
     /// Issues one more certificate from the test CA for `names` (SANs; the first is also the
