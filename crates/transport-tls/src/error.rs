@@ -27,11 +27,21 @@ pub enum TlsRefusal {
     #[error("the peer's certificate was refused: {0}")]
     BadCertificate(String),
     /// The peer sent a TLS alert (it refused us): the alert's name.
-    #[error("the peer refused the handshake with alert {0}")]
+    #[error("{}", alert_text(.0))]
     PeerAlert(String),
     /// Another TLS protocol failure.
     #[error("TLS protocol error: {0}")]
     Protocol(String),
+}
+
+/// What a peer's alert says: alerts about a certificate say that ours was refused, which
+/// is what a reader of a failover or start error needs to see.
+fn alert_text(alert: &str) -> String {
+    if alert.contains("Certificate") || alert == "UnknownCA" {
+        format!("the peer refused our certificate (alert {alert})")
+    } else {
+        format!("the peer refused the handshake with alert {alert}")
+    }
 }
 
 impl TlsRefusal {
@@ -156,6 +166,15 @@ pub enum TransportError {
     /// The connection does not exist (any more).
     #[error("connection {0} is closed")]
     ConnectionClosed(u64),
+    /// The connection closed while it was being confirmed
+    /// ([`SipTransport::confirm`](crate::SipTransport::confirm)), for this reason.
+    #[error("connection {connection} closed: {reason}")]
+    Closed {
+        /// The connection's id.
+        connection: u64,
+        /// Why it closed.
+        reason: CloseReason,
+    },
     /// The TLS settings could not be used.
     #[error(transparent)]
     Config(#[from] TlsConfigError),

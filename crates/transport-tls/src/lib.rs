@@ -111,6 +111,6 @@ pub use tls::{
     TrustRoots,
 };
 pub use transport::{
-    udp_response_to, ConnectionId, ConnectionInfo, Direction, ReceivedMessage, SipTransport,
-    Target, TransportEvent, TransportKind,
+    udp_response_to, Confirmation, ConnectionId, ConnectionInfo, Direction, ReceivedMessage,
+    SipTransport, Target, TransportEvent, TransportKind,
 };

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 use tracing::Instrument;
 
-use crate::config::{KeepAlive, TransportSettings};
+use crate::config::{KeepAlive, TransportLimits, TransportSettings};
 use crate::error::{CloseReason, TlsRefusal, TransportError};
 use crate::tls::{PeerIdentity, TlsServerSettings};
 
@@ -266,6 +266,15 @@ struct ConnCtl {
     reason: Mutex<Option<CloseReason>>,
     closed: AtomicBool,
     keys: Mutex<Vec<FlowKey>>,
+    /// Asks the reader for a keep-alive ping now ([`SipTransport::confirm`]): a permit
+    /// stored by `notify_one` is not lost if the reader is busy.
+    ping: Notify,
+    /// Pongs received to our pings.
+    pongs: AtomicU64,
+    /// Why the connection ended, set once by its reader before it leaves the tables.
+    end: OnceLock<CloseReason>,
+    /// Woken (all waiters) when `pongs` or `end` changes.
+    probed: Notify,
 }
 
 impl ConnCtl {
@@ -492,6 +501,10 @@ impl Shared {
             reason: Mutex::new(None),
             closed: AtomicBool::new(false),
             keys: Mutex::new(key.into_iter().collect()),
+            ping: Notify::new(),
+            pongs: AtomicU64::new(0),
+            end: OnceLock::new(),
+            probed: Notify::new(),
         });
         let handle = ConnHandle {
             info: Arc::new(info),
@@ -772,6 +785,9 @@ impl Connection {
             Ok(announced) => (self.read_loop(&mut reader).await, announced),
             Err(reason) => (reason, false),
         };
+        // Before the connection leaves the tables: a `confirm` that holds it sees why.
+        let _ = self.handle.ctl.end.set(reason.clone());
+        self.handle.ctl.probed.notify_waiters();
         self.handle.ctl.closed.store(true, Ordering::Release);
         self.shared.forget(&self.handle);
         // One budget for queueing the close and for the writer to finish: a writer stuck on a
@@ -847,6 +863,8 @@ impl Connection {
 
         let stop = ctl.stop.notified();
         tokio::pin!(stop);
+        let ping_asked = ctl.ping.notified();
+        tokio::pin!(ping_asked);
         // One timer for the connection, moved only when a deadline comes earlier than the
         // armed one, or when it fires: not once per read.
         let mut armed = later(start, limits.idle_timeout);
@@ -919,6 +937,8 @@ impl Connection {
                                 // pongs (a lone CRLF is also some peers' own keep-alive).
                                 if pong_deadline.take().is_some() {
                                     peer_pongs = true;
+                                    ctl.pongs.fetch_add(1, Ordering::AcqRel);
+                                    ctl.probed.notify_waiters();
                                     if let Some(k) = self.keep_alive {
                                         ping_due = Some(later(now, self.jitter(k.interval, pings)));
                                     }
@@ -938,6 +958,25 @@ impl Connection {
                         (true, true) => Some(now),
                         (true, false) => partial_since.or(Some(now)),
                     };
+                }
+                _ = &mut ping_asked => {
+                    ping_asked.set(ctl.ping.notified());
+                    // A ping already out: its pong answers this request too.
+                    if pong_deadline.is_none() {
+                        let now = Instant::now();
+                        // Sent as a keep-alive ping (the framer must read the next CRLF
+                        // as its pong); the pong wait is the keep-alive's, or its default.
+                        if self.handle.tx.try_send(Out::Data(Bytes::from_static(b"\r\n\r\n"))).is_ok() {
+                            tracing::trace!("ping asked for");
+                            ping_due = None;
+                            pings += 1;
+                            framer.expect_pong();
+                            let wait = self.keep_alive.unwrap_or_default().pong_timeout;
+                            pong_deadline = Some(later(now, wait));
+                        } else {
+                            tracing::debug!("send queue full: asked-for ping skipped");
+                        }
+                    }
                 }
                 _ = &mut sleep => {
                     let now = Instant::now();
@@ -1238,6 +1277,50 @@ impl SipTransport {
         self.flow(target).await.map(|h| h.info.id)
     }
 
+    /// Whether the peer kept connection `connection` (TLS: after it saw our certificate): a
+    /// CRLFCRLF ping (RFC 5626 §4.4.1) goes out on it, then this waits `within` at most.
+    /// A pong gives [`Confirmation::Ponged`]; still open and no pong gives
+    /// [`Confirmation::Silent`] (many peers never pong: not a failure). A close gives its
+    /// reason as the error: a TLS alert as [`TransportError::Tls`] (under TLS 1.3 a server
+    /// refuses a client certificate only after our handshake has completed, so `connect`
+    /// alone cannot tell), anything else as [`TransportError::Closed`]. A connection
+    /// already gone from the tables gives [`TransportError::ConnectionClosed`]
+    /// ([`connect_confirmed`](Self::connect_confirmed) keeps the reason in that case).
+    ///
+    /// Cancel safety: cancel safe (the ping may have been sent).
+    pub async fn confirm(
+        &self,
+        connection: ConnectionId,
+        within: Duration,
+    ) -> Result<Confirmation, TransportError> {
+        let h = self
+            .shared
+            .conns
+            .get(&connection)
+            .ok_or(TransportError::ConnectionClosed(connection.0))?;
+        confirm(&h, within).await
+    }
+
+    /// [`connect`](Self::connect), then [`confirm`](Self::confirm) on that connection
+    /// without letting it go in between, so a close right after the handshake is reported
+    /// with its reason.
+    ///
+    /// Cancel safety: as `connect` and `confirm`.
+    pub async fn connect_confirmed(
+        &self,
+        target: &Target,
+        within: Duration,
+    ) -> Result<(ConnectionId, Confirmation), TransportError> {
+        let h = self.flow(target).await?;
+        confirm(&h, within).await.map(|c| (h.info.id, c))
+    }
+
+    /// The limits this transport enforces (e.g. its handshake timeout, which callers use
+    /// to bound their own waits).
+    pub fn limits(&self) -> TransportLimits {
+        self.shared.settings.limits
+    }
+
     async fn flow(&self, target: &Target) -> Result<ConnHandle, TransportError> {
         if target.transport == TransportKind::Udp {
             return Err(TransportError::Io("UDP has no connections".into()));
@@ -1422,6 +1505,55 @@ impl SipTransport {
             h.ctl.fail(CloseReason::Shutdown);
         }
     }
+}
+
+/// What [`SipTransport::confirm`] saw while the connection stayed open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Confirmation {
+    /// The peer answered the ping: it reads what we send, so it accepted us.
+    Ponged,
+    /// No pong and no close within the bound: the peer does not pong, or is slow.
+    Silent,
+}
+
+/// The error a connection's close reason is reported as by `confirm`.
+fn close_error(info: &ConnectionInfo, reason: &CloseReason) -> TransportError {
+    match reason {
+        CloseReason::Tls(refusal) => TransportError::Tls {
+            remote: info.remote,
+            refusal: refusal.clone(),
+        },
+        reason => TransportError::Closed {
+            connection: info.id.0,
+            reason: reason.clone(),
+        },
+    }
+}
+
+/// Asks `h`'s reader for a ping and waits for its pong, the close, or `within`.
+async fn confirm(h: &ConnHandle, within: Duration) -> Result<Confirmation, TransportError> {
+    let ctl = &h.ctl;
+    let before = ctl.pongs.load(Ordering::Acquire);
+    ctl.ping.notify_one();
+    let outcome = async {
+        loop {
+            // Registered before the state is read, so a change in between is not missed.
+            let changed = ctl.probed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(reason) = ctl.end.get() {
+                return Err(close_error(&h.info, reason));
+            }
+            if ctl.pongs.load(Ordering::Acquire) > before {
+                return Ok(Confirmation::Ponged);
+            }
+            changed.await;
+        }
+    };
+    timeout(within, outcome)
+        .await
+        .unwrap_or(Ok(Confirmation::Silent))
 }
 
 /// Opens an outbound connection.

@@ -12,8 +12,8 @@ use common::*;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use transport_tls::{
-    ClientAuth, CloseReason, Direction, SipTransport, Target, TlsClientSettings, TlsRefusal,
-    TlsServerSettings, TransportError, TransportEvent, TransportSettings,
+    ClientAuth, CloseReason, Confirmation, Direction, SipTransport, Target, TlsClientSettings,
+    TlsRefusal, TlsServerSettings, TransportError, TransportEvent, TransportSettings,
 };
 
 const OPENSSL: &str = "openssl";
@@ -358,4 +358,118 @@ async fn openssl_s_client_without_certificate_to_our_optional_listener() {
     .await;
     assert!(got.peer().is_none());
     client.kill().await.unwrap();
+}
+
+// `confirm`: does the peer keep the connection after the handshake? A peer that pongs
+// (our own listener answers CRLFCRLF with CRLF; Kamailio's answer is checked in
+// collaboration-platform's proxy_failover tests), one that never pongs (`openssl s_server`
+// prints what it gets and answers nothing), and a TLS 1.3 server that refuses our
+// certificate after our side of the handshake has ended.
+
+#[tokio::test]
+async fn confirm_gets_the_pong_of_a_peer_that_pongs() {
+    let ca = Ca::new("Root");
+    let (_srv, _srx, port) = our_server(&ca, true).await;
+    let app = ca.leaf(&["app.contoso.test"]);
+    let (cli, _rx) = SipTransport::new(
+        TransportSettings::new()
+            .tls_client(TlsClientSettings::new(ca.roots()).identity(app.identity)),
+    )
+    .unwrap();
+    let target = Target::tls(format!("127.0.0.1:{port}").parse().unwrap(), FE);
+    let id = within(WAIT, cli.connect(&target)).await.unwrap();
+    let got = within(WAIT, cli.confirm(id, Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(got, Confirmation::Ponged);
+    // Again on the same connection: each call pings anew.
+    let got = within(WAIT, cli.confirm(id, Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(got, Confirmation::Ponged);
+    assert_eq!(cli.established(&target), Some(id));
+}
+
+#[tokio::test]
+async fn confirm_is_silent_for_openssl_s_server_which_never_pongs() {
+    let ca = Ca::new("Root");
+    let f = files(&ca, FE);
+    let (mut server, port) = s_server(&f, true).await;
+    let app = ca.leaf(&["app.contoso.test"]);
+    let (cli, _rx) = SipTransport::new(
+        TransportSettings::new()
+            .tls_client(TlsClientSettings::new(ca.roots()).identity(app.identity)),
+    )
+    .unwrap();
+    let target = Target::tls(format!("127.0.0.1:{port}").parse().unwrap(), FE);
+    let (id, got) = within(
+        WAIT,
+        cli.connect_confirmed(&target, Duration::from_millis(500)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(got, Confirmation::Silent);
+    // Not a failure: the connection is kept and carries SIP.
+    assert_eq!(cli.established(&target), Some(id));
+    cli.send(&target, &parsed(&message_request(1, 300, "TLS h")))
+        .await
+        .unwrap();
+    let seen = stdout_until(&mut server, "xxxx").await;
+    assert!(
+        seen.contains("MESSAGE sip:app@contoso.test SIP/2.0"),
+        "{seen}"
+    );
+    server.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn confirm_reports_a_tls13_refusal_of_our_certificate() {
+    let ca = Ca::new("Root");
+    let f = files(&ca, FE);
+    let (mut server, port) = s_server(&f, true).await;
+    // No certificate of ours: s_server requires one and says so by alert.
+    let (cli, mut rx) =
+        SipTransport::new(TransportSettings::new().tls_client(TlsClientSettings::new(ca.roots())))
+            .unwrap();
+    let target = Target::tls(format!("127.0.0.1:{port}").parse().unwrap(), FE);
+    let err = within(WAIT, cli.connect_confirmed(&target, Duration::from_secs(5)))
+        .await
+        .unwrap_err();
+    match &err {
+        TransportError::Tls {
+            refusal: TlsRefusal::PeerAlert(a),
+            ..
+        } => assert_eq!(a, "CertificateRequired"),
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains("refused our certificate"), "{err}");
+    // Under TLS 1.3 the handshake itself succeeded: the connection opened, then closed.
+    let first = within(WAIT, rx.recv()).await.unwrap();
+    assert!(matches!(first, TransportEvent::Opened(_)), "{first:?}");
+    assert_eq!(cli.established(&target), None);
+    server.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn confirm_of_a_connection_already_gone_says_it_is_closed() {
+    let ca = Ca::new("Root");
+    let (_srv, _srx, port) = our_server(&ca, true).await;
+    let app = ca.leaf(&["app.contoso.test"]);
+    let (cli, _rx) = SipTransport::new(
+        TransportSettings::new()
+            .tls_client(TlsClientSettings::new(ca.roots()).identity(app.identity)),
+    )
+    .unwrap();
+    let target = Target::tls(format!("127.0.0.1:{port}").parse().unwrap(), FE);
+    let id = within(WAIT, cli.connect(&target)).await.unwrap();
+    cli.close(id);
+    // Closed before it was announced, so no event: wait until it left the tables.
+    within(WAIT, async {
+        while cli.connection(id).is_some() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let err = cli.confirm(id, Duration::from_secs(5)).await.unwrap_err();
+    assert_eq!(err, TransportError::ConnectionClosed(id.0));
 }
