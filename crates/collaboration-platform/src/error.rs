@@ -12,7 +12,9 @@ pub struct ProxyAttempt {
     /// Where it was tried.
     pub addr: SocketAddr,
     /// Why it failed: TCP connect, or for TLS the mutual-TLS handshake (a refusal, or no
-    /// answer within the transport's `handshake_timeout`).
+    /// answer within the transport's `handshake_timeout`), or the connection closed right
+    /// after it (`TransportError::Tls` when the server refused our certificate by an alert
+    /// after a TLS 1.3 handshake).
     pub error: TransportError,
 }
 
@@ -42,7 +44,7 @@ pub enum PlatformError {
     #[error("outbound proxy: {0}")]
     Locate(#[from] LocateError),
     /// Every server the outbound proxy's domain resolved to was tried, in order, and none
-    /// could be connected to (TLS: handshake completed).
+    /// could be connected to (TLS: handshake completed and the connection kept).
     #[error("no server of the outbound proxy {proxy} could be reached: {}", attempts_text(.attempts))]
     ProxyUnreachable {
         /// The proxy's domain.

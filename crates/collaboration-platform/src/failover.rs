@@ -2,12 +2,16 @@
 //! servers are tried in order until one answers), and the search for another one when the
 //! current server is lost.
 //!
-//! A server is "reachable" when a connection to it opens: TCP connect and, for TLS, the
-//! handshake, both within the transport's `TransportLimits::handshake_timeout` (default
-//! 10 s), which is what bounds the time one dead server costs. Under TLS 1.3 a front end
-//! that refuses the platform's certificate says so only after the handshake ends: that
-//! server looks reachable at start, its connection then drops, and the platform moves on
-//! as for any lost server.
+//! A server is "reachable" when a connection to it opens and the server keeps it: TCP
+//! connect and, for TLS, the handshake, both within the transport's
+//! `TransportLimits::handshake_timeout` (default 10 s); then, for TLS, a keep-alive ping
+//! (`SipTransport::connect_confirmed`) answered by a pong, or no close within
+//! [`CONFIRM_MAX`] (or the handshake timeout if shorter). The ping is needed because under
+//! TLS 1.3 a front end that refuses the platform's certificate says so only after our side
+//! of the handshake has ended: without it that server would look reachable, be chosen, and
+//! drop the connection at once. A refused server is an attempt like any other (its error
+//! names the refusal) and the next server is tried. Plain TCP is not confirmed: there is
+//! no certificate to refuse, and a peer that never pongs (SIPp) would cost the whole bound.
 
 use crate::error::ProxyAttempt;
 use crate::locate::{LocateError, LocateTarget, ServerLocator};
@@ -15,7 +19,14 @@ use crate::settings::ProxyTransport;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use transport_tls::{SipTransport, Target};
+use transport_tls::{SipTransport, Target, TransportKind};
+
+/// The longest wait, after a TLS handshake, for the server to pong or refuse our
+/// certificate. A refusal comes one round trip after the handshake, a pong too; 2 s is
+/// many round trips even across continents, and it is also what a server that accepts us
+/// and never pongs costs once per start or failover, so it stays short. Never longer than
+/// the transport's handshake timeout, the bound the user chose for one server.
+pub(crate) const CONFIRM_MAX: Duration = Duration::from_secs(2);
 
 /// The first pause between two rounds of a search that found nothing; it doubles up to
 /// [`RETRY_MAX`].
@@ -61,7 +72,8 @@ impl ProxyPool {
     }
 
     /// Connects to the servers listed in `order` (indices into `servers`) one after the
-    /// other; the index of the first that opens, else what each attempt met.
+    /// other; the index of the first that opens (and, for TLS, keeps the connection after
+    /// seeing our certificate: see the module doc), else what each attempt met.
     pub async fn first_reachable(
         &self,
         transport: &SipTransport,
@@ -72,8 +84,21 @@ impl ProxyPool {
             let Some(&addr) = self.servers.get(i) else {
                 continue;
             };
-            match transport.connect(&self.target(addr)).await {
-                Ok(_) => return Ok(i),
+            let target = self.target(addr);
+            let opened = match target.transport {
+                TransportKind::Tls => {
+                    let within = CONFIRM_MAX.min(transport.limits().handshake_timeout);
+                    transport
+                        .connect_confirmed(&target, within)
+                        .await
+                        .map(|(_, confirmation)| {
+                            tracing::debug!(%addr, ?confirmation, "outbound proxy server kept the connection");
+                        })
+                }
+                _ => transport.connect(&target).await.map(|_| ()),
+            };
+            match opened {
+                Ok(()) => return Ok(i),
                 Err(error) => {
                     tracing::debug!(%addr, %error, domain = %self.domain, "outbound proxy server unreachable");
                     attempts.push(ProxyAttempt { addr, error });

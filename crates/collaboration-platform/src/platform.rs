@@ -63,11 +63,15 @@ impl CollaborationPlatform {
     ///
     /// A proxy given by domain ([`OutboundProxy::tls_domain`](crate::OutboundProxy::tls_domain))
     /// is connected to here: its servers are tried in the order located (RFC 3263 §4.3) and
-    /// the first that opens (TCP connect, then for TLS the handshake) is used; if none does,
-    /// start fails with [`PlatformError::ProxyUnreachable`] naming each server and why. Each
-    /// dead server costs at most the transport's `TransportLimits::handshake_timeout`
-    /// (default 10 s; a refused port, at once). A proxy given by address is connected to by
-    /// the first request, as there is nothing to choose.
+    /// the first that opens (TCP connect, then for TLS the handshake, after which the server
+    /// must keep the connection: a keep-alive ping is answered, or nothing closes it for up
+    /// to 2 s) is used; if none does, start fails with [`PlatformError::ProxyUnreachable`]
+    /// naming each server and why (a front end that refuses the platform's certificate is
+    /// named so, also under TLS 1.3 where it refuses after the handshake). Each dead server
+    /// costs at most the transport's `TransportLimits::handshake_timeout` (default 10 s; a
+    /// refused port, at once); a TLS server that accepts and never pongs costs those 2 s once.
+    /// A proxy given by address is connected to by the first request, as there is nothing to
+    /// choose.
     ///
     /// Cancel safety: cancel safe; if cancelled, listeners already opened close again when
     /// the transport they belong to is dropped.

@@ -8,13 +8,17 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use collaboration_platform::loopback::LoopbackPki;
 use collaboration_platform::{
-    CollaborationPlatform, Listener, OutboundProxy, OutgoingRequest, PlatformError, ServerLocator,
-    ServerPlatformSettings, Topology,
+    CollaborationPlatform, Identity, Listener, OutboundProxy, OutgoingRequest, PlatformError,
+    ServerLocator, ServerPlatformSettings, Topology,
 };
 use interop_support::{bounded, federation, identity, loopback0, roots, runtime};
-use peer_harness::{status_line, Deployment, Federation};
-use transport_tls::{TransportLimits, TransportSettings};
+use peer_harness::{status_line, Deployment, Federation, FOREIGN_NAME};
+use transport_tls::{
+    Confirmation, SipTransport, Target, TlsClientSettings, TlsRefusal, TransportError,
+    TransportLimits, TransportSettings,
+};
 
 /// The connect bound (TCP connect plus TLS handshake) each dead server may cost.
 const HANDSHAKE: Duration = Duration::from_secs(2);
@@ -28,6 +32,15 @@ fn closed_port() -> SocketAddr {
 /// The trusted application `app.contoso.test`, its front end `fe.contoso.test` located by
 /// domain: the locator's overrides list `servers` for it, in order, and nothing else.
 fn settings(fed: &Federation, servers: &[SocketAddr]) -> ServerPlatformSettings {
+    settings_as(
+        fed,
+        servers,
+        identity(fed.pki().application(Deployment::Contoso)),
+    )
+}
+
+/// As [`settings`], presenting `me` as the platform's certificate.
+fn settings_as(fed: &Federation, servers: &[SocketAddr], me: Identity) -> ServerPlatformSettings {
     let fqdn = fed.contoso().fqdn();
     let mut locator = ServerLocator::new().without_dns();
     for &s in servers {
@@ -40,7 +53,7 @@ fn settings(fed: &Federation, servers: &[SocketAddr]) -> ServerPlatformSettings 
     ServerPlatformSettings::new(
         "ucma-rs failover",
         Deployment::Contoso.application(),
-        identity(fed.pki().application(Deployment::Contoso)),
+        me,
         roots(fed),
         OutboundProxy::tls_domain(fqdn),
     )
@@ -157,4 +170,106 @@ fn a_lost_proxy_server_is_replaced_by_the_next() {
         assert_eq!(report.cancelled, 0);
     });
     drop(replica);
+}
+
+/// Whether a start attempt's error is a front end refusing our certificate by its alert.
+fn certificate_refused(error: &TransportError) -> bool {
+    matches!(
+        error,
+        TransportError::Tls {
+            refusal: TlsRefusal::PeerAlert(_),
+            ..
+        }
+    ) && error.to_string().contains("refused our certificate")
+}
+
+#[test]
+fn start_fails_when_no_front_end_trusts_the_platform_certificate() {
+    // The most common deployment mistake for a trusted application: its certificate comes
+    // from a CA the front ends do not trust. Under TLS 1.3 our handshake completes before
+    // they refuse it, so only the keep-alive ping after it shows the refusal.
+    let fed = federation();
+    let replica = fed
+        .spawn_replica(Deployment::Contoso)
+        .unwrap_or_else(|e| panic!("second contoso front end: {e}"));
+    let servers = [fed.contoso().mtls_addr(), replica.mtls_addr()];
+    let pki = LoopbackPki::new().expect("loopback CA");
+    let me = pki
+        .identity(Deployment::Contoso.application())
+        .expect("identity");
+    runtime().block_on(async {
+        let r = bounded(
+            "start",
+            CollaborationPlatform::start(settings_as(&fed, &servers, me)),
+        )
+        .await;
+        let Err(PlatformError::ProxyUnreachable { attempts, .. }) = &r else {
+            panic!(
+                "start must fail with ProxyUnreachable, got {:?}",
+                r.map(|p| p.proxy())
+            );
+        };
+        let tried: Vec<SocketAddr> = attempts.iter().map(|a| a.addr).collect();
+        assert_eq!(tried, servers, "each server, in order");
+        for a in attempts {
+            assert!(certificate_refused(&a.error), "{a}: {:?}", a.error);
+        }
+        eprintln!("start failed: {}", r.map(|_| ()).unwrap_err());
+    });
+    drop(replica);
+}
+
+#[test]
+fn start_skips_a_front_end_that_refuses_the_platform_certificate() {
+    // The platform presents the foreign CA's certificate: the first front end refuses it,
+    // the second trusts that CA too (and the name is a trusted application at both).
+    let fed = Federation::builder()
+        .trust_application(Deployment::Contoso, FOREIGN_NAME)
+        .start()
+        .unwrap_or_else(|e| panic!("starting the real peers failed: {e}"));
+    let replica = fed
+        .spawn_replica_trusting(Deployment::Contoso, fed.pki().foreign_ca_pem())
+        .unwrap_or_else(|e| panic!("second contoso front end: {e}"));
+    let refusing = fed.contoso().mtls_addr();
+    let trusting = replica.mtls_addr();
+    let me = identity(fed.pki().foreign());
+    runtime().block_on(async {
+        let platform = bounded(
+            "start",
+            CollaborationPlatform::start(settings_as(&fed, &[refusing, trusting], me)),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("start: {e}"));
+        assert_eq!(
+            platform.proxy().remote,
+            trusting,
+            "the server that keeps the connection is used"
+        );
+        options(&platform, &fed, "OPTIONS through the trusting server").await;
+        let report = platform.shutdown().await;
+        assert_eq!(report.cancelled, 0);
+    });
+    drop(replica);
+}
+
+#[test]
+fn kamailio_front_end_pongs_a_keep_alive_ping_over_tls() {
+    // What `confirm` relies on to be quick: Kamailio answers CRLFCRLF with CRLF
+    // (core parameter `tcp_crlf_ping`, on by default), here over mutual TLS.
+    let fed = federation();
+    runtime().block_on(async {
+        let client = TlsClientSettings::new(roots(&fed))
+            .identity(identity(fed.pki().application(Deployment::Contoso)));
+        let (transport, _events) =
+            SipTransport::new(TransportSettings::new().tls_client(client)).expect("transport");
+        let target = Target::tls(fed.contoso().mtls_addr(), fed.contoso().fqdn());
+        let (_, confirmation) = bounded(
+            "connect and confirm",
+            transport.connect_confirmed(&target, Duration::from_secs(5)),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+        assert_eq!(confirmation, Confirmation::Ponged);
+        transport.shutdown();
+    });
 }
