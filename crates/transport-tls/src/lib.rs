@@ -49,7 +49,9 @@
 //!   [`KeepAlive::pong_timeout`] on a connection whose peer has ponged before: a peer that
 //!   never answers pings (pongs are promised only by peers that support outbound) keeps its
 //!   flow, and still gets the pings. Pings received on any connection are answered with a
-//!   single CRLF.
+//!   single CRLF. [`SipTransport::confirm`] sends one ping on demand and waits for its
+//!   pong or the close: under TLS 1.3 a server refuses a client certificate only after our
+//!   handshake has ended, so this is how a caller learns that it kept the connection.
 //! - **Limits** ([`TransportLimits`], documented defaults): connections in all and per
 //!   remote IP, TLS handshake timeout (for inbound plain TCP: the first bytes must come
 //!   within it), idle timeout, message size / header count / line length (an oversize
