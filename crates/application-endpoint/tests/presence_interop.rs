@@ -633,6 +633,11 @@ mod scripted {
 
         /// A platform whose outbound proxy is this front end.
         pub async fn platform(&self) -> CollaborationPlatform {
+            self.platform_with(Topology::new(["contoso.test"])).await
+        }
+
+        /// A platform whose outbound proxy is this front end, with `topology`.
+        pub async fn platform_with(&self, topology: Topology) -> CollaborationPlatform {
             let settings = ServerPlatformSettings::new(
                 "ucma-rs scripted presence",
                 APPLICATION,
@@ -643,7 +648,7 @@ mod scripted {
                 OutboundProxy::tls(self.addr, FRONT_END),
             )
             .listen(Listener::mutual_tls(loopback0()))
-            .topology(Topology::new(["contoso.test"]));
+            .topology(topology);
             CollaborationPlatform::start(settings)
                 .await
                 .expect("platform")
@@ -1608,6 +1613,100 @@ fn a_publication_accepted_without_an_entity_tag_fails_and_is_not_refreshed() {
         .await;
         done.expect("published and removed");
         bot.terminate().await;
+        platform.shutdown().await;
+    });
+}
+
+/// A hybrid deployment's homing directory in which one user, bob, can be moved to the
+/// cloud and back while the platform runs (a user migrated between the two).
+#[derive(Default)]
+struct MovableBob {
+    in_cloud: std::sync::atomic::AtomicBool,
+}
+
+impl collaboration_platform::HomingDirectory for MovableBob {
+    fn is_cloud_homed(&self, user: &str, domain: &str) -> bool {
+        user == "bob"
+            && domain == "contoso.test"
+            && self.in_cloud.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn a_target_subscribed_again_or_retried_is_homed_where_the_topology_says_now() {
+    use sip_core::Method;
+    use std::sync::atomic::Ordering::SeqCst;
+    runtime().block_on(async {
+        let mut fe = scripted::FrontEnd::start().await;
+        let directory = Arc::new(MovableBob::default());
+        let topology = Topology::new(["contoso.test"]).with_directory(directory.clone());
+        let platform = fe.platform_with(topology).await;
+        let watcher = endpoint(&platform, "sip:watcher@contoso.test").await;
+        let view = RemotePresenceView::new(&watcher)
+            .retry(Duration::from_millis(100), Duration::from_millis(200));
+        let mut rx = view.notifications();
+        let target = "sip:bob@contoso.test";
+        let refused = |s: &Seen| s.state == "Terminated" && s.error.is_some();
+
+        // Homed on-premises: a 403 is the home deployment's own refusal.
+        bounded("subscribe", view.subscribe([target.to_string()]))
+            .await
+            .expect("subscribe");
+        let first = fe.request(Method::Subscribe, "the first SUBSCRIBE").await;
+        fe.reply(&first, 403, None, &[]).await;
+        let seen = wait_scripted(&mut rx, target, "the first 403", see!(), refused).await;
+        assert_eq!(seen.homing, "on-premises", "{seen:?}");
+        assert!(!seen.federation_refusal, "{seen:?}");
+
+        // Moved to the cloud, then subscribed again: the same 403 is now the far side of
+        // federation refusing.
+        directory.in_cloud.store(true, SeqCst);
+        bounded("subscribe again", view.subscribe([target.to_string()]))
+            .await
+            .expect("subscribe again");
+        let second = fe.request(Method::Subscribe, "the second SUBSCRIBE").await;
+        fe.reply(&second, 403, None, &[]).await;
+        let seen = wait_scripted(&mut rx, target, "the second 403", see!(), refused).await;
+        assert_eq!(seen.homing, "federated", "{seen:?}");
+        assert!(seen.federation_refusal, "{seen:?}");
+
+        // Back on-premises and subscribed; the notifier ends it on probation and the user
+        // moves to the cloud before the retry: the retry is homed afresh too.
+        directory.in_cloud.store(false, SeqCst);
+        bounded(
+            "subscribe a third time",
+            view.subscribe([target.to_string()]),
+        )
+        .await
+        .expect("subscribe a third time");
+        let third = fe.request(Method::Subscribe, "the third SUBSCRIBE").await;
+        fe.reply(&third, 200, Some("n3"), &[("Expires", "600")])
+            .await;
+        let online = scripted::pidf(target, Availability::Online);
+        let ok = fe
+            .notify(&third, "n3", 1, "active;expires=600", Some(&online))
+            .await;
+        assert_eq!(ok, 200);
+        let seen = wait_scripted(&mut rx, target, "Subscribed", see!(), |s| {
+            s.state == "Subscribed" && s.availability == Some(Availability::Online)
+        })
+        .await;
+        assert_eq!(seen.homing, "on-premises", "{seen:?}");
+        directory.in_cloud.store(true, SeqCst);
+        let ended = fe
+            .notify(&third, "n3", 2, "terminated;reason=probation", None)
+            .await;
+        assert_eq!(ended, 200);
+        let retry = fe.request(Method::Subscribe, "the retry").await;
+        assert_eq!(scripted::to_tag(&retry), None, "a new dialog");
+        fe.reply(&retry, 403, None, &[]).await;
+        let seen = wait_scripted(&mut rx, target, "the retry's 403", see!(), refused).await;
+        assert_eq!(seen.homing, "federated", "{seen:?}");
+        assert!(seen.federation_refusal, "{seen:?}");
+
+        bounded("terminate", view.terminate()).await;
+        assert_eq!(watcher.core().live_dialogs(), 0);
+        watcher.terminate().await;
         platform.shutdown().await;
     });
 }

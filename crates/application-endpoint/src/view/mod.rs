@@ -86,9 +86,10 @@ struct Running {
 /// * [`subscribe`](Self::subscribe) makes a persistent subscription to each
 ///   target, home or federated (the front end routes federated ones through its edge).
 ///   Each target is classified by the platform's
-///   [`Topology`](collaboration_platform::Topology); a target it refuses (a blocked
-///   domain, a malformed URI) gets a typed error and the state
-///   `SubscriptionState::Terminated`: the other targets go on.
+///   [`Topology`](collaboration_platform::Topology) at every attempt (a subscribe
+///   again, a retry), so a user the topology has moved since is homed where it is now;
+///   a target it refuses (a blocked domain, a malformed URI) gets a typed error and the
+///   state `SubscriptionState::Terminated`: the other targets go on.
 /// * Subscriptions are refreshed in their dialog before they expire, made again when the
 ///   notifier ends them (`deactivated`, `timeout`: at once; `probation`, `giveup` or no
 ///   reason: after `retry-after` or a backoff), and given up with a typed error when the
@@ -278,11 +279,16 @@ impl RemotePresenceView {
                     Ok(homed) => {
                         let homing = homing_of(&homed);
                         if let Some((key, s)) = table.get_key_value(t) {
+                            let key = key.clone();
                             if s.closing || s.state == SubscriptionState::Terminated {
                                 // The task ends what is left of the old one and starts
                                 // again (its attempt counter goes on, so no answer to
-                                // an old attempt is taken for the new one's).
-                                start.push(key.clone());
+                                // an old attempt is taken for the new one's). Homed as
+                                // the topology says now: the user may have moved since.
+                                if let Some(s) = table.get_mut(&key) {
+                                    s.homing = homing;
+                                }
+                                start.push(key);
                             }
                             continue;
                         }
@@ -291,12 +297,7 @@ impl RemotePresenceView {
                         start.push(key);
                     }
                     Err(e) => {
-                        let homing = match e {
-                            TopologyError::Blocked(_) | TopologyError::NotAllowed(_) => {
-                                Federated::NAME
-                            }
-                            _ => UNCLASSIFIED,
-                        };
+                        let homing = refused_homing(&e);
                         if table.get(t).is_some_and(|s| s.closing) {
                             // Let the task finish it; it stays refused afterwards.
                             continue;
@@ -475,6 +476,14 @@ impl RemotePresenceView {
             }
         };
         commands.send(command).await.is_ok()
+    }
+}
+
+/// The homing named in notifications for a target the topology refuses.
+fn refused_homing(error: &TopologyError) -> &'static str {
+    match error {
+        TopologyError::Blocked(_) | TopologyError::NotAllowed(_) => Federated::NAME,
+        _ => UNCLASSIFIED,
     }
 }
 

@@ -287,10 +287,10 @@ impl ViewTask {
                     }
                     let was = sub.state;
                     sub.attempts = 0;
-                    self.restart(sub, &t);
-                    if was != SubscriptionState::Idle {
+                    let refused = self.restart(sub, &t).err();
+                    if was != SubscriptionState::Idle || refused.is_some() {
                         let sub = &table[&t];
-                        self.notify(&t, sub, None);
+                        self.notify(&t, sub, refused);
                     }
                 }
             }

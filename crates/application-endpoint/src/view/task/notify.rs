@@ -176,7 +176,11 @@ impl ViewTask {
                     }));
                 }
                 match next {
-                    Next::Now => self.restart(sub, target),
+                    Next::Now => {
+                        if let Err(refused) = self.restart(sub, target) {
+                            error = Some(refused);
+                        }
+                    }
                     Next::Later(wait) => self.wait_retry(sub, target, wait),
                     Next::Stop => self.stop(sub),
                 }

@@ -7,7 +7,7 @@ use crate::registration::refresh_after;
 use crate::view::retry::{after_failure, Next};
 use crate::view::table::{Sub, Table};
 use crate::view::wire::{granted, in_dialog_subscribe, subscribe_request};
-use crate::view::SubscriptionState;
+use crate::view::{homing_of, refused_homing, PresenceError, SubscriptionState};
 use crate::EndpointError;
 use collaboration_platform::{DialogId, RequestError};
 use std::sync::Arc;
@@ -15,9 +15,26 @@ use tokio::time::Instant;
 use tracing::debug;
 
 impl ViewTask {
-    /// A new attempt: fresh Call-ID and tag, route first, then the SUBSCRIBE.
-    pub(super) fn restart(&mut self, sub: &mut Sub, target: &Arc<str>) {
+    /// A new attempt: fresh Call-ID and tag, route first, then the SUBSCRIBE. The target
+    /// is classified afresh, since the topology may have moved it since the last attempt
+    /// (a hybrid user homed in the cloud now): its homing decides how the application
+    /// reads a refusal. A target the topology now refuses is not sent anything: it is
+    /// stopped, and the error is returned for the caller's notification.
+    pub(super) fn restart(
+        &mut self,
+        sub: &mut Sub,
+        target: &Arc<str>,
+    ) -> Result<(), PresenceError> {
         self.drop_dialog(sub);
+        match self.core.platform().topology().classify(target) {
+            Ok(homed) => sub.homing = homing_of(&homed),
+            Err(e) => {
+                debug!(target = %target, error = %e, "presence target now refused by the topology");
+                sub.homing = refused_homing(&e);
+                self.stop(sub);
+                return Err(PresenceError::Endpoint(EndpointError::Topology(e)));
+            }
+        }
         sub.state = SubscriptionState::Subscribing;
         sub.pending = false;
         sub.notified = false;
@@ -64,6 +81,7 @@ impl ViewTask {
                 outcome,
             });
         });
+        Ok(())
     }
 
     /// A SUBSCRIBE in the current dialog (refresh, or `Expires: 0` to end it); false
@@ -197,7 +215,10 @@ impl ViewTask {
                     debug!(target = %target, asked, min, "SUBSCRIBE too brief (423)");
                     sub.min_expires = min;
                     if !(refresh && self.send_in_dialog(sub, target, Sent::Refresh)) {
-                        self.restart(sub, target);
+                        if let Err(refused) = self.restart(sub, target) {
+                            let sub = &table[target];
+                            self.notify(target, sub, Some(refused));
+                        }
                     }
                     return;
                 }
@@ -217,9 +238,9 @@ impl ViewTask {
                     );
                 match next {
                     Next::Now => {
-                        self.restart(sub, target);
+                        let refused = self.restart(sub, target).err();
                         let sub = &table[target];
-                        self.notify(target, sub, None);
+                        self.notify(target, sub, refused);
                     }
                     Next::Later(wait) => {
                         if dialog_gone {

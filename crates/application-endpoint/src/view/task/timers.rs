@@ -86,7 +86,10 @@ impl ViewTask {
                 }
                 SubscriptionState::Subscribed | SubscriptionState::Subscribing => {
                     if !self.send_in_dialog(sub, &target, Sent::Refresh) {
-                        self.restart(sub, &target);
+                        if let Err(refused) = self.restart(sub, &target) {
+                            let sub = &table[&target];
+                            self.notify(&target, sub, Some(refused));
+                        }
                     }
                 }
                 SubscriptionState::WaitingForRetry => {
@@ -95,9 +98,9 @@ impl ViewTask {
                             .expires_at
                             .is_some_and(|e| e > now + Duration::from_secs(1));
                     if !(alive && self.send_in_dialog(sub, &target, Sent::Refresh)) {
-                        self.restart(sub, &target);
+                        let refused = self.restart(sub, &target).err();
                         let sub = &table[&target];
-                        self.notify(&target, sub, None);
+                        self.notify(&target, sub, refused);
                     }
                 }
                 SubscriptionState::Idle | SubscriptionState::Terminated => {}
