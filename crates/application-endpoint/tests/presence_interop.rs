@@ -1710,3 +1710,61 @@ fn a_target_subscribed_again_or_retried_is_homed_where_the_topology_says_now() {
         platform.shutdown().await;
     });
 }
+
+#[test]
+fn a_one_shot_query_ends_the_subscription_of_a_fork_that_keeps_it_alive() {
+    use sip_core::{HeaderName, Method};
+    runtime().block_on(async {
+        let mut fe = scripted::FrontEnd::start().await;
+        let platform = fe.platform().await;
+        let watcher = endpoint(&platform, "sip:watcher@contoso.test").await;
+        let view = RemotePresenceView::new(&watcher);
+        let target = "sip:bob@contoso.test";
+        let script = async {
+            let sub = fe
+                .request(Method::Subscribe, "the fetching SUBSCRIBE")
+                .await;
+            // The SUBSCRIBE forked: the 2xx comes from fork A, the NOTIFY from fork B,
+            // whose notifier keeps the subscription alive despite `Expires: 0`. Each
+            // fork is a subscription of its own (RFC 6665 §4.1.2.4): B's must be ended
+            // in B's dialog.
+            let away = scripted::pidf(target, Availability::Away);
+            let b = fe
+                .send_notify(&sub, "forkB", 1, "active;expires=600", Some(&away))
+                .await;
+            fe.reply(&sub, 200, Some("forkA"), &[("Expires", "0")])
+                .await;
+            assert_eq!(fe.answer(b).await, 200, "fork B's NOTIFY");
+            let end = fe
+                .request(Method::Subscribe, "the un-SUBSCRIBE of fork B")
+                .await;
+            assert_eq!(
+                scripted::to_tag(&end).as_deref(),
+                Some("forkB"),
+                "the un-SUBSCRIBE goes to the fork that notified"
+            );
+            assert_eq!(
+                scripted::header(&end, HeaderName::Expires).as_deref(),
+                Some("0")
+            );
+            fe.reply(&end, 200, None, &[("Expires", "0")]).await;
+            (sub, end)
+        };
+        let (fetched, (sub, _)) = bounded("query", futures_join(view.query(target), script)).await;
+        let fetched = fetched.expect("fetched");
+        assert_eq!(fetched.availability, Some(Availability::Away));
+        // B's final NOTIFY, and A's only one, come after the query is over: answered
+        // (481 by then), neither leaves a dialog behind.
+        let b = fe
+            .notify(&sub, "forkB", 2, "terminated;reason=timeout", None)
+            .await;
+        assert!(b == 200 || b == 481, "fork B's final NOTIFY: {b}");
+        let a = fe
+            .notify(&sub, "forkA", 1, "terminated;reason=timeout", None)
+            .await;
+        assert!(a == 200 || a == 481, "fork A's NOTIFY: {a}");
+        assert_eq!(watcher.core().live_dialogs(), 0);
+        watcher.terminate().await;
+        platform.shutdown().await;
+    });
+}

@@ -370,7 +370,9 @@ impl RemotePresenceView {
     /// §4.1.2.3), whose NOTIFY (`Subscription-State: terminated`) carries the current
     /// state. The result's `state` is `Terminated`; its `document` is `None` when the
     /// notifier has no presence information, and its `error` says when the body could
-    /// not be read.
+    /// not be read. A notifier whose NOTIFY says the subscription is still alive is sent
+    /// `Expires: 0` in that NOTIFY's dialog, which may be another fork's than the 2xx's;
+    /// later NOTIFYs of other forks are answered 481: no subscription outlives the query.
     ///
     /// # Errors
     ///
@@ -406,39 +408,43 @@ impl RemotePresenceView {
         };
         let _ = notify.respond(200, "OK", &[], None).await;
         let status = notify_status(notify.request());
-        if let Some(d) = notify.dialog() {
-            if d != dialog {
-                platform.end_dialog(&d).await;
-            }
-        }
+        // The dialog the NOTIFY came in: the 2xx's, or another fork's (RFC 6665 §4.1.2.4).
+        // Each fork is a subscription of its own.
+        let notified = notify.dialog().unwrap_or_else(|| dialog.clone());
         if status.phase != Phase::Terminated {
-            // The notifier kept it alive regardless: end it.
+            // The notifier kept it alive regardless: end it in its own dialog (RFC 6665
+            // §4.1.2.3), not in the 2xx's, or a fork's notifier would keep it until its
+            // next NOTIFY met a 481.
             let end = OutgoingRequest::new(Method::Subscribe, "")
                 .header("Event", "presence")
                 .header("Expires", "0")
                 .header("Contact", format!("<{}>", self.core.contact()));
-            let _ = platform.send_in_dialog(&dialog, end).await;
+            let _ = platform.send_in_dialog(&notified, end).await;
         }
-        // NOTIFYs queued meanwhile: the final one of the fetch's own dialogs is answered
-        // 200; those of other forks of the SUBSCRIBE 481, which ends them at their
-        // notifiers (RFC 6665 §4.5.2), and the platform forgets the dialogs they made (left
-        // queued, they would be answered 500 and kept).
-        let first = notify.dialog();
+        // NOTIFYs queued meanwhile: those of the dialog already read (its final NOTIFY)
+        // are answered 200, and so is a final one of the 2xx's dialog; any other, of the
+        // 2xx's dialog alive or of another fork, 481, which ends it at its notifier
+        // (RFC 6665 §4.1.3, §4.5.2). The platform forgets the forks' dialogs (left queued,
+        // their NOTIFYs would be answered 500 and kept).
         while let Ok(Some(mut other)) = tokio::time::timeout(Duration::ZERO, route.recv()).await {
             let d = other.dialog();
-            let own = d
-                .as_ref()
-                .is_none_or(|d| *d == dialog || Some(d) == first.as_ref());
             if let Some(refusal) = refusal_of(other.request()) {
                 refuse(&mut other, refusal).await;
             } else {
+                let ended = notify_status(other.request()).phase == Phase::Terminated;
+                let own = d
+                    .as_ref()
+                    .is_none_or(|d| *d == notified || (*d == dialog && ended));
                 let status = if own { 200 } else { 481 };
                 let reason = sip_core::reason_phrase(status);
                 let _ = other.respond(status, reason, &[], None).await;
             }
-            if let (false, Some(d)) = (own, d) {
+            if let Some(d) = d.filter(|d| *d != dialog && *d != notified) {
                 platform.end_dialog(&d).await;
             }
+        }
+        if notified != dialog {
+            platform.end_dialog(&notified).await;
         }
         // From here on the endpoint's router answers 481 itself.
         drop(route);
