@@ -17,12 +17,20 @@ use sip_core::DialogId;
 pub enum DialogEndReason {
     /// The 2xx to an INVITE got no ACK within 64·T1; the platform sent BYE (§13.3.1.4).
     NoAck,
+    /// The 2xx to an INVITE sent without an offer brought one, and the application gave
+    /// no answer within 64·T1
+    /// ([`CollaborationPlatform::send_ack_answer`](crate::CollaborationPlatform::send_ack_answer)):
+    /// the platform refused every stream in the ACK and sent BYE (§13.2.2.4).
+    NoAnswer,
 }
 
 impl std::fmt::Display for DialogEndReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DialogEndReason::NoAck => f.write_str("no ACK came for the 2xx; BYE sent"),
+            DialogEndReason::NoAnswer => {
+                f.write_str("no answer was given for the offer in the 2xx; BYE sent")
+            }
         }
     }
 }

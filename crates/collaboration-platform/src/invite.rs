@@ -10,7 +10,10 @@ use tokio::sync::{mpsc, oneshot};
 pub enum InviteProgress {
     /// A provisional response (180 Ringing, 183 …); with a To tag it made an early dialog.
     Provisional(SipMessage),
-    /// The 2xx: the platform sent the ACK; the dialog is confirmed.
+    /// The 2xx: the platform sent the ACK (for an INVITE sent with
+    /// [`invite_without_offer`](crate::CollaborationPlatform::invite_without_offer), the
+    /// ACK waits for [`send_ack_answer`](crate::CollaborationPlatform::send_ack_answer));
+    /// the dialog is confirmed.
     Answered {
         /// The 2xx.
         response: SipMessage,

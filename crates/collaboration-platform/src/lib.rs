@@ -51,6 +51,7 @@ mod error;
 mod failed_invites;
 mod failover;
 pub mod federation;
+mod held_acks;
 mod incoming;
 mod invite;
 pub mod locate;

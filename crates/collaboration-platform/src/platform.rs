@@ -10,6 +10,7 @@ use crate::request::OutgoingRequest;
 use crate::runtime::{BoundListener, Command, Driver, DriverConfig, ShutdownReport};
 use crate::settings::{Common, ListenerKind, PlatformSettings, ProxyHost, ProxyTransport};
 use crate::topology::{Address, Homed, OnPremises, Topology, TopologyError};
+use bytes::Bytes;
 use sip_core::{DialogId, Method, SipMessage};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -248,7 +249,72 @@ impl CollaborationPlatform {
         endpoint: EndpointId,
         request: impl Into<OutgoingRequest>,
     ) -> Result<OutgoingInvite, RequestError> {
-        let (message, branch, span) = self.prepare(request.into())?;
+        self.start_invite(endpoint, request.into(), false).await
+    }
+
+    /// Sends an INVITE without an offer (a delayed offer, RFC 3261 §13.2.1: the request
+    /// has no body), as [`invite`](Self::invite) does, except for the ACK: the 2xx brings
+    /// the offer and the ACK must carry the answer (§13.2.2.4), which only the application
+    /// can write. So the platform holds the ACK until
+    /// [`send_ack_answer`](Self::send_ack_answer) gives the answer (the 2xx's
+    /// retransmissions are absorbed meanwhile), then sends that ACK for each of them.
+    /// Without an answer within 64·T1 (how long the far end waits for an ACK) the
+    /// platform ACKs with an answer that refuses every stream, sends BYE and announces
+    /// [`DialogEndReason::NoAnswer`](crate::DialogEndReason::NoAnswer). A 2xx after
+    /// [`OutgoingInvite::cancel`] is refused the same way at once.
+    ///
+    /// Cancel safety: as [`invite`](Self::invite).
+    pub async fn invite_without_offer(
+        &self,
+        endpoint: EndpointId,
+        request: impl Into<OutgoingRequest>,
+    ) -> Result<OutgoingInvite, RequestError> {
+        self.start_invite(endpoint, request.into(), true).await
+    }
+
+    /// Sends the ACK held for the 2xx of an INVITE sent by
+    /// [`invite_without_offer`](Self::invite_without_offer), with `body` (the answer to
+    /// the 2xx's offer, e.g. `application/sdp`) in it. Fails with
+    /// [`RequestError::NoDialog`] if `dialog` has no ACK waiting for an answer (it was
+    /// sent, given up on, or the dialog ended).
+    ///
+    /// Cancel safety: if cancelled before the platform took the command, no ACK was sent;
+    /// later, it is sent without the caller.
+    pub async fn send_ack_answer(
+        &self,
+        dialog: &DialogId,
+        content_type: &str,
+        body: impl Into<Bytes>,
+    ) -> Result<(), RequestError> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::AckAnswer {
+                dialog: dialog.clone(),
+                content_type: content_type.to_owned(),
+                body: body.into(),
+                reply,
+            })
+            .await
+            .map_err(|_| RequestError::Shutdown)?;
+        rx.await.unwrap_or(Err(RequestError::Shutdown))
+    }
+
+    async fn start_invite(
+        &self,
+        endpoint: EndpointId,
+        request: OutgoingRequest,
+        hold_ack: bool,
+    ) -> Result<OutgoingInvite, RequestError> {
+        let (message, branch, span) = self.prepare(request)?;
+        if message.method() != Some(&Method::Invite) {
+            return Err(RequestError::Invalid("not an INVITE".into()));
+        }
+        if hold_ack && !message.body().is_empty() {
+            return Err(RequestError::Invalid(
+                "an INVITE without an offer has no body".into(),
+            ));
+        }
         let (ptx, prx) = mpsc::channel(8);
         let (reply, rx) = oneshot::channel();
         self.inner
@@ -257,6 +323,7 @@ impl CollaborationPlatform {
                 request: message,
                 endpoint,
                 provisional: Some(ptx),
+                hold_ack,
                 reply,
                 span,
             })
@@ -288,6 +355,7 @@ impl CollaborationPlatform {
                 request: message,
                 endpoint,
                 provisional: None,
+                hold_ack: false,
                 reply,
                 span,
             })

@@ -10,6 +10,7 @@ use crate::dispatch::{Capabilities, Dispatcher, Disposition, EndpointId};
 use crate::error::RequestError;
 use crate::failed_invites::FailedInvites;
 use crate::federation::{strip_home_trust, strip_impersonated_names};
+use crate::held_acks::{refusing_answer, HeldAcks, On2xx};
 use crate::incoming::IncomingRequest;
 use crate::merged::{MergeKey, MergedRequests};
 use crate::request::InDialogParts;
@@ -57,8 +58,19 @@ pub(crate) enum Command {
         request: SipMessage,
         endpoint: EndpointId,
         provisional: Option<mpsc::Sender<SipMessage>>,
+        /// An INVITE without an offer: the ACK of its 2xx waits for the application's
+        /// answer ([`Command::AckAnswer`]).
+        hold_ack: bool,
         reply: oneshot::Sender<DialogReply>,
         span: Span,
+    },
+    /// The answer to the offer in the 2xx of an INVITE sent with `hold_ack`: its ACK goes
+    /// out with this body.
+    AckAnswer {
+        dialog: DialogId,
+        content_type: String,
+        body: Bytes,
+        reply: oneshot::Sender<Result<(), RequestError>>,
     },
     /// Send a request inside `dialog`.
     SendInDialog {
@@ -207,6 +219,8 @@ struct Creating {
     /// held for a 1xx, or crossed one) is ACKed and ended with BYE (RFC 3261 §15), and
     /// the caller told `Cancelled`, as it asked not to have the call.
     cancel_asked: bool,
+    /// Sent without an offer: the ACK of the 2xx carries the application's answer.
+    hold_ack: bool,
     /// A SUBSCRIBE's (or REFER's) dialogs that NOTIFYs made before its final response
     /// (RFC 6665 §4.1.2.4): a failure response then means no subscription exists
     /// (§4.1.2.1), and they are forgotten with it.
@@ -278,6 +292,8 @@ pub(crate) struct Driver {
     /// Our INVITEs that failed lately, so a 2xx that comes after the failure is known as
     /// ours (then ACKed and ended with BYE) after their transaction is gone.
     failed_invites: FailedInvites,
+    /// ACKs that carry the application's answer to an offer in a 2xx.
+    held_acks: HeldAcks,
     lanes: HashMap<LaneKey, Lane>,
     lane_tasks: JoinSet<()>,
     feedback_tx: mpsc::UnboundedSender<Feedback>,
@@ -427,6 +443,7 @@ impl Driver {
                 ack_due: BinaryHeap::new(),
                 merged: MergedRequests::default(),
                 failed_invites: FailedInvites::new(cfg.transaction.t1.saturating_mul(64)),
+                held_acks: HeldAcks::new(cfg.transaction.t1.saturating_mul(64)),
                 lanes: HashMap::new(),
                 lane_tasks: JoinSet::new(),
                 feedback_tx,
@@ -600,6 +617,7 @@ impl Driver {
                 request,
                 endpoint,
                 provisional,
+                hold_ack,
                 reply,
                 span,
             } => {
@@ -618,6 +636,7 @@ impl Driver {
                     provisional,
                     branch,
                     cancel_asked: false,
+                    hold_ack,
                     notify_dialogs: Vec::new(),
                 };
                 self.start_client(
@@ -657,6 +676,14 @@ impl Driver {
                 }
             }
             Command::EndDialog { dialog } => self.forget_dialog(&dialog),
+            Command::AckAnswer {
+                dialog,
+                content_type,
+                body,
+                reply,
+            } => {
+                let _ = reply.send(self.ack_with_answer(&dialog, &content_type, body));
+            }
             Command::Respond {
                 transaction,
                 response,
@@ -775,6 +802,7 @@ impl Driver {
 
     fn forget_dialog(&mut self, dialog: &DialogId) {
         self.dialogs.remove(dialog);
+        self.held_acks.forget(dialog);
     }
 
     /// Tells listeners ([`CollaborationPlatform::dialog_endings`]) that the platform ends
@@ -812,14 +840,58 @@ impl Driver {
 
     /// ACKs a 2xx to an INVITE of a confirmed dialog (the first 2xx and every
     /// retransmission of it, §13.2.2.4).
+    /// An ACK whose answer the application gives ([`HeldAcks`]) is not built here: it is
+    /// absorbed while the answer is awaited, then the one sent is sent again.
     fn ack_2xx(&mut self, id: &DialogId, response: &SipMessage) {
         let Ok(seq) = response.cseq().map(|c| c.seq()) else {
             return;
         };
+        match self.held_acks.on_2xx(id, seq) {
+            On2xx::Absorb => return,
+            On2xx::Resend(ack) => return self.layer.send_stateless(&ack, self.proxy_peer),
+            On2xx::NotHeld => {}
+        }
         match self.dialogs.ack(id, seq, &self.cfg.via) {
             Ok(ack) => self.layer.send_stateless(&ack, self.proxy_peer),
             Err(e) => debug!(error = %e, "ACK not built"),
         }
+    }
+
+    /// Sends the held ACK of `dialog` with the application's answer in it.
+    fn ack_with_answer(
+        &mut self,
+        dialog: &DialogId,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<(), RequestError> {
+        let seq = self
+            .held_acks
+            .waiting(dialog)
+            .ok_or(RequestError::NoDialog)?;
+        let mut ack = self
+            .dialogs
+            .ack(dialog, seq, &self.cfg.via)
+            .map_err(|_| RequestError::NoDialog)?;
+        ack.set_header(HeaderName::ContentType, content_type.to_owned())
+            .map_err(|e| RequestError::Invalid(format!("Content-Type: {e}")))?;
+        ack.set_body(body);
+        self.layer.send_stateless(&ack, self.proxy_peer);
+        self.held_acks.sent(dialog, ack);
+        Ok(())
+    }
+
+    /// The ACK of a 2xx whose offer nobody here takes (the answer did not come, or the
+    /// call was cancelled): with an answer that refuses every stream, as §13.2.2.4 asks
+    /// of a UAC that does not accept the offer; the caller then sends BYE.
+    fn ack_refusing(&mut self, dialog: &DialogId, seq: u32, offer: &[u8]) {
+        let Ok(mut ack) = self.dialogs.ack(dialog, seq, &self.cfg.via) else {
+            return;
+        };
+        if let Some(answer) = refusing_answer(offer) {
+            let _ = ack.set_header(HeaderName::ContentType, "application/sdp");
+            ack.set_body(answer);
+        }
+        self.layer.send_stateless(&ack, self.proxy_peer);
     }
 
     /// A 2xx to an INVITE that no pending request waits for: a retransmission (ACK again).
@@ -887,7 +959,15 @@ impl Driver {
                     Ok(DialogUpdate::Confirmed(id)) => {
                         self.dialogs.set_owner(&id, c.endpoint.0);
                         if c.request.method() == Some(&Method::Invite) {
-                            self.ack_2xx(&id, &response);
+                            let seq = response.cseq().map(|c| c.seq()).unwrap_or_default();
+                            if !c.hold_ack {
+                                self.ack_2xx(&id, &response);
+                            } else if c.cancel_asked {
+                                self.ack_refusing(&id, seq, response.body());
+                            } else {
+                                let offer = response.body().clone();
+                                self.held_acks.hold(id.clone(), seq, offer, Instant::now());
+                            }
                             // The caller gets this one call: the early dialogs of other
                             // forks end here (a later 2xx of theirs is ACKed and ended
                             // with BYE, see `on_late_2xx`).
@@ -989,12 +1069,22 @@ impl Driver {
     /// When the next 2xx waiting for its ACK is due again (possibly one already ACKed:
     /// waking for it costs one look).
     fn next_ack_timer(&self) -> Option<Instant> {
-        self.ack_due.peek().map(|Reverse((at, _, _))| *at)
+        let unacked = self.ack_due.peek().map(|Reverse((at, _, _))| *at);
+        match (unacked, self.held_acks.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Retransmits the 2xx answers still without ACK that are due (T1 doubling up to T2)
     /// and ends with BYE the sessions whose ACK did not come within 64*T1 (§13.3.1.4).
     fn on_ack_timers(&mut self, now: Instant) {
+        for (dialog, seq, offer) in self.held_acks.expire(now) {
+            warn!("no answer for the offer in a 2xx within 64*T1: refused in the ACK, BYE");
+            self.ack_refusing(&dialog, seq, &offer);
+            self.announce_end(&dialog, DialogEndReason::NoAnswer);
+            self.bye(now, &dialog);
+        }
         let t2 = self.layer.config().t2;
         while let Some(Reverse((at, ..))) = self.ack_due.peek() {
             if *at > now {

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use collaboration_platform::loopback::LoopbackPki;
 use collaboration_platform::{
-    Address, CollaborationPlatform, EndpointId, InviteProgress, Listener, OutboundProxy,
-    OutgoingInvite, OutgoingRequest, RequestError, ServerPlatformSettings, Topology,
+    Address, CollaborationPlatform, DialogEndReason, EndpointId, InviteProgress, Listener,
+    OutboundProxy, OutgoingInvite, OutgoingRequest, RequestError, ServerPlatformSettings, Topology,
 };
 use peer_harness::{unique_token, Sipp, SippOutcome, SippProcess, SippTransport};
+use sip_core::transaction::TransactionConfig;
 use sip_core::Method;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -56,6 +57,14 @@ async fn assert_succeeded(sipp: SippProcess, dir: std::path::PathBuf) -> SippOut
 
 /// A platform whose outbound proxy is SIPp at `proxy`, with the endpoint `app`.
 async fn platform(proxy: SocketAddr) -> (CollaborationPlatform, EndpointId) {
+    platform_with(proxy, TransactionConfig::default()).await
+}
+
+/// [`platform`] with these transaction timers.
+async fn platform_with(
+    proxy: SocketAddr,
+    timers: TransactionConfig,
+) -> (CollaborationPlatform, EndpointId) {
     let pki = LoopbackPki::new().expect("CA");
     let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let settings = ServerPlatformSettings::new(
@@ -66,7 +75,8 @@ async fn platform(proxy: SocketAddr) -> (CollaborationPlatform, EndpointId) {
         OutboundProxy::tcp(proxy),
     )
     .listen(Listener::tcp(loopback).allow_untrusted_peers())
-    .topology(Topology::new(["contoso.test"]));
+    .topology(Topology::new(["contoso.test"]))
+    .transaction_timers(timers);
     let p = CollaborationPlatform::start(settings).await.unwrap();
     let owner = Address::assume_on_premises("sip:app@contoso.test").unwrap();
     let (id, _rx) = p.register_endpoint(owner, None, false).await.unwrap();
@@ -74,10 +84,13 @@ async fn platform(proxy: SocketAddr) -> (CollaborationPlatform, EndpointId) {
 }
 
 async fn invite(p: &CollaborationPlatform, app: EndpointId) -> OutgoingInvite {
-    let req = OutgoingRequest::new(Method::Invite, "sip:bob@contoso.test")
+    p.invite(app, invite_request(p)).await.unwrap()
+}
+
+fn invite_request(p: &CollaborationPlatform) -> OutgoingRequest {
+    OutgoingRequest::new(Method::Invite, "sip:bob@contoso.test")
         .from("<sip:app@contoso.test>")
-        .header("Contact", format!("<{}>", p.contact_uri("app").unwrap()));
-    p.invite(app, req).await.unwrap()
+        .header("Contact", format!("<{}>", p.contact_uri("app").unwrap()))
 }
 
 /// The INVITE's outcome, skipping provisional responses.
@@ -321,5 +334,187 @@ async fn a_failure_that_beats_a_held_cancel_is_the_outcome() {
         "{}",
         outcome.messages
     );
+    p.shutdown().await;
+}
+
+/// The 200 with an SDP offer (an IM session) to the INVITE just received, or (with
+/// `from_kept`) a retransmission of it made from the Via and CSeq kept then.
+fn offer_200(from_kept: bool) -> String {
+    let (via, cseq) = if from_kept {
+        ("Via: [$via]", "CSeq: [$seq] INVITE")
+    } else {
+        ("[last_Via:]", "[last_CSeq:]")
+    };
+    format!(
+        r#"  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      {via}
+      [last_From:]
+      [last_To:];tag=bob-[pid]
+      [last_Call-ID:]
+      {cseq}
+      Contact: <sip:bob@[local_ip]:[local_port];transport=tcp>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=- 7 1 IN IP4 [local_ip]
+      s=-
+      c=IN IP4 [local_ip]
+      t=0 0
+      m=message 5060 sip null
+      a=accept-types:text/plain text/html
+
+    ]]>
+  </send>
+"#
+    )
+}
+
+/// Receives the INVITE, keeping its Via and CSeq for retransmissions of the 200.
+const RECV_INVITE_KEPT: &str = r#"  <recv request="INVITE" crlf="true">
+    <action>
+      <ereg regexp=".*" search_in="hdr" header="Via:" assign_to="via"/>
+      <ereg regexp="[0-9]+" search_in="hdr" header="CSeq:" assign_to="seq"/>
+    </action>
+  </recv>
+"#;
+
+/// The messages of a SIPp trace that start with `start_line_prefix`, each up to the
+/// next trace separator.
+fn traced<'t>(messages: &'t str, start_line_prefix: &str) -> Vec<&'t str> {
+    messages
+        .split("\n\n")
+        .filter(|m| m.trim_start().starts_with(start_line_prefix))
+        .collect()
+}
+
+/// RFC 3261 §13.2.1 and §13.2.2.4: an INVITE sent without an offer gets one in the 2xx,
+/// and the ACK carries the application's answer. The platform holds the ACK until the
+/// answer is given (a retransmission of the 2xx meanwhile gets nothing), then sends the
+/// same ACK again for a later retransmission. It used to ACK at once without a body,
+/// leaving the offer unanswered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_without_an_offer_acks_the_2xx_with_the_applications_answer() {
+    let steps = [
+        RECV_INVITE_KEPT,
+        &offer_200(false),
+        r#"  <pause milliseconds="300"/>
+"#,
+        &offer_200(true),
+        r#"  <recv request="ACK" timeout="5000"/>
+"#,
+        &offer_200(true),
+        r#"  <recv request="ACK" timeout="3000"/>
+"#,
+        BYE_OK,
+    ]
+    .concat();
+    let (sipp, dir) = callee("delayed-offer-answered", &steps);
+    let (p, app) = platform(sipp.local_addr()).await;
+    // An INVITE without an offer has no body.
+    let with_body = invite_request(&p).body("application/sdp", "v=0\r\n");
+    assert!(matches!(
+        p.invite_without_offer(app, with_body).await,
+        Err(RequestError::Invalid(_))
+    ));
+    let mut call = p
+        .invite_without_offer(app, invite_request(&p))
+        .await
+        .unwrap();
+    let (response, dialog) = match outcome(&mut call).await {
+        InviteProgress::Answered { response, dialog } => (response, dialog),
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        String::from_utf8_lossy(response.body()).contains("m=message 5060 sip null"),
+        "{response}"
+    );
+    // The retransmission comes and goes while the application works out its answer.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let answer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                  m=message 5061 sip null\r\na=accept-types:text/plain\r\n";
+    p.send_ack_answer(&dialog, "application/sdp", answer)
+        .await
+        .unwrap();
+    // One answer per 2xx: the ACK is sent.
+    assert!(matches!(
+        p.send_ack_answer(&dialog, "application/sdp", answer).await,
+        Err(RequestError::NoDialog)
+    ));
+    // Let the retransmission after the ACK arrive and be ACKed again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let bye = tokio::time::timeout(
+        WAIT,
+        p.send_in_dialog(&dialog, OutgoingRequest::new(Method::Bye, "")),
+    )
+    .await;
+    let outcome = assert_succeeded(sipp, dir).await;
+    assert!(
+        matches!(bye, Ok(Ok(ref r)) if r.status() == Some(200)),
+        "{bye:?}"
+    );
+    let invites = traced(&outcome.messages, "INVITE ");
+    assert_eq!(invites.len(), 1, "{}", outcome.messages);
+    assert!(!invites[0].contains("v=0"), "{}", invites[0]);
+    let acks = traced(&outcome.messages, "ACK ");
+    assert_eq!(acks.len(), 2, "{}", outcome.messages);
+    for ack in &acks {
+        assert!(ack.contains("m=message 5061 sip null"), "{ack}");
+        assert!(ack.contains("Content-Type: application/sdp"), "{ack}");
+    }
+    // The same ACK both times (§17.1.1.3 asks nothing else of a 2xx's ACK, and the far
+    // end may compare them).
+    assert_eq!(acks[0], acks[1]);
+    p.shutdown().await;
+}
+
+/// An answer that does not come within 64·T1 (T1 50 ms here): the platform ACKs with an
+/// answer refusing the offered stream (port 0), ends the call with BYE and announces it
+/// (`DialogEndReason::NoAnswer`); an answer given later finds no ACK waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_never_comes_is_refused_in_the_ack_and_the_call_ended() {
+    let steps = [
+        r#"  <recv request="INVITE" crlf="true"/>
+"#,
+        &offer_200(false),
+        r#"  <recv request="ACK" timeout="10000"/>
+"#,
+        BYE_OK,
+    ]
+    .concat();
+    let (sipp, dir) = callee("delayed-offer-unanswered", &steps);
+    let timers = TransactionConfig {
+        t1: Duration::from_millis(50),
+        ..TransactionConfig::default()
+    };
+    let (p, app) = platform_with(sipp.local_addr(), timers).await;
+    let mut endings = p.dialog_endings();
+    let mut call = p
+        .invite_without_offer(app, invite_request(&p))
+        .await
+        .unwrap();
+    let dialog = match outcome(&mut call).await {
+        InviteProgress::Answered { dialog, .. } => dialog,
+        other => panic!("{other:?}"),
+    };
+    let ended = tokio::time::timeout(WAIT, endings.recv())
+        .await
+        .expect("an ending within the wait")
+        .unwrap();
+    assert_eq!(ended.dialog, dialog);
+    assert_eq!(ended.reason, DialogEndReason::NoAnswer);
+    assert_eq!(ended.endpoint, Some(app));
+    assert!(matches!(
+        p.send_ack_answer(&dialog, "application/sdp", "v=0\r\n")
+            .await,
+        Err(RequestError::NoDialog)
+    ));
+    let outcome = assert_succeeded(sipp, dir).await;
+    let acks = traced(&outcome.messages, "ACK ");
+    assert_eq!(acks.len(), 1, "{}", outcome.messages);
+    assert!(acks[0].contains("m=message 0 sip null"), "{}", acks[0]);
     p.shutdown().await;
 }
