@@ -14,6 +14,11 @@ use sip_core::{DialogId, SipMessage};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+/// Most entries at once (answers awaited and ACKs kept). Past it an INVITE without an offer
+/// is still held (the application must answer it), but no ACK of a call ended at once is
+/// kept.
+const LIMIT: usize = 4096;
+
 /// The ACK of one dialog's INVITE, by the INVITE's CSeq number.
 #[derive(Debug)]
 enum Held {
@@ -102,9 +107,27 @@ impl HeldAcks {
         }
     }
 
-    /// The dialog is gone: nothing of it is held any more.
+    /// The dialog is gone: an answer awaited in it is not any more. A sent ACK stays
+    /// until it expires: the 2xx may still be retransmitted after the dialog ended.
     pub(crate) fn forget(&mut self, dialog: &DialogId) {
-        self.entries.remove(dialog);
+        if let Some(Held::Waiting { .. }) = self.entries.get(dialog) {
+            self.entries.remove(dialog);
+        }
+    }
+
+    /// `ack` went out at `now` for the 2xx of INVITE `seq` in `dialog`, a call the
+    /// platform ended at once: kept for the 2xx's retransmissions as [`sent`](Self::sent)
+    /// keeps one (none past [`LIMIT`] entries: a retransmission then makes the dialog anew).
+    pub(crate) fn keep_sent(&mut self, dialog: DialogId, seq: u32, ack: SipMessage, now: Instant) {
+        if self.entries.len() >= LIMIT {
+            return;
+        }
+        self.order.push_back((now, dialog.clone(), seq));
+        let held = Held::Sent {
+            seq,
+            ack: Box::new(ack),
+        };
+        self.entries.insert(dialog, held);
     }
 
     /// When the earliest entry expires.
@@ -210,6 +233,12 @@ mod tests {
         assert_eq!(h.next_deadline(), Some(t + Duration::from_secs(33)));
         h.forget(&dialog(2));
         assert!(h.expire(t + Duration::from_secs(40)).is_empty());
+        // A kept ACK outlives its dialog until it expires.
+        h.keep_sent(dialog(3), 1, ack(), t + Duration::from_secs(40));
+        h.forget(&dialog(3));
+        assert!(matches!(h.on_2xx(&dialog(3), 1), On2xx::Resend(_)));
+        assert!(h.expire(t + Duration::from_secs(72)).is_empty());
+        assert!(matches!(h.on_2xx(&dialog(3), 1), On2xx::NotHeld));
         assert_eq!(h.next_deadline(), None);
     }
 

@@ -880,18 +880,23 @@ impl Driver {
         Ok(())
     }
 
-    /// The ACK of a 2xx whose offer nobody here takes (the answer did not come, or the
-    /// call was cancelled): with an answer that refuses every stream, as §13.2.2.4 asks
-    /// of a UAC that does not accept the offer; the caller then sends BYE.
-    fn ack_refusing(&mut self, dialog: &DialogId, seq: u32, offer: &[u8]) {
+    /// Ends a call answered by a 2xx (INVITE `seq`) that nobody here wants: ACK, then BYE
+    /// (§13.2.2.4, §15). With `offer` (the 2xx brought one, the INVITE had none) the ACK
+    /// carries an answer refusing every stream, as §13.2.2.4 asks of a UAC that does not
+    /// accept the offer. The ACK is kept for retransmissions of the 2xx that cross it:
+    /// they get it again, not a new dialog and a second BYE.
+    fn end_answered(&mut self, dialog: &DialogId, seq: u32, offer: Option<&[u8]>) {
+        let now = Instant::now();
         let Ok(mut ack) = self.dialogs.ack(dialog, seq, &self.cfg.via) else {
             return;
         };
-        if let Some(answer) = refusing_answer(offer) {
+        if let Some(answer) = offer.and_then(refusing_answer) {
             let _ = ack.set_header(HeaderName::ContentType, "application/sdp");
             ack.set_body(answer);
         }
         self.layer.send_stateless(&ack, self.proxy_peer);
+        self.bye(now, dialog);
+        self.held_acks.keep_sent(dialog.clone(), seq, ack, now);
     }
 
     /// A 2xx to an INVITE that no pending request waits for: a retransmission (ACK again).
@@ -904,9 +909,14 @@ impl Driver {
         if !is_invite_2xx {
             return;
         }
-        let Some(id) = uac_dialog_id(response) else {
+        let (Some(id), Ok(seq)) = (uac_dialog_id(response), response.cseq().map(|c| c.seq()))
+        else {
             return;
         };
+        // A call this platform ended already (its ACK is kept): the ACK again, no more.
+        if let On2xx::Resend(ack) = self.held_acks.on_2xx(&id, seq) {
+            return self.layer.send_stateless(&ack, self.proxy_peer);
+        }
         let confirmed = self
             .dialogs
             .get(&id)
@@ -916,9 +926,10 @@ impl Driver {
             _ if ours => {
                 let made = invite_answered_by(response)
                     .and_then(|invite| self.dialogs.handle_uac_response(&invite, response).ok());
+                // Whether the INVITE had an offer is not known here: the ACK carries no
+                // body, as for an INVITE with one.
                 if let Some(DialogUpdate::Confirmed(id)) = made {
-                    self.ack_2xx(&id, response);
-                    self.bye(Instant::now(), &id);
+                    self.end_answered(&id, seq, None);
                 }
             }
             _ => {}
@@ -960,22 +971,20 @@ impl Driver {
                         self.dialogs.set_owner(&id, c.endpoint.0);
                         if c.request.method() == Some(&Method::Invite) {
                             let seq = response.cseq().map(|c| c.seq()).unwrap_or_default();
-                            if !c.hold_ack {
-                                self.ack_2xx(&id, &response);
-                            } else if c.cancel_asked {
-                                self.ack_refusing(&id, seq, response.body());
-                            } else {
-                                let offer = response.body().clone();
-                                self.held_acks.hold(id.clone(), seq, offer, Instant::now());
-                            }
                             // The caller gets this one call: the early dialogs of other
                             // forks end here (a later 2xx of theirs is ACKed and ended
                             // with BYE, see `on_late_2xx`).
                             self.dialogs.terminate_early(id.call_id(), id.local_tag());
                             if c.cancel_asked {
                                 debug!("a 2xx came although the INVITE was cancelled: BYE");
-                                self.bye(Instant::now(), &id);
+                                let offer = c.hold_ack.then(|| response.body().as_ref());
+                                self.end_answered(&id, seq, offer);
                                 unwanted = true;
+                            } else if c.hold_ack {
+                                let offer = response.body().clone();
+                                self.held_acks.hold(id.clone(), seq, offer, Instant::now());
+                            } else {
+                                self.ack_2xx(&id, &response);
                             }
                         }
                         made = Some(id).filter(|_| !unwanted);
@@ -1081,9 +1090,8 @@ impl Driver {
     fn on_ack_timers(&mut self, now: Instant) {
         for (dialog, seq, offer) in self.held_acks.expire(now) {
             warn!("no answer for the offer in a 2xx within 64*T1: refused in the ACK, BYE");
-            self.ack_refusing(&dialog, seq, &offer);
             self.announce_end(&dialog, DialogEndReason::NoAnswer);
-            self.bye(now, &dialog);
+            self.end_answered(&dialog, seq, Some(&offer));
         }
         let t2 = self.layer.config().t2;
         while let Some(Reverse((at, ..))) = self.ack_due.peek() {

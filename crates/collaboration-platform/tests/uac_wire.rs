@@ -518,3 +518,43 @@ async fn an_answer_that_never_comes_is_refused_in_the_ack_and_the_call_ended() {
     assert!(acks[0].contains("m=message 0 sip null"), "{}", acks[0]);
     p.shutdown().await;
 }
+
+/// A 2xx the platform ended with BYE (here: it beat a held CANCEL) that the callee sends
+/// again after the BYE's 200 (§13.3.1.4: it retransmits until it sees an ACK; ours
+/// crossed) gets the same ACK again and no second BYE: the call is over on both sides. A
+/// retransmission used to make the dialog anew and end it with another BYE (answered 481).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2xx_retransmitted_after_the_platforms_bye_gets_the_ack_and_no_second_bye() {
+    let steps = [
+        RECV_INVITE_KEPT,
+        r#"  <pause milliseconds="500"/>
+"#,
+        &offer_200(false),
+        r#"  <recv request="ACK"/>
+"#,
+        BYE_OK,
+        &offer_200(true),
+        r#"  <recv request="ACK" timeout="3000"/>
+  <pause milliseconds="1000"/>
+"#,
+    ]
+    .concat();
+    let (sipp, dir) = callee("2xx-again-after-bye", &steps);
+    let (p, app) = platform(sipp.local_addr()).await;
+    let mut call = invite(&p, app).await;
+    call.cancel().await;
+    match outcome(&mut call).await {
+        InviteProgress::Failed(RequestError::Cancelled) => {}
+        other => panic!("{other:?}"),
+    }
+    let outcome = assert_succeeded(sipp, dir).await;
+    assert_eq!(
+        traced(&outcome.messages, "BYE ").len(),
+        1,
+        "{}",
+        outcome.messages
+    );
+    let acks = traced(&outcome.messages, "ACK ");
+    assert_eq!(acks.len(), 2, "{}", outcome.messages);
+    p.shutdown().await;
+}
