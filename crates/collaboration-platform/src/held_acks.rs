@@ -7,6 +7,10 @@
 //! §13.3.1.4) is given up on: the runtime ACKs with an answer refusing every stream and
 //! ends the call with BYE, as §13.2.2.4 says for an offer the UAC does not accept.
 //!
+//! The ACK of a call the platform ends as soon as it is answered (cancelled, a late fork)
+//! is kept the same way, so that a retransmission of its 2xx after the BYE gets the ACK
+//! again instead of making the dialog anew.
+//!
 //! [`CollaborationPlatform::send_ack_answer`]: crate::CollaborationPlatform::send_ack_answer
 
 use bytes::Bytes;
