@@ -716,3 +716,62 @@ async fn a_481_to_a_message_ends_the_call_without_a_bye() {
     );
     assert!(!bye, "no BYE after a 481");
 }
+
+/// The platform's INVITE without an offer (RFC 3261 §13.2.1) toward this SDK's own
+/// callee: alice's `accept()` puts an IM offer in the 200 and waits for the answer in the
+/// ACK; the bot, on the raw platform API, answers it with `send_ack_answer`. Alice's flow
+/// comes only with that answer (an ACK without one fails her `accept`); the bot's BYE
+/// ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_without_an_offer_is_answered_in_the_ack_end_to_end() {
+    let p = setup().await;
+    let mut calls = incoming_im_calls(&p.alice);
+    let callee = tokio::spawn(async move {
+        let IncomingImCall::OnPremises(c) = next_call(&mut calls).await else {
+            panic!("typed by homing")
+        };
+        let mut flow = tokio::time::timeout(WAIT, c.accept())
+            .await
+            .expect("accepted within the wait")
+            .expect("the ACK brought an answer");
+        // The bot's BYE ends the stream.
+        assert!(tokio::time::timeout(WAIT, flow.recv())
+            .await
+            .unwrap()
+            .is_none());
+    });
+    let core = p.bot.core();
+    let platform = core.platform();
+    let req = OutgoingRequest::new(Method::Invite, "sip:alice@contoso.test")
+        .from("<sip:bot@contoso.test>")
+        .header("Contact", format!("<{}>", core.contact()));
+    let call = platform
+        .invite_without_offer(core.established_id().unwrap(), req)
+        .await
+        .unwrap();
+    let (response, dialog) = tokio::time::timeout(WAIT, call.outcome())
+        .await
+        .unwrap()
+        .unwrap();
+    let offer = SessionDescription::parse_slice(response.body()).unwrap();
+    let answer = OfferAnswer::new(
+        LocalCapabilities::new("app.contoso.test")
+            .with_media(MediaCapability::message(5060, ACCEPT_TYPES)),
+        "0",
+    )
+    .receive_offer(&offer)
+    .unwrap();
+    platform
+        .send_ack_answer(&dialog, "application/sdp", answer.to_bytes())
+        .await
+        .unwrap();
+    let bye = tokio::time::timeout(
+        WAIT,
+        platform.send_in_dialog(&dialog, OutgoingRequest::new(Method::Bye, "")),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(bye.status(), Some(200));
+    tokio::time::timeout(WAIT, callee).await.unwrap().unwrap();
+}
