@@ -1,7 +1,8 @@
 //! IM conversations between two platforms on loopback over mutual TLS (no server): the
 //! call and flow end to end — establish, messages both ways with their outcomes, typing,
 //! first message in the INVITE, decline, cancel while ringing, BYE racing messages, a
-//! dialog lost to a MESSAGE answered 481 or 408 or not at all.
+//! dialog lost to a MESSAGE answered 481 or 408 or not at all, an INVITE without an offer
+//! answered in the ACK.
 
 use std::time::Duration;
 
