@@ -205,6 +205,10 @@ enum PendingKind {
     InDialog {
         dialog: DialogId,
         invite_usage: bool,
+        /// The request, kept when it refreshes the target (re-INVITE, UPDATE, SUBSCRIBE,
+        /// NOTIFY): its 2xx moves the dialog's remote target (§12.2.1.2), and a
+        /// re-INVITE's 2xx is ACKed (§13.2.2.4).
+        refresh: Option<Box<SipMessage>>,
     },
     /// Creates dialogs for `endpoint`.
     Creating(Box<Creating>),
@@ -946,10 +950,22 @@ impl Driver {
             PendingKind::InDialog {
                 dialog,
                 invite_usage,
+                refresh,
             } => match status {
                 // The far side no longer knows the dialog: nothing to send it.
                 481 => self.forget_dialog(&dialog),
                 408 => self.lose_dialog(&dialog, invite_usage),
+                200..=299 => {
+                    if let Some(request) = refresh {
+                        // The new target first: the ACK goes there.
+                        if let Err(e) = self.dialogs.handle_uac_response(&request, &response) {
+                            debug!(error = %e, "target refresh not applied");
+                        }
+                        if request.method() == Some(&Method::Invite) {
+                            self.ack_2xx(&dialog, &response);
+                        }
+                    }
+                }
                 _ => {}
             },
             PendingKind::Creating(c) => {
@@ -1040,6 +1056,7 @@ impl Driver {
         if let PendingKind::InDialog {
             dialog,
             invite_usage,
+            ..
         } = &pending.kind
         {
             if timed_out {
@@ -1225,6 +1242,11 @@ impl Driver {
                         request.method(),
                         Some(Method::Subscribe | Method::Notify | Method::Refer)
                     );
+                let refresh = matches!(
+                    request.method(),
+                    Some(Method::Invite | Method::Update | Method::Subscribe | Method::Notify)
+                )
+                .then(|| Box::new(request.clone()));
                 self.start_client(
                     now,
                     request,
@@ -1233,6 +1255,7 @@ impl Driver {
                     PendingKind::InDialog {
                         dialog: dialog.clone(),
                         invite_usage,
+                        refresh,
                     },
                 );
                 if ends {

@@ -558,3 +558,72 @@ async fn a_2xx_retransmitted_after_the_platforms_bye_gets_the_ack_and_no_second_
     assert_eq!(acks.len(), 2, "{}", outcome.messages);
     p.shutdown().await;
 }
+
+/// A re-INVITE the application sends in a dialog (`send_in_dialog`) has its 2xx ACKed
+/// by the platform at once (§13.2.2.4), as the dialog's first INVITE has: the caller
+/// gets the 2xx and cannot send the ACK itself (`send_in_dialog` refuses ACK). The 2xx's
+/// Contact is the dialog's new remote target (§12.2.1.2): the ACK and the BYE go there.
+/// Neither was done: the call went on unACKed (the callee ends such a call after
+/// 64·T1) and requests kept going to the old target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_invite_sent_in_a_dialog_has_its_2xx_acked() {
+    let steps = [
+        r#"  <recv request="INVITE" crlf="true"/>
+"#,
+        &answer("200 OK", ";tag=bob-[pid]"),
+        r#"  <recv request="ACK"/>
+  <recv request="INVITE" crlf="true"/>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:bob-moved@[local_ip]:[local_port];transport=tcp>
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv request="ACK" timeout="3000"/>
+"#,
+        BYE_OK,
+    ]
+    .concat();
+    let (sipp, dir) = callee("re-invite-acked", &steps);
+    let (p, app) = platform(sipp.local_addr()).await;
+    let mut call = invite(&p, app).await;
+    let dialog = match outcome(&mut call).await {
+        InviteProgress::Answered { dialog, .. } => dialog,
+        other => panic!("{other:?}"),
+    };
+    let reinvite = tokio::time::timeout(
+        WAIT,
+        p.send_in_dialog(&dialog, OutgoingRequest::new(Method::Invite, "")),
+    )
+    .await;
+    assert!(
+        matches!(reinvite, Ok(Ok(ref r)) if r.status() == Some(200)),
+        "{reinvite:?}"
+    );
+    let bye = tokio::time::timeout(
+        WAIT,
+        p.send_in_dialog(&dialog, OutgoingRequest::new(Method::Bye, "")),
+    )
+    .await;
+    let outcome = assert_succeeded(sipp, dir).await;
+    assert!(
+        matches!(bye, Ok(Ok(ref r)) if r.status() == Some(200)),
+        "{bye:?}"
+    );
+    let acks = traced(&outcome.messages, "ACK ");
+    assert_eq!(acks.len(), 2, "{}", outcome.messages);
+    assert!(acks[1].contains("CSeq: 2 ACK"), "{}", acks[1]);
+    assert!(acks[1].starts_with("ACK sip:bob-moved@"), "{}", acks[1]);
+    let byes = traced(&outcome.messages, "BYE ");
+    assert_eq!(byes.len(), 1, "{}", outcome.messages);
+    assert!(byes[0].starts_with("BYE sip:bob-moved@"), "{}", byes[0]);
+    p.shutdown().await;
+}
