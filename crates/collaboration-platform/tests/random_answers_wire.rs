@@ -8,6 +8,8 @@
 //! left without a final answer is cancelled by the application, as a ring timeout does
 //! (a client INVITE that had a provisional response has no timer of its own, RFC 3261
 //! §17.1.1.2); the peer then answers as a UAS does (§9.2: 200, and 487 to the INVITE).
+//! A call that is up may then be sent a re-INVITE, answered as scripted: its final
+//! response is the outcome, it is ACKed whether 2xx or not, and the call stays up.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -75,6 +77,8 @@ impl Step {
 struct Case {
     invite: bool,
     plan: Vec<Step>,
+    /// The final status of a re-INVITE sent once the call is up (with a tagged 2xx).
+    reinvite: Option<u16>,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -89,8 +93,9 @@ fn case() -> impl Strategy<Value = Case> {
         prop::bool::weighted(0.2),
         prop::option::weighted(0.9, last.clone()),
         prop::option::weighted(0.3, last),
+        prop::option::weighted(0.5, prop::sample::select(vec![200u16, 200, 488, 491, 500])),
     )
-        .prop_map(|(invite, mut plan, stray, first, second)| {
+        .prop_map(|(invite, mut plan, stray, first, second, reinvite)| {
             if stray {
                 plan.push(Step::Stray);
             }
@@ -98,7 +103,11 @@ fn case() -> impl Strategy<Value = Case> {
             if first.is_some() {
                 plan.extend(second);
             }
-            Case { invite, plan }
+            Case {
+                invite,
+                plan,
+                reinvite,
+            }
         })
 }
 
@@ -265,6 +274,7 @@ async fn run(s: &Setup, n: usize, c: &Case) {
         request.body("text/plain", "hello")
     };
     let first = c.plan.iter().find_map(|p| p.final_status());
+    let mut dialog = None;
     let outcome: Result<u16, RequestError> = if c.invite {
         let invite = s.platform.invite(s.endpoint, request).await.unwrap();
         if first.is_none() {
@@ -277,7 +287,10 @@ async fn run(s: &Setup, n: usize, c: &Case) {
         }
         bounded("the INVITE's outcome", invite.outcome())
             .await
-            .map(|(r, _)| r.status().unwrap())
+            .map(|(r, d)| {
+                dialog = Some(d);
+                r.status().unwrap()
+            })
     } else {
         bounded("the MESSAGE's outcome", s.platform.send_request(request))
             .await
@@ -318,8 +331,27 @@ async fn run(s: &Setup, n: usize, c: &Case) {
     let unwanted =
         finals.len() == 2 && ok(finals[1]) && (!ok(finals[0]) || tag(finals[0]) != tag(finals[1]));
     // A non-2xx after a 2xx is absorbed (RFC 6026): no ACK for it.
-    let owed = usize::from(!finals.is_empty() || cancelled)
+    let mut owed = usize::from(!finals.is_empty() || cancelled)
         + usize::from(finals.len() == 2 && ok(finals[1]));
+    // A call up with a tagged 2xx: the re-INVITE, its outcome, and its ACK (2xx or not).
+    let up = finals.first().is_some_and(|f| ok(*f) && tag(*f)) && !unwanted;
+    if let (true, Some(status), Some(dialog)) = (up, c.reinvite, &dialog) {
+        let reinvite =
+            OutgoingRequest::new(Method::Invite, "").header("X-Plan", status.to_string());
+        let got = bounded(
+            "the re-INVITE's outcome",
+            s.platform.send_in_dialog(dialog, reinvite),
+        )
+        .await;
+        match (status, &got) {
+            (200, Ok(r)) => assert_eq!(r.status(), Some(200), "{c:?}"),
+            (s, Err(RequestError::Status { code, .. })) if s >= 300 => {
+                assert_eq!(*code, s, "{c:?}")
+            }
+            _ => panic!("{c:?}: re-INVITE ended {got:?}"),
+        }
+        owed += 1;
+    }
     tokio::time::sleep(SETTLE).await;
     let seen = s.seen.lock().unwrap();
     let acks = seen.acks.get(&call_id).copied().unwrap_or(0);
