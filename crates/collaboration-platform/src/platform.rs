@@ -380,6 +380,11 @@ impl CollaborationPlatform {
     /// for a request of the call itself (not SUBSCRIBE, NOTIFY or REFER) a 408 or no
     /// response also sends BYE, as the far side may still hold the call.
     ///
+    /// A re-INVITE's 2xx is ACKed by the platform (with no body: a re-INVITE should carry
+    /// an offer); the 2xx of a target refresh request (re-INVITE, UPDATE, SUBSCRIBE,
+    /// NOTIFY) moves the dialog's remote target to its Contact (§12.2.1.2). Such a request
+    /// should carry the endpoint's own Contact (§12.2.1.1): the platform adds none.
+    ///
     /// Cancel safety: as [`send_request`](Self::send_request).
     pub async fn send_in_dialog(
         &self,
