@@ -273,7 +273,8 @@ impl CollaborationPlatform {
     }
 
     /// Sends the ACK held for the 2xx of an INVITE sent by
-    /// [`invite_without_offer`](Self::invite_without_offer), with `body` (the answer to
+    /// [`invite_without_offer`](Self::invite_without_offer) (or of a re-INVITE without an
+    /// offer sent by [`send_in_dialog`](Self::send_in_dialog)), with `body` (the answer to
     /// the 2xx's offer, e.g. `application/sdp`) in it. Fails with
     /// [`RequestError::NoDialog`] if `dialog` has no ACK waiting for an answer (it was
     /// sent, given up on, or the dialog ended).
@@ -380,8 +381,10 @@ impl CollaborationPlatform {
     /// for a request of the call itself (not SUBSCRIBE, NOTIFY or REFER) a 408 or no
     /// response also sends BYE, as the far side may still hold the call.
     ///
-    /// A re-INVITE's 2xx is ACKed by the platform (with no body: a re-INVITE should carry
-    /// an offer); the 2xx of a target refresh request (re-INVITE, UPDATE, SUBSCRIBE,
+    /// A re-INVITE's 2xx is ACKed by the platform; for a re-INVITE without an offer whose
+    /// 2xx brings one, the ACK waits for the answer as after
+    /// [`invite_without_offer`](Self::invite_without_offer) (give it with
+    /// [`send_ack_answer`](Self::send_ack_answer)). The 2xx of a target refresh request (re-INVITE, UPDATE, SUBSCRIBE,
     /// NOTIFY) moves the dialog's remote target to its Contact (§12.2.1.2). Such a request
     /// should carry the endpoint's own Contact (§12.2.1.1): the platform adds none.
     ///

@@ -962,7 +962,16 @@ impl Driver {
                             debug!(error = %e, "target refresh not applied");
                         }
                         if request.method() == Some(&Method::Invite) {
-                            self.ack_2xx(&dialog, &response);
+                            let offer = response.body();
+                            if request.body().is_empty() && !offer.is_empty() {
+                                // An offerless re-INVITE: the 2xx's offer is answered in
+                                // the ACK, which waits for the application's answer.
+                                let seq = response.cseq().map(|c| c.seq()).unwrap_or_default();
+                                let now = Instant::now();
+                                self.held_acks.hold(dialog.clone(), seq, offer.clone(), now);
+                            } else {
+                                self.ack_2xx(&dialog, &response);
+                            }
                         }
                     }
                 }

@@ -627,3 +627,83 @@ async fn a_re_invite_sent_in_a_dialog_has_its_2xx_acked() {
     assert!(byes[0].starts_with("BYE sip:bob-moved@"), "{}", byes[0]);
     p.shutdown().await;
 }
+
+/// A re-INVITE without an offer (a session refresh that asks the callee for a new offer,
+/// RFC 3261 §14.2 with §13.2.1): its 2xx brings the offer, and the ACK carries the
+/// application's answer (`send_ack_answer`), as after `invite_without_offer`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offerless_re_invite_is_acked_with_the_applications_answer() {
+    let steps = [
+        r#"  <recv request="INVITE" crlf="true"/>
+"#,
+        &answer("200 OK", ";tag=bob-[pid]"),
+        r#"  <recv request="ACK"/>
+  <recv request="INVITE" crlf="true"/>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:bob@[local_ip]:[local_port];transport=tcp>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=- 7 2 IN IP4 [local_ip]
+      s=-
+      c=IN IP4 [local_ip]
+      t=0 0
+      m=message 5060 sip null
+      a=accept-types:text/plain
+
+    ]]>
+  </send>
+  <recv request="ACK" timeout="5000"/>
+"#,
+        BYE_OK,
+    ]
+    .concat();
+    let (sipp, dir) = callee("offerless-re-invite", &steps);
+    let (p, app) = platform(sipp.local_addr()).await;
+    let mut call = invite(&p, app).await;
+    let dialog = match outcome(&mut call).await {
+        InviteProgress::Answered { dialog, .. } => dialog,
+        other => panic!("{other:?}"),
+    };
+    let ok = tokio::time::timeout(
+        WAIT,
+        p.send_in_dialog(&dialog, OutgoingRequest::new(Method::Invite, "")),
+    )
+    .await
+    .expect("the re-INVITE's outcome within the wait")
+    .expect("a 2xx");
+    assert!(
+        String::from_utf8_lossy(ok.body()).contains("m=message 5060 sip null"),
+        "{ok}"
+    );
+    let answer = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                  m=message 5061 sip null\r\na=accept-types:text/plain\r\n";
+    p.send_ack_answer(&dialog, "application/sdp", answer)
+        .await
+        .unwrap();
+    let bye = tokio::time::timeout(
+        WAIT,
+        p.send_in_dialog(&dialog, OutgoingRequest::new(Method::Bye, "")),
+    )
+    .await;
+    let outcome = assert_succeeded(sipp, dir).await;
+    assert!(
+        matches!(bye, Ok(Ok(ref r)) if r.status() == Some(200)),
+        "{bye:?}"
+    );
+    let acks = traced(&outcome.messages, "ACK ");
+    assert_eq!(acks.len(), 2, "{}", outcome.messages);
+    assert!(!acks[0].contains("v=0"), "{}", acks[0]);
+    assert!(acks[1].contains("CSeq: 2 ACK"), "{}", acks[1]);
+    assert!(acks[1].contains("m=message 5061 sip null"), "{}", acks[1]);
+    p.shutdown().await;
+}
