@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use collaboration_platform::loopback::LoopbackPki;
 use collaboration_platform::{
-    Address, CollaborationPlatform, DialogEndReason, EndpointId, InviteProgress, Listener,
-    OutboundProxy, OutgoingInvite, OutgoingRequest, RequestError, ServerPlatformSettings, Topology,
+    Address, CollaborationPlatform, DialogEndReason, DialogId, EndpointId, InviteProgress,
+    Listener, OutboundProxy, OutgoingInvite, OutgoingRequest, RequestError, ServerPlatformSettings,
+    Topology,
 };
 use peer_harness::{unique_token, Sipp, SippOutcome, SippProcess, SippTransport};
 use sip_core::transaction::TransactionConfig;
@@ -105,6 +106,43 @@ async fn outcome(call: &mut OutgoingInvite) -> InviteProgress {
     }
 }
 
+/// The dialog of the INVITE's 2xx; panics on any other outcome.
+async fn answered(call: &mut OutgoingInvite) -> DialogId {
+    match outcome(call).await {
+        InviteProgress::Answered { dialog, .. } => dialog,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Sends BYE in `dialog`: whether a 200 came within the wait. Checked after SIPp's
+/// report, which says more when it did not.
+async fn hang_up(p: &CollaborationPlatform, dialog: &DialogId) -> Result<(), String> {
+    let bye = OutgoingRequest::new(Method::Bye, "");
+    match tokio::time::timeout(WAIT, p.send_in_dialog(dialog, bye)).await {
+        Ok(Ok(r)) if r.status() == Some(200) => Ok(()),
+        other => Err(format!("{other:?}")),
+    }
+}
+
+/// An SDP answer accepting an IM session offer, with session version `version`.
+fn im_answer(version: u32) -> String {
+    format!(
+        "v=0\r\no=- 1 {version} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=message 5061 sip null\r\na=accept-types:text/plain\r\n"
+    )
+}
+
+/// The callee's steps up to a re-INVITE: the INVITE answered 200 (tagged), its ACK, then
+/// the re-INVITE received.
+fn call_then_reinvite() -> String {
+    [
+        "  <recv request=\"INVITE\" crlf=\"true\"/>\n",
+        &answer("200 OK", ";tag=bob-[pid]"),
+        "  <recv request=\"ACK\"/>\n  <recv request=\"INVITE\" crlf=\"true\"/>\n",
+    ]
+    .concat()
+}
+
 /// A response `status` to the INVITE just received (its headers copied as received), with
 /// `to_tag` appended to To (empty: none, as an RFC 2543 UAS answers).
 fn answer(status: &str, to_tag: &str) -> String {
@@ -182,24 +220,13 @@ async fn a_retransmitted_2xx_without_a_to_tag_is_acked_again() {
     .concat();
     let (sipp, dir) = callee("rfc2543-2xx-retransmitted", &steps);
     let (p, app) = platform(sipp.local_addr()).await;
-    let mut call = invite(&p, app).await;
-    let dialog = match outcome(&mut call).await {
-        InviteProgress::Answered { dialog, .. } => dialog,
-        other => panic!("{other:?}"),
-    };
+    let dialog = answered(&mut invite(&p, app).await).await;
     assert!(dialog.remote_tag().is_empty(), "{dialog:?}");
     // Let the retransmission arrive and be ACKed before the call ends.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let bye = tokio::time::timeout(
-        WAIT,
-        p.send_in_dialog(&dialog, OutgoingRequest::new(Method::Bye, "")),
-    )
-    .await;
+    let bye = hang_up(&p, &dialog).await;
     let outcome = assert_succeeded(sipp, dir).await;
-    assert!(
-        matches!(bye, Ok(Ok(ref r)) if r.status() == Some(200)),
-        "{bye:?}"
-    );
+    bye.unwrap();
     let acks = outcome
         .messages
         .lines()
@@ -338,8 +365,9 @@ async fn a_failure_that_beats_a_held_cancel_is_the_outcome() {
 }
 
 /// The 200 with an SDP offer (an IM session) to the INVITE just received, or (with
-/// `from_kept`) a retransmission of it made from the Via and CSeq kept then.
-fn offer_200(from_kept: bool) -> String {
+/// `from_kept`) a retransmission of it made from the Via and CSeq kept then; `to_tag` is
+/// appended to To (empty for a re-INVITE, whose To has the tag).
+fn offer_200(from_kept: bool, to_tag: &str) -> String {
     let (via, cseq) = if from_kept {
         ("Via: [$via]", "CSeq: [$seq] INVITE")
     } else {
@@ -352,7 +380,7 @@ fn offer_200(from_kept: bool) -> String {
       SIP/2.0 200 OK
       {via}
       [last_From:]
-      [last_To:];tag=bob-[pid]
+      [last_To:]{to_tag}
       [last_Call-ID:]
       {cseq}
       Contact: <sip:bob@[local_ip]:[local_port];transport=tcp>
@@ -400,13 +428,13 @@ fn traced<'t>(messages: &'t str, start_line_prefix: &str) -> Vec<&'t str> {
 async fn an_invite_without_an_offer_acks_the_2xx_with_the_applications_answer() {
     let steps = [
         RECV_INVITE_KEPT,
-        &offer_200(false),
+        &offer_200(false, ";tag=bob-[pid]"),
         r#"  <pause milliseconds="300"/>
 "#,
-        &offer_200(true),
+        &offer_200(true, ";tag=bob-[pid]"),
         r#"  <recv request="ACK" timeout="5000"/>
 "#,
-        &offer_200(true),
+        &offer_200(true, ";tag=bob-[pid]"),
         r#"  <recv request="ACK" timeout="3000"/>
 "#,
         BYE_OK,
@@ -434,9 +462,8 @@ async fn an_invite_without_an_offer_acks_the_2xx_with_the_applications_answer() 
     );
     // The retransmission comes and goes while the application works out its answer.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let answer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-                  m=message 5061 sip null\r\na=accept-types:text/plain\r\n";
-    p.send_ack_answer(&dialog, "application/sdp", answer)
+    let answer = im_answer(1);
+    p.send_ack_answer(&dialog, "application/sdp", answer.clone())
         .await
         .unwrap();
     // One answer per 2xx: the ACK is sent.
@@ -446,16 +473,9 @@ async fn an_invite_without_an_offer_acks_the_2xx_with_the_applications_answer() 
     ));
     // Let the retransmission after the ACK arrive and be ACKed again.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let bye = tokio::time::timeout(
-        WAIT,
-        p.send_in_dialog(&dialog, OutgoingRequest::new(Method::Bye, "")),
-    )
-    .await;
+    let bye = hang_up(&p, &dialog).await;
     let outcome = assert_succeeded(sipp, dir).await;
-    assert!(
-        matches!(bye, Ok(Ok(ref r)) if r.status() == Some(200)),
-        "{bye:?}"
-    );
+    bye.unwrap();
     let invites = traced(&outcome.messages, "INVITE ");
     assert_eq!(invites.len(), 1, "{}", outcome.messages);
     assert!(!invites[0].contains("v=0"), "{}", invites[0]);
@@ -479,7 +499,7 @@ async fn an_answer_that_never_comes_is_refused_in_the_ack_and_the_call_ended() {
     let steps = [
         r#"  <recv request="INVITE" crlf="true"/>
 "#,
-        &offer_200(false),
+        &offer_200(false, ";tag=bob-[pid]"),
         r#"  <recv request="ACK" timeout="10000"/>
 "#,
         BYE_OK,
@@ -529,11 +549,11 @@ async fn a_2xx_retransmitted_after_the_platforms_bye_gets_the_ack_and_no_second_
         RECV_INVITE_KEPT,
         r#"  <pause milliseconds="500"/>
 "#,
-        &offer_200(false),
+        &offer_200(false, ";tag=bob-[pid]"),
         r#"  <recv request="ACK"/>
 "#,
         BYE_OK,
-        &offer_200(true),
+        &offer_200(true, ";tag=bob-[pid]"),
         r#"  <recv request="ACK" timeout="3000"/>
   <pause milliseconds="1000"/>
 "#,
@@ -568,12 +588,8 @@ async fn a_2xx_retransmitted_after_the_platforms_bye_gets_the_ack_and_no_second_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_re_invite_sent_in_a_dialog_has_its_2xx_acked() {
     let steps = [
-        r#"  <recv request="INVITE" crlf="true"/>
-"#,
-        &answer("200 OK", ";tag=bob-[pid]"),
-        r#"  <recv request="ACK"/>
-  <recv request="INVITE" crlf="true"/>
-  <send>
+        &call_then_reinvite(),
+        r#"  <send>
     <![CDATA[
 
       SIP/2.0 200 OK
@@ -594,11 +610,7 @@ async fn a_re_invite_sent_in_a_dialog_has_its_2xx_acked() {
     .concat();
     let (sipp, dir) = callee("re-invite-acked", &steps);
     let (p, app) = platform(sipp.local_addr()).await;
-    let mut call = invite(&p, app).await;
-    let dialog = match outcome(&mut call).await {
-        InviteProgress::Answered { dialog, .. } => dialog,
-        other => panic!("{other:?}"),
-    };
+    let dialog = answered(&mut invite(&p, app).await).await;
     let reinvite = tokio::time::timeout(
         WAIT,
         p.send_in_dialog(&dialog, OutgoingRequest::new(Method::Invite, "")),
@@ -608,16 +620,9 @@ async fn a_re_invite_sent_in_a_dialog_has_its_2xx_acked() {
         matches!(reinvite, Ok(Ok(ref r)) if r.status() == Some(200)),
         "{reinvite:?}"
     );
-    let bye = tokio::time::timeout(
-        WAIT,
-        p.send_in_dialog(&dialog, OutgoingRequest::new(Method::Bye, "")),
-    )
-    .await;
+    let bye = hang_up(&p, &dialog).await;
     let outcome = assert_succeeded(sipp, dir).await;
-    assert!(
-        matches!(bye, Ok(Ok(ref r)) if r.status() == Some(200)),
-        "{bye:?}"
-    );
+    bye.unwrap();
     let acks = traced(&outcome.messages, "ACK ");
     assert_eq!(acks.len(), 2, "{}", outcome.messages);
     assert!(acks[1].contains("CSeq: 2 ACK"), "{}", acks[1]);
@@ -634,46 +639,16 @@ async fn a_re_invite_sent_in_a_dialog_has_its_2xx_acked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offerless_re_invite_is_acked_with_the_applications_answer() {
     let steps = [
-        r#"  <recv request="INVITE" crlf="true"/>
-"#,
-        &answer("200 OK", ";tag=bob-[pid]"),
-        r#"  <recv request="ACK"/>
-  <recv request="INVITE" crlf="true"/>
-  <send>
-    <![CDATA[
-
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:bob@[local_ip]:[local_port];transport=tcp>
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
-      o=- 7 2 IN IP4 [local_ip]
-      s=-
-      c=IN IP4 [local_ip]
-      t=0 0
-      m=message 5060 sip null
-      a=accept-types:text/plain
-
-    ]]>
-  </send>
-  <recv request="ACK" timeout="5000"/>
+        &call_then_reinvite(),
+        &offer_200(false, ""),
+        r#"  <recv request="ACK" timeout="5000"/>
 "#,
         BYE_OK,
     ]
     .concat();
     let (sipp, dir) = callee("offerless-re-invite", &steps);
     let (p, app) = platform(sipp.local_addr()).await;
-    let mut call = invite(&p, app).await;
-    let dialog = match outcome(&mut call).await {
-        InviteProgress::Answered { dialog, .. } => dialog,
-        other => panic!("{other:?}"),
-    };
+    let dialog = answered(&mut invite(&p, app).await).await;
     let ok = tokio::time::timeout(
         WAIT,
         p.send_in_dialog(&dialog, OutgoingRequest::new(Method::Invite, "")),
@@ -685,21 +660,13 @@ async fn an_offerless_re_invite_is_acked_with_the_applications_answer() {
         String::from_utf8_lossy(ok.body()).contains("m=message 5060 sip null"),
         "{ok}"
     );
-    let answer = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-                  m=message 5061 sip null\r\na=accept-types:text/plain\r\n";
+    let answer = im_answer(2);
     p.send_ack_answer(&dialog, "application/sdp", answer)
         .await
         .unwrap();
-    let bye = tokio::time::timeout(
-        WAIT,
-        p.send_in_dialog(&dialog, OutgoingRequest::new(Method::Bye, "")),
-    )
-    .await;
+    let bye = hang_up(&p, &dialog).await;
     let outcome = assert_succeeded(sipp, dir).await;
-    assert!(
-        matches!(bye, Ok(Ok(ref r)) if r.status() == Some(200)),
-        "{bye:?}"
-    );
+    bye.unwrap();
     let acks = traced(&outcome.messages, "ACK ");
     assert_eq!(acks.len(), 2, "{}", outcome.messages);
     assert!(!acks[0].contains("v=0"), "{}", acks[0]);
