@@ -298,6 +298,10 @@ pub(crate) struct Driver {
     failed_invites: FailedInvites,
     /// ACKs that carry the application's answer to an offer in a 2xx.
     held_acks: HeldAcks,
+    /// BYEs the application sent in a dialog whose 2xx (ours) has no ACK yet: they wait
+    /// for it (RFC 3261 §15: the callee MUST NOT send BYE before the ACK, which it might
+    /// overtake on another connection and find no dialog, leaving the caller's call up).
+    byes_after_ack: HashMap<DialogId, HeldBye>,
     lanes: HashMap<LaneKey, Lane>,
     lane_tasks: JoinSet<()>,
     feedback_tx: mpsc::UnboundedSender<Feedback>,
@@ -368,6 +372,13 @@ struct Serving {
     /// Where the request came from: where a 2xx to an INVITE is retransmitted.
     source: Peer,
 }
+
+/// A BYE the application sent, waiting for the ACK of our 2xx: what `send_in_dialog` takes.
+type HeldBye = (
+    InDialogParts,
+    oneshot::Sender<Result<SipMessage, RequestError>>,
+    Span,
+);
 
 /// A 2xx to an INVITE that the UAS core retransmits until its ACK arrives; without one
 /// for 64*T1 the session is ended with BYE (RFC 3261 §13.3.1.4, RFC 6026 §8.1: the server
@@ -448,6 +459,7 @@ impl Driver {
                 merged: MergedRequests::default(),
                 failed_invites: FailedInvites::new(cfg.transaction.t1.saturating_mul(64)),
                 held_acks: HeldAcks::new(cfg.transaction.t1.saturating_mul(64)),
+                byes_after_ack: HashMap::new(),
                 lanes: HashMap::new(),
                 lane_tasks: JoinSet::new(),
                 feedback_tx,
@@ -807,6 +819,10 @@ impl Driver {
     fn forget_dialog(&mut self, dialog: &DialogId) {
         self.dialogs.remove(dialog);
         self.held_acks.forget(dialog);
+        if let Some((_, reply, _)) = self.byes_after_ack.remove(dialog) {
+            // Ended otherwise (the peer's BYE) while this one waited for the ACK.
+            let _ = reply.send(Err(RequestError::NoDialog));
+        }
     }
 
     /// Tells listeners ([`CollaborationPlatform::dialog_endings`]) that the platform ends
@@ -1150,7 +1166,11 @@ impl Driver {
             self.unacked.remove(&key);
             warn!("no ACK for a 2xx within 64*T1: ending the session with BYE");
             self.announce_end(&key.0, DialogEndReason::NoAck);
-            self.bye(now, &key.0);
+            match self.byes_after_ack.remove(&key.0) {
+                // The application's BYE, held for the ACK, goes now (§15).
+                Some((parts, reply, span)) => self.send_in_dialog(now, &key.0, parts, reply, span),
+                None => self.bye(now, &key.0),
+            }
         }
         if sparse(self.ack_due.capacity(), self.ack_due.len()) {
             self.ack_due.shrink_to(self.ack_due.len() * 2);
@@ -1243,6 +1263,13 @@ impl Driver {
         reply: oneshot::Sender<Result<SipMessage, RequestError>>,
         span: Span,
     ) {
+        if parts.method == Method::Bye && self.unacked.keys().any(|(d, _)| d == dialog) {
+            // §15: not before the ACK of our 2xx (a scan: few 2xx wait for an ACK at once).
+            debug!("BYE held until the ACK of our 2xx comes");
+            self.byes_after_ack
+                .insert(dialog.clone(), (parts, reply, span));
+            return;
+        }
         match self.build_in_dialog(dialog, parts) {
             Ok(request) => {
                 let ends = request.method() == Some(&Method::Bye);
@@ -1655,6 +1682,11 @@ impl Driver {
                             // The endpoint's queue is full: the 2xx stays unACKed, and the
                             // ACK its next retransmission draws is offered again.
                             self.unacked.insert(key, u);
+                        } else if let Some((parts, reply, span)) =
+                            self.byes_after_ack.remove(&key.0)
+                        {
+                            // A BYE held for this ACK (§15) goes now.
+                            self.send_in_dialog(now, &key.0, parts, reply, span);
                         }
                     }
                     shrink_if_sparse(&mut self.unacked);
