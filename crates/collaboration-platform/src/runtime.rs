@@ -1317,7 +1317,11 @@ impl Driver {
         let (reply, _) = oneshot::channel();
         let span = tracing::debug_span!("sip_transaction", side = "client", method = "BYE");
         self.send_in_dialog(now, dialog, parts, reply, span);
-        self.forget_dialog(dialog);
+        // A BYE held for the ACK of our 2xx keeps the dialog it is to be sent in
+        // (forgetting it would drop the BYE); one sent has forgotten it already.
+        if !self.byes_after_ack.contains_key(dialog) {
+            self.forget_dialog(dialog);
+        }
     }
 
     fn on_feedback(&mut self, f: Feedback) {
