@@ -48,7 +48,6 @@
 mod dialog_end;
 pub mod dispatch;
 mod error;
-mod failed_invites;
 mod failover;
 pub mod federation;
 mod held_acks;
@@ -60,6 +59,7 @@ pub mod loopback;
 mod merged;
 mod observe;
 mod platform;
+mod recent_invites;
 mod request;
 mod runtime;
 mod settings;

@@ -261,7 +261,8 @@ impl CollaborationPlatform {
     /// Without an answer within 64·T1 (how long the far end waits for an ACK) the
     /// platform ACKs with an answer that refuses every stream, sends BYE and announces
     /// [`DialogEndReason::NoAnswer`](crate::DialogEndReason::NoAnswer). A 2xx after
-    /// [`OutgoingInvite::cancel`] is refused the same way at once.
+    /// [`OutgoingInvite::cancel`], or from a fork other than the one the caller got (for
+    /// 64·T1 after the outcome), is refused the same way at once.
     ///
     /// Cancel safety: as [`invite`](Self::invite).
     pub async fn invite_without_offer(

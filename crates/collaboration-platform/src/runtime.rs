@@ -8,11 +8,11 @@
 
 use crate::dispatch::{Capabilities, Dispatcher, Disposition, EndpointId};
 use crate::error::RequestError;
-use crate::failed_invites::FailedInvites;
 use crate::federation::{strip_home_trust, strip_impersonated_names};
 use crate::held_acks::{refusing_answer, HeldAcks, On2xx};
 use crate::incoming::IncomingRequest;
 use crate::merged::{MergeKey, MergedRequests};
+use crate::recent_invites::RecentInvites;
 use crate::request::InDialogParts;
 use crate::settings::ListenerKind;
 use crate::topology::{Address, Homed, OnPremises, Topology, TopologyError};
@@ -295,7 +295,10 @@ pub(crate) struct Driver {
     merged: MergedRequests,
     /// Our INVITEs that failed lately, so a 2xx that comes after the failure is known as
     /// ours (then ACKed and ended with BYE) after their transaction is gone.
-    failed_invites: FailedInvites,
+    failed_invites: RecentInvites,
+    /// Our INVITEs sent without an offer lately, so a late fork's 2xx (which then brings
+    /// an offer) is ACKed with an answer refusing it before its BYE.
+    offerless_invites: RecentInvites,
     /// ACKs that carry the application's answer to an offer in a 2xx.
     held_acks: HeldAcks,
     /// BYEs the application sent in a dialog whose 2xx (ours) has no ACK yet: they wait
@@ -457,7 +460,8 @@ impl Driver {
                 unacked: HashMap::new(),
                 ack_due: BinaryHeap::new(),
                 merged: MergedRequests::default(),
-                failed_invites: FailedInvites::new(cfg.transaction.t1.saturating_mul(64)),
+                failed_invites: RecentInvites::new(cfg.transaction.t1.saturating_mul(64)),
+                offerless_invites: RecentInvites::new(cfg.transaction.t1.saturating_mul(64)),
                 held_acks: HeldAcks::new(cfg.transaction.t1.saturating_mul(64)),
                 byes_after_ack: HashMap::new(),
                 lanes: HashMap::new(),
@@ -946,10 +950,11 @@ impl Driver {
             _ if ours => {
                 let made = invite_answered_by(response)
                     .and_then(|invite| self.dialogs.handle_uac_response(&invite, response).ok());
-                // Whether the INVITE had an offer is not known here: the ACK carries no
-                // body, as for an INVITE with one.
+                // After an INVITE without an offer the 2xx brings one, which the ACK
+                // refuses; else the 2xx holds the answer and the ACK has no body.
+                let offerless = self.offerless_invites.answers_one(response, Instant::now());
                 if let Some(DialogUpdate::Confirmed(id)) = made {
-                    self.end_answered(&id, seq, None);
+                    self.end_answered(&id, seq, offerless.then(|| response.body().as_ref()));
                 }
             }
             _ => {}
@@ -1000,6 +1005,10 @@ impl Driver {
                 }
                 if status >= 300 && c.request.method() == Some(&Method::Invite) {
                     self.failed_invites.remember(&c.request, Instant::now());
+                }
+                if c.hold_ack {
+                    // Other forks may answer yet, with offers (see `on_late_2xx`).
+                    self.offerless_invites.remember(&c.request, Instant::now());
                 }
                 if status >= 300 {
                     for d in &c.notify_dialogs {

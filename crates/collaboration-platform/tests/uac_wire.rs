@@ -539,6 +539,55 @@ async fn an_answer_that_never_comes_is_refused_in_the_ack_and_the_call_ended() {
     p.shutdown().await;
 }
 
+/// A late fork's 2xx to an INVITE without an offer brings an offer too (§13.2.1): the
+/// platform ends that fork (ACK, then BYE: the caller has its call already) and its ACK
+/// must answer the offer (§13.2.2.4), here refusing the stream (port 0). That ACK used
+/// to have no body, as after an INVITE with an offer. The first fork's call goes on with
+/// the application's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_forks_offer_after_an_invite_without_one_is_refused_in_its_ack() {
+    let steps = [
+        r#"  <recv request="INVITE" crlf="true"/>
+"#,
+        &offer_200(false, ";tag=bob-[pid]"),
+        &offer_200(false, ";tag=fork2-[pid]"),
+        r#"  <recv request="ACK" timeout="5000"/>
+"#,
+        BYE_OK,
+        r#"  <recv request="ACK" timeout="5000"/>
+"#,
+        BYE_OK,
+    ]
+    .concat();
+    let (sipp, dir) = callee("delayed-offer-late-fork", &steps);
+    let (p, app) = platform(sipp.local_addr()).await;
+    let mut call = p
+        .invite_without_offer(app, invite_request(&p))
+        .await
+        .unwrap();
+    let dialog = answered(&mut call).await;
+    // The second fork's 2xx is ACKed and ended while the application works out its answer.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    p.send_ack_answer(&dialog, "application/sdp", im_answer(1))
+        .await
+        .unwrap();
+    let bye = hang_up(&p, &dialog).await;
+    let outcome = assert_succeeded(sipp, dir).await;
+    bye.unwrap();
+    let acks = traced(&outcome.messages, "ACK ");
+    assert_eq!(acks.len(), 2, "{}", outcome.messages);
+    let (fork2, fork1) = (acks[0], acks[1]);
+    assert!(fork2.contains(";tag=fork2-"), "{fork2}");
+    assert!(fork2.contains("m=message 0 sip null"), "{fork2}");
+    assert!(fork2.contains("Content-Type: application/sdp"), "{fork2}");
+    assert!(fork1.contains(";tag=bob-"), "{fork1}");
+    assert!(fork1.contains("m=message 5061 sip null"), "{fork1}");
+    let byes = traced(&outcome.messages, "BYE ");
+    assert_eq!(byes.len(), 2, "{}", outcome.messages);
+    assert!(byes[0].contains(";tag=fork2-"), "{}", byes[0]);
+    p.shutdown().await;
+}
+
 /// A 2xx the platform ended with BYE (here: it beat a held CANCEL) that the callee sends
 /// again after the BYE's 200 (§13.3.1.4: it retransmits until it sees an ACK; ours
 /// crossed) gets the same ACK again and no second BYE: the call is over on both sides. A

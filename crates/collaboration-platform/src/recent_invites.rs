@@ -1,38 +1,44 @@
-//! INVITEs of this platform that ended in failure, remembered for a while: a 2xx that
-//! comes after the failure (a UAS that contradicts itself, or a fork a proxy forwarded
-//! late) answers one of them, and the far end then holds a call nobody here wants. Over
-//! TCP and TLS the INVITE's transaction is gone as soon as its failure is ACKed (Timer D
-//! is zero), so the transaction layer can only call such a 2xx stray; this record lets
-//! the runtime know it as its own, ACK it and end it with BYE (RFC 3261 §13.2.2.4).
+//! INVITEs of this platform remembered for a while after their outcome, by what a late
+//! 2xx shares with them (Call-ID and From tag). The runtime keeps two such records:
+//!
+//! - INVITEs that ended in failure: a 2xx that comes after the failure (a UAS that
+//!   contradicts itself, or a fork a proxy forwarded late) answers one of them, and the far
+//!   end then holds a call nobody here wants. Over TCP and TLS the INVITE's transaction is
+//!   gone as soon as its failure is ACKed (Timer D is zero), so the transaction layer can
+//!   only call such a 2xx stray; this record lets the runtime know it as its own, ACK it
+//!   and end it with BYE (RFC 3261 §13.2.2.4).
+//! - INVITEs sent without an offer: a late fork's 2xx to one of them carries an offer, so
+//!   the ACK that ends that fork must carry an answer (§13.2.2.4), one refusing every
+//!   stream; the 2xx alone does not say whether it holds an offer or an answer.
 
 use bytes::Bytes;
 use sip_core::SipMessage;
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-/// Most INVITE failures remembered at once; past it the oldest is forgotten (a 2xx for it
-/// is then treated as stray, as without this record).
+/// Most INVITEs remembered at once; past it the oldest is forgotten (a late 2xx for it is
+/// then treated as without this record).
 const LIMIT: usize = 4096;
 
-/// (Call-ID, From tag) of failed INVITEs, in the order they failed, each for `keep`.
+/// (Call-ID, From tag) of INVITEs, in the order they were remembered, each for `keep`.
 #[derive(Debug)]
-pub(crate) struct FailedInvites {
+pub(crate) struct RecentInvites {
     keep: Duration,
     order: VecDeque<(Instant, (Bytes, Bytes))>,
     keys: HashSet<(Bytes, Bytes)>,
 }
 
-impl FailedInvites {
-    /// Remembers each failure for `keep` (64·T1: as long as a UAS retransmits its 2xx).
+impl RecentInvites {
+    /// Remembers each INVITE for `keep` (64·T1: as long as a UAS retransmits its 2xx).
     pub(crate) fn new(keep: Duration) -> Self {
-        FailedInvites {
+        RecentInvites {
             keep,
             order: VecDeque::new(),
             keys: HashSet::new(),
         }
     }
 
-    /// The INVITE `request` failed at `now`.
+    /// Remembers the INVITE `request` from `now`.
     pub(crate) fn remember(&mut self, request: &SipMessage, now: Instant) {
         self.expire(now);
         let Some(key) = key_of(request) else {
@@ -48,7 +54,7 @@ impl FailedInvites {
         }
     }
 
-    /// Does `response` answer an INVITE remembered as failed?
+    /// Does `response` answer an INVITE remembered here?
     pub(crate) fn answers_one(&mut self, response: &SipMessage, now: Instant) -> bool {
         self.expire(now);
         key_of(response).is_some_and(|k| self.keys.contains(&k))
@@ -88,9 +94,9 @@ mod tests {
     }
 
     #[test]
-    fn a_failure_is_known_for_its_time_and_no_longer() {
+    fn an_invite_is_known_for_its_time_and_no_longer() {
         let t0 = Instant::now();
-        let mut f = FailedInvites::new(Duration::from_secs(32));
+        let mut f = RecentInvites::new(Duration::from_secs(32));
         f.remember(&message("c1"), t0);
         assert!(f.answers_one(&message("c1"), t0 + Duration::from_secs(31)));
         assert!(!f.answers_one(&message("c2"), t0));
@@ -101,7 +107,7 @@ mod tests {
     #[test]
     fn the_record_is_bounded() {
         let t0 = Instant::now();
-        let mut f = FailedInvites::new(Duration::from_secs(32));
+        let mut f = RecentInvites::new(Duration::from_secs(32));
         for i in 0..LIMIT + 10 {
             f.remember(&message(&format!("c{i}")), t0);
         }
