@@ -387,7 +387,9 @@ impl CollaborationPlatform {
     /// [`invite_without_offer`](Self::invite_without_offer) (give it with
     /// [`send_ack_answer`](Self::send_ack_answer)). The 2xx of a target refresh request (re-INVITE, UPDATE, SUBSCRIBE,
     /// NOTIFY) moves the dialog's remote target to its Contact (§12.2.1.2). Such a request
-    /// should carry the endpoint's own Contact (§12.2.1.1): the platform adds none.
+    /// carries the local target (§12.2.1.1): given none, it gets the owning endpoint's
+    /// contact (as [`contact_uri`](Self::contact_uri) of
+    /// [`contact_user`](Self::contact_user) makes it); one given is kept.
     ///
     /// Cancel safety: as [`send_request`](Self::send_request).
     pub async fn send_in_dialog(
@@ -509,6 +511,9 @@ impl CollaborationPlatform {
     ) -> Result<(EndpointId, mpsc::Receiver<IncomingRequest>), PlatformError> {
         let id = EndpointId(self.inner.next_endpoint.fetch_add(1, Ordering::Relaxed));
         let (sender, rx) = mpsc::channel(self.inner.endpoint_capacity);
+        let contact = self
+            .contact_uri(&Self::contact_user(&owner))
+            .map(|uri| Bytes::from(format!("<{uri}>")));
         self.inner
             .commands
             .send(Command::Register {
@@ -517,6 +522,7 @@ impl CollaborationPlatform {
                 gruu,
                 default_routing,
                 sender,
+                contact,
             })
             .await
             .map_err(|_| PlatformError::Shutdown)?;

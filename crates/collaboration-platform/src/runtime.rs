@@ -98,6 +98,9 @@ pub(crate) enum Command {
         gruu: Option<String>,
         default_routing: bool,
         sender: mpsc::Sender<IncomingRequest>,
+        /// The endpoint's Contact value (`<uri>`), for the target refresh requests the
+        /// platform builds in its dialogs.
+        contact: Option<Bytes>,
     },
     /// Forget an endpoint.
     Unregister { id: EndpointId },
@@ -276,6 +279,9 @@ pub(crate) struct Driver {
     dialogs: Dialogs,
     dispatcher: Dispatcher,
     endpoints: HashMap<EndpointId, mpsc::Sender<IncomingRequest>>,
+    /// Each endpoint's Contact value, added to a target refresh request sent in one of its
+    /// dialogs without one (RFC 3261 §12.2.1.1).
+    contacts: HashMap<EndpointId, Bytes>,
     pending: HashMap<TransactionId, Pending>,
     serving: HashMap<TransactionId, Serving>,
     /// INVITEs that may still be cancelled, by branch.
@@ -451,6 +457,7 @@ impl Driver {
                 dialogs: Dialogs::new(),
                 dispatcher: Dispatcher::new(Capabilities::default()),
                 endpoints: HashMap::new(),
+                contacts: HashMap::new(),
                 pending: HashMap::new(),
                 serving: HashMap::new(),
                 invites: HashMap::new(),
@@ -721,8 +728,12 @@ impl Driver {
                 gruu,
                 default_routing,
                 sender,
+                contact,
             } => {
                 self.dispatcher.add_owner(&owner, id);
+                if let Some(c) = contact {
+                    self.contacts.insert(id, c);
+                }
                 if let Some(g) = gruu {
                     self.dispatcher.add_gruu(&g, id);
                 }
@@ -734,6 +745,7 @@ impl Driver {
             Command::Unregister { id } => {
                 self.dispatcher.remove(id);
                 self.endpoints.remove(&id);
+                self.contacts.remove(&id);
                 self.dialogs.clear_owner(id.0);
             }
             Command::Shutdown { grace, done } => self.begin_shutdown(grace, Some(done)),
@@ -782,6 +794,11 @@ impl Driver {
                 "ACK and CANCEL are sent by the platform".into(),
             ));
         }
+        // A target refresh request carries the local target (§12.2.1.1).
+        let refresh = matches!(
+            parts.method,
+            Method::Invite | Method::Update | Method::Subscribe | Method::Notify
+        );
         let mut b = self
             .dialogs
             .request(dialog, parts.method, &self.cfg.via)
@@ -790,8 +807,17 @@ impl Driver {
                 e => RequestError::Invalid(e.to_string()),
             })?;
         b = b.header(HeaderName::UserAgent, self.cfg.user_agent.clone());
+        let mut has_contact = false;
         for (n, v) in parts.headers {
+            has_contact |= HeaderName::from_bytes(n.as_bytes()) == HeaderName::Contact;
             b = b.header(n.as_str(), v);
+        }
+        // The owning endpoint's contact, unless the caller gave one.
+        if refresh && !has_contact {
+            let owner = self.dialogs.get(dialog).map(|d| EndpointId(d.owner()));
+            if let Some(contact) = owner.and_then(|o| self.contacts.get(&o)) {
+                b = b.header(HeaderName::Contact, contact.clone());
+            }
         }
         if let Some((ct, body)) = parts.body {
             // The caller's Content-Type string becomes the header value as it is.

@@ -682,6 +682,70 @@ async fn a_re_invite_sent_in_a_dialog_has_its_2xx_acked() {
     p.shutdown().await;
 }
 
+/// A target refresh request (re-INVITE, UPDATE) carries the local target in Contact
+/// (RFC 3261 §12.2.1.1; §20 makes it mandatory in an INVITE). `send_in_dialog` adds the
+/// owning endpoint's contact to one that has none, and keeps one the caller gave. The
+/// re-INVITE used to leave without a Contact, which a strict callee refuses with 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_refresh_request_without_a_contact_gets_the_endpoints() {
+    let steps = [
+        &call_then_reinvite(),
+        &answer("200 OK", ""),
+        r#"  <recv request="ACK" timeout="3000"/>
+  <recv request="UPDATE" timeout="3000"/>
+"#,
+        &answer("200 OK", ""),
+        BYE_OK,
+    ]
+    .concat();
+    let (sipp, dir) = callee("refresh-contact", &steps);
+    let (p, app) = platform(sipp.local_addr()).await;
+    let dialog = answered(&mut invite(&p, app).await).await;
+    let owner = Address::assume_on_premises("sip:app@contoso.test").unwrap();
+    let ours = p
+        .contact_uri(&CollaborationPlatform::contact_user(&owner))
+        .unwrap();
+    for request in [
+        OutgoingRequest::new(Method::Invite, ""),
+        OutgoingRequest::new(Method::Update, "").header("Contact", "<sip:elsewhere@192.0.2.9>"),
+    ] {
+        let sent = tokio::time::timeout(WAIT, p.send_in_dialog(&dialog, request)).await;
+        assert!(
+            matches!(sent, Ok(Ok(ref r)) if r.status() == Some(200)),
+            "{sent:?}"
+        );
+    }
+    let bye = hang_up(&p, &dialog).await;
+    let outcome = assert_succeeded(sipp, dir).await;
+    bye.unwrap();
+    let contacts = |m: &str| -> Vec<String> {
+        m.lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("contact:"))
+            .map(|l| l["contact:".len()..].trim().to_owned())
+            .collect()
+    };
+    let invites = traced(&outcome.messages, "INVITE ");
+    assert_eq!(invites.len(), 2, "{}", outcome.messages);
+    assert_eq!(
+        contacts(invites[1]),
+        [format!("<{ours}>")],
+        "{}",
+        invites[1]
+    );
+    let updates = traced(&outcome.messages, "UPDATE ");
+    assert_eq!(updates.len(), 1, "{}", outcome.messages);
+    assert_eq!(
+        contacts(updates[0]),
+        ["<sip:elsewhere@192.0.2.9>"],
+        "{}",
+        updates[0]
+    );
+    // A BYE is no target refresh: no Contact added.
+    let byes = traced(&outcome.messages, "BYE ");
+    assert!(contacts(byes[0]).is_empty(), "{}", byes[0]);
+    p.shutdown().await;
+}
+
 /// A re-INVITE without an offer (a session refresh that asks the callee for a new offer,
 /// RFC 3261 §14.2 with §13.2.1): its 2xx brings the offer, and the ACK carries the
 /// application's answer (`send_ack_answer`), as after `invite_without_offer`.
