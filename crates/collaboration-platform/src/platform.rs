@@ -402,6 +402,7 @@ impl CollaborationPlatform {
             "sip_transaction",
             side = "client",
             method = %parts.method.as_str(),
+            call_id = %String::from_utf8_lossy(dialog.call_id()),
         );
         let (reply, rx) = oneshot::channel();
         self.inner
@@ -480,7 +481,8 @@ impl CollaborationPlatform {
             "sip_transaction",
             side = "client",
             method = %method,
-            branch = %branch
+            branch = %branch,
+            call_id = %String::from_utf8_lossy(message.call_id().unwrap_or_default()),
         );
         Ok((message, branch, span))
     }

@@ -1350,7 +1350,12 @@ impl Driver {
             body: None,
         };
         let (reply, _) = oneshot::channel();
-        let span = tracing::debug_span!("sip_transaction", side = "client", method = "BYE");
+        let span = tracing::debug_span!(
+            "sip_transaction",
+            side = "client",
+            method = "BYE",
+            call_id = %String::from_utf8_lossy(dialog.call_id()),
+        );
         self.send_in_dialog(now, dialog, parts, reply, span);
         // A BYE held for the ACK of our 2xx keeps the dialog it is to be sent in
         // (forgetting it would drop the BYE); one sent has forgotten it already.
@@ -1788,11 +1793,13 @@ impl Driver {
         let span = if tracing::enabled!(tracing::Level::DEBUG) {
             let via = request.top_via().ok();
             let branch = via.as_ref().and_then(|v| v.branch()).unwrap_or("");
+            let call_id = String::from_utf8_lossy(request.call_id().unwrap_or_default());
             tracing::debug_span!(
                 "sip_transaction",
                 side = "server",
                 method = method.as_ref().map(Method::as_str).unwrap_or(""),
-                %branch
+                %branch,
+                %call_id
             )
         } else {
             Span::none()
