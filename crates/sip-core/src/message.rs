@@ -861,10 +861,7 @@ impl SipMessage {
         let Some(i) = self.fields.iter().position(|f| f.name == name) else {
             return false;
         };
-        let text = self.own(value);
-        if let Some(f) = self.fields.get_mut(i) {
-            f.value = text;
-        }
+        self.set_field_value(i, value);
         self.touch();
         true
     }
@@ -1084,10 +1081,7 @@ impl SipMessage {
                 value.extend_from_slice(&current[..lo]);
                 write_middle(current, &mut value);
                 value.extend_from_slice(&current[hi..]);
-                let text = self.own(Bytes::from(value));
-                if let Some(f) = self.fields.get_mut(fi) {
-                    f.value = text;
-                }
+                self.set_field_value(fi, Bytes::from(value));
                 self.pristine = false;
             }
         }
@@ -1372,6 +1366,25 @@ impl SipMessage {
     fn own(&mut self, b: Bytes) -> Text {
         self.owned.push(b);
         Text::Owned((self.owned.len() - 1) as u32)
+    }
+
+    /// Makes `value` the value of field `i`. A value already owned is replaced in its
+    /// slot (each owned piece belongs to one field: `own` makes a new one every time), so
+    /// that changing a value again and again, as a transaction layer stamps the Via of
+    /// each request it sends, does not grow the owned pieces.
+    fn set_field_value(&mut self, i: usize, value: Bytes) {
+        let Some(current) = self.fields.get(i).map(|f| f.value) else {
+            return;
+        };
+        match current {
+            Text::Owned(k) if (k as usize) < self.owned.len() => self.owned[k as usize] = value,
+            _ => {
+                let text = self.own(value);
+                if let Some(f) = self.fields.get_mut(i) {
+                    f.value = text;
+                }
+            }
+        }
     }
 
     /// A checked field for `name: value`, its text kept among the owned pieces.
