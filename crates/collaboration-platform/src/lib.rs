@@ -53,6 +53,7 @@ pub mod federation;
 mod held_acks;
 mod incoming;
 mod invite;
+mod local_targets;
 pub mod locate;
 #[cfg(feature = "loopback")]
 pub mod loopback;

@@ -387,9 +387,9 @@ impl CollaborationPlatform {
     /// [`invite_without_offer`](Self::invite_without_offer) (give it with
     /// [`send_ack_answer`](Self::send_ack_answer)). The 2xx of a target refresh request (re-INVITE, UPDATE, SUBSCRIBE,
     /// NOTIFY) moves the dialog's remote target to its Contact (§12.2.1.2). Such a request
-    /// carries the local target (§12.2.1.1): given none, it gets the owning endpoint's
-    /// contact (as [`contact_uri`](Self::contact_uri) of
-    /// [`contact_user`](Self::contact_user) makes it); one given is kept.
+    /// carries the local target (§12.2.1.1): given none, it gets the dialog's (the Contact
+    /// of our request or response that made the dialog, or of the last target refresh
+    /// request sent in it with one); one given is kept and becomes the local target.
     ///
     /// Cancel safety: as [`send_request`](Self::send_request).
     pub async fn send_in_dialog(
@@ -513,9 +513,6 @@ impl CollaborationPlatform {
     ) -> Result<(EndpointId, mpsc::Receiver<IncomingRequest>), PlatformError> {
         let id = EndpointId(self.inner.next_endpoint.fetch_add(1, Ordering::Relaxed));
         let (sender, rx) = mpsc::channel(self.inner.endpoint_capacity);
-        let contact = self
-            .contact_uri(&Self::contact_user(&owner))
-            .map(|uri| Bytes::from(format!("<{uri}>")));
         self.inner
             .commands
             .send(Command::Register {
@@ -524,7 +521,6 @@ impl CollaborationPlatform {
                 gruu,
                 default_routing,
                 sender,
-                contact,
             })
             .await
             .map_err(|_| PlatformError::Shutdown)?;

@@ -11,6 +11,7 @@ use crate::error::RequestError;
 use crate::federation::{strip_home_trust, strip_impersonated_names};
 use crate::held_acks::{refusing_answer, HeldAcks, On2xx};
 use crate::incoming::IncomingRequest;
+use crate::local_targets::LocalTargets;
 use crate::merged::{MergeKey, MergedRequests};
 use crate::recent_invites::RecentInvites;
 use crate::request::InDialogParts;
@@ -98,9 +99,6 @@ pub(crate) enum Command {
         gruu: Option<String>,
         default_routing: bool,
         sender: mpsc::Sender<IncomingRequest>,
-        /// The endpoint's Contact value (`<uri>`), for the target refresh requests the
-        /// platform builds in its dialogs.
-        contact: Option<Bytes>,
     },
     /// Forget an endpoint.
     Unregister { id: EndpointId },
@@ -279,9 +277,8 @@ pub(crate) struct Driver {
     dialogs: Dialogs,
     dispatcher: Dispatcher,
     endpoints: HashMap<EndpointId, mpsc::Sender<IncomingRequest>>,
-    /// Each endpoint's Contact value, added to a target refresh request sent in one of its
-    /// dialogs without one (RFC 3261 §12.2.1.1).
-    contacts: HashMap<EndpointId, Bytes>,
+    /// The local target of each dialog, for target refresh requests sent without one.
+    local_targets: LocalTargets,
     pending: HashMap<TransactionId, Pending>,
     serving: HashMap<TransactionId, Serving>,
     /// INVITEs that may still be cancelled, by branch.
@@ -457,7 +454,7 @@ impl Driver {
                 dialogs: Dialogs::new(),
                 dispatcher: Dispatcher::new(Capabilities::default()),
                 endpoints: HashMap::new(),
-                contacts: HashMap::new(),
+                local_targets: LocalTargets::default(),
                 pending: HashMap::new(),
                 serving: HashMap::new(),
                 invites: HashMap::new(),
@@ -728,12 +725,8 @@ impl Driver {
                 gruu,
                 default_routing,
                 sender,
-                contact,
             } => {
                 self.dispatcher.add_owner(&owner, id);
-                if let Some(c) = contact {
-                    self.contacts.insert(id, c);
-                }
                 if let Some(g) = gruu {
                     self.dispatcher.add_gruu(&g, id);
                 }
@@ -745,7 +738,6 @@ impl Driver {
             Command::Unregister { id } => {
                 self.dispatcher.remove(id);
                 self.endpoints.remove(&id);
-                self.contacts.remove(&id);
                 self.dialogs.clear_owner(id.0);
             }
             Command::Shutdown { grace, done } => self.begin_shutdown(grace, Some(done)),
@@ -812,10 +804,9 @@ impl Driver {
             has_contact |= HeaderName::from_bytes(n.as_bytes()) == HeaderName::Contact;
             b = b.header(n.as_str(), v);
         }
-        // The owning endpoint's contact, unless the caller gave one.
+        // The dialog's local target, unless the caller gives a new one.
         if refresh && !has_contact {
-            let owner = self.dialogs.get(dialog).map(|d| EndpointId(d.owner()));
-            if let Some(contact) = owner.and_then(|o| self.contacts.get(&o)) {
+            if let Some(contact) = self.local_targets.get(dialog) {
                 b = b.header(HeaderName::Contact, contact.clone());
             }
         }
@@ -824,6 +815,9 @@ impl Driver {
             b = b.header(HeaderName::ContentType, ct).raw_body(body);
         }
         let mut request = b.build().map_err(invalid)?;
+        if refresh && has_contact {
+            self.local_targets.note(dialog, &request, &self.dialogs);
+        }
         if !self.remote_is_on_premises(dialog) {
             // Inside a dialog with a federated party, as outside one: no home trust, no
             // names of the home users the application speaks for.
@@ -848,6 +842,7 @@ impl Driver {
 
     fn forget_dialog(&mut self, dialog: &DialogId) {
         self.dialogs.remove(dialog);
+        self.local_targets.forget(dialog);
         self.held_acks.forget(dialog);
         if let Some((_, reply, _)) = self.byes_after_ack.remove(dialog) {
             // Ended otherwise (the peer's BYE) while this one waited for the ACK.
@@ -1045,6 +1040,7 @@ impl Driver {
                 match self.dialogs.handle_uac_response(&c.request, &response) {
                     Ok(DialogUpdate::Confirmed(id)) => {
                         self.dialogs.set_owner(&id, c.endpoint.0);
+                        self.local_targets.note(&id, &c.request, &self.dialogs);
                         if c.request.method() == Some(&Method::Invite) {
                             let seq = response.cseq().map(|c| c.seq()).unwrap_or_default();
                             // The caller gets this one call: the early dialogs of other
@@ -1248,6 +1244,8 @@ impl Driver {
                 );
                 if let Some(id) = &made {
                     self.dialogs.set_owner(id, e.endpoint.0);
+                    // Our Contact in the response that made or refreshed the dialog.
+                    self.local_targets.note(id, &response, &self.dialogs);
                 }
                 let invite_2xx = request.method() == Some(&Method::Invite)
                     && response.status().is_some_and(|s| (200..300).contains(&s));
@@ -2092,6 +2090,7 @@ impl Driver {
         match self.dialogs.handle_notify(&c.request, notify) {
             Ok(DialogUpdate::Confirmed(d)) | Ok(DialogUpdate::Updated(d)) => {
                 self.dialogs.set_owner(&d, endpoint.0);
+                self.local_targets.note(&d, &c.request, &self.dialogs);
                 if !c.notify_dialogs.contains(&d) {
                     c.notify_dialogs.push(d.clone());
                 }

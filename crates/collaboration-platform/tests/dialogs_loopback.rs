@@ -397,6 +397,61 @@ async fn call_bob(
     (dialog, bobs, bob_rx)
 }
 
+/// The callee's re-INVITE sent without a Contact carries the Contact of the callee's own
+/// 2xx: the local target its application chose for the dialog (RFC 3261 §12.2.1.1), not
+/// a default of its endpoint. It used to carry none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callees_re_invite_without_a_contact_carries_that_of_its_2xx() {
+    let (a, b) = platforms().await;
+    let (app, mut app_rx) = endpoint(&a, "app").await;
+    let (_bob, mut bob_rx) = endpoint(&b, "bob").await;
+    let contact = format!("<{};agent=7>", b.contact_uri("bob").unwrap());
+    let answer_with = contact.clone();
+    let answering = tokio::spawn(async move {
+        let mut inv = next(&mut bob_rx).await;
+        let dialog = inv.dialog().unwrap();
+        inv.respond(200, "OK", &[("Contact", &answer_with)], None)
+            .await
+            .unwrap();
+        (dialog, bob_rx)
+    });
+    let (_, dialog) = a
+        .invite(app, invite(&a))
+        .await
+        .unwrap()
+        .outcome()
+        .await
+        .unwrap();
+    let (bobs, _bob_rx) = tokio::time::timeout(WAIT, answering)
+        .await
+        .unwrap()
+        .unwrap();
+    let b2 = b.clone();
+    let reinvite = tokio::spawn(async move {
+        b2.send_in_dialog(&bobs, OutgoingRequest::new(Method::Invite, ""))
+            .await
+    });
+    let mut r = next(&mut app_rx).await;
+    assert_eq!(r.request().method(), Some(&Method::Invite));
+    assert_eq!(r.dialog(), Some(dialog));
+    assert_eq!(
+        r.request().header(HeaderName::Contact),
+        Some(contact.as_bytes()),
+        "{}",
+        r.request()
+    );
+    let ours = format!("<{}>", a.contact_uri("app").unwrap());
+    r.respond(200, "OK", &[("Contact", &ours)], None)
+        .await
+        .unwrap();
+    let ok = tokio::time::timeout(WAIT, reinvite)
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("the re-INVITE's 2xx");
+    assert_eq!(ok.status(), Some(200));
+}
+
 /// Bob answers 481 to a request in the dialog (he no longer knows it): his platform ends
 /// the dialog too, instead of keeping it for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

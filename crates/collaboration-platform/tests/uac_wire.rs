@@ -683,11 +683,12 @@ async fn a_re_invite_sent_in_a_dialog_has_its_2xx_acked() {
 }
 
 /// A target refresh request (re-INVITE, UPDATE) carries the local target in Contact
-/// (RFC 3261 §12.2.1.1; §20 makes it mandatory in an INVITE). `send_in_dialog` adds the
-/// owning endpoint's contact to one that has none, and keeps one the caller gave. The
-/// re-INVITE used to leave without a Contact, which a strict callee refuses with 400.
+/// (RFC 3261 §12.2.1.1; §20 makes it mandatory in an INVITE). `send_in_dialog` gives one
+/// that has none the dialog's local target (the Contact of the INVITE that made it, or of
+/// the last refresh sent with one), and keeps one the caller gave. The re-INVITE used to
+/// leave without a Contact, which a strict callee refuses with 400.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_target_refresh_request_without_a_contact_gets_the_endpoints() {
+async fn a_target_refresh_request_without_a_contact_gets_the_dialogs_local_target() {
     let steps = [
         &call_then_reinvite(),
         &answer("200 OK", ""),
@@ -695,19 +696,24 @@ async fn a_target_refresh_request_without_a_contact_gets_the_endpoints() {
   <recv request="UPDATE" timeout="3000"/>
 "#,
         &answer("200 OK", ""),
+        r#"  <recv request="INVITE" crlf="true" timeout="3000"/>
+"#,
+        &answer("200 OK", ""),
+        r#"  <recv request="ACK" timeout="3000"/>
+"#,
         BYE_OK,
     ]
     .concat();
     let (sipp, dir) = callee("refresh-contact", &steps);
     let (p, app) = platform(sipp.local_addr()).await;
     let dialog = answered(&mut invite(&p, app).await).await;
-    let owner = Address::assume_on_premises("sip:app@contoso.test").unwrap();
-    let ours = p
-        .contact_uri(&CollaborationPlatform::contact_user(&owner))
-        .unwrap();
+    // The INVITE's Contact (`invite_request`), and the one the UPDATE moves to.
+    let first = format!("<{}>", p.contact_uri("app").unwrap());
+    let moved = "<sip:elsewhere@192.0.2.9>";
     for request in [
         OutgoingRequest::new(Method::Invite, ""),
-        OutgoingRequest::new(Method::Update, "").header("Contact", "<sip:elsewhere@192.0.2.9>"),
+        OutgoingRequest::new(Method::Update, "").header("Contact", moved),
+        OutgoingRequest::new(Method::Invite, ""),
     ] {
         let sent = tokio::time::timeout(WAIT, p.send_in_dialog(&dialog, request)).await;
         assert!(
@@ -725,21 +731,19 @@ async fn a_target_refresh_request_without_a_contact_gets_the_endpoints() {
             .collect()
     };
     let invites = traced(&outcome.messages, "INVITE ");
-    assert_eq!(invites.len(), 2, "{}", outcome.messages);
+    assert_eq!(invites.len(), 3, "{}", outcome.messages);
     assert_eq!(
-        contacts(invites[1]),
-        [format!("<{ours}>")],
+        contacts(invites[0]),
+        std::slice::from_ref(&first),
         "{}",
-        invites[1]
+        invites[0]
     );
+    assert_eq!(contacts(invites[1]), [first], "{}", invites[1]);
     let updates = traced(&outcome.messages, "UPDATE ");
     assert_eq!(updates.len(), 1, "{}", outcome.messages);
-    assert_eq!(
-        contacts(updates[0]),
-        ["<sip:elsewhere@192.0.2.9>"],
-        "{}",
-        updates[0]
-    );
+    assert_eq!(contacts(updates[0]), [moved], "{}", updates[0]);
+    // The UPDATE moved the local target: the next re-INVITE carries the new one.
+    assert_eq!(contacts(invites[2]), [moved], "{}", invites[2]);
     // A BYE is no target refresh: no Contact added.
     let byes = traced(&outcome.messages, "BYE ");
     assert!(contacts(byes[0]).is_empty(), "{}", byes[0]);
