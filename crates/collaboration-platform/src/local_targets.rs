@@ -2,49 +2,77 @@
 //! or response that made the dialog, or of the last target refresh request we sent in it.
 //! A target refresh request the application sends without a Contact gets this one (the
 //! same URI as before, unless it must change). It is the Contact the application chose
-//! for that dialog (a notifier may give each subscription its own), not a default of its
-//! endpoint.
+//! for that dialog (a notifier may give each subscription its own), not necessarily the
+//! default of its endpoint.
+//!
+//! Most dialogs use their endpoint's default contact, so only the others are stored
+//! per dialog: a dialog costs nothing here unless its Contact is unusual (a subscription
+//! on the subscriber side stays within its 1 KiB budget).
 //!
 //! Dialogs end in several places (a BYE received, a failure ending an early dialog, the
-//! platform forgetting one); rather than follow each, entries whose dialog is gone are
-//! swept out once the table holds more than twice the live dialogs (plus some slack),
-//! which keeps it bounded at an amortized constant cost per entry.
+//! platform forgetting one); rather than follow each, stored entries whose dialog is gone
+//! are swept out once there are more than twice the live dialogs (plus some slack), which
+//! keeps the table bounded at an amortized constant cost per entry.
 
 use bytes::Bytes;
 use sip_core::dialog::Dialogs;
 use sip_core::{DialogId, HeaderName, SipMessage};
 use std::collections::HashMap;
 
-/// Entries beyond twice the live dialogs before a sweep.
+/// Stored entries beyond twice the live dialogs before a sweep.
 const SLACK: usize = 1024;
 
 #[derive(Debug, Default)]
 pub(crate) struct LocalTargets {
-    map: HashMap<DialogId, Bytes>,
+    /// Each endpoint's default Contact value, by the owner number its dialogs carry.
+    defaults: HashMap<u64, Bytes>,
+    /// Dialogs whose local target is not their endpoint's default.
+    others: HashMap<DialogId, Bytes>,
 }
 
 impl LocalTargets {
-    /// Notes the Contact of `message` (a request or response of ours in `dialog`), copied
-    /// out so the message's buffer is not kept alive with it. No Contact: nothing changes.
+    /// Endpoint `owner`'s dialogs use `contact` unless noted otherwise.
+    pub(crate) fn set_default(&mut self, owner: u64, contact: Bytes) {
+        self.defaults.insert(owner, contact);
+    }
+
+    /// Endpoint `owner` is gone.
+    pub(crate) fn remove_default(&mut self, owner: u64) {
+        self.defaults.remove(&owner);
+    }
+
+    /// Notes the Contact of `message` (a request or response of ours in `dialog`, whose
+    /// owner is set) as the dialog's local target. No Contact: nothing changes.
     pub(crate) fn note(&mut self, dialog: &DialogId, message: &SipMessage, dialogs: &Dialogs) {
         let Some(contact) = message.header(HeaderName::Contact) else {
             return;
         };
-        self.map
+        let default = dialogs
+            .get(dialog)
+            .and_then(|d| self.defaults.get(&d.owner()));
+        if default.is_some_and(|d| d[..] == *contact) {
+            self.others.remove(dialog);
+            return;
+        }
+        // Copied out: the message's buffer is not kept alive with it.
+        self.others
             .insert(dialog.clone(), Bytes::copy_from_slice(contact));
-        if self.map.len() > 2 * dialogs.len() + SLACK {
-            self.map.retain(|id, _| dialogs.get(id).is_some());
+        if self.others.len() > 2 * dialogs.len() + SLACK {
+            self.others.retain(|id, _| dialogs.get(id).is_some());
         }
     }
 
-    /// The local target of `dialog`, if one was noted.
-    pub(crate) fn get(&self, dialog: &DialogId) -> Option<&Bytes> {
-        self.map.get(dialog)
+    /// The local target of `dialog`: the one noted, else its endpoint's default.
+    pub(crate) fn get(&self, dialog: &DialogId, dialogs: &Dialogs) -> Option<&Bytes> {
+        self.others.get(dialog).or_else(|| {
+            let owner = dialogs.get(dialog)?.owner();
+            self.defaults.get(&owner)
+        })
     }
 
     /// `dialog` ended.
     pub(crate) fn forget(&mut self, dialog: &DialogId) {
-        self.map.remove(dialog);
+        self.others.remove(dialog);
     }
 }
 
@@ -68,9 +96,12 @@ mod tests {
         let id = DialogId::new(b"c", b"t1", b"f1");
         t.note(&id, &message("<sip:a@h1>"), &dialogs);
         t.note(&id, &message("<sip:a@h2>"), &dialogs);
-        assert_eq!(t.get(&id).map(|b| &b[..]), Some(&b"<sip:a@h2>"[..]));
+        assert_eq!(
+            t.get(&id, &dialogs).map(|b| &b[..]),
+            Some(&b"<sip:a@h2>"[..])
+        );
         t.forget(&id);
-        assert!(t.get(&id).is_none());
+        assert!(t.get(&id, &dialogs).is_none());
     }
 
     #[test]
@@ -80,7 +111,7 @@ mod tests {
         for i in 0..10 * SLACK {
             let id = DialogId::new(format!("c{i}").as_bytes(), b"l", b"r");
             t.note(&id, &message("<sip:a@h>"), &dialogs);
-            assert!(t.map.len() <= SLACK + 1);
+            assert!(t.others.len() <= SLACK + 1);
         }
     }
 }

@@ -513,6 +513,9 @@ impl CollaborationPlatform {
     ) -> Result<(EndpointId, mpsc::Receiver<IncomingRequest>), PlatformError> {
         let id = EndpointId(self.inner.next_endpoint.fetch_add(1, Ordering::Relaxed));
         let (sender, rx) = mpsc::channel(self.inner.endpoint_capacity);
+        let contact = self
+            .contact_uri(&Self::contact_user(&owner))
+            .map(|uri| Bytes::from(format!("<{uri}>")));
         self.inner
             .commands
             .send(Command::Register {
@@ -521,6 +524,7 @@ impl CollaborationPlatform {
                 gruu,
                 default_routing,
                 sender,
+                contact,
             })
             .await
             .map_err(|_| PlatformError::Shutdown)?;

@@ -99,6 +99,9 @@ pub(crate) enum Command {
         gruu: Option<String>,
         default_routing: bool,
         sender: mpsc::Sender<IncomingRequest>,
+        /// The endpoint's default Contact value (`<uri>`): the local target of its
+        /// dialogs unless one says otherwise.
+        contact: Option<Bytes>,
     },
     /// Forget an endpoint.
     Unregister { id: EndpointId },
@@ -725,8 +728,12 @@ impl Driver {
                 gruu,
                 default_routing,
                 sender,
+                contact,
             } => {
                 self.dispatcher.add_owner(&owner, id);
+                if let Some(c) = contact {
+                    self.local_targets.set_default(id.0, c);
+                }
                 if let Some(g) = gruu {
                     self.dispatcher.add_gruu(&g, id);
                 }
@@ -738,6 +745,7 @@ impl Driver {
             Command::Unregister { id } => {
                 self.dispatcher.remove(id);
                 self.endpoints.remove(&id);
+                self.local_targets.remove_default(id.0);
                 self.dialogs.clear_owner(id.0);
             }
             Command::Shutdown { grace, done } => self.begin_shutdown(grace, Some(done)),
@@ -806,7 +814,7 @@ impl Driver {
         }
         // The dialog's local target, unless the caller gives a new one.
         if refresh && !has_contact {
-            if let Some(contact) = self.local_targets.get(dialog) {
+            if let Some(contact) = self.local_targets.get(dialog, &self.dialogs) {
                 b = b.header(HeaderName::Contact, contact.clone());
             }
         }
