@@ -372,9 +372,24 @@ async fn call_bob(
     a: &CollaborationPlatform,
     b: &CollaborationPlatform,
 ) -> (DialogId, DialogId, mpsc::Receiver<IncomingRequest>) {
-    let (app, _app_rx) = endpoint(a, "app").await;
-    let (_bob, mut bob_rx) = endpoint(b, "bob").await;
     let contact = format!("<{}>", b.contact_uri("bob").unwrap());
+    let (dialog, bobs, _app_rx, bob_rx) = call_bob_answering(a, b, contact).await;
+    (dialog, bobs, bob_rx)
+}
+
+/// [`call_bob`], bob's 200 carrying `contact`; also gives the app endpoint's requests.
+async fn call_bob_answering(
+    a: &CollaborationPlatform,
+    b: &CollaborationPlatform,
+    contact: String,
+) -> (
+    DialogId,
+    DialogId,
+    mpsc::Receiver<IncomingRequest>,
+    mpsc::Receiver<IncomingRequest>,
+) {
+    let (app, app_rx) = endpoint(a, "app").await;
+    let (_bob, mut bob_rx) = endpoint(b, "bob").await;
     let answering = tokio::spawn(async move {
         let mut inv = next(&mut bob_rx).await;
         let dialog = inv.dialog().unwrap();
@@ -394,7 +409,7 @@ async fn call_bob(
         .await
         .unwrap()
         .unwrap();
-    (dialog, bobs, bob_rx)
+    (dialog, bobs, app_rx, bob_rx)
 }
 
 /// The callee's re-INVITE sent without a Contact carries the Contact of the callee's own
@@ -403,29 +418,8 @@ async fn call_bob(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callees_re_invite_without_a_contact_carries_that_of_its_2xx() {
     let (a, b) = platforms().await;
-    let (app, mut app_rx) = endpoint(&a, "app").await;
-    let (_bob, mut bob_rx) = endpoint(&b, "bob").await;
     let contact = format!("<{};agent=7>", b.contact_uri("bob").unwrap());
-    let answer_with = contact.clone();
-    let answering = tokio::spawn(async move {
-        let mut inv = next(&mut bob_rx).await;
-        let dialog = inv.dialog().unwrap();
-        inv.respond(200, "OK", &[("Contact", &answer_with)], None)
-            .await
-            .unwrap();
-        (dialog, bob_rx)
-    });
-    let (_, dialog) = a
-        .invite(app, invite(&a))
-        .await
-        .unwrap()
-        .outcome()
-        .await
-        .unwrap();
-    let (bobs, _bob_rx) = tokio::time::timeout(WAIT, answering)
-        .await
-        .unwrap()
-        .unwrap();
+    let (dialog, bobs, mut app_rx, _bob_rx) = call_bob_answering(&a, &b, contact.clone()).await;
     let b2 = b.clone();
     let reinvite = tokio::spawn(async move {
         b2.send_in_dialog(&bobs, OutgoingRequest::new(Method::Invite, ""))
