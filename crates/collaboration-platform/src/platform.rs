@@ -391,6 +391,12 @@ impl CollaborationPlatform {
     /// of our request or response that made the dialog, or of the last target refresh
     /// request sent in it with one); one given is kept and becomes the local target.
     ///
+    /// In a dialog whose 2xx (ours, as callee) is not ACKed yet, the request waits for the
+    /// ACK: the caller learns of the dialog from that 2xx, which the request could overtake
+    /// on another connection (a BYE there is forbidden anyway, §15). If no ACK comes within
+    /// 64·T1 the call ends: a BYE waiting goes, anything else fails with
+    /// [`RequestError::NoDialog`].
+    ///
     /// Cancel safety: as [`send_request`](Self::send_request).
     pub async fn send_in_dialog(
         &self,

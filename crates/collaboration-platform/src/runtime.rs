@@ -307,10 +307,12 @@ pub(crate) struct Driver {
     offerless_invites: RecentInvites,
     /// ACKs that carry the application's answer to an offer in a 2xx.
     held_acks: HeldAcks,
-    /// BYEs the application sent in a dialog whose 2xx (ours) has no ACK yet: they wait
-    /// for it (RFC 3261 §15: the callee MUST NOT send BYE before the ACK, which it might
-    /// overtake on another connection and find no dialog, leaving the caller's call up).
-    byes_after_ack: HashMap<DialogId, HeldBye>,
+    /// Requests sent in a dialog whose 2xx (ours) has no ACK yet, in order: they wait for
+    /// it. The caller knows the dialog only from that 2xx, and a request can overtake it
+    /// on another connection: a BYE then finds no dialog and leaves the caller's call up
+    /// (RFC 3261 §15 forbids a BYE before the ACK), a MESSAGE gets 481 and ends the call
+    /// on our side.
+    held_for_ack: HashMap<DialogId, Vec<HeldRequest>>,
     lanes: HashMap<LaneKey, Lane>,
     lane_tasks: JoinSet<()>,
     feedback_tx: mpsc::UnboundedSender<Feedback>,
@@ -383,7 +385,7 @@ struct Serving {
 }
 
 /// A BYE the application sent, waiting for the ACK of our 2xx: what `send_in_dialog` takes.
-type HeldBye = (
+type HeldRequest = (
     InDialogParts,
     oneshot::Sender<Result<SipMessage, RequestError>>,
     Span,
@@ -470,7 +472,7 @@ impl Driver {
                 failed_invites: RecentInvites::new(cfg.transaction.t1.saturating_mul(64)),
                 offerless_invites: RecentInvites::new(cfg.transaction.t1.saturating_mul(64)),
                 held_acks: HeldAcks::new(cfg.transaction.t1.saturating_mul(64)),
-                byes_after_ack: HashMap::new(),
+                held_for_ack: HashMap::new(),
                 lanes: HashMap::new(),
                 lane_tasks: JoinSet::new(),
                 feedback_tx,
@@ -852,8 +854,8 @@ impl Driver {
         self.dialogs.remove(dialog);
         self.local_targets.forget(dialog);
         self.held_acks.forget(dialog);
-        if let Some((_, reply, _)) = self.byes_after_ack.remove(dialog) {
-            // Ended otherwise (the peer's BYE) while this one waited for the ACK.
+        // Ended otherwise (the peer's BYE) while these waited for the ACK.
+        for (_, reply, _) in self.held_for_ack.remove(dialog).unwrap_or_default() {
             let _ = reply.send(Err(RequestError::NoDialog));
         }
     }
@@ -1205,8 +1207,17 @@ impl Driver {
             self.unacked.remove(&key);
             warn!("no ACK for a 2xx within 64*T1: ending the session with BYE");
             self.announce_end(&key.0, DialogEndReason::NoAck);
-            match self.byes_after_ack.remove(&key.0) {
-                // The application's BYE, held for the ACK, goes now (§15).
+            // The call ends: of what was held for the ACK, only a BYE goes (the
+            // application's, else the platform's); the rest fail as the dialog does.
+            let mut bye = None;
+            for (parts, reply, span) in self.held_for_ack.remove(&key.0).unwrap_or_default() {
+                if parts.method == Method::Bye && bye.is_none() {
+                    bye = Some((parts, reply, span));
+                } else {
+                    let _ = reply.send(Err(RequestError::NoDialog));
+                }
+            }
+            match bye {
                 Some((parts, reply, span)) => self.send_in_dialog(now, &key.0, parts, reply, span),
                 None => self.bye(now, &key.0),
             }
@@ -1304,11 +1315,13 @@ impl Driver {
         reply: oneshot::Sender<Result<SipMessage, RequestError>>,
         span: Span,
     ) {
-        if parts.method == Method::Bye && self.unacked.keys().any(|(d, _)| d == dialog) {
-            // §15: not before the ACK of our 2xx (a scan: few 2xx wait for an ACK at once).
-            debug!("BYE held until the ACK of our 2xx comes");
-            self.byes_after_ack
-                .insert(dialog.clone(), (parts, reply, span));
+        if self.unacked.keys().any(|(d, _)| d == dialog) {
+            // Not before the ACK of our 2xx (a scan: few 2xx wait for an ACK at once).
+            debug!(method = %parts.method.as_str(), "held until the ACK of our 2xx comes");
+            self.held_for_ack
+                .entry(dialog.clone())
+                .or_default()
+                .push((parts, reply, span));
             return;
         }
         match self.build_in_dialog(dialog, parts) {
@@ -1365,7 +1378,7 @@ impl Driver {
         self.send_in_dialog(now, dialog, parts, reply, span);
         // A BYE held for the ACK of our 2xx keeps the dialog it is to be sent in
         // (forgetting it would drop the BYE); one sent has forgotten it already.
-        if !self.byes_after_ack.contains_key(dialog) {
+        if !self.held_for_ack.contains_key(dialog) {
             self.forget_dialog(dialog);
         }
     }
@@ -1732,11 +1745,13 @@ impl Driver {
                             // The endpoint's queue is full: the 2xx stays unACKed, and the
                             // ACK its next retransmission draws is offered again.
                             self.unacked.insert(key, u);
-                        } else if let Some((parts, reply, span)) =
-                            self.byes_after_ack.remove(&key.0)
-                        {
-                            // A BYE held for this ACK (§15) goes now.
-                            self.send_in_dialog(now, &key.0, parts, reply, span);
+                        } else {
+                            // What was held for this ACK goes now, in order.
+                            for (parts, reply, span) in
+                                self.held_for_ack.remove(&key.0).unwrap_or_default()
+                            {
+                                self.send_in_dialog(now, &key.0, parts, reply, span);
+                            }
                         }
                     }
                     shrink_if_sparse(&mut self.unacked);

@@ -818,6 +818,23 @@ impl UdpCallee {
         .await;
     }
 
+    /// ACKs `ok`, the 200 to the INVITE with this Call-ID.
+    async fn ack(&self, ok: &str, call_id: &str) {
+        let me = self.socket.local_addr().unwrap();
+        let to = header(ok, "To").to_string();
+        self.send(format!(
+            "ACK sip:bob@127.0.0.1 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {me};branch=z9hG4bK-{call_id}-ack\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:carol@contoso.test>;tag=c1\r\n\
+             To: {to}\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: 1 ACK\r\n\
+             Content-Length: 0\r\n\r\n"
+        ))
+        .await;
+    }
+
     /// Sends an INVITE, lets bob answer 200, and returns the 200 and bob's dialog.
     async fn answered_invite(&mut self, call_id: &str) -> (String, sip_core::DialogId) {
         self.send_invite(call_id, call_id).await;
@@ -873,23 +890,75 @@ async fn a_2xx_is_retransmitted_until_acked_and_the_call_ends_with_bye_when_no_a
     assert!(ended.endpoint.is_some());
 }
 
+/// A request the callee sends in the dialog before the ACK of its 2xx waits for that ACK:
+/// the caller knows the dialog only from the 2xx, which the request could overtake on
+/// another connection and get 481 (a MESSAGE echoed at once by a bot did, now and then,
+/// and the quickstart example hung). The request goes once the ACK is in; without an
+/// ACK within 64·T1 it fails `NoDialog` and the platform's BYE ends the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callees_request_before_the_ack_waits_for_it() {
+    let mut c = udp_callee().await;
+    let (ok, dialog) = c.answered_invite("early-message@test").await;
+    let b = c.b.clone();
+    let d = dialog.clone();
+    let message = tokio::spawn(async move {
+        let m = OutgoingRequest::new(Method::Message, "").body("text/plain", "hi");
+        b.send_in_dialog(&d, m).await
+    });
+    // T1 is 10 ms here: 150 ms is plenty for the MESSAGE to go if it were not held.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let mut sent = Vec::new();
+    while let Ok(m) = c.sent.try_recv() {
+        sent.push(m);
+    }
+    assert!(
+        !sent.iter().any(|m| m.starts_with("MESSAGE ")),
+        "a MESSAGE went before the ACK: {sent:?}"
+    );
+    c.ack(&ok, "early-message@test").await;
+    let sent_message = loop {
+        let m = tokio::time::timeout(WAIT, c.sent.recv())
+            .await
+            .expect("the MESSAGE goes once the ACK is in")
+            .unwrap();
+        if m.starts_with("MESSAGE ") {
+            break m;
+        }
+    };
+    assert!(
+        sent_message.contains("early-message@test"),
+        "{sent_message}"
+    );
+    // It went to the outbound proxy (app's platform), which knows no such dialog: 481.
+    let r = tokio::time::timeout(WAIT, message).await.unwrap().unwrap();
+    assert_eq!(r.map_err(|e| e.status()).err(), Some(481));
+
+    // No ACK at all: the request fails with the dialog, and the platform's BYE goes.
+    let (_, dialog) = c.answered_invite("never-acked@test").await;
+    let b = c.b.clone();
+    let m = OutgoingRequest::new(Method::Message, "").body("text/plain", "hi");
+    let r = tokio::time::timeout(WAIT, b.send_in_dialog(&dialog, m))
+        .await
+        .expect("an outcome once 64*T1 is over");
+    assert!(matches!(r, Err(RequestError::NoDialog)), "{r:?}");
+    let bye = loop {
+        let m = tokio::time::timeout(WAIT, c.sent.recv())
+            .await
+            .expect("a BYE")
+            .unwrap();
+        assert!(!m.starts_with("MESSAGE "), "{m}");
+        if m.starts_with("BYE ") {
+            break m;
+        }
+    };
+    assert!(bye.contains("never-acked@test"), "{bye}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ack_stops_the_2xx_retransmissions_and_keeps_the_call() {
     let mut c = udp_callee().await;
     let (ok, dialog) = c.answered_invite("acked-1@test").await;
-    let me = c.socket.local_addr().unwrap();
-    let to = header(&ok, "To").to_string();
-    c.send(format!(
-        "ACK sip:bob@127.0.0.1 SIP/2.0\r\n\
-         Via: SIP/2.0/UDP {me};branch=z9hG4bK-acked-ack\r\n\
-         Max-Forwards: 70\r\n\
-         From: <sip:carol@contoso.test>;tag=c1\r\n\
-         To: {to}\r\n\
-         Call-ID: acked-1@test\r\n\
-         CSeq: 1 ACK\r\n\
-         Content-Length: 0\r\n\r\n"
-    ))
-    .await;
+    c.ack(&ok, "acked-1@test").await;
     // Past 64*T1 (640 ms) nothing more comes: no 2xx beyond one that crossed the ACK, and
     // no BYE. Waiting out a timer is the point here, so this waits for time.
     let quiet_until = tokio::time::Instant::now() + Duration::from_millis(1200);
@@ -921,7 +990,9 @@ async fn an_ack_stops_the_2xx_retransmissions_and_keeps_the_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_request_in_a_dialog_that_came_by_udp_goes_whole_to_the_proxy() {
     let mut c = udp_callee().await;
-    let (_, dialog) = c.answered_invite("large-1@test").await;
+    let (ok, dialog) = c.answered_invite("large-1@test").await;
+    // Sent after the ACK: before it, the MESSAGE would wait for it.
+    c.ack(&ok, "large-1@test").await;
     let text = "x".repeat(4000);
     let r =
         c.b.send_in_dialog(
@@ -945,7 +1016,7 @@ async fn a_large_request_in_a_dialog_that_came_by_udp_goes_whole_to_the_proxy() 
         "{message}"
     );
     assert!(message.ends_with(&text));
-    // The UDP caller got the 2xx again and again (no ACK), never the MESSAGE.
+    // The UDP caller never got the MESSAGE.
     let mut buf = vec![0u8; 65536];
     while let Ok(r) =
         tokio::time::timeout(Duration::from_millis(300), c.socket.recv_from(&mut buf)).await
