@@ -242,6 +242,11 @@ impl CollaborationPlatform {
     /// (the platform has sent the ACK and the dialog is confirmed; its requests go to
     /// `endpoint`) or why there was none. The request must carry a Contact.
     ///
+    /// A request the callee sends in the dialog before its 2xx reaches us (it can overtake
+    /// the 2xx on another connection) is held until the INVITE's final response, then
+    /// taken in the dialog that response made (or answered 481 if none was made); at most
+    /// 16 per INVITE, past which they get 481 at once.
+    ///
     /// Cancel safety: if cancelled while waiting for room in the command queue, nothing was
     /// sent; later, the INVITE is sent and answered without the caller.
     pub async fn invite(

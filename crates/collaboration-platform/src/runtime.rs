@@ -286,6 +286,10 @@ pub(crate) struct Driver {
     serving: HashMap<TransactionId, Serving>,
     /// INVITEs that may still be cancelled, by branch.
     invites: HashMap<String, TransactionId>,
+    /// Our INVITEs awaiting their final response, by (Call-ID, our tag), with the
+    /// requests the callee sent in the dialog before that response reached us (they can
+    /// overtake it on another connection): handled once it is in, instead of 481.
+    inviting: HashMap<(Bytes, Bytes), Vec<Parked>>,
     /// SUBSCRIBE/REFER awaiting a final response, by (Call-ID, From tag): a NOTIFY may
     /// overtake the 2xx (RFC 6665 §4.1.2.4).
     subscribing: HashMap<(Bytes, Bytes), TransactionId>,
@@ -385,6 +389,13 @@ struct Serving {
 }
 
 /// A BYE the application sent, waiting for the ACK of our 2xx: what `send_in_dialog` takes.
+/// A request parked until an INVITE's final response: its server transaction, itself,
+/// where it came from.
+type Parked = (TransactionId, SipMessage, Peer);
+
+/// Most requests parked for one INVITE; past it they get 481 at once.
+const PARKED_PER_INVITE: usize = 16;
+
 type HeldRequest = (
     InDialogParts,
     oneshot::Sender<Result<SipMessage, RequestError>>,
@@ -463,6 +474,7 @@ impl Driver {
                 pending: HashMap::new(),
                 serving: HashMap::new(),
                 invites: HashMap::new(),
+                inviting: HashMap::new(),
                 subscribing: HashMap::new(),
                 conn_trust: HashMap::new(),
                 transport_errors: HashMap::new(),
@@ -601,6 +613,13 @@ impl Driver {
             .serving
             .drain()
             .filter_map(|(id, s)| Some((id, s.request.into_message()?)))
+            .chain(
+                // Requests parked for an INVITE's final response, which will not come now.
+                self.inviting
+                    .drain()
+                    .flat_map(|(_, parked)| parked)
+                    .map(|(id, request, _)| (id, request)),
+            )
             .collect();
         for (id, request) in serving {
             self.answer(
@@ -770,6 +789,9 @@ impl Driver {
                 if let PendingKind::Creating(c) = &kind {
                     if c.request.method() == Some(&Method::Invite) {
                         self.invites.insert(c.branch.clone(), id);
+                        if let Some(key) = call_key(&c.request) {
+                            self.inviting.insert(key, Vec::new());
+                        }
                     } else if let Some(key) = subscription_key(&c.request) {
                         self.subscribing.insert(key, id);
                     }
@@ -997,6 +1019,7 @@ impl Driver {
         debug!(status, "final response");
         let mut made = None;
         let mut unwanted = false;
+        let mut parked = Vec::new();
         match pending.kind {
             PendingKind::Plain => {}
             PendingKind::InDialog {
@@ -1033,6 +1056,11 @@ impl Driver {
                 self.invites.remove(&c.branch);
                 if let Some(key) = subscription_key(&c.request) {
                     self.subscribing.remove(&key);
+                }
+                if c.request.method() == Some(&Method::Invite) {
+                    if let Some(key) = call_key(&c.request) {
+                        parked = self.inviting.remove(&key).unwrap_or_default();
+                    }
                 }
                 if status >= 300 && c.request.method() == Some(&Method::Invite) {
                     self.failed_invites.remember(&c.request, Instant::now());
@@ -1092,6 +1120,12 @@ impl Driver {
             })
         };
         pending.reply.send(r, made);
+        drop(_g);
+        // Requests of the callee that overtook this response: the dialog is made (or
+        // not, and they get 481).
+        for (id, request, source) in parked {
+            self.on_request(Instant::now(), id, request, source, None);
+        }
     }
 
     fn on_client_provisional(&mut self, id: TransactionId, response: SipMessage) {
@@ -1131,6 +1165,14 @@ impl Driver {
         }
         if let PendingKind::Creating(c) = &pending.kind {
             self.invites.remove(&c.branch);
+            // No dialog comes of it: what the callee sent meanwhile gets 481.
+            let parked = call_key(&c.request)
+                .filter(|_| c.request.method() == Some(&Method::Invite))
+                .and_then(|key| self.inviting.remove(&key))
+                .unwrap_or_default();
+            for (id, request, source) in parked {
+                self.on_request(Instant::now(), id, request, source, None);
+            }
             if let Some(key) = subscription_key(&c.request) {
                 self.subscribing.remove(&key);
             }
@@ -1801,6 +1843,19 @@ impl Driver {
         }
     }
 
+    /// Is `request`, which names no dialog, one the callee of our INVITE sent in the
+    /// dialog before that INVITE's final response reached us (with room to park it)?
+    fn overtook_invite_final(&self, request: &SipMessage) -> bool {
+        if self.inviting.is_empty()
+            || matches!(request.method(), Some(Method::Ack | Method::Cancel) | None)
+        {
+            return false;
+        }
+        call_key_as_caller(request)
+            .and_then(|k| self.inviting.get(&k))
+            .is_some_and(|parked| parked.len() < PARKED_PER_INVITE)
+    }
+
     fn on_request(
         &mut self,
         now: Instant,
@@ -1900,6 +1955,15 @@ impl Driver {
                     }
                     None => true,
                 }
+            }
+            Err(DialogError::NoDialog) if self.overtook_invite_final(&request) => {
+                debug!("the callee's request overtook our INVITE's final response: parked");
+                if let Some(parked) =
+                    call_key_as_caller(&request).and_then(|k| self.inviting.get_mut(&k))
+                {
+                    parked.push((id, request, source));
+                }
+                return;
             }
             Err(DialogError::NoDialog) => true,
             Err(DialogError::OutOfOrder { .. }) => {
@@ -2156,8 +2220,21 @@ fn subscription_key(request: &SipMessage) -> Option<(Bytes, Bytes)> {
     if !matches!(request.method(), Some(Method::Subscribe | Method::Refer)) {
         return None;
     }
+    call_key(request)
+}
+
+/// (Call-ID, From tag) of a request we send: what the dialog it makes shares with it.
+fn call_key(request: &SipMessage) -> Option<(Bytes, Bytes)> {
     let cid = Bytes::copy_from_slice(request.call_id().ok()?);
     let tag = Bytes::copy_from_slice(request.from().ok()?.tag()?);
+    Some((cid, tag))
+}
+
+/// (Call-ID, To tag) of a request the far end sends in a dialog we started: the
+/// [`call_key`] of our request that started it.
+fn call_key_as_caller(request: &SipMessage) -> Option<(Bytes, Bytes)> {
+    let cid = Bytes::copy_from_slice(request.call_id().ok()?);
+    let tag = Bytes::copy_from_slice(request.to().ok()?.tag()?);
     Some((cid, tag))
 }
 

@@ -66,6 +66,19 @@ async fn platform_with(
     proxy: SocketAddr,
     timers: TransactionConfig,
 ) -> (CollaborationPlatform, EndpointId) {
+    let (p, id, _requests) = platform_with_requests(proxy, timers).await;
+    (p, id)
+}
+
+/// [`platform_with`], also giving the requests that reach the endpoint.
+async fn platform_with_requests(
+    proxy: SocketAddr,
+    timers: TransactionConfig,
+) -> (
+    CollaborationPlatform,
+    EndpointId,
+    tokio::sync::mpsc::Receiver<collaboration_platform::IncomingRequest>,
+) {
     let pki = LoopbackPki::new().expect("CA");
     let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let settings = ServerPlatformSettings::new(
@@ -80,8 +93,8 @@ async fn platform_with(
     .transaction_timers(timers);
     let p = CollaborationPlatform::start(settings).await.unwrap();
     let owner = Address::assume_on_premises("sip:app@contoso.test").unwrap();
-    let (id, _rx) = p.register_endpoint(owner, None, false).await.unwrap();
-    (p, id)
+    let (id, rx) = p.register_endpoint(owner, None, false).await.unwrap();
+    (p, id, rx)
 }
 
 async fn invite(p: &CollaborationPlatform, app: EndpointId) -> OutgoingInvite {
@@ -585,6 +598,100 @@ async fn a_late_forks_offer_after_an_invite_without_one_is_refused_in_its_ack() 
     let byes = traced(&outcome.messages, "BYE ");
     assert_eq!(byes.len(), 2, "{}", outcome.messages);
     assert!(byes[0].contains(";tag=fork2-"), "{}", byes[0]);
+    p.shutdown().await;
+}
+
+/// A request the callee sends in the dialog before the INVITE's 2xx reaches the caller
+/// (on another connection it can overtake the 2xx) names a dialog the caller does not
+/// know yet. The platform parks it until the INVITE's final response, then hands it to
+/// the endpoint in the dialog that 2xx made. It used to answer 481. One SIPp is the
+/// callee, answering after 1.5 s; a second one, on a connection of its own to the
+/// platform's listener, sends the callee's MESSAGE before that (SIPp maps responses to
+/// its calls by its own Call-IDs, so it cannot take the 200 to this one: the endpoint
+/// receiving the MESSAGE in the dialog is what is checked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callees_request_that_overtakes_its_2xx_is_taken_in_the_dialog() {
+    let call_id = format!("overtaken-{}@test", unique_token());
+    let steps = [
+        r#"  <recv request="INVITE" crlf="true"/>
+  <pause milliseconds="1500"/>
+"#,
+        &answer("200 OK", ";tag=bob-early"),
+        r#"  <recv request="ACK" timeout="5000"/>
+"#,
+        BYE_OK,
+    ]
+    .concat();
+    let (sipp, dir) = callee("overtaken-2xx", &steps);
+    let (p, app, mut requests) =
+        platform_with_requests(sipp.local_addr(), TransactionConfig::default()).await;
+    let request = invite_request(&p)
+        .from("<sip:app@contoso.test>;tag=app-early")
+        .call_id(call_id.clone());
+    let mut call = p.invite(app, request).await.unwrap();
+    // The callee's MESSAGE, from another SIPp on its own connection (inbound, to the
+    // listener), while the INVITE waits for its 200.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let listener = p
+        .listen_addrs()
+        .into_iter()
+        .find(|(k, _)| *k == collaboration_platform::ListenerKind::Tcp)
+        .expect("the TCP listener")
+        .1;
+    let early = format!(
+        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="overtaking-message">
+  <send>
+    <![CDATA[
+
+      MESSAGE sip:app@{listener};transport=tcp SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      Max-Forwards: 70
+      From: <sip:bob@contoso.test>;tag=bob-early
+      To: <sip:app@contoso.test>;tag=app-early
+      Call-ID: {call_id}
+      CSeq: 1 MESSAGE
+      Content-Type: text/plain
+      Content-Length: [len]
+
+      before the 200
+    ]]>
+  </send>
+  <pause milliseconds="2500"/>
+</scenario>
+"#
+    );
+    let early_dir = std::env::temp_dir().join(format!("ucma-uac-{}", unique_token()));
+    let messenger = tokio::task::spawn_blocking(move || {
+        let out = Sipp::new(&early_dir, "overtaking-message", &early)
+            .transport(SippTransport::Tcp)
+            .remote(listener)
+            .calls(1)
+            .timeout(Duration::from_secs(15))
+            .trace_messages(true)
+            .run();
+        let _ = std::fs::remove_dir_all(&early_dir);
+        out.expect("SIPp ran")
+    });
+    let dialog = answered(&mut call).await;
+    let mut message = tokio::time::timeout(WAIT, requests.recv())
+        .await
+        .expect("the MESSAGE reaches the endpoint")
+        .unwrap();
+    assert_eq!(message.request().method(), Some(&Method::Message));
+    assert_eq!(message.dialog(), Some(dialog.clone()));
+    assert_eq!(&message.body()[..], b"before the 200\r\n");
+    message.respond(200, "OK", &[], None).await.unwrap();
+    let sent = messenger.await.unwrap();
+    assert!(
+        sent.succeeded(),
+        "{}\n--- messages ---\n{}",
+        sent.report(),
+        sent.messages
+    );
+    let bye = hang_up(&p, &dialog).await;
+    assert_succeeded(sipp, dir).await;
+    bye.unwrap();
     p.shutdown().await;
 }
 
