@@ -632,8 +632,12 @@ impl Driver {
         }
         self.pump().await;
         self.lanes.clear();
-        let tasks = std::mem::take(&mut self.lane_tasks);
-        let _ = tokio::time::timeout(Duration::from_secs(2), tasks.join_all()).await;
+        let mut tasks = std::mem::take(&mut self.lane_tasks);
+        // Not `join_all`, which panics when a task was cancelled (as all are when the
+        // tokio runtime itself shuts down under a stopping platform): the platform's
+        // own stop must not panic. Lanes left after the bound are aborted with the set.
+        let drained = async { while tasks.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(Duration::from_secs(2), drained).await;
         self.cfg.transport.shutdown();
         if let Some(s) = self.shutdown.take() {
             let report = ShutdownReport {
