@@ -41,7 +41,7 @@ impl RecentInvites {
     /// Remembers the INVITE `request` from `now`.
     pub(crate) fn remember(&mut self, request: &SipMessage, now: Instant) {
         self.expire(now);
-        let Some(key) = key_of(request) else {
+        let Some(key) = call_key(request) else {
             return;
         };
         if self.order.len() >= LIMIT {
@@ -57,7 +57,7 @@ impl RecentInvites {
     /// Does `response` answer an INVITE remembered here?
     pub(crate) fn answers_one(&mut self, response: &SipMessage, now: Instant) -> bool {
         self.expire(now);
-        key_of(response).is_some_and(|k| self.keys.contains(&k))
+        call_key(response).is_some_and(|k| self.keys.contains(&k))
     }
 
     fn expire(&mut self, now: Instant) {
@@ -72,8 +72,9 @@ impl RecentInvites {
     }
 }
 
-/// (Call-ID, From tag): what a request and every response to it share.
-fn key_of(m: &SipMessage) -> Option<(Bytes, Bytes)> {
+/// (Call-ID, From tag): what a request and every response to it share, and the dialog
+/// the request makes.
+pub(crate) fn call_key(m: &SipMessage) -> Option<(Bytes, Bytes)> {
     let cid = Bytes::copy_from_slice(m.call_id().ok()?);
     let tag = Bytes::copy_from_slice(m.from().ok()?.tag()?);
     Some((cid, tag))

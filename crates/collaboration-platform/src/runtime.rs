@@ -13,7 +13,7 @@ use crate::held_acks::{refusing_answer, HeldAcks, On2xx};
 use crate::incoming::IncomingRequest;
 use crate::local_targets::LocalTargets;
 use crate::merged::{MergeKey, MergedRequests};
-use crate::recent_invites::RecentInvites;
+use crate::recent_invites::{call_key, RecentInvites};
 use crate::request::InDialogParts;
 use crate::settings::ListenerKind;
 use crate::topology::{Address, Homed, OnPremises, Topology, TopologyError};
@@ -388,7 +388,6 @@ struct Serving {
     source: Peer,
 }
 
-/// A BYE the application sent, waiting for the ACK of our 2xx: what `send_in_dialog` takes.
 /// A request parked until an INVITE's final response: its server transaction, itself,
 /// where it came from.
 type Parked = (TransactionId, SipMessage, Peer);
@@ -396,6 +395,7 @@ type Parked = (TransactionId, SipMessage, Peer);
 /// Most requests parked for one INVITE; past it they get 481 at once.
 const PARKED_PER_INVITE: usize = 16;
 
+/// A request sent in a dialog, waiting for the ACK of our 2xx: what `send_in_dialog` takes.
 type HeldRequest = (
     InDialogParts,
     oneshot::Sender<Result<SipMessage, RequestError>>,
@@ -1848,17 +1848,17 @@ impl Driver {
         }
     }
 
-    /// Is `request`, which names no dialog, one the callee of our INVITE sent in the
-    /// dialog before that INVITE's final response reached us (with room to park it)?
-    fn overtook_invite_final(&self, request: &SipMessage) -> bool {
+    /// Where to park `request`, which names no dialog, if the callee of our INVITE sent it
+    /// in the dialog before that INVITE's final response reached us (and there is room).
+    fn overtaking(&mut self, request: &SipMessage) -> Option<&mut Vec<Parked>> {
         if self.inviting.is_empty()
             || matches!(request.method(), Some(Method::Ack | Method::Cancel) | None)
         {
-            return false;
+            return None;
         }
         call_key_as_caller(request)
-            .and_then(|k| self.inviting.get(&k))
-            .is_some_and(|parked| parked.len() < PARKED_PER_INVITE)
+            .and_then(|k| self.inviting.get_mut(&k))
+            .filter(|parked| parked.len() < PARKED_PER_INVITE)
     }
 
     fn on_request(
@@ -1961,16 +1961,14 @@ impl Driver {
                     None => true,
                 }
             }
-            Err(DialogError::NoDialog) if self.overtook_invite_final(&request) => {
-                debug!("the callee's request overtook our INVITE's final response: parked");
-                if let Some(parked) =
-                    call_key_as_caller(&request).and_then(|k| self.inviting.get_mut(&k))
-                {
+            Err(DialogError::NoDialog) => match self.overtaking(&request) {
+                Some(parked) => {
+                    debug!("the callee's request overtook our INVITE's final response: parked");
                     parked.push((id, request, source));
+                    return;
                 }
-                return;
-            }
-            Err(DialogError::NoDialog) => true,
+                None => true,
+            },
             Err(DialogError::OutOfOrder { .. }) => {
                 self.answer(now, id, &request, 500, &[]);
                 return;
@@ -2226,13 +2224,6 @@ fn subscription_key(request: &SipMessage) -> Option<(Bytes, Bytes)> {
         return None;
     }
     call_key(request)
-}
-
-/// (Call-ID, From tag) of a request we send: what the dialog it makes shares with it.
-fn call_key(request: &SipMessage) -> Option<(Bytes, Bytes)> {
-    let cid = Bytes::copy_from_slice(request.call_id().ok()?);
-    let tag = Bytes::copy_from_slice(request.from().ok()?.tag()?);
-    Some((cid, tag))
 }
 
 /// (Call-ID, To tag) of a request the far end sends in a dialog we started: the
