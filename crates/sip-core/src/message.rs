@@ -19,7 +19,7 @@ use crate::scan::{
     parse_u64, quoted_end, quoted_pair_at, rfind, trim, CommaSplit,
 };
 use crate::uri::Uri;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -376,24 +376,27 @@ impl SipMessage {
     }
 
     fn start_line_bytes(&self) -> Vec<u8> {
-        let mut v = BytesMut::with_capacity(64);
-        self.write_start_line(&mut v);
-        v.to_vec()
+        let mut v = Vec::with_capacity(64);
+        self.start_line_pieces(&mut itoa::Buffer::new(), |p| v.extend_from_slice(p));
+        v
     }
 
-    fn write_start_line(&self, out: &mut BytesMut) {
+    /// Hands the start line (without its CR LF) to `put` piece by piece; `digits` holds a
+    /// status code's text.
+    #[inline]
+    fn start_line_pieces<'a>(&'a self, digits: &'a mut itoa::Buffer, mut put: impl FnMut(&[u8])) {
         match &self.start {
             StartLine::Request { method, uri } => {
-                out.extend_from_slice(method.as_str().as_bytes());
-                out.put_u8(b' ');
-                out.extend_from_slice(self.text(*uri));
-                out.extend_from_slice(b" SIP/2.0");
+                put(method.as_str().as_bytes());
+                put(b" ");
+                put(self.text(*uri));
+                put(b" SIP/2.0");
             }
             StartLine::Response { status, reason } => {
-                out.extend_from_slice(b"SIP/2.0 ");
-                out.extend_from_slice(itoa::Buffer::new().format(*status).as_bytes());
-                out.put_u8(b' ');
-                out.extend_from_slice(self.reason_text(*status, *reason));
+                put(b"SIP/2.0 ");
+                put(digits.format(*status).as_bytes());
+                put(b" ");
+                put(self.reason_text(*status, *reason));
             }
         }
     }
@@ -1147,22 +1150,20 @@ impl SipMessage {
     /// Serializes the message. An unchanged parsed message gives back exactly the bytes it
     /// was parsed from (no copy); anything else is written in canonical form: long header
     /// names, one field per line, and a Content-Length equal to the body length.
+    ///
+    /// The canonical form is measured first and written into a buffer of exactly that
+    /// size: `Bytes` then takes the buffer over as it is, where a buffer with spare room
+    /// would cost a second allocation for its shared header.
     pub fn to_bytes(&self) -> Bytes {
         if self.pristine {
             return self.buf.clone();
         }
-        let mut out = BytesMut::with_capacity(self.encoded_len_hint());
-        self.write_canonical(&mut out);
-        out.freeze()
-    }
-
-    /// `part` (a slice of this message, as its accessors return) as `Bytes` sharing the
-    /// message's buffers; a copy if it is not from them.
-    pub(crate) fn share(&self, part: &[u8]) -> Bytes {
-        std::iter::once(&self.buf)
-            .chain(&self.owned)
-            .find_map(|b| crate::index::shared_slice(b, part))
-            .unwrap_or_else(|| Bytes::copy_from_slice(part))
+        let mut len = 0;
+        self.canonical_pieces(|p| len += p.len());
+        let mut out = Vec::with_capacity(len);
+        self.canonical_pieces(|p| out.extend_from_slice(p));
+        debug_assert_eq!(out.len(), len);
+        Bytes::from(out)
     }
 
     /// Appends the serialized message to `out` (see [`to_bytes`](Self::to_bytes)).
@@ -1170,50 +1171,49 @@ impl SipMessage {
         if self.pristine {
             out.extend_from_slice(&self.buf);
         } else {
-            self.write_canonical(out);
+            self.canonical_pieces(|p| out.extend_from_slice(p));
         }
     }
 
-    fn encoded_len_hint(&self) -> usize {
-        64 + self.body.len()
-            + self
-                .fields
-                .iter()
-                .map(|f| 24 + self.text(f.value).len())
-                .sum::<usize>()
-    }
-
-    fn write_canonical(&self, out: &mut BytesMut) {
-        self.write_start_line(out);
-        out.extend_from_slice(b"\r\n");
+    /// Hands the canonical form to `put` piece by piece, in order: measuring and writing
+    /// walk the message the same way, so the two cannot disagree.
+    #[inline]
+    fn canonical_pieces(&self, mut put: impl FnMut(&[u8])) {
+        self.start_line_pieces(&mut itoa::Buffer::new(), &mut put);
+        put(b"\r\n");
+        let mut digits = itoa::Buffer::new();
+        let content_length = digits.format(self.body.len()).as_bytes();
         let mut wrote_cl = false;
-        let write_cl = |out: &mut BytesMut| {
-            out.extend_from_slice(b"Content-Length: ");
-            out.extend_from_slice(itoa::Buffer::new().format(self.body.len()).as_bytes());
-            out.extend_from_slice(b"\r\n");
-        };
         for f in &self.fields {
             if f.name == HeaderName::ContentLength {
                 if !wrote_cl {
-                    write_cl(out);
+                    put_content_length(&mut put, content_length);
                     wrote_cl = true;
                 }
                 continue;
             }
-            match f.name {
-                HeaderName::Other => out.extend_from_slice(self.raw_name_of(f)),
-                n => out.extend_from_slice(n.as_str().as_bytes()),
-            }
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(self.text(f.value));
-            out.extend_from_slice(b"\r\n");
+            put(match f.name {
+                HeaderName::Other => self.raw_name_of(f),
+                n => n.as_str().as_bytes(),
+            });
+            put(b": ");
+            put(self.text(f.value));
+            put(b"\r\n");
         }
         if !wrote_cl {
-            write_cl(out);
+            put_content_length(&mut put, content_length);
         }
-        out.extend_from_slice(b"\r\n");
-        out.put_slice(&self.body);
+        put(b"\r\n");
+        put(&self.body);
     }
+}
+
+/// The Content-Length line of the canonical form, its value given as digits.
+#[inline]
+fn put_content_length(put: &mut impl FnMut(&[u8]), digits: &[u8]) {
+    put(b"Content-Length: ");
+    put(digits);
+    put(b"\r\n");
 }
 
 impl fmt::Display for SipMessage {

@@ -8,10 +8,9 @@
 //! [`Key::with_method`] finds a non-INVITE it cancels (§9.2).
 
 use super::ids::MAGIC_COOKIE;
-use crate::scratch::Scratch;
+use super::TransactionId;
 use crate::{HeaderName, Method, ParseError, SipMessage};
-use bytes::Bytes;
-use std::sync::Arc;
+use std::hash::BuildHasher;
 
 /// Which side of the transaction the key is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -20,44 +19,97 @@ pub(crate) enum Role {
     Server,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// A key's bytes: `1branch\0sent-by` (RFC 3261), `0uri\0from-tag\0call-id\0cseq\0via`
+/// (RFC 2543), or the branch alone for client keys. Inline up to 56 bytes, which holds a
+/// magic-cookie branch of ours or a usual peer's with its sent-by: a transaction's key
+/// then costs no allocation of its own.
+type Text = smallvec::SmallVec<[u8; 56]>;
+
+/// A transaction's key, kept by the transaction itself (once: the index holds only ids).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Key {
     role: Role,
     method: Method,
-    /// `1branch\0sent-by` (RFC 3261), `0uri\0from-tag\0call-id\0cseq\0via` (RFC 2543), or
-    /// the branch alone for client keys.
     text: Text,
 }
 
-/// A key's bytes: owned and shared by the map and the transaction (`Arc`: cloning is
-/// free), or, for a response looking its transaction up, a slice of the response's own
-/// buffer (no copy at all). Compared and hashed by content.
-#[derive(Debug, Clone)]
-enum Text {
-    Owned(Arc<[u8]>),
-    Received(Bytes),
+/// A key's parts, borrowed from a [`Key`], a received response or another key: what the
+/// index hashes and compares, so that a lookup builds nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct KeyRef<'a> {
+    role: Role,
+    method: &'a Method,
+    text: &'a [u8],
 }
 
-impl Text {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Text::Owned(a) => a,
-            Text::Received(b) => b,
+/// The live transactions by key (§17.1.3, §17.2.3): a hash table of ids alone, each key
+/// read from its transaction through `key_of`. Keeping the key once saves a copy of it per
+/// transaction, and a lookup by a borrowed [`KeyRef`] copies nothing (a received response
+/// is looked up by slices of its own buffer).
+///
+/// foldhash, seeded per table: several times faster than SipHash on these short keys,
+/// and still keyed, so a peer cannot aim branches at one bucket.
+#[derive(Default)]
+pub(crate) struct KeyIndex {
+    table: hashbrown::HashTable<TransactionId>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl KeyIndex {
+    fn hash(&self, key: KeyRef<'_>) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// The transaction with key `key`.
+    pub(crate) fn find<'k>(
+        &self,
+        key: KeyRef<'_>,
+        key_of: impl Fn(TransactionId) -> Option<&'k Key>,
+    ) -> Option<TransactionId> {
+        self.table
+            .find(self.hash(key), |&id| {
+                key_of(id).is_some_and(|k| k.as_ref() == key)
+            })
+            .copied()
+    }
+
+    /// Adds `id`, whose key is `key` (not in the index yet: see [`find`](Self::find)).
+    pub(crate) fn insert<'k>(
+        &mut self,
+        key: KeyRef<'_>,
+        id: TransactionId,
+        key_of: impl Fn(TransactionId) -> Option<&'k Key>,
+    ) {
+        let hasher = &self.hasher;
+        let rehash = |id: &TransactionId| key_of(*id).map_or(0, |k| hasher.hash_one(k.as_ref()));
+        self.table.insert_unique(hasher.hash_one(key), id, rehash);
+    }
+
+    /// Removes `id`, whose key is `key`.
+    pub(crate) fn remove(&mut self, key: KeyRef<'_>, id: TransactionId) {
+        if let Ok(entry) = self.table.find_entry(self.hash(key), |&x| x == id) {
+            entry.remove();
         }
     }
-}
 
-impl PartialEq for Text {
-    fn eq(&self, other: &Self) -> bool {
-        self.bytes() == other.bytes()
+    pub(crate) fn len(&self) -> usize {
+        self.table.len()
     }
-}
 
-impl Eq for Text {}
+    pub(crate) fn capacity(&self) -> usize {
+        self.table.capacity()
+    }
 
-impl std::hash::Hash for Text {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.bytes().hash(state);
+    /// Gives back capacity down to `min` entries.
+    pub(crate) fn shrink_to<'k>(
+        &mut self,
+        min: usize,
+        key_of: impl Fn(TransactionId) -> Option<&'k Key>,
+    ) {
+        let hasher = &self.hasher;
+        self.table.shrink_to(min, |id| {
+            key_of(*id).map_or(0, |k| hasher.hash_one(k.as_ref()))
+        });
     }
 }
 
@@ -69,39 +121,46 @@ fn class(m: &Method) -> Method {
     }
 }
 
+/// The method a response's CSeq names: the standard ones without building anything.
+fn cseq_method(token: &[u8]) -> Method {
+    match token {
+        b"INVITE" => Method::Invite,
+        b"CANCEL" => Method::Cancel,
+        other => Method::from_token(other),
+    }
+}
+
 impl Key {
     /// The key of a client transaction: branch and CSeq method (§17.1.3).
     pub(crate) fn client(branch: &[u8], method: &Method) -> Key {
         Key {
             role: Role::Client,
             method: method.clone(),
-            text: Text::Owned(branch.into()),
+            text: Text::from_slice(branch),
         }
     }
 
-    /// The key a response looks up: its branch is not copied, the key shares the
-    /// response's buffer.
-    pub(crate) fn for_response(msg: &SipMessage) -> Result<Key, ParseError> {
+    /// Looks up the client transaction of a response: its branch and CSeq method, read in
+    /// place, given to `f` as a borrowed key.
+    pub(crate) fn with_response_key<R>(
+        msg: &SipMessage,
+        f: impl FnOnce(KeyRef<'_>) -> R,
+    ) -> Result<R, ParseError> {
         let via = msg.top_via()?;
         let branch = via.branch_bytes().unwrap_or_default();
-        let cseq = msg.cseq()?;
-        let method = match cseq.method_bytes() {
-            b"INVITE" => Method::Invite,
-            b"CANCEL" => Method::Cancel,
-            other => Method::from_token(other),
-        };
-        Ok(Key {
+        let method = cseq_method(msg.cseq()?.method_bytes());
+        Ok(f(KeyRef {
             role: Role::Client,
-            method,
-            text: Text::Received(msg.share(branch)),
-        })
+            method: &method,
+            text: branch,
+        }))
     }
 
     /// The key a request looks up (server side, §17.2.3).
     pub(crate) fn for_request(msg: &SipMessage) -> Result<Key, ParseError> {
         let method = class(msg.method().ok_or(ParseError::StartLine("not a request"))?);
         let via = msg.top_via()?;
-        let mut text = Scratch::new();
+        let mut text = Text::new();
         match via.branch_bytes() {
             Some(b) if b.starts_with(MAGIC_COOKIE.as_bytes()) => {
                 text.push(b'1');
@@ -136,31 +195,36 @@ impl Key {
         Ok(Key {
             role: Role::Server,
             method,
-            text: Text::Owned(Arc::from(text.as_slice())),
+            text,
         })
+    }
+
+    /// The key's parts, as the index hashes them.
+    pub(crate) fn as_ref(&self) -> KeyRef<'_> {
+        KeyRef {
+            role: self.role,
+            method: &self.method,
+            text: &self.text,
+        }
     }
 
     /// Was the key built from the RFC 2543 fields (the top Via has no magic cookie)?
     pub(crate) fn is_rfc2543(&self) -> bool {
-        self.role == Role::Server && self.text.bytes().first() == Some(&b'0')
+        self.role == Role::Server && self.text.first() == Some(&b'0')
     }
 
     /// The key of the INVITE transaction a CANCEL with this key cancels (§9.2).
-    pub(crate) fn as_invite(&self) -> Key {
-        Key {
-            role: self.role,
-            method: Method::Invite,
-            text: self.text.clone(),
-        }
+    pub(crate) fn as_invite(&self) -> KeyRef<'_> {
+        self.with_method(&Method::Invite)
     }
 
     /// This key with another method: the key of the request a CANCEL with this key may
     /// cancel, when that request is not an INVITE (§9.2).
-    pub(crate) fn with_method(&self, method: Method) -> Key {
-        Key {
+    pub(crate) fn with_method<'a>(&'a self, method: &'a Method) -> KeyRef<'a> {
+        KeyRef {
             role: self.role,
             method,
-            text: self.text.clone(),
+            text: &self.text,
         }
     }
 }
@@ -191,7 +255,7 @@ mod tests {
         );
         let ck = Key::for_request(&cancel).unwrap();
         assert_ne!(ck, inv);
-        assert_eq!(ck.as_invite(), inv);
+        assert_eq!(ck.as_invite(), inv.as_ref());
         // sent-by host is case-insensitive
         let lower = parse(&INV.replace("H.example", "h.EXAMPLE"));
         assert_eq!(Key::for_request(&lower).unwrap(), inv);
@@ -201,7 +265,7 @@ mod tests {
     fn rfc2543_fallback() {
         let old = INV.replace(";branch=z9hG4bKa", "");
         let k = Key::for_request(&parse(&old)).unwrap();
-        assert_eq!(k.text.bytes()[0], b'0');
+        assert_eq!(k.text[0], b'0');
         let ack = old
             .replace("INVITE sip", "ACK sip")
             .replace("1 INVITE", "1 ACK")

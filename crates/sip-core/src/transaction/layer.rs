@@ -1,7 +1,7 @@
 //! [`TransactionLayer`]: every transaction of a user agent, the four machines, and matching.
 
 use super::ids::{push_branch, BRANCH_LEN};
-use super::key::Key;
+use super::key::{Key, KeyIndex, KeyRef};
 use super::timers::{Slot, TimerHeap};
 use super::{
     new_branch, new_tag, Event, IdGenerator, Peer, RandomIds, Timer, TransactionConfig,
@@ -65,12 +65,31 @@ struct Cx<'a> {
 }
 
 impl Cx<'_> {
+    /// Sends `tx`'s kept message again (or for the first time).
     fn send(&mut self, tx: &Tx) {
+        self.send_once(tx, tx.wire.clone());
+    }
+
+    /// Sends `contents` for `tx` without keeping them: what will not be retransmitted.
+    fn send_once(&mut self, tx: &Tx, contents: Bytes) {
         self.transmits.push_back(Transmit {
             destination: tx.peer,
-            contents: tx.wire.clone(),
+            contents,
             transaction: Some(self.id),
         });
+    }
+
+    /// Sends `contents` for `tx`, keeping them for retransmission only where there can be
+    /// one (an unreliable transport). Over TLS and TCP a message is sent once and nothing
+    /// else holds it: it is handed over without the shared handle a second owner needs.
+    fn send_keeping_if_unreliable(&mut self, tx: &mut Tx, contents: Bytes) {
+        if tx.reliable {
+            tx.wire = Bytes::new();
+            self.send_once(tx, contents);
+        } else {
+            tx.wire = contents;
+            self.send(tx);
+        }
     }
 
     /// Arms `slot` to fire `after` from now. A deadline past what `Instant` can hold (a
@@ -118,9 +137,8 @@ pub struct TransactionLayer {
     ids: Box<dyn IdGenerator>,
     slots: Vec<Entry>,
     free: Vec<u32>,
-    /// foldhash, seeded per map: several times faster than SipHash on these short keys,
-    /// and still not predictable by a peer choosing branches.
-    map: foldhash::HashMap<Key, TransactionId>,
+    /// The live transactions by key; each key is kept by its transaction.
+    index: KeyIndex,
     timers: TimerHeap,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -144,7 +162,7 @@ impl fmt::Debug for TransactionLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TransactionLayer")
             .field("config", &self.config)
-            .field("transactions", &self.map.len())
+            .field("transactions", &self.index.len())
             .field("timers", &self.timers.len())
             .finish()
     }
@@ -172,7 +190,7 @@ impl TransactionLayer {
             ids,
             slots: Vec::new(),
             free: Vec::new(),
-            map: foldhash::HashMap::default(),
+            index: KeyIndex::default(),
             timers: TimerHeap::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -199,12 +217,12 @@ impl TransactionLayer {
 
     /// How many transactions are alive.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.index.len()
     }
 
     /// Whether no transaction is alive.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.index.len() == 0
     }
 
     /// The state of a live transaction (`None` once it has ended).
@@ -284,10 +302,10 @@ impl TransactionLayer {
                 key
             }
         };
-        if self.map.contains_key(&key) {
+        if self.find(key.as_ref()).is_some() {
             return Err(TransactionError::DuplicateBranch);
         }
-        if self.map.len() >= self.config.max_transactions {
+        if self.index.len() >= self.config.max_transactions {
             return Err(TransactionError::Overloaded {
                 limit: self.config.max_transactions,
             });
@@ -305,16 +323,21 @@ impl TransactionLayer {
             peer: destination,
             reliable,
             cancel_pending: false,
-            wire: request.to_bytes(),
-            request: invite.then(|| Box::new(request)),
+            wire: Bytes::new(),
+            request: None,
             local_tag: None,
             interval: self.config.t1,
             retransmit_at: None,
             lifetime_at: None,
         };
+        let wire = request.to_bytes();
         let id = self.insert(tx);
         self.step(id, now, |tx, cx| {
-            cx.send(tx);
+            // The request is retransmitted only over an unreliable transport (Timers A, E).
+            cx.send_keeping_if_unreliable(tx, wire);
+            if invite {
+                tx.request = Some(Box::new(request));
+            }
             if !tx.reliable {
                 // Timer A (INVITE) or E (non-INVITE).
                 cx.arm(tx, Slot::Retransmit, cx.cfg.t1);
@@ -450,7 +473,7 @@ impl TransactionLayer {
         ];
         let key = &self.tx(cancel)?.key;
         CANCELLABLE.into_iter().find_map(|m| {
-            let id = *self.map.get(&key.with_method(m))?;
+            let id = self.find(key.with_method(&m))?;
             self.tx(id)
                 .filter(|t| t.kind == ServerNonInvite)
                 .map(|t| (id, t.kind, t.state))
@@ -502,7 +525,7 @@ impl TransactionLayer {
             });
         }
         let needed =
-            |l: &Self| l.slots.len() >= COMPACT_MIN_SLOTS && l.map.len() * 4 < l.slots.len();
+            |l: &Self| l.slots.len() >= COMPACT_MIN_SLOTS && l.index.len() * 4 < l.slots.len();
         self.compact_due = None;
         if needed(self) {
             let due = self
@@ -539,8 +562,11 @@ impl TransactionLayer {
         if spare(self.free.capacity(), self.free.len()) {
             self.free.shrink_to(self.free.len() + self.free.len() / 2);
         }
-        if spare(self.map.capacity(), self.map.len()) {
-            self.map.shrink_to(self.map.len() * 2);
+        if spare(self.index.capacity(), self.index.len()) {
+            let slots = &self.slots;
+            let min = self.index.len() * 2;
+            self.index
+                .shrink_to(min, |id| tx_in(slots, id).map(|t| &t.key));
         }
         self.timers.shrink();
         self.transmits.shrink_to(64);
@@ -566,7 +592,6 @@ impl TransactionLayer {
 
     fn insert(&mut self, tx: Tx) -> TransactionId {
         self.drop_ended_timers();
-        let key = tx.key.clone();
         let id = match self.free.pop() {
             Some(index) => {
                 let e = &mut self.slots[index as usize];
@@ -586,8 +611,18 @@ impl TransactionLayer {
                 TransactionId { index, generation }
             }
         };
-        self.map.insert(key, id);
+        let slots = &self.slots;
+        if let Some(tx) = tx_in(slots, id) {
+            self.index
+                .insert(tx.key.as_ref(), id, |id| tx_in(slots, id).map(|t| &t.key));
+        }
         id
+    }
+
+    /// The live transaction with key `key`.
+    fn find(&self, key: KeyRef<'_>) -> Option<TransactionId> {
+        let slots = &self.slots;
+        self.index.find(key, |id| tx_in(slots, id).map(|t| &t.key))
     }
 
     /// Drops the heap entries of ended or re-armed timers once they are most of it.
@@ -597,7 +632,7 @@ impl TransactionLayer {
     /// transaction leaves its 64·T1 timer for 32 s). Called per new transaction, the purge
     /// costs O(n) per n/2 insertions and keeps the heap proportional to the live ones.
     fn drop_ended_timers(&mut self) {
-        if self.timers.len() > STALE_TIMERS_MIN + 4 * self.map.len() {
+        if self.timers.len() > STALE_TIMERS_MIN + 4 * self.index.len() {
             let slots = &self.slots;
             self.timers
                 .retain(|at, id, slot| armed_in(slots, at, id, slot));
@@ -617,7 +652,7 @@ impl TransactionLayer {
             timers,
             transmits,
             events,
-            map,
+            index,
             free,
             ..
         } = self;
@@ -636,7 +671,7 @@ impl TransactionLayer {
         let r = f(tx, &mut cx);
         if tx.state == Terminated {
             if let Some(tx) = entry.tx.take() {
-                map.remove(&tx.key);
+                index.remove(tx.key.as_ref(), id);
             }
             entry.generation = entry.generation.wrapping_add(1);
             free.push(id.index);
@@ -670,13 +705,13 @@ impl TransactionLayer {
     }
 
     fn incoming_response(&mut self, now: Instant, message: SipMessage, source: Peer) {
-        let Ok(key) = Key::for_response(&message) else {
-            return;
-        };
         let Some(status) = message.status() else {
             return;
         };
-        match self.map.get(&key).copied() {
+        let Ok(found) = Key::with_response_key(&message, |key| self.find(key)) else {
+            return;
+        };
+        match found {
             Some(id) => {
                 let send_cancel = self
                     .step(id, now, |tx, cx| client_response(tx, cx, status, message))
@@ -708,7 +743,7 @@ impl TransactionLayer {
         let Some(method) = message.method().cloned() else {
             return;
         };
-        let matched = self.map.get(&key).copied().filter(|&id| {
+        let matched = self.find(key.as_ref()).filter(|&id| {
             // §17.2.3: an RFC 2543 ACK matches only with the To tag of our response (with
             // a branch, the branch alone tells transactions apart).
             method != Method::Ack || !key.is_rfc2543() || self.ack_tag_matches(id, &message)
@@ -727,7 +762,7 @@ impl TransactionLayer {
             });
             return;
         }
-        if self.map.len() >= self.config.max_transactions {
+        if self.index.len() >= self.config.max_transactions {
             // At the limit: answered without a transaction (RFC 3261 §21.5.4), so a flood
             // costs no memory; retransmissions get the same answer.
             if let Ok(mut busy) = SipMessage::response_to(&message, 503, "Service Unavailable") {
@@ -738,7 +773,7 @@ impl TransactionLayer {
             return;
         }
         let cancels = if method == Method::Cancel {
-            self.map.get(&key.as_invite()).copied()
+            self.find(key.as_invite())
         } else {
             None
         };
@@ -844,8 +879,9 @@ fn client_response(tx: &mut Tx, cx: &mut Cx<'_>, status: u16, response: SipMessa
                     .as_ref()
                     .map(|r| build_from_invite(r, Method::Ack, to))
                 {
-                    tx.wire = ack.to_bytes();
-                    cx.send(tx);
+                    // Resent for each retransmitted final response, which only an
+                    // unreliable transport brings (Timer D is zero otherwise).
+                    cx.send_keeping_if_unreliable(tx, ack.to_bytes());
                 }
                 tx.request = None;
                 tx.state = Completed;
@@ -953,11 +989,10 @@ fn server_respond(
             tx.state = Accepted;
             tx.retransmit_at = None;
             tx.request = None;
-            tx.wire = response.to_bytes();
-            cx.send(tx);
             // Accepted absorbs retransmitted INVITEs and sends only what the TU passes
             // (RFC 6026 §8.5): the 2xx need not be kept for the 32 s the state lasts.
             tx.wire = Bytes::new();
+            cx.send_once(tx, response.to_bytes());
             let l = cx.t64();
             cx.arm(tx, Slot::Lifetime, l);
         }
@@ -976,11 +1011,7 @@ fn server_respond(
             let h = cx.t64();
             cx.arm(tx, Slot::Lifetime, h);
         }
-        (ServerInvite, Accepted, 200..=299) => {
-            tx.wire = response.to_bytes();
-            cx.send(tx);
-            tx.wire = Bytes::new();
-        }
+        (ServerInvite, Accepted, 200..=299) => cx.send_once(tx, response.to_bytes()),
         (ServerNonInvite, Trying | Proceeding, 100..=199) => {
             tx.state = Proceeding;
             tx.wire = response.to_bytes();
@@ -988,8 +1019,9 @@ fn server_respond(
         }
         (ServerNonInvite, Trying | Proceeding, _) => {
             tx.state = Completed;
-            tx.wire = response.to_bytes();
-            cx.send(tx);
+            // Over a reliable transport Timer J is zero: the transaction ends now, and
+            // nothing will ask for the response again.
+            cx.send_keeping_if_unreliable(tx, response.to_bytes());
             let j = if tx.reliable {
                 Duration::ZERO
             } else {
@@ -1154,7 +1186,7 @@ mod tests {
         assert_eq!(layer.poll_timeout(), None, "nothing left to do");
         assert!(layer.slots.len() < 3000, "vacant slots at the end are cut");
         assert!(layer.slots.capacity() < 3000);
-        assert!(layer.map.capacity() < 3000);
+        assert!(layer.index.capacity() < 3000);
         // A new transaction gets a slot that no old id names.
         let fresh = layer
             .send_request(t0 + Duration::from_secs(41), options(), peer)
