@@ -2,15 +2,15 @@
 //!
 //! The state machines take an injected [`IdGenerator`] so that tests are deterministic
 //! ([`SequentialIds`], or any `FnMut() -> u64` closure). The default, [`RandomIds`], needs no
-//! new dependency: it hashes a counter and the elapsed time with a [`RandomState`], whose
-//! SipHash keys std draws from the operating system's random source once per process. That
-//! makes the values unpredictable to a peer (RFC 3261 §19.3 asks tags and Call-IDs to be
-//! globally unique and hard to guess) without pulling `rand` into a sans-IO crate. The values
-//! are not meant as cryptographic secrets.
+//! new dependency: it hashes a counter with a [`RandomState`], whose SipHash keys std draws
+//! from the operating system's random source once per process (and varies per generator).
+//! Under secret keys the hash of a counter is unpredictable to a peer and distinct across
+//! processes (RFC 3261 §19.3 asks tags and Call-IDs to be globally unique and hard to guess)
+//! without pulling `rand` into a sans-IO crate, and without a clock read per identifier.
+//! The values are not meant as cryptographic secrets.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::time::Instant;
 
 /// The RFC 3261 magic cookie every branch this crate generates starts with (§8.1.1.7).
 pub const MAGIC_COOKIE: &str = "z9hG4bK";
@@ -27,12 +27,11 @@ impl<F: FnMut() -> u64 + Send> IdGenerator for F {
     }
 }
 
-/// The default generator: SipHash (keyed from the OS by std) of a counter and the time.
+/// The default generator: SipHash (keyed from the OS by std) of a counter.
 #[derive(Debug, Clone)]
 pub struct RandomIds {
     state: RandomState,
     counter: u64,
-    start: Instant,
 }
 
 impl RandomIds {
@@ -41,7 +40,6 @@ impl RandomIds {
         RandomIds {
             state: RandomState::new(),
             counter: 0,
-            start: Instant::now(),
         }
     }
 }
@@ -57,7 +55,6 @@ impl IdGenerator for RandomIds {
         self.counter = self.counter.wrapping_add(1);
         let mut h = self.state.build_hasher();
         h.write_u64(self.counter);
-        h.write_u128(self.start.elapsed().as_nanos());
         h.finish()
     }
 }
@@ -148,6 +145,10 @@ mod tests {
         );
         let mut r = RandomIds::new();
         assert_ne!(r.next_u64(), r.next_u64());
+        // Two generators (two layers, or two processes) do not repeat each other.
+        let mut other = RandomIds::new();
+        let mine: Vec<u64> = (0..4).map(|_| r.next_u64()).collect();
+        assert!((0..4).all(|_| !mine.contains(&other.next_u64())));
         let mut c = || 7u64;
         assert_eq!(new_tag(&mut c), "0000000000000007");
     }
