@@ -801,13 +801,22 @@ impl SipMessage {
 
     /// Appends a header field. Refuses names that are not tokens and values holding CR or
     /// LF (header injection).
+    ///
+    /// A field appended below the others moves none of them: unless it is one of the
+    /// headers validation reads (which may now be repeated), the index of the core views
+    /// stays, and a UAS adding Contact and Record-Route to its 2xx does not make every
+    /// later read of Via, From, To, Call-ID and CSeq parse again.
     pub fn push_header(
         &mut self,
         name: impl IntoHeaderName,
         value: impl Into<Bytes>,
     ) -> Result<&mut Self, ParseError> {
         let field = self.make_field(name, value.into())?;
-        self.touch();
+        if read_by_validation(field.name) {
+            self.touch();
+        } else {
+            self.pristine = false;
+        }
         self.fields.push(field);
         Ok(self)
     }
@@ -903,11 +912,28 @@ impl SipMessage {
         if !is_token(tag.as_bytes()) {
             return Err(ParseError::header("To", "tag is not a token"));
         }
-        let mut v = BytesMut::with_capacity(self.single(HeaderName::To)?.len() + tag.len() + 5);
-        v.extend_from_slice(self.single(HeaderName::To)?);
+        let Some(i) = self.fields.iter().position(|f| f.name == HeaderName::To) else {
+            return Err(ParseError::Missing("To"));
+        };
+        let old = self.field_value(i);
+        let mut v = Vec::with_capacity(old.len() + tag.len() + 5);
+        v.extend_from_slice(old);
         v.extend_from_slice(b";tag=");
         v.extend_from_slice(tag.as_bytes());
-        self.set_header(HeaderName::To, v.freeze())
+        let v = Bytes::from(v);
+        // The To read above is the only one (validation refuses a repeated To, and an
+        // unvalidated message is indexed by nothing): its value changes in place, and
+        // only its own view is indexed again.
+        let to = match &self.core {
+            Some(_) => NameAddr::parse_index(&v, "To")?,
+            None => None,
+        };
+        self.set_field_value(i, v);
+        self.pristine = false;
+        if let Some(core) = self.core.as_mut() {
+            Arc::make_mut(core).to = to.map(|idx| (i, idx));
+        }
+        Ok(self)
     }
 
     /// Sets parameter `name` of the top Via to `value` (`None` for a flag such as `;rport`):
@@ -1235,6 +1261,20 @@ fn same_name_in(buf: &Bytes, owned: &[Bytes], f: &Field, probe: &Field) -> bool 
                 owned,
                 probe.raw_name,
             )))
+}
+
+/// Is `name` one of the headers `SipMessage::validate` reads (and the index covers)?
+fn read_by_validation(name: HeaderName) -> bool {
+    matches!(
+        name,
+        HeaderName::Via
+            | HeaderName::From
+            | HeaderName::To
+            | HeaderName::CallId
+            | HeaderName::CSeq
+            | HeaderName::MaxForwards
+            | HeaderName::ContentLength
+    )
 }
 
 /// A vector of owned pieces holding `first` at index 0.

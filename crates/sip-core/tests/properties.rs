@@ -179,6 +179,13 @@ proptest! {
         prop_assert_eq!(parsed.cseq().unwrap(), m.cseq().unwrap());
         prop_assert_eq!(parsed.to().unwrap().tag(), Some(&b"t1"[..]));
         prop_assert_eq!(parsed.header(HeaderName::Subject), Some(&b"after the tag"[..]));
+        // The changed response's views (its index kept through the tag and the new field)
+        // read what a fresh parse of its bytes reads.
+        prop_assert_eq!(r.to().unwrap(), parsed.to().unwrap());
+        prop_assert_eq!(r.from().unwrap(), parsed.from().unwrap());
+        prop_assert_eq!(r.top_via().unwrap(), parsed.top_via().unwrap());
+        prop_assert_eq!(r.cseq().unwrap(), parsed.cseq().unwrap());
+        prop_assert_eq!(r.call_id().unwrap(), parsed.call_id().unwrap());
     }
 
     #[test]

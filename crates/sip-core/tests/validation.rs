@@ -187,3 +187,14 @@ fn the_sip_version_is_case_insensitive() {
     .unwrap_err();
     assert_eq!(e.status(), 505);
 }
+
+#[test]
+fn a_pushed_second_from_is_refused_by_validation_and_response_to() {
+    let mut m =
+        SipMessage::parse_datagram(options_with(b"s", b"<sip:b@x>"), &Limits::DEFAULT).unwrap();
+    m.push_header("Subject", "kept index").unwrap();
+    assert!(m.validate().is_ok());
+    m.push_header(HeaderName::From, "<sip:c@x>;tag=2").unwrap();
+    assert!(m.validate().is_err());
+    assert!(SipMessage::response_to(&m, 200, "OK").is_err());
+}

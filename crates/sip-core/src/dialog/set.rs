@@ -156,6 +156,11 @@ impl Dialogs {
     }
 
     fn forget_early(&mut self, id: &DialogId) {
+        // Most dialogs are confirmed by the first response with a tag: nothing to forget,
+        // and no group key to build.
+        if self.early.is_empty() {
+            return;
+        }
         let group = DialogId::new(id.call_id(), id.local_tag(), b"");
         if let Some(v) = self.early.get_mut(&group) {
             v.retain(|x| x != id);
@@ -565,8 +570,11 @@ impl Dialogs {
     ) -> Result<SipMessage, DialogError> {
         let branch = new_branch(&mut *self.ids);
         let d = self.map.get(id).ok_or(DialogError::UnknownDialog)?;
-        let via = format!("{via};branch={branch}");
-        Ok(build(id, d, Method::Ack, invite_seq, via.as_bytes()).build()?)
+        let mut v = Vec::with_capacity(via.len() + 8 + branch.len());
+        v.extend_from_slice(via.as_bytes());
+        v.extend_from_slice(b";branch=");
+        v.extend_from_slice(branch.as_bytes());
+        Ok(build(id, d, Method::Ack, invite_seq, &v).build()?)
     }
 }
 
