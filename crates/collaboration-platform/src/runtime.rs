@@ -1290,6 +1290,13 @@ impl Driver {
         };
         let entry = removed.as_ref().or_else(|| self.serving.get(&transaction));
         let _g = entry.map(|e| e.span.enter());
+        if is_final {
+            // As on the client side: the request's outcome, in its transaction's span.
+            debug!(
+                status = response.status().unwrap_or_default(),
+                "final response"
+            );
+        }
         let mut response = response;
         let mut awaits_ack = None;
         // An endpoint that answers 481 inside a dialog no longer knows it: the

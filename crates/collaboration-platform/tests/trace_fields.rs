@@ -1,7 +1,8 @@
 //! What the platform's logs say about a request: every event of a transaction is inside
 //! its `sip_transaction` span, which names the Call-ID, so one call's lines (its INVITE,
 //! the requests inside its dialog, its BYE) can be picked out of a busy platform's log.
-//! SIPp plays the outbound proxy and the callee over TCP.
+//! SIPp plays the outbound proxy and the callee over TCP (client side), and a caller
+//! (server side).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -10,8 +11,8 @@ use std::time::Duration;
 
 use collaboration_platform::loopback::LoopbackPki;
 use collaboration_platform::{
-    Address, CollaborationPlatform, InviteProgress, Listener, OutboundProxy, OutgoingRequest,
-    ServerPlatformSettings, Topology,
+    Address, CollaborationPlatform, InviteProgress, Listener, ListenerKind, OutboundProxy,
+    OutgoingRequest, ServerPlatformSettings, Topology,
 };
 use peer_harness::{unique_token, Sipp, SippTransport};
 use sip_core::Method;
@@ -89,8 +90,8 @@ fn sipp_scenario() -> String {
     .concat()
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn each_transactions_log_lines_name_its_call_id() {
+/// A DEBUG subscriber writing to a [`Log`], set for this thread while the guard lives.
+fn capture() -> (Log, tracing::subscriber::DefaultGuard) {
     let log = Log::default();
     let writer = log.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -98,8 +99,13 @@ async fn each_transactions_log_lines_name_its_call_id() {
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
-    // The runtime is current-thread: the platform's tasks run on this thread, under it.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // The runtimes are current-thread: the platform's tasks run on this thread, under it.
+    (log, tracing::subscriber::set_default(subscriber))
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn each_transactions_log_lines_name_its_call_id() {
+    let (log, _guard) = capture();
 
     let dir = std::env::temp_dir().join(format!("ucma-trace-{}", unique_token()));
     let mut sipp = Sipp::new(&dir, "trace-fields", &sipp_scenario())
@@ -173,4 +179,89 @@ async fn each_transactions_log_lines_name_its_call_id() {
             lines.join("\n")
         );
     }
+}
+
+/// The caller's side: a MESSAGE to bob, answered 200.
+const CALLER_SCENARIO: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="trace-fields-server">
+  <send>
+    <![CDATA[
+
+      MESSAGE sip:bob@contoso.test SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      Max-Forwards: 70
+      From: <sip:carol@contoso.test>;tag=carol-[pid]
+      To: <sip:bob@contoso.test>
+      Call-ID: [call_id]
+      CSeq: 1 MESSAGE
+      Content-Type: text/plain
+      Content-Length: [len]
+
+hello
+]]>
+  </send>
+  <recv response="200"/>
+</scenario>
+"#;
+
+/// A request the platform serves is logged in its server transaction's span too, Call-ID
+/// named, with the status its endpoint answered.
+#[tokio::test(flavor = "current_thread")]
+async fn a_served_requests_log_lines_name_its_call_id() {
+    let (log, _guard) = capture();
+    let pki = LoopbackPki::new().expect("CA");
+    let settings = ServerPlatformSettings::new(
+        "ucma-rs trace test",
+        "app.contoso.test",
+        pki.identity("app.contoso.test").unwrap(),
+        pki.roots(),
+        OutboundProxy::tcp("127.0.0.1:9".parse().unwrap()),
+    )
+    .listen(Listener::tcp("127.0.0.1:0".parse().unwrap()).allow_untrusted_peers())
+    .topology(Topology::new(["contoso.test"]));
+    let p = CollaborationPlatform::start(settings).await.unwrap();
+    let owner = Address::assume_on_premises("sip:bob@contoso.test").unwrap();
+    let (_bob, mut requests) = p.register_endpoint(owner, None, false).await.unwrap();
+    let target = p
+        .listen_addrs()
+        .into_iter()
+        .find(|(k, _)| *k == ListenerKind::Tcp)
+        .expect("the TCP listener")
+        .1;
+
+    let dir = std::env::temp_dir().join(format!("ucma-trace-{}", unique_token()));
+    let run_dir = dir.clone();
+    let caller = tokio::task::spawn_blocking(move || {
+        Sipp::new(&run_dir, "trace-fields-server", CALLER_SCENARIO)
+            .transport(SippTransport::Tcp)
+            .remote(target)
+            .calls(1)
+            .timeout(Duration::from_secs(15))
+            .run()
+    });
+    let mut message = tokio::time::timeout(WAIT, requests.recv())
+        .await
+        .expect("the MESSAGE within the wait")
+        .expect("endpoint open");
+    let call_id = String::from_utf8_lossy(message.request().call_id().unwrap()).into_owned();
+    message.respond(200, "OK", &[], None).await.unwrap();
+    let outcome = caller.await.unwrap().expect("SIPp ran");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(outcome.succeeded(), "{}", outcome.report());
+    p.shutdown().await;
+
+    let lines = log.lines();
+    let found = lines.iter().any(|l| {
+        l.contains("sip_transaction{")
+            && l.contains("side=\"server\"")
+            && l.contains("MESSAGE")
+            && l.contains(&format!("call_id={call_id}"))
+            && l.contains("final response")
+            && l.contains("status=200")
+    });
+    assert!(
+        found,
+        "no server MESSAGE line naming call_id={call_id}:\n{}",
+        lines.join("\n")
+    );
 }
