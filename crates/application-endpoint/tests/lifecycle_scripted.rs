@@ -211,12 +211,7 @@ async fn establish(bot: &ApplicationEndpoint, registrar: &mut Registrar, expires
 /// An INVITE to `contact` from a caller connected to the platform's TCP listener, with
 /// `sdp` as its body (none when empty); returns the final response.
 async fn invite(p: &CollaborationPlatform, contact: &str, sdp: &str) -> String {
-    let addr = p
-        .listen_addrs()
-        .into_iter()
-        .find(|(k, _)| *k == ListenerKind::Tcp)
-        .expect("a TCP listener")
-        .1;
+    let addr = p.listen_addr(ListenerKind::Tcp).expect("a TCP listener");
     let stream = TcpStream::connect(addr).await.unwrap();
     let local = stream.local_addr().unwrap();
     let mut caller = Peer {

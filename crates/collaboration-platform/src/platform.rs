@@ -601,6 +601,16 @@ impl CollaborationPlatform {
             .collect()
     }
 
+    /// The address of the first listener of `kind`: where peers reach the platform once a
+    /// listener given port 0 is bound. `None` if no listener is of that kind.
+    pub fn listen_addr(&self, kind: ListenerKind) -> Option<SocketAddr> {
+        self.inner
+            .listeners
+            .iter()
+            .find(|l| l.kind == kind)
+            .map(|l| l.addr)
+    }
+
     /// A contact URI reaching `user` (written as given, so already escaped) at this platform
     /// over its first listener of the outbound proxy's transport
     /// (`sip:bot@127.0.0.1:5061;transport=tls`). With [`contact_user`](Self::contact_user)

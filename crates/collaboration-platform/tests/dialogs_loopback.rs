@@ -760,11 +760,8 @@ async fn udp_callee() -> UdpCallee {
     .await
     .expect("platforms");
     let b_udp = b
-        .listen_addrs()
-        .into_iter()
-        .find(|(k, _)| *k == collaboration_platform::ListenerKind::Udp)
-        .expect("a UDP listener")
-        .1;
+        .listen_addr(collaboration_platform::ListenerKind::Udp)
+        .expect("a UDP listener");
     let (bob, bob_rx) = endpoint(&b, "bob").await;
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     UdpCallee {

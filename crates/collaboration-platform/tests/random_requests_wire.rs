@@ -140,14 +140,7 @@ async fn start() -> Platform {
     .listen(Listener::udp(loopback0()).allow_untrusted_peers())
     .topology(Topology::new(["contoso.test"]));
     let platform = CollaborationPlatform::start(settings).await.unwrap();
-    let listener = |kind| {
-        platform
-            .listen_addrs()
-            .into_iter()
-            .find(|(k, _)| *k == kind)
-            .expect("the listener")
-            .1
-    };
+    let listener = |kind| platform.listen_addr(kind).expect("the listener");
     let (tcp, udp) = (listener(ListenerKind::Tcp), listener(ListenerKind::Udp));
     let owner = Address::assume_on_premises("sip:bot@contoso.test").unwrap();
     let (_, mut rx) = platform

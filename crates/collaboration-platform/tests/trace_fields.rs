@@ -103,6 +103,22 @@ fn capture() -> (Log, tracing::subscriber::DefaultGuard) {
     (log, tracing::subscriber::set_default(subscriber))
 }
 
+/// A platform for contoso.test with outbound proxy `proxy` and a TCP listener that takes
+/// requests from anyone (SIPp has no certificate).
+async fn platform(proxy: SocketAddr) -> CollaborationPlatform {
+    let pki = LoopbackPki::new().expect("CA");
+    let settings = ServerPlatformSettings::new(
+        "ucma-rs trace test",
+        "app.contoso.test",
+        pki.identity("app.contoso.test").unwrap(),
+        pki.roots(),
+        OutboundProxy::tcp(proxy),
+    )
+    .listen(Listener::tcp("127.0.0.1:0".parse().unwrap()).allow_untrusted_peers())
+    .topology(Topology::new(["contoso.test"]));
+    CollaborationPlatform::start(settings).await.unwrap()
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn each_transactions_log_lines_name_its_call_id() {
     let (log, _guard) = capture();
@@ -117,17 +133,7 @@ async fn each_transactions_log_lines_name_its_call_id() {
     sipp.wait_listening(WAIT).expect("SIPp listening");
     let proxy: SocketAddr = sipp.local_addr();
 
-    let pki = LoopbackPki::new().expect("CA");
-    let settings = ServerPlatformSettings::new(
-        "ucma-rs trace test",
-        "app.contoso.test",
-        pki.identity("app.contoso.test").unwrap(),
-        pki.roots(),
-        OutboundProxy::tcp(proxy),
-    )
-    .listen(Listener::tcp("127.0.0.1:0".parse().unwrap()).allow_untrusted_peers())
-    .topology(Topology::new(["contoso.test"]));
-    let p = CollaborationPlatform::start(settings).await.unwrap();
+    let p = platform(proxy).await;
     let owner = Address::assume_on_premises("sip:app@contoso.test").unwrap();
     let (app, _rx) = p.register_endpoint(owner, None, false).await.unwrap();
 
@@ -209,25 +215,11 @@ hello
 #[tokio::test(flavor = "current_thread")]
 async fn a_served_requests_log_lines_name_its_call_id() {
     let (log, _guard) = capture();
-    let pki = LoopbackPki::new().expect("CA");
-    let settings = ServerPlatformSettings::new(
-        "ucma-rs trace test",
-        "app.contoso.test",
-        pki.identity("app.contoso.test").unwrap(),
-        pki.roots(),
-        OutboundProxy::tcp("127.0.0.1:9".parse().unwrap()),
-    )
-    .listen(Listener::tcp("127.0.0.1:0".parse().unwrap()).allow_untrusted_peers())
-    .topology(Topology::new(["contoso.test"]));
-    let p = CollaborationPlatform::start(settings).await.unwrap();
+    // Its outbound proxy is never used here.
+    let p = platform("127.0.0.1:9".parse().unwrap()).await;
     let owner = Address::assume_on_premises("sip:bob@contoso.test").unwrap();
     let (_bob, mut requests) = p.register_endpoint(owner, None, false).await.unwrap();
-    let target = p
-        .listen_addrs()
-        .into_iter()
-        .find(|(k, _)| *k == ListenerKind::Tcp)
-        .expect("the TCP listener")
-        .1;
+    let target = p.listen_addr(ListenerKind::Tcp).expect("the TCP listener");
 
     let dir = std::env::temp_dir().join(format!("ucma-trace-{}", unique_token()));
     let run_dir = dir.clone();

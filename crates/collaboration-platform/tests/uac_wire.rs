@@ -633,11 +633,8 @@ async fn a_callees_request_that_overtakes_its_2xx_is_taken_in_the_dialog() {
     // listener), while the INVITE waits for its 200.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let listener = p
-        .listen_addrs()
-        .into_iter()
-        .find(|(k, _)| *k == collaboration_platform::ListenerKind::Tcp)
-        .expect("the TCP listener")
-        .1;
+        .listen_addr(collaboration_platform::ListenerKind::Tcp)
+        .expect("the TCP listener");
     let early = format!(
         r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="overtaking-message">

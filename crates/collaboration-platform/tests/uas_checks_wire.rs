@@ -52,12 +52,7 @@ fn sipp(
     name: &'static str,
     body: &str,
 ) -> tokio::task::JoinHandle<SippOutcome> {
-    let target = p
-        .listen_addrs()
-        .into_iter()
-        .find(|(k, _)| *k == ListenerKind::Tcp)
-        .expect("the TCP listener")
-        .1;
+    let target = p.listen_addr(ListenerKind::Tcp).expect("the TCP listener");
     let xml = format!(
         r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="{name}">

@@ -104,12 +104,7 @@ async fn run(p: &CollaborationPlatform, kind: ListenerKind, port: u16, xml: Stri
         ListenerKind::Udp => (SippTransport::Udp, "nat-udp"),
         _ => (SippTransport::Tcp, "nat-tcp"),
     };
-    let target = p
-        .listen_addrs()
-        .into_iter()
-        .find(|(k, _)| *k == kind)
-        .expect("the listener")
-        .1;
+    let target = p.listen_addr(kind).expect("the listener");
     let dir = std::env::temp_dir().join(format!("ucma-via-{}", unique_token()));
     let outcome = tokio::task::spawn_blocking(move || {
         let out = Sipp::new(&dir, name, &xml)
@@ -196,12 +191,7 @@ impl SplitClient {
     /// Sends `p`'s UDP listener an OPTIONS without `rport` and returns the response that
     /// came to the listening socket.
     async fn options(&self, p: &CollaborationPlatform) -> String {
-        let target = p
-            .listen_addrs()
-            .into_iter()
-            .find(|(k, _)| *k == ListenerKind::Udp)
-            .expect("the UDP listener")
-            .1;
+        let target = p.listen_addr(ListenerKind::Udp).expect("the UDP listener");
         let listen_port = self.listener.local_addr().unwrap().port();
         let request = format!(
             "OPTIONS sip:app@contoso.test SIP/2.0\r\n\

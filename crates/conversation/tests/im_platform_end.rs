@@ -79,12 +79,7 @@ async fn bot_on_udp_observed(
     })
     .await
     .unwrap();
-    let udp = a
-        .listen_addrs()
-        .into_iter()
-        .find(|(k, _)| *k == ListenerKind::Udp)
-        .unwrap()
-        .1;
+    let udp = a.listen_addr(ListenerKind::Udp).unwrap();
     let bot = ApplicationEndpoint::new(
         &a,
         ApplicationEndpointSettings::new(
