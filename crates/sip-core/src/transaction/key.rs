@@ -1,6 +1,8 @@
 //! Transaction keys: how a message finds its transaction (RFC 3261 §17.1.3, §17.2.3).
 //!
-//! A key is one compact byte string plus a method and a role, hashed once per lookup.
+//! A key is one compact byte string plus a method and a role, kept once, by its
+//! transaction; the [`KeyIndex`] holds ids and hashes a key's borrowed parts ([`KeyRef`]),
+//! once per lookup.
 //! Server keys use the top Via's branch and sent-by when the branch has the magic cookie, and
 //! the RFC 2543 fields (Request-URI, From tag, Call-ID, CSeq number, top Via) otherwise. ACK
 //! is keyed as INVITE, so an ACK for a non-2xx response finds its INVITE transaction; a CANCEL
