@@ -478,6 +478,25 @@ impl SipMessage {
             })
     }
 
+    /// The value of the only field named `name` when it holds a single value (no
+    /// top-level comma); `None` when there are several values or none. A value without any
+    /// comma is taken at once, without splitting it.
+    pub(crate) fn only_value(&self, name: HeaderName) -> Option<&[u8]> {
+        let mut fields = self.fields.iter().filter(|f| f.name == name);
+        let (Some(f), None) = (fields.next(), fields.next()) else {
+            return None;
+        };
+        let v = self.text(f.value);
+        if crate::scan::find(v, b',').is_none() {
+            return Some(v);
+        }
+        let mut split = CommaSplit::new(v);
+        match (split.next(), split.next()) {
+            (Some(one), None) => Some(one),
+            _ => None,
+        }
+    }
+
     /// The body, as bytes (never text: binary bodies survive).
     pub fn body(&self) -> &Bytes {
         &self.body

@@ -1020,3 +1020,37 @@ fn at_the_transaction_limit_requests_get_a_stateless_503() {
     );
     assert!(matches!(l.poll_event(), Some(Event::Request { .. })));
 }
+
+/// A request without a branch gets one only when it has exactly one Via value: with a
+/// second (in the same field after a comma, or in a field of its own) the layer cannot know
+/// which is ours and refuses it; a comma inside a quoted parameter is not a second value.
+#[test]
+fn a_branch_is_added_only_to_a_single_via() {
+    let t0 = Instant::now();
+    let with_vias = |vias: &[&str]| {
+        let mut m = outgoing("OPTIONS");
+        m.remove_header("Via");
+        for v in vias {
+            m.push_header("Via", v.to_string()).unwrap();
+        }
+        m
+    };
+    for vias in [
+        &["SIP/2.0/UDP a.example:5060, SIP/2.0/UDP b.example:5060"][..],
+        &["SIP/2.0/UDP a.example:5060", "SIP/2.0/UDP b.example:5060"][..],
+    ] {
+        let mut l = layer();
+        let r = l.send_request(t0, with_vias(vias), udp());
+        assert!(
+            matches!(r, Err(TransactionError::WrongMessage(_))),
+            "{vias:?}: {r:?}"
+        );
+    }
+    let mut l = layer();
+    let quoted = with_vias(&["SIP/2.0/UDP a.example:5060;x=\"1,2\""]);
+    l.send_request(t0, quoted, udp()).unwrap();
+    let sent = parse(&transmits(&mut l)[0]);
+    let via = sent.top_via().unwrap();
+    assert!(via.branch().unwrap().starts_with("z9hG4bK"));
+    assert_eq!(sent.vias().count(), 1);
+}

@@ -45,7 +45,7 @@ pub(crate) struct KeyRef<'a> {
 }
 
 /// The live transactions by key (§17.1.3, §17.2.3): a hash table of ids alone, each key
-/// read from its transaction through `key_of`. Keeping the key once saves a copy of it per
+/// (and its hash) read from its transaction. Keeping the key once saves a copy of it per
 /// transaction, and a lookup by a borrowed [`KeyRef`] copies nothing (a received response
 /// is looked up by slices of its own buffer).
 ///
@@ -58,38 +58,39 @@ pub(crate) struct KeyIndex {
 }
 
 impl KeyIndex {
-    fn hash(&self, key: KeyRef<'_>) -> u64 {
+    /// The hash of `key` under this index's seed. A transaction keeps its key's hash, so
+    /// that inserting and removing it hash nothing again.
+    pub(crate) fn hash(&self, key: KeyRef<'_>) -> u64 {
         self.hasher.hash_one(key)
     }
 
-    /// The transaction with key `key`.
+    /// The transaction with key `key`, whose hash is `hash`.
     pub(crate) fn find<'k>(
         &self,
+        hash: u64,
         key: KeyRef<'_>,
         key_of: impl Fn(TransactionId) -> Option<&'k Key>,
     ) -> Option<TransactionId> {
         self.table
-            .find(self.hash(key), |&id| {
-                key_of(id).is_some_and(|k| k.as_ref() == key)
-            })
+            .find(hash, |&id| key_of(id).is_some_and(|k| k.as_ref() == key))
             .copied()
     }
 
-    /// Adds `id`, whose key is `key` (not in the index yet: see [`find`](Self::find)).
-    pub(crate) fn insert<'k>(
+    /// Adds `id`, whose key hashes to `hash` (and is not in the index yet: see
+    /// [`find`](Self::find)). `hash_of` gives the kept hash of any id already in, for a
+    /// resize.
+    pub(crate) fn insert(
         &mut self,
-        key: KeyRef<'_>,
+        hash: u64,
         id: TransactionId,
-        key_of: impl Fn(TransactionId) -> Option<&'k Key>,
+        hash_of: impl Fn(TransactionId) -> u64,
     ) {
-        let hasher = &self.hasher;
-        let rehash = |id: &TransactionId| key_of(*id).map_or(0, |k| hasher.hash_one(k.as_ref()));
-        self.table.insert_unique(hasher.hash_one(key), id, rehash);
+        self.table.insert_unique(hash, id, |id| hash_of(*id));
     }
 
-    /// Removes `id`, whose key is `key`.
-    pub(crate) fn remove(&mut self, key: KeyRef<'_>, id: TransactionId) {
-        if let Ok(entry) = self.table.find_entry(self.hash(key), |&x| x == id) {
+    /// Removes `id`, whose key hashes to `hash`.
+    pub(crate) fn remove(&mut self, hash: u64, id: TransactionId) {
+        if let Ok(entry) = self.table.find_entry(hash, |&x| x == id) {
             entry.remove();
         }
     }
@@ -103,15 +104,8 @@ impl KeyIndex {
     }
 
     /// Gives back capacity down to `min` entries.
-    pub(crate) fn shrink_to<'k>(
-        &mut self,
-        min: usize,
-        key_of: impl Fn(TransactionId) -> Option<&'k Key>,
-    ) {
-        let hasher = &self.hasher;
-        self.table.shrink_to(min, |id| {
-            key_of(*id).map_or(0, |k| hasher.hash_one(k.as_ref()))
-        });
+    pub(crate) fn shrink_to(&mut self, min: usize, hash_of: impl Fn(TransactionId) -> u64) {
+        self.table.shrink_to(min, |id| hash_of(*id));
     }
 }
 

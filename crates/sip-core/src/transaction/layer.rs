@@ -21,6 +21,8 @@ use TransactionState::{Accepted, Calling, Completed, Confirmed, Proceeding, Term
 #[derive(Debug)]
 struct Tx {
     key: Key,
+    /// `key`'s hash in the index, kept so that inserting and removing hash nothing again.
+    key_hash: u64,
     kind: TransactionKind,
     state: TransactionState,
     peer: Peer,
@@ -285,15 +287,13 @@ impl TransactionLayer {
         let key = match key {
             Some(key) => key,
             None => {
-                let mut vias = request.header_values(HeaderName::Via);
-                let (Some(top), None) = (vias.next(), vias.next()) else {
+                let Some(top) = request.only_value(HeaderName::Via) else {
                     return Err(TransactionError::WrongMessage(
                         "a request without a branch must have exactly one Via",
                     ));
                 };
                 let mut v = Vec::with_capacity(top.len() + 8 + BRANCH_LEN);
                 v.extend_from_slice(top);
-                drop(vias);
                 v.extend_from_slice(b";branch=");
                 let at = v.len();
                 push_branch(&mut v, &mut *self.ids);
@@ -302,7 +302,8 @@ impl TransactionLayer {
                 key
             }
         };
-        if self.find(key.as_ref()).is_some() {
+        let key_hash = self.index.hash(key.as_ref());
+        if self.find_hashed(key_hash, key.as_ref()).is_some() {
             return Err(TransactionError::DuplicateBranch);
         }
         if self.index.len() >= self.config.max_transactions {
@@ -314,6 +315,7 @@ impl TransactionLayer {
         let reliable = destination.transport.is_reliable();
         let tx = Tx {
             key,
+            key_hash,
             kind: if invite {
                 ClientInvite
             } else {
@@ -566,7 +568,7 @@ impl TransactionLayer {
             let slots = &self.slots;
             let min = self.index.len() * 2;
             self.index
-                .shrink_to(min, |id| tx_in(slots, id).map(|t| &t.key));
+                .shrink_to(min, |id| tx_in(slots, id).map_or(0, |t| t.key_hash));
         }
         self.timers.shrink();
         self.transmits.shrink_to(64);
@@ -613,16 +615,23 @@ impl TransactionLayer {
         };
         let slots = &self.slots;
         if let Some(tx) = tx_in(slots, id) {
-            self.index
-                .insert(tx.key.as_ref(), id, |id| tx_in(slots, id).map(|t| &t.key));
+            self.index.insert(tx.key_hash, id, |id| {
+                tx_in(slots, id).map_or(0, |t| t.key_hash)
+            });
         }
         id
     }
 
     /// The live transaction with key `key`.
     fn find(&self, key: KeyRef<'_>) -> Option<TransactionId> {
+        self.find_hashed(self.index.hash(key), key)
+    }
+
+    /// [`find`](Self::find), given the key's hash.
+    fn find_hashed(&self, hash: u64, key: KeyRef<'_>) -> Option<TransactionId> {
         let slots = &self.slots;
-        self.index.find(key, |id| tx_in(slots, id).map(|t| &t.key))
+        self.index
+            .find(hash, key, |id| tx_in(slots, id).map(|t| &t.key))
     }
 
     /// Drops the heap entries of ended or re-armed timers once they are most of it.
@@ -671,7 +680,7 @@ impl TransactionLayer {
         let r = f(tx, &mut cx);
         if tx.state == Terminated {
             if let Some(tx) = entry.tx.take() {
-                index.remove(tx.key.as_ref(), id);
+                index.remove(tx.key_hash, id);
             }
             entry.generation = entry.generation.wrapping_add(1);
             free.push(id.index);
@@ -743,7 +752,8 @@ impl TransactionLayer {
         let Some(method) = message.method().cloned() else {
             return;
         };
-        let matched = self.find(key.as_ref()).filter(|&id| {
+        let key_hash = self.index.hash(key.as_ref());
+        let matched = self.find_hashed(key_hash, key.as_ref()).filter(|&id| {
             // §17.2.3: an RFC 2543 ACK matches only with the To tag of our response (with
             // a branch, the branch alone tells transactions apart).
             method != Method::Ack || !key.is_rfc2543() || self.ack_tag_matches(id, &message)
@@ -780,6 +790,7 @@ impl TransactionLayer {
         let invite = method == Method::Invite;
         let tx = Tx {
             key,
+            key_hash,
             kind: if invite {
                 ServerInvite
             } else {
