@@ -155,8 +155,10 @@ pub struct TransactionLayer {
 
 /// How often, at most, a layer looks for memory a burst of transactions left behind.
 const COMPACT_EVERY: Duration = Duration::from_secs(1);
-/// Below this many heap entries, ended timers are left to come due.
+/// Below this many heap entries, a new transaction leaves ended timers to come due.
 const STALE_TIMERS_MIN: usize = 1024;
+/// Past this many heap entries, mostly ended, firing timers drops the ended ones first.
+const STALE_BEFORE_FIRING: usize = 64;
 /// Below this many slots compaction is not worth it.
 const COMPACT_MIN_SLOTS: usize = 1024;
 
@@ -510,6 +512,7 @@ impl TransactionLayer {
     /// Fires every timer due at or before `now`. Timers re-arm from their own deadline, so a
     /// late call replays the exact RFC schedule.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.drop_ended_timers(STALE_BEFORE_FIRING);
         while let Some((at, id, slot)) = self.timers.peek() {
             if at > now {
                 break;
@@ -593,7 +596,7 @@ impl TransactionLayer {
     }
 
     fn insert(&mut self, tx: Tx) -> TransactionId {
-        self.drop_ended_timers();
+        self.drop_ended_timers(STALE_TIMERS_MIN);
         let id = match self.free.pop() {
             Some(index) => {
                 let e = &mut self.slots[index as usize];
@@ -638,10 +641,13 @@ impl TransactionLayer {
     ///
     /// Each live transaction has at most two armed timers; past this size, at least half
     /// the heap is such entries (lazy deletion: on a reliable transport a finished
-    /// transaction leaves its 64·T1 timer for 32 s). Called per new transaction, the purge
-    /// costs O(n) per n/2 insertions and keeps the heap proportional to the live ones.
-    fn drop_ended_timers(&mut self) {
-        if self.timers.len() > STALE_TIMERS_MIN + 4 * self.index.len() {
+    /// transaction leaves its 64·T1 timer for 32 s). Called per new transaction (with
+    /// `floor` [`STALE_TIMERS_MIN`]), the purge costs O(n) per n/2 insertions and keeps
+    /// the heap proportional to the live ones. Called before firing timers (with
+    /// [`STALE_BEFORE_FIRING`]), one pass over the heap replaces popping each ended entry
+    /// that came due, O(log n) apiece.
+    fn drop_ended_timers(&mut self, floor: usize) {
+        if self.timers.len() > floor + 4 * self.index.len() {
             let slots = &self.slots;
             self.timers
                 .retain(|at, id, slot| armed_in(slots, at, id, slot));
@@ -1264,5 +1270,28 @@ mod tests {
         layer.handle_timeout(t0 + f);
         assert!(layer.state(live).is_none());
         assert!(layer.is_empty());
+    }
+
+    #[test]
+    fn firing_timers_drops_the_ended_ones_first() {
+        let (mut layer, peer) = layer_and_peer("192.0.2.1:5061", TransportKind::Tls);
+        let t0 = Instant::now();
+        let live = layer.send_request(t0, options(), peer).unwrap();
+        while layer.poll_transmit().is_some() {}
+        // Fewer ended transactions than a new one would purge for.
+        for _ in 0..200 {
+            layer.send_request(t0, options(), peer).unwrap();
+            let sent = layer.poll_transmit().unwrap().contents;
+            let request = SipMessage::parse_datagram(sent, &crate::Limits::DEFAULT).unwrap();
+            let ok = SipMessage::response_to(&request, 200, "OK").unwrap();
+            layer.handle_message(t0, ok, peer);
+            while layer.poll_event().is_some() {}
+        }
+        assert_eq!(layer.timers.len(), 201);
+        // Nothing is due yet, but the ended entries go, and the live Timer F stays.
+        layer.handle_timeout(t0 + Duration::from_secs(1));
+        assert_eq!(layer.timers.len(), 1);
+        assert_eq!(layer.poll_timeout(), Some(t0 + Duration::from_secs(32)));
+        assert!(layer.state(live).is_some());
     }
 }
