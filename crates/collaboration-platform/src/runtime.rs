@@ -28,7 +28,7 @@ use sip_core::{
 // foldhash (seeded per map) instead of SipHash: these maps are looked up for every message.
 use foldhash::{HashMap, HashMapExt};
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -296,7 +296,9 @@ pub(crate) struct Driver {
     conn_trust: HashMap<u64, bool>,
     transport_errors: HashMap<TransactionId, TransportError>,
     /// 2xx answers to INVITEs waiting for their ACK, by dialog and CSeq number (§13.3.1.4).
-    unacked: HashMap<(DialogId, u32), Unacked>,
+    /// Ordered, so that whether a dialog has one is a range lookup: every request sent in a
+    /// dialog asks, and a burst of call set-ups can have many in flight.
+    unacked: BTreeMap<(DialogId, u32), Unacked>,
     /// When each of `unacked` is due, earliest first; an entry whose time is no longer its
     /// `next` (ACKed, re-armed) is skipped when it comes up.
     ack_due: BinaryHeap<Reverse<(Instant, DialogId, u32)>>,
@@ -478,7 +480,7 @@ impl Driver {
                 subscribing: HashMap::new(),
                 conn_trust: HashMap::new(),
                 transport_errors: HashMap::new(),
-                unacked: HashMap::new(),
+                unacked: BTreeMap::new(),
                 ack_due: BinaryHeap::new(),
                 merged: MergedRequests::default(),
                 failed_invites: RecentInvites::new(cfg.transaction.t1.saturating_mul(64)),
@@ -1368,9 +1370,14 @@ impl Driver {
         reply: oneshot::Sender<Result<SipMessage, RequestError>>,
         span: Span,
     ) {
-        if !self.unacked.is_empty() && self.unacked.keys().any(|(d, _)| d == dialog) {
-            // Not before the ACK of our 2xx (a scan: few 2xx wait for an ACK at once, and
-            // none at all most of the time, when the table is not even walked).
+        let awaiting_ack = !self.unacked.is_empty()
+            && self
+                .unacked
+                .range((dialog.clone(), 0)..=(dialog.clone(), u32::MAX))
+                .next()
+                .is_some();
+        if awaiting_ack {
+            // Not before the ACK of our 2xx.
             debug!(method = %parts.method.as_str(), "held until the ACK of our 2xx comes");
             self.held_for_ack
                 .entry(dialog.clone())
@@ -1808,7 +1815,6 @@ impl Driver {
                             }
                         }
                     }
-                    shrink_if_sparse(&mut self.unacked);
                 }
             }
             _ => {}
