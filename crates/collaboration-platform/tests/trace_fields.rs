@@ -219,6 +219,8 @@ async fn a_served_requests_log_lines_name_its_call_id() {
     let p = platform("127.0.0.1:9".parse().unwrap()).await;
     let owner = Address::assume_on_premises("sip:bob@contoso.test").unwrap();
     let (_bob, mut requests) = p.register_endpoint(owner, None, false).await.unwrap();
+    // Only a TCP listener was asked for.
+    assert_eq!(p.listen_addr(ListenerKind::Udp), None);
     let target = p.listen_addr(ListenerKind::Tcp).expect("the TCP listener");
 
     let dir = std::env::temp_dir().join(format!("ucma-trace-{}", unique_token()));
