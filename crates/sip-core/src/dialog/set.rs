@@ -4,7 +4,7 @@ use super::{
     dialog_key, route_uri, Dialog, DialogError, DialogId, DialogParts, DialogRole, DialogState,
     DialogUpdate,
 };
-use crate::transaction::{new_branch, new_call_id, new_tag, IdGenerator, RandomIds};
+use crate::transaction::{new_call_id, new_tag, push_branch, IdGenerator, RandomIds, BRANCH_LEN};
 use crate::{Contact, HeaderName, MessageBuilder, Method, NameAddr, SipMessage, Uri};
 use bytes::Bytes;
 // foldhash (seeded per map) instead of SipHash: these maps are looked up for every message.
@@ -568,12 +568,11 @@ impl Dialogs {
         invite_seq: u32,
         via: &str,
     ) -> Result<SipMessage, DialogError> {
-        let branch = new_branch(&mut *self.ids);
         let d = self.map.get(id).ok_or(DialogError::UnknownDialog)?;
-        let mut v = Vec::with_capacity(via.len() + 8 + branch.len());
+        let mut v = Vec::with_capacity(via.len() + 8 + BRANCH_LEN);
         v.extend_from_slice(via.as_bytes());
         v.extend_from_slice(b";branch=");
-        v.extend_from_slice(branch.as_bytes());
+        push_branch(&mut v, &mut *self.ids);
         Ok(build(id, d, Method::Ack, invite_seq, &v).build()?)
     }
 }

@@ -1240,6 +1240,18 @@ mod tests {
         assert_eq!(layer.poll_timeout(), None);
     }
 
+    /// Sends an OPTIONS to `peer` at `now` and answers it 200 at once. Over a reliable
+    /// transport Timer K is zero, so the 200 ends the transaction and leaves its Timer F
+    /// entry behind in the heap.
+    fn answered_at_once(layer: &mut TransactionLayer, now: Instant, peer: Peer) {
+        layer.send_request(now, options(), peer).unwrap();
+        let sent = layer.poll_transmit().unwrap().contents;
+        let request = SipMessage::parse_datagram(sent, &crate::Limits::DEFAULT).unwrap();
+        let ok = SipMessage::response_to(&request, 200, "OK").unwrap();
+        layer.handle_message(now, ok, peer);
+        while layer.poll_event().is_some() {}
+    }
+
     #[test]
     fn ended_transactions_do_not_pile_up_in_the_timer_heap() {
         let (mut layer, peer) = layer_and_peer("192.0.2.1:5061", TransportKind::Tls);
@@ -1249,15 +1261,7 @@ mod tests {
         while layer.poll_transmit().is_some() {}
         let mut most = 0;
         for i in 0..10_000u64 {
-            let now = t0 + Duration::from_millis(i);
-            layer.send_request(now, options(), peer).unwrap();
-            let sent = layer.poll_transmit().unwrap().contents;
-            let request = SipMessage::parse_datagram(sent, &crate::Limits::DEFAULT).unwrap();
-            let ok = SipMessage::response_to(&request, 200, "OK").unwrap();
-            // Reliable transport: Timer K is zero, so the 200 ends the transaction at once
-            // and leaves its Timer F entry behind.
-            layer.handle_message(now, ok, peer);
-            while layer.poll_event().is_some() {}
+            answered_at_once(&mut layer, t0 + Duration::from_millis(i), peer);
             most = most.max(layer.timers.len());
         }
         assert_eq!(layer.len(), 1);
@@ -1280,12 +1284,7 @@ mod tests {
         while layer.poll_transmit().is_some() {}
         // Fewer ended transactions than a new one would purge for.
         for _ in 0..200 {
-            layer.send_request(t0, options(), peer).unwrap();
-            let sent = layer.poll_transmit().unwrap().contents;
-            let request = SipMessage::parse_datagram(sent, &crate::Limits::DEFAULT).unwrap();
-            let ok = SipMessage::response_to(&request, 200, "OK").unwrap();
-            layer.handle_message(t0, ok, peer);
-            while layer.poll_event().is_some() {}
+            answered_at_once(&mut layer, t0, peer);
         }
         assert_eq!(layer.timers.len(), 201);
         // Nothing is due yet, but the ended entries go, and the live Timer F stays.

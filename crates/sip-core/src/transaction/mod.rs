@@ -31,6 +31,7 @@ mod timers;
 pub use ids::{
     new_branch, new_call_id, new_tag, IdGenerator, RandomIds, SequentialIds, MAGIC_COOKIE,
 };
+pub(crate) use ids::{push_branch, BRANCH_LEN};
 pub use layer::TransactionLayer;
 
 use crate::{ParseError, SipMessage};
