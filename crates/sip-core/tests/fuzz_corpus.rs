@@ -12,6 +12,9 @@ mod stream_framer {
 mod sdp {
     include!("../../../fuzz/bodies/sdp.rs");
 }
+mod transactions {
+    include!("../../../fuzz/bodies/transactions.rs");
+}
 
 fn corpus(target: &str) -> Vec<Vec<u8>> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -49,5 +52,16 @@ fn stream_framer_corpus() {
 fn sdp_corpus() {
     for seed in corpus("sdp") {
         sdp::body(&seed);
+    }
+}
+
+#[test]
+fn transactions_corpus() {
+    for seed in corpus("transactions") {
+        transactions::body(&seed);
+        // Over the other transport too (the first byte picks it).
+        let mut other = seed.clone();
+        other[0] ^= 1;
+        transactions::body(&other);
     }
 }
