@@ -35,8 +35,9 @@ struct Side {
     sent: HashMap<TransactionId, SipMessage>,
     /// Dialogs it holds (made by 1xx/2xx), most recent last.
     dialogs_made: Vec<DialogId>,
-    /// The latest client INVITE (for CANCEL) and the CSeq of a 2xx to ACK.
-    last_invite: Option<TransactionId>,
+    /// The client INVITEs it started, latest last (for CANCEL).
+    invites: Vec<TransactionId>,
+    /// The dialog and CSeq of a 2xx to ACK.
     to_ack: Option<(DialogId, u32)>,
     /// Transmissions not yet delivered.
     wire: Vec<Bytes>,
@@ -51,7 +52,7 @@ impl Side {
             pending: Vec::new(),
             sent: HashMap::new(),
             dialogs_made: Vec::new(),
-            last_invite: None,
+            invites: Vec::new(),
             to_ack: None,
             wire: Vec::new(),
         }
@@ -151,7 +152,7 @@ impl Side {
         let invite = request.method() == Some(&Method::Invite);
         if let Ok(id) = self.layer.send_request(now, request.clone(), to) {
             if invite {
-                self.last_invite = Some(id);
+                self.invites.push(id);
             }
             self.sent.insert(id, request);
         }
@@ -268,13 +269,13 @@ pub fn body(data: &[u8]) {
             }
             // The UAC cancels its latest INVITE.
             b'X' => {
-                if let Some(id) = uac.last_invite {
+                if let Some(&id) = uac.invites.last() {
                     let _ = uac.layer.cancel(now, id);
                 }
             }
             // A transport error for the UAC's latest INVITE / the UAS's oldest pending.
             b'E' => {
-                if let Some(id) = uac.last_invite {
+                if let Some(&id) = uac.invites.last() {
                     uac.layer.handle_transport_error(now, id);
                 }
                 if let Some(&(id, ..)) = uas.pending.first() {
@@ -333,12 +334,18 @@ pub fn body(data: &[u8]) {
         tick(&mut uac, now);
         tick(&mut uas, now);
     }
-    // Nothing more is delivered: every transaction must end by its own timers.
-    while !uas.pending.is_empty() {
-        uas.answer(now, 500, false);
-    }
-    while !uac.pending.is_empty() {
-        uac.answer(now, 500, false);
+    // Nothing more is delivered: every transaction must end by its own timers, once the
+    // TUs answered what they hold and cancelled the INVITEs still unanswered (a client
+    // INVITE with a provisional response has no timer of its own: RFC 3261 leaves ending
+    // it to the TU, as `conversation`'s ring timeout does).
+    for side in [&mut uac, &mut uas] {
+        while !side.pending.is_empty() {
+            side.answer(now, 500, false);
+        }
+        for &id in &side.invites {
+            let _ = side.layer.cancel(now, id);
+        }
+        side.drain();
     }
     let end = now + Duration::from_secs(200);
     for _ in 0..10_000 {

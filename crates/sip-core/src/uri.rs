@@ -613,6 +613,15 @@ impl<'a> SipUri<'a> {
     pub fn user_param(&self) -> Option<Cow<'a, [u8]>> {
         self.param("user").flatten()
     }
+    /// The URI as written less its headers component (`?name=value…`): what a
+    /// Request-URI may hold (RFC 3261 §19.1.1, Table 1), e.g. when a Contact with headers
+    /// becomes a dialog's remote target.
+    pub fn without_headers(&self) -> &'a [u8] {
+        match self.at.headers {
+            Some(_) => &self.raw[..self.at.params.bounds().1],
+            None => self.raw,
+        }
+    }
     /// The raw header part after `?`, if any (`name=value&…`, still escaped).
     pub fn headers_raw(&self) -> Option<&'a [u8]> {
         self.at.headers.map(|sp| sp.get(self.raw))
@@ -939,6 +948,13 @@ mod tests {
         assert_eq!(&*u.password().unwrap(), b"secret");
         assert_eq!(&*u.transport().unwrap(), b"tls");
         assert_eq!(u.headers().count(), 1);
+        assert_eq!(
+            u.without_headers(),
+            b"sips:alice:secret@[2001:db8::192.0.2.1];transport=tls"
+        );
+        // A `?` in the user part is not a headers component.
+        let u = sip("sip:a?b@host;lr");
+        assert_eq!(u.without_headers(), b"sip:a?b@host;lr");
     }
 
     #[test]

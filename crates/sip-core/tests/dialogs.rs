@@ -831,3 +831,63 @@ fn subscribe_and_notify_refresh_the_remote_target() {
     d.handle_request(&info).unwrap();
     assert_eq!(d.get(&id).unwrap().remote_target(), b"sip:bob@203.0.113.30");
 }
+
+#[test]
+fn a_remote_target_with_uri_headers_still_takes_in_dialog_requests() {
+    // A Contact may carry URI headers (RFC 3261 §19.1.1); a Request-URI may not. The peer
+    // that sent one must still get our BYE, its Request-URI the target less the headers.
+    let mut d = dialogs();
+    let inv = parse(INVITE);
+    let ok = resp(
+        200,
+        "b1",
+        "sip:bob@192.0.2.1;transport=tls?Subject=hi&Priority=urgent",
+        &[],
+    );
+    let id = confirmed(d.handle_uac_response(&inv, &ok).unwrap());
+    let bye = d
+        .request(&id, Method::Bye, "SIP/2.0/TLS a.example:5061")
+        .unwrap()
+        .build()
+        .unwrap();
+    assert_eq!(
+        bye.request_uri_bytes(),
+        Some(&b"sip:bob@192.0.2.1;transport=tls"[..])
+    );
+    // The headers are not applied either: a peer does not get to write our requests.
+    assert_eq!(bye.header(HeaderName::Subject), None);
+    assert_eq!(bye.header(HeaderName::Priority), None);
+    let ack = d.ack(&id, 10, "SIP/2.0/TLS a.example:5061").unwrap();
+    assert_eq!(
+        ack.request_uri_bytes(),
+        Some(&b"sip:bob@192.0.2.1;transport=tls"[..])
+    );
+}
+
+#[test]
+fn a_target_refresh_to_a_contact_with_uri_headers_keeps_the_headers_out() {
+    let mut d = dialogs();
+    let id = uas_dialog(&mut d, &[]);
+    let tag = String::from_utf8(id.local_tag().to_vec()).unwrap();
+    let re = in_dialog(
+        "INVITE",
+        11,
+        &tag,
+        "sip:alice@198.51.100.7?Route=%3Csip:evil.example%3E",
+    );
+    assert_eq!(d.handle_request(&re), Ok(DialogUpdate::Updated(id.clone())));
+    assert_eq!(
+        d.get(&id).unwrap().remote_target(),
+        b"sip:alice@198.51.100.7"
+    );
+    let bye = d
+        .request(&id, Method::Bye, "SIP/2.0/TLS b.example:5061")
+        .unwrap()
+        .build()
+        .unwrap();
+    assert_eq!(
+        bye.request_uri_bytes(),
+        Some(&b"sip:alice@198.51.100.7"[..])
+    );
+    assert_eq!(bye.header(HeaderName::Route), None);
+}

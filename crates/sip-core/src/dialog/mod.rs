@@ -378,11 +378,19 @@ impl fmt::Debug for Dialog {
     }
 }
 
-/// The URI inside a route name-addr, if it parses.
+/// The URI inside a route name-addr, if it parses, as a Request-URI (strict routing).
 pub(crate) fn route_uri(route: &[u8]) -> Option<&[u8]> {
     crate::NameAddr::parse(route, "Route")
         .ok()
-        .map(|n| n.uri().as_bytes())
+        .map(|n| request_uri_of(n.uri()))
+}
+
+/// `uri` as a Request-URI: a SIP URI less its headers component, which a Request-URI
+/// may not hold (RFC 3261 §19.1.1). The headers are dropped, not applied: a peer's
+/// Contact does not get to write header fields into this UA's requests.
+pub(crate) fn request_uri_of<'a>(uri: &crate::Uri<'a>) -> &'a [u8] {
+    uri.as_sip()
+        .map_or_else(|| uri.as_bytes(), |s| s.without_headers())
 }
 
 /// What a message did to the dialogs.

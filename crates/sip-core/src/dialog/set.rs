@@ -1,8 +1,8 @@
 //! [`Dialogs`]: the container and the §12 rules.
 
 use super::{
-    dialog_key, route_uri, Dialog, DialogError, DialogId, DialogParts, DialogRole, DialogState,
-    DialogUpdate,
+    dialog_key, request_uri_of, route_uri, Dialog, DialogError, DialogId, DialogParts, DialogRole,
+    DialogState, DialogUpdate,
 };
 use crate::transaction::{new_call_id, new_tag, push_branch, IdGenerator, RandomIds, BRANCH_LEN};
 use crate::{Contact, HeaderName, MessageBuilder, Method, NameAddr, SipMessage, Uri};
@@ -37,11 +37,12 @@ fn tag_of<'a>(na: &NameAddr<'a>) -> Option<&'a [u8]> {
     na.tag().filter(|t| !t.is_empty())
 }
 
-/// The Contact URI of a message (the remote target), or `fallback`.
+/// The Contact URI of a message (the remote target), or `fallback`'s, as a Request-URI
+/// (see [`request_uri_of`]).
 fn contact_uri<'m>(msg: &'m SipMessage, fallback: &NameAddr<'m>) -> &'m [u8] {
     match msg.contacts().next() {
-        Some(Ok(Contact::Addr(a))) => a.uri().as_bytes(),
-        _ => fallback.uri().as_bytes(),
+        Some(Ok(Contact::Addr(a))) => request_uri_of(&a.uri()),
+        _ => request_uri_of(&fallback.uri()),
     }
 }
 
@@ -217,7 +218,7 @@ impl Dialogs {
             }
             if (200..300).contains(&status) && is_target_refresh(method) {
                 if let Some(Ok(Contact::Addr(a))) = response.contacts().next() {
-                    d.update(a.uri().as_bytes(), None::<std::iter::Empty<&[u8]>>);
+                    d.update(request_uri_of(&a.uri()), None::<std::iter::Empty<&[u8]>>);
                 }
             }
             return Ok(DialogUpdate::Updated(id));
@@ -266,7 +267,7 @@ impl Dialogs {
             // stays: the To URI is a worse guess than a device that already answered.
             let kept = d.share(d.remote_target());
             let target = match response.contacts().next() {
-                Some(Ok(Contact::Addr(a))) => a.uri().as_bytes(),
+                Some(Ok(Contact::Addr(a))) => request_uri_of(&a.uri()),
                 _ => &kept[..],
             };
             if confirm {
@@ -529,7 +530,7 @@ impl Dialogs {
             }
             m if is_target_refresh(m) => {
                 if let Some(Ok(Contact::Addr(a))) = request.contacts().next() {
-                    d.update(a.uri().as_bytes(), None::<std::iter::Empty<&[u8]>>);
+                    d.update(request_uri_of(&a.uri()), None::<std::iter::Empty<&[u8]>>);
                 }
             }
             _ => {}
