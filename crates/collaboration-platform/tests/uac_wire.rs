@@ -895,3 +895,57 @@ async fn an_offerless_re_invite_is_acked_with_the_applications_answer() {
     assert!(acks[1].contains("m=message 5061 sip null"), "{}", acks[1]);
     p.shutdown().await;
 }
+
+/// A callee whose Contact carries URI headers (allowed in a Contact, not in a
+/// Request-URI, RFC 3261 §19.1.1) gets its ACK and the BYE at that Contact less the
+/// headers. Both used to fail to build ("headers are not allowed in a Request-URI"):
+/// the callee went unACKed and the call could not be hung up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callee_contact_with_uri_headers_gets_the_ack_and_the_bye() {
+    let steps = [
+        "  <recv request=\"INVITE\" crlf=\"true\"/>\n",
+        &answer("200 OK", ";tag=bob-[pid]").replace(
+            ";transport=tcp>",
+            ";transport=tcp?Subject=hello&amp;Priority=urgent>",
+        ),
+        r#"  <recv request="ACK">
+    <action>
+      <ereg regexp="^ACK sip:bob@[^ ?]*;transport=tcp SIP/2.0" search_in="msg" check_it="true" assign_to="ack_line"/>
+    </action>
+  </recv>
+  <recv request="BYE">
+    <action>
+      <ereg regexp="^BYE sip:bob@[^ ?]*;transport=tcp SIP/2.0" search_in="msg" check_it="true" assign_to="bye_line"/>
+    </action>
+  </recv>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <Reference variables="ack_line,bye_line"/>
+"#,
+    ]
+    .concat();
+    let (sipp, dir) = callee("contact-uri-headers", &steps);
+    let (p, app) = platform(sipp.local_addr()).await;
+    let mut call = invite(&p, app).await;
+    let dialog = answered(&mut call).await;
+    let bye = hang_up(&p, &dialog).await;
+    let outcome = assert_succeeded(sipp, dir).await;
+    bye.unwrap();
+    assert!(
+        !outcome.messages.contains("Subject: hello"),
+        "the URI headers must not become header fields:\n{}",
+        outcome.messages
+    );
+    p.shutdown().await;
+}
