@@ -8,17 +8,21 @@
 // in-dialog requests when told. The first byte picks UDP or TLS.
 //
 // Must never panic. Checks: a deadline polled after `handle_timeout(now)` is later than
-// `now`; a transaction reported terminated is gone; and once the TU has answered everything and time has run on for longer than any
+// `now`; a transaction reported terminated is gone; every dialog made or refreshed takes
+// a BYE, and a 2xx to an INVITE its ACK; and once the TU has answered everything and time has run on for longer than any
 // timer, both layers are empty (no transaction outlives its timers).
 
 use bytes::Bytes;
-use sip_core::dialog::{DialogId, DialogUpdate, Dialogs};
-use sip_core::transaction::TransportKind;
+use sip_core::dialog::{DialogError, DialogId, DialogUpdate, Dialogs};
 use sip_core::transaction::{Event, Peer, TransactionConfig, TransactionId, TransactionLayer};
+use sip_core::transaction::{SequentialIds, TransportKind};
 use sip_core::{HeaderName, Limits, Method, SipMessage};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+/// The Via the dialog checks build with.
+const VIA: &str = "SIP/2.0/TLS 192.0.2.1:5061";
 
 /// The most records a run reads: enough for any call flow, small enough to stay fast.
 const MAX_STEPS: usize = 64;
@@ -44,10 +48,13 @@ struct Side {
 }
 
 impl Side {
+    /// A side at `port`. Its identifiers count from `port << 16`: branches, tags and
+    /// Call-IDs the fuzzer can write (`z9hG4bK` and 16 hex digits), the same every run.
     fn new(port: u16) -> Side {
+        let ids = |k: u64| Box::new(SequentialIds::starting_at(u64::from(port) << 16 | k));
         Side {
-            layer: TransactionLayer::new(TransactionConfig::default()),
-            dialogs: Dialogs::new(),
+            layer: TransactionLayer::with_ids(TransactionConfig::default(), ids(0)),
+            dialogs: Dialogs::with_ids(ids(0x8000)),
             addr: SocketAddr::from(([192, 0, 2, 1], port)),
             pending: Vec::new(),
             sent: HashMap::new(),
@@ -77,7 +84,10 @@ impl Side {
                     ..
                 } => {
                     if request.to().is_ok_and(|t| t.tag().is_some()) {
-                        let _ = self.dialogs.handle_request(&request);
+                        if let Ok(DialogUpdate::Updated(d)) = self.dialogs.handle_request(&request)
+                        {
+                            self.check_usable(&d);
+                        }
                     }
                     self.pending.push((id, request, cancels));
                 }
@@ -85,23 +95,33 @@ impl Side {
                     let Some(request) = self.sent.get(&id) else {
                         continue;
                     };
-                    if let Ok(DialogUpdate::Confirmed(d) | DialogUpdate::Early(d)) =
-                        self.dialogs.handle_uac_response(request, &response)
-                    {
+                    let update = self.dialogs.handle_uac_response(request, &response);
+                    if let Ok(DialogUpdate::Confirmed(d) | DialogUpdate::Early(d)) = update {
                         if response.status().is_some_and(|s| (200..300).contains(&s))
                             && request.method() == Some(&Method::Invite)
                         {
                             let seq = response.cseq().map_or(1, |c| c.seq());
+                            if let Err(e) = self.dialogs.ack(&d, seq, VIA) {
+                                panic!("the ACK for a 2xx does not build: {e}");
+                            }
                             self.to_ack = Some((d.clone(), seq));
                         }
+                        self.check_usable(&d);
                         self.dialogs_made.push(d);
+                    } else if let Ok(DialogUpdate::Updated(d)) = update {
+                        self.check_usable(&d);
                     }
                 }
                 Event::Ack { request, .. } => {
-                    let _ = self.dialogs.handle_request(&request);
+                    if let Ok(DialogUpdate::Updated(d)) = self.dialogs.handle_request(&request) {
+                        self.check_usable(&d);
+                    }
                 }
                 Event::Terminated { id } => {
-                    assert!(self.layer.state(id).is_none(), "a terminated transaction lives");
+                    assert!(
+                        self.layer.state(id).is_none(),
+                        "a terminated transaction lives"
+                    );
                     self.sent.remove(&id);
                     self.pending.retain(|p| p.0 != id);
                 }
@@ -111,8 +131,9 @@ impl Side {
     }
 
     /// The TU's answer to its oldest (or newest) pending request, with `status` (a CANCEL
-    /// is answered as a CANCEL is). A request answered provisionally stays pending.
-    fn answer(&mut self, now: Instant, status: u16, newest: bool) {
+    /// is answered as a CANCEL is) and, in a 1xx/2xx that makes a dialog, `contact` (or
+    /// its own). A request answered provisionally stays pending.
+    fn answer(&mut self, now: Instant, status: u16, contact: &[u8], newest: bool) {
         let Some(at) = (if newest {
             self.pending.len().checked_sub(1)
         } else {
@@ -137,14 +158,33 @@ impl Side {
                 .sent_to_tag(id)
                 .map_or_else(|| self.dialogs.new_tag(), String::from);
             let _ = response.set_to_tag(&tag);
-            let _ = response.push_header(HeaderName::Contact, format!("<sip:uas@{}>", self.addr));
+            let contact = match contact {
+                [] => Bytes::from(format!("<sip:uas@{}>", self.addr)),
+                c => Bytes::copy_from_slice(c),
+            };
+            let _ = response.push_header(HeaderName::Contact, contact);
         }
         if let Ok(DialogUpdate::Confirmed(d) | DialogUpdate::Early(d)) =
             self.dialogs.handle_uas_response(&request, &response)
         {
+            self.check_usable(&d);
             self.dialogs_made.push(d);
         }
         let _ = self.layer.respond(now, id, response);
+    }
+
+    /// A dialog this UA holds takes in-dialog requests, whatever the peer sent to make or
+    /// refresh it: a BYE builds (unless the local CSeq ran out). It takes a CSeq number.
+    fn check_usable(&mut self, d: &DialogId) {
+        match self.dialogs.request(d, Method::Bye, VIA) {
+            Ok(bye) => {
+                if let Err(e) = bye.build() {
+                    panic!("a BYE in a dialog does not build: {e}");
+                }
+            }
+            Err(DialogError::CSeqExhausted | DialogError::UnknownDialog) => {}
+            Err(e) => panic!("no BYE in a dialog: {e}"),
+        }
     }
 
     /// Starts a client transaction for `request`.
@@ -190,18 +230,22 @@ fn tick(side: &mut Side, now: Instant) {
     side.drain();
 }
 
-/// The number in `arg` (decimal, saturating), or `default`.
-fn number(arg: &[u8], default: u16) -> u16 {
-    let digits: Vec<u8> = arg
+/// The number `arg` starts with (at most four digits), or `default`; and the rest of
+/// `arg`, less the space after the number.
+fn number(arg: &[u8], default: u16) -> (u16, &[u8]) {
+    let n = arg
         .iter()
-        .copied()
-        .filter(u8::is_ascii_digit)
         .take(4)
-        .collect();
-    std::str::from_utf8(&digits)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
+        .take_while(|c| c.is_ascii_digit())
+        .count();
+    let value = arg[..n]
+        .iter()
+        .fold(None, |v: Option<u16>, &c| {
+            Some(v.unwrap_or(0) * 10 + u16::from(c - b'0'))
+        })
+        .unwrap_or(default);
+    let rest = &arg[n..];
+    (value, rest.strip_prefix(b" ").unwrap_or(rest))
 }
 
 pub fn body(data: &[u8]) {
@@ -256,16 +300,17 @@ pub fn body(data: &[u8]) {
             }
             // Time runs on by the argument in 100 ms steps (default 500 ms).
             b'T' => {
-                now += Duration::from_millis(100 * u64::from(number(arg, 5)));
+                now += Duration::from_millis(100 * u64::from(number(arg, 5).0));
                 tick(&mut uac, now);
                 tick(&mut uas, now);
             }
             // The UAS answers its oldest (A) or newest (N) pending request; the UAC its
-            // oldest (a).
+            // oldest (a). The argument: the status, then the Contact a dialog's 1xx/2xx
+            // carries (optional).
             b'A' | b'N' | b'a' => {
-                let status = number(arg, 200).clamp(100, 699);
+                let (status, contact) = number(arg, 200);
                 let side = if op == b'a' { &mut uac } else { &mut uas };
-                side.answer(now, status, op == b'N');
+                side.answer(now, status.clamp(100, 699), contact, op == b'N');
             }
             // The UAC cancels its latest INVITE.
             b'X' => {
@@ -321,10 +366,10 @@ pub fn body(data: &[u8]) {
     // The TUs answer whatever is left, and time runs on past every timer.
     for _ in 0..8 {
         while !uas.pending.is_empty() {
-            uas.answer(now, 500, false);
+            uas.answer(now, 500, &[], false);
         }
         while !uac.pending.is_empty() {
-            uac.answer(now, 500, false);
+            uac.answer(now, 500, &[], false);
         }
         uac.drain();
         uas.drain();
@@ -340,7 +385,7 @@ pub fn body(data: &[u8]) {
     // it to the TU, as `conversation`'s ring timeout does).
     for side in [&mut uac, &mut uas] {
         while !side.pending.is_empty() {
-            side.answer(now, 500, false);
+            side.answer(now, 500, &[], false);
         }
         for &id in &side.invites {
             let _ = side.layer.cancel(now, id);
