@@ -41,8 +41,8 @@ fn tag_of<'a>(na: &NameAddr<'a>) -> Option<&'a [u8]> {
 /// (see [`request_uri_of`]).
 fn contact_uri<'m>(msg: &'m SipMessage, fallback: &NameAddr<'m>) -> &'m [u8] {
     match msg.contacts().next() {
-        Some(Ok(Contact::Addr(a))) => request_uri_of(&a.uri()),
-        _ => request_uri_of(&fallback.uri()),
+        Some(Ok(Contact::Addr(a))) => request_uri_of(a.uri()),
+        _ => request_uri_of(fallback.uri()),
     }
 }
 
@@ -218,7 +218,7 @@ impl Dialogs {
             }
             if (200..300).contains(&status) && is_target_refresh(method) {
                 if let Some(Ok(Contact::Addr(a))) = response.contacts().next() {
-                    d.update(request_uri_of(&a.uri()), None::<std::iter::Empty<&[u8]>>);
+                    d.update(request_uri_of(a.uri()), None::<std::iter::Empty<&[u8]>>);
                 }
             }
             return Ok(DialogUpdate::Updated(id));
@@ -267,7 +267,7 @@ impl Dialogs {
             // stays: the To URI is a worse guess than a device that already answered.
             let kept = d.share(d.remote_target());
             let target = match response.contacts().next() {
-                Some(Ok(Contact::Addr(a))) => request_uri_of(&a.uri()),
+                Some(Ok(Contact::Addr(a))) => request_uri_of(a.uri()),
                 _ => &kept[..],
             };
             if confirm {
@@ -530,7 +530,7 @@ impl Dialogs {
             }
             m if is_target_refresh(m) => {
                 if let Some(Ok(Contact::Addr(a))) = request.contacts().next() {
-                    d.update(request_uri_of(&a.uri()), None::<std::iter::Empty<&[u8]>>);
+                    d.update(request_uri_of(a.uri()), None::<std::iter::Empty<&[u8]>>);
                 }
             }
             _ => {}
