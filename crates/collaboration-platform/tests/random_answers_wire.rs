@@ -10,6 +10,11 @@
 //! §17.1.1.2); the peer then answers as a UAS does (§9.2: 200, and 487 to the INVITE).
 //! A call that is up may then be sent a re-INVITE, answered as scripted: its final
 //! response is the outcome, it is ACKed whether 2xx or not, and the call stays up.
+//! The peer's tagged responses to INVITEs carry a Contact of one of several valid forms
+//! (URI headers, quoted display name with escapes, header parameters, an addr-spec
+//! without brackets, an escaped user part) or none: the dialog's ACK, re-INVITE and BYE
+//! must be built whatever the form (a Contact with URI headers once made every one of
+//! them fail).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -73,10 +78,22 @@ impl Step {
     }
 }
 
+/// The Contacts a tagged response to an INVITE may carry (`{peer}` is the peer's address;
+/// every request goes to the outbound proxy, which the peer is, whatever the target).
+const CONTACTS: [&str; 5] = [
+    "<sip:peer@{peer};transport=tcp>",
+    "<sip:peer@{peer};transport=tcp?Subject=scripted&Priority=urgent>",
+    r#""Peer \"Q\"" <sip:peer@{peer};transport=tcp>;expires=60;+sip.instance="<urn:uuid:00000000-0000-0000-0000-000000000001>""#,
+    "sip:peer@{peer};transport=tcp",
+    "<sip:%70eer@{peer};transport=tcp>",
+];
+
 #[derive(Debug, Clone)]
 struct Case {
     invite: bool,
     plan: Vec<Step>,
+    /// Which of [`CONTACTS`] the peer's tagged responses carry, if any.
+    contact: Option<usize>,
     /// The final status of a re-INVITE sent once the call is up (with a tagged 2xx).
     reinvite: Option<u16>,
 }
@@ -94,21 +111,25 @@ fn case() -> impl Strategy<Value = Case> {
         prop::option::weighted(0.9, last.clone()),
         prop::option::weighted(0.3, last),
         prop::option::weighted(0.5, prop::sample::select(vec![200u16, 200, 488, 491, 500])),
+        prop::option::weighted(0.7, 0..CONTACTS.len()),
     )
-        .prop_map(|(invite, mut plan, stray, first, second, reinvite)| {
-            if stray {
-                plan.push(Step::Stray);
-            }
-            plan.extend(first);
-            if first.is_some() {
-                plan.extend(second);
-            }
-            Case {
-                invite,
-                plan,
-                reinvite,
-            }
-        })
+        .prop_map(
+            |(invite, mut plan, stray, first, second, reinvite, contact)| {
+                if stray {
+                    plan.push(Step::Stray);
+                }
+                plan.extend(first);
+                if first.is_some() {
+                    plan.extend(second);
+                }
+                Case {
+                    invite,
+                    plan,
+                    contact,
+                    reinvite,
+                }
+            },
+        )
 }
 
 /// What the peer received, per Call-ID.
@@ -142,7 +163,8 @@ async fn peer(listener: TcpListener, seen: Arc<Mutex<Seen>>) {
                     };
                     let request = SipMessage::parse_framed(bytes, &Limits::default())
                         .expect("the platform sends valid messages");
-                    for answer in answers(&request, &seen) {
+                    let me = stream.local_addr().expect("the peer's address");
+                    for answer in answers(&request, me, &seen) {
                         if stream.write_all(&answer).await.is_err() {
                             return;
                         }
@@ -153,13 +175,21 @@ async fn peer(listener: TcpListener, seen: Arc<Mutex<Seen>>) {
     }
 }
 
-/// The peer's responses to `request`, as bytes, in order.
-fn answers(request: &SipMessage, seen: &Mutex<Seen>) -> Vec<Bytes> {
+/// The peer's responses to `request`, as bytes, in order; `me` is the peer's address.
+fn answers(request: &SipMessage, me: SocketAddr, seen: &Mutex<Seen>) -> Vec<Bytes> {
     let call_id = String::from_utf8_lossy(request.call_id().unwrap()).into_owned();
+    let contact = request
+        .header_by_name("X-Contact")
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse::<usize>().ok())
+        .map(|i| CONTACTS[i].replace("{peer}", &me.to_string()));
+    let invite = request.method() == Some(&Method::Invite);
     let respond = |status: u16, tag: bool| {
         let mut r = SipMessage::response_to(request, status, "Scripted").unwrap();
         if tag && status > 100 {
             r.set_to_tag("peer").unwrap();
+            if let (true, Some(c)) = (invite, &contact) {
+                r.push_header(HeaderName::Contact, c.clone()).unwrap();
+            }
         }
         r
     };
@@ -268,6 +298,10 @@ async fn run(s: &Setup, n: usize, c: &Case) {
         .call_id(call_id.clone())
         .header("Contact", contact)
         .header("X-Plan", plan.join(","));
+    let request = match c.contact {
+        Some(i) => request.header("X-Contact", i.to_string()),
+        None => request,
+    };
     let request = if c.invite {
         request
     } else {
@@ -338,6 +372,10 @@ async fn run(s: &Setup, n: usize, c: &Case) {
     if let (true, Some(status), Some(dialog)) = (up, c.reinvite, &dialog) {
         let reinvite =
             OutgoingRequest::new(Method::Invite, "").header("X-Plan", status.to_string());
+        let reinvite = match c.contact {
+            Some(i) => reinvite.header("X-Contact", i.to_string()),
+            None => reinvite,
+        };
         let got = bounded(
             "the re-INVITE's outcome",
             s.platform.send_in_dialog(dialog, reinvite),
