@@ -110,6 +110,15 @@ impl Side {
                         self.dialogs_made.push(d);
                     } else if let Ok(DialogUpdate::Updated(d)) = update {
                         self.check_usable(&d);
+                    } else if update.is_err() {
+                        // A 2xx that makes no usable dialog is still ACKed (and ended).
+                        if let Ok(d) = self.dialogs.confirm_to_end(request, &response) {
+                            let seq = response.cseq().map_or(1, |c| c.seq());
+                            if let Err(e) = self.dialogs.ack(&d, seq, VIA) {
+                                panic!("the ACK for a 2xx to end does not build: {e}");
+                            }
+                            self.check_usable(&d);
+                        }
                     }
                 }
                 Event::Ack { request, .. } => {

@@ -1007,8 +1007,17 @@ impl Driver {
         match confirmed {
             Some(true) => self.ack_2xx(&id, response),
             _ if ours => {
-                let made = invite_answered_by(response)
-                    .and_then(|invite| self.dialogs.handle_uac_response(&invite, response).ok());
+                let made = invite_answered_by(response).and_then(|invite| {
+                    match self.dialogs.handle_uac_response(&invite, response) {
+                        Ok(made) => Some(made),
+                        // One that makes no usable dialog is ended all the same.
+                        Err(_) => self
+                            .dialogs
+                            .confirm_to_end(&invite, response)
+                            .ok()
+                            .map(DialogUpdate::Confirmed),
+                    }
+                });
                 // After an INVITE without an offer the 2xx brings one, which the ACK
                 // refuses; else the 2xx holds the answer and the ACK has no body.
                 let offerless = self.offerless_invites.answers_one(response, Instant::now());
@@ -1025,6 +1034,8 @@ impl Driver {
         debug!(status, "final response");
         let mut made = None;
         let mut unwanted = false;
+        // A 2xx that could make no dialog: why the caller is told the call failed.
+        let mut unusable = None;
         let mut parked = Vec::new();
         match pending.kind {
             PendingKind::Plain => {}
@@ -1106,11 +1117,26 @@ impl Driver {
                         made = Some(id).filter(|_| !unwanted);
                     }
                     Ok(_) => {}
-                    Err(e) => debug!(error = %e, "dialog not created"),
+                    Err(e) => {
+                        debug!(error = %e, "dialog not created");
+                        if c.request.method() == Some(&Method::Invite) && status < 300 {
+                            // Every 2xx is ACKed (§13.2.2.4): the call is made only to be
+                            // ended, and the caller told why.
+                            if let Ok(id) = self.dialogs.confirm_to_end(&c.request, &response) {
+                                let seq = response.cseq().map(|c| c.seq()).unwrap_or_default();
+                                self.dialogs.terminate_early(id.call_id(), id.local_tag());
+                                let offer = c.hold_ack.then(|| response.body().as_ref());
+                                self.end_answered(&id, seq, offer);
+                            }
+                            unusable = Some(format!("2xx that makes no usable dialog: {e}"));
+                        }
+                    }
                 }
             }
         }
-        let r = if unwanted {
+        let r = if let Some(why) = unusable {
+            Err(RequestError::Invalid(why))
+        } else if unwanted {
             Err(RequestError::Cancelled)
         } else if (200..300).contains(&status) {
             Ok(response)

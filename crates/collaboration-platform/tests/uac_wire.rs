@@ -949,3 +949,33 @@ async fn a_callee_contact_with_uri_headers_gets_the_ack_and_the_bye() {
     );
     p.shutdown().await;
 }
+
+/// A 2xx whose Record-Route does not parse cannot make a dialog (no route set can be
+/// built from it), but the callee still gets its ACK (RFC 3261 §13.2.2.4: every 2xx is
+/// ACKed) and a BYE, and the caller a failure naming the malformed header, not a call
+/// that no request can be sent in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2xx_with_a_malformed_record_route_is_acked_ended_and_reported() {
+    let steps = [
+        "  <recv request=\"INVITE\" crlf=\"true\"/>\n",
+        &answer("200 OK", ";tag=bob-[pid]").replace(
+            "      Content-Length: 0",
+            "      Record-Route: <sip:edge.contoso.test;lr\n      Content-Length: 0",
+        ),
+        "  <recv request=\"ACK\" timeout=\"5000\"/>\n",
+        BYE_OK,
+    ]
+    .concat();
+    let (sipp, dir) = callee("malformed-record-route", &steps);
+    let (p, app) = platform(sipp.local_addr()).await;
+    let mut call = invite(&p, app).await;
+    let got = outcome(&mut call).await;
+    assert_succeeded(sipp, dir).await;
+    match got {
+        InviteProgress::Failed(RequestError::Invalid(why)) => {
+            assert!(why.contains("Record-Route"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+    p.shutdown().await;
+}

@@ -891,3 +891,30 @@ fn a_target_refresh_to_a_contact_with_uri_headers_keeps_the_headers_out() {
     );
     assert_eq!(bye.header(HeaderName::Route), None);
 }
+
+#[test]
+fn a_2xx_with_a_malformed_record_route_makes_a_dialog_only_to_end() {
+    let mut d = dialogs();
+    let inv = parse(INVITE);
+    let ok = resp(200, "b1", "sip:bob@192.0.2.1", &["<sip:p1.example;lr"]);
+    assert!(matches!(
+        d.handle_uac_response(&inv, &ok),
+        Err(DialogError::Message(_))
+    ));
+    assert!(d.is_empty());
+    // Not for anything but a 2xx to an INVITE.
+    let ringing = resp(180, "b1", "sip:bob@192.0.2.1", &["<sip:p1.example;lr"]);
+    assert_eq!(d.confirm_to_end(&inv, &ringing), Err(DialogError::NoDialog));
+    let id = d.confirm_to_end(&inv, &ok).unwrap();
+    assert_eq!(d.get(&id).unwrap().state(), DialogState::Confirmed);
+    assert_eq!(d.get(&id).unwrap().route_set().count(), 0);
+    let ack = d.ack(&id, 10, "SIP/2.0/TLS a.example:5061").unwrap();
+    assert_eq!(ack.request_uri_bytes(), Some(&b"sip:bob@192.0.2.1"[..]));
+    assert_eq!(ack.header(HeaderName::Route), None);
+    let bye = d
+        .request(&id, Method::Bye, "SIP/2.0/TLS a.example:5061")
+        .unwrap()
+        .build()
+        .unwrap();
+    assert_eq!(bye.cseq().unwrap().seq(), 11);
+}

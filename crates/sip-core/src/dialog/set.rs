@@ -59,6 +59,15 @@ fn record_route(msg: &SipMessage, reverse: bool) -> Result<Vec<&[u8]>, DialogErr
     Ok(v)
 }
 
+/// Where a UAC dialog's route set comes from.
+#[derive(Clone, Copy)]
+enum RouteSet {
+    /// The response's Record-Route, reversed (§12.1.2).
+    FromRecordRoute,
+    /// None: the dialog is made only to be ended (see `Dialogs::confirm_to_end`).
+    None,
+}
+
 fn is_sips(request: &SipMessage) -> bool {
     matches!(request.request_uri(), Some(Ok(Uri::Sip(s))) if s.is_secure())
 }
@@ -177,6 +186,42 @@ impl Dialogs {
         request: &SipMessage,
         response: &SipMessage,
     ) -> Result<DialogUpdate, DialogError> {
+        self.uac_response(request, response, RouteSet::FromRecordRoute)
+    }
+
+    /// The dialog of a 2xx to INVITE `request` that
+    /// [`handle_uac_response`](Self::handle_uac_response) refused because a Record-Route
+    /// value is not a name-addr: made without a route set (its requests go to the 2xx's
+    /// Contact), only so that the UAC can ACK the 2xx and end the call with BYE, as RFC 3261
+    /// §13.2.2.4 asks for every 2xx. Errors as `handle_uac_response` does for anything else
+    /// wrong, and with [`DialogError::NoDialog`] for a response that is not a 2xx to an
+    /// INVITE.
+    pub fn confirm_to_end(
+        &mut self,
+        request: &SipMessage,
+        response: &SipMessage,
+    ) -> Result<DialogId, DialogError> {
+        let invite_2xx = request.method() == Some(&Method::Invite)
+            && response.status().is_some_and(|s| (200..300).contains(&s));
+        if !invite_2xx {
+            return Err(DialogError::NoDialog);
+        }
+        match self.uac_response(request, response, RouteSet::None)? {
+            DialogUpdate::Confirmed(id) => Ok(id),
+            _ => Err(DialogError::NoDialog),
+        }
+    }
+
+    fn uac_response(
+        &mut self,
+        request: &SipMessage,
+        response: &SipMessage,
+        route_set: RouteSet,
+    ) -> Result<DialogUpdate, DialogError> {
+        let routes_of = |response| match route_set {
+            RouteSet::FromRecordRoute => record_route(response, true),
+            RouteSet::None => Ok(Vec::new()),
+        };
         let status = response
             .status()
             .ok_or(crate::ParseError::StartLine("expected a response"))?;
@@ -271,7 +316,7 @@ impl Dialogs {
                 _ => &kept[..],
             };
             if confirm {
-                let routes = record_route(response, true)?;
+                let routes = routes_of(response)?;
                 d.update(target, Some(routes.iter().copied()));
                 d.state = DialogState::Confirmed;
                 self.forget_early(&id);
@@ -297,7 +342,7 @@ impl Dialogs {
             local_uri: request.header(HeaderName::From).unwrap_or_default(),
             remote_uri: response.header(HeaderName::To).unwrap_or_default(),
             remote_target: contact_uri(response, &to),
-            routes: record_route(response, true)?.iter().copied(),
+            routes: routes_of(response)?.iter().copied(),
         });
         self.map.insert(id.clone(), dialog);
         if confirm {
