@@ -160,6 +160,8 @@ impl Dispatcher {
     ///
     /// The checks run in the order of §8.2, each answer the first that applies:
     /// 400 (no method), 403 (untrusted peer: authentication comes first, §8.2 opening),
+    /// 400 (a request that would make a dialog with a Record-Route that is not a list of
+    /// name-addrs: no route set could be built from it, §12.1.1),
     /// 405/501 (§8.2.1), 416 and then 481 or 404 (§8.2.2.1: the Request-URI's scheme, the
     /// To tag — a BYE without one matches no dialog either, §15.1.2 — who the request is
     /// for), 482 (§8.2.2.2), 420 (§8.2.2.3), 415 (§8.2.3).
@@ -188,6 +190,9 @@ impl Dispatcher {
         };
         if !trusted {
             return Disposition::Respond(Refusal::status(403));
+        }
+        if makes_dialog(method) && bad_record_route(request) {
+            return Disposition::Respond(Refusal::status(400));
         }
         if let Some(r) = self.not_allowed(method) {
             return Disposition::Respond(r);
@@ -322,6 +327,20 @@ impl Dispatcher {
 /// The content codings endpoints can read (RFC 3261 §20.3): none but the identity, so a
 /// peer that honours Accept-Encoding sends bodies as they are.
 const ACCEPT_ENCODING: &str = "identity";
+
+/// Does a `method` request outside any dialog make one (its 2xx does)?
+fn makes_dialog(method: &Method) -> bool {
+    matches!(method, Method::Invite | Method::Subscribe | Method::Refer)
+}
+
+/// Is a Record-Route value of `request` not a name-addr? Its route set could not be built,
+/// and the dialog its answer made could not be followed (§12.1.1).
+fn bad_record_route(request: &SipMessage) -> bool {
+    request.header(HeaderName::RecordRoute).is_some()
+        && request
+            .name_addrs(HeaderName::RecordRoute)
+            .any(|r| r.is_err())
+}
 
 /// 415 with Accept-Encoding for a body in a content coding endpoints cannot read (RFC 3261
 /// §8.2.3): nothing here decodes gzip or any other coding, and handing an endpoint bytes it

@@ -537,3 +537,28 @@ async fn a_bye_refused_420_in_a_dialog_without_an_endpoint_leaves_it_as_it_was()
     assert_eq!(seen, [(Some(Method::Info), 2), (Some(Method::Bye), 3)]);
     p.shutdown().await;
 }
+
+/// An INVITE whose Record-Route is not a list of name-addrs would make a dialog no request
+/// could follow (its route set cannot be built, §12.1.1): the platform refuses it with 400
+/// before the endpoint sees it. Before, the endpoint could answer 200 and the call had no
+/// dialog: its ACK and BYE were not taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_with_a_malformed_record_route_gets_400_and_reaches_no_endpoint() {
+    let p = platform().await;
+    let bob = answer_all(endpoint(&p, "bob").await);
+    let steps = [
+        request(
+            "INVITE",
+            "bob",
+            "badrr",
+            "      Record-Route: <sip:edge.contoso.test;lr\n",
+            "",
+        ),
+        expect(400, "badrr", ""),
+        ack("bob", "badrr"),
+    ]
+    .concat();
+    assert_succeeded(sipp(&p, "bad-record-route", &steps)).await;
+    p.shutdown().await;
+    assert_eq!(bob.await.unwrap(), 0, "the INVITE reached bob");
+}
