@@ -2266,3 +2266,21 @@ mod via_source_tests {
         assert_eq!(addr("SIP/2.0/UDP h.example:5070;rport"), None);
     }
 }
+
+#[cfg(test)]
+mod index_tests {
+    use super::*;
+
+    /// `read_by_validation` (which headers a push must drop the core index for) and
+    /// `Seen::note` (which headers validation looks for) list the same names.
+    #[test]
+    fn the_headers_validation_reads_are_the_ones_a_push_re_indexes() {
+        let blank = format!("{:?}", Seen::default());
+        for name in crate::name::LONG_NAMES {
+            let mut seen = Seen::default();
+            seen.note(name, 0);
+            let noted = format!("{seen:?}") != blank;
+            assert_eq!(noted, read_by_validation(name), "{name:?}");
+        }
+    }
+}

@@ -380,7 +380,7 @@ impl Known {
 }
 
 /// Every name with a long form, for [`LOOKUP`].
-const LONG_NAMES: [HeaderName; 66] = [
+pub(crate) const LONG_NAMES: [HeaderName; 66] = [
     HeaderName::Accept,
     HeaderName::AcceptContact,
     HeaderName::AcceptEncoding,
