@@ -178,9 +178,10 @@ fn answer(status: &str, to_tag: &str) -> String {
     )
 }
 
-/// The 200 to the BYE just received.
-const BYE_OK: &str = r#"  <recv request="BYE"/>
-  <send>
+/// The 200 to the request just received, its headers copied as received.
+macro_rules! ok_to_last {
+    () => {
+        r#"  <send>
     <![CDATA[
 
       SIP/2.0 200 OK
@@ -193,7 +194,12 @@ const BYE_OK: &str = r#"  <recv request="BYE"/>
 
     ]]>
   </send>
-"#;
+"#
+    };
+}
+
+/// The 200 to the BYE just received.
+const BYE_OK: &str = concat!("  <recv request=\"BYE\"/>\n", ok_to_last!());
 
 /// RFC 3261 §13.2.2.4: every retransmission of a 2xx gets the ACK, also from an RFC 2543
 /// callee whose 2xx has no To tag (a dialog with a null remote tag, §12.1.2). The
@@ -918,21 +924,9 @@ async fn a_callee_contact_with_uri_headers_gets_the_ack_and_the_bye() {
       <ereg regexp="^BYE sip:bob@[^ ?]*;transport=tcp SIP/2.0" search_in="msg" check_it="true" assign_to="bye_line"/>
     </action>
   </recv>
-  <send>
-    <![CDATA[
-
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]>
-  </send>
   <Reference variables="ack_line,bye_line"/>
 "#,
+        ok_to_last!(),
     ]
     .concat();
     let (sipp, dir) = callee("contact-uri-headers", &steps);

@@ -118,6 +118,7 @@ struct Core {
 /// Where the first field of each header validation reads is: noted by the parser as it
 /// goes, or found by one walk over a built message's fields.
 #[derive(Debug, Clone, Copy, Default)]
+#[cfg_attr(test, derive(PartialEq))]
 struct Seen {
     from: Option<usize>,
     to: Option<usize>,
@@ -2275,11 +2276,10 @@ mod index_tests {
     /// `Seen::note` (which headers validation looks for) list the same names.
     #[test]
     fn the_headers_validation_reads_are_the_ones_a_push_re_indexes() {
-        let blank = format!("{:?}", Seen::default());
         for name in crate::name::LONG_NAMES {
             let mut seen = Seen::default();
             seen.note(name, 0);
-            let noted = format!("{seen:?}") != blank;
+            let noted = seen != Seen::default();
             assert_eq!(noted, read_by_validation(name), "{name:?}");
         }
     }
