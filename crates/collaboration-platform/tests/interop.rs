@@ -124,12 +124,11 @@ fn options_both_ways_over_mutual_tls() {
 #[test]
 fn pager_message_from_platform_to_sipp_uas_at_contoso() {
     let fed = federation();
-    let mut uas = fed
+    let uas = fed
         .sipp("alice-uas", scenarios::UAS_MESSAGE)
         .calls(1)
-        .spawn()
-        .expect("SIPp UAS");
-    uas.wait_listening(WAIT).expect("SIPp listening");
+        .spawn_listening(WAIT)
+        .expect("SIPp UAS listening");
     let mut c = SipTcpClient::connect(fed.contoso().tcp_addr(), WAIT).unwrap();
     let contact = format!("sip:alice@{};transport=tcp", uas.local_addr());
     let reg = c
@@ -242,12 +241,11 @@ const UAS_NO_TRUST_HEADERS: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" 
 #[test]
 fn requests_to_federated_parties_leave_without_home_trust_headers() {
     let fed = federation();
-    let mut uas = fed
+    let uas = fed
         .sipp("bob-uas", UAS_NO_TRUST_HEADERS)
         .calls(1)
-        .spawn()
-        .expect("SIPp UAS");
-    uas.wait_listening(WAIT).expect("SIPp listening");
+        .spawn_listening(WAIT)
+        .expect("SIPp UAS listening");
     let mut c = SipTcpClient::connect(fed.fabrikam().tcp_addr(), WAIT).unwrap();
     let contact = format!("sip:bob@{};transport=tcp", uas.local_addr());
     let reg = c

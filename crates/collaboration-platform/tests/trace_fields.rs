@@ -124,13 +124,12 @@ async fn each_transactions_log_lines_name_its_call_id() {
     let (log, _guard) = capture();
 
     let dir = std::env::temp_dir().join(format!("ucma-trace-{}", unique_token()));
-    let mut sipp = Sipp::new(&dir, "trace-fields", &sipp_scenario())
+    let sipp = Sipp::new(&dir, "trace-fields", &sipp_scenario())
         .transport(SippTransport::Tcp)
         .calls(1)
         .timeout(Duration::from_secs(15))
-        .spawn()
-        .expect("SIPp started");
-    sipp.wait_listening(WAIT).expect("SIPp listening");
+        .spawn_listening(WAIT)
+        .expect("SIPp listening");
     let proxy: SocketAddr = sipp.local_addr();
 
     let p = platform(proxy).await;

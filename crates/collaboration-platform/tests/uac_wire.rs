@@ -27,14 +27,13 @@ fn callee(name: &'static str, body: &str) -> (SippProcess, std::path::PathBuf) {
 "#
     );
     let dir = std::env::temp_dir().join(format!("ucma-uac-{}", unique_token()));
-    let mut sipp = Sipp::new(&dir, name, &xml)
+    let sipp = Sipp::new(&dir, name, &xml)
         .transport(SippTransport::Tcp)
         .calls(1)
         .timeout(Duration::from_secs(15))
         .trace_messages(true)
-        .spawn()
-        .expect("SIPp started");
-    sipp.wait_listening(WAIT).expect("SIPp listening");
+        .spawn_listening(WAIT)
+        .expect("SIPp listening");
     (sipp, dir)
 }
 

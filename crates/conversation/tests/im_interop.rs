@@ -176,8 +176,7 @@ fn uas_run(fed: &Federation, name: &str, scenario: &str, user: &str) -> Sipp {
 
 /// Starts `run` as `user`'s device at `at`: waits until it listens, registers its contact.
 fn start_uas(fed: &Federation, run: Sipp, at: Deployment, user: &str) -> SippProcess {
-    let mut uas = run.spawn().expect("SIPp UAS");
-    uas.wait_listening(WAIT).expect("SIPp listening");
+    let uas = run.spawn_listening(WAIT).expect("SIPp UAS listening");
     register(fed, at, user, uas.local_addr());
     uas
 }

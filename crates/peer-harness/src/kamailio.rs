@@ -11,7 +11,7 @@ use sip_core::SipMessage;
 
 use crate::client::{status_line, SipTcpClient};
 use crate::error::{HarnessError, Result, INSTALL_HINT};
-use crate::process::{loopback, processes_in_group, tail, Supervised};
+use crate::process::{listens_on, loopback, processes_in_group, tail, Supervised};
 use crate::Deployment;
 
 /// Ports of one instance, all on 127.0.0.1.
@@ -486,8 +486,18 @@ impl FrontEnd {
             if let Some(status) = self.proc.try_wait() {
                 return Err(self.exit_error(status.to_string()));
             }
+            // The answer counts only from Kamailio's own listener: a port chosen for it can
+            // be taken first by another process (which may answer too).
+            let own = || {
+                processes_in_group(self.proc.pgid())
+                    .into_iter()
+                    .any(|pid| listens_on(pid, self.ports.tcp))
+            };
             match self.options_over_tcp(Duration::from_millis(1000)) {
-                Ok(r) if r.status() == Some(200) => return Ok(()),
+                Ok(r) if r.status() == Some(200) && own() => return Ok(()),
+                Ok(r) if r.status() == Some(200) => {
+                    last_error = "another process listens on its TCP port".into()
+                }
                 Ok(r) => last_error = format!("answered {}", status_line(&r)),
                 Err(e) => last_error = e.to_string(),
             }

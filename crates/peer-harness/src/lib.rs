@@ -64,8 +64,10 @@
 //! let fed = Federation::start()?;
 //!
 //! // A SIPp UAS at fabrikam, registered as bob (digest over TCP).
-//! let mut uas = fed.sipp("bob-uas", scenarios::UAS_MESSAGE).calls(1).spawn()?;
-//! uas.wait_listening(Duration::from_secs(5))?;
+//! let uas = fed
+//!     .sipp("bob-uas", scenarios::UAS_MESSAGE)
+//!     .calls(1)
+//!     .spawn_listening(Duration::from_secs(5))?;
 //! let mut client = SipTcpClient::connect(fed.fabrikam().tcp_addr(), Duration::from_secs(5))?;
 //! let contact = format!("sip:bob@{};transport=tcp", uas.local_addr());
 //! let reg = client.register("bob", "fabrikam.test", "bob-secret", &contact, 300,
@@ -114,7 +116,9 @@ pub use error::{HarnessError, Result, INSTALL_HINT};
 pub use federation::{Federation, FederationBuilder, DEFAULT_USERS};
 pub use kamailio::FrontEnd;
 pub use pki::{CertFiles, TestPki, FOREIGN_NAME, UNTRUSTED_NAME};
-pub use process::{find_binary, free_tcp_ports, is_listening, processes_in_group, unique_token};
+pub use process::{
+    find_binary, free_tcp_ports, is_listening, listens_on, processes_in_group, unique_token,
+};
 pub use sipp::{scenarios, Sipp, SippOutcome, SippProcess, SippStats, SippTransport};
 
 /// The two deployments of the fixture.

@@ -148,21 +148,35 @@ pub fn is_listening(port: u16) -> bool {
     })
 }
 
-/// Waits until `port` is listening, polling; `Timeout` after `timeout`.
-pub fn wait_listening(port: u16, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if is_listening(port) {
-            return Ok(());
+/// Whether process `pid` listens on TCP `port`: one of the listening sockets on the port
+/// (`/proc/net/tcp{,6}`, by inode) is among its open files. A free port chosen for a peer
+/// can be taken by another listener (a platform of a test running beside it binding port 0)
+/// before the peer binds it; a bare [`is_listening`] would then take that listener for the
+/// peer, and the test would talk to the wrong process.
+pub fn listens_on(pid: u32, port: u16) -> bool {
+    let needle = format!(":{port:04X}");
+    let mut inodes = Vec::new();
+    for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(s) = std::fs::read_to_string(f) else {
+            continue;
+        };
+        for line in s.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() > 9 && cols[3] == "0A" && cols[1].ends_with(&needle) {
+                inodes.push(format!("socket:[{}]", cols[9]));
+            }
         }
-        if Instant::now() >= deadline {
-            return Err(HarnessError::Timeout {
-                what: format!("a listener on TCP port {port}"),
-                waited: timeout,
-            });
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
+    if inodes.is_empty() {
+        return false;
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+    })
 }
 
 /// The last `lines` lines of a text file (at most the last 64 KiB are read).

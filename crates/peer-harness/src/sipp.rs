@@ -13,7 +13,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::error::{HarnessError, Result};
-use crate::process::{find_binary, free_tcp_ports, loopback, wait_listening};
+use crate::process::{find_binary, free_tcp_ports, listens_on, loopback};
 
 /// Example scenarios, written for this harness.
 pub mod scenarios {
@@ -409,6 +409,7 @@ impl Sipp {
             .spawn()
             .map_err(|e| HarnessError::io(format!("starting {}", binary.display()), e))?;
         Ok(SippProcess {
+            pid: child.id(),
             child: Some(child),
             name: self.name,
             local: loopback(local_port),
@@ -421,15 +422,44 @@ impl Sipp {
         })
     }
 
-    /// Runs SIPp to the end (bounded by the timeout) and returns the outcome.
+    /// Starts SIPp as a TCP UAS and waits until it listens ([`SippProcess::wait_listening`]).
+    /// When the port chosen at run time was taken before SIPp could bind it, starts again
+    /// on another (three tries); a port set with [`local_port`](Self::local_port) is not
+    /// changed.
+    pub fn spawn_listening(self, timeout: Duration) -> Result<SippProcess> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let mut sipp = self.clone().spawn()?;
+            match sipp.wait_listening(timeout) {
+                Ok(()) => return Ok(sipp),
+                Err(HarnessError::PortInUse { .. }) if self.local_port.is_none() && tries < 3 => {
+                    continue
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Runs SIPp to the end (bounded by the timeout) and returns the outcome. When the
+    /// port chosen at run time was taken before SIPp could bind it, runs again on another
+    /// (three tries).
     pub fn run(self) -> Result<SippOutcome> {
-        self.spawn()?.wait()
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.clone().spawn()?.wait() {
+                Err(HarnessError::PortInUse { .. }) if self.local_port.is_none() && tries < 3 => {}
+                other => return other,
+            }
+        }
     }
 }
 
 /// A running SIPp. Dropping it kills SIPp if it still runs.
 #[derive(Debug)]
 pub struct SippProcess {
+    pid: u32,
     child: Option<Child>,
     name: String,
     local: SocketAddr,
@@ -442,32 +472,48 @@ pub struct SippProcess {
 }
 
 impl SippProcess {
+    /// SIPp's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
     /// SIPp's local address (where a UAS listens, what a registration's contact points to).
     pub fn local_addr(&self) -> SocketAddr {
         self.local
     }
 
-    /// For a TCP UAS: waits until SIPp listens on its port (checked in `/proc/net/tcp`,
-    /// without connecting), or fails if SIPp exits first.
+    /// For a TCP UAS: waits until SIPp itself listens on its port (checked in
+    /// `/proc/net/tcp` and SIPp's open files, without connecting), or fails if SIPp exits
+    /// first: [`HarnessError::PortInUse`] when another process took the port.
     pub fn wait_listening(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    return Err(HarnessError::Exited {
+            let Some(c) = self.child.as_mut() else {
+                return Err(HarnessError::Unexpected("SIPp already waited for".into()));
+            };
+            if let Ok(Some(status)) = c.try_wait() {
+                if bind_failed(&std::fs::read_to_string(&self.screen).unwrap_or_default()) {
+                    return Err(HarnessError::PortInUse {
                         name: format!("sipp {}", self.name),
-                        status: status.to_string(),
-                        log_path: self.screen.clone(),
-                        log_tail: crate::process::tail(&self.screen, 30),
                     });
                 }
+                return Err(HarnessError::Exited {
+                    name: format!("sipp {}", self.name),
+                    status: status.to_string(),
+                    log_path: self.screen.clone(),
+                    log_tail: crate::process::tail(&self.screen, 30),
+                });
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match wait_listening(self.local.port(), left.min(Duration::from_millis(100))) {
-                Ok(()) => return Ok(()),
-                Err(_) if !left.is_zero() => {}
-                Err(e) => return Err(e),
+            if listens_on(c.id(), self.local.port()) {
+                return Ok(());
             }
+            if Instant::now() >= deadline {
+                return Err(HarnessError::Timeout {
+                    what: format!("sipp {} listening on {}", self.name, self.local),
+                    waited: timeout,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -498,6 +544,11 @@ impl SippProcess {
             std::thread::sleep(Duration::from_millis(20));
         };
         let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        if bind_failed(&read(&self.screen)) {
+            return Err(HarnessError::PortInUse {
+                name: format!("sipp {}", self.name),
+            });
+        }
         Ok(SippOutcome {
             status,
             stats: SippStats::parse(&read(&self.stats)),
@@ -515,6 +566,11 @@ impl Drop for SippProcess {
             let _ = c.wait();
         }
     }
+}
+
+/// Whether SIPp's screen output says it could not bind its local port (it exits at once).
+fn bind_failed(screen: &str) -> bool {
+    screen.contains("Unable to bind main socket") && screen.contains("Address already in use")
 }
 
 #[cfg(test)]

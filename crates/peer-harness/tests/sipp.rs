@@ -43,13 +43,12 @@ fn message_from_sipp_crosses_the_federation_route_to_a_registered_sipp_uas() {
     let fed = ok(Federation::start());
 
     // bob's phone at fabrikam: a SIPp UAS, registered (digest) with its TCP address.
-    let mut uas = ok(fed
+    let uas = ok(fed
         .sipp("bob-uas", UAS_MESSAGE_VIA_TLS)
         .calls(1)
         .trace_messages(true)
         .timeout(Duration::from_secs(20))
-        .spawn());
-    ok(uas.wait_listening(WAIT));
+        .spawn_listening(WAIT));
     let mut reg = ok(SipTcpClient::connect(fed.fabrikam().tcp_addr(), WAIT));
     let contact = format!("sip:bob@{};transport=tcp", uas.local_addr());
     let r = ok(reg.register("bob", "fabrikam.test", "bob-secret", &contact, 300, WAIT));
@@ -199,4 +198,42 @@ fn a_missing_sipp_is_a_clear_error() {
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(matches!(err, HarnessError::MissingBinary { .. }), "{err:?}");
     assert!(err.to_string().contains("sip-tester"), "{err}");
+}
+
+/// A port taken by another listener is not taken for SIPp's: `spawn_listening` and `run`
+/// report `PortInUse` (a bare "something listens there" check said SIPp was ready, and a
+/// test then talked to whatever held the port; with a port chosen at run time, both try
+/// another).
+#[test]
+fn a_port_another_process_listens_on_is_not_taken_for_sipps() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = squatter.local_addr().unwrap().port();
+    let err = Sipp::new(dir.path(), "squatted", scenarios::UAS_MESSAGE)
+        .local_port(port)
+        .calls(1)
+        .spawn_listening(WAIT)
+        .expect_err("the port is someone else's");
+    assert!(matches!(err, HarnessError::PortInUse { .. }), "{err:?}");
+    let err = Sipp::new(dir.path(), "squatted-run", scenarios::UAS_MESSAGE)
+        .local_port(port)
+        .calls(1)
+        .run()
+        .expect_err("the port is someone else's");
+    assert!(matches!(err, HarnessError::PortInUse { .. }), "{err:?}");
+}
+
+/// Without a port set, a run that listens is SIPp's own: found among SIPp's open files.
+#[test]
+fn spawn_listening_waits_for_sipp_itself() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let uas = ok(Sipp::new(dir.path(), "listening", scenarios::UAS_MESSAGE)
+        .calls(1)
+        .timeout(Duration::from_secs(2))
+        .spawn_listening(WAIT));
+    assert!(peer_harness::listens_on(uas.pid(), uas.local_addr().port()));
+    assert!(!peer_harness::listens_on(
+        std::process::id(),
+        uas.local_addr().port()
+    ));
 }
