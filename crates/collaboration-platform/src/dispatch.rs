@@ -4,12 +4,13 @@
 //! [`Dispatcher::dispatch`] is pure: given the request, whether its connection's peer is
 //! trusted, whether it matched a dialog and whether it is a merged copy, it returns either
 //! the endpoint to deliver to or the response the platform sends itself (in the order it
-//! checks: 403, 405, 501, 416, 481, 404, 482, 420, 415, 200 to OPTIONS).
+//! checks: 403, 405, 501, 416, 481, 404, 482, 400 for a dialog-making request no usable
+//! dialog can come from, 420, 415, 200 to OPTIONS).
 //! The runtime calls it for every request that no transaction or dialog absorbed.
 
 use crate::topology::{Address, OnPremises};
 use sip_core::uri::{Host, SipUri, Uri};
-use sip_core::{HeaderName, Method, SipMessage};
+use sip_core::{Contact, HeaderName, Method, SipMessage};
 // foldhash (seeded per map) instead of SipHash: these maps are looked up for every message.
 use foldhash::HashMap;
 
@@ -31,6 +32,9 @@ pub enum Disposition {
 pub struct Refusal {
     /// The status code.
     pub status: u16,
+    /// The reason phrase when the standard one (RFC 3261 §21) would not tell the peer what
+    /// to fix, e.g. `Missing Contact` for a 400.
+    pub reason: Option<&'static str>,
     /// Extra header fields the response must carry (Unsupported for 420, Allow for 405/501,
     /// Allow/Accept/Supported for OPTIONS).
     pub headers: Vec<(HeaderName, String)>,
@@ -40,14 +44,27 @@ impl Refusal {
     fn status(status: u16) -> Refusal {
         Refusal {
             status,
+            reason: None,
             headers: Vec::new(),
         }
     }
 
-    /// Builds the response to `request` (reason phrase from RFC 3261 §21).
+    fn bad_request(why: &'static str) -> Refusal {
+        Refusal {
+            reason: Some(why),
+            ..Refusal::status(400)
+        }
+    }
+
+    /// The reason phrase: [`reason`](Self::reason), or the standard one of the status.
+    pub fn reason_phrase(&self) -> &'static str {
+        self.reason
+            .unwrap_or_else(|| sip_core::reason_phrase(self.status))
+    }
+
+    /// Builds the response to `request`.
     pub fn to_response(&self, request: &SipMessage) -> Result<SipMessage, sip_core::ParseError> {
-        let mut r =
-            SipMessage::response_to(request, self.status, sip_core::reason_phrase(self.status))?;
+        let mut r = SipMessage::response_to(request, self.status, self.reason_phrase())?;
         for (name, value) in &self.headers {
             r.push_header(*name, value.clone())?;
         }
@@ -160,11 +177,12 @@ impl Dispatcher {
     ///
     /// The checks run in the order of §8.2, each answer the first that applies:
     /// 400 (no method), 403 (untrusted peer: authentication comes first, §8.2 opening),
-    /// 400 (a request that would make a dialog with a Record-Route that is not a list of
-    /// name-addrs: no route set could be built from it, §12.1.1),
     /// 405/501 (§8.2.1), 416 and then 481 or 404 (§8.2.2.1: the Request-URI's scheme, the
     /// To tag — a BYE without one matches no dialog either, §15.1.2 — who the request is
-    /// for), 482 (§8.2.2.2), 420 (§8.2.2.3), 415 (§8.2.3).
+    /// for), 482 (§8.2.2.2), 400 with the reason in the phrase (an INVITE, SUBSCRIBE or
+    /// REFER without a single SIP or SIPS Contact, or with a Record-Route that is not a
+    /// list of name-addrs: no usable dialog could be made from its answer, §8.1.1.8,
+    /// §12.1.1), 420 (§8.2.2.3), 415 (§8.2.3).
     /// A peer learns the most relevant reason: a request for nobody here is 404 whatever
     /// it requires, as there is no one whose extensions or body types would matter.
     ///
@@ -190,9 +208,6 @@ impl Dispatcher {
         };
         if !trusted {
             return Disposition::Respond(Refusal::status(403));
-        }
-        if makes_dialog(method) && bad_record_route(request) {
-            return Disposition::Respond(Refusal::status(400));
         }
         if let Some(r) = self.not_allowed(method) {
             return Disposition::Respond(r);
@@ -223,6 +238,10 @@ impl Dispatcher {
             };
             if merged(target) {
                 return Disposition::Respond(Refusal::status(482));
+            }
+            let makes_dialog = matches!(method, Method::Invite | Method::Subscribe | Method::Refer);
+            if let Some(why) = unusable_dialog_parts(request).filter(|_| makes_dialog) {
+                return Disposition::Respond(Refusal::bad_request(why));
             }
             Some(target)
         };
@@ -257,6 +276,15 @@ impl Dispatcher {
         }
         self.unsupported(request, method)
             .or_else(|| undecodable(request, method))
+    }
+
+    /// [`screen_in_dialog`](Self::screen_in_dialog) for a NOTIFY that makes the dialog of a
+    /// subscription this side asked for (RFC 6665 §4.1.2.4), and then 400 when no usable
+    /// dialog can be made from it (no single SIP Contact, a Record-Route that is not a
+    /// list of name-addrs).
+    pub fn screen_dialog_maker(&self, request: &SipMessage, trusted: bool) -> Option<Refusal> {
+        self.screen_in_dialog(request, trusted)
+            .or_else(|| unusable_dialog_parts(request).map(Refusal::bad_request))
     }
 
     /// A method endpoints do not take: 405 with Allow when it is one SIP defines (the
@@ -311,6 +339,7 @@ impl Dispatcher {
     fn options_answer(&self) -> Refusal {
         Refusal {
             status: 200,
+            reason: None,
             headers: vec![
                 (HeaderName::Allow, self.allow_value()),
                 (HeaderName::Accept, self.capabilities.accept.join(", ")),
@@ -328,18 +357,29 @@ impl Dispatcher {
 /// peer that honours Accept-Encoding sends bodies as they are.
 const ACCEPT_ENCODING: &str = "identity";
 
-/// Does a `method` request outside any dialog make one (its 2xx does)?
-fn makes_dialog(method: &Method) -> bool {
-    matches!(method, Method::Invite | Method::Subscribe | Method::Refer)
-}
-
-/// Is a Record-Route value of `request` not a name-addr? Its route set could not be built,
-/// and the dialog its answer made could not be followed (§12.1.1).
-fn bad_record_route(request: &SipMessage) -> bool {
-    request.header(HeaderName::RecordRoute).is_some()
+/// Why a request that makes a dialog (an INVITE, SUBSCRIBE or REFER outside any; a NOTIFY
+/// that makes its subscription's) cannot make a usable one, as the reason phrase of a 400:
+/// the dialog's remote target is the one SIP or SIPS URI of its Contact, which RFC 3261
+/// §8.1.1.8 requires, and its route set the Record-Route, which must be a list of
+/// name-addrs (§12.1.1). Refused before any endpoint answers, rather than made into a
+/// dialog whose requests could not be built or would go where the peer did not say.
+fn unusable_dialog_parts(request: &SipMessage) -> Option<&'static str> {
+    let bad_record_route = request.header(HeaderName::RecordRoute).is_some()
         && request
             .name_addrs(HeaderName::RecordRoute)
-            .any(|r| r.is_err())
+            .any(|r| r.is_err());
+    if bad_record_route {
+        return Some("Malformed Record-Route");
+    }
+    let mut contacts = request.contacts();
+    match (contacts.next(), contacts.next()) {
+        (None, _) => Some("Missing Contact"),
+        (Some(Ok(Contact::Addr(a))), None) if a.uri().as_sip().is_some() => None,
+        (Some(Ok(Contact::Addr(_))), None) => Some("Contact Not a SIP URI"),
+        (Some(Ok(Contact::Star)), _) => Some("Contact * Not Allowed"),
+        (Some(Err(_)), _) => Some("Malformed Contact"),
+        (Some(Ok(_)), Some(_)) => Some("More Than One Contact"),
+    }
 }
 
 /// 415 with Accept-Encoding for a body in a content coding endpoints cannot read (RFC 3261
@@ -410,6 +450,79 @@ mod tests {
             b = b.header(*n, v.to_string());
         }
         b.build().unwrap()
+    }
+
+    /// §8.1.1.8, §12.1.1: a request that makes a dialog needs one SIP or SIPS Contact and a
+    /// Record-Route of name-addrs; without them it gets 400 saying what is wrong, before any
+    /// endpoint sees it. Requests that make no dialog need neither.
+    #[test]
+    fn dialog_makers_without_a_usable_contact_or_route_set_get_400_with_the_reason() {
+        let d = dispatcher();
+        let uri = "sip:bot@contoso.test";
+        let ok = ("Contact", "<sip:alice@pc.contoso.test;transport=tls>");
+        let cases: &[(&[(&str, &str)], Option<&str>)] = &[
+            (&[ok], None),
+            (&[("Contact", "sips:alice@pc.contoso.test")], None),
+            (&[("Contact", "\"A \\\"q\\\"\" <sip:a@h>;expires=5")], None),
+            (&[], Some("Missing Contact")),
+            (
+                &[("Contact", "<tel:+14255550100>")],
+                Some("Contact Not a SIP URI"),
+            ),
+            (&[("Contact", "*")], Some("Contact * Not Allowed")),
+            (&[("Contact", "<sip:alice@pc")], Some("Malformed Contact")),
+            (
+                &[("Contact", "<sip:a@h1>, <sip:a@h2>")],
+                Some("More Than One Contact"),
+            ),
+            (
+                &[ok, ("Contact", "<sip:a@h2>")],
+                Some("More Than One Contact"),
+            ),
+            (
+                &[ok, ("Record-Route", "<sip:p1;lr>, <sip:p2;lr")],
+                Some("Malformed Record-Route"),
+            ),
+            (&[ok, ("Record-Route", "<sip:p1;lr>, <sip:p2;lr>")], None),
+        ];
+        for method in ["INVITE", "SUBSCRIBE", "REFER"] {
+            for (extra, why) in cases {
+                let r = request(method, uri, extra);
+                let got = d.dispatch(&r, true, false, |_| true, |_| false);
+                match why {
+                    None => assert_eq!(got, Disposition::Deliver(EndpointId(1)), "{r}"),
+                    Some(why) => {
+                        let Disposition::Respond(x) = got else {
+                            panic!("{method} {extra:?}: {got:?}")
+                        };
+                        assert_eq!((x.status, x.reason_phrase()), (400, *why), "{r}");
+                        let wire = x.to_response(&r).unwrap().to_bytes();
+                        let line = format!("SIP/2.0 400 {why}\r\n");
+                        assert!(wire.starts_with(line.as_bytes()));
+                    }
+                }
+            }
+        }
+        // MESSAGE makes no dialog: no Contact needed.
+        let r = request("MESSAGE", uri, &[("Record-Route", "<sip:p2;lr")]);
+        assert_eq!(
+            d.dispatch(&r, true, false, |_| true, |_| false),
+            Disposition::Deliver(EndpointId(1))
+        );
+        // A NOTIFY making a subscription's dialog: the same checks after the in-dialog ones.
+        let r = request("NOTIFY", uri, &[]);
+        assert_eq!(
+            d.screen_dialog_maker(&r, true).and_then(|x| x.reason),
+            Some("Missing Contact")
+        );
+        assert_eq!(
+            d.screen_dialog_maker(&r, false).map(|x| x.status),
+            Some(403)
+        );
+        assert_eq!(
+            d.screen_dialog_maker(&request("NOTIFY", uri, &[ok]), true),
+            None
+        );
     }
 
     fn dispatcher() -> Dispatcher {
@@ -549,7 +662,14 @@ mod tests {
         assert!(wire.starts_with("SIP/2.0 420 Bad Extension\r\n"));
         assert!(wire.contains("\r\nUnsupported: 100rel, nothingSupportsThis\r\n"));
         // Session timers are not implemented either.
-        let r = request("INVITE", "sip:bot@contoso.test", &[("Require", "timer")]);
+        let r = request(
+            "INVITE",
+            "sip:bot@contoso.test",
+            &[
+                ("Require", "timer"),
+                ("Contact", "<sip:alice@pc.contoso.test>"),
+            ],
+        );
         let Disposition::Respond(x) = d.dispatch(&r, true, false, |_| true, |_| false) else {
             panic!()
         };

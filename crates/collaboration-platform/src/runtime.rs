@@ -6,7 +6,7 @@
 //! target), so a slow connection or a connection attempt never stalls the driver; lanes
 //! report send failures back on a channel bounded by the lanes' own queues.
 
-use crate::dispatch::{Capabilities, Dispatcher, Disposition, EndpointId};
+use crate::dispatch::{Capabilities, Dispatcher, Disposition, EndpointId, Refusal};
 use crate::error::RequestError;
 use crate::federation::{strip_home_trust, strip_impersonated_names};
 use crate::held_acks::{refusing_answer, HeldAcks, On2xx};
@@ -1869,8 +1869,43 @@ impl Driver {
         status: u16,
         headers: &[(HeaderName, String)],
     ) {
-        let Ok(mut r) = SipMessage::response_to(request, status, sip_core::reason_phrase(status))
-        else {
+        self.answer_with(
+            now,
+            id,
+            request,
+            status,
+            sip_core::reason_phrase(status),
+            headers,
+        );
+    }
+
+    /// Sends the platform's own `refusal` of `request`.
+    fn refuse(
+        &mut self,
+        now: Instant,
+        id: TransactionId,
+        request: &SipMessage,
+        refusal: &Refusal,
+        trusted: bool,
+    ) {
+        let reason = refusal.reason_phrase();
+        debug!(
+            status = refusal.status,
+            reason, trusted, "answered by the platform"
+        );
+        self.answer_with(now, id, request, refusal.status, reason, &refusal.headers);
+    }
+
+    fn answer_with(
+        &mut self,
+        now: Instant,
+        id: TransactionId,
+        request: &SipMessage,
+        status: u16,
+        reason: &str,
+        headers: &[(HeaderName, String)],
+    ) {
+        let Ok(mut r) = SipMessage::response_to(request, status, reason) else {
             return;
         };
         let tag = self.layer.sent_to_tag(id);
@@ -1969,8 +2004,7 @@ impl Driver {
             }),
         };
         if let Some(Disposition::Respond(refusal)) = checked {
-            debug!(status = refusal.status, trusted, "answered by the platform");
-            self.answer(now, id, &request, refusal.status, &refusal.headers);
+            self.refuse(now, id, &request, &refusal, trusted);
             return;
         }
         let mut dialog = None;
@@ -1988,9 +2022,10 @@ impl Driver {
                 match self.subscription_of(&request) {
                     Some((subscribe, endpoint)) => {
                         // Screened before it makes the dialog: a refused NOTIFY makes none.
-                        if let Some(refusal) = self.dispatcher.screen_in_dialog(&request, trusted) {
-                            debug!(status = refusal.status, trusted, "answered by the platform");
-                            self.answer(now, id, &request, refusal.status, &refusal.headers);
+                        if let Some(refusal) =
+                            self.dispatcher.screen_dialog_maker(&request, trusted)
+                        {
+                            self.refuse(now, id, &request, &refusal, trusted);
                             return;
                         }
                         dialog = self.notify_for_subscription(subscribe, endpoint, &request);
@@ -2026,8 +2061,7 @@ impl Driver {
         let endpoint = match disposition {
             Disposition::Deliver(e) => e,
             Disposition::Respond(refusal) => {
-                debug!(status = refusal.status, trusted, "answered by the platform");
-                self.answer(now, id, &request, refusal.status, &refusal.headers);
+                self.refuse(now, id, &request, &refusal, trusted);
                 return;
             }
         };

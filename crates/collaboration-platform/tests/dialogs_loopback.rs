@@ -293,6 +293,11 @@ async fn a_notify_refused_before_the_2xx_makes_no_subscription_dialog() {
         let refused = b2
             .send_request(notify(1).header("Require", "nothingSupportsThis"))
             .await;
+        // No usable dialog can come from a Record-Route that is not a name-addr list: 400
+        // (it used to make none and get 481, as if the subscription were unknown).
+        let bad_route = b2
+            .send_request(notify(1).header("Record-Route", "<sip:edge.contoso.test;lr"))
+            .await;
         let taken = b2.send_request(notify(1)).await;
         sub.respond(
             200,
@@ -302,7 +307,7 @@ async fn a_notify_refused_before_the_2xx_makes_no_subscription_dialog() {
         )
         .await
         .unwrap();
-        (status_of(refused), status_of(taken))
+        (status_of(refused), status_of(bad_route), status_of(taken))
     });
     // The app takes every NOTIFY that reaches it.
     let taker = tokio::spawn(async move {
@@ -315,7 +320,7 @@ async fn a_notify_refused_before_the_2xx_makes_no_subscription_dialog() {
     });
     let subscribed = tokio::time::timeout(WAIT, a.subscribe(app, subscribe(&a))).await;
     let statuses = tokio::time::timeout(WAIT, notifier).await.unwrap().unwrap();
-    assert_eq!(statuses, (420, 200), "the refused NOTIFY used up CSeq 1");
+    assert_eq!(statuses, (420, 400, 200), "a refused NOTIFY used up CSeq 1");
     let (ok, dialog) = subscribed.unwrap().unwrap();
     assert_eq!(ok.status(), Some(200));
     a.shutdown().await;

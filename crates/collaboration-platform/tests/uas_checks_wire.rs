@@ -87,6 +87,19 @@ async fn assert_succeeded(run: tokio::task::JoinHandle<SippOutcome>) -> SippOutc
 
 /// A request outside any dialog from carol, on its own `branch`, with `extra` header lines.
 fn request(method: &str, user: &str, branch: &str, extra: &str, body: &str) -> String {
+    let contact = "      Contact: <sip:carol@[local_ip]:[local_port];transport=tcp>\n";
+    request_with_contact(method, user, branch, contact, extra, body)
+}
+
+/// [`request`] with `contact` (header lines, possibly none) for carol's Contact.
+fn request_with_contact(
+    method: &str,
+    user: &str,
+    branch: &str,
+    contact: &str,
+    extra: &str,
+    body: &str,
+) -> String {
     format!(
         r#"  <send>
     <![CDATA[
@@ -98,8 +111,7 @@ fn request(method: &str, user: &str, branch: &str, extra: &str, body: &str) -> S
       To: <sip:{user}@contoso.test>
       Call-ID: [call_id]
       CSeq: 1 {method}
-      Contact: <sip:carol@[local_ip]:[local_port];transport=tcp>
-{extra}      Content-Length: [len]
+{contact}{extra}      Content-Length: [len]
 
 {body}]]>
   </send>
@@ -561,4 +573,38 @@ async fn an_invite_with_a_malformed_record_route_gets_400_and_reaches_no_endpoin
     assert_succeeded(sipp(&p, "bad-record-route", &steps)).await;
     p.shutdown().await;
     assert_eq!(bob.await.unwrap(), 0, "the INVITE reached bob");
+}
+
+/// RFC 3261 §8.1.1.8: an INVITE carries exactly one SIP or SIPS URI in its Contact, the
+/// dialog's remote target. Without one the platform answers 400 with the reason in the
+/// phrase, and no endpoint sees the INVITE; before, the dialog fell back to the From URI
+/// (or the first of several Contacts), so the BYE went where the caller never said.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_without_one_sip_contact_gets_400_saying_so_and_reaches_no_endpoint() {
+    let p = platform().await;
+    let bob = answer_all(endpoint(&p, "bob").await);
+    let cases = [
+        ("none", "", "Missing Contact"),
+        ("tel", "      Contact: <tel:+14255550100>\n", "Contact Not a SIP URI"),
+        ("star", "      Contact: *\n", "Contact \\* Not Allowed"),
+        (
+            "two",
+            "      Contact: <sip:carol@[local_ip]:[local_port];transport=tcp>, <sip:carol@pc2.contoso.test>\n",
+            "More Than One Contact",
+        ),
+        ("broken", "      Contact: <sip:carol@[local_ip]\n", "Malformed Contact"),
+    ];
+    let mut steps = String::new();
+    for (branch, contact, reason) in cases {
+        steps += &request_with_contact("INVITE", "bob", branch, contact, "", "");
+        let check = format!(
+            "      <ereg regexp=\"^SIP/2.0 400 {reason}\\r\" search_in=\"msg\" check_it=\"true\" assign_to=\"line_{branch}\"/>\n"
+        );
+        steps += &expect(400, branch, &check);
+        steps += &format!("  <Reference variables=\"line_{branch}\"/>\n");
+        steps += &ack("bob", branch);
+    }
+    assert_succeeded(sipp(&p, "invite-contacts", &steps)).await;
+    p.shutdown().await;
+    assert_eq!(bob.await.unwrap(), 0, "an INVITE reached bob");
 }
