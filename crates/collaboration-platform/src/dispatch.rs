@@ -460,7 +460,9 @@ mod tests {
         let d = dispatcher();
         let uri = "sip:bot@contoso.test";
         let ok = ("Contact", "<sip:alice@pc.contoso.test;transport=tls>");
-        let cases: &[(&[(&str, &str)], Option<&str>)] = &[
+        // The request's extra header fields, and the reason of its 400 (none: delivered).
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+        let cases: &[Case] = &[
             (&[ok], None),
             (&[("Contact", "sips:alice@pc.contoso.test")], None),
             (&[("Contact", "\"A \\\"q\\\"\" <sip:a@h>;expires=5")], None),
