@@ -2,7 +2,8 @@
 //!
 //! Every refusal of the codec is a [`ParseError`]. A server that cannot parse a request
 //! answers with [`ParseError::status`] and [`ParseError::reason`] (RFC 3261 §21.4), and may
-//! put the `Display` text in a Warning header so the peer learns why.
+//! put the `Display` text in a Warning header ([`Warning::format`](crate::Warning::format),
+//! code 399) so the peer learns why; `transport-tls` does.
 
 /// A SIP message (or one of its parts) could not be accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

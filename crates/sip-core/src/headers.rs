@@ -538,6 +538,27 @@ pub struct Warning<'a> {
 }
 
 impl<'a> Warning<'a> {
+    /// A Warning value: `code`, `agent` (this side's `host[:port]`, or a pseudonym token) and
+    /// `text` as a quoted string, with `"` and `\` escaped and any control character
+    /// (which a quoted string cannot hold) written as a space. Code 399 ("miscellaneous
+    /// warning") carries text meant for a person or a log, such as why a request was
+    /// refused.
+    pub fn format(code: u16, agent: &str, text: &str) -> String {
+        let mut v = format!("{code} {agent} \"");
+        for c in text.chars() {
+            match c {
+                '"' | '\\' => {
+                    v.push('\\');
+                    v.push(c);
+                }
+                c if c.is_control() => v.push(' '),
+                c => v.push(c),
+            }
+        }
+        v.push('"');
+        v
+    }
+
     /// Parses `3DIGIT SP warn-agent SP quoted-string`.
     pub fn parse(value: &'a [u8]) -> Result<Warning<'a>, ParseError> {
         let err = |why| ParseError::header("Warning", why);
@@ -733,6 +754,12 @@ mod tests {
         assert_eq!(w.code(), 399);
         assert_eq!(&*w.text(), b"Alice's \"phone\"");
         assert!(Warning::parse(b"1812 overture \"In Progress\"").is_err());
+        // What `format` writes parses back to the text, escapes and all.
+        let v = Warning::format(399, "10.0.0.1:5061", "bad \"x\" \\ y\r\nVia: z");
+        assert_eq!(v, "399 10.0.0.1:5061 \"bad \\\"x\\\" \\\\ y  Via: z\"");
+        let w = Warning::parse(v.as_bytes()).unwrap();
+        assert_eq!((w.code(), w.agent()), (399, &b"10.0.0.1:5061"[..]));
+        assert_eq!(&*w.text(), b"bad \"x\" \\ y  Via: z");
         assert!(validate_date(b"Sat, 13 Nov 2010 23:29:00 GMT").is_ok());
         assert!(validate_date(b"Fri, 01 Jan 2010 16:00:00 EST").is_err());
     }

@@ -1128,7 +1128,9 @@ impl Connection {
                     stamp_source(&mut req, info.remote);
                     // Never answer an ACK (RFC 3261 §17.2.3: it has no response).
                     if req.is_request() && req.method() != Some(&sip_core::Method::Ack) {
-                        if let Ok(resp) = SipMessage::response_to(&req, e.status(), e.reason()) {
+                        if let Some(resp) =
+                            refusal_response(&req, e.status(), e.reason(), &e, info.local)
+                        {
                             let send = self.handle.send(resp.to_bytes());
                             if self
                                 .until_stopped(stop, Some(answer_by), send)
@@ -1164,7 +1166,8 @@ impl Connection {
         if !req.is_request() || req.method() == Some(&sip_core::Method::Ack) {
             return;
         }
-        if let Ok(resp) = SipMessage::response_to(&req, e.status(), e.reason()) {
+        let local = self.handle.info.local;
+        if let Some(resp) = refusal_response(&req, e.status(), e.reason(), e, local) {
             let send = self.handle.send(resp.to_bytes());
             let _ = self.until_stopped(stop, Some(answer_by), send).await;
         }
@@ -1761,7 +1764,7 @@ async fn udp_loop(shared: Arc<Shared>, sock: Arc<UdpSocket>, local: SocketAddr) 
                 // As on streams: a request whose head parses is answered (400, 505, 513),
                 // so the sender stops retransmitting; anything else is dropped. Never
                 // waits: the answer is no larger than what came in.
-                if let Some((answer, to)) = refusal(data, &e, &limits, remote) {
+                if let Some((answer, to)) = refusal(data, &e, &limits, local, remote) {
                     let _ = sock.try_send_to(&answer, to);
                 }
             }
@@ -1775,6 +1778,7 @@ fn refusal(
     data: &[u8],
     e: &sip_core::ParseError,
     limits: &sip_core::Limits,
+    local: SocketAddr,
     source: SocketAddr,
 ) -> Option<(Bytes, SocketAddr)> {
     let mut req = SipMessage::parse_head(Bytes::copy_from_slice(data), limits).ok()?;
@@ -1782,8 +1786,25 @@ fn refusal(
     if !req.is_request() || req.method() == Some(&sip_core::Method::Ack) {
         return None;
     }
-    let resp = SipMessage::response_to(&req, e.status(), e.reason()).ok()?;
+    let resp = refusal_response(&req, e.status(), e.reason(), e, local)?;
     Some((resp.to_bytes(), udp_response_to(&req, source)))
+}
+
+/// The answer to a request the codec refused: `status` and `reason`, and a Warning (code
+/// 399, this side's address `local` as the agent, RFC 3261 §20.43) whose text is `why`,
+/// so the peer (or whoever reads its log) learns what to fix, not only "Bad Request".
+fn refusal_response(
+    req: &SipMessage,
+    status: u16,
+    reason: &str,
+    why: &dyn std::fmt::Display,
+    local: SocketAddr,
+) -> Option<SipMessage> {
+    let mut resp = SipMessage::response_to(req, status, reason).ok()?;
+    let warning = sip_core::Warning::format(399, &local.to_string(), &why.to_string());
+    resp.push_header(sip_core::HeaderName::Warning, warning)
+        .ok()?;
+    Some(resp)
 }
 
 /// Notes in a received request's top Via where it came from (RFC 3261 §18.2.1, RFC 3581

@@ -199,6 +199,9 @@ async fn oversize_request_is_answered_513_then_closed() {
         "{text}"
     );
     assert!(text.contains("Call-ID: c1@contoso.test"), "{text}");
+    // The peer is told why, with this side's address as the warn-agent (RFC 3261 §20.43).
+    let why = format!("\r\nWarning: 399 {addr} \"message exceeds 2000 bytes\"\r\n");
+    assert!(text.contains(&why), "{text}");
     assert!(matches!(next_close(&mut rx).await, CloseReason::Framing(e) if e.status() == 513));
 }
 
@@ -270,6 +273,9 @@ async fn invalid_request_is_answered_400_and_the_connection_stays() {
         answer.contains("Via: SIP/2.0/TCP h;branch=z9hG4bK1"),
         "{answer}"
     );
+    let why =
+        format!("\r\nWarning: 399 {addr} \"CSeq method does not match the request method\"\r\n");
+    assert!(answer.contains(&why), "{answer}");
     // The connection stays usable.
     let good = message_request(2, 300, "TCP 127.0.0.1");
     raw.write_all(&good).await.unwrap();
@@ -452,6 +458,9 @@ async fn a_refused_udp_request_is_answered_and_an_ack_is_not() {
         "{answer}"
     );
     assert!(answer.contains("Call-ID: udp-1\r\n"), "{answer}");
+    let why =
+        format!("\r\nWarning: 399 {b_addr} \"CSeq method does not match the request method\"\r\n");
+    assert!(answer.contains(&why), "{answer}");
     // The same refusal for an ACK goes unanswered (an ACK has no response).
     let ack = bad
         .replace("MESSAGE sip", "ACK sip")
