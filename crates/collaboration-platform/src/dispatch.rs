@@ -260,7 +260,8 @@ impl Dispatcher {
     /// The checks for a request inside a dialog whose endpoint is known (§8.2 as far as it
     /// applies: the Request-URI is a Contact this side gave, so no routing by it, and a
     /// request with a To tag is never a merged copy): the response the platform sends
-    /// itself (400, 403 untrusted, 405, 501, 420, 415, in that order), or `None` to deliver
+    /// itself (400, 403 untrusted, 405, 501, 400 for a target refresh whose Contact is not
+    /// one SIP or SIPS URI, 420, 415, in that order), or `None` to deliver
     /// it to the dialog's endpoint. §12.2.2 runs these before the dialog's own checks (the
     /// CSeq order) and a refused request changes no dialog state, so call this before
     /// updating the dialog with the request.
@@ -273,6 +274,16 @@ impl Dispatcher {
         }
         if let Some(r) = self.not_allowed(method) {
             return Some(r);
+        }
+        // A target refresh (re-INVITE, UPDATE, SUBSCRIBE, NOTIFY) replaces the remote target
+        // with its Contact: one that could not be taken is refused rather than ignored, so
+        // the peer does not believe its new target took. Without one the target stays.
+        let refresh = matches!(
+            method,
+            Method::Invite | Method::Update | Method::Subscribe | Method::Notify
+        );
+        if let Some(Some(why)) = contact_problem(request).filter(|_| refresh) {
+            return Some(Refusal::bad_request(why));
         }
         self.unsupported(request, method)
             .or_else(|| undecodable(request, method))
@@ -371,15 +382,20 @@ fn unusable_dialog_parts(request: &SipMessage) -> Option<&'static str> {
     if bad_record_route {
         return Some("Malformed Record-Route");
     }
+    contact_problem(request).unwrap_or(Some("Missing Contact"))
+}
+
+/// What is wrong with the Contact of `request`, which becomes a dialog's remote target:
+/// `None` when there is none, `Some(None)` when it is one SIP or SIPS URI.
+fn contact_problem(request: &SipMessage) -> Option<Option<&'static str>> {
     let mut contacts = request.contacts();
-    match (contacts.next(), contacts.next()) {
-        (None, _) => Some("Missing Contact"),
-        (Some(Ok(Contact::Addr(a))), None) if a.uri().as_sip().is_some() => None,
-        (Some(Ok(Contact::Addr(_))), None) => Some("Contact Not a SIP URI"),
-        (Some(Ok(Contact::Star)), _) => Some("Contact * Not Allowed"),
-        (Some(Err(_)), _) => Some("Malformed Contact"),
-        (Some(Ok(_)), Some(_)) => Some("More Than One Contact"),
-    }
+    Some(match (contacts.next()?, contacts.next()) {
+        (Ok(Contact::Addr(a)), None) if a.uri().as_sip().is_some() => None,
+        (Ok(Contact::Addr(_)), None) => Some("Contact Not a SIP URI"),
+        (Ok(Contact::Star), _) => Some("Contact * Not Allowed"),
+        (Err(_), _) => Some("Malformed Contact"),
+        (Ok(_), Some(_)) => Some("More Than One Contact"),
+    })
 }
 
 /// 415 with Accept-Encoding for a body in a content coding endpoints cannot read (RFC 3261
@@ -523,6 +539,19 @@ mod tests {
         );
         assert_eq!(
             d.screen_dialog_maker(&request("NOTIFY", uri, &[ok]), true),
+            None
+        );
+        // In a dialog, a target refresh may leave its Contact out (the target stays), but
+        // one it gives must be usable; other requests' Contacts are not looked at.
+        let tel = ("Contact", "<tel:+14255550100>");
+        for method in ["INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY"] {
+            let r = request(method, uri, &[tel]);
+            let x = d.screen_in_dialog(&r, true).expect("refused");
+            assert_eq!((x.status, x.reason), (400, Some("Contact Not a SIP URI")));
+            assert_eq!(d.screen_in_dialog(&request(method, uri, &[]), true), None);
+        }
+        assert_eq!(
+            d.screen_in_dialog(&request("INFO", uri, &[tel]), true),
             None
         );
     }

@@ -608,3 +608,56 @@ async fn an_invite_without_one_sip_contact_gets_400_saying_so_and_reaches_no_end
     p.shutdown().await;
     assert_eq!(bob.await.unwrap(), 0, "an INVITE reached bob");
 }
+
+/// §12.2.2 with §8.1.1.8: a target refresh in a dialog (UPDATE here) whose Contact is not a
+/// SIP or SIPS URI is refused 400 saying so, before the endpoint sees it, so the peer does
+/// not take its new target for accepted; the dialog goes on with the target it had. Before,
+/// the request was delivered and the Contact silently ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_refresh_whose_contact_is_not_a_sip_uri_gets_400_saying_so() {
+    let p = platform().await;
+    let mut bob = endpoint(&p, "bob").await;
+    let update = in_dialog("UPDATE", 2).replace(
+        "      Content-Length: 0",
+        "      Contact: <tel:+14255550100>\n      Content-Length: 0",
+    );
+    let steps = [
+        request("INVITE", "bob", "call", "", ""),
+        expect(200, "call", ""),
+        in_dialog("ACK", 1),
+        update,
+        r#"  <recv response="400">
+    <action>
+      <ereg regexp="^SIP/2.0 400 Contact Not a SIP URI\r" search_in="msg" check_it="true" assign_to="line"/>
+    </action>
+  </recv>
+  <Reference variables="line"/>
+"#
+        .to_string(),
+        in_dialog("INFO", 3),
+        "  <recv response=\"200\"/>\n".to_string(),
+        in_dialog("BYE", 4),
+        "  <recv response=\"200\"/>\n".to_string(),
+    ]
+    .concat();
+    let run = sipp(&p, "refresh-tel-contact", &steps);
+    let mut invite = next(&mut bob).await;
+    let contact = format!("<{}>", p.contact_uri("bob").unwrap());
+    invite
+        .respond(200, "OK", &[("Contact", &contact)], None)
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let mut r = next(&mut bob).await;
+        seen.push(r.request().method().cloned());
+        r.respond(200, "OK", &[], None).await.unwrap();
+    }
+    assert_eq!(
+        seen,
+        [Some(Method::Info), Some(Method::Bye)],
+        "the UPDATE reached the endpoint"
+    );
+    assert_succeeded(run).await;
+    p.shutdown().await;
+}
