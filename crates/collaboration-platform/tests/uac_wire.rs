@@ -946,24 +946,44 @@ async fn a_callee_contact_with_uri_headers_gets_the_ack_and_the_bye() {
 /// A 2xx whose Record-Route does not parse cannot make a dialog (no route set can be
 /// built from it), but the callee still gets its ACK (RFC 3261 §13.2.2.4: every 2xx is
 /// ACKed) and a BYE, and the caller a failure naming the malformed header, not a call
-/// that no request can be sent in.
+/// that no request can be sent in. A retransmission of that 2xx (its ACK went astray),
+/// even after the BYE, gets the ACK again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_2xx_with_a_malformed_record_route_is_acked_ended_and_reported() {
+    let ok = answer("200 OK", ";tag=bob-[pid]").replace(
+        "      Content-Length: 0",
+        "      Record-Route: <sip:edge.contoso.test;lr\n      Content-Length: 0",
+    );
+    // The retransmission, made from the INVITE's Via and CSeq kept below.
+    let again = ok
+        .replace("[last_Via:]", "Via: [$via]")
+        .replace("[last_CSeq:]", "CSeq: [$seq] INVITE");
     let steps = [
-        "  <recv request=\"INVITE\" crlf=\"true\"/>\n",
-        &answer("200 OK", ";tag=bob-[pid]").replace(
-            "      Content-Length: 0",
-            "      Record-Route: <sip:edge.contoso.test;lr\n      Content-Length: 0",
-        ),
+        r#"  <recv request="INVITE" crlf="true">
+    <action>
+      <ereg regexp=".*" search_in="hdr" header="Via:" assign_to="via"/>
+      <ereg regexp="[0-9]+" search_in="hdr" header="CSeq:" assign_to="seq"/>
+    </action>
+  </recv>
+"#,
+        &ok,
         "  <recv request=\"ACK\" timeout=\"5000\"/>\n",
         BYE_OK,
+        &again,
+        "  <recv request=\"ACK\" timeout=\"3000\"/>\n",
     ]
     .concat();
     let (sipp, dir) = callee("malformed-record-route", &steps);
     let (p, app) = platform(sipp.local_addr()).await;
     let mut call = invite(&p, app).await;
     let got = outcome(&mut call).await;
-    assert_succeeded(sipp, dir).await;
+    let outcome = assert_succeeded(sipp, dir).await;
+    let acks = outcome
+        .messages
+        .lines()
+        .filter(|l| l.starts_with("ACK "))
+        .count();
+    assert_eq!(acks, 2, "{}", outcome.messages);
     match got {
         InviteProgress::Failed(RequestError::Invalid(why)) => {
             assert!(why.contains("Record-Route"), "{why}")
