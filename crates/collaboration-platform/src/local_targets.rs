@@ -36,6 +36,11 @@ impl LocalTargets {
         self.defaults.insert(owner, contact);
     }
 
+    /// Endpoint `owner`'s default Contact value.
+    pub(crate) fn default_of(&self, owner: u64) -> Option<&Bytes> {
+        self.defaults.get(&owner)
+    }
+
     /// Endpoint `owner` is gone.
     pub(crate) fn remove_default(&mut self, owner: u64) {
         self.defaults.remove(&owner);

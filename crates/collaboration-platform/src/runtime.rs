@@ -679,6 +679,14 @@ impl Driver {
                     let _ = reply.send(Err(RequestError::Shutdown));
                     return;
                 }
+                let mut request = request;
+                // A request that makes a dialog carries its local target (RFC 3261
+                // §8.1.1.8): the endpoint's default Contact when the caller gave none.
+                if request.header(HeaderName::Contact).is_none() {
+                    if let Some(c) = self.local_targets.default_of(endpoint.0) {
+                        let _ = request.push_header(HeaderName::Contact, c.clone());
+                    }
+                }
                 let branch = request
                     .top_via()
                     .ok()
@@ -1336,11 +1344,22 @@ impl Driver {
         };
         if let Some(e) = entry {
             if let Some(request) = e.request.dialog_maker() {
+                // What a response that makes or refreshes the dialog carries when the
+                // endpoint gave no Contact: the dialog's local target, or for a new dialog
+                // the endpoint's default (RFC 3261 §12.1.1 requires one).
+                let contact = match response.header(HeaderName::Contact) {
+                    Some(_) => None,
+                    None => match request_dialog(request) {
+                        Some(d) => self.local_targets.get(&d, &self.dialogs),
+                        None => self.local_targets.default_of(e.endpoint.0),
+                    },
+                };
                 let made = track_uas_dialog(
                     &mut self.dialogs,
                     request,
                     &mut response,
                     e.creates.as_ref(),
+                    contact.cloned(),
                 );
                 if let Some(id) = &made {
                     self.dialogs.set_owner(id, e.endpoint.0);
@@ -2369,6 +2388,7 @@ fn track_uas_dialog(
     request: &SipMessage,
     response: &mut SipMessage,
     id: Option<&DialogId>,
+    contact: Option<Bytes>,
 ) -> Option<DialogId> {
     let creates = match request.method() {
         Some(Method::Invite) => response.status().is_some_and(|s| (101..300).contains(&s)),
@@ -2384,6 +2404,9 @@ fn track_uas_dialog(
             let _ = dialogs.handle_uas_response(request, response);
         }
         return None;
+    }
+    if let Some(c) = contact {
+        let _ = response.push_header(HeaderName::Contact, c);
     }
     if response.header(HeaderName::RecordRoute).is_none() {
         for rr in request

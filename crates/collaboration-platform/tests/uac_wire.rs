@@ -992,3 +992,33 @@ async fn a_2xx_with_a_malformed_record_route_is_acked_ended_and_reported() {
     }
     p.shutdown().await;
 }
+
+/// RFC 3261 §8.1.1.8: an INVITE carries a Contact. One the application sends without any
+/// gets its endpoint's (the local target of the dialog), so the callee can send in the
+/// dialog; it used to leave without one, which the callee could only refuse or guess
+/// around.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_sent_without_a_contact_carries_its_endpoints() {
+    let steps = [
+        r#"  <recv request="INVITE" crlf="true">
+    <action>
+      <ereg regexp="^ *&lt;sip:app%40contoso.test@127.0.0.1:[0-9]+;transport=tcp>$" search_in="hdr" header="Contact:" check_it="true" assign_to="contact"/>
+    </action>
+  </recv>
+  <Reference variables="contact"/>
+"#,
+        &answer("200 OK", ";tag=bob-[pid]"),
+        "  <recv request=\"ACK\"/>\n",
+        BYE_OK,
+    ]
+    .concat();
+    let (sipp, dir) = callee("invite-default-contact", &steps);
+    let (p, app) = platform(sipp.local_addr()).await;
+    let request =
+        OutgoingRequest::new(Method::Invite, "sip:bob@contoso.test").from("<sip:app@contoso.test>");
+    let dialog = answered(&mut p.invite(app, request).await.unwrap()).await;
+    let bye = hang_up(&p, &dialog).await;
+    assert_succeeded(sipp, dir).await;
+    bye.unwrap();
+    p.shutdown().await;
+}

@@ -661,3 +661,30 @@ async fn a_target_refresh_whose_contact_is_not_a_sip_uri_gets_400_saying_so() {
     assert_succeeded(run).await;
     p.shutdown().await;
 }
+
+/// RFC 3261 §12.1.1: the response that makes a dialog carries the UAS's Contact. An
+/// endpoint's 200 to an INVITE without one gets the endpoint's, so the caller's ACK and
+/// BYE reach it; it used to leave without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2xx_answered_without_a_contact_carries_the_endpoints() {
+    let p = platform().await;
+    let mut bob = endpoint(&p, "bob").await;
+    let check = "      <ereg regexp=\"^ *&lt;sip:bob%40contoso.test@127.0.0.1:[0-9]+;transport=tcp>$\" search_in=\"hdr\" header=\"Contact:\" check_it=\"true\" assign_to=\"contact\"/>\n";
+    let steps = [
+        request("INVITE", "bob", "call", "", ""),
+        expect(200, "call", check),
+        "  <Reference variables=\"contact\"/>\n".to_string(),
+        in_dialog("ACK", 1),
+        in_dialog("BYE", 2),
+        "  <recv response=\"200\"/>\n".to_string(),
+    ]
+    .concat();
+    let run = sipp(&p, "answer-default-contact", &steps);
+    let mut invite = next(&mut bob).await;
+    invite.respond(200, "OK", &[], None).await.unwrap();
+    let mut bye = next(&mut bob).await;
+    assert_eq!(bye.request().method(), Some(&Method::Bye));
+    bye.respond(200, "OK", &[], None).await.unwrap();
+    assert_succeeded(run).await;
+    p.shutdown().await;
+}
