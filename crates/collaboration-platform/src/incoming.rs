@@ -166,7 +166,9 @@ impl IncomingRequest {
 
     /// Answers with `status` and `reason`, extra `headers` and an optional body
     /// `(content_type, bytes)`. Via, From, To (tagged), Call-ID, CSeq and Server are filled
-    /// in. A provisional status (1xx) may be followed by others; after a final one the
+    /// in; so is Contact in a response that makes or refreshes a dialog (the dialog's local
+    /// target, or the endpoint's for a new one) when `headers` give none. A provisional
+    /// status (1xx) may be followed by others; after a final one the
     /// request is answered and further calls fail with [`RespondError::AlreadyAnswered`].
     ///
     /// Cancel safety: cancel safe while it waits for room in the platform's command queue

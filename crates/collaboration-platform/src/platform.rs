@@ -240,7 +240,9 @@ impl CollaborationPlatform {
     /// Sends an INVITE on behalf of `endpoint` and returns at once with a handle that
     /// yields its provisional responses, can cancel it, and gives its outcome: the 2xx
     /// (the platform has sent the ACK and the dialog is confirmed; its requests go to
-    /// `endpoint`) or why there was none. The request must carry a Contact.
+    /// `endpoint`) or why there was none. A request without a Contact gets the endpoint's
+    /// (see [`contact_uri`](Self::contact_uri)), as does the SUBSCRIBE or REFER of
+    /// [`subscribe`](Self::subscribe).
     ///
     /// A request the callee sends in the dialog before its 2xx reaches us (it can overtake
     /// the 2xx on another connection) is held until the INVITE's final response, then
