@@ -1347,8 +1347,10 @@ impl Driver {
                 // What a response that makes or refreshes the dialog carries when the
                 // endpoint gave no Contact: the dialog's local target, or for a new dialog
                 // the endpoint's default (RFC 3261 §12.1.1 requires one).
+                let may_make = response.status().is_some_and(|s| (101..300).contains(&s));
                 let contact = match response.header(HeaderName::Contact) {
                     Some(_) => None,
+                    None if !may_make => None,
                     None => match request_dialog(request) {
                         Some(d) => self.local_targets.get(&d, &self.dialogs),
                         None => self.local_targets.default_of(e.endpoint.0),
