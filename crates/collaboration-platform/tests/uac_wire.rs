@@ -200,39 +200,51 @@ macro_rules! ok_to_last {
 /// The 200 to the BYE just received.
 const BYE_OK: &str = concat!("  <recv request=\"BYE\"/>\n", ok_to_last!());
 
+/// The INVITE received, its Via, From, To and CSeq number kept (`$via`, `$from`, `$to`,
+/// `$seq`) for [`retransmission`].
+const RECV_INVITE_KEEPING_HEADERS: &str = r#"  <recv request="INVITE" crlf="true">
+    <action>
+      <ereg regexp=".*" search_in="hdr" header="Via:" assign_to="via"/>
+      <ereg regexp=".*" search_in="hdr" header="From:" assign_to="from"/>
+      <ereg regexp=".*" search_in="hdr" header="To:" assign_to="to"/>
+      <ereg regexp="[0-9]+" search_in="hdr" header="CSeq:" assign_to="seq"/>
+    </action>
+  </recv>
+"#;
+
+/// A later copy of `response` (made by [`answer`]) to the INVITE, sent after other
+/// messages: its headers from those [`RECV_INVITE_KEEPING_HEADERS`] kept, not from the
+/// last message received (the Call-ID is the same in every message of the call).
+fn retransmission(response: &str) -> String {
+    response
+        .replace("[last_Via:]", "Via: [$via]")
+        .replace("[last_From:]", "From: [$from]")
+        .replace("[last_To:]", "To: [$to]")
+        .replace("[last_CSeq:]", "CSeq: [$seq] INVITE")
+}
+
+/// How many ACKs the callee received.
+fn acks(outcome: &SippOutcome) -> usize {
+    outcome
+        .messages
+        .lines()
+        .filter(|l| l.starts_with("ACK "))
+        .count()
+}
+
 /// RFC 3261 §13.2.2.4: every retransmission of a 2xx gets the ACK, also from an RFC 2543
 /// callee whose 2xx has no To tag (a dialog with a null remote tag, §12.1.2). The
 /// retransmission used to be dropped unACKed: the platform named the dialog only by a tag.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retransmitted_2xx_without_a_to_tag_is_acked_again() {
+    let ok = answer("200 OK", "");
     let steps = [
-        r#"  <recv request="INVITE" crlf="true">
-    <action>
-      <ereg regexp=".*" search_in="hdr" header="Via:" assign_to="via"/>
-      <ereg regexp="[0-9]+" search_in="hdr" header="CSeq:" assign_to="seq"/>
-    </action>
-  </recv>
-"#,
-        &answer("200 OK", ""),
-        // The retransmission, after the ACK (it went astray): made from the INVITE's Via
-        // and CSeq, kept above.
-        r#"  <recv request="ACK"/>
-  <send>
-    <![CDATA[
-
-      SIP/2.0 200 OK
-      Via: [$via]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      CSeq: [$seq] INVITE
-      Contact: <sip:bob@[local_ip]:[local_port];transport=tcp>
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv request="ACK" timeout="3000"/>
-"#,
+        RECV_INVITE_KEEPING_HEADERS,
+        &ok,
+        // The retransmission, after the ACK (it went astray).
+        "  <recv request=\"ACK\"/>\n",
+        &retransmission(&ok),
+        "  <recv request=\"ACK\" timeout=\"3000\"/>\n",
         BYE_OK,
     ]
     .concat();
@@ -245,12 +257,7 @@ async fn a_retransmitted_2xx_without_a_to_tag_is_acked_again() {
     let bye = hang_up(&p, &dialog).await;
     let outcome = assert_succeeded(sipp, dir).await;
     bye.unwrap();
-    let acks = outcome
-        .messages
-        .lines()
-        .filter(|l| l.starts_with("ACK "))
-        .count();
-    assert_eq!(acks, 2, "{}", outcome.messages);
+    assert_eq!(acks(&outcome), 2, "{}", outcome.messages);
     p.shutdown().await;
 }
 
@@ -954,22 +961,12 @@ async fn a_2xx_with_a_malformed_record_route_is_acked_ended_and_reported() {
         "      Content-Length: 0",
         "      Record-Route: <sip:edge.contoso.test;lr\n      Content-Length: 0",
     );
-    // The retransmission, made from the INVITE's Via and CSeq kept below.
-    let again = ok
-        .replace("[last_Via:]", "Via: [$via]")
-        .replace("[last_CSeq:]", "CSeq: [$seq] INVITE");
     let steps = [
-        r#"  <recv request="INVITE" crlf="true">
-    <action>
-      <ereg regexp=".*" search_in="hdr" header="Via:" assign_to="via"/>
-      <ereg regexp="[0-9]+" search_in="hdr" header="CSeq:" assign_to="seq"/>
-    </action>
-  </recv>
-"#,
+        RECV_INVITE_KEEPING_HEADERS,
         &ok,
         "  <recv request=\"ACK\" timeout=\"5000\"/>\n",
         BYE_OK,
-        &again,
+        &retransmission(&ok),
         "  <recv request=\"ACK\" timeout=\"3000\"/>\n",
     ]
     .concat();
@@ -978,12 +975,7 @@ async fn a_2xx_with_a_malformed_record_route_is_acked_ended_and_reported() {
     let mut call = invite(&p, app).await;
     let got = outcome(&mut call).await;
     let outcome = assert_succeeded(sipp, dir).await;
-    let acks = outcome
-        .messages
-        .lines()
-        .filter(|l| l.starts_with("ACK "))
-        .count();
-    assert_eq!(acks, 2, "{}", outcome.messages);
+    assert_eq!(acks(&outcome), 2, "{}", outcome.messages);
     match got {
         InviteProgress::Failed(RequestError::Invalid(why)) => {
             assert!(why.contains("Record-Route"), "{why}")
