@@ -45,6 +45,33 @@ async fn next(rx: &mut mpsc::Receiver<IncomingRequest>) -> IncomingRequest {
         .expect("endpoint open")
 }
 
+/// Answers the INVITE that reaches `bob` 200, with bob's Contact.
+async fn accept_call(p: &CollaborationPlatform, bob: &mut mpsc::Receiver<IncomingRequest>) {
+    let mut invite = next(bob).await;
+    let contact = format!("<{}>", p.contact_uri("bob").unwrap());
+    invite
+        .respond(200, "OK", &[("Contact", &contact)], None)
+        .await
+        .unwrap();
+}
+
+/// Answers the next `n` requests that reach `bob` 200: their methods and CSeq numbers.
+async fn answer_next(
+    bob: &mut mpsc::Receiver<IncomingRequest>,
+    n: usize,
+) -> Vec<(Option<Method>, u32)> {
+    let mut seen = Vec::new();
+    for _ in 0..n {
+        let mut r = next(bob).await;
+        seen.push((
+            r.request().method().cloned(),
+            r.request().cseq().unwrap().seq(),
+        ));
+        r.respond(200, "OK", &[], None).await.unwrap();
+    }
+    seen
+}
+
 /// Starts SIPp running `body` (the scenario's steps) once over TCP against `p`; the
 /// outcome comes when it ends.
 fn sipp(
@@ -356,21 +383,8 @@ async fn a_request_in_a_dialog_with_a_lower_cseq_gets_500() {
     ]
     .concat();
     let run = sipp(&p, "cseq-out-of-order", &steps);
-    let mut invite = next(&mut bob).await;
-    let contact = format!("<{}>", p.contact_uri("bob").unwrap());
-    invite
-        .respond(200, "OK", &[("Contact", &contact)], None)
-        .await
-        .unwrap();
-    let mut seen = Vec::new();
-    for _ in 0..2 {
-        let mut r = next(&mut bob).await;
-        seen.push((
-            r.request().method().cloned(),
-            r.request().cseq().unwrap().seq(),
-        ));
-        r.respond(200, "OK", &[], None).await.unwrap();
-    }
+    accept_call(&p, &mut bob).await;
+    let seen = answer_next(&mut bob, 2).await;
     assert_eq!(
         seen,
         [(Some(Method::Info), 3), (Some(Method::Bye), 4)],
@@ -470,21 +484,8 @@ async fn a_bye_refused_420_leaves_the_dialog_and_its_cseq_as_they_were() {
     ]
     .concat();
     let run = sipp(&p, "bye-420-atomic", &steps);
-    let mut invite = next(&mut bob).await;
-    let contact = format!("<{}>", p.contact_uri("bob").unwrap());
-    invite
-        .respond(200, "OK", &[("Contact", &contact)], None)
-        .await
-        .unwrap();
-    let mut seen = Vec::new();
-    for _ in 0..2 {
-        let mut r = next(&mut bob).await;
-        seen.push((
-            r.request().method().cloned(),
-            r.request().cseq().unwrap().seq(),
-        ));
-        r.respond(200, "OK", &[], None).await.unwrap();
-    }
+    accept_call(&p, &mut bob).await;
+    let seen = answer_next(&mut bob, 2).await;
     assert_eq!(seen, [(Some(Method::Info), 2), (Some(Method::Bye), 3)]);
     assert_succeeded(run).await;
     p.shutdown().await;
@@ -527,12 +528,7 @@ async fn a_bye_refused_420_in_a_dialog_without_an_endpoint_leaves_it_as_it_was()
     ]
     .concat();
     let run = sipp(&p, "ownerless-bye-420-atomic", &steps);
-    let mut invite = next(&mut bob).await;
-    let contact = format!("<{}>", p.contact_uri("bob").unwrap());
-    invite
-        .respond(200, "OK", &[("Contact", &contact)], None)
-        .await
-        .unwrap();
+    accept_call(&p, &mut bob).await;
     p.unregister_endpoint(bob_id).await;
     let mut seen = Vec::new();
     while seen.len() < 2 {
@@ -641,18 +637,12 @@ async fn a_target_refresh_whose_contact_is_not_a_sip_uri_gets_400_saying_so() {
     ]
     .concat();
     let run = sipp(&p, "refresh-tel-contact", &steps);
-    let mut invite = next(&mut bob).await;
-    let contact = format!("<{}>", p.contact_uri("bob").unwrap());
-    invite
-        .respond(200, "OK", &[("Contact", &contact)], None)
+    accept_call(&p, &mut bob).await;
+    let seen: Vec<_> = answer_next(&mut bob, 2)
         .await
-        .unwrap();
-    let mut seen = Vec::new();
-    for _ in 0..2 {
-        let mut r = next(&mut bob).await;
-        seen.push(r.request().method().cloned());
-        r.respond(200, "OK", &[], None).await.unwrap();
-    }
+        .into_iter()
+        .map(|(m, _)| m)
+        .collect();
     assert_eq!(
         seen,
         [Some(Method::Info), Some(Method::Bye)],
