@@ -90,7 +90,9 @@ pub enum RequestError {
     #[error("no such dialog")]
     NoDialog,
     /// The INVITE was cancelled before it was answered (487), or answered despite its
-    /// CANCEL and ended by the platform with BYE.
+    /// CANCEL and ended by the platform with BYE. The CANCEL came from
+    /// [`OutgoingInvite::cancel`](crate::OutgoingInvite::cancel), or from the platform when
+    /// the time the INVITE's Expires gave passed (RFC 3261 §13.2.1).
     #[error("request cancelled")]
     Cancelled,
     /// The platform is shutting down or stopped: 503.
@@ -133,7 +135,8 @@ pub enum RespondError {
     /// A final response was already sent for this request.
     #[error("a final response was already sent")]
     AlreadyAnswered,
-    /// The caller cancelled the INVITE; the platform answered 487.
+    /// The caller cancelled the INVITE, or the time its Expires gave passed (RFC 3261
+    /// §13.3.1); the platform answered 487.
     #[error("the caller cancelled the request")]
     Cancelled,
     /// The platform is shut down; the transaction is gone (503 was sent).

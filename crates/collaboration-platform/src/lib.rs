@@ -53,6 +53,7 @@ pub mod federation;
 mod held_acks;
 mod incoming;
 mod invite;
+mod invite_expiry;
 mod local_targets;
 pub mod locate;
 #[cfg(feature = "loopback")]

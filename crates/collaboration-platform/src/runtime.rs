@@ -11,6 +11,7 @@ use crate::error::RequestError;
 use crate::federation::{strip_home_trust, strip_impersonated_names};
 use crate::held_acks::{refusing_answer, HeldAcks, On2xx};
 use crate::incoming::IncomingRequest;
+use crate::invite_expiry::{InviteExpiry, Side};
 use crate::local_targets::LocalTargets;
 use crate::merged::{MergeKey, MergedRequests};
 use crate::recent_invites::{call_key, RecentInvites};
@@ -319,6 +320,8 @@ pub(crate) struct Driver {
     /// (RFC 3261 §15 forbids a BYE before the ACK), a MESSAGE gets 481 and ends the call
     /// on our side.
     held_for_ack: HashMap<DialogId, Vec<HeldRequest>>,
+    /// When INVITEs that carry an Expires stop standing (ours cancelled, theirs 487).
+    invite_expiry: InviteExpiry,
     lanes: HashMap<LaneKey, Lane>,
     lane_tasks: JoinSet<()>,
     feedback_tx: mpsc::UnboundedSender<Feedback>,
@@ -487,6 +490,7 @@ impl Driver {
                 offerless_invites: RecentInvites::new(cfg.transaction.t1.saturating_mul(64)),
                 held_acks: HeldAcks::new(cfg.transaction.t1.saturating_mul(64)),
                 held_for_ack: HashMap::new(),
+                invite_expiry: InviteExpiry::default(),
                 lanes: HashMap::new(),
                 lane_tasks: JoinSet::new(),
                 feedback_tx,
@@ -525,10 +529,12 @@ impl Driver {
                 (Some(t), Some(d)) => Some(t.min(d)),
                 (t, d) => t.or(d),
             };
-            let wake = match (wake, self.next_ack_timer()) {
-                (Some(w), Some(a)) => Some(w.min(a)),
-                (w, a) => w.or(a),
-            };
+            let wake = [self.next_ack_timer(), self.invite_expiry.next_deadline()]
+                .into_iter()
+                .fold(wake, |w, t| match (w, t) {
+                    (Some(w), Some(t)) => Some(w.min(t)),
+                    (w, t) => w.or(t),
+                });
             let wake = wake.map(tokio::time::Instant::from_std).unwrap_or_else(far);
             if sleep.deadline() != wake {
                 sleep.as_mut().reset(wake);
@@ -566,6 +572,7 @@ impl Driver {
             let now = Instant::now();
             self.layer.handle_timeout(now);
             self.on_ack_timers(now);
+            self.on_invite_expiry(now);
             self.pump().await;
             if self.shutdown_due() {
                 self.finish().await;
@@ -802,6 +809,18 @@ impl Driver {
                 drop(_g);
                 if let PendingKind::Creating(c) = &kind {
                     if c.request.method() == Some(&Method::Invite) {
+                        let (pending, serving) = (&self.pending, &self.serving);
+                        self.invite_expiry.arm(
+                            now,
+                            id,
+                            Side::Client,
+                            &c.request,
+                            pending.len() + serving.len(),
+                            |id, side| match side {
+                                Side::Client => pending.contains_key(&id),
+                                Side::Server => serving.contains_key(&id),
+                            },
+                        );
                         self.invites.insert(c.branch.clone(), id);
                         if let Some(key) = call_key(&c.request) {
                             self.inviting.insert(key, Vec::new());
@@ -1247,6 +1266,49 @@ impl Driver {
         match (unacked, self.held_acks.next_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
+        }
+    }
+
+    /// INVITEs whose Expires passed without a final response (RFC 3261 §13.2.1,
+    /// §13.3.1): ours are cancelled as if the caller asked (the outcome is
+    /// [`RequestError::Cancelled`]); a peer's is answered 487 and its endpoint told, as a
+    /// CANCEL does (a late answer is refused). Those answered meanwhile are skipped.
+    fn on_invite_expiry(&mut self, now: Instant) {
+        for (id, side) in self.invite_expiry.expire(now) {
+            match side {
+                Side::Client => {
+                    let Some(Pending {
+                        kind: PendingKind::Creating(c),
+                        span,
+                        ..
+                    }) = self.pending.get_mut(&id)
+                    else {
+                        continue;
+                    };
+                    let _g = span.enter();
+                    debug!("the INVITE's Expires passed unanswered: cancelled");
+                    c.cancel_asked = true;
+                    if let Err(e) = self.layer.cancel(now, id) {
+                        debug!(%id, error = %e, "CANCEL not sent");
+                    }
+                }
+                Side::Server => {
+                    let Some(s) = self.serving.remove(&id) else {
+                        continue;
+                    };
+                    let Some(invite) = s.request.dialog_maker().cloned() else {
+                        continue;
+                    };
+                    let _g = s.span.enter();
+                    debug!("the INVITE's Expires passed unanswered: 487");
+                    if let Some(c) = &s.cancelled {
+                        c.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    drop(_g);
+                    self.answer(now, id, &invite, 487, &[]);
+                    self.end_unanswered(s);
+                }
+            }
         }
     }
 
@@ -2133,6 +2195,22 @@ impl Driver {
             Ok(()) => {
                 if let Some(k) = merge_key {
                     self.merged.track(k, id);
+                }
+                if let Served::Parsed(invite) = &kept {
+                    if method == Some(Method::Invite) {
+                        let (pending, serving) = (&self.pending, &self.serving);
+                        self.invite_expiry.arm(
+                            now,
+                            id,
+                            Side::Server,
+                            invite,
+                            pending.len() + serving.len(),
+                            |id, side| match side {
+                                Side::Client => pending.contains_key(&id),
+                                Side::Server => serving.contains_key(&id),
+                            },
+                        );
+                    }
                 }
                 self.serving.insert(
                     id,

@@ -1014,3 +1014,33 @@ async fn an_invite_sent_without_a_contact_carries_its_endpoints() {
     bye.unwrap();
     p.shutdown().await;
 }
+
+/// RFC 3261 §13.2.1: when the time an INVITE's Expires gives passes with no final
+/// response, the UAC cancels it. The platform sends the CANCEL (after the 180, §9.1), the
+/// callee answers 487, and the caller's outcome is `Cancelled`. Before, the INVITE rang on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_whose_expires_passes_unanswered_is_cancelled() {
+    let steps = [
+        RECV_INVITE_KEEPING_HEADERS,
+        &answer("180 Ringing", ";tag=bob-[pid]"),
+        "  <recv request=\"CANCEL\" timeout=\"5000\"/>\n",
+        ok_to_last!(),
+        &retransmission(&answer("487 Request Terminated", ";tag=bob-[pid]")),
+        "  <recv request=\"ACK\"/>\n",
+    ]
+    .concat();
+    let (sipp, dir) = callee("invite-expires", &steps);
+    let (p, app) = platform(sipp.local_addr()).await;
+    let started = std::time::Instant::now();
+    let mut call = p
+        .invite(app, invite_request(&p).header("Expires", "1"))
+        .await
+        .unwrap();
+    match outcome(&mut call).await {
+        InviteProgress::Failed(RequestError::Cancelled) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert_succeeded(sipp, dir).await;
+    p.shutdown().await;
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use collaboration_platform::loopback::LoopbackPki;
 use collaboration_platform::{
     Address, CollaborationPlatform, IncomingRequest, Listener, ListenerKind, OutboundProxy,
-    ServerPlatformSettings, Topology,
+    RespondError, ServerPlatformSettings, Topology,
 };
 use peer_harness::{unique_token, Sipp, SippOutcome, SippTransport};
 use sip_core::Method;
@@ -675,6 +675,36 @@ async fn a_2xx_answered_without_a_contact_carries_the_endpoints() {
     let mut bye = next(&mut bob).await;
     assert_eq!(bye.request().method(), Some(&Method::Bye));
     bye.respond(200, "OK", &[], None).await.unwrap();
+    assert_succeeded(run).await;
+    p.shutdown().await;
+}
+
+/// RFC 3261 §13.3.1: an INVITE whose Expires passes before the endpoint answers it finally
+/// is answered 487 by the platform, and the endpoint finds it cancelled (its late 200 is
+/// refused), as after a CANCEL. Before, the INVITE stood until the endpoint answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_whose_expires_passes_unanswered_gets_487() {
+    let p = platform().await;
+    let mut bob = endpoint(&p, "bob").await;
+    let steps = [
+        request("INVITE", "bob", "exp", "      Expires: 1\n", ""),
+        "  <recv response=\"180\"/>\n".to_string(),
+        expect(487, "exp", ""),
+        ack("bob", "exp"),
+    ]
+    .concat();
+    // Before SIPp starts, so before the INVITE can arrive: at least a second passes.
+    let started = std::time::Instant::now();
+    let run = sipp(&p, "invite-expires", &steps);
+    let mut invite = next(&mut bob).await;
+    invite.respond(180, "Ringing", &[], None).await.unwrap();
+    while !invite.is_cancelled() {
+        assert!(started.elapsed() < WAIT, "the INVITE never expired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    let late = invite.respond(200, "OK", &[], None).await;
+    assert_eq!(late, Err(RespondError::Cancelled));
     assert_succeeded(run).await;
     p.shutdown().await;
 }
