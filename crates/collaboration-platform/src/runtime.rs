@@ -809,18 +809,7 @@ impl Driver {
                 drop(_g);
                 if let PendingKind::Creating(c) = &kind {
                     if c.request.method() == Some(&Method::Invite) {
-                        let (pending, serving) = (&self.pending, &self.serving);
-                        self.invite_expiry.arm(
-                            now,
-                            id,
-                            Side::Client,
-                            &c.request,
-                            pending.len() + serving.len(),
-                            |id, side| match side {
-                                Side::Client => pending.contains_key(&id),
-                                Side::Server => serving.contains_key(&id),
-                            },
-                        );
+                        self.arm_expiry(now, id, Side::Client, &c.request);
                         self.invites.insert(c.branch.clone(), id);
                         if let Some(key) = call_key(&c.request) {
                             self.inviting.insert(key, Vec::new());
@@ -1267,6 +1256,17 @@ impl Driver {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// Notes when `invite` (transaction `id`) expires, if it carries an Expires.
+    fn arm_expiry(&mut self, now: Instant, id: TransactionId, side: Side, invite: &SipMessage) {
+        let (pending, serving) = (&self.pending, &self.serving);
+        let waiting = |id, side| match side {
+            Side::Client => pending.contains_key(&id),
+            Side::Server => serving.contains_key(&id),
+        };
+        let live = pending.len() + serving.len();
+        self.invite_expiry.arm(now, id, side, invite, live, waiting);
     }
 
     /// INVITEs whose Expires passed without a final response (RFC 3261 §13.2.1,
@@ -2196,21 +2196,8 @@ impl Driver {
                 if let Some(k) = merge_key {
                     self.merged.track(k, id);
                 }
-                if let Served::Parsed(invite) = &kept {
-                    if method == Some(Method::Invite) {
-                        let (pending, serving) = (&self.pending, &self.serving);
-                        self.invite_expiry.arm(
-                            now,
-                            id,
-                            Side::Server,
-                            invite,
-                            pending.len() + serving.len(),
-                            |id, side| match side {
-                                Side::Client => pending.contains_key(&id),
-                                Side::Server => serving.contains_key(&id),
-                            },
-                        );
-                    }
+                if let (Served::Parsed(invite), Some(Method::Invite)) = (&kept, &method) {
+                    self.arm_expiry(now, id, Side::Server, invite);
                 }
                 self.serving.insert(
                     id,
