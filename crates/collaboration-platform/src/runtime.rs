@@ -1640,6 +1640,15 @@ impl Driver {
                     }
                     id
                 });
+                // RFC 3261 §8.1.3.3: a response to this UA carries only the Via it sent; one
+                // with more was misrouted (or corrupted) and is dropped before any
+                // transaction takes it for an answer.
+                if !rm.message.is_request()
+                    && rm.message.header_values(HeaderName::Via).nth(1).is_some()
+                {
+                    debug!(remote = %rm.remote, "response with more than one Via dropped");
+                    return;
+                }
                 let peer = Peer {
                     addr: rm.remote,
                     transport: tk(rm.transport),

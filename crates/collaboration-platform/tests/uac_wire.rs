@@ -1044,3 +1044,52 @@ async fn an_invite_whose_expires_passes_unanswered_is_cancelled() {
     assert_succeeded(sipp, dir).await;
     p.shutdown().await;
 }
+
+/// RFC 3261 §8.1.3.3: a response to this UA carries only the Via it sent; one with more
+/// is discarded (misrouted or corrupted), here one whose second Via is not ours though its
+/// top one matches the MESSAGE. The outcome is the proper 200 that follows, not that one
+/// (which used to be taken). One with a foreign Via on top matched nothing already.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_with_a_second_via_is_discarded() {
+    let reply = |which: &str, extra_via: &str| {
+        format!(
+            r#"  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+{extra_via}      [last_From:]
+      [last_To:];tag=bob-[pid]
+      [last_Call-ID:]
+      [last_CSeq:]
+      X-Which: {which}
+      Content-Length: 0
+
+    ]]>
+  </send>
+"#
+        )
+    };
+    let steps = [
+        "  <recv request=\"MESSAGE\" crlf=\"true\"/>\n".to_string(),
+        reply(
+            "misrouted",
+            "      Via: SIP/2.0/TCP 192.0.2.9:5060;branch=z9hG4bK-elsewhere\n",
+        ),
+        "  <pause milliseconds=\"200\"/>\n".to_string(),
+        reply("proper", ""),
+    ]
+    .concat();
+    let (sipp, dir) = callee("second-via", &steps);
+    let (p, _app) = platform(sipp.local_addr()).await;
+    let message = OutgoingRequest::new(Method::Message, "sip:bob@contoso.test")
+        .from("<sip:app@contoso.test>")
+        .body("text/plain", "hello");
+    let ok = tokio::time::timeout(WAIT, p.send_request(message))
+        .await
+        .expect("an outcome")
+        .unwrap();
+    assert_eq!(ok.header_by_name("X-Which"), Some(&b"proper"[..]), "{ok}");
+    assert_succeeded(sipp, dir).await;
+    p.shutdown().await;
+}
