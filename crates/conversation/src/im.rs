@@ -46,6 +46,10 @@ const MESSAGE_TYPES: [&str; 3] = ["text/plain", "text/html", "text/rtf"];
 /// The methods an IM call takes (`Allow`).
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, MESSAGE, INFO, OPTIONS, UPDATE";
 
+/// The extensions an IM call understands (`Supported`): the first message carried in the
+/// INVITE (`Ms-Text-Format`, see [`text_format`](crate::text_format)).
+const SUPPORTED: &str = "ms-text-format";
+
 /// How long an accepted call without an offer waits for the ACK with the answer: beyond
 /// the platform's own limit (64*T1, 32 s by default), after which it ends the dialog for a
 /// missing ACK; this only bounds the wait should that news be lost.
@@ -834,7 +838,9 @@ impl<H: Homing> InstantMessagingCall<H> {
             .to(format!("<{remote}>"))
             .call_id(call_id)
             .header("Contact", format!("<{}>", core.contact()))
-            .header("Supported", "ms-text-format")
+            // What can be sent in the call (RFC 3261 §13.2.1: SHOULD be in an INVITE).
+            .header("Allow", ALLOW)
+            .header("Supported", SUPPORTED)
             .body("application/sdp", offer.to_bytes());
         for (n, v) in self.conversation.conversation_headers() {
             req = req.header(n, v);
@@ -1028,7 +1034,12 @@ impl<H: Homing> InstantMessagingCall<H> {
             answered
         });
         let contact = format!("<{}>", core.contact());
-        let mut headers: Vec<(&str, String)> = vec![("Contact", contact)];
+        // Allow and Supported SHOULD be in the 2xx too (RFC 3261 §13.3.1.4).
+        let mut headers: Vec<(&str, String)> = vec![
+            ("Contact", contact),
+            ("Allow", ALLOW.into()),
+            ("Supported", SUPPORTED.into()),
+        ];
         headers.extend(self.conversation.conversation_headers());
         let h: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
         if let Err(e) = req
