@@ -807,6 +807,14 @@ impl Driver {
             Ok(id) => {
                 debug!(%id, "sent");
                 drop(_g);
+                if let PendingKind::InDialog {
+                    refresh: Some(r), ..
+                } = &kind
+                {
+                    if r.method() == Some(&Method::Invite) {
+                        self.arm_expiry(now, id, Side::Client, r);
+                    }
+                }
                 if let PendingKind::Creating(c) = &kind {
                     if c.request.method() == Some(&Method::Invite) {
                         self.arm_expiry(now, id, Side::Client, &c.request);
@@ -1271,23 +1279,22 @@ impl Driver {
 
     /// INVITEs whose Expires passed without a final response (RFC 3261 §13.2.1,
     /// §13.3.1): ours are cancelled as if the caller asked (the outcome is
-    /// [`RequestError::Cancelled`]); a peer's is answered 487 and its endpoint told, as a
+    /// [`RequestError::Cancelled`]; a re-INVITE's is its 487, and the dialog stays); a
+    /// peer's is answered 487 and its endpoint told, as a
     /// CANCEL does (a late answer is refused). Those answered meanwhile are skipped.
     fn on_invite_expiry(&mut self, now: Instant) {
         for (id, side) in self.invite_expiry.expire(now) {
             match side {
                 Side::Client => {
-                    let Some(Pending {
-                        kind: PendingKind::Creating(c),
-                        span,
-                        ..
-                    }) = self.pending.get_mut(&id)
-                    else {
+                    let Some(Pending { kind, span, .. }) = self.pending.get_mut(&id) else {
                         continue;
                     };
                     let _g = span.enter();
                     debug!("the INVITE's Expires passed unanswered: cancelled");
-                    c.cancel_asked = true;
+                    // A re-INVITE's outcome is then its 487; the dialog stays.
+                    if let PendingKind::Creating(c) = kind {
+                        c.cancel_asked = true;
+                    }
                     if let Err(e) = self.layer.cancel(now, id) {
                         debug!(%id, error = %e, "CANCEL not sent");
                     }

@@ -1093,3 +1093,41 @@ async fn a_response_with_a_second_via_is_discarded() {
     assert_succeeded(sipp, dir).await;
     p.shutdown().await;
 }
+
+/// As above for a re-INVITE (§13.2.1 speaks of any INVITE): unanswered when its Expires
+/// passes, it is cancelled after the callee's 180; its outcome is the 487, and the call
+/// goes on (the BYE that follows is answered in it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_invite_whose_expires_passes_unanswered_is_cancelled_and_the_call_stays() {
+    let steps = [
+        "  <recv request=\"INVITE\" crlf=\"true\"/>\n",
+        &answer("200 OK", ";tag=bob-[pid]"),
+        r#"  <recv request="ACK"/>
+  <recv request="INVITE" crlf="true">
+    <action>
+      <ereg regexp="[0-9]+" search_in="hdr" header="CSeq:" assign_to="seq"/>
+    </action>
+  </recv>
+"#,
+        &answer("180 Ringing", ""),
+        "  <recv request=\"CANCEL\" timeout=\"5000\"/>\n",
+        ok_to_last!(),
+        &answer("487 Request Terminated", "").replace("[last_CSeq:]", "CSeq: [$seq] INVITE"),
+        "  <recv request=\"ACK\"/>\n",
+        BYE_OK,
+    ]
+    .concat();
+    let (sipp, dir) = callee("re-invite-expires", &steps);
+    let (p, app) = platform(sipp.local_addr()).await;
+    let dialog = answered(&mut invite(&p, app).await).await;
+    let reinvite = OutgoingRequest::new(Method::Invite, "").header("Expires", "1");
+    let outcome = tokio::time::timeout(WAIT, p.send_in_dialog(&dialog, reinvite)).await;
+    assert!(
+        matches!(outcome, Ok(Err(ref e)) if e.status() == 487),
+        "{outcome:?}"
+    );
+    let bye = hang_up(&p, &dialog).await;
+    assert_succeeded(sipp, dir).await;
+    bye.unwrap();
+    p.shutdown().await;
+}
