@@ -239,9 +239,10 @@ impl Dispatcher {
             if merged(target) {
                 return Disposition::Respond(Refusal::status(482));
             }
-            let makes_dialog = matches!(method, Method::Invite | Method::Subscribe | Method::Refer);
-            if let Some(why) = unusable_dialog_parts(request).filter(|_| makes_dialog) {
-                return Disposition::Respond(Refusal::bad_request(why));
+            if matches!(method, Method::Invite | Method::Subscribe | Method::Refer) {
+                if let Some(why) = unusable_dialog_parts(request) {
+                    return Disposition::Respond(Refusal::bad_request(why));
+                }
             }
             Some(target)
         };
@@ -278,12 +279,10 @@ impl Dispatcher {
         // A target refresh (re-INVITE, UPDATE, SUBSCRIBE, NOTIFY) replaces the remote target
         // with its Contact: one that could not be taken is refused rather than ignored, so
         // the peer does not believe its new target took. Without one the target stays.
-        let refresh = matches!(
-            method,
-            Method::Invite | Method::Update | Method::Subscribe | Method::Notify
-        );
-        if let Some(Some(why)) = contact_problem(request).filter(|_| refresh) {
-            return Some(Refusal::bad_request(why));
+        if method.is_target_refresh() {
+            if let ContactCheck::Unusable(why) = check_contact(request) {
+                return Some(Refusal::bad_request(why));
+            }
         }
         self.unsupported(request, method)
             .or_else(|| undecodable(request, method))
@@ -382,19 +381,34 @@ fn unusable_dialog_parts(request: &SipMessage) -> Option<&'static str> {
     if bad_record_route {
         return Some("Malformed Record-Route");
     }
-    contact_problem(request).unwrap_or(Some("Missing Contact"))
+    match check_contact(request) {
+        ContactCheck::Usable => None,
+        ContactCheck::Absent => Some("Missing Contact"),
+        ContactCheck::Unusable(why) => Some(why),
+    }
 }
 
-/// What is wrong with the Contact of `request`, which becomes a dialog's remote target:
-/// `None` when there is none, `Some(None)` when it is one SIP or SIPS URI.
-fn contact_problem(request: &SipMessage) -> Option<Option<&'static str>> {
+/// The Contact of a request, which becomes a dialog's remote target.
+enum ContactCheck {
+    /// There is none.
+    Absent,
+    /// One SIP or SIPS URI.
+    Usable,
+    /// Something else, and why, as a reason phrase.
+    Unusable(&'static str),
+}
+
+fn check_contact(request: &SipMessage) -> ContactCheck {
     let mut contacts = request.contacts();
-    Some(match (contacts.next()?, contacts.next()) {
-        (Ok(Contact::Addr(a)), None) if a.uri().as_sip().is_some() => None,
-        (Ok(Contact::Addr(_)), None) => Some("Contact Not a SIP URI"),
-        (Ok(Contact::Star), _) => Some("Contact * Not Allowed"),
-        (Err(_), _) => Some("Malformed Contact"),
-        (Ok(_), Some(_)) => Some("More Than One Contact"),
+    let Some(first) = contacts.next() else {
+        return ContactCheck::Absent;
+    };
+    ContactCheck::Unusable(match (first, contacts.next()) {
+        (Ok(Contact::Addr(a)), None) if a.uri().as_sip().is_some() => return ContactCheck::Usable,
+        (Ok(Contact::Addr(_)), None) => "Contact Not a SIP URI",
+        (Ok(Contact::Star), _) => "Contact * Not Allowed",
+        (Err(_), _) => "Malformed Contact",
+        (Ok(_), Some(_)) => "More Than One Contact",
     })
 }
 

@@ -849,10 +849,7 @@ impl Driver {
             ));
         }
         // A target refresh request carries the local target (§12.2.1.1).
-        let refresh = matches!(
-            parts.method,
-            Method::Invite | Method::Update | Method::Subscribe | Method::Notify
-        );
+        let refresh = parts.method.is_target_refresh();
         let mut b = self
             .dialogs
             .request(dialog, parts.method, &self.cfg.via)
@@ -1303,16 +1300,15 @@ impl Driver {
                     let Some(s) = self.serving.remove(&id) else {
                         continue;
                     };
-                    let Some(invite) = s.request.dialog_maker().cloned() else {
-                        continue;
-                    };
-                    let _g = s.span.enter();
-                    debug!("the INVITE's Expires passed unanswered: 487");
                     if let Some(c) = &s.cancelled {
                         c.store(true, std::sync::atomic::Ordering::Relaxed);
                     }
-                    drop(_g);
-                    self.answer(now, id, &invite, 487, &[]);
+                    // Armed only for INVITEs kept parsed, so there is one to answer.
+                    if let Some(invite) = s.request.dialog_maker() {
+                        let _g = s.span.enter();
+                        debug!("the INVITE's Expires passed unanswered: 487");
+                        self.answer(now, id, invite, 487, &[]);
+                    }
                     self.end_unanswered(s);
                 }
             }
@@ -1509,11 +1505,10 @@ impl Driver {
                         request.method(),
                         Some(Method::Subscribe | Method::Notify | Method::Refer)
                     );
-                let refresh = matches!(
-                    request.method(),
-                    Some(Method::Invite | Method::Update | Method::Subscribe | Method::Notify)
-                )
-                .then(|| Box::new(request.clone()));
+                let refresh = request
+                    .method()
+                    .is_some_and(Method::is_target_refresh)
+                    .then(|| Box::new(request.clone()));
                 self.start_client(
                     now,
                     request,

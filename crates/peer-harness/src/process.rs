@@ -135,39 +135,37 @@ pub fn free_tcp_ports(n: usize) -> Result<Vec<u16>> {
 /// Whether something listens on TCP `port` (any local address), from `/proc/net/tcp{,6}`:
 /// a check without connecting (a probe connection would disturb peers such as SIPp).
 pub fn is_listening(port: u16) -> bool {
-    let needle = format!(":{port:04X}");
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|f| {
-        std::fs::read_to_string(f).is_ok_and(|s| {
-            s.lines().skip(1).any(|line| {
-                let mut cols = line.split_whitespace();
-                let local = cols.nth(1).unwrap_or("");
-                let state = cols.nth(1).unwrap_or("");
-                state == "0A" && local.ends_with(&needle)
-            })
-        })
-    })
+    !listening_sockets(port).is_empty()
 }
 
-/// Whether process `pid` listens on TCP `port`: one of the listening sockets on the port
-/// (`/proc/net/tcp{,6}`, by inode) is among its open files. A free port chosen for a peer
-/// can be taken by another listener (a platform of a test running beside it binding port 0)
-/// before the peer binds it; a bare [`is_listening`] would then take that listener for the
-/// peer, and the test would talk to the wrong process.
-pub fn listens_on(pid: u32, port: u16) -> bool {
+/// The sockets listening on TCP `port` (any local address), as their `/proc/<pid>/fd`
+/// links read (`socket:[inode]`).
+fn listening_sockets(port: u16) -> Vec<String> {
     let needle = format!(":{port:04X}");
-    let mut inodes = Vec::new();
+    let mut sockets = Vec::new();
     for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(s) = std::fs::read_to_string(f) else {
             continue;
         };
+        // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode …
         for line in s.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
             if cols.len() > 9 && cols[3] == "0A" && cols[1].ends_with(&needle) {
-                inodes.push(format!("socket:[{}]", cols[9]));
+                sockets.push(format!("socket:[{}]", cols[9]));
             }
         }
     }
-    if inodes.is_empty() {
+    sockets
+}
+
+/// Whether process `pid` listens on TCP `port`: one of the listening sockets on the port
+/// is among its open files. A free port chosen for a peer can be taken by another
+/// listener (a platform of a test running beside it binding port 0) before the peer binds
+/// it; a bare [`is_listening`] would then take that listener for the peer, and the test
+/// would talk to the wrong process.
+pub fn listens_on(pid: u32, port: u16) -> bool {
+    let sockets = listening_sockets(port);
+    if sockets.is_empty() {
         return false;
     }
     let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
@@ -175,7 +173,7 @@ pub fn listens_on(pid: u32, port: u16) -> bool {
     };
     fds.flatten().any(|fd| {
         std::fs::read_link(fd.path())
-            .is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+            .is_ok_and(|target| sockets.iter().any(|s| target.as_os_str() == s.as_str()))
     })
 }
 

@@ -427,16 +427,23 @@ impl Sipp {
     /// on another (three tries); a port set with [`local_port`](Self::local_port) is not
     /// changed.
     pub fn spawn_listening(self, timeout: Duration) -> Result<SippProcess> {
+        self.on_a_free_port(|run| {
+            let mut sipp = run.spawn()?;
+            sipp.wait_listening(timeout)?;
+            Ok(sipp)
+        })
+    }
+
+    /// `attempt` with a copy of this run; again (three tries in all) while it fails with
+    /// [`HarnessError::PortInUse`] and the port is one chosen at run time (each spawn
+    /// chooses anew).
+    fn on_a_free_port<T>(&self, attempt: impl Fn(Sipp) -> Result<T>) -> Result<T> {
         let mut tries = 0;
         loop {
             tries += 1;
-            let mut sipp = self.clone().spawn()?;
-            match sipp.wait_listening(timeout) {
-                Ok(()) => return Ok(sipp),
-                Err(HarnessError::PortInUse { .. }) if self.local_port.is_none() && tries < 3 => {
-                    continue
-                }
-                Err(e) => return Err(e),
+            match attempt(self.clone()) {
+                Err(HarnessError::PortInUse { .. }) if self.local_port.is_none() && tries < 3 => {}
+                other => return other,
             }
         }
     }
@@ -445,14 +452,7 @@ impl Sipp {
     /// port chosen at run time was taken before SIPp could bind it, runs again on another
     /// (three tries).
     pub fn run(self) -> Result<SippOutcome> {
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            match self.clone().spawn()?.wait() {
-                Err(HarnessError::PortInUse { .. }) if self.local_port.is_none() && tries < 3 => {}
-                other => return other,
-            }
-        }
+        self.on_a_free_port(|run| run.spawn()?.wait())
     }
 }
 

@@ -71,6 +71,16 @@ impl Method {
         }
     }
 
+    /// Whether a request of this method moves the dialog's remote target to its Contact
+    /// (and a 2xx to it to the response's): re-INVITE (RFC 3261 §12.2), UPDATE (RFC 3311),
+    /// and SUBSCRIBE and NOTIFY (RFC 6665 makes both target refresh requests).
+    pub fn is_target_refresh(&self) -> bool {
+        matches!(
+            self,
+            Method::Invite | Method::Update | Method::Subscribe | Method::Notify
+        )
+    }
+
     /// The method name as sent on the wire.
     pub fn as_str(&self) -> &str {
         match self {

@@ -261,7 +261,7 @@ impl Dialogs {
                 self.remove(&id);
                 return Ok(DialogUpdate::Terminated(vec![id]));
             }
-            if (200..300).contains(&status) && is_target_refresh(method) {
+            if (200..300).contains(&status) && method.is_target_refresh() {
                 if let Some(Ok(Contact::Addr(a))) = response.contacts().next() {
                     d.update(request_uri_of(a.uri()), None::<std::iter::Empty<&[u8]>>);
                 }
@@ -573,7 +573,7 @@ impl Dialogs {
                 self.remove(&id);
                 return Ok(DialogUpdate::Terminated(vec![id]));
             }
-            m if is_target_refresh(m) => {
+            m if m.is_target_refresh() => {
                 if let Some(Ok(Contact::Addr(a))) = request.contacts().next() {
                     d.update(request_uri_of(a.uri()), None::<std::iter::Empty<&[u8]>>);
                 }
@@ -672,14 +672,4 @@ fn cseq_value(seq: u32, method: &Method) -> Vec<u8> {
     v.push(b' ');
     v.extend_from_slice(m);
     v
-}
-/// Does a request of this method move the dialog's remote target to its Contact (and
-/// a 2xx to it to the response's)? re-INVITE (RFC 3261 §12.2), UPDATE (RFC 3311), and
-/// SUBSCRIBE and NOTIFY (RFC 6665 makes both target refresh requests): a notifier or
-/// subscriber that moved is followed there, not lost.
-fn is_target_refresh(method: &Method) -> bool {
-    matches!(
-        method,
-        Method::Invite | Method::Update | Method::Subscribe | Method::Notify
-    )
 }
