@@ -349,7 +349,10 @@ fn a_front_end_that_dies_or_never_answers_fails_fast_with_its_log() {
     let tools2 = tempfile::tempdir().expect("tempdir");
     let mute = fake_kamailio(
         tools2.path(),
-        "echo 'mute front end starting'; exec sleep 600",
+        &format!(
+            "echo 'mute front end starting'; exec sleep {}",
+            mute_sleep()
+        ),
     );
     let started = Instant::now();
     let err = Federation::builder()
@@ -385,15 +388,23 @@ fn remove_fixture_of(err: &HarnessError) {
     }
 }
 
-/// Whether a stand-in (`exec sleep 600`) still runs, by scanning `/proc`.
+/// The mute stand-in's `sleep` argument: 600 s, with this test process's pid as the
+/// fraction, so another run of this test beside this one (another checkout, another
+/// runner) never looks like one of ours left behind.
+fn mute_sleep() -> String {
+    format!("600.{}", std::process::id())
+}
+
+/// Whether a stand-in of this process (`exec sleep 600.PID`) still runs, by scanning `/proc`.
 fn sleeping_children() -> bool {
+    let cmdline = format!("sleep\0{}\0", mute_sleep()).into_bytes();
     std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .flatten()
         .any(|e| {
             std::fs::read(e.path().join("cmdline"))
-                .map(|c| c == b"sleep\x00600\x00")
+                .map(|c| c == cmdline)
                 .unwrap_or(false)
         })
 }
