@@ -15,10 +15,13 @@
 //! - a BYE taken ends the dialog there.
 
 use bytes::Bytes;
+#[path = "support/cases.rs"]
+mod support_cases;
 use proptest::prelude::*;
 use sip_core::dialog::{DialogError, DialogState, DialogUpdate, Dialogs};
 use sip_core::transaction::SequentialIds;
 use sip_core::{DialogId, HeaderName, Limits, Method, SipMessage};
+use support_cases::cases;
 
 const FORKS: usize = 3;
 const CALL_ID: &str = "model-call@a.example";
@@ -323,7 +326,7 @@ impl World {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(cases(256)))]
 
     #[test]
     fn forked_dialogs_over_a_lossy_network(ops in prop::collection::vec(op(), 1..60)) {

@@ -2,8 +2,11 @@
 //! never panic any parser.
 
 use bytes::Bytes;
+#[path = "support/cases.rs"]
+mod support_cases;
 use proptest::prelude::*;
 use sip_core::{HeaderName, Limits, Method, SipMessage};
+use support_cases::cases;
 
 fn token() -> impl Strategy<Value = String> {
     "[A-Za-z0-9.!%*_+`'~-]{1,12}"
@@ -123,7 +126,7 @@ fn same(a: &SipMessage, b: &SipMessage) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(cases(512)))]
 
     #[test]
     fn parse_of_serialize_is_identity(m in message()) {
@@ -251,7 +254,7 @@ fn options_to(uri: &'static str) -> sip_core::MessageBuilder {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1024))]
+    #![proptest_config(ProptestConfig::with_cases(cases(1024)))]
 
     /// What the builder accepts as a header value, the head parser reads back as it was
     /// given (less surrounding whitespace): a message we build is never one we refuse.
@@ -378,7 +381,7 @@ fn near_common() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2048))]
+    #![proptest_config(ProptestConfig::with_cases(cases(2048)))]
 
     /// The one-pass recognisers of the common shapes must answer exactly as the general
     /// parsers do. Each parse entry point checks that with a debug assertion (the general
@@ -413,7 +416,7 @@ fn source() -> impl Strategy<Value = std::net::SocketAddr> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(cases(512)))]
 
     /// Stamping the top Via of a received request (RFC 3261 §18.2.1) edits that Via alone,
     /// whether the message was parsed (edited in its buffer) or built: everything else reads

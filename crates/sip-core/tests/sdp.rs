@@ -5,11 +5,14 @@
 use std::path::PathBuf;
 
 use bytes::Bytes;
+#[path = "support/cases.rs"]
+mod support_cases;
 use proptest::prelude::*;
 use sip_core::sdp::{
     Connection, Direction, Fmtp, Line, Media, MediaDescription, Origin, Rtpmap, SdpError,
     SdpLimits, SessionDescription, Timing,
 };
+use support_cases::cases;
 
 // ---- helpers --------------------------------------------------------------------------------
 
@@ -882,7 +885,7 @@ fn check_no_panic_and_round_trip(data: &[u8]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(cases(512)))]
 
     #[test]
     fn arbitrary_bytes_never_panic(data in prop::collection::vec(any::<u8>(), 0..1024)) {
@@ -913,7 +916,7 @@ mod differential {
     use super::*;
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(256))]
+        #![proptest_config(ProptestConfig::with_cases(super::cases(256)))]
 
         #[test]
         fn sdp_rs_agrees_on_generated_descriptions(sdp in description()) {

@@ -14,6 +14,8 @@
 //!   transaction ends within the RFC's longest timer: nothing leaks.
 
 use bytes::Bytes;
+#[path = "support/cases.rs"]
+mod support_cases;
 use proptest::prelude::*;
 use sip_core::transaction::{
     Event, Peer, SequentialIds, TransactionConfig, TransactionId, TransactionKind,
@@ -22,6 +24,7 @@ use sip_core::transaction::{
 use sip_core::{Limits, Method, SipMessage};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
+use support_cases::cases;
 
 /// What one step of the test does.
 #[derive(Debug, Clone)]
@@ -442,7 +445,7 @@ impl World {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 192, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig::with_cases(cases(192)))]
 
     #[test]
     fn layers_over_a_lossy_datagram_network(ops in prop::collection::vec(op(), 1..80)) {
