@@ -286,24 +286,25 @@ impl Supervised {
     /// `grace`, then kills the group outright. Idempotent.
     pub(crate) fn stop(&mut self, grace: Duration) {
         drop(self.stdin.take());
-        if self.try_wait().is_some() {
-            return;
-        }
         let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
+        loop {
             if self.try_wait().is_some() {
+                // The supervisor ends with `kill -KILL 0`, so its group should be empty; a
+                // member left behind (the supervisor killed from outside before it got
+                // there) would outlive the test. While a member lives its group id cannot
+                // be reused, so killing the group then reaches only what is left of ours.
+                if !processes_in_group(self.pgid()).is_empty() {
+                    kill_group(self.pgid());
+                }
                 return;
+            }
+            if Instant::now() >= deadline {
+                break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         // The supervisor did not finish in time: kill the whole group ourselves.
-        let _ = Command::new("/bin/sh")
-            .arg("-c")
-            .arg(format!("kill -KILL -- -{} 2>/dev/null", self.pgid()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        kill_group(self.pgid());
         let _ = self.child.kill();
         self.exited = self.child.wait().ok();
         if self.exited.is_none() {
@@ -316,6 +317,19 @@ impl Drop for Supervised {
     fn drop(&mut self) {
         self.stop(Duration::from_secs(5));
     }
+}
+
+/// Sends `SIGKILL` to process group `pgid`, through the shell's `kill` (the crate has no
+/// unsafe code for `kill(2)`). In the POSIX form: dash, Debian's `/bin/sh`, refuses
+/// `kill -KILL -- -PGID` ("Illegal number"), which left groups running.
+fn kill_group(pgid: u32) {
+    let _ = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("kill -s KILL -- -{pgid} 2>/dev/null"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// Pids of the processes in process group `pgid` (from `/proc`), zombies excluded.
@@ -349,4 +363,95 @@ pub fn processes_in_group(pgid: u32) -> Vec<u32> {
 /// A loopback socket address.
 pub(crate) fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pid in group `pgid` running `cmdline` (NUL-separated), once it shows up.
+    fn pid_running(pgid: u32, cmdline: &[u8]) -> Option<u32> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let found = processes_in_group(pgid)
+                .into_iter()
+                .find(|p| std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c == cmdline));
+            if found.is_some() {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    #[test]
+    fn stop_kills_what_a_supervisor_killed_from_outside_left_in_its_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut sup = Supervised::spawn(
+            "sleeper",
+            Path::new("/bin/sleep"),
+            &["600".into()],
+            dir.path(),
+            &dir.path().join("log"),
+        )
+        .expect("spawn");
+        let pgid = sup.pgid();
+        let peer = pid_running(pgid, b"/bin/sleep\x00600\x00").expect("the peer started");
+        // The supervisor's shells (the main one and the one that waits on the pipe) die
+        // without their `kill -KILL 0`: the peer is left alone in the group.
+        for p in processes_in_group(pgid).into_iter().filter(|&p| p != peer) {
+            Command::new("kill")
+                .args(["-KILL", &p.to_string()])
+                .status()
+                .expect("kill");
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while sup.try_wait().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(sup.try_wait().is_some(), "the supervisor was killed");
+        assert!(
+            processes_in_group(pgid).contains(&peer),
+            "the peer outlived the supervisor"
+        );
+        sup.stop(Duration::from_secs(1));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while processes_in_group(pgid).contains(&peer) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            !processes_in_group(pgid).contains(&peer),
+            "stop killed the peer left behind"
+        );
+    }
+
+    #[test]
+    fn stop_kills_the_group_of_a_peer_that_ignores_sigterm_when_grace_runs_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Ignored signals stay ignored across exec: this sleep ignores SIGTERM, so the
+        // supervisor's own SIGKILL would come only after its three seconds.
+        let mut sup = Supervised::spawn(
+            "stubborn",
+            Path::new("/bin/sh"),
+            &["-c".into(), "trap '' TERM; exec /bin/sleep 601".into()],
+            dir.path(),
+            &dir.path().join("log"),
+        )
+        .expect("spawn");
+        let pgid = sup.pgid();
+        let peer = pid_running(pgid, b"/bin/sleep\x00601\x00").expect("the peer started");
+        let started = Instant::now();
+        sup.stop(Duration::from_millis(200));
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        // SIGKILL is delivered at once; give the kernel a moment to mark it.
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            !processes_in_group(pgid).contains(&peer),
+            "stop killed the group itself when the grace ran out"
+        );
+    }
 }
