@@ -12,7 +12,7 @@ use collaboration_platform::{
     CollaborationPlatform, Listener, ListenerKind, MessageObserver, OutboundProxy,
     ServerPlatformSettings, Topology, WireDirection,
 };
-use peer_harness::{free_tcp_ports, unique_token, Sipp, SippTransport};
+use peer_harness::{free_tcp_ports, unique_token, HarnessError, Sipp, SippTransport};
 
 /// A platform with TCP and UDP listeners that take requests from anyone (SIPp has no
 /// certificate). Its outbound proxy is never used here.
@@ -97,30 +97,41 @@ fn scenario(via: &str, expect: &str) -> String {
     )
 }
 
-/// Runs `xml` once from SIPp on `port` to the platform's listener of `kind`; panics with
-/// SIPp's report unless it succeeded.
-async fn run(p: &CollaborationPlatform, kind: ListenerKind, port: u16, xml: String) {
+/// Runs the scenario `xml_for(port)` once from SIPp on a free local `port` to the
+/// platform's listener of `kind`; panics with SIPp's report unless it succeeded. The port
+/// is in the scenario's expectations, so it is chosen here, and chosen again (three tries)
+/// when another process takes it before SIPp binds it.
+async fn run(p: &CollaborationPlatform, kind: ListenerKind, xml_for: impl Fn(u16) -> String) {
     let (transport, name) = match kind {
         ListenerKind::Udp => (SippTransport::Udp, "nat-udp"),
         _ => (SippTransport::Tcp, "nat-tcp"),
     };
     let target = p.listen_addr(kind).expect("the listener");
-    let dir = std::env::temp_dir().join(format!("ucma-via-{}", unique_token()));
-    let outcome = tokio::task::spawn_blocking(move || {
-        let out = Sipp::new(&dir, name, &xml)
-            .transport(transport)
-            .remote(target)
-            .local_port(port)
-            .calls(1)
-            .timeout(Duration::from_secs(10))
-            .trace_messages(true)
-            .run();
-        let _ = std::fs::remove_dir_all(&dir);
-        out
-    })
-    .await
-    .unwrap()
-    .expect("SIPp ran");
+    let mut tries = 0;
+    let outcome = loop {
+        tries += 1;
+        let port = free_tcp_ports(1).unwrap()[0];
+        let xml = xml_for(port);
+        let dir = std::env::temp_dir().join(format!("ucma-via-{}", unique_token()));
+        let out = tokio::task::spawn_blocking(move || {
+            let out = Sipp::new(&dir, name, &xml)
+                .transport(transport)
+                .remote(target)
+                .local_port(port)
+                .calls(1)
+                .timeout(Duration::from_secs(10))
+                .trace_messages(true)
+                .run();
+            let _ = std::fs::remove_dir_all(&dir);
+            out
+        })
+        .await
+        .unwrap();
+        match out {
+            Err(HarnessError::PortInUse { .. }) if tries < 3 => continue,
+            out => break out.expect("SIPp ran"),
+        }
+    };
     assert!(
         outcome.succeeded(),
         "{}\n--- messages ---\n{}",
@@ -132,14 +143,15 @@ async fn run(p: &CollaborationPlatform, kind: ListenerKind, port: u16, xml: Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tcp_request_whose_sent_by_is_not_its_source_is_answered_with_received() {
     let p = platform().await;
-    let port = free_tcp_ports(1).unwrap()[0];
     // The Via names another host and port; the response still comes on the connection,
     // and says where the request came from (no rport: none was asked for).
-    let xml = scenario(
-        "192.0.2.1:5999;branch=[branch]",
-        r"^ *SIP/2\.0/TCP 192\.0\.2\.1:5999;branch=z9hG4bK[^;,]*;received=127\.0\.0\.1 *$",
-    );
-    run(&p, ListenerKind::Tcp, port, xml).await;
+    run(&p, ListenerKind::Tcp, |_| {
+        scenario(
+            "192.0.2.1:5999;branch=[branch]",
+            r"^ *SIP/2\.0/TCP 192\.0\.2\.1:5999;branch=z9hG4bK[^;,]*;received=127\.0\.0\.1 *$",
+        )
+    })
+    .await;
     p.shutdown().await;
 }
 
@@ -147,16 +159,17 @@ async fn a_tcp_request_whose_sent_by_is_not_its_source_is_answered_with_received
 async fn a_udp_request_asking_for_rport_is_answered_to_its_source_port_with_rport_and_received() {
     let tap = Arc::new(Tap::default());
     let p = platform_with(Some(tap.clone())).await;
-    let port = free_tcp_ports(1).unwrap()[0];
     // The Via's sent-by is an address SIPp does not have; RFC 3581: the response goes to
     // the source address and port, and carries both.
-    let xml = scenario(
-        "192.0.2.1:5999;rport;branch=[branch]",
-        &format!(
-            r"^ *SIP/2\.0/UDP 192\.0\.2\.1:5999;rport={port};branch=z9hG4bK[^;,]*;received=127\.0\.0\.1 *$"
-        ),
-    );
-    run(&p, ListenerKind::Udp, port, xml).await;
+    run(&p, ListenerKind::Udp, |port| {
+        scenario(
+            "192.0.2.1:5999;rport;branch=[branch]",
+            &format!(
+                r"^ *SIP/2\.0/UDP 192\.0\.2\.1:5999;rport={port};branch=z9hG4bK[^;,]*;received=127\.0\.0\.1 *$"
+            ),
+        )
+    })
+    .await;
     p.shutdown().await;
     // The wire tap shows the request as SIPp sent it, not with the Via the transport
     // stamped for the response.
