@@ -292,6 +292,8 @@ fn host_prefix_checked(s: &[u8]) -> Result<(HostKind, usize), ParseError> {
             } else {
                 "unterminated IPv6 reference"
             }
+        } else if unbracketed_ipv6(s) {
+            UNBRACKETED_IPV6
         } else {
             match host_run(s) {
                 (0, _) => "empty host",
@@ -302,13 +304,36 @@ fn host_prefix_checked(s: &[u8]) -> Result<(HostKind, usize), ParseError> {
     })
 }
 
+/// Why an IPv6 address written bare as a host is refused (RFC 3261 §25.1: `IPv6reference`
+/// is bracketed; RFC 5118 §4.2). Said as such, not as the bad IPv4 address or port its
+/// first colon makes of it, so the peer learns what to fix.
+const UNBRACKETED_IPV6: &str = "IPv6 address without [ ]";
+
+/// Does `s` start with an IPv6 address written without its brackets (at least two colons,
+/// so `host:port` never is one)? Only on the way to an error.
+fn unbracketed_ipv6(s: &[u8]) -> bool {
+    let run = s
+        .iter()
+        .take_while(|c| c.is_ascii_hexdigit() || matches!(c, b':' | b'.'))
+        .count();
+    let text = &s[..run];
+    text.iter().filter(|&&c| c == b':').count() >= 2
+        && std::str::from_utf8(text).is_ok_and(|t| t.parse::<Ipv6Addr>().is_ok())
+}
+
 /// Validates `host[:port]` (with `[v6]` references) in one pass: the host's kind, the
 /// length of the host as written (without the port), and the port.
 pub(crate) fn parse_hostport(s: &[u8]) -> Result<(HostKind, usize, Option<u16>), ParseError> {
     let (kind, len) = host_prefix_checked(s)?;
     let port = match &s[len..] {
         [] => None,
-        [b':', p @ ..] => Some(parse_port(p).ok_or(ParseError::Uri("bad port"))?),
+        [b':', p @ ..] => Some(parse_port(p).ok_or_else(|| {
+            ParseError::Uri(if unbracketed_ipv6(s) {
+                UNBRACKETED_IPV6
+            } else {
+                "bad port"
+            })
+        })?),
         _ if kind == HostKind::Ipv6 => return Err(ParseError::Uri("junk after IPv6 reference")),
         _ => return Err(ParseError::Uri("bad domain name")),
     };
@@ -901,6 +926,17 @@ mod tests {
         assert_eq!(why("sip:alice@10.0.0.256"), "bad IPv4 address");
         assert_eq!(why("sip:alice@1.2.3"), "bad IPv4 address");
         assert_eq!(why("sip:alice@-contoso.test"), "bad domain name");
+        assert_eq!(why("sip:alice@contoso.test:65536"), "bad port");
+        assert_eq!(why("sip:alice@contoso.test:"), "bad port");
+        // RFC 5118 §4.2: a bare IPv6 address, whose first colon would otherwise make it a
+        // bad IPv4 address (`2001`) or a host with a bad port (`fe80`).
+        assert_eq!(why("sip:2001:db8::10"), "IPv6 address without [ ]");
+        assert_eq!(
+            why("sip:alice@fe80::1;transport=tls"),
+            "IPv6 address without [ ]"
+        );
+        assert_eq!(why("sip:alice@::ffff:10.0.0.1"), "IPv6 address without [ ]");
+        assert!(Uri::parse(b"sip:alice@[2001:db8::10]:5061").is_ok());
         assert_eq!(why("sip:alice@.contoso.test"), "bad domain name");
         assert_eq!(
             HostKind::parse(b"contoso.test:5061"),

@@ -387,7 +387,11 @@ fn invalid_messages_get_the_right_refusal() {
         let expected = if *name == "badvers" { 505 } else { 400 };
         assert_eq!(e.status(), expected, "{name}");
     }
-    assert!(matches!(invalid("rfc5118", "ipv6-bad"), E::Uri(_)));
+    // The reason says what is wrong, not what `2001:` looks like to a host parser.
+    assert_eq!(
+        invalid("rfc5118", "ipv6-bad"),
+        E::Uri("IPv6 address without [ ]")
+    );
     assert!(matches!(
         invalid("rfc5118", "ipv6-bug-abnf-3-colons"),
         E::Uri(_)
