@@ -1910,6 +1910,10 @@ fn parse_start_line(buf: &Bytes, end: usize) -> Result<StartLine, ParseError> {
         });
     }
     // Request-Line = Method SP Request-URI SP SIP-Version
+    if line.last().is_some_and(|&c| is_ws(c)) {
+        // RFC 4475 §3.1.2.16 `trws`.
+        return Err(ParseError::StartLine("whitespace after the SIP-Version"));
+    }
     let sp1 = find(line, b' ').ok_or(ParseError::StartLine("request line"))?;
     let sp2 = rfind(line, b' ').ok_or(ParseError::StartLine("request line"))?;
     if sp2 <= sp1 + 1 {
@@ -1923,7 +1927,15 @@ fn parse_start_line(buf: &Bytes, end: usize) -> Result<StartLine, ParseError> {
     }
     let uri = &line[sp1 + 1..sp2];
     if uri.iter().any(|&c| is_ws(c)) {
-        return Err(ParseError::StartLine("whitespace inside the Request-URI"));
+        let at_an_end = |c: Option<&u8>| c.is_some_and(|&c| is_ws(c));
+        return Err(ParseError::StartLine(
+            if at_an_end(uri.first()) || at_an_end(uri.last()) {
+                // RFC 4475 §3.1.2.15 `lwsstart`: the parts are separated by one SP each.
+                "more than one space between the request line's parts"
+            } else {
+                "whitespace inside the Request-URI"
+            },
+        ));
     }
     let version = &line[sp2 + 1..];
     if !version.eq_ignore_ascii_case(b"SIP/2.0") {

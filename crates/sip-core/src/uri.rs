@@ -8,7 +8,7 @@
 
 use crate::error::ParseError;
 use crate::index::Sp;
-use crate::scan::{class, escapes_valid, find, percent_decode, run_of, run_table};
+use crate::scan::{class, escapes_valid, find, is_ws, percent_decode, run_of, run_table};
 use std::borrow::Cow;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -768,7 +768,13 @@ impl<'a> OtherUri<'a> {
                 .iter()
                 .all(|c| c.is_ascii_alphanumeric() || b"+-.".contains(c));
         if !scheme_ok {
-            return Err(ParseError::Uri("bad scheme"));
+            // Say what the usual mistakes are (RFC 4475 §3.1.2.11 `ltgtruri`, §3.1.2.14
+            // `badaspec`), not only that the scheme is not one.
+            return Err(ParseError::Uri(match raw.first() {
+                Some(b'<') => "URI enclosed in < > where a bare URI belongs",
+                Some(c) if is_ws(*c) => "whitespace before the URI",
+                _ => "bad scheme",
+            }));
         }
         let rest = &raw[colon + 1..];
         if rest.is_empty() || !rest.iter().all(|&c| URIC[c as usize] || c == b'#') {
