@@ -98,4 +98,13 @@ impl ParseError {
     pub(crate) fn header(header: &'static str, why: &'static str) -> Self {
         ParseError::Header { header, why }
     }
+
+    /// A URI's refusal as one of the header it was read from, so the peer is told where
+    /// the bad URI is ("malformed From header: bad IPv4 address"); other errors unchanged.
+    pub(crate) fn in_header(self, header: &'static str) -> Self {
+        match self {
+            ParseError::Uri(why) => ParseError::Header { header, why },
+            other => other,
+        }
+    }
 }

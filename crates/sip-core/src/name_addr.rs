@@ -101,7 +101,7 @@ impl<'a> NameAddr<'a> {
                 let gt = find(&s[lt..], b'>')
                     .map(|g| g + lt)
                     .ok_or_else(|| err("missing >"))?;
-                let uri = Uri::parse(&s[lt + 1..gt])?;
+                let uri = Uri::parse(&s[lt + 1..gt]).map_err(|e| e.in_header(header))?;
                 let (params, tag) = Params::parse_all_finding(&s[gt + 1..], b"tag").map_err(err)?;
                 Ok(NameAddr {
                     display,
@@ -117,7 +117,7 @@ impl<'a> NameAddr<'a> {
                 if uri_text.contains(&b'?') || uri_text.contains(&b',') {
                     return Err(err("URI with ? or , must be enclosed in <>"));
                 }
-                let uri = Uri::parse(uri_text)?;
+                let uri = Uri::parse(uri_text).map_err(|e| e.in_header(header))?;
                 let (params, tag) = Params::parse_all_finding(&s[end..], b"tag").map_err(err)?;
                 Ok(NameAddr {
                     display: None,
