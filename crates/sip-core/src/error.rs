@@ -21,9 +21,9 @@ pub enum ParseError {
     /// A status code outside 100–699 or not exactly three digits.
     #[error("status code is not three digits in 100-699")]
     StatusCode,
-    /// A header line without a colon or with a name that is not a token.
-    #[error("malformed header line")]
-    HeaderLine,
+    /// A header line without a colon or with a name that is not a token; what is wrong.
+    #[error("malformed header line: {0}")]
+    HeaderLine(&'static str),
     /// A header value that does not follow its grammar.
     #[error("malformed {header} header: {why}")]
     Header {

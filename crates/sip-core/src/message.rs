@@ -1456,7 +1456,7 @@ impl SipMessage {
         let (name, raw_name) = name.into_header_name()?;
         match forbidden_in_value(&value) {
             None => {}
-            Some(b'\r' | b'\n') => return Err(ParseError::HeaderLine),
+            Some(b'\r' | b'\n') => return Err(ParseError::HeaderLine("line break in a value")),
             Some(c) => return Err(ParseError::ControlCharacter(c)),
         }
         // Trim by slicing the caller's bytes: no copy.
@@ -1487,7 +1487,7 @@ pub trait IntoHeaderName {
 impl IntoHeaderName for HeaderName {
     fn into_header_name(self) -> Result<(HeaderName, Bytes), ParseError> {
         if self == HeaderName::Other {
-            return Err(ParseError::HeaderLine);
+            return Err(ParseError::HeaderLine("HeaderName::Other names no header"));
         }
         Ok((self, Bytes::from_static(self.as_str().as_bytes())))
     }
@@ -1496,7 +1496,7 @@ impl IntoHeaderName for HeaderName {
 impl IntoHeaderName for &str {
     fn into_header_name(self) -> Result<(HeaderName, Bytes), ParseError> {
         if !is_token(self.as_bytes()) {
-            return Err(ParseError::HeaderLine);
+            return Err(ParseError::HeaderLine(NAME_NOT_A_TOKEN));
         }
         match HeaderName::from_bytes(self.as_bytes()) {
             HeaderName::Other => Ok((HeaderName::Other, Bytes::copy_from_slice(self.as_bytes()))),
@@ -1832,7 +1832,28 @@ fn bad_line(s: &[u8], pos: usize, limits: &Limits, fields: usize) -> ParseError 
             limit: limits.max_headers,
         }
     } else {
-        ParseError::HeaderLine
+        ParseError::HeaderLine(bad_line_why(&s[pos..nl]))
+    }
+}
+
+const NAME_NOT_A_TOKEN: &str = "header name is not a token";
+
+/// What is wrong with a header line (`line`, folded continuations included) that has no
+/// known name before a colon, said so that the peer can find it.
+fn bad_line_why(line: &[u8]) -> &'static str {
+    if line.first().is_some_and(|&c| is_ws(c)) {
+        return "a continuation line with no header line before it";
+    }
+    let Some(colon) = find(line, b':') else {
+        return "no colon";
+    };
+    let name = &line[..colon];
+    if name.contains(&b'\n') {
+        "no colon"
+    } else if name.iter().all(|&c| is_ws(c)) {
+        "empty header name"
+    } else {
+        NAME_NOT_A_TOKEN
     }
 }
 

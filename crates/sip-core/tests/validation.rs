@@ -198,3 +198,42 @@ fn a_pushed_second_from_is_refused_by_validation_and_response_to() {
     assert!(m.validate().is_err());
     assert!(SipMessage::response_to(&m, 200, "OK").is_err());
 }
+
+#[test]
+fn a_bad_header_line_says_what_is_wrong_with_it() {
+    let head = |lines: &str| {
+        Bytes::from(format!(
+            "OPTIONS sip:b@example.com SIP/2.0\r\n{lines}\
+             Via: SIP/2.0/TLS 10.0.0.1:5061;branch=z9hG4bK1\r\n\
+             From: <sip:a@example.com>;tag=1\r\nTo: <sip:b@example.com>\r\n\
+             Call-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        ))
+    };
+    let why = |lines: &str| match SipMessage::parse_datagram(head(lines), &Limits::default()) {
+        Err(ParseError::HeaderLine(why)) => why,
+        other => panic!("{lines:?}: {other:?}"),
+    };
+    assert_eq!(why("X-Thing no colon here\r\n"), "no colon");
+    assert_eq!(why(": no name\r\n"), "empty header name");
+    assert_eq!(why("X Thing: two words\r\n"), "header name is not a token");
+    assert_eq!(why("X<Thing>: brackets\r\n"), "header name is not a token");
+    assert_eq!(
+        why(" X-Thing: folded onto the start line\r\n"),
+        "a continuation line with no header line before it"
+    );
+    // The status and the text a peer is told.
+    let e = SipMessage::parse_datagram(head("X-Thing no colon here\r\n"), &Limits::default())
+        .unwrap_err();
+    assert_eq!(e.status(), 400);
+    assert_eq!(e.to_string(), "malformed header line: no colon");
+    // Built messages: the same refusals.
+    let mut m = SipMessage::parse_datagram(head(""), &Limits::default()).unwrap();
+    assert_eq!(
+        m.push_header("X Thing", "v"),
+        Err(ParseError::HeaderLine("header name is not a token"))
+    );
+    assert_eq!(
+        m.push_header("X-Thing", "a\r\nB: injected"),
+        Err(ParseError::HeaderLine("line break in a value"))
+    );
+}
