@@ -1910,7 +1910,7 @@ fn parse_start_line(buf: &Bytes, end: usize) -> Result<StartLine, ParseError> {
             return Err(if line.contains(&b' ') {
                 ParseError::Version
             } else {
-                ParseError::StartLine("status line")
+                ParseError::StartLine("status line needs version, status code and reason")
             });
         }
         let rest = &line[8..];
@@ -1935,12 +1935,11 @@ fn parse_start_line(buf: &Bytes, end: usize) -> Result<StartLine, ParseError> {
         // RFC 4475 §3.1.2.16 `trws`.
         return Err(ParseError::StartLine("whitespace after the SIP-Version"));
     }
-    let sp1 = find(line, b' ').ok_or(ParseError::StartLine("request line"))?;
-    let sp2 = rfind(line, b' ').ok_or(ParseError::StartLine("request line"))?;
+    const PARTS: ParseError = ParseError::StartLine("request line needs method, URI and version");
+    let sp1 = find(line, b' ').ok_or(PARTS)?;
+    let sp2 = rfind(line, b' ').ok_or(PARTS)?;
     if sp2 <= sp1 + 1 {
-        return Err(ParseError::StartLine(
-            "request line needs method, URI and version",
-        ));
+        return Err(PARTS);
     }
     let method = &line[..sp1];
     if !is_token(method) {

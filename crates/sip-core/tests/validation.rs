@@ -237,3 +237,38 @@ fn a_bad_header_line_says_what_is_wrong_with_it() {
         Err(ParseError::HeaderLine("line break in a value"))
     );
 }
+
+#[test]
+fn a_bad_start_line_says_what_is_wrong_with_it() {
+    let why = |line: &str| {
+        let raw = format!(
+            "{line}\r\nVia: SIP/2.0/TLS 10.0.0.1:5061;branch=z9hG4bK1\r\n\
+             From: <sip:a@example.com>;tag=1\r\nTo: <sip:b@example.com>\r\n\
+             Call-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        );
+        match SipMessage::parse_datagram(Bytes::from(raw), &Limits::default()) {
+            Err(ParseError::StartLine(why)) => why,
+            other => panic!("{line:?}: {other:?}"),
+        }
+    };
+    let parts = "request line needs method, URI and version";
+    assert_eq!(why("OPTIONS"), parts);
+    assert_eq!(why("OPTIONS sip:b@example.com"), parts);
+    assert_eq!(why("OPTIONS  SIP/2.0"), parts);
+    assert_eq!(
+        why("SIP/2.0"),
+        "status line needs version, status code and reason"
+    );
+    assert_eq!(
+        why("OPTIONS sip:b@example.com SIP/2.0 "),
+        "whitespace after the SIP-Version"
+    );
+    assert_eq!(
+        why("OPTIONS sip:b@example.com  SIP/2.0"),
+        "more than one space between the request line's parts"
+    );
+    assert_eq!(
+        why("OPTIONS sip:b@example.com ;lr SIP/2.0"),
+        "whitespace inside the Request-URI"
+    );
+}
