@@ -156,8 +156,10 @@ impl<'a> Via<'a> {
             .iter()
             .position(|&c| c == b';' || is_ws(c))
             .unwrap_or(rest.len());
+        // What is wrong with the sent-by (`bad port`, `bad IPv4 address`, …), not only
+        // that it is.
         let (host_kind, host_len, port) =
-            parse_hostport(&rest[..end]).map_err(|_| err("bad sent-by"))?;
+            parse_hostport(&rest[..end]).map_err(|e| e.in_header("Via"))?;
         let (params, branch) = Params::parse_all_finding(&rest[end..], b"branch").map_err(err)?;
         Ok(Via {
             protocol,

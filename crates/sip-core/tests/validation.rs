@@ -272,3 +272,35 @@ fn a_bad_start_line_says_what_is_wrong_with_it() {
         "whitespace inside the Request-URI"
     );
 }
+
+#[test]
+fn a_bad_via_sent_by_says_what_is_wrong_with_it() {
+    let why = |via: &str| match SipMessage::parse_datagram(response(via), &Limits::default())
+        .unwrap()
+        .vias()
+        .nth(1)
+    {
+        Some(Err(ParseError::Header { header: "Via", why })) => why,
+        other => panic!("{via:?}: {other:?}"),
+    };
+    assert_eq!(
+        why("SIP/2.0/TLS 10.0.0.2:99999;branch=z9hG4bK2"),
+        "bad port"
+    );
+    assert_eq!(
+        why("SIP/2.0/TLS 10.0.0.256;branch=z9hG4bK2"),
+        "bad IPv4 address"
+    );
+    assert_eq!(
+        why("SIP/2.0/TLS -edge.test;branch=z9hG4bK2"),
+        "bad domain name"
+    );
+    assert_eq!(
+        why("SIP/2.0/TLS 2001:db8::2;branch=z9hG4bK2"),
+        "IPv6 address without [ ]"
+    );
+    assert_eq!(
+        why("SIP/2.0/TLS [2001:db8::2;branch=z9hG4bK2"),
+        "unterminated IPv6 reference"
+    );
+}
