@@ -25,6 +25,35 @@ impl std::fmt::Display for ProxyAttempt {
 }
 
 /// `a (why); b (why)`, for the error's message.
+/// The Warning values of a refusal as text to append to its status (` (warning 399
+/// fe.contoso.com: "..."; ...)`), empty without any. The peer's text is shown with control
+/// characters as spaces and cut at 200 characters: it goes into logs.
+fn warnings_text(response: &SipMessage) -> String {
+    let shown: Vec<String> = response
+        .warnings()
+        .filter_map(Result::ok)
+        .take(3)
+        .map(|w| {
+            let text: String = String::from_utf8_lossy(&w.text())
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .take(200)
+                .collect();
+            let agent: String = String::from_utf8_lossy(w.agent())
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(100)
+                .collect();
+            format!("warning {} {agent}: \"{text}\"", w.code())
+        })
+        .collect();
+    if shown.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", shown.join("; "))
+    }
+}
+
 fn attempts_text(attempts: &[ProxyAttempt]) -> String {
     let parts: Vec<String> = attempts.iter().map(ToString::to_string).collect();
     parts.join("; ")
@@ -70,8 +99,9 @@ pub enum RequestError {
     /// The request could not be sent or the connection failed (TLS refusal included): 503.
     #[error("transport failure: {0}")]
     Transport(TransportError),
-    /// A non-2xx final response arrived: its status and reason.
-    #[error("{code} {reason}")]
+    /// A non-2xx final response arrived: its status and reason. Its text adds what the
+    /// peer's Warning headers say (RFC 3261 §20.43), which often is why.
+    #[error("{code} {reason}{}", warnings_text(response))]
     Status {
         /// The status code (300–699).
         code: u16,
@@ -142,4 +172,42 @@ pub enum RespondError {
     /// The platform is shut down; the transaction is gone (503 was sent).
     #[error("the platform is shut down")]
     Shutdown,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(extra: &str) -> RequestError {
+        let raw = format!(
+            "SIP/2.0 488 Not Acceptable Here\r\nVia: SIP/2.0/TLS 10.0.0.21:5061;branch=z9hG4bK1\r\n\
+             From: <sip:app@contoso.test>;tag=1\r\nTo: <sip:bob@fabrikam.test>;tag=2\r\n\
+             Call-ID: c1\r\nCSeq: 1 INVITE\r\n{extra}Content-Length: 0\r\n\r\n"
+        );
+        let response =
+            SipMessage::parse_datagram(raw.into(), &sip_core::Limits::default()).unwrap();
+        RequestError::Status {
+            code: 488,
+            reason: "Not Acceptable Here".into(),
+            response: Box::new(response),
+        }
+    }
+
+    #[test]
+    fn a_refusal_says_what_the_peers_warnings_say() {
+        assert_eq!(refusal("").to_string(), "488 Not Acceptable Here");
+        assert_eq!(
+            refusal("Warning: 304 fe.fabrikam.test \"Media type not available\"\r\n").to_string(),
+            "488 Not Acceptable Here (warning 304 fe.fabrikam.test: \"Media type not available\")"
+        );
+        // Several, in order; an unparsable one is left out; escapes are undone and
+        // control characters shown as spaces.
+        assert_eq!(
+            refusal(
+                "Warning: 399 a.test \"one \\\"two\\\"\", bad, 301 b.test \"x\\\ty\"\r\n"
+            )
+            .to_string(),
+            "488 Not Acceptable Here (warning 399 a.test: \"one \"two\"\"; warning 301 b.test: \"x y\")"
+        );
+    }
 }

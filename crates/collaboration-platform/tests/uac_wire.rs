@@ -389,6 +389,35 @@ async fn a_failure_that_beats_a_held_cancel_is_the_outcome() {
     p.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_tells_the_caller_what_the_peers_warning_says() {
+    let refusal = answer("488 Not Acceptable Here", ";tag=bob-[pid]").replace(
+        "      Content-Length: 0",
+        "      Warning: 304 bob.contoso.test \"Media type not available\"\n      Content-Length: 0",
+    );
+    let steps = [
+        "  <recv request=\"INVITE\" crlf=\"true\"/>\n",
+        &refusal,
+        "  <recv request=\"ACK\"/>\n",
+    ]
+    .concat();
+    let (sipp, dir) = callee("refusal-with-warning", &steps);
+    let (p, app) = platform(sipp.local_addr()).await;
+    let mut call = invite(&p, app).await;
+    match outcome(&mut call).await {
+        InviteProgress::Failed(e) => {
+            assert_eq!(e.status(), 488, "{e:?}");
+            assert_eq!(
+                e.to_string(),
+                "488 Not Acceptable Here (warning 304 bob.contoso.test: \"Media type not available\")"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_succeeded(sipp, dir).await;
+    p.shutdown().await;
+}
+
 /// The 200 with an SDP offer (an IM session) to the INVITE just received, or (with
 /// `from_kept`) a retransmission of it made from the Via and CSeq kept then; `to_tag` is
 /// appended to To (empty for a re-INVITE, whose To has the tag).
