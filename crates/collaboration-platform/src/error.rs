@@ -24,7 +24,6 @@ impl std::fmt::Display for ProxyAttempt {
     }
 }
 
-/// `a (why); b (why)`, for the error's message.
 /// The Warning values of a refusal as text to append to its status (` (warning 399
 /// fe.contoso.com: "..."; ...)`), empty without any. The peer's text is shown with control
 /// characters as spaces and cut at 200 characters: it goes into logs.
@@ -54,6 +53,7 @@ fn warnings_text(response: &SipMessage) -> String {
     }
 }
 
+/// `a (why); b (why)`, for the error's message.
 fn attempts_text(attempts: &[ProxyAttempt]) -> String {
     let parts: Vec<String> = attempts.iter().map(ToString::to_string).collect();
     parts.join("; ")
