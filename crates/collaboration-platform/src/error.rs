@@ -24,32 +24,55 @@ impl std::fmt::Display for ProxyAttempt {
     }
 }
 
-/// The Warning values of a refusal as text to append to its status (` (warning 399
-/// fe.contoso.com: "..."; ...)`), empty without any. The peer's text is shown with control
-/// characters as spaces and cut at 200 characters: it goes into logs.
-fn warnings_text(response: &SipMessage) -> String {
-    let shown: Vec<String> = response
-        .warnings()
-        .filter_map(Result::ok)
-        .take(3)
-        .map(|w| {
-            let text: String = String::from_utf8_lossy(&w.text())
-                .chars()
-                .map(|c| if c.is_control() { ' ' } else { c })
-                .take(200)
-                .collect();
-            let agent: String = String::from_utf8_lossy(w.agent())
-                .chars()
-                .filter(|c| !c.is_control())
-                .take(100)
-                .collect();
-            format!("warning {} {agent}: \"{text}\"", w.code())
-        })
-        .collect();
-    if shown.is_empty() {
+/// What a refusal says about why, as text to append to its status: its Warning values
+/// (RFC 3261 §20.43) and the `ms-diagnostics` / `ms-diagnostics-public` codes and reasons
+/// Lync and Skype for Business servers give instead, e.g. ` (ms-diagnostics 1003: "User
+/// does not exist"; warning 399 fe.contoso.com: "...")`; empty without any. The peer's text
+/// is shown with control characters as spaces and cut at 200 characters: it goes into logs.
+fn peer_diagnostics(response: &SipMessage) -> String {
+    fn shown(text: &[u8], max: usize) -> String {
+        String::from_utf8_lossy(text)
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(max)
+            .collect()
+    }
+    let mut parts: Vec<String> = Vec::new();
+    for h in response.headers() {
+        let ms = h.name == sip_core::HeaderName::Other
+            && (h.raw_name.eq_ignore_ascii_case(b"ms-diagnostics")
+                || h.raw_name.eq_ignore_ascii_case(b"ms-diagnostics-public"));
+        if !ms {
+            continue;
+        }
+        // `code;reason="...";source=...` (MS-SIPRE §2.2.2.9, MS-OCER).
+        let Ok(d) = sip_core::TokenParams::parse(h.value, "ms-diagnostics") else {
+            continue;
+        };
+        let code = d.token();
+        if code.is_empty() || code.len() > 10 || !code.bytes().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let reason = d.params().get_unquoted("reason").unwrap_or_default();
+        parts.push(format!(
+            "ms-diagnostics {}: \"{}\"",
+            code,
+            shown(&reason, 200)
+        ));
+    }
+    for w in response.warnings().filter_map(Result::ok) {
+        parts.push(format!(
+            "warning {} {}: \"{}\"",
+            w.code(),
+            shown(w.agent(), 100),
+            shown(&w.text(), 200)
+        ));
+    }
+    parts.truncate(3);
+    if parts.is_empty() {
         String::new()
     } else {
-        format!(" ({})", shown.join("; "))
+        format!(" ({})", parts.join("; "))
     }
 }
 
@@ -100,8 +123,8 @@ pub enum RequestError {
     #[error("transport failure: {0}")]
     Transport(TransportError),
     /// A non-2xx final response arrived: its status and reason. Its text adds what the
-    /// peer's Warning headers say (RFC 3261 §20.43), which often is why.
-    #[error("{code} {reason}{}", warnings_text(response))]
+    /// peer's Warning and `ms-diagnostics` headers say, which often is why.
+    #[error("{code} {reason}{}", peer_diagnostics(response))]
     Status {
         /// The status code (300–699).
         code: u16,
@@ -150,6 +173,18 @@ impl RequestError {
             RequestError::Invalid(_) => 400,
             RequestError::NoDialog => 481,
             RequestError::Cancelled => 487,
+        }
+    }
+}
+
+impl RequestError {
+    /// For [`Status`](Self::Status): what the peer's Warning and `ms-diagnostics` headers
+    /// say, as the error's text shows it (` (ms-diagnostics 1003: "User does not exist")`);
+    /// empty otherwise. For layers that keep the status but not the response.
+    pub fn peer_diagnostics(&self) -> String {
+        match self {
+            RequestError::Status { response, .. } => peer_diagnostics(response),
+            _ => String::new(),
         }
     }
 }
@@ -209,5 +244,24 @@ mod tests {
             .to_string(),
             "488 Not Acceptable Here (warning 399 a.test: \"one \"two\"\"; warning 301 b.test: \"x y\")"
         );
+    }
+
+    #[test]
+    fn a_refusal_says_what_lync_diagnostics_say() {
+        // What a Lync / Skype for Business server puts in a refusal instead of Warning; one
+        // without a numeric code is left out.
+        let e = refusal(
+            "ms-diagnostics: 1003;reason=\"User does not exist\";source=\"fe.contoso.test\"\r\n\
+             ms-diagnostics-public: 4001;reason=\"Federation is not allowed\"\r\n\
+             ms-diagnostics: no-code-here\r\n",
+        );
+        assert_eq!(
+            e.to_string(),
+            "488 Not Acceptable Here (ms-diagnostics 1003: \"User does not exist\"; \
+             ms-diagnostics 4001: \"Federation is not allowed\")"
+        );
+        // At most three are shown.
+        let many = refusal(&"Warning: 399 a.test \"w\"\r\n".repeat(5));
+        assert_eq!(many.to_string().matches("warning 399").count(), 3);
     }
 }

@@ -10,12 +10,15 @@ use collaboration_platform::RequestError;
 pub enum CallError {
     /// The remote party declined (486 Busy Here, 480, 603 Decline …) or the call failed
     /// with this final status.
-    #[error("declined: {status} {reason}")]
+    #[error("declined: {status} {reason}{diagnostics}")]
     Declined {
         /// The final status.
         status: u16,
         /// Its reason phrase.
         reason: String,
+        /// What the peer's Warning and `ms-diagnostics` headers said, as
+        /// [`RequestError::peer_diagnostics`] gives it (empty when none).
+        diagnostics: String,
     },
     /// Nobody answered: the INVITE timed out (408, Timer B) or rang past the timeout given
     /// to `InstantMessagingCall::establish_within`.
@@ -48,6 +51,7 @@ pub enum CallError {
 
 impl From<RequestError> for CallError {
     fn from(e: RequestError) -> Self {
+        let diagnostics = e.peer_diagnostics();
         match e {
             RequestError::Timeout => CallError::NoAnswer,
             RequestError::Cancelled => CallError::Cancelled,
@@ -56,12 +60,32 @@ impl From<RequestError> for CallError {
                 code: 488 | 606,
                 reason,
                 ..
-            } => CallError::NotAcceptable(reason),
+            } => CallError::NotAcceptable(reason + &diagnostics),
             RequestError::Status { code, reason, .. } => CallError::Declined {
                 status: code,
                 reason,
+                diagnostics,
             },
             e => CallError::Request(e),
+        }
+    }
+}
+
+impl From<MessageError> for CallError {
+    /// A message's failure as the call's: a failure status is the call declined.
+    fn from(e: MessageError) -> Self {
+        match e {
+            MessageError::Failed {
+                status,
+                reason,
+                diagnostics,
+            } => CallError::Declined {
+                status,
+                reason,
+                diagnostics,
+            },
+            MessageError::Request(e) => CallError::Request(e),
+            MessageError::CallEnded => CallError::Cancelled,
         }
     }
 }
@@ -72,12 +96,15 @@ impl From<RequestError> for CallError {
 #[non_exhaustive]
 pub enum MessageError {
     /// The remote party answered with a failure status.
-    #[error("failed: {status} {reason}")]
+    #[error("failed: {status} {reason}{diagnostics}")]
     Failed {
         /// The final status.
         status: u16,
         /// Its reason phrase.
         reason: String,
+        /// What the peer's Warning and `ms-diagnostics` headers said, as
+        /// [`RequestError::peer_diagnostics`] gives it (empty when none).
+        diagnostics: String,
     },
     /// The call ended (either side's BYE) before the message was delivered.
     #[error("the call ended before the message was delivered")]
@@ -86,4 +113,20 @@ pub enum MessageError {
     /// transport failure.
     #[error(transparent)]
     Request(RequestError),
+}
+
+impl MessageError {
+    /// A MESSAGE's failure: a failure status with what the peer said about it, or the
+    /// error below.
+    pub(crate) fn from_request(e: RequestError) -> MessageError {
+        let diagnostics = e.peer_diagnostics();
+        match e {
+            RequestError::Status { code, reason, .. } => MessageError::Failed {
+                status: code,
+                reason,
+                diagnostics,
+            },
+            e => MessageError::Request(e),
+        }
+    }
 }

@@ -1319,14 +1319,16 @@ impl MessageSender {
             Err(RequestError::Status { code: 481, .. }) if self.shared().ended() => {
                 Err(MessageError::CallEnded)
             }
-            Err(RequestError::Status { code, reason, .. }) => {
-                if code == 481 || code == 408 {
-                    self.dialog_gone(code, reason.clone());
-                }
-                Err(MessageError::Failed {
-                    status: code,
+            Err(e @ RequestError::Status { .. }) => {
+                if let RequestError::Status {
+                    code: code @ (481 | 408),
                     reason,
-                })
+                    ..
+                } = &e
+                {
+                    self.dialog_gone(*code, reason.clone());
+                }
+                Err(MessageError::from_request(e))
             }
             Err(RequestError::Timeout) if self.shared().ended() => Err(MessageError::CallEnded),
             Err(RequestError::Timeout) => {

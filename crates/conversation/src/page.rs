@@ -4,7 +4,7 @@
 use crate::conversation::{Conversation, Delivery};
 use crate::error::{CallError, MessageError};
 use bytes::Bytes;
-use collaboration_platform::{Homing, OutgoingRequest, RequestError};
+use collaboration_platform::{Homing, OutgoingRequest};
 use sip_core::Method;
 
 /// Final statuses to an IM INVITE that mean "this peer does not take IM sessions": the
@@ -32,11 +32,7 @@ pub(crate) async fn send<H: Homing>(
     }
     match core.platform().send_request(req).await {
         Ok(_) => Ok(()),
-        Err(RequestError::Status { code, reason, .. }) => Err(MessageError::Failed {
-            status: code,
-            reason,
-        }),
-        Err(e) => Err(MessageError::Request(e)),
+        Err(e) => Err(MessageError::from_request(e)),
     }
 }
 
@@ -53,11 +49,7 @@ pub(crate) async fn deliver_text<H: Homing>(
             let _ = call.terminate().await;
             match sent {
                 Ok(()) => Ok(Delivery::InCall),
-                Err(MessageError::Failed { status, reason }) => {
-                    Err(CallError::Declined { status, reason })
-                }
-                Err(MessageError::Request(e)) => Err(CallError::Request(e)),
-                Err(MessageError::CallEnded) => Err(CallError::Cancelled),
+                Err(e) => Err(e.into()),
             }
         }
         Err(CallError::NotAcceptable(_)) => page_instead(conversation, text).await,
@@ -80,8 +72,6 @@ async fn page_instead<H: Homing>(
     .await
     {
         Ok(()) => Ok(Delivery::Page),
-        Err(MessageError::Failed { status, reason }) => Err(CallError::Declined { status, reason }),
-        Err(MessageError::Request(e)) => Err(CallError::Request(e)),
-        Err(MessageError::CallEnded) => Err(CallError::Cancelled),
+        Err(e) => Err(e.into()),
     }
 }

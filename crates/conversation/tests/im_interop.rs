@@ -953,7 +953,11 @@ fn a_busy_user_declines_with_486() {
         let app = start_app(&fed).await;
         let call = Conversation::new(&app.bot, alice()).instant_messaging_call();
         match bounded("establishing the IM call", call.establish()).await {
-            Err(CallError::Declined { status: 486, .. }) => {}
+            // What the callee said about why came through Kamailio to the caller.
+            Err(e @ CallError::Declined { status: 486, .. }) => assert_eq!(
+                e.to_string(),
+                "declined: 486 Busy Here (ms-diagnostics 9999: \"Busy in another call\")"
+            ),
             other => panic!("expected Declined 486, got {other:?}"),
         }
         assert_eq!(call.state(), ConversationState::Terminated);
