@@ -174,13 +174,18 @@ impl Registration {
                         }
                     }
                 }
-                Err(RequestError::Status {
-                    code: 403, reason, ..
-                }) => {
+                Err(e @ RequestError::Status { code: 403, .. }) => {
+                    // With what the registrar said about why (a Lync / Skype for Business
+                    // registrar says it in ms-diagnostics).
+                    let diagnostics = e.peer_diagnostics();
+                    let reason = match e {
+                        RequestError::Status { reason, .. } => reason,
+                        _ => String::new(),
+                    };
                     return Err(EndpointError::Authentication {
                         status: 403,
-                        reason,
-                    })
+                        reason: reason + &diagnostics,
+                    });
                 }
                 Err(e) => return Err(EndpointError::Request(e)),
             }
