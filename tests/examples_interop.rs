@@ -270,7 +270,10 @@ fn echo_bot_answers_home_and_federated_senders_and_notify_reports_each_outcome()
             "the bot's SIGINT did not end the conversation: {end:?}"
         );
         assert!(
-            matches!(call.termination_reason(), Some(TerminationReason::Remote)),
+            matches!(
+                call.termination_reason(),
+                Some(TerminationReason::Remote { .. })
+            ),
             "{:?}",
             call.termination_reason()
         );

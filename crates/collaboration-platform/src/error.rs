@@ -24,58 +24,6 @@ impl std::fmt::Display for ProxyAttempt {
     }
 }
 
-/// What a refusal says about why, as text to append to its status: its Warning values
-/// (RFC 3261 §20.43) and the `ms-diagnostics` / `ms-diagnostics-public` codes and reasons
-/// Lync and Skype for Business servers give instead, e.g. ` (ms-diagnostics 1003: "User
-/// does not exist"; warning 399 fe.contoso.com: "...")`; empty without any. The peer's text
-/// is shown with control characters as spaces and cut at 200 characters: it goes into logs.
-fn peer_diagnostics(response: &SipMessage) -> String {
-    fn shown(text: &[u8], max: usize) -> String {
-        String::from_utf8_lossy(text)
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .take(max)
-            .collect()
-    }
-    let mut parts: Vec<String> = Vec::new();
-    for h in response.headers() {
-        let ms = h.name == sip_core::HeaderName::Other
-            && (h.raw_name.eq_ignore_ascii_case(b"ms-diagnostics")
-                || h.raw_name.eq_ignore_ascii_case(b"ms-diagnostics-public"));
-        if !ms {
-            continue;
-        }
-        // `code;reason="...";source=...` (MS-SIPRE §2.2.2.9, MS-OCER).
-        let Ok(d) = sip_core::TokenParams::parse(h.value, "ms-diagnostics") else {
-            continue;
-        };
-        let code = d.token();
-        if code.is_empty() || code.len() > 10 || !code.bytes().all(|c| c.is_ascii_digit()) {
-            continue;
-        }
-        let reason = d.params().get_unquoted("reason").unwrap_or_default();
-        parts.push(format!(
-            "ms-diagnostics {}: \"{}\"",
-            code,
-            shown(&reason, 200)
-        ));
-    }
-    for w in response.warnings().filter_map(Result::ok) {
-        parts.push(format!(
-            "warning {} {}: \"{}\"",
-            w.code(),
-            shown(w.agent(), 100),
-            shown(&w.text(), 200)
-        ));
-    }
-    parts.truncate(3);
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", parts.join("; "))
-    }
-}
-
 /// `a (why); b (why)`, for the error's message.
 fn attempts_text(attempts: &[ProxyAttempt]) -> String {
     let parts: Vec<String> = attempts.iter().map(ToString::to_string).collect();
@@ -124,7 +72,7 @@ pub enum RequestError {
     Transport(TransportError),
     /// A non-2xx final response arrived: its status and reason. Its text adds what the
     /// peer's Warning and `ms-diagnostics` headers say, which often is why.
-    #[error("{code} {reason}{}", peer_diagnostics(response))]
+    #[error("{code} {reason}{}", crate::diagnostics::peer_diagnostics(response))]
     Status {
         /// The status code (300–699).
         code: u16,
@@ -183,7 +131,7 @@ impl RequestError {
     /// empty otherwise. For layers that keep the status but not the response.
     pub fn peer_diagnostics(&self) -> String {
         match self {
-            RequestError::Status { response, .. } => peer_diagnostics(response),
+            RequestError::Status { response, .. } => crate::diagnostics::peer_diagnostics(response),
             _ => String::new(),
         }
     }

@@ -45,6 +45,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod diagnostics;
 mod dialog_end;
 pub mod dispatch;
 mod error;
@@ -67,6 +68,7 @@ mod runtime;
 mod settings;
 pub mod topology;
 
+pub use diagnostics::peer_diagnostics;
 pub use dialog_end::{DialogEndReason, DialogEnded};
 pub use error::{PlatformError, ProxyAttempt, RequestError, RespondError};
 pub use incoming::IncomingRequest;

@@ -43,7 +43,11 @@ pub enum TerminationReason {
     /// This side ended it: `terminate`, `cancel`, or declining an incoming call.
     Local,
     /// The remote party ended it with BYE.
-    Remote,
+    Remote {
+        /// What the BYE said about why (its Reason, `ms-diagnostics` and Warning values,
+        /// as [`collaboration_platform::peer_diagnostics`] gives them; empty when none).
+        diagnostics: String,
+    },
     /// It never got established; the error is the one `establish` or `accept` returned.
     NotEstablished(CallError),
     /// It was established, and a renegotiation left it no IM session: the ACK of an
@@ -67,7 +71,9 @@ impl std::fmt::Display for TerminationReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TerminationReason::Local => f.write_str("ended by this side"),
-            TerminationReason::Remote => f.write_str("ended by the remote party (BYE)"),
+            TerminationReason::Remote { diagnostics } => {
+                write!(f, "ended by the remote party (BYE){diagnostics}")
+            }
             TerminationReason::NotEstablished(e) => write!(f, "not established: {e}"),
             TerminationReason::Renegotiation(e) => write!(f, "renegotiation failed: {e}"),
             TerminationReason::DialogLost { status, reason } => write!(

@@ -554,7 +554,9 @@ impl CallShared {
     async fn handle_request(&self, mut req: IncomingRequest) -> Step {
         match req.request().method().cloned() {
             Some(Method::Bye) => {
-                self.end(TerminationReason::Remote);
+                self.end(TerminationReason::Remote {
+                    diagnostics: collaboration_platform::peer_diagnostics(req.request()),
+                });
                 self.set_remote_typing(false);
                 let _ = req.respond(200, "OK", &[], None).await;
                 return Step::End;
@@ -1619,14 +1621,16 @@ mod tests {
         assert!(shared.set_state(Terminating));
         assert!(!shared.set_state(Established), "terminate() is under way");
         assert_eq!(shared.state(), Terminating);
-        assert!(shared.end(TerminationReason::Remote));
+        assert!(shared.end(TerminationReason::Remote {
+            diagnostics: String::new()
+        }));
         assert!(!shared.end(TerminationReason::Local), "already over");
         assert!(!shared.set_state(Established));
         assert!(!shared.set_state(Idle));
         assert_eq!(*rx.borrow_and_update(), Terminated);
         assert!(matches!(
             shared.termination_reason(),
-            Some(TerminationReason::Remote)
+            Some(TerminationReason::Remote { .. })
         ));
         assert!(may_move(Idle, Establishing) && may_move(Establishing, Terminated));
         assert!(!may_move(Established, Establishing) && !may_move(Terminated, Terminated));
@@ -1659,7 +1663,9 @@ mod tests {
             shared.typing_deadline(Some(far));
         }
         assert_eq!(alive_tasks_settled_at(before + 1).await, before + 1);
-        shared.end(TerminationReason::Remote);
+        shared.end(TerminationReason::Remote {
+            diagnostics: String::new(),
+        });
         assert_eq!(alive_tasks_settled_at(before).await, before);
     }
 

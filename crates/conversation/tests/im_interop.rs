@@ -602,7 +602,7 @@ fn a_call_without_an_offer_gets_ours_in_the_200_and_the_answer_in_the_ack() {
     );
     assert_eq!(seen.state, ConversationState::Terminated);
     assert!(
-        matches!(seen.reason, Some(TerminationReason::Remote)),
+        matches!(seen.reason, Some(TerminationReason::Remote { .. })),
         "{:?}",
         seen.reason
     );
@@ -778,7 +778,7 @@ fn an_offerless_reinvite_answered_in_the_ack_keeps_the_call_up() {
     assert_eq!(seen.texts, vec!["after the re-INVITE".to_string()]);
     assert_eq!(seen.state, ConversationState::Terminated);
     assert!(
-        matches!(seen.reason, Some(TerminationReason::Remote)),
+        matches!(seen.reason, Some(TerminationReason::Remote { .. })),
         "{:?}",
         seen.reason
     );
@@ -845,7 +845,7 @@ fn offers_while_the_answer_to_ours_is_owed_get_491() {
     assert_eq!(count(&t, |m| !m.sent && m.is_response(491, "UPDATE")), 1);
     assert_eq!(seen.texts, vec!["after the refused offers".to_string()]);
     assert!(
-        matches!(seen.reason, Some(TerminationReason::Remote)),
+        matches!(seen.reason, Some(TerminationReason::Remote { .. })),
         "{:?}",
         seen.reason
     );
@@ -1091,6 +1091,14 @@ fn after_the_users_bye_messages_end_and_the_dialog_is_gone() {
             .await
             .unwrap_or_else(|e| panic!("establish: {e:?}\n{}", fed.log_tails(30)));
         terminated(&mut call.watch_state()).await;
+        // Why the user hung up (the BYE's Reason) came through Kamailio to the caller.
+        assert_eq!(
+            call.termination_reason().map(|r| r.to_string()),
+            Some(
+                "ended by the remote party (BYE) (reason Q.850 16: \"Normal call clearing\")"
+                    .into()
+            )
+        );
         // The dialog is already gone here: a definite outcome without sending.
         assert!(matches!(
             bounded("a MESSAGE after the BYE", flow.send_text("too late")).await,

@@ -178,7 +178,7 @@ async fn an_accepted_call_is_hung_up_through_its_flow() {
     assert_eq!(call.state(), ConversationState::Terminated);
     assert!(matches!(
         call.termination_reason(),
-        Some(TerminationReason::Remote)
+        Some(TerminationReason::Remote { .. })
     ));
 }
 
