@@ -9,7 +9,7 @@ use sip_core::transaction::TransactionId;
 use sip_core::{DialogId, HeaderName, Method, SipMessage};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use tokio::sync::mpsc;
 
 /// A request the platform routed to an endpoint. Answer it with
@@ -29,11 +29,39 @@ pub struct IncomingRequest {
     transaction: TransactionId,
     to_tag: String,
     dialog: Option<DialogId>,
-    cancelled: Option<Arc<AtomicBool>>,
+    cancelled: Option<Arc<Cancellation>>,
     answered: bool,
     commands: mpsc::Sender<Command>,
     server: Bytes,
     span: tracing::Span,
+}
+
+/// That an INVITE being served was cancelled, and what its CANCEL said: shared by the
+/// platform, which sets it, and the endpoint's [`IncomingRequest`].
+#[derive(Debug, Default)]
+pub(crate) struct Cancellation {
+    done: AtomicBool,
+    said: OnceLock<String>,
+}
+
+impl Cancellation {
+    /// Marks the INVITE cancelled with what the CANCEL said (the first call counts).
+    pub(crate) fn cancel(&self, said: String) {
+        let _ = self.said.set(said);
+        self.done.store(true, Ordering::Release);
+    }
+
+    fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    fn said(&self) -> Option<&str> {
+        if self.is_done() {
+            self.said.get().map(String::as_str)
+        } else {
+            None
+        }
+    }
 }
 
 impl IncomingRequest {
@@ -75,16 +103,23 @@ impl IncomingRequest {
         self.dialog = dialog;
     }
 
-    pub(crate) fn set_cancel_flag(&mut self, flag: Option<Arc<AtomicBool>>) {
-        self.cancelled = flag;
+    pub(crate) fn set_cancellation(&mut self, c: Option<Arc<Cancellation>>) {
+        self.cancelled = c;
     }
 
     /// Whether the caller cancelled this INVITE (RFC 3261 §9.2): the platform answered
     /// 487 for it, and a later answer is refused with [`RespondError::Cancelled`].
     pub fn is_cancelled(&self) -> bool {
-        self.cancelled
-            .as_ref()
-            .is_some_and(|c| c.load(Ordering::Relaxed))
+        self.cancelled.as_ref().is_some_and(|c| c.is_done())
+    }
+
+    /// Once the INVITE was cancelled: what the CANCEL said about why, as
+    /// [`peer_diagnostics`](crate::peer_diagnostics) gives it, e.g. ` (reason SIP 200:
+    /// "Call completed elsewhere")` when a forking proxy cancels the branches another
+    /// device answered (RFC 3326) — such a call was answered, not missed. Empty when the
+    /// CANCEL said nothing or the INVITE's Expires ran out; `None` while not cancelled.
+    pub fn cancel_diagnostics(&self) -> Option<&str> {
+        self.cancelled.as_ref().and_then(|c| c.said())
     }
 
     /// The dialog of the request: the one it arrived in (a NOTIFY of a subscription this

@@ -387,8 +387,9 @@ struct Serving {
     /// The dialog an answer makes (INVITE, SUBSCRIBE, REFER): the endpoint holds copies of
     /// it, and the dialog set keys the dialog by it (one allocation for all).
     creates: Option<DialogId>,
-    /// Set when a CANCEL ended this INVITE (the endpoint's late answer is refused).
-    cancelled: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// Set when a CANCEL (or its Expires) ended this INVITE (the endpoint's late answer is
+    /// refused).
+    cancelled: Option<Arc<crate::incoming::Cancellation>>,
     /// Where the request came from: where a 2xx to an INVITE is retransmitted.
     source: Peer,
 }
@@ -1301,7 +1302,7 @@ impl Driver {
                         continue;
                     };
                     if let Some(c) = &s.cancelled {
-                        c.store(true, std::sync::atomic::Ordering::Relaxed);
+                        c.cancel(String::new());
                     }
                     // Armed only for INVITEs kept parsed, so there is one to answer.
                     if let Some(invite) = s.request.dialog_maker() {
@@ -2061,7 +2062,7 @@ impl Driver {
             if let Some(inv) = cancels {
                 if let Some(s) = self.serving.remove(&inv) {
                     if let Some(c) = &s.cancelled {
-                        c.store(true, std::sync::atomic::Ordering::Relaxed);
+                        c.cancel(crate::diagnostics::peer_diagnostics(&request));
                     }
                     self.end_unanswered(s);
                 }
@@ -2200,8 +2201,8 @@ impl Driver {
         };
         incoming.set_dialog(dialog.or_else(|| creates.clone()));
         let cancelled = (method == Some(Method::Invite))
-            .then(|| Arc::new(std::sync::atomic::AtomicBool::new(false)));
-        incoming.set_cancel_flag(cancelled.clone());
+            .then(|| Arc::new(crate::incoming::Cancellation::default()));
+        incoming.set_cancellation(cancelled.clone());
         match sender.try_send(incoming) {
             Ok(()) => {
                 if let Some(k) = merge_key {

@@ -708,3 +708,44 @@ async fn an_invite_whose_expires_passes_unanswered_gets_487() {
     assert_succeeded(run).await;
     p.shutdown().await;
 }
+
+/// RFC 3326: a forking proxy cancels the branches of a call another device answered with
+/// `Reason: SIP;cause=200;text="Call completed elsewhere"`. The endpoint finds its INVITE
+/// cancelled and what the CANCEL said, so it need not count the call as missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_invite_says_what_its_cancel_said() {
+    let p = platform().await;
+    let mut bob = endpoint(&p, "bob").await;
+    let reason = "      Reason: SIP;cause=200;text=\"Call completed elsewhere\"\n";
+    let steps = [
+        request("INVITE", "bob", "elsewhere", "", ""),
+        "  <recv response=\"180\"/>\n".to_string(),
+        request_with_contact("CANCEL", "bob", "elsewhere", "", reason, ""),
+        "  <recv response=\"200\"/>\n".to_string(),
+        expect(487, "elsewhere", ""),
+        ack("bob", "elsewhere"),
+    ]
+    .concat();
+    let run = sipp(&p, "cancel-with-reason", &steps);
+    let mut invite = next(&mut bob).await;
+    assert_eq!(invite.cancel_diagnostics(), None, "not cancelled yet");
+    invite.respond(180, "Ringing", &[], None).await.unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while !invite.is_cancelled() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the CANCEL never came"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        invite.cancel_diagnostics(),
+        Some(" (reason SIP 200: \"Call completed elsewhere\")")
+    );
+    assert_eq!(
+        invite.respond(200, "OK", &[], None).await,
+        Err(RespondError::Cancelled)
+    );
+    assert_succeeded(run).await;
+    p.shutdown().await;
+}
