@@ -301,10 +301,17 @@ type LastGrant = Arc<std::sync::Mutex<Granted>>;
 /// Keeps a registration alive until aborted: refreshes, and re-registers (state
 /// Reestablishing, then Established) after failures or a lost front-end connection.
 /// Each grant replaces `last`: a registrar may grant a refresh another lifetime or GRUU.
-pub(crate) async fn keep_alive(reg: Arc<Mutex<Registration>>, last: LastGrant) {
+///
+/// `losses` was subscribed before the first REGISTER went out: a loss of the front-end
+/// connection from then on, even one before this task first runs, makes it register again.
+/// (Subscribed here, a loss between the grant and the task's start went unseen, and the
+/// endpoint stayed Established on a dead flow until its next refresh.)
+pub(crate) async fn keep_alive(
+    reg: Arc<Mutex<Registration>>,
+    last: LastGrant,
+    mut losses: tokio::sync::watch::Receiver<u64>,
+) {
     let core = reg.lock().await.core.clone();
-    let mut losses = core.platform().proxy_losses();
-    losses.mark_unchanged();
     let first = last.lock().unwrap_or_else(|p| p.into_inner()).expires;
     let mut wait = spread_refresh_after(first, crate::ids::random());
     let mut backoff = RETRY_MIN;
@@ -431,6 +438,9 @@ impl Registered {
             expires,
             instance,
         )));
+        // Losses count from before the REGISTER (see `keep_alive`).
+        let mut losses = core.platform().proxy_losses();
+        losses.mark_unchanged();
         let granted = reg.lock().await.register(expires).await;
         let granted = match granted {
             Ok(g) => g,
@@ -457,7 +467,7 @@ impl Registered {
         }
         let last = Arc::new(std::sync::Mutex::new(granted.clone()));
         *state = Some(Running {
-            keep_alive: tokio::spawn(keep_alive(reg.clone(), last.clone())),
+            keep_alive: tokio::spawn(keep_alive(reg.clone(), last.clone(), losses)),
             registration: reg,
             granted: last,
         });

@@ -707,3 +707,30 @@ async fn every_refresh_updates_what_the_registrar_granted() {
     tokio::join!(alice.terminate(), registrar.grant(0));
     p.shutdown().await;
 }
+
+/// The front end drops the connection right after granting the first REGISTER (its 200
+/// and the close arrive together): the endpoint must register again on a new connection.
+/// Before, the task that watches for lost connections subscribed only once it first ran,
+/// after the loss, and the endpoint stayed Established on a dead flow until its next
+/// refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_lost_right_after_the_first_grant_is_registered_again() {
+    let mut registrar = Registrar::bind().await;
+    let p = platform(&registrar).await;
+    let bot = registering_bot(&p);
+    let mut state = bot.watch_state();
+    let (done, ()) = tokio::join!(tokio::time::timeout(WAIT, bot.establish()), async {
+        let r = registrar.register().await;
+        registrar.answer(&r, "200 OK", 300, "").await;
+        // Closed with the 200 still in flight.
+        registrar.peer = None;
+    });
+    done.expect("established within the wait")
+        .expect("the first REGISTER was granted");
+    let again = reach(&mut state, EndpointState::Reestablishing).await;
+    assert_eq!(again.reason, "connection to the front end lost");
+    // The REGISTER again, on a new connection, and the endpoint is back.
+    registrar.grant(300).await;
+    reach(&mut state, EndpointState::Established).await;
+    p.shutdown().await;
+}
