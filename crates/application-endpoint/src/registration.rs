@@ -174,17 +174,16 @@ impl Registration {
                         }
                     }
                 }
-                Err(e @ RequestError::Status { code: 403, .. }) => {
+                Err(RequestError::Status {
+                    code: 403,
+                    reason,
+                    response,
+                }) => {
                     // With what the registrar said about why (a Lync / Skype for Business
                     // registrar says it in ms-diagnostics).
-                    let diagnostics = e.peer_diagnostics();
-                    let reason = match e {
-                        RequestError::Status { reason, .. } => reason,
-                        _ => String::new(),
-                    };
                     return Err(EndpointError::Authentication {
                         status: 403,
-                        reason: reason + &diagnostics,
+                        reason: reason + &collaboration_platform::peer_diagnostics(&response),
                     });
                 }
                 Err(e) => return Err(EndpointError::Request(e)),

@@ -19,52 +19,56 @@ const MAX_TEXT: usize = 200;
 /// ` (ms-diagnostics 1003: "User does not exist"; warning 399 fe.contoso.com: "...")`;
 /// empty when it says nothing.
 pub fn peer_diagnostics(message: &SipMessage) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for value in message.header_values(HeaderName::Reason) {
-        // protocol *(;cause=N / ;text="..." / ext)
-        let Ok(r) = TokenParams::parse(value, "Reason") else {
-            continue;
-        };
-        let params = r.params();
-        let cause = params.get_unquoted("cause").unwrap_or_default();
-        let text = params.get_unquoted("text").unwrap_or_default();
-        parts.push(format!(
-            "reason {} {}: \"{}\"",
-            shown(r.token().as_bytes(), 20),
-            shown(&cause, 10),
-            shown(&text, MAX_TEXT)
-        ));
-    }
-    for h in message.headers() {
-        let ms = h.name == HeaderName::Other
-            && (h.raw_name.eq_ignore_ascii_case(b"ms-diagnostics")
-                || h.raw_name.eq_ignore_ascii_case(b"ms-diagnostics-public"));
-        if !ms {
-            continue;
-        }
-        // `code;reason="...";source=...` (MS-SIPRE).
-        let Ok(d) = TokenParams::parse(h.value, "ms-diagnostics") else {
-            continue;
-        };
-        let code = d.token();
-        if code.is_empty() || code.len() > 10 || !code.bytes().all(|c| c.is_ascii_digit()) {
-            continue;
-        }
-        let reason = d.params().get_unquoted("reason").unwrap_or_default();
-        parts.push(format!(
-            "ms-diagnostics {code}: \"{}\"",
-            shown(&reason, MAX_TEXT)
-        ));
-    }
-    for w in message.warnings().filter_map(Result::ok) {
-        parts.push(format!(
+    // protocol *(;cause=N / ;text="..." / ext)
+    let reasons = message
+        .header_values(HeaderName::Reason)
+        .filter_map(|v| TokenParams::parse(v, "Reason").ok())
+        .map(|r| {
+            let params = r.params();
+            let cause = params.get_unquoted("cause").unwrap_or_default();
+            let text = params.get_unquoted("text").unwrap_or_default();
+            format!(
+                "reason {} {}: \"{}\"",
+                shown(r.token().as_bytes(), 20),
+                shown(&cause, 10),
+                shown(&text, MAX_TEXT)
+            )
+        });
+    // `code;reason="...";source=...` (MS-SIPRE), with a numeric code.
+    let ms_diagnostics = message
+        .headers()
+        .filter(|h| {
+            h.name == HeaderName::Other
+                && (h.raw_name.eq_ignore_ascii_case(b"ms-diagnostics")
+                    || h.raw_name.eq_ignore_ascii_case(b"ms-diagnostics-public"))
+        })
+        .filter_map(|h| TokenParams::parse(h.value, "ms-diagnostics").ok())
+        .filter(|d| {
+            let code = d.token();
+            !code.is_empty() && code.len() <= 10 && code.bytes().all(|c| c.is_ascii_digit())
+        })
+        .map(|d| {
+            let reason = d.params().get_unquoted("reason").unwrap_or_default();
+            format!(
+                "ms-diagnostics {}: \"{}\"",
+                d.token(),
+                shown(&reason, MAX_TEXT)
+            )
+        });
+    let warnings = message.warnings().filter_map(Result::ok).map(|w| {
+        format!(
             "warning {} {}: \"{}\"",
             w.code(),
             shown(w.agent(), 100),
             shown(&w.text(), MAX_TEXT)
-        ));
-    }
-    parts.truncate(MAX_VALUES);
+        )
+    });
+    // Lazily, so a message with hundreds of such headers costs only the ones shown.
+    let parts: Vec<String> = reasons
+        .chain(ms_diagnostics)
+        .chain(warnings)
+        .take(MAX_VALUES)
+        .collect();
     if parts.is_empty() {
         String::new()
     } else {

@@ -8,7 +8,6 @@ use bytes::Bytes;
 use sip_core::transaction::TransactionId;
 use sip_core::{DialogId, HeaderName, Method, SipMessage};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use tokio::sync::mpsc;
 
@@ -37,30 +36,19 @@ pub struct IncomingRequest {
 }
 
 /// That an INVITE being served was cancelled, and what its CANCEL said: shared by the
-/// platform, which sets it, and the endpoint's [`IncomingRequest`].
+/// platform, which sets it, and the endpoint's [`IncomingRequest`]. Set once: being set
+/// is being cancelled.
 #[derive(Debug, Default)]
-pub(crate) struct Cancellation {
-    done: AtomicBool,
-    said: OnceLock<String>,
-}
+pub(crate) struct Cancellation(OnceLock<String>);
 
 impl Cancellation {
     /// Marks the INVITE cancelled with what the CANCEL said (the first call counts).
     pub(crate) fn cancel(&self, said: String) {
-        let _ = self.said.set(said);
-        self.done.store(true, Ordering::Release);
-    }
-
-    fn is_done(&self) -> bool {
-        self.done.load(Ordering::Acquire)
+        let _ = self.0.set(said);
     }
 
     fn said(&self) -> Option<&str> {
-        if self.is_done() {
-            self.said.get().map(String::as_str)
-        } else {
-            None
-        }
+        self.0.get().map(String::as_str)
     }
 }
 
@@ -110,7 +98,7 @@ impl IncomingRequest {
     /// Whether the caller cancelled this INVITE (RFC 3261 §9.2): the platform answered
     /// 487 for it, and a later answer is refused with [`RespondError::Cancelled`].
     pub fn is_cancelled(&self) -> bool {
-        self.cancelled.as_ref().is_some_and(|c| c.is_done())
+        self.cancel_diagnostics().is_some()
     }
 
     /// Once the INVITE was cancelled: what the CANCEL said about why, as
