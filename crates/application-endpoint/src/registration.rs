@@ -311,6 +311,18 @@ pub(crate) async fn keep_alive(
     mut losses: tokio::sync::watch::Receiver<u64>,
 ) {
     let core = reg.lock().await.core.clone();
+    // This task starts before `establish()` has moved the endpoint to Established. A
+    // loss acted on before then re-registered unseen: the move to Reestablishing needs
+    // Established, and `establish()` then reported Established over the lost flow.
+    let mut state = core.watch_state();
+    if state
+        .wait_for(|c| c.state != EndpointState::Establishing)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    drop(state);
     let first = last.lock().unwrap_or_else(|p| p.into_inner()).expires;
     let mut wait = spread_refresh_after(first, crate::ids::random());
     let mut backoff = RETRY_MIN;

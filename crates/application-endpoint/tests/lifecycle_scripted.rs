@@ -712,7 +712,8 @@ async fn every_refresh_updates_what_the_registrar_granted() {
 /// and the close arrive together): the endpoint must register again on a new connection.
 /// Before, the task that watches for lost connections subscribed only once it first ran,
 /// after the loss, and the endpoint stayed Established on a dead flow until its next
-/// refresh.
+/// refresh. Then, a loss seen before `establish()` returned was re-registered without the
+/// state ever saying Reestablishing (the endpoint was still Establishing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_lost_right_after_the_first_grant_is_registered_again() {
     let mut registrar = Registrar::bind().await;
