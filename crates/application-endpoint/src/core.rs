@@ -131,6 +131,13 @@ pub trait DialogHandler: Send + Sync + 'static {
     async fn ended_by_platform(self: Arc<Self>, reason: DialogEndReason) {
         let _ = reason;
     }
+
+    /// The endpoint ended: `terminate()`, a registration refused for good, or its
+    /// platform shut down. Nothing more comes in the dialog, and the handler ends what it
+    /// holds (a call sends BYE when it still can), or the peer is left in a dialog
+    /// nobody answers. `terminate()` returns after every handler's has. The default does
+    /// nothing.
+    async fn endpoint_terminated(self: Arc<Self>) {}
 }
 
 #[derive(Clone)]
@@ -415,6 +422,15 @@ impl EndpointCore {
             platform: self.platform.clone(),
         };
         tokio::spawn(route(Arc::downgrade(self), rx, id, endings, gone));
+        // A terminate() while the platform was taking the route found no id to unroute:
+        // the endpoint is unrouted here instead. Read after the id is stored, and
+        // terminate() leaves Establishing before it takes the id, so one of the two sees
+        // the other. (Before, the terminated endpoint stayed routed, answering 503.)
+        let now = self.state.get();
+        if now != EndpointState::Establishing {
+            self.detach().await;
+            return Err(EndpointError::NotEstablished(now));
+        }
         Ok(id)
     }
 
@@ -446,10 +462,25 @@ impl EndpointCore {
     /// Stops routing to the endpoint and closes its handler streams and dialog routes.
     pub(crate) async fn detach(&self) {
         self.unroute().await;
+        for handler in self.close_routes() {
+            handler.endpoint_terminated().await;
+        }
+    }
+
+    /// Ends the handler streams and dialog routes; returns the dialog handlers, to be told
+    /// the endpoint ended.
+    fn close_routes(&self) -> Vec<Arc<dyn DialogHandler>> {
         let routes = std::mem::take(&mut *self.lock_routes());
         // Dropped outside the lock: a handler may hold its own route's guard (a call
         // does), whose drop takes the lock again; dropped inside, that deadlocked.
-        drop(routes);
+        routes
+            .dialogs
+            .into_values()
+            .filter_map(|t| match t {
+                DialogTarget::Handler(h) => Some(h),
+                DialogTarget::Queue(_) => None,
+            })
+            .collect()
     }
 
     /// The platform shut down: a live endpoint is Terminated (nothing reaches it, nothing
@@ -465,6 +496,16 @@ impl EndpointCore {
             .is_ok()
         {
             self.begin_drain();
+            // Its handler streams and dialog routes end, as after terminate(): readers of
+            // `incoming()` and dialog routes see the end instead of waiting for ever.
+            let handlers = self.close_routes();
+            if !handlers.is_empty() {
+                tokio::spawn(async move {
+                    for handler in handlers {
+                        handler.endpoint_terminated().await;
+                    }
+                });
+            }
         }
     }
 
@@ -607,7 +648,9 @@ async fn route(
                 None => {
                     // The platform let go of the endpoint: unrouted by terminate() or a
                     // failed establish() (the state has moved on then), or shut down.
-                    if let Some(c) = core.upgrade() {
+                    // A router left from an earlier establish() has nothing to say about
+                    // the endpoint's current life.
+                    if let Some(c) = core.upgrade().filter(|c| c.id().is_none_or(|now| now == id)) {
                         c.platform_gone();
                     }
                     return;

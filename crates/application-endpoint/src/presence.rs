@@ -6,7 +6,7 @@
 use crate::core::EndpointCore;
 use crate::pidf::{self, Availability, PresenceDocument};
 use crate::registration::spread_refresh_after;
-use crate::EndpointError;
+use crate::{EndpointError, EndpointState};
 use bytes::Bytes;
 use collaboration_platform::{OutgoingRequest, RequestError};
 use sip_core::{HeaderName, Method, SipMessage};
@@ -152,7 +152,8 @@ impl LocalOwnerPresence {
             expires: self.expires,
             state: Arc::downgrade(&self.state),
         };
-        st.refresher = Some(tokio::spawn(refresh(refreshing, expires)));
+        let ended = self.core.watch_state();
+        st.refresher = Some(tokio::spawn(refresh(refreshing, expires, ended)));
         Ok(())
     }
 
@@ -283,11 +284,23 @@ fn refresh_retry(error: &EndpointError, failures: u32) -> Option<Duration> {
     Some(crate::registration::retry_after(error).map_or(backoff, |r| r.max(backoff)))
 }
 
-async fn refresh(refreshing: Refreshing, expires: u32) {
+/// Refreshes the publication until it is removed, and removes it when the endpoint ends
+/// without `terminate()` having done so (a registration refused for good, a `terminate()`
+/// cancelled half way): otherwise watchers saw the owner as last published until the
+/// publication lapsed, and it was refreshed for as long as the endpoint object lived.
+async fn refresh(
+    refreshing: Refreshing,
+    expires: u32,
+    mut state: tokio::sync::watch::Receiver<crate::StateChange>,
+) {
     let mut wait = spread_refresh_after(expires, crate::ids::random());
     let mut failures = 0u32;
     loop {
-        tokio::time::sleep(wait).await;
+        let ended = tokio::select! {
+            () = tokio::time::sleep(wait) => false,
+            // An error is the endpoint gone: the upgrade below fails then.
+            _ = state.wait_for(|c| c.state == EndpointState::Terminated) => true,
+        };
         let Some(p) = refreshing.upgrade() else {
             return;
         };
@@ -298,6 +311,15 @@ async fn refresh(refreshing: Refreshing, expires: u32) {
         let Some(etag) = st.etag.clone() else {
             return;
         };
+        if ended {
+            st.etag = None;
+            st.document = None;
+            // This task's own handle: dropped, not aborted.
+            st.refresher = None;
+            let removed = p.send(Some(&etag), None, 0).await;
+            debug!(?removed, "publication of a terminated endpoint removed");
+            return;
+        }
         let document = st.document.clone();
         let result = match p.send_kept(&mut st.min_expires, Some(&etag), None).await {
             Err(EndpointError::Request(RequestError::Status { code: 412, .. })) => {

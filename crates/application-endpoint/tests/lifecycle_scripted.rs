@@ -735,3 +735,188 @@ async fn a_connection_lost_right_after_the_first_grant_is_registered_again() {
     reach(&mut state, EndpointState::Established).await;
     p.shutdown().await;
 }
+
+// ------------------------------------------------- endpoints ended by other means
+
+impl Registrar {
+    /// The next message of any kind on the platform's connection.
+    async fn any(&mut self) -> Option<String> {
+        self.peer.as_mut()?.read().await
+    }
+
+    /// Answers a PUBLISH 200 with an entity tag and `Expires: expires`.
+    async fn answer_publish(&mut self, request: &str, etag: &str, expires: u32) {
+        let r = format!(
+            "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag=pa\r\n\
+             Call-ID: {}\r\nCSeq: {}\r\nSIP-ETag: {etag}\r\nExpires: {expires}\r\n\
+             Content-Length: 0\r\n\r\n",
+            header(request, "Via"),
+            header(request, "From"),
+            header(request, "To"),
+            header(request, "Call-ID"),
+            header(request, "CSeq"),
+        );
+        self.peer.as_mut().expect("connected").write(&r).await;
+    }
+}
+
+/// A registration refresh refused for good (404) terminates the endpoint from the refresh
+/// task. The owner's presence is then removed (one PUBLISH with Expires 0), as terminate()
+/// removes it. Before, it went on being refreshed for as long as the endpoint lived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_removed_when_a_refused_refresh_terminates_the_endpoint() {
+    use application_endpoint::pidf::Availability;
+    let mut registrar = Registrar::bind().await;
+    let p = platform(&registrar).await;
+    let bot = registering_bot(&p);
+    let mut state = bot.watch_state();
+    // Registration refreshed after ~1.5 s.
+    establish(&bot, &mut registrar, 3).await;
+    let presence = bot.local_owner_presence().clone();
+    let publishing = tokio::spawn(async move {
+        presence
+            .publish_availability(Availability::Online, None)
+            .await
+    });
+    let mut terminated_at = None;
+    let mut published_after_termination = Vec::new();
+    loop {
+        if let Some(t) = terminated_at {
+            if std::time::Instant::now() > t + Duration::from_secs(4) {
+                break;
+            }
+        }
+        let m = match tokio::time::timeout(Duration::from_millis(500), registrar.any()).await {
+            Ok(Some(m)) => m,
+            Ok(None) => panic!("connection closed"),
+            Err(_) => {
+                if terminated_at.is_none() && bot.state() == EndpointState::Terminated {
+                    terminated_at = Some(std::time::Instant::now());
+                }
+                continue;
+            }
+        };
+        if m.starts_with("REGISTER ") {
+            // The refresh: the registrar no longer knows the address of record.
+            registrar.answer(&m, "404 Not Found", 0, "").await;
+            let end = reach(&mut state, EndpointState::Terminated).await;
+            assert!(end.reason.contains("404"), "{end:?}");
+            terminated_at = Some(std::time::Instant::now());
+        } else if m.starts_with("PUBLISH ") {
+            if terminated_at.is_some() {
+                published_after_termination.push((
+                    header(&m, "Expires").to_string(),
+                    header(&m, "SIP-If-Match").to_string(),
+                ));
+            }
+            // Granted for 2 s: refreshed after 1 s.
+            registrar.answer_publish(&m, "e1", 2).await;
+        } else {
+            panic!("unexpected {m}");
+        }
+    }
+    publishing.await.unwrap().expect("published");
+    assert_eq!(bot.state(), EndpointState::Terminated);
+    tokio::time::timeout(WAIT, bot.terminate())
+        .await
+        .expect("returns");
+    assert_eq!(
+        published_after_termination,
+        [("0".to_string(), "e1".to_string())],
+        "after the endpoint ended: one removal of the publication, no refresh"
+    );
+    p.shutdown().await;
+}
+
+/// A terminate() while establish() waits inside attach() (on the platform's command queue;
+/// here the task's coop budget is spent, as under load) finds no route to remove yet. The
+/// establish() must then fail without routing or registering the terminated endpoint.
+/// Before, it was left routed (INVITEs answered 503 for ever) and a REGISTER went out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminate_while_establish_attaches_leaves_the_endpoint_unrouted() {
+    use std::future::Future;
+    use std::task::Poll;
+    let mut registrar = Registrar::bind().await;
+    let p = platform(&registrar).await;
+    let bot = registering_bot(&p);
+    let contact = bot.core().contact().to_string();
+    let mut establishing = std::pin::pin!(bot.establish());
+    std::future::poll_fn(|cx| {
+        let mut spent = false;
+        for _ in 0..100_000 {
+            let mut f = std::pin::pin!(tokio::task::consume_budget());
+            if f.as_mut().poll(cx).is_pending() {
+                spent = true;
+                break;
+            }
+        }
+        assert!(spent, "coop budget not enforced here");
+        assert!(establishing.as_mut().poll(cx).is_pending());
+        Poll::Ready(())
+    })
+    .await;
+    assert_eq!(bot.state(), EndpointState::Establishing);
+    tokio::time::timeout(WAIT, bot.terminate())
+        .await
+        .expect("terminated within the wait");
+    assert_eq!(bot.state(), EndpointState::Terminated);
+    let mut registers_after_terminated = Vec::new();
+    let (outcome, ()) = tokio::join!(tokio::time::timeout(WAIT, establishing), async {
+        // Bounded look for REGISTERs sent after Terminated.
+        while let Ok(r) =
+            tokio::time::timeout(Duration::from_millis(1500), registrar.register()).await
+        {
+            registers_after_terminated.push(header(&r, "Expires").to_string());
+            let exp: u32 = header(&r, "Expires").parse().unwrap();
+            registrar.answer(&r, "200 OK", exp, "").await;
+        }
+    });
+    let outcome = outcome.expect("establish() ends");
+    assert!(outcome.is_err(), "{outcome:?}");
+    assert_eq!(bot.state(), EndpointState::Terminated);
+    // A terminated endpoint is unrouted: the platform, not the endpoint, answers.
+    let answer = invite(&p, &contact, IM_OFFER).await;
+    // What a normally terminated endpoint's contact gets.
+    let owner = Address::assume_on_premises("sip:other@contoso.test").unwrap();
+    let other = ApplicationEndpoint::new(&p, ApplicationEndpointSettings::new(owner));
+    other.establish().await.unwrap();
+    let other_contact = other.core().contact().to_string();
+    other.terminate().await;
+    let control = invite(&p, &other_contact, IM_OFFER).await;
+    assert!(
+        registers_after_terminated.is_empty(),
+        "REGISTERs sent for a terminated endpoint: {registers_after_terminated:?}"
+    );
+    assert_eq!(
+        answer.lines().next(),
+        control.lines().next(),
+        "the terminated endpoint is still routed"
+    );
+    p.shutdown().await;
+}
+
+/// terminate() closes the endpoint's handler streams (a reader's loop ends with None).
+/// An endpoint Terminated because its platform shut down must do the same, or the
+/// application's `while let Some(call) = calls.recv().await` waits for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handler_streams_close_when_the_platform_shuts_down() {
+    let registrar = Registrar::bind().await;
+    let p = platform(&registrar).await;
+    let owner = Address::assume_on_premises("sip:helper@contoso.test").unwrap();
+    let routed = ApplicationEndpoint::new(&p, ApplicationEndpointSettings::new(owner));
+    let mut calls = routed.core().incoming(Modality::InstantMessaging);
+    let mut dialog = routed.core().route_dialog("call-1@test", "tag-1");
+    routed.establish().await.expect("established");
+    let mut state = routed.watch_state();
+    p.shutdown().await;
+    let end = reach(&mut state, EndpointState::Terminated).await;
+    assert!(end.reason.contains("shut down"), "{end:?}");
+    let closed = tokio::time::timeout(Duration::from_secs(2), calls.recv()).await;
+    let dialog_closed = tokio::time::timeout(Duration::from_secs(2), dialog.recv()).await;
+    assert!(
+        matches!(closed, Ok(None)) && matches!(dialog_closed, Ok(None)),
+        "streams of a Terminated endpoint still open: incoming {:?}, dialog route {:?}",
+        closed.map(|c| c.is_some()),
+        dialog_closed.map(|c| c.is_some())
+    );
+}

@@ -65,6 +65,9 @@ pub enum TerminationReason {
     /// The platform ended the dialog on its own account, e.g. the caller never ACKed our
     /// 2xx and the platform sent BYE (RFC 3261 §13.3.1.4).
     EndedByPlatform(collaboration_platform::DialogEndReason),
+    /// Its endpoint ended (`terminate()`, a registration refused for good, the platform
+    /// shut down). This side sent BYE, or CANCEL while it rang, when it still could.
+    EndpointTerminated,
 }
 
 impl std::fmt::Display for TerminationReason {
@@ -81,6 +84,7 @@ impl std::fmt::Display for TerminationReason {
                 "the dialog is gone: a request in it got {status} {reason}"
             ),
             TerminationReason::EndedByPlatform(r) => write!(f, "ended by the platform: {r}"),
+            TerminationReason::EndpointTerminated => f.write_str("its endpoint ended"),
         }
     }
 }

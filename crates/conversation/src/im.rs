@@ -1187,6 +1187,32 @@ impl DialogHandler for CallShared {
         self.end(TerminationReason::EndedByPlatform(reason));
         self.end_route();
     }
+
+    /// The endpoint ended under the call: it ends too, and the peer is told (BYE for a
+    /// call that is up, CANCEL for one still ringing), or the call looked established for
+    /// ever on both sides. Sent from tasks of their own: the endpoint's end does not wait
+    /// for the peer. (A callee whose 200 carried the offer and is still owed its ACK only
+    /// ends here: BYE may not precede that ACK, RFC 3261 §15.)
+    async fn endpoint_terminated(self: Arc<Self>) {
+        let leg = {
+            let g = self.lock();
+            match &g.leg {
+                Leg::Up(d) => Leg::Up(d.clone()),
+                Leg::Ringing(c) => Leg::Ringing(c.clone()),
+                Leg::None => Leg::None,
+            }
+        };
+        if !self.end(TerminationReason::EndpointTerminated) {
+            return;
+        }
+        match leg {
+            Leg::Up(dialog) => self.bye_later(dialog),
+            Leg::Ringing(canceller) => {
+                tokio::spawn(async move { canceller.cancel().await });
+            }
+            Leg::None => {}
+        }
+    }
 }
 
 /// How to answer a request.

@@ -236,6 +236,101 @@ async fn no_handler_means_488_and_cancel_while_ringing() {
     assert!(matches!(late, Err(CallError::Cancelled)), "{late:?}");
 }
 
+/// Terminating an endpoint ends its calls: the call says why, its flow's stream ends,
+/// and the peer gets BYE. (Before, the call stayed Established on both sides for ever.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminating_an_endpoint_ends_its_calls_with_a_bye() {
+    let p = setup().await;
+    let mut calls = incoming_im_calls(&p.alice);
+    let callee = tokio::spawn(async move {
+        let mut flow = next_call(&mut calls).await.accept().await.unwrap();
+        tokio::time::timeout(WAIT, async { while flow.recv().await.is_some() {} })
+            .await
+            .expect("the bot's BYE ends alice's flow");
+        flow.termination_reason()
+    });
+    let call =
+        Conversation::new(&p.bot, on_prem("sip:alice@contoso.test")).instant_messaging_call();
+    let mut flow = call.establish().await.unwrap();
+    p.bot.terminate().await;
+    assert_eq!(call.state(), ConversationState::Terminated);
+    assert!(matches!(
+        call.termination_reason(),
+        Some(TerminationReason::EndpointTerminated)
+    ));
+    let ended = tokio::time::timeout(WAIT, flow.recv()).await;
+    assert!(matches!(ended, Ok(None)), "the bot's flow still open");
+    let there = tokio::time::timeout(WAIT, callee).await.unwrap().unwrap();
+    assert!(
+        matches!(there, Some(TerminationReason::Remote { .. })),
+        "{there:?}"
+    );
+}
+
+/// A call still ringing when its endpoint terminates is cancelled: the callee stops
+/// ringing instead of being able to answer a caller who is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ringing_call_is_cancelled_when_its_endpoint_terminates() {
+    let p = setup().await;
+    let mut calls = incoming_im_calls(&p.alice);
+    let (held_tx, mut held_rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        let c = next_call(&mut calls).await;
+        let _ = held_tx.send(c).await;
+    });
+    let call =
+        Conversation::new(&p.bot, on_prem("sip:alice@contoso.test")).instant_messaging_call();
+    let c2 = call.clone();
+    let establishing = tokio::spawn(async move { c2.establish().await });
+    let held = tokio::time::timeout(WAIT, held_rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    p.bot.terminate().await;
+    let r = tokio::time::timeout(WAIT, establishing)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(r.is_err(), "established after its endpoint ended");
+    assert!(matches!(
+        call.termination_reason(),
+        Some(TerminationReason::EndpointTerminated)
+    ));
+    tokio::time::timeout(WAIT, async {
+        while !held.request().is_cancelled() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the callee got the CANCEL");
+}
+
+/// A platform shut down under a call ends it: its flow's stream ends instead of waiting
+/// for ever on an endpoint that is Terminated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_platform_shut_down_under_a_call_ends_it() {
+    let p = setup().await;
+    let mut calls = incoming_im_calls(&p.alice);
+    let callee = tokio::spawn(async move {
+        let flow = next_call(&mut calls).await.accept().await.unwrap();
+        // Held open until the test ends.
+        tokio::time::sleep(WAIT).await;
+        drop(flow);
+    });
+    let call =
+        Conversation::new(&p.bot, on_prem("sip:alice@contoso.test")).instant_messaging_call();
+    let mut flow = call.establish().await.unwrap();
+    p._a.shutdown().await;
+    let ended = tokio::time::timeout(WAIT, flow.recv()).await;
+    assert!(matches!(ended, Ok(None)), "the flow still open");
+    assert_eq!(call.state(), ConversationState::Terminated);
+    assert!(matches!(
+        call.termination_reason(),
+        Some(TerminationReason::EndpointTerminated)
+    ));
+    callee.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminate_while_ringing_cancels_the_invite() {
     let p = setup().await;
