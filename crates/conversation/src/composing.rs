@@ -39,6 +39,16 @@ pub const DEFAULT_REFRESH: Duration = Duration::from_secs(90);
 /// without new content, RFC 3994's default idle timeout.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Whether `active`, last sent `since_sent` ago, is to be sent again on the user's next
+/// keystroke. While the user goes on typing, keystrokes come at most [`IDLE_TIMEOUT`]
+/// apart (a longer pause sends `idle`, and the next keystroke `active` anew), so a
+/// refresh due from `DEFAULT_REFRESH - IDLE_TIMEOUT - 5 s` on reaches the peer before
+/// the advertised interval runs out. (Due only 5 s before it, as before, the refresh
+/// could come up to 10 s after the peer had timed `active` out.)
+pub(crate) fn active_refresh_due(since_sent: Duration) -> bool {
+    since_sent + IDLE_TIMEOUT + Duration::from_secs(5) >= DEFAULT_REFRESH
+}
+
 /// How long a receiver keeps a peer's `active` state when the document carried no
 /// `<refresh>`: 120 seconds, after which RFC 3994's receiver falls back to idle. When
 /// `<refresh>` is present, that interval is used instead.
@@ -573,6 +583,28 @@ mod tests {
             }
             let root_end = source.rfind("</isComposing>").unwrap() + "</isComposing>".len();
             assert_eq!(complete, bytes.len() - root_end + 1);
+        }
+    }
+
+    /// A user typing with pauses of up to the idle timeout: every refresh of `active`
+    /// goes out before the interval it advertised runs out.
+    #[test]
+    fn active_is_refreshed_within_its_interval_whatever_the_typing_rhythm() {
+        for gap_ms in (1..=IDLE_TIMEOUT.as_millis() as u64).step_by(250) {
+            let gap = Duration::from_millis(gap_ms);
+            let (mut now, mut sent) = (Duration::ZERO, Duration::ZERO);
+            while now < Duration::from_secs(600) {
+                now += gap;
+                if active_refresh_due(now - sent) {
+                    assert!(
+                        now - sent < DEFAULT_REFRESH,
+                        "gap {gap:?}: {:?}",
+                        now - sent
+                    );
+                    sent = now;
+                }
+            }
+            assert!(now - sent < DEFAULT_REFRESH);
         }
     }
 

@@ -1381,9 +1381,10 @@ impl MessageSender {
 
     /// Tells the peer whether this side is composing, following RFC 3994 §3: `true` means
     /// "the user is typing now" — `active` is sent (with a refresh interval of
-    /// [`DEFAULT_REFRESH`](crate::composing::DEFAULT_REFRESH)) unless it was sent less than
-    /// that long ago, and `idle` is sent by itself after
-    /// [`IDLE_TIMEOUT`](crate::composing::IDLE_TIMEOUT) without another `true`. `false`
+    /// [`DEFAULT_REFRESH`](crate::composing::DEFAULT_REFRESH)) unless it was sent recently
+    /// enough that a later keystroke can still refresh it in time, and `idle` is sent by
+    /// itself after [`IDLE_TIMEOUT`](crate::composing::IDLE_TIMEOUT) without another
+    /// `true`. `false`
     /// sends `idle` if `active` was the last state sent. Sending a message ends composing
     /// without an `idle` (the peer goes idle when the message arrives).
     ///
@@ -1396,10 +1397,9 @@ impl MessageSender {
             let send = if typing {
                 let was_active = std::mem::replace(&mut t.local_active, true);
                 let rare = t.rare();
-                let stale = rare.last_active_sent.is_none_or(|at| {
-                    now.duration_since(at) + std::time::Duration::from_secs(5)
-                        >= crate::composing::DEFAULT_REFRESH
-                });
+                let stale = rare
+                    .last_active_sent
+                    .is_none_or(|at| crate::composing::active_refresh_due(now.duration_since(at)));
                 let send = !was_active || stale;
                 if send {
                     rare.last_active_sent = Some(now);
