@@ -1340,6 +1340,8 @@ impl MessageSender {
         let platform = self.call.conversation.endpoint().platform();
         match platform.send_in_dialog(&dialog, req).await {
             Ok(_) => Ok(()),
+            // Our own BYE, under way, may have removed the dialog: that is no lost dialog.
+            Err(RequestError::NoDialog) if self.shared().ended() => Err(MessageError::CallEnded),
             Err(RequestError::NoDialog) => {
                 self.dialog_gone(481, "(the dialog was already gone here)");
                 Err(MessageError::CallEnded)
