@@ -387,8 +387,8 @@ impl<H: Homing> Conversation<H> {
     /// failures (busy, declined, no answer) are reported, not retried. The call is ended
     /// afterwards.
     ///
-    /// Cancel safety: not cancel safe (a call may be left established; it ends when its
-    /// handle is dropped by the peer or the endpoint terminates).
+    /// Cancel safety: not cancel safe (the call, dropped with the future, ends with BYE
+    /// or CANCEL; the text may or may not have been delivered).
     pub async fn deliver_text(&self, text: &str) -> Result<Delivery, CallError> {
         page::deliver_text(self, text).await
     }

@@ -131,6 +131,60 @@ struct CallInner {
     reader: Option<Waker>,
     /// What an idle call does not use, allocated when first needed.
     rare: Option<Box<Rare>>,
+    /// The application's handles on the call ([`InstantMessagingCall`] and the
+    /// [`MessageSender`] of its flow, clones included; see [`CallHandle`]): when the last
+    /// one goes, nobody can read or end the call any more, so it ends.
+    users: u32,
+    /// This side's `o=` line over the call (RFC 3264 §5, §8).
+    origin: SdpOrigin,
+}
+
+/// This side's `o=` session id and version over a call, and what the last SDP sent was:
+/// RFC 3264 §8 has every SDP a party sends in a session carry the same session id, with
+/// the version bumped when it differs from the previous one and kept when it does not.
+/// A negotiator per exchange keeps the call small (an idle call holds no SDP); this
+/// carries what must last across exchanges.
+#[derive(Debug)]
+struct SdpOrigin {
+    /// The `o=` sess-id: random (RFC 8866 §5.2 wants it unique), below 2^63 for peers that
+    /// read it as a signed 64-bit number.
+    session_id: u64,
+    /// A digest of the last SDP sent (made at version 0); 0 before the first (a digest of
+    /// 0 is taken as 1).
+    last: u64,
+    /// The `o=` sess-version of the last SDP sent: 32 bits keep the call small, and 4
+    /// billion changes of one call's SDP are not to be met (the version then stays).
+    version: u32,
+}
+
+impl SdpOrigin {
+    fn new() -> SdpOrigin {
+        SdpOrigin {
+            session_id: application_endpoint::ids::random() >> 1,
+            last: 0,
+            version: 0,
+        }
+    }
+
+    /// Gives `sdp` (made by [`negotiator`] with this session id, so at version 0) the
+    /// version it goes out with: the last one if it says the same as the last SDP sent,
+    /// the next one if it does not.
+    fn stamp(&mut self, mut sdp: SessionDescription) -> SessionDescription {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        sdp.to_bytes().hash(&mut hasher);
+        let digest = hasher.finish().max(1);
+        if self.last != 0 && self.last != digest {
+            self.version = self.version.saturating_add(1);
+        }
+        self.last = digest;
+        let mut origin = sdp.origin().clone();
+        origin.session_version = u64::from(self.version);
+        // Only fails for an origin that is not valid, which this one (the negotiator's
+        // with another number) is: the SDP then keeps its own.
+        let _ = sdp.set_origin(origin);
+        sdp
+    }
 }
 
 /// The INVITE's canceller while it rings, then the dialog: never both. Inline, not boxed:
@@ -245,8 +299,22 @@ impl CallShared {
                 route: None,
                 reader: None,
                 rare: None,
+                users: 0,
+                origin: SdpOrigin::new(),
             }),
         })
+    }
+
+    /// An IM negotiator for this call's `o=` session id (see [`SdpOrigin`]).
+    fn negotiator(&self) -> OfferAnswer {
+        let session_id = self.lock().origin.session_id;
+        negotiator(&sdp_host(self.conversation.endpoint()), session_id)
+    }
+
+    /// `sdp`, made by [`negotiator`](Self::negotiator), as it goes out: with the
+    /// call's `o=` version (see [`SdpOrigin::stamp`]).
+    fn stamp(&self, sdp: SessionDescription) -> SessionDescription {
+        self.lock().origin.stamp(sdp)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CallInner> {
@@ -306,9 +374,21 @@ impl CallShared {
     }
 
     fn transition(&self, s: ConversationState, reason: Option<TerminationReason>) -> bool {
+        self.transition_with(s, reason, |_| true)
+    }
+
+    /// As [`transition`](Self::transition), when `step` (run under the call's lock once
+    /// the move is allowed, before it is made) agrees: what it checks or sets is one step
+    /// with the move, no other handle sees the call in between.
+    fn transition_with(
+        &self,
+        s: ConversationState,
+        reason: Option<TerminationReason>,
+        step: impl FnOnce(&mut CallInner) -> bool,
+    ) -> bool {
         {
             let mut g = self.lock();
-            if !may_move(g.state, s) {
+            if !may_move(g.state, s) || !step(&mut g) {
                 return false;
             }
             g.state = s;
@@ -574,7 +654,9 @@ impl CallShared {
                 }
                 // A re-INVITE or UPDATE (session refresh or re-offer): answer with our
                 // session. Both are target refresh requests: the 2xx carries our Contact.
-                let mut negotiator = negotiator(&sdp_host(self.conversation.endpoint()));
+                // A negotiator of the call's session: the answer or offer goes out with the
+                // call's `o=` line, its version bumped if it differs from the last SDP sent.
+                let mut negotiator = self.negotiator();
                 let sdp = if offer {
                     // RFC 3311 §5.2 as RFC 3264: an offer in an UPDATE is answered in
                     // its 2xx too.
@@ -594,7 +676,7 @@ impl CallShared {
                 let contact = format!("<{}>", self.conversation.endpoint().contact());
                 match sdp {
                     Ok(sdp) => {
-                        let body = sdp.map(|s| ("application/sdp", s.to_bytes()));
+                        let body = sdp.map(|s| ("application/sdp", self.stamp(s).to_bytes()));
                         // Our offer in the 2xx to an offerless re-INVITE: its ACK brings the
                         // answer (`DialogHandler::ack`). Set before the 2xx goes out.
                         let awaits = method == Method::Invite && !offer && body.is_some();
@@ -636,13 +718,73 @@ impl CallShared {
 
     /// Sends BYE in `dialog` from a task of its own: the dialog's handler must not wait
     /// for the BYE's answer (it runs on the endpoint's router), nor an `accept` that
-    /// gave up on the ACK.
+    /// gave up on the ACK, nor the drop of the call's last handle. Outside a Tokio runtime
+    /// (a handle dropped there) nothing is sent: the call still ends here, and the peer's
+    /// next request in the dialog gets 481.
     fn bye_later(&self, dialog: DialogId) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            debug!("no runtime to send the BYE from: the call ends here only");
+            return;
+        };
         let platform = self.conversation.endpoint().platform().clone();
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             let bye = OutgoingRequest::new(Method::Bye, "");
             let _ = platform.send_in_dialog(&dialog, bye).await;
         });
+    }
+
+    /// The application let go of the call's last handle: nobody can read its messages or
+    /// end it any more, while its route (which holds the call) would keep it answering the
+    /// peer's MESSAGEs 200 for ever. Ends it as [`InstantMessagingCall::terminate`] would,
+    /// without waiting: BYE for an established call, CANCEL for a ringing one (both from a
+    /// task, when there is a runtime), and the route goes.
+    fn abandoned(&self) {
+        let (state, leg, awaits_ack) = {
+            let g = self.lock();
+            let leg = match &g.leg {
+                Leg::None => None,
+                Leg::Ringing(c) => Some(Err(c.clone())),
+                Leg::Up(d) => Some(Ok(d.clone())),
+            };
+            let awaits_ack = g.rare.as_ref().is_some_and(|r| r.awaited_answer.is_some());
+            (g.state, leg, awaits_ack)
+        };
+        match state {
+            // Nothing was sent: nothing to end (and the conversation keeps its state).
+            ConversationState::Idle | ConversationState::Terminated => return,
+            // An accept whose 200 carried our offer (its future dropped): the ACK's handler
+            // sends the BYE, as after `terminate` (or the platform ends the dialog when no
+            // ACK comes).
+            ConversationState::Establishing | ConversationState::Terminating
+                if awaits_ack && leg.is_none() =>
+            {
+                self.set_state(ConversationState::Terminating);
+                return;
+            }
+            _ => {}
+        }
+        debug!("every handle of the call was dropped: ending it");
+        match leg {
+            Some(Ok(dialog)) => {
+                if self.end(TerminationReason::Local) {
+                    self.bye_later(dialog);
+                }
+            }
+            Some(Err(canceller)) => {
+                // An `establish` dropped while the INVITE rings: the callee stops ringing.
+                // A 2xx that comes once the CANCEL was asked is ACKed and ended with BYE
+                // by the platform.
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move { canceller.cancel().await });
+                }
+                self.end(TerminationReason::Local);
+            }
+            // Offered and neither accepted nor declined (the INVITE, dropped with it, is
+            // answered by the platform), or dropped before its INVITE or 200 went out.
+            None => {
+                self.end(TerminationReason::Local);
+            }
+        }
     }
 
     /// Stops a pending remote typing timer; returns the new generation.
@@ -655,6 +797,75 @@ impl CallShared {
         g.typing_generation
     }
 
+    /// Ends the call when the platform forgot its dialog (a 481 or 408 to a request in
+    /// it, or no answer at all, RFC 3261 §12.2.1.2; after a 408 or no answer the platform
+    /// also sent BYE): the peer's BYE, should it still come, is answered 481 by the
+    /// platform and never reaches the call.
+    fn dialog_gone(&self, status: u16, reason: impl Into<String>) {
+        self.end(TerminationReason::DialogLost {
+            status,
+            reason: reason.into(),
+        });
+    }
+
+    /// `ends_composing`: a message ends composing (RFC 3994 §3): no idle needs to follow.
+    async fn send_raw(
+        &self,
+        content_type: &str,
+        body: Bytes,
+        ends_composing: bool,
+    ) -> Result<(), MessageError> {
+        let dialog = {
+            let mut g = self.lock();
+            if ends_composing {
+                g.local_active = false;
+                g.local_generation = g.local_generation.wrapping_add(1);
+            }
+            if matches!(
+                g.state,
+                ConversationState::Terminating | ConversationState::Terminated
+            ) {
+                return Err(MessageError::CallEnded);
+            }
+            g.dialog()
+        };
+        let Some(dialog) = dialog else {
+            return Err(MessageError::CallEnded);
+        };
+        let req = OutgoingRequest::new(Method::Message, "").body(content_type, body);
+        let platform = self.conversation.endpoint().platform();
+        match platform.send_in_dialog(&dialog, req).await {
+            Ok(_) => Ok(()),
+            // Our own BYE, under way, may have removed the dialog: that is no lost dialog.
+            Err(RequestError::NoDialog) if self.ended() => Err(MessageError::CallEnded),
+            Err(RequestError::NoDialog) => {
+                self.dialog_gone(481, "(the dialog was already gone here)");
+                Err(MessageError::CallEnded)
+            }
+            Err(RequestError::Status { code: 481, .. }) if self.ended() => {
+                Err(MessageError::CallEnded)
+            }
+            Err(e @ RequestError::Status { .. }) => {
+                if let RequestError::Status {
+                    code: code @ (481 | 408),
+                    reason,
+                    ..
+                } = &e
+                {
+                    self.dialog_gone(*code, reason.clone());
+                }
+                Err(MessageError::from_request(e))
+            }
+            Err(RequestError::Timeout) if self.ended() => Err(MessageError::CallEnded),
+            Err(RequestError::Timeout) => {
+                self.dialog_gone(408, "(no answer: the transaction timed out)");
+                Err(MessageError::Request(RequestError::Timeout))
+            }
+            Err(RequestError::Shutdown) if self.ended() => Err(MessageError::CallEnded),
+            Err(e) => Err(MessageError::Request(e)),
+        }
+    }
+
     fn ended(&self) -> bool {
         matches!(
             self.state(),
@@ -663,10 +874,58 @@ impl CallShared {
     }
 }
 
-/// An instant-messaging call in a [`Conversation`].
+/// One of the application's handles on a call: [`InstantMessagingCall`] and
+/// [`MessageSender`] (so [`InstantMessagingFlow`]) hold one each. The call's route holds
+/// the call (the endpoint's router owns an `Arc<CallShared>`) and the call holds its
+/// route, so without a count of its own a call whose handles were all dropped stayed
+/// routed for ever, answering the peer's messages 200 into a queue nobody reads. When the
+/// last handle goes the call ends ([`CallShared::abandoned`]). What the crate holds for
+/// itself (the route, timers) is a plain `Arc` or `Weak`, not one of these.
+struct CallHandle(Arc<CallShared>);
+
+impl CallHandle {
+    fn new(shared: Arc<CallShared>) -> CallHandle {
+        {
+            let mut g = shared.lock();
+            g.users = g.users.saturating_add(1);
+        }
+        CallHandle(shared)
+    }
+}
+
+impl Clone for CallHandle {
+    fn clone(&self) -> Self {
+        CallHandle::new(self.0.clone())
+    }
+}
+
+impl Drop for CallHandle {
+    fn drop(&mut self) {
+        let last = {
+            let mut g = self.0.lock();
+            g.users = g.users.saturating_sub(1);
+            g.users == 0
+        };
+        if last {
+            self.0.abandoned();
+        }
+    }
+}
+
+impl std::ops::Deref for CallHandle {
+    type Target = Arc<CallShared>;
+
+    fn deref(&self) -> &Arc<CallShared> {
+        &self.0
+    }
+}
+
+/// An instant-messaging call in a [`Conversation`]. Dropping its last handle (this, its
+/// clones, and the flow with its senders) ends the call as
+/// [`terminate`](Self::terminate) would, without waiting: BYE, or CANCEL while it rings.
 pub struct InstantMessagingCall<H: Homing> {
     conversation: Conversation<H>,
-    shared: Arc<CallShared>,
+    shared: CallHandle,
 }
 
 impl<H: Homing> Clone for InstantMessagingCall<H> {
@@ -687,12 +946,13 @@ impl<H: Homing> std::fmt::Debug for InstantMessagingCall<H> {
     }
 }
 
-/// The IM session offer: `m=message 5060 sip null` with our accept-types.
-fn negotiator(host: &str) -> OfferAnswer {
+/// The IM session offer: `m=message 5060 sip null` with our accept-types, in the
+/// session `session_id` (`o=`, see [`SdpOrigin`]).
+fn negotiator(host: &str, session_id: u64) -> OfferAnswer {
     OfferAnswer::new(
         LocalCapabilities::new(host.to_string())
             .with_media(MediaCapability::message(5060, ACCEPT_TYPES)),
-        "0",
+        session_id.to_string(),
     )
 }
 
@@ -735,7 +995,10 @@ fn sdp_host(core: &application_endpoint::EndpointCore) -> String {
 impl<H: Homing> InstantMessagingCall<H> {
     pub(crate) fn outgoing(conversation: Conversation<H>) -> Self {
         InstantMessagingCall {
-            shared: CallShared::new(ConversationState::Idle, conversation.link()),
+            shared: CallHandle::new(CallShared::new(
+                ConversationState::Idle,
+                conversation.link(),
+            )),
             conversation,
         }
     }
@@ -827,12 +1090,15 @@ impl<H: Homing> InstantMessagingCall<H> {
         self.set_state(ConversationState::Establishing);
         let call_id = application_endpoint::ids::call_id();
         let tag = application_endpoint::ids::tag();
-        self.route(&call_id, &tag);
+        if !self.route(&call_id, &tag) {
+            // `terminate` came first: no INVITE goes out.
+            return Err(CallError::Ended);
+        }
         let (from, pai) = self.conversation.identity_headers(&tag);
         let remote = self.conversation.remote().uri().to_string();
-        let mut negotiator = negotiator(&sdp_host(&core));
+        let mut negotiator = self.shared.negotiator();
         let offer = match negotiator.create_offer() {
-            Ok(o) => o,
+            Ok(o) => self.shared.stamp(o),
             Err(e) => return Err(self.fail(CallError::NotAcceptable(e.to_string()))),
         };
         let mut req = OutgoingRequest::new(Method::Invite, remote.clone())
@@ -861,6 +1127,11 @@ impl<H: Homing> InstantMessagingCall<H> {
             Err(e) => return Err(self.fail(e.into())),
         };
         self.shared.set_canceller(Some(invite.canceller()));
+        if self.state() == ConversationState::Terminated {
+            // `terminate` came while the INVITE was being sent, with nothing to cancel
+            // yet: the callee stops ringing all the same.
+            invite.canceller().cancel().await;
+        }
         let deadline = ring_timeout.map(|d| tokio::time::Instant::now() + d);
         let mut unanswered = false;
         // What the call ends with when it was cancelled: by the application, or by the
@@ -905,8 +1176,15 @@ impl<H: Homing> InstantMessagingCall<H> {
         };
         self.shared.set_dialog(dialog.clone());
         match self.state() {
-            // The peer's BYE came right after its 2xx and was taken first.
-            ConversationState::Terminated => return Err(CallError::Ended),
+            // The peer's BYE came right after its 2xx and was taken first; or a
+            // `terminate` ended the call before the INVITE was out (it had nothing to
+            // cancel), and the call the 2xx made is ended here.
+            ConversationState::Terminated => {
+                if matches!(self.termination_reason(), Some(TerminationReason::Local)) {
+                    self.shared.bye_later(dialog);
+                }
+                return Err(CallError::Ended);
+            }
             // A cancel that came after the platform took the 2xx: the call is up, so end it.
             // (One the platform had before the 2xx ends with BYE there: `Cancelled` above.)
             ConversationState::Terminating => {
@@ -934,13 +1212,24 @@ impl<H: Homing> InstantMessagingCall<H> {
     }
 
     /// Routes the dialog's requests to this call (before the INVITE or its answer goes
-    /// out, so nothing that follows is missed).
-    fn route(&self, call_id: &str, local_tag: &str) {
+    /// out, so nothing that follows is missed). False, and no route, when the call ended
+    /// meanwhile (`terminate`): a route set on an ended call would hold it for ever.
+    #[must_use]
+    fn route(&self, call_id: &str, local_tag: &str) -> bool {
         let guard =
             self.conversation
                 .endpoint()
-                .route_dialog_to(call_id, local_tag, self.shared.clone());
-        self.shared.lock().route = Some(guard);
+                .route_dialog_to(call_id, local_tag, self.shared.0.clone());
+        let mut g = self.shared.lock();
+        if g.state == ConversationState::Terminated {
+            drop(g);
+            // Outside the call's lock: dropping the route drops the router's hold on
+            // the call.
+            drop(guard);
+            return false;
+        }
+        g.route = Some(guard);
+        true
     }
 
     fn flow(&self) -> InstantMessagingFlow {
@@ -969,7 +1258,10 @@ impl<H: Homing> InstantMessagingCall<H> {
     /// rings, with CANCEL as [`cancel`](Self::cancel) does (RFC 3261 §9.1), so the callee
     /// stops ringing. An accepted call whose offer went in the 200 and whose ACK has not
     /// come yet is left `Terminating`: the BYE follows the ACK (RFC 3261 §15), or the
-    /// platform ends the dialog when no ACK comes.
+    /// platform ends the dialog when no ACK comes. An offered call not accepted yet ends
+    /// here: its INVITE, held by the [`IncomingCall`](crate::IncomingCall), is declined
+    /// 603 by a later `accept` (which fails with [`CallError::Ended`]) or by `decline`;
+    /// one being accepted is ended with BYE once the 200 is out.
     ///
     /// Cancel safety: not cancel safe (the BYE may be sent with its answer lost; the call
     /// is over either way).
@@ -995,6 +1287,11 @@ impl<H: Homing> InstantMessagingCall<H> {
     /// Accepts an incoming INVITE `req` for this call (UAS side). An INVITE without an
     /// offer gets ours in the 200 (RFC 3261 §13.3.1.4), and the call is up once the ACK
     /// brings an answer that keeps the IM session.
+    ///
+    /// Only an offered call is accepted: one ended meanwhile (`terminate` through
+    /// [`IncomingCall::call`](crate::IncomingCall::call)) has its INVITE declined 603 and
+    /// fails with [`CallError::Ended`]; a 200 would give the caller a call nobody holds.
+    /// A `terminate` that races the 200 is followed by BYE.
     pub(crate) async fn accept_incoming(
         &self,
         mut req: IncomingRequest,
@@ -1004,7 +1301,10 @@ impl<H: Homing> InstantMessagingCall<H> {
         let Some(dialog) = req.dialog() else {
             return Err(CallError::InvalidState(self.state()));
         };
-        let mut negotiator = negotiator(&sdp_host(&core));
+        if self.state() != ConversationState::Incoming {
+            return Err(self.refuse_ended(&mut req).await);
+        }
+        let mut negotiator = self.shared.negotiator();
         let delayed_offer = req.body().is_empty();
         let sdp = if delayed_offer {
             negotiator.create_offer().ok()
@@ -1013,28 +1313,54 @@ impl<H: Homing> InstantMessagingCall<H> {
                 .ok()
                 .and_then(|o| negotiator.receive_offer(&o).ok())
         };
-        let Some(answer) = sdp else {
+        let Some(answer) = sdp.map(|s| self.shared.stamp(s)) else {
             let _ = req.respond(488, "Not Acceptable Here", &[], None).await;
             return Err(self.fail(CallError::NotAcceptable(
                 "the offer has no IM session in common".into(),
             )));
         };
-        self.set_state(ConversationState::Establishing);
+        // From offered to being accepted in one step: a `terminate` is either before it
+        // (refused here) or after it (seen below).
+        let offered = |g: &mut CallInner| g.state == ConversationState::Incoming;
+        if !self
+            .shared
+            .transition_with(ConversationState::Establishing, None, offered)
+        {
+            return Err(self.refuse_ended(&mut req).await);
+        }
         let call_id = String::from_utf8_lossy(dialog.call_id()).into_owned();
         if let Some(m) = first {
             let _ = self.shared.push(m);
         }
-        self.route(&call_id, req.local_tag());
-        // Before the 200 goes out: its ACK may be taken before `respond` returns.
-        let answered = delayed_offer.then(|| {
+        if !self.route(&call_id, req.local_tag()) {
+            return Err(self.refuse_ended(&mut req).await);
+        }
+        // Before the 200 goes out: its ACK may be taken before `respond` returns. Not on a
+        // call a `terminate` ended meanwhile (no ACK would reach it).
+        let answered = if delayed_offer {
             let (done, answered) = oneshot::channel();
-            self.shared.lock().rare().awaited_answer = Some(AwaitedAnswer {
+            let awaited = AwaitedAnswer {
                 negotiator,
                 dialog: dialog.clone(),
                 done: Some(done),
-            });
-            answered
-        });
+            };
+            let set = {
+                let mut g = self.shared.lock();
+                let set = g.state == ConversationState::Establishing;
+                if set {
+                    g.rare().awaited_answer = Some(awaited);
+                }
+                set
+            };
+            if !set {
+                return Err(self.refuse_ended(&mut req).await);
+            }
+            Some(answered)
+        } else if self.state() != ConversationState::Establishing {
+            return Err(self.refuse_ended(&mut req).await);
+        } else {
+            None
+        };
         let contact = format!("<{}>", core.contact());
         // Allow and Supported SHOULD be in the 2xx too (RFC 3261 §13.3.1.4).
         let mut headers: Vec<(&str, String)> = vec![
@@ -1059,13 +1385,35 @@ impl<H: Homing> InstantMessagingCall<H> {
         if let Some(answered) = answered {
             return self.established_by_ack(answered, dialog).await;
         }
-        self.shared.set_dialog(dialog);
-        // The caller may send BYE as soon as it has the 200, and the dialog's handler may
-        // take it before this line: refused then, the call stays over.
-        if !self.set_state(ConversationState::Established) {
+        // The dialog is known to the call with the step to Established, so a `terminate`
+        // sees either an established call (and sends BYE) or one not up yet (and ends it
+        // here only: the BYE is then sent below).
+        let up = self
+            .shared
+            .transition_with(ConversationState::Established, None, |g| {
+                g.leg = Leg::Up(dialog.clone());
+                true
+            });
+        if !up {
+            // The caller may send BYE as soon as it has the 200, and the dialog's handler
+            // may take it before this step: the call stays over. A `terminate` that came
+            // while the 200 was going out ended the call here only: the caller, who has
+            // the 200, is told with BYE (sent once the ACK came, by the platform).
+            if matches!(self.termination_reason(), Some(TerminationReason::Local)) {
+                self.shared.bye_later(dialog);
+            }
             return Err(CallError::Ended);
         }
         Ok(self.flow())
+    }
+
+    /// Answers the INVITE of an offered call that ended before it was accepted (a
+    /// `terminate` through [`IncomingCall::call`](crate::IncomingCall::call)): 603 Decline,
+    /// unless it was answered already (the caller cancelled). Returns the error `accept`
+    /// fails with.
+    async fn refuse_ended(&self, req: &mut IncomingRequest) -> CallError {
+        let _ = req.respond(603, "Decline", &[], None).await;
+        CallError::Ended
     }
 
     /// The end of accepting a call whose offer went in the 200: the dialog's handler takes
@@ -1091,7 +1439,10 @@ impl<H: Homing> InstantMessagingCall<H> {
     pub(crate) fn incoming(conversation: Conversation<H>) -> Self {
         conversation.set_state(ConversationState::Incoming);
         InstantMessagingCall {
-            shared: CallShared::new(ConversationState::Incoming, conversation.link()),
+            shared: CallHandle::new(CallShared::new(
+                ConversationState::Incoming,
+                conversation.link(),
+            )),
             conversation,
         }
     }
@@ -1266,10 +1617,12 @@ enum Step {
     End,
 }
 
-/// Sends messages in an established call; cheap to clone, usable from many tasks.
+/// Sends messages in an established call; cheap to clone, usable from many tasks. A
+/// handle on the call: the call ends when its last handle is dropped (see
+/// [`InstantMessagingCall`]).
 #[derive(Clone)]
 pub struct MessageSender {
-    call: Arc<CallShared>,
+    call: CallHandle,
 }
 
 impl std::fmt::Debug for MessageSender {
@@ -1283,17 +1636,6 @@ impl std::fmt::Debug for MessageSender {
 impl MessageSender {
     fn shared(&self) -> &CallShared {
         &self.call
-    }
-
-    /// Ends the call when the platform forgot its dialog (a 481 or 408 to a request in
-    /// it, or no answer at all, RFC 3261 §12.2.1.2; after a 408 or no answer the platform
-    /// also sent BYE): the peer's BYE, should it still come, is answered 481 by the
-    /// platform and never reaches the call.
-    fn dialog_gone(&self, status: u16, reason: impl Into<String>) {
-        self.call.end(TerminationReason::DialogLost {
-            status,
-            reason: reason.into(),
-        });
     }
 
     /// Sends `body` of `content_type` (`text/plain`, `text/html`, or any type) as an
@@ -1319,55 +1661,7 @@ impl MessageSender {
         body: Bytes,
         ends_composing: bool,
     ) -> Result<(), MessageError> {
-        let dialog = {
-            let mut g = self.shared().lock();
-            if ends_composing {
-                g.local_active = false;
-                g.local_generation = g.local_generation.wrapping_add(1);
-            }
-            if matches!(
-                g.state,
-                ConversationState::Terminating | ConversationState::Terminated
-            ) {
-                return Err(MessageError::CallEnded);
-            }
-            g.dialog()
-        };
-        let Some(dialog) = dialog else {
-            return Err(MessageError::CallEnded);
-        };
-        let req = OutgoingRequest::new(Method::Message, "").body(content_type, body);
-        let platform = self.call.conversation.endpoint().platform();
-        match platform.send_in_dialog(&dialog, req).await {
-            Ok(_) => Ok(()),
-            // Our own BYE, under way, may have removed the dialog: that is no lost dialog.
-            Err(RequestError::NoDialog) if self.shared().ended() => Err(MessageError::CallEnded),
-            Err(RequestError::NoDialog) => {
-                self.dialog_gone(481, "(the dialog was already gone here)");
-                Err(MessageError::CallEnded)
-            }
-            Err(RequestError::Status { code: 481, .. }) if self.shared().ended() => {
-                Err(MessageError::CallEnded)
-            }
-            Err(e @ RequestError::Status { .. }) => {
-                if let RequestError::Status {
-                    code: code @ (481 | 408),
-                    reason,
-                    ..
-                } = &e
-                {
-                    self.dialog_gone(*code, reason.clone());
-                }
-                Err(MessageError::from_request(e))
-            }
-            Err(RequestError::Timeout) if self.shared().ended() => Err(MessageError::CallEnded),
-            Err(RequestError::Timeout) => {
-                self.dialog_gone(408, "(no answer: the transaction timed out)");
-                Err(MessageError::Request(RequestError::Timeout))
-            }
-            Err(RequestError::Shutdown) if self.shared().ended() => Err(MessageError::CallEnded),
-            Err(e) => Err(MessageError::Request(e)),
-        }
+        self.call.send_raw(content_type, body, ends_composing).await
     }
 
     /// Sends `text` as `text/plain; charset=UTF-8`.
@@ -1415,20 +1709,25 @@ impl MessageSender {
             (send, t.local_generation)
         };
         if typing {
-            // Idle by itself unless the user types again within the idle timeout.
-            let sender = self.clone();
+            // Idle by itself unless the user types again within the idle timeout. The timer
+            // is no handle on the call: a call whose handles are all gone is over.
+            let call = Arc::downgrade(&self.call.0);
             tokio::spawn(async move {
                 tokio::time::sleep(crate::composing::IDLE_TIMEOUT).await;
+                let Some(call) = call.upgrade() else { return };
                 let still = {
-                    let mut t = sender.shared().lock();
+                    let mut t = call.lock();
                     let still = t.local_generation == generation && t.local_active;
                     if still {
                         t.local_active = false;
                     }
                     still
                 };
-                if still && !sender.shared().ended() {
-                    let _ = sender.send_composing(IsComposing::idle()).await;
+                if still && !call.ended() {
+                    let doc = IsComposing::idle();
+                    let _ = call
+                        .send_raw(crate::composing::CONTENT_TYPE, doc.to_xml().into(), false)
+                        .await;
                 }
             });
         }
@@ -1713,7 +2012,7 @@ mod tests {
             sdp
         };
         let settle = |body: &str| {
-            let mut n = negotiator("bot.contoso.test");
+            let mut n = negotiator("bot.contoso.test", 1);
             n.create_offer().unwrap();
             take_im_answer(&mut n, body.as_bytes())
         };
@@ -1735,6 +2034,62 @@ mod tests {
         ] {
             assert!(settle(&bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// The last of the application's handles ends the call, even dropped outside a Tokio
+    /// runtime (it then ends here only, no BYE); the crate's own `Arc`s are no handles.
+    #[test]
+    fn the_last_handle_dropped_outside_a_runtime_ends_the_call() {
+        let shared = call(ConversationState::Established);
+        shared.set_dialog(DialogId::new(b"c1", b"l1", b"r1"));
+        let handle = CallHandle::new(shared.clone());
+        let clone = handle.clone();
+        drop(handle);
+        assert_eq!(shared.state(), ConversationState::Established);
+        drop(clone);
+        assert_eq!(shared.state(), ConversationState::Terminated);
+        assert!(matches!(
+            shared.termination_reason(),
+            Some(TerminationReason::Local)
+        ));
+    }
+
+    /// An accept whose 200 carried our offer, dropped before the ACK: the call waits
+    /// `Terminating` for the ACK's handler to send the BYE (RFC 3261 §15).
+    #[test]
+    fn a_call_dropped_while_its_ack_is_owed_waits_for_it_terminating() {
+        let shared = call(ConversationState::Establishing);
+        let (done, _answered) = oneshot::channel();
+        shared.lock().rare().awaited_answer = Some(AwaitedAnswer {
+            negotiator: negotiator("bot.contoso.test", 1),
+            dialog: DialogId::new(b"c1", b"l1", b"r1"),
+            done: Some(done),
+        });
+        drop(CallHandle::new(shared.clone()));
+        assert_eq!(shared.state(), ConversationState::Terminating);
+        assert!(shared.awaits_ack());
+    }
+
+    /// RFC 3264 §8: one session id, the version bumped by a changed SDP only.
+    #[test]
+    fn the_sdp_version_goes_up_only_when_the_sdp_changes() {
+        let mut origin = SdpOrigin::new();
+        let mut made = |types: &[&str]| {
+            let mut n = OfferAnswer::new(
+                LocalCapabilities::new("bot.contoso.test")
+                    .with_media(MediaCapability::message(5060, types.iter().copied())),
+                origin.session_id.to_string(),
+            );
+            let sdp = origin.stamp(n.create_offer().unwrap());
+            (
+                sdp.origin().session_id.clone(),
+                sdp.origin().session_version,
+            )
+        };
+        let (id, first) = made(&["text/plain"]);
+        assert_eq!(made(&["text/plain"]), (id.clone(), first));
+        assert_eq!(made(&["text/html"]), (id.clone(), first + 1));
+        assert_eq!(made(&["text/html"]), (id, first + 1));
     }
 
     #[tokio::test]

@@ -69,7 +69,9 @@ impl<H: Homing> IncomingCall<H> {
     /// Accepts: answers 200 with the IM session and returns the flow. To an INVITE
     /// without an offer the 200 carries ours and the flow comes once the ACK brought the
     /// answer; an ACK without one, or with one that drops the IM session, ends the call
-    /// with BYE and this fails with [`CallError::NotAcceptable`].
+    /// with BYE and this fails with [`CallError::NotAcceptable`]. A call ended before
+    /// (`terminate` through [`call`](Self::call)) is declined 603 instead and this fails
+    /// with [`CallError::Ended`].
     ///
     /// Cancel safety: not cancel safe.
     pub async fn accept(self) -> Result<InstantMessagingFlow, CallError> {

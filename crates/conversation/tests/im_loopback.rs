@@ -2,7 +2,8 @@
 //! call and flow end to end — establish, messages both ways with their outcomes, typing,
 //! first message in the INVITE, decline, cancel while ringing, BYE racing messages, a
 //! dialog lost to a MESSAGE answered 481 or 408 or not at all, an INVITE without an offer
-//! answered in the ACK.
+//! answered in the ACK, calls whose every handle was dropped, an offered call terminated
+//! before `accept`.
 
 use std::time::Duration;
 
@@ -875,4 +876,163 @@ async fn an_invite_without_an_offer_is_answered_in_the_ack_end_to_end() {
     .unwrap();
     assert_eq!(bye.status(), Some(200));
     tokio::time::timeout(WAIT, callee).await.unwrap().unwrap();
+}
+
+/// Waits until `core` routes no dialog any more; false if one is still routed after
+/// [`WAIT`].
+async fn no_dialog_routed(core: &application_endpoint::EndpointCore) -> bool {
+    tokio::time::timeout(WAIT, async {
+        while core.live_dialogs() != 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// A callee that drops every handle of its accepted call ends it with BYE and unroutes it,
+/// instead of answering the caller's messages 200 into a queue nobody reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_every_handle_of_an_accepted_call_ends_it_with_bye() {
+    let p = setup().await;
+    let mut calls = incoming_im_calls(&p.alice);
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let callee = tokio::spawn(async move {
+        let flow = next_call(&mut calls).await.accept().await.unwrap();
+        let _ = go_rx.await;
+        drop(flow);
+    });
+    let call =
+        Conversation::new(&p.bot, on_prem("sip:alice@contoso.test")).instant_messaging_call();
+    let mut flow = call.establish().await.unwrap();
+    go_tx.send(()).unwrap();
+    tokio::time::timeout(WAIT, callee).await.unwrap().unwrap();
+    let end = tokio::time::timeout(WAIT, flow.recv()).await;
+    assert!(
+        matches!(end, Ok(None)),
+        "no BYE ended the caller's flow: {end:?}"
+    );
+    assert!(matches!(
+        call.termination_reason(),
+        Some(TerminationReason::Remote { .. })
+    ));
+    assert!(matches!(
+        flow.send_text("anyone?").await,
+        Err(MessageError::CallEnded)
+    ));
+    assert!(
+        no_dialog_routed(p.alice.core()).await,
+        "the dropped call is still routed"
+    );
+}
+
+/// A caller that drops its ringing call (the `establish` future with every handle)
+/// cancels the INVITE: the callee stops ringing and nothing stays routed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_ringing_call_cancels_its_invite() {
+    let p = setup().await;
+    let mut calls = incoming_im_calls(&p.alice);
+    let (held_tx, mut held_rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        let c = next_call(&mut calls).await;
+        let _ = held_tx.send(c).await;
+    });
+    let call =
+        Conversation::new(&p.bot, on_prem("sip:alice@contoso.test")).instant_messaging_call();
+    let establishing = tokio::spawn(async move { call.establish().await.map(drop) });
+    let held = tokio::time::timeout(WAIT, held_rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    establishing.abort();
+    assert!(establishing.await.unwrap_err().is_cancelled());
+    tokio::time::timeout(WAIT, async {
+        while !held.request().is_cancelled() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the INVITE of the dropped call was cancelled");
+    assert!(matches!(held.accept().await, Err(CallError::Cancelled)));
+    assert!(
+        no_dialog_routed(p.bot.core()).await,
+        "the dropped call is still routed"
+    );
+}
+
+/// An offered call terminated before it is accepted stays over: `accept` declines the
+/// INVITE (603) and fails, instead of answering 200 to a call nobody holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepting_a_call_terminated_while_offered_declines_it() {
+    let p = setup().await;
+    let mut calls = incoming_im_calls(&p.alice);
+    let callee = tokio::spawn(async move {
+        let IncomingImCall::OnPremises(c) = next_call(&mut calls).await else {
+            panic!("typed by homing")
+        };
+        c.call().terminate().await.unwrap();
+        assert_eq!(c.call().state(), ConversationState::Terminated);
+        c.accept().await
+    });
+    let call =
+        Conversation::new(&p.bot, on_prem("sip:alice@contoso.test")).instant_messaging_call();
+    let r = tokio::time::timeout(WAIT, call.establish()).await.unwrap();
+    assert!(
+        matches!(r, Err(CallError::Declined { status: 603, .. })),
+        "{r:?}"
+    );
+    let accepted = tokio::time::timeout(WAIT, callee).await.unwrap().unwrap();
+    assert!(matches!(accepted, Err(CallError::Ended)), "{accepted:?}");
+    assert_eq!(call.state(), ConversationState::Terminated);
+    assert!(
+        no_dialog_routed(p.alice.core()).await,
+        "a route is left behind"
+    );
+}
+
+/// Hanging up while messages are in flight ends the call as `Local`, not as a dialog lost
+/// to the sends that raced the BYE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_up_with_messages_in_flight_ends_the_call_locally() {
+    let p = setup().await;
+    let (bot, alice) = (&p.bot, &p.alice);
+    let mut calls = incoming_im_calls(alice);
+    tokio::spawn(async move {
+        while let Some(c) = calls.next().await {
+            tokio::spawn(async move {
+                let mut flow = c.accept().await.unwrap();
+                while flow.recv().await.is_some() {}
+            });
+        }
+    });
+    let mut wrong = Vec::new();
+    for round in 0..20 {
+        let call =
+            Conversation::new(bot, on_prem("sip:alice@contoso.test")).instant_messaging_call();
+        let flow = call.establish().await.unwrap();
+        let sender = flow.sender();
+        let mut sends = Vec::new();
+        for i in 0..8 {
+            let s = sender.clone();
+            sends.push(tokio::spawn(async move {
+                let mut n = 0;
+                while s.send_text(&format!("m{i} {n}")).await.is_ok() {
+                    n += 1;
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        call.terminate().await.unwrap();
+        for s in sends {
+            s.await.unwrap();
+        }
+        let reason = call.termination_reason();
+        if !matches!(reason, Some(TerminationReason::Local)) {
+            wrong.push((round, format!("{reason:?}")));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "terminate() ended calls for another reason: {wrong:?}"
+    );
 }

@@ -35,6 +35,8 @@ struct RawPeer {
     _route: application_endpoint::DialogRoute,
     call: InstantMessagingCall<OnPremises>,
     flow: InstantMessagingFlow,
+    /// The bot's offer in its INVITE.
+    bot_offer: SessionDescription,
 }
 
 /// The bot's platform and alice's, with their endpoints established.
@@ -96,12 +98,12 @@ impl RawPeer {
             )
             .await
             .unwrap();
-            (dialog, route)
+            (dialog, route, offer)
         });
         let call =
             Conversation::new(&bot, on_prem("sip:alice@contoso.test")).instant_messaging_call();
         let flow = call.establish().await.unwrap();
-        let (dialog, route) = tokio::time::timeout(WAIT, alice_side)
+        let (dialog, route, bot_offer) = tokio::time::timeout(WAIT, alice_side)
             .await
             .unwrap()
             .unwrap();
@@ -114,6 +116,7 @@ impl RawPeer {
             _route: route,
             call,
             flow,
+            bot_offer,
         }
     }
 
@@ -394,4 +397,52 @@ async fn an_answer_that_rejects_the_im_session_ends_the_call_with_bye() {
         .unwrap();
     assert_eq!(method, Some(Method::Bye));
     assert_eq!(call.state(), conversation::ConversationState::Terminated);
+}
+
+/// RFC 3264 §8: every SDP the call sends carries one `o=` session id (not 0), and its
+/// version goes up when the SDP changes and stays when it does not; each used to go out
+/// as `o=- 0 0`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_to_re_offers_keep_the_session_id_and_bump_the_version_only_on_change() {
+    let p = RawPeer::new().await;
+    let answer_to = |types: &'static [&'static str]| {
+        let p = &p;
+        async move {
+            let offer = OfferAnswer::new(
+                LocalCapabilities::new("alice.contoso.test")
+                    .with_media(MediaCapability::message(5060, types.iter().copied())),
+                "1",
+            )
+            .create_offer()
+            .unwrap();
+            let req =
+                OutgoingRequest::new(Method::Invite, "").body("application/sdp", offer.to_bytes());
+            let ok = p.send(req).await.unwrap();
+            SessionDescription::parse_slice(ok.body()).unwrap()
+        }
+    };
+    let first = answer_to(&ACCEPT_TYPES).await;
+    let again = answer_to(&ACCEPT_TYPES).await;
+    let changed = answer_to(&["text/plain"]).await;
+    let offer = p.bot_offer.origin();
+    assert_ne!(offer.session_id, "0", "a session id of its own");
+    for sdp in [&first, &again, &changed] {
+        assert_eq!(sdp.origin().session_id, offer.session_id);
+    }
+    assert!(first.origin().session_version >= offer.session_version);
+    assert_eq!(first.to_bytes(), again.to_bytes(), "the same answer");
+    assert_eq!(
+        again.origin().session_version,
+        first.origin().session_version,
+        "an unchanged SDP keeps its version"
+    );
+    assert_ne!(
+        changed.media()[0].accept_types(),
+        again.media()[0].accept_types()
+    );
+    assert_eq!(
+        changed.origin().session_version,
+        again.origin().session_version + 1,
+        "a changed SDP bumps its version"
+    );
 }
