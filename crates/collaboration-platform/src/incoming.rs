@@ -275,6 +275,9 @@ impl IncomingRequest {
                 .set_to_tag(&self.to_tag)
                 .map_err(|e| RespondError::Invalid(e.to_string()))?;
         }
+        if self.caller.is_federated() {
+            crate::federation::strip_home_trust(&mut response);
+        }
         let (cmd, is_final) = self.command(response, false)?;
         self.send(cmd, is_final).await
     }
@@ -496,6 +499,64 @@ mod tests {
             let expected = (status != 100).then(|| tag.clone());
             assert_eq!(to_tag(&response), expected, "{status}");
         }
+    }
+
+    /// An answer to a federated caller carries no home trust, whichever way the endpoint
+    /// builds it (`respond` or `respond_with`).
+    #[tokio::test]
+    async fn respond_with_strips_home_trust_toward_a_federated_caller() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let mut req = incoming(tx.clone());
+        req.caller = Homed::Federated(
+            crate::topology::Address::assume_federated("sip:carol@fabrikam.test").unwrap(),
+        );
+        // Through `respond`: stripped.
+        let mut req2 = incoming(tx);
+        req2.caller = req.caller.clone();
+        req2.respond(
+            200,
+            "OK",
+            &[
+                ("P-Asserted-Identity", "<sip:ceo@contoso.test>"),
+                (
+                    "ms-asserted-verification-level",
+                    "ms-source-verified-user=verified",
+                ),
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+        let Some(Command::Respond { response, .. }) = rx.recv().await else {
+            panic!()
+        };
+        assert!(
+            response.header(HeaderName::PAssertedIdentity).is_none(),
+            "respond"
+        );
+        // Through `respond_with`: the same response built by the caller.
+        let mut built = SipMessage::response_to(req.request(), 200, "OK").unwrap();
+        built
+            .push_header(HeaderName::PAssertedIdentity, "<sip:ceo@contoso.test>")
+            .unwrap();
+        built
+            .push_header(
+                "ms-asserted-verification-level",
+                "ms-source-verified-user=verified",
+            )
+            .unwrap();
+        req.respond_with(built).await.unwrap();
+        let Some(Command::Respond { response, .. }) = rx.recv().await else {
+            panic!()
+        };
+        let wire = String::from_utf8_lossy(&response.to_bytes()).into_owned();
+        assert!(
+            response.header(HeaderName::PAssertedIdentity).is_none()
+                && !wire
+                    .to_ascii_lowercase()
+                    .contains("ms-asserted-verification-level"),
+            "home trust sent to a federated caller:\n{wire}"
+        );
     }
 
     #[tokio::test]

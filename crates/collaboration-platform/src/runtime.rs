@@ -616,6 +616,12 @@ impl Driver {
         }
         let now = Instant::now();
         let cancelled = self.live();
+        // INVITEs still ringing are cancelled (RFC 3261 §9.1), not abandoned: the callee
+        // would ring on, and answer a caller who is gone.
+        let ringing: Vec<TransactionId> = self.invites.values().copied().collect();
+        for id in ringing {
+            let _ = self.layer.cancel(now, id);
+        }
         for (_, p) in self.pending.drain() {
             p.reply.fail(RequestError::Shutdown);
         }
@@ -1219,6 +1225,12 @@ impl Driver {
         }
         if let PendingKind::Creating(c) = &pending.kind {
             self.invites.remove(&c.branch);
+            // A 2xx may still come (the proxy keeps its transaction after a lost
+            // connection or an unanswered CANCEL): remembered, it is ACKed and ended with
+            // BYE (RFC 3261 §13.2.2.4) instead of taken for a stray.
+            if c.request.method() == Some(&Method::Invite) {
+                self.failed_invites.remember(&c.request, Instant::now());
+            }
             // No dialog comes of it: what the callee sent meanwhile gets 481.
             let parked = call_key(&c.request)
                 .filter(|_| c.request.method() == Some(&Method::Invite))
@@ -2109,6 +2121,13 @@ impl Driver {
                 false
             }
             Ok(DialogUpdate::Terminated(mut ids)) => {
+                // What waited for the ACK of our 2xx (the peer's BYE came first) fails
+                // with the dialog, or its future never resolved.
+                for d in &ids {
+                    for (_, reply, _) in self.held_for_ack.remove(d).unwrap_or_default() {
+                        let _ = reply.send(Err(RequestError::NoDialog));
+                    }
+                }
                 dialog = ids.pop();
                 false
             }
