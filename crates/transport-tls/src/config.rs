@@ -17,7 +17,9 @@ pub struct TransportLimits {
     /// counts as its IPv4 address. Default 2 000 (a front-end server holds one flow per
     /// application endpoint it proxies for).
     pub max_connections_per_ip: usize,
-    /// TCP connect plus TLS handshake must finish within this. An inbound plain TCP
+    /// TCP connect plus TLS handshake must finish within this (what timed out is reported:
+    /// [`TransportError::ConnectTimeout`](crate::TransportError::ConnectTimeout) or
+    /// [`TransportError::HandshakeTimeout`](crate::TransportError::HandshakeTimeout)). An inbound plain TCP
     /// connection, which has no handshake, must send its first bytes within this, or it is
     /// closed ([`CloseReason::IdleTimeout`](crate::CloseReason::IdleTimeout)): otherwise a
     /// silent peer would hold a connection slot for the whole idle timeout. Default 10 s.

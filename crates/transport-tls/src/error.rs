@@ -123,7 +123,8 @@ pub enum TransportError {
         /// Why.
         refusal: TlsRefusal,
     },
-    /// The TLS handshake did not finish within the configured timeout.
+    /// The TLS handshake did not finish within the configured timeout (for an outbound
+    /// connection: within what the TCP connect left of it).
     #[error("TLS handshake with {0} timed out")]
     HandshakeTimeout(SocketAddr),
     /// The TCP connection could not be made within the handshake timeout.

@@ -42,7 +42,10 @@
 //!   came on ([`SipTransport::reply`], RFC 3261 §18.2.2). RFC 5923: an inbound TLS request
 //!   whose top Via carries `alias` lets later requests to that Via's address reuse the
 //!   inbound connection, for the names the peer's verified certificate carries (TLS only:
-//!   over plain TCP an alias would let anyone capture another host's traffic).
+//!   over plain TCP an alias would let anyone capture another host's traffic), one address
+//!   per connection (a new sent-by moves the alias). [`SipTransport::shutdown`], or
+//!   dropping the last clone of the transport, stops its listeners and closes its
+//!   connections.
 //! - **Keep-alive (RFC 5626).** Outbound flows send CRLF CRLF pings every
 //!   [`KeepAlive::interval`] (80–100 % jitter) and report a dead flow
 //!   ([`CloseReason::DeadFlow`]) when the pong does not come within

@@ -265,6 +265,9 @@ struct ConnCtl {
     stop: Notify,
     reason: Mutex<Option<CloseReason>>,
     closed: AtomicBool,
+    /// The flow-table keys that lead to this connection, removed with it: its target
+    /// (outbound), or the RFC 5923 alias keys of the one address it is aliased for
+    /// (inbound TLS).
     keys: Mutex<Vec<FlowKey>>,
     /// Asks the reader for a keep-alive ping now ([`SipTransport::confirm`]): a permit
     /// stored by `notify_one` is not lost if the reader is busy.
@@ -544,6 +547,16 @@ impl Shared {
         ConnectionId(self.next_id.fetch_add(1, Ordering::Relaxed) + 1)
     }
 
+    /// Stops the listeners and UDP receivers and closes every connection; again is harmless.
+    fn shut_down(&self) {
+        // `send_replace`, not `send`: the flag must be set even when no listener task is
+        // subscribed (a client-only transport), or later connects would not see it.
+        self.shutdown.send_replace(true);
+        for h in self.conns.values() {
+            h.ctl.fail(CloseReason::Shutdown);
+        }
+    }
+
     /// Removes a closed connection from the tables.
     fn forget(&self, handle: &ConnHandle) {
         let id = handle.info.id;
@@ -553,22 +566,33 @@ impl Shared {
             Err(_) => Vec::new(),
         };
         for key in keys {
-            let mut shard = self.flows.shard(&key);
-            if shard
-                .get(&key)
-                .and_then(flow_conn)
-                .is_some_and(|h| h.info.id == id)
-            {
-                shard.remove(&key);
-            }
+            self.unlink(&key, id);
+        }
+    }
+
+    /// Removes `key` from the flow table if it leads to connection `id` (another connection
+    /// may have taken it over since).
+    fn unlink(&self, key: &FlowKey, id: ConnectionId) {
+        let mut shard = self.flows.shard(key);
+        if shard
+            .get(key)
+            .and_then(flow_conn)
+            .is_some_and(|h| h.info.id == id)
+        {
+            shard.remove(key);
         }
     }
 
     /// RFC 5923: an inbound TLS request whose top Via carries `alias` lets us reuse this
     /// connection for requests to the address in its sent-by (its port, and its IP only when
     /// that is the connection's remote IP), for the names its verified certificate carries.
+    /// A connection is an alias for one address at a time: the latest accepted sent-by.
     fn register_alias(&self, handle: &ConnHandle, msg: &SipMessage) {
         let info = &handle.info;
+        // Only inbound connections are aliased: their keys are alias keys alone (below).
+        if info.direction != Direction::Inbound {
+            return;
+        }
         let Some(peer) = &info.peer else { return };
         let Ok(via) = msg.top_via() else { return };
         if !via.params().contains("alias") {
@@ -592,6 +616,22 @@ impl Shared {
             return;
         }
         let remote = SocketAddr::new(ip, via.port().unwrap_or(info.transport.default_port()));
+        // One alias address per connection: a new sent-by moves the alias, and the keys of
+        // the previous address leave the table. Otherwise each request with another port
+        // would add entries for the life of the connection (a peer could fill the table).
+        let previous: Vec<FlowKey> = match handle.ctl.keys.lock() {
+            Ok(mut k) => {
+                let (previous, kept) = std::mem::take(&mut *k)
+                    .into_iter()
+                    .partition(|key| key.remote != remote);
+                *k = kept;
+                previous
+            }
+            Err(_) => return,
+        };
+        for key in previous {
+            self.unlink(&key, info.id);
+        }
         // The names the certificate is trusted for, as `PeerIdentity::matches` reads them.
         let certified = if peer.dns_names.is_empty() {
             peer.common_name.as_slice()
@@ -952,10 +992,13 @@ impl Connection {
                     }
                     // The partial-message clock measures how long the current unfinished
                     // message has been pending: it restarts when a frame completes (the rest
-                    // of the buffer arrived in this read).
+                    // of the buffer arrived in this read). It restarts now, not at the read:
+                    // handing the completed messages up may have waited for room in the
+                    // event channel, and our own backpressure must not make a peer that
+                    // sends at full speed a slow sender (nothing was read meanwhile).
                     partial_since = match (framer.has_partial(), completed) {
                         (false, _) => None,
-                        (true, true) => Some(now),
+                        (true, true) => Some(Instant::now()),
                         (true, false) => partial_since.or(Some(now)),
                     };
                 }
@@ -1178,10 +1221,24 @@ impl Connection {
 /// [`Target`], and the events of all of them on one channel.
 ///
 /// Cheap to clone (an `Arc`); all clones are the same transport. Must be used inside a
-/// tokio runtime (listeners and connections are tasks).
+/// tokio runtime (listeners and connections are tasks). Dropping the last clone shuts the
+/// transport down as [`shutdown`](Self::shutdown) does: nothing could use its listeners and
+/// connections any more, so they must not hold their ports and peers for ever.
 #[derive(Clone)]
 pub struct SipTransport {
     shared: Arc<Shared>,
+    /// Shared by the clones only, never by the transport's own tasks (they hold `shared`):
+    /// it drops with the last clone, and its drop shuts the transport down.
+    _owner: Arc<Owner>,
+}
+
+/// Shuts its transport down when dropped (with the last [`SipTransport`] clone).
+struct Owner(Arc<Shared>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.0.shut_down();
+    }
 }
 
 impl fmt::Debug for SipTransport {
@@ -1216,7 +1273,14 @@ impl SipTransport {
             udp6: OnceLock::new(),
             shutdown: watch::channel(false).0,
         });
-        Ok((SipTransport { shared }, rx))
+        let owner = Arc::new(Owner(shared.clone()));
+        Ok((
+            SipTransport {
+                shared,
+                _owner: owner,
+            },
+            rx,
+        ))
     }
 
     /// Listens for plain TCP on `addr` (port 0 picks one); returns the bound address.
@@ -1502,11 +1566,9 @@ impl SipTransport {
     }
 
     /// Stops the listeners and closes every connection ([`CloseReason::Shutdown`]).
+    /// Dropping the last clone of the transport does the same.
     pub fn shutdown(&self) {
-        let _ = self.shared.shutdown.send(true);
-        for h in self.shared.conns.values() {
-            h.ctl.fail(CloseReason::Shutdown);
-        }
+        self.shared.shut_down();
     }
 }
 
@@ -1567,9 +1629,13 @@ async fn open(shared: &Arc<Shared>, target: &Target) -> Result<ConnHandle, Trans
             return Err(TransportError::Shutdown);
         }
         let admission = shared.admit(remote.ip())?;
+        // One budget for both steps: the TCP connect, then the TLS handshake with what is
+        // left, each reported as what timed out.
+        let deadline = later(Instant::now(), shared.settings.limits.handshake_timeout);
         let attempt = async {
-            let tcp = TcpStream::connect(remote)
+            let tcp = tokio::time::timeout_at(deadline, TcpStream::connect(remote))
                 .await
+                .map_err(|_| TransportError::ConnectTimeout(remote))?
                 .map_err(|e| TransportError::io(&e))?;
             let _ = tcp.set_nodelay(true);
             let local = tcp.local_addr().map_err(|e| TransportError::io(&e))?;
@@ -1594,12 +1660,14 @@ async fn open(shared: &Arc<Shared>, target: &Target) -> Result<ConnHandle, Trans
                         .unwrap_or_else(|| remote.ip().to_string());
                     let server_name = rustls_pki_types::ServerName::try_from(name.clone())
                         .map_err(|_| TransportError::InvalidServerName(name))?;
-                    let tls = connector.connect(server_name, tcp).await.map_err(|e| {
-                        match TlsRefusal::from_io(&e) {
-                            Some(refusal) => TransportError::Tls { remote, refusal },
-                            None => TransportError::io(&e),
-                        }
-                    })?;
+                    let tls =
+                        tokio::time::timeout_at(deadline, connector.connect(server_name, tcp))
+                            .await
+                            .map_err(|_| TransportError::HandshakeTimeout(remote))?
+                            .map_err(|e| match TlsRefusal::from_io(&e) {
+                                Some(refusal) => TransportError::Tls { remote, refusal },
+                                None => TransportError::io(&e),
+                            })?;
                     info.peer = tls
                         .get_ref()
                         .1
@@ -1615,9 +1683,7 @@ async fn open(shared: &Arc<Shared>, target: &Target) -> Result<ConnHandle, Trans
                 }
             }
         };
-        let (r, w, info) = timeout(shared.settings.limits.handshake_timeout, attempt)
-            .await
-            .map_err(|_| TransportError::HandshakeTimeout(remote))??;
+        let (r, w, info) = attempt.await?;
         Ok(shared.start(r, w, info, admission, Some(target.clone())))
     }
     .await;

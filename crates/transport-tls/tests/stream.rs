@@ -642,6 +642,68 @@ async fn local_close_and_shutdown() {
     .await;
 }
 
+/// Dropping every clone without `shutdown()` closes the connections and frees the port.
+#[tokio::test]
+async fn dropping_every_handle_shuts_the_transport_down() {
+    let (srv, mut rx, addr) = tcp_server(TransportSettings::new()).await;
+    let clone = srv.clone();
+    let mut raw = TcpStream::connect(addr).await.unwrap();
+    raw.write_all(&message_request(1, 300, "TCP 127.0.0.1"))
+        .await
+        .unwrap();
+    next_message(&mut rx).await;
+    // A clone left: the same transport, still running.
+    drop(srv);
+    raw.write_all(&message_request(2, 300, "TCP 127.0.0.1"))
+        .await
+        .unwrap();
+    next_message(&mut rx).await;
+    drop(clone);
+    // The event receiver outlives the handles: the close is reported.
+    assert_eq!(next_close(&mut rx).await, CloseReason::Shutdown);
+    let mut buf = [0u8; 64];
+    assert_eq!(within(WAIT, raw.read(&mut buf)).await.unwrap(), 0);
+    // The listener's task ends asynchronously: retry until the port can be bound again.
+    within(WAIT, async {
+        while TcpListener::bind(addr).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+/// A client dropped without `shutdown()` closes its flows, which pings would keep open.
+#[tokio::test]
+async fn dropped_client_closes_its_keep_alive_flows() {
+    let (_srv, mut srx, addr) = tcp_server(TransportSettings::new()).await;
+    let keep_alive = KeepAlive {
+        interval: Duration::from_millis(100),
+        pong_timeout: Duration::from_millis(300),
+    };
+    let (cli, crx) =
+        SipTransport::new(TransportSettings::new().keep_alive(Some(keep_alive))).unwrap();
+    cli.connect(&Target::tcp(addr)).await.unwrap();
+    opened(&mut srx).await;
+    drop(cli);
+    drop(crx);
+    assert_eq!(next_close(&mut srx).await, CloseReason::PeerClosed);
+}
+
+/// `shutdown()` with no listener still refuses new connections; a later drop is harmless.
+#[tokio::test]
+async fn shutdown_without_listeners_refuses_new_connections() {
+    let (_srv, _srx, addr) = tcp_server(TransportSettings::new()).await;
+    let (cli, _crx) = SipTransport::new(TransportSettings::new()).unwrap();
+    let clone = cli.clone();
+    cli.shutdown();
+    assert_eq!(
+        clone.connect(&Target::tcp(addr)).await,
+        Err(TransportError::Shutdown)
+    );
+    drop(cli);
+    drop(clone);
+}
+
 /// A front end (TLS listener and client, certificate `fe.contoso.test`) and an application
 /// connected to it (certificate `app.contoso.test`); the id is the application's connection.
 async fn front_and_app() -> (
@@ -834,6 +896,37 @@ async fn rfc5923_alias_for_another_ip_than_the_connections_is_refused() {
     assert!(front
         .established(&Target::tls(own, "app.contoso.test"))
         .is_some());
+}
+
+/// A new alias sent-by replaces the connection's previous alias: entries do not pile up.
+#[tokio::test]
+async fn rfc5923_alias_moves_with_the_sent_by_and_does_not_accumulate() {
+    let (front, mut frx, appt, _arx, app_conn) = front_and_app().await;
+    let info = appt.connection(app_conn).unwrap();
+    let fe_target = Target::tls(info.remote, "fe.contoso.test");
+    let sent_by = |port: u16| SocketAddr::new(info.local.ip(), port);
+    let aliased = |port: u16| front.established(&Target::tls(sent_by(port), "app.contoso.test"));
+    let ports: Vec<u16> = (0..20).map(|i| 10_000 + i).collect();
+    for (n, &port) in ports.iter().enumerate() {
+        appt.send(&fe_target, &request_via(n as u32, sent_by(port), true))
+            .await
+            .unwrap();
+        next_message(&mut frx).await;
+        assert!(aliased(port).is_some(), "the latest sent-by is an alias");
+    }
+    let held: Vec<u16> = ports
+        .iter()
+        .copied()
+        .filter(|&p| aliased(p).is_some())
+        .collect();
+    assert_eq!(held, [10_019], "one connection holds aliases for {held:?}");
+    // A request without `alias` leaves the alias where it is.
+    appt.send(&fe_target, &request_via(99, sent_by(10_500), false))
+        .await
+        .unwrap();
+    next_message(&mut frx).await;
+    assert!(aliased(10_019).is_some());
+    assert!(aliased(10_500).is_none());
 }
 
 #[tokio::test]
@@ -1030,6 +1123,42 @@ async fn busy_sender_whose_reads_end_mid_message_is_not_cut_off() {
     assert_eq!(srv.connection_count(), 1);
 }
 
+/// Our wait for room in the event channel does not count against a peer's partial deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_backpressure_does_not_make_a_fast_peer_a_slow_sender() {
+    let partial = Duration::from_millis(400);
+    let limits = TransportLimits {
+        partial_message_timeout: partial,
+        ..Default::default()
+    };
+    // Room for one event: `Opened` fills it until the application looks.
+    let settings = TransportSettings::new().limits(limits).event_capacity(1);
+    let (_srv, mut rx, addr) = tcp_server(settings).await;
+    let first = message_request(1, 300, "TCP 127.0.0.1");
+    let second = message_request(2, 2000, "TCP 127.0.0.1");
+    let mut raw = TcpStream::connect(addr).await.unwrap();
+    raw.set_nodelay(true).unwrap();
+    // One write: the read that completes the first message ends inside the second, whose
+    // clock starts while the reader waits for the application to take the first.
+    raw.write_all(&[&first[..], &second[..1000]].concat())
+        .await
+        .unwrap();
+    // The application is busy for longer than the partial-message timeout.
+    tokio::time::sleep(partial * 2).await;
+    let got = next_message(&mut rx).await;
+    assert_eq!(got.message.cseq().unwrap().seq(), 1);
+    // The rest comes soon after the application is back, as a flow-controlled peer's would.
+    tokio::time::sleep(partial / 4).await;
+    raw.write_all(&second[1000..]).await.unwrap();
+    let got = next_event(&mut rx, |e| match e {
+        TransportEvent::Message(m) => Some(m),
+        TransportEvent::Closed { reason, .. } => panic!("closed: {reason:?}"),
+        _ => None,
+    })
+    .await;
+    assert_eq!(got.message.cseq().unwrap().seq(), 2);
+}
+
 #[tokio::test]
 async fn concurrent_first_sends_share_one_failed_attempt() {
     // Accepts TCP and never answers the TLS handshake.
@@ -1081,6 +1210,34 @@ async fn concurrent_first_sends_share_one_failed_attempt() {
     // A later send tries again.
     assert!(cli.send(&target, &msg).await.is_err());
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+/// A TCP connect that times out is `ConnectTimeout`, not a TLS `HandshakeTimeout`.
+#[tokio::test]
+async fn tcp_connect_timeout_is_reported_as_connect_timeout() {
+    // A listener whose accept queue is full: further SYNs are dropped, connects hang.
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.bind(localhost()).unwrap();
+    let listener = sock.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fill = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(s)) =
+            tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await
+        {
+            fill.push(s);
+        }
+    }
+    let limits = TransportLimits {
+        handshake_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let (cli, _rx) = SipTransport::new(TransportSettings::new().limits(limits)).unwrap();
+    assert_eq!(
+        within(WAIT, cli.connect(&Target::tcp(addr))).await,
+        Err(TransportError::ConnectTimeout(addr))
+    );
+    drop(listener);
 }
 
 #[tokio::test]
