@@ -654,6 +654,27 @@ mod scripted {
                 .expect("platform")
         }
 
+        /// A platform whose outbound proxy is this front end, its settings changed by `f`.
+        pub async fn platform_custom(
+            &self,
+            f: impl FnOnce(ServerPlatformSettings) -> ServerPlatformSettings,
+        ) -> CollaborationPlatform {
+            let settings = ServerPlatformSettings::new(
+                "ucma-rs scripted presence",
+                APPLICATION,
+                self.pki
+                    .identity(APPLICATION)
+                    .expect("application identity"),
+                self.pki.roots(),
+                OutboundProxy::tls(self.addr, FRONT_END),
+            )
+            .listen(Listener::mutual_tls(loopback0()))
+            .topology(Topology::new(["contoso.test"]));
+            CollaborationPlatform::start(f(settings))
+                .await
+                .expect("platform")
+        }
+
         /// The next message from the platform (OPTIONS are answered on the way).
         async fn next(&mut self, what: &str) -> ReceivedMessage {
             loop {
@@ -1764,6 +1785,142 @@ fn a_one_shot_query_ends_the_subscription_of_a_fork_that_keeps_it_alive() {
             .await;
         assert!(a == 200 || a == 481, "fork A's NOTIFY: {a}");
         assert_eq!(watcher.core().live_dialogs(), 0);
+        watcher.terminate().await;
+        platform.shutdown().await;
+    });
+}
+
+// ---- retries that must neither give up on a passing overload nor loop ----
+
+/// This platform's transaction table is full (`RequestError::Overloaded`, "try again
+/// shortly"): the subscription is tried again, not given up for good.
+#[test]
+fn a_local_overload_does_not_give_a_subscription_up_for_good() {
+    use sip_core::Method;
+    runtime().block_on(async {
+        let mut fe = scripted::FrontEnd::start().await;
+        let platform = fe
+            .platform_custom(|s| {
+                s.transaction_timers(sip_core::transaction::TransactionConfig {
+                    max_transactions: 1,
+                    ..Default::default()
+                })
+            })
+            .await;
+        let watcher = endpoint(&platform, "sip:watcher@contoso.test").await;
+        let view = RemotePresenceView::new(&watcher)
+            .retry(Duration::from_millis(100), Duration::from_millis(200));
+        let mut rx = view.notifications();
+        let (bob, carol) = ("sip:bob@contoso.test", "sip:carol@contoso.test");
+        bounded(
+            "subscribe",
+            view.subscribe([bob.to_string(), carol.to_string()]),
+        )
+        .await
+        .expect("subscribe");
+        // One SUBSCRIBE takes the only transaction and is left unanswered for now.
+        let held = fe.request(Method::Subscribe, "the first SUBSCRIBE").await;
+        let held_target = scripted::header(&held, sip_core::HeaderName::To).unwrap();
+        let other = if held_target.contains("bob") {
+            carol
+        } else {
+            bob
+        };
+        let seen = wait_scripted(&mut rx, other, "the overloaded one", see!(), |s| {
+            s.error.is_some()
+        })
+        .await;
+        assert_ne!(
+            seen.state, "Terminated",
+            "a transient local overload (RequestError::Overloaded, 'try again shortly') \
+             gave {other} up for good: {seen:?}"
+        );
+        drop(held);
+        watcher.terminate().await;
+        platform.shutdown().await;
+    });
+}
+
+/// A SUBSCRIBE answered 503 with `Retry-After: 0` is tried again after the backoff, not at
+/// once (that was hundreds of SUBSCRIBEs a second).
+#[test]
+fn a_retry_after_of_zero_is_no_licence_to_loop() {
+    use sip_core::Method;
+    runtime().block_on(async {
+        let mut fe = scripted::FrontEnd::start().await;
+        let platform = fe.platform().await;
+        let watcher = endpoint(&platform, "sip:watcher@contoso.test").await;
+        // Default retry settings: 1 s at least between attempts.
+        let view = RemotePresenceView::new(&watcher);
+        let _rx = view.notifications();
+        let target = "sip:bob@contoso.test";
+        bounded("subscribe", view.subscribe([target.to_string()]))
+            .await
+            .expect("subscribe");
+        let window = Duration::from_millis(1500);
+        let start = tokio::time::Instant::now();
+        let mut count = 0u32;
+        while let Ok(sub) =
+            tokio::time::timeout_at(start + window, fe.request(Method::Subscribe, "a SUBSCRIBE"))
+                .await
+        {
+            count += 1;
+            fe.reply(&sub, 503, None, &[("Retry-After", "0")]).await;
+            if count > 1000 {
+                break;
+            }
+        }
+        assert!(
+            count <= 3,
+            "{count} SUBSCRIBEs in {window:?}: Retry-After: 0 made a tight retry loop"
+        );
+        watcher.terminate().await;
+        platform.shutdown().await;
+    });
+}
+
+/// A notifier ending the subscription with `probation;retry-after=0` is subscribed to again
+/// after the backoff, not at once.
+#[test]
+fn probation_with_retry_after_zero_is_no_licence_to_loop() {
+    use sip_core::Method;
+    runtime().block_on(async {
+        let mut fe = scripted::FrontEnd::start().await;
+        let platform = fe.platform().await;
+        let watcher = endpoint(&platform, "sip:watcher@contoso.test").await;
+        let view = RemotePresenceView::new(&watcher);
+        let _rx = view.notifications();
+        let target = "sip:bob@contoso.test";
+        bounded("subscribe", view.subscribe([target.to_string()]))
+            .await
+            .expect("subscribe");
+        let window = Duration::from_millis(1500);
+        let start = tokio::time::Instant::now();
+        let mut count = 0u32;
+        while let Ok(sub) =
+            tokio::time::timeout_at(start + window, fe.request(Method::Subscribe, "a SUBSCRIBE"))
+                .await
+        {
+            count += 1;
+            let tag = format!("n{count}");
+            fe.reply(&sub, 200, Some(&tag), &[("Expires", "600")]).await;
+            let _ = fe
+                .notify(
+                    &sub,
+                    &tag,
+                    1,
+                    "terminated;reason=probation;retry-after=0",
+                    None,
+                )
+                .await;
+            if count > 1000 {
+                break;
+            }
+        }
+        assert!(
+            count <= 3,
+            "{count} SUBSCRIBEs in {window:?}: retry-after=0 made a tight resubscribe loop"
+        );
         watcher.terminate().await;
         platform.shutdown().await;
     });

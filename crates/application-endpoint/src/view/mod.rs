@@ -186,7 +186,8 @@ impl RemotePresenceView {
 
     /// The shortest and longest wait between attempts (defaults 1 s and 60 s): the wait
     /// doubles from `min` with each failure up to `max`, with jitter so that many
-    /// subscriptions do not retry in step. A `Retry-After` (header or parameter) wins.
+    /// subscriptions do not retry in step. A longer `Retry-After` (header or parameter) wins;
+    /// a shorter one does not cut the backoff.
     pub fn retry(mut self, min: Duration, max: Duration) -> Self {
         let min = min.max(Duration::from_millis(1));
         self.config.retry_min = min;

@@ -43,7 +43,11 @@ pub(super) fn after_failure(error: &EndpointError, refresh: bool) -> Next {
         return Next::Stop;
     };
     match e {
-        RequestError::Timeout | RequestError::Transport(_) => Next::Later(None),
+        // Overloaded is this platform's own transaction table, full for now: the same
+        // SUBSCRIBE may go through shortly (registration and PUBLISH retry it too).
+        RequestError::Timeout | RequestError::Transport(_) | RequestError::Overloaded { .. } => {
+            Next::Later(None)
+        }
         RequestError::NoDialog if refresh => Next::Now,
         RequestError::Status { code, response, .. } => match code {
             481 if refresh => Next::Now,
@@ -129,6 +133,12 @@ mod tests {
             (
                 EndpointError::Request(RequestError::Timeout),
                 true,
+                Next::Later(None),
+            ),
+            // This platform's own transaction table, full for now.
+            (
+                EndpointError::Request(RequestError::Overloaded { limit: 1 }),
+                false,
                 Next::Later(None),
             ),
             // A refresh of a dialog the notifier forgot: a new subscription at once.

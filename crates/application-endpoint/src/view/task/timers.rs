@@ -29,17 +29,15 @@ impl ViewTask {
         self.timers.push(Reverse((at, target.clone())));
     }
 
-    /// Waits `wait` (or the backoff) before the next attempt.
+    /// Waits `wait` (the peer's Retry-After or retry-after) before the next attempt, but
+    /// never less than the backoff: "Retry-After: 0" is no licence to loop (it made a
+    /// SUBSCRIBE storm, hundreds per second per target), as for registrations.
     pub(super) fn wait_retry(&mut self, sub: &mut Sub, target: &Arc<str>, wait: Option<Duration>) {
         let (min, max) = (self.config.retry_min, self.config.retry_max);
-        let delay = match wait {
-            Some(w) => w,
-            None => {
-                let b = backoff(min, max, u32::from(sub.attempts));
-                let r = self.next_random();
-                jitter(b, min, r)
-            }
-        };
+        let b = backoff(min, max, u32::from(sub.attempts));
+        let r = self.next_random();
+        let backed_off = jitter(b, min, r);
+        let delay = wait.map_or(backed_off, |w| w.max(backed_off));
         sub.attempts = sub.attempts.saturating_add(1);
         sub.state = SubscriptionState::WaitingForRetry;
         self.schedule(sub, target, Instant::now() + delay);
