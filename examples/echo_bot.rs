@@ -3,6 +3,8 @@
 //! prefixed with the sender's homing (`[on-premises]` / `[federated]`). Logs with tracing
 //! (`RUST_LOG=debug` for every transaction). Stops on Ctrl-C (or SIGTERM): hangs up the
 //! conversations still going on, terminates its endpoint and shuts the platform down.
+//! Exits 0 when stopped so, 1 when the endpoint ended by itself (e.g. its registration was
+//! refused for good), so a service manager restarts it on failure.
 //!
 //! `--uri` is the bot's identity (an address of a home domain); `--register` registers its
 //! contact with the front end's registrar so requests for that URI reach it (otherwise the
@@ -103,6 +105,9 @@ async fn run(settings: PlatformSettings, uri: String, register: bool) -> ExitCod
     let mut states = endpoint.watch_state();
     let signal = shutdown_signal();
     tokio::pin!(signal);
+    // Asked to stop (a signal) is success; the endpoint ending by itself (a registration
+    // refused for good, the front end gone) is a failure a service manager restarts on.
+    let mut asked_to_stop = false;
     loop {
         tokio::select! {
             call = calls.next() => match call {
@@ -117,6 +122,7 @@ async fn run(settings: PlatformSettings, uri: String, register: bool) -> ExitCod
             }
             why = &mut signal => {
                 info!("{why}: stopping");
+                asked_to_stop = true;
                 break;
             }
             // Reap finished conversations as they end.
@@ -147,7 +153,11 @@ async fn run(settings: PlatformSettings, uri: String, register: bool) -> ExitCod
         transactions_cancelled = report.cancelled,
         "stopped"
     );
-    ExitCode::SUCCESS
+    if asked_to_stop {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// Ctrl-C, or on Unix the SIGTERM a service manager sends. If the handlers cannot be
