@@ -398,6 +398,93 @@ fn proxy_challenges_from_two_realms() {
     );
 }
 
+/// A proxy (407) and then a registrar (401) challenge: the retry after the 401 carries the
+/// registrar's credentials and the proxy's again (RFC 3261 §22.3), with the proxy's nonce
+/// count moved on. Before, it carried the registrar's alone, the proxy challenged again,
+/// and the two took turns for ever.
+#[test]
+fn a_proxy_and_a_registrar_challenging_in_turn_are_both_answered() {
+    let mut client = DigestClient::new(Credentials::new("app", "pw"));
+    let r1 = register(1, &[]);
+    let proxy = r#"Digest realm="edge.contoso.test", nonce="p1", qop="auth""#;
+    let h1 = client
+        .handle_challenge(&challenge(&r1, 407, &[proxy]), &r1)
+        .unwrap();
+    let r2 = register(2, &h1);
+    let registrar = r#"Digest realm="contoso.test", nonce="g1", qop="auth""#;
+    let h2 = client
+        .handle_challenge(&challenge(&r2, 401, &[registrar]), &r2)
+        .unwrap();
+    let answered: Vec<_> = h2
+        .iter()
+        .map(|h| (h.name, h.realm.as_str(), param(h, "nc").unwrap()))
+        .collect();
+    assert_eq!(
+        answered,
+        [
+            (HeaderName::Authorization, "contoso.test", "00000001".into()),
+            (
+                HeaderName::ProxyAuthorization,
+                "edge.contoso.test",
+                "00000002".into()
+            ),
+        ]
+    );
+    // A request that did not carry the proxy's credentials does not get them unasked.
+    let r3 = register(3, &[]);
+    let h3 = client
+        .handle_challenge(
+            &challenge(
+                &r3,
+                401,
+                &[r#"Digest realm="contoso.test", nonce="g2", qop="auth""#],
+            ),
+            &r3,
+        )
+        .unwrap();
+    assert_eq!(h3.len(), 1);
+}
+
+/// A challenge that repeats a nonce already used (a request sent without credentials, a
+/// stateless server) continues its count: `nc` counts the requests sent with the nonce
+/// (RFC 7616 §3.4), and a verifier that tracks it takes a second `nc=1` for a replay.
+#[test]
+fn a_rechallenge_with_a_used_nonce_continues_its_count() {
+    let t0 = Instant::now();
+    let mut server = DigestVerifier::new(REALM, KEY, t0);
+    let mut client = DigestClient::new(Credentials::new("app", "pw"));
+    let r1 = register(1, &[]);
+    let first = www(&mut server, &r1, t0, false);
+    let h1 = client.handle_challenge(&first, &r1).unwrap();
+    assert!(server
+        .verify(&register(2, &h1), HeaderName::Authorization, t0, lookup)
+        .is_ok());
+    let h2 = client.authorize(&register(3, &[])).unwrap();
+    assert!(server
+        .verify(&register(3, &h2), HeaderName::Authorization, t0, lookup)
+        .is_ok());
+    // The same challenge again, to a request sent without credentials.
+    let r4 = register(4, &[]);
+    let again = {
+        let mut r = SipMessage::response_to(&r4, 401, "Unauthorized").unwrap();
+        let value = first.header(HeaderName::WwwAuthenticate).unwrap().to_vec();
+        r.push_header(
+            HeaderName::WwwAuthenticate,
+            String::from_utf8(value).unwrap(),
+        )
+        .unwrap();
+        r
+    };
+    let h4 = client.handle_challenge(&again, &r4).unwrap();
+    assert_eq!(param(&h4[0], "nc").unwrap(), "00000003");
+    assert!(
+        server
+            .verify(&register(5, &h4), HeaderName::Authorization, t0, lookup)
+            .is_ok(),
+        "the verifier took the retry for a replay"
+    );
+}
+
 // ---- verifier -----------------------------------------------------------------------------
 
 fn lookup(user: &str, _: Algorithm) -> Option<Secret> {

@@ -207,7 +207,9 @@ impl DigestClient {
     }
 
     /// Answers a 401 or 407 to `request`: one header per challenging realm, using the
-    /// strongest supported algorithm each realm offers (SHA-512-256 > SHA-256 > MD5).
+    /// strongest supported algorithm each realm offers (SHA-512-256 > SHA-256 > MD5), and
+    /// one for each realm `request` carried credentials for that did not challenge again
+    /// (the proxy's, when the registrar challenges next): the retry carries exactly these.
     ///
     /// A realm that challenges again although `request` already carried credentials for it
     /// means the password is wrong — [`DigestError::Rejected`], never another attempt — when
@@ -295,12 +297,26 @@ impl DigestClient {
                 .algorithm
                 .base()
                 .ha1(&creds.username, &realm, &creds.password);
+            let username = creds.username.clone();
+            // A nonce we used already (a request sent without credentials, challenged
+            // with it again) keeps its count and cnonce: `nc` counts the requests sent
+            // with the nonce (RFC 7616 §3.4), and a server that tracks it (ours does)
+            // takes a second nc=1 for a replay.
+            let (cnonce, nc) = match previous.map(|i| &self.realms[i]) {
+                Some(p)
+                    if p.challenge.nonce == challenge.nonce
+                        && p.challenge.algorithm == challenge.algorithm =>
+                {
+                    (p.cnonce.clone(), p.nc)
+                }
+                _ => ((self.cnonce)(), 0),
+            };
             let state = RealmState {
                 name: answer_name,
-                username: creds.username.clone(),
+                username,
                 ha1,
-                cnonce: (self.cnonce)(),
-                nc: 0,
+                cnonce,
+                nc,
                 stale_in_row,
                 challenge,
             };
@@ -323,6 +339,18 @@ impl DigestClient {
         }
         if out.is_empty() {
             return Err(first_error.unwrap_or(DigestError::NoSupportedChallenge));
+        }
+        // The request passed the hops it carried credentials for: those go on the retry
+        // too (RFC 3261 §22.3), or behind a proxy (407) and a registrar (401) each retry
+        // would satisfy one and be challenged by the other, for ever.
+        for state in &mut self.realms {
+            let answered = out
+                .iter()
+                .any(|h| h.name == state.name && h.realm == state.challenge.realm);
+            if !answered && sent_credentials(request, state.name, &state.challenge.realm).is_some()
+            {
+                out.push(next_header(state, method, &uri, request.body()));
+            }
         }
         Ok(out)
     }
