@@ -141,10 +141,11 @@ async fn readme_endpoints(
     );
     let mut calls = incoming_im_calls(&bot);
     bot.establish().await?;
+    let helpdesk = Address::assume_on_premises("sip:helpdesk@contoso.com")?;
     match platform.topology().classify("sip:bob@fabrikam.com")? {
         Homed::Federated(bob) => {
             let conv = Conversation::new(&bot, bob);
-            conv.impersonate("sip:helpdesk@contoso.com")?;
+            conv.impersonate(&helpdesk)?;
             let call = conv.instant_messaging_call();
             let flow = call.establish().await?;
             flow.send_text("Your ticket was updated").await?;
@@ -152,7 +153,7 @@ async fn readme_endpoints(
         }
         Homed::OnPremises(alice) => {
             let conv = Conversation::new(&bot, alice);
-            conv.impersonate("sip:helpdesk@contoso.com", "Help Desk")?;
+            conv.impersonate(&helpdesk, "Help Desk")?;
         }
     }
     while let Some(call) = calls.next().await {

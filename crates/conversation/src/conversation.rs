@@ -12,7 +12,7 @@ use crate::error::CallError;
 use crate::im::InstantMessagingCall;
 use crate::page;
 use crate::MessageError;
-use application_endpoint::{Endpoint, EndpointCore};
+use application_endpoint::{Endpoint, EndpointCore, EndpointError};
 use bytes::Bytes;
 use collaboration_platform::{Address, Federated, Homed, Homing, OnPremises};
 use std::sync::{Arc, Mutex};
@@ -393,11 +393,20 @@ impl<H: Homing> Conversation<H> {
         page::deliver_text(self, text).await
     }
 
-    fn impersonation_allowed(&self) -> Result<(), CallError> {
-        if self.shared.core.is_application() {
-            Ok(())
-        } else {
-            Err(CallError::ImpersonationNotAllowed)
+    /// Only an application endpoint impersonates, and only a home user: an address
+    /// assumed on-premises that the directory knows as cloud-homed, or in no home domain,
+    /// is refused (the application would act as a federated user).
+    fn impersonation_allowed(&self, who: &Address<OnPremises>) -> Result<(), CallError> {
+        let core = &self.shared.core;
+        if !core.is_application() {
+            return Err(CallError::ImpersonationNotAllowed);
+        }
+        match core.platform().topology().classify(who.uri()) {
+            Ok(Homed::OnPremises(_)) => Ok(()),
+            _ => Err(CallError::Endpoint(EndpointError::FederationRestricted {
+                operation: "impersonate",
+                uri: who.uri().to_string(),
+            })),
         }
     }
 
@@ -451,16 +460,20 @@ impl<H: Homing> Conversation<H> {
 }
 
 impl Conversation<OnPremises> {
-    /// Speaks as `uri` with `display_name` toward this home user: From carries both and a
-    /// P-Asserted-Identity is sent. Application endpoints only.
+    /// Speaks as `who`, a home user, with `display_name` toward this home user: From
+    /// carries both and a P-Asserted-Identity is sent. Application endpoints only.
+    ///
+    /// `who` is typed: a federated party's address does not compile, as an application
+    /// never acts as a federated user. One the platform's directory knows as cloud-homed
+    /// (hybrid) is refused at run time with `EndpointError::FederationRestricted`.
     pub fn impersonate(
         &self,
-        uri: impl Into<String>,
+        who: &Address<OnPremises>,
         display_name: impl Into<String>,
     ) -> Result<(), CallError> {
-        self.impersonation_allowed()?;
+        self.impersonation_allowed(who)?;
         self.set_impersonation(Impersonation {
-            uri: uri.into(),
+            uri: who.uri().to_string(),
             display_name: Some(display_name.into()),
         });
         Ok(())
@@ -468,13 +481,14 @@ impl Conversation<OnPremises> {
 }
 
 impl Conversation<Federated> {
-    /// Speaks as `uri` toward this federated party: From carries the URI only — a display
-    /// name cannot cross federation for an impersonated identity — and no
-    /// P-Asserted-Identity is sent. Application endpoints only.
-    pub fn impersonate(&self, uri: impl Into<String>) -> Result<(), CallError> {
-        self.impersonation_allowed()?;
+    /// Speaks as `who`, a home user, toward this federated party: From carries the URI
+    /// only (a display name cannot cross federation for an impersonated identity) and no
+    /// P-Asserted-Identity is sent. Application endpoints only; `who` is checked as in
+    /// [`Conversation::<OnPremises>::impersonate`].
+    pub fn impersonate(&self, who: &Address<OnPremises>) -> Result<(), CallError> {
+        self.impersonation_allowed(who)?;
         self.set_impersonation(Impersonation {
-            uri: uri.into(),
+            uri: who.uri().to_string(),
             display_name: None,
         });
         Ok(())

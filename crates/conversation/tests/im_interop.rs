@@ -886,6 +886,11 @@ fn impersonated_call<H: Homing>(
     trace(&out.messages)
 }
 
+/// The home user the application speaks as.
+fn ceo() -> Address<OnPremises> {
+    Address::assume_on_premises("sip:ceo@contoso.test").unwrap()
+}
+
 #[test]
 fn impersonation_toward_a_federated_user_arrives_as_the_uri_only() {
     // The scenario itself fails unless From is <sip:ceo@contoso.test> without a display
@@ -895,7 +900,7 @@ fn impersonation_toward_a_federated_user_arrives_as_the_uri_only() {
         "bob",
         bob(),
         scenarios::UAS_IM_FROM_CEO_URI_ONLY,
-        |c| c.impersonate("sip:ceo@contoso.test"),
+        |c| c.impersonate(&ceo()),
     );
     let invite = t
         .iter()
@@ -917,7 +922,7 @@ fn impersonation_toward_a_home_user_arrives_with_display_name_and_pai() {
         "alice",
         alice(),
         scenarios::UAS_IM_FROM_CEO_WITH_PAI,
-        |c| c.impersonate("sip:ceo@contoso.test", "The CEO"),
+        |c| c.impersonate(&ceo(), "The CEO"),
     );
     let invite = t
         .iter()

@@ -480,7 +480,8 @@ async fn impersonated_invite(
 async fn impersonation_toward_a_home_user_carries_display_name_and_pai() {
     let p = setup().await;
     let conv = Conversation::new(&p.bot, on_prem("sip:alice@contoso.test"));
-    conv.impersonate("sip:ceo@contoso.test", "The CEO").unwrap();
+    conv.impersonate(&on_prem("sip:ceo@contoso.test"), "The CEO")
+        .unwrap();
     let call = conv.instant_messaging_call();
     let (from, pai, homing) = impersonated_invite(&p, call.establish()).await;
     assert!(
@@ -491,12 +492,41 @@ async fn impersonation_toward_a_home_user_carries_display_name_and_pai() {
     assert_eq!(homing, "on-premises");
 }
 
+/// An address assumed on-premises that the directory knows as cloud-homed (hybrid), or in
+/// no home domain, cannot be impersonated: the application would act as a federated user.
+/// Nothing is sent; the call keeps its own identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impersonating_a_cloud_homed_or_foreign_user_is_refused() {
+    let p = setup_configured(|_, s| {
+        let directory = collaboration_platform::StaticDirectory::new()
+            .with_user("sip:carol@contoso.test")
+            .unwrap();
+        s.topology(Topology::new(["contoso.test"]).with_directory(std::sync::Arc::new(directory)))
+    })
+    .await;
+    let conv = Conversation::new(&p.bot, on_prem("sip:alice@contoso.test"));
+    for who in ["sip:carol@contoso.test", "sip:bob@fabrikam.test"] {
+        let r = conv.impersonate(&on_prem(who), "Someone else");
+        assert!(
+            matches!(
+                &r,
+                Err(CallError::Endpoint(
+                    application_endpoint::EndpointError::FederationRestricted { uri, .. }
+                )) if uri == who
+            ),
+            "{who}: {r:?}"
+        );
+    }
+    conv.impersonate(&on_prem("sip:ceo@contoso.test"), "The CEO")
+        .expect("a home user may be impersonated");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn impersonation_toward_a_federated_party_carries_the_uri_only() {
     let p = setup_federated().await;
     let alice = Address::<Federated>::assume_federated("sip:alice@fabrikam.test").unwrap();
     let conv = Conversation::new(&p.bot, alice);
-    conv.impersonate("sip:ceo@contoso.test").unwrap();
+    conv.impersonate(&on_prem("sip:ceo@contoso.test")).unwrap();
     let call = conv.instant_messaging_call();
     let (from, pai, homing) = impersonated_invite(&p, call.establish()).await;
     assert!(from.starts_with("<sip:ceo@contoso.test>;tag="), "{from}");

@@ -1,17 +1,17 @@
-// The counterparts that compile: a URI and a display name toward a home user, a URI alone
-// toward a federated party.
+// The counterparts that compile: a home user's address and a display name toward a home
+// user, a home user's address alone toward a federated party.
 use application_endpoint::ApplicationEndpoint;
 use collaboration_platform::{Address, Federated, OnPremises};
 use conversation::Conversation;
 
-fn home(bot: &ApplicationEndpoint, alice: Address<OnPremises>) {
+fn home(bot: &ApplicationEndpoint, alice: Address<OnPremises>, ceo: &Address<OnPremises>) {
     let conv = Conversation::new(bot, alice);
-    let _ = conv.impersonate("sip:ceo@contoso.test", "The CEO");
+    let _ = conv.impersonate(ceo, "The CEO");
 }
 
-fn federated(bot: &ApplicationEndpoint, bob: Address<Federated>) {
+fn federated(bot: &ApplicationEndpoint, bob: Address<Federated>, ceo: &Address<OnPremises>) {
     let conv = Conversation::new(bot, bob);
-    let _ = conv.impersonate("sip:ceo@contoso.test");
+    let _ = conv.impersonate(ceo);
 }
 
 fn main() {}
