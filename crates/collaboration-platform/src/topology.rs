@@ -270,7 +270,7 @@ pub enum FederationPolicy {
     /// Any domain not blocked (open federation).
     #[default]
     Open,
-    /// Only the listed domains (lower-case).
+    /// Only the listed domains (compared without case or a trailing dot).
     AllowList(HashSet<String>),
 }
 
@@ -304,7 +304,7 @@ impl Topology {
         Topology {
             home_domains: home_domains
                 .into_iter()
-                .map(|d| d.as_ref().to_ascii_lowercase())
+                .map(|d| domain_key(d.as_ref()).into_owned())
                 .collect(),
             directory: Arc::new(StaticDirectory::new()),
             policy: FederationPolicy::Open,
@@ -320,19 +320,24 @@ impl Topology {
 
     /// Sets which federated domains may be reached.
     pub fn with_policy(mut self, policy: FederationPolicy) -> Topology {
-        self.policy = policy;
+        self.policy = match policy {
+            FederationPolicy::AllowList(domains) => FederationPolicy::AllowList(
+                domains.iter().map(|d| domain_key(d).into_owned()).collect(),
+            ),
+            open => open,
+        };
         self
     }
 
     /// Blocks a federated domain (takes precedence over the policy).
     pub fn block(mut self, domain: &str) -> Topology {
-        self.blocked.insert(domain.to_ascii_lowercase());
+        self.blocked.insert(domain_key(domain).into_owned());
         self
     }
 
     /// Is `domain` one of the home domains?
     pub fn is_home_domain(&self, domain: &str) -> bool {
-        self.home_domains.contains(&*lower(domain))
+        self.home_domains.contains(&*domain_key(domain))
     }
 
     /// Decides where the party at `uri` is homed (see the module doc for `tel:` and
@@ -393,6 +398,16 @@ fn lower(s: &str) -> Cow<'_, str> {
     }
 }
 
+/// A domain as the topology compares it: lower-cased, without the trailing dot of an
+/// absolute name (`blocked.test.` is `blocked.test` to DNS, and got past the block list
+/// as another domain). Copied only when it changes.
+fn domain_key(d: &str) -> Cow<'_, str> {
+    match d.strip_suffix('.') {
+        Some(relative) if !relative.is_empty() => Cow::Owned(lower(relative).into_owned()),
+        _ => lower(d),
+    }
+}
+
 /// `b` as text, copied only when it is not UTF-8.
 fn text(b: Cow<'_, [u8]>) -> Cow<'_, str> {
     match b {
@@ -407,7 +422,7 @@ fn parts_of(uri: &str) -> Result<Parts<'_>, TopologyError> {
         Uri::Sip(s) => Ok(Parts {
             user: s.user().map(text),
             domain: match s.host() {
-                Host::Domain(d) => lower(d),
+                Host::Domain(d) => domain_key(d),
                 other => Cow::Owned(other.to_string()),
             },
             is_tel: false,
@@ -492,6 +507,36 @@ mod tests {
         assert_eq!(
             t.classify("sip:eve@tailspin.test"),
             Err(TopologyError::NotAllowed("tailspin.test".into()))
+        );
+    }
+
+    /// An absolute name (trailing dot) is the same domain to DNS: it is blocked, allowed,
+    /// home and cloud-homed exactly as the relative one. Before, `blocked.test.` got past
+    /// the block list.
+    #[test]
+    fn a_trailing_dot_names_the_same_domain() {
+        assert_eq!(
+            topology().classify("sip:eve@blocked.test."),
+            Err(TopologyError::Blocked("blocked.test".into()))
+        );
+        let t = topology().with_policy(FederationPolicy::AllowList(
+            ["Fabrikam.test.".to_string()].into_iter().collect(),
+        ));
+        assert!(t.classify("sip:bob@fabrikam.test").unwrap().is_federated());
+        assert!(t.classify("sip:bob@fabrikam.test.").unwrap().is_federated());
+        assert!(topology()
+            .classify("sip:carol@contoso.test.")
+            .unwrap()
+            .is_federated());
+        assert!(!topology()
+            .classify("sip:alice@CONTOSO.test.")
+            .unwrap()
+            .is_federated());
+        let dotted = Topology::new(["contoso.test."]).block("Blocked.Test.");
+        assert!(dotted.is_home_domain("contoso.test"));
+        assert_eq!(
+            dotted.classify("sip:eve@blocked.test"),
+            Err(TopologyError::Blocked("blocked.test".into()))
         );
     }
 
