@@ -328,7 +328,12 @@ pub(crate) struct Driver {
     /// Where a search for another proxy server reports (see `failover::search`).
     found_tx: mpsc::UnboundedSender<crate::failover::Found>,
     found_rx: Option<mpsc::UnboundedReceiver<crate::failover::Found>>,
-    /// The search under way, if any: one at a time.
+    /// The search under way, if any: one at a time. It counts as under way until
+    /// `on_proxy_found` has read its result, not only while its task runs: a search that
+    /// has ended may have a server waiting in `found_rx`, and one started meanwhile would
+    /// look again from the pool that result replaces (a loss of the server already left
+    /// would move back to it). The search always reports unless aborted or the driver is
+    /// gone, so the slot is always freed.
     search: Option<tokio::task::AbortHandle>,
     accepting: bool,
     shutdown: Option<Stopping>,
@@ -1583,12 +1588,13 @@ impl Driver {
     }
 
     /// Starts a search for a reachable server of the proxy (the one in use first), unless
-    /// one is under way, the proxy was given by address, or the platform is stopping.
+    /// one is under way (its result unread counts: see `search`), the proxy was given by
+    /// address, or the platform is stopping.
     fn look_for_proxy(&mut self) {
         let Some(pool) = &self.cfg.proxy_pool else {
             return;
         };
-        if !self.accepting || self.search.as_ref().is_some_and(|s| !s.is_finished()) {
+        if !self.accepting || self.search.is_some() {
             return;
         }
         let search = crate::failover::search(
@@ -1601,7 +1607,8 @@ impl Driver {
 
     /// A search settled on a server: if it is not the one in use, requests go there from
     /// now on (those already sent stay where they went), and endpoints hear of the move
-    /// through `proxy_losses`, so they register at the new server.
+    /// through `proxy_losses`, so they register at the new server. The search is over
+    /// only now (see `search`): a loss from here on starts a new one.
     fn on_proxy_found(&mut self, found: crate::failover::Found) {
         self.search = None;
         let pool = found.0;
@@ -2672,5 +2679,66 @@ mod tests {
         .await;
         // A lane made now would wait for ever for a connection that is gone.
         assert!(d.lanes.is_empty());
+    }
+
+    /// A search whose result the driver has not read yet still counts, so a failure
+    /// reported meanwhile on the lost server makes one move (A to B), not A to B to A.
+    #[tokio::test]
+    async fn a_finished_search_whose_result_is_unread_starts_no_second_one() {
+        let a = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let b_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let b = b_listener.local_addr().unwrap();
+        let mut d = driver();
+        d.cfg.proxy = Target::tcp(a);
+        d.proxy_peer = Peer::new(a, Tk::Tcp);
+        d.cfg.proxy_pool = Some(crate::failover::ProxyPool {
+            domain: "fe.contoso.test".into(),
+            locate: crate::locate::LocateTarget::sip_domain("fe.contoso.test"),
+            locator: crate::locate::ServerLocator::new().without_dns(),
+            transport: crate::settings::ProxyTransport::Tcp,
+            servers: vec![a, b],
+            current: 0,
+        });
+        let mut found = d.found_rx.take().unwrap();
+        let mut losses = d.cfg.proxy_losses.subscribe();
+        // A is lost: the search finds B.
+        d.look_for_proxy();
+        let first = tokio::time::timeout(Duration::from_secs(5), found.recv())
+            .await
+            .expect("first search ends")
+            .expect("found");
+        while !d.search.as_ref().is_some_and(|s| s.is_finished()) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // A restarts (it was only restarting), and a request sent to A during the search
+        // reports its failure before the driver takes the search's result.
+        let _a_back = std::net::TcpListener::bind(a).unwrap();
+        d.on_feedback(Feedback {
+            transaction: None,
+            error: TransportError::ConnectionClosed(0),
+            proxy: Some(a),
+        });
+        d.on_proxy_found(first);
+        // A second search would report too.
+        if let Ok(Some(second)) = tokio::time::timeout(Duration::from_secs(3), found.recv()).await {
+            d.on_proxy_found(second);
+        }
+        losses.mark_changed();
+        let moves = *losses.borrow_and_update();
+        assert_eq!(
+            moves, 1,
+            "one loss must make one move, not A->B->A (A {a}, B {b}, now at {})",
+            d.cfg.proxy.remote
+        );
+        assert_eq!(d.cfg.proxy.remote, b);
+        // Once the result is read, a later loss does start a search.
+        d.look_for_proxy();
+        assert!(
+            d.search.is_some(),
+            "a loss after the result is read searches again"
+        );
     }
 }
