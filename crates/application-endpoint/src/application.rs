@@ -122,7 +122,9 @@ impl ApplicationEndpoint {
     }
 
     /// Starts receiving requests for the owner and, when configured, registers. On
-    /// failure the endpoint returns to Idle and can be established again.
+    /// failure the endpoint returns to Idle and can be established again. Registration
+    /// for an owner without a domain (a `tel:` URI) is [`EndpointError::NotRegistrable`],
+    /// the state left Idle and nothing sent.
     /// A [`terminate`](Self::terminate) meanwhile wins: this returns
     /// [`EndpointError::NotEstablished`] and removes a binding granted too late.
     ///
@@ -130,6 +132,9 @@ impl ApplicationEndpoint {
     /// be established again; a REGISTER already sent may still leave a binding at the
     /// registrar, which lapses at its expiry.
     pub async fn establish(&self) -> Result<(), EndpointError> {
+        if self.settings.use_registration {
+            crate::registration::registrable(&self.settings.owner)?;
+        }
         match self.core.transition(
             &[EndpointState::Idle],
             EndpointState::Establishing,

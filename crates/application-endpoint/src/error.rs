@@ -34,6 +34,18 @@ pub enum EndpointError {
     /// A URI was unusable or refused by the topology.
     #[error(transparent)]
     Topology(#[from] TopologyError),
+    /// The owner has no domain, so no registrar to register with: a `tel:` URI names a
+    /// number, and a REGISTER goes to the registrar of the owner's domain. A number that
+    /// should receive calls is registered as a SIP URI of a home domain
+    /// (`sip:+14255550100@contoso.test;user=phone`). Nothing was sent.
+    #[error(
+        "{uri} cannot be registered: it has no domain whose registrar could hold the binding \
+         (register a SIP URI of a home domain, e.g. sip:+14255550100@contoso.test;user=phone)"
+    )]
+    NotRegistrable {
+        /// The owner's URI.
+        uri: String,
+    },
     /// A presence document describes someone other than the endpoint's owner: an endpoint
     /// publishes only its owner's presence. Nothing was sent.
     #[error("the presence document describes {entity}, not the endpoint's owner")]

@@ -7,7 +7,7 @@ use crate::core::EndpointCore;
 use crate::state::EndpointState;
 use crate::EndpointError;
 use bytes::Bytes;
-use collaboration_platform::{OutgoingRequest, RequestError};
+use collaboration_platform::{Address, OnPremises, OutgoingRequest, RequestError};
 use sip_core::auth::{Credentials, DigestClient, DigestError};
 use sip_core::{Contact, HeaderName, Method, SipMessage};
 use std::sync::Arc;
@@ -19,6 +19,22 @@ use tracing::{debug, warn};
 /// purpose: after a front-end restart the endpoint is back within about a second.
 const RETRY_MIN: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// REGISTERs sent at most for one registration: a fresh challenge, one stale=true restart
+/// and one 423 Interval Too Brief, plus the first.
+const REGISTER_ROUNDS: usize = 4;
+
+/// Refuses to register `owner` when it has no domain (a `tel:` URI): the registrar is
+/// `sip:` + the owner's domain, so its REGISTER could not even be built (it failed as
+/// "malformed URI: empty host", which named nothing the application could fix).
+pub(crate) fn registrable(owner: &Address<OnPremises>) -> Result<(), EndpointError> {
+    if owner.domain().is_empty() {
+        return Err(EndpointError::NotRegistrable {
+            uri: owner.uri().to_string(),
+        });
+    }
+    Ok(())
+}
 
 /// What the registrar granted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,8 +122,12 @@ impl Registration {
                 let _ = request.push_header(h.name, h.value);
             }
         }
-        // A fresh challenge, then one stale=true restart at most, one 423, then give up.
-        for _ in 0..4 {
+        // A fresh challenge, then one stale=true restart at most, one 423, then give up with
+        // what the registrar answered last: the caller (establish, the refresh task) decides
+        // from it whether to try again, so a registrar that keeps raising Min-Expires must
+        // not pass for one that refuses the credentials (which ends the endpoint).
+        let mut last_failure = None;
+        for _ in 0..REGISTER_ROUNDS {
             let sent = request.clone();
             match self
                 .core
@@ -148,11 +168,18 @@ impl Registration {
                     for h in headers {
                         let _ = request.push_header(h.name, h.value);
                     }
+                    last_failure = Some(EndpointError::Authentication {
+                        status: code,
+                        reason: format!(
+                            "{reason}: challenged again after answering, \
+                             gave up after {REGISTER_ROUNDS} REGISTERs"
+                        ),
+                    });
                 }
                 Err(RequestError::Status {
                     code: 423,
+                    reason,
                     response,
-                    ..
                 }) if expires != 0 => {
                     let Some(min) = min_expires_above(&response, expires) else {
                         return Err(EndpointError::Request(RequestError::Status {
@@ -173,6 +200,14 @@ impl Registration {
                             let _ = request.push_header(h.name, h.value);
                         }
                     }
+                    last_failure = Some(EndpointError::Request(RequestError::Status {
+                        code: 423,
+                        reason: format!(
+                            "{reason}: still asking for a longer registration \
+                             (Min-Expires {min}) after {REGISTER_ROUNDS} REGISTERs; gave up"
+                        ),
+                        response,
+                    }));
                 }
                 Err(RequestError::Status {
                     code: 403,
@@ -189,10 +224,10 @@ impl Registration {
                 Err(e) => return Err(EndpointError::Request(e)),
             }
         }
-        Err(EndpointError::Authentication {
-            status: 401,
-            reason: "challenged again after answering".into(),
-        })
+        // Every round that did not return set `last_failure`, and there is at least one.
+        Err(last_failure.unwrap_or_else(|| {
+            EndpointError::Request(RequestError::Invalid("no REGISTER was sent".into()))
+        }))
     }
 
     /// The requested expiry.
@@ -267,7 +302,8 @@ pub(crate) fn spread_refresh_after(expires: u32, r: u64) -> Duration {
 /// The status and reason of a refusal that retrying cannot change: credentials refused
 /// (401/407 unanswerable, 403), or the registrar does not know the address of record (404,
 /// 604) or declines it (603). Anything else (5xx, 408, 480, timeouts, transport) is worth
-/// another attempt.
+/// another attempt; so is a registrar that still answered 423 Interval Too Brief when the
+/// rounds ran out: the next attempt starts from the longest Min-Expires it asked for.
 fn refused_for_good(e: &EndpointError) -> Option<(u16, String)> {
     match e {
         EndpointError::Authentication { status, reason } => Some((*status, reason.clone())),

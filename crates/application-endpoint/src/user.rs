@@ -49,14 +49,19 @@ impl UserEndpointSettings {
     }
 
     /// As [`new`](Self::new) for a URI that arrives at run time: classified by `topology`;
-    /// a federated or cloud-homed user is refused before anything is sent.
+    /// a federated or cloud-homed user is refused before anything is sent, and so is a
+    /// `tel:` URI ([`EndpointError::NotRegistrable`]): a user endpoint registers, and a
+    /// number has no registrar.
     pub fn from_uri(
         topology: &Topology,
         uri: &str,
         credentials: Credentials,
     ) -> Result<Self, EndpointError> {
         match topology.classify(uri)? {
-            Homed::OnPremises(a) => Ok(Self::new(a, credentials)),
+            Homed::OnPremises(a) => {
+                crate::registration::registrable(&a)?;
+                Ok(Self::new(a, credentials))
+            }
             Homed::Federated(a) => Err(EndpointError::FederationRestricted {
                 operation: "UserEndpoint",
                 uri: a.uri().to_string(),
@@ -127,6 +132,8 @@ impl UserEndpoint {
     /// keeps the registration refreshed and re-registers after the front end's connection
     /// drops (state Reestablishing, then Established). A wrong password is
     /// [`EndpointError::Authentication`] (state back to Idle), never retried.
+    /// An owner without a domain (a `tel:` URI) is [`EndpointError::NotRegistrable`],
+    /// the state left Idle and nothing sent.
     /// Called again once established, it returns what the registrar granted.
     /// A [`terminate`](Self::terminate) meanwhile wins: this returns
     /// [`EndpointError::NotEstablished`] and removes a binding granted too late.
@@ -135,6 +142,7 @@ impl UserEndpoint {
     /// be established again; a REGISTER already sent may still leave a binding at the
     /// registrar, which lapses at its expiry.
     pub async fn establish(&self) -> Result<Granted, EndpointError> {
+        crate::registration::registrable(&self.settings.owner)?;
         match self.core.transition(
             &[EndpointState::Idle],
             EndpointState::Establishing,

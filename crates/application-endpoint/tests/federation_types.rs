@@ -52,6 +52,24 @@ fn a_user_endpoint_for_a_federated_uri_is_refused_at_run_time() {
     assert_eq!(alice.owner().homing(), "on-premises");
 }
 
+/// A `tel:` URI is on-premises but has no registrar: `from_uri` refuses it as not registrable.
+#[test]
+fn a_user_endpoint_for_a_tel_uri_is_refused_as_not_registrable() {
+    let topology = Topology::new(["contoso.test"]);
+    let e =
+        UserEndpointSettings::from_uri(&topology, "tel:+14255550100", credentials()).unwrap_err();
+    match &e {
+        EndpointError::NotRegistrable { uri } => assert_eq!(uri, "tel:+14255550100"),
+        other => panic!("expected NotRegistrable, got {other:?}"),
+    }
+    assert!(e.to_string().contains("cannot be registered"), "{e}");
+
+    // The same number as a SIP URI of a home domain is fine.
+    let number = "sip:+14255550100@contoso.test;user=phone";
+    let s = UserEndpointSettings::from_uri(&topology, number, credentials()).unwrap();
+    assert_eq!(s.owner().uri(), number);
+}
+
 #[test]
 fn a_user_endpoint_for_a_cloud_homed_user_of_the_home_domain_is_refused(
 ) -> Result<(), Box<dyn std::error::Error>> {

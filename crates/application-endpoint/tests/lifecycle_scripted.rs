@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use application_endpoint::{
-    ApplicationEndpoint, ApplicationEndpointSettings, Endpoint, EndpointState, Modality,
-    StateChange,
+    ApplicationEndpoint, ApplicationEndpointSettings, Endpoint, EndpointError, EndpointState,
+    Modality, StateChange,
 };
 use collaboration_platform::loopback::LoopbackPki;
 use collaboration_platform::{
-    Address, CollaborationPlatform, Listener, ListenerKind, OutboundProxy, ServerPlatformSettings,
-    Topology,
+    Address, CollaborationPlatform, Listener, ListenerKind, OutboundProxy, RequestError,
+    ServerPlatformSettings, Topology,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -919,4 +919,89 @@ async fn handler_streams_close_when_the_platform_shuts_down() {
         closed.map(|c| c.is_some()),
         dialog_closed.map(|c| c.is_some())
     );
+}
+
+/// Answers the next four REGISTERs 423, each asking for a longer registration.
+async fn raise_min_expires_every_round(registrar: &mut Registrar) {
+    for min in [700, 800, 900, 1000] {
+        let r = registrar.register().await;
+        let min_expires = format!("Min-Expires: {min}\r\n");
+        registrar
+            .answer(&r, "423 Interval Too Brief", 0, &min_expires)
+            .await;
+    }
+}
+
+/// Out of REGISTER rounds on 423s, establish fails with the 423, not as authentication.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registrar_raising_min_expires_every_round_fails_establish_with_its_423() {
+    let mut registrar = Registrar::bind().await;
+    let p = platform(&registrar).await;
+    let bot = registering_bot(&p);
+    let (result, ()) = tokio::join!(
+        tokio::time::timeout(WAIT, bot.establish()),
+        raise_min_expires_every_round(&mut registrar)
+    );
+    match result.expect("an answer within the wait") {
+        Err(EndpointError::Request(RequestError::Status {
+            code: 423, reason, ..
+        })) => assert!(reason.contains("gave up"), "{reason}"),
+        other => panic!("expected the registrar's 423, got {other:?}"),
+    }
+    assert_eq!(bot.state(), EndpointState::Idle);
+    p.shutdown().await;
+}
+
+/// A refresh out of rounds on 423s is retried with the longest Min-Expires, not terminated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_answered_423_every_round_is_retried_with_the_longer_expiry() {
+    let mut registrar = Registrar::bind().await;
+    let p = platform(&registrar).await;
+    let bot = registering_bot(&p);
+    let mut state = bot.watch_state();
+    // Refreshed after a second.
+    establish(&bot, &mut registrar, 1).await;
+    raise_min_expires_every_round(&mut registrar).await;
+    let after = tokio::time::timeout(
+        WAIT,
+        state.wait_for(|c| c.state != EndpointState::Established),
+    )
+    .await
+    .expect("the failed refresh shows within the wait")
+    .expect("the endpoint is alive")
+    .clone();
+    assert_eq!(after.state, EndpointState::Reestablishing, "{after:?}");
+    assert!(after.reason.contains("423"), "{after:?}");
+    let again = registrar.grant(1000).await;
+    assert_eq!(header(&again, "Expires"), "1000");
+    reach(&mut state, EndpointState::Established).await;
+    tokio::join!(bot.terminate(), registrar.grant(0));
+    p.shutdown().await;
+}
+
+/// Registering a `tel:` owner is refused at establish, naming why, and the endpoint stays Idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registering_a_tel_owner_is_refused_at_establish() {
+    use application_endpoint::{Credentials, UserEndpoint, UserEndpointSettings};
+    let registrar = Registrar::bind().await;
+    let p = platform(&registrar).await;
+    let number = "tel:+14255550100";
+    let owner = Address::assume_on_premises(number).unwrap();
+    let not_registrable = |r: Result<(), EndpointError>| match r {
+        Err(EndpointError::NotRegistrable { uri }) => assert_eq!(uri, number),
+        other => panic!("expected NotRegistrable, got {other:?}"),
+    };
+    let settings = ApplicationEndpointSettings::new(owner.clone());
+    let bot = ApplicationEndpoint::new(&p, settings.clone().use_registration(true));
+    not_registrable(bot.establish().await);
+    assert_eq!(bot.state(), EndpointState::Idle);
+    let user = UserEndpointSettings::new(owner, Credentials::new("u", "p"));
+    let user = UserEndpoint::new(&p, user);
+    not_registrable(user.establish().await.map(|_| ()));
+    assert_eq!(user.state(), EndpointState::Idle);
+    // Without registration (a PSTN gateway application) the number is routed as before.
+    let routed = ApplicationEndpoint::new(&p, settings);
+    routed.establish().await.expect("established");
+    routed.terminate().await;
+    p.shutdown().await;
 }
