@@ -638,20 +638,7 @@ mod scripted {
 
         /// A platform whose outbound proxy is this front end, with `topology`.
         pub async fn platform_with(&self, topology: Topology) -> CollaborationPlatform {
-            let settings = ServerPlatformSettings::new(
-                "ucma-rs scripted presence",
-                APPLICATION,
-                self.pki
-                    .identity(APPLICATION)
-                    .expect("application identity"),
-                self.pki.roots(),
-                OutboundProxy::tls(self.addr, FRONT_END),
-            )
-            .listen(Listener::mutual_tls(loopback0()))
-            .topology(topology);
-            CollaborationPlatform::start(settings)
-                .await
-                .expect("platform")
+            self.platform_custom(|s| s.topology(topology)).await
         }
 
         /// A platform whose outbound proxy is this front end, its settings changed by `f`.
@@ -1841,87 +1828,72 @@ fn a_local_overload_does_not_give_a_subscription_up_for_good() {
     });
 }
 
+/// How the scripted front end ends each subscription attempt in [`attempts_in_a_window`].
+#[derive(Clone, Copy)]
+enum ZeroRetryAfter {
+    /// 503 with `Retry-After: 0`.
+    Refused,
+    /// 200, then NOTIFY `terminated;reason=probation;retry-after=0`.
+    OnProbation,
+}
+
+/// SUBSCRIBEs for one target in 1.5 s when each attempt is ended with "retry after 0 s"
+/// (default retry settings: at least 1 s between attempts).
+async fn attempts_in_a_window(how: ZeroRetryAfter) -> u32 {
+    use sip_core::Method;
+    let mut fe = scripted::FrontEnd::start().await;
+    let platform = fe.platform().await;
+    let watcher = endpoint(&platform, "sip:watcher@contoso.test").await;
+    let view = RemotePresenceView::new(&watcher);
+    let _rx = view.notifications();
+    bounded(
+        "subscribe",
+        view.subscribe(["sip:bob@contoso.test".to_string()]),
+    )
+    .await
+    .expect("subscribe");
+    let end = tokio::time::Instant::now() + Duration::from_millis(1500);
+    let mut count = 0u32;
+    while let Ok(sub) =
+        tokio::time::timeout_at(end, fe.request(Method::Subscribe, "a SUBSCRIBE")).await
+    {
+        count += 1;
+        match how {
+            ZeroRetryAfter::Refused => fe.reply(&sub, 503, None, &[("Retry-After", "0")]).await,
+            ZeroRetryAfter::OnProbation => {
+                let tag = format!("n{count}");
+                fe.reply(&sub, 200, Some(&tag), &[("Expires", "600")]).await;
+                let state = "terminated;reason=probation;retry-after=0";
+                let _ = fe.notify(&sub, &tag, 1, state, None).await;
+            }
+        }
+        if count > 1000 {
+            break;
+        }
+    }
+    watcher.terminate().await;
+    platform.shutdown().await;
+    count
+}
+
 /// A SUBSCRIBE answered 503 with `Retry-After: 0` is tried again after the backoff, not at
 /// once (that was hundreds of SUBSCRIBEs a second).
 #[test]
 fn a_retry_after_of_zero_is_no_licence_to_loop() {
-    use sip_core::Method;
-    runtime().block_on(async {
-        let mut fe = scripted::FrontEnd::start().await;
-        let platform = fe.platform().await;
-        let watcher = endpoint(&platform, "sip:watcher@contoso.test").await;
-        // Default retry settings: 1 s at least between attempts.
-        let view = RemotePresenceView::new(&watcher);
-        let _rx = view.notifications();
-        let target = "sip:bob@contoso.test";
-        bounded("subscribe", view.subscribe([target.to_string()]))
-            .await
-            .expect("subscribe");
-        let window = Duration::from_millis(1500);
-        let start = tokio::time::Instant::now();
-        let mut count = 0u32;
-        while let Ok(sub) =
-            tokio::time::timeout_at(start + window, fe.request(Method::Subscribe, "a SUBSCRIBE"))
-                .await
-        {
-            count += 1;
-            fe.reply(&sub, 503, None, &[("Retry-After", "0")]).await;
-            if count > 1000 {
-                break;
-            }
-        }
-        assert!(
-            count <= 3,
-            "{count} SUBSCRIBEs in {window:?}: Retry-After: 0 made a tight retry loop"
-        );
-        watcher.terminate().await;
-        platform.shutdown().await;
-    });
+    let count = runtime().block_on(attempts_in_a_window(ZeroRetryAfter::Refused));
+    assert!(
+        count <= 3,
+        "{count} SUBSCRIBEs in 1.5 s: a tight retry loop"
+    );
 }
 
 /// A notifier ending the subscription with `probation;retry-after=0` is subscribed to again
 /// after the backoff, not at once.
 #[test]
 fn probation_with_retry_after_zero_is_no_licence_to_loop() {
-    use sip_core::Method;
-    runtime().block_on(async {
-        let mut fe = scripted::FrontEnd::start().await;
-        let platform = fe.platform().await;
-        let watcher = endpoint(&platform, "sip:watcher@contoso.test").await;
-        let view = RemotePresenceView::new(&watcher);
-        let _rx = view.notifications();
-        let target = "sip:bob@contoso.test";
-        bounded("subscribe", view.subscribe([target.to_string()]))
-            .await
-            .expect("subscribe");
-        let window = Duration::from_millis(1500);
-        let start = tokio::time::Instant::now();
-        let mut count = 0u32;
-        while let Ok(sub) =
-            tokio::time::timeout_at(start + window, fe.request(Method::Subscribe, "a SUBSCRIBE"))
-                .await
-        {
-            count += 1;
-            let tag = format!("n{count}");
-            fe.reply(&sub, 200, Some(&tag), &[("Expires", "600")]).await;
-            let _ = fe
-                .notify(
-                    &sub,
-                    &tag,
-                    1,
-                    "terminated;reason=probation;retry-after=0",
-                    None,
-                )
-                .await;
-            if count > 1000 {
-                break;
-            }
-        }
-        assert!(
-            count <= 3,
-            "{count} SUBSCRIBEs in {window:?}: retry-after=0 made a tight resubscribe loop"
-        );
-        watcher.terminate().await;
-        platform.shutdown().await;
-    });
+    let count = runtime().block_on(attempts_in_a_window(ZeroRetryAfter::OnProbation));
+    assert!(
+        count <= 3,
+        "{count} SUBSCRIBEs in 1.5 s: a tight resubscribe loop"
+    );
 }

@@ -1651,17 +1651,7 @@ impl MessageSender {
         content_type: &str,
         body: impl Into<Bytes>,
     ) -> Result<(), MessageError> {
-        self.send_raw(content_type, body.into(), true).await
-    }
-
-    /// `ends_composing`: a message ends composing (RFC 3994 §3): no idle needs to follow.
-    async fn send_raw(
-        &self,
-        content_type: &str,
-        body: Bytes,
-        ends_composing: bool,
-    ) -> Result<(), MessageError> {
-        self.call.send_raw(content_type, body, ends_composing).await
+        self.call.send_raw(content_type, body.into(), true).await
     }
 
     /// Sends `text` as `text/plain; charset=UTF-8`.
@@ -1743,7 +1733,8 @@ impl MessageSender {
     }
 
     async fn send_composing(&self, doc: IsComposing) -> Result<(), MessageError> {
-        self.send_raw(crate::composing::CONTENT_TYPE, doc.to_xml().into(), false)
+        self.call
+            .send_raw(crate::composing::CONTENT_TYPE, doc.to_xml().into(), false)
             .await
     }
 }

@@ -15,7 +15,7 @@ use collaboration_platform::{
 };
 use conversation::{
     incoming_im_calls, CallError, Conversation, ConversationState, IncomingImCall, IncomingImCalls,
-    MessageError, TerminationReason, ACCEPT_TYPES,
+    InstantMessagingCall, InstantMessagingFlow, MessageError, TerminationReason, ACCEPT_TYPES,
 };
 use sip_core::sdp::{LocalCapabilities, MediaCapability, OfferAnswer, SessionDescription};
 use sip_core::transaction::TransactionConfig;
@@ -77,6 +77,24 @@ async fn next_call(calls: &mut IncomingImCalls) -> IncomingImCall {
         .await
         .expect("an incoming call within the wait")
         .expect("stream open")
+}
+
+/// The bot calls alice, who lets it ring: the call, its `establish` running in a task, and
+/// the call as alice holds it, unanswered.
+async fn ringing_call(
+    p: &Pair,
+) -> (
+    InstantMessagingCall<OnPremises>,
+    tokio::task::JoinHandle<Result<InstantMessagingFlow, CallError>>,
+    IncomingImCall,
+) {
+    let mut calls = incoming_im_calls(&p.alice);
+    let call =
+        Conversation::new(&p.bot, on_prem("sip:alice@contoso.test")).instant_messaging_call();
+    let c2 = call.clone();
+    let establishing = tokio::spawn(async move { c2.establish().await });
+    let held = next_call(&mut calls).await;
+    (call, establishing, held)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,21 +228,8 @@ async fn no_handler_means_488_and_cancel_while_ringing() {
         Err(CallError::NotAcceptable(_))
     ));
     // Now she has a handler that never answers: the caller cancels.
-    let mut calls = incoming_im_calls(&p.alice);
-    let (held_tx, mut held_rx) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(async move {
-        let c = next_call(&mut calls).await;
-        let _ = held_tx.send(c).await;
-    });
-    let call =
-        Conversation::new(&p.bot, on_prem("sip:alice@contoso.test")).instant_messaging_call();
-    let c2 = call.clone();
-    let establishing = tokio::spawn(async move { c2.establish().await });
     // Ringing: the INVITE is at alice (her platform answered 100 Trying).
-    let held = tokio::time::timeout(WAIT, held_rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let (call, establishing, held) = ringing_call(&p).await;
     call.cancel().await;
     let r = tokio::time::timeout(WAIT, establishing)
         .await
@@ -273,20 +278,7 @@ async fn terminating_an_endpoint_ends_its_calls_with_a_bye() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ringing_call_is_cancelled_when_its_endpoint_terminates() {
     let p = setup().await;
-    let mut calls = incoming_im_calls(&p.alice);
-    let (held_tx, mut held_rx) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(async move {
-        let c = next_call(&mut calls).await;
-        let _ = held_tx.send(c).await;
-    });
-    let call =
-        Conversation::new(&p.bot, on_prem("sip:alice@contoso.test")).instant_messaging_call();
-    let c2 = call.clone();
-    let establishing = tokio::spawn(async move { c2.establish().await });
-    let held = tokio::time::timeout(WAIT, held_rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let (call, establishing, held) = ringing_call(&p).await;
     p.bot.terminate().await;
     let r = tokio::time::timeout(WAIT, establishing)
         .await
@@ -335,20 +327,7 @@ async fn a_platform_shut_down_under_a_call_ends_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminate_while_ringing_cancels_the_invite() {
     let p = setup().await;
-    let mut calls = incoming_im_calls(&p.alice);
-    let (held_tx, mut held_rx) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(async move {
-        let c = next_call(&mut calls).await;
-        let _ = held_tx.send(c).await;
-    });
-    let call =
-        Conversation::new(&p.bot, on_prem("sip:alice@contoso.test")).instant_messaging_call();
-    let c2 = call.clone();
-    let establishing = tokio::spawn(async move { c2.establish().await });
-    let held = tokio::time::timeout(WAIT, held_rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let (call, establishing, held) = ringing_call(&p).await;
     // Not `cancel`: an application ending the call it started, still ringing.
     call.terminate().await.unwrap();
     let r = tokio::time::timeout(WAIT, establishing)
@@ -961,19 +940,9 @@ async fn dropping_every_handle_of_an_accepted_call_ends_it_with_bye() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_ringing_call_cancels_its_invite() {
     let p = setup().await;
-    let mut calls = incoming_im_calls(&p.alice);
-    let (held_tx, mut held_rx) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(async move {
-        let c = next_call(&mut calls).await;
-        let _ = held_tx.send(c).await;
-    });
-    let call =
-        Conversation::new(&p.bot, on_prem("sip:alice@contoso.test")).instant_messaging_call();
-    let establishing = tokio::spawn(async move { call.establish().await.map(drop) });
-    let held = tokio::time::timeout(WAIT, held_rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let (call, establishing, held) = ringing_call(&p).await;
+    // The task's future holds the only other handle.
+    drop(call);
     establishing.abort();
     assert!(establishing.await.unwrap_err().is_cancelled());
     tokio::time::timeout(WAIT, async {
