@@ -12,7 +12,7 @@ use crate::scan::{
     is_token, is_token_char, is_ws, parse_u32_saturating, parse_u64, quoted_end, skip_ws, trim,
     unquote, CommaSplit,
 };
-use crate::uri::{hostport_prefix, parse_hostport, Host, HostKind};
+use crate::uri::{hostport_prefix, parse_hostport, parse_port, Host, HostKind};
 use crate::ParseError;
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
@@ -152,14 +152,27 @@ impl<'a> Via<'a> {
             return Err(err("missing sent-by"));
         }
         let rest = &rest[skip_ws(rest, 0)..];
-        let end = rest
-            .iter()
-            .position(|&c| c == b';' || is_ws(c))
-            .unwrap_or(rest.len());
+        let sent_by_end = |from: usize| {
+            rest[from..]
+                .iter()
+                .position(|&c| c == b';' || is_ws(c))
+                .map_or(rest.len(), |i| from + i)
+        };
+        let mut end = sent_by_end(0);
         // What is wrong with the sent-by (`bad port`, `bad IPv4 address`, …), not only
         // that it is.
-        let (host_kind, host_len, port) =
-            parse_hostport(&rest[..end]).map_err(|e| e.in_header("Via"))?;
+        let (host_kind, host_len, port) = match sws_colon(rest, end) {
+            None => parse_hostport(&rest[..end]).map_err(|e| e.in_header("Via"))?,
+            Some((host_end, port_start)) => {
+                let (kind, len, written) =
+                    parse_hostport(&rest[..host_end]).map_err(|e| e.in_header("Via"))?;
+                end = sent_by_end(port_start);
+                let port = parse_port(&rest[port_start..end])
+                    .filter(|_| written.is_none())
+                    .ok_or_else(|| ParseError::Uri("bad port").in_header("Via"))?;
+                (kind, len, Some(port))
+            }
+        };
         let (params, branch) = Params::parse_all_finding(&rest[end..], b"branch").map_err(err)?;
         Ok(Via {
             protocol,
@@ -247,6 +260,21 @@ impl<'a> Via<'a> {
             .flatten()
             .and_then(|v| parse_u64(v).and_then(|n| u8::try_from(n).ok()))
     }
+}
+
+/// Where the host ends and the port starts when the sent-by `rest[..end]` (cut at the
+/// first whitespace) has whitespace around its port colon: `sent-by = host [ COLON port ]`
+/// with `COLON = SWS ":" SWS` (RFC 3261 §25.1), so `host : 5060`, `host :5060` and
+/// `host: 5060` are all `host:5060`. `None` when there is no such colon.
+fn sws_colon(rest: &[u8], end: usize) -> Option<(usize, usize)> {
+    if !rest.get(end).is_some_and(|&c| is_ws(c)) {
+        return None;
+    }
+    if end > 0 && rest[end - 1] == b':' {
+        return Some((end - 1, skip_ws(rest, end)));
+    }
+    let colon = skip_ws(rest, end);
+    (rest.get(colon) == Some(&b':')).then(|| (end, skip_ws(rest, colon + 1)))
 }
 
 fn ascii_lossy(s: &[u8]) -> &str {
@@ -748,6 +776,80 @@ mod tests {
         assert_eq!(&*c.instance().unwrap(), b"<urn:uuid:1>");
         assert!(c.is_gruu());
         assert_eq!(Contact::parse(b" * ").unwrap(), Contact::Star);
+    }
+
+    /// RFC 3261 §25.1 / RFC 5626 §4.1: an addr-spec Contact's `+sip.instance` is a
+    /// quoted-string that may hold `<`; it opens no `<URI>`.
+    #[test]
+    fn an_addr_spec_contact_may_quote_a_lt_in_a_param() {
+        let c = Contact::parse(
+            b"sip:alice@192.0.2.2;+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>\"",
+        )
+        .unwrap();
+        assert_eq!(
+            &*c.instance().unwrap(),
+            b"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>"
+        );
+        let Contact::Addr(na) = c else {
+            panic!("not an address")
+        };
+        assert!(!na.is_bracketed());
+        assert_eq!(na.uri().as_bytes(), b"sip:alice@192.0.2.2");
+    }
+
+    /// RFC 3261 §25.1: `qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )`.
+    #[test]
+    fn contact_q_values_follow_the_qvalue_grammar() {
+        for (q, want) in [
+            ("1.0", Some(1000)),
+            ("0.000", Some(0)),
+            ("1", Some(1000)),
+            ("0.5", Some(500)),
+            ("1.000", Some(1000)),
+            ("1.5", None),
+            ("1.001", None),
+        ] {
+            let text = format!("<sip:a@b>;q={q}");
+            let c = Contact::parse(text.as_bytes()).unwrap();
+            assert_eq!(c.q_millis(), want, "q={q}");
+        }
+    }
+
+    /// RFC 3261 §25.1: `Contact = ( STAR / (contact-param *(COMMA contact-param)))`: `*`
+    /// takes no parameters.
+    #[test]
+    fn a_star_contact_takes_no_parameters() {
+        assert!(Contact::parse(b"*;expires=0").is_err());
+    }
+
+    /// RFC 3261 §25.1: `sent-by = host [ COLON port ]`, `COLON = SWS ":" SWS`.
+    #[test]
+    fn via_sent_by_allows_whitespace_around_the_port_colon() {
+        for sent_by in [
+            "host.example.com : 5070",
+            "host.example.com :5070",
+            "host.example.com: 5070",
+            "host.example.com \t:\t 5070",
+        ] {
+            let text = format!("SIP/2.0/UDP {sent_by} ;branch=z9hG4bK1");
+            let v = Via::parse(text.as_bytes()).unwrap();
+            assert_eq!(v.host_raw(), b"host.example.com", "{sent_by:?}");
+            assert_eq!(v.port(), Some(5070), "{sent_by:?}");
+            assert_eq!(v.branch(), Some("z9hG4bK1"), "{sent_by:?}");
+        }
+        let v = Via::parse(b"SIP/2.0/TCP [2001:db8::1] : 5070").unwrap();
+        assert_eq!(
+            (v.host_raw(), v.port()),
+            (&b"[2001:db8::1]"[..], Some(5070))
+        );
+        for bad in [
+            "SIP/2.0/UDP host.example.com : ;branch=z9hG4bK1",
+            "SIP/2.0/UDP host.example.com: ;branch=z9hG4bK1",
+            "SIP/2.0/UDP host.example.com:5060 : 5070;branch=z9hG4bK1",
+            "SIP/2.0/UDP host.example.com : 99999",
+        ] {
+            assert!(Via::parse(bad.as_bytes()).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -84,8 +84,12 @@ impl<'a> NameAddr<'a> {
             }
             (Some(DisplayName::Quoted(&s[1..q - 1])), Some(lt))
         } else {
-            match find(s, b'<') {
-                Some(lt) => {
+            // An unquoted value is a name-addr when its `<` comes before any `;` or `"`:
+            // a display name is tokens (no `;`, no `"`), while an addr-spec's header
+            // parameters may hold a `<` in a quoted value (RFC 3261 §25.1: gen-value =
+            // quoted-string; RFC 5626 `+sip.instance="<urn:…>"`), which opens no address.
+            match s.iter().position(|&c| matches!(c, b'<' | b';' | b'"')) {
+                Some(lt) if s[lt] == b'<' => {
                     let name = trim(&s[..lt]);
                     if !name.iter().all(|&c| is_token_char(c) || is_ws(c)) {
                         return Err(err("display name must be tokens or quoted"));
@@ -93,7 +97,7 @@ impl<'a> NameAddr<'a> {
                     let d = (!name.is_empty()).then_some(DisplayName::Tokens(name));
                     (d, Some(lt))
                 }
-                None => (None, None),
+                _ => (None, None),
             }
         };
         match lt {
@@ -174,6 +178,22 @@ mod tests {
         .unwrap();
         assert!(n.params().is_empty());
         assert_eq!(n.uri().as_sip().unwrap().params().count(), 1);
+    }
+
+    /// RFC 3261 §25.1: an addr-spec's header parameter may be a quoted-string holding `<`
+    /// (`generic-param`, `gen-value = quoted-string`); only a `<` before any `;` or `"`
+    /// opens a name-addr.
+    #[test]
+    fn a_quoted_lt_in_an_addr_spec_param_opens_no_address() {
+        let n = NameAddr::parse(b"sip:a@example.com;tag=1;x-note=\"<hi>\"", "From").unwrap();
+        assert!(!n.is_bracketed());
+        assert_eq!(n.display_name(), None);
+        assert_eq!(n.uri().as_bytes(), b"sip:a@example.com");
+        assert_eq!(n.tag(), Some(&b"1"[..]));
+        assert_eq!(n.params().get("x-note"), Some(Some(&b"\"<hi>\""[..])));
+        // A display name still takes tokens only.
+        assert!(NameAddr::parse(b"Al;ice <sip:a@example.com>", "From").is_err());
+        assert!(NameAddr::parse(b"Al\"ice\" <sip:a@example.com>", "From").is_err());
     }
 
     #[test]

@@ -361,7 +361,7 @@ pub(crate) fn hostport_prefix(s: &[u8]) -> Option<(HostKind, usize, Option<u16>,
 
 /// A port: one to five digits, at most 65 535.
 #[inline]
-fn parse_port(p: &[u8]) -> Option<u16> {
+pub(crate) fn parse_port(p: &[u8]) -> Option<u16> {
     if p.is_empty() || p.len() > 5 {
         return None;
     }
@@ -819,10 +819,13 @@ impl SipUri<'_> {
     /// - user and password are compared case-sensitively, the host (a domain
     ///   case-insensitively, an address by value), the port exactly (no port is not 5060);
     /// - a `%HH` escape of a character outside the reserved set equals the character;
-    /// - parameter order does not matter; a parameter in both must have the same value
-    ///   (case-insensitively); `transport`, `user`, `ttl`, `method` and `maddr` in only one
-    ///   make them differ, any other parameter in only one is ignored;
-    /// - headers must be the same set in both, in any order.
+    /// - parameter order does not matter and names compare case-insensitively; a parameter
+    ///   in both must have the same value: exactly (`method` too), but `transport` and
+    ///   `user` case-insensitively and `maddr` as a host; `transport`, `user`, `ttl`,
+    ///   `method` and `maddr` in only one make them differ, any other parameter in only one
+    ///   is ignored;
+    /// - headers must be the same set in both, in any order: names case-insensitively,
+    ///   values exactly.
     pub fn is_equivalent(&self, other: &SipUri<'_>) -> bool {
         let hosts = match (self.host(), other.host()) {
             (Host::Domain(a), Host::Domain(b)) => a.eq_ignore_ascii_case(b),
@@ -882,35 +885,58 @@ fn canonical_lower(s: &[u8]) -> Vec<u8> {
 }
 
 /// The parameter rules of [`SipUri::is_equivalent`], on the raw `;name[=value]` parts.
+/// Names compare case-insensitively, values by [`param_values_equal`].
 fn params_equivalent(a: &[u8], b: &[u8]) -> bool {
-    type Canonical = Vec<(Vec<u8>, Option<Vec<u8>>)>;
-    let read = |s: &[u8]| -> Canonical {
+    /// (lower-cased name, value with canonical escapes) pairs.
+    type Canonical<'s> = Vec<(Vec<u8>, Option<Cow<'s, [u8]>>)>;
+    fn read(s: &[u8]) -> Canonical<'_> {
         UriParamIter::new(s)
-            .map(|(n, v)| (canonical_lower(n), v.map(canonical_lower)))
+            .map(|(n, v)| (canonical_lower(n), v.map(canonical_escapes)))
             .collect()
-    };
+    }
     let (a, b) = (read(a), read(b));
-    let find = |list: &Canonical, name: &[u8]| {
-        list.iter()
-            .find(|(n, _)| n.as_slice() == name)
-            .map(|(_, v)| v.clone())
-    };
-    let one_way = |x: &Canonical, y: &Canonical| {
-        x.iter().all(|(name, value)| match find(y, name) {
-            Some(other) => *value == other,
-            None => !SIGNIFICANT_PARAMS
-                .iter()
-                .any(|p| p.as_bytes() == name.as_slice()),
-        })
+    let one_way = |x: &Canonical<'_>, y: &Canonical<'_>| {
+        x.iter()
+            .all(|(name, value)| match y.iter().find(|(n, _)| n == name) {
+                Some((_, other)) => param_values_equal(name, value.as_deref(), other.as_deref()),
+                None => !SIGNIFICANT_PARAMS
+                    .iter()
+                    .any(|p| p.as_bytes() == name.as_slice()),
+            })
     };
     one_way(&a, &b) && one_way(&b, &a)
 }
 
-/// The headers of `u` as a sorted list of canonical (name, value) pairs.
-fn canonical_headers(u: &SipUri<'_>) -> Vec<(Vec<u8>, Vec<u8>)> {
+/// Whether two values (escapes made canonical) of the URI parameter `name` (lower-cased)
+/// match. RFC 3261 §19.1.4: "all other comparisons are case-sensitive unless defined
+/// otherwise for the specific parameter", so a value compares exactly (`method`: its ABNF
+/// is case-sensitive, §25.1 `INVITEm = %x49.4E.56.49.54.45 ; INVITE in caps`), except:
+/// - `transport` and `user`, whose values are ABNF literals (`"udp"`, `"phone"`, …, §25.1),
+///   which are case-insensitive (RFC 2234 §2.3), as §19.1.4's example
+///   `;transport=TCP` = `;Transport=tcp` shows;
+/// - `maddr`, a host (§25.1 `maddr-param = "maddr=" host`): compared as a host, a domain
+///   name case-insensitively (§19.1.4), an address by value.
+fn param_values_equal(name: &[u8], a: Option<&[u8]>, b: Option<&[u8]>) -> bool {
+    let (Some(a), Some(b)) = (a, b) else {
+        return a == b;
+    };
+    match name {
+        b"transport" | b"user" => a.eq_ignore_ascii_case(b),
+        b"maddr" => match (Host::parse(a), Host::parse(b)) {
+            (Ok(Host::Domain(x)), Ok(Host::Domain(y))) => x.eq_ignore_ascii_case(y),
+            (Ok(x), Ok(y)) => x == y,
+            _ => a.eq_ignore_ascii_case(b),
+        },
+        _ => a == b,
+    }
+}
+
+/// The headers of `u` as a sorted list of (name, value) pairs: names case-insensitive
+/// (RFC 3261 §19.1.4), values exact once their escapes are canonical.
+fn canonical_headers<'a>(u: &SipUri<'a>) -> Vec<(Vec<u8>, Cow<'a, [u8]>)> {
     let mut h: Vec<_> = u
         .headers_escaped()
-        .map(|(n, v)| (canonical_lower(n), canonical_lower(v)))
+        .map(|(n, v)| (canonical_lower(n), canonical_escapes(v)))
         .collect();
     h.sort();
     h
@@ -1110,6 +1136,65 @@ mod tests {
             ("sip:alice@atlanta.com", "tel:+1-201-555-0123"),
         ] {
             assert!(!equivalent_both_ways(a, b), "{a} !~ {b}");
+        }
+    }
+
+    /// RFC 3261 §19.1.4: "all other comparisons are case-sensitive unless defined otherwise
+    /// for the specific parameter": parameter names and `transport`/`user`/`maddr` values
+    /// compare case-insensitively, `method` and other values and header values exactly.
+    #[test]
+    fn uri_param_values_compare_exactly_unless_defined_otherwise() {
+        for (a, b) in [
+            (
+                "sip:alice@atlanta.com;method=INVITE",
+                "sip:alice@atlanta.com;method=invite",
+            ),
+            (
+                "sip:alice@atlanta.com;x-id=AbC",
+                "sip:alice@atlanta.com;x-id=abc",
+            ),
+            (
+                "sip:alice@atlanta.com;ttl=1",
+                "sip:alice@atlanta.com;ttl=01",
+            ),
+            (
+                "sip:carol@chicago.com?Subject=Next",
+                "sip:carol@chicago.com?Subject=next",
+            ),
+        ] {
+            assert!(!equivalent_both_ways(a, b), "{a} !~ {b}");
+        }
+        for (a, b) in [
+            (
+                "sip:alice@atlanta.com;METHOD=INVITE",
+                "sip:alice@atlanta.com;method=INVITE",
+            ),
+            (
+                "sip:alice@atlanta.com;x-id=%41bC",
+                "sip:alice@atlanta.com;X-ID=AbC",
+            ),
+            (
+                "sip:alice@atlanta.com;transport=TCP",
+                "sip:alice@atlanta.com;Transport=tcp",
+            ),
+            (
+                "sip:+1555@atlanta.com;user=Phone",
+                "sip:+1555@atlanta.com;user=phone",
+            ),
+            (
+                "sip:alice@atlanta.com;maddr=MCast.Example.NET",
+                "sip:alice@atlanta.com;maddr=mcast.example.net",
+            ),
+            (
+                "sip:alice@atlanta.com;maddr=[2001:DB8::0:1]",
+                "sip:alice@atlanta.com;maddr=[2001:db8::1]",
+            ),
+            (
+                "sip:carol@chicago.com?SUBJECT=next",
+                "sip:carol@chicago.com?subject=next",
+            ),
+        ] {
+            assert!(equivalent_both_ways(a, b), "{a} ~ {b}");
         }
     }
 

@@ -304,3 +304,101 @@ fn a_bad_via_sent_by_says_what_is_wrong_with_it() {
         "unterminated IPv6 reference"
     );
 }
+
+fn register_with(extra: &str) -> Bytes {
+    Bytes::from(format!(
+        "REGISTER sip:example.com SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1\r\n\
+         From: <sip:a@example.com>;tag=1\r\n\
+         To: <sip:a@example.com>\r\n\
+         Call-ID: c1\r\n\
+         CSeq: 1 REGISTER\r\n\
+         {extra}\
+         Content-Length: 0\r\n\r\n"
+    ))
+}
+
+/// RFC 5626 §4.1 / RFC 3261 §25.1: an addr-spec Contact whose `+sip.instance` quotes a `<`
+/// is valid.
+#[test]
+fn an_addr_spec_contact_with_a_quoted_lt_in_a_param_validates() {
+    let m = SipMessage::parse_datagram(
+        register_with("Contact: sip:alice@192.0.2.2;+sip.instance=\"<urn:uuid:1>\";reg-id=1\r\n"),
+        &Limits::default(),
+    )
+    .unwrap();
+    m.validate_all().unwrap();
+    let c = m.contacts().next().unwrap().unwrap();
+    assert_eq!(&*c.instance().unwrap(), b"<urn:uuid:1>");
+}
+
+/// RFC 3261 §25.1: an addr-spec From may carry a quoted-string parameter holding `<`
+/// (`gen-value = quoted-string`); the request is no 400.
+#[test]
+fn an_addr_spec_from_with_a_quoted_lt_in_a_param_is_parsed() {
+    let m = SipMessage::parse_datagram(
+        Bytes::from_static(
+            b"MESSAGE sip:b@example.com SIP/2.0\r\n\
+              Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n\
+              From: sip:a@example.com;tag=1;x-note=\"<hi>\"\r\n\
+              To: <sip:b@example.com>\r\n\
+              Call-ID: c1\r\n\
+              CSeq: 1 MESSAGE\r\n\
+              Content-Length: 0\r\n\r\n",
+        ),
+        &Limits::default(),
+    )
+    .unwrap();
+    let from = m.from().unwrap();
+    assert_eq!(from.tag(), Some(&b"1"[..]));
+    assert_eq!(from.uri().as_bytes(), b"sip:a@example.com");
+}
+
+/// RFC 3261 §25.1: `sent-by = host [ COLON port ]`, `COLON = SWS ":" SWS`: a top Via with
+/// whitespace around its port colon is parsed.
+#[test]
+fn a_top_via_with_whitespace_around_the_port_colon_is_parsed() {
+    let text = String::from_utf8(register_with("").to_vec())
+        .unwrap()
+        .replace("192.0.2.1:5060;", "192.0.2.1 : 5060;");
+    let m = SipMessage::parse_datagram(Bytes::from(text), &Limits::default()).unwrap();
+    let via = m.top_via().unwrap();
+    assert_eq!(
+        (via.host_raw(), via.port()),
+        (&b"192.0.2.1"[..], Some(5060))
+    );
+    assert_eq!(via.branch(), Some("z9hG4bK1"));
+}
+
+/// RFC 3261 §20.10's example: two contacts, with whitespace before and after `;`.
+#[test]
+fn the_rfc3261_contact_example_parses() {
+    let m = SipMessage::parse_datagram(
+        register_with(
+            "Contact: \"Mr. Watson\" <sip:watson@worcester.bell-telephone.com>;q=0.7; \
+             expires=3600, \"Mr. Watson\" <mailto:watson@bell-telephone.com> ;q=0.1\r\n",
+        ),
+        &Limits::default(),
+    )
+    .unwrap();
+    let cs: Vec<_> = m.contacts().collect::<Result<_, _>>().unwrap();
+    assert_eq!(cs.len(), 2);
+    assert_eq!((cs[0].q_millis(), cs[0].expires()), (Some(700), Some(3600)));
+    assert_eq!(cs[1].q_millis(), Some(100));
+}
+
+/// RFC 3261 §20.14 / §18.3: Content-Length is `1*DIGIT` (leading zeros allowed), and a
+/// datagram's bytes past it are not body.
+#[test]
+fn a_content_length_with_leading_zeros_cuts_the_datagram_body() {
+    let m = SipMessage::parse_datagram(
+        Bytes::from_static(
+            b"MESSAGE sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+              From: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCall-ID: c\r\nCSeq: 1 MESSAGE\r\n\
+              l: 0002\r\n\r\nhiXX",
+        ),
+        &Limits::default(),
+    )
+    .unwrap();
+    assert_eq!(&m.body()[..], b"hi");
+}
