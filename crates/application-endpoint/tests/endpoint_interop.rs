@@ -819,7 +819,9 @@ fn drain_declines_new_conversations_while_the_current_one_continues() {
         .calls(1)
         .arg("-d")
         .arg("4000")
-        .spawn()
+        // A TCP UAC listens on its port too: waiting for that, and starting again on
+        // another port when the one chosen was taken meanwhile.
+        .spawn_listening(WAIT)
         .expect("SIPp UAC");
 
     let mut route = rt.block_on(async {

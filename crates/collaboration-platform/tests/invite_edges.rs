@@ -1,7 +1,8 @@
 //! Edges of INVITE dialogs where a request or a 2xx used to be left without an outcome:
 //! a request held for an ACK that the peer's BYE overtakes, a 2xx that comes after our
 //! INVITE failed (lost connection, unanswered CANCEL), an INVITE ringing at shutdown.
-//! Against raw UDP callers and a scripted TCP proxy, with T1 = 10 ms.
+//! Against raw UDP callers and a scripted TCP proxy, with T1 = 10 ms (100 ms where the
+//! peer's BYE must come before 64·T1 without an ACK ends the call).
 use std::time::Duration;
 
 use collaboration_platform::loopback::{pair, LoopbackPki};
@@ -52,7 +53,7 @@ fn header<'m>(message: &'m str, name: &str) -> &'m str {
         .unwrap_or_else(|| panic!("{name} in {message}"))
 }
 
-/// Bob's platform (T1 = 10 ms) listening on UDP; a raw UDP caller.
+/// Bob's platform (T1 = 100 ms) listening on UDP; a raw UDP caller.
 async fn udp_bob() -> (
     CollaborationPlatform,
     CollaborationPlatform,
@@ -62,9 +63,11 @@ async fn udp_bob() -> (
     std::net::SocketAddr,
 ) {
     let pki = LoopbackPki::new().expect("CA");
+    // 64·T1 = 6.4 s without an ACK ends the call: the test's BYE must come first however
+    // slow the test runs (the timer is not what is tested).
     let timers = sip_core::transaction::TransactionConfig {
-        t1: Duration::from_millis(10),
-        t2: Duration::from_millis(40),
+        t1: Duration::from_millis(100),
+        t2: Duration::from_millis(400),
         ..Default::default()
     };
     let (a, b) = pair(&pki, "app.contoso.test", "bob.contoso.test", |me, s| {
@@ -173,7 +176,8 @@ async fn request_held_for_ack_resolves_when_the_peer_byes_first() {
     bye.respond(200, "OK", &[], None).await.unwrap();
     let bye_ok = final_response(&socket).await;
     assert!(bye_ok.starts_with("SIP/2.0 200"), "{bye_ok}");
-    // 64*T1 is 640 ms: well within 3 s the held MESSAGE must have an outcome.
+    // The BYE ended the dialog: the held MESSAGE has its outcome well within 3 s, before
+    // 64*T1 (6.4 s) without an ACK could have given it one.
     let r = tokio::time::timeout(Duration::from_secs(3), message)
         .await
         .expect("send_in_dialog resolves once the peer's BYE ended the dialog")

@@ -37,8 +37,11 @@ use tokio::net::TcpListener;
 /// Timer T1 of the platform under test: short, so that a request nobody answers times out
 /// (64·T1) within a test.
 const T1: Duration = Duration::from_millis(20);
-/// How long the peer's record may take to show an ACK or BYE the platform sends.
-const SETTLE: Duration = Duration::from_millis(400);
+/// How long the peer's record may take to show an ACK or BYE the platform owes: a
+/// generous deadline, waited for only when something owed is missing.
+const SETTLE: Duration = Duration::from_secs(10);
+/// How long, once what is owed came, a BYE owed to no one is given to show up.
+const QUIET: Duration = Duration::from_millis(100);
 
 /// One step of the peer's answer to a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -390,10 +393,25 @@ async fn run(s: &Setup, n: usize, c: &Case) {
         }
         owed += 1;
     }
-    tokio::time::sleep(SETTLE).await;
-    let seen = s.seen.lock().unwrap();
-    let acks = seen.acks.get(&call_id).copied().unwrap_or(0);
-    let byes = seen.byes.get(&call_id).copied().unwrap_or(0);
+    let counts = || {
+        let seen = s.seen.lock().unwrap();
+        (
+            seen.acks.get(&call_id).copied().unwrap_or(0),
+            seen.byes.get(&call_id).copied().unwrap_or(0),
+        )
+    };
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    loop {
+        let (acks, byes) = counts();
+        if (acks >= owed && byes >= usize::from(unwanted))
+            || tokio::time::Instant::now() >= deadline
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(QUIET).await;
+    let (acks, byes) = counts();
     assert!(acks >= owed, "{c:?}: {acks} ACKs, {owed} owed");
     if unwanted {
         assert_eq!(byes, 1, "{c:?}: the unwanted call was not ended");

@@ -3,13 +3,14 @@
 //! CANCEL and BYE the platform sends; the test checks what the caller was told.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use collaboration_platform::loopback::LoopbackPki;
 use collaboration_platform::{
     Address, CollaborationPlatform, DialogEndReason, DialogId, EndpointId, InviteProgress,
-    Listener, OutboundProxy, OutgoingInvite, OutgoingRequest, RequestError, ServerPlatformSettings,
-    Topology,
+    Listener, MessageObserver, OutboundProxy, OutgoingInvite, OutgoingRequest, RequestError,
+    ServerPlatformSettings, Topology, WireDirection,
 };
 use peer_harness::{unique_token, Sipp, SippOutcome, SippProcess, SippTransport};
 use sip_core::transaction::TransactionConfig;
@@ -78,6 +79,67 @@ async fn platform_with_requests(
     EndpointId,
     tokio::sync::mpsc::Receiver<collaboration_platform::IncomingRequest>,
 ) {
+    start_platform(proxy, timers, None).await
+}
+
+/// [`platform`], with what it sends and receives recorded.
+async fn platform_watched(proxy: SocketAddr) -> (CollaborationPlatform, EndpointId, Arc<Wire>) {
+    let wire = Arc::new(Wire::default());
+    let (p, id, _requests) =
+        start_platform(proxy, TransactionConfig::default(), Some(wire.clone())).await;
+    (p, id, wire)
+}
+
+/// What a platform sent (`true`) and received (`false`), in the order it handled them.
+#[derive(Default)]
+struct Wire(Mutex<Vec<(bool, String)>>);
+
+impl MessageObserver for Wire {
+    fn observe(&self, direction: WireDirection, _: SocketAddr, wire: &bytes::Bytes) {
+        let text = String::from_utf8_lossy(wire).into_owned();
+        let sent = direction == WireDirection::Sent;
+        self.0.lock().unwrap().push((sent, text));
+    }
+}
+
+impl Wire {
+    /// How many messages starting with `start` (and containing `with`) the platform sent
+    /// (`sent`) or received.
+    fn count(&self, sent: bool, start: &str, with: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(s, m)| *s == sent && m.starts_with(start) && m.contains(with))
+            .count()
+    }
+
+    /// Waits (up to the wait) until the platform sent (`sent`) or received `n` messages
+    /// starting with `start` and containing `with`.
+    async fn until(&self, n: usize, sent: bool, start: &str, with: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.count(sent, start, with) < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} {n} {start:?} with {with:?} within {WAIT:?}: {:#?}",
+                if sent { "sent" } else { "received" },
+                self.0.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A platform whose outbound proxy is `proxy`, with these timers and `observer`.
+async fn start_platform(
+    proxy: SocketAddr,
+    timers: TransactionConfig,
+    observer: Option<Arc<Wire>>,
+) -> (
+    CollaborationPlatform,
+    EndpointId,
+    tokio::sync::mpsc::Receiver<collaboration_platform::IncomingRequest>,
+) {
     let pki = LoopbackPki::new().expect("CA");
     let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let settings = ServerPlatformSettings::new(
@@ -90,6 +152,10 @@ async fn platform_with_requests(
     .listen(Listener::tcp(loopback).allow_untrusted_peers())
     .topology(Topology::new(["contoso.test"]))
     .transaction_timers(timers);
+    let settings = match observer {
+        Some(o) => settings.observer(o),
+        None => settings,
+    };
     let p = CollaborationPlatform::start(settings).await.unwrap();
     let owner = Address::assume_on_premises("sip:app@contoso.test").unwrap();
     let (id, rx) = p.register_endpoint(owner, None, false).await.unwrap();
@@ -249,11 +315,11 @@ async fn a_retransmitted_2xx_without_a_to_tag_is_acked_again() {
     ]
     .concat();
     let (sipp, dir) = callee("rfc2543-2xx-retransmitted", &steps);
-    let (p, app) = platform(sipp.local_addr()).await;
+    let (p, app, wire) = platform_watched(sipp.local_addr()).await;
     let dialog = answered(&mut invite(&p, app).await).await;
     assert!(dialog.remote_tag().is_empty(), "{dialog:?}");
-    // Let the retransmission arrive and be ACKed before the call ends.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The retransmission arrives and is ACKed before the call ends.
+    wire.until(2, true, "ACK ", "").await;
     let bye = hang_up(&p, &dialog).await;
     let outcome = assert_succeeded(sipp, dir).await;
     bye.unwrap();
@@ -269,7 +335,7 @@ async fn a_retransmitted_2xx_without_a_to_tag_is_acked_again() {
 async fn a_2xx_that_beats_a_held_cancel_is_acked_and_ended_with_bye() {
     let steps = [
         r#"  <recv request="INVITE" crlf="true"/>
-  <pause milliseconds="500"/>
+  <pause milliseconds="2500"/>
 "#,
         &answer("200 OK", ";tag=bob-[pid]"),
         r#"  <recv request="ACK"/>
@@ -277,6 +343,8 @@ async fn a_2xx_that_beats_a_held_cancel_is_acked_and_ended_with_bye() {
         BYE_OK,
     ]
     .concat();
+    // SIPp answers 2.5 s after the INVITE: the caller's CANCEL comes first (held, no 1xx
+    // came) however slow the test runs.
     let (sipp, dir) = callee("2xx-beats-held-cancel", &steps);
     let (p, app) = platform(sipp.local_addr()).await;
     let mut call = invite(&p, app).await;
@@ -364,7 +432,7 @@ async fn a_2xx_that_crosses_a_sent_cancel_is_acked_and_ended_with_bye() {
 async fn a_failure_that_beats_a_held_cancel_is_the_outcome() {
     let steps = [
         r#"  <recv request="INVITE" crlf="true"/>
-  <pause milliseconds="500"/>
+  <pause milliseconds="2500"/>
 "#,
         &answer("486 Busy Here", ";tag=bob-[pid]"),
         r#"  <recv request="ACK"/>
@@ -372,6 +440,7 @@ async fn a_failure_that_beats_a_held_cancel_is_the_outcome() {
 "#,
     ]
     .concat();
+    // SIPp answers 2.5 s after the INVITE: the CANCEL comes first however slow the test.
     let (sipp, dir) = callee("failure-beats-held-cancel", &steps);
     let (p, app) = platform(sipp.local_addr()).await;
     let mut call = invite(&p, app).await;
@@ -495,7 +564,7 @@ async fn an_invite_without_an_offer_acks_the_2xx_with_the_applications_answer() 
     ]
     .concat();
     let (sipp, dir) = callee("delayed-offer-answered", &steps);
-    let (p, app) = platform(sipp.local_addr()).await;
+    let (p, app, wire) = platform_watched(sipp.local_addr()).await;
     // An INVITE without an offer has no body.
     let with_body = invite_request(&p).body("application/sdp", "v=0\r\n");
     assert!(matches!(
@@ -515,7 +584,7 @@ async fn an_invite_without_an_offer_acks_the_2xx_with_the_applications_answer() 
         "{response}"
     );
     // The retransmission comes and goes while the application works out its answer.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    wire.until(2, false, "SIP/2.0 200", " INVITE\r\n").await;
     let answer = im_answer(1);
     p.send_ack_answer(&dialog, "application/sdp", answer.clone())
         .await
@@ -525,8 +594,8 @@ async fn an_invite_without_an_offer_acks_the_2xx_with_the_applications_answer() 
         p.send_ack_answer(&dialog, "application/sdp", answer).await,
         Err(RequestError::NoDialog)
     ));
-    // Let the retransmission after the ACK arrive and be ACKed again.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The retransmission after the ACK arrives and is ACKed again.
+    wire.until(2, true, "ACK ", "").await;
     let bye = hang_up(&p, &dialog).await;
     let outcome = assert_succeeded(sipp, dir).await;
     bye.unwrap();
@@ -614,14 +683,15 @@ async fn a_late_forks_offer_after_an_invite_without_one_is_refused_in_its_ack() 
     ]
     .concat();
     let (sipp, dir) = callee("delayed-offer-late-fork", &steps);
-    let (p, app) = platform(sipp.local_addr()).await;
+    let (p, app, wire) = platform_watched(sipp.local_addr()).await;
     let mut call = p
         .invite_without_offer(app, invite_request(&p))
         .await
         .unwrap();
     let dialog = answered(&mut call).await;
     // The second fork's 2xx is ACKed and ended while the application works out its answer.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wire.until(1, true, "ACK ", ";tag=fork2-").await;
+    wire.until(1, true, "BYE ", ";tag=fork2-").await;
     p.send_ack_answer(&dialog, "application/sdp", im_answer(1))
         .await
         .unwrap();
@@ -741,7 +811,7 @@ async fn a_callees_request_that_overtakes_its_2xx_is_taken_in_the_dialog() {
 async fn a_2xx_retransmitted_after_the_platforms_bye_gets_the_ack_and_no_second_bye() {
     let steps = [
         RECV_INVITE_KEPT,
-        r#"  <pause milliseconds="500"/>
+        r#"  <pause milliseconds="2500"/>
 "#,
         &offer_200(false, ";tag=bob-[pid]"),
         r#"  <recv request="ACK"/>
@@ -753,6 +823,7 @@ async fn a_2xx_retransmitted_after_the_platforms_bye_gets_the_ack_and_no_second_
 "#,
     ]
     .concat();
+    // SIPp answers 2.5 s after the INVITE: the CANCEL comes first however slow the test.
     let (sipp, dir) = callee("2xx-again-after-bye", &steps);
     let (p, app) = platform(sipp.local_addr()).await;
     let mut call = invite(&p, app).await;

@@ -30,7 +30,7 @@ async fn bot_on_udp() -> (
     IncomingImCalls,
     std::net::SocketAddr,
 ) {
-    bot_on_udp_observed(Arc::new(Sent::default())).await
+    bot_on_udp_observed(Arc::new(Sent::default()), Duration::from_millis(10)).await
 }
 
 /// The requests a platform sent, by method, as they go out.
@@ -48,9 +48,10 @@ impl MessageObserver for Sent {
     }
 }
 
-/// As [`bot_on_udp`], with `observer` watching the bot's platform.
+/// As [`bot_on_udp`], with `observer` watching the bot's platform, whose T1 is `t1`.
 async fn bot_on_udp_observed(
     observer: Arc<Sent>,
+    t1: Duration,
 ) -> (
     (
         collaboration_platform::CollaborationPlatform,
@@ -61,10 +62,10 @@ async fn bot_on_udp_observed(
     std::net::SocketAddr,
 ) {
     let pki = LoopbackPki::new().unwrap();
-    // 64·T1 = 640 ms.
+    // 64·T1 = 640 ms with the T1 of 10 ms of `bot_on_udp`.
     let timers = TransactionConfig {
-        t1: Duration::from_millis(10),
-        t2: Duration::from_millis(40),
+        t1,
+        t2: t1 * 4,
         ..Default::default()
     };
     let (a, b) = pair(&pki, "app.contoso.test", "fe.contoso.test", |me, s| {
@@ -215,7 +216,10 @@ async fn an_accepted_call_without_an_offer_whose_ack_never_comes_fails_accept() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_terminated_before_the_ack_of_our_offer_is_ended_with_bye_once_it_comes() {
     let sent = Arc::new(Sent::default());
-    let (_platforms, _bot, mut calls, udp) = bot_on_udp_observed(sent.clone()).await;
+    // T1 = 100 ms: the ACK must come before 64·T1 (6.4 s) without one ends the call, however
+    // slow the test runs (that timer is not what is tested here).
+    let (_platforms, _bot, mut calls, udp) =
+        bot_on_udp_observed(sent.clone(), Duration::from_millis(100)).await;
     let carol = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let me = carol.local_addr().unwrap();
     let invite = format!(

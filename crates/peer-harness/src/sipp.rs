@@ -425,7 +425,8 @@ impl Sipp {
     /// Starts SIPp as a TCP UAS and waits until it listens ([`SippProcess::wait_listening`]).
     /// When the port chosen at run time was taken before SIPp could bind it, starts again
     /// on another (three tries); a port set with [`local_port`](Self::local_port) is not
-    /// changed.
+    /// changed. A TCP UAC listens on its port as well, so this starts one that runs in
+    /// the background (one that is still running once it listens) the same way.
     pub fn spawn_listening(self, timeout: Duration) -> Result<SippProcess> {
         self.on_a_free_port(|run| {
             let mut sipp = run.spawn()?;

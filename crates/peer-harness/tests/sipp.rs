@@ -227,9 +227,10 @@ fn a_port_another_process_listens_on_is_not_taken_for_sipps() {
 #[test]
 fn spawn_listening_waits_for_sipp_itself() {
     let dir = tempfile::tempdir().expect("tempdir");
+    // SIPp must still run when the checks below look at it (it is killed when dropped).
     let uas = ok(Sipp::new(dir.path(), "listening", scenarios::UAS_MESSAGE)
         .calls(1)
-        .timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10))
         .spawn_listening(WAIT));
     assert!(peer_harness::listens_on(uas.pid(), uas.local_addr().port()));
     assert!(!peer_harness::listens_on(
