@@ -283,31 +283,63 @@ impl<H: Homing> Conversation<H> {
     }
 
     /// Sets the subject (the `Subject` header of its calls). Before any call.
+    ///
+    /// Takes effect on the returned conversation whether or not this one was cloned: when
+    /// other handles exist, the returned conversation is a copy of it (same state and
+    /// impersonation, its own state from then on) and the other handles keep the old
+    /// value. The same holds for [`with_priority`](Self::with_priority) and
+    /// [`with_id`](Self::with_id).
     pub fn with_subject(self, subject: impl Into<String>) -> Self {
-        let mut s = self;
-        if let Some(shared) = Arc::get_mut(&mut s.shared) {
-            shared.subject = Some(subject.into().into());
-        }
-        s
+        let subject = Some(subject.into().into());
+        self.edit(|s| s.subject = subject)
     }
 
-    /// Sets the priority. Before any call.
+    /// Sets the priority. Before any call. Takes effect whatever the clones, as
+    /// [`with_subject`](Self::with_subject) says.
     pub fn with_priority(self, priority: Priority) -> Self {
-        let mut s = self;
-        if let Some(shared) = Arc::get_mut(&mut s.shared) {
-            shared.priority = priority;
-        }
-        s
+        self.edit(|s| s.priority = priority)
     }
 
     /// Uses `id` as the conversation id (to continue a conversation another call began).
-    /// Before any call.
+    /// Before any call. Takes effect whatever the clones, as
+    /// [`with_subject`](Self::with_subject) says.
     pub fn with_id(self, id: impl Into<String>) -> Self {
-        let mut s = self;
-        if let Some(shared) = Arc::get_mut(&mut s.shared) {
-            shared.id = id.into().into();
+        let id = id.into().into();
+        self.edit(|s| s.id = id)
+    }
+
+    /// `change` applied to the shared part, in place when this is the only handle, else to
+    /// a copy that this handle then owns alone (`Arc::get_mut` alone silently did nothing
+    /// when the conversation had been cloned).
+    fn edit(mut self, change: impl FnOnce(&mut Shared<H>)) -> Self {
+        if Arc::get_mut(&mut self.shared).is_none() {
+            let (state, impersonation) = {
+                let g = self.lock();
+                let imp = g.rare.as_ref().and_then(|r| r.impersonation.clone());
+                (g.state, imp)
+            };
+            let old = &self.shared;
+            self.shared = Arc::new(Shared {
+                remote: old.remote.clone(),
+                core: old.core.clone(),
+                id: old.id.clone(),
+                subject: old.subject.clone(),
+                priority: old.priority,
+                inner: Mutex::new(Inner {
+                    state,
+                    rare: impersonation.map(|i| {
+                        Box::new(Rare {
+                            watch: None,
+                            impersonation: Some(i),
+                        })
+                    }),
+                }),
+            });
         }
-        s
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            change(shared);
+        }
+        self
     }
 
     /// The conversation id, carried on the wire as `Ms-Conversation-ID` and used to
@@ -370,6 +402,8 @@ impl<H: Homing> Conversation<H> {
     }
 
     /// Sends one page-mode MESSAGE (RFC 3428, outside any dialog) to the remote party.
+    /// Fails with [`MessageError::Endpoint`], sending nothing, when the endpoint is not
+    /// established (as a call does).
     ///
     /// Cancel safety: as the platform's `send_request`.
     pub async fn send_page(
@@ -385,7 +419,8 @@ impl<H: Homing> Conversation<H> {
     /// sessions — the INVITE is answered
     /// 405, 415, 488, 501 or 606 — the text goes as one page-mode MESSAGE instead. Other
     /// failures (busy, declined, no answer) are reported, not retried. The call is ended
-    /// afterwards.
+    /// afterwards. When the page fails too, the error is [`CallError::PageFailed`], with
+    /// the INVITE's refusal and the page's failure.
     ///
     /// Cancel safety: not cancel safe (the call, dropped with the future, ends with BYE
     /// or CANCEL; the text may or may not have been delivered).

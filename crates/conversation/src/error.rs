@@ -47,6 +47,17 @@ pub enum CallError {
     /// speaks as its user.
     #[error("only an application endpoint may impersonate")]
     ImpersonationNotAllowed,
+    /// [`Conversation::deliver_text`](crate::Conversation::deliver_text): the peer did not
+    /// take the IM call (`call`, the INVITE's refusal), and the page-mode MESSAGE sent
+    /// instead failed too (`page`).
+    #[error("the IM call was refused ({call}) and the page sent instead failed: {page}")]
+    PageFailed {
+        /// Why the IM call was not established.
+        call: Box<CallError>,
+        /// Why the page failed.
+        #[source]
+        page: MessageError,
+    },
 }
 
 impl From<RequestError> for CallError {
@@ -86,6 +97,7 @@ impl From<MessageError> for CallError {
             },
             MessageError::Request(e) => CallError::Request(e),
             MessageError::CallEnded => CallError::Cancelled,
+            MessageError::Endpoint(e) => CallError::Endpoint(e),
         }
     }
 }
@@ -113,6 +125,11 @@ pub enum MessageError {
     /// transport failure.
     #[error(transparent)]
     Request(RequestError),
+    /// The endpoint is not established (not yet, or terminated): nothing was sent. Only
+    /// page-mode MESSAGEs ([`Conversation::send_page`](crate::Conversation::send_page))
+    /// fail so; a message in a call fails with the call.
+    #[error(transparent)]
+    Endpoint(EndpointError),
 }
 
 impl MessageError {

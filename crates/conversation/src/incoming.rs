@@ -83,18 +83,36 @@ impl<H: Homing> IncomingCall<H> {
     /// Declines with `status` (486 Busy Here, 480 Temporarily Unavailable, 603 Decline …;
     /// anything outside 300–699 becomes 603).
     ///
+    /// The headers RFC 3261 requires of a status are added: 405 carries `Allow` (§21.4.6:
+    /// the methods still taken, without INVITE: `ACK, BYE, CANCEL, OPTIONS, MESSAGE` — a
+    /// caller following the fallback rule of
+    /// [`Conversation::deliver_text`](crate::Conversation::deliver_text) sends a page
+    /// next), 415 carries `Accept: application/sdp` (§21.4.13). A status whose mandatory
+    /// headers this call cannot supply — 401 and 407 (a challenge), 420 (`Unsupported`),
+    /// 423 (`Min-Expires`) — becomes 603 Decline.
+    ///
     /// Cancel safety: cancel safe.
     pub async fn decline(mut self, status: u16) {
-        let status = if (300..=699).contains(&status) {
-            status
-        } else {
-            603
-        };
+        let (status, headers) = decline_response(status);
         let _ = self
             .request
-            .respond(status, sip_core::reason_phrase(status), &[], None)
+            .respond(status, sip_core::reason_phrase(status), headers, None)
             .await;
         self.call.declined();
+    }
+}
+
+/// The Allow of a 405 declining an IM INVITE: what the endpoint still takes.
+const DECLINE_ALLOW: &str = "ACK, BYE, CANCEL, OPTIONS, MESSAGE";
+
+/// The status and headers [`IncomingCall::decline`] answers `status` with.
+fn decline_response(status: u16) -> (u16, &'static [(&'static str, &'static str)]) {
+    match status {
+        405 => (405, &[("Allow", DECLINE_ALLOW)]),
+        415 => (415, &[("Accept", "application/sdp")]),
+        401 | 407 | 420 | 423 => (603, &[]),
+        s if (300..=699).contains(&s) => (s, &[]),
+        _ => (603, &[]),
     }
 }
 
@@ -206,6 +224,31 @@ impl IncomingImCall {
         match self {
             IncomingImCall::OnPremises(c) => c.decline(status).await,
             IncomingImCall::Federated(c) => c.decline(status).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Statuses that need headers get them; those whose headers cannot be supplied
+    /// become 603; anything outside 300–699 is 603.
+    #[test]
+    fn decline_statuses_carry_their_mandatory_headers() {
+        assert_eq!(
+            decline_response(405),
+            (405, &[("Allow", DECLINE_ALLOW)][..])
+        );
+        assert_eq!(
+            decline_response(415),
+            (415, &[("Accept", "application/sdp")][..])
+        );
+        for s in [401, 407, 420, 423, 200, 100, 700] {
+            assert_eq!(decline_response(s), (603, &[][..]), "{s}");
+        }
+        for s in [486, 480, 488, 603, 606] {
+            assert_eq!(decline_response(s), (s, &[][..]), "{s}");
         }
     }
 }

@@ -32,6 +32,11 @@ pub const DEFAULT_CAPACITY: usize = 10_000;
 /// Parties [`Ladder::from_arrows`] fills with placeholders at most.
 pub const MAX_PLACEHOLDER_PARTIES: usize = 1024;
 
+/// Columns [`Ladder::render_text`] draws at most: parties past the first
+/// `MAX_TEXT_COLUMNS - 1` share the last column, so that the text grows with the number of
+/// messages, not with messages × parties (a recorder sees one party per ephemeral port).
+pub const MAX_TEXT_COLUMNS: usize = 16;
+
 /// Label of bytes that are not a SIP message.
 pub const UNKNOWN_LABEL: &str = "?";
 
@@ -326,14 +331,30 @@ impl Ladder {
     /// (`12.345 ms`) and an arrow (`---->` or `<----`) carrying its label.
     ///
     /// Columns are as wide as the longest label needs (20 to 40 characters); longer labels
-    /// and names are cut with `…`. Every character counts as one column.
+    /// and names are cut with `…`. Every character counts as one column. At most
+    /// [`MAX_TEXT_COLUMNS`] columns are drawn: when there are more parties, the last column
+    /// stands for all the others (`(N others)`), and the labels of its arrows end with the
+    /// party's name in brackets.
     pub fn render_text(&self) -> String {
-        let longest = self
+        let others = MAX_TEXT_COLUMNS - 1;
+        let folded = self.parties.len() > MAX_TEXT_COLUMNS;
+        let column = |i: usize| if folded { i.min(others) } else { i };
+        let columns = self.parties.len().min(MAX_TEXT_COLUMNS);
+        let labels: Vec<String> = self
             .arrows
             .iter()
-            .map(|a| clean(&a.label).chars().count())
-            .max()
-            .unwrap_or(0);
+            .map(|a| {
+                let label = clean(&a.label);
+                match [a.from, a.to].into_iter().find(|&i| column(i) == others) {
+                    Some(i) if folded => {
+                        let name = self.parties.get(i).map(String::as_str).unwrap_or("");
+                        format!("{label} [{}]", clean(name))
+                    }
+                    _ => label,
+                }
+            })
+            .collect();
+        let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
         let col = (longest + COLUMN_DECORATION).clamp(MIN_COLUMN, MAX_COLUMN);
         let label_room = col - COLUMN_DECORATION;
         let times: Vec<String> = self.arrows.iter().map(|a| millis(a.at)).collect();
@@ -346,44 +367,50 @@ impl Ladder {
             out.push_str(&format!("({} earlier messages dropped)\n", self.dropped));
         }
         let mut header = Row::default();
-        for (i, name) in self.parties.iter().enumerate() {
-            let name = truncate(&clean(name), col - 1);
+        for (i, name) in self.parties.iter().enumerate().take(columns) {
+            let name = if folded && i == others {
+                format!("({} others)", self.parties.len() - others)
+            } else {
+                clean(name)
+            };
+            let name = truncate(&name, col - 1);
             let len = name.chars().count();
             header.put(bar(i) - len / 2, &name);
         }
         out.push_str(&header.finish());
         let mut lifelines = Row::default();
-        for i in 0..self.parties.len() {
+        for i in 0..columns {
             lifelines.put(bar(i), "|");
         }
         let lifelines = lifelines.finish();
         out.push_str(&lifelines);
 
-        for (a, time) in self.arrows.iter().zip(&times) {
+        for ((a, time), label) in self.arrows.iter().zip(&times).zip(&labels) {
             let mut row = Row::default();
             row.put(time_width - time.len(), time);
-            for i in 0..self.parties.len() {
+            for i in 0..columns {
                 row.put(bar(i), "|");
             }
-            let label = truncate(&clean(&a.label), label_room);
-            if a.from == a.to {
-                row.put(bar(a.from) + 1, &format!("<-' {label}"));
+            let label = truncate(label, label_room);
+            let (from, to) = (column(a.from), column(a.to));
+            if from == to {
+                row.put(bar(from) + 1, &format!("<-' {label}"));
                 out.push_str(&row.finish());
                 continue;
             }
-            let (lo, hi) = (bar(a.from.min(a.to)), bar(a.from.max(a.to)));
+            let (lo, hi) = (bar(from.min(to)), bar(from.max(to)));
             let inner = hi - lo - 1;
             row.put(lo + 1, &"-".repeat(inner));
             let text = format!(" {label} ");
             let slack = inner - text.chars().count();
             // The arrowhead side needs a dash and the head: give it the larger share.
-            let left = if a.to < a.from {
+            let left = if to < from {
                 slack - slack / 2
             } else {
                 slack / 2
             };
             row.put(lo + 1 + left, &text);
-            if a.to > a.from {
+            if to > from {
                 row.put(hi - 1, ">");
             } else {
                 row.put(lo + 1, "<");
@@ -529,10 +556,28 @@ fn truncate(s: &str, max: usize) -> String {
     out
 }
 
-/// `s` with control characters (which would break a row) shown as `�`.
+/// `s` with the characters that would break a row or reorder it on display shown as
+/// `�`: control characters, the line and paragraph separators (U+2028, U+2029) and the
+/// bidirectional formatting characters (U+200E, U+200F, U+202A–U+202E, U+2066–U+2069).
 fn clean(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .map(|c| {
+            let breaks = c.is_control()
+                || matches!(
+                    c,
+                    '\u{2028}'
+                        | '\u{2029}'
+                        | '\u{200E}'
+                        | '\u{200F}'
+                        | '\u{202A}'..='\u{202E}'
+                        | '\u{2066}'..='\u{2069}'
+                );
+            if breaks {
+                '\u{FFFD}'
+            } else {
+                c
+            }
+        })
         .collect()
 }
 
@@ -709,6 +754,19 @@ mod tests {
             let (l, c) = summarize(junk).unwrap();
             assert_eq!((l.as_str(), c.as_str()), ("?", ""));
         }
+    }
+
+    /// Line separators and bidi formatting characters (from a peer's reason phrase) are
+    /// replaced like control characters.
+    #[test]
+    fn clean_replaces_separators_and_bidi_controls() {
+        for c in [
+            '\u{2028}', '\u{2029}', '\u{200E}', '\u{200F}', '\u{202A}', '\u{202E}', '\u{2066}',
+            '\u{2069}', '\u{7}',
+        ] {
+            assert_eq!(clean(&format!("a{c}b")), "a\u{FFFD}b", "{:04X}", c as u32);
+        }
+        assert_eq!(clean("caf\u{e9} \u{2030}"), "caf\u{e9} \u{2030}");
     }
 
     #[test]

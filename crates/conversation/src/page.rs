@@ -17,6 +17,8 @@ pub(crate) async fn send<H: Homing>(
     body: Bytes,
 ) -> Result<(), MessageError> {
     let core = conversation.endpoint();
+    // As for calls: an endpoint not (or no longer) established sends nothing as its owner.
+    core.established_id().map_err(MessageError::Endpoint)?;
     let tag = application_endpoint::ids::tag();
     let (from, pai) = conversation.identity_headers(&tag);
     let remote = conversation.remote().uri().to_string();
@@ -52,17 +54,20 @@ pub(crate) async fn deliver_text<H: Homing>(
                 Err(e) => Err(e.into()),
             }
         }
-        Err(CallError::NotAcceptable(_)) => page_instead(conversation, text).await,
-        Err(CallError::Declined { status, .. }) if NO_IM_SESSIONS.contains(&status) => {
-            page_instead(conversation, text).await
+        Err(e @ CallError::NotAcceptable(_)) => page_instead(conversation, text, e).await,
+        Err(e @ CallError::Declined { status, .. }) if NO_IM_SESSIONS.contains(&status) => {
+            page_instead(conversation, text, e).await
         }
         Err(e) => Err(e),
     }
 }
 
+/// The page sent after the IM call was refused with `refused`; when it fails too, both are
+/// reported ([`CallError::PageFailed`]).
 async fn page_instead<H: Homing>(
     conversation: &Conversation<H>,
     text: &str,
+    refused: CallError,
 ) -> Result<Delivery, CallError> {
     match send(
         conversation,
@@ -72,6 +77,9 @@ async fn page_instead<H: Homing>(
     .await
     {
         Ok(()) => Ok(Delivery::Page),
-        Err(e) => Err(e.into()),
+        Err(page) => Err(CallError::PageFailed {
+            call: Box::new(refused),
+            page,
+        }),
     }
 }

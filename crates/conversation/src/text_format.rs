@@ -165,9 +165,18 @@ fn read_part(part: &Bytes) -> Option<(String, Bytes)> {
             .unwrap_or((&part[..], part.len())),
     };
     let headers = std::str::from_utf8(headers).ok()?;
+    // RFC 5322 §2.2.3 (MIME part headers, RFC 2045 §3): a line starting with SP or HTAB
+    // continues the previous header; unfold before splitting name from value.
+    let mut unfolded: Vec<String> = Vec::new();
+    for line in headers.lines() {
+        match unfolded.last_mut() {
+            Some(last) if line.starts_with([' ', '\t']) => last.push_str(line),
+            _ => unfolded.push(line.to_owned()),
+        }
+    }
     let mut content_type = None;
     let mut encoding = None;
-    for line in headers.lines() {
+    for line in &unfolded {
         let Some((name, value)) = line.split_once(':') else {
             continue;
         };
@@ -206,10 +215,12 @@ fn read_part(part: &Bytes) -> Option<(String, Bytes)> {
 /// encoding_rs: UTF-8 when none is given (what IM clients send), else any charset the
 /// WHATWG Encoding Standard names (ISO-8859-1 and US-ASCII read as windows-1252, its
 /// superset), a byte order mark winning over the label. Bytes not valid in it become
-/// U+FFFD; a charset nobody knows is read as UTF-8.
+/// U+FFFD; a charset nobody knows is read as UTF-8, and so is one the standard maps to
+/// its "replacement" encoding (ISO-2022-KR, ISO-2022-CN, HZ-GB-2312 …), which would
+/// otherwise turn the whole message into one U+FFFD.
 pub fn decode_text(content_type: &str, body: &[u8]) -> String {
     let encoding = charset(content_type)
-        .and_then(|c| encoding_rs::Encoding::for_label(c.as_bytes()))
+        .and_then(|c| encoding_rs::Encoding::for_label_no_replacement(c.as_bytes()))
         .unwrap_or(encoding_rs::UTF_8);
     encoding.decode(body).0.into_owned()
 }
@@ -286,6 +297,45 @@ mod tests {
         ] {
             let _ = text(ct, junk);
         }
+    }
+
+    /// A charset mapped to the WHATWG "replacement" encoding is read as UTF-8, not as one
+    /// U+FFFD for the whole message.
+    #[test]
+    fn replacement_charsets_are_read_as_utf8() {
+        for cs in ["ISO-2022-KR", "iso-2022-cn", "HZ-GB-2312", "csiso2022kr"] {
+            let ct = format!("text/plain; charset={cs}");
+            assert_eq!(
+                decode_text(&ct, b"Hello, plain ASCII"),
+                "Hello, plain ASCII",
+                "{cs}"
+            );
+        }
+    }
+
+    /// A folded Content-Type in a part (RFC 5322 §2.2.3) keeps its continuation: the
+    /// charset on the folded line is read.
+    #[test]
+    fn folded_part_headers_are_unfolded() {
+        let body = Bytes::from_static(
+            b"--b1\r\nContent-Type: text/plain;\r\n\tcharset=ISO-8859-1\r\n\r\ncaf\xe9\r\n--b1--\r\n",
+        );
+        let (ct, b) = pick_alternative("multipart/alternative; boundary=b1", &body, |t| {
+            t == "text/plain"
+        })
+        .unwrap();
+        assert_eq!(
+            decode_text(&ct, &b),
+            "caf\u{e9}",
+            "content type read: {ct:?}"
+        );
+        let body = Bytes::from_static(
+            b"--b1\nContent-Type:\n text/html\nContent-Transfer-Encoding:\n  base64\n\naGk=\n--b1--",
+        );
+        let got = pick_alternative("multipart/alternative; boundary=b1", &body, |t| {
+            t == "text/html"
+        });
+        assert_eq!(got.map(|p| p.1), Some(Bytes::from_static(b"hi")));
     }
 
     /// RFC 2046 §4.1.2: the charset says how the bytes are read; it used to be ignored

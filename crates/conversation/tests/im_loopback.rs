@@ -1035,3 +1035,166 @@ async fn hanging_up_with_messages_in_flight_ends_the_call_locally() {
         "terminate() ended calls for another reason: {wrong:?}"
     );
 }
+
+/// A terminated endpoint sends no page: `send_page` fails with `MessageError::Endpoint`,
+/// as placing a call fails with `CallError::Endpoint`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_endpoint_sends_no_page() {
+    let p = setup().await;
+    let mut pages = p.alice.core().pages();
+    let conv = Conversation::new(&p.bot, on_prem("sip:alice@contoso.test"));
+    p.bot.terminate().await;
+    let call = conv.instant_messaging_call().establish().await;
+    assert!(matches!(call, Err(CallError::Endpoint(_))), "{call:?}");
+    let sent = conv
+        .send_page("text/plain", "from a terminated endpoint")
+        .await;
+    assert!(matches!(sent, Err(MessageError::Endpoint(_))), "{sent:?}");
+    let got = tokio::time::timeout(Duration::from_millis(500), pages.recv()).await;
+    assert!(got.is_err(), "alice received a page: {got:?}");
+}
+
+/// `with_subject`, `with_priority` and `with_id` take effect even when the conversation
+/// has clones (they were silently ignored).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversation_settings_apply_to_a_cloned_conversation() {
+    use conversation::Priority;
+    let p = setup().await;
+    let conv = Conversation::new(&p.bot, on_prem("sip:alice@contoso.test"));
+    let kept = conv.clone(); // e.g. stored in a map of conversations
+    let conv = conv
+        .with_subject("Quarterly report")
+        .with_priority(Priority::Urgent)
+        .with_id("0123456789abcdef");
+    assert_eq!(conv.subject(), Some("Quarterly report"));
+    assert_eq!(conv.priority(), Priority::Urgent);
+    assert_eq!(conv.id(), "0123456789abcdef");
+    assert_eq!(kept.subject(), None);
+    // The settings reach the wire.
+    let mut calls = incoming_im_calls(&p.alice);
+    let callee = tokio::spawn(async move {
+        let c = next_call(&mut calls).await;
+        let r = c.request().request();
+        let subject = r.header(HeaderName::Subject).map(|v| v.to_vec());
+        let id = r.header_by_name("Ms-Conversation-ID").map(|v| v.to_vec());
+        c.decline(603).await;
+        (subject, id)
+    });
+    let _ = conv.instant_messaging_call().establish().await;
+    let (subject, id) = callee.await.unwrap();
+    assert_eq!(subject.as_deref(), Some(&b"Quarterly report"[..]));
+    assert_eq!(id.as_deref(), Some(&b"0123456789abcdef"[..]));
+}
+
+/// Wire messages seen by a platform.
+#[derive(Default, Clone)]
+struct Tap(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl collaboration_platform::MessageObserver for Tap {
+    fn observe(
+        &self,
+        d: collaboration_platform::WireDirection,
+        _: std::net::SocketAddr,
+        wire: &bytes::Bytes,
+    ) {
+        if matches!(d, collaboration_platform::WireDirection::Received) {
+            let w = String::from_utf8_lossy(wire).into_owned();
+            self.0.lock().unwrap().push(w);
+        }
+    }
+}
+
+/// Declining with 405 sends `Allow` (RFC 3261 §21.4.6), with 415 `Accept` (§21.4.13);
+/// 401 (whose challenge cannot be supplied) becomes 603.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decline_adds_the_headers_its_status_requires() {
+    let tap = Tap::default();
+    let t2 = tap.clone();
+    let p = setup_configured(move |me, s| {
+        if me.starts_with("app.") {
+            s.observer(std::sync::Arc::new(t2.clone()))
+        } else {
+            s
+        }
+    })
+    .await;
+    let mut calls = incoming_im_calls(&p.alice);
+    for (asked, sent, header) in [
+        (405, 405, Some("allow: ack, bye, cancel, options, message")),
+        (415, 415, Some("accept: application/sdp")),
+        (401, 603, None),
+    ] {
+        let callee = async { next_call(&mut calls).await.decline(asked).await };
+        let call =
+            Conversation::new(&p.bot, on_prem("sip:alice@contoso.test")).instant_messaging_call();
+        let (r, ()) = tokio::join!(call.establish(), callee);
+        let got = match r {
+            Err(CallError::Declined { status, .. }) => status,
+            Err(CallError::NotAcceptable(_)) => 606,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(got, sent, "decline({asked})");
+        let start = format!("SIP/2.0 {sent}");
+        let resp = tap
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|w| w.starts_with(&start))
+            .cloned()
+            .expect("the response seen");
+        if let Some(h) = header {
+            assert!(
+                resp.lines().any(|l| l.to_ascii_lowercase() == h),
+                "decline({asked}) without `{h}`:\n{resp}"
+            );
+        }
+    }
+}
+
+/// When the peer takes neither IM calls (488) nor pages (405), `deliver_text` reports
+/// both: the INVITE's refusal and the page's failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliver_text_reports_the_refused_call_and_the_failed_page() {
+    let p = setup().await;
+    let conv = Conversation::new(&p.bot, on_prem("sip:alice@contoso.test"));
+    let r = conv.deliver_text("hi").await;
+    match r {
+        Err(CallError::PageFailed { call, page }) => {
+            assert!(matches!(*call, CallError::NotAcceptable(_)), "{call:?}");
+            assert!(
+                matches!(page, MessageError::Failed { status: 405, .. }),
+                "{page:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// `deliver_text` to a peer without IM calls (488) sends the text once as a UTF-8 page
+/// carrying the conversation id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliver_text_falls_back_to_one_page() {
+    let p = setup().await;
+    let mut pages = p.alice.core().pages();
+    let alice = tokio::spawn(async move {
+        let mut pg = tokio::time::timeout(WAIT, pages.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let r = pg.request();
+        let ct = String::from_utf8_lossy(r.header(HeaderName::ContentType).unwrap()).into_owned();
+        let body = String::from_utf8_lossy(pg.body()).into_owned();
+        let cid = r.header_by_name("Ms-Conversation-ID").is_some();
+        pg.respond(200, "OK", &[], None).await.unwrap();
+        let again = tokio::time::timeout(Duration::from_millis(500), pages.recv()).await;
+        (ct, body, cid, again.is_err())
+    });
+    let conv = Conversation::new(&p.bot, on_prem("sip:alice@contoso.test"));
+    let r = conv.deliver_text("héllo").await;
+    assert!(matches!(r, Ok(conversation::Delivery::Page)), "{r:?}");
+    let (ct, body, cid, once) = alice.await.unwrap();
+    assert_eq!(ct, "text/plain; charset=UTF-8");
+    assert_eq!(body, "héllo");
+    assert!(cid && once);
+}

@@ -485,3 +485,62 @@ fn svg_is_well_formed_with_one_line_per_message() {
     );
     assert_eq!(well_formed_lines(&nasty.render_svg()), 1);
 }
+
+/// A peer's reason phrase cannot put a line separator or a bidi override into the text
+/// rendering (they are shown as U+FFFD like control characters).
+#[test]
+fn text_rendering_replaces_line_separators_and_bidi_overrides() {
+    let rec = LadderRecorder::new("app");
+    let w = Bytes::from(
+        "SIP/2.0 200 OK\u{2028}FAKE ROW\u{202e}kO\u{2066}\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n\r\n",
+    );
+    rec.observe(WireDirection::Received, bob(), &w);
+    let text = rec.snapshot().render_text();
+    assert!(
+        !text.contains(['\u{2028}', '\u{202e}', '\u{2066}']),
+        "{text:?}"
+    );
+    assert!(text.contains("200 OK\u{FFFD}FAKE ROW\u{FFFD}kO"), "{text}");
+}
+
+/// One message from each of many remote addresses (ephemeral ports) renders in text that
+/// grows with the messages, not with messages × parties: the parties past
+/// `MAX_TEXT_COLUMNS - 1` share one column.
+#[test]
+fn text_rendering_of_many_parties_stays_linear() {
+    use conversation::ladder::MAX_TEXT_COLUMNS;
+    let rec = LadderRecorder::new("app");
+    let n = 2000usize;
+    let mut input = 0usize;
+    for i in 0..n {
+        let addr: SocketAddr = format!("10.0.{}.{}:{}", i / 250, i % 250, 40000 + i)
+            .parse()
+            .unwrap();
+        let w = Bytes::from(format!(
+            "OPTIONS sip:app@contoso.test SIP/2.0\r\nCall-ID: c{i}\r\nCSeq: 1 OPTIONS\r\n\r\n"
+        ));
+        input += w.len();
+        rec.observe(WireDirection::Received, addr, &w);
+    }
+    let ladder = rec.snapshot();
+    assert_eq!(ladder.parties().len(), n + 1);
+    let text = ladder.render_text();
+    // At most MAX_TEXT_COLUMNS columns of at most 40 characters, plus the time, per row.
+    let widest = text.lines().map(|l| l.chars().count()).max().unwrap();
+    assert!(
+        widest <= 20 + MAX_TEXT_COLUMNS * 40,
+        "row of {widest} chars"
+    );
+    assert!(text.len() < 10 * input, "render_text {} bytes", text.len());
+    let header = text.lines().next().unwrap();
+    assert!(
+        header.contains(&format!("({} others)", n + 1 - (MAX_TEXT_COLUMNS - 1))),
+        "{header}"
+    );
+    // An arrow from a folded party names it.
+    assert!(
+        text.contains("OPTIONS [10.0.7.249:41999]"),
+        "{}",
+        text.lines().last().unwrap()
+    );
+}
