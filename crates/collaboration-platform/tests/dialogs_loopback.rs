@@ -16,6 +16,10 @@ use sip_core::transaction::TransactionConfig;
 use sip_core::{HeaderName, Method};
 use tokio::sync::mpsc;
 
+#[path = "support/scripted_proxy.rs"]
+mod scripted_proxy;
+use scripted_proxy::ScriptedProxy;
+
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn platforms() -> (CollaborationPlatform, CollaborationPlatform) {
@@ -1089,75 +1093,6 @@ async fn a_large_request_in_a_dialog_that_came_by_udp_goes_whole_to_the_proxy() 
     }
 }
 
-/// A forking proxy played by the test over TCP: it reads what the platform sends and
-/// answers as it likes.
-struct ScriptedProxy {
-    stream: tokio::net::TcpStream,
-    buf: Vec<u8>,
-}
-
-impl ScriptedProxy {
-    /// The next message (the platform sends none with a body here), keep-alives skipped.
-    async fn read(&mut self) -> String {
-        use tokio::io::AsyncReadExt;
-        loop {
-            while self.buf.starts_with(b"\r\n") {
-                self.buf.drain(..2);
-            }
-            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let m = String::from_utf8_lossy(&self.buf[..end + 4]).into_owned();
-                self.buf.drain(..end + 4);
-                assert_eq!(header(&m, "Content-Length"), "0", "{m}");
-                return m;
-            }
-            let mut chunk = [0u8; 4096];
-            let n = tokio::time::timeout(WAIT, self.stream.read(&mut chunk))
-                .await
-                .expect("a message within the wait")
-                .unwrap();
-            assert!(n > 0, "connection closed");
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    /// The next request, answering 200 to any BYE met on the way when `method` is not BYE.
-    async fn request(&mut self, method: &str) -> String {
-        loop {
-            let m = self.read().await;
-            if m.starts_with(&format!("{method} ")) {
-                return m;
-            }
-            assert!(m.starts_with("BYE "), "expected {method}, got {m}");
-            self.answer(&m, "200 OK", "").await;
-        }
-    }
-
-    /// Answers `request` with `status`, adding `to_tag` to its To when not empty.
-    async fn answer(&mut self, request: &str, status: &str, to_tag: &str) {
-        use tokio::io::AsyncWriteExt;
-        let to = if to_tag.is_empty() {
-            header(request, "To").to_string()
-        } else {
-            format!("{};tag={to_tag}", header(request, "To"))
-        };
-        let r = format!(
-            "SIP/2.0 {status}\r\n\
-             Via: {}\r\n\
-             From: {}\r\n\
-             To: {to}\r\n\
-             Call-ID: {}\r\n\
-             CSeq: {}\r\n\
-             Contact: <sip:bob@127.0.0.1:9;transport=tcp>\r\n\
-             Content-Length: 0\r\n\r\n",
-            header(request, "Via"),
-            header(request, "From"),
-            header(request, "Call-ID"),
-            header(request, "CSeq"),
-        );
-        self.stream.write_all(r.as_bytes()).await.unwrap();
-    }
-}
-
 /// The tag parameter of a From or To value.
 fn tag_of(value: &str) -> &str {
     value
@@ -1195,10 +1130,7 @@ async fn a_forked_invite_keeps_one_dialog_and_acks_then_ends_the_other_forks_ans
         .await
         .unwrap()
         .unwrap();
-    let mut proxy = ScriptedProxy {
-        stream,
-        buf: Vec::new(),
-    };
+    let mut proxy = ScriptedProxy::new(stream);
     let inv = proxy.request("INVITE").await;
     let call_id = header(&inv, "Call-ID").to_string();
     let local = tag_of(header(&inv, "From")).to_string();

@@ -13,6 +13,10 @@ use collaboration_platform::{
 use sip_core::Method;
 use tokio::sync::mpsc;
 
+#[path = "support/scripted_proxy.rs"]
+mod scripted_proxy;
+use scripted_proxy::{response, ScriptedProxy};
+
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn endpoint(
@@ -232,62 +236,6 @@ async fn shutdown_cancels_a_ringing_invite() {
     );
 }
 
-struct ScriptedProxy {
-    stream: tokio::net::TcpStream,
-    buf: Vec<u8>,
-}
-
-impl ScriptedProxy {
-    async fn read(&mut self) -> String {
-        use tokio::io::AsyncReadExt;
-        loop {
-            while self.buf.starts_with(b"\r\n") {
-                self.buf.drain(..2);
-            }
-            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let m = String::from_utf8_lossy(&self.buf[..end + 4]).into_owned();
-                self.buf.drain(..end + 4);
-                return m;
-            }
-            let mut chunk = [0u8; 4096];
-            let n = tokio::time::timeout(WAIT, self.stream.read(&mut chunk))
-                .await
-                .expect("a message within the wait")
-                .unwrap();
-            assert!(n > 0, "connection closed");
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    async fn answer(&mut self, request: &str, status: &str, to_tag: &str) {
-        use tokio::io::AsyncWriteExt;
-        let r = response(request, status, to_tag);
-        self.stream.write_all(r.as_bytes()).await.unwrap();
-    }
-}
-
-fn response(request: &str, status: &str, to_tag: &str) -> String {
-    let to = if to_tag.is_empty() {
-        header(request, "To").to_string()
-    } else {
-        format!("{};tag={to_tag}", header(request, "To"))
-    };
-    format!(
-        "SIP/2.0 {status}\r\n\
-         Via: {}\r\n\
-         From: {}\r\n\
-         To: {to}\r\n\
-         Call-ID: {}\r\n\
-         CSeq: {}\r\n\
-         Contact: <sip:bob@127.0.0.1:9;transport=tcp>\r\n\
-         Content-Length: 0\r\n\r\n",
-        header(request, "Via"),
-        header(request, "From"),
-        header(request, "Call-ID"),
-        header(request, "CSeq"),
-    )
-}
-
 async fn scripted_platform() -> (CollaborationPlatform, tokio::net::TcpListener) {
     use collaboration_platform::{Listener, OutboundProxy, ServerPlatformSettings};
     let pki = LoopbackPki::new().expect("CA");
@@ -326,10 +274,7 @@ async fn a_2xx_after_the_invite_failed_on_a_transport_error_is_acked() {
         .await
         .unwrap()
         .unwrap();
-    let mut proxy = ScriptedProxy {
-        stream,
-        buf: Vec::new(),
-    };
+    let mut proxy = ScriptedProxy::new(stream);
     let inv = proxy.read().await;
     assert!(inv.starts_with("INVITE "), "{inv}");
     proxy.answer(&inv, "180 Ringing", "b1").await;
@@ -357,10 +302,7 @@ async fn a_2xx_after_the_invite_failed_on_a_transport_error_is_acked() {
     let Ok(Ok((stream, _))) = got else {
         panic!("the 2xx that came after the transport failure was never ACKed (no connection to the proxy)");
     };
-    let mut proxy = ScriptedProxy {
-        stream,
-        buf: Vec::new(),
-    };
+    let mut proxy = ScriptedProxy::new(stream);
     let m = tokio::time::timeout(Duration::from_secs(3), proxy.read()).await;
     match m {
         Ok(m) => assert!(m.starts_with("ACK "), "{m}"),
@@ -386,10 +328,7 @@ async fn a_2xx_after_the_cancel_timed_out_is_acked() {
         .await
         .unwrap()
         .unwrap();
-    let mut proxy = ScriptedProxy {
-        stream,
-        buf: Vec::new(),
-    };
+    let mut proxy = ScriptedProxy::new(stream);
     let inv = proxy.read().await;
     proxy.answer(&inv, "180 Ringing", "b1").await;
     match tokio::time::timeout(WAIT, call.next()).await.unwrap() {
