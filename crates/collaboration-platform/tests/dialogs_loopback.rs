@@ -9,18 +9,16 @@ use std::time::Duration;
 
 use collaboration_platform::loopback::{pair, LoopbackPki};
 use collaboration_platform::{
-    Address, CollaborationPlatform, DialogEndReason, DialogId, EndpointId, IncomingRequest,
-    InviteProgress, OutgoingRequest, RequestError, Topology,
+    CollaborationPlatform, DialogEndReason, DialogId, EndpointId, IncomingRequest, InviteProgress,
+    OutgoingRequest, RequestError, Topology,
 };
 use sip_core::transaction::TransactionConfig;
 use sip_core::{HeaderName, Method};
 use tokio::sync::mpsc;
 
-#[path = "support/scripted_proxy.rs"]
-mod scripted_proxy;
-use scripted_proxy::ScriptedProxy;
-
-const WAIT: Duration = Duration::from_secs(10);
+mod support;
+use support::scripted_proxy::ScriptedProxy;
+use support::{endpoint, header, next, WAIT};
 
 async fn platforms() -> (CollaborationPlatform, CollaborationPlatform) {
     platforms_with(TransactionConfig::default()).await
@@ -39,21 +37,6 @@ async fn platforms_with(app: TransactionConfig) -> (CollaborationPlatform, Colla
     })
     .await
     .expect("platforms")
-}
-
-async fn endpoint(
-    p: &CollaborationPlatform,
-    user: &str,
-) -> (EndpointId, mpsc::Receiver<IncomingRequest>) {
-    let owner = Address::assume_on_premises(&format!("sip:{user}@contoso.test")).unwrap();
-    p.register_endpoint(owner, None, false).await.unwrap()
-}
-
-async fn next(rx: &mut mpsc::Receiver<IncomingRequest>) -> IncomingRequest {
-    tokio::time::timeout(WAIT, rx.recv())
-        .await
-        .expect("a request within the wait")
-        .expect("endpoint open")
 }
 
 fn invite(a: &CollaborationPlatform) -> OutgoingRequest {
@@ -900,14 +883,6 @@ impl UdpCallee {
 }
 
 /// The value of header `name` in `message`.
-fn header<'m>(message: &'m str, name: &str) -> &'m str {
-    message
-        .split("\r\n")
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(':')))
-        .map(str::trim)
-        .unwrap_or_else(|| panic!("{name} in {message}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_2xx_is_retransmitted_until_acked_and_the_call_ends_with_bye_when_no_ack_comes() {
     let mut c = udp_callee().await;

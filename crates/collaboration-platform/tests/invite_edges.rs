@@ -7,32 +7,14 @@ use std::time::Duration;
 
 use collaboration_platform::loopback::{pair, LoopbackPki};
 use collaboration_platform::{
-    Address, CollaborationPlatform, EndpointId, IncomingRequest, InviteProgress, OutgoingRequest,
-    Topology,
+    CollaborationPlatform, EndpointId, IncomingRequest, InviteProgress, OutgoingRequest, Topology,
 };
 use sip_core::Method;
 use tokio::sync::mpsc;
 
-#[path = "support/scripted_proxy.rs"]
-mod scripted_proxy;
-use scripted_proxy::{response, ScriptedProxy};
-
-const WAIT: Duration = Duration::from_secs(10);
-
-async fn endpoint(
-    p: &CollaborationPlatform,
-    user: &str,
-) -> (EndpointId, mpsc::Receiver<IncomingRequest>) {
-    let owner = Address::assume_on_premises(&format!("sip:{user}@contoso.test")).unwrap();
-    p.register_endpoint(owner, None, false).await.unwrap()
-}
-
-async fn next(rx: &mut mpsc::Receiver<IncomingRequest>) -> IncomingRequest {
-    tokio::time::timeout(WAIT, rx.recv())
-        .await
-        .expect("a request within the wait")
-        .expect("endpoint open")
-}
+mod support;
+use support::scripted_proxy::{response, ScriptedProxy};
+use support::{endpoint, header, next, WAIT};
 
 struct SentTap(mpsc::UnboundedSender<String>);
 
@@ -47,14 +29,6 @@ impl collaboration_platform::MessageObserver for SentTap {
             let _ = self.0.send(String::from_utf8_lossy(wire).into_owned());
         }
     }
-}
-
-fn header<'m>(message: &'m str, name: &str) -> &'m str {
-    message
-        .split("\r\n")
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(':')))
-        .map(str::trim)
-        .unwrap_or_else(|| panic!("{name} in {message}"))
 }
 
 /// Bob's platform (T1 = 100 ms) listening on UDP; a raw UDP caller.

@@ -2,10 +2,7 @@
 //! answers as the test likes (forks, late answers, silence). Shared by the test files
 //! that need one.
 
-use std::time::Duration;
-
-/// How long a read waits for the platform's next message.
-const READ_WAIT: Duration = Duration::from_secs(10);
+use super::WAIT;
 
 /// The proxy's side of one TCP connection from the platform.
 pub struct ScriptedProxy {
@@ -36,7 +33,7 @@ impl ScriptedProxy {
                 return m;
             }
             let mut chunk = [0u8; 4096];
-            let n = tokio::time::timeout(READ_WAIT, self.stream.read(&mut chunk))
+            let n = tokio::time::timeout(WAIT, self.stream.read(&mut chunk))
                 .await
                 .expect("a message within the wait")
                 .unwrap();
@@ -91,7 +88,7 @@ pub fn response(request: &str, status: &str, to_tag: &str) -> String {
 }
 
 /// The value of the first header `name` (as written) in `message`.
-fn header<'m>(message: &'m str, name: &str) -> &'m str {
+pub fn header<'m>(message: &'m str, name: &str) -> &'m str {
     message
         .split("\r\n")
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(':')))
