@@ -216,6 +216,9 @@ impl CollaborationPlatform {
     /// [`Topology`] from the Request-URI) leaves without home-trust headers; one for a
     /// blocked or not-allowed partner is not sent ([`RequestError::Refused`]).
     ///
+    /// An INVITE is refused ([`RequestError::Invalid`], nothing sent): its 2xx needs an ACK
+    /// and makes a dialog, which [`invite`](Self::invite) takes care of and this does not.
+    ///
     /// Cancel safety: if cancelled while waiting for room in the command queue, nothing was
     /// sent. Cancelled later, the request is sent and its transaction runs to its end; only
     /// the response is lost.
@@ -223,7 +226,13 @@ impl CollaborationPlatform {
         &self,
         request: impl Into<OutgoingRequest>,
     ) -> Result<SipMessage, RequestError> {
-        let (message, _, span) = self.prepare(request.into())?;
+        let request = request.into();
+        if request.method() == Method::Invite {
+            return Err(RequestError::Invalid(
+                "an INVITE is sent with invite or invite_without_offer (its 2xx is ACKed)".into(),
+            ));
+        }
+        let (message, _, span) = self.prepare(request)?;
         let (reply, rx) = oneshot::channel();
         self.inner
             .commands

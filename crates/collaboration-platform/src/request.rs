@@ -243,6 +243,11 @@ impl OutgoingRequest {
                 }
                 if m.header(HeaderName::Via).is_none() {
                     m.push_header(HeaderName::Via, via).map_err(invalid)?;
+                } else if let Some(top) = branchless_only_via(&m) {
+                    // The transaction layer would give it a branch the caller (and the
+                    // INVITE's handle, which `cancel` finds it by) never learns: ours now.
+                    m.set_header(HeaderName::Via, format!("{top};branch={branch}"))
+                        .map_err(invalid)?;
                 }
                 m.validate().map_err(invalid)?;
                 let b = m
@@ -293,6 +298,18 @@ impl OutgoingRequest {
             }
         }
     }
+}
+
+/// The value of `m`'s Via when it is its only one and has no branch (the transaction
+/// layer would add one; with several, it refuses the request).
+fn branchless_only_via(m: &SipMessage) -> Option<String> {
+    let mut vias = m.headers().filter(|h| h.name == HeaderName::Via);
+    let only = vias.next()?;
+    if vias.next().is_some() || only.value.contains(&b',') {
+        return None;
+    }
+    let has_branch = m.top_via().ok().is_some_and(|v| v.branch().is_some());
+    (!has_branch).then(|| String::from_utf8_lossy(only.value).trim().to_string())
 }
 
 impl From<SipMessage> for OutgoingRequest {

@@ -335,3 +335,89 @@ async fn a_2xx_after_the_cancel_timed_out_is_acked() {
     let bye = proxy.read().await;
     assert!(bye.starts_with("BYE "), "{bye}");
 }
+
+/// An INVITE given to `send_request` (a plain request, no dialog): its 2xx must still be
+/// ACKed (RFC 3261 §13.2.2.4), which only `invite` does. It used to go out as a plain
+/// request: the caller got the 2xx, no ACK was sent, and the callee's call hung until
+/// its 64·T1 ran out. Refused now ([`RequestError::Invalid`]), before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_request_refuses_an_invite_whose_2xx_it_would_never_ack() {
+    let (a, listener) = scripted_platform().await;
+    let req =
+        OutgoingRequest::new(Method::Invite, "sip:bob@contoso.test").from("<sip:app@contoso.test>");
+    let sent = tokio::spawn(async move {
+        let r = a.send_request(req).await;
+        (a, r)
+    });
+    if let Ok(Ok((stream, _))) =
+        tokio::time::timeout(Duration::from_millis(500), listener.accept()).await
+    {
+        let mut proxy = ScriptedProxy::new(stream);
+        let inv = proxy.read().await;
+        assert!(inv.starts_with("INVITE "), "{inv}");
+        proxy.answer(&inv, "200 OK", "b1").await;
+        let (_a, r) = tokio::time::timeout(WAIT, sent).await.unwrap().unwrap();
+        let ack = tokio::time::timeout(Duration::from_secs(2), proxy.read()).await;
+        panic!(
+            "send_request sent the INVITE (outcome {:?}); the next message: {:?}",
+            r.map(|m| m.status()),
+            ack.map_err(|_| "none within 2 s (the 2xx was never ACKed)")
+        );
+    }
+    let (_a, r) = tokio::time::timeout(WAIT, sent).await.unwrap().unwrap();
+    assert!(
+        matches!(r, Err(collaboration_platform::RequestError::Invalid(_))),
+        "{r:?}"
+    );
+}
+
+/// An INVITE built whole by the caller whose Via has no branch: the transaction layer
+/// gives it one, and the handle must name that branch (it is what `cancel` finds the
+/// INVITE by). It named "" instead: two such INVITEs shared the key, and cancelling one
+/// cancelled the other (or nothing, once the other had ended).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_built_without_a_branch_is_named_by_the_branch_it_goes_with() {
+    let (a, listener) = scripted_platform().await;
+    let (app, _app_rx) = endpoint(&a, "app").await;
+    let whole = |call_id: &str| {
+        let raw = format!(
+            "INVITE sip:bob@contoso.test SIP/2.0\r\n\
+             Via: SIP/2.0/TCP 127.0.0.1:5060\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:app@contoso.test>;tag=a1\r\n\
+             To: <sip:bob@contoso.test>\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: 1 INVITE\r\n\
+             Contact: <sip:app@127.0.0.1:5060;transport=tcp>\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        sip_core::SipMessage::parse_datagram(raw.into(), &sip_core::Limits::default()).unwrap()
+    };
+    let first = a.invite(app, whole("c1@contoso.test")).await.unwrap();
+    let second = a.invite(app, whole("c2@contoso.test")).await.unwrap();
+    let (stream, _) = tokio::time::timeout(WAIT, listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut proxy = ScriptedProxy::new(stream);
+    let inv1 = proxy.read().await;
+    let inv2 = proxy.read().await;
+    let branch_of = |m: &str| {
+        header(m, "Via")
+            .split(';')
+            .find_map(|p| p.trim().strip_prefix("branch="))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(
+        (first.branch(), second.branch()),
+        (branch_of(&inv1).as_str(), branch_of(&inv2).as_str())
+    );
+    // Both ring; cancelling the first cancels the first.
+    proxy.answer(&inv1, "180 Ringing", "b1").await;
+    proxy.answer(&inv2, "180 Ringing", "b2").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    first.cancel().await;
+    let cancel = proxy.request("CANCEL").await;
+    assert_eq!(header(&cancel, "Call-ID"), "c1@contoso.test", "{cancel}");
+}
