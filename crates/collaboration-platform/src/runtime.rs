@@ -1633,12 +1633,19 @@ impl Driver {
     }
 
     fn trust_of(&self, info: &ConnectionInfo) -> bool {
+        // The listener the connection came in on: same address and same transport (a UDP
+        // listener may share its port with a TCP or TLS one, and opens only itself).
+        let kind = match info.transport {
+            TransportKind::Tls => Some(ListenerKind::MutualTls),
+            TransportKind::Tcp => Some(ListenerKind::Tcp),
+            _ => None,
+        };
         if info.direction == Direction::Inbound
             && self
                 .cfg
                 .listeners
                 .iter()
-                .any(|l| l.addr == info.local && l.allow_untrusted)
+                .any(|l| Some(l.kind) == kind && l.addr == info.local && l.allow_untrusted)
         {
             return true;
         }
