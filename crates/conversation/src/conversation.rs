@@ -141,6 +141,34 @@ pub(crate) struct Shared<H: Homing> {
     inner: Mutex<Inner>,
 }
 
+/// A copy for [`Conversation::edit`] on a shared conversation: the same remote, endpoint,
+/// headers, state and impersonation; the state's watchers stay with the original.
+impl<H: Homing> Clone for Shared<H> {
+    fn clone(&self) -> Self {
+        let (state, impersonation) = {
+            let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let imp = g.rare.as_ref().and_then(|r| r.impersonation.clone());
+            (g.state, imp)
+        };
+        Shared {
+            remote: self.remote.clone(),
+            core: self.core.clone(),
+            id: self.id.clone(),
+            subject: self.subject.clone(),
+            priority: self.priority,
+            inner: Mutex::new(Inner {
+                state,
+                rare: impersonation.map(|i| {
+                    Box::new(Rare {
+                        watch: None,
+                        impersonation: Some(i),
+                    })
+                }),
+            }),
+        }
+    }
+}
+
 struct Inner {
     state: ConversationState,
     /// What most conversations never use, allocated when first needed.
@@ -312,33 +340,7 @@ impl<H: Homing> Conversation<H> {
     /// a copy that this handle then owns alone (`Arc::get_mut` alone silently did nothing
     /// when the conversation had been cloned).
     fn edit(mut self, change: impl FnOnce(&mut Shared<H>)) -> Self {
-        if Arc::get_mut(&mut self.shared).is_none() {
-            let (state, impersonation) = {
-                let g = self.lock();
-                let imp = g.rare.as_ref().and_then(|r| r.impersonation.clone());
-                (g.state, imp)
-            };
-            let old = &self.shared;
-            self.shared = Arc::new(Shared {
-                remote: old.remote.clone(),
-                core: old.core.clone(),
-                id: old.id.clone(),
-                subject: old.subject.clone(),
-                priority: old.priority,
-                inner: Mutex::new(Inner {
-                    state,
-                    rare: impersonation.map(|i| {
-                        Box::new(Rare {
-                            watch: None,
-                            impersonation: Some(i),
-                        })
-                    }),
-                }),
-            });
-        }
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            change(shared);
-        }
+        change(Arc::make_mut(&mut self.shared));
         self
     }
 

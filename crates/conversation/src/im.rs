@@ -190,7 +190,7 @@ impl SdpOrigin {
 /// The INVITE's canceller while it rings, then the dialog: never both. Inline, not boxed:
 /// a short-lived allocation per call amid long-lived ones costs more resident memory than
 /// its size (allocator fragmentation).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Leg {
     None,
     Ringing(InviteCanceller),
@@ -741,13 +741,8 @@ impl CallShared {
     fn abandoned(&self) {
         let (state, leg, awaits_ack) = {
             let g = self.lock();
-            let leg = match &g.leg {
-                Leg::None => None,
-                Leg::Ringing(c) => Some(Err(c.clone())),
-                Leg::Up(d) => Some(Ok(d.clone())),
-            };
             let awaits_ack = g.rare.as_ref().is_some_and(|r| r.awaited_answer.is_some());
-            (g.state, leg, awaits_ack)
+            (g.state, g.leg.clone(), awaits_ack)
         };
         match state {
             // Nothing was sent: nothing to end (and the conversation keeps its state).
@@ -756,7 +751,7 @@ impl CallShared {
             // sends the BYE, as after `terminate` (or the platform ends the dialog when no
             // ACK comes).
             ConversationState::Establishing | ConversationState::Terminating
-                if awaits_ack && leg.is_none() =>
+                if awaits_ack && matches!(leg, Leg::None) =>
             {
                 self.set_state(ConversationState::Terminating);
                 return;
@@ -765,23 +760,21 @@ impl CallShared {
         }
         debug!("every handle of the call was dropped: ending it");
         match leg {
-            Some(Ok(dialog)) => {
+            Leg::Up(dialog) => {
                 if self.end(TerminationReason::Local) {
                     self.bye_later(dialog);
                 }
             }
-            Some(Err(canceller)) => {
+            Leg::Ringing(canceller) => {
                 // An `establish` dropped while the INVITE rings: the callee stops ringing.
                 // A 2xx that comes once the CANCEL was asked is ACKed and ended with BYE
                 // by the platform.
-                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                    runtime.spawn(async move { canceller.cancel().await });
-                }
+                cancel_later(canceller);
                 self.end(TerminationReason::Local);
             }
             // Offered and neither accepted nor declined (the INVITE, dropped with it, is
             // answered by the platform), or dropped before its INVITE or 200 went out.
-            None => {
+            Leg::None => {
                 self.end(TerminationReason::Local);
             }
         }
@@ -943,6 +936,14 @@ impl<H: Homing> std::fmt::Debug for InstantMessagingCall<H> {
             .field("conversation", &self.conversation.id())
             .field("state", &self.shared.state())
             .finish_non_exhaustive()
+    }
+}
+
+/// Cancels a ringing INVITE from a task of its own, as [`CallShared::bye_later`] sends
+/// BYE (nothing is sent outside a Tokio runtime).
+fn cancel_later(canceller: InviteCanceller) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move { canceller.cancel().await });
     }
 }
 
@@ -1545,22 +1546,13 @@ impl DialogHandler for CallShared {
     /// for the peer. (A callee whose 200 carried the offer and is still owed its ACK only
     /// ends here: BYE may not precede that ACK, RFC 3261 §15.)
     async fn endpoint_terminated(self: Arc<Self>) {
-        let leg = {
-            let g = self.lock();
-            match &g.leg {
-                Leg::Up(d) => Leg::Up(d.clone()),
-                Leg::Ringing(c) => Leg::Ringing(c.clone()),
-                Leg::None => Leg::None,
-            }
-        };
+        let leg = self.lock().leg.clone();
         if !self.end(TerminationReason::EndpointTerminated) {
             return;
         }
         match leg {
             Leg::Up(dialog) => self.bye_later(dialog),
-            Leg::Ringing(canceller) => {
-                tokio::spawn(async move { canceller.cancel().await });
-            }
+            Leg::Ringing(canceller) => cancel_later(canceller),
             Leg::None => {}
         }
     }
