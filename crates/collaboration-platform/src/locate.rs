@@ -16,10 +16,11 @@
 //! 6. Without SRV records: A/AAAA of the host with the default port (TLS for `sips:`; for
 //!    `sip:` UDP, else TCP, else TLS, whichever is supported first, per RFC 3263 §4.1).
 //!
-//! SRV records are ordered by priority (ascending) and, within one priority, **deterministically
-//! by weight (descending), ties in answer order** — not RFC 2782's weighted random draw: a
-//! platform talks to few front ends and a reproducible order makes failures easier to read.
-//! A target of `.` (service not offered) is skipped. Duplicate candidates are dropped.
+//! SRV records are ordered by priority (ascending) and, within one priority, by RFC 2782's
+//! weighted random selection (see [`order_srv`]): a target of weight 90 beside one of weight
+//! 10 comes first about 90% of the time, so load spreads over front ends as the zone asks;
+//! a weight-0 target has a small chance of coming first. A target of `.` (service not
+//! offered) is skipped. Duplicate candidates are dropped.
 //!
 //! The TLS name of every candidate is the target's host (RFC 5922 §4: the domain of the URI,
 //! not the SRV or NAPTR target).
@@ -173,7 +174,8 @@ pub struct NaptrRecord {
 pub struct SrvRecord {
     /// Lower priorities are used first.
     pub priority: u16,
-    /// Within one priority, higher weights are used first (see the module doc).
+    /// Within one priority, the relative chance of being used first (RFC 2782 weighted
+    /// random selection, see [`order_srv`]).
     pub weight: u16,
     /// The port.
     pub port: u16,
@@ -535,12 +537,56 @@ fn naptr_transport(service: &str) -> Option<TransportKind> {
     }
 }
 
-/// SRV records in the order to use them: priority ascending, then weight descending, ties in
-/// answer order; `.` targets dropped.
-pub fn order_srv(mut records: Vec<SrvRecord>) -> Vec<SrvRecord> {
+/// SRV records in the order to use them (RFC 2782): priority ascending and, within one
+/// priority, repeated weighted random picks (see [`order_srv_with`]); `.` targets dropped.
+/// The random numbers come from the thread's random number generator.
+pub fn order_srv(records: Vec<SrvRecord>) -> Vec<SrvRecord> {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    order_srv_with(records, &mut |total| rng.random_range(0..=total))
+}
+
+/// [`order_srv`] with the random numbers from `random`, which is given the sum of the
+/// weights still to order, `total`, and returns a number in `0..=total` (uniformly, for
+/// RFC 2782's distribution; a larger one is read as `total`).
+///
+/// RFC 2782's selection, for each priority from the lowest: the records not yet ordered
+/// are listed weight-0 records first, then the others, each group in answer order; a number
+/// `r` is drawn in `0..=total` and the first record whose running sum of weights is at
+/// least `r` is taken next. A record is thus taken with a chance of `(weight + 1) / (total
+/// + 1)` when it is first in the list and `weight / (total + 1)` otherwise, so a weight-0
+/// record is rarely first. `random` is not called when one record is left.
+pub fn order_srv_with(
+    mut records: Vec<SrvRecord>,
+    random: &mut impl FnMut(u64) -> u64,
+) -> Vec<SrvRecord> {
     records.retain(|r| !r.target.is_empty() && r.target != ".");
-    records.sort_by_key(|r| (r.priority, std::cmp::Reverse(r.weight)));
-    records
+    // A stable sort: answer order within (priority, weight-0 first).
+    records.sort_by_key(|r| (r.priority, r.weight != 0));
+    let mut out = Vec::with_capacity(records.len());
+    let mut rest = records.into_iter().peekable();
+    while let Some(first) = rest.next() {
+        let priority = first.priority;
+        let mut group = vec![first];
+        while let Some(r) = rest.next_if(|r| r.priority == priority) {
+            group.push(r);
+        }
+        while group.len() > 1 {
+            let total = group.iter().map(|r| u64::from(r.weight)).sum::<u64>();
+            let pick = random(total).min(total);
+            let mut running = 0u64;
+            let i = group
+                .iter()
+                .position(|r| {
+                    running += u64::from(r.weight);
+                    running >= pick
+                })
+                .unwrap_or(group.len() - 1);
+            out.push(group.remove(i));
+        }
+        out.extend(group);
+    }
+    out
 }
 
 /// The candidate list being built, without duplicates.

@@ -298,11 +298,20 @@ fn srv_without_naptr_by_priority_then_weight() {
     let l = ServerLocator::new().with_dns(dns);
     let r = resolve(&l, LocateTarget::sip_domain("contoso.test")).unwrap();
     // TLS SRV first (whatever the TCP record's priority), then TCP; UDP has no records.
+    // Priority 10 before 20; heavy and light share priority 10, so their order is a weighted
+    // random draw (see `srv_same_priority_*`).
+    let mut first_two = addrs(&r[..2]);
+    first_two.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(
-        addrs(&r),
+        first_two,
         vec![
-            ("192.0.2.60:5062".into(), Tls),
             ("192.0.2.10:5061".into(), Tls),
+            ("192.0.2.60:5062".into(), Tls),
+        ]
+    );
+    assert_eq!(
+        addrs(&r[2..]),
+        vec![
             ("192.0.2.30:5061".into(), Tls),
             ("192.0.2.99:5060".into(), Tcp),
         ]
@@ -310,6 +319,119 @@ fn srv_without_naptr_by_priority_then_weight() {
     let r = resolve(&l, LocateTarget::sips_domain("contoso.test")).unwrap();
     assert_eq!(r.len(), 3);
     assert!(r.iter().all(|c| c.transport == Tls));
+}
+
+fn srv(priority: u16, weight: u16, target: &str) -> SrvRecord {
+    SrvRecord {
+        priority,
+        weight,
+        port: 5061,
+        target: target.into(),
+    }
+}
+
+fn targets(v: &[SrvRecord]) -> Vec<&str> {
+    v.iter().map(|r| r.target.as_str()).collect()
+}
+
+/// `order_srv_with` with the numbers of `draws` in turn; also returns the totals asked for.
+fn order_with_draws(records: Vec<SrvRecord>, draws: &[u64]) -> (Vec<SrvRecord>, Vec<u64>) {
+    let mut draws = draws.iter().copied();
+    let mut totals = Vec::new();
+    let out = order_srv_with(records, &mut |total| {
+        totals.push(total);
+        draws
+            .next()
+            .expect("more random numbers asked for than expected")
+    });
+    (out, totals)
+}
+
+#[test]
+fn srv_same_priority_follows_rfc_2782_draws() {
+    let records = vec![
+        srv(10, 10, "b"),
+        srv(20, 0, "e"),
+        srv(10, 30, "c"),
+        srv(10, 0, "a"),
+        srv(5, 5, "d"),
+        srv(10, 0, "."),
+    ];
+    // Priority 5 alone (no draw); priority 10 listed a(0), b(10), c(30): running sums 0, 10,
+    // 40. A draw of 25 takes c; then a(0), b(10): a draw of 0 takes a (a weight-0 record's
+    // small chance); b is left; priority 20 alone.
+    let (out, totals) = order_with_draws(records.clone(), &[25, 0]);
+    assert_eq!(targets(&out), ["d", "c", "a", "b", "e"]);
+    assert_eq!(totals, [40, 10]);
+    // A draw equal to a running sum takes that record: 10 takes b, then 10 of a(0), c(30)
+    // takes c.
+    let (out, totals) = order_with_draws(records.clone(), &[10, 10]);
+    assert_eq!(targets(&out), ["d", "b", "c", "a", "e"]);
+    assert_eq!(totals, [40, 30]);
+    // 1 skips the weight-0 record: b; then 0 of a(0), c(30) takes a.
+    let (out, _) = order_with_draws(records.clone(), &[1, 0]);
+    assert_eq!(targets(&out), ["d", "b", "a", "c", "e"]);
+    // A draw out of range counts as the total: the last record.
+    let (out, _) = order_with_draws(records, &[1000, 1000]);
+    assert_eq!(targets(&out), ["d", "c", "b", "a", "e"]);
+    // All weights 0: the only draw possible is 0, answer order.
+    let (out, totals) = order_with_draws(
+        vec![srv(1, 0, "x"), srv(1, 0, "y"), srv(1, 0, "z")],
+        &[0, 0],
+    );
+    assert_eq!(targets(&out), ["x", "y", "z"]);
+    assert_eq!(totals, [0, 0]);
+}
+
+/// How many of `n` seeded orderings of `records` put `target` first.
+fn first_count(records: &[SrvRecord], target: &str, n: u64) -> u64 {
+    use rand::{Rng, SeedableRng};
+    (0..n)
+        .filter(|&seed| {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let out = order_srv_with(records.to_vec(), &mut |total| rng.random_range(0..=total));
+            assert_eq!(out.len(), records.len());
+            out[0].target == target
+        })
+        .count() as u64
+}
+
+#[test]
+fn srv_same_priority_weights_are_chances() {
+    // 90/10, light listed first: heavy first in about 90% of 2 000 orderings (seeded, so the
+    // count is the same every run; the bounds are wide so a change of generator still passes).
+    let records = [srv(10, 10, "light"), srv(10, 90, "heavy")];
+    let heavy = first_count(&records, "heavy", 2_000);
+    assert!((1_600..=1_940).contains(&heavy), "heavy first {heavy}/2000");
+    // Weight 0 beside weight 99: first with a chance of 1/100, not never.
+    let records = [srv(10, 99, "big"), srv(10, 0, "zero")];
+    let zero = first_count(&records, "zero", 2_000);
+    assert!((5..=60).contains(&zero), "weight 0 first {zero}/2000");
+    // Another priority is never mixed in: priority 1 always first whatever its weight.
+    let records = [srv(2, 1000, "later"), srv(1, 0, "sooner")];
+    assert_eq!(first_count(&records, "sooner", 200), 200);
+}
+
+#[test]
+fn resolve_draws_srv_order_within_a_priority() {
+    // Two front ends of equal weight: over 100 resolutions each comes first at least once
+    // (a fixed order would fail; chance of a false failure 2 * 2^-100).
+    let dns = FakeDns::default()
+        .srv("_sips._tcp.contoso.test", 10, 50, 5061, "fe1.contoso.test")
+        .srv("_sips._tcp.contoso.test", 10, 50, 5061, "fe2.contoso.test")
+        .ip("fe1.contoso.test", "192.0.2.1")
+        .ip("fe2.contoso.test", "192.0.2.2");
+    let l = ServerLocator::new().with_dns(dns);
+    let mut firsts = std::collections::BTreeSet::new();
+    for _ in 0..100 {
+        let r = resolve(&l, LocateTarget::sips_domain("contoso.test")).unwrap();
+        assert_eq!(r.len(), 2);
+        firsts.insert(r[0].addr.to_string());
+    }
+    assert_eq!(
+        firsts.into_iter().collect::<Vec<_>>(),
+        ["192.0.2.1:5061", "192.0.2.2:5061"]
+    );
 }
 
 #[test]
