@@ -24,8 +24,13 @@ pub struct TransportLimits {
     /// closed ([`CloseReason::IdleTimeout`](crate::CloseReason::IdleTimeout)): otherwise a
     /// silent peer would hold a connection slot for the whole idle timeout. Default 10 s.
     pub handshake_timeout: Duration,
-    /// A connection on which nothing was received for this long is closed. Default 300 s
-    /// (keep-alive pings, default every 120 s, keep a live flow open).
+    /// A connection on which nothing was received for this long is closed
+    /// ([`CloseReason::IdleTimeout`](crate::CloseReason::IdleTimeout)). Only what the peer
+    /// sends counts: what we send, keep-alive pings included, does not (a peer that never
+    /// answers is not kept open by our own traffic), and neither does time the reader spent
+    /// waiting for room in the event channel (a slow application: the clock restarts once
+    /// what was received has been handed up). Default 300 s (keep-alive pings, default every
+    /// 120 s, keep a live flow open through the peer's pongs).
     pub idle_timeout: Duration,
     /// A message whose first byte arrived must be complete within this, or the sender is
     /// cut off as a slow sender. The clock restarts with each message completed: it

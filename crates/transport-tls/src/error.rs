@@ -203,7 +203,10 @@ pub enum CloseReason {
     /// The transport is shutting down.
     #[error("transport shut down")]
     Shutdown,
-    /// No traffic either way for the idle timeout.
+    /// Nothing received from the peer for
+    /// [`TransportLimits::idle_timeout`](crate::TransportLimits::idle_timeout) (what we send
+    /// does not count), or, on an inbound plain TCP connection, no first bytes within
+    /// [`TransportLimits::handshake_timeout`](crate::TransportLimits::handshake_timeout).
     #[error("idle timeout")]
     IdleTimeout,
     /// RFC 5626: a keep-alive ping got no pong in time; the flow is dead.

@@ -882,6 +882,8 @@ impl Connection {
         // Whether the buffer was made small since the last read (once per quiet spell).
         let mut shrunk = false;
         let start = Instant::now();
+        // The idle clock: when the reader last received, or finished handing up what it
+        // received (see below).
         let mut last_rx = start;
         let mut partial_since: Option<Instant> = None;
         // An inbound plain TCP connection has no handshake that would time out: its first
@@ -949,7 +951,6 @@ impl Connection {
                         }
                     }
                     let now = Instant::now();
-                    last_rx = now;
                     first_bytes_due = None;
                     // Answers to the peer wait for room in the send queue at most until the
                     // idle deadline (the writer's write timeout ends a peer that never reads).
@@ -990,15 +991,22 @@ impl Connection {
                             }
                         }
                     }
+                    // Handing the completed messages up may have waited for room in the
+                    // event channel. Nothing was read meanwhile, so that wait, our own
+                    // backpressure, is not the peer's: the clocks below restart after it,
+                    // not at the read.
+                    let handed_up = Instant::now();
+                    // The idle timeout measures the peer's silence: a peer waiting for the
+                    // answer to a message a slow application took long to accept is not
+                    // idle (nor was it while we did not read).
+                    last_rx = handed_up;
                     // The partial-message clock measures how long the current unfinished
                     // message has been pending: it restarts when a frame completes (the rest
-                    // of the buffer arrived in this read). It restarts now, not at the read:
-                    // handing the completed messages up may have waited for room in the
-                    // event channel, and our own backpressure must not make a peer that
-                    // sends at full speed a slow sender (nothing was read meanwhile).
+                    // of the buffer arrived in this read), so a peer that sends at full
+                    // speed is not made a slow sender by our backpressure.
                     partial_since = match (framer.has_partial(), completed) {
                         (false, _) => None,
-                        (true, true) => Some(Instant::now()),
+                        (true, true) => Some(handed_up),
                         (true, false) => partial_since.or(Some(now)),
                     };
                 }
@@ -1971,6 +1979,85 @@ mod tests {
         sizing.quiet(&mut buf);
         assert_eq!(&buf[..], b"INVITE ");
         assert_eq!(sizing.chunk, READ_CHUNK_MIN);
+    }
+
+    /// A request as a front end would send it.
+    fn request(cseq: u32) -> Vec<u8> {
+        format!(
+            "MESSAGE sip:app@contoso.test SIP/2.0\r\n\
+             Via: SIP/2.0/TLS 192.0.2.9:5061;branch=z9hG4bK{cseq}\r\n\
+             From: <sip:fe@contoso.test>;tag=1\r\n\
+             To: <sip:app@contoso.test>\r\n\
+             Call-ID: idle-test\r\n\
+             CSeq: {cseq} MESSAGE\r\n\
+             Max-Forwards: 70\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    /// The next event, which must be a message; its CSeq number.
+    async fn next_cseq(rx: &mut mpsc::Receiver<TransportEvent>) -> u32 {
+        match rx.recv().await {
+            Some(TransportEvent::Message(m)) => m.message.cseq().unwrap().seq(),
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    /// Our wait for room in the event channel does not count as the peer's silence: a peer
+    /// waiting for the answer to a request that a slow application took long to accept is not
+    /// closed as idle. In-memory streams and paused time: the clocks are exact.
+    #[tokio::test(start_paused = true)]
+    async fn application_backpressure_does_not_count_toward_the_idle_timeout() {
+        let idle = Duration::from_secs(10);
+        let limits = crate::TransportLimits {
+            idle_timeout: idle,
+            ..Default::default()
+        };
+        // Room for one event: `Opened` fills it until the application looks.
+        let settings = TransportSettings::new().limits(limits).event_capacity(1);
+        let (t, mut rx) = SipTransport::new(settings).unwrap();
+        let shared = &t.shared;
+        let (ours, mut peer) = tokio::io::duplex(64 * 1024);
+        let (r, w) = tokio::io::split(ours);
+        let remote: SocketAddr = "192.0.2.9:5061".parse().unwrap();
+        let info = ConnectionInfo {
+            id: shared.next_id(),
+            transport: TransportKind::Tls,
+            local: "192.0.2.1:5061".parse().unwrap(),
+            remote,
+            direction: Direction::Inbound,
+            server_name: None,
+            peer: None,
+        };
+        let admission = shared.admit(remote.ip()).unwrap();
+        shared.start(r, w, info, admission, None);
+
+        // The peer sends a request and waits for its answer; the application is busy for
+        // three idle timeouts, so the reader waits that long to hand the request up.
+        peer.write_all(&request(1)).await.unwrap();
+        tokio::time::sleep(idle * 3).await;
+        assert!(matches!(rx.recv().await, Some(TransportEvent::Opened(_))));
+        assert_eq!(next_cseq(&mut rx).await, 1);
+        // The peer's next request comes half an idle timeout after the application took the
+        // first: the connection is still open (on the old code it was closed as idle as
+        // soon as the request was handed up).
+        tokio::time::sleep(idle / 2).await;
+        let _ = peer.write_all(&request(2)).await;
+        assert_eq!(next_cseq(&mut rx).await, 2);
+        // Then silence: closed a whole idle timeout after that request, not before.
+        let received = Instant::now();
+        match rx.recv().await {
+            Some(TransportEvent::Closed { reason, .. }) => {
+                assert_eq!(reason, CloseReason::IdleTimeout)
+            }
+            other => panic!("expected the close, got {other:?}"),
+        }
+        let silent = received.elapsed();
+        assert!(
+            silent >= idle && silent < idle * 2,
+            "closed after {silent:?}"
+        );
     }
 
     #[test]
