@@ -419,6 +419,26 @@ impl CollaborationPlatform {
         dialog: &DialogId,
         request: impl Into<OutgoingRequest>,
     ) -> Result<SipMessage, RequestError> {
+        self.queue_in_dialog(dialog, request).await?.await
+    }
+
+    /// [`send_in_dialog`](Self::send_in_dialog) in two steps: returns once the platform
+    /// has taken the request, with the future of its outcome. What is taken is sent (or
+    /// held for the ACK of our 2xx) even if that future is dropped, and a
+    /// [`shutdown`](Self::shutdown) asked afterwards finds it and lets it finish within
+    /// its grace period: e.g. the BYE of an application that ends its calls and then
+    /// stops the platform, without waiting for the peers' answers.
+    ///
+    /// Cancel safety: cancel safe (if cancelled before the platform took it, nothing was
+    /// sent).
+    pub async fn queue_in_dialog(
+        &self,
+        dialog: &DialogId,
+        request: impl Into<OutgoingRequest>,
+    ) -> Result<
+        impl std::future::Future<Output = Result<SipMessage, RequestError>> + Send + 'static,
+        RequestError,
+    > {
         let parts = request.into().into_in_dialog();
         let span = tracing::debug_span!(
             "sip_transaction",
@@ -437,7 +457,7 @@ impl CollaborationPlatform {
             })
             .await
             .map_err(|_| RequestError::Shutdown)?;
-        rx.await.unwrap_or(Err(RequestError::Shutdown))
+        Ok(async move { rx.await.unwrap_or(Err(RequestError::Shutdown)) })
     }
 
     /// Forgets `dialog` without sending anything (a subscription that ended, a call whose

@@ -587,8 +587,13 @@ impl Driver {
         }
     }
 
+    /// Requests awaiting their final response (those held for the ACK of our 2xx
+    /// included: a shutdown waits for that ACK, or for the 64·T1 after which a held BYE
+    /// goes all the same, within its grace period) and incoming requests not yet answered.
     fn live(&self) -> usize {
-        self.pending.len() + self.serving.len()
+        self.pending.len()
+            + self.serving.len()
+            + self.held_for_ack.values().map(Vec::len).sum::<usize>()
     }
 
     fn begin_shutdown(&mut self, grace: Duration, done: Option<oneshot::Sender<ShutdownReport>>) {
@@ -629,6 +634,11 @@ impl Driver {
         }
         for (_, p) in self.pending.drain() {
             p.reply.fail(RequestError::Shutdown);
+        }
+        // Still waiting for the ACK of our 2xx at the end of the grace period: not sent
+        // (RFC 3261 §15: no BYE before that ACK, nor before 64·T1 without it).
+        for (_, reply, _) in self.held_for_ack.drain().flat_map(|(_, held)| held) {
+            let _ = reply.send(Err(RequestError::Shutdown));
         }
         let serving: Vec<(TransactionId, SipMessage)> = self
             .serving

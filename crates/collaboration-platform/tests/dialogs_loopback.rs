@@ -1186,6 +1186,78 @@ async fn a_merged_invite_gets_482_and_does_not_reach_the_endpoint() {
     assert!(c.bob_rx.try_recv().is_err());
 }
 
+/// Reads what comes on the caller's socket: `n` more retransmissions of `ok` (the 2xx
+/// still unACKed); then nothing bob's platform sent in between may be a BYE.
+async fn no_bye_while_unacked(c: &mut UdpCallee, ok: &str, n: usize) {
+    for _ in 0..n {
+        assert_eq!(c.final_response().await, ok, "the 2xx again");
+    }
+    while let Ok(m) = c.sent.try_recv() {
+        assert!(!m.starts_with("BYE "), "a BYE before the ACK: {m}");
+    }
+}
+
+/// A BYE the callee's application asked for before the ACK of its 2xx waits in the platform
+/// for that ACK (RFC 3261 §15); a shutdown asked meanwhile waits for it too (within its
+/// grace period): the ACK comes, the BYE goes and is answered, then the platform stops.
+/// The shutdown used to stop at once and drop the held BYE, leaving the caller's call up.
+/// `queue_in_dialog` returns once the platform has the BYE, so the shutdown asked after it
+/// finds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_waits_for_the_ack_a_held_bye_needs() {
+    // T1 = 100 ms: the platform's own BYE after 64·T1 (6.4 s) is not what is tested.
+    let mut c = udp_callee_with_t1(Duration::from_millis(100)).await;
+    let (ok, dialog) = c.answered_invite("held-bye-shutdown@test").await;
+    let outcome =
+        c.b.queue_in_dialog(&dialog, OutgoingRequest::new(Method::Bye, ""))
+            .await
+            .expect("taken");
+    let b = c.b.clone();
+    let stopping = tokio::spawn(async move { b.shutdown_within(WAIT * 3).await });
+    no_bye_while_unacked(&mut c, &ok, 2).await;
+    assert!(!stopping.is_finished(), "stopped before the ACK");
+
+    c.ack(&ok, "held-bye-shutdown@test").await;
+    let bye = loop {
+        let m = tokio::time::timeout(WAIT, c.sent.recv())
+            .await
+            .expect("the BYE goes once the ACK is in")
+            .unwrap();
+        if m.starts_with("BYE ") {
+            break m;
+        }
+    };
+    assert_eq!(header(&bye, "Call-ID"), "held-bye-shutdown@test");
+    // Answered by the outbound proxy (app's platform), which knows no such dialog: 481.
+    let r = tokio::time::timeout(WAIT, outcome).await.unwrap();
+    assert_eq!(r.map_err(|e| e.status()).err(), Some(481));
+    let report = tokio::time::timeout(WAIT, stopping).await.unwrap().unwrap();
+    assert!(report.finished >= 1, "{report:?}");
+    assert_eq!(report.cancelled, 0, "{report:?}");
+}
+
+/// A shutdown does not wait for an ACK past its grace period: the BYE still held then is
+/// not sent (no BYE before the ACK, §15) and fails `Shutdown`, counted as cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_waits_for_a_held_bye_only_within_its_grace() {
+    // 64·T1 = 32 s: only the grace period can end the wait.
+    let mut c = udp_callee_with_t1(Duration::from_millis(500)).await;
+    let (_ok, dialog) = c.answered_invite("held-bye-grace@test").await;
+    let outcome =
+        c.b.queue_in_dialog(&dialog, OutgoingRequest::new(Method::Bye, ""))
+            .await
+            .expect("taken");
+    let report = tokio::time::timeout(WAIT, c.b.shutdown_within(Duration::from_millis(200)))
+        .await
+        .expect("the grace period bounds the shutdown");
+    assert!(report.cancelled >= 1, "{report:?}");
+    let r = tokio::time::timeout(WAIT, outcome).await.unwrap();
+    assert!(matches!(r, Err(RequestError::Shutdown)), "{r:?}");
+    while let Ok(m) = c.sent.try_recv() {
+        assert!(!m.starts_with("BYE "), "a BYE without the ACK: {m}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_with_an_unbounded_grace_waits_for_the_live_requests() {
     let (a, b) = platforms().await;

@@ -217,6 +217,10 @@ struct Rare {
     /// Our offer in the 2xx to an INVITE or re-INVITE without one, until the ACK brings
     /// the answer.
     awaited_answer: Option<AwaitedAnswer>,
+    /// The endpoint ended while `accept`'s 200 (with our offer) was going out: the BYE
+    /// `endpoint_terminated` could not ask for yet is owed, and `accept` sends it once the
+    /// 200 is out.
+    bye_after_200: bool,
 }
 
 /// Our offer went in a 2xx (the INVITE or re-INVITE had none): the answer is owed in the
@@ -228,6 +232,10 @@ struct AwaitedAnswer {
     dialog: DialogId,
     /// What `accept` returns; `None` for a re-INVITE of a call already up.
     done: Option<oneshot::Sender<Result<(), CallError>>>,
+    /// `accept`'s 200 is out (set once `respond` returned): a BYE may be asked for now,
+    /// the platform holding it until the ACK (RFC 3261 §15). Before, a BYE could reach
+    /// the platform ahead of the 200 and find no dialog.
+    sent: bool,
 }
 
 /// Why a received message was not queued.
@@ -685,6 +693,7 @@ impl CallShared {
                                 negotiator,
                                 dialog,
                                 done: None,
+                                sent: false,
                             });
                         }
                         let sent = req.respond(200, "OK", &[("Contact", &contact)], body).await;
@@ -731,6 +740,20 @@ impl CallShared {
             let bye = OutgoingRequest::new(Method::Bye, "");
             let _ = platform.send_in_dialog(&dialog, bye).await;
         });
+    }
+
+    /// Asks for BYE in `dialog` and returns once the platform has taken it (held there for
+    /// the ACK of our 200 if one is owed), without waiting for the peer's answer: what an
+    /// end of the endpoint sends, so that a platform shutdown asked once `terminate()`
+    /// returned finds the BYE and lets it go within its grace period (sent from a task,
+    /// it could come after the shutdown, and be refused).
+    async fn bye_queued(&self, dialog: DialogId) {
+        let platform = self.conversation.endpoint().platform();
+        let bye = OutgoingRequest::new(Method::Bye, "");
+        // The outcome is not awaited: a BYE nobody answers ends by its own Timer F.
+        if let Err(e) = platform.queue_in_dialog(&dialog, bye).await {
+            debug!(error = %e, "BYE not sent");
+        }
     }
 
     /// The application let go of the call's last handle: nobody can read its messages or
@@ -1344,6 +1367,7 @@ impl<H: Homing> InstantMessagingCall<H> {
                 negotiator,
                 dialog: dialog.clone(),
                 done: Some(done),
+                sent: false,
             };
             let set = {
                 let mut g = self.shared.lock();
@@ -1384,6 +1408,24 @@ impl<H: Homing> InstantMessagingCall<H> {
             }));
         }
         if let Some(answered) = answered {
+            // The 200 is out: from now on an end of the endpoint asks for the BYE itself
+            // (held by the platform until the ACK). One that came while the 200 was going
+            // out left the BYE to be sent here.
+            let owed = {
+                let mut g = self.shared.lock();
+                let rare = g.rare();
+                match rare.awaited_answer.as_mut() {
+                    Some(awaited) => {
+                        awaited.sent = true;
+                        false
+                    }
+                    None => std::mem::take(&mut rare.bye_after_200),
+                }
+            };
+            if owed {
+                self.shared.bye_later(dialog);
+                return Err(CallError::Ended);
+            }
             return self.established_by_ack(answered, dialog).await;
         }
         // The dialog is known to the call with the step to Established, so a `terminate`
@@ -1399,8 +1441,12 @@ impl<H: Homing> InstantMessagingCall<H> {
             // The caller may send BYE as soon as it has the 200, and the dialog's handler
             // may take it before this step: the call stays over. A `terminate` that came
             // while the 200 was going out ended the call here only: the caller, who has
-            // the 200, is told with BYE (sent once the ACK came, by the platform).
-            if matches!(self.termination_reason(), Some(TerminationReason::Local)) {
+            // the 200, is told with BYE (sent once the ACK came, by the platform); so after
+            // an end of the endpoint in that window, which found no dialog to end.
+            if matches!(
+                self.termination_reason(),
+                Some(TerminationReason::Local | TerminationReason::EndpointTerminated)
+            ) {
                 self.shared.bye_later(dialog);
             }
             return Err(CallError::Ended);
@@ -1518,9 +1564,23 @@ impl DialogHandler for CallShared {
                 self.bye_later(awaited.dialog);
             }
             Ok(()) => {
-                self.set_dialog(awaited.dialog);
-                // Refused when the peer's BYE or a `terminate` got in first.
-                let up = self.set_state(ConversationState::Established);
+                // The dialog is known to the call with the step to Established, so an end
+                // sees either a call that is up (and sends BYE) or one that is not.
+                let up = self.transition_with(ConversationState::Established, None, |g| {
+                    g.leg = Leg::Up(awaited.dialog.clone());
+                    true
+                });
+                // Refused when the peer's BYE or an end of ours got in first. Ours found
+                // neither a dialog nor the ACK awaited (taken here), so sent nothing: the
+                // BYE goes from here.
+                if !up
+                    && matches!(
+                        self.termination_reason(),
+                        Some(TerminationReason::Local | TerminationReason::EndpointTerminated)
+                    )
+                {
+                    self.bye_later(awaited.dialog);
+                }
                 let _ = done.send(if up { Ok(()) } else { Err(CallError::Ended) });
             }
             Err(reason) => {
@@ -1542,18 +1602,47 @@ impl DialogHandler for CallShared {
 
     /// The endpoint ended under the call: it ends too, and the peer is told (BYE for a
     /// call that is up, CANCEL for one still ringing), or the call looked established for
-    /// ever on both sides. Sent from tasks of their own: the endpoint's end does not wait
-    /// for the peer. (A callee whose 200 carried the offer and is still owed its ACK only
-    /// ends here: BYE may not precede that ACK, RFC 3261 §15.)
+    /// ever on both sides. The BYE is handed to the platform before this returns (so a
+    /// platform shutdown asked after `terminate()` lets it go) and the CANCEL from a task,
+    /// neither waited for: the endpoint's end does not wait for the peer. A callee whose
+    /// 200 carried the offer and is still owed its ACK ends here at once, and its BYE is
+    /// asked for all the same: the platform holds it until the ACK comes (RFC 3261 §15),
+    /// or sends it when it gives up on the ACK after 64·T1. (The endpoint's route, and
+    /// with it the ACK, no longer reaches the call.)
     async fn endpoint_terminated(self: Arc<Self>) {
-        let leg = self.lock().leg.clone();
-        if !self.end(TerminationReason::EndpointTerminated) {
+        let mut leg = Leg::None;
+        let mut awaited = None;
+        let ended = self.transition_with(
+            ConversationState::Terminated,
+            Some(TerminationReason::EndpointTerminated),
+            |g| {
+                leg = g.leg.clone();
+                // `accept`'s ACK, not a re-INVITE's (a call that is up has its dialog).
+                let rare = g.rare();
+                match rare.awaited_answer.take_if(|a| a.done.is_some()) {
+                    Some(a) if a.sent => awaited = Some(a),
+                    // The 200 is still going out: `accept` sends the BYE once it is.
+                    Some(_) => rare.bye_after_200 = true,
+                    None => {}
+                }
+                true
+            },
+        );
+        if !ended {
             return;
         }
         match leg {
-            Leg::Up(dialog) => self.bye_later(dialog),
+            Leg::Up(dialog) => self.bye_queued(dialog).await,
             Leg::Ringing(canceller) => cancel_later(canceller),
-            Leg::None => {}
+            Leg::None => {
+                if let Some(AwaitedAnswer { dialog, done, .. }) = awaited {
+                    debug!("endpoint ended before the ACK of our 200: BYE once it comes");
+                    if let Some(done) = done {
+                        let _ = done.send(Err(CallError::Ended));
+                    }
+                    self.bye_queued(dialog).await;
+                }
+            }
         }
     }
 }
@@ -2047,6 +2136,7 @@ mod tests {
             negotiator: negotiator("bot.contoso.test", 1),
             dialog: DialogId::new(b"c1", b"l1", b"r1"),
             done: Some(done),
+            sent: true,
         });
         drop(CallHandle::new(shared.clone()));
         assert_eq!(shared.state(), ConversationState::Terminating);

@@ -300,3 +300,284 @@ async fn a_call_terminated_before_the_ack_of_our_offer_is_ended_with_bye_once_it
     let bye = sent.byes.lock().unwrap()[0].clone();
     assert!(bye.contains("late-bye@carol"), "{bye}");
 }
+
+/// Carol, a raw UDP caller of the bot, who ACKs only when the test says so.
+struct Carol {
+    socket: tokio::net::UdpSocket,
+    me: std::net::SocketAddr,
+    bot: std::net::SocketAddr,
+    call_id: &'static str,
+    /// The To header of the bot's 200 (its tag names the dialog), once it came.
+    to: Option<String>,
+}
+
+/// IM session SDP, as an offer in carol's INVITE or an answer in her ACK.
+const CAROL_SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                         m=message 5060 sip null\r\na=accept-types:text/plain\r\n";
+
+impl Carol {
+    /// Calls the bot at `bot` (UDP), with an offer or without one.
+    async fn calls(bot: std::net::SocketAddr, call_id: &'static str, offer: bool) -> Carol {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let me = socket.local_addr().unwrap();
+        let body = if offer {
+            format!(
+                "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{CAROL_SDP}",
+                CAROL_SDP.len()
+            )
+        } else {
+            "Content-Length: 0\r\n\r\n".to_string()
+        };
+        let invite = format!(
+            "INVITE sip:bot@contoso.test SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {me};branch=z9hG4bK-{call_id}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:carol@contoso.test>;tag=carol\r\n\
+             To: <sip:bot@contoso.test>\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: 1 INVITE\r\n\
+             Contact: <sip:carol@{me}>\r\n\
+             {body}"
+        );
+        socket.send_to(invite.as_bytes(), bot).await.unwrap();
+        Carol {
+            socket,
+            me,
+            bot,
+            call_id,
+            to: None,
+        }
+    }
+
+    /// The next message the bot sends her.
+    async fn next(&self) -> String {
+        let mut buf = vec![0u8; 65536];
+        let (n, _) = tokio::time::timeout(WAIT, self.socket.recv_from(&mut buf))
+            .await
+            .expect("a message from the bot (none: did its platform stop?)")
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    /// Waits for the bot's 200 (skipping provisional responses) and keeps its To.
+    async fn takes_the_200(&mut self) {
+        loop {
+            let text = self.next().await;
+            if text.starts_with("SIP/2.0 1") {
+                continue;
+            }
+            assert!(text.starts_with("SIP/2.0 200"), "{text}");
+            self.to = Some(header(&text, "To"));
+            return;
+        }
+    }
+
+    /// Sends the ACK of the 200, with her answer when the 200 brought the offer.
+    async fn acks(&self, answer: bool) {
+        let to = self.to.as_deref().expect("the 200 came");
+        let body = if answer {
+            format!(
+                "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{CAROL_SDP}",
+                CAROL_SDP.len()
+            )
+        } else {
+            "Content-Length: 0\r\n\r\n".to_string()
+        };
+        let ack = format!(
+            "ACK sip:bot@contoso.test SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {};branch=z9hG4bK-{}-ack\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:carol@contoso.test>;tag=carol\r\n\
+             To: {to}\r\n\
+             Call-ID: {}\r\n\
+             CSeq: 1 ACK\r\n\
+             {body}",
+            self.me, self.call_id, self.call_id
+        );
+        self.socket.send_to(ack.as_bytes(), self.bot).await.unwrap();
+    }
+
+    /// Waits for the bot's platform to send a BYE (to its outbound proxy, where every
+    /// request goes); the first.
+    async fn sees_a_bye(&self, sent: &Sent) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(bye) = sent.byes.lock().unwrap().first() {
+                return bye.clone();
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no BYE was sent");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Checks that `bye` ends her call: to her Contact, its Call-ID, the bot's tag in
+    /// From, hers in To.
+    fn is_her_bye(&self, bye: &str) {
+        let target = format!("BYE sip:carol@{} SIP/2.0\r\n", self.me);
+        assert!(bye.starts_with(&target), "{bye}");
+        assert_eq!(header(bye, "Call-ID"), self.call_id, "{bye}");
+        let to_200 = self.to.as_deref().unwrap();
+        let bot_tag = tag(to_200).expect("the 200's To has a tag");
+        assert_eq!(tag(&header(bye, "From")), Some(bot_tag), "{bye}");
+        assert_eq!(tag(&header(bye, "To")), Some("carol"), "{bye}");
+    }
+}
+
+fn is_header(line: &str, name: &str) -> bool {
+    line.split_once(':')
+        .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+}
+
+/// The value of header `name` in `message` (the first).
+fn header(message: &str, name: &str) -> String {
+    let line = message
+        .lines()
+        .find(|l| is_header(l, name))
+        .unwrap_or_else(|| panic!("no {name} in {message}"));
+    line.split_once(':').unwrap().1.trim().to_string()
+}
+
+fn tag(value: &str) -> Option<&str> {
+    value
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("tag="))
+        .map(|t| t.trim())
+}
+
+/// The bot's platform retransmits the 200 to carol (no ACK yet) twice more: by then a BYE
+/// asked before this was called had long reached the platform, and must not have gone.
+async fn no_bye_while_the_200_is_unacked(carol: &Carol, sent: &Sent) {
+    for _ in 0..2 {
+        let text = carol.next().await;
+        assert!(text.starts_with("SIP/2.0 200"), "before the ACK: {text}");
+    }
+    assert!(
+        sent.byes.lock().unwrap().is_empty(),
+        "no BYE before the ACK"
+    );
+}
+
+/// RFC 3261 §15: an endpoint that terminates while the ACK of its 200 (which carried our
+/// offer: the INVITE had none) is still owed ends the call at once (`accept` fails `Ended`,
+/// the reason is `EndpointTerminated`), and the BYE, held until the ACK, goes when it
+/// comes. The call used to end only here, the caller's staying up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_terminated_before_the_ack_of_our_offer_sends_bye_once_it_comes() {
+    let sent = Arc::new(Sent::default());
+    // T1 = 100 ms: 64·T1 (6.4 s), after which the platform would send the BYE without the
+    // ACK, is far from what the test waits for.
+    let (_platforms, bot, mut calls, udp) =
+        bot_on_udp_observed(sent.clone(), Duration::from_millis(100)).await;
+    let mut carol = Carol::calls(udp, "ep-end-nooffer@carol", false).await;
+    let IncomingImCall::OnPremises(incoming) = tokio::time::timeout(WAIT, calls.next())
+        .await
+        .expect("the call is offered")
+        .unwrap()
+    else {
+        panic!("carol is on premises")
+    };
+    let call = incoming.call().clone();
+    let accepting = tokio::spawn(incoming.accept());
+    carol.takes_the_200().await;
+
+    bot.terminate().await;
+    let accepted = tokio::time::timeout(WAIT, accepting)
+        .await
+        .expect("accept ends with the endpoint")
+        .unwrap();
+    assert!(matches!(accepted, Err(CallError::Ended)), "{accepted:?}");
+    assert_eq!(call.state(), ConversationState::Terminated);
+    assert!(
+        matches!(
+            call.termination_reason(),
+            Some(TerminationReason::EndpointTerminated)
+        ),
+        "{:?}",
+        call.termination_reason()
+    );
+    no_bye_while_the_200_is_unacked(&carol, &sent).await;
+
+    carol.acks(true).await;
+    let bye = carol.sees_a_bye(&sent).await;
+    carol.is_her_bye(&bye);
+}
+
+/// As above with the offer in carol's INVITE: the call is up once the 200 is out, and its
+/// BYE waits in the platform for the ACK all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_terminated_before_the_ack_of_our_answer_sends_bye_once_it_comes() {
+    let sent = Arc::new(Sent::default());
+    let (_platforms, bot, mut calls, udp) =
+        bot_on_udp_observed(sent.clone(), Duration::from_millis(100)).await;
+    let mut carol = Carol::calls(udp, "ep-end-offer@carol", true).await;
+    let IncomingImCall::OnPremises(incoming) = tokio::time::timeout(WAIT, calls.next())
+        .await
+        .expect("the call is offered")
+        .unwrap()
+    else {
+        panic!("carol is on premises")
+    };
+    let call = incoming.call().clone();
+    let _flow = incoming.accept().await.unwrap();
+    carol.takes_the_200().await;
+
+    bot.terminate().await;
+    assert_eq!(call.state(), ConversationState::Terminated);
+    assert!(
+        matches!(
+            call.termination_reason(),
+            Some(TerminationReason::EndpointTerminated)
+        ),
+        "{:?}",
+        call.termination_reason()
+    );
+    no_bye_while_the_200_is_unacked(&carol, &sent).await;
+
+    carol.acks(false).await;
+    let bye = carol.sees_a_bye(&sent).await;
+    carol.is_her_bye(&bye);
+}
+
+/// An endpoint terminated before the ACK of its 200, then its platform shut down: the
+/// shutdown waits (within its grace period) for the ACK, so the BYE it draws still goes
+/// out and is answered before the platform stops. It used to stop at once, the BYE lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_platform_shut_down_after_its_endpoint_waits_for_the_ack_to_send_bye() {
+    let sent = Arc::new(Sent::default());
+    let (platforms, bot, mut calls, udp) =
+        bot_on_udp_observed(sent.clone(), Duration::from_millis(100)).await;
+    let mut carol = Carol::calls(udp, "shutdown-noack@carol", false).await;
+    let IncomingImCall::OnPremises(incoming) = tokio::time::timeout(WAIT, calls.next())
+        .await
+        .expect("the call is offered")
+        .unwrap()
+    else {
+        panic!("carol is on premises")
+    };
+    let accepting = tokio::spawn(incoming.accept());
+    carol.takes_the_200().await;
+
+    bot.terminate().await;
+    let app = platforms.0.clone();
+    // Grace well past the test's wait: the ACK, not the deadline, is what ends the wait.
+    let stopping = tokio::spawn(async move { app.shutdown_within(WAIT * 3).await });
+    no_bye_while_the_200_is_unacked(&carol, &sent).await;
+    assert!(
+        !stopping.is_finished(),
+        "the platform stopped before the ACK"
+    );
+
+    carol.acks(true).await;
+    let bye = carol.sees_a_bye(&sent).await;
+    carol.is_her_bye(&bye);
+    let report = tokio::time::timeout(WAIT, stopping)
+        .await
+        .expect("the platform stops once the BYE is answered")
+        .unwrap();
+    assert_eq!(report.cancelled, 0, "{report:?}");
+    let accepted = tokio::time::timeout(WAIT, accepting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(accepted, Err(CallError::Ended)), "{accepted:?}");
+}
