@@ -244,6 +244,17 @@ pub(crate) struct BoundListener {
     pub allow_untrusted: bool,
 }
 
+/// The listener of `kind` that took a message arriving at `local`.
+fn listener_at(
+    listeners: &[BoundListener],
+    kind: ListenerKind,
+    local: SocketAddr,
+) -> Option<&BoundListener> {
+    listeners
+        .iter()
+        .find(|l| l.kind == kind && l.addr.ip() == local.ip() && l.addr.port() == local.port())
+}
+
 /// What the driver is configured with.
 pub(crate) struct DriverConfig {
     pub transport: SipTransport,
@@ -1651,11 +1662,7 @@ impl Driver {
             _ => None,
         };
         if info.direction == Direction::Inbound
-            && self
-                .cfg
-                .listeners
-                .iter()
-                .any(|l| Some(l.kind) == kind && l.addr == info.local && l.allow_untrusted)
+            && kind.is_some_and(|k| self.listener_opens(k, info.local))
         {
             return true;
         }
@@ -1692,6 +1699,8 @@ impl Driver {
                     addr: rm.remote,
                     transport: tk(rm.transport),
                     connection,
+                    // Which listener took it: for a datagram, the only way to know.
+                    local: Some(rm.local),
                 };
                 self.layer.handle_message(Instant::now(), rm.message, peer);
             }
@@ -1978,14 +1987,21 @@ impl Driver {
         }
     }
 
+    /// Whether the listener of `kind` that took a message arriving at `local` lets peers
+    /// that are not trusted in.
+    fn listener_opens(&self, kind: ListenerKind, local: SocketAddr) -> bool {
+        listener_at(&self.cfg.listeners, kind, local).is_some_and(|l| l.allow_untrusted)
+    }
+
     fn is_trusted(&self, source: &Peer) -> bool {
         match source.connection {
             Some(c) => self.conn_trust.get(&c).copied().unwrap_or(false),
-            None => self
-                .cfg
-                .listeners
-                .iter()
-                .any(|l| l.kind == ListenerKind::Udp && l.allow_untrusted),
+            // A datagram: the UDP listener it arrived at decides, not any other one (an
+            // open UDP listener beside closed ones opens only itself). Without a local
+            // address nothing says which listener took it: not trusted.
+            None => source
+                .local
+                .is_some_and(|local| self.listener_opens(ListenerKind::Udp, local)),
         }
     }
 
@@ -2655,6 +2671,7 @@ mod tests {
             addr: "192.0.2.1:5060".parse().unwrap(),
             transport: Tk::Tcp,
             connection: Some(7),
+            local: None,
         };
         let now = Instant::now();
         d.layer.handle_message(now, request, peer);
@@ -2689,6 +2706,7 @@ mod tests {
                 addr: "192.0.2.1:5060".parse().unwrap(),
                 transport: Tk::Tcp,
                 connection: Some(7),
+                local: None,
             },
             contents: Bytes::from_static(b"SIP/2.0 200 OK\r\n\r\n"),
             transaction: None,

@@ -1,5 +1,6 @@
 //! `Listener::allow_untrusted_peers` opens the listener it is set on, and no other: a UDP
-//! listener that takes requests from anyone does not open a TCP listener sharing its port.
+//! listener that takes requests from anyone does not open a TCP listener sharing its port,
+//! nor another UDP listener.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -93,6 +94,82 @@ async fn an_open_tcp_listener_takes_requests_from_anyone() {
     let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let p = platform(vec![Listener::tcp(loopback).allow_untrusted_peers()]).await;
     let status = options_over_tcp(p.listen_addr(ListenerKind::Tcp).unwrap()).await;
+    assert!(status.starts_with("SIP/2.0 200"), "{status:?}");
+    p.shutdown().await;
+}
+
+/// Sends an OPTIONS by UDP to `to` and returns the status line of the answer.
+async fn options_over_udp(to: SocketAddr) -> String {
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let local = udp.local_addr().unwrap();
+    let request = format!(
+        "OPTIONS sip:app@{to} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};rport;branch=z9hG4bK-udp-{port}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:alice@contoso.test>;tag=a1\r\n\
+         To: <sip:app@{to}>\r\n\
+         Call-ID: udp-{port}@{local}\r\n\
+         CSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n",
+        port = to.port()
+    );
+    udp.send_to(request.as_bytes(), to).await.unwrap();
+    let mut buf = vec![0u8; 65_536];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(10), udp.recv_from(&mut buf))
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+/// The bound addresses of `p`'s listeners of `kind`, in the order they were given.
+fn addrs(p: &CollaborationPlatform, kind: ListenerKind) -> Vec<SocketAddr> {
+    p.listen_addrs()
+        .into_iter()
+        .filter(|(k, _)| *k == kind)
+        .map(|(_, a)| a)
+        .collect()
+}
+
+/// A datagram has no connection to say which listener took it: the socket it arrived at
+/// does. Before, one open UDP listener opened every UDP listener of the platform.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_udp_listener_does_not_open_another_udp_listener() {
+    let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let p = platform(vec![
+        Listener::udp(loopback).allow_untrusted_peers(),
+        Listener::udp(loopback),
+    ])
+    .await;
+    let [open, closed] = addrs(&p, ListenerKind::Udp)[..] else {
+        panic!("two UDP listeners: {:?}", p.listen_addrs());
+    };
+    let status = options_over_udp(closed).await;
+    assert!(
+        status.starts_with("SIP/2.0 403"),
+        "a stranger over the closed UDP listener got {status:?}"
+    );
+    let status = options_over_udp(open).await;
+    assert!(status.starts_with("SIP/2.0 200"), "{status:?}");
+    p.shutdown().await;
+}
+
+/// The same, the closed listener given first (the one UDP is sent from).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_udp_listener_stays_closed_beside_an_open_one_given_after_it() {
+    let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let p = platform(vec![
+        Listener::udp(loopback),
+        Listener::udp(loopback).allow_untrusted_peers(),
+    ])
+    .await;
+    let [closed, open] = addrs(&p, ListenerKind::Udp)[..] else {
+        panic!("two UDP listeners: {:?}", p.listen_addrs());
+    };
+    let status = options_over_udp(closed).await;
+    assert!(status.starts_with("SIP/2.0 403"), "{status:?}");
+    let status = options_over_udp(open).await;
     assert!(status.starts_with("SIP/2.0 200"), "{status:?}");
     p.shutdown().await;
 }

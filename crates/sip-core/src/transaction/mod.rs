@@ -74,15 +74,21 @@ pub struct Peer {
     pub transport: TransportKind,
     /// The runtime's id of the connection, so responses reuse the one a request arrived on.
     pub connection: Option<u64>,
+    /// Our address a received message arrived at, when the runtime reports it (`None` for a
+    /// destination to send to). A datagram has no connection to tell which of several UDP
+    /// sockets took it: this does, so a policy set per listener (which peers it accepts)
+    /// can be applied to the request's server transaction.
+    pub local: Option<SocketAddr>,
 }
 
 impl Peer {
-    /// A peer without a connection id.
+    /// A peer without a connection id or local address.
     pub fn new(addr: SocketAddr, transport: TransportKind) -> Self {
         Peer {
             addr,
             transport,
             connection: None,
+            local: None,
         }
     }
 }
