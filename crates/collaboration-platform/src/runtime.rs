@@ -240,19 +240,34 @@ struct Creating {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BoundListener {
     pub kind: ListenerKind,
+    /// The address it is bound to (the port the system chose for port 0; the unspecified
+    /// address, 0.0.0.0 or `[::]`, stays as it was given).
     pub addr: SocketAddr,
     pub allow_untrusted: bool,
 }
 
-/// The listener of `kind` that took a message arriving at `local`.
+impl BoundListener {
+    /// Whether a listener bound to an unspecified address (0.0.0.0, `[::]`) takes what
+    /// arrives at `local`: the same port and address family. An accepted connection's
+    /// local address is the interface's, never the wildcard the listener was bound to.
+    fn takes_as_wildcard(&self, local: SocketAddr) -> bool {
+        self.addr.ip().is_unspecified()
+            && self.addr.port() == local.port()
+            && self.addr.is_ipv4() == local.is_ipv4()
+    }
+}
+
+/// The listener of `kind` that took a message arriving at `local`: the one bound to that
+/// very address, else one bound to the unspecified address of its family on that port.
 fn listener_at(
     listeners: &[BoundListener],
     kind: ListenerKind,
     local: SocketAddr,
 ) -> Option<&BoundListener> {
-    listeners
-        .iter()
-        .find(|l| l.kind == kind && l.addr.ip() == local.ip() && l.addr.port() == local.port())
+    let of_kind = || listeners.iter().filter(move |l| l.kind == kind);
+    of_kind()
+        .find(|l| l.addr.ip() == local.ip() && l.addr.port() == local.port())
+        .or_else(|| of_kind().find(|l| l.takes_as_wildcard(local)))
 }
 
 /// What the driver is configured with.
@@ -1654,8 +1669,9 @@ impl Driver {
     }
 
     fn trust_of(&self, info: &ConnectionInfo) -> bool {
-        // The listener the connection came in on: same address and same transport (a UDP
-        // listener may share its port with a TCP or TLS one, and opens only itself).
+        // The listener the connection came in on: same address (or a wildcard one on its
+        // port) and same transport (a UDP listener may share its port with a TCP or TLS
+        // one, and opens only itself).
         let kind = match info.transport {
             TransportKind::Tls => Some(ListenerKind::MutualTls),
             TransportKind::Tcp => Some(ListenerKind::Tcp),

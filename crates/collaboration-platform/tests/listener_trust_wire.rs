@@ -1,6 +1,7 @@
 //! `Listener::allow_untrusted_peers` opens the listener it is set on, and no other: a UDP
 //! listener that takes requests from anyone does not open a TCP listener sharing its port,
-//! nor another UDP listener.
+//! nor another UDP listener; a listener bound to the unspecified address is opened for
+//! what arrives at any address of its family on its port.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -170,6 +171,50 @@ async fn a_closed_udp_listener_stays_closed_beside_an_open_one_given_after_it() 
     let status = options_over_udp(closed).await;
     assert!(status.starts_with("SIP/2.0 403"), "{status:?}");
     let status = options_over_udp(open).await;
+    assert!(status.starts_with("SIP/2.0 200"), "{status:?}");
+    p.shutdown().await;
+}
+
+/// A listener bound to 0.0.0.0 (port 0: the system picks it) is open for a connection
+/// made to 127.0.0.1 on its port: the connection's local address is the interface's, not
+/// the wildcard. Before, such a listener answered everyone 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_tcp_listener_on_the_unspecified_address_takes_requests_from_anyone() {
+    let any: SocketAddr = "0.0.0.0:0".parse().unwrap();
+    let p = platform(vec![Listener::tcp(any).allow_untrusted_peers()]).await;
+    let bound = p.listen_addr(ListenerKind::Tcp).unwrap();
+    assert!(bound.ip().is_unspecified() && bound.port() != 0, "{bound}");
+    let to = SocketAddr::from(([127, 0, 0, 1], bound.port()));
+    let status = options_over_tcp(to).await;
+    assert!(status.starts_with("SIP/2.0 200"), "{status:?}");
+    p.shutdown().await;
+}
+
+/// The wildcard listener opens only its own port and transport: a closed TCP listener on
+/// another port stays closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_wildcard_listener_does_not_open_another_port() {
+    let any: SocketAddr = "0.0.0.0:0".parse().unwrap();
+    let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let p = platform(vec![
+        Listener::tcp(any).allow_untrusted_peers(),
+        Listener::tcp(loopback),
+        Listener::udp(any).allow_untrusted_peers(),
+        Listener::udp(loopback),
+    ])
+    .await;
+    let [_, closed] = addrs(&p, ListenerKind::Tcp)[..] else {
+        panic!("two TCP listeners: {:?}", p.listen_addrs());
+    };
+    let status = options_over_tcp(closed).await;
+    assert!(status.starts_with("SIP/2.0 403"), "{status:?}");
+    let [open_udp, closed_udp] = addrs(&p, ListenerKind::Udp)[..] else {
+        panic!("two UDP listeners: {:?}", p.listen_addrs());
+    };
+    let status = options_over_udp(closed_udp).await;
+    assert!(status.starts_with("SIP/2.0 403"), "{status:?}");
+    let to = SocketAddr::from(([127, 0, 0, 1], open_udp.port()));
+    let status = options_over_udp(to).await;
     assert!(status.starts_with("SIP/2.0 200"), "{status:?}");
     p.shutdown().await;
 }
