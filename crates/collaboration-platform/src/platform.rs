@@ -108,6 +108,12 @@ impl CollaborationPlatform {
                 )
             }
         };
+        // Compared with a certificate's names as DNS names, the way the topology compares
+        // domains: `FE.contoso.test.` is the front end `fe.contoso.test`.
+        let trusted_peers: Vec<String> = trusted_peers
+            .iter()
+            .map(|n| crate::topology::domain_key(n).into_owned())
+            .collect();
         let mut tls_client = TlsClientSettings::new(common.roots.clone());
         if let Some(id) = &identity {
             tls_client = tls_client.identity(id.clone());

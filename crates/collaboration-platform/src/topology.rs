@@ -401,7 +401,7 @@ fn lower(s: &str) -> Cow<'_, str> {
 /// A domain as the topology compares it: lower-cased, without the trailing dot of an
 /// absolute name (`blocked.test.` is `blocked.test` to DNS, and got past the block list
 /// as another domain). Copied only when it changes.
-fn domain_key(d: &str) -> Cow<'_, str> {
+pub(crate) fn domain_key(d: &str) -> Cow<'_, str> {
     match d.strip_suffix('.') {
         Some(relative) if !relative.is_empty() => Cow::Owned(lower(relative).into_owned()),
         _ => lower(d),

@@ -1,16 +1,20 @@
 //! `Listener::allow_untrusted_peers` opens the listener it is set on, and no other: a UDP
 //! listener that takes requests from anyone does not open a TCP listener sharing its port,
 //! nor another UDP listener; a listener bound to the unspecified address is opened for
-//! what arrives at any address of its family on its port.
+//! what arrives at any address of its family on its port. A trusted peer is known by its
+//! certificate's name compared as DNS compares names (case, trailing dot).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use collaboration_platform::loopback::LoopbackPki;
 use collaboration_platform::{
-    CollaborationPlatform, Listener, ListenerKind, OutboundProxy, ServerPlatformSettings, Topology,
+    CollaborationPlatform, Identity, Listener, ListenerKind, OutboundProxy, ServerPlatformSettings,
+    Topology,
 };
+use sip_core::{HeaderName, Method, SipMessage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use transport_tls::{SipTransport, Target, TlsClientSettings, TransportEvent, TransportSettings};
 
 /// A loopback port free for both TCP and UDP.
 fn shared_port() -> SocketAddr {
@@ -26,6 +30,15 @@ fn shared_port() -> SocketAddr {
 
 async fn platform(listeners: Vec<Listener>) -> CollaborationPlatform {
     let pki = LoopbackPki::new().expect("CA");
+    start(&pki, listeners, |s| s).await
+}
+
+/// The platform `app.contoso.test` with `listeners`, its settings adjusted by `configure`.
+async fn start(
+    pki: &LoopbackPki,
+    listeners: Vec<Listener>,
+    configure: impl FnOnce(ServerPlatformSettings) -> ServerPlatformSettings,
+) -> CollaborationPlatform {
     let mut settings = ServerPlatformSettings::new(
         "ucma-rs listener trust test",
         "app.contoso.test",
@@ -37,7 +50,9 @@ async fn platform(listeners: Vec<Listener>) -> CollaborationPlatform {
     for l in listeners {
         settings = settings.listen(l);
     }
-    CollaborationPlatform::start(settings).await.unwrap()
+    CollaborationPlatform::start(configure(settings))
+        .await
+        .unwrap()
 }
 
 /// Sends an OPTIONS over plain TCP to `to` and returns the status line of the answer.
@@ -216,5 +231,62 @@ async fn an_open_wildcard_listener_does_not_open_another_port() {
     let to = SocketAddr::from(([127, 0, 0, 1], open_udp.port()));
     let status = options_over_udp(to).await;
     assert!(status.starts_with("SIP/2.0 200"), "{status:?}");
+    p.shutdown().await;
+}
+
+/// Sends an OPTIONS over mutual TLS to `to`, presenting `identity`; the final status.
+async fn options_over_tls(pki: &LoopbackPki, identity: Identity, to: SocketAddr) -> u16 {
+    let tls = TlsClientSettings::new(pki.roots()).identity(identity);
+    let (t, mut events) =
+        SipTransport::new(TransportSettings::new().tls_client(tls).keep_alive(None)).unwrap();
+    let request = SipMessage::request(Method::Options, "sip:app@contoso.test")
+        .header(
+            HeaderName::Via,
+            "SIP/2.0/TLS 127.0.0.1:1;branch=z9hG4bK-fe-1",
+        )
+        .header(HeaderName::MaxForwards, "70")
+        .header(HeaderName::From, "<sip:alice@contoso.test>;tag=a1")
+        .header(HeaderName::To, "<sip:app@contoso.test>")
+        .header(HeaderName::CallId, "fe-1")
+        .header(HeaderName::CSeq, "1 OPTIONS")
+        .build()
+        .unwrap();
+    t.send(&Target::tls(to, "app.contoso.test"), &request)
+        .await
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.recv().await.expect("transport open") {
+                TransportEvent::Message(m) if m.message.status().is_some() => {
+                    return m.message.status().unwrap();
+                }
+                TransportEvent::Closed { reason, .. } => panic!("closed: {reason}"),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("an answer within 10 s");
+    t.shutdown();
+    status
+}
+
+/// A trusted peer named as an absolute name (trailing dot) or in another case is the
+/// certificate's name all the same (DNS names know neither). Before, the front end
+/// `fe.contoso.test` configured as `FE.Contoso.Test.` got 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_peer_named_with_a_trailing_dot_is_trusted() {
+    let pki = LoopbackPki::new().expect("CA");
+    let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let p = start(&pki, vec![Listener::mutual_tls(loopback)], |s| {
+        s.trusted_peer("FE.Contoso.Test.")
+    })
+    .await;
+    let to = p.listen_addr(ListenerKind::MutualTls).unwrap();
+    let fe = options_over_tls(&pki, pki.identity("fe.contoso.test").unwrap(), to).await;
+    assert_eq!(fe, 200, "the trusted front end");
+    // Someone else with a certificate from the same CA is still refused.
+    let other = options_over_tls(&pki, pki.identity("other.contoso.test").unwrap(), to).await;
+    assert_eq!(other, 403, "a peer that is not trusted");
     p.shutdown().await;
 }
