@@ -306,8 +306,9 @@ impl ServerPlatformSettings {
     /// Trusts connections whose verified certificate carries `fqdn` (a DNS SAN, or the CN of
     /// a certificate without DNS SANs; wildcards match nothing, RFC 5922 §7): a
     /// front end or edge of the home deployment. Compared as DNS names are, without case or
-    /// the trailing dot of an absolute name (as [`Topology`](crate::Topology) compares
-    /// domains): `FE.contoso.test.` trusts `fe.contoso.test`.
+    /// the trailing dot of an absolute name, an internationalised name in either form (as
+    /// [`Topology`](crate::Topology) compares domains): `FE.contoso.test.` trusts
+    /// `fe.contoso.test`.
     ///
     /// The caller of a request from a trusted peer is classified from its From header, so
     /// trust only peers that vouch for the From of what they forward. A front end does; an

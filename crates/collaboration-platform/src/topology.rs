@@ -108,7 +108,8 @@ impl<H: Homing> Address<H> {
             .then(|| self.buf.get(self.user_at as usize..self.domain_at as usize))
             .flatten()
     }
-    /// The domain, lower-cased (empty for `tel:`).
+    /// The domain, lower-cased, without a trailing dot, an internationalised name in its
+    /// ASCII form (empty for `tel:`).
     pub fn domain(&self) -> &str {
         self.buf.get(self.domain_at as usize..).unwrap_or_default()
     }
@@ -228,7 +229,8 @@ pub enum TopologyError {
 /// A directory that knows which users of the home domains are homed in the cloud (hybrid
 /// deployments). Looked up by user, not by domain: one domain holds both kinds.
 pub trait HomingDirectory: Send + Sync {
-    /// Is `user@domain` (user part decoded and lower-cased, domain lower-cased) homed in the
+    /// Is `user@domain` (user part decoded and lower-cased, domain lower-cased and, for an
+    /// internationalised name, in its ASCII form: `xn--bcher-kva.example`) homed in the
     /// cloud? The user is given lower-cased because a directory of people knows no case: a
     /// lookup that missed `Carol` for `carol` would let a cloud-homed user pass for an
     /// on-premises one, so keys must be compared lower-cased too.
@@ -270,12 +272,19 @@ pub enum FederationPolicy {
     /// Any domain not blocked (open federation).
     #[default]
     Open,
-    /// Only the listed domains (compared without case or a trailing dot).
+    /// Only the listed domains (compared without case or a trailing dot, an
+    /// internationalised name in either form: `bücher.example` is `xn--bcher-kva.example`).
     AllowList(HashSet<String>),
 }
 
 /// The deployment as the application sees it: home domains, cloud-homed users of those
 /// domains, and federation partners allowed or blocked.
+///
+/// Domains, configured or received, are compared as DNS names: without case, without the
+/// trailing dot of an absolute name, and an internationalised name in its ASCII form, so
+/// a partner blocked as `bücher.example` is blocked when a peer writes
+/// `xn--bcher-kva.example`, and the other way round. A configured entry with non-ASCII
+/// text that is not a valid domain name (IDNA) matches nothing a peer can send.
 #[derive(Clone)]
 pub struct Topology {
     home_domains: HashSet<String>,
@@ -400,10 +409,27 @@ fn lower(s: &str) -> Cow<'_, str> {
 
 /// A domain as the topology compares it: lower-cased, without the trailing dot of an
 /// absolute name (`blocked.test.` is `blocked.test` to DNS, and got past the block list
-/// as another domain). Copied only when it changes.
+/// as another domain), and an internationalised name in its ASCII form (`bücher.example`
+/// is `xn--bcher-kva.example`, the form a peer sends: IDNA, UTS 46 mapping, which also
+/// folds the case of non-ASCII letters). Copied only when it changes.
+///
+/// Text with non-ASCII characters that is not a valid domain name is kept lower-cased as
+/// given: it can only ever match the same text, never a name a peer sends (the APIs that
+/// take domains have no error to return).
 pub(crate) fn domain_key(d: &str) -> Cow<'_, str> {
+    if !d.is_ascii() {
+        let ascii = match idna::domain_to_ascii_cow(d.as_bytes(), idna::AsciiDenyList::EMPTY) {
+            Ok(a) => a.into_owned(),
+            Err(_) => d.to_lowercase(),
+        };
+        // The mapping makes an ideographic full stop (`。`) a dot: strip it after.
+        return Cow::Owned(match ascii.strip_suffix('.') {
+            Some(relative) if !relative.is_empty() => relative.to_string(),
+            _ => ascii,
+        });
+    }
     match d.strip_suffix('.') {
-        Some(relative) if !relative.is_empty() => Cow::Owned(lower(relative).into_owned()),
+        Some(relative) if !relative.is_empty() => lower(relative),
         _ => lower(d),
     }
 }
@@ -538,6 +564,67 @@ mod tests {
             dotted.classify("sip:eve@blocked.test"),
             Err(TopologyError::Blocked("blocked.test".into()))
         );
+    }
+
+    /// An internationalised domain is one domain in either spelling: configured in Unicode
+    /// (`bücher.example`, any case) it is the `xn--bcher-kva.example` a peer writes on the
+    /// wire, and the other way round. Before, a partner blocked in Unicode got past the
+    /// block list, and one allowed in Unicode was refused.
+    #[test]
+    fn an_internationalised_domain_matches_in_either_form() {
+        let wire = "sip:eve@xn--bcher-kva.example";
+        for blocked in ["bücher.example", "BÜCHER.Example.", "xn--bcher-kva.example"] {
+            let t = Topology::new(["contoso.test"]).block(blocked);
+            for uri in [wire, "sip:eve@XN--BCHER-KVA.example."] {
+                assert_eq!(
+                    t.classify(uri),
+                    Err(TopologyError::Blocked("xn--bcher-kva.example".into())),
+                    "{blocked} then {uri}"
+                );
+            }
+        }
+        let allowed = Topology::new(["contoso.test"]).with_policy(FederationPolicy::AllowList(
+            ["Bücher.example".to_string()].into_iter().collect(),
+        ));
+        assert!(allowed.classify(wire).unwrap().is_federated());
+        assert_eq!(
+            allowed.classify("sip:eve@tailspin.test"),
+            Err(TopologyError::NotAllowed("tailspin.test".into()))
+        );
+        let home = Topology::new(["bücher.example"]).with_directory(Arc::new(
+            StaticDirectory::new()
+                .with_user("sip:carol@xn--bcher-kva.example")
+                .unwrap(),
+        ));
+        assert!(home.is_home_domain("xn--bcher-kva.example"));
+        assert!(home.is_home_domain("Bücher.Example."));
+        assert!(Topology::new(["xn--bcher-kva.example"]).is_home_domain("bücher.example"));
+        // A SIP URI's host is ASCII (RFC 3261 hostname): a Unicode one is not read at all.
+        assert!(matches!(
+            home.classify("sip:alice@bücher.example"),
+            Err(TopologyError::InvalidUri(_))
+        ));
+        let alice = home.classify("sip:alice@xn--bcher-kva.example").unwrap();
+        let Homed::OnPremises(a) = alice else {
+            panic!("{alice:?}")
+        };
+        assert_eq!(a.domain(), "xn--bcher-kva.example");
+        assert!(home
+            .classify("sip:carol@xn--bcher-kva.example")
+            .unwrap()
+            .is_federated());
+        // A name the mapping folds to a dot (ideographic full stop) is absolute too.
+        assert!(Topology::new(["bücher.example\u{3002}"]).is_home_domain("xn--bcher-kva.example"));
+    }
+
+    /// Non-ASCII text that is not a domain name (IDNA refuses it) is kept as given,
+    /// lower-cased: it matches nothing a peer can write, and makes nothing panic.
+    #[test]
+    fn an_entry_that_is_not_a_domain_matches_nothing_on_the_wire() {
+        let t = Topology::new(["contoso.test"]).block("b\u{fffd}d.example");
+        assert!(t.classify("sip:eve@bd.example").unwrap().is_federated());
+        assert!(t.classify("sip:eve@xn--bd-2n3a.example").is_ok());
+        assert!(!Topology::new(["\u{fffd}"]).is_home_domain(""));
     }
 
     #[test]
