@@ -415,6 +415,9 @@ impl EndpointCore {
             .platform
             .register_endpoint(self.owner.clone(), gruu, default_routing)
             .await?;
+        // A platform shutdown waits for the router to end the endpoint's calls (BYE while
+        // the platform still sends them) and unroute it.
+        self.platform.hold_shutdown_for(id).await;
         *self.id.lock().unwrap_or_else(|p| p.into_inner()) = Some(id);
         let endings = self.platform.dialog_endings();
         let gone = Gone {
@@ -486,6 +489,36 @@ impl EndpointCore {
     /// The platform shut down: a live endpoint is Terminated (nothing reaches it, nothing
     /// it sends leaves), as UCMA's endpoints end with their platform.
     pub(crate) fn platform_gone(&self) {
+        let handlers = self.end_with_platform();
+        if !handlers.is_empty() {
+            tokio::spawn(async move {
+                for handler in handlers {
+                    handler.endpoint_terminated().await;
+                }
+            });
+        }
+    }
+
+    /// The platform began to shut down: as [`platform_gone`](Self::platform_gone), but the
+    /// handlers are told here and now, so that the BYEs and CANCELs they send are with the
+    /// platform, which still takes those, before the endpoint lets go of its route (the
+    /// shutdown waits for that). A `terminate()` under way is waited for instead: it tells
+    /// them itself.
+    pub(crate) async fn platform_stopping(&self) {
+        for handler in self.end_with_platform() {
+            handler.endpoint_terminated().await;
+        }
+        let mut state = self.watch_state();
+        let _ = state
+            .wait_for(|c| c.state != EndpointState::Terminating)
+            .await;
+    }
+
+    /// Moves a live endpoint to Terminated "the platform shut down" and ends its handler
+    /// streams and dialog routes, as after terminate() (readers of `incoming()` and dialog
+    /// routes see the end instead of waiting for ever); returns the dialog handlers to
+    /// tell, none if the endpoint was not live.
+    fn end_with_platform(&self) -> Vec<Arc<dyn DialogHandler>> {
         let live = [
             EndpointState::Established,
             EndpointState::Reestablishing,
@@ -493,20 +526,12 @@ impl EndpointCore {
         ];
         if self
             .transition(&live, EndpointState::Terminated, "the platform shut down")
-            .is_ok()
+            .is_err()
         {
-            self.begin_drain();
-            // Its handler streams and dialog routes end, as after terminate(): readers of
-            // `incoming()` and dialog routes see the end instead of waiting for ever.
-            let handlers = self.close_routes();
-            if !handlers.is_empty() {
-                tokio::spawn(async move {
-                    for handler in handlers {
-                        handler.endpoint_terminated().await;
-                    }
-                });
-            }
+            return Vec::new();
         }
+        self.begin_drain();
+        self.close_routes()
     }
 
     pub(crate) fn begin_drain(&self) {
@@ -664,6 +689,15 @@ async fn route(
                     Err(broadcast::error::RecvError::Closed) => endings = None,
                 }
                 continue;
+            }
+            () = gone.platform.stopping() => {
+                // A shutdown began: the endpoint ends its calls while their BYEs can still
+                // go, then lets go of its route, which the shutdown waits for.
+                if let Some(c) = core.upgrade().filter(|c| c.id().is_none_or(|now| now == id)) {
+                    c.platform_stopping().await;
+                }
+                gone.platform.unregister_endpoint(id).await;
+                return;
             }
             changed = gone.state.changed() => {
                 if changed.is_err() {

@@ -44,6 +44,8 @@ struct Inner {
     endpoint_capacity: usize,
     proxy_losses: tokio::sync::watch::Sender<u64>,
     dialog_endings: tokio::sync::broadcast::Sender<crate::DialogEnded>,
+    /// True from the moment a shutdown begins (written by the runtime).
+    stopping: tokio::sync::watch::Receiver<bool>,
     grace: std::time::Duration,
 }
 
@@ -174,6 +176,7 @@ impl CollaborationPlatform {
         let proxy_losses = tokio::sync::watch::Sender::new(0u64);
         let proxy_now = tokio::sync::watch::Sender::new(proxy.clone());
         let dialog_endings = tokio::sync::broadcast::Sender::new(crate::dialog_end::CAPACITY);
+        let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
         let server = bytes::Bytes::copy_from_slice(common.user_agent.as_bytes());
         let (driver, feedback) = Driver::new(DriverConfig {
             transport,
@@ -192,6 +195,7 @@ impl CollaborationPlatform {
             user_agent: server.clone(),
             proxy_losses: proxy_losses.clone(),
             dialog_endings: dialog_endings.clone(),
+            stopping,
         });
         tokio::spawn(
             driver
@@ -211,6 +215,7 @@ impl CollaborationPlatform {
                 next_endpoint: AtomicU64::new(1),
                 proxy_losses,
                 dialog_endings,
+                stopping: stopping_rx,
                 endpoint_capacity: common.endpoint_capacity,
                 grace: common.shutdown_grace,
             }),
@@ -579,6 +584,22 @@ impl CollaborationPlatform {
         Ok((id, rx))
     }
 
+    /// Makes a [`shutdown`](Self::shutdown) wait, within its grace period, until `endpoint`
+    /// is [unregistered](Self::unregister_endpoint): for an endpoint layer that ends its
+    /// calls (BYE, CANCEL) when [`stopping`](Self::stopping) resolves and then unregisters,
+    /// so that those requests leave before the platform stops. `application-endpoint`'s
+    /// endpoints do this. Without it a shutdown waits only for transactions already under
+    /// way.
+    ///
+    /// Cancel safety: cancel safe.
+    pub async fn hold_shutdown_for(&self, endpoint: EndpointId) {
+        let _ = self
+            .inner
+            .commands
+            .send(Command::HoldShutdown { id: endpoint })
+            .await;
+    }
+
     /// Stops routing requests to `endpoint`.
     ///
     /// Cancel safety: cancel safe (if cancelled before queued, nothing changed).
@@ -592,7 +613,8 @@ impl CollaborationPlatform {
 
     /// Stops the platform: no new requests are accepted (sends fail with
     /// [`RequestError::Shutdown`], incoming requests get 503; BYE excepted both ways, so
-    /// calls can end), live transactions get the configured grace period to finish, the
+    /// calls can end), endpoints that [hold the shutdown](Self::hold_shutdown_for) end
+    /// their calls, live transactions get the configured grace period to finish, the
     /// rest are cancelled with a definite outcome, and every connection is closed. Returns
     /// what finished and what was cancelled.
     ///
@@ -617,6 +639,21 @@ impl CollaborationPlatform {
             return ShutdownReport::default();
         }
         rx.await.unwrap_or_default()
+    }
+
+    /// Resolves once a [`shutdown`](Self::shutdown) has begun (or the platform is gone).
+    /// An endpoint layer waits on this to end its calls while their BYEs can still go (see
+    /// [`hold_shutdown_for`](Self::hold_shutdown_for)).
+    ///
+    /// Cancel safety: cancel safe.
+    pub async fn stopping(&self) {
+        let mut rx = self.inner.stopping.clone();
+        let _ = rx.wait_for(|stopping| *stopping).await;
+    }
+
+    /// Whether a [`shutdown`](Self::shutdown) has begun.
+    pub fn is_stopping(&self) -> bool {
+        *self.inner.stopping.borrow()
     }
 
     /// The deployment's topology.

@@ -29,7 +29,7 @@ use sip_core::{
 // foldhash (seeded per map) instead of SipHash: these maps are looked up for every message.
 use foldhash::{HashMap, HashMapExt};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -106,6 +106,8 @@ pub(crate) enum Command {
     },
     /// Forget an endpoint.
     Unregister { id: EndpointId },
+    /// A shutdown waits for this endpoint to unregister (it ends its calls first).
+    HoldShutdown { id: EndpointId },
     /// Stop: let live transactions finish within `grace`, then cancel the rest.
     Shutdown {
         grace: Duration,
@@ -293,6 +295,8 @@ pub(crate) struct DriverConfig {
     pub proxy_losses: tokio::sync::watch::Sender<u64>,
     /// Where the dialogs the platform ends itself are announced.
     pub dialog_endings: tokio::sync::broadcast::Sender<crate::DialogEnded>,
+    /// Set once a shutdown begins: endpoints end their calls while BYEs can still go.
+    pub stopping: tokio::sync::watch::Sender<bool>,
     /// The servers of a proxy given by domain, to fail over between (`None`: a proxy
     /// given by address, which is only ever reconnected to).
     pub proxy_pool: Option<crate::failover::ProxyPool>,
@@ -307,6 +311,8 @@ pub(crate) struct Driver {
     dialogs: Dialogs,
     dispatcher: Dispatcher,
     endpoints: HashMap<EndpointId, mpsc::Sender<IncomingRequest>>,
+    /// Endpoints a shutdown waits for (`Command::HoldShutdown`), until they unregister.
+    holding_shutdown: BTreeSet<EndpointId>,
     /// The local target of each dialog, for target refresh requests sent without one.
     local_targets: LocalTargets,
     pending: HashMap<TransactionId, Pending>,
@@ -460,6 +466,10 @@ struct Stopping {
     deadline: Option<Instant>,
     done: Vec<oneshot::Sender<ShutdownReport>>,
     live_at_start: usize,
+    /// Endpoints holding the shutdown (see `Command::HoldShutdown`) that have not yet let
+    /// go of their route: each ends its calls first (BYE, CANCEL), so the platform waits
+    /// for them, within the grace period, before it can know that no more BYEs are coming.
+    ending: BTreeSet<EndpointId>,
 }
 
 const LANE_CAPACITY: usize = 1024;
@@ -507,6 +517,7 @@ impl Driver {
                 dialogs: Dialogs::new(),
                 dispatcher: Dispatcher::new(Capabilities::default()),
                 endpoints: HashMap::new(),
+                holding_shutdown: BTreeSet::new(),
                 local_targets: LocalTargets::default(),
                 pending: HashMap::new(),
                 serving: HashMap::new(),
@@ -626,10 +637,16 @@ impl Driver {
         self.accepting = false;
         let deadline = Instant::now().checked_add(grace);
         let live = self.live();
-        let s = self.shutdown.get_or_insert(Stopping {
+        if self.shutdown.is_none() {
+            // Endpoints watch this and end their calls, then unregister (see `ending`).
+            self.cfg.stopping.send_replace(true);
+        }
+        let holding = &self.holding_shutdown;
+        let s = self.shutdown.get_or_insert_with(|| Stopping {
             deadline,
             done: Vec::new(),
             live_at_start: live,
+            ending: holding.clone(),
         });
         s.deadline = match (s.deadline, deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -640,7 +657,10 @@ impl Driver {
 
     fn shutdown_due(&self) -> bool {
         match &self.shutdown {
-            Some(s) => self.live() == 0 || s.deadline.is_some_and(|d| Instant::now() >= d),
+            Some(s) => {
+                (self.live() == 0 && s.ending.is_empty())
+                    || s.deadline.is_some_and(|d| Instant::now() >= d)
+            }
             None => false,
         }
     }
@@ -832,7 +852,19 @@ impl Driver {
                 }
                 self.endpoints.insert(id, sender);
             }
+            Command::HoldShutdown { id } => {
+                if self.endpoints.contains_key(&id) {
+                    self.holding_shutdown.insert(id);
+                    if let Some(s) = &mut self.shutdown {
+                        s.ending.insert(id);
+                    }
+                }
+            }
             Command::Unregister { id } => {
+                self.holding_shutdown.remove(&id);
+                if let Some(s) = &mut self.shutdown {
+                    s.ending.remove(&id);
+                }
                 self.dispatcher.remove(id);
                 self.endpoints.remove(&id);
                 self.local_targets.remove_default(id.0);
@@ -2665,6 +2697,7 @@ mod tests {
             user_agent: Bytes::from_static(b"ucma-rs test"),
             proxy_losses: tokio::sync::watch::Sender::new(0),
             dialog_endings: tokio::sync::broadcast::Sender::new(4),
+            stopping: tokio::sync::watch::Sender::new(false),
             proxy_pool: None,
             proxy_now: tokio::sync::watch::Sender::new(proxy),
         })

@@ -298,22 +298,29 @@ async fn a_ringing_call_is_cancelled_when_its_endpoint_terminates() {
     .expect("the callee got the CANCEL");
 }
 
-/// A platform shut down under a call ends it: its flow's stream ends instead of waiting
-/// for ever on an endpoint that is Terminated.
+/// A platform shut down under a call ends it on both sides: its flow's stream ends instead
+/// of waiting for ever on an endpoint that is Terminated, and the BYE reaches the peer
+/// before the platform stops (the shutdown waits for its endpoints to end their calls).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_platform_shut_down_under_a_call_ends_it() {
+async fn a_platform_shut_down_under_a_call_ends_it_on_both_sides() {
     let p = setup().await;
     let mut calls = incoming_im_calls(&p.alice);
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
     let callee = tokio::spawn(async move {
-        let flow = next_call(&mut calls).await.accept().await.unwrap();
-        // Held open until the test ends.
-        tokio::time::sleep(WAIT).await;
-        drop(flow);
+        let c = next_call(&mut calls).await;
+        let call = match &c {
+            IncomingImCall::OnPremises(c) => c.call().clone(),
+            IncomingImCall::Federated(_) => unreachable!(),
+        };
+        let mut flow = c.accept().await.unwrap();
+        let end = flow.recv().await;
+        let _ = ended_tx.send((end.is_none(), call.termination_reason()));
     });
     let call =
         Conversation::new(&p.bot, on_prem("sip:alice@contoso.test")).instant_messaging_call();
     let mut flow = call.establish().await.unwrap();
-    p._a.shutdown().await;
+    let report = p._a.shutdown().await;
+    assert_eq!(report.cancelled, 0, "the BYE was cut short: {report:?}");
     let ended = tokio::time::timeout(WAIT, flow.recv()).await;
     assert!(matches!(ended, Ok(None)), "the flow still open");
     assert_eq!(call.state(), ConversationState::Terminated);
@@ -321,7 +328,16 @@ async fn a_platform_shut_down_under_a_call_ends_it() {
         call.termination_reason(),
         Some(TerminationReason::EndpointTerminated)
     ));
-    callee.abort();
+    let (closed, reason) = tokio::time::timeout(WAIT, ended_rx)
+        .await
+        .expect("the callee's call did not end: no BYE reached it")
+        .unwrap();
+    assert!(closed, "the callee's flow gave a message, not its end");
+    assert!(
+        matches!(reason, Some(TerminationReason::Remote { .. })),
+        "{reason:?}"
+    );
+    callee.await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
