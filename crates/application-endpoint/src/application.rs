@@ -112,6 +112,8 @@ impl ApplicationEndpoint {
             settings.display_name.clone(),
             settings.drain_retry_after,
             true,
+            // Trusted over mutual TLS: its front end does not challenge it.
+            None,
         );
         ApplicationEndpoint {
             presence: LocalOwnerPresence::new(core.clone()),

@@ -34,11 +34,11 @@
 use crate::state::{EndpointState, StateCell, StateChange};
 use crate::EndpointError;
 use collaboration_platform::{
-    Address, CollaborationPlatform, DialogEndReason, DialogEnded, EndpointId, IncomingRequest,
-    OnPremises,
+    Address, ClientAuth, CollaborationPlatform, DialogEndReason, DialogEnded, DialogId, EndpointId,
+    IncomingRequest, OnPremises, OutgoingInvite, OutgoingRequest, RequestError,
 };
 use sip_core::sdp::SessionDescription;
-use sip_core::{HeaderName, Method};
+use sip_core::{HeaderName, Method, SipMessage};
 // foldhash (seeded per map) instead of SipHash: these maps are looked up for every message.
 use foldhash::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -186,6 +186,9 @@ pub struct EndpointCore {
     draining: AtomicBool,
     retry_after: u32,
     is_application: bool,
+    /// A user endpoint's credentials for its out-of-dialog requests (see
+    /// [`EndpointCore::outgoing`]); `None` for an application endpoint.
+    auth: Option<ClientAuth>,
     state: StateCell,
 }
 
@@ -237,6 +240,7 @@ impl EndpointCore {
         display_name: Option<String>,
         retry_after: u32,
         is_application: bool,
+        auth: Option<ClientAuth>,
     ) -> Arc<EndpointCore> {
         // User and domain, not the user alone: one application may host alice of two home
         // domains, and requests sent to a contact must reach one endpoint.
@@ -254,6 +258,7 @@ impl EndpointCore {
             draining: AtomicBool::new(false),
             retry_after,
             is_application,
+            auth,
             state: StateCell::new(),
         })
     }
@@ -277,6 +282,59 @@ impl EndpointCore {
     /// identity; may impersonate) rather than a [`UserEndpoint`](crate::UserEndpoint).
     pub fn is_application(&self) -> bool {
         self.is_application
+    }
+
+    /// `request`, an out-of-dialog request of this endpoint, as it is to go out: a user
+    /// endpoint's carries the user's credentials ([`OutgoingRequest::authenticate`]), so
+    /// that a front end that challenges it (a proxy's 407 to the user's INVITE, MESSAGE,
+    /// SUBSCRIBE or PUBLISH, or a 401) gets it again with them, and later requests carry
+    /// them from the start; refused credentials are
+    /// [`RequestError::Authentication`], not a loop. An application endpoint's is
+    /// unchanged: its front end trusts it over mutual TLS and does not challenge it.
+    ///
+    /// The endpoint's own [`send_request`](Self::send_request),
+    /// [`invite`](Self::invite) and [`subscribe`](Self::subscribe) apply it; a request
+    /// sent with the platform directly goes without credentials.
+    pub fn outgoing(&self, request: OutgoingRequest) -> OutgoingRequest {
+        match &self.auth {
+            Some(auth) => request.authenticate(auth.clone()),
+            None => request,
+        }
+    }
+
+    /// Sends an out-of-dialog request as this endpoint
+    /// ([`CollaborationPlatform::send_request`] with [`outgoing`](Self::outgoing)).
+    ///
+    /// Cancel safety: as the platform's; cancelled while a challenged request is sent
+    /// again, the second request may or may not have gone.
+    pub async fn send_request(&self, request: OutgoingRequest) -> Result<SipMessage, RequestError> {
+        self.platform.send_request(self.outgoing(request)).await
+    }
+
+    /// Sends an INVITE as this endpoint, its dialog routed to it as `endpoint`
+    /// ([`CollaborationPlatform::invite`] with [`outgoing`](Self::outgoing)).
+    ///
+    /// Cancel safety: as the platform's.
+    pub async fn invite(
+        &self,
+        endpoint: EndpointId,
+        request: OutgoingRequest,
+    ) -> Result<OutgoingInvite, RequestError> {
+        self.platform.invite(endpoint, self.outgoing(request)).await
+    }
+
+    /// Sends a SUBSCRIBE (or REFER) as this endpoint, its dialog routed to it as
+    /// `endpoint` ([`CollaborationPlatform::subscribe`] with [`outgoing`](Self::outgoing)).
+    ///
+    /// Cancel safety: as [`send_request`](Self::send_request).
+    pub async fn subscribe(
+        &self,
+        endpoint: EndpointId,
+        request: OutgoingRequest,
+    ) -> Result<(SipMessage, DialogId), RequestError> {
+        self.platform
+            .subscribe(endpoint, self.outgoing(request))
+            .await
     }
 
     /// The owner's display name, if configured.

@@ -228,7 +228,7 @@ impl LocalOwnerPresence {
         if let Some(b) = body {
             r = r.body(pidf::CONTENT_TYPE, b);
         }
-        let ok = self.core.platform().send_request(r).await?;
+        let ok = self.core.send_request(r).await?;
         publication_of(&ok, expires)
     }
 }

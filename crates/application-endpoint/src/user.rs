@@ -12,7 +12,9 @@ use crate::presence::LocalOwnerPresence;
 use crate::registration::{Granted, Registered};
 use crate::state::{EndpointState, StateChange};
 use crate::{Endpoint, EndpointError};
-use collaboration_platform::{Address, CollaborationPlatform, Homed, OnPremises, Topology};
+use collaboration_platform::{
+    Address, ClientAuth, CollaborationPlatform, Homed, OnPremises, Topology,
+};
 use sip_core::auth::Credentials;
 use std::sync::Arc;
 use tokio::sync::{broadcast, watch};
@@ -119,6 +121,9 @@ impl UserEndpoint {
             settings.display_name.clone(),
             30,
             false,
+            // The user's requests are challenged like the user's REGISTER (a proxy's 407):
+            // answered with the same credentials, learnt separately from the registrar's.
+            Some(ClientAuth::new(settings.credentials.clone())),
         );
         UserEndpoint {
             presence: LocalOwnerPresence::new(core.clone()),

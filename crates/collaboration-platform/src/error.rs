@@ -81,6 +81,22 @@ pub enum RequestError {
         /// The whole response.
         response: Box<SipMessage>,
     },
+    /// The request carried credentials ([`ClientAuth`](crate::ClientAuth)) and was
+    /// challenged (401/407) in a way they cannot answer: the credentials were refused (the
+    /// realm challenged again without `stale=true`: wrong password or unknown user), the
+    /// challenge has no algorithm or realm the credentials fit, or it was still challenged
+    /// after four sends. Not sent again; `code` is the last challenge's status.
+    #[error("authentication failed: {code} {reason} ({detail})")]
+    Authentication {
+        /// 401 or 407.
+        code: u16,
+        /// The challenge's reason phrase.
+        reason: String,
+        /// Why it was not answered (again).
+        detail: String,
+        /// The last challenge.
+        response: Box<SipMessage>,
+    },
     /// The destination is a federated domain the topology blocks or does not allow: 403.
     #[error("refused by federation policy: {0}")]
     Refused(TopologyError),
@@ -116,7 +132,7 @@ impl RequestError {
             RequestError::Transport(_)
             | RequestError::Shutdown
             | RequestError::Overloaded { .. } => 503,
-            RequestError::Status { code, .. } => *code,
+            RequestError::Status { code, .. } | RequestError::Authentication { code, .. } => *code,
             RequestError::Refused(_) => 403,
             RequestError::Invalid(_) => 400,
             RequestError::NoDialog => 481,

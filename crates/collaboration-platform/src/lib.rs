@@ -45,6 +45,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod auth;
 mod diagnostics;
 mod dialog_end;
 pub mod dispatch;
@@ -68,6 +69,7 @@ mod runtime;
 mod settings;
 pub mod topology;
 
+pub use auth::ClientAuth;
 pub use diagnostics::peer_diagnostics;
 pub use dialog_end::{DialogEndReason, DialogEnded};
 pub use error::{PlatformError, ProxyAttempt, RequestError, RespondError};

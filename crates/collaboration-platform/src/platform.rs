@@ -1,5 +1,6 @@
 //! [`CollaborationPlatform`]: start, send, register endpoints, shut down.
 
+use crate::auth::Resend;
 use crate::dispatch::EndpointId;
 use crate::error::{PlatformError, RequestError};
 use crate::failover::ProxyPool;
@@ -237,13 +238,42 @@ impl CollaborationPlatform {
         &self,
         request: impl Into<OutgoingRequest>,
     ) -> Result<SipMessage, RequestError> {
-        let request = request.into();
+        let mut request = request.into();
         if request.method() == Method::Invite {
             return Err(RequestError::Invalid(
                 "an INVITE is sent with invite or invite_without_offer (its 2xx is ACKed)".into(),
             ));
         }
-        let (message, _, span) = self.prepare(request)?;
+        let auth = request.auth.take();
+        let (mut message, _, span) = self.prepare(request)?;
+        let Some(auth) = auth else {
+            return self.send_once(message, span).await;
+        };
+        auth.authorize(&mut message);
+        let mut resend = Resend::new(auth);
+        let mut span = span;
+        loop {
+            let sent = message.clone();
+            match self.send_once(message, span).await {
+                Err(RequestError::Status {
+                    code: code @ (401 | 407),
+                    reason,
+                    response,
+                }) => {
+                    message = resend.next(&sent, code, reason, response, &self.inner.via)?;
+                    span = transaction_span(&message);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One non-INVITE client transaction for `message`; its 2xx or why there was none.
+    async fn send_once(
+        &self,
+        message: SipMessage,
+        span: tracing::Span,
+    ) -> Result<SipMessage, RequestError> {
         let (reply, rx) = oneshot::channel();
         self.inner
             .commands
@@ -335,7 +365,9 @@ impl CollaborationPlatform {
         request: OutgoingRequest,
         hold_ack: bool,
     ) -> Result<OutgoingInvite, RequestError> {
-        let (message, branch, span) = self.prepare(request)?;
+        let mut request = request;
+        let auth = request.auth.take();
+        let (mut message, branch, span) = self.prepare(request)?;
         if message.method() != Some(&Method::Invite) {
             return Err(RequestError::Invalid("not an INVITE".into()));
         }
@@ -344,6 +376,16 @@ impl CollaborationPlatform {
                 "an INVITE without an offer has no body".into(),
             ));
         }
+        let resend = auth.map(|auth| {
+            auth.authorize(&mut message);
+            crate::invite::InviteResend {
+                resend: Resend::new(auth),
+                sent: message.clone(),
+                endpoint,
+                hold_ack,
+                via: self.inner.via.clone(),
+            }
+        });
         let (ptx, prx) = mpsc::channel(8);
         let (reply, rx) = oneshot::channel();
         self.inner
@@ -363,6 +405,7 @@ impl CollaborationPlatform {
             prx,
             rx,
             self.inner.commands.clone(),
+            resend,
         ))
     }
 
@@ -376,21 +419,48 @@ impl CollaborationPlatform {
         endpoint: EndpointId,
         request: impl Into<OutgoingRequest>,
     ) -> Result<(SipMessage, DialogId), RequestError> {
-        let (message, _, span) = self.prepare(request.into())?;
-        let (reply, rx) = oneshot::channel();
-        self.inner
-            .commands
-            .send(Command::SendDialogCreating {
-                request: message,
-                endpoint,
-                provisional: None,
-                hold_ack: false,
-                reply,
-                span,
-            })
-            .await
-            .map_err(|_| RequestError::Shutdown)?;
-        let (response, made) = rx.await.unwrap_or(Err(RequestError::Shutdown))?;
+        let mut request = request.into();
+        let auth = request.auth.take();
+        let (mut message, _, mut span) = self.prepare(request)?;
+        let mut resend = auth.map(|auth| {
+            auth.authorize(&mut message);
+            Resend::new(auth)
+        });
+        let (response, made) = loop {
+            let sent = resend.as_ref().map(|_| message.clone());
+            let (reply, rx) = oneshot::channel();
+            self.inner
+                .commands
+                .send(Command::SendDialogCreating {
+                    request: message,
+                    endpoint,
+                    provisional: None,
+                    hold_ack: false,
+                    reply,
+                    span,
+                })
+                .await
+                .map_err(|_| RequestError::Shutdown)?;
+            match (
+                rx.await.unwrap_or(Err(RequestError::Shutdown)),
+                &mut resend,
+                sent,
+            ) {
+                (
+                    Err(RequestError::Status {
+                        code: code @ (401 | 407),
+                        reason,
+                        response,
+                    }),
+                    Some(resend),
+                    Some(sent),
+                ) => {
+                    message = resend.next(&sent, code, reason, response, &self.inner.via)?;
+                    span = transaction_span(&message);
+                }
+                (outcome, _, _) => break outcome?,
+            }
+        };
         // A subscription's 2xx without a To tag makes no dialog (only an INVITE's gets a
         // null remote tag): there is none to name.
         let dialog = made
@@ -526,17 +596,7 @@ impl CollaborationPlatform {
             strip_home_trust(&mut message);
             strip_impersonated_names(&mut message, &self.inner.identities);
         }
-        let method = message
-            .method()
-            .map(|m| m.as_str().to_owned())
-            .unwrap_or_default();
-        let span = tracing::debug_span!(
-            "sip_transaction",
-            side = "client",
-            method = %method,
-            branch = %branch,
-            call_id = %String::from_utf8_lossy(message.call_id().unwrap_or_default()),
-        );
+        let span = transaction_span(&message);
         Ok((message, branch, span))
     }
 
@@ -802,6 +862,26 @@ impl CollaborationPlatform {
             }),
         }
     }
+}
+
+/// The span of the client transaction that sends `message`.
+fn transaction_span(message: &SipMessage) -> tracing::Span {
+    let method = message
+        .method()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_default();
+    let branch = message
+        .top_via()
+        .ok()
+        .and_then(|v| v.branch().map(str::to_owned))
+        .unwrap_or_default();
+    tracing::debug_span!(
+        "sip_transaction",
+        side = "client",
+        method = %method,
+        branch = %branch,
+        call_id = %String::from_utf8_lossy(message.call_id().unwrap_or_default()),
+    )
 }
 
 #[cfg(test)]

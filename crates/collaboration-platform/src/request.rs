@@ -35,6 +35,8 @@ fn call_id(host: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct OutgoingRequest {
     inner: Inner,
+    /// Credentials to answer a 401/407 with (see [`authenticate`](Self::authenticate)).
+    pub(crate) auth: Option<crate::ClientAuth>,
 }
 
 #[derive(Debug, Clone)]
@@ -75,6 +77,7 @@ impl OutgoingRequest {
                 headers: Vec::new(),
                 body: None,
             },
+            auth: None,
         }
     }
 
@@ -94,6 +97,7 @@ impl OutgoingRequest {
     pub fn from_message(request: SipMessage) -> Self {
         OutgoingRequest {
             inner: Inner::Message(Box::new(request)),
+            auth: None,
         }
     }
 
@@ -135,6 +139,18 @@ impl OutgoingRequest {
         if let Some(Inner::Parts { cseq, .. }) = self.parts() {
             *cseq = Some(value);
         }
+        self
+    }
+
+    /// Answers a 401 or 407 to this request with `auth`'s credentials (what a
+    /// user-authenticated endpoint's requests carry; see [`ClientAuth`](crate::ClientAuth)):
+    /// the platform sends it again with them, keeping the Call-ID and From tag and taking
+    /// the next CSeq number, and starts with the credentials learnt from earlier challenges.
+    /// For out-of-dialog requests ([`send_request`](crate::CollaborationPlatform::send_request),
+    /// [`invite`](crate::CollaborationPlatform::invite),
+    /// [`subscribe`](crate::CollaborationPlatform::subscribe)); ignored in a dialog.
+    pub fn authenticate(mut self, auth: crate::ClientAuth) -> Self {
+        self.auth = Some(auth);
         self
     }
 

@@ -1146,7 +1146,7 @@ impl<H: Homing> InstantMessagingCall<H> {
                 text_format::encode("text/plain", t.as_bytes()),
             );
         }
-        let mut invite = match core.platform().invite(endpoint, req).await {
+        let mut invite = match core.invite(endpoint, req).await {
             Ok(i) => i,
             Err(e) => return Err(self.fail(e.into())),
         };

@@ -32,7 +32,7 @@ pub(crate) async fn send<H: Homing>(
     if let Some(p) = pai {
         req = req.header("P-Asserted-Identity", p);
     }
-    match core.platform().send_request(req).await {
+    match core.send_request(req).await {
         Ok(_) => Ok(()),
         Err(e) => Err(MessageError::from_request(e)),
     }

@@ -37,6 +37,8 @@ pub struct FederationBuilder {
     kamailio: Option<PathBuf>,
     debug: i32,
     keep_dir: bool,
+    challenge_user_requests: bool,
+    proxy_passwords: Vec<(Deployment, String, String)>,
 }
 
 impl Default for FederationBuilder {
@@ -54,6 +56,8 @@ impl Default for FederationBuilder {
             kamailio: None,
             debug: 1,
             keep_dir: std::env::var_os("PEER_HARNESS_KEEP").is_some(),
+            challenge_user_requests: false,
+            proxy_passwords: Vec::new(),
         }
     }
 }
@@ -72,6 +76,28 @@ impl FederationBuilder {
     /// [`TestPki::issue`].
     pub fn trust_application(mut self, deployment: Deployment, name: &str) -> Self {
         self.extra_trusted.push((deployment, name.to_owned()));
+        self
+    }
+
+    /// Whether the front ends challenge users' out-of-dialog requests other than REGISTER
+    /// (INVITE, MESSAGE, SUBSCRIBE, PUBLISH, OPTIONS …) with `407 Proxy Authentication
+    /// Required` for their domain's realm (`proxy_challenge`, `pv_proxy_authenticate`),
+    /// checked against the users' passwords, as a proxy that authenticates every request
+    /// does (default off: only REGISTER is challenged). Trusted applications and
+    /// federation partners (mutual TLS) are not challenged; requests in a dialog neither.
+    /// Each answer the proxy accepts is logged as `proxy auth ok for USER (METHOD cseq N)`,
+    /// each it refuses as `failed proxy digest for USER (METHOD)`.
+    pub fn challenge_user_requests(mut self, on: bool) -> Self {
+        self.challenge_user_requests = on;
+        self
+    }
+
+    /// With [`challenge_user_requests`](Self::challenge_user_requests): the password the
+    /// proxy checks for `user` of `deployment` instead of the registrar's, so a test can
+    /// register and then meet a proxy that refuses the credentials.
+    pub fn proxy_password(mut self, deployment: Deployment, user: &str, password: &str) -> Self {
+        self.proxy_passwords
+            .push((deployment, user.to_owned(), password.to_owned()));
         self
     }
 
@@ -214,6 +240,13 @@ impl FederationBuilder {
                 key: cert.key_path.clone(),
                 ca: pki.ca_path().to_path_buf(),
                 debug: self.debug,
+                challenge_user_requests: self.challenge_user_requests,
+                proxy_passwords: self
+                    .proxy_passwords
+                    .iter()
+                    .filter(|(dd, _, _)| *dd == d)
+                    .map(|(_, u, p)| (u.clone(), p.clone()))
+                    .collect(),
             };
             let dir = root.join(format!("{}-{attempt}", d.domain()));
             fes.push(FrontEnd::spawn(&config, &dir, launch)?);

@@ -40,6 +40,12 @@ pub(crate) struct FrontEndConfig {
     pub key: PathBuf,
     pub ca: PathBuf,
     pub debug: i32,
+    /// Whether users' requests other than REGISTER (out of dialog) are challenged with 407
+    /// (`proxy_challenge` / `pv_proxy_authenticate`), as a proxy that authenticates every
+    /// request of its users does.
+    pub challenge_user_requests: bool,
+    /// Passwords the proxy checks instead of the registrar's, per user: (user, password).
+    pub proxy_passwords: Vec<(String, String)>,
 }
 
 /// Quotes a string for a Kamailio config string literal.
@@ -127,6 +133,17 @@ impl FrontEndConfig {
                 q(pw)
             );
         }
+        let (check_user_requests, proxy_auth_route) = if self.challenge_user_requests {
+            (
+                "\n\t# Users' requests (not REGISTER) are challenged as by a proxy (407).\n\
+                 \tif ($var(trust) == \"none\" && !is_method(\"REGISTER\")) {\n\
+                 \t\troute(PROXYAUTH);\n\
+                 \t}\n",
+                self.proxy_auth_route(),
+            )
+        } else {
+            ("", String::new())
+        };
         let trusted_cn = any_of("$var(cn)", &self.trusted_applications);
         let trusted_san = any_of("$var(san)", &self.trusted_applications);
         let partner_cn = any_of("$var(cn)", &self.partners);
@@ -242,6 +259,7 @@ request_route {{
 		t_check_trans();
 	}}
 
+{check_user_requests}
 	if ($rd == "{other_domain}" || $rd == "{other_fqdn}") {{
 		route(FEDERATION);
 		exit;
@@ -378,7 +396,7 @@ route[PRESENCE] {{
 	t_release();
 	exit;
 }}
-"##,
+{proxy_auth_route}"##,
             domain = d.domain(),
             fqdn = d.fqdn(),
             domain_q = q(d.domain()),
@@ -395,6 +413,53 @@ route[PRESENCE] {{
             },
             debug = self.debug,
             tls_cfg = tls_cfg_path.display(),
+        )
+    }
+
+    /// `route[PROXYAUTH]`: a user's request without credentials, or with wrong ones, gets
+    /// 407 (qop=auth) for the deployment's realm; the password is the one of the user in
+    /// From (the registrar's, unless [`proxy_passwords`](Self::proxy_passwords) says
+    /// otherwise). Keyed on the From user rather than `$au`, so the lookup does not depend
+    /// on which credentials header Kamailio reads `$au` from for a given method.
+    fn proxy_auth_route(&self) -> String {
+        let mut passwords = String::new();
+        for (user, pw) in &self.users {
+            let pw = self
+                .proxy_passwords
+                .iter()
+                .find(|(u, _)| u == user)
+                .map_or(pw, |(_, p)| p);
+            let _ = writeln!(
+                passwords,
+                "\tif ($fU == {}) {{ $var(password) = {}; $var(known) = 1; }}",
+                q(user),
+                q(pw)
+            );
+        }
+        let domain = self.deployment.domain();
+        format!(
+            r##"
+route[PROXYAUTH] {{
+	if (!is_present_hf("Proxy-Authorization")) {{
+		proxy_challenge("{domain}", "1");
+		exit;
+	}}
+	$var(password) = "";
+	$var(known) = 0;
+{passwords}	if ($var(known) != 1) {{
+		xlog("L_NOTICE", "proxy auth: unknown user $fU\n");
+		proxy_challenge("{domain}", "1");
+		exit;
+	}}
+	if (!pv_proxy_authenticate("{domain}", "$var(password)", "0")) {{
+		xlog("L_NOTICE", "failed proxy digest for $fU ($rm) from $si:$sp\n");
+		proxy_challenge("{domain}", "1");
+		exit;
+	}}
+	xlog("L_NOTICE", "proxy auth ok for $fU ($rm cseq $cs)\n");
+	consume_credentials();
+}}
+"##
         )
     }
 }

@@ -400,7 +400,7 @@ impl RemotePresenceView {
         let mut route = self.core.route_dialog(&call_id, &tag);
         let request = subscribe_request(&self.core, target, call_id, &tag, 0);
         let platform = self.core.platform();
-        let (_, dialog) = platform.subscribe(id, request).await?;
+        let (_, dialog) = self.core.subscribe(id, request).await?;
         let wait = self.config.notify_wait;
         let notify = tokio::time::timeout(wait, next_notify(&mut route)).await;
         let Ok(Some(mut notify)) = notify else {

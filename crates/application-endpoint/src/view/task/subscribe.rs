@@ -67,7 +67,6 @@ impl ViewTask {
             let _turn = window.acquire_owned().await;
             let outcome = match core.established_id() {
                 Ok(id) => core
-                    .platform()
                     .subscribe(id, request)
                     .await
                     .map(|(ok, dialog)| (granted(&ok, asked), Some(dialog)))

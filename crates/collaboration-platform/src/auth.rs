@@ -1,0 +1,272 @@
+//! Digest credentials for out-of-dialog requests ([`ClientAuth`]): what answers a proxy's
+//! `407 Proxy Authentication Required` (or a server's `401 Unauthorized`) to a request of a
+//! user-authenticated endpoint by sending it again with credentials (RFC 3261 §22.2,
+//! §8.1.3.5), and what lets later requests carry them from the start (§22.3).
+//!
+//! A real front end challenges a user's INVITE, MESSAGE, SUBSCRIBE and PUBLISH as well as
+//! the REGISTER (Kamailio's `proxy_authorize` / `pv_proxy_authenticate`); a trusted
+//! application over mutual TLS is not challenged and sends its requests without one.
+
+use std::sync::{Arc, Mutex};
+
+use sip_core::auth::{Credentials, DigestClient, DigestError};
+use sip_core::{HeaderName, SipMessage};
+
+use crate::error::RequestError;
+
+/// How many times one request goes out at most: the first, the answer to a fresh
+/// challenge, one `stale=true` restart and one answer for a second realm (a proxy, then
+/// the server behind it). [`DigestClient`] already refuses to answer a realm that refused
+/// its credentials; this bounds the rest.
+pub(crate) const MAX_SENDS: usize = 4;
+
+/// A user's digest credentials and what was learnt from the challenges they answered,
+/// attached to out-of-dialog requests with [`OutgoingRequest::authenticate`]. Cheap to
+/// clone; the clones share the state, so one endpoint's requests share the nonces and
+/// nonce counts learnt.
+///
+/// When a request carrying it is answered 407 or 401, the platform sends it again with a
+/// `Proxy-Authorization` / `Authorization` answering the challenge: same Call-ID, From tag
+/// and To, CSeq number + 1, a new branch (RFC 3261 §8.1.3.5, §22.2). For an INVITE the
+/// challenge's ACK is the transaction's (no credentials), a CANCEL never carries any, and
+/// [`OutgoingInvite`](crate::OutgoingInvite) follows the new transaction. Later requests
+/// carry credentials for each realm that challenged before (§22.3), so a front end that
+/// challenges every request is answered without a round trip while its nonce lasts.
+///
+/// Refused credentials (a second challenge for the same realm without `stale=true`), a
+/// challenge that cannot be answered (no supported algorithm, no credentials for its realm)
+/// or one still challenged after four sends end with
+/// [`RequestError::Authentication`]: never a loop.
+///
+/// [`OutgoingRequest::authenticate`]: crate::OutgoingRequest::authenticate
+#[derive(Clone)]
+pub struct ClientAuth {
+    digest: Arc<Mutex<DigestClient>>,
+}
+
+impl std::fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // DigestClient's Debug redacts the password.
+        f.debug_tuple("ClientAuth").field(&*self.lock()).finish()
+    }
+}
+
+impl ClientAuth {
+    /// Credentials for every realm that challenges (see [`Credentials::for_realm`] and
+    /// [`from_client`](Self::from_client) for several).
+    pub fn new(credentials: Credentials) -> Self {
+        Self::from_client(DigestClient::new(credentials))
+    }
+
+    /// Answers challenges with `client` (several realms' credentials, a fixed cnonce
+    /// source for tests).
+    pub fn from_client(client: DigestClient) -> Self {
+        ClientAuth {
+            digest: Arc::new(Mutex::new(client)),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, DigestClient> {
+        // The client's state stays consistent if a holder panicked: it is only computed.
+        self.digest.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds credentials for every realm that challenged before (none at first).
+    pub(crate) fn authorize(&self, message: &mut SipMessage) {
+        let headers = self.lock().authorize(message).unwrap_or_default();
+        for h in headers {
+            let _ = message.push_header(h.name, h.value);
+        }
+    }
+
+    /// The request to send after `sent` was challenged by `response`: `sent` with its old
+    /// credentials replaced by the answers, CSeq + 1 and the top Via `via` with a new
+    /// branch. `Err` when the challenge is not to be answered (credentials refused, no
+    /// supported challenge, no credentials for the realm).
+    pub(crate) fn answer(
+        &self,
+        sent: &SipMessage,
+        response: &SipMessage,
+        via: &str,
+    ) -> Result<SipMessage, String> {
+        let headers = self
+            .lock()
+            .handle_challenge(response, sent)
+            .map_err(|e| match e {
+                DigestError::Rejected { .. } => format!("{e}: wrong password or unknown user"),
+                e => e.to_string(),
+            })?;
+        let mut retry = sent.clone();
+        retry.remove_header(HeaderName::Authorization);
+        retry.remove_header(HeaderName::ProxyAuthorization);
+        let cseq = sent.cseq().map_err(|e| e.to_string())?;
+        let next = cseq.seq().checked_add(1).ok_or("CSeq exhausted")?;
+        let method = cseq.method().as_str().to_owned();
+        retry
+            .set_header(HeaderName::CSeq, format!("{next} {method}"))
+            .map_err(|e| e.to_string())?;
+        retry
+            .set_header(
+                HeaderName::Via,
+                format!("{via};branch={}", crate::request::branch()),
+            )
+            .map_err(|e| e.to_string())?;
+        for h in headers {
+            retry
+                .push_header(h.name, h.value)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(retry)
+    }
+}
+
+/// Tracks the sends of one request: what to send after a 401/407, or the error to end
+/// with.
+pub(crate) struct Resend {
+    pub(crate) auth: ClientAuth,
+    sends: usize,
+}
+
+impl Resend {
+    pub(crate) fn new(auth: ClientAuth) -> Self {
+        Resend { auth, sends: 1 }
+    }
+
+    /// The request to send after `sent` got the challenge `code`/`reason`/`response`, or
+    /// [`RequestError::Authentication`].
+    pub(crate) fn next(
+        &mut self,
+        sent: &SipMessage,
+        code: u16,
+        reason: String,
+        response: Box<SipMessage>,
+        via: &str,
+    ) -> Result<SipMessage, RequestError> {
+        let fail = |detail: String, reason: String, response: Box<SipMessage>| {
+            RequestError::Authentication {
+                code,
+                reason,
+                detail,
+                response,
+            }
+        };
+        if self.sends >= MAX_SENDS {
+            return Err(fail(
+                format!("still challenged after {MAX_SENDS} requests"),
+                reason,
+                response,
+            ));
+        }
+        match self.auth.answer(sent, &response, via) {
+            Ok(retry) => {
+                self.sends += 1;
+                Ok(retry)
+            }
+            Err(detail) => Err(fail(detail, reason, response)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sip_core::Method;
+
+    fn message() -> SipMessage {
+        SipMessage::request(Method::Message, "sip:bob@contoso.test")
+            .header(
+                HeaderName::Via,
+                "SIP/2.0/TLS 127.0.0.1:5061;rport;branch=z9hG4bK1",
+            )
+            .header(HeaderName::From, "<sip:alice@contoso.test>;tag=a1")
+            .header(HeaderName::To, "<sip:bob@contoso.test>")
+            .header(HeaderName::CallId, "c1")
+            .header(HeaderName::CSeq, "7 MESSAGE")
+            .build()
+            .unwrap()
+    }
+
+    fn challenge(to: &SipMessage, nonce: &str) -> Box<SipMessage> {
+        let mut r = SipMessage::response_to(to, 407, "Proxy Authentication Required").unwrap();
+        r.push_header(
+            HeaderName::ProxyAuthenticate,
+            format!(r#"Digest realm="contoso.test", nonce="{nonce}", qop="auth""#),
+        )
+        .unwrap();
+        Box::new(r)
+    }
+
+    #[test]
+    fn the_retry_keeps_the_call_and_takes_the_next_cseq_a_new_branch_and_credentials() {
+        let auth = ClientAuth::new(Credentials::new("alice", "pw"));
+        let mut resend = Resend::new(auth.clone());
+        let sent = message();
+        let retry = resend
+            .next(
+                &sent,
+                407,
+                "Proxy Authentication Required".into(),
+                challenge(&sent, "n1"),
+                "SIP/2.0/TLS 127.0.0.1:5061;rport",
+            )
+            .unwrap();
+        assert_eq!(retry.call_id().unwrap(), b"c1");
+        assert_eq!(
+            retry.header(HeaderName::From),
+            sent.header(HeaderName::From)
+        );
+        assert_eq!(retry.cseq().unwrap().seq(), 8);
+        let branch = retry.top_via().unwrap().branch().map(str::to_owned);
+        assert!(branch.is_some_and(|b| b != "z9hG4bK1" && b.starts_with("z9hG4bK")));
+        let creds = retry.header(HeaderName::ProxyAuthorization).unwrap();
+        assert!(String::from_utf8_lossy(creds).contains(r#"nonce="n1""#));
+
+        // The same nonce challenged again: the password is wrong, no third request.
+        let again = resend.next(
+            &retry,
+            407,
+            "Proxy Authentication Required".into(),
+            challenge(&retry, "n2"),
+            "SIP/2.0/TLS 127.0.0.1:5061;rport",
+        );
+        match again {
+            Err(RequestError::Authentication { code, detail, .. }) => {
+                assert_eq!(code, 407);
+                assert!(detail.contains("rejected"), "{detail}");
+            }
+            other => panic!("expected an authentication error, got {other:?}"),
+        }
+
+        // A later request carries the credentials learnt, with the next nonce count.
+        let mut later = message();
+        auth.authorize(&mut later);
+        let creds = later.header(HeaderName::ProxyAuthorization).unwrap();
+        assert!(String::from_utf8_lossy(creds).contains("nc=00000002"));
+    }
+
+    #[test]
+    fn stale_restarts_are_bounded() {
+        let mut resend = Resend::new(ClientAuth::new(Credentials::new("alice", "pw")));
+        let mut sent = message();
+        let mut outcome = Ok(());
+        for i in 0..10 {
+            let mut r =
+                SipMessage::response_to(&sent, 407, "Proxy Authentication Required").unwrap();
+            r.push_header(
+                HeaderName::ProxyAuthenticate,
+                format!(r#"Digest realm="contoso.test", nonce="s{i}", qop="auth", stale=true"#),
+            )
+            .unwrap();
+            match resend.next(&sent, 407, "x".into(), Box::new(r), "SIP/2.0/TLS h") {
+                Ok(next) => sent = next,
+                Err(e) => {
+                    outcome = Err((i, e));
+                    break;
+                }
+            }
+        }
+        let (i, e) = outcome.expect_err("gives up");
+        assert!(i < MAX_SENDS, "gave up after {i} challenges");
+        assert!(matches!(e, RequestError::Authentication { code: 407, .. }));
+    }
+}
