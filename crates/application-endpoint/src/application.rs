@@ -91,7 +91,7 @@ pub struct ApplicationEndpoint {
     core: Arc<EndpointCore>,
     settings: ApplicationEndpointSettings,
     presence: LocalOwnerPresence,
-    registered: Registered,
+    registered: Arc<Registered>,
 }
 
 impl std::fmt::Debug for ApplicationEndpoint {
@@ -115,11 +115,14 @@ impl ApplicationEndpoint {
             // Trusted over mutual TLS: its front end does not challenge it.
             None,
         );
+        let presence = LocalOwnerPresence::new(core.clone());
+        let registered = Arc::new(Registered::default());
+        crate::registration::terminate_on_platform_stop(&core, &presence, &registered);
         ApplicationEndpoint {
-            presence: LocalOwnerPresence::new(core.clone()),
+            presence,
             core,
             settings,
-            registered: Registered::default(),
+            registered,
         }
     }
 

@@ -190,7 +190,19 @@ pub struct EndpointCore {
     /// [`EndpointCore::outgoing`]); `None` for an application endpoint.
     auth: Option<ClientAuth>,
     state: StateCell,
+    /// What a platform shutdown runs for the endpoint (see [`StopHook`]).
+    stop_hook: std::sync::OnceLock<StopHook>,
 }
+
+/// The endpoint's `terminate()` (presence removed, unregistered, calls ended), as a platform
+/// shutdown runs it; `None` once the endpoint's owner struct is gone. Set by the endpoint
+/// kinds, which own the presence and the registration; it holds them weakly, so it keeps
+/// nothing alive.
+pub(crate) type StopHook = Box<
+    dyn Fn() -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>
+        + Send
+        + Sync,
+>;
 
 impl std::fmt::Debug for EndpointCore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -260,7 +272,13 @@ impl EndpointCore {
             is_application,
             auth,
             state: StateCell::new(),
+            stop_hook: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets what a platform shutdown runs for the endpoint (once).
+    pub(crate) fn set_stop_hook(&self, hook: StopHook) {
+        let _ = self.stop_hook.set(hook);
     }
 
     fn lock_routes(&self) -> std::sync::MutexGuard<'_, Routes> {
@@ -520,12 +538,14 @@ impl EndpointCore {
         }
     }
 
-    /// Stops routing to the endpoint and closes its handler streams and dialog routes.
+    /// Closes the endpoint's handler streams and dialog routes, then stops routing to it.
+    /// In that order: the calls' BYEs are with the platform before it hears the endpoint is
+    /// gone, which a shutdown waiting for the endpoint takes as the end of its BYEs.
     pub(crate) async fn detach(&self) {
-        self.unroute().await;
         for handler in self.close_routes() {
             handler.endpoint_terminated().await;
         }
+        self.unroute().await;
     }
 
     /// Ends the handler streams and dialog routes; returns the dialog handlers, to be told
@@ -557,14 +577,19 @@ impl EndpointCore {
         }
     }
 
-    /// The platform began to shut down: as [`platform_gone`](Self::platform_gone), but the
-    /// handlers are told here and now, so that the BYEs and CANCELs they send are with the
-    /// platform, which still takes those, before the endpoint lets go of its route (the
-    /// shutdown waits for that). A `terminate()` under way is waited for instead: it tells
-    /// them itself.
+    /// The platform began to shut down, and still sends what ends things: the endpoint
+    /// ends as `terminate()` ends it (presence removed, unregistered, calls ended with BYE
+    /// or CANCEL), before it lets go of its route (the shutdown waits for that). Without an
+    /// owner struct to do so, the calls are ended as [`platform_gone`](Self::platform_gone)
+    /// ends them, their handlers told here and now. A `terminate()` under way is waited for.
     pub(crate) async fn platform_stopping(&self) {
-        for handler in self.end_with_platform() {
-            handler.endpoint_terminated().await;
+        match self.stop_hook.get().and_then(|hook| hook()) {
+            Some(terminate) => terminate.await,
+            None => {
+                for handler in self.end_with_platform() {
+                    handler.endpoint_terminated().await;
+                }
+            }
         }
         let mut state = self.watch_state();
         let _ = state

@@ -75,7 +75,33 @@ impl std::fmt::Debug for LocalOwnerPresence {
     }
 }
 
+/// A [`LocalOwnerPresence`] that keeps nothing alive (see
+/// `registration::terminate_on_platform_stop`).
+pub(crate) struct WeakPresence {
+    core: std::sync::Weak<EndpointCore>,
+    expires: u32,
+    state: std::sync::Weak<Mutex<Published>>,
+}
+
+impl WeakPresence {
+    pub(crate) fn upgrade(&self) -> Option<LocalOwnerPresence> {
+        Some(LocalOwnerPresence {
+            core: self.core.upgrade()?,
+            expires: self.expires,
+            state: self.state.upgrade()?,
+        })
+    }
+}
+
 impl LocalOwnerPresence {
+    pub(crate) fn downgrade(&self) -> WeakPresence {
+        WeakPresence {
+            core: Arc::downgrade(&self.core),
+            expires: self.expires,
+            state: Arc::downgrade(&self.state),
+        }
+    }
+
     pub(crate) fn new(core: Arc<EndpointCore>) -> Self {
         LocalOwnerPresence {
             core,

@@ -529,17 +529,17 @@ impl Registered {
         Some(granted)
     }
 
-    /// Stops refreshing and removes the binding; says how that went (for the Terminated
-    /// state's reason).
-    async fn stop(&self) -> String {
+    /// Stops refreshing and removes the binding; says how that went after `cause` (for
+    /// the Terminated state's reason).
+    async fn stop(&self, cause: &str) -> String {
         let Some(run) = self.state.lock().await.take() else {
-            return "terminate() called".to_string();
+            return cause.to_string();
         };
         run.keep_alive.abort();
         let outcome = run.registration.lock().await.register(0).await;
         match outcome {
-            Ok(_) => "terminate() called; unregistered".to_string(),
-            Err(e) => format!("terminate() called; unregistration failed: {e}"),
+            Ok(_) => format!("{cause}; unregistered"),
+            Err(e) => format!("{cause}; unregistration failed: {e}"),
         }
     }
 }
@@ -551,6 +551,37 @@ pub(crate) async fn terminate(
     presence: &crate::LocalOwnerPresence,
     registered: &Registered,
 ) {
+    end(core, presence, registered, "terminate() called").await;
+}
+
+/// Makes a platform shutdown end the endpoint as [`terminate`] does (the platform still
+/// sends unregistrations, presence removals and BYEs then), through weak references: the
+/// hook lives in the core and must not keep the endpoint alive.
+pub(crate) fn terminate_on_platform_stop(
+    core: &Arc<EndpointCore>,
+    presence: &crate::LocalOwnerPresence,
+    registered: &Arc<Registered>,
+) {
+    let weak_core = Arc::downgrade(core);
+    let weak_presence = presence.downgrade();
+    let weak_registered = Arc::downgrade(registered);
+    core.set_stop_hook(Box::new(move || {
+        let core = weak_core.upgrade()?;
+        let presence = weak_presence.upgrade()?;
+        let registered = weak_registered.upgrade()?;
+        Some(Box::pin(async move {
+            end(&core, &presence, &registered, "the platform shut down").await;
+        }))
+    }));
+}
+
+/// [`terminate`], with `cause` as the reason it gives.
+async fn end(
+    core: &Arc<EndpointCore>,
+    presence: &crate::LocalOwnerPresence,
+    registered: &Registered,
+    cause: &'static str,
+) {
     let live = [
         EndpointState::Idle,
         EndpointState::Establishing,
@@ -559,7 +590,7 @@ pub(crate) async fn terminate(
         EndpointState::Draining,
     ];
     if core
-        .transition(&live, EndpointState::Terminating, "terminate() called")
+        .transition(&live, EndpointState::Terminating, cause)
         .is_err()
     {
         // Another terminate() (or a refused refresh) is under way: this one is done when
@@ -575,7 +606,7 @@ pub(crate) async fn terminate(
     core.begin_drain();
     let mut unfinished = Unfinished(Some(core.clone()));
     let _ = presence.remove().await;
-    let reason = registered.stop().await;
+    let reason = registered.stop(cause).await;
     core.detach().await;
     core.set_state(EndpointState::Terminated, reason);
     unfinished.0 = None;

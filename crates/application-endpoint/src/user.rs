@@ -100,7 +100,7 @@ pub struct UserEndpoint {
     core: Arc<EndpointCore>,
     settings: UserEndpointSettings,
     presence: LocalOwnerPresence,
-    registered: Registered,
+    registered: Arc<Registered>,
 }
 
 impl std::fmt::Debug for UserEndpoint {
@@ -125,11 +125,14 @@ impl UserEndpoint {
             // answered with the same credentials, learnt separately from the registrar's.
             Some(ClientAuth::new(settings.credentials.clone())),
         );
+        let presence = LocalOwnerPresence::new(core.clone());
+        let registered = Arc::new(Registered::default());
+        crate::registration::terminate_on_platform_stop(&core, &presence, &registered);
         UserEndpoint {
-            presence: LocalOwnerPresence::new(core.clone()),
+            presence,
             core,
             settings,
-            registered: Registered::default(),
+            registered,
         }
     }
 

@@ -627,11 +627,30 @@ async fn endpoints_are_terminated_when_their_platform_shuts_down() {
     let routed = ApplicationEndpoint::new(&p, ApplicationEndpointSettings::new(owner));
     routed.establish().await.expect("established");
     let mut states = [registered.watch_state(), routed.watch_state()];
-    p.shutdown().await;
+    // A shutdown ends the endpoints as terminate() does: the registered one removes its
+    // binding (REGISTER with Expires 0) before the platform stops.
+    let registrar_side = async {
+        let r = registrar.register().await;
+        registrar.answer(&r, "200 OK", 0, "").await;
+        r
+    };
+    let (report, unregister) =
+        tokio::time::timeout(WAIT, async { tokio::join!(p.shutdown(), registrar_side) })
+            .await
+            .expect("the shutdown and the unregistration within the wait");
+    assert!(
+        unregister
+            .lines()
+            .any(|l| l.eq_ignore_ascii_case("expires: 0")),
+        "not an unregistration: {unregister}"
+    );
+    assert_eq!(report.cancelled, 0, "{report:?}");
     for s in &mut states {
         let end = reach(s, EndpointState::Terminated).await;
         assert!(end.reason.contains("shut down"), "{end:?}");
     }
+    let end = registered.watch_state().borrow().clone();
+    assert!(end.reason.ends_with("; unregistered"), "{end:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -475,6 +475,30 @@ struct Stopping {
 const LANE_CAPACITY: usize = 1024;
 const BATCH: usize = 128;
 
+/// Whether `request` only removes what an endpoint left at a server (a REGISTER, PUBLISH
+/// or SUBSCRIBE with `Expires: 0`): sent during a shutdown, so that endpoints ending with
+/// their platform unregister and withdraw their presence as `terminate()` does.
+fn removes_state(request: &SipMessage) -> bool {
+    request.method().is_some_and(|m| {
+        expires_zero(
+            m,
+            request
+                .headers()
+                .filter(|h| h.name == HeaderName::Expires)
+                .map(|h| h.value.as_ref()),
+        )
+    })
+}
+
+/// A REGISTER, PUBLISH or SUBSCRIBE whose one `Expires` value is 0.
+fn expires_zero<'a>(method: &Method, mut expires: impl Iterator<Item = &'a [u8]>) -> bool {
+    matches!(
+        method,
+        Method::Register | Method::Publish | Method::Subscribe
+    ) && expires.next().is_some_and(|v| v.trim_ascii() == b"0")
+        && expires.next().is_none()
+}
+
 fn tk(t: TransportKind) -> Tk {
     match t {
         TransportKind::Udp => Tk::Udp,
@@ -736,7 +760,7 @@ impl Driver {
                 reply,
                 span,
             } => {
-                if !self.accepting {
+                if !self.accepting && !removes_state(&request) {
                     let _ = reply.send(Err(RequestError::Shutdown));
                     return;
                 }
@@ -790,8 +814,18 @@ impl Driver {
                 reply,
                 span,
             } => {
-                // While stopping, calls can still end: a BYE is the way out, not new work.
-                if !self.accepting && parts.method != Method::Bye {
+                // While stopping, calls can still end: a BYE is the way out, not new work;
+                // so is an unsubscription.
+                let ends = parts.method == Method::Bye
+                    || expires_zero(
+                        &parts.method,
+                        parts
+                            .headers
+                            .iter()
+                            .filter(|(n, _)| n.eq_ignore_ascii_case("expires"))
+                            .map(|(_, v)| v.as_ref()),
+                    );
+                if !self.accepting && !ends {
                     let _ = reply.send(Err(RequestError::Shutdown));
                     return;
                 }
