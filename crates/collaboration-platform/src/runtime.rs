@@ -485,7 +485,7 @@ fn removes_state(request: &SipMessage) -> bool {
             request
                 .headers()
                 .filter(|h| h.name == HeaderName::Expires)
-                .map(|h| h.value.as_ref()),
+                .map(|h| h.value),
         )
     })
 }
