@@ -732,6 +732,21 @@ struct Gone {
     platform: CollaborationPlatform,
 }
 
+/// Unroutes endpoint `id` when the router ends (again, when it did so itself: harmless).
+struct Unroute {
+    platform: CollaborationPlatform,
+    id: EndpointId,
+}
+
+impl Drop for Unroute {
+    fn drop(&mut self) {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (platform, id) = (self.platform.clone(), self.id);
+            rt.spawn(async move { platform.unregister_endpoint(id).await });
+        }
+    }
+}
+
 /// The router task: runs until the endpoint is dropped or detached.
 /// Also hands the endings the platform announces for this endpoint's dialogs to their
 /// handlers ([`DialogHandler::ended_by_platform`]).
@@ -743,6 +758,12 @@ async fn route(
     mut gone: Gone,
 ) {
     let mut endings = Some(endings);
+    // However the router ends (the endpoint found gone while delivering, a handler that
+    // panicked), the platform lets go of the route: a shutdown waits for that.
+    let _unroute = Unroute {
+        platform: gone.platform.clone(),
+        id,
+    };
     loop {
         let next_ending = async {
             match endings.as_mut() {

@@ -665,12 +665,19 @@ impl Driver {
             // Endpoints watch this and end their calls, then unregister (see `ending`).
             self.cfg.stopping.send_replace(true);
         }
-        let holding = &self.holding_shutdown;
+        // An endpoint whose receiver is gone cannot end anything or unregister: it holds
+        // nothing (see `holds`).
+        let ending = self
+            .holding_shutdown
+            .iter()
+            .copied()
+            .filter(|id| self.holds(*id))
+            .collect();
         let s = self.shutdown.get_or_insert_with(|| Stopping {
             deadline,
             done: Vec::new(),
             live_at_start: live,
-            ending: holding.clone(),
+            ending,
         });
         s.deadline = match (s.deadline, deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -679,10 +686,19 @@ impl Driver {
         s.done.extend(done);
     }
 
+    /// Whether endpoint `id` still holds a shutdown: it is routed and its receiver is
+    /// there to end its calls and unregister. One forgotten at a request its receiver
+    /// could not take (480), or whose receiver went without unregistering (a router that
+    /// ended, a dropped receiver), never will; waiting for it would last the whole grace
+    /// period, or for ever with an unbounded one.
+    fn holds(&self, id: EndpointId) -> bool {
+        self.endpoints.get(&id).is_some_and(|tx| !tx.is_closed())
+    }
+
     fn shutdown_due(&self) -> bool {
         match &self.shutdown {
             Some(s) => {
-                (self.live() == 0 && s.ending.is_empty())
+                (self.live() == 0 && !s.ending.iter().any(|id| self.holds(*id)))
                     || s.deadline.is_some_and(|d| Instant::now() >= d)
             }
             None => false,
@@ -895,16 +911,21 @@ impl Driver {
                 }
             }
             Command::Unregister { id } => {
-                self.holding_shutdown.remove(&id);
-                if let Some(s) = &mut self.shutdown {
-                    s.ending.remove(&id);
-                }
+                self.release_shutdown_hold(id);
                 self.dispatcher.remove(id);
                 self.endpoints.remove(&id);
                 self.local_targets.remove_default(id.0);
                 self.dialogs.clear_owner(id.0);
             }
             Command::Shutdown { grace, done } => self.begin_shutdown(grace, Some(done)),
+        }
+    }
+
+    /// Endpoint `id` no longer holds a shutdown (unregistered, or forgotten).
+    fn release_shutdown_hold(&mut self, id: EndpointId) {
+        self.holding_shutdown.remove(&id);
+        if let Some(s) = &mut self.shutdown {
+            s.ending.remove(&id);
         }
     }
 
@@ -2380,6 +2401,7 @@ impl Driver {
                 inc.defuse();
                 self.dispatcher.remove(endpoint);
                 self.endpoints.remove(&endpoint);
+                self.release_shutdown_hold(endpoint);
                 self.answer(now, id, &request, 480, &[]);
             }
         }
