@@ -302,6 +302,11 @@ impl EndpointCore {
         self.is_application
     }
 
+    /// A user endpoint's credentials for its out-of-dialog requests.
+    pub(crate) fn client_auth(&self) -> Option<&ClientAuth> {
+        self.auth.as_ref()
+    }
+
     /// `request`, an out-of-dialog request of this endpoint, as it is to go out: a user
     /// endpoint's carries the user's credentials ([`OutgoingRequest::authenticate`]), so
     /// that a front end that challenges it (a proxy's 407 to the user's INVITE, MESSAGE,
@@ -320,8 +325,10 @@ impl EndpointCore {
         }
     }
 
-    /// Sends an out-of-dialog request as this endpoint
-    /// ([`CollaborationPlatform::send_request`] with [`outgoing`](Self::outgoing)).
+    /// Sends an out-of-dialog request of this endpoint
+    /// ([`CollaborationPlatform::send_request`] with [`outgoing`](Self::outgoing)). Its
+    /// From is the request's own: the platform's URI unless set
+    /// ([`OutgoingRequest::from`]), so a user's request names the user there.
     ///
     /// Cancel safety: as the platform's; cancelled while a challenged request is sent
     /// again, the second request may or may not have gone.

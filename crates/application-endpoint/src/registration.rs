@@ -521,6 +521,24 @@ impl Registered {
         Ok(granted)
     }
 
+    /// The realms whose challenges the registration answered, while registered.
+    pub(crate) async fn answered_realms(&self) -> Vec<String> {
+        let Some(reg) = self
+            .state
+            .lock()
+            .await
+            .as_ref()
+            .map(|r| r.registration.clone())
+        else {
+            return Vec::new();
+        };
+        let reg = reg.lock().await;
+        reg.digest
+            .as_ref()
+            .map(|d| d.answered_realms().map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
+
     /// What the registrar granted last (the first REGISTER or the latest refresh), while
     /// registered.
     pub(crate) async fn granted(&self) -> Option<Granted> {

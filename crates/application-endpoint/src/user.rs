@@ -112,6 +112,20 @@ impl std::fmt::Debug for UserEndpoint {
     }
 }
 
+/// The credentials a user's out-of-dialog requests answer challenges with. Given for any
+/// realm, they answer only the owner's domain as realm here (and, once registered, the
+/// realms the registrar challenged with): a digest response lets whoever challenged try
+/// passwords offline, so a 401 or 407 from elsewhere (a federated party's server, say) is
+/// not answered but ends the request with `RequestError::Authentication`. Credentials
+/// given for a realm stay for that realm.
+fn home_realm_credentials(settings: &UserEndpointSettings) -> Credentials {
+    let c = settings.credentials.clone();
+    match c.realm() {
+        Some(_) => c,
+        None => c.for_realm(settings.owner.domain()),
+    }
+}
+
 impl UserEndpoint {
     /// A user endpoint on `platform`, Idle until [`establish`](Self::establish).
     pub fn new(platform: &CollaborationPlatform, settings: UserEndpointSettings) -> Self {
@@ -122,8 +136,9 @@ impl UserEndpoint {
             30,
             false,
             // The user's requests are challenged like the user's REGISTER (a proxy's 407):
-            // answered with the same credentials, learnt separately from the registrar's.
-            Some(ClientAuth::new(settings.credentials.clone())),
+            // answered with the same credentials, learnt separately from the registrar's,
+            // for the home realms only (see `home_realm_credentials`).
+            Some(ClientAuth::new(home_realm_credentials(&settings))),
         );
         let presence = LocalOwnerPresence::new(core.clone());
         let registered = Arc::new(Registered::default());
@@ -190,6 +205,12 @@ impl UserEndpoint {
                 s.instance_id.clone(),
             )
             .await?;
+        // The realms the registrar challenged with are home realms too.
+        if let (Some(auth), None) = (self.core.client_auth(), s.credentials.realm()) {
+            for realm in self.registered.answered_realms().await {
+                auth.add_credentials(s.credentials.clone().for_realm(realm));
+            }
+        }
         self.core
             .finish_establishing(format!("registered for {} s", granted.expires))
             .await?;

@@ -763,6 +763,20 @@ impl Registrar {
         self.peer.as_mut()?.read().await
     }
 
+    /// Answers `request` with `status` and `extra` header lines, nothing else added.
+    async fn answer_plain(&mut self, request: &str, status: &str, extra: &str) {
+        let r = format!(
+            "SIP/2.0 {status}\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag=proxy\r\n\
+             Call-ID: {}\r\nCSeq: {}\r\n{extra}Content-Length: 0\r\n\r\n",
+            header(request, "Via"),
+            header(request, "From"),
+            header(request, "To"),
+            header(request, "Call-ID"),
+            header(request, "CSeq"),
+        );
+        self.peer.as_mut().expect("connected").write(&r).await;
+    }
+
     /// Answers a PUBLISH 200 with an entity tag and `Expires: expires`.
     async fn answer_publish(&mut self, request: &str, etag: &str, expires: u32) {
         let r = format!(
@@ -1022,5 +1036,88 @@ async fn registering_a_tel_owner_is_refused_at_establish() {
     let routed = ApplicationEndpoint::new(&p, settings);
     routed.establish().await.expect("established");
     routed.terminate().await;
+    p.shutdown().await;
+}
+
+/// A user's password answers challenges from home realms only: the owner's domain and the
+/// realms the registrar challenged with. A 407 from any other realm (a federated party's
+/// server, say) ends the request with `RequestError::Authentication` and nothing is
+/// answered: a digest response would let its sender try passwords offline. Before, any
+/// realm got one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_requests_answer_challenges_from_home_realms_only() {
+    use application_endpoint::{Credentials, UserEndpoint, UserEndpointSettings};
+    use collaboration_platform::{OutgoingRequest, RequestError};
+    let mut registrar = Registrar::bind().await;
+    let p = platform(&registrar).await;
+    let owner = Address::assume_on_premises("sip:alice@contoso.test").unwrap();
+    let alice = UserEndpoint::new(
+        &p,
+        UserEndpointSettings::new(owner, Credentials::new("alice", "secret")),
+    );
+    // The registrar challenges with a realm of its own, then grants.
+    let script = async {
+        let r = registrar.register().await;
+        let challenge = "WWW-Authenticate: Digest realm=\"pool.contoso.test\", nonce=\"r1\", \
+                         qop=\"auth\"\r\n";
+        registrar.answer(&r, "401 Unauthorized", 0, challenge).await;
+        let r = registrar.register().await;
+        assert!(
+            header(&r, "Authorization").contains("pool.contoso.test"),
+            "{r}"
+        );
+        registrar.answer(&r, "200 OK", 300, "").await;
+    };
+    let (established, ()) = tokio::join!(alice.establish(), script);
+    established.expect("established");
+
+    for (i, (realm, home)) in [
+        ("evil.example", false),
+        ("pool.contoso.test", true),
+        ("contoso.test", true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let sending = alice.core().send_request(
+            OutgoingRequest::new(sip_core::Method::Message, "sip:bob@contoso.test")
+                .from("<sip:alice@contoso.test>"),
+        );
+        let proxy = async {
+            let m = registrar.any().await.expect("the MESSAGE");
+            assert!(m.starts_with("MESSAGE "), "{m}");
+            let challenge = format!(
+                "Proxy-Authenticate: Digest realm=\"{realm}\", nonce=\"p{i}\", qop=\"auth\"\r\n"
+            );
+            registrar
+                .answer_plain(&m, "407 Proxy Authentication Required", &challenge)
+                .await;
+            if home {
+                let again = registrar.any().await.expect("the MESSAGE again");
+                let answered = again.split("\r\n").any(|l| {
+                    l.to_ascii_lowercase().starts_with("proxy-authorization:")
+                        && l.contains(&format!("realm=\"{realm}\""))
+                });
+                assert!(answered, "{realm} not answered: {again}");
+                registrar.answer_plain(&again, "200 OK", "").await;
+            }
+        };
+        let (sent, ()) = tokio::time::timeout(WAIT, async { tokio::join!(sending, proxy) })
+            .await
+            .unwrap_or_else(|_| panic!("{realm}: no outcome (answered a foreign realm?)"));
+        if home {
+            sent.unwrap_or_else(|e| panic!("{realm}: {e}"));
+        } else {
+            assert!(
+                matches!(sent, Err(RequestError::Authentication { code: 407, .. })),
+                "{realm}: {sent:?}"
+            );
+        }
+    }
+    tokio::join!(alice.terminate(), async {
+        // The unregistration, answered (presence was never published).
+        let r = registrar.register().await;
+        registrar.answer(&r, "200 OK", 0, "").await;
+    });
     p.shutdown().await;
 }

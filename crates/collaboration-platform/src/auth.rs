@@ -66,6 +66,18 @@ impl ClientAuth {
         }
     }
 
+    /// Adds `credentials`, unless some already answer their realm: e.g. a user's password
+    /// for a realm learnt when the registrar challenged.
+    pub fn add_credentials(&self, credentials: Credentials) {
+        let mut digest = self.lock();
+        let known = credentials
+            .realm()
+            .is_some_and(|realm| digest.answers_realm(realm));
+        if !known {
+            digest.add_credentials(credentials);
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, DigestClient> {
         // The client's state stays consistent if a holder panicked: it is only computed.
         self.digest.lock().unwrap_or_else(|p| p.into_inner())

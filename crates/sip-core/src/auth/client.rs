@@ -179,6 +179,22 @@ impl DigestClient {
         self
     }
 
+    /// Adds credentials in place (see [`with_credentials`](Self::with_credentials)).
+    pub fn add_credentials(&mut self, credentials: Credentials) {
+        self.credentials.push(credentials);
+    }
+
+    /// The realms whose challenges were answered (and not [cleared](Self::clear) since),
+    /// in the order they first challenged.
+    pub fn answered_realms(&self) -> impl Iterator<Item = &str> + '_ {
+        self.realms.iter().map(|r| r.challenge.realm.as_str())
+    }
+
+    /// Whether some credentials answer `realm` (its own, or credentials for any realm).
+    pub fn answers_realm(&self, realm: &str) -> bool {
+        self.credentials_for(realm).is_some()
+    }
+
     /// Replaces the cnonce generator (tests inject a fixed sequence).
     #[must_use]
     pub fn with_cnonce_source(mut self, source: CnonceSource) -> DigestClient {
