@@ -144,6 +144,12 @@ struct Outgoing {
     /// where a response goes, [`udp_destination`]), so the lane sends it without parsing
     /// the bytes again.
     datagram: Option<SipMessage>,
+    /// For the UDP lane: our address the request being answered arrived at (the server
+    /// transaction's `Peer::local`), which the datagram must leave from (RFC 3261 §18.2.2,
+    /// RFC 3581 §4: symmetric response routing; a NAT, or a peer that matches responses
+    /// by where it sent the request, drops one from another of our ports). `None` for what
+    /// we originate: the transport picks the socket by address family.
+    from: Option<SocketAddr>,
 }
 
 /// A lane: the queue of messages for one destination and the task that writes them in
@@ -1934,6 +1940,7 @@ impl Driver {
             transaction: t.transaction,
             destination,
             datagram,
+            from: t.destination.local,
         };
         let lane = match self.lanes.get(&key) {
             Some(l) if !l.tx.is_closed() => l.clone(),
@@ -1975,9 +1982,12 @@ impl Driver {
                     LaneKey::Connection(c) => transport.send_raw(ConnectionId(*c), o.bytes).await,
                     LaneKey::Proxy => send_to(&transport, &proxy, o.bytes).await,
                     LaneKey::Target(target) => send_to(&transport, target, o.bytes).await,
-                    LaneKey::Udp => match &o.datagram {
-                        Some(m) => transport.send(&Target::udp(o.destination), m).await,
-                        None => Err(TransportError::Io("no datagram to send".into())),
+                    LaneKey::Udp => match (&o.datagram, o.from) {
+                        (Some(m), Some(local)) => {
+                            transport.send_udp_from(local, o.destination, m).await
+                        }
+                        (Some(m), None) => transport.send(&Target::udp(o.destination), m).await,
+                        (None, _) => Err(TransportError::Io("no datagram to send".into())),
                     },
                 };
                 if let Err(error) = r {

@@ -158,7 +158,9 @@ pub enum TransportError {
     /// A TLS target needs a TLS client configuration, which the transport has not got.
     #[error("no TLS client settings configured")]
     NoTlsClient,
-    /// A UDP target, and no UDP socket is bound.
+    /// A UDP target, and no UDP socket is bound (for
+    /// [`SipTransport::send_udp_from`](crate::SipTransport::send_udp_from): none at the
+    /// local address given).
     #[error("no UDP socket bound")]
     NoUdpSocket,
     /// The TLS server name is not a valid DNS name or IP address.

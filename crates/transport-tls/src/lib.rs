@@ -31,7 +31,8 @@
 //!   the path MTU − 200 bytes (1 300 when the MTU is unknown) is refused with
 //!   [`TransportError::TooLargeForUdp`], so the caller resends it over TCP or TLS. UDP
 //!   responses go to the request's source IP and its Via's sent-by port, or its source port
-//!   when the Via asks for `rport` (RFC 3261 §18.2.2, RFC 3581).
+//!   when the Via asks for `rport` (RFC 3261 §18.2.2, RFC 3581), from the socket the request
+//!   arrived at ([`SipTransport::reply`], [`SipTransport::send_udp_from`]; RFC 3581 §4).
 //! - **Via stamping.** Every request received, on any transport, has its top Via stamped
 //!   with `received` (sent-by not the source address) and `rport` (asked for without a
 //!   value) before it is handed up (RFC 3261 §18.2.1, RFC 3581 §4), so responses built from

@@ -381,9 +381,11 @@ struct Shared {
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     next_id: AtomicU64,
     connector: Option<tokio_rustls::TlsConnector>,
-    /// The sockets UDP is sent from: the first bound of each address family.
+    /// The sockets [`SipTransport::send`] sends UDP from: the first bound of each family.
     udp4: OnceLock<Arc<UdpSocket>>,
     udp6: OnceLock<Arc<UdpSocket>>,
+    /// Every UDP socket by its bound address, for [`SipTransport::send_udp_from`].
+    udp: Sharded<SocketAddr, Arc<UdpSocket>>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -1279,6 +1281,7 @@ impl SipTransport {
             connector,
             udp4: OnceLock::new(),
             udp6: OnceLock::new(),
+            udp: Sharded::new(),
             shutdown: watch::channel(false).0,
         });
         let owner = Arc::new(Owner(shared.clone()));
@@ -1322,7 +1325,9 @@ impl SipTransport {
 
     /// Binds a UDP socket on `addr`, receives datagrams on it, and sends UDP from the first
     /// one bound of each address family (an IPv4 target from an IPv6 socket only when no
-    /// IPv4 one is bound). Returns the bound address.
+    /// IPv4 one is bound), except for what is sent from a given socket
+    /// ([`reply`](Self::reply), [`send_udp_from`](Self::send_udp_from)). Returns the bound
+    /// address.
     ///
     /// Cancel safety: cancel safe (if cancelled, nothing is bound).
     pub async fn bind_udp(&self, addr: SocketAddr) -> Result<SocketAddr, TransportError> {
@@ -1336,6 +1341,7 @@ impl SipTransport {
             SocketAddr::V4(_) => self.shared.udp4.set(sock.clone()),
             SocketAddr::V6(_) => self.shared.udp6.set(sock.clone()),
         };
+        self.shared.udp.shard(&local).insert(local, sock.clone());
         tokio::spawn(udp_loop(self.shared.clone(), sock, local));
         Ok(local)
     }
@@ -1441,30 +1447,74 @@ impl SipTransport {
     }
 
     /// Sends `message` to `target`: over the reused or a new connection for TCP/TLS, as a
-    /// datagram for UDP. A UDP request larger than the RFC 3261 §18.1.1 limit is refused
-    /// with [`TransportError::TooLargeForUdp`]: resend it over TCP or TLS.
+    /// datagram for UDP (from the first socket bound of the target's address family: a
+    /// response goes by [`reply`](Self::reply) or [`send_udp_from`](Self::send_udp_from)).
+    /// A UDP request larger than the RFC 3261 §18.1.1 limit is refused with
+    /// [`TransportError::TooLargeForUdp`]: resend it over TCP or TLS.
     ///
     /// Waits while the connection's send queue is full (backpressure).
     ///
     /// Cancel safety: not cancel safe once connected: if cancelled while waiting for room
     /// in the queue, the message was not sent; cancelled later, it may have been.
     pub async fn send(&self, target: &Target, message: &SipMessage) -> Result<(), TransportError> {
-        let bytes = message.to_bytes();
         if target.transport == TransportKind::Udp {
-            let limit = self.shared.settings.udp_request_limit();
-            if message.is_request() && bytes.len() > limit {
-                return Err(TransportError::TooLargeForUdp {
-                    size: bytes.len(),
-                    limit,
-                });
-            }
             let (sock, to) = self.shared.udp_for(target.remote)?;
-            sock.send_to(&bytes, to)
-                .await
-                .map_err(|e| TransportError::io(&e))?;
-            return Ok(());
+            return self.send_datagram(sock, to, message).await;
         }
-        self.flow(target).await?.send(bytes).await
+        self.flow(target).await?.send(message.to_bytes()).await
+    }
+
+    /// Sends `message` by UDP to `to` from our socket bound at `local` (as a
+    /// [`ReceivedMessage::local`] names it). A response must leave from the address and
+    /// port its request arrived at (RFC 3261 §18.2.2, RFC 3581 §4: symmetric response
+    /// routing), which [`send`](Self::send) does not know: with several UDP sockets it
+    /// picks the first of the address family, and a NAT, or a peer that matches responses
+    /// by where it sent the request, drops a response from another port. For a layer that
+    /// keeps only the addresses of a request (a transaction layer) and not the
+    /// `ReceivedMessage` that [`reply`](Self::reply) takes. The size rule is `send`'s.
+    ///
+    /// Fails with [`TransportError::NoUdpSocket`] when no UDP socket is bound at `local`.
+    ///
+    /// Cancel safety: cancel safe (if cancelled, the datagram was not sent).
+    pub async fn send_udp_from(
+        &self,
+        local: SocketAddr,
+        to: SocketAddr,
+        message: &SipMessage,
+    ) -> Result<(), TransportError> {
+        let sock = self
+            .shared
+            .udp
+            .get(&local)
+            .ok_or(TransportError::NoUdpSocket)?;
+        // An IPv6 socket sends to an IPv4 address in its IPv4-mapped form.
+        let to = match (local, to) {
+            (SocketAddr::V6(_), SocketAddr::V4(v4)) => ipv4_mapped(v4),
+            _ => to,
+        };
+        self.send_datagram(&sock, to, message).await
+    }
+
+    /// Sends `message` as one datagram from `sock` to `to`, refusing a request too large
+    /// for UDP (RFC 3261 §18.1.1).
+    async fn send_datagram(
+        &self,
+        sock: &UdpSocket,
+        to: SocketAddr,
+        message: &SipMessage,
+    ) -> Result<(), TransportError> {
+        let bytes = message.to_bytes();
+        let limit = self.shared.settings.udp_request_limit();
+        if message.is_request() && bytes.len() > limit {
+            return Err(TransportError::TooLargeForUdp {
+                size: bytes.len(),
+                limit,
+            });
+        }
+        sock.send_to(&bytes, to)
+            .await
+            .map(|_| ())
+            .map_err(|e| TransportError::io(&e))
     }
 
     /// Sends `message` on an existing connection (e.g. a response on the connection the

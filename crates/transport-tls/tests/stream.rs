@@ -438,6 +438,66 @@ async fn udp_sends_use_a_socket_of_the_targets_address_family() {
     assert_eq!(next_message(&mut brx).await.local, b4);
 }
 
+/// RFC 3261 §18.2.2, RFC 3581 §4: a response leaves from the address and port its request
+/// arrived at. `send` picks the first socket of the family, so a layer that keeps only a
+/// request's addresses answers with `send_udp_from` and the address it arrived at.
+#[tokio::test]
+async fn send_udp_from_sends_from_the_socket_bound_at_that_address() {
+    let (b, mut brx) = SipTransport::new(TransportSettings::new()).unwrap();
+    let first = b.bind_udp(localhost()).await.unwrap();
+    let second = b.bind_udp(localhost()).await.unwrap();
+    let peer = tokio::net::UdpSocket::bind(localhost()).await.unwrap();
+    let mut buf = vec![0u8; 65_536];
+    peer.send_to(&message_request(1, 300, "UDP h;rport"), second)
+        .await
+        .unwrap();
+    let got = next_message(&mut brx).await;
+    assert_eq!(got.local, second);
+    let resp = sip_core::SipMessage::response_to(&got.message, 200, "OK").unwrap();
+    let to = transport_tls::udp_response_to(&resp, got.remote);
+    b.send_udp_from(got.local, to, &resp).await.unwrap();
+    let (_, from) = tokio::time::timeout(WAIT, peer.recv_from(&mut buf))
+        .await
+        .expect("the response")
+        .unwrap();
+    assert_eq!(from, second);
+    // `send` still sends from the first socket of the family.
+    b.send(&Target::udp(to), &resp).await.unwrap();
+    let (_, from) = tokio::time::timeout(WAIT, peer.recv_from(&mut buf))
+        .await
+        .expect("the response")
+        .unwrap();
+    assert_eq!(from, first);
+    // No socket bound there: nothing to send from.
+    let unbound = "127.0.0.1:1".parse().unwrap();
+    let err = b.send_udp_from(unbound, to, &resp).await.unwrap_err();
+    assert_eq!(err, TransportError::NoUdpSocket);
+}
+
+/// A dual-stack IPv6 socket answers an IPv4 peer: the IPv4 destination is given in the
+/// IPv4-mapped form the socket needs.
+#[tokio::test]
+async fn send_udp_from_an_ipv6_socket_reaches_an_ipv4_peer() {
+    let (b, mut brx) = SipTransport::new(TransportSettings::new()).unwrap();
+    let any6 = b.bind_udp("[::]:0".parse().unwrap()).await.unwrap();
+    let peer = tokio::net::UdpSocket::bind(localhost()).await.unwrap();
+    let to_b = SocketAddr::from(([127, 0, 0, 1], any6.port()));
+    peer.send_to(&message_request(1, 300, "UDP h;rport"), to_b)
+        .await
+        .unwrap();
+    let got = next_message(&mut brx).await;
+    let resp = sip_core::SipMessage::response_to(&got.message, 200, "OK").unwrap();
+    let v4 = SocketAddr::from(([127, 0, 0, 1], peer.local_addr().unwrap().port()));
+    b.send_udp_from(any6, v4, &resp).await.unwrap();
+    let mut buf = vec![0u8; 65_536];
+    let (n, from) = tokio::time::timeout(WAIT, peer.recv_from(&mut buf))
+        .await
+        .expect("the response")
+        .unwrap();
+    assert_eq!(from, to_b);
+    assert!(buf[..n].starts_with(b"SIP/2.0 200 OK\r\n"));
+}
+
 #[tokio::test]
 async fn a_refused_udp_request_is_answered_and_an_ack_is_not() {
     let (b, _brx) = SipTransport::new(TransportSettings::new()).unwrap();

@@ -77,7 +77,9 @@ pub struct Peer {
     /// Our address a received message arrived at, when the runtime reports it (`None` for a
     /// destination to send to). A datagram has no connection to tell which of several UDP
     /// sockets took it: this does, so a policy set per listener (which peers it accepts)
-    /// can be applied to the request's server transaction.
+    /// can be applied to the request's server transaction, and its responses (a server
+    /// transaction's transmits carry this peer) leave from the address the request arrived
+    /// at (RFC 3261 §18.2.2, RFC 3581 §4).
     pub local: Option<SocketAddr>,
 }
 
