@@ -8,11 +8,12 @@ use std::time::Duration;
 use application_endpoint::{ApplicationEndpoint, ApplicationEndpointSettings};
 use bytes::Bytes;
 use collaboration_platform::loopback::{pair, LoopbackPki};
+use collaboration_platform::OnPremises;
 use collaboration_platform::{Address, DialogEndReason, Listener, ListenerKind, Topology};
 use collaboration_platform::{MessageObserver, WireDirection};
 use conversation::{
-    incoming_im_calls, CallError, ConversationState, IncomingImCall, IncomingImCalls,
-    TerminationReason,
+    incoming_im_calls, CallError, ConversationState, IncomingCall, IncomingImCall, IncomingImCalls,
+    InstantMessagingCall, TerminationReason,
 };
 use sip_core::transaction::TransactionConfig;
 use std::sync::Arc;
@@ -457,6 +458,31 @@ async fn no_bye_while_the_200_is_unacked(carol: &Carol, sent: &Sent) {
     );
 }
 
+/// The call carol's INVITE offers the bot.
+async fn carols_call(calls: &mut IncomingImCalls) -> IncomingCall<OnPremises> {
+    let offered = tokio::time::timeout(WAIT, calls.next())
+        .await
+        .expect("the call is offered")
+        .unwrap();
+    match offered {
+        IncomingImCall::OnPremises(incoming) => incoming,
+        IncomingImCall::Federated(_) => panic!("carol is on premises"),
+    }
+}
+
+/// `call` ended with its endpoint.
+fn ended_with_the_endpoint(call: &InstantMessagingCall<OnPremises>) {
+    assert_eq!(call.state(), ConversationState::Terminated);
+    assert!(
+        matches!(
+            call.termination_reason(),
+            Some(TerminationReason::EndpointTerminated)
+        ),
+        "{:?}",
+        call.termination_reason()
+    );
+}
+
 /// RFC 3261 §15: an endpoint that terminates while the ACK of its 200 (which carried our
 /// offer: the INVITE had none) is still owed ends the call at once (`accept` fails `Ended`,
 /// the reason is `EndpointTerminated`), and the BYE, held until the ACK, goes when it
@@ -469,13 +495,7 @@ async fn an_endpoint_terminated_before_the_ack_of_our_offer_sends_bye_once_it_co
     let (_platforms, bot, mut calls, udp) =
         bot_on_udp_observed(sent.clone(), Duration::from_millis(100)).await;
     let mut carol = Carol::calls(udp, "ep-end-nooffer@carol", false).await;
-    let IncomingImCall::OnPremises(incoming) = tokio::time::timeout(WAIT, calls.next())
-        .await
-        .expect("the call is offered")
-        .unwrap()
-    else {
-        panic!("carol is on premises")
-    };
+    let incoming = carols_call(&mut calls).await;
     let call = incoming.call().clone();
     let accepting = tokio::spawn(incoming.accept());
     carol.takes_the_200().await;
@@ -486,15 +506,7 @@ async fn an_endpoint_terminated_before_the_ack_of_our_offer_sends_bye_once_it_co
         .expect("accept ends with the endpoint")
         .unwrap();
     assert!(matches!(accepted, Err(CallError::Ended)), "{accepted:?}");
-    assert_eq!(call.state(), ConversationState::Terminated);
-    assert!(
-        matches!(
-            call.termination_reason(),
-            Some(TerminationReason::EndpointTerminated)
-        ),
-        "{:?}",
-        call.termination_reason()
-    );
+    ended_with_the_endpoint(&call);
     no_bye_while_the_200_is_unacked(&carol, &sent).await;
 
     carol.acks(true).await;
@@ -510,27 +522,13 @@ async fn an_endpoint_terminated_before_the_ack_of_our_answer_sends_bye_once_it_c
     let (_platforms, bot, mut calls, udp) =
         bot_on_udp_observed(sent.clone(), Duration::from_millis(100)).await;
     let mut carol = Carol::calls(udp, "ep-end-offer@carol", true).await;
-    let IncomingImCall::OnPremises(incoming) = tokio::time::timeout(WAIT, calls.next())
-        .await
-        .expect("the call is offered")
-        .unwrap()
-    else {
-        panic!("carol is on premises")
-    };
+    let incoming = carols_call(&mut calls).await;
     let call = incoming.call().clone();
     let _flow = incoming.accept().await.unwrap();
     carol.takes_the_200().await;
 
     bot.terminate().await;
-    assert_eq!(call.state(), ConversationState::Terminated);
-    assert!(
-        matches!(
-            call.termination_reason(),
-            Some(TerminationReason::EndpointTerminated)
-        ),
-        "{:?}",
-        call.termination_reason()
-    );
+    ended_with_the_endpoint(&call);
     no_bye_while_the_200_is_unacked(&carol, &sent).await;
 
     carol.acks(false).await;
@@ -547,13 +545,7 @@ async fn a_platform_shut_down_after_its_endpoint_waits_for_the_ack_to_send_bye()
     let (platforms, bot, mut calls, udp) =
         bot_on_udp_observed(sent.clone(), Duration::from_millis(100)).await;
     let mut carol = Carol::calls(udp, "shutdown-noack@carol", false).await;
-    let IncomingImCall::OnPremises(incoming) = tokio::time::timeout(WAIT, calls.next())
-        .await
-        .expect("the call is offered")
-        .unwrap()
-    else {
-        panic!("carol is on premises")
-    };
+    let incoming = carols_call(&mut calls).await;
     let accepting = tokio::spawn(incoming.accept());
     carol.takes_the_200().await;
 
