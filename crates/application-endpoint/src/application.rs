@@ -149,7 +149,7 @@ impl ApplicationEndpoint {
             Err(EndpointState::Established | EndpointState::Reestablishing) => return Ok(()),
             Err(s) => return Err(EndpointError::NotEstablished(s)),
         }
-        let _cancelled = EstablishGuard(&self.core);
+        let _cancelled = EstablishGuard::new(&self.core);
         let s = &self.settings;
         if let Err(e) = self
             .core

@@ -192,6 +192,9 @@ pub struct EndpointCore {
     state: StateCell,
     /// What a platform shutdown runs for the endpoint (see [`StopHook`]).
     stop_hook: std::sync::OnceLock<StopHook>,
+    /// How many `establish()` calls are under way ([`EstablishGuard`]): a shutdown waits
+    /// for them, so that a REGISTER granted meanwhile is removed before the platform stops.
+    establishing: watch::Sender<usize>,
 }
 
 /// The endpoint's `terminate()` (presence removed, unregistered, calls ended), as a platform
@@ -273,6 +276,7 @@ impl EndpointCore {
             auth,
             state: StateCell::new(),
             stop_hook: std::sync::OnceLock::new(),
+            establishing: watch::Sender::new(0),
         })
     }
 
@@ -604,6 +608,13 @@ impl EndpointCore {
             .await;
     }
 
+    /// Returns once no `establish()` is under way. One that is ends on its own once the
+    /// endpoint is Terminating (its REGISTER refused, or granted and at once removed).
+    pub(crate) async fn establish_ended(&self) {
+        let mut establishing = self.establishing.subscribe();
+        let _ = establishing.wait_for(|n| *n == 0).await;
+    }
+
     /// Moves a live endpoint to Terminated "the platform shut down" and ends its handler
     /// streams and dialog routes, as after terminate() (readers of `incoming()` and dialog
     /// routes see the end instead of waiting for ever); returns the dialog handlers to
@@ -707,11 +718,21 @@ enum Target {
 /// unroutes it, so that it can be established again: it stayed Establishing, and every
 /// later `establish()` was refused. On every other way out of `establish()` the state has
 /// left Establishing already, and this does nothing.
-pub(crate) struct EstablishGuard<'a>(pub(crate) &'a EndpointCore);
+/// It also counts the `establish()` calls under way (see `EndpointCore::establishing`).
+pub(crate) struct EstablishGuard<'a>(&'a EndpointCore);
+
+impl<'a> EstablishGuard<'a> {
+    pub(crate) fn new(core: &'a EndpointCore) -> Self {
+        core.establishing.send_modify(|n| *n += 1);
+        EstablishGuard(core)
+    }
+}
 
 impl Drop for EstablishGuard<'_> {
     fn drop(&mut self) {
         let core = self.0;
+        // Counted out whichever way this returns.
+        let _done = Uncount(core);
         let cancelled = "establish() was cancelled";
         if core
             .transition(
@@ -728,6 +749,17 @@ impl Drop for EstablishGuard<'_> {
             let platform = core.platform.clone();
             rt.spawn(async move { platform.unregister_endpoint(id).await });
         }
+    }
+}
+
+/// Takes one `establish()` off the count when dropped.
+struct Uncount<'a>(&'a EndpointCore);
+
+impl Drop for Uncount<'_> {
+    fn drop(&mut self) {
+        self.0
+            .establishing
+            .send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 

@@ -569,7 +569,7 @@ pub(crate) async fn terminate(
     presence: &crate::LocalOwnerPresence,
     registered: &Registered,
 ) {
-    end(core, presence, registered, "terminate() called").await;
+    end(core, presence, registered, Ending::Terminate).await;
 }
 
 /// Makes a platform shutdown end the endpoint as [`terminate`] does (the platform still
@@ -588,18 +588,36 @@ pub(crate) fn terminate_on_platform_stop(
         let presence = weak_presence.upgrade()?;
         let registered = weak_registered.upgrade()?;
         Some(Box::pin(async move {
-            end(&core, &presence, &registered, "the platform shut down").await;
+            end(&core, &presence, &registered, Ending::PlatformShutDown).await;
         }))
     }));
 }
 
-/// [`terminate`], with `cause` as the reason it gives.
+/// Why an endpoint ends the way `terminate()` ends it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Terminate,
+    PlatformShutDown,
+}
+
+impl Ending {
+    /// The reason the endpoint's states give.
+    fn cause(self) -> &'static str {
+        match self {
+            Ending::Terminate => "terminate() called",
+            Ending::PlatformShutDown => "the platform shut down",
+        }
+    }
+}
+
+/// [`terminate`], for `why`.
 async fn end(
     core: &Arc<EndpointCore>,
     presence: &crate::LocalOwnerPresence,
     registered: &Registered,
-    cause: &'static str,
+    why: Ending,
 ) {
+    let cause = why.cause();
     let live = [
         EndpointState::Idle,
         EndpointState::Establishing,
@@ -625,6 +643,11 @@ async fn end(
     let mut unfinished = Unfinished(Some(core.clone()));
     let _ = presence.remove().await;
     let reason = registered.stop(cause).await;
+    if why == Ending::PlatformShutDown {
+        // A REGISTER granted to an establish() under way is removed by it; the platform,
+        // which stops once the endpoint unroutes (in detach), must still be there for that.
+        core.establish_ended().await;
+    }
     core.detach().await;
     core.set_state(EndpointState::Terminated, reason);
     unfinished.0 = None;

@@ -182,7 +182,7 @@ impl UserEndpoint {
             }
             Err(s) => return Err(EndpointError::NotEstablished(s)),
         }
-        let _cancelled = EstablishGuard(&self.core);
+        let _cancelled = EstablishGuard::new(&self.core);
         if let Err(e) = self
             .core
             .attach(Some(self.core.contact().to_string()), false)

@@ -1121,3 +1121,59 @@ async fn a_users_requests_answer_challenges_from_home_realms_only() {
     });
     p.shutdown().await;
 }
+
+/// A shutdown that begins while `establish()`'s REGISTER is out: the REGISTER granted
+/// after it is removed (REGISTER with Expires 0) before the platform stops, and
+/// `establish()` fails. Before, the platform stopped as soon as the grant came in, and the
+/// binding stayed at the registrar until it expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_granted_during_a_shutdown_is_removed_before_it_stops() {
+    let mut registrar = Registrar::bind().await;
+    let p = platform(&registrar).await;
+    let bot = Arc::new(registering_bot(&p));
+    let establishing = tokio::spawn({
+        let bot = bot.clone();
+        async move { bot.establish().await }
+    });
+    let held = registrar.register().await;
+    let stopping = tokio::spawn({
+        let p = p.clone();
+        async move { p.shutdown().await }
+    });
+    // The platform has begun to stop: the endpoint is ending (or, without the wait for
+    // establish(), already ended).
+    let mut state = bot.watch_state();
+    let ending = tokio::time::timeout(
+        WAIT,
+        state.wait_for(|c| {
+            matches!(
+                c.state,
+                EndpointState::Terminating | EndpointState::Terminated
+            )
+        }),
+    )
+    .await
+    .expect("the endpoint ends with its platform")
+    .unwrap()
+    .clone();
+    assert!(ending.reason.contains("shut down"), "{ending:?}");
+    registrar.answer(&held, "200 OK", 600, "").await;
+    let removal = registrar.register().await;
+    assert!(
+        removal
+            .lines()
+            .any(|l| l.eq_ignore_ascii_case("expires: 0")),
+        "not an unregistration: {removal}"
+    );
+    registrar.answer(&removal, "200 OK", 0, "").await;
+    let established = tokio::time::timeout(WAIT, establishing)
+        .await
+        .expect("establish() ends")
+        .unwrap();
+    assert!(established.is_err(), "{established:?}");
+    tokio::time::timeout(WAIT, stopping)
+        .await
+        .expect("the platform stops")
+        .unwrap();
+    assert_eq!(bot.state(), EndpointState::Terminated);
+}
