@@ -1177,3 +1177,96 @@ async fn a_registration_granted_during_a_shutdown_is_removed_before_it_stops() {
         .unwrap();
     assert_eq!(bot.state(), EndpointState::Terminated);
 }
+
+/// Credentials that answered a server's 401 (`Authorization`, user-to-user: read by the UAS
+/// at the end, not by a proxy on the way, RFC 3261 §22.2) go up front only on later
+/// requests to the server that asked for them (the same Request-URI user and host). A
+/// home server's 401 to a request for `sip:svc@contoso.test` once let every later
+/// out-of-dialog request, one to a federated party or to another user too, carry a digest response for the user's password to its end: what the
+/// home-realm rule keeps from a foreign server (an offline password guess).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_home_servers_401_credentials_do_not_go_up_front_to_a_federated_party() {
+    use application_endpoint::{Credentials, UserEndpoint, UserEndpointSettings};
+    use collaboration_platform::OutgoingRequest;
+    let mut registrar = Registrar::bind().await;
+    let p = platform(&registrar).await;
+    let owner = Address::assume_on_premises("sip:alice@contoso.test").unwrap();
+    let alice = UserEndpoint::new(
+        &p,
+        UserEndpointSettings::new(owner, Credentials::new("alice", "secret")),
+    );
+    let script = async {
+        let r = registrar.register().await;
+        registrar.answer(&r, "200 OK", 300, "").await;
+    };
+    let (established, ()) = tokio::join!(alice.establish(), script);
+    established.expect("established");
+
+    let authorization = |m: &str, realm: &str| {
+        m.split("\r\n").any(|l| {
+            l.to_ascii_lowercase().starts_with("authorization:")
+                && l.contains(&format!("realm=\"{realm}\""))
+        })
+    };
+    // A home service answers 401: the retry carries Authorization for contoso.test.
+    let sending = alice.core().send_request(
+        OutgoingRequest::new(sip_core::Method::Message, "sip:svc@contoso.test")
+            .from("<sip:alice@contoso.test>"),
+    );
+    let server = async {
+        let m = registrar.any().await.expect("the MESSAGE");
+        let challenge =
+            "WWW-Authenticate: Digest realm=\"contoso.test\", nonce=\"u1\", qop=\"auth\"\r\n";
+        registrar
+            .answer_plain(&m, "401 Unauthorized", challenge)
+            .await;
+        let again = registrar.any().await.expect("the MESSAGE again");
+        assert!(authorization(&again, "contoso.test"), "{again}");
+        registrar.answer_plain(&again, "200 OK", "").await;
+    };
+    let (sent, ()) = tokio::time::timeout(WAIT, async { tokio::join!(sending, server) })
+        .await
+        .expect("answered");
+    sent.expect("the home MESSAGE");
+
+    // The same service again: its credentials go up front (RFC 3261 §22.3).
+    let sending = alice.core().send_request(
+        OutgoingRequest::new(sip_core::Method::Message, "sip:svc@contoso.test")
+            .from("<sip:alice@contoso.test>"),
+    );
+    let server = async {
+        let m = registrar.any().await.expect("the MESSAGE");
+        assert!(authorization(&m, "contoso.test"), "{m}");
+        registrar.answer_plain(&m, "200 OK", "").await;
+    };
+    let (sent, ()) = tokio::time::timeout(WAIT, async { tokio::join!(sending, server) })
+        .await
+        .expect("answered");
+    sent.expect("the second home MESSAGE");
+
+    // A federated party, or another user of the home domain: the home proxy passes
+    // Authorization on to the request's end unread.
+    for to in ["sip:bob@fabrikam.test", "sip:bob@contoso.test"] {
+        let sending = alice.core().send_request(
+            OutgoingRequest::new(sip_core::Method::Message, to).from("<sip:alice@contoso.test>"),
+        );
+        let proxy = async {
+            let m = registrar.any().await.expect("the MESSAGE");
+            assert!(
+                !authorization(&m, "contoso.test"),
+                "a digest response for the user's password went to {to}: {m}"
+            );
+            registrar.answer_plain(&m, "200 OK", "").await;
+        };
+        let (sent, ()) = tokio::time::timeout(WAIT, async { tokio::join!(sending, proxy) })
+            .await
+            .expect("answered");
+        sent.unwrap_or_else(|e| panic!("the MESSAGE to {to}: {e}"));
+    }
+
+    tokio::join!(alice.terminate(), async {
+        let r = registrar.register().await;
+        registrar.answer(&r, "200 OK", 0, "").await;
+    });
+    p.shutdown().await;
+}

@@ -7,6 +7,7 @@
 //! the REGISTER (Kamailio's `proxy_authorize` / `pv_proxy_authenticate`); a trusted
 //! application over mutual TLS is not challenged and sends its requests without one.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use sip_core::auth::{Credentials, DigestClient, DigestError};
@@ -42,6 +43,31 @@ pub(crate) const MAX_SENDS: usize = 4;
 #[derive(Clone)]
 pub struct ClientAuth {
     digest: Arc<Mutex<DigestClient>>,
+    /// The servers (realm, Request-URI user and host) whose 401 was answered: a
+    /// user-to-user realm's credentials (`Authorization`) go up front to requests for that
+    /// user and host only.
+    servers: Arc<Mutex<HashSet<(String, String)>>>,
+}
+
+/// Who `request` is for: its Request-URI's user and host (lower case), without the
+/// parameters (empty when it is not a SIP URI). A 401 comes from the request's end (RFC
+/// 3261 §22.2), which the Request-URI names: another user of the same domain is another
+/// end, which must not get a digest response for the user's password either.
+fn request_target(request: &SipMessage) -> String {
+    request
+        .request_uri()
+        .and_then(Result::ok)
+        .and_then(|u| {
+            u.as_sip().map(|s| {
+                let user = s
+                    .user_raw()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default();
+                let host = String::from_utf8_lossy(s.host_raw()).to_ascii_lowercase();
+                format!("{user}@{host}")
+            })
+        })
+        .unwrap_or_default()
 }
 
 impl std::fmt::Debug for ClientAuth {
@@ -63,6 +89,7 @@ impl ClientAuth {
     pub fn from_client(client: DigestClient) -> Self {
         ClientAuth {
             digest: Arc::new(Mutex::new(client)),
+            servers: Arc::default(),
         }
     }
 
@@ -83,9 +110,26 @@ impl ClientAuth {
         self.digest.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds credentials for every realm that challenged before (none at first).
+    /// Adds credentials for every realm that challenged before (none at first): a proxy's
+    /// realm (407, `Proxy-Authorization`, consumed by the proxy of that realm, RFC 3261
+    /// §22.3) on every request; a server's (401, `Authorization`, read by the request's
+    /// end, §22.2) only on a request for the Request-URI user and host that asked for it,
+    /// so that a request to another party (a federated one, or another user of the same
+    /// domain) does not carry a digest response for the user's password to its end.
     pub(crate) fn authorize(&self, message: &mut SipMessage) {
-        let headers = self.lock().authorize(message).unwrap_or_default();
+        let host = request_target(message);
+        let servers = self
+            .servers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let headers = self
+            .lock()
+            .authorize_if(message, |name, realm| {
+                name != HeaderName::Authorization
+                    || servers.contains(&(realm.to_owned(), host.clone()))
+            })
+            .unwrap_or_default();
         for h in headers {
             let _ = message.push_header(h.name, h.value);
         }
@@ -108,6 +152,16 @@ impl ClientAuth {
                 DigestError::Rejected { .. } => format!("{e}: wrong password or unknown user"),
                 e => e.to_string(),
             })?;
+        let host = request_target(sent);
+        {
+            let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+            for h in headers
+                .iter()
+                .filter(|h| h.name == HeaderName::Authorization)
+            {
+                servers.insert((h.realm.clone(), host.clone()));
+            }
+        }
         let mut retry = sent.clone();
         retry.remove_header(HeaderName::Authorization);
         retry.remove_header(HeaderName::ProxyAuthorization);
@@ -280,5 +334,40 @@ mod tests {
         let (i, e) = outcome.expect_err("gives up");
         assert!(i < MAX_SENDS, "gave up after {i} challenges");
         assert!(matches!(e, RequestError::Authentication { code: 407, .. }));
+    }
+
+    /// A server's (401) credentials go up front to requests for that server's host only;
+    /// a proxy's (407) to every request.
+    #[test]
+    fn a_401_realms_credentials_go_up_front_to_its_host_only() {
+        let auth = ClientAuth::new(Credentials::new("alice", "pw"));
+        let sent = message();
+        let mut r = SipMessage::response_to(&sent, 401, "Unauthorized").unwrap();
+        r.push_header(
+            HeaderName::WwwAuthenticate,
+            r#"Digest realm="contoso.test", nonce="u1", qop="auth""#,
+        )
+        .unwrap();
+        auth.answer(&sent, &r, "SIP/2.0/TLS h").unwrap();
+        let mut same = message();
+        auth.authorize(&mut same);
+        assert!(same.header(HeaderName::Authorization).is_some());
+        let sent = message();
+        auth.answer(&sent, &challenge(&sent, "p1"), "SIP/2.0/TLS h")
+            .unwrap();
+        let mut elsewhere = SipMessage::request(Method::Message, "sip:bob@fabrikam.test")
+            .header(
+                HeaderName::Via,
+                "SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bK2",
+            )
+            .header(HeaderName::From, "<sip:alice@contoso.test>;tag=a2")
+            .header(HeaderName::To, "<sip:bob@fabrikam.test>")
+            .header(HeaderName::CallId, "c2")
+            .header(HeaderName::CSeq, "1 MESSAGE")
+            .build()
+            .unwrap();
+        auth.authorize(&mut elsewhere);
+        assert!(elsewhere.header(HeaderName::Authorization).is_none());
+        assert!(elsewhere.header(HeaderName::ProxyAuthorization).is_some());
     }
 }

@@ -378,10 +378,23 @@ impl DigestClient {
         &mut self,
         request: &SipMessage,
     ) -> Result<Vec<AuthorizationHeader>, DigestError> {
+        self.authorize_if(request, |_, _| true)
+    }
+
+    /// As [`authorize`](Self::authorize), for the realms `keep` takes only (given the
+    /// header name, [`HeaderName::Authorization`] or [`HeaderName::ProxyAuthorization`],
+    /// and the realm): the others' nonce counts are left as they were. E.g. a user-to-user
+    /// realm's credentials (a 401) go to the server that asked for them only.
+    pub fn authorize_if(
+        &mut self,
+        request: &SipMessage,
+        mut keep: impl FnMut(HeaderName, &str) -> bool,
+    ) -> Result<Vec<AuthorizationHeader>, DigestError> {
         let (method, uri) = request_parts(request)?;
         Ok(self
             .realms
             .iter_mut()
+            .filter(|state| keep(state.name, &state.challenge.realm))
             .map(|state| {
                 state.stale_in_row = 0;
                 next_header(state, method, &uri, request.body())
