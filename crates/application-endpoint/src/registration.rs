@@ -56,6 +56,9 @@ pub(crate) struct Registration {
     expires: u32,
     instance: Option<String>,
     digest: Option<DigestClient>,
+    /// The credentials, when given for any realm: a user's requests answer the realms the
+    /// registrar challenges with too (see `share_realms`).
+    any_realm: Option<Credentials>,
 }
 
 impl Registration {
@@ -74,7 +77,24 @@ impl Registration {
             cseq: 0,
             expires,
             instance,
+            any_realm: credentials.clone().filter(|c| c.realm().is_none()),
             digest: credentials.map(DigestClient::new),
+        }
+    }
+
+    /// The realms the registrar challenged with are home realms: a user endpoint's
+    /// requests answer them with the same password (`UserEndpoint`'s
+    /// `home_realm_credentials`). After every granted REGISTER, not only the first: a
+    /// refresh or a re-registration after a lost connection may meet a realm the first
+    /// did not (another pool of front ends).
+    fn share_realms(&self) {
+        let (Some(auth), Some(creds), Some(digest)) =
+            (self.core.client_auth(), &self.any_realm, &self.digest)
+        else {
+            return;
+        };
+        for realm in digest.answered_realms() {
+            auth.add_credentials(creds.clone().for_realm(realm));
         }
     }
 
@@ -135,7 +155,10 @@ impl Registration {
                 .send_request(OutgoingRequest::from_message(request))
                 .await
             {
-                Ok(ok) => return Ok(granted(&ok, self.core.contact(), expires)),
+                Ok(ok) => {
+                    self.share_realms();
+                    return Ok(granted(&ok, self.core.contact(), expires));
+                }
                 Err(RequestError::Status {
                     code: code @ (401 | 407),
                     reason,
@@ -519,24 +542,6 @@ impl Registered {
             granted: last,
         });
         Ok(granted)
-    }
-
-    /// The realms whose challenges the registration answered, while registered.
-    pub(crate) async fn answered_realms(&self) -> Vec<String> {
-        let Some(reg) = self
-            .state
-            .lock()
-            .await
-            .as_ref()
-            .map(|r| r.registration.clone())
-        else {
-            return Vec::new();
-        };
-        let reg = reg.lock().await;
-        reg.digest
-            .as_ref()
-            .map(|d| d.answered_realms().map(str::to_owned).collect())
-            .unwrap_or_default()
     }
 
     /// What the registrar granted last (the first REGISTER or the latest refresh), while

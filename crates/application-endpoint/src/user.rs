@@ -205,12 +205,8 @@ impl UserEndpoint {
                 s.instance_id.clone(),
             )
             .await?;
-        // The realms the registrar challenged with are home realms too.
-        if let (Some(auth), None) = (self.core.client_auth(), s.credentials.realm()) {
-            for realm in self.registered.answered_realms().await {
-                auth.add_credentials(s.credentials.clone().for_realm(realm));
-            }
-        }
+        // The realms the registrar challenged with are home realms too: the registration
+        // adds them after each grant (`Registration::share_realms`).
         self.core
             .finish_establishing(format!("registered for {} s", granted.expires))
             .await?;

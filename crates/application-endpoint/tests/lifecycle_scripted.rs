@@ -1270,3 +1270,92 @@ async fn a_home_servers_401_credentials_do_not_go_up_front_to_a_federated_party(
     });
     p.shutdown().await;
 }
+
+/// A registrar realm first met on a refresh (a front end pool failed over to another
+/// with a realm of its own, a registrar that challenges later) is a home realm too: the
+/// user's requests answer its proxy's 407 as they answer the first registrar's. Before,
+/// only the realms of the first registration counted, and from the refresh on every
+/// request challenged by the new pool ended with `RequestError::Authentication`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registrar_realm_met_on_a_refresh_is_a_home_realm() {
+    use application_endpoint::{Credentials, Granted, UserEndpoint, UserEndpointSettings};
+    use collaboration_platform::OutgoingRequest;
+    let mut registrar = Registrar::bind().await;
+    let p = platform(&registrar).await;
+    let owner = Address::assume_on_premises("sip:alice@contoso.test").unwrap();
+    let alice = UserEndpoint::new(
+        &p,
+        UserEndpointSettings::new(owner, Credentials::new("alice", "secret")),
+    );
+    let challenge = |realm: &str, nonce: &str| {
+        format!("WWW-Authenticate: Digest realm=\"{realm}\", nonce=\"{nonce}\", qop=\"auth\"\r\n")
+    };
+    let script = async {
+        let r = registrar.register().await;
+        registrar
+            .answer(
+                &r,
+                "401 Unauthorized",
+                0,
+                &challenge("pool1.contoso.test", "r1"),
+            )
+            .await;
+        let r = registrar.register().await;
+        registrar.answer(&r, "200 OK", 1, "").await;
+    };
+    let (first, ()) = tokio::join!(alice.establish(), script);
+    let first = first.expect("established");
+
+    // The refresh meets another pool's realm.
+    let r = registrar.register().await;
+    registrar
+        .answer(
+            &r,
+            "401 Unauthorized",
+            0,
+            &challenge("pool2.contoso.test", "r2"),
+        )
+        .await;
+    let r = registrar.register().await;
+    assert!(
+        header(&r, "Authorization").contains("pool2.contoso.test")
+            || r.contains("realm=\"pool2.contoso.test\""),
+        "{r}"
+    );
+    registrar.answer(&r, "200 OK", 600, "").await;
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let now: Granted = alice.establish().await.expect("still established");
+            if now != first {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the refresh granted");
+
+    let sending = alice.core().send_request(
+        OutgoingRequest::new(sip_core::Method::Message, "sip:bob@contoso.test")
+            .from("<sip:alice@contoso.test>"),
+    );
+    let proxy = async {
+        let m = registrar.any().await.expect("the MESSAGE");
+        let c = "Proxy-Authenticate: Digest realm=\"pool2.contoso.test\", nonce=\"p1\", \
+                 qop=\"auth\"\r\n";
+        registrar
+            .answer_plain(&m, "407 Proxy Authentication Required", c)
+            .await;
+        // Answered, the MESSAGE comes again; refused, nothing comes.
+        if let Ok(Some(again)) = tokio::time::timeout(Duration::from_secs(2), registrar.any()).await
+        {
+            registrar.answer_plain(&again, "200 OK", "").await;
+        }
+    };
+    let (sent, ()) = tokio::time::timeout(WAIT, async { tokio::join!(sending, proxy) })
+        .await
+        .expect("an outcome");
+    sent.expect("the MESSAGE answered with the new pool's realm");
+    tokio::join!(alice.terminate(), registrar.grant(0));
+    p.shutdown().await;
+}
