@@ -93,13 +93,14 @@ impl ClientAuth {
         }
     }
 
-    /// Adds `credentials`, unless some already answer their realm: e.g. a user's password
-    /// for a realm learnt when the registrar challenged.
+    /// Adds `credentials`, unless some were given for their realm already: e.g. a user's
+    /// password for a realm learnt when the registrar challenged. Credentials for a realm
+    /// are used for it before credentials for any realm, whichever came first.
     pub fn add_credentials(&self, credentials: Credentials) {
         let mut digest = self.lock();
         let known = credentials
             .realm()
-            .is_some_and(|realm| digest.answers_realm(realm));
+            .is_some_and(|realm| digest.has_credentials_for(realm));
         if !known {
             digest.add_credentials(credentials);
         }
@@ -369,5 +370,23 @@ mod tests {
         auth.authorize(&mut elsewhere);
         assert!(elsewhere.header(HeaderName::Authorization).is_none());
         assert!(elsewhere.header(HeaderName::ProxyAuthorization).is_some());
+    }
+
+    /// Credentials added for a realm are used for it even when credentials for any realm
+    /// were given first (those answer every other realm): they were dropped, and the
+    /// realm was answered with the wrong user's password.
+    #[test]
+    fn credentials_added_for_a_realm_beat_ones_for_any_realm() {
+        let auth = ClientAuth::new(Credentials::new("alice", "pw"));
+        auth.add_credentials(Credentials::new("alice-proxy", "pw2").for_realm("contoso.test"));
+        // Credentials for that realm already there: the second ones are not added.
+        auth.add_credentials(Credentials::new("mallory", "pw3").for_realm("contoso.test"));
+        let sent = message();
+        let retry = auth
+            .answer(&sent, &challenge(&sent, "n1"), "SIP/2.0/TLS h")
+            .unwrap();
+        let creds = retry.header(HeaderName::ProxyAuthorization).unwrap();
+        let creds = String::from_utf8_lossy(creds);
+        assert!(creds.contains(r#"username="alice-proxy""#), "{creds}");
     }
 }

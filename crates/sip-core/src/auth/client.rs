@@ -195,6 +195,13 @@ impl DigestClient {
         self.credentials_for(realm).is_some()
     }
 
+    /// Whether credentials were given for `realm` itself (not for any realm).
+    pub fn has_credentials_for(&self, realm: &str) -> bool {
+        self.credentials
+            .iter()
+            .any(|c| c.realm.as_deref() == Some(realm))
+    }
+
     /// Replaces the cnonce generator (tests inject a fixed sequence).
     #[must_use]
     pub fn with_cnonce_source(mut self, source: CnonceSource) -> DigestClient {
