@@ -1182,8 +1182,9 @@ async fn a_registration_granted_during_a_shutdown_is_removed_before_it_stops() {
 /// at the end, not by a proxy on the way, RFC 3261 §22.2) go up front only on later
 /// requests to the server that asked for them (the same Request-URI user and host). A
 /// home server's 401 to a request for `sip:svc@contoso.test` once let every later
-/// out-of-dialog request, one to a federated party or to another user too, carry a digest response for the user's password to its end: what the
-/// home-realm rule keeps from a foreign server (an offline password guess).
+/// out-of-dialog request (one to a federated party or to another user too) carry a digest
+/// response for the user's password to its end: what the home-realm rule keeps from a
+/// foreign server (an offline password guess).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_home_servers_401_credentials_do_not_go_up_front_to_a_federated_party() {
     use application_endpoint::{Credentials, UserEndpoint, UserEndpointSettings};
