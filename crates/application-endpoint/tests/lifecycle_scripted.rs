@@ -177,6 +177,16 @@ async fn platform(registrar: &Registrar) -> CollaborationPlatform {
     CollaborationPlatform::start(settings).await.unwrap()
 }
 
+/// alice@contoso.test as a user endpoint (password `secret`) on `p`.
+fn alice_on(p: &CollaborationPlatform) -> application_endpoint::UserEndpoint {
+    use application_endpoint::{Credentials, UserEndpoint, UserEndpointSettings};
+    let owner = Address::assume_on_premises("sip:alice@contoso.test").unwrap();
+    UserEndpoint::new(
+        p,
+        UserEndpointSettings::new(owner, Credentials::new("alice", "secret")),
+    )
+}
+
 fn registering_bot(p: &CollaborationPlatform) -> ApplicationEndpoint {
     let owner = Address::assume_on_premises("sip:bot@contoso.test").unwrap();
     ApplicationEndpoint::new(
@@ -655,14 +665,9 @@ async fn endpoints_are_terminated_when_their_platform_shuts_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_endpoint_established_twice_answers_ok_as_an_application_endpoint_does() {
-    use application_endpoint::{Credentials, UserEndpoint, UserEndpointSettings};
     let mut registrar = Registrar::bind().await;
     let p = platform(&registrar).await;
-    let owner = Address::assume_on_premises("sip:alice@contoso.test").unwrap();
-    let alice = UserEndpoint::new(
-        &p,
-        UserEndpointSettings::new(owner, Credentials::new("alice", "secret")),
-    );
+    let alice = alice_on(&p);
     let (first, _) = tokio::join!(alice.establish(), registrar.grant(300));
     let first = first.expect("established");
     let again = alice.establish().await;
@@ -1046,15 +1051,10 @@ async fn registering_a_tel_owner_is_refused_at_establish() {
 /// realm got one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_users_requests_answer_challenges_from_home_realms_only() {
-    use application_endpoint::{Credentials, UserEndpoint, UserEndpointSettings};
     use collaboration_platform::{OutgoingRequest, RequestError};
     let mut registrar = Registrar::bind().await;
     let p = platform(&registrar).await;
-    let owner = Address::assume_on_premises("sip:alice@contoso.test").unwrap();
-    let alice = UserEndpoint::new(
-        &p,
-        UserEndpointSettings::new(owner, Credentials::new("alice", "secret")),
-    );
+    let alice = alice_on(&p);
     // The registrar challenges with a realm of its own, then grants.
     let script = async {
         let r = registrar.register().await;
@@ -1187,15 +1187,10 @@ async fn a_registration_granted_during_a_shutdown_is_removed_before_it_stops() {
 /// foreign server (an offline password guess).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_home_servers_401_credentials_do_not_go_up_front_to_a_federated_party() {
-    use application_endpoint::{Credentials, UserEndpoint, UserEndpointSettings};
     use collaboration_platform::OutgoingRequest;
     let mut registrar = Registrar::bind().await;
     let p = platform(&registrar).await;
-    let owner = Address::assume_on_premises("sip:alice@contoso.test").unwrap();
-    let alice = UserEndpoint::new(
-        &p,
-        UserEndpointSettings::new(owner, Credentials::new("alice", "secret")),
-    );
+    let alice = alice_on(&p);
     let script = async {
         let r = registrar.register().await;
         registrar.answer(&r, "200 OK", 300, "").await;
@@ -1265,10 +1260,7 @@ async fn a_home_servers_401_credentials_do_not_go_up_front_to_a_federated_party(
         sent.unwrap_or_else(|e| panic!("the MESSAGE to {to}: {e}"));
     }
 
-    tokio::join!(alice.terminate(), async {
-        let r = registrar.register().await;
-        registrar.answer(&r, "200 OK", 0, "").await;
-    });
+    tokio::join!(alice.terminate(), registrar.grant(0));
     p.shutdown().await;
 }
 
@@ -1279,15 +1271,11 @@ async fn a_home_servers_401_credentials_do_not_go_up_front_to_a_federated_party(
 /// request challenged by the new pool ended with `RequestError::Authentication`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registrar_realm_met_on_a_refresh_is_a_home_realm() {
-    use application_endpoint::{Credentials, Granted, UserEndpoint, UserEndpointSettings};
+    use application_endpoint::Granted;
     use collaboration_platform::OutgoingRequest;
     let mut registrar = Registrar::bind().await;
     let p = platform(&registrar).await;
-    let owner = Address::assume_on_premises("sip:alice@contoso.test").unwrap();
-    let alice = UserEndpoint::new(
-        &p,
-        UserEndpointSettings::new(owner, Credentials::new("alice", "secret")),
-    );
+    let alice = alice_on(&p);
     let challenge = |realm: &str, nonce: &str| {
         format!("WWW-Authenticate: Digest realm=\"{realm}\", nonce=\"{nonce}\", qop=\"auth\"\r\n")
     };
