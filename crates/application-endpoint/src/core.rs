@@ -835,16 +835,15 @@ async fn route(
             }
             () = gone.platform.stopping() => {
                 // A shutdown began: the endpoint ends its calls while their BYEs can still
-                // go, then lets go of its route, which the shutdown waits for.
+                // go, then lets go of its route (`_unroute`), which the shutdown waits for.
                 if let Some(c) = core.upgrade().filter(|c| c.id().is_none_or(|now| now == id)) {
                     c.platform_stopping().await;
                 }
-                gone.platform.unregister_endpoint(id).await;
                 return;
             }
             changed = gone.state.changed() => {
                 if changed.is_err() {
-                    gone.platform.unregister_endpoint(id).await;
+                    // The endpoint was dropped: `_unroute` lets go of its route.
                     return;
                 }
                 continue;

@@ -119,18 +119,16 @@ impl ClientAuth {
     /// domain) does not carry a digest response for the user's password to its end.
     pub(crate) fn authorize(&self, message: &mut SipMessage) {
         let host = request_target(message);
-        let servers = self
-            .servers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        // Both locks are short and taken in this order only (`answer` takes one at a time).
+        let servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
         let headers = self
             .lock()
             .authorize_if(message, |name, realm| {
                 name != HeaderName::Authorization
-                    || servers.contains(&(realm.to_owned(), host.clone()))
+                    || servers.iter().any(|(r, h)| r == realm && *h == host)
             })
             .unwrap_or_default();
+        drop(servers);
         for h in headers {
             let _ = message.push_header(h.name, h.value);
         }

@@ -136,23 +136,23 @@ impl OutgoingInvite {
                         )),
                     }
                 }
-                Err(RequestError::Status {
-                    code: code @ (401 | 407),
-                    reason,
-                    response,
-                }) if self.resend.is_some() => {
-                    let Some(r) = self.resend.as_mut() else {
-                        continue;
-                    };
-                    match r.resend.next(&r.sent, code, reason, response, &r.via) {
+                Err(e) => match (e, self.resend.as_mut()) {
+                    (
+                        RequestError::Status {
+                            code: code @ (401 | 407),
+                            reason,
+                            response,
+                        },
+                        Some(r),
+                    ) => match r.resend.next(&r.sent, code, reason, response, &r.via) {
                         Ok(retry) => {
                             self.pending = Some(retry);
                             continue;
                         }
                         Err(e) => InviteProgress::Failed(e),
-                    }
-                }
-                Err(e) => InviteProgress::Failed(e),
+                    },
+                    (e, _) => InviteProgress::Failed(e),
+                },
             });
         }
     }

@@ -317,7 +317,9 @@ pub(crate) struct Driver {
     dialogs: Dialogs,
     dispatcher: Dispatcher,
     endpoints: HashMap<EndpointId, mpsc::Sender<IncomingRequest>>,
-    /// Endpoints a shutdown waits for (`Command::HoldShutdown`), until they unregister.
+    /// Endpoints a shutdown waits for (`Command::HoldShutdown`) until they unregister:
+    /// each ends its calls first (BYE, CANCEL), so the platform waits for them, within the
+    /// grace period, before it can know that no more BYEs are coming.
     holding_shutdown: BTreeSet<EndpointId>,
     /// The local target of each dialog, for target refresh requests sent without one.
     local_targets: LocalTargets,
@@ -472,10 +474,6 @@ struct Stopping {
     deadline: Option<Instant>,
     done: Vec<oneshot::Sender<ShutdownReport>>,
     live_at_start: usize,
-    /// Endpoints holding the shutdown (see `Command::HoldShutdown`) that have not yet let
-    /// go of their route: each ends its calls first (BYE, CANCEL), so the platform waits
-    /// for them, within the grace period, before it can know that no more BYEs are coming.
-    ending: BTreeSet<EndpointId>,
 }
 
 const LANE_CAPACITY: usize = 1024;
@@ -668,22 +666,14 @@ impl Driver {
         let deadline = Instant::now().checked_add(grace);
         let live = self.live();
         if self.shutdown.is_none() {
-            // Endpoints watch this and end their calls, then unregister (see `ending`).
+            // Endpoints watch this and end their calls, then unregister (see
+            // `holding_shutdown`).
             self.cfg.stopping.send_replace(true);
         }
-        // An endpoint whose receiver is gone cannot end anything or unregister: it holds
-        // nothing (see `holds`).
-        let ending = self
-            .holding_shutdown
-            .iter()
-            .copied()
-            .filter(|id| self.holds(*id))
-            .collect();
         let s = self.shutdown.get_or_insert_with(|| Stopping {
             deadline,
             done: Vec::new(),
             live_at_start: live,
-            ending,
         });
         s.deadline = match (s.deadline, deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -704,7 +694,7 @@ impl Driver {
     fn shutdown_due(&self) -> bool {
         match &self.shutdown {
             Some(s) => {
-                (self.live() == 0 && !s.ending.iter().any(|id| self.holds(*id)))
+                (self.live() == 0 && !self.holding_shutdown.iter().any(|id| self.holds(*id)))
                     || s.deadline.is_some_and(|d| Instant::now() >= d)
             }
             None => false,
@@ -911,9 +901,6 @@ impl Driver {
             Command::HoldShutdown { id } => {
                 if self.endpoints.contains_key(&id) {
                     self.holding_shutdown.insert(id);
-                    if let Some(s) = &mut self.shutdown {
-                        s.ending.insert(id);
-                    }
                 }
             }
             Command::Unregister { id } => {
@@ -930,9 +917,6 @@ impl Driver {
     /// Endpoint `id` no longer holds a shutdown (unregistered, or forgotten).
     fn release_shutdown_hold(&mut self, id: EndpointId) {
         self.holding_shutdown.remove(&id);
-        if let Some(s) = &mut self.shutdown {
-            s.ending.remove(&id);
-        }
     }
 
     fn start_client(
