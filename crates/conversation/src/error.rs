@@ -36,8 +36,9 @@ pub enum CallError {
     /// The endpoint is not established.
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
-    /// The call ended (the remote party's BYE, or this side's `terminate`) while it was
-    /// being established: it never became established.
+    /// The call ended (this side's `terminate`, or the remote party's BYE before its
+    /// answer) while it was being established: it never became established. (A BYE
+    /// right after the answer ends an established call: the flow is still given.)
     #[error("the call ended while it was being established")]
     Ended,
     /// The call is not in a state that allows this.

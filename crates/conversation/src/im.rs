@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
-use tracing::debug;
+use tracing::{debug, trace};
 
 /// Content types this side takes in an IM session.
 pub const ACCEPT_TYPES: [&str; 5] = [
@@ -1059,6 +1059,14 @@ impl<H: Homing> InstantMessagingCall<H> {
         self.shared.termination_reason()
     }
 
+    /// Whether the peer's BYE ended the call.
+    fn ended_by_peer(&self) -> bool {
+        matches!(
+            self.termination_reason(),
+            Some(TerminationReason::Remote { .. })
+        )
+    }
+
     /// The dialog, once established.
     pub fn dialog(&self) -> Option<DialogId> {
         self.shared.dialog()
@@ -1066,6 +1074,9 @@ impl<H: Homing> InstantMessagingCall<H> {
 
     /// Places the call: INVITE with an IM session offer. Resolves when it is answered
     /// (the flow is ready), declined, cancelled ([`cancel`](Self::cancel)) or times out.
+    /// A callee that hangs up right after answering still gives the flow: it yields the
+    /// messages the callee sent, then ends ([`termination_reason`](Self::termination_reason)
+    /// says why).
     ///
     /// Cancel safety: not cancel safe: dropping the future leaves the INVITE running; use
     /// [`cancel`](Self::cancel).
@@ -1199,9 +1210,19 @@ impl<H: Homing> InstantMessagingCall<H> {
             Err(e) => return Err(self.fail(e.into())),
         };
         self.shared.set_dialog(dialog.clone());
+        trace!("IM call answered");
         match self.state() {
-            // The peer's BYE came right after its 2xx and was taken first; or a
-            // `terminate` ended the call before the INVITE was out (it had nothing to
+            // The peer's BYE came right after its 2xx (and its messages) and was taken
+            // first: the 2xx confirmed the dialog (RFC 3261 §12.1.2), so a usable answer
+            // makes the call established, and ended since; the flow yields what the peer
+            // sent, then ends with its reason.
+            ConversationState::Terminated if self.ended_by_peer() => {
+                return match take_im_answer(&mut negotiator, response.body()) {
+                    Ok(()) => Ok(self.flow()),
+                    Err(_) => Err(CallError::Ended),
+                };
+            }
+            // A `terminate` ended the call before the INVITE was out (it had nothing to
             // cancel), and the call the 2xx made is ended here.
             ConversationState::Terminated => {
                 if matches!(self.termination_reason(), Some(TerminationReason::Local)) {
@@ -1229,7 +1250,8 @@ impl<H: Homing> InstantMessagingCall<H> {
             return Err(self.fail(CallError::NotAcceptable(reason)));
         }
         // Refused when the peer's BYE or a `terminate` got in first: the call stays over.
-        if !self.set_state(ConversationState::Established) {
+        // After the peer's BYE the call was established all the same (above).
+        if !self.set_state(ConversationState::Established) && !self.ended_by_peer() {
             return Err(CallError::Ended);
         }
         Ok(self.flow())
@@ -1407,6 +1429,7 @@ impl<H: Homing> InstantMessagingCall<H> {
                 e => CallError::Request(RequestError::Invalid(e.to_string())),
             }));
         }
+        trace!(%call_id, "IM call accepted: the 200 is out");
         if let Some(answered) = answered {
             // The 200 is out: from now on an end of the endpoint asks for the BYE itself
             // (held by the platform until the ACK). One that came while the 200 was going
@@ -1438,18 +1461,23 @@ impl<H: Homing> InstantMessagingCall<H> {
                 true
             });
         if !up {
-            // The caller may send BYE as soon as it has the 200, and the dialog's handler
-            // may take it before this step: the call stays over. A `terminate` that came
-            // while the 200 was going out ended the call here only: the caller, who has
-            // the 200, is told with BYE (sent once the ACK came, by the platform); so after
-            // an end of the endpoint in that window, which found no dialog to end.
-            if matches!(
-                self.termination_reason(),
-                Some(TerminationReason::Local | TerminationReason::EndpointTerminated)
-            ) {
-                self.shared.bye_later(dialog);
-            }
-            return Err(CallError::Ended);
+            return match self.termination_reason() {
+                // The caller may send BYE (after its messages) as soon as it has the 200,
+                // and the dialog's handler may take it before this step. The call was
+                // accepted all the same (RFC 3261 §12.1.1: the 2xx confirmed the dialog),
+                // and what the caller sent was answered 200: the flow yields it, then
+                // ends with the caller's reason.
+                Some(TerminationReason::Remote { .. }) => Ok(self.flow()),
+                // A `terminate` that came while the 200 was going out ended the call here
+                // only: the caller, who has the 200, is told with BYE (sent once the ACK
+                // came, by the platform); so after an end of the endpoint in that window,
+                // which found no dialog to end.
+                Some(TerminationReason::Local | TerminationReason::EndpointTerminated) => {
+                    self.shared.bye_later(dialog);
+                    Err(CallError::Ended)
+                }
+                _ => Err(CallError::Ended),
+            };
         }
         Ok(self.flow())
     }

@@ -71,7 +71,8 @@ impl<H: Homing> IncomingCall<H> {
     /// answer; an ACK without one, or with one that drops the IM session, ends the call
     /// with BYE and this fails with [`CallError::NotAcceptable`]. A call ended before
     /// (`terminate` through [`call`](Self::call)) is declined 603 instead and this fails
-    /// with [`CallError::Ended`].
+    /// with [`CallError::Ended`]. A caller that hangs up as soon as it has the 200 still
+    /// leaves an accepted call: the flow yields what the caller sent, then ends.
     ///
     /// Cancel safety: not cancel safe.
     pub async fn accept(self) -> Result<InstantMessagingFlow, CallError> {

@@ -273,6 +273,143 @@ async fn terminating_an_endpoint_ends_its_calls_with_a_bye() {
     );
 }
 
+/// Runs `fut` on a thread of its own, whose tracing events are watched: at the event
+/// with the message `pause_at` that thread stops until `resume` is told (or the wait
+/// runs out). The platforms run on the test's runtime meanwhile, so a race the
+/// scheduler decides rarely (the peer's BYE overtaking a step of `accept` or
+/// `establish`) is decided the same way every run.
+fn run_paused_at<F>(
+    pause_at: &'static str,
+    resume: std::sync::mpsc::Receiver<()>,
+    fut: F,
+) -> tokio::sync::oneshot::Receiver<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    use tracing_subscriber::layer::SubscriberExt;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let pause = PauseAt {
+            message: pause_at,
+            resume: std::sync::Mutex::new(resume),
+        };
+        let _default = tracing::subscriber::set_default(tracing_subscriber::registry().with(pause));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _ = tx.send(rt.block_on(fut));
+    });
+    rx
+}
+
+/// The tracing layer of [`run_paused_at`].
+struct PauseAt {
+    message: &'static str,
+    resume: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PauseAt {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Message(String);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                if f.name() == "message" {
+                    self.0 = format!("{v:?}");
+                }
+            }
+        }
+        let mut m = Message(String::new());
+        event.record(&mut m);
+        if m.0 == self.message {
+            let _ = self.resume.lock().unwrap().recv_timeout(WAIT);
+        }
+    }
+}
+
+/// A caller that sends a message and hangs up the moment the call is up, its BYE taken
+/// before `accept` has returned: the call was accepted all the same (our 200 went out,
+/// the message was answered 200), so `accept` gives the flow, which yields the message
+/// and then ends with the caller's reason. (Before, `accept` failed with `Ended` and a
+/// message the caller was told had been delivered was lost: CI saw it once, under load.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_hanging_up_before_accept_returns_leaves_the_flow_and_its_messages() {
+    let p = setup().await;
+    let mut calls = incoming_im_calls(&p.alice);
+    let (resume, resumed) = std::sync::mpsc::channel();
+    let callee = tokio::spawn(async move {
+        let next = next_call(&mut calls).await;
+        run_paused_at("IM call accepted: the 200 is out", resumed, async move {
+            let mut flow = next.accept().await?;
+            let mut texts = Vec::new();
+            while let Ok(Some(m)) = tokio::time::timeout(WAIT, flow.recv()).await {
+                texts.push(m.text().to_string());
+            }
+            Ok::<_, CallError>((texts, flow.termination_reason()))
+        })
+        .await
+        .unwrap()
+    });
+    let call =
+        Conversation::new(&p.bot, on_prem("sip:alice@contoso.test")).instant_messaging_call();
+    let flow = call.establish().await.unwrap();
+    flow.send_text("one thing, then bye").await.unwrap();
+    call.terminate().await.unwrap();
+    resume.send(()).unwrap();
+    let (texts, reason) = tokio::time::timeout(WAIT, callee)
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("accepted, and ended since");
+    assert_eq!(texts, ["one thing, then bye"]);
+    assert!(
+        matches!(reason, Some(TerminationReason::Remote { .. })),
+        "{reason:?}"
+    );
+}
+
+/// The same on the caller's side: a callee that answers, sends a message and hangs up,
+/// its BYE taken before `establish` has seen the 200. The 200 confirmed the call, so
+/// `establish` gives the flow, with the message, ended by the callee.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callee_hanging_up_before_establish_returns_leaves_the_flow_and_its_messages() {
+    let p = setup().await;
+    let mut calls = incoming_im_calls(&p.alice);
+    let (resume, resumed) = std::sync::mpsc::channel();
+    let call =
+        Conversation::new(&p.bot, on_prem("sip:alice@contoso.test")).instant_messaging_call();
+    let caller = {
+        let call = call.clone();
+        run_paused_at("IM call answered", resumed, async move {
+            let mut flow = call.establish().await?;
+            let mut texts = Vec::new();
+            while let Ok(Some(m)) = tokio::time::timeout(WAIT, flow.recv()).await {
+                texts.push(m.text().to_string());
+            }
+            Ok::<_, CallError>(texts)
+        })
+    };
+    let flow = next_call(&mut calls).await.accept().await.unwrap();
+    flow.send_text("answered, said this, gone").await.unwrap();
+    flow.terminate().await.unwrap();
+    resume.send(()).unwrap();
+    let texts = tokio::time::timeout(WAIT, caller)
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("established, and ended since");
+    assert_eq!(texts, ["answered, said this, gone"]);
+    assert!(
+        matches!(
+            call.termination_reason(),
+            Some(TerminationReason::Remote { .. })
+        ),
+        "{:?}",
+        call.termination_reason()
+    );
+}
+
 /// A call still ringing when its endpoint terminates is cancelled: the callee stops
 /// ringing instead of being able to answer a caller who is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
