@@ -16,8 +16,8 @@ use application_endpoint::{
 use bytes::Bytes;
 use collaboration_platform::{
     Address, ClientPlatformSettings, CollaborationPlatform, Homed, IncomingRequest, Listener,
-    MessageObserver, OnPremises, OutboundProxy, ServerLocator, ServerPlatformSettings, Topology,
-    WireDirection,
+    OnPremises, OutboundProxy, ServerLocator, ServerPlatformSettings, Topology, WireDirection,
+    WireLog,
 };
 use interop_support::{bounded, bounded_by, federation, identity, loopback0, roots, runtime, WAIT};
 use peer_harness::{
@@ -61,21 +61,9 @@ fn client_settings(fed: &Federation) -> ClientPlatformSettings {
     .topology(Topology::new([Deployment::Contoso.domain()]))
 }
 
-/// Every message a platform sent or received, as text.
+/// Every message a platform sent or received, with the queries these tests make.
 #[derive(Default)]
-struct Wire {
-    seen: Mutex<Vec<(WireDirection, String)>>,
-}
-
-impl MessageObserver for Wire {
-    fn observe(&self, direction: WireDirection, _remote: SocketAddr, wire: &Bytes) {
-        let text = String::from_utf8_lossy(wire).into_owned();
-        self.seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((direction, text));
-    }
-}
+struct Wire(WireLog);
 
 /// The value of header `name` (case-insensitive) in a message's text.
 fn header_of<'a>(text: &'a str, name: &str) -> Option<&'a str> {
@@ -90,16 +78,14 @@ impl Wire {
     /// is `user`'s AOR at contoso.
     fn count(&self, direction: WireDirection, start: &str, user: &str) -> usize {
         let aor = format!("sip:{user}@contoso.test");
-        self.seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter(|(d, text)| {
-                *d == direction
+        self.0
+            .matching(|r| {
+                let text = r.text();
+                r.direction == direction
                     && text.starts_with(start)
-                    && header_of(text, "From").is_some_and(|f| f.contains(&aor))
+                    && header_of(&text, "From").is_some_and(|f| f.contains(&aor))
             })
-            .count()
+            .len()
     }
 
     /// REGISTERs sent for `user`.
@@ -110,27 +96,23 @@ impl Wire {
     /// 200 responses to REGISTER received for `user`.
     fn registers_granted(&self, user: &str) -> usize {
         let aor = format!("sip:{user}@contoso.test");
-        self.seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter(|(d, text)| {
-                *d == WireDirection::Received
+        self.0
+            .matching(|r| {
+                let text = r.text();
+                r.direction == WireDirection::Received
                     && text.starts_with("SIP/2.0 200")
-                    && header_of(text, "CSeq").is_some_and(|c| c.ends_with("REGISTER"))
-                    && header_of(text, "From").is_some_and(|f| f.contains(&aor))
+                    && header_of(&text, "CSeq").is_some_and(|c| c.ends_with("REGISTER"))
+                    && header_of(&text, "From").is_some_and(|f| f.contains(&aor))
             })
-            .count()
+            .len()
     }
 
     /// Texts of the responses sent whose first line starts with `start`.
     fn responses_sent(&self, start: &str) -> Vec<String> {
-        self.seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.0
+            .matching(|r| r.direction == WireDirection::Sent && r.text().starts_with(start))
             .iter()
-            .filter(|(d, text)| *d == WireDirection::Sent && text.starts_with(start))
-            .map(|(_, t)| t.clone())
+            .map(|r| r.text().into_owned())
             .collect()
     }
 }
@@ -402,10 +384,10 @@ fn a_registered_application_endpoint_follows_its_platform_to_the_next_front_end(
 fn user_endpoint_registers_with_digest_and_a_wrong_password_fails_at_once() {
     let fed = federation();
     let rt = runtime();
-    let wire = Arc::new(Wire::default());
+    let wire = Wire::default();
     let platform = rt
         .block_on(CollaborationPlatform::start(
-            client_settings(&fed).observer(wire.clone()),
+            client_settings(&fed).observer(wire.0.as_observer()),
         ))
         .unwrap();
 
@@ -487,10 +469,10 @@ fn user_endpoint_registers_with_digest_and_a_wrong_password_fails_at_once() {
 fn a_short_registration_is_refreshed_before_it_expires() {
     let fed = federation();
     let rt = runtime();
-    let wire = Arc::new(Wire::default());
+    let wire = Wire::default();
     let platform = rt
         .block_on(CollaborationPlatform::start(
-            client_settings(&fed).observer(wire.clone()),
+            client_settings(&fed).observer(wire.0.as_observer()),
         ))
         .unwrap();
     // Kamailio's min_expires is 10.
@@ -542,10 +524,10 @@ fn a_short_registration_is_refreshed_before_it_expires() {
 fn a_registration_too_brief_for_the_registrar_is_asked_again_with_its_min_expires() {
     let fed = federation();
     let rt = runtime();
-    let wire = Arc::new(Wire::default());
+    let wire = Wire::default();
     let platform = rt
         .block_on(CollaborationPlatform::start(
-            client_settings(&fed).observer(wire.clone()),
+            client_settings(&fed).observer(wire.0.as_observer()),
         ))
         .unwrap();
     // The harness's registrar answers "brief" 423 with Min-Expires: 60 under 60 s.
@@ -788,10 +770,10 @@ fn im_invite_over_tcp(fed: &Federation, to_user: &str) -> SipMessage {
 fn drain_declines_new_conversations_while_the_current_one_continues() {
     let fed = federation();
     let rt = runtime();
-    let wire = Arc::new(Wire::default());
+    let wire = Wire::default();
     let platform = rt
         .block_on(CollaborationPlatform::start(
-            trusted_settings(&fed).observer(wire.clone()),
+            trusted_settings(&fed).observer(wire.0.as_observer()),
         ))
         .unwrap();
     let bot = ApplicationEndpoint::new(

@@ -16,14 +16,14 @@ use application_endpoint::pidf::Availability;
 use application_endpoint::{
     ApplicationEndpoint, ApplicationEndpointSettings, Endpoint, EndpointError, RemotePresenceView,
 };
+use collaboration_platform::WireLog;
 use collaboration_platform::{
     Address, CollaborationPlatform, Listener, OutboundProxy, ServerPlatformSettings, Topology,
     TopologyError,
 };
-use collaboration_platform::{MessageObserver, WireDirection};
 use interop_support::{bounded, federation, identity, loopback0, roots, runtime, WAIT};
 use peer_harness::{Deployment, Federation};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// The trusted application of `deployment`, its front end over mutual TLS, its home
 /// domain in the topology.
@@ -275,53 +275,34 @@ fn federated_presence_arrives_through_the_federation_route() {
     });
 }
 
-/// Records the request line and Call-ID of every request the platform sends.
-#[derive(Default)]
-struct Sent(Mutex<Vec<(String, String)>>);
-
-impl Sent {
-    /// (request line, Call-ID) of each SUBSCRIBE sent, in order.
-    fn subscribes(&self) -> Vec<(String, String)> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(l, _)| l.starts_with("SUBSCRIBE "))
-            .cloned()
-            .collect()
-    }
-}
-
-impl MessageObserver for Sent {
-    fn observe(&self, direction: WireDirection, _remote: SocketAddr, wire: &bytes::Bytes) {
-        if direction != WireDirection::Sent {
-            return;
-        }
-        let text = String::from_utf8_lossy(wire);
-        let mut lines = text.split("\r\n");
-        let first = lines.next().unwrap_or_default().to_string();
-        if first.starts_with("SIP/2.0") {
-            return;
-        }
-        let call_id = lines
-            .find_map(|l| {
-                let (name, value) = l.split_once(':')?;
-                let name = name.trim();
-                (name.eq_ignore_ascii_case("call-id") || name == "i").then(|| value.trim())
-            })
-            .unwrap_or_default()
-            .to_string();
-        self.0.lock().unwrap().push((first, call_id));
-    }
+/// (request line, Call-ID) of each SUBSCRIBE the platform `wire` watches sent, in order.
+fn subscribes(wire: &WireLog) -> Vec<(String, String)> {
+    wire.sent_requests("SUBSCRIBE")
+        .iter()
+        .map(|r| {
+            let text = r.text();
+            let mut lines = text.split("\r\n");
+            let first = lines.next().unwrap_or_default().to_string();
+            let call_id = lines
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    let name = name.trim();
+                    (name.eq_ignore_ascii_case("call-id") || name == "i").then(|| value.trim())
+                })
+                .unwrap_or_default()
+                .to_string();
+            (first, call_id)
+        })
+        .collect()
 }
 
 #[test]
 fn one_shot_query_for_a_home_user_and_refusal_for_a_federated_one() {
     let fed = federation();
     runtime().block_on(async {
-        let sent = Arc::new(Sent::default());
+        let sent = WireLog::new();
         let platform = CollaborationPlatform::start(
-            settings(&fed, Deployment::Contoso).observer(sent.clone()),
+            settings(&fed, Deployment::Contoso).observer(sent.as_observer()),
         )
         .await
         .expect("platform");
@@ -352,8 +333,8 @@ fn one_shot_query_for_a_home_user_and_refusal_for_a_federated_one() {
         // A fetch leaves nothing behind: no subscription, no dialog route.
         assert_eq!(view.state("sip:bot@contoso.test"), None);
         assert_eq!(watcher.core().live_dialogs(), 0);
-        let lines = |sent: &Sent| -> Vec<String> {
-            sent.subscribes().into_iter().map(|(l, _)| l).collect()
+        let lines = |sent: &WireLog| -> Vec<String> {
+            subscribes(sent).into_iter().map(|(l, _)| l).collect()
         };
         assert_eq!(
             lines(&sent),
@@ -478,11 +459,11 @@ fn a_blocked_target_fails_alone_while_the_others_subscribe() {
 fn subscriptions_are_refreshed_in_dialog_and_made_again_after_a_front_end_restart() {
     let mut fed = federation();
     let rt = runtime();
-    let sent = Arc::new(Sent::default());
+    let sent = WireLog::new();
     let target = "sip:bot@contoso.test";
     let (platform, bot, watcher, view, mut rx) = rt.block_on(async {
         let platform = CollaborationPlatform::start(
-            settings(&fed, Deployment::Contoso).observer(sent.clone()),
+            settings(&fed, Deployment::Contoso).observer(sent.as_observer()),
         )
         .await
         .expect("platform");
@@ -510,7 +491,7 @@ fn subscriptions_are_refreshed_in_dialog_and_made_again_after_a_front_end_restar
 
         // Past the first lifetime: refreshed in the same dialog, never ended.
         tokio::time::sleep(Duration::from_millis(5500)).await;
-        let subs = sent.subscribes();
+        let subs = subscribes(&sent);
         assert!(subs.len() >= 2, "no refresh was sent: {subs:?}");
         assert!(
             subs.iter().all(|(_, c)| *c == subs[0].1),
@@ -537,7 +518,7 @@ fn subscriptions_are_refreshed_in_dialog_and_made_again_after_a_front_end_restar
         // The next refresh is refused (481): the view subscribes again in a new dialog.
         bounded("a new subscription", async {
             loop {
-                let subs = sent.subscribes();
+                let subs = subscribes(&sent);
                 let first = &subs[0].1;
                 let fresh = subs.iter().any(|(_, c)| c != first);
                 if fresh && view.state(target).map(|s| s.name()) == Some("Subscribed") {

@@ -76,7 +76,7 @@ pub use error::{PlatformError, ProxyAttempt, RequestError, RespondError};
 pub use incoming::IncomingRequest;
 pub use invite::{InviteCanceller, InviteProgress, OutgoingInvite};
 pub use locate::{LocateError, LocatedServer, ServerLocator};
-pub use observe::{MessageObserver, WireDirection};
+pub use observe::{MessageObserver, WireDirection, WireLog, WireRecord, DEFAULT_WIRE_LOG_CAPACITY};
 pub use platform::CollaborationPlatform;
 pub use request::OutgoingRequest;
 pub use runtime::ShutdownReport;

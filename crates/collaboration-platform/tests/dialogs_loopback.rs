@@ -10,7 +10,7 @@ use std::time::Duration;
 use collaboration_platform::loopback::{pair, LoopbackPki};
 use collaboration_platform::{
     CollaborationPlatform, DialogEndReason, DialogId, EndpointId, IncomingRequest, InviteProgress,
-    OutgoingRequest, RequestError, Topology,
+    OutgoingRequest, RequestError, Topology, WireDirection, WireLog,
 };
 use sip_core::transaction::TransactionConfig;
 use sip_core::{HeaderName, Method};
@@ -723,41 +723,14 @@ async fn a_cancelled_invite_ends_the_early_dialog_its_ringing_made() {
     assert!(matches!(r, Err(RequestError::NoDialog)), "{r:?}");
 }
 
-/// Hands every message a platform sends to a channel, as text, and keeps every message
-/// it sends or receives in `log`, in the order the platform handled them.
-struct SentTap {
-    sent: mpsc::UnboundedSender<String>,
-    log: WireLog,
-}
-
-/// What a platform sent (`true`) and received (`false`), in order.
-type WireLog = std::sync::Arc<std::sync::Mutex<Vec<(bool, String)>>>;
-
-impl collaboration_platform::MessageObserver for SentTap {
-    fn observe(
-        &self,
-        direction: collaboration_platform::WireDirection,
-        _remote: std::net::SocketAddr,
-        wire: &bytes::Bytes,
-    ) {
-        let text = String::from_utf8_lossy(wire).into_owned();
-        let sent = direction == collaboration_platform::WireDirection::Sent;
-        self.log.lock().unwrap().push((sent, text.clone()));
-        if sent {
-            let _ = self.sent.send(text);
-        }
-    }
-}
-
 /// `bob` on a platform with T1 = 10 ms (or as given) that also listens on UDP for anyone,
-/// a raw UDP caller, and what bob's platform sends (and, in `log`, receives).
+/// a raw UDP caller, and what bob's platform sent and received (`wire`).
 struct UdpCallee {
     _a: CollaborationPlatform,
     b: CollaborationPlatform,
     bob_rx: mpsc::Receiver<IncomingRequest>,
     _bob: EndpointId,
-    sent: mpsc::UnboundedReceiver<String>,
-    log: WireLog,
+    wire: WireLog,
     socket: tokio::net::UdpSocket,
     b_udp: std::net::SocketAddr,
 }
@@ -770,12 +743,8 @@ async fn udp_callee() -> UdpCallee {
 /// 64·T1 of an ACK takes a longer one, so that a slow run does not see it fire.
 async fn udp_callee_with_t1(t1: Duration) -> UdpCallee {
     let pki = LoopbackPki::new().expect("CA");
-    let (sent_tx, sent) = mpsc::unbounded_channel();
-    let log = WireLog::default();
-    let tap = std::sync::Arc::new(SentTap {
-        sent: sent_tx,
-        log: log.clone(),
-    });
+    let wire = WireLog::new();
+    let tap = wire.as_observer();
     let timers = timers_with_t1(t1);
     let (a, b) = pair(&pki, "app.contoso.test", "bob.contoso.test", |me, s| {
         let s = s
@@ -803,14 +772,33 @@ async fn udp_callee_with_t1(t1: Duration) -> UdpCallee {
         b,
         bob_rx,
         _bob: bob,
-        sent,
-        log,
+        wire,
         socket,
         b_udp,
     }
 }
 
 impl UdpCallee {
+    /// The first `method` request bob's platform sent whose text contains `with`
+    /// (waiting for it).
+    async fn sent_request(&self, method: &str, with: &str) -> String {
+        let found = self
+            .wire
+            .wait_for(|r| r.is_sent_request(method) && r.text().contains(with));
+        let r = tokio::time::timeout(WAIT, found)
+            .await
+            .unwrap_or_else(|_| panic!("no {method} with {with:?} sent within the wait"));
+        r.text().into_owned()
+    }
+
+    /// Whether bob's platform sent a `method` request whose text contains `with`.
+    fn sent_any(&self, method: &str, with: &str) -> bool {
+        !self
+            .wire
+            .matching(|r| r.is_sent_request(method) && r.text().contains(with))
+            .is_empty()
+    }
+
     async fn send(&self, text: String) {
         self.socket
             .send_to(text.as_bytes(), self.b_udp)
@@ -892,15 +880,7 @@ async fn a_2xx_is_retransmitted_until_acked_and_the_call_ends_with_bye_when_no_a
     let again = c.final_response().await;
     assert_eq!(again, ok);
     // After 64*T1 without an ACK the callee ends the session with BYE.
-    let bye = loop {
-        let m = tokio::time::timeout(WAIT, c.sent.recv())
-            .await
-            .expect("a BYE within the wait")
-            .unwrap();
-        if m.starts_with("BYE ") {
-            break m;
-        }
-    };
+    let bye = c.sent_request("BYE", "").await;
     assert_eq!(header(&bye, "Call-ID"), "noack-1@test");
     assert_dialog_gone(&c.b, &dialog).await;
     // The endpoint that owned the dialog is told, so that its call does not look
@@ -931,24 +911,13 @@ async fn a_callees_request_before_the_ack_waits_for_it() {
     });
     // T1 is 10 ms here: 150 ms is plenty for the MESSAGE to go if it were not held.
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let mut sent = Vec::new();
-    while let Ok(m) = c.sent.try_recv() {
-        sent.push(m);
-    }
     assert!(
-        !sent.iter().any(|m| m.starts_with("MESSAGE ")),
-        "a MESSAGE went before the ACK: {sent:?}"
+        !c.sent_any("MESSAGE", ""),
+        "a MESSAGE went before the ACK: {:?}",
+        c.wire.records()
     );
     c.ack(&ok, "early-message@test").await;
-    let sent_message = loop {
-        let m = tokio::time::timeout(WAIT, c.sent.recv())
-            .await
-            .expect("the MESSAGE goes once the ACK is in")
-            .unwrap();
-        if m.starts_with("MESSAGE ") {
-            break m;
-        }
-    };
+    let sent_message = c.sent_request("MESSAGE", "").await;
     assert!(
         sent_message.contains("early-message@test"),
         "{sent_message}"
@@ -965,17 +934,11 @@ async fn a_callees_request_before_the_ack_waits_for_it() {
         .await
         .expect("an outcome once 64*T1 is over");
     assert!(matches!(r, Err(RequestError::NoDialog)), "{r:?}");
-    let bye = loop {
-        let m = tokio::time::timeout(WAIT, c.sent.recv())
-            .await
-            .expect("a BYE")
-            .unwrap();
-        assert!(!m.starts_with("MESSAGE "), "{m}");
-        if m.starts_with("BYE ") {
-            break m;
-        }
-    };
-    assert!(bye.contains("never-acked@test"), "{bye}");
+    c.sent_request("BYE", "never-acked@test").await;
+    assert!(
+        !c.sent_any("MESSAGE", "never-acked@test"),
+        "a MESSAGE in the dialog never ACKed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -993,7 +956,12 @@ async fn an_ack_stops_the_2xx_retransmissions_and_keeps_the_call() {
     let quiet_until = tokio::time::Instant::now() + t1 * 64 + Duration::from_millis(500);
     tokio::time::sleep_until(quiet_until).await;
     let (acked, late) = {
-        let log = c.log.lock().unwrap();
+        let log: Vec<(bool, String)> = c
+            .wire
+            .records()
+            .iter()
+            .map(|r| (r.direction == WireDirection::Sent, r.text().into_owned()))
+            .collect();
         let ack = log.iter().position(|(sent, m)| {
             !sent && m.starts_with("ACK ") && header(m, "Call-ID") == "acked-1@test"
         });
@@ -1010,9 +978,7 @@ async fn an_ack_stops_the_2xx_retransmissions_and_keeps_the_call() {
     assert!(acked, "bob's platform received the ACK");
     // One 2xx may have been due as the ACK came in (sent before it was matched).
     assert!(late <= 1, "2xx retransmitted {late} times after the ACK");
-    while let Ok(m) = c.sent.try_recv() {
-        assert!(!m.starts_with("BYE "), "{m}");
-    }
+    assert!(!c.sent_any("BYE", ""), "a BYE for an ACKed call");
     // The dialog is still there: bob can send in it (the far end here is app's platform,
     // which knows nothing of it, hence 481; NoDialog would mean bob had forgotten it).
     let r =
@@ -1041,15 +1007,7 @@ async fn a_large_request_in_a_dialog_that_came_by_udp_goes_whole_to_the_proxy() 
         .await;
     // The proxy (app's platform, which knows nothing of the dialog) read it and answered.
     assert_eq!(r.map_err(|e| e.status()).err(), Some(481));
-    let message = loop {
-        let m = tokio::time::timeout(WAIT, c.sent.recv())
-            .await
-            .expect("the MESSAGE within the wait")
-            .unwrap();
-        if m.starts_with("MESSAGE ") {
-            break m;
-        }
-    };
+    let message = c.sent_request("MESSAGE", "").await;
     assert!(
         header(&message, "Via").starts_with("SIP/2.0/TLS "),
         "{message}"
@@ -1192,9 +1150,7 @@ async fn no_bye_while_unacked(c: &mut UdpCallee, ok: &str, n: usize) {
     for _ in 0..n {
         assert_eq!(c.final_response().await, ok, "the 2xx again");
     }
-    while let Ok(m) = c.sent.try_recv() {
-        assert!(!m.starts_with("BYE "), "a BYE before the ACK: {m}");
-    }
+    assert!(!c.sent_any("BYE", ""), "a BYE before the ACK");
 }
 
 /// A BYE the callee's application asked for before the ACK of its 2xx waits in the platform
@@ -1218,15 +1174,7 @@ async fn a_shutdown_waits_for_the_ack_a_held_bye_needs() {
     assert!(!stopping.is_finished(), "stopped before the ACK");
 
     c.ack(&ok, "held-bye-shutdown@test").await;
-    let bye = loop {
-        let m = tokio::time::timeout(WAIT, c.sent.recv())
-            .await
-            .expect("the BYE goes once the ACK is in")
-            .unwrap();
-        if m.starts_with("BYE ") {
-            break m;
-        }
-    };
+    let bye = c.sent_request("BYE", "").await;
     assert_eq!(header(&bye, "Call-ID"), "held-bye-shutdown@test");
     // Answered by the outbound proxy (app's platform), which knows no such dialog: 481.
     let r = tokio::time::timeout(WAIT, outcome).await.unwrap();
@@ -1253,9 +1201,7 @@ async fn a_shutdown_waits_for_a_held_bye_only_within_its_grace() {
     assert!(report.cancelled >= 1, "{report:?}");
     let r = tokio::time::timeout(WAIT, outcome).await.unwrap();
     assert!(matches!(r, Err(RequestError::Shutdown)), "{r:?}");
-    while let Ok(m) = c.sent.try_recv() {
-        assert!(!m.starts_with("BYE "), "a BYE without the ACK: {m}");
-    }
+    assert!(!c.sent_any("BYE", ""), "a BYE without the ACK");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,21 +16,6 @@ mod support;
 use support::scripted_proxy::{response, ScriptedProxy};
 use support::{endpoint, header, next, WAIT};
 
-struct SentTap(mpsc::UnboundedSender<String>);
-
-impl collaboration_platform::MessageObserver for SentTap {
-    fn observe(
-        &self,
-        direction: collaboration_platform::WireDirection,
-        _remote: std::net::SocketAddr,
-        wire: &bytes::Bytes,
-    ) {
-        if direction == collaboration_platform::WireDirection::Sent {
-            let _ = self.0.send(String::from_utf8_lossy(wire).into_owned());
-        }
-    }
-}
-
 /// Bob's platform (T1 = 100 ms) listening on UDP; a raw UDP caller.
 async fn udp_bob() -> (
     CollaborationPlatform,
@@ -171,8 +156,8 @@ async fn request_held_for_ack_resolves_when_the_peer_byes_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_cancels_a_ringing_invite() {
     let pki = LoopbackPki::new().expect("CA");
-    let (sent_tx, mut sent) = mpsc::unbounded_channel();
-    let tap = std::sync::Arc::new(SentTap(sent_tx));
+    let wire = collaboration_platform::WireLog::new();
+    let tap = wire.as_observer();
     let (a, b) = pair(&pki, "app.contoso.test", "bob.contoso.test", |me, s| {
         let s = s.topology(Topology::new(["contoso.test"]));
         if me == "app.contoso.test" {
@@ -198,14 +183,15 @@ async fn shutdown_cancels_a_ringing_invite() {
     }
     let report = a.shutdown().await;
     assert_eq!(report.cancelled, 1, "{report:?}");
-    let mut wire = Vec::new();
-    while let Ok(m) = sent.try_recv() {
-        wire.push(m.lines().next().unwrap_or("").to_string());
-    }
+    let sent: Vec<String> = wire
+        .records_of(collaboration_platform::WireDirection::Sent)
+        .iter()
+        .map(|r| r.text().lines().next().unwrap_or("").to_string())
+        .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
-        wire.iter().any(|l| l.starts_with("CANCEL ")) || inv.is_cancelled(),
-        "the ringing INVITE was abandoned without CANCEL; a sent: {wire:?}; bob's INVITE cancelled: {}",
+        !wire.sent_requests("CANCEL").is_empty() || inv.is_cancelled(),
+        "the ringing INVITE was abandoned without CANCEL; a sent: {sent:?}; bob's INVITE cancelled: {}",
         inv.is_cancelled()
     );
 }

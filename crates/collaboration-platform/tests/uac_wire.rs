@@ -3,14 +3,13 @@
 //! CANCEL and BYE the platform sends; the test checks what the caller was told.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use collaboration_platform::loopback::LoopbackPki;
 use collaboration_platform::{
     Address, CollaborationPlatform, DialogEndReason, DialogId, EndpointId, InviteProgress,
-    Listener, MessageObserver, OutboundProxy, OutgoingInvite, OutgoingRequest, RequestError,
-    ServerPlatformSettings, Topology, WireDirection,
+    Listener, OutboundProxy, OutgoingInvite, OutgoingRequest, RequestError, ServerPlatformSettings,
+    Topology, WireDirection, WireLog,
 };
 use peer_harness::{unique_token, Sipp, SippOutcome, SippProcess, SippTransport};
 use sip_core::transaction::TransactionConfig;
@@ -83,35 +82,32 @@ async fn platform_with_requests(
 }
 
 /// [`platform`], with what it sends and receives recorded.
-async fn platform_watched(proxy: SocketAddr) -> (CollaborationPlatform, EndpointId, Arc<Wire>) {
-    let wire = Arc::new(Wire::default());
+async fn platform_watched(proxy: SocketAddr) -> (CollaborationPlatform, EndpointId, Wire) {
+    let wire = Wire::default();
     let (p, id, _requests) =
         start_platform(proxy, TransactionConfig::default(), Some(wire.clone())).await;
     (p, id, wire)
 }
 
-/// What a platform sent (`true`) and received (`false`), in the order it handled them.
-#[derive(Default)]
-struct Wire(Mutex<Vec<(bool, String)>>);
-
-impl MessageObserver for Wire {
-    fn observe(&self, direction: WireDirection, _: SocketAddr, wire: &bytes::Bytes) {
-        let text = String::from_utf8_lossy(wire).into_owned();
-        let sent = direction == WireDirection::Sent;
-        self.0.lock().unwrap().push((sent, text));
-    }
-}
+/// What a platform sent and received, with the queries these tests make.
+#[derive(Default, Clone)]
+struct Wire(WireLog);
 
 impl Wire {
     /// How many messages starting with `start` (and containing `with`) the platform sent
     /// (`sent`) or received.
     fn count(&self, sent: bool, start: &str, with: &str) -> usize {
+        let direction = if sent {
+            WireDirection::Sent
+        } else {
+            WireDirection::Received
+        };
         self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(s, m)| *s == sent && m.starts_with(start) && m.contains(with))
-            .count()
+            .matching(|r| {
+                let text = r.text();
+                r.direction == direction && text.starts_with(start) && text.contains(with)
+            })
+            .len()
     }
 
     /// Waits (up to the wait) until the platform sent (`sent`) or received `n` messages
@@ -123,7 +119,7 @@ impl Wire {
                 tokio::time::Instant::now() < deadline,
                 "{} {n} {start:?} with {with:?} within {WAIT:?}: {:#?}",
                 if sent { "sent" } else { "received" },
-                self.0.lock().unwrap()
+                self.0.records()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -134,7 +130,7 @@ impl Wire {
 async fn start_platform(
     proxy: SocketAddr,
     timers: TransactionConfig,
-    observer: Option<Arc<Wire>>,
+    observer: Option<Wire>,
 ) -> (
     CollaborationPlatform,
     EndpointId,
@@ -153,7 +149,7 @@ async fn start_platform(
     .topology(Topology::new(["contoso.test"]))
     .transaction_timers(timers);
     let settings = match observer {
-        Some(o) => settings.observer(o),
+        Some(o) => settings.observer(o.0.as_observer()),
         None => settings,
     };
     let p = CollaborationPlatform::start(settings).await.unwrap();

@@ -6,11 +6,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use collaboration_platform::loopback::LoopbackPki;
-use std::sync::Arc;
 
 use collaboration_platform::{
-    CollaborationPlatform, Listener, ListenerKind, MessageObserver, OutboundProxy,
-    ServerPlatformSettings, Topology, WireDirection,
+    CollaborationPlatform, Listener, ListenerKind, OutboundProxy, ServerPlatformSettings, Topology,
+    WireDirection, WireLog,
 };
 use peer_harness::{free_tcp_ports, unique_token, HarnessError, Sipp, SippTransport};
 
@@ -20,33 +19,15 @@ async fn platform() -> CollaborationPlatform {
     platform_with(None).await
 }
 
-/// Every message the platform's wire tap saw, with its direction and the address it names.
-#[derive(Default)]
-struct Tap(std::sync::Mutex<Vec<(WireDirection, SocketAddr, bytes::Bytes)>>);
-
-impl Tap {
-    /// What the tap saw go `direction`, as text, with the address it gave.
-    fn seen(&self, direction: WireDirection) -> Vec<(SocketAddr, String)> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(d, ..)| *d == direction)
-            .map(|(_, a, b)| (*a, String::from_utf8_lossy(b).into_owned()))
-            .collect()
-    }
+/// What the wire tap saw go `direction`, as text, with the address it gave.
+fn seen(tap: &WireLog, direction: WireDirection) -> Vec<(SocketAddr, String)> {
+    tap.records_of(direction)
+        .iter()
+        .map(|r| (r.remote, r.text().into_owned()))
+        .collect()
 }
 
-impl MessageObserver for Tap {
-    fn observe(&self, direction: WireDirection, remote: SocketAddr, wire: &bytes::Bytes) {
-        self.0
-            .lock()
-            .unwrap()
-            .push((direction, remote, wire.clone()));
-    }
-}
-
-async fn platform_with(tap: Option<Arc<Tap>>) -> CollaborationPlatform {
+async fn platform_with(tap: Option<WireLog>) -> CollaborationPlatform {
     let pki = LoopbackPki::new().expect("CA");
     let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let settings = ServerPlatformSettings::new(
@@ -60,7 +41,7 @@ async fn platform_with(tap: Option<Arc<Tap>>) -> CollaborationPlatform {
     .listen(Listener::udp(loopback).allow_untrusted_peers())
     .topology(Topology::new(["contoso.test"]));
     let settings = match tap {
-        Some(tap) => settings.observer(tap),
+        Some(tap) => settings.observer(tap.as_observer()),
         None => settings,
     };
     CollaborationPlatform::start(settings).await.unwrap()
@@ -157,7 +138,7 @@ async fn a_tcp_request_whose_sent_by_is_not_its_source_is_answered_with_received
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_udp_request_asking_for_rport_is_answered_to_its_source_port_with_rport_and_received() {
-    let tap = Arc::new(Tap::default());
+    let tap = WireLog::new();
     let p = platform_with(Some(tap.clone())).await;
     // The Via's sent-by is an address SIPp does not have; RFC 3581: the response goes to
     // the source address and port, and carries both.
@@ -173,8 +154,7 @@ async fn a_udp_request_asking_for_rport_is_answered_to_its_source_port_with_rpor
     p.shutdown().await;
     // The wire tap shows the request as SIPp sent it, not with the Via the transport
     // stamped for the response.
-    let options = tap
-        .seen(WireDirection::Received)
+    let options = seen(&tap, WireDirection::Received)
         .into_iter()
         .map(|(_, m)| m)
         .find(|m| m.starts_with("OPTIONS "))
@@ -259,7 +239,7 @@ async fn a_udp_response_goes_to_the_sent_by_port_when_rport_was_not_asked_for() 
 /// the address its request came from: a ladder or audit log shows where it really went.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wire_tap_records_a_udp_response_as_sent_where_it_went() {
-    let tap = Arc::new(Tap::default());
+    let tap = WireLog::new();
     let p = platform_with(Some(tap.clone())).await;
     let client = SplitClient::new().await;
     let response = client.options(&p).await;
@@ -267,13 +247,13 @@ async fn the_wire_tap_records_a_udp_response_as_sent_where_it_went() {
     p.shutdown().await;
     let source = client.sender.local_addr().unwrap();
     let listening = client.listener.local_addr().unwrap();
-    let received = tap.seen(WireDirection::Received);
+    let received = seen(&tap, WireDirection::Received);
     let (from, _) = received
         .iter()
         .find(|(_, m)| m.starts_with("OPTIONS "))
         .expect("the tap saw the OPTIONS");
     assert_eq!(*from, source, "a request is recorded from its source");
-    let sent = tap.seen(WireDirection::Sent);
+    let sent = seen(&tap, WireDirection::Sent);
     let (to, ok) = sent
         .iter()
         .find(|(_, m)| m.starts_with("SIP/2.0 200 "))

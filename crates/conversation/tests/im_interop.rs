@@ -13,17 +13,15 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use application_endpoint::{
     ApplicationEndpoint, ApplicationEndpointSettings, Credentials, UserEndpoint,
     UserEndpointSettings,
 };
-use bytes::Bytes;
 use collaboration_platform::{
-    Address, CollaborationPlatform, Federated, Homing, Listener, MessageObserver, OnPremises,
-    OutboundProxy, ServerPlatformSettings, Topology, WireDirection,
+    Address, CollaborationPlatform, Federated, Homing, Listener, OnPremises, OutboundProxy,
+    ServerPlatformSettings, Topology, WireDirection, WireLog,
 };
 use conversation::{
     incoming_im_calls, CallError, Conversation, ConversationState, IncomingImCall,
@@ -107,30 +105,20 @@ impl App {
     }
 }
 
-/// Every message a platform sent or received, as text, in order.
+/// Every message a platform sent or received, with the query these tests make.
 #[derive(Default)]
-struct Wire {
-    seen: Mutex<Vec<(WireDirection, String)>>,
-}
-
-impl MessageObserver for Wire {
-    fn observe(&self, direction: WireDirection, _remote: SocketAddr, wire: &Bytes) {
-        let text = String::from_utf8_lossy(wire).into_owned();
-        self.seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((direction, text));
-    }
-}
+struct Wire(WireLog);
 
 impl Wire {
     /// The BYEs, their answers and the 481 answers the platform sent or received, in
     /// order: how a call ended, for failure messages.
     fn endings(&self) -> String {
-        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let lines: Vec<String> = seen
+        let lines: Vec<String> = self
+            .0
+            .records()
             .iter()
-            .filter_map(|(d, text)| {
+            .filter_map(|r| {
+                let (d, text) = (r.direction, r.text());
                 let first = text.lines().next().unwrap_or_default().trim_end();
                 let cseq = text
                     .lines()
@@ -1209,9 +1197,9 @@ fn bye_racing_many_concurrent_messages_gives_each_exactly_one_outcome() {
     const BEFORE_BYE: usize = 5;
     let fed = federation();
     let rt = runtime();
-    let wire = Arc::new(Wire::default());
+    let wire = Wire::default();
     rt.block_on(async {
-        let app = start_app_with(&fed, settings(&fed).observer(wire.clone())).await;
+        let app = start_app_with(&fed, settings(&fed).observer(wire.0.as_observer())).await;
         let peer = bounded(
             "starting alice's platform",
             CollaborationPlatform::start(settings(&fed)),

@@ -666,31 +666,14 @@ async fn impersonation_toward_a_federated_party_carries_the_uri_only() {
     assert_eq!(homing, "federated");
 }
 
-/// Counts the composing states the bot's platform sends.
-#[derive(Default)]
-struct ComposingCount {
-    active: std::sync::atomic::AtomicUsize,
-    idle: std::sync::atomic::AtomicUsize,
-}
-
-impl collaboration_platform::MessageObserver for ComposingCount {
-    fn observe(
-        &self,
-        direction: collaboration_platform::WireDirection,
-        _remote: std::net::SocketAddr,
-        wire: &bytes::Bytes,
-    ) {
-        use std::sync::atomic::Ordering::Relaxed;
-        if direction != collaboration_platform::WireDirection::Sent {
-            return;
-        }
-        let text = String::from_utf8_lossy(wire);
-        if text.contains("<state>active</state>") {
-            self.active.fetch_add(1, Relaxed);
-        } else if text.contains("<state>idle</state>") {
-            self.idle.fetch_add(1, Relaxed);
-        }
-    }
+/// How many isComposing documents with `<state>{state}</state>` the platform `wire`
+/// watches sent.
+fn composing_sent(wire: &collaboration_platform::WireLog, state: &str) -> usize {
+    let needle = format!("<state>{state}</state>");
+    wire.matching(|r| {
+        r.direction == collaboration_platform::WireDirection::Sent && r.text().contains(&needle)
+    })
+    .len()
 }
 
 /// Waits until the peer's typing state seen by alice is `want`.
@@ -708,10 +691,9 @@ async fn wait_typing(rx: &mut tokio::sync::mpsc::UnboundedReceiver<bool>, want: 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_is_sent_once_per_refresh_and_idle_only_when_needed() {
-    use std::sync::atomic::Ordering::Relaxed;
     let pki = LoopbackPki::new().unwrap();
-    let count = std::sync::Arc::new(ComposingCount::default());
-    let observer: std::sync::Arc<dyn collaboration_platform::MessageObserver> = count.clone();
+    let wire = collaboration_platform::WireLog::new();
+    let observer = wire.as_observer();
     let (a, b) = pair(&pki, "app.contoso.test", "alice.contoso.test", |me, s| {
         let s = s.topology(Topology::new(["contoso.test"]));
         if me == "app.contoso.test" {
@@ -754,18 +736,18 @@ async fn typing_is_sent_once_per_refresh_and_idle_only_when_needed() {
         flow.set_typing(true).await.unwrap();
     }
     wait_typing(&mut typing_rx, true).await;
-    assert_eq!(count.active.load(Relaxed), 1);
+    assert_eq!(composing_sent(&wire, "active"), 1);
     // Stopped typing: one `idle`.
     flow.set_typing(false).await.unwrap();
     wait_typing(&mut typing_rx, false).await;
-    assert_eq!(count.idle.load(Relaxed), 1);
+    assert_eq!(composing_sent(&wire, "idle"), 1);
     flow.set_typing(false).await.unwrap();
-    assert_eq!(count.idle.load(Relaxed), 1, "idle is not repeated");
+    assert_eq!(composing_sent(&wire, "idle"), 1, "idle is not repeated");
     // Typing then sending: the message ends composing, no idle is sent.
     flow.set_typing(true).await.unwrap();
     flow.send_text("hi").await.unwrap();
-    assert_eq!(count.active.load(Relaxed), 2);
-    assert_eq!(count.idle.load(Relaxed), 1);
+    assert_eq!(composing_sent(&wire, "active"), 2);
+    assert_eq!(composing_sent(&wire, "idle"), 1);
     call.terminate().await.unwrap();
 }
 
@@ -1239,33 +1221,15 @@ async fn conversation_settings_apply_to_a_cloned_conversation() {
     assert_eq!(id.as_deref(), Some(&b"0123456789abcdef"[..]));
 }
 
-/// Wire messages seen by a platform.
-#[derive(Default, Clone)]
-struct Tap(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
-
-impl collaboration_platform::MessageObserver for Tap {
-    fn observe(
-        &self,
-        d: collaboration_platform::WireDirection,
-        _: std::net::SocketAddr,
-        wire: &bytes::Bytes,
-    ) {
-        if matches!(d, collaboration_platform::WireDirection::Received) {
-            let w = String::from_utf8_lossy(wire).into_owned();
-            self.0.lock().unwrap().push(w);
-        }
-    }
-}
-
 /// Declining with 405 sends `Allow` (RFC 3261 §21.4.6), with 415 `Accept` (§21.4.13);
 /// 401 (whose challenge cannot be supplied) becomes 603.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decline_adds_the_headers_its_status_requires() {
-    let tap = Tap::default();
-    let t2 = tap.clone();
+    let wire = collaboration_platform::WireLog::new();
+    let observer = wire.as_observer();
     let p = setup_configured(move |me, s| {
         if me.starts_with("app.") {
-            s.observer(std::sync::Arc::new(t2.clone()))
+            s.observer(observer.clone())
         } else {
             s
         }
@@ -1288,14 +1252,15 @@ async fn decline_adds_the_headers_its_status_requires() {
         };
         assert_eq!(got, sent, "decline({asked})");
         let start = format!("SIP/2.0 {sent}");
-        let resp = tap
-            .0
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|w| w.starts_with(&start))
-            .cloned()
-            .expect("the response seen");
+        let resp = wire
+            .matching(|r| {
+                r.direction == collaboration_platform::WireDirection::Received
+                    && r.text().starts_with(&start)
+            })
+            .first()
+            .expect("the response seen")
+            .text()
+            .into_owned();
         if let Some(h) = header {
             assert!(
                 resp.lines().any(|l| l.to_ascii_lowercase() == h),

@@ -6,17 +6,15 @@
 use std::time::Duration;
 
 use application_endpoint::{ApplicationEndpoint, ApplicationEndpointSettings};
-use bytes::Bytes;
 use collaboration_platform::loopback::{pair, LoopbackPki};
 use collaboration_platform::OnPremises;
+use collaboration_platform::WireLog;
 use collaboration_platform::{Address, DialogEndReason, Listener, ListenerKind, Topology};
-use collaboration_platform::{MessageObserver, WireDirection};
 use conversation::{
     incoming_im_calls, CallError, ConversationState, IncomingCall, IncomingImCall, IncomingImCalls,
     InstantMessagingCall, TerminationReason,
 };
 use sip_core::transaction::TransactionConfig;
-use std::sync::Arc;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -31,27 +29,25 @@ async fn bot_on_udp() -> (
     IncomingImCalls,
     std::net::SocketAddr,
 ) {
-    bot_on_udp_observed(Arc::new(Sent::default()), Duration::from_millis(10)).await
+    bot_on_udp_observed(WireLog::new(), Duration::from_millis(10)).await
 }
 
-/// The requests a platform sent, by method, as they go out.
-#[derive(Default)]
-struct Sent {
-    byes: std::sync::Mutex<Vec<String>>,
+/// Whether the platform `wire` watches has sent a BYE.
+fn sent_a_bye(wire: &WireLog) -> bool {
+    !wire.sent_requests("BYE").is_empty()
 }
 
-impl MessageObserver for Sent {
-    fn observe(&self, direction: WireDirection, _: std::net::SocketAddr, wire: &Bytes) {
-        if direction == WireDirection::Sent && wire.starts_with(b"BYE ") {
-            let text = String::from_utf8_lossy(wire).into_owned();
-            self.byes.lock().unwrap().push(text);
-        }
-    }
+/// The first BYE the platform `wire` watches sent (waiting for it).
+async fn first_bye(wire: &WireLog) -> String {
+    let bye = tokio::time::timeout(WAIT, wire.wait_for(|r| r.is_sent_request("BYE")))
+        .await
+        .expect("a BYE was sent");
+    bye.text().into_owned()
 }
 
 /// As [`bot_on_udp`], with `observer` watching the bot's platform, whose T1 is `t1`.
 async fn bot_on_udp_observed(
-    observer: Arc<Sent>,
+    observer: WireLog,
     t1: Duration,
 ) -> (
     (
@@ -74,7 +70,7 @@ async fn bot_on_udp_observed(
         if me == "app.contoso.test" {
             s.transaction_timers(timers)
                 .listen(Listener::udp("127.0.0.1:0".parse().unwrap()).allow_untrusted_peers())
-                .observer(observer.clone())
+                .observer(observer.as_observer())
         } else {
             s
         }
@@ -216,7 +212,7 @@ async fn an_accepted_call_without_an_offer_whose_ack_never_comes_fails_accept() 
 /// (with its answer) draws the BYE; `accept` then fails `Ended` and the call ends `Local`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_terminated_before_the_ack_of_our_offer_is_ended_with_bye_once_it_comes() {
-    let sent = Arc::new(Sent::default());
+    let sent = WireLog::new();
     // T1 = 100 ms: the ACK must come before 64·T1 (6.4 s) without one ends the call, however
     // slow the test runs (that timer is not what is tested here).
     let (_platforms, _bot, mut calls, udp) =
@@ -263,10 +259,7 @@ async fn a_call_terminated_before_the_ack_of_our_offer_is_ended_with_bye_once_it
         .to_string();
     call.terminate().await.unwrap();
     assert_eq!(call.state(), ConversationState::Terminating);
-    assert!(
-        sent.byes.lock().unwrap().is_empty(),
-        "no BYE before the ACK"
-    );
+    assert!(!sent_a_bye(&sent), "no BYE before the ACK");
     let answer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
                   m=message 5060 sip null\r\na=accept-types:text/plain\r\n";
     let ack = format!(
@@ -293,12 +286,7 @@ async fn a_call_terminated_before_the_ack_of_our_offer_is_ended_with_bye_once_it
         "{:?}",
         call.termination_reason()
     );
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while sent.byes.lock().unwrap().is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "no BYE was sent");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let bye = sent.byes.lock().unwrap()[0].clone();
+    let bye = first_bye(&sent).await;
     assert!(bye.contains("late-bye@carol"), "{bye}");
 }
 
@@ -400,15 +388,8 @@ impl Carol {
 
     /// Waits for the bot's platform to send a BYE (to its outbound proxy, where every
     /// request goes); the first.
-    async fn sees_a_bye(&self, sent: &Sent) -> String {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Some(bye) = sent.byes.lock().unwrap().first() {
-                return bye.clone();
-            }
-            assert!(tokio::time::Instant::now() < deadline, "no BYE was sent");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    async fn sees_a_bye(&self, sent: &WireLog) -> String {
+        first_bye(sent).await
     }
 
     /// Checks that `bye` ends her call: to her Contact, its Call-ID, the bot's tag in
@@ -447,15 +428,12 @@ fn tag(value: &str) -> Option<&str> {
 
 /// The bot's platform retransmits the 200 to carol (no ACK yet) twice more: by then a BYE
 /// asked before this was called had long reached the platform, and must not have gone.
-async fn no_bye_while_the_200_is_unacked(carol: &Carol, sent: &Sent) {
+async fn no_bye_while_the_200_is_unacked(carol: &Carol, sent: &WireLog) {
     for _ in 0..2 {
         let text = carol.next().await;
         assert!(text.starts_with("SIP/2.0 200"), "before the ACK: {text}");
     }
-    assert!(
-        sent.byes.lock().unwrap().is_empty(),
-        "no BYE before the ACK"
-    );
+    assert!(!sent_a_bye(sent), "no BYE before the ACK");
 }
 
 /// The call carol's INVITE offers the bot.
@@ -489,7 +467,7 @@ fn ended_with_the_endpoint(call: &InstantMessagingCall<OnPremises>) {
 /// comes. The call used to end only here, the caller's staying up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_terminated_before_the_ack_of_our_offer_sends_bye_once_it_comes() {
-    let sent = Arc::new(Sent::default());
+    let sent = WireLog::new();
     // T1 = 100 ms: 64·T1 (6.4 s), after which the platform would send the BYE without the
     // ACK, is far from what the test waits for.
     let (_platforms, bot, mut calls, udp) =
@@ -518,7 +496,7 @@ async fn an_endpoint_terminated_before_the_ack_of_our_offer_sends_bye_once_it_co
 /// BYE waits in the platform for the ACK all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_terminated_before_the_ack_of_our_answer_sends_bye_once_it_comes() {
-    let sent = Arc::new(Sent::default());
+    let sent = WireLog::new();
     let (_platforms, bot, mut calls, udp) =
         bot_on_udp_observed(sent.clone(), Duration::from_millis(100)).await;
     let mut carol = Carol::calls(udp, "ep-end-offer@carol", true).await;
@@ -541,7 +519,7 @@ async fn an_endpoint_terminated_before_the_ack_of_our_answer_sends_bye_once_it_c
 /// out and is answered before the platform stops. It used to stop at once, the BYE lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_platform_shut_down_after_its_endpoint_waits_for_the_ack_to_send_bye() {
-    let sent = Arc::new(Sent::default());
+    let sent = WireLog::new();
     let (platforms, bot, mut calls, udp) =
         bot_on_udp_observed(sent.clone(), Duration::from_millis(100)).await;
     let mut carol = Carol::calls(udp, "shutdown-noack@carol", false).await;

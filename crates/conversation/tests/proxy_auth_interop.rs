@@ -14,18 +14,15 @@
 //!
 //! Every wait is bounded ([`WAIT`] per step).
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use application_endpoint::pidf::Availability;
 use application_endpoint::{
     Credentials, Endpoint, EndpointError, RemotePresenceView, UserEndpoint, UserEndpointSettings,
 };
-use bytes::Bytes;
 use collaboration_platform::{
-    Address, CollaborationPlatform, IncomingRequest, Listener, MessageObserver, OnPremises,
-    OutboundProxy, RequestError, ServerPlatformSettings, Topology, WireDirection,
+    Address, CollaborationPlatform, IncomingRequest, Listener, OnPremises, OutboundProxy,
+    RequestError, ServerPlatformSettings, Topology, WireDirection, WireLog,
 };
 use conversation::{incoming_im_calls, CallError, Conversation, MessageError};
 use interop_support::{bounded, identity, loopback0, roots, runtime};
@@ -59,7 +56,7 @@ fn home(user: &str) -> Address<OnPremises> {
 /// certificate asked, so contoso treats what arrives there as users' requests and
 /// challenges them), with a mutual-TLS listener of its own, where contoso delivers the
 /// requests for its endpoints (INVITE, MESSAGE, NOTIFY) to the contact they registered.
-async fn user_platform(fed: &Federation, wire: Arc<Wire>) -> CollaborationPlatform {
+async fn user_platform(fed: &Federation, wire: &Wire) -> CollaborationPlatform {
     let contoso = fed.contoso();
     let addr = contoso
         .user_tls_addr()
@@ -73,7 +70,7 @@ async fn user_platform(fed: &Federation, wire: Arc<Wire>) -> CollaborationPlatfo
     )
     .listen(Listener::mutual_tls(loopback0()))
     .topology(Topology::new([Deployment::Contoso.domain()]))
-    .observer(wire);
+    .observer(wire.0.as_observer());
     CollaborationPlatform::start(settings)
         .await
         .expect("platform")
@@ -96,21 +93,9 @@ async fn user(
     e
 }
 
-/// Every message a platform sent or received, as text.
+/// Every message a platform sent or received, with the queries these tests make.
 #[derive(Default)]
-struct Wire {
-    seen: Mutex<Vec<(WireDirection, String)>>,
-}
-
-impl MessageObserver for Wire {
-    fn observe(&self, direction: WireDirection, _remote: SocketAddr, wire: &Bytes) {
-        let text = String::from_utf8_lossy(wire).into_owned();
-        self.seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((direction, text));
-    }
-}
+struct Wire(WireLog);
 
 fn header_of<'a>(text: &'a str, name: &str) -> Option<&'a str> {
     text.lines().find_map(|l| {
@@ -132,23 +117,19 @@ impl Wire {
     /// The `method` requests `user` (From) sent, in order.
     fn requests(&self, user: &str, method: &str) -> Vec<Sent> {
         let aor = format!("sip:{user}@contoso.test");
-        self.seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.0
+            .sent_requests(method)
             .iter()
-            .filter(|(d, t)| {
-                *d == WireDirection::Sent
-                    && t.starts_with(&format!("{method} "))
-                    && header_of(t, "From").is_some_and(|f| f.contains(&aor))
-            })
-            .map(|(_, t)| Sent {
-                cseq: header_of(t, "CSeq").unwrap_or_default().to_string(),
-                call_id: header_of(t, "Call-ID").unwrap_or_default().to_string(),
-                from_tag: header_of(t, "From")
+            .map(|r| r.text())
+            .filter(|t| header_of(t, "From").is_some_and(|f| f.contains(&aor)))
+            .map(|t| Sent {
+                cseq: header_of(&t, "CSeq").unwrap_or_default().to_string(),
+                call_id: header_of(&t, "Call-ID").unwrap_or_default().to_string(),
+                from_tag: header_of(&t, "From")
                     .and_then(|f| f.split(";tag=").nth(1))
                     .unwrap_or_default()
                     .to_string(),
-                credentials: header_of(t, "Proxy-Authorization").is_some(),
+                credentials: header_of(&t, "Proxy-Authorization").is_some(),
             })
             .collect()
     }
@@ -156,13 +137,12 @@ impl Wire {
     /// The final responses with `status` to `method` requests from `user`.
     fn responses(&self, user: &str, status: u16, method: &str) -> usize {
         let aor = format!("sip:{user}@contoso.test");
-        self.seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.0
+            .records_of(WireDirection::Received)
             .iter()
-            .filter(|(d, t)| {
-                *d == WireDirection::Received
-                    && t.starts_with(&format!("SIP/2.0 {status} "))
+            .map(|r| r.text())
+            .filter(|t| {
+                t.starts_with(&format!("SIP/2.0 {status} "))
                     && header_of(t, "CSeq").is_some_and(|c| c.ends_with(method))
                     && header_of(t, "From").is_some_and(|f| f.contains(&aor))
             })
@@ -227,10 +207,10 @@ async fn log_shows(fed: &Federation, needle: &str) {
 fn a_user_endpoints_requests_challenged_by_the_proxy_are_answered_with_its_credentials() {
     let fed = fixture();
     runtime().block_on(async {
-        let callers_wire = Arc::new(Wire::default());
-        let callee_wire = Arc::new(Wire::default());
-        let callers = user_platform(&fed, callers_wire.clone()).await;
-        let callee = user_platform(&fed, callee_wire.clone()).await;
+        let callers_wire = Wire::default();
+        let callee_wire = Wire::default();
+        let callers = user_platform(&fed, &callers_wire).await;
+        let callee = user_platform(&fed, &callee_wire).await;
 
         // erin, the other party: her first request is a PUBLISH, challenged.
         let erin = user(&fed, &callee, "erin", "erin-secret").await;
@@ -340,8 +320,8 @@ fn a_user_endpoints_requests_challenged_by_the_proxy_are_answered_with_its_crede
 fn credentials_the_proxy_refuses_fail_with_an_authentication_error_after_one_answer() {
     let fed = fixture();
     runtime().block_on(async {
-        let wire = Arc::new(Wire::default());
-        let platform = user_platform(&fed, wire.clone()).await;
+        let wire = Wire::default();
+        let platform = user_platform(&fed, &wire).await;
         let erin = user(&fed, &platform, "erin", "erin-secret").await;
         let _pages = erin.core().pages();
         let _calls = incoming_im_calls(&erin);
