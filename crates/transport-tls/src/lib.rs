@@ -33,6 +33,10 @@
 //!   responses go to the request's source IP and its Via's sent-by port, or its source port
 //!   when the Via asks for `rport` (RFC 3261 §18.2.2, RFC 3581), from the socket the request
 //!   arrived at ([`SipTransport::reply`], [`SipTransport::send_udp_from`]; RFC 3581 §4).
+//!   A socket bound to the unspecified address (0.0.0.0, `[::]`) learns on Linux which of
+//!   the host's addresses each datagram was sent to (`IP_PKTINFO`, `IPV6_PKTINFO`),
+//!   reports it as [`ReceivedMessage::local`], and answers from it; elsewhere it reports
+//!   the wildcard and the system picks the source.
 //! - **Via stamping.** Every request received, on any transport, has its top Via stamped
 //!   with `received` (sent-by not the source address) and `rport` (asked for without a
 //!   value) before it is handed up (RFC 3261 §18.2.1, RFC 3581 §4), so responses built from
@@ -107,6 +111,7 @@
 
 mod config;
 mod error;
+mod pktinfo;
 mod tls;
 mod transport;
 

@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use sip_core::framer::{Frame, FrameError, StreamFramer};
 use sip_core::{Host, SipMessage};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::futures::Notified;
 use tokio::sync::{mpsc, watch, Notify, OnceCell};
 use tokio::task::JoinHandle;
@@ -25,6 +25,7 @@ use tracing::Instrument;
 
 use crate::config::{KeepAlive, TransportLimits, TransportSettings};
 use crate::error::{CloseReason, TlsRefusal, TransportError};
+use crate::pktinfo::UdpEndpoint;
 use crate::tls::{PeerIdentity, TlsServerSettings};
 
 /// Room reserved in a quiet connection's receive buffer before a read: every idle
@@ -183,7 +184,10 @@ pub struct ReceivedMessage {
     pub message: SipMessage,
     /// The transport it came on.
     pub transport: TransportKind,
-    /// Our address it arrived at.
+    /// Our address it arrived at. For a datagram on a UDP socket bound to the unspecified
+    /// address (0.0.0.0, `[::]`), on Linux, the address it was sent to with the socket's
+    /// port (IPv4-mapped on a dual-stack socket), which `reply` and `send_udp_from` send
+    /// the response from (RFC 3581 §4); elsewhere that wildcard address.
     pub local: SocketAddr,
     /// The address it came from.
     pub remote: SocketAddr,
@@ -198,7 +202,7 @@ pub struct ReceivedMessage {
 #[derive(Debug, Clone)]
 enum Via {
     Conn(ConnHandle),
-    Udp(Arc<UdpSocket>),
+    Udp(Arc<UdpEndpoint>),
 }
 
 impl ReceivedMessage {
@@ -382,10 +386,10 @@ struct Shared {
     next_id: AtomicU64,
     connector: Option<tokio_rustls::TlsConnector>,
     /// The sockets [`SipTransport::send`] sends UDP from: the first bound of each family.
-    udp4: OnceLock<Arc<UdpSocket>>,
-    udp6: OnceLock<Arc<UdpSocket>>,
+    udp4: OnceLock<Arc<UdpEndpoint>>,
+    udp6: OnceLock<Arc<UdpEndpoint>>,
     /// Every UDP socket by its bound address, for [`SipTransport::send_udp_from`].
-    udp: Sharded<SocketAddr, Arc<UdpSocket>>,
+    udp: Sharded<SocketAddr, Arc<UdpEndpoint>>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -455,7 +459,7 @@ impl Shared {
 
     /// The socket to send UDP to `to` from, and `to` as that socket writes it: an IPv6
     /// socket cannot send to an IPv4 address, only to its IPv4-mapped form.
-    fn udp_for(&self, to: SocketAddr) -> Result<(&Arc<UdpSocket>, SocketAddr), TransportError> {
+    fn udp_for(&self, to: SocketAddr) -> Result<(&Arc<UdpEndpoint>, SocketAddr), TransportError> {
         let sock = match to {
             SocketAddr::V4(v4) => match self.udp4.get() {
                 Some(s) => Some((s, to)),
@@ -464,6 +468,19 @@ impl Shared {
             SocketAddr::V6(_) => self.udp6.get().or(self.udp4.get()).map(|s| (s, to)),
         };
         sock.ok_or(TransportError::NoUdpSocket)
+    }
+
+    /// The UDP socket that took what arrived at `local`: the one bound there, else the one
+    /// bound to the unspecified address of its family on that port (a wildcard socket
+    /// reports the concrete address a datagram came to).
+    fn udp_at(&self, local: SocketAddr) -> Option<Arc<UdpEndpoint>> {
+        self.udp.get(&local).or_else(|| {
+            let any = match local {
+                SocketAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                SocketAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+            };
+            self.udp.get(&SocketAddr::new(any, local.port()))
+        })
     }
 
     fn failed(
@@ -1329,20 +1346,25 @@ impl SipTransport {
     /// ([`reply`](Self::reply), [`send_udp_from`](Self::send_udp_from)). Returns the bound
     /// address.
     ///
+    /// On the unspecified address (0.0.0.0, `[::]`) the socket takes datagrams for every
+    /// address of the host; on Linux it learns which one each came to (`IP_PKTINFO`,
+    /// `IPV6_RECVPKTINFO`), reports it as [`ReceivedMessage::local`], and answers from it
+    /// (RFC 3581 §4). Elsewhere it reports the wildcard and the kernel picks the source.
+    ///
     /// Cancel safety: cancel safe (if cancelled, nothing is bound).
     pub async fn bind_udp(&self, addr: SocketAddr) -> Result<SocketAddr, TransportError> {
         let sock = Arc::new(
-            UdpSocket::bind(addr)
+            UdpEndpoint::bind(addr)
                 .await
                 .map_err(|e| TransportError::io(&e))?,
         );
-        let local = sock.local_addr().map_err(|e| TransportError::io(&e))?;
+        let local = sock.bound;
         let _ = match local {
             SocketAddr::V4(_) => self.shared.udp4.set(sock.clone()),
             SocketAddr::V6(_) => self.shared.udp6.set(sock.clone()),
         };
         self.shared.udp.shard(&local).insert(local, sock.clone());
-        tokio::spawn(udp_loop(self.shared.clone(), sock, local));
+        tokio::spawn(udp_loop(self.shared.clone(), sock));
         Ok(local)
     }
 
@@ -1459,7 +1481,8 @@ impl SipTransport {
     pub async fn send(&self, target: &Target, message: &SipMessage) -> Result<(), TransportError> {
         if target.transport == TransportKind::Udp {
             let (sock, to) = self.shared.udp_for(target.remote)?;
-            return self.send_datagram(sock, to, message).await;
+            // A request: the kernel picks the source address.
+            return self.send_datagram(sock, to, sock.bound, message).await;
         }
         self.flow(target).await?.send(message.to_bytes()).await
     }
@@ -1473,7 +1496,11 @@ impl SipTransport {
     /// keeps only the addresses of a request (a transaction layer) and not the
     /// `ReceivedMessage` that [`reply`](Self::reply) takes. The size rule is `send`'s.
     ///
-    /// Fails with [`TransportError::NoUdpSocket`] when no UDP socket is bound at `local`.
+    /// `local` may also be a concrete address that a socket bound to the unspecified
+    /// address on its port reported (Linux): that socket sends, from that address.
+    ///
+    /// Fails with [`TransportError::NoUdpSocket`] when no UDP socket is bound at `local`
+    /// (nor at the unspecified address of its family on its port).
     ///
     /// Cancel safety: cancel safe (if cancelled, the datagram was not sent).
     pub async fn send_udp_from(
@@ -1484,23 +1511,24 @@ impl SipTransport {
     ) -> Result<(), TransportError> {
         let sock = self
             .shared
-            .udp
-            .get(&local)
+            .udp_at(local)
             .ok_or(TransportError::NoUdpSocket)?;
         // An IPv6 socket sends to an IPv4 address in its IPv4-mapped form.
         let to = match (local, to) {
             (SocketAddr::V6(_), SocketAddr::V4(v4)) => ipv4_mapped(v4),
             _ => to,
         };
-        self.send_datagram(&sock, to, message).await
+        self.send_datagram(&sock, to, local, message).await
     }
 
-    /// Sends `message` as one datagram from `sock` to `to`, refusing a request too large
-    /// for UDP (RFC 3261 §18.1.1).
+    /// Sends `message` as one datagram from `sock` to `to`, leaving from `from` (see
+    /// [`UdpEndpoint::send_from`]), refusing a request too large for UDP (RFC 3261
+    /// §18.1.1).
     async fn send_datagram(
         &self,
-        sock: &UdpSocket,
+        sock: &UdpEndpoint,
         to: SocketAddr,
+        from: SocketAddr,
         message: &SipMessage,
     ) -> Result<(), TransportError> {
         let bytes = message.to_bytes();
@@ -1511,9 +1539,8 @@ impl SipTransport {
                 limit,
             });
         }
-        sock.send_to(&bytes, to)
+        sock.send_from(&bytes, to, from)
             .await
-            .map(|_| ())
             .map_err(|e| TransportError::io(&e))
     }
 
@@ -1551,11 +1578,12 @@ impl SipTransport {
     ) -> Result<(), TransportError> {
         match &to.via {
             Via::Conn(h) => h.send(message.to_bytes()).await,
-            Via::Udp(sock) => sock
-                .send_to(&message.to_bytes(), udp_response_to(&to.message, to.remote))
-                .await
-                .map(|_| ())
-                .map_err(|e| TransportError::io(&e)),
+            Via::Udp(sock) => {
+                let dest = udp_response_to(&to.message, to.remote);
+                sock.send_from(&message.to_bytes(), dest, to.local)
+                    .await
+                    .map_err(|e| TransportError::io(&e))
+            }
         }
     }
 
@@ -1847,14 +1875,17 @@ async fn accept_loop(
     }
 }
 
-async fn udp_loop(shared: Arc<Shared>, sock: Arc<UdpSocket>, local: SocketAddr) {
+async fn udp_loop(shared: Arc<Shared>, sock: Arc<UdpEndpoint>) {
     let mut shutdown = shared.shutdown.subscribe();
     let mut buf = vec![0u8; 65_536];
+    let mut control = sock.control_buffer();
     let limits = shared.settings.limits.message;
     loop {
-        let (n, remote) = tokio::select! {
+        // `local`: the address the datagram came to (the bound one, or on a wildcard
+        // socket the concrete one, which answers leave from).
+        let (n, remote, local) = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => return,
-            r = sock.recv_from(&mut buf) => match r {
+            r = sock.recv(&mut buf, &mut control) => match r {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::debug!(error = %e, "UDP receive error");
@@ -1889,7 +1920,7 @@ async fn udp_loop(shared: Arc<Shared>, sock: Arc<UdpSocket>, local: SocketAddr) 
                 // so the sender stops retransmitting; anything else is dropped. Never
                 // waits: the answer is no larger than what came in.
                 if let Some((answer, to)) = refusal(data, &e, &limits, local, remote) {
-                    let _ = sock.try_send_to(&answer, to);
+                    let _ = sock.try_send_from(&answer, to, local);
                 }
             }
         }
