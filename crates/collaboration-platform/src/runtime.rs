@@ -257,7 +257,8 @@ pub(crate) struct BoundListener {
 impl BoundListener {
     /// Whether a listener bound to an unspecified address (0.0.0.0, `[::]`) takes what
     /// arrives at `local`: the same port and address family. An accepted connection's
-    /// local address is the interface's, never the wildcard the listener was bound to.
+    /// local address is the interface's, never the wildcard the listener was bound to, and
+    /// so is a datagram's on Linux (transport-tls reads where it was sent to).
     fn takes_as_wildcard(&self, local: SocketAddr) -> bool {
         self.addr.ip().is_unspecified()
             && self.addr.port() == local.port()

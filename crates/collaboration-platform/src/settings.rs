@@ -125,7 +125,9 @@ impl Listener {
         }
     }
 
-    /// UDP on `addr` (same trust rule as TCP).
+    /// UDP on `addr` (same trust rule as TCP). On the unspecified address (0.0.0.0,
+    /// `[::]`), on Linux, a request's responses leave from the address it was sent to (RFC
+    /// 3581 §4); elsewhere from the one the system's routing picks.
     pub fn udp(addr: SocketAddr) -> Self {
         Listener {
             kind: ListenerKind::Udp,

@@ -179,3 +179,56 @@ async fn an_invites_final_responses_and_their_retransmissions_leave_from_its_lis
     }
     b.shutdown().await;
 }
+
+/// A platform whose one UDP listener, bound at `any` (an unspecified address), takes
+/// requests from anyone.
+async fn wildcard_platform(any: &str) -> CollaborationPlatform {
+    let pki = LoopbackPki::new().expect("CA");
+    let settings = ServerPlatformSettings::new(
+        "ucma-rs wildcard UDP listener test",
+        "app.contoso.test",
+        pki.identity("app.contoso.test").unwrap(),
+        pki.roots(),
+        OutboundProxy::tcp("127.0.0.1:9".parse().unwrap()),
+    )
+    .topology(Topology::new(["contoso.test"]))
+    .listen(Listener::udp(any.parse().unwrap()).allow_untrusted_peers());
+    CollaborationPlatform::start(settings).await.unwrap()
+}
+
+/// An OPTIONS to 127.0.0.2 on `p`'s wildcard UDP listener from a socket *connected* there,
+/// which takes datagrams from 127.0.0.2 only: the 200 must leave from the address the
+/// request was sent to (RFC 3581 §4), not the one the kernel's routing picks (127.0.0.1).
+async fn options_to_127_0_0_2(p: &CollaborationPlatform) {
+    let [any] = udp_listeners(p)[..] else {
+        panic!("one UDP listener: {:?}", p.listen_addrs());
+    };
+    assert!(any.ip().is_unspecified(), "{any}");
+    let dest = SocketAddr::from(([127, 0, 0, 2], any.port()));
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    client.connect(dest).await.unwrap();
+    let (status, from) = options(&client, dest, 7).await;
+    assert!(status.starts_with("SIP/2.0 200"), "{status:?}");
+    assert_eq!(from, dest);
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wildcard_udp_listener_answers_from_the_address_the_request_came_to() {
+    let p = wildcard_platform("0.0.0.0:0").await;
+    options_to_127_0_0_2(&p).await;
+    p.shutdown().await;
+}
+
+/// The same on a dual-stack `[::]` listener, whose IPv4 peers arrive IPv4-mapped.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dual_stack_wildcard_udp_listener_answers_from_the_address_the_request_came_to() {
+    if std::net::UdpSocket::bind("[::]:0").is_err() {
+        eprintln!("skipped: cannot bind [::] (no IPv6 on this machine)");
+        return;
+    }
+    let p = wildcard_platform("[::]:0").await;
+    options_to_127_0_0_2(&p).await;
+    p.shutdown().await;
+}
