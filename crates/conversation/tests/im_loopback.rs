@@ -328,6 +328,15 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PauseAt {
     }
 }
 
+/// The texts `flow` yields until it ends (or a wait passes with nothing).
+async fn texts_until_the_end(flow: &mut InstantMessagingFlow) -> Vec<String> {
+    let mut texts = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(WAIT, flow.recv()).await {
+        texts.push(m.text().to_string());
+    }
+    texts
+}
+
 /// A caller that sends a message and hangs up the moment the call is up, its BYE taken
 /// before `accept` has returned: the call was accepted all the same (our 200 went out,
 /// the message was answered 200), so `accept` gives the flow, which yields the message
@@ -342,10 +351,7 @@ async fn a_caller_hanging_up_before_accept_returns_leaves_the_flow_and_its_messa
         let next = next_call(&mut calls).await;
         run_paused_at("IM call accepted: the 200 is out", resumed, async move {
             let mut flow = next.accept().await?;
-            let mut texts = Vec::new();
-            while let Ok(Some(m)) = tokio::time::timeout(WAIT, flow.recv()).await {
-                texts.push(m.text().to_string());
-            }
+            let texts = texts_until_the_end(&mut flow).await;
             Ok::<_, CallError>((texts, flow.termination_reason()))
         })
         .await
@@ -383,10 +389,7 @@ async fn a_callee_hanging_up_before_establish_returns_leaves_the_flow_and_its_me
         let call = call.clone();
         run_paused_at("IM call answered", resumed, async move {
             let mut flow = call.establish().await?;
-            let mut texts = Vec::new();
-            while let Ok(Some(m)) = tokio::time::timeout(WAIT, flow.recv()).await {
-                texts.push(m.text().to_string());
-            }
+            let texts = texts_until_the_end(&mut flow).await;
             Ok::<_, CallError>(texts)
         })
     };
