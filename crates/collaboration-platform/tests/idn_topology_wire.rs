@@ -2,15 +2,16 @@
 //! partner whose requests arrive written in ASCII (`xn--bcher-kva.example`, the only form
 //! a SIP URI's host takes): blocked or allowed the same either way.
 
+#[path = "support/raw_tcp.rs"]
+mod raw_tcp;
+
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use collaboration_platform::loopback::LoopbackPki;
 use collaboration_platform::{
     Address, CollaborationPlatform, FederationPolicy, Listener, ListenerKind, OutboundProxy,
     ServerPlatformSettings, Topology,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `app.contoso.test`, open to anyone over plain TCP, with `topology`; `bob@contoso.test`
 /// answers 200 to whatever reaches him.
@@ -39,10 +40,9 @@ async fn platform(topology: Topology) -> CollaborationPlatform {
 /// Sends a MESSAGE from `from` to bob over TCP and returns the status line of the answer.
 async fn message_from(p: &CollaborationPlatform, from: &str) -> String {
     let to: SocketAddr = p.listen_addr(ListenerKind::Tcp).unwrap();
-    let mut tcp = tokio::net::TcpStream::connect(to).await.unwrap();
-    let local = tcp.local_addr().unwrap();
-    let request = format!(
-        "MESSAGE sip:bob@contoso.test SIP/2.0\r\n\
+    raw_tcp::tcp_status_line(to, |local| {
+        format!(
+            "MESSAGE sip:bob@contoso.test SIP/2.0\r\n\
          Via: SIP/2.0/TCP {local};branch=z9hG4bK-idn-1\r\n\
          Max-Forwards: 70\r\n\
          From: <{from}>;tag=e1\r\n\
@@ -51,24 +51,9 @@ async fn message_from(p: &CollaborationPlatform, from: &str) -> String {
          CSeq: 1 MESSAGE\r\n\
          Content-Type: text/plain\r\n\
          Content-Length: 2\r\n\r\nhi"
-    );
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let n = tcp.read(&mut buf).await.unwrap();
-            assert!(n > 0, "closed without an answer");
-            got.extend_from_slice(&buf[..n]);
-            if got.windows(4).any(|w| w == b"\r\n\r\n") {
-                return;
-            }
-        }
+        )
     })
     .await
-    .expect("an answer within 10 s");
-    let text = String::from_utf8_lossy(&got).into_owned();
-    text.lines().next().unwrap_or_default().to_string()
 }
 
 /// Blocked as `bücher.example`: a caller of `xn--bcher-kva.example` gets 403 and bob hears

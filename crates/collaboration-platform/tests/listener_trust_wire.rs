@@ -4,6 +4,9 @@
 //! what arrives at any address of its family on its port. A trusted peer is known by its
 //! certificate's name compared as DNS compares names (case, trailing dot).
 
+#[path = "support/raw_tcp.rs"]
+mod raw_tcp;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -13,7 +16,6 @@ use collaboration_platform::{
     Topology,
 };
 use sip_core::{HeaderName, Method, SipMessage};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use transport_tls::{SipTransport, Target, TlsClientSettings, TransportEvent, TransportSettings};
 
 /// A loopback port free for both TCP and UDP.
@@ -57,10 +59,9 @@ async fn start(
 
 /// Sends an OPTIONS over plain TCP to `to` and returns the status line of the answer.
 async fn options_over_tcp(to: SocketAddr) -> String {
-    let mut tcp = tokio::net::TcpStream::connect(to).await.unwrap();
-    let local = tcp.local_addr().unwrap();
-    let request = format!(
-        "OPTIONS sip:app@{to} SIP/2.0\r\n\
+    raw_tcp::tcp_status_line(to, |local| {
+        format!(
+            "OPTIONS sip:app@{to} SIP/2.0\r\n\
          Via: SIP/2.0/TCP {local};branch=z9hG4bK-scope-1\r\n\
          Max-Forwards: 70\r\n\
          From: <sip:alice@contoso.test>;tag=a1\r\n\
@@ -68,24 +69,9 @@ async fn options_over_tcp(to: SocketAddr) -> String {
          Call-ID: scope-1@{local}\r\n\
          CSeq: 1 OPTIONS\r\n\
          Content-Length: 0\r\n\r\n"
-    );
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let n = tcp.read(&mut buf).await.unwrap();
-            assert!(n > 0, "closed without an answer");
-            got.extend_from_slice(&buf[..n]);
-            if got.windows(4).any(|w| w == b"\r\n\r\n") {
-                return;
-            }
-        }
+        )
     })
     .await
-    .expect("an answer within 10 s");
-    let text = String::from_utf8_lossy(&got).into_owned();
-    text.lines().next().unwrap_or_default().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
