@@ -502,10 +502,12 @@ impl EndpointCore {
             .platform
             .register_endpoint(self.owner.clone(), gruu, default_routing)
             .await?;
+        // Kept before the await below: an `establish()` dropped there is unrouted by its
+        // guard, which finds the id.
+        *self.id.lock().unwrap_or_else(|p| p.into_inner()) = Some(id);
         // A platform shutdown waits for the router to end the endpoint's calls (BYE while
         // the platform still sends them) and unroute it.
         self.platform.hold_shutdown_for(id).await;
-        *self.id.lock().unwrap_or_else(|p| p.into_inner()) = Some(id);
         let endings = self.platform.dialog_endings();
         let gone = Gone {
             state: self.watch_state(),
@@ -744,11 +746,18 @@ impl Drop for EstablishGuard<'_> {
         {
             return;
         }
-        let id = core.id.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let (Some(id), Ok(rt)) = (id, tokio::runtime::Handle::try_current()) {
-            let platform = core.platform.clone();
-            rt.spawn(async move { platform.unregister_endpoint(id).await });
+        if let Some(id) = core.id.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            unregister_later(&core.platform, id);
         }
+    }
+}
+
+/// Unroutes endpoint `id` from a task of its own (from a `Drop`, which cannot wait);
+/// nothing outside a Tokio runtime.
+fn unregister_later(platform: &CollaborationPlatform, id: EndpointId) {
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        let platform = platform.clone();
+        rt.spawn(async move { platform.unregister_endpoint(id).await });
     }
 }
 
@@ -764,8 +773,8 @@ impl Drop for Uncount<'_> {
 }
 
 /// How the router learns that its endpoint was dropped without `terminate()`: the
-/// state's sender lives in the core. It then unroutes the endpoint itself, or the task and
-/// the platform's route would stay until a request came for the endpoint.
+/// state's sender lives in the core. It then ends, and its [`Unroute`] unroutes the
+/// endpoint, or the task and the platform's route would stay until a request came for it.
 struct Gone {
     state: watch::Receiver<StateChange>,
     platform: CollaborationPlatform,
@@ -779,10 +788,7 @@ struct Unroute {
 
 impl Drop for Unroute {
     fn drop(&mut self) {
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let (platform, id) = (self.platform.clone(), self.id);
-            rt.spawn(async move { platform.unregister_endpoint(id).await });
-        }
+        unregister_later(&self.platform, self.id);
     }
 }
 
@@ -803,6 +809,10 @@ async fn route(
         platform: gone.platform.clone(),
         id,
     };
+    // Made once, not per request: it holds a receiver of the platform's stopping watch.
+    let platform = gone.platform.clone();
+    let stopping = platform.stopping();
+    tokio::pin!(stopping);
     loop {
         let next_ending = async {
             match endings.as_mut() {
@@ -833,7 +843,7 @@ async fn route(
                 }
                 continue;
             }
-            () = gone.platform.stopping() => {
+            () = &mut stopping => {
                 // A shutdown began: the endpoint ends its calls while their BYEs can still
                 // go, then lets go of its route (`_unroute`), which the shutdown waits for.
                 if let Some(c) = core.upgrade().filter(|c| c.id().is_none_or(|now| now == id)) {

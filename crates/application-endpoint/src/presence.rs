@@ -38,16 +38,17 @@ impl Drop for Published {
     }
 }
 
-/// What the refresh task holds of a [`LocalOwnerPresence`]: weak references, so that the
-/// task alone keeps neither the publication nor the endpoint alive.
-struct Refreshing {
+/// A [`LocalOwnerPresence`] held by weak references, so that its holder alone keeps
+/// neither the publication nor the endpoint alive: what the refresh task holds, and the
+/// platform-stop hook (`registration::terminate_on_platform_stop`).
+pub(crate) struct WeakPresence {
     core: Weak<EndpointCore>,
     expires: u32,
     state: Weak<Mutex<Published>>,
 }
 
-impl Refreshing {
-    fn upgrade(&self) -> Option<LocalOwnerPresence> {
+impl WeakPresence {
+    pub(crate) fn upgrade(&self) -> Option<LocalOwnerPresence> {
         Some(LocalOwnerPresence {
             core: self.core.upgrade()?,
             expires: self.expires,
@@ -72,24 +73,6 @@ impl std::fmt::Debug for LocalOwnerPresence {
         f.debug_struct("LocalOwnerPresence")
             .field("presentity", &self.core.owner().uri())
             .finish_non_exhaustive()
-    }
-}
-
-/// A [`LocalOwnerPresence`] that keeps nothing alive (see
-/// `registration::terminate_on_platform_stop`).
-pub(crate) struct WeakPresence {
-    core: std::sync::Weak<EndpointCore>,
-    expires: u32,
-    state: std::sync::Weak<Mutex<Published>>,
-}
-
-impl WeakPresence {
-    pub(crate) fn upgrade(&self) -> Option<LocalOwnerPresence> {
-        Some(LocalOwnerPresence {
-            core: self.core.upgrade()?,
-            expires: self.expires,
-            state: self.state.upgrade()?,
-        })
     }
 }
 
@@ -173,11 +156,7 @@ impl LocalOwnerPresence {
         if let Some(t) = st.refresher.take() {
             t.abort();
         }
-        let refreshing = Refreshing {
-            core: Arc::downgrade(&self.core),
-            expires: self.expires,
-            state: Arc::downgrade(&self.state),
-        };
+        let refreshing = self.downgrade();
         let ended = self.core.watch_state();
         st.refresher = Some(tokio::spawn(refresh(refreshing, expires, ended)));
         Ok(())
@@ -315,7 +294,7 @@ fn refresh_retry(error: &EndpointError, failures: u32) -> Option<Duration> {
 /// cancelled half way): otherwise watchers saw the owner as last published until the
 /// publication lapsed, and it was refreshed for as long as the endpoint object lived.
 async fn refresh(
-    refreshing: Refreshing,
+    refreshing: WeakPresence,
     expires: u32,
     mut state: tokio::sync::watch::Receiver<crate::StateChange>,
 ) {

@@ -197,6 +197,25 @@ impl Resend {
         Resend { auth, sends: 1 }
     }
 
+    /// What to send after `err` ended the send of `sent`: for a 401 or 407, the request
+    /// again with credentials (see [`next`](Self::next)); any other error is returned as
+    /// it is.
+    pub(crate) fn retry(
+        &mut self,
+        sent: &SipMessage,
+        err: RequestError,
+        via: &str,
+    ) -> Result<SipMessage, RequestError> {
+        match err {
+            RequestError::Status {
+                code: code @ (401 | 407),
+                reason,
+                response,
+            } => self.next(sent, code, reason, response, via),
+            other => Err(other),
+        }
+    }
+
     /// The request to send after `sent` got the challenge `code`/`reason`/`response`, or
     /// [`RequestError::Authentication`].
     pub(crate) fn next(

@@ -136,22 +136,15 @@ impl OutgoingInvite {
                         )),
                     }
                 }
-                Err(e) => match (e, self.resend.as_mut()) {
-                    (
-                        RequestError::Status {
-                            code: code @ (401 | 407),
-                            reason,
-                            response,
-                        },
-                        Some(r),
-                    ) => match r.resend.next(&r.sent, code, reason, response, &r.via) {
+                Err(e) => match self.resend.as_mut() {
+                    Some(r) => match r.resend.retry(&r.sent, e, &r.via) {
                         Ok(retry) => {
                             self.pending = Some(retry);
                             continue;
                         }
                         Err(e) => InviteProgress::Failed(e),
                     },
-                    (e, _) => InviteProgress::Failed(e),
+                    None => InviteProgress::Failed(e),
                 },
             });
         }
@@ -179,13 +172,7 @@ impl OutgoingInvite {
             .ok()
             .and_then(|v| v.branch().map(str::to_owned))
             .unwrap_or_default();
-        let span = tracing::debug_span!(
-            "sip_transaction",
-            side = "client",
-            method = "INVITE",
-            branch = %branch,
-            call_id = %String::from_utf8_lossy(message.call_id().unwrap_or_default()),
-        );
+        let span = crate::platform::transaction_span(&message, &branch);
         r.sent = message.clone();
         let (ptx, prx) = mpsc::channel(8);
         let (reply, rx) = oneshot::channel();

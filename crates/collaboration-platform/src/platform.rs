@@ -255,15 +255,11 @@ impl CollaborationPlatform {
         loop {
             let sent = message.clone();
             match self.send_once(message, span).await {
-                Err(RequestError::Status {
-                    code: code @ (401 | 407),
-                    reason,
-                    response,
-                }) => {
-                    message = resend.next(&sent, code, reason, response, &self.inner.via)?;
-                    span = transaction_span(&message);
+                Err(e) => {
+                    message = resend.retry(&sent, e, &self.inner.via)?;
+                    span = resent_span(&message);
                 }
-                other => return other,
+                ok => return ok,
             }
         }
     }
@@ -446,17 +442,9 @@ impl CollaborationPlatform {
                 &mut resend,
                 sent,
             ) {
-                (
-                    Err(RequestError::Status {
-                        code: code @ (401 | 407),
-                        reason,
-                        response,
-                    }),
-                    Some(resend),
-                    Some(sent),
-                ) => {
-                    message = resend.next(&sent, code, reason, response, &self.inner.via)?;
-                    span = transaction_span(&message);
+                (Err(e), Some(resend), Some(sent)) => {
+                    message = resend.retry(&sent, e, &self.inner.via)?;
+                    span = resent_span(&message);
                 }
                 (outcome, _, _) => break outcome?,
             }
@@ -596,7 +584,7 @@ impl CollaborationPlatform {
             strip_home_trust(&mut message);
             strip_impersonated_names(&mut message, &self.inner.identities);
         }
-        let span = transaction_span(&message);
+        let span = transaction_span(&message, &branch);
         Ok((message, branch, span))
     }
 
@@ -864,23 +852,24 @@ impl CollaborationPlatform {
     }
 }
 
-/// The span of the client transaction that sends `message`.
-fn transaction_span(message: &SipMessage) -> tracing::Span {
-    let method = message
-        .method()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_default();
-    let branch = message
-        .top_via()
-        .ok()
-        .and_then(|v| v.branch().map(str::to_owned))
-        .unwrap_or_default();
+/// The span of the client transaction that sends `message`, whose top Via has `branch`.
+/// Its fields are computed only when the span is enabled (not per request otherwise).
+pub(crate) fn transaction_span(message: &SipMessage, branch: &str) -> tracing::Span {
     tracing::debug_span!(
         "sip_transaction",
         side = "client",
-        method = %method,
+        method = %message.method().map_or("", |m| m.as_str()),
         branch = %branch,
         call_id = %String::from_utf8_lossy(message.call_id().unwrap_or_default()),
+    )
+}
+
+/// The span of a request built again after a challenge (its new branch read back).
+fn resent_span(message: &SipMessage) -> tracing::Span {
+    let via = message.top_via().ok();
+    transaction_span(
+        message,
+        via.as_ref().and_then(|v| v.branch()).unwrap_or_default(),
     )
 }
 

@@ -484,15 +484,9 @@ const BATCH: usize = 128;
 /// or SUBSCRIBE with `Expires: 0`): sent during a shutdown, so that endpoints ending with
 /// their platform unregister and withdraw their presence as `terminate()` does.
 fn removes_state(request: &SipMessage) -> bool {
-    request.method().is_some_and(|m| {
-        expires_zero(
-            m,
-            request
-                .headers()
-                .filter(|h| h.name == HeaderName::Expires)
-                .map(|h| h.value),
-        )
-    })
+    request
+        .method()
+        .is_some_and(|m| expires_zero(m, request.header_values(HeaderName::Expires)))
 }
 
 /// A REGISTER, PUBLISH or SUBSCRIBE whose one `Expires` value is 0.

@@ -317,7 +317,8 @@ impl ServerPlatformSettings {
     /// edge that relays another deployment's traffic for a domain it shares with the home
     /// one (hybrid) cannot tell a cloud user's From from a home user's.
     pub fn trusted_peer(mut self, fqdn: impl Into<String>) -> Self {
-        self.trusted_peers.push(fqdn.into().to_ascii_lowercase());
+        // Normalised (case, trailing dot, IDN) with the others when the platform starts.
+        self.trusted_peers.push(fqdn.into());
         self
     }
 

@@ -744,7 +744,7 @@ impl CallShared {
 
     /// Asks for BYE in `dialog` and returns once the platform has taken it (held there for
     /// the ACK of our 200 if one is owed), without waiting for the peer's answer: what an
-    /// end of the endpoint sends, so that a platform shutdown asked once `terminate()`
+    /// end of the endpoint, or `establish`/`accept` finding their call ended, sends, so that a platform shutdown asked once `terminate()`
     /// returned finds the BYE and lets it go within its grace period (sent from a task,
     /// it could come after the shutdown, and be refused).
     async fn bye_queued(&self, dialog: DialogId) {
@@ -1226,7 +1226,7 @@ impl<H: Homing> InstantMessagingCall<H> {
             // cancel), and the call the 2xx made is ended here.
             ConversationState::Terminated => {
                 if matches!(self.termination_reason(), Some(TerminationReason::Local)) {
-                    self.shared.bye_later(dialog);
+                    self.shared.bye_queued(dialog).await;
                 }
                 return Err(CallError::Ended);
             }
@@ -1446,7 +1446,7 @@ impl<H: Homing> InstantMessagingCall<H> {
                 }
             };
             if owed {
-                self.shared.bye_later(dialog);
+                self.shared.bye_queued(dialog).await;
                 return Err(CallError::Ended);
             }
             return self.established_by_ack(answered, dialog).await;
@@ -1473,7 +1473,7 @@ impl<H: Homing> InstantMessagingCall<H> {
                 // came, by the platform); so after an end of the endpoint in that window,
                 // which found no dialog to end.
                 Some(TerminationReason::Local | TerminationReason::EndpointTerminated) => {
-                    self.shared.bye_later(dialog);
+                    self.shared.bye_queued(dialog).await;
                     Err(CallError::Ended)
                 }
                 _ => Err(CallError::Ended),
@@ -1505,7 +1505,7 @@ impl<H: Homing> InstantMessagingCall<H> {
             Ok(Err(_)) => Err(CallError::Ended),
             Err(_) => {
                 let e = self.fail(CallError::Request(RequestError::Timeout));
-                self.shared.bye_later(dialog);
+                self.shared.bye_queued(dialog).await;
                 Err(e)
             }
         }

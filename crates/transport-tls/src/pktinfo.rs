@@ -24,7 +24,8 @@ use tokio::net::UdpSocket;
 /// A bound UDP socket and what is known of it once, not per datagram.
 #[derive(Debug)]
 pub(crate) struct UdpEndpoint {
-    pub sock: UdpSocket,
+    /// Private: every send and receive goes through the methods, which choose the source.
+    sock: UdpSocket,
     /// Its bound address (the port the system chose for port 0).
     pub bound: SocketAddr,
     /// Whether datagrams come with their destination address and answers take it as their

@@ -1580,9 +1580,7 @@ impl SipTransport {
             Via::Conn(h) => h.send(message.to_bytes()).await,
             Via::Udp(sock) => {
                 let dest = udp_response_to(&to.message, to.remote);
-                sock.send_from(&message.to_bytes(), dest, to.local)
-                    .await
-                    .map_err(|e| TransportError::io(&e))
+                self.send_datagram(sock, dest, to.local, message).await
             }
         }
     }
