@@ -164,6 +164,11 @@ impl Registrar {
 /// A platform whose outbound proxy is `registrar`, with a TCP listener that takes
 /// requests from anyone (the test's caller).
 async fn platform(registrar: &Registrar) -> CollaborationPlatform {
+    platform_with(registrar, Topology::new(["contoso.test"])).await
+}
+
+/// As [`platform`], with `topology`.
+async fn platform_with(registrar: &Registrar, topology: Topology) -> CollaborationPlatform {
     let pki = LoopbackPki::new().expect("CA");
     let settings = ServerPlatformSettings::new(
         "ucma-rs lifecycle test",
@@ -173,7 +178,7 @@ async fn platform(registrar: &Registrar) -> CollaborationPlatform {
         OutboundProxy::tcp(registrar.listener.local_addr().unwrap()),
     )
     .listen(Listener::tcp("127.0.0.1:0".parse().unwrap()).allow_untrusted_peers())
-    .topology(Topology::new(["contoso.test"]));
+    .topology(topology);
     CollaborationPlatform::start(settings).await.unwrap()
 }
 
@@ -1260,6 +1265,74 @@ async fn a_home_servers_401_credentials_do_not_go_up_front_to_a_federated_party(
         sent.unwrap_or_else(|e| panic!("the MESSAGE to {to}: {e}"));
     }
 
+    tokio::join!(alice.terminate(), registrar.grant(0));
+    p.shutdown().await;
+}
+
+/// A 401 comes from the request's end (RFC 3261 §22.2). When that end is a federated
+/// party (another company, or a cloud-homed user of the home domain in a hybrid
+/// deployment), it is not a home server, and its 401 is not answered even when it names
+/// the home realm: `RequestError::Authentication` with code 401, and no second request.
+/// Before, the realm alone decided, and a foreign server that named the home realm got a
+/// digest response for the user's password (an offline password guess).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_federated_partys_401_is_not_answered_even_for_the_home_realm() {
+    use collaboration_platform::{OutgoingRequest, StaticDirectory};
+    let mut registrar = Registrar::bind().await;
+    let directory = StaticDirectory::new()
+        .with_user("sip:carol@contoso.test")
+        .unwrap();
+    let p = platform_with(
+        &registrar,
+        Topology::new(["contoso.test"]).with_directory(Arc::new(directory)),
+    )
+    .await;
+    let alice = alice_on(&p);
+    let script = async {
+        let r = registrar.register().await;
+        registrar.answer(&r, "200 OK", 300, "").await;
+    };
+    let (established, ()) = tokio::join!(alice.establish(), script);
+    established.expect("established");
+    let message_to = |to: &str| {
+        alice.core().send_request(
+            OutgoingRequest::new(sip_core::Method::Message, to).from("<sip:alice@contoso.test>"),
+        )
+    };
+    let challenge =
+        "WWW-Authenticate: Digest realm=\"contoso.test\", nonce=\"f1\", qop=\"auth\"\r\n";
+    for to in ["sip:bob@fabrikam.test", "sip:carol@contoso.test"] {
+        let sending = message_to(to);
+        let far_end = async {
+            let m = registrar.any().await.expect("the MESSAGE");
+            assert!(m.starts_with(&format!("MESSAGE {to} ")), "{m}");
+            registrar
+                .answer_plain(&m, "401 Unauthorized", challenge)
+                .await;
+        };
+        let (sent, ()) = tokio::time::timeout(WAIT, async { tokio::join!(sending, far_end) })
+            .await
+            .unwrap_or_else(|_| panic!("{to}: no outcome"));
+        match sent {
+            Err(RequestError::Authentication {
+                code: 401, detail, ..
+            }) => {
+                assert!(detail.contains("federated"), "{to}: {detail}")
+            }
+            other => panic!("{to}: {other:?}"),
+        }
+        // Nothing was sent again: the next request the peer reads is a new one.
+        let sending = message_to("sip:svc@contoso.test");
+        let next = async {
+            let m = registrar.any().await.expect("a request");
+            assert!(m.starts_with("MESSAGE sip:svc@contoso.test "), "{to}: {m}");
+            registrar.answer_plain(&m, "200 OK", "").await;
+        };
+        let (sent, ()) = tokio::time::timeout(WAIT, async { tokio::join!(sending, next) })
+            .await
+            .expect("answered");
+        sent.expect("the home MESSAGE");
+    }
     tokio::join!(alice.terminate(), registrar.grant(0));
     p.shutdown().await;
 }

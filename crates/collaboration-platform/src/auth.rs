@@ -47,6 +47,9 @@ pub struct ClientAuth {
     /// user-to-user realm's credentials (`Authorization`) go up front to requests for that
     /// user and host only.
     servers: Arc<Mutex<HashSet<(String, String)>>>,
+    /// Whether the request's end is a home party (see
+    /// [`toward_federated_end`](Self::toward_federated_end)): only then is its 401 answered.
+    end_is_home: bool,
 }
 
 /// Who `request` is for: its Request-URI's user and host (lower case), without the
@@ -90,6 +93,7 @@ impl ClientAuth {
         ClientAuth {
             digest: Arc::new(Mutex::new(client)),
             servers: Arc::default(),
+            end_is_home: true,
         }
     }
 
@@ -103,6 +107,21 @@ impl ClientAuth {
             .is_some_and(|realm| digest.has_credentials_for(realm));
         if !known {
             digest.add_credentials(credentials);
+        }
+    }
+
+    /// These credentials for a request whose end is a federated party (another company, a
+    /// cloud-homed user of a hybrid domain; [`Topology::classify`]): a 407 is still
+    /// answered (the home proxy challenges before it forwards), but a 401, which the end
+    /// sends (RFC 3261 §22.2), is not, whatever realm it names, and no `Authorization` goes
+    /// up front. A digest response for the user's password would let a foreign server try
+    /// passwords offline; trust is not transitive.
+    ///
+    /// [`Topology::classify`]: crate::Topology::classify
+    pub(crate) fn toward_federated_end(&self) -> ClientAuth {
+        ClientAuth {
+            end_is_home: false,
+            ..self.clone()
         }
     }
 
@@ -125,7 +144,7 @@ impl ClientAuth {
             .lock()
             .authorize_if(message, |name, realm| {
                 name != HeaderName::Authorization
-                    || servers.iter().any(|(r, h)| r == realm && *h == host)
+                    || (self.end_is_home && servers.iter().any(|(r, h)| r == realm && *h == host))
             })
             .unwrap_or_default();
         drop(servers);
@@ -144,6 +163,13 @@ impl ClientAuth {
         response: &SipMessage,
         via: &str,
     ) -> Result<SipMessage, String> {
+        if !self.end_is_home && response.status() == Some(401) {
+            return Err(format!(
+                "not answered: a 401 comes from the request's end, {}, a federated party; \
+                 the user's password is answered to home servers only",
+                String::from_utf8_lossy(sent.request_uri_bytes().unwrap_or_default())
+            ));
+        }
         let headers = self
             .lock()
             .handle_challenge(response, sent)
@@ -387,6 +413,35 @@ mod tests {
         auth.authorize(&mut elsewhere);
         assert!(elsewhere.header(HeaderName::Authorization).is_none());
         assert!(elsewhere.header(HeaderName::ProxyAuthorization).is_some());
+    }
+
+    /// Toward a federated party's end, a 401 naming a home realm is not answered (its
+    /// sender is not a home server) and no Authorization goes up front, while the home
+    /// proxy's 407 still is. Before, the 401 got a digest response for the password.
+    #[test]
+    fn a_federated_ends_401_is_not_answered_even_for_a_home_realm() {
+        let home = ClientAuth::new(Credentials::new("alice", "pw").for_realm("contoso.test"));
+        let auth = home.toward_federated_end();
+        let sent = message();
+        let mut r = SipMessage::response_to(&sent, 401, "Unauthorized").unwrap();
+        r.push_header(
+            HeaderName::WwwAuthenticate,
+            r#"Digest realm="contoso.test", nonce="u1", qop="auth""#,
+        )
+        .unwrap();
+        let refused = auth.answer(&sent, &r, "SIP/2.0/TLS h").unwrap_err();
+        assert!(refused.contains("federated"), "{refused}");
+        // The same 401 toward a home end is answered.
+        assert!(home.answer(&sent, &r, "SIP/2.0/TLS h").is_ok());
+        let mut later = message();
+        auth.authorize(&mut later);
+        assert!(later.header(HeaderName::Authorization).is_none());
+        // The home proxy's 407 is answered either way.
+        let retry = auth
+            .answer(&sent, &challenge(&sent, "p1"), "SIP/2.0/TLS h")
+            .unwrap();
+        assert!(retry.header(HeaderName::ProxyAuthorization).is_some());
+        assert!(retry.header(HeaderName::Authorization).is_none());
     }
 
     /// Credentials added for a realm are used for it even when credentials for any realm

@@ -238,19 +238,21 @@ impl CollaborationPlatform {
         &self,
         request: impl Into<OutgoingRequest>,
     ) -> Result<SipMessage, RequestError> {
-        let mut request = request.into();
+        let request = request.into();
         if request.method() == Method::Invite {
             return Err(RequestError::Invalid(
                 "an INVITE is sent with invite or invite_without_offer (its 2xx is ACKed)".into(),
             ));
         }
-        let auth = request.auth.take();
-        let (mut message, _, span) = self.prepare(request)?;
-        let Some(auth) = auth else {
+        let Prepared {
+            mut message,
+            span,
+            resend,
+            ..
+        } = self.prepare(request)?;
+        let Some(mut resend) = resend else {
             return self.send_once(message, span).await;
         };
-        auth.authorize(&mut message);
-        let mut resend = Resend::new(auth);
         let mut span = span;
         loop {
             let sent = message.clone();
@@ -361,9 +363,12 @@ impl CollaborationPlatform {
         request: OutgoingRequest,
         hold_ack: bool,
     ) -> Result<OutgoingInvite, RequestError> {
-        let mut request = request;
-        let auth = request.auth.take();
-        let (mut message, branch, span) = self.prepare(request)?;
+        let Prepared {
+            message,
+            branch,
+            span,
+            resend,
+        } = self.prepare(request)?;
         if message.method() != Some(&Method::Invite) {
             return Err(RequestError::Invalid("not an INVITE".into()));
         }
@@ -372,15 +377,12 @@ impl CollaborationPlatform {
                 "an INVITE without an offer has no body".into(),
             ));
         }
-        let resend = auth.map(|auth| {
-            auth.authorize(&mut message);
-            crate::invite::InviteResend {
-                resend: Resend::new(auth),
-                sent: message.clone(),
-                endpoint,
-                hold_ack,
-                via: self.inner.via.clone(),
-            }
+        let resend = resend.map(|resend| crate::invite::InviteResend {
+            resend,
+            sent: message.clone(),
+            endpoint,
+            hold_ack,
+            via: self.inner.via.clone(),
         });
         let (ptx, prx) = mpsc::channel(8);
         let (reply, rx) = oneshot::channel();
@@ -415,13 +417,12 @@ impl CollaborationPlatform {
         endpoint: EndpointId,
         request: impl Into<OutgoingRequest>,
     ) -> Result<(SipMessage, DialogId), RequestError> {
-        let mut request = request.into();
-        let auth = request.auth.take();
-        let (mut message, _, mut span) = self.prepare(request)?;
-        let mut resend = auth.map(|auth| {
-            auth.authorize(&mut message);
-            Resend::new(auth)
-        });
+        let Prepared {
+            mut message,
+            mut span,
+            mut resend,
+            ..
+        } = self.prepare(request.into())?;
         let (response, made) = loop {
             let sent = resend.as_ref().map(|_| message.clone());
             let (reply, rx) = oneshot::channel();
@@ -567,25 +568,40 @@ impl CollaborationPlatform {
 
     /// Builds an out-of-dialog request: defaults filled in, home-trust headers and
     /// impersonated display names stripped toward federated parties, refused for blocked
-    /// partners and when it would act as a federated user.
-    fn prepare(
-        &self,
-        request: OutgoingRequest,
-    ) -> Result<(SipMessage, String, tracing::Span), RequestError> {
+    /// partners and when it would act as a federated user. Its credentials, if any, are
+    /// added and kept for the answers to challenges; toward a federated party they answer
+    /// the home proxy's 407 only ([`ClientAuth::toward_federated_end`]).
+    fn prepare(&self, mut request: OutgoingRequest) -> Result<Prepared, RequestError> {
         let homed = self
             .inner
             .topology
             .classify(&request.request_uri())
             .map_err(RequestError::Refused)?;
+        let auth = request.auth.take();
         let (mut message, branch) =
             request.build(&self.inner.via, &self.inner.own_uri, &self.inner.user_agent)?;
         self.refuse_acting_for_federated(&message)?;
-        if let Homed::Federated(_) = homed {
+        let federated = matches!(homed, Homed::Federated(_));
+        if federated {
             strip_home_trust(&mut message);
             strip_impersonated_names(&mut message, &self.inner.identities);
         }
+        let resend = auth.map(|auth| {
+            let auth = if federated {
+                auth.toward_federated_end()
+            } else {
+                auth
+            };
+            auth.authorize(&mut message);
+            Resend::new(auth)
+        });
         let span = transaction_span(&message, &branch);
-        Ok((message, branch, span))
+        Ok(Prepared {
+            message,
+            branch,
+            span,
+            resend,
+        })
     }
 
     /// Declares `owner` an identity of the application itself (an application endpoint's,
@@ -871,6 +887,15 @@ fn resent_span(message: &SipMessage) -> tracing::Span {
         message,
         via.as_ref().and_then(|v| v.branch()).unwrap_or_default(),
     )
+}
+
+/// An out-of-dialog request ready to go, as `prepare` makes it.
+struct Prepared {
+    message: SipMessage,
+    branch: String,
+    span: tracing::Span,
+    /// The answers to 401/407 challenges, for a request with credentials.
+    resend: Option<Resend>,
 }
 
 #[cfg(test)]

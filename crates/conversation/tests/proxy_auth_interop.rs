@@ -21,12 +21,12 @@ use application_endpoint::{
     Credentials, Endpoint, EndpointError, RemotePresenceView, UserEndpoint, UserEndpointSettings,
 };
 use collaboration_platform::{
-    Address, CollaborationPlatform, IncomingRequest, Listener, OnPremises, OutboundProxy,
-    RequestError, ServerPlatformSettings, Topology, WireDirection, WireLog,
+    Address, CollaborationPlatform, Federated, IncomingRequest, Listener, OnPremises,
+    OutboundProxy, RequestError, ServerPlatformSettings, Topology, WireDirection, WireLog,
 };
 use conversation::{incoming_im_calls, CallError, Conversation, MessageError};
-use interop_support::{bounded, identity, loopback0, roots, runtime};
-use peer_harness::{Deployment, Federation};
+use interop_support::{bounded, identity, loopback0, roots, runtime, WAIT};
+use peer_harness::{scenarios, Deployment, Federation, SipTcpClient, DEFAULT_USERS};
 use tokio::sync::mpsc;
 
 /// The users of these tests (contoso), besides the defaults. carol (a default user)
@@ -414,4 +414,75 @@ fn credentials_the_proxy_refuses_fail_with_an_authentication_error_after_one_ans
         bounded("terminate erin", erin.terminate()).await;
         platform.shutdown().await;
     });
+}
+
+/// A federated party's end that answers a user's page `401 Unauthorized` naming the
+/// user's home realm (contoso.test): the 401 comes from fabrikam, not from a home server,
+/// so the user's password is not answered (RFC 3261 §22.2: a 401 is the end's; trust is
+/// not transitive). Real peers all the way: dora's page is challenged by contoso's proxy
+/// (407, answered), crosses the federation to fabrikam, and bob there is a SIPp process
+/// that challenges it and fails its run if a second MESSAGE of the call comes within 3 s.
+/// Before, the realm alone decided and the 401 got a digest response.
+#[test]
+fn a_federated_ends_401_naming_the_home_realm_is_not_answered() {
+    let fed = fixture();
+    let name = "bob-401-home-realm";
+    let uas = fed
+        .sipp(name, scenarios::UAS_MESSAGE_401_HOME_REALM)
+        .trace_messages(true)
+        .timeout(Duration::from_secs(20))
+        .calls(1)
+        .spawn_listening(WAIT)
+        .expect("SIPp UAS listening");
+    // bob's device at fabrikam is the SIPp process.
+    let at = Deployment::Fabrikam;
+    let password = DEFAULT_USERS
+        .iter()
+        .find(|(d, u, _)| *d == at && *u == "bob")
+        .map(|(_, _, p)| *p)
+        .expect("bob is a default user of fabrikam");
+    let mut client = SipTcpClient::connect(fed.front_end(at).tcp_addr(), WAIT)
+        .unwrap_or_else(|e| panic!("connecting to {}: {e}", at.fqdn()));
+    let contact = format!("sip:bob@{};transport=tcp", uas.local_addr());
+    let reg = client
+        .register("bob", at.domain(), password, &contact, 300, WAIT)
+        .expect("registering bob's SIPp");
+    assert_eq!(reg.response.status(), Some(200));
+
+    runtime().block_on(async {
+        let wire = Wire::default();
+        let platform = user_platform(&fed, &wire).await;
+        let dora = user(&fed, &platform, "dora", "dora-secret").await;
+        let bob = Address::<Federated>::assume_federated("sip:bob@fabrikam.test").unwrap();
+        let page = bounded(
+            "dora's page to bob",
+            Conversation::new(&dora, bob).send_page("text/plain", "hello bob"),
+        )
+        .await;
+        match &page {
+            Err(MessageError::Request(RequestError::Authentication { code, detail, .. })) => {
+                assert_eq!(*code, 401, "{detail}");
+                assert!(detail.contains("federated"), "{detail}");
+            }
+            other => panic!(
+                "expected the 401 refused, got {other:?}\n{}",
+                fed.log_tails(30)
+            ),
+        }
+        // contoso's 407 was answered (the home proxy), fabrikam's 401 was not.
+        wire.challenged_once_and_answered(&fed, "dora", "MESSAGE");
+        assert_eq!(wire.responses("dora", 401, "MESSAGE"), 1);
+        let sent = wire.requests("dora", "MESSAGE");
+        assert_eq!(sent.len(), 2, "no MESSAGE after the 401: {sent:?}");
+        bounded("terminate dora", dora.terminate()).await;
+        platform.shutdown().await;
+    });
+    let out = uas.wait().expect("SIPp ends");
+    assert!(
+        out.succeeded(),
+        "{}\n--- messages ---\n{}\n{}",
+        out.report(),
+        out.messages,
+        fed.log_tails(30)
+    );
 }

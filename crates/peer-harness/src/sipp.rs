@@ -19,6 +19,11 @@ use crate::process::{find_binary, free_tcp_ports, listens_on, loopback};
 pub mod scenarios {
     /// UAS: receives one MESSAGE and answers 200. No keys.
     pub const UAS_MESSAGE: &str = include_str!("../scenarios/uas_message.xml");
+    /// UAS: answers one MESSAGE `401 Unauthorized` with a challenge for the realm
+    /// `contoso.test` (a federated end naming the caller's home realm), then waits 3 s: a
+    /// second MESSAGE of the call (credentials sent to it) fails the run. No keys.
+    pub const UAS_MESSAGE_401_HOME_REALM: &str =
+        include_str!("../scenarios/uas_message_401_home_realm.xml");
     /// UAC: sends one MESSAGE and expects 200. Keys: `to_user`, `to_domain`, `from_user`,
     /// `from_domain`.
     pub const UAC_MESSAGE: &str = include_str!("../scenarios/uac_message.xml");
