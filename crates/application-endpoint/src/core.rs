@@ -561,6 +561,24 @@ impl EndpointCore {
         self.unroute().await;
     }
 
+    /// [`detach`](Self::detach) for an endpoint that ends: Terminated with `reason` once its
+    /// handlers are told, before the platform hears it is gone. A shutdown waiting for the
+    /// endpoint returns when it is unrouted; Terminated after that, `shutdown().await`
+    /// could return with the endpoint still Terminating.
+    pub(crate) async fn detach_terminated(&self, reason: impl Into<String>) {
+        for handler in self.close_routes() {
+            handler.endpoint_terminated().await;
+        }
+        // From Terminating only: a cancelled terminate() finishing this must not replace
+        // the reason of one that got as far.
+        let _ = self.transition(
+            &[EndpointState::Terminating],
+            EndpointState::Terminated,
+            reason,
+        );
+        self.unroute().await;
+    }
+
     /// Ends the handler streams and dialog routes; returns the dialog handlers, to be told
     /// the endpoint ended.
     fn close_routes(&self) -> Vec<Arc<dyn DialogHandler>> {

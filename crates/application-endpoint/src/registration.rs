@@ -449,8 +449,7 @@ pub(crate) async fn keep_alive(
                         .is_ok()
                     {
                         core.begin_drain();
-                        core.detach().await;
-                        core.set_state(EndpointState::Terminated, why);
+                        core.detach_terminated(why).await;
                     }
                     return;
                 }
@@ -653,8 +652,7 @@ async fn end(
         // which stops once the endpoint unroutes (in detach), must still be there for that.
         core.establish_ended().await;
     }
-    core.detach().await;
-    core.set_state(EndpointState::Terminated, reason);
+    core.detach_terminated(reason).await;
     unfinished.0 = None;
 }
 
@@ -669,8 +667,7 @@ impl Drop for Unfinished {
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 rt.spawn(async move {
-                    core.detach().await;
-                    core.set_state(EndpointState::Terminated, reason);
+                    core.detach_terminated(reason).await;
                 });
             }
             Err(_) => core.set_state(EndpointState::Terminated, reason),
