@@ -508,6 +508,10 @@ impl EndpointCore {
         // A platform shutdown waits for the router to end the endpoint's calls (BYE while
         // the platform still sends them) and unroute it.
         self.platform.hold_shutdown_for(id).await;
+        // A user's requests inside its dialogs answer a proxy's challenge as its others do.
+        if let Some(auth) = &self.auth {
+            self.platform.authenticate_dialogs(id, auth.clone()).await;
+        }
         let endings = self.platform.dialog_endings();
         let gone = Gone {
             state: self.watch_state(),

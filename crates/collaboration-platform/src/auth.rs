@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use sip_core::auth::{Credentials, DigestClient, DigestError};
+use sip_core::auth::{AuthorizationHeader, Credentials, DigestClient, DigestError};
 use sip_core::{HeaderName, SipMessage};
 
 use crate::error::RequestError;
@@ -47,9 +47,20 @@ pub struct ClientAuth {
     /// user-to-user realm's credentials (`Authorization`) go up front to requests for that
     /// user and host only.
     servers: Arc<Mutex<HashSet<(String, String)>>>,
-    /// Whether the request's end is a home party (see
-    /// [`toward_federated_end`](Self::toward_federated_end)): only then is its 401 answered.
-    end_is_home: bool,
+    /// Who the request's end is: only a home party's 401 is answered.
+    end: End,
+}
+
+/// Who the end of a request is, which decides whether its 401 is answered (RFC 3261
+/// §22.2: a 401 comes from the end, a 407 from a proxy on the way).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// A home party out of any dialog (the default).
+    Home,
+    /// A federated party ([`ClientAuth::toward_federated_end`]).
+    Federated,
+    /// The other party of a dialog ([`ClientAuth::in_dialog`]).
+    Dialog,
 }
 
 /// Who `request` is for: its Request-URI's user and host (lower case), without the
@@ -93,7 +104,7 @@ impl ClientAuth {
         ClientAuth {
             digest: Arc::new(Mutex::new(client)),
             servers: Arc::default(),
-            end_is_home: true,
+            end: End::Home,
         }
     }
 
@@ -120,7 +131,19 @@ impl ClientAuth {
     /// [`Topology::classify`]: crate::Topology::classify
     pub(crate) fn toward_federated_end(&self) -> ClientAuth {
         ClientAuth {
-            end_is_home: false,
+            end: End::Federated,
+            ..self.clone()
+        }
+    }
+
+    /// These credentials for the requests of a dialog (a call's MESSAGEs and BYE, a
+    /// subscription's refreshes): a proxy's 407 is answered, the other party's 401 is not
+    /// (its homing is the dialog's, not checked here), and nothing goes up front: a front
+    /// end that challenges requests inside dialogs is rare, and one that does is answered
+    /// when it asks.
+    pub(crate) fn in_dialog(&self) -> ClientAuth {
+        ClientAuth {
+            end: End::Dialog,
             ..self.clone()
         }
     }
@@ -144,7 +167,8 @@ impl ClientAuth {
             .lock()
             .authorize_if(message, |name, realm| {
                 name != HeaderName::Authorization
-                    || (self.end_is_home && servers.iter().any(|(r, h)| r == realm && *h == host))
+                    || (self.end == End::Home
+                        && servers.iter().any(|(r, h)| r == realm && *h == host))
             })
             .unwrap_or_default();
         drop(servers);
@@ -153,22 +177,26 @@ impl ClientAuth {
         }
     }
 
-    /// The request to send after `sent` was challenged by `response`: `sent` with its old
-    /// credentials replaced by the answers, CSeq + 1 and the top Via `via` with a new
-    /// branch. `Err` when the challenge is not to be answered (credentials refused, no
-    /// supported challenge, no credentials for the realm).
-    pub(crate) fn answer(
+    /// The credentials that answer `response`, the challenge to `sent`. `Err` when the
+    /// challenge is not to be answered (credentials refused, no supported challenge, no
+    /// credentials for the realm, a 401 from an end that is not a home party).
+    pub(crate) fn answers(
         &self,
         sent: &SipMessage,
         response: &SipMessage,
-        via: &str,
-    ) -> Result<SipMessage, String> {
-        if !self.end_is_home && response.status() == Some(401) {
-            return Err(format!(
-                "not answered: a 401 comes from the request's end, {}, a federated party; \
-                 the user's password is answered to home servers only",
-                String::from_utf8_lossy(sent.request_uri_bytes().unwrap_or_default())
-            ));
+    ) -> Result<Vec<AuthorizationHeader>, String> {
+        if response.status() == Some(401) && self.end != End::Home {
+            let end = String::from_utf8_lossy(sent.request_uri_bytes().unwrap_or_default());
+            return Err(match self.end {
+                End::Dialog => format!(
+                    "not answered: a 401 comes from the other party of the dialog ({end}); \
+                     inside a dialog only a proxy's 407 is answered"
+                ),
+                _ => format!(
+                    "not answered: a 401 comes from the request's end, {end}, a federated \
+                     party; the user's password is answered to home servers only"
+                ),
+            });
         }
         let headers = self
             .lock()
@@ -187,6 +215,19 @@ impl ClientAuth {
                 servers.insert((h.realm.clone(), host.clone()));
             }
         }
+        Ok(headers)
+    }
+
+    /// The request to send after `sent` was challenged by `response`: `sent` with its old
+    /// credentials replaced by the [answers](Self::answers), CSeq + 1 and the top Via `via`
+    /// with a new branch.
+    pub(crate) fn answer(
+        &self,
+        sent: &SipMessage,
+        response: &SipMessage,
+        via: &str,
+    ) -> Result<SipMessage, String> {
+        let headers = self.answers(sent, response)?;
         let mut retry = sent.clone();
         retry.remove_header(HeaderName::Authorization);
         retry.remove_header(HeaderName::ProxyAuthorization);
@@ -252,6 +293,40 @@ impl Resend {
         response: Box<SipMessage>,
         via: &str,
     ) -> Result<SipMessage, RequestError> {
+        self.count(code, reason, response, |auth, response| {
+            auth.answer(sent, response, via)
+        })
+    }
+
+    /// For a request whose retry someone else builds (one inside a dialog takes the
+    /// dialog's next CSeq): the credentials that answer `err`, the challenge to `sent`, or
+    /// `err` itself when it is not a 401 or 407, or [`RequestError::Authentication`].
+    pub(crate) fn answers(
+        &mut self,
+        sent: &SipMessage,
+        err: RequestError,
+    ) -> Result<Vec<AuthorizationHeader>, RequestError> {
+        match err {
+            RequestError::Status {
+                code: code @ (401 | 407),
+                reason,
+                response,
+            } => self.count(code, reason, response, |auth, response| {
+                auth.answers(sent, response)
+            }),
+            other => Err(other),
+        }
+    }
+
+    /// `answer(auth, response)` as one more send, within [`MAX_SENDS`]; its refusal as
+    /// [`RequestError::Authentication`].
+    fn count<T>(
+        &mut self,
+        code: u16,
+        reason: String,
+        response: Box<SipMessage>,
+        answer: impl FnOnce(&ClientAuth, &SipMessage) -> Result<T, String>,
+    ) -> Result<T, RequestError> {
         let fail = |detail: String, reason: String, response: Box<SipMessage>| {
             RequestError::Authentication {
                 code,
@@ -267,10 +342,10 @@ impl Resend {
                 response,
             ));
         }
-        match self.auth.answer(sent, &response, via) {
-            Ok(retry) => {
+        match answer(&self.auth, &response) {
+            Ok(answered) => {
                 self.sends += 1;
-                Ok(retry)
+                Ok(answered)
             }
             Err(detail) => Err(fail(detail, reason, response)),
         }
@@ -442,6 +517,42 @@ mod tests {
             .unwrap();
         assert!(retry.header(HeaderName::ProxyAuthorization).is_some());
         assert!(retry.header(HeaderName::Authorization).is_none());
+    }
+
+    /// Inside a dialog a proxy's 407 is answered, the other party's 401 is not, and the
+    /// sends are bounded as out of dialog.
+    #[test]
+    fn inside_a_dialog_only_a_407_is_answered() {
+        let auth = ClientAuth::new(Credentials::new("alice", "pw")).in_dialog();
+        let sent = message();
+        let mut resend = Resend::new(auth);
+        let status = |r: Box<SipMessage>| RequestError::Status {
+            code: r.status().unwrap(),
+            reason: "x".into(),
+            response: r,
+        };
+        let answers = resend
+            .answers(&sent, status(challenge(&sent, "d1")))
+            .unwrap();
+        assert_eq!(answers.len(), 1);
+        assert_eq!(answers[0].name, HeaderName::ProxyAuthorization);
+        let mut r = SipMessage::response_to(&sent, 401, "Unauthorized").unwrap();
+        r.push_header(
+            HeaderName::WwwAuthenticate,
+            r#"Digest realm="contoso.test", nonce="u1", qop="auth""#,
+        )
+        .unwrap();
+        match resend.answers(&sent, status(Box::new(r))) {
+            Err(RequestError::Authentication {
+                code: 401, detail, ..
+            }) => {
+                assert!(detail.contains("dialog"), "{detail}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // Anything but a challenge is handed back as it is.
+        let other = resend.answers(&sent, RequestError::NoDialog);
+        assert!(matches!(other, Err(RequestError::NoDialog)), "{other:?}");
     }
 
     /// Credentials added for a realm are used for it even when credentials for any realm

@@ -570,7 +570,7 @@ impl CollaborationPlatform {
     /// impersonated display names stripped toward federated parties, refused for blocked
     /// partners and when it would act as a federated user. Its credentials, if any, are
     /// added and kept for the answers to challenges; toward a federated party they answer
-    /// the home proxy's 407 only ([`ClientAuth::toward_federated_end`]).
+    /// the home proxy's 407 only (`ClientAuth::toward_federated_end`).
     fn prepare(&self, mut request: OutgoingRequest) -> Result<Prepared, RequestError> {
         let homed = self
             .inner
@@ -661,6 +661,24 @@ impl CollaborationPlatform {
             .inner
             .commands
             .send(Command::HoldShutdown { id: endpoint })
+            .await;
+    }
+
+    /// Makes the requests `endpoint` sends inside its dialogs (a call's MESSAGEs, re-INVITEs
+    /// and BYE, whichever side made the call; a subscription's refreshes; the BYEs the
+    /// platform sends for it) answer a proxy's `407 Proxy Authentication Required` with
+    /// `auth`, as its out-of-dialog requests do ([`OutgoingRequest::authenticate`]): the
+    /// request goes again with the dialog's next CSeq and the credentials (RFC 3261
+    /// §22.2), and the caller gets the outcome of that one. Inside a dialog nothing goes up
+    /// front, and the other party's 401 is not answered. `UserEndpoint`s do this; a trusted
+    /// application is not challenged. Until the endpoint is unregistered.
+    ///
+    /// Cancel safety: cancel safe (if cancelled before queued, nothing changed).
+    pub async fn authenticate_dialogs(&self, endpoint: EndpointId, auth: crate::ClientAuth) {
+        let _ = self
+            .inner
+            .commands
+            .send(Command::AuthenticateDialogs { id: endpoint, auth })
             .await;
     }
 
@@ -881,7 +899,7 @@ pub(crate) fn transaction_span(message: &SipMessage, branch: &str) -> tracing::S
 }
 
 /// The span of a request built again after a challenge (its new branch read back).
-fn resent_span(message: &SipMessage) -> tracing::Span {
+pub(crate) fn resent_span(message: &SipMessage) -> tracing::Span {
     let via = message.top_via().ok();
     transaction_span(
         message,

@@ -56,7 +56,7 @@ enum Inner {
 }
 
 /// What an in-dialog request adds to what the dialog gives it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct InDialogParts {
     pub method: Method,
     pub headers: Vec<(String, Bytes)>,

@@ -6,6 +6,7 @@
 //! target), so a slow connection or a connection attempt never stalls the driver; lanes
 //! report send failures back on a channel bounded by the lanes' own queues.
 
+use crate::auth::{ClientAuth, Resend};
 use crate::dispatch::{Capabilities, Dispatcher, Disposition, EndpointId, Refusal};
 use crate::error::RequestError;
 use crate::federation::{strip_home_trust, strip_impersonated_names};
@@ -108,6 +109,9 @@ pub(crate) enum Command {
     Unregister { id: EndpointId },
     /// A shutdown waits for this endpoint to unregister (it ends its calls first).
     HoldShutdown { id: EndpointId },
+    /// The requests this endpoint sends inside its dialogs answer a proxy's 407 with
+    /// `auth` (see [`crate::CollaborationPlatform::authenticate_dialogs`]).
+    AuthenticateDialogs { id: EndpointId, auth: ClientAuth },
     /// Stop: let live transactions finish within `grace`, then cancel the rest.
     Shutdown {
         grace: Duration,
@@ -222,9 +226,20 @@ enum PendingKind {
         /// NOTIFY): its 2xx moves the dialog's remote target (§12.2.1.2), and a
         /// re-INVITE's 2xx is ACKed (§13.2.2.4).
         refresh: Option<Box<SipMessage>>,
+        /// For a dialog whose owner gave credentials: what a 407 is answered with.
+        challenged: Option<Box<InDialogResend>>,
     },
     /// Creates dialogs for `endpoint`.
     Creating(Box<Creating>),
+}
+
+/// What sends an in-dialog request again when a proxy challenges it (407): the parts it
+/// was built from (the retry takes the dialog's next CSeq, RFC 3261 §22.2, §12.2.1.1), the
+/// request as sent (what the credentials answer) and the count of sends.
+struct InDialogResend {
+    parts: InDialogParts,
+    sent: SipMessage,
+    resend: Resend,
 }
 
 struct Creating {
@@ -322,6 +337,9 @@ pub(crate) struct Driver {
     /// each ends its calls first (BYE, CANCEL), so the platform waits for them, within the
     /// grace period, before it can know that no more BYEs are coming.
     holding_shutdown: BTreeSet<EndpointId>,
+    /// The credentials of endpoints whose in-dialog requests answer challenges
+    /// (`Command::AuthenticateDialogs`), in their in-dialog form.
+    dialog_credentials: HashMap<EndpointId, ClientAuth>,
     /// The local target of each dialog, for target refresh requests sent without one.
     local_targets: LocalTargets,
     pending: HashMap<TransactionId, Pending>,
@@ -541,6 +559,7 @@ impl Driver {
                 dispatcher: Dispatcher::new(Capabilities::default()),
                 endpoints: HashMap::new(),
                 holding_shutdown: BTreeSet::new(),
+                dialog_credentials: HashMap::new(),
                 local_targets: LocalTargets::default(),
                 pending: HashMap::new(),
                 serving: HashMap::new(),
@@ -898,8 +917,14 @@ impl Driver {
                     self.holding_shutdown.insert(id);
                 }
             }
+            Command::AuthenticateDialogs { id, auth } => {
+                if self.endpoints.contains_key(&id) {
+                    self.dialog_credentials.insert(id, auth.in_dialog());
+                }
+            }
             Command::Unregister { id } => {
                 self.release_shutdown_hold(id);
+                self.dialog_credentials.remove(&id);
                 self.dispatcher.remove(id);
                 self.endpoints.remove(&id);
                 self.local_targets.remove_default(id.0);
@@ -1170,7 +1195,99 @@ impl Driver {
         }
     }
 
+    /// A proxy's 407 to a request sent inside a dialog whose owner gave credentials: the
+    /// request goes again with them, built afresh from the dialog (its next CSeq, a new
+    /// branch; RFC 3261 §22.2), or, for a BYE (whose dialog is forgotten when it is sent),
+    /// as the BYE sent with CSeq + 1. The same caller waits for the outcome. Refused
+    /// credentials or a 401 from the other party end it with
+    /// [`RequestError::Authentication`]. Anything else is handed back.
+    fn answer_in_dialog_challenge(
+        &mut self,
+        mut pending: Pending,
+        response: SipMessage,
+        status: u16,
+    ) -> Option<(Pending, SipMessage)> {
+        let challenged = match &mut pending.kind {
+            PendingKind::InDialog { challenged, .. } if matches!(status, 401 | 407) => {
+                challenged.take()
+            }
+            _ => None,
+        };
+        let Some(mut challenged) = challenged else {
+            return Some((pending, response));
+        };
+        let PendingKind::InDialog {
+            dialog,
+            invite_usage,
+            refresh,
+            ..
+        } = pending.kind
+        else {
+            return None;
+        };
+        let reason = String::from_utf8_lossy(response.reason().unwrap_or_default()).into_owned();
+        let err = RequestError::Status {
+            code: status,
+            reason,
+            response: Box::new(response),
+        };
+        let InDialogResend {
+            parts,
+            sent,
+            resend,
+        } = &mut *challenged;
+        let retry = if parts.method == Method::Bye {
+            resend.retry(sent, err, &self.cfg.via)
+        } else {
+            resend.answers(sent, err).and_then(|answers| {
+                let mut parts = parts.clone();
+                parts.headers.retain(|(name, _)| {
+                    !matches!(
+                        HeaderName::from_bytes(name.as_bytes()),
+                        HeaderName::Authorization | HeaderName::ProxyAuthorization
+                    )
+                });
+                parts.headers.extend(
+                    answers
+                        .into_iter()
+                        .map(|a| (a.name.as_str().to_owned(), Bytes::from(a.value))),
+                );
+                self.build_in_dialog(&dialog, parts)
+            })
+        };
+        match retry {
+            Ok(request) => {
+                let span = crate::platform::resent_span(&request);
+                challenged.sent = request.clone();
+                let refresh = refresh.map(|_| Box::new(request.clone()));
+                self.start_client(
+                    Instant::now(),
+                    request,
+                    pending.reply,
+                    span,
+                    PendingKind::InDialog {
+                        dialog,
+                        invite_usage,
+                        refresh,
+                        challenged: Some(challenged),
+                    },
+                );
+            }
+            Err(e) => {
+                let _g = pending.span.enter();
+                debug!(error = %e, "challenge inside a dialog not answered");
+                drop(_g);
+                pending.reply.send(Err(e), None);
+            }
+        }
+        None
+    }
+
     fn on_client_final(&mut self, pending: Pending, response: SipMessage, status: u16) {
+        let Some((pending, response)) = self.answer_in_dialog_challenge(pending, response, status)
+        else {
+            return;
+        };
         let _g = pending.span.enter();
         debug!(status, "final response");
         let mut made = None;
@@ -1184,6 +1301,7 @@ impl Driver {
                 dialog,
                 invite_usage,
                 refresh,
+                ..
             } => match status {
                 // The far side no longer knows the dialog: nothing to send it.
                 481 => self.forget_dialog(&dialog),
@@ -1623,8 +1741,21 @@ impl Driver {
                 .push((parts, reply, span));
             return;
         }
+        let credentials = self
+            .dialogs
+            .get(dialog)
+            .and_then(|d| self.dialog_credentials.get(&EndpointId(d.owner())))
+            .cloned();
+        let kept = credentials.as_ref().map(|_| parts.clone());
         match self.build_in_dialog(dialog, parts) {
             Ok(request) => {
+                let challenged = kept.zip(credentials).map(|(parts, auth)| {
+                    Box::new(InDialogResend {
+                        parts,
+                        sent: request.clone(),
+                        resend: Resend::new(auth),
+                    })
+                });
                 let ends = request.method() == Some(&Method::Bye);
                 let invite_usage = !ends
                     && !matches!(
@@ -1644,6 +1775,7 @@ impl Driver {
                         dialog: dialog.clone(),
                         invite_usage,
                         refresh,
+                        challenged,
                     },
                 );
                 if ends {

@@ -486,3 +486,111 @@ fn a_federated_ends_401_naming_the_home_realm_is_not_answered() {
         fed.log_tails(30)
     );
 }
+
+/// The requests one user sent in the call with Call-ID `call_id`: (CSeq, credentials).
+fn in_call(wire: &Wire, user: &str, method: &str, call_id: &str) -> Vec<(String, bool)> {
+    wire.requests(user, method)
+        .into_iter()
+        .filter(|s| s.call_id == call_id)
+        .map(|s| (s.cseq, s.credentials))
+        .collect()
+}
+
+/// Asserts that `sent` (a user's `method`s in one call) is one request challenged and sent
+/// again with credentials and the next CSeq.
+fn answered_once(sent: &[(String, bool)], method: &str) {
+    assert_eq!(sent.len(), 2, "{method}: {sent:?}");
+    let seq = |c: &str| {
+        c.split(' ')
+            .next()
+            .and_then(|n| n.parse::<u32>().ok())
+            .expect("a CSeq number")
+    };
+    assert!(
+        !sent[0].1,
+        "the first {method} had no credentials: {sent:?}"
+    );
+    assert!(sent[1].1, "the second {method} answered the 407: {sent:?}");
+    assert_eq!(
+        seq(&sent[1].0),
+        seq(&sent[0].0) + 1,
+        "the next CSeq: {sent:?}"
+    );
+    assert!(sent[1].0.ends_with(method), "{sent:?}");
+}
+
+/// A proxy that challenges requests inside dialogs too (Kamailio with
+/// `challenge_in_dialog_requests`): a user's MESSAGE in an IM call, the callee's as well as
+/// the caller's, and the BYE are answered with the user's credentials in a request with
+/// the dialog's next CSeq, and delivered. Before, in-dialog requests answered no
+/// challenge: the messages failed with 407 and the BYE never reached the other party.
+#[test]
+fn requests_inside_a_call_challenged_by_the_proxy_are_answered() {
+    let fed = Federation::builder()
+        .challenge_user_requests(true)
+        .challenge_in_dialog_requests(true)
+        .user(Deployment::Contoso, "dora", "dora-secret")
+        .user(Deployment::Contoso, "erin", "erin-secret")
+        .start()
+        .unwrap_or_else(|e| panic!("starting the real peers failed: {e}"));
+    runtime().block_on(async {
+        let callers_wire = Wire::default();
+        let callee_wire = Wire::default();
+        let callers = user_platform(&fed, &callers_wire).await;
+        let callee = user_platform(&fed, &callee_wire).await;
+        let erin = user(&fed, &callee, "erin", "erin-secret").await;
+        let mut calls = incoming_im_calls(&erin);
+        let dora = user(&fed, &callers, "dora", "dora-secret").await;
+
+        let call = Conversation::new(&dora, home("erin")).instant_messaging_call();
+        let (flow, accepted) = tokio::join!(bounded("dora's IM call", call.establish()), async {
+            let call = bounded("a call for erin", calls.next())
+                .await
+                .expect("a call for erin");
+            bounded("erin accepts", call.accept()).await
+        });
+        let mut flow = flow.unwrap_or_else(|e| panic!("dora's call: {e}\n{}", fed.log_tails(30)));
+        let mut erins = accepted.unwrap_or_else(|e| panic!("erin accepts: {e}"));
+        let call_id = callers_wire.requests("dora", "INVITE")[0].call_id.clone();
+
+        // dora's MESSAGE in the call: challenged, answered, delivered.
+        bounded("dora's message", flow.send_text("hello erin"))
+            .await
+            .unwrap_or_else(|e| panic!("dora's MESSAGE: {e}\n{}", fed.log_tails(30)));
+        let got = bounded("erin reads", erins.recv())
+            .await
+            .expect("a message");
+        assert_eq!(got.text(), "hello erin");
+        answered_once(
+            &in_call(&callers_wire, "dora", "MESSAGE", &call_id),
+            "MESSAGE",
+        );
+
+        // erin's, in the dialog she answered: the same.
+        bounded("erin's message", erins.send_text("hello dora"))
+            .await
+            .unwrap_or_else(|e| panic!("erin's MESSAGE: {e}\n{}", fed.log_tails(30)));
+        let got = bounded("dora reads", flow.recv()).await.expect("a message");
+        assert_eq!(got.text(), "hello dora");
+        answered_once(
+            &in_call(&callee_wire, "erin", "MESSAGE", &call_id),
+            "MESSAGE",
+        );
+
+        // dora hangs up: the BYE is challenged, answered, and ends erin's side.
+        bounded("dora hangs up", call.terminate())
+            .await
+            .unwrap_or_else(|e| panic!("BYE: {e}\n{}", fed.log_tails(30)));
+        assert!(
+            bounded("erin's flow ends", erins.recv()).await.is_none(),
+            "no more messages"
+        );
+        answered_once(&in_call(&callers_wire, "dora", "BYE", &call_id), "BYE");
+        log_shows(&fed, "proxy auth ok for dora (BYE").await;
+
+        bounded("terminate dora", dora.terminate()).await;
+        bounded("terminate erin", erin.terminate()).await;
+        callers.shutdown().await;
+        callee.shutdown().await;
+    });
+}

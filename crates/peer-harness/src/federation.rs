@@ -38,6 +38,7 @@ pub struct FederationBuilder {
     debug: i32,
     keep_dir: bool,
     challenge_user_requests: bool,
+    challenge_in_dialog_requests: bool,
     proxy_passwords: Vec<(Deployment, String, String)>,
 }
 
@@ -57,6 +58,7 @@ impl Default for FederationBuilder {
             debug: 1,
             keep_dir: std::env::var_os("PEER_HARNESS_KEEP").is_some(),
             challenge_user_requests: false,
+            challenge_in_dialog_requests: false,
             proxy_passwords: Vec::new(),
         }
     }
@@ -89,6 +91,15 @@ impl FederationBuilder {
     /// each it refuses as `failed proxy digest for USER (METHOD)`.
     pub fn challenge_user_requests(mut self, on: bool) -> Self {
         self.challenge_user_requests = on;
+        self
+    }
+
+    /// Whether the front ends also challenge users' requests inside dialogs (MESSAGE, BYE,
+    /// re-INVITE, SUBSCRIBE refreshes …; not ACK) with 407, as
+    /// [`challenge_user_requests`](Self::challenge_user_requests) does out of dialog
+    /// (default off). A request with no `Proxy-Authorization` is always challenged.
+    pub fn challenge_in_dialog_requests(mut self, on: bool) -> Self {
+        self.challenge_in_dialog_requests = on;
         self
     }
 
@@ -241,6 +252,7 @@ impl FederationBuilder {
                 ca: pki.ca_path().to_path_buf(),
                 debug: self.debug,
                 challenge_user_requests: self.challenge_user_requests,
+                challenge_in_dialog_requests: self.challenge_in_dialog_requests,
                 proxy_passwords: self
                     .proxy_passwords
                     .iter()

@@ -44,6 +44,8 @@ pub(crate) struct FrontEndConfig {
     /// (`proxy_challenge` / `pv_proxy_authenticate`), as a proxy that authenticates every
     /// request of its users does.
     pub challenge_user_requests: bool,
+    /// Whether users' requests inside dialogs (not ACK) are challenged with 407 too.
+    pub challenge_in_dialog_requests: bool,
     /// Passwords the proxy checks instead of the registrar's, per user: (user, password).
     pub proxy_passwords: Vec<(String, String)>,
 }
@@ -133,16 +135,27 @@ impl FrontEndConfig {
                 q(pw)
             );
         }
-        let (check_user_requests, proxy_auth_route) = if self.challenge_user_requests {
-            (
-                "\n\t# Users' requests (not REGISTER) are challenged as by a proxy (407).\n\
-                 \tif ($var(trust) == \"none\" && !is_method(\"REGISTER\")) {\n\
-                 \t\troute(PROXYAUTH);\n\
-                 \t}\n",
-                self.proxy_auth_route(),
-            )
+        let check_user_requests = if self.challenge_user_requests {
+            "\n\t# Users' requests (not REGISTER) are challenged as by a proxy (407).\n\
+             \tif ($var(trust) == \"none\" && !is_method(\"REGISTER\")) {\n\
+             \t\troute(PROXYAUTH);\n\
+             \t}\n"
         } else {
-            ("", String::new())
+            ""
+        };
+        let check_in_dialog_requests = if self.challenge_in_dialog_requests {
+            "\t# Users' requests inside dialogs (not ACK) are challenged too (407).\n\
+             \tif ($var(trust) == \"none\" && !is_method(\"ACK\")) {\n\
+             \t\troute(PROXYAUTH);\n\
+             \t}\n"
+        } else {
+            ""
+        };
+        let proxy_auth_route = if self.challenge_user_requests || self.challenge_in_dialog_requests
+        {
+            self.proxy_auth_route()
+        } else {
+            String::new()
         };
         let trusted_cn = any_of("$var(cn)", &self.trusted_applications);
         let trusted_san = any_of("$var(san)", &self.trusted_applications);
@@ -305,7 +318,7 @@ route[RELAY] {{
 }}
 
 route[WITHINDLG] {{
-	if (loose_route()) {{
+{check_in_dialog_requests}	if (loose_route()) {{
 		route(RELAY);
 		exit;
 	}}
