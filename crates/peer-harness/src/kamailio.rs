@@ -126,15 +126,7 @@ impl FrontEndConfig {
         if let Some(u) = p.user_tls {
             let _ = writeln!(listen, "listen=tls:127.0.0.1:{u}");
         }
-        let mut passwords = String::new();
-        for (user, pw) in &self.users {
-            let _ = writeln!(
-                passwords,
-                "\tif ($au == {}) {{ $var(password) = {}; $var(known) = 1; }}",
-                q(user),
-                q(pw)
-            );
-        }
+        let passwords = self.password_table("$au", &[]);
         let check_user_requests = if self.challenge_user_requests {
             "\n\t# Users' requests (not REGISTER) are challenged as by a proxy (407).\n\
              \tif ($var(trust) == \"none\" && !is_method(\"REGISTER\")) {\n\
@@ -429,26 +421,32 @@ route[PRESENCE] {{
         )
     }
 
+    /// Config lines that set `$var(password)` (and `$var(known)`) for the user named by
+    /// the pseudo-variable `user_var`: each user's password, or its entry in `overrides`.
+    fn password_table(&self, user_var: &str, overrides: &[(String, String)]) -> String {
+        let mut table = String::new();
+        for (user, pw) in &self.users {
+            let pw = overrides
+                .iter()
+                .find(|(u, _)| u == user)
+                .map_or(pw, |(_, p)| p);
+            let _ = writeln!(
+                table,
+                "\tif ({user_var} == {}) {{ $var(password) = {}; $var(known) = 1; }}",
+                q(user),
+                q(pw)
+            );
+        }
+        table
+    }
+
     /// `route[PROXYAUTH]`: a user's request without credentials, or with wrong ones, gets
     /// 407 (qop=auth) for the deployment's realm; the password is the one of the user in
     /// From (the registrar's, unless [`proxy_passwords`](Self::proxy_passwords) says
     /// otherwise). Keyed on the From user rather than `$au`, so the lookup does not depend
     /// on which credentials header Kamailio reads `$au` from for a given method.
     fn proxy_auth_route(&self) -> String {
-        let mut passwords = String::new();
-        for (user, pw) in &self.users {
-            let pw = self
-                .proxy_passwords
-                .iter()
-                .find(|(u, _)| u == user)
-                .map_or(pw, |(_, p)| p);
-            let _ = writeln!(
-                passwords,
-                "\tif ($fU == {}) {{ $var(password) = {}; $var(known) = 1; }}",
-                q(user),
-                q(pw)
-            );
-        }
+        let passwords = self.password_table("$fU", &self.proxy_passwords);
         let domain = self.deployment.domain();
         format!(
             r##"

@@ -461,9 +461,9 @@ impl Shared {
     /// socket cannot send to an IPv4 address, only to its IPv4-mapped form.
     fn udp_for(&self, to: SocketAddr) -> Result<(&Arc<UdpEndpoint>, SocketAddr), TransportError> {
         let sock = match to {
-            SocketAddr::V4(v4) => match self.udp4.get() {
+            SocketAddr::V4(_) => match self.udp4.get() {
                 Some(s) => Some((s, to)),
-                None => self.udp6.get().map(|s| (s, ipv4_mapped(v4))),
+                None => self.udp6.get().map(|s| (s, in_family_of(to, IPV6))),
             },
             SocketAddr::V6(_) => self.udp6.get().or(self.udp4.get()).map(|s| (s, to)),
         };
@@ -1513,11 +1513,7 @@ impl SipTransport {
             .shared
             .udp_at(local)
             .ok_or(TransportError::NoUdpSocket)?;
-        // An IPv6 socket sends to an IPv4 address in its IPv4-mapped form.
-        let to = match (local, to) {
-            (SocketAddr::V6(_), SocketAddr::V4(v4)) => ipv4_mapped(v4),
-            _ => to,
-        };
+        let to = in_family_of(to, local);
         self.send_datagram(&sock, to, local, message).await
     }
 
@@ -1970,9 +1966,19 @@ fn stamp_source(message: &mut SipMessage, source: SocketAddr) {
     }
 }
 
-/// `v4` as a dual-stack IPv6 socket sends to it (`::ffff:a.b.c.d`).
-fn ipv4_mapped(v4: std::net::SocketAddrV4) -> SocketAddr {
-    SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+/// Any IPv6 address: the family of an IPv6 socket, for [`in_family_of`].
+const IPV6: SocketAddr = SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 0);
+
+/// `to` as a socket of the address family of `like` sends to it: an IPv4 address from an
+/// IPv6 (dual-stack) socket in its IPv4-mapped form (`::ffff:a.b.c.d`), as that socket
+/// cannot send to an IPv4 address; anything else as it is.
+fn in_family_of(to: SocketAddr, like: SocketAddr) -> SocketAddr {
+    match (to, like) {
+        (SocketAddr::V4(v4), SocketAddr::V6(_)) => {
+            SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+        }
+        _ => to,
+    }
 }
 
 /// Where a response to a request received by UDP from `source` goes (RFC 3261 §18.2.2),
@@ -1990,10 +1996,7 @@ pub fn udp_response_to(message: &SipMessage, source: SocketAddr) -> SocketAddr {
         Ok(via) => via.response_address().unwrap_or(source),
         _ => source,
     };
-    match (to, source) {
-        (SocketAddr::V4(v4), SocketAddr::V6(_)) => ipv4_mapped(v4),
-        _ => to,
-    }
+    in_family_of(to, source)
 }
 
 #[cfg(test)]
