@@ -521,9 +521,10 @@ fn answered_once(sent: &[(String, bool)], method: &str) {
 
 /// A proxy that challenges requests inside dialogs too (Kamailio with
 /// `challenge_in_dialog_requests`): a user's MESSAGE in an IM call, the callee's as well as
-/// the caller's, and the BYE are answered with the user's credentials in a request with
-/// the dialog's next CSeq, and delivered. Before, in-dialog requests answered no
-/// challenge: the messages failed with 407 and the BYE never reached the other party.
+/// the caller's, the BYE, and the SUBSCRIBE that ends a presence subscription are answered
+/// with the user's credentials in a request with the dialog's next CSeq, and delivered.
+/// Before, in-dialog requests answered no challenge: the messages failed with 407, the BYE
+/// never reached the other party and the subscription stayed at the server.
 #[test]
 fn requests_inside_a_call_challenged_by_the_proxy_are_answered() {
     let fed = Federation::builder()
@@ -587,6 +588,46 @@ fn requests_inside_a_call_challenged_by_the_proxy_are_answered() {
         );
         answered_once(&in_call(&callers_wire, "dora", "BYE", &call_id), "BYE");
         log_shows(&fed, "proxy auth ok for dora (BYE").await;
+
+        // A subscription's dialog: dora subscribes to erin's presence (out of dialog,
+        // challenged as before), then ends it with a SUBSCRIBE in the dialog (Expires: 0),
+        // which is challenged, answered and granted.
+        let view = RemotePresenceView::new(&dora);
+        let mut notes = view.notifications();
+        let erin_uri = "sip:erin@contoso.test".to_string();
+        bounded("dora subscribes", view.subscribe([erin_uri.clone()]))
+            .await
+            .unwrap_or_else(|e| panic!("SUBSCRIBE: {e}\n{}", fed.log_tails(30)));
+        bounded("a NOTIFY", notes.recv())
+            .await
+            .expect("a notification");
+        let sub_call = callers_wire.requests("dora", "SUBSCRIBE")[0]
+            .call_id
+            .clone();
+        let before = in_call(&callers_wire, "dora", "SUBSCRIBE", &sub_call);
+        let last_seq: u32 = before
+            .last()
+            .and_then(|(c, _)| c.split(' ').next()?.parse().ok())
+            .expect("a CSeq");
+        bounded("dora unsubscribes", view.unsubscribe(&erin_uri)).await;
+        // The unsubscription goes twice (challenged, then answered) and is granted.
+        let answered = format!("{} SUBSCRIBE", last_seq + 2);
+        let granted = |r: &collaboration_platform::WireRecord| {
+            let t = r.text();
+            r.direction == WireDirection::Received
+                && t.starts_with("SIP/2.0 200 ")
+                && header_of(&t, "Call-ID") == Some(sub_call.as_str())
+                && header_of(&t, "CSeq") == Some(answered.as_str())
+        };
+        bounded(
+            "the unsubscription granted",
+            callers_wire.0.wait_for(granted),
+        )
+        .await;
+        let sent = in_call(&callers_wire, "dora", "SUBSCRIBE", &sub_call);
+        assert_eq!(sent.len(), before.len() + 2, "{sent:?}");
+        answered_once(&sent[before.len()..], "SUBSCRIBE");
+        bounded("dora's view ends", view.terminate()).await;
 
         bounded("terminate dora", dora.terminate()).await;
         bounded("terminate erin", erin.terminate()).await;
