@@ -559,10 +559,7 @@ impl EndpointCore {
     /// In that order: the calls' BYEs are with the platform before it hears the endpoint is
     /// gone, which a shutdown waiting for the endpoint takes as the end of its BYEs.
     pub(crate) async fn detach(&self) {
-        for handler in self.close_routes() {
-            handler.endpoint_terminated().await;
-        }
-        self.unroute().await;
+        self.detach_then(None).await;
     }
 
     /// [`detach`](Self::detach) for an endpoint that ends: Terminated with `reason` once its
@@ -570,16 +567,22 @@ impl EndpointCore {
     /// endpoint returns when it is unrouted; Terminated after that, `shutdown().await`
     /// could return with the endpoint still Terminating.
     pub(crate) async fn detach_terminated(&self, reason: impl Into<String>) {
+        self.detach_then(Some(reason.into())).await;
+    }
+
+    async fn detach_then(&self, terminated: Option<String>) {
         for handler in self.close_routes() {
             handler.endpoint_terminated().await;
         }
-        // From Terminating only: a cancelled terminate() finishing this must not replace
-        // the reason of one that got as far.
-        let _ = self.transition(
-            &[EndpointState::Terminating],
-            EndpointState::Terminated,
-            reason,
-        );
+        if let Some(reason) = terminated {
+            // From Terminating only: a cancelled terminate() finishing this must not
+            // replace the reason of one that got as far.
+            let _ = self.transition(
+                &[EndpointState::Terminating],
+                EndpointState::Terminated,
+                reason,
+            );
+        }
         self.unroute().await;
     }
 

@@ -670,8 +670,10 @@ impl CollaborationPlatform {
     /// `auth`, as its out-of-dialog requests do ([`OutgoingRequest::authenticate`]): the
     /// request goes again with the dialog's next CSeq and the credentials (RFC 3261
     /// §22.2), and the caller gets the outcome of that one. Inside a dialog nothing goes up
-    /// front, and the other party's 401 is not answered. `UserEndpoint`s do this; a trusted
-    /// application is not challenged. Until the endpoint is unregistered.
+    /// front, the other party's 401 is not answered, and in a dialog with a federated party
+    /// nothing is answered (a 407 could come from its side as well as from the home proxy:
+    /// trust is not transitive). `UserEndpoint`s do this; a trusted application is not
+    /// challenged. Until the endpoint is unregistered.
     ///
     /// Cancel safety: cancel safe (if cancelled before queued, nothing changed).
     pub async fn authenticate_dialogs(&self, endpoint: EndpointId, auth: crate::ClientAuth) {

@@ -340,6 +340,9 @@ pub(crate) struct Driver {
     /// The credentials of endpoints whose in-dialog requests answer challenges
     /// (`Command::AuthenticateDialogs`), in their in-dialog form.
     dialog_credentials: HashMap<EndpointId, ClientAuth>,
+    /// The credentials of the INVITE (or re-INVITE) whose 2xx a dialog's ACK answers: the
+    /// ACK carries the same (RFC 3261 §13.2.2.4). Only for dialogs whose INVITE had some.
+    ack_credentials: HashMap<DialogId, Vec<(HeaderName, Bytes)>>,
     /// The local target of each dialog, for target refresh requests sent without one.
     local_targets: LocalTargets,
     pending: HashMap<TransactionId, Pending>,
@@ -560,6 +563,7 @@ impl Driver {
                 endpoints: HashMap::new(),
                 holding_shutdown: BTreeSet::new(),
                 dialog_credentials: HashMap::new(),
+                ack_credentials: HashMap::new(),
                 local_targets: LocalTargets::default(),
                 pending: HashMap::new(),
                 serving: HashMap::new(),
@@ -923,10 +927,7 @@ impl Driver {
                 }
             }
             Command::Unregister { id } => {
-                self.release_shutdown_hold(id);
-                self.dialog_credentials.remove(&id);
-                self.dispatcher.remove(id);
-                self.endpoints.remove(&id);
+                self.forget_endpoint(id);
                 self.local_targets.remove_default(id.0);
                 self.dialogs.clear_owner(id.0);
             }
@@ -934,9 +935,13 @@ impl Driver {
         }
     }
 
-    /// Endpoint `id` no longer holds a shutdown (unregistered, or forgotten).
-    fn release_shutdown_hold(&mut self, id: EndpointId) {
+    /// Stops routing to endpoint `id` (unregistered, or its receiver gone): it no longer
+    /// holds a shutdown, and its credentials are dropped.
+    fn forget_endpoint(&mut self, id: EndpointId) {
+        self.dispatcher.remove(id);
+        self.endpoints.remove(&id);
         self.holding_shutdown.remove(&id);
+        self.dialog_credentials.remove(&id);
     }
 
     fn start_client(
@@ -1046,6 +1051,7 @@ impl Driver {
 
     fn forget_dialog(&mut self, dialog: &DialogId) {
         self.dialogs.remove(dialog);
+        self.ack_credentials.remove(dialog);
         self.local_targets.forget(dialog);
         self.held_acks.forget(dialog);
         // Ended otherwise (the peer's BYE) while these waited for the ACK.
@@ -1100,9 +1106,38 @@ impl Driver {
             On2xx::Resend(ack) => return self.layer.send_stateless(&ack, self.proxy_peer),
             On2xx::NotHeld => {}
         }
-        match self.dialogs.ack(id, seq, &self.cfg.via) {
+        match self.build_ack(id, seq) {
             Ok(ack) => self.layer.send_stateless(&ack, self.proxy_peer),
             Err(e) => debug!(error = %e, "ACK not built"),
+        }
+    }
+
+    /// The ACK of the 2xx to INVITE `seq` in `dialog`, with the credentials that INVITE
+    /// carried (RFC 3261 §13.2.2.4).
+    fn build_ack(&mut self, dialog: &DialogId, seq: u32) -> Result<SipMessage, DialogError> {
+        let mut ack = self.dialogs.ack(dialog, seq, &self.cfg.via)?;
+        for (name, value) in self.ack_credentials.get(dialog).into_iter().flatten() {
+            let _ = ack.push_header(*name, value.clone());
+        }
+        Ok(ack)
+    }
+
+    /// Keeps what the ACK of `invite`'s 2xx in `dialog` must carry: its credentials.
+    fn note_ack_credentials(&mut self, dialog: &DialogId, invite: &SipMessage) {
+        let credentials: Vec<(HeaderName, Bytes)> = invite
+            .headers()
+            .filter(|h| {
+                matches!(
+                    h.name,
+                    HeaderName::Authorization | HeaderName::ProxyAuthorization
+                )
+            })
+            .map(|h| (h.name, Bytes::copy_from_slice(h.value)))
+            .collect();
+        if credentials.is_empty() {
+            self.ack_credentials.remove(dialog);
+        } else {
+            self.ack_credentials.insert(dialog.clone(), credentials);
         }
     }
 
@@ -1118,8 +1153,7 @@ impl Driver {
             .waiting(dialog)
             .ok_or(RequestError::NoDialog)?;
         let mut ack = self
-            .dialogs
-            .ack(dialog, seq, &self.cfg.via)
+            .build_ack(dialog, seq)
             .map_err(|_| RequestError::NoDialog)?;
         ack.set_header(HeaderName::ContentType, content_type.to_owned())
             .map_err(|e| RequestError::Invalid(format!("Content-Type: {e}")))?;
@@ -1136,7 +1170,7 @@ impl Driver {
     /// they get it again, not a new dialog and a second BYE.
     fn end_answered(&mut self, dialog: &DialogId, seq: u32, offer: Option<&[u8]>) {
         let now = Instant::now();
-        let Ok(mut ack) = self.dialogs.ack(dialog, seq, &self.cfg.via) else {
+        let Ok(mut ack) = self.build_ack(dialog, seq) else {
             return;
         };
         if let Some(answer) = offer.and_then(refusing_answer) {
@@ -1313,6 +1347,7 @@ impl Driver {
                             debug!(error = %e, "target refresh not applied");
                         }
                         if request.method() == Some(&Method::Invite) {
+                            self.note_ack_credentials(&dialog, &request);
                             let offer = response.body();
                             if request.body().is_empty() && !offer.is_empty() {
                                 // An offerless re-INVITE: the 2xx's offer is answered in
@@ -1356,6 +1391,7 @@ impl Driver {
                         self.dialogs.set_owner(&id, c.endpoint.0);
                         self.local_targets.note(&id, &c.request, &self.dialogs);
                         if c.request.method() == Some(&Method::Invite) {
+                            self.note_ack_credentials(&id, &c.request);
                             let seq = response.cseq().map(|c| c.seq()).unwrap_or_default();
                             // The caller gets this one call: the early dialogs of other
                             // forks end here (a later 2xx of theirs is ACKed and ended
@@ -1741,10 +1777,13 @@ impl Driver {
                 .push((parts, reply, span));
             return;
         }
+        // Only toward a home party: in a dialog with a federated one, a 407 may come from
+        // its side as well as from the home proxy, and nothing tells them apart.
         let credentials = self
             .dialogs
             .get(dialog)
             .and_then(|d| self.dialog_credentials.get(&EndpointId(d.owner())))
+            .filter(|_| self.remote_is_on_premises(dialog))
             .cloned();
         let kept = credentials.as_ref().map(|_| parts.clone());
         match self.build_in_dialog(dialog, parts) {
@@ -2520,9 +2559,7 @@ impl Driver {
             Err(mpsc::error::TrySendError::Closed(inc)) => {
                 let request = inc.request().clone();
                 inc.defuse();
-                self.dispatcher.remove(endpoint);
-                self.endpoints.remove(&endpoint);
-                self.release_shutdown_hold(endpoint);
+                self.forget_endpoint(endpoint);
                 self.answer(now, id, &request, 480, &[]);
             }
         }

@@ -1302,3 +1302,192 @@ async fn the_ack_owing_an_answer_reaches_the_endpoint_and_no_other() {
         hang_up.await.unwrap().unwrap();
     }
 }
+
+/// The CSeq number of `m`.
+fn seq_of(m: &sip_core::SipMessage) -> u32 {
+    m.cseq().expect("a CSeq").seq()
+}
+
+/// The app (with credentials for its dialogs, `authenticate_dialogs`) calls bob; returns
+/// the platforms, the dialog and bob's requests.
+async fn authenticated_call(
+    bob_uri: &str,
+) -> (
+    CollaborationPlatform,
+    CollaborationPlatform,
+    DialogId,
+    mpsc::Receiver<IncomingRequest>,
+) {
+    // Bob's platform serves fabrikam.test too; for the app, only contoso.test is home.
+    let pki = LoopbackPki::new().expect("CA");
+    let (a, b) = pair(&pki, "app.contoso.test", "bob.contoso.test", |fqdn, s| {
+        if fqdn == "app.contoso.test" {
+            s.topology(Topology::new(["contoso.test"]))
+        } else {
+            s.topology(Topology::new(["contoso.test", "fabrikam.test"]))
+        }
+    })
+    .await
+    .expect("platforms");
+    let (app, _app_rx) = endpoint(&a, "app").await;
+    let auth =
+        collaboration_platform::ClientAuth::new(sip_core::auth::Credentials::new("app", "secret"));
+    a.authenticate_dialogs(app, auth).await;
+    // Bob's endpoint takes the call whatever its Request-URI (default routing).
+    let owner =
+        collaboration_platform::Address::assume_on_premises("sip:bob@contoso.test").unwrap();
+    let (_bob, mut bob_rx) = b.register_endpoint(owner, None, true).await.unwrap();
+    let contact = format!("<{}>", b.contact_uri("bob").unwrap());
+    let answering = tokio::spawn(async move {
+        let mut inv = next(&mut bob_rx).await;
+        inv.respond(200, "OK", &[("Contact", &contact)], None)
+            .await
+            .unwrap();
+        bob_rx
+    });
+    let request = OutgoingRequest::new(Method::Invite, bob_uri)
+        .from("<sip:app@contoso.test>")
+        .header("Contact", format!("<{}>", a.contact_uri("app").unwrap()));
+    let (_, dialog) = a
+        .invite(app, request)
+        .await
+        .unwrap()
+        .outcome()
+        .await
+        .unwrap();
+    let bob_rx = tokio::time::timeout(WAIT, answering)
+        .await
+        .unwrap()
+        .unwrap();
+    (a, b, dialog, bob_rx)
+}
+
+const PROXY_CHALLENGE: (&str, &str) = (
+    "Proxy-Authenticate",
+    "Digest realm=\"contoso.test\", nonce=\"n1\", qop=\"auth\"",
+);
+
+/// A 407 to a request in a dialog of an endpoint with credentials is answered: the
+/// request again with the dialog's next CSeq and a `Proxy-Authorization` for the
+/// challenge, and the caller gets that one's outcome; a later request takes the CSeq
+/// after it. A 401 from the other party is not answered (`RequestError::Authentication`,
+/// nothing sent again), nor a 407 refused twice. Before, the first 407 was the outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_407_in_an_authenticated_dialog_is_answered_with_the_next_cseq() {
+    let (a, _b, dialog, mut bob_rx) = authenticated_call("sip:bob@contoso.test").await;
+    let message = || OutgoingRequest::new(Method::Message, "").body("text/plain", "hi");
+    let (sent, last) = tokio::join!(a.send_in_dialog(&dialog, message()), async {
+        let mut m = next(&mut bob_rx).await;
+        assert!(m.request().header(HeaderName::ProxyAuthorization).is_none());
+        let first = seq_of(m.request());
+        m.respond(
+            407,
+            "Proxy Authentication Required",
+            &[PROXY_CHALLENGE],
+            None,
+        )
+        .await
+        .unwrap();
+        let mut again = next(&mut bob_rx).await;
+        assert_eq!(again.request().method(), Some(&Method::Message));
+        assert_eq!(seq_of(again.request()), first + 1, "the dialog's next CSeq");
+        let creds = again
+            .request()
+            .header(HeaderName::ProxyAuthorization)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .expect("credentials");
+        assert!(creds.contains("nonce=\"n1\""), "{creds}");
+        again.respond(200, "OK", &[], None).await.unwrap();
+        first + 1
+    });
+    assert_eq!(sent.expect("the MESSAGE answered").status(), Some(200));
+
+    // The other party's 401 is not answered; the next request takes the next CSeq.
+    let (sent, ()) = tokio::join!(a.send_in_dialog(&dialog, message()), async {
+        let mut m = next(&mut bob_rx).await;
+        assert_eq!(seq_of(m.request()), last + 1);
+        let www = (
+            "WWW-Authenticate",
+            "Digest realm=\"contoso.test\", nonce=\"u1\"",
+        );
+        m.respond(401, "Unauthorized", &[www], None).await.unwrap();
+    });
+    assert!(
+        matches!(sent, Err(RequestError::Authentication { code: 401, .. })),
+        "{sent:?}"
+    );
+
+    // Credentials refused (a second challenge for the realm): no third send.
+    let (sent, ()) = tokio::join!(a.send_in_dialog(&dialog, message()), async {
+        for _ in 0..2 {
+            let mut m = next(&mut bob_rx).await;
+            assert_eq!(m.request().method(), Some(&Method::Message));
+            m.respond(
+                407,
+                "Proxy Authentication Required",
+                &[PROXY_CHALLENGE],
+                None,
+            )
+            .await
+            .unwrap();
+        }
+    });
+    assert!(
+        matches!(sent, Err(RequestError::Authentication { code: 407, .. })),
+        "{sent:?}"
+    );
+    // Nothing was sent again: bob's next request is the BYE.
+    let ((), ()) = tokio::join!(
+        async {
+            let _ = a
+                .send_in_dialog(&dialog, OutgoingRequest::new(Method::Bye, ""))
+                .await;
+        },
+        async {
+            let mut bye = next(&mut bob_rx).await;
+            assert_eq!(bye.request().method(), Some(&Method::Bye));
+            bye.respond(200, "OK", &[], None).await.unwrap();
+        }
+    );
+}
+
+/// In a dialog with a federated party, a 407 is not answered: it may come from that
+/// party's side as well as from the home proxy (trust is not transitive).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_407_in_a_dialog_with_a_federated_party_is_not_answered() {
+    let (a, _b, dialog, mut bob_rx) = authenticated_call("sip:bob@fabrikam.test").await;
+    let (sent, ()) = tokio::join!(
+        a.send_in_dialog(
+            &dialog,
+            OutgoingRequest::new(Method::Message, "").body("text/plain", "hi"),
+        ),
+        async {
+            let mut m = next(&mut bob_rx).await;
+            m.respond(
+                407,
+                "Proxy Authentication Required",
+                &[PROXY_CHALLENGE],
+                None,
+            )
+            .await
+            .unwrap();
+        }
+    );
+    assert_eq!(sent.as_ref().map_err(RequestError::status).err(), Some(407));
+    let ((), ()) = tokio::join!(
+        async {
+            let _ = a
+                .send_in_dialog(&dialog, OutgoingRequest::new(Method::Bye, ""))
+                .await;
+        },
+        async {
+            let mut bye = next(&mut bob_rx).await;
+            assert_eq!(
+                bye.request().method(),
+                Some(&Method::Bye),
+                "no MESSAGE again"
+            );
+            bye.respond(200, "OK", &[], None).await.unwrap();
+        }
+    );
+}

@@ -240,6 +240,23 @@ fn a_user_endpoints_requests_challenged_by_the_proxy_are_answered_with_its_crede
             .await
             .unwrap_or_else(|e| panic!("dora's IM call: {e}\n{}", fed.log_tails(30)));
         callers_wire.challenged_once_and_answered(&fed, "dora", "INVITE");
+        // The ACK of the 2xx carries the INVITE's credentials (RFC 3261 §13.2.2.4).
+        let invite_call = callers_wire.requests("dora", "INVITE")[0].call_id.clone();
+        let ack = bounded(
+            "dora's ACK",
+            callers_wire.0.wait_for(|r| {
+                let t = r.text();
+                r.is_sent_request("ACK")
+                    && header_of(&t, "Call-ID") == Some(invite_call.as_str())
+                    && header_of(&t, "CSeq") == Some("2 ACK")
+            }),
+        )
+        .await;
+        assert!(
+            header_of(&ack.text(), "Proxy-Authorization").is_some(),
+            "{}",
+            ack.text()
+        );
         bounded("a message in the call", flow.send_text("hello erin"))
             .await
             .expect("MESSAGE in the call");
