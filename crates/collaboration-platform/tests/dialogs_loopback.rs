@@ -1367,6 +1367,34 @@ const PROXY_CHALLENGE: (&str, &str) = (
     "Digest realm=\"contoso.test\", nonce=\"n1\", qop=\"auth\"",
 );
 
+/// Answers `m` 407 with [`PROXY_CHALLENGE`].
+async fn challenge(m: &mut IncomingRequest) {
+    m.respond(
+        407,
+        "Proxy Authentication Required",
+        &[PROXY_CHALLENGE],
+        None,
+    )
+    .await
+    .unwrap();
+}
+
+/// The app hangs up: bob's next request must be the BYE (nothing else was sent since).
+async fn hang_up(
+    a: &CollaborationPlatform,
+    dialog: &DialogId,
+    bob_rx: &mut mpsc::Receiver<IncomingRequest>,
+) {
+    let (_, ()) = tokio::join!(
+        a.send_in_dialog(dialog, OutgoingRequest::new(Method::Bye, "")),
+        async {
+            let mut bye = next(bob_rx).await;
+            assert_eq!(bye.request().method(), Some(&Method::Bye));
+            bye.respond(200, "OK", &[], None).await.unwrap();
+        }
+    );
+}
+
 /// A 407 to a request in a dialog of an endpoint with credentials is answered: the
 /// request again with the dialog's next CSeq and a `Proxy-Authorization` for the
 /// challenge, and the caller gets that one's outcome; a later request takes the CSeq
@@ -1380,14 +1408,7 @@ async fn a_407_in_an_authenticated_dialog_is_answered_with_the_next_cseq() {
         let mut m = next(&mut bob_rx).await;
         assert!(m.request().header(HeaderName::ProxyAuthorization).is_none());
         let first = seq_of(m.request());
-        m.respond(
-            407,
-            "Proxy Authentication Required",
-            &[PROXY_CHALLENGE],
-            None,
-        )
-        .await
-        .unwrap();
+        challenge(&mut m).await;
         let mut again = next(&mut bob_rx).await;
         assert_eq!(again.request().method(), Some(&Method::Message));
         assert_eq!(seq_of(again.request()), first + 1, "the dialog's next CSeq");
@@ -1422,14 +1443,7 @@ async fn a_407_in_an_authenticated_dialog_is_answered_with_the_next_cseq() {
         for _ in 0..2 {
             let mut m = next(&mut bob_rx).await;
             assert_eq!(m.request().method(), Some(&Method::Message));
-            m.respond(
-                407,
-                "Proxy Authentication Required",
-                &[PROXY_CHALLENGE],
-                None,
-            )
-            .await
-            .unwrap();
+            challenge(&mut m).await;
         }
     });
     assert!(
@@ -1437,18 +1451,7 @@ async fn a_407_in_an_authenticated_dialog_is_answered_with_the_next_cseq() {
         "{sent:?}"
     );
     // Nothing was sent again: bob's next request is the BYE.
-    let ((), ()) = tokio::join!(
-        async {
-            let _ = a
-                .send_in_dialog(&dialog, OutgoingRequest::new(Method::Bye, ""))
-                .await;
-        },
-        async {
-            let mut bye = next(&mut bob_rx).await;
-            assert_eq!(bye.request().method(), Some(&Method::Bye));
-            bye.respond(200, "OK", &[], None).await.unwrap();
-        }
-    );
+    hang_up(&a, &dialog, &mut bob_rx).await;
 }
 
 /// In a dialog with a federated party, a 407 is not answered: it may come from that
@@ -1463,31 +1466,10 @@ async fn a_407_in_a_dialog_with_a_federated_party_is_not_answered() {
         ),
         async {
             let mut m = next(&mut bob_rx).await;
-            m.respond(
-                407,
-                "Proxy Authentication Required",
-                &[PROXY_CHALLENGE],
-                None,
-            )
-            .await
-            .unwrap();
+            challenge(&mut m).await;
         }
     );
     assert_eq!(sent.as_ref().map_err(RequestError::status).err(), Some(407));
-    let ((), ()) = tokio::join!(
-        async {
-            let _ = a
-                .send_in_dialog(&dialog, OutgoingRequest::new(Method::Bye, ""))
-                .await;
-        },
-        async {
-            let mut bye = next(&mut bob_rx).await;
-            assert_eq!(
-                bye.request().method(),
-                Some(&Method::Bye),
-                "no MESSAGE again"
-            );
-            bye.respond(200, "OK", &[], None).await.unwrap();
-        }
-    );
+    // Not sent again: bob's next request is the BYE.
+    hang_up(&a, &dialog, &mut bob_rx).await;
 }
