@@ -138,7 +138,8 @@ impl ClientAuth {
 
     /// These credentials for the requests of a dialog (a call's MESSAGEs and BYE, a
     /// subscription's refreshes): a proxy's 407 is answered, the other party's 401 is not
-    /// (its homing is the dialog's, not checked here), and nothing goes up front: a front
+    /// (the platform gives these only for dialogs with home parties), and nothing goes up
+    /// front: a front
     /// end that challenges requests inside dialogs is rare, and one that does is answered
     /// when it asks.
     pub(crate) fn in_dialog(&self) -> ClientAuth {
@@ -265,37 +266,15 @@ impl Resend {
     }
 
     /// What to send after `err` ended the send of `sent`: for a 401 or 407, the request
-    /// again with credentials (see [`next`](Self::next)); any other error is returned as
-    /// it is.
+    /// again with credentials ([`ClientAuth::answer`]), or
+    /// [`RequestError::Authentication`]; any other error is returned as it is.
     pub(crate) fn retry(
         &mut self,
         sent: &SipMessage,
         err: RequestError,
         via: &str,
     ) -> Result<SipMessage, RequestError> {
-        match err {
-            RequestError::Status {
-                code: code @ (401 | 407),
-                reason,
-                response,
-            } => self.next(sent, code, reason, response, via),
-            other => Err(other),
-        }
-    }
-
-    /// The request to send after `sent` got the challenge `code`/`reason`/`response`, or
-    /// [`RequestError::Authentication`].
-    pub(crate) fn next(
-        &mut self,
-        sent: &SipMessage,
-        code: u16,
-        reason: String,
-        response: Box<SipMessage>,
-        via: &str,
-    ) -> Result<SipMessage, RequestError> {
-        self.count(code, reason, response, |auth, response| {
-            auth.answer(sent, response, via)
-        })
+        self.on_challenge(err, |auth, response| auth.answer(sent, response, via))
     }
 
     /// For a request whose retry someone else builds (one inside a dialog takes the
@@ -306,14 +285,21 @@ impl Resend {
         sent: &SipMessage,
         err: RequestError,
     ) -> Result<Vec<AuthorizationHeader>, RequestError> {
+        self.on_challenge(err, |auth, response| auth.answers(sent, response))
+    }
+
+    /// [`count`](Self::count) for `err` when it is a 401 or 407; `err` as it is otherwise.
+    fn on_challenge<T>(
+        &mut self,
+        err: RequestError,
+        answer: impl FnOnce(&ClientAuth, &SipMessage) -> Result<T, String>,
+    ) -> Result<T, RequestError> {
         match err {
             RequestError::Status {
                 code: code @ (401 | 407),
                 reason,
                 response,
-            } => self.count(code, reason, response, |auth, response| {
-                auth.answers(sent, response)
-            }),
+            } => self.count(code, reason, response, answer),
             other => Err(other),
         }
     }
@@ -381,17 +367,35 @@ mod tests {
         Box::new(r)
     }
 
+    /// `response` (a 401 or 407) as the error that ends a send.
+    fn challenged(response: Box<SipMessage>) -> RequestError {
+        RequestError::Status {
+            code: response.status().unwrap(),
+            reason: "challenged".into(),
+            response,
+        }
+    }
+
+    /// A 401 to `to` from a server of the realm `contoso.test`.
+    fn unauthorized(to: &SipMessage) -> SipMessage {
+        let mut r = SipMessage::response_to(to, 401, "Unauthorized").unwrap();
+        r.push_header(
+            HeaderName::WwwAuthenticate,
+            r#"Digest realm="contoso.test", nonce="u1", qop="auth""#,
+        )
+        .unwrap();
+        r
+    }
+
     #[test]
     fn the_retry_keeps_the_call_and_takes_the_next_cseq_a_new_branch_and_credentials() {
         let auth = ClientAuth::new(Credentials::new("alice", "pw"));
         let mut resend = Resend::new(auth.clone());
         let sent = message();
         let retry = resend
-            .next(
+            .retry(
                 &sent,
-                407,
-                "Proxy Authentication Required".into(),
-                challenge(&sent, "n1"),
+                challenged(challenge(&sent, "n1")),
                 "SIP/2.0/TLS 127.0.0.1:5061;rport",
             )
             .unwrap();
@@ -407,11 +411,9 @@ mod tests {
         assert!(String::from_utf8_lossy(creds).contains(r#"nonce="n1""#));
 
         // The same nonce challenged again: the password is wrong, no third request.
-        let again = resend.next(
+        let again = resend.retry(
             &retry,
-            407,
-            "Proxy Authentication Required".into(),
-            challenge(&retry, "n2"),
+            challenged(challenge(&retry, "n2")),
             "SIP/2.0/TLS 127.0.0.1:5061;rport",
         );
         match again {
@@ -442,7 +444,7 @@ mod tests {
                 format!(r#"Digest realm="contoso.test", nonce="s{i}", qop="auth", stale=true"#),
             )
             .unwrap();
-            match resend.next(&sent, 407, "x".into(), Box::new(r), "SIP/2.0/TLS h") {
+            match resend.retry(&sent, challenged(Box::new(r)), "SIP/2.0/TLS h") {
                 Ok(next) => sent = next,
                 Err(e) => {
                     outcome = Err((i, e));
@@ -461,12 +463,7 @@ mod tests {
     fn a_401_realms_credentials_go_up_front_to_its_host_only() {
         let auth = ClientAuth::new(Credentials::new("alice", "pw"));
         let sent = message();
-        let mut r = SipMessage::response_to(&sent, 401, "Unauthorized").unwrap();
-        r.push_header(
-            HeaderName::WwwAuthenticate,
-            r#"Digest realm="contoso.test", nonce="u1", qop="auth""#,
-        )
-        .unwrap();
+        let r = unauthorized(&sent);
         auth.answer(&sent, &r, "SIP/2.0/TLS h").unwrap();
         let mut same = message();
         auth.authorize(&mut same);
@@ -498,12 +495,7 @@ mod tests {
         let home = ClientAuth::new(Credentials::new("alice", "pw").for_realm("contoso.test"));
         let auth = home.toward_federated_end();
         let sent = message();
-        let mut r = SipMessage::response_to(&sent, 401, "Unauthorized").unwrap();
-        r.push_header(
-            HeaderName::WwwAuthenticate,
-            r#"Digest realm="contoso.test", nonce="u1", qop="auth""#,
-        )
-        .unwrap();
+        let r = unauthorized(&sent);
         let refused = auth.answer(&sent, &r, "SIP/2.0/TLS h").unwrap_err();
         assert!(refused.contains("federated"), "{refused}");
         // The same 401 toward a home end is answered.
@@ -526,23 +518,13 @@ mod tests {
         let auth = ClientAuth::new(Credentials::new("alice", "pw")).in_dialog();
         let sent = message();
         let mut resend = Resend::new(auth);
-        let status = |r: Box<SipMessage>| RequestError::Status {
-            code: r.status().unwrap(),
-            reason: "x".into(),
-            response: r,
-        };
         let answers = resend
-            .answers(&sent, status(challenge(&sent, "d1")))
+            .answers(&sent, challenged(challenge(&sent, "d1")))
             .unwrap();
         assert_eq!(answers.len(), 1);
         assert_eq!(answers[0].name, HeaderName::ProxyAuthorization);
-        let mut r = SipMessage::response_to(&sent, 401, "Unauthorized").unwrap();
-        r.push_header(
-            HeaderName::WwwAuthenticate,
-            r#"Digest realm="contoso.test", nonce="u1", qop="auth""#,
-        )
-        .unwrap();
-        match resend.answers(&sent, status(Box::new(r))) {
+        let r = unauthorized(&sent);
+        match resend.answers(&sent, challenged(Box::new(r))) {
             Err(RequestError::Authentication {
                 code: 401, detail, ..
             }) => {

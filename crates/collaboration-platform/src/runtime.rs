@@ -1237,27 +1237,19 @@ impl Driver {
     /// [`RequestError::Authentication`]. Anything else is handed back.
     fn answer_in_dialog_challenge(
         &mut self,
-        mut pending: Pending,
+        pending: Pending,
         response: SipMessage,
         status: u16,
     ) -> Option<(Pending, SipMessage)> {
-        let challenged = match &mut pending.kind {
-            PendingKind::InDialog { challenged, .. } if matches!(status, 401 | 407) => {
-                challenged.take()
-            }
-            _ => None,
-        };
-        let Some(mut challenged) = challenged else {
-            return Some((pending, response));
-        };
-        let PendingKind::InDialog {
-            dialog,
-            invite_usage,
-            refresh,
-            ..
-        } = pending.kind
-        else {
-            return None;
+        let Pending { reply, span, kind } = pending;
+        let (dialog, invite_usage, refresh, mut challenged) = match kind {
+            PendingKind::InDialog {
+                dialog,
+                invite_usage,
+                refresh,
+                challenged: Some(challenged),
+            } if matches!(status, 401 | 407) => (dialog, invite_usage, refresh, challenged),
+            kind => return Some((Pending { reply, span, kind }, response)),
         };
         let reason = String::from_utf8_lossy(response.reason().unwrap_or_default()).into_owned();
         let err = RequestError::Status {
@@ -1297,7 +1289,7 @@ impl Driver {
                 self.start_client(
                     Instant::now(),
                     request,
-                    pending.reply,
+                    reply,
                     span,
                     PendingKind::InDialog {
                         dialog,
@@ -1308,10 +1300,8 @@ impl Driver {
                 );
             }
             Err(e) => {
-                let _g = pending.span.enter();
-                debug!(error = %e, "challenge inside a dialog not answered");
-                drop(_g);
-                pending.reply.send(Err(e), None);
+                span.in_scope(|| debug!(error = %e, "challenge inside a dialog not answered"));
+                reply.send(Err(e), None);
             }
         }
         None

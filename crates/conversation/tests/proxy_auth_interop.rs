@@ -38,13 +38,21 @@ const USERS: [(&str, &str); 3] = [
 ];
 
 fn fixture() -> Federation {
+    fixture_with(|b| b)
+}
+
+/// [`fixture`] with more of the front ends' settings.
+fn fixture_with(
+    more: impl FnOnce(peer_harness::FederationBuilder) -> peer_harness::FederationBuilder,
+) -> Federation {
     let mut b = Federation::builder()
         .challenge_user_requests(true)
         .proxy_password(Deployment::Contoso, "carol", "the-proxy-wants-another");
     for (u, p) in USERS {
         b = b.user(Deployment::Contoso, u, p);
     }
-    b.start()
+    more(b)
+        .start()
         .unwrap_or_else(|e| panic!("starting the real peers failed: {e}"))
 }
 
@@ -544,13 +552,7 @@ fn answered_once(sent: &[(String, bool)], method: &str) {
 /// never reached the other party and the subscription stayed at the server.
 #[test]
 fn requests_inside_a_call_challenged_by_the_proxy_are_answered() {
-    let fed = Federation::builder()
-        .challenge_user_requests(true)
-        .challenge_in_dialog_requests(true)
-        .user(Deployment::Contoso, "dora", "dora-secret")
-        .user(Deployment::Contoso, "erin", "erin-secret")
-        .start()
-        .unwrap_or_else(|e| panic!("starting the real peers failed: {e}"));
+    let fed = fixture_with(|b| b.challenge_in_dialog_requests(true));
     runtime().block_on(async {
         let callers_wire = Wire::default();
         let callee_wire = Wire::default();
